@@ -123,7 +123,11 @@ pub struct Issuer {
 
 impl Issuer {
     /// Issues a token for `subject`, valid from `now` for the configured lifetime.
-    pub fn issue(&self, subject: &Subject, now: OffsetDateTime) -> Result<(String, OffsetDateTime), TokenError> {
+    pub fn issue(
+        &self,
+        subject: &Subject,
+        now: OffsetDateTime,
+    ) -> Result<(String, OffsetDateTime), TokenError> {
         let exp = now + self.lifetime;
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -171,7 +175,13 @@ impl Verifier {
             return Err(TokenError::Expired { exp, now: now_s });
         }
         let sub = raw.sub.ok_or_else(|| missing("sub"))?;
-        Ok(Claims { iss, aud: aud.to_vec(), sub, iat: raw.iat.unwrap_or(0), exp })
+        Ok(Claims {
+            iss,
+            aud: aud.to_vec(),
+            sub,
+            iat: raw.iat.unwrap_or(0),
+            exp,
+        })
     }
 }
 
@@ -190,7 +200,12 @@ mod tests {
     }
 
     fn subject() -> Subject {
-        Subject { kind: ObjectKind::Client, namespace: "lab".into(), name: "alice".into(), uid: "1234-abcd".into() }
+        Subject {
+            kind: ObjectKind::Client,
+            namespace: "lab".into(),
+            name: "alice".into(),
+            uid: "1234-abcd".into(),
+        }
     }
 
     #[test]
@@ -199,7 +214,10 @@ mod tests {
         let iss = issuer();
         let (token, exp) = iss.issue(&subject(), now).expect("issue");
         assert_eq!(exp, now + Duration::days(365));
-        let claims = iss.verifier().verify(&token, now + Duration::days(1)).expect("verify");
+        let claims = iss
+            .verifier()
+            .verify(&token, now + Duration::days(1))
+            .expect("verify");
         assert_eq!(claims.sub, "client:lab:alice:1234-abcd");
         assert_eq!(claims.sub.parse::<Subject>().expect("subject"), subject());
         assert_eq!(claims.aud, vec!["jumpstarter".to_string()]);
@@ -210,7 +228,10 @@ mod tests {
         let now = datetime!(2026-11-29 12:00 UTC);
         let iss = issuer();
         let (token, _) = iss.issue(&subject(), now).expect("issue");
-        let err = iss.verifier().verify(&token, now + Duration::days(366)).expect_err("expired");
+        let err = iss
+            .verifier()
+            .verify(&token, now + Duration::days(366))
+            .expect_err("expired");
         assert!(matches!(err, TokenError::Expired { .. }));
         assert!(err.to_string().contains("token is expired"));
     }
@@ -221,15 +242,30 @@ mod tests {
         let iss = issuer();
         let (token, _) = iss.issue(&subject(), now).expect("issue");
         let other = issuer();
-        assert_eq!(other.verifier().verify(&token, now), Err(TokenError::BadSignature));
+        assert_eq!(
+            other.verifier().verify(&token, now),
+            Err(TokenError::BadSignature)
+        );
         let mut wrong = iss.verifier();
         wrong.issuer = "https://elsewhere".into();
-        assert!(matches!(wrong.verify(&token, now), Err(TokenError::WrongIssuer(_))));
+        assert!(matches!(
+            wrong.verify(&token, now),
+            Err(TokenError::WrongIssuer(_))
+        ));
         let mut wrong = iss.verifier();
         wrong.audience = "router".into();
-        assert!(matches!(wrong.verify(&token, now), Err(TokenError::WrongAudience(_))));
-        assert!(matches!(iss.verifier().verify("not.a.jwt", now), Err(TokenError::Malformed(_))));
-        assert!(matches!(iss.verifier().verify("", now), Err(TokenError::Malformed(_))));
+        assert!(matches!(
+            wrong.verify(&token, now),
+            Err(TokenError::WrongAudience(_))
+        ));
+        assert!(matches!(
+            iss.verifier().verify("not.a.jwt", now),
+            Err(TokenError::Malformed(_))
+        ));
+        assert!(matches!(
+            iss.verifier().verify("", now),
+            Err(TokenError::Malformed(_))
+        ));
         // Flip one character of the signature.
         let mut tampered = token.clone().into_bytes();
         let last = tampered.len() - 2;
@@ -240,7 +276,14 @@ mod tests {
 
     #[test]
     fn subjects_parse_strictly() {
-        for bad in ["", "client", "client:lab:alice", "user:lab:alice:1", "client:lab:alice:1:2", "client::alice:1"] {
+        for bad in [
+            "",
+            "client",
+            "client:lab:alice",
+            "user:lab:alice:1",
+            "client:lab:alice:1:2",
+            "client::alice:1",
+        ] {
             assert!(bad.parse::<Subject>().is_err(), "{bad:?} should be refused");
         }
         let s: Subject = "exporter:lab:board-1:uid".parse().expect("parse");
@@ -251,8 +294,16 @@ mod tests {
     fn signing_key_round_trips_through_pem() {
         let key = SigningKey::generate().expect("key");
         let again = SigningKey::from_pkcs8_pem(key.to_pkcs8_pem()).expect("load");
-        assert_eq!(key.verifying_key().to_public_pem(), again.verifying_key().to_public_pem());
-        assert!(SigningKey::from_pkcs8_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").is_err());
+        assert_eq!(
+            key.verifying_key().to_public_pem(),
+            again.verifying_key().to_public_pem()
+        );
+        assert!(
+            SigningKey::from_pkcs8_pem(
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+            )
+            .is_err()
+        );
         let rsa = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("ed25519");
         assert!(SigningKey::from_pkcs8_pem(&rsa.serialize_pem()).is_err());
     }

@@ -31,12 +31,18 @@ impl SigningKey {
         let pair = rcgen::KeyPair::from_pem(pem)
             .map_err(|e| TokenError::BadKey(format!("not a PKCS#8 private key: {e}")))?;
         if !pair.is_compatible(&rcgen::PKCS_ECDSA_P256_SHA256) {
-            return Err(TokenError::BadKey("the key is not an ECDSA P-256 key".into()));
+            return Err(TokenError::BadKey(
+                "the key is not an ECDSA P-256 key".into(),
+            ));
         }
         let encoding = EncodingKey::from_ec_pem(pem.as_bytes())
             .map_err(|e| TokenError::BadKey(e.to_string()))?;
         let verifying = VerifyingKey::from_public_pem(&pair.public_key_pem())?;
-        Ok(SigningKey { pem: pem.to_owned(), encoding, verifying })
+        Ok(SigningKey {
+            pem: pem.to_owned(),
+            encoding,
+            verifying,
+        })
     }
 
     /// The private key as PKCS#8 PEM, for storing in a Secret or a 0600 file.
@@ -63,7 +69,9 @@ pub struct VerifyingKey {
 
 impl std::fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerifyingKey").field("pem", &self.pem).finish()
+        f.debug_struct("VerifyingKey")
+            .field("pem", &self.pem)
+            .finish()
     }
 }
 
@@ -72,7 +80,10 @@ impl VerifyingKey {
     pub fn from_public_pem(pem: &str) -> Result<VerifyingKey, TokenError> {
         let decoding = DecodingKey::from_ec_pem(pem.as_bytes())
             .map_err(|e| TokenError::BadKey(format!("not an EC public key: {e}")))?;
-        Ok(VerifyingKey { pem: pem.to_owned(), decoding })
+        Ok(VerifyingKey {
+            pem: pem.to_owned(),
+            decoding,
+        })
     }
 
     /// The public key as SPKI PEM, safe to publish.

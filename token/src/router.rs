@@ -77,7 +77,11 @@ pub fn mint(
 }
 
 /// Verifies a router token as a router does when a stream opens.
-pub fn verify(keys: &[VerifyingKey], token: &str, now: OffsetDateTime) -> Result<Claims, TokenError> {
+pub fn verify(
+    keys: &[VerifyingKey],
+    token: &str,
+    now: OffsetDateTime,
+) -> Result<Claims, TokenError> {
     let raw: RawClaims = jws::verify(keys, token)?;
     let missing = |c: &str| TokenError::Malformed(format!("claim {c} is missing"));
     let iss = raw.iss.ok_or_else(|| missing("iss"))?;
@@ -102,7 +106,10 @@ pub fn verify(keys: &[VerifyingKey], token: &str, now: OffsetDateTime) -> Result
     if nbf > now_s + skew {
         return Err(TokenError::NotYetValid { nbf, now: now_s });
     }
-    let sub = raw.sub.filter(|s| !s.is_empty()).ok_or_else(|| missing("sub"))?;
+    let sub = raw
+        .sub
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| missing("sub"))?;
     Ok(Claims {
         iss,
         aud: aud.to_vec(),
@@ -121,13 +128,18 @@ mod tests {
     use time::macros::datetime;
 
     fn grant() -> StreamGrant {
-        StreamGrant { stream_id: "stream-1".into(), token_id: "jti-1".into(), lease: "lab/lease-1".into() }
+        StreamGrant {
+            stream_id: "stream-1".into(),
+            token_id: "jti-1".into(),
+            lease: "lab/lease-1".into(),
+        }
     }
 
     #[test]
     fn minted_token_verifies_with_the_public_key_only() {
         let key = SigningKey::generate().expect("key");
-        let public = VerifyingKey::from_public_pem(key.verifying_key().to_public_pem()).expect("public");
+        let public =
+            VerifyingKey::from_public_pem(key.verifying_key().to_public_pem()).expect("public");
         let now = datetime!(2026-11-29 12:00 UTC);
         let token = mint(&key, &grant(), Duration::minutes(2), now).expect("mint");
         let claims = verify(&[public], &token, now + Duration::seconds(30)).expect("verify");
@@ -142,13 +154,19 @@ mod tests {
         let keys = [key.verifying_key().clone()];
         let now = datetime!(2026-11-29 12:00 UTC);
         let token = mint(&key, &grant(), Duration::minutes(2), now).expect("mint");
-        assert!(matches!(verify(&keys, &token, now + Duration::minutes(3)), Err(TokenError::Expired { .. })));
+        assert!(matches!(
+            verify(&keys, &token, now + Duration::minutes(3)),
+            Err(TokenError::Expired { .. })
+        ));
         assert!(matches!(
             verify(&keys, &token, now - Duration::minutes(1)),
             Err(TokenError::IssuedInFuture { .. })
         ));
         let other = SigningKey::generate().expect("key");
-        assert_eq!(verify(&[other.verifying_key().clone()], &token, now), Err(TokenError::BadSignature));
+        assert_eq!(
+            verify(&[other.verifying_key().clone()], &token, now),
+            Err(TokenError::BadSignature)
+        );
         // An internal (client) token is not a router token.
         let internal = crate::internal::Issuer {
             key: key.clone(),
@@ -163,7 +181,10 @@ mod tests {
             uid: "u".into(),
         };
         let (client_token, _) = internal.issue(&subject, now).expect("issue");
-        assert!(matches!(verify(&keys, &client_token, now), Err(TokenError::WrongIssuer(_))));
+        assert!(matches!(
+            verify(&keys, &client_token, now),
+            Err(TokenError::WrongIssuer(_))
+        ));
     }
 
     #[test]

@@ -111,7 +111,7 @@ T
   "$bin/etcd" --data-dir "$dir/etcd" --name testenv \
     --listen-client-urls "http://127.0.0.1:${etcd_port}" --advertise-client-urls "http://127.0.0.1:${etcd_port}" \
     --listen-peer-urls "http://127.0.0.1:0" --unsafe-no-fsync \
-    > "$dir/etcd.log" 2>&1 &
+    > "$dir/etcd.log" 2>&1 9>&- &
   echo $! > "$dir/etcd.pid"
   local ok=""
   for _ in $(seq 1 100); do
@@ -133,7 +133,7 @@ T
     --service-cluster-ip-range=10.0.0.0/24 \
     --disable-admission-plugins=ServiceAccount --allow-privileged=true \
     --enable-priority-and-fairness=false --profiling=false \
-    > "$dir/kube-apiserver.log" 2>&1 &
+    > "$dir/kube-apiserver.log" 2>&1 9>&- &
   echo $! > "$dir/kube-apiserver.pid"
   local code=""
   for _ in $(seq 1 300); do # 300 x 0.5 s: a cold start on 2 busy cores can take a while

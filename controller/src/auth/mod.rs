@@ -1,0 +1,494 @@
+//! Authentication and authorization of gRPC calls, as jumpstarter 0.9.0 does them.
+//!
+//! Every controller call carries `authorization: Bearer <token>` plus the metadata
+//! `jumpstarter-kind`, `jumpstarter-namespace` and `jumpstarter-name`. A call is allowed
+//! when the token verifies (username `internal:<sub>`), the kind is the one the RPC needs,
+//! and the named Client or Exporter accepts that username: either its internal subject
+//! (`<kind>:<ns>:<name>:<uid>`, with the `migrated-*` annotations applied) or its
+//! `spec.username`.
+//!
+//! - The pure core: [`CallMetadata`] (the four headers), [`bearer_token`], [`target`],
+//!   [`ObjectIdentity`] and [`authorize`], plus [`AuthError`] with its gRPC mapping.
+//! - The shell: [`Authenticator`], which verifies the token, loads the object from the
+//!   [`Store`] and counts failures in [`AuthMetrics`].
+//!
+//! Tokens are never logged.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use time::OffsetDateTime;
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Status};
+
+use jumpstarter_token::TokenError;
+use jumpstarter_token::internal::{ObjectKind, Subject, Verifier};
+
+use crate::crd::{Client, Exporter};
+use crate::store::{Object, Store, StoreError};
+
+/// Metadata key of the bearer token.
+pub const AUTHORIZATION: &str = "authorization";
+/// Metadata key naming the caller's object kind (`Client` or `Exporter`).
+pub const KIND: &str = "jumpstarter-kind";
+/// Metadata key naming the caller's namespace.
+pub const NAMESPACE: &str = "jumpstarter-namespace";
+/// Metadata key naming the caller's object.
+pub const NAME: &str = "jumpstarter-name";
+/// Prefix of usernames derived from internal tokens (hard-coded in 0.9.0 as well).
+pub const INTERNAL_PREFIX: &str = "internal:";
+/// Annotation that overrides the namespace of an object's internal subject.
+pub const MIGRATED_NAMESPACE: &str = "jumpstarter.dev/migrated-namespace";
+/// Annotation that overrides the UID of an object's internal subject.
+pub const MIGRATED_UID: &str = "jumpstarter.dev/migrated-uid";
+
+/// Why a call was refused. The variant decides the gRPC code; [`AuthError::reason`] is
+/// the metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing authorization header")]
+    MissingAuthorization,
+    #[error("multiple authorization headers")]
+    MultipleAuthorization,
+    #[error("malformed authorization header")]
+    MalformedAuthorization,
+    #[error("{0}")]
+    Token(#[source] TokenError),
+    #[error("missing metadata: {0}")]
+    MissingMetadata(&'static str),
+    #[error("multiple metadata: {0}")]
+    MultipleMetadata(&'static str),
+    #[error("resource name required for pre-existing authentication")]
+    NameRequired,
+    #[error("object kind mismatch")]
+    KindMismatch,
+    #[error("{kind} {namespace}/{name} not found")]
+    NotFound {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+    },
+    #[error("cannot load {kind} {namespace}/{name}: {source}")]
+    Store {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("permission denied for {kind} {namespace}/{name}")]
+    Denied {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+    },
+    #[error("namespace mismatch")]
+    NamespaceMismatch,
+}
+
+impl AuthError {
+    /// A stable, low-cardinality label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::MissingAuthorization => "missing_authorization",
+            AuthError::MultipleAuthorization => "multiple_authorization",
+            AuthError::MalformedAuthorization => "malformed_authorization",
+            AuthError::Token(TokenError::Expired { .. }) => "token_expired",
+            AuthError::Token(_) => "token_invalid",
+            AuthError::MissingMetadata(_) => "missing_metadata",
+            AuthError::MultipleMetadata(_) => "multiple_metadata",
+            AuthError::NameRequired => "name_required",
+            AuthError::KindMismatch => "kind_mismatch",
+            AuthError::NotFound { .. } => "object_not_found",
+            AuthError::Store { .. } => "store_error",
+            AuthError::Denied { .. } => "permission_denied",
+            AuthError::NamespaceMismatch => "namespace_mismatch",
+        }
+    }
+
+    /// The gRPC code 0.9.0 answers with.
+    pub fn code(&self) -> Code {
+        match self {
+            AuthError::MissingAuthorization => Code::Unauthenticated,
+            AuthError::MultipleAuthorization
+            | AuthError::MalformedAuthorization
+            | AuthError::MissingMetadata(_)
+            | AuthError::MultipleMetadata(_)
+            | AuthError::NameRequired
+            | AuthError::KindMismatch => Code::InvalidArgument,
+            // 0.9.0 returns the authenticator's error unwrapped, which grpc-go sends as
+            // UNKNOWN; clients look for "token is expired" in it.
+            AuthError::Token(_) => Code::Unknown,
+            AuthError::NotFound { .. } => Code::NotFound,
+            AuthError::Store { source, .. } => store_code(source),
+            AuthError::Denied { .. } | AuthError::NamespaceMismatch => Code::PermissionDenied,
+        }
+    }
+}
+
+impl From<AuthError> for Status {
+    fn from(err: AuthError) -> Status {
+        Status::new(err.code(), err.to_string())
+    }
+}
+
+/// The gRPC code for a store failure (Kubernetes → gRPC as 0.9.0 maps it).
+pub fn store_code(err: &StoreError) -> Code {
+    match err {
+        StoreError::NotFound { .. } => Code::NotFound,
+        StoreError::AlreadyExists { .. } => Code::AlreadyExists,
+        StoreError::Conflict { .. } => Code::Aborted,
+        StoreError::Invalid { .. } => Code::InvalidArgument,
+        StoreError::Forbidden { .. } => Code::PermissionDenied,
+        StoreError::Unavailable(_) => Code::Unavailable,
+        StoreError::Other(_) => Code::Internal,
+    }
+}
+
+/// The authentication headers of one call, every occurrence kept (duplicates are errors).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallMetadata {
+    pub authorization: Vec<String>,
+    pub kind: Vec<String>,
+    pub namespace: Vec<String>,
+    pub name: Vec<String>,
+}
+
+impl CallMetadata {
+    /// Reads the four headers; values that are not visible ASCII count as absent.
+    pub fn from_metadata(metadata: &MetadataMap) -> CallMetadata {
+        let all = |key: &str| -> Vec<String> {
+            metadata
+                .get_all(key)
+                .iter()
+                .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                .collect()
+        };
+        CallMetadata {
+            authorization: all(AUTHORIZATION),
+            kind: all(KIND),
+            namespace: all(NAMESPACE),
+            name: all(NAME),
+        }
+    }
+}
+
+/// The object a call claims to act as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub kind: ObjectKind,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// The token from `authorization: Bearer <token>` (scheme compared case-insensitively).
+pub fn bearer_token(metadata: &CallMetadata) -> Result<&str, AuthError> {
+    let value = match metadata.authorization.as_slice() {
+        [] => return Err(AuthError::MissingAuthorization),
+        [value] => value,
+        _ => return Err(AuthError::MultipleAuthorization),
+    };
+    const SCHEME: &str = "bearer ";
+    match value.get(..SCHEME.len()) {
+        Some(scheme) if scheme.eq_ignore_ascii_case(SCHEME) => {
+            let token = value[SCHEME.len()..].trim();
+            if token.is_empty() {
+                Err(AuthError::MalformedAuthorization)
+            } else {
+                Ok(token)
+            }
+        }
+        _ => Err(AuthError::MalformedAuthorization),
+    }
+}
+
+/// The object named by the metadata, checked against the kind the RPC requires.
+///
+/// `jumpstarter-namespace` and `jumpstarter-kind` are required; `jumpstarter-name` is
+/// required too, because every username here comes from an internal token.
+pub fn target(metadata: &CallMetadata, required: ObjectKind) -> Result<Target, AuthError> {
+    let namespace = single(&metadata.namespace, NAMESPACE)?;
+    let kind = single(&metadata.kind, KIND)?;
+    let name = match metadata.name.as_slice() {
+        [] => return Err(AuthError::NameRequired),
+        [name] if name.is_empty() => return Err(AuthError::NameRequired),
+        [name] => name.clone(),
+        _ => return Err(AuthError::MultipleMetadata(NAME)),
+    };
+    if kind != required.as_str() {
+        return Err(AuthError::KindMismatch);
+    }
+    Ok(Target {
+        kind: required,
+        namespace,
+        name,
+    })
+}
+
+/// What authorization needs to know about the stored Client or Exporter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectIdentity {
+    pub kind: ObjectKind,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// `spec.username`.
+    pub username: Option<String>,
+    /// `jumpstarter.dev/migrated-namespace`.
+    pub migrated_namespace: Option<String>,
+    /// `jumpstarter.dev/migrated-uid`.
+    pub migrated_uid: Option<String>,
+}
+
+impl ObjectIdentity {
+    /// The subject internal tokens of this object carry (migration annotations applied).
+    pub fn internal_subject(&self) -> Subject {
+        Subject {
+            kind: self.kind,
+            namespace: self
+                .migrated_namespace
+                .clone()
+                .unwrap_or_else(|| self.namespace.clone()),
+            name: self.name.clone(),
+            uid: self
+                .migrated_uid
+                .clone()
+                .unwrap_or_else(|| self.uid.clone()),
+        }
+    }
+
+    fn from_object<K: Object>(kind: ObjectKind, object: &K, username: Option<String>) -> Self {
+        let meta = object.meta();
+        let annotation = |key: &str| {
+            meta.annotations
+                .as_ref()
+                .and_then(|a| a.get(key))
+                .filter(|v| !v.is_empty())
+                .cloned()
+        };
+        ObjectIdentity {
+            kind,
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+            uid: meta.uid.clone().unwrap_or_default(),
+            username,
+            migrated_namespace: annotation(MIGRATED_NAMESPACE),
+            migrated_uid: annotation(MIGRATED_UID),
+        }
+    }
+
+    /// The identity of a stored Client.
+    pub fn of_client(client: &Client) -> Self {
+        Self::from_object(ObjectKind::Client, client, client.spec.username.clone())
+    }
+
+    /// The identity of a stored Exporter.
+    pub fn of_exporter(exporter: &Exporter) -> Self {
+        Self::from_object(
+            ObjectKind::Exporter,
+            exporter,
+            exporter.spec.username.clone(),
+        )
+    }
+}
+
+/// An authenticated and authorized caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub kind: ObjectKind,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// The username the token authenticated as (e.g. `internal:client:lab:alice:<uid>`).
+    pub username: String,
+}
+
+impl Caller {
+    /// Fails with PERMISSION_DENIED "namespace mismatch" unless `namespace` is the caller's.
+    pub fn check_namespace(&self, namespace: &str) -> Result<(), AuthError> {
+        if namespace == self.namespace {
+            Ok(())
+        } else {
+            Err(AuthError::NamespaceMismatch)
+        }
+    }
+}
+
+/// Allows `username` to act as `object` when it is the object's internal subject or its
+/// `spec.username`.
+pub fn authorize(
+    username: &str,
+    target: &Target,
+    object: &ObjectIdentity,
+) -> Result<Caller, AuthError> {
+    let internal = format!("{INTERNAL_PREFIX}{}", object.internal_subject());
+    let allowed = username == internal || object.username.as_deref() == Some(username);
+    if !allowed || object.kind != target.kind {
+        return Err(AuthError::Denied {
+            kind: kind_word(target.kind),
+            namespace: target.namespace.clone(),
+            name: target.name.clone(),
+        });
+    }
+    Ok(Caller {
+        kind: object.kind,
+        namespace: object.namespace.clone(),
+        name: object.name.clone(),
+        uid: object.uid.clone(),
+        username: username.to_owned(),
+    })
+}
+
+fn kind_word(kind: ObjectKind) -> &'static str {
+    match kind {
+        ObjectKind::Client => "client",
+        ObjectKind::Exporter => "exporter",
+    }
+}
+
+fn single(values: &[String], key: &'static str) -> Result<String, AuthError> {
+    match values {
+        [] => Err(AuthError::MissingMetadata(key)),
+        [value] if value.is_empty() => Err(AuthError::MissingMetadata(key)),
+        [value] => Ok(value.clone()),
+        _ => Err(AuthError::MultipleMetadata(key)),
+    }
+}
+
+/// Label set of the auth failure counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub reason: &'static str,
+}
+
+/// Metrics of call authentication.
+#[derive(Debug, Default)]
+pub struct AuthMetrics {
+    /// Refused calls by [`AuthError::reason`].
+    pub failures: Family<FailureLabels, Counter>,
+}
+
+impl AuthMetrics {
+    /// Creates the metrics and registers them.
+    pub fn new(registry: &mut Registry) -> AuthMetrics {
+        let metrics = AuthMetrics::default();
+        registry.register(
+            "jumpstarter_controller_auth_failures",
+            "gRPC calls refused by authentication or authorization, by reason",
+            metrics.failures.clone(),
+        );
+        metrics
+    }
+}
+
+/// Authenticates calls against a [`Store`] with one token verifier.
+#[derive(Debug)]
+pub struct Authenticator<S> {
+    store: S,
+    verifier: Verifier,
+    metrics: std::sync::Arc<AuthMetrics>,
+}
+
+impl<S: Store> Authenticator<S> {
+    pub fn new(store: S, verifier: Verifier, metrics: std::sync::Arc<AuthMetrics>) -> Self {
+        Authenticator {
+            store,
+            verifier,
+            metrics,
+        }
+    }
+
+    /// Authenticates the call as a Client; returns the caller and its stored object.
+    pub async fn client(&self, metadata: &MetadataMap) -> Result<(Caller, Client), Status> {
+        let result = self.run(metadata, ObjectKind::Client).await;
+        let (caller, object) = self.count(result)?;
+        match object {
+            Loaded::Client(client) => Ok((caller, *client)),
+            Loaded::Exporter(_) => Err(Status::internal("loaded an exporter for a client call")),
+        }
+    }
+
+    /// Authenticates the call as an Exporter; returns the caller and its stored object.
+    pub async fn exporter(&self, metadata: &MetadataMap) -> Result<(Caller, Exporter), Status> {
+        let result = self.run(metadata, ObjectKind::Exporter).await;
+        let (caller, object) = self.count(result)?;
+        match object {
+            Loaded::Exporter(exporter) => Ok((caller, *exporter)),
+            Loaded::Client(_) => Err(Status::internal("loaded a client for an exporter call")),
+        }
+    }
+
+    /// Counts a refusal (by reason) and turns it into a status.
+    pub fn count<T>(&self, result: Result<T, AuthError>) -> Result<T, Status> {
+        result.map_err(|err| {
+            self.metrics
+                .failures
+                .get_or_create(&FailureLabels {
+                    reason: err.reason(),
+                })
+                .inc();
+            tracing::debug!(reason = err.reason(), "call refused: {err}");
+            Status::from(err)
+        })
+    }
+
+    async fn run(
+        &self,
+        metadata: &MetadataMap,
+        kind: ObjectKind,
+    ) -> Result<(Caller, Loaded), AuthError> {
+        let call = CallMetadata::from_metadata(metadata);
+        let token = bearer_token(&call)?;
+        let claims = self
+            .verifier
+            .verify(token, OffsetDateTime::now_utc())
+            .map_err(AuthError::Token)?;
+        let username = format!("{INTERNAL_PREFIX}{}", claims.sub);
+        let target = target(&call, kind)?;
+        let (identity, loaded) = match kind {
+            ObjectKind::Client => {
+                let client: Client = self.load(&target).await?;
+                (
+                    ObjectIdentity::of_client(&client),
+                    Loaded::Client(Box::new(client)),
+                )
+            }
+            ObjectKind::Exporter => {
+                let exporter: Exporter = self.load(&target).await?;
+                (
+                    ObjectIdentity::of_exporter(&exporter),
+                    Loaded::Exporter(Box::new(exporter)),
+                )
+            }
+        };
+        let caller = authorize(&username, &target, &identity)?;
+        Ok((caller, loaded))
+    }
+
+    async fn load<K: Object>(&self, target: &Target) -> Result<K, AuthError> {
+        let kind = kind_word(target.kind);
+        match self.store.get::<K>(&target.namespace, &target.name).await {
+            Ok(Some(object)) => Ok(object),
+            Ok(None) | Err(StoreError::NotFound { .. }) => Err(AuthError::NotFound {
+                kind,
+                namespace: target.namespace.clone(),
+                name: target.name.clone(),
+            }),
+            Err(source) => Err(AuthError::Store {
+                kind,
+                namespace: target.namespace.clone(),
+                name: target.name.clone(),
+                source,
+            }),
+        }
+    }
+}
+
+enum Loaded {
+    Client(Box<Client>),
+    Exporter(Box<Exporter>),
+}
+
+#[cfg(test)]
+mod tests;

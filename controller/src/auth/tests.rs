@@ -1,0 +1,176 @@
+use std::collections::BTreeMap;
+
+use kube::api::ObjectMeta;
+use tonic::Code;
+use tonic::metadata::{MetadataMap, MetadataValue};
+
+use super::*;
+use crate::crd::ClientSpec;
+
+fn call(auth: &[&str], kind: &[&str], ns: &[&str], name: &[&str]) -> CallMetadata {
+    let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+    CallMetadata {
+        authorization: owned(auth),
+        kind: owned(kind),
+        namespace: owned(ns),
+        name: owned(name),
+    }
+}
+
+fn identity() -> ObjectIdentity {
+    ObjectIdentity {
+        kind: ObjectKind::Client,
+        namespace: "lab".into(),
+        name: "alice".into(),
+        uid: "u-1".into(),
+        username: Some("dex:alice".into()),
+        migrated_namespace: None,
+        migrated_uid: None,
+    }
+}
+
+fn alice() -> Target {
+    Target {
+        kind: ObjectKind::Client,
+        namespace: "lab".into(),
+        name: "alice".into(),
+    }
+}
+
+#[test]
+fn bearer_token_cases() {
+    let err = bearer_token(&call(&[], &[], &[], &[])).unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert_eq!(err.to_string(), "missing authorization header");
+
+    let err = bearer_token(&call(&["Basic abc"], &[], &[], &[])).unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(err.to_string(), "malformed authorization header");
+
+    let err = bearer_token(&call(&["Bearer "], &[], &[], &[])).unwrap_err();
+    assert_eq!(err.to_string(), "malformed authorization header");
+
+    let err = bearer_token(&call(&["Bearer a", "Bearer b"], &[], &[], &[])).unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    assert_eq!(
+        bearer_token(&call(&["bEaReR tok"], &[], &[], &[])).unwrap(),
+        "tok"
+    );
+}
+
+#[test]
+fn target_requires_namespace_kind_and_name() {
+    let err = target(&call(&[], &["Client"], &[], &["a"]), ObjectKind::Client).unwrap_err();
+    assert_eq!(err.to_string(), "missing metadata: jumpstarter-namespace");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    let err = target(&call(&[], &[], &["lab"], &["a"]), ObjectKind::Client).unwrap_err();
+    assert_eq!(err.to_string(), "missing metadata: jumpstarter-kind");
+
+    let err = target(&call(&[], &["Client"], &["lab"], &[]), ObjectKind::Client).unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    let err = target(
+        &call(&[], &["Exporter"], &["lab"], &["a"]),
+        ObjectKind::Client,
+    )
+    .unwrap_err();
+    assert_eq!(err.to_string(), "object kind mismatch");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    let err = target(
+        &call(&[], &["Client", "Client"], &["lab"], &["a"]),
+        ObjectKind::Client,
+    )
+    .unwrap_err();
+    assert_eq!(err.to_string(), "multiple metadata: jumpstarter-kind");
+
+    let ok = target(
+        &call(&[], &["Client"], &["lab"], &["alice"]),
+        ObjectKind::Client,
+    )
+    .unwrap();
+    assert_eq!(ok, alice());
+}
+
+#[test]
+fn authorize_accepts_internal_subject_and_username() {
+    let caller = authorize("internal:client:lab:alice:u-1", &alice(), &identity()).unwrap();
+    assert_eq!(caller.name, "alice");
+    assert_eq!(caller.uid, "u-1");
+    authorize("dex:alice", &alice(), &identity()).unwrap();
+}
+
+#[test]
+fn authorize_denies_other_subjects() {
+    for username in [
+        "internal:client:lab:alice:u-2",
+        "internal:client:lab:bob:u-1",
+        "internal:exporter:lab:alice:u-1",
+        "client:lab:alice:u-1",
+        "alice",
+    ] {
+        let err = authorize(username, &alice(), &identity()).unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{username}");
+        assert_eq!(err.to_string(), "permission denied for client lab/alice");
+    }
+    let mut no_username = identity();
+    no_username.username = None;
+    assert!(authorize("dex:alice", &alice(), &no_username).is_err());
+}
+
+#[test]
+fn migration_annotations_override_the_subject() {
+    let mut migrated = identity();
+    migrated.migrated_namespace = Some("old".into());
+    migrated.migrated_uid = Some("u-old".into());
+    authorize("internal:client:old:alice:u-old", &alice(), &migrated).unwrap();
+    assert!(authorize("internal:client:lab:alice:u-1", &alice(), &migrated).is_err());
+}
+
+#[test]
+fn identity_of_a_stored_client() {
+    let client = Client {
+        metadata: ObjectMeta {
+            name: Some("alice".into()),
+            namespace: Some("lab".into()),
+            uid: Some("u-1".into()),
+            annotations: Some(BTreeMap::from([(
+                MIGRATED_UID.to_owned(),
+                "u-0".to_owned(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        spec: ClientSpec {
+            username: Some("dex:alice".into()),
+        },
+        status: None,
+    };
+    let id = ObjectIdentity::of_client(&client);
+    assert_eq!(id.internal_subject().to_string(), "client:lab:alice:u-0");
+    assert_eq!(id.username.as_deref(), Some("dex:alice"));
+}
+
+#[test]
+fn call_metadata_reads_every_occurrence() {
+    let mut map = MetadataMap::new();
+    map.append(AUTHORIZATION, MetadataValue::from_static("Bearer x"));
+    map.append(KIND, MetadataValue::from_static("Client"));
+    map.append(KIND, MetadataValue::from_static("Exporter"));
+    map.append(NAMESPACE, MetadataValue::from_static("lab"));
+    let call = CallMetadata::from_metadata(&map);
+    assert_eq!(call.authorization, vec!["Bearer x"]);
+    assert_eq!(call.kind.len(), 2);
+    assert!(call.name.is_empty());
+}
+
+#[test]
+fn token_errors_are_unknown_and_keep_the_text() {
+    let err = AuthError::Token(TokenError::Expired { exp: 1, now: 2 });
+    assert_eq!(err.code(), Code::Unknown);
+    assert!(err.to_string().contains("token is expired"));
+    assert_eq!(err.reason(), "token_expired");
+    let status = Status::from(err);
+    assert_eq!(status.code(), Code::Unknown);
+}

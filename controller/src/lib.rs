@@ -1,0 +1,25 @@
+//! The Jumpstarter controller.
+//!
+//! - [`crd`]: the `jumpstarter.dev/v1alpha1` custom resources and their generated YAML.
+//! - [`selector`]: Kubernetes label-selector syntax (parse, format, match), pure.
+//! - [`scheduler`]: the pure lease planner: which lease gets which exporter, and when.
+//! - [`store`]: the object store abstraction and its Kubernetes backend.
+//! - [`settings`]: deployment settings passed down from the binary.
+//! - [`keys`]: CA, token signing keys and certificates, created at first start.
+//! - [`reconcile`]: the loop that applies plans: lease status, exporter status, credentials.
+//! - [`leader`]: leader election over a coordination.k8s.io Lease.
+//! - [`auth`]: authentication and authorization of gRPC calls.
+//! - [`service`]: the gRPC services (ControllerService, ClientService).
+//! - [`server`]: TLS gRPC server, probes and metrics listeners.
+
+pub mod auth;
+pub mod crd;
+pub mod keys;
+pub mod leader;
+pub mod reconcile;
+pub mod scheduler;
+pub mod selector;
+pub mod server;
+pub mod service;
+pub mod settings;
+pub mod store;

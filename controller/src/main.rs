@@ -1,0 +1,475 @@
+//! `jumpstarter-controller`: the Jumpstarter controller in Kubernetes mode.
+//!
+//! - `run`: serves `ControllerService` + `ClientService` (+ health) on one TLS port, HTTP
+//!   probes and metrics, and runs the reconcile loop (under leader election with
+//!   `--leader-elect`). SIGTERM/SIGINT stop it gracefully: streams end, the reconcile loop
+//!   stops and the election Lease is released.
+//! - `router-cert`: writes a router's serving certificate, the CA and the router-token
+//!   public key into a directory, so a router can be started next to the controller.
+//!
+//! Every flag can also be set through its `JUMPSTARTER_*` environment variable. This is the
+//! only place that reads the environment; everything below gets plain values.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use prometheus_client::registry::Registry;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use jumpstarter_certs::{ClientAuth, server_config};
+use jumpstarter_controller::auth::AuthMetrics;
+use jumpstarter_controller::reconcile::{self, ReconcileMetrics};
+use jumpstarter_controller::scheduler::duration as go_duration;
+use jumpstarter_controller::server::{self, Readiness};
+use jumpstarter_controller::service::{ServiceMetrics, Services, TokenSigners};
+use jumpstarter_controller::settings::{self, RouterEntry, Settings};
+use jumpstarter_controller::store::kube::KubeStore;
+use jumpstarter_controller::{keys, leader};
+
+/// Where Kubernetes mounts the pod's namespace.
+const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jumpstarter-controller",
+    version,
+    about = "Jumpstarter controller (Kubernetes mode)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the controller: gRPC services, probes, metrics and the reconcile loop.
+    Run(RunArgs),
+    /// Write a router's TLS certificate, the CA and the router-token public key to a directory.
+    RouterCert(RouterCertArgs),
+}
+
+/// Options every subcommand shares.
+#[derive(Debug, Args)]
+struct CommonArgs {
+    /// Namespace the controller serves [default: the pod's namespace, else `default`].
+    #[arg(long, env = "JUMPSTARTER_NAMESPACE")]
+    namespace: Option<String>,
+    /// Kubeconfig file [default: in-cluster configuration, else `$KUBECONFIG` / `~/.kube/config`].
+    #[arg(long, env = "JUMPSTARTER_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Log output format.
+    #[arg(long, env = "JUMPSTARTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Address the gRPC TLS port listens on.
+    #[arg(long, env = "JUMPSTARTER_GRPC_LISTEN", default_value = "0.0.0.0:8082")]
+    grpc_listen: SocketAddr,
+    /// Advertised controller endpoint `host:port` (written into Client/Exporter status and
+    /// used as a SAN of the serving certificate).
+    #[arg(
+        long,
+        env = "JUMPSTARTER_GRPC_ENDPOINT",
+        default_value = "localhost:8082"
+    )]
+    grpc_endpoint: String,
+    /// A router as `name=host:port`, optionally followed by `;key=value` labels; repeat
+    /// the flag (or give a comma-separated list in the environment) for several routers.
+    #[arg(long = "router", env = "JUMPSTARTER_ROUTERS", value_delimiter = ',', value_parser = parse_router)]
+    routers: Vec<RouterEntry>,
+    /// Extra subject alternative names (DNS names or IPs) of the serving certificate.
+    #[arg(long = "tls-san", env = "JUMPSTARTER_TLS_SANS", value_delimiter = ',')]
+    tls_sans: Vec<String>,
+    /// Address of the HTTP probes (`/healthz`, `/readyz`; `/metrics` is served here too).
+    #[arg(long, env = "JUMPSTARTER_PROBE_LISTEN", default_value = "0.0.0.0:8081")]
+    probe_listen: SocketAddr,
+    /// Address of the HTTP metrics endpoint (`/metrics`, with the probes too); when equal
+    /// to `--probe-listen`, one listener serves everything.
+    #[arg(
+        long,
+        env = "JUMPSTARTER_METRICS_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
+    metrics_listen: SocketAddr,
+    /// Run the reconcile loop only while holding the leader election Lease.
+    #[arg(long, env = "JUMPSTARTER_LEADER_ELECT", default_value_t = false)]
+    leader_elect: bool,
+    /// Identity in the leader election [default: `<hostname>_<pid>`].
+    #[arg(long, env = "JUMPSTARTER_IDENTITY")]
+    identity: Option<String>,
+    /// Lifetime of client and exporter credentials, as a Go duration.
+    #[arg(long, env = "JUMPSTARTER_TOKEN_LIFETIME", default_value = "43800h", value_parser = parse_duration)]
+    token_lifetime: time::Duration,
+    /// Lifetime of router stream tokens, as a Go duration.
+    #[arg(long, env = "JUMPSTARTER_ROUTER_TOKEN_LIFETIME", default_value = "2m", value_parser = parse_duration)]
+    router_token_lifetime: time::Duration,
+    /// Most tags a lease may carry.
+    #[arg(long, env = "JUMPSTARTER_MAX_TAGS", default_value_t = settings::DEFAULT_MAX_TAGS)]
+    max_tags: usize,
+    /// Exporter label keys hidden from clients unless they ask for them.
+    #[arg(
+        long = "hidden-label",
+        env = "JUMPSTARTER_HIDDEN_LABELS",
+        value_delimiter = ','
+    )]
+    hidden_labels: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct RouterCertArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Advertised router endpoint `host:port`; its host becomes the certificate's SAN.
+    #[arg(long, env = "JUMPSTARTER_ROUTER_ENDPOINT")]
+    endpoint: String,
+    /// Extra subject alternative names (DNS names or IPs) of the router certificate.
+    #[arg(long = "tls-san", env = "JUMPSTARTER_TLS_SANS", value_delimiter = ',')]
+    tls_sans: Vec<String>,
+    /// Directory to write `tls.crt`, `tls.key`, `ca.crt` and `router-token-keys.pem` into.
+    #[arg(long, env = "JUMPSTARTER_OUT_DIR")]
+    out_dir: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    match cli.command {
+        Command::Run(args) => {
+            init_logging(args.common.log_format);
+            runtime.block_on(run(args))
+        }
+        Command::RouterCert(args) => {
+            init_logging(args.common.log_format);
+            runtime.block_on(router_cert(args))
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+
+    let namespace = namespace(&args.common);
+    let client = kube_client(args.common.kubeconfig.as_deref()).await?;
+    let store = KubeStore::new(client.clone());
+    if args.routers.is_empty() {
+        tracing::warn!("no --router given: every Dial will fail with \"no router available\"");
+    }
+    let settings = Arc::new(Settings {
+        namespace: namespace.clone(),
+        grpc_endpoint: args.grpc_endpoint.clone(),
+        routers: args.routers.clone(),
+        token_lifetime: args.token_lifetime,
+        router_token_lifetime: args.router_token_lifetime,
+        max_tags: args.max_tags,
+        hidden_labels: args.hidden_labels.clone(),
+    });
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
+
+    let mut registry = Registry::default();
+    let auth_metrics = Arc::new(AuthMetrics::new(&mut registry));
+    let service_metrics = Arc::new(ServiceMetrics::new(&mut registry));
+    let reconcile_metrics = Arc::new(ReconcileMetrics::new(&mut registry));
+    let registry = Arc::new(registry);
+    let readiness = Arc::new(Readiness::default());
+
+    let mut http_tasks = Vec::new();
+    let mut http_addrs = vec![args.probe_listen];
+    if args.metrics_listen != args.probe_listen {
+        http_addrs.push(args.metrics_listen);
+    }
+    for addr in http_addrs {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("bind the HTTP listener on {addr}"))?;
+        http_tasks.push(tokio::spawn(server::serve_http(
+            listener,
+            readiness.clone(),
+            registry.clone(),
+            shutdown.clone(),
+        )));
+    }
+
+    let keys = Arc::new(
+        keys::bootstrap(&store, &settings, OffsetDateTime::now_utc())
+            .await
+            .context("load the controller keys")?,
+    );
+    readiness.set_keys_loaded();
+    let credentials = keys
+        .controller_server_cert(&settings, &args.tls_sans, OffsetDateTime::now_utc())
+        .context("mint the controller serving certificate")?;
+    let tls = server_config(
+        credentials,
+        server::ALPN.iter().map(|p| p.to_vec()).collect(),
+        ClientAuth::None,
+    )
+    .context("build the TLS configuration")?;
+
+    let services = Services::new(
+        store.clone(),
+        settings.clone(),
+        TokenSigners {
+            issuer: keys.issuer.clone(),
+            router_key: keys.router_key.clone(),
+        },
+        auth_metrics,
+        service_metrics,
+        shutdown.clone(),
+    );
+    let grpc_listener = TcpListener::bind(args.grpc_listen)
+        .await
+        .with_context(|| format!("bind the gRPC listener on {}", args.grpc_listen))?;
+    readiness.set_grpc_bound();
+    let routes = server::grpc_routes(&services).await;
+    let grpc_shutdown = shutdown.clone();
+    let grpc = tokio::spawn(async move {
+        let result =
+            server::serve_grpc(grpc_listener, Arc::new(tls), routes, grpc_shutdown.clone()).await;
+        // Whatever ended the server ends the process.
+        grpc_shutdown.cancel();
+        result
+    });
+
+    let work = {
+        let store = store.clone();
+        let keys = keys.clone();
+        let settings = settings.clone();
+        let metrics = reconcile_metrics.clone();
+        move |cancel: CancellationToken| {
+            let (store, keys, settings, metrics) = (
+                store.clone(),
+                keys.clone(),
+                settings.clone(),
+                metrics.clone(),
+            );
+            async move {
+                if let Err(error) = reconcile::run(store, keys, settings, metrics, cancel).await {
+                    tracing::error!(%error, "reconcile loop stopped");
+                }
+            }
+        }
+    };
+    if args.leader_elect {
+        tracing::info!(%identity, "leader election enabled");
+        if let Err(error) =
+            leader::run_elected(client, &namespace, &identity, shutdown.clone(), &work).await
+        {
+            tracing::error!(%error, "leader election failed");
+            shutdown.cancel();
+        }
+    } else {
+        work(shutdown.clone()).await;
+    }
+    // The reconcile loop only returns at shutdown (or on a fatal election error).
+    shutdown.cancel();
+
+    let grpc_result = grpc.await.context("gRPC server task")?;
+    for task in http_tasks {
+        task.await.context("HTTP server task")??;
+    }
+    grpc_result?;
+    tracing::info!("controller stopped");
+    Ok(())
+}
+
+async fn router_cert(args: RouterCertArgs) -> anyhow::Result<()> {
+    let namespace = namespace(&args.common);
+    let client = kube_client(args.common.kubeconfig.as_deref()).await?;
+    let store = KubeStore::new(client);
+    let settings = Settings {
+        namespace: namespace.clone(),
+        grpc_endpoint: String::new(),
+        routers: Vec::new(),
+        token_lifetime: settings::DEFAULT_TOKEN_LIFETIME,
+        router_token_lifetime: settings::DEFAULT_ROUTER_TOKEN_LIFETIME,
+        max_tags: settings::DEFAULT_MAX_TAGS,
+        hidden_labels: Vec::new(),
+    };
+    let now = OffsetDateTime::now_utc();
+    let keys = keys::bootstrap(&store, &settings, now)
+        .await
+        .context("load the controller keys")?;
+    let cert = keys
+        .router_server_cert(&args.endpoint, &args.tls_sans, now)
+        .with_context(|| format!("mint the router certificate for {}", args.endpoint))?;
+    std::fs::create_dir_all(&args.out_dir)
+        .with_context(|| format!("create {}", args.out_dir.display()))?;
+    write_file(&args.out_dir.join("tls.crt"), &cert.chain_pem, false)?;
+    write_file(&args.out_dir.join("tls.key"), &cert.key_pem, true)?;
+    write_file(&args.out_dir.join("ca.crt"), keys.ca.cert_pem(), false)?;
+    write_file(
+        &args.out_dir.join("router-token-keys.pem"),
+        keys.router_key.verifying_key().to_public_pem(),
+        false,
+    )?;
+    tracing::info!(endpoint = %args.endpoint, dir = %args.out_dir.display(), "router certificate written");
+    Ok(())
+}
+
+fn write_file(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mode = if secret { 0o600 } else { 0o644 };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))?;
+    file.write_all(contents.as_bytes())
+        .with_context(|| format!("write {}", path.display()))
+}
+
+fn namespace(common: &CommonArgs) -> String {
+    common
+        .namespace
+        .clone()
+        .or_else(|| {
+            std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE)
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| "default".to_owned())
+}
+
+async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .context("load the kubeconfig")?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("find a Kubernetes configuration (in-cluster or kubeconfig)")?,
+    };
+    kube::Client::try_from(config).context("create the Kubernetes client")
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "controller".to_owned());
+    format!("{host}_{}", std::process::id())
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        () = shutdown.cancelled() => return,
+    }
+    shutdown.cancel();
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// `name=host:port[;key=value...]`.
+fn parse_router(text: &str) -> Result<RouterEntry, String> {
+    let mut parts = text.split(';');
+    let head = parts.next().unwrap_or_default();
+    let Some((name, endpoint)) = head.split_once('=') else {
+        return Err(format!("router {text:?}: expected name=host:port"));
+    };
+    let (name, endpoint) = (name.trim(), endpoint.trim());
+    if name.is_empty() || endpoint.is_empty() || !endpoint.contains(':') || endpoint.contains("://")
+    {
+        return Err(format!(
+            "router {text:?}: expected name=host:port (no scheme)"
+        ));
+    }
+    let mut labels = BTreeMap::new();
+    for label in parts {
+        let Some((key, value)) = label.split_once('=') else {
+            return Err(format!("router {text:?}: label {label:?} is not key=value"));
+        };
+        labels.insert(key.trim().to_owned(), value.trim().to_owned());
+    }
+    Ok(RouterEntry {
+        name: name.to_owned(),
+        endpoint: endpoint.to_owned(),
+        labels,
+    })
+}
+
+fn parse_duration(text: &str) -> Result<time::Duration, String> {
+    let duration = go_duration::parse(text).map_err(|e| e.to_string())?;
+    if !duration.is_positive() {
+        return Err(format!("duration {text:?} must be positive"));
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn routers_parse() {
+        let r = parse_router("router-1=r1.example.com:443;router-index=1").unwrap();
+        assert_eq!(r.name, "router-1");
+        assert_eq!(r.endpoint, "r1.example.com:443");
+        assert_eq!(r.labels.get("router-index").map(String::as_str), Some("1"));
+        assert!(parse_router("r1.example.com:443").is_err());
+        assert!(parse_router("r=https://x:1").is_err());
+    }
+
+    #[test]
+    fn run_defaults() {
+        let cli = Cli::try_parse_from(["jumpstarter-controller", "run"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("run")
+        };
+        assert_eq!(args.grpc_listen.port(), 8082);
+        assert_eq!(args.token_lifetime, time::Duration::hours(43_800));
+        assert!(!args.leader_elect);
+    }
+}

@@ -1,0 +1,159 @@
+//! Credential Secrets of Clients and Exporters (0.9.0 convention): Secret `<name>-client` or
+//! `<name>-exporter`, type Opaque, key `token`, controlled by the object it belongs to.
+//!
+//! A token is re-signed when the Secret is missing, or its token does not verify with the
+//! current issuer for the object's subject (`client:<ns>:<name>:<uid>`), e.g. after the
+//! object was re-created with a new UID or the token expired.
+
+use std::collections::BTreeMap;
+
+use jumpstarter_token::internal::{Issuer, ObjectKind, Subject};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::ObjectMeta;
+use time::OffsetDateTime;
+
+use super::ReconcileError;
+use crate::store::Store;
+
+/// Key of the credential Secret holding the token.
+pub const TOKEN_KEY: &str = "token";
+
+/// The Client or Exporter a credential belongs to.
+#[derive(Debug, Clone)]
+pub(crate) struct Holder {
+    pub(crate) kind: ObjectKind,
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+    pub(crate) uid: String,
+}
+
+impl Holder {
+    /// `<name>-client` or `<name>-exporter`.
+    pub(crate) fn secret_name(&self) -> String {
+        secret_name(self.kind, &self.name)
+    }
+
+    fn subject(&self) -> Subject {
+        Subject {
+            kind: self.kind,
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+        }
+    }
+
+    fn owner_reference(&self) -> OwnerReference {
+        OwnerReference {
+            api_version: format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION),
+            kind: self.kind.as_str().to_owned(),
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+}
+
+/// The credential Secret name of a Client or Exporter.
+pub fn secret_name(kind: ObjectKind, name: &str) -> String {
+    match kind {
+        ObjectKind::Client => format!("{name}-client"),
+        ObjectKind::Exporter => format!("{name}-exporter"),
+    }
+}
+
+/// Makes sure `holder` has a Secret with a valid token; `existing` is the Secret as read in
+/// this pass. Returns whether anything was written.
+pub(crate) async fn ensure<S: Store>(
+    store: &S,
+    holder: &Holder,
+    existing: Option<&Secret>,
+    issuer: &Issuer,
+    now: OffsetDateTime,
+) -> Result<bool, ReconcileError> {
+    let subject = holder.subject();
+    let owner = holder.owner_reference();
+    let valid = existing.is_some_and(|secret| token_is_valid(secret, issuer, &subject, now));
+    let owned = existing.is_some_and(|secret| {
+        secret
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| r.uid == holder.uid && r.controller == Some(true))
+    });
+    if valid && owned {
+        return Ok(false);
+    }
+    let write_error = |source| ReconcileError::Write {
+        kind: "Secret",
+        namespace: holder.namespace.clone(),
+        name: holder.secret_name(),
+        source,
+    };
+    let mut secret = existing.cloned().unwrap_or_else(|| Secret {
+        metadata: ObjectMeta {
+            name: Some(holder.secret_name()),
+            namespace: Some(holder.namespace.clone()),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        ..Secret::default()
+    });
+    if !valid {
+        let (token, _expiry) =
+            issuer
+                .issue(&subject, now)
+                .map_err(|source| ReconcileError::Token {
+                    kind: holder.kind.as_str(),
+                    namespace: holder.namespace.clone(),
+                    name: holder.name.clone(),
+                    source,
+                })?;
+        secret
+            .data
+            .get_or_insert_with(BTreeMap::new)
+            .insert(TOKEN_KEY.to_owned(), ByteString(token.into_bytes()));
+    }
+    // Exactly one controller reference: ours.
+    let refs = secret
+        .metadata
+        .owner_references
+        .get_or_insert_with(Vec::new);
+    refs.retain(|r| r.controller != Some(true) && r.uid != holder.uid);
+    refs.push(owner);
+
+    if existing.is_some() {
+        store.replace(&secret).await.map_err(write_error)?;
+    } else {
+        store.create(&secret).await.map_err(write_error)?;
+    }
+    tracing::info!(
+        kind = holder.kind.as_str(),
+        name = %holder.name,
+        secret = %holder.secret_name(),
+        resigned = !valid,
+        "credential Secret written"
+    );
+    Ok(true)
+}
+
+fn token_is_valid(
+    secret: &Secret,
+    issuer: &Issuer,
+    subject: &Subject,
+    now: OffsetDateTime,
+) -> bool {
+    let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(TOKEN_KEY)) else {
+        return false;
+    };
+    let Ok(token) = std::str::from_utf8(&bytes.0) else {
+        return false;
+    };
+    issuer
+        .verifier()
+        .verify(token.trim(), now)
+        .is_ok_and(|claims| claims.sub == subject.to_string())
+}

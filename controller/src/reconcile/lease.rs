@@ -1,0 +1,309 @@
+//! Writing a [`Plan`]: lease statuses, exporter claims, and lease metadata.
+//!
+//! Exclusivity across concurrent writers (two replicas during a leader hand-over, a pass
+//! racing a restart) rests on conditional writes, never on in-memory state:
+//! 1. Before a lease is given exporter `E`, the pass *claims* `E`: it writes `E`'s
+//!    `status.leaseRef` = the lease, conditional on the resourceVersion of `E` it planned
+//!    with. Of two passes claiming `E` from the same read, one fails with a conflict; a
+//!    pass that read `E` after a claim sees it and treats the claimed lease as holding `E`
+//!    (see [`View::snapshot`](super::view::View::snapshot)).
+//! 2. Then it writes the lease status, conditional on the lease's resourceVersion.
+//!
+//! Any conflict stops the pass; the next pass plans again from a fresh read.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::LocalObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{self as meta, OwnerReference};
+use kube::ResourceExt;
+use time::OffsetDateTime;
+
+use super::exporter::{LEASE_ENDED_LABEL, lease_ref};
+use super::view::{View, stored_time};
+use super::{ReconcileError, ReconcileMetrics};
+use crate::crd;
+use crate::scheduler::{self, Plan};
+use crate::store::{Store, StoreError};
+
+/// How a plan's application ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Applied {
+    /// Every update was written.
+    Complete,
+    /// A write found its object changed (or gone); the rest was not written.
+    Stale,
+}
+
+/// Writes the updates of `plan` in order (oldest lease first), claiming exporters first.
+/// `desired` holds the exporter statuses this pass wants (without `leaseRef`); `view` is
+/// kept current with what was written.
+pub(crate) async fn apply_plan<S: Store>(
+    store: &S,
+    view: &mut View,
+    desired: &BTreeMap<String, crd::ExporterStatus>,
+    plan: &Plan,
+    metrics: &ReconcileMetrics,
+    now: OffsetDateTime,
+) -> Result<Applied, ReconcileError> {
+    for update in &plan.updates {
+        let Some(stored) = view.leases.get(&update.name).cloned() else {
+            continue;
+        };
+        if update.uid.is_some() && stored.metadata.uid != update.uid {
+            return Ok(Applied::Stale);
+        }
+        let stored_status = stored.status.clone().unwrap_or_default();
+        let newly_assigned = stored_status.exporter_ref.is_none() && !update.status.ended;
+        if let (true, Some(exporter)) = (newly_assigned, update.status.exporter.as_deref()) {
+            match claim(store, view, desired, exporter, &update.name).await {
+                Ok(()) => {
+                    metrics.writes.inc();
+                }
+                Err(error) if is_stale(&error) => {
+                    metrics.error(error.reason());
+                    tracing::debug!(lease = %update.name, exporter, "exporter claim lost; planning again");
+                    return Ok(Applied::Stale);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+
+        let mut lease = stored.clone();
+        lease.status = Some(stored_lease_status(&update.status));
+        let written = match store.replace_status(&lease).await {
+            Ok(written) => written,
+            Err(source) => {
+                let error = ReconcileError::Write {
+                    kind: "Lease",
+                    namespace: lease.namespace().unwrap_or_default(),
+                    name: update.name.clone(),
+                    source,
+                };
+                if is_stale(&error) {
+                    metrics.error(error.reason());
+                    tracing::debug!(lease = %update.name, "lease changed while planning; planning again");
+                    return Ok(Applied::Stale);
+                }
+                return Err(error);
+            }
+        };
+        metrics.writes.inc();
+        log_transition(&update.name, &stored_status, &update.status);
+        if stored_status.begin_time.is_none() && update.status.begin_time.is_some() {
+            let created = stored
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| super::view::time_of(&t.0));
+            if let Some(created) = created {
+                metrics
+                    .scheduling_latency
+                    .observe((now - created).as_seconds_f64().max(0.0));
+            }
+        }
+        view.leases.insert(update.name.clone(), written);
+    }
+    Ok(Applied::Complete)
+}
+
+/// Brings every lease's metadata in line with its status: the `lease-ended` label once ended
+/// and a controller reference to the assigned exporter. Returns whether a write conflicted.
+pub(crate) async fn reconcile_metadata<S: Store>(
+    store: &S,
+    view: &mut View,
+    metrics: &ReconcileMetrics,
+) -> Result<bool, ReconcileError> {
+    let mut stale = false;
+    let names: Vec<String> = view.leases.keys().cloned().collect();
+    for name in names {
+        let Some(lease) = view.leases.get(&name) else {
+            continue;
+        };
+        let Some(updated) = desired_metadata(lease, &view.exporters) else {
+            continue;
+        };
+        match store.replace(&updated).await {
+            Ok(written) => {
+                metrics.writes.inc();
+                view.leases.insert(name, written);
+            }
+            Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => {
+                metrics.error("conflict");
+                stale = true;
+            }
+            Err(source) => {
+                return Err(ReconcileError::Write {
+                    kind: "Lease",
+                    namespace: updated.namespace().unwrap_or_default(),
+                    name,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(stale)
+}
+
+/// Writes `status.leaseRef` = `lease` on `exporter`, with the rest of the status as this pass
+/// wants it, conditional on the exporter's resourceVersion in `view`.
+async fn claim<S: Store>(
+    store: &S,
+    view: &mut View,
+    desired: &BTreeMap<String, crd::ExporterStatus>,
+    exporter: &str,
+    lease: &str,
+) -> Result<(), ReconcileError> {
+    let write_error = |source| ReconcileError::Write {
+        kind: "Exporter",
+        namespace: String::new(),
+        name: exporter.to_owned(),
+        source,
+    };
+    let Some(stored) = view.exporters.get(exporter) else {
+        return Err(write_error(StoreError::NotFound {
+            kind: "Exporter".into(),
+            namespace: String::new(),
+            name: exporter.to_owned(),
+        }));
+    };
+    let mut object = stored.clone();
+    let mut status = desired
+        .get(exporter)
+        .cloned()
+        .unwrap_or_else(|| stored.status.clone().unwrap_or_default());
+    status.lease_ref = Some(LocalObjectReference {
+        name: lease.to_owned(),
+    });
+    object.status = Some(status);
+    let written = store
+        .replace_status(&object)
+        .await
+        .map_err(|source| ReconcileError::Write {
+            kind: "Exporter",
+            namespace: object.namespace().unwrap_or_default(),
+            name: exporter.to_owned(),
+            source,
+        })?;
+    view.exporters.insert(exporter.to_owned(), written);
+    Ok(())
+}
+
+/// The exporter statuses to write after the leases: `desired` plus the `leaseRef` that the
+/// leases in `view` call for. Only exporters whose status changes are returned.
+pub(crate) fn exporter_updates(
+    view: &View,
+    desired: &BTreeMap<String, crd::ExporterStatus>,
+) -> Vec<crd::Exporter> {
+    let mut updates = Vec::new();
+    for (name, stored) in &view.exporters {
+        let current = stored.status.clone().unwrap_or_default();
+        let mut status = desired
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| current.clone());
+        status.lease_ref = lease_ref(name, current.lease_ref.as_ref(), &view.leases);
+        if stored.status.as_ref() != Some(&status) {
+            let mut object = stored.clone();
+            object.status = Some(status);
+            updates.push(object);
+        }
+    }
+    updates
+}
+
+fn is_stale(error: &ReconcileError) -> bool {
+    matches!(
+        error,
+        ReconcileError::Write {
+            source: StoreError::Conflict { .. } | StoreError::NotFound { .. },
+            ..
+        }
+    )
+}
+
+/// The lease with the metadata its status calls for, or `None` when it already has it.
+fn desired_metadata(
+    lease: &crd::Lease,
+    exporters: &BTreeMap<String, crd::Exporter>,
+) -> Option<crd::Lease> {
+    let status = lease.status.as_ref();
+    let mut updated = lease.clone();
+    let mut changed = false;
+    if status.is_some_and(|s| s.ended)
+        && lease.labels().get(LEASE_ENDED_LABEL).map(String::as_str) != Some("true")
+    {
+        updated
+            .labels_mut()
+            .insert(LEASE_ENDED_LABEL.to_owned(), "true".to_owned());
+        changed = true;
+    }
+    let exporter = status
+        .and_then(|s| s.exporter_ref.as_ref())
+        .and_then(|r| exporters.get(&r.name));
+    if let Some(exporter) = exporter
+        && let Some(uid) = exporter.metadata.uid.clone()
+    {
+        let refs = updated
+            .metadata
+            .owner_references
+            .get_or_insert_with(Vec::new);
+        if !refs.iter().any(|r| r.uid == uid) {
+            refs.retain(|r| r.controller != Some(true));
+            refs.push(OwnerReference {
+                api_version: format!("{}/{}", crd::GROUP, crd::VERSION),
+                kind: "Exporter".to_owned(),
+                name: exporter.name_any(),
+                uid,
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            });
+            changed = true;
+        }
+    }
+    changed.then_some(updated)
+}
+
+/// The planner's status in stored form; zero priority and `false` spot access are left out
+/// as 0.9.0 (Go `omitempty`) does.
+fn stored_lease_status(s: &scheduler::LeaseStatus) -> crd::LeaseStatus {
+    crd::LeaseStatus {
+        begin_time: s.begin_time.map(stored_time),
+        end_time: s.end_time.map(stored_time),
+        exporter_ref: s
+            .exporter
+            .as_ref()
+            .map(|name| LocalObjectReference { name: name.clone() }),
+        ended: s.ended,
+        priority: (s.priority != 0).then_some(s.priority),
+        spot_access: s.spot_access.then_some(true),
+        conditions: (!s.conditions.is_empty()).then(|| {
+            s.conditions
+                .iter()
+                .map(|c| meta::Condition {
+                    type_: c.type_.clone(),
+                    status: c.status.as_str().to_owned(),
+                    observed_generation: Some(c.observed_generation),
+                    last_transition_time: stored_time(c.last_transition_time),
+                    reason: c.reason.clone(),
+                    message: c.message.clone(),
+                })
+                .collect()
+        }),
+    }
+}
+
+fn log_transition(name: &str, before: &crd::LeaseStatus, after: &scheduler::LeaseStatus) {
+    if before.exporter_ref.is_none()
+        && let Some(exporter) = &after.exporter
+    {
+        tracing::info!(lease = name, exporter = %exporter, "lease assigned");
+    }
+    if !before.ended && after.ended {
+        let reason = after
+            .conditions
+            .last()
+            .map(|c| c.reason.as_str())
+            .unwrap_or_default();
+        tracing::info!(lease = name, reason, "lease ended");
+    }
+}

@@ -1,0 +1,92 @@
+//! Metrics of the reconcile loop.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of the lease gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LeaseStateLabels {
+    /// `pending` (waiting for an exporter), `ready` (holding one) or `ended`.
+    pub state: &'static str,
+}
+
+/// Labels of the error counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// A stable reason: the store error's reason (`conflict`, `unavailable`, ...) or `token`.
+    pub reason: &'static str,
+}
+
+/// Metrics of the reconcile loop; registered once per process.
+#[derive(Debug)]
+pub struct ReconcileMetrics {
+    /// Leases by state, as of the last pass.
+    pub leases: Family<LeaseStateLabels, Gauge>,
+    /// Seconds from lease creation until an exporter was assigned (`Ready=True`).
+    pub scheduling_latency: Histogram,
+    /// Reconcile passes started.
+    pub passes: Counter,
+    /// Failed operations within passes, by reason. Conflicts are expected under
+    /// concurrency and lead to an immediate new pass.
+    pub errors: Family<ErrorLabels, Counter>,
+    /// Objects written (statuses, metadata, Secrets).
+    pub writes: Counter,
+}
+
+/// Histogram buckets for scheduling latency: 50 ms to about 30 min (exponential, x3).
+const LATENCY_BUCKETS: (f64, f64, u16) = (0.05, 3.0, 11);
+
+impl ReconcileMetrics {
+    /// Creates the metrics and registers them.
+    pub fn new(registry: &mut Registry) -> ReconcileMetrics {
+        let (start, factor, count) = LATENCY_BUCKETS;
+        let m = ReconcileMetrics {
+            leases: Family::default(),
+            scheduling_latency: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(start, factor, count),
+            ),
+            passes: Counter::default(),
+            errors: Family::default(),
+            writes: Counter::default(),
+        };
+        registry.register(
+            "jumpstarter_controller_leases",
+            "Leases by state (pending, ready, ended)",
+            m.leases.clone(),
+        );
+        registry.register(
+            "jumpstarter_controller_lease_scheduling_seconds",
+            "Time from lease creation until an exporter was assigned",
+            m.scheduling_latency.clone(),
+        );
+        registry.register(
+            "jumpstarter_controller_reconcile_passes",
+            "Reconcile passes started",
+            m.passes.clone(),
+        );
+        registry.register(
+            "jumpstarter_controller_reconcile_errors",
+            "Failed operations in reconcile passes by reason",
+            m.errors.clone(),
+        );
+        registry.register(
+            "jumpstarter_controller_reconcile_writes",
+            "Objects written by the reconcile loop",
+            m.writes.clone(),
+        );
+        m
+    }
+
+    /// Metrics that are not registered anywhere (tests, tools).
+    pub fn unregistered() -> ReconcileMetrics {
+        ReconcileMetrics::new(&mut Registry::default())
+    }
+
+    pub(crate) fn error(&self, reason: &'static str) {
+        self.errors.get_or_create(&ErrorLabels { reason }).inc();
+    }
+}

@@ -1,0 +1,210 @@
+//! The reconcile loop: applies the controller's decisions to the stored objects.
+//!
+//! Level-triggered, in the style of a status index with a single writer: every pass reads
+//! the whole namespace fresh, computes what should be stored, and writes only what differs.
+//! Passes run when a watched object changes (Clients, Exporters, Leases,
+//! ExporterAccessPolicies, Secrets; bursts are debounced), at the planner's next wake-up,
+//! and at least every [`MAX_IDLE`] (exporters go offline by the clock, not by an event).
+//!
+//! - [`pass`]: one pass ([`Reconciler::pass`]).
+//! - `view`: the namespace as read, and the planner's snapshot of it.
+//! - [`credential`]: Client and Exporter credential Secrets.
+//! - [`exporter`]: the exporter status the controller maintains.
+//! - `lease`: writing a plan (exporter claims, lease status, lease metadata).
+//! - [`metrics`]: the loop's metrics, [`ReconcileMetrics`].
+//!
+//! Writes are conditional on the resourceVersion read, so several loops may run against one
+//! namespace (e.g. during a leader hand-over) without ever giving one exporter to two
+//! leases; see the `lease` module.
+
+pub mod credential;
+pub mod exporter;
+mod lease;
+pub mod metrics;
+pub mod pass;
+mod view;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{BoxStream, SelectAll};
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use metrics::ReconcileMetrics;
+pub use pass::{Outcome, Reconciler};
+
+use crate::crd;
+use crate::keys::Keys;
+use crate::settings::Settings;
+use crate::store::{Object, Store, StoreError};
+
+/// Longest time between passes. Exporters go offline one minute after their last
+/// heartbeat; checking every 5 s notices it within a few seconds.
+pub const MAX_IDLE: Duration = Duration::from_secs(5);
+/// How long a pass waits after a change for more changes, so a burst (a client creating
+/// several leases, an exporter registering) costs one pass.
+pub const DEBOUNCE: Duration = Duration::from_millis(50);
+/// Delay before re-running a pass that met a concurrent write; short, since the conflict
+/// is already resolved by the time we re-read.
+pub const CONFLICT_RETRY: Duration = Duration::from_millis(20);
+/// First and longest delay after a failed pass (store unavailable, forbidden, ...).
+pub const ERROR_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(200), Duration::from_secs(10));
+
+/// Why a pass failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// Reading the namespace failed.
+    #[error("reading the objects of namespace {namespace}")]
+    Read {
+        namespace: String,
+        #[source]
+        source: StoreError,
+    },
+    /// Writing one object failed.
+    #[error("writing {kind} {namespace}/{name}")]
+    Write {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: StoreError,
+    },
+    /// Signing a credential failed.
+    #[error("signing the credential of {kind} {namespace}/{name}")]
+    Token {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: jumpstarter_token::TokenError,
+    },
+}
+
+impl ReconcileError {
+    /// A stable, low-cardinality label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReconcileError::Read { source, .. } | ReconcileError::Write { source, .. } => {
+                source.reason()
+            }
+            ReconcileError::Token { .. } => "token",
+        }
+    }
+}
+
+/// Runs passes over `settings.namespace` until `shutdown` is cancelled.
+///
+/// A failed pass is logged, counted and retried with backoff; the loop itself only returns
+/// when `shutdown` is cancelled.
+pub async fn run<S: Store>(
+    store: S,
+    keys: Arc<Keys>,
+    settings: Arc<Settings>,
+    metrics: Arc<ReconcileMetrics>,
+    shutdown: CancellationToken,
+) -> Result<(), ReconcileError> {
+    let namespace = settings.namespace.clone();
+    let mut changes = watch_all(&store, &namespace);
+    let reconciler = Reconciler::new(store, keys, Arc::clone(&settings), Arc::clone(&metrics));
+    let mut backoff = ERROR_BACKOFF.0;
+    tracing::info!(%namespace, "reconcile loop started");
+    loop {
+        let now = whole_seconds(OffsetDateTime::now_utc());
+        let wait = match reconciler.pass(now).await {
+            Ok(outcome) => {
+                backoff = ERROR_BACKOFF.0;
+                if outcome.again {
+                    CONFLICT_RETRY
+                } else {
+                    until(outcome.next_wakeup, now).min(MAX_IDLE)
+                }
+            }
+            Err(error) => {
+                metrics.error(error.reason());
+                tracing::warn!(%namespace, error = %error_chain(&error), retry_in = ?backoff, "reconcile pass failed");
+                let wait = backoff;
+                backoff = (backoff * 2).min(ERROR_BACKOFF.1);
+                wait
+            }
+        };
+        let deadline = Instant::now() + wait;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(deadline) => {}
+            changed = changes.next() => {
+                if changed.is_none() {
+                    // Every watch ended (they restart themselves, so this is unexpected):
+                    // keep going on the clock alone.
+                    tracing::warn!(%namespace, "all watches ended; reconciling on the clock only");
+                    changes = SelectAll::new();
+                    changes.push(futures::stream::pending().boxed());
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(DEBOUNCE) => {}
+                }
+                // Swallow the rest of the burst.
+                while let Some(Some(())) = changes.next().now_or_never() {}
+            }
+        }
+    }
+    tracing::info!(%namespace, "reconcile loop stopped");
+    Ok(())
+}
+
+/// One stream of "something changed" ticks from the watches of every type a pass reads.
+fn watch_all<S: Store>(store: &S, namespace: &str) -> SelectAll<BoxStream<'static, ()>> {
+    let mut all = SelectAll::new();
+    all.push(ticks::<S, crd::Client>(store, namespace));
+    all.push(ticks::<S, crd::Exporter>(store, namespace));
+    all.push(ticks::<S, crd::Lease>(store, namespace));
+    all.push(ticks::<S, crd::ExporterAccessPolicy>(store, namespace));
+    all.push(ticks::<S, Secret>(store, namespace));
+    all
+}
+
+fn ticks<S: Store, K: Object>(store: &S, namespace: &str) -> BoxStream<'static, ()> {
+    store
+        .watch::<K>(namespace, None)
+        .filter_map(|event| async move {
+            match event {
+                Ok(_) => Some(()),
+                Err(error) => {
+                    // The stream restarts itself; the periodic pass covers the gap.
+                    tracing::debug!(%error, "watch interrupted");
+                    None
+                }
+            }
+        })
+        .boxed()
+}
+
+fn until(at: Option<OffsetDateTime>, now: OffsetDateTime) -> Duration {
+    match at {
+        Some(at) if at > now => Duration::try_from(at - now).unwrap_or(MAX_IDLE),
+        // Already due: run soon, but never spin.
+        Some(_) => DEBOUNCE,
+        None => MAX_IDLE,
+    }
+}
+
+/// Kubernetes stores times in whole seconds; planning with them keeps passes idempotent.
+fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(0).unwrap_or(t)
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

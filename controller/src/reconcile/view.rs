@@ -1,0 +1,354 @@
+//! One pass's picture of the namespace: every object read fresh, and the planner's
+//! [`Snapshot`] built from it.
+//!
+//! Exporters are read before leases. Together with exporter claims (see the
+//! [`lease`](super::lease) module) this is what keeps two concurrent passes from giving one
+//! exporter to two leases: a pass that sees a claim on an exporter in its exporter read
+//! treats the claimed lease as holding it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
+use kube::ResourceExt;
+use time::OffsetDateTime;
+
+use crate::crd;
+use crate::scheduler::{self, Snapshot};
+use crate::selector::{self, Operator, Requirement};
+use crate::store::{Store, StoreError, list_all};
+
+/// Every object of one namespace the reconciler looks at, keyed by name.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct View {
+    pub(crate) exporters: BTreeMap<String, crd::Exporter>,
+    pub(crate) leases: BTreeMap<String, crd::Lease>,
+    pub(crate) clients: BTreeMap<String, crd::Client>,
+    pub(crate) policies: Vec<crd::ExporterAccessPolicy>,
+    pub(crate) secrets: BTreeMap<String, Secret>,
+}
+
+impl View {
+    /// Reads the namespace: exporters first, then leases, clients, policies and Secrets.
+    pub(crate) async fn read<S: Store>(store: &S, namespace: &str) -> Result<View, StoreError> {
+        let exporters = list_all::<S, crd::Exporter>(store, namespace, None).await?;
+        let leases = list_all::<S, crd::Lease>(store, namespace, None).await?;
+        let clients = list_all::<S, crd::Client>(store, namespace, None).await?;
+        let policies = list_all::<S, crd::ExporterAccessPolicy>(store, namespace, None).await?;
+        let secrets = list_all::<S, Secret>(store, namespace, None).await?;
+        Ok(View {
+            exporters: by_name(exporters),
+            leases: by_name(leases),
+            clients: by_name(clients),
+            policies,
+            secrets: by_name(secrets),
+        })
+    }
+
+    /// The planner's input. `exporters` may differ from `self.exporters` (the statuses this
+    /// pass is about to write, e.g. an exporter found offline just now).
+    pub(crate) fn snapshot(&self, exporters: &BTreeMap<String, crd::Exporter>) -> Snapshot {
+        let mut leases: Vec<scheduler::Lease> = self.leases.values().map(lease).collect();
+        inject_claims(exporters, &mut leases);
+        Snapshot {
+            exporters: exporters.values().map(exporter).collect(),
+            clients: self
+                .clients
+                .values()
+                .map(|c| scheduler::Client {
+                    name: c.name_any(),
+                    labels: c.labels().clone(),
+                })
+                .collect(),
+            leases,
+            policies: self.policies.iter().map(policy).collect(),
+        }
+    }
+}
+
+fn by_name<K: kube::Resource>(items: Vec<K>) -> BTreeMap<String, K> {
+    items
+        .into_iter()
+        .map(|k| (k.meta().name.clone().unwrap_or_default(), k))
+        .collect()
+}
+
+/// An exporter's `status.leaseRef` names a lease that has no exporter yet when a pass
+/// claimed the exporter for it and may still be writing (or failed to write) the lease.
+/// Such a lease is treated as holding the exporter, so no other lease can be given it and
+/// this pass completes the assignment. A claim is void when the lease is gone, ended,
+/// released, holds another exporter, or another lease holds the exporter: the claiming
+/// write of the lease can then no longer succeed.
+fn inject_claims(exporters: &BTreeMap<String, crd::Exporter>, leases: &mut [scheduler::Lease]) {
+    for (name, exporter) in exporters {
+        let Some(claimant) = exporter
+            .status
+            .as_ref()
+            .and_then(|s| s.lease_ref.as_ref())
+            .map(|r| r.name.as_str())
+        else {
+            continue;
+        };
+        let held = leases
+            .iter()
+            .any(|l| !l.status.ended && l.status.exporter.as_deref() == Some(name.as_str()));
+        if held {
+            continue;
+        }
+        if let Some(lease) = leases.iter_mut().find(|l| l.name == claimant)
+            && !lease.status.ended
+            && !lease.spec.release
+            && lease.status.exporter.is_none()
+        {
+            lease.status.exporter = Some(name.clone());
+        }
+    }
+}
+
+/// The `Online`/`Registered` conditions decide what the planner may use.
+fn exporter(e: &crd::Exporter) -> scheduler::Exporter {
+    let status = e.status.as_ref();
+    let conditions = status
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let is_true = |type_: &str| {
+        conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == "True")
+    };
+    scheduler::Exporter {
+        name: e.name_any(),
+        labels: e.labels().clone(),
+        enabled: e.spec.is_enabled(),
+        registered: is_true(super::exporter::REGISTERED),
+        online: is_true(super::exporter::ONLINE),
+        exporter_status: status
+            .and_then(|s| s.exporter_status)
+            .map(|v| super::exporter::status_name(v).to_owned())
+            .unwrap_or_default(),
+    }
+}
+
+fn lease(l: &crd::Lease) -> scheduler::Lease {
+    let spec = &l.spec;
+    let status = l.status.clone().unwrap_or_default();
+    let duration = spec.duration.as_deref().and_then(|text| match scheduler::duration::parse(text) {
+        Ok(d) => Some(d),
+        Err(error) => {
+            tracing::warn!(lease = %l.name_any(), %error, "lease has an unreadable spec.duration");
+            None
+        }
+    });
+    scheduler::Lease {
+        name: l.name_any(),
+        uid: l.metadata.uid.clone(),
+        generation: l.metadata.generation.unwrap_or(0),
+        creation_time: l
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(OffsetDateTime::UNIX_EPOCH, |t| time_of(&t.0)),
+        client: spec.client_ref.name.clone(),
+        spec: scheduler::LeaseSpec {
+            selector: label_selector(&spec.selector),
+            exporter_ref: spec
+                .exporter_ref
+                .as_ref()
+                .map(|r| r.name.clone())
+                .filter(|n| !n.is_empty()),
+            allow_disabled: spec.allow_disabled.unwrap_or(false),
+            duration,
+            begin_time: spec.begin_time.as_ref().map(|t| time_of(&t.0)),
+            end_time: spec.end_time.as_ref().map(|t| time_of(&t.0)),
+            release: spec.release.unwrap_or(false),
+        },
+        status: scheduler::LeaseStatus {
+            exporter: status
+                .exporter_ref
+                .map(|r| r.name)
+                .filter(|n| !n.is_empty()),
+            begin_time: status.begin_time.as_ref().map(|t| time_of(&t.0)),
+            end_time: status.end_time.as_ref().map(|t| time_of(&t.0)),
+            ended: status.ended,
+            conditions: status
+                .conditions
+                .unwrap_or_default()
+                .iter()
+                .map(condition)
+                .collect(),
+            priority: status.priority.unwrap_or(0),
+            spot_access: status.spot_access.unwrap_or(false),
+        },
+    }
+}
+
+fn policy(p: &crd::ExporterAccessPolicy) -> scheduler::AccessPolicy {
+    let spec = &p.spec;
+    scheduler::AccessPolicy {
+        exporter_selector: spec
+            .exporter_selector
+            .as_ref()
+            .map(label_selector)
+            .unwrap_or_default(),
+        rules: spec
+            .policies
+            .iter()
+            .flatten()
+            .map(|rule| scheduler::AccessRule {
+                description: rule.description.clone().unwrap_or_default(),
+                priority: rule.priority.unwrap_or(0),
+                from: rule
+                    .from
+                    .iter()
+                    .flatten()
+                    .map(|f| {
+                        f.client_selector
+                            .as_ref()
+                            .map(label_selector)
+                            .unwrap_or_default()
+                    })
+                    .collect(),
+                maximum_duration: rule
+                    .maximum_duration
+                    .as_deref()
+                    .and_then(|text| scheduler::duration::parse(text).ok()),
+                spot_access: rule.spot_access.unwrap_or(false),
+            })
+            .collect(),
+    }
+}
+
+/// A stored selector in the planner's form. An operator the planner does not know becomes
+/// a requirement with an invalid key that names it, so validation reports it.
+pub(crate) fn label_selector(s: &meta::LabelSelector) -> selector::LabelSelector {
+    selector::LabelSelector {
+        match_labels: s.match_labels.clone().unwrap_or_default(),
+        match_expressions: s
+            .match_expressions
+            .iter()
+            .flatten()
+            .map(|e| {
+                let operator = match e.operator.as_str() {
+                    "In" => Some(Operator::In),
+                    "NotIn" => Some(Operator::NotIn),
+                    "Exists" => Some(Operator::Exists),
+                    "DoesNotExist" => Some(Operator::DoesNotExist),
+                    _ => None,
+                };
+                match operator {
+                    Some(operator) => Requirement {
+                        key: e.key.clone(),
+                        operator,
+                        values: e.values.clone().unwrap_or_default(),
+                    },
+                    None => Requirement {
+                        key: format!("{} {}", e.key, e.operator),
+                        operator: Operator::Exists,
+                        values: Vec::new(),
+                    },
+                }
+            })
+            .collect(),
+    }
+}
+
+fn condition(c: &meta::Condition) -> scheduler::Condition {
+    scheduler::Condition {
+        type_: c.type_.clone(),
+        status: scheduler::ConditionStatus::from_k8s(&c.status),
+        observed_generation: c.observed_generation.unwrap_or(0),
+        last_transition_time: time_of(&c.last_transition_time.0),
+        reason: c.reason.clone(),
+        message: c.message.clone(),
+    }
+}
+
+/// A stored timestamp as `OffsetDateTime` (every stored time is within its range).
+pub(crate) fn time_of(t: &k8s_openapi::jiff::Timestamp) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(t.as_nanosecond())
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// `t` in stored form, truncated to whole seconds as Kubernetes stores it.
+pub(crate) fn stored_time(t: OffsetDateTime) -> meta::Time {
+    meta::Time(stored_timestamp(t))
+}
+
+pub(crate) fn stored_timestamp(t: OffsetDateTime) -> k8s_openapi::jiff::Timestamp {
+    // Out-of-range times (beyond year 9999) cannot come from the clock or the API.
+    k8s_openapi::jiff::Timestamp::from_second(t.unix_timestamp())
+        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::LocalObjectReference;
+
+    fn lease_named(name: &str, exporter: Option<&str>) -> scheduler::Lease {
+        scheduler::Lease {
+            name: name.into(),
+            uid: None,
+            generation: 1,
+            creation_time: OffsetDateTime::UNIX_EPOCH,
+            client: "c".into(),
+            spec: scheduler::LeaseSpec::default(),
+            status: scheduler::LeaseStatus {
+                exporter: exporter.map(str::to_owned),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn claimed(by: &str) -> crd::Exporter {
+        let mut e = crd::Exporter::new("e1", crd::ExporterSpec::default());
+        e.status = Some(crd::ExporterStatus {
+            lease_ref: Some(LocalObjectReference { name: by.into() }),
+            ..Default::default()
+        });
+        e
+    }
+
+    #[test]
+    fn a_pending_claim_holds_the_exporter() {
+        let exporters = BTreeMap::from([("e1".to_owned(), claimed("l1"))]);
+        let mut leases = vec![lease_named("l0", None), lease_named("l1", None)];
+        inject_claims(&exporters, &mut leases);
+        assert_eq!(leases[0].status.exporter, None);
+        assert_eq!(leases[1].status.exporter.as_deref(), Some("e1"));
+    }
+
+    #[test]
+    fn void_claims_are_ignored() {
+        let exporters = BTreeMap::from([("e1".to_owned(), claimed("l1"))]);
+        // Another lease holds the exporter.
+        let mut leases = vec![lease_named("l0", Some("e1")), lease_named("l1", None)];
+        inject_claims(&exporters, &mut leases);
+        assert_eq!(leases[1].status.exporter, None);
+        // The claimant was released.
+        let mut leases = vec![lease_named("l1", None)];
+        leases[0].spec.release = true;
+        inject_claims(&exporters, &mut leases);
+        assert_eq!(leases[0].status.exporter, None);
+        // The claimant ended.
+        let mut leases = vec![lease_named("l1", None)];
+        leases[0].status.ended = true;
+        inject_claims(&exporters, &mut leases);
+        assert_eq!(leases[0].status.exporter, None);
+    }
+
+    #[test]
+    fn unknown_operators_fail_validation() {
+        let stored = meta::LabelSelector {
+            match_expressions: Some(vec![meta::LabelSelectorRequirement {
+                key: "size".into(),
+                operator: "Gt".into(),
+                values: Some(vec!["3".into()]),
+            }]),
+            match_labels: Some(BTreeMap::from([("a".into(), "b".into())])),
+        };
+        let s = label_selector(&stored);
+        assert_eq!(s.match_labels.get("a").map(String::as_str), Some("b"));
+        assert!(selector::validate(&s).is_err());
+    }
+}

@@ -1,0 +1,240 @@
+//! The controller's listeners.
+//!
+//! - [`serve_grpc`]: one TLS port (rustls, ALPN `h2`) for `ControllerService`,
+//!   `ClientService` and `grpc.health.v1.Health`, built by [`grpc_routes`]. Messages over
+//!   [`MAX_MESSAGE_SIZE`] are refused with RESOURCE_EXHAUSTED (grpc-go's code for it).
+//!   HTTP/2 PINGs are answered whatever their rate, with or without calls in flight
+//!   (0.9.0 clients ping every 20 s on idle connections).
+//! - [`serve_http`]: plain HTTP `/healthz`, `/readyz` (see [`Readiness`]) and `/metrics`
+//!   (the process's one prometheus-client registry).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::IntoResponse;
+use prometheus_client::registry::Registry;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tracing::Instrument;
+
+use jumpstarter_proto::jumpstarter::client::v1::client_service_server::ClientServiceServer;
+use jumpstarter_proto::jumpstarter::v1::controller_service_server::ControllerServiceServer;
+
+use crate::service::Services;
+use crate::store::Store;
+
+/// Largest gRPC message accepted: gRPC's customary 4 MiB default, which 0.9.0 keeps.
+pub const MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+/// A TLS handshake that takes longer than this is dropped, so stalled peers hold nothing.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// ALPN protocols of the gRPC port.
+pub const ALPN: &[&[u8]] = &[b"h2"];
+
+/// Why a listener stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("gRPC server on {addr} failed: {source}")]
+    Grpc {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("HTTP server on {addr} failed: {source}")]
+    Http {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Readiness of the process: keys loaded and the gRPC port bound.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    keys_loaded: AtomicBool,
+    grpc_bound: AtomicBool,
+}
+
+impl Readiness {
+    pub fn set_keys_loaded(&self) {
+        self.keys_loaded.store(true, Ordering::SeqCst);
+    }
+
+    pub fn set_grpc_bound(&self) {
+        self.grpc_bound.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.keys_loaded.load(Ordering::SeqCst) && self.grpc_bound.load(Ordering::SeqCst)
+    }
+}
+
+/// Both services and the health service, with the message size limit, as routes.
+pub async fn grpc_routes<S: Store>(services: &Services<S>) -> Routes {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<ControllerServiceServer<crate::service::ControllerApi<S>>>()
+        .await;
+    health
+        .set_serving::<ClientServiceServer<crate::service::ClientApi<S>>>()
+        .await;
+    let controller = ControllerServiceServer::new(services.controller())
+        .max_decoding_message_size(MAX_MESSAGE_SIZE);
+    let client =
+        ClientServiceServer::new(services.client()).max_decoding_message_size(MAX_MESSAGE_SIZE);
+    let routes = Routes::new(health_service)
+        .add_service(controller)
+        .add_service(client)
+        .prepare();
+    let router = routes
+        .into_axum_router()
+        .layer(axum::middleware::map_response(
+            oversized_is_resource_exhausted,
+        ));
+    Routes::from(router)
+}
+
+/// tonic answers an oversized message with OUT_OF_RANGE; grpc-go (and so 0.9.0) with
+/// RESOURCE_EXHAUSTED. The services never return OUT_OF_RANGE themselves.
+async fn oversized_is_resource_exhausted(
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    const OUT_OF_RANGE: &str = "11";
+    const RESOURCE_EXHAUSTED: &str = "8";
+    let headers = response.headers_mut();
+    if headers
+        .get("grpc-status")
+        .is_some_and(|v| v == OUT_OF_RANGE)
+    {
+        headers.insert("grpc-status", HeaderValue::from_static(RESOURCE_EXHAUSTED));
+    }
+    response
+}
+
+/// Serves `routes` over TLS on `listener` until `shutdown`, then drains connections.
+pub async fn serve_grpc(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    routes: Routes,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".to_owned());
+    let (tx, rx) = mpsc::channel::<Result<TlsStream<TcpStream>, std::io::Error>>(64);
+    let accept = tokio::spawn(
+        accept_loop(listener, TlsAcceptor::from(tls), tx, shutdown.clone())
+            .instrument(tracing::info_span!("grpc_accept", %addr)),
+    );
+    tracing::info!(%addr, "gRPC server listening");
+    let result = tonic::transport::Server::builder()
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown.cancelled_owned())
+        .await
+        .map_err(|source| ServerError::Grpc {
+            addr: addr.clone(),
+            source,
+        });
+    accept.abort();
+    tracing::info!(%addr, "gRPC server stopped");
+    result
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    tx: mpsc::Sender<Result<TlsStream<TcpStream>, std::io::Error>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    tracing::warn!("accept failed: {err}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let tx = tx.clone();
+        tokio::spawn(
+            async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(err)) => tracing::debug!("TLS handshake failed: {err}"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                }
+            }
+            .instrument(tracing::debug_span!("tls_handshake", %peer)),
+        );
+    }
+}
+
+/// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until `shutdown`.
+pub async fn serve_http(
+    listener: TcpListener,
+    readiness: Arc<Readiness>,
+    registry: Arc<Registry>,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    let addr = listener
+        .local_addr()
+        .map(|a: SocketAddr| a.to_string())
+        .unwrap_or_else(|_| "?".to_owned());
+    let app = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let ready = readiness.is_ready();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ok")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let registry = registry.clone();
+                async move { metrics_response(&registry) }
+            }),
+        );
+    tracing::info!(%addr, "HTTP probes and metrics listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(|source| ServerError::Http { addr, source })
+}
+
+fn metrics_response(registry: &Registry) -> axum::response::Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics").into_response(),
+    }
+}

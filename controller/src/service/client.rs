@@ -1,0 +1,598 @@
+//! `jumpstarter.client.v1.ClientService`: exporters and leases as resources of the
+//! caller's namespace, and self-service token rotation.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{LocalObjectReference, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::ObjectMeta;
+use time::OffsetDateTime;
+use tonic::{Request, Response, Status};
+
+use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
+use jumpstarter_proto::jumpstarter::client::v1::client_service_server::ClientService;
+
+use super::write::{self, Part};
+use super::{Services, lease_request, names, store_status, wire};
+use crate::auth::{Caller, ObjectIdentity};
+use crate::crd::{Client, Exporter, Lease};
+use crate::selector;
+use crate::store::{ListParams, Store, StoreError};
+
+/// Largest page a list call returns, whatever the caller asks for.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// The ClientService over a [`Store`].
+#[derive(Debug)]
+pub struct ClientApi<S> {
+    services: Services<S>,
+}
+
+impl<S: Store> ClientApi<S> {
+    pub(crate) fn new(services: Services<S>) -> Self {
+        ClientApi { services }
+    }
+
+    fn store(&self) -> &S {
+        &self.services.shared.store
+    }
+
+    async fn caller<T>(&self, request: &Request<T>) -> Result<(Caller, Client), Status> {
+        self.services.shared.auth.client(request.metadata()).await
+    }
+
+    /// Namespace and name from a resource name, checked against the caller's namespace.
+    fn resolve(
+        &self,
+        caller: &Caller,
+        name: &str,
+        collection: &str,
+    ) -> Result<(String, String), Status> {
+        let (namespace, name) = names::parse(name, collection)?;
+        self.services
+            .shared
+            .auth
+            .count(caller.check_namespace(&namespace))?;
+        Ok((namespace, name))
+    }
+
+    fn resolve_parent(&self, caller: &Caller, parent: &str) -> Result<String, Status> {
+        let namespace = names::parse_parent(parent)?;
+        self.services
+            .shared
+            .auth
+            .count(caller.check_namespace(&namespace))?;
+        Ok(namespace)
+    }
+
+    async fn get_exporter_inner(
+        &self,
+        request: Request<client_pb::GetExporterRequest>,
+    ) -> Result<client_pb::Exporter, Status> {
+        let (caller, _) = self.caller(&request).await?;
+        let request = request.into_inner();
+        let (namespace, name) = self.resolve(&caller, &request.name, names::EXPORTERS)?;
+        let exporter: Exporter = self
+            .store()
+            .get(&namespace, &name)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("exporter {namespace}/{name} not found")))?;
+        Ok(wire::exporter_to_proto(
+            &exporter,
+            &self.services.shared.settings.hidden_labels,
+            request.show_hidden_labels,
+        ))
+    }
+
+    async fn list_exporters_inner(
+        &self,
+        request: Request<client_pb::ListExportersRequest>,
+    ) -> Result<client_pb::ListExportersResponse, Status> {
+        let (caller, _) = self.caller(&request).await?;
+        let request = request.into_inner();
+        let namespace = self.resolve_parent(&caller, &request.parent)?;
+        let mut pieces = Vec::new();
+        if let Some(filter) = parse_filter(&request.filter, "filter")? {
+            pieces.push(selector::format(&filter));
+        }
+        let params = list_params(&pieces, request.page_size, &request.page_token)?;
+        let page = self
+            .store()
+            .list::<Exporter>(&namespace, &params)
+            .await
+            .map_err(list_status)?;
+        let hidden = &self.services.shared.settings.hidden_labels;
+        Ok(client_pb::ListExportersResponse {
+            exporters: page
+                .items
+                .iter()
+                .map(|e| wire::exporter_to_proto(e, hidden, request.show_hidden_labels))
+                .collect(),
+            next_page_token: page.continue_token.unwrap_or_default(),
+        })
+    }
+
+    async fn get_lease_inner(
+        &self,
+        request: Request<client_pb::GetLeaseRequest>,
+    ) -> Result<client_pb::Lease, Status> {
+        let (caller, _) = self.caller(&request).await?;
+        let (namespace, name) = self.resolve(&caller, &request.get_ref().name, names::LEASES)?;
+        let lease = self.lease(&namespace, &name).await?;
+        Ok(wire::lease_to_proto(&lease, OffsetDateTime::now_utc()))
+    }
+
+    async fn list_leases_inner(
+        &self,
+        request: Request<client_pb::ListLeasesRequest>,
+    ) -> Result<client_pb::ListLeasesResponse, Status> {
+        let (caller, _) = self.caller(&request).await?;
+        let request = request.into_inner();
+        let namespace = self.resolve_parent(&caller, &request.parent)?;
+        let mut pieces = Vec::new();
+        if let Some(filter) = parse_filter(&request.filter, "filter")? {
+            pieces.push(selector::format(&filter));
+        }
+        if let Some(tags) = parse_filter(&request.tag_filter, "tag_filter")? {
+            pieces.push(selector::format(&prefix_tag_keys(tags)));
+        }
+        if request.only_active.unwrap_or(true) {
+            pieces.push(format!("!{}", wire::LEASE_ENDED_LABEL));
+        }
+        let params = list_params(&pieces, request.page_size, &request.page_token)?;
+        let page = self
+            .store()
+            .list::<Lease>(&namespace, &params)
+            .await
+            .map_err(list_status)?;
+        let now = OffsetDateTime::now_utc();
+        Ok(client_pb::ListLeasesResponse {
+            leases: page
+                .items
+                .iter()
+                .map(|l| wire::lease_to_proto(l, now))
+                .collect(),
+            next_page_token: page.continue_token.unwrap_or_default(),
+        })
+    }
+
+    async fn create_lease_inner(
+        &self,
+        request: Request<client_pb::CreateLeaseRequest>,
+    ) -> Result<client_pb::Lease, Status> {
+        let (caller, _) = self.caller(&request).await?;
+        let request = request.into_inner();
+        let namespace = self.resolve_parent(&caller, &request.parent)?;
+        let lease = request
+            .lease
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("lease is required"))?;
+        let checked = lease_request::validate(lease, self.services.shared.settings.max_tags)?;
+        let name = if request.lease_id.is_empty() {
+            uuid::Uuid::now_v7().to_string()
+        } else if names::is_object_name(&request.lease_id) {
+            request.lease_id.clone()
+        } else {
+            return Err(Status::invalid_argument(format!(
+                "invalid lease_id {}: must be a lowercase RFC 1123 name",
+                names::quoted(&request.lease_id)
+            )));
+        };
+        let object = lease_request::build(&checked, &namespace, &name, &caller.name)?;
+        let created = self.store().create(&object).await.map_err(store_status)?;
+        tracing::info!(lease = %format!("{namespace}/{name}"), client = %caller.name, "lease created");
+        Ok(wire::lease_to_proto(&created, OffsetDateTime::now_utc()))
+    }
+
+    async fn update_lease_inner(
+        &self,
+        request: Request<client_pb::UpdateLeaseRequest>,
+    ) -> Result<client_pb::Lease, Status> {
+        let (caller, _) = self.caller(&request).await?;
+        let request = request.into_inner();
+        let update = request
+            .lease
+            .ok_or_else(|| Status::invalid_argument("lease is required"))?;
+        let (namespace, name) = self.resolve(&caller, &update.name, names::LEASES)?;
+        let begin = update
+            .begin_time
+            .as_ref()
+            .map(|t| wire::time_from_proto(t, "begin_time"))
+            .transpose()?;
+        let end = update
+            .end_time
+            .as_ref()
+            .map(|t| wire::time_from_proto(t, "end_time"))
+            .transpose()?;
+        let duration = lease_request::requested_duration(update.duration.as_ref())?;
+        let new_client = match update.client.as_deref().filter(|c| !c.is_empty()) {
+            None => None,
+            Some(client) => {
+                let (client_ns, client_name) = names::parse(client, names::CLIENTS)?;
+                if client_ns != namespace {
+                    return Err(Status::invalid_argument(
+                        "a lease can only move to a client in its namespace",
+                    ));
+                }
+                let exists = self
+                    .store()
+                    .get::<Client>(&namespace, &client_name)
+                    .await
+                    .map_err(store_status)?
+                    .is_some();
+                if !exists {
+                    return Err(Status::not_found(format!(
+                        "client {namespace}/{client_name} not found"
+                    )));
+                }
+                Some(client_name)
+            }
+        };
+        let caller_name = caller.name.clone();
+        let mut refusal: Option<Status> = None;
+        let updated =
+            write::modify::<S, Lease, _>(self.store(), &namespace, &name, Part::Object, |lease| {
+                refusal = None;
+                match apply_update(
+                    lease,
+                    &caller_name,
+                    begin,
+                    end,
+                    duration,
+                    new_client.as_deref(),
+                ) {
+                    Ok(changed) => changed,
+                    Err(status) => {
+                        refusal = Some(status);
+                        false
+                    }
+                }
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound { .. } => {
+                    Status::not_found(format!("lease {namespace}/{name} not found"))
+                }
+                other => store_status(other),
+            })?;
+        if let Some(status) = refusal {
+            return Err(status);
+        }
+        Ok(wire::lease_to_proto(&updated, OffsetDateTime::now_utc()))
+    }
+
+    async fn delete_lease_inner(
+        &self,
+        request: Request<client_pb::DeleteLeaseRequest>,
+    ) -> Result<(), Status> {
+        let (caller, _) = self.caller(&request).await?;
+        let (namespace, name) = self.resolve(&caller, &request.get_ref().name, names::LEASES)?;
+        let owner = caller.name.clone();
+        let mut refusal: Option<Status> = None;
+        write::modify::<S, Lease, _>(self.store(), &namespace, &name, Part::Object, |lease| {
+            refusal = None;
+            if lease.spec.client_ref.name != owner {
+                refusal = Some(Status::permission_denied("permission denied"));
+                return false;
+            }
+            if lease.spec.release == Some(true) {
+                refusal = Some(Status::failed_precondition(format!(
+                    "lease {name} is already released"
+                )));
+                return false;
+            }
+            if lease.status.as_ref().is_some_and(|s| s.ended) {
+                // Ended by expiry: nothing to release (clients delete expired leases).
+                return false;
+            }
+            lease.spec.release = Some(true);
+            true
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound { .. } => {
+                Status::not_found(format!("lease {namespace}/{name} not found"))
+            }
+            other => store_status(other),
+        })?;
+        if let Some(status) = refusal {
+            return Err(status);
+        }
+        tracing::info!(lease = %format!("{namespace}/{name}"), "lease released by its client");
+        Ok(())
+    }
+
+    async fn rotate_token_inner(
+        &self,
+        request: Request<client_pb::RotateTokenRequest>,
+    ) -> Result<client_pb::RotateTokenResponse, Status> {
+        let (caller, client) = self.caller(&request).await?;
+        self.resolve_parent(&caller, &request.get_ref().parent)?;
+        let subject = ObjectIdentity::of_client(&client).internal_subject();
+        let (token, expiry) = self
+            .services
+            .shared
+            .signers
+            .issuer
+            .issue(&subject, OffsetDateTime::now_utc())
+            .map_err(|e| Status::internal(format!("cannot issue token: {e}")))?;
+        self.store_client_token(&client, &token).await?;
+        tracing::info!(client = %format!("{}/{}", caller.namespace, caller.name), "client token rotated");
+        Ok(client_pb::RotateTokenResponse {
+            token,
+            expiry: Some(prost_types::Timestamp {
+                seconds: expiry.unix_timestamp(),
+                nanos: 0,
+            }),
+        })
+    }
+
+    /// Writes `token` into the client's credential Secret `<name>-client`.
+    async fn store_client_token(&self, client: &Client, token: &str) -> Result<(), Status> {
+        let namespace = client.metadata.namespace.clone().unwrap_or_default();
+        let client_name = client.metadata.name.clone().unwrap_or_default();
+        let secret_name = format!("{client_name}-client");
+        let value = ByteString(token.as_bytes().to_vec());
+        let result = write::modify::<S, Secret, _>(
+            self.store(),
+            &namespace,
+            &secret_name,
+            Part::Object,
+            |s| {
+                s.data
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert("token".to_owned(), value.clone());
+                true
+            },
+        )
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(StoreError::NotFound { .. }) => {
+                let secret = Secret {
+                    metadata: ObjectMeta {
+                        name: Some(secret_name),
+                        namespace: Some(namespace),
+                        owner_references: client.metadata.uid.clone().map(|uid| {
+                            vec![OwnerReference {
+                                api_version: format!(
+                                    "{}/{}",
+                                    crate::crd::GROUP,
+                                    crate::crd::VERSION
+                                ),
+                                kind: "Client".to_owned(),
+                                name: client_name.clone(),
+                                uid,
+                                controller: Some(true),
+                                block_owner_deletion: Some(true),
+                            }]
+                        }),
+                        ..ObjectMeta::default()
+                    },
+                    type_: Some("Opaque".to_owned()),
+                    data: Some(BTreeMap::from([("token".to_owned(), value)])),
+                    ..Secret::default()
+                };
+                self.store()
+                    .create(&secret)
+                    .await
+                    .map(|_| ())
+                    .map_err(store_status)
+            }
+            Err(err) => Err(store_status(err)),
+        }
+    }
+
+    async fn lease(&self, namespace: &str, name: &str) -> Result<Lease, Status> {
+        self.store()
+            .get::<Lease>(namespace, name)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("lease {namespace}/{name} not found")))
+    }
+}
+
+/// Applies an UpdateLease to the stored lease (fields present in the request only).
+fn apply_update(
+    lease: &mut Lease,
+    caller: &str,
+    begin: Option<OffsetDateTime>,
+    end: Option<OffsetDateTime>,
+    duration: Option<time::Duration>,
+    new_client: Option<&str>,
+) -> Result<bool, Status> {
+    if lease.spec.client_ref.name != caller {
+        return Err(Status::permission_denied("permission denied"));
+    }
+    let status = lease.status.clone().unwrap_or_default();
+    let assigned = status
+        .exporter_ref
+        .as_ref()
+        .is_some_and(|r| !r.name.is_empty());
+    if status.ended {
+        return Err(Status::failed_precondition("lease has ended"));
+    }
+    let before = lease.spec.clone();
+    if begin.is_some() && assigned {
+        return Err(Status::failed_precondition(
+            "begin_time can only change before an exporter is assigned",
+        ));
+    }
+    if begin.is_some() || end.is_some() || duration.is_some() {
+        let current_begin = lease.spec.begin_time.as_ref().map(wire::offset_of);
+        let current_end = lease.spec.end_time.as_ref().map(wire::offset_of);
+        let current_duration = lease
+            .spec
+            .duration
+            .as_deref()
+            .and_then(|d| crate::scheduler::duration::parse(d).ok());
+        let times = lease_request::reconcile_times(
+            begin.or(current_begin),
+            end.or(current_end),
+            duration.or(current_duration),
+        )?;
+        lease.spec.begin_time = times.begin_time.map(wire::k8s_time).transpose()?;
+        lease.spec.end_time = times.end_time.map(wire::k8s_time).transpose()?;
+        lease.spec.duration = Some(crate::scheduler::duration::format(times.duration));
+    }
+    if let Some(client) = new_client {
+        if !assigned {
+            return Err(Status::failed_precondition(
+                "a lease can only be transferred while it is active",
+            ));
+        }
+        lease.spec.client_ref = LocalObjectReference {
+            name: client.to_owned(),
+        };
+    }
+    Ok(lease.spec != before)
+}
+
+/// A user selector string; `None` when empty.
+fn parse_filter(text: &str, field: &str) -> Result<Option<selector::LabelSelector>, Status> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let parsed =
+        selector::parse(text).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))?;
+    Ok((!parsed.is_empty()).then_some(parsed))
+}
+
+/// A tag selector rewritten onto the tag labels (`metadata.jumpstarter.dev/<key>`).
+fn prefix_tag_keys(tags: selector::LabelSelector) -> selector::LabelSelector {
+    selector::LabelSelector {
+        match_labels: tags
+            .match_labels
+            .into_iter()
+            .map(|(k, v)| (format!("{}{k}", wire::TAG_LABEL_PREFIX), v))
+            .collect(),
+        match_expressions: tags
+            .match_expressions
+            .into_iter()
+            .map(|mut r| {
+                r.key = format!("{}{}", wire::TAG_LABEL_PREFIX, r.key);
+                r
+            })
+            .collect(),
+    }
+}
+
+fn list_params(pieces: &[String], page_size: i32, page_token: &str) -> Result<ListParams, Status> {
+    if page_size < 0 {
+        return Err(Status::invalid_argument("page_size must not be negative"));
+    }
+    let limit = u32::try_from(page_size)
+        .ok()
+        .filter(|&n| n > 0)
+        .map(|n| n.min(MAX_PAGE_SIZE));
+    Ok(ListParams {
+        label_selector: (!pieces.is_empty()).then(|| pieces.join(",")),
+        limit,
+        continue_token: (!page_token.is_empty()).then(|| page_token.to_owned()),
+    })
+}
+
+/// List failures: a bad continue token or selector is the caller's mistake.
+fn list_status(err: StoreError) -> Status {
+    match err {
+        StoreError::Invalid { message, .. } => Status::invalid_argument(message),
+        StoreError::Other(message) if message.contains("(410)") => {
+            Status::invalid_argument(format!("page_token has expired: {message}"))
+        }
+        other => store_status(other),
+    }
+}
+
+#[tonic::async_trait]
+impl<S: Store> ClientService for ClientApi<S> {
+    async fn get_exporter(
+        &self,
+        request: Request<client_pb::GetExporterRequest>,
+    ) -> Result<Response<client_pb::Exporter>, Status> {
+        let result = self.get_exporter_inner(request).await.map(Response::new);
+        self.services
+            .shared
+            .metrics
+            .observe("ClientService/GetExporter", result)
+    }
+
+    async fn list_exporters(
+        &self,
+        request: Request<client_pb::ListExportersRequest>,
+    ) -> Result<Response<client_pb::ListExportersResponse>, Status> {
+        let result = self.list_exporters_inner(request).await.map(Response::new);
+        self.services
+            .shared
+            .metrics
+            .observe("ClientService/ListExporters", result)
+    }
+
+    async fn get_lease(
+        &self,
+        request: Request<client_pb::GetLeaseRequest>,
+    ) -> Result<Response<client_pb::Lease>, Status> {
+        let result = self.get_lease_inner(request).await.map(Response::new);
+        self.services
+            .shared
+            .metrics
+            .observe("ClientService/GetLease", result)
+    }
+
+    async fn list_leases(
+        &self,
+        request: Request<client_pb::ListLeasesRequest>,
+    ) -> Result<Response<client_pb::ListLeasesResponse>, Status> {
+        let result = self.list_leases_inner(request).await.map(Response::new);
+        self.services
+            .shared
+            .metrics
+            .observe("ClientService/ListLeases", result)
+    }
+
+    async fn create_lease(
+        &self,
+        request: Request<client_pb::CreateLeaseRequest>,
+    ) -> Result<Response<client_pb::Lease>, Status> {
+        let result = self.create_lease_inner(request).await.map(Response::new);
+        self.services
+            .shared
+            .metrics
+            .observe("ClientService/CreateLease", result)
+    }
+
+    async fn update_lease(
+        &self,
+        request: Request<client_pb::UpdateLeaseRequest>,
+    ) -> Result<Response<client_pb::Lease>, Status> {
+        let result = self.update_lease_inner(request).await.map(Response::new);
+        self.services
+            .shared
+            .metrics
+            .observe("ClientService/UpdateLease", result)
+    }
+
+    async fn delete_lease(
+        &self,
+        request: Request<client_pb::DeleteLeaseRequest>,
+    ) -> Result<Response<()>, Status> {
+        let result = self.delete_lease_inner(request).await.map(Response::new);
+        self.services
+            .shared
+            .metrics
+            .observe("ClientService/DeleteLease", result)
+    }
+
+    async fn rotate_token(
+        &self,
+        request: Request<client_pb::RotateTokenRequest>,
+    ) -> Result<Response<client_pb::RotateTokenResponse>, Status> {
+        let result = self.rotate_token_inner(request).await.map(Response::new);
+        self.services
+            .shared
+            .metrics
+            .observe("ClientService/RotateToken", result)
+    }
+}

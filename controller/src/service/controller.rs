@@ -1,0 +1,755 @@
+//! `jumpstarter.v1.ControllerService`: what exporters call (Register, ReportStatus,
+//! Status, Listen, Unregister, ReleaseLease), Dial for clients, and the legacy lease calls.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::time::Duration as StdDuration;
+
+use futures::Stream;
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use jumpstarter_proto::jumpstarter::v1 as pb;
+use jumpstarter_proto::jumpstarter::v1::controller_service_server::ControllerService;
+use jumpstarter_token::router::{self, StreamGrant};
+
+use super::listen::OfferError;
+use super::metrics::{GaugeGuard, OfferLabels};
+use super::write::{self, Part};
+use super::{Services, lease_request, names, router_choice, status_stream, store_status, wire};
+use crate::auth::{Caller, KIND};
+use crate::crd::{Device, Exporter, ExporterStatusValue, Lease};
+use crate::store::{self, Store};
+
+/// Prefix of the exporter labels an exporter may set itself at Register.
+pub const REGISTER_LABEL_PREFIX: &str = "jumpstarter.dev/";
+/// First wait of Dial while the exporter is still `Available` (0.9.0 value).
+pub const DIAL_WAIT_INITIAL: StdDuration = StdDuration::from_millis(500);
+/// Longest single wait of Dial (0.9.0 value).
+pub const DIAL_WAIT_MAX_STEP: StdDuration = StdDuration::from_secs(3);
+/// Total time Dial waits for an `Available` exporter to become ready (0.9.0 value).
+pub const DIAL_WAIT_TOTAL: StdDuration = StdDuration::from_secs(30);
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The ControllerService over a [`Store`].
+#[derive(Debug)]
+pub struct ControllerApi<S> {
+    services: Services<S>,
+}
+
+impl<S: Store> ControllerApi<S> {
+    pub(crate) fn new(services: Services<S>) -> Self {
+        ControllerApi { services }
+    }
+
+    fn store(&self) -> &S {
+        &self.services.shared.store
+    }
+
+    async fn register_inner(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<pb::RegisterResponse, Status> {
+        let (caller, exporter) = self
+            .services
+            .shared
+            .auth
+            .exporter(request.metadata())
+            .await?;
+        let request = request.into_inner();
+        let own_labels: BTreeMap<String, String> = request
+            .labels
+            .iter()
+            .filter(|(k, _)| k.starts_with(REGISTER_LABEL_PREFIX))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        write::modify::<S, Exporter, _>(
+            self.store(),
+            &caller.namespace,
+            &caller.name,
+            Part::Object,
+            |e| {
+                let labels = e.metadata.labels.get_or_insert_with(BTreeMap::new);
+                let before = labels.clone();
+                labels.retain(|k, _| !k.starts_with(REGISTER_LABEL_PREFIX));
+                labels.extend(own_labels.clone());
+                *labels != before
+            },
+        )
+        .await
+        .map_err(store_status)?;
+        let devices: Vec<Device> = request
+            .reports
+            .iter()
+            .map(|r| Device {
+                uuid: Some(r.uuid.clone()),
+                parent_uuid: r.parent_uuid.clone(),
+                labels: (!r.labels.is_empty()).then(|| {
+                    r.labels
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                }),
+            })
+            .collect();
+        write::modify::<S, Exporter, _>(
+            self.store(),
+            &caller.namespace,
+            &caller.name,
+            Part::Status,
+            |e| {
+                let status = e.status.get_or_insert_with(Default::default);
+                let new = (!devices.is_empty()).then(|| devices.clone());
+                let changed = status.devices != new;
+                status.devices = new;
+                changed
+            },
+        )
+        .await
+        .map_err(store_status)?;
+        tracing::info!(exporter = %caller.name, namespace = %caller.namespace, devices = devices.len(), "exporter registered");
+        Ok(pb::RegisterResponse {
+            uuid: exporter.metadata.uid.unwrap_or_default(),
+        })
+    }
+
+    async fn unregister_inner(
+        &self,
+        request: Request<pb::UnregisterRequest>,
+    ) -> Result<pb::UnregisterResponse, Status> {
+        let (caller, _) = self
+            .services
+            .shared
+            .auth
+            .exporter(request.metadata())
+            .await?;
+        let reason = request.into_inner().reason;
+        write::modify::<S, Exporter, _>(
+            self.store(),
+            &caller.namespace,
+            &caller.name,
+            Part::Status,
+            |e| {
+                let status = e.status.get_or_insert_with(Default::default);
+                let changed = status.devices.is_some();
+                status.devices = None;
+                changed
+            },
+        )
+        .await
+        .map_err(store_status)?;
+        tracing::info!(exporter = %caller.name, namespace = %caller.namespace, reason = %names::quoted(&reason), "exporter unregistered");
+        Ok(pb::UnregisterResponse {})
+    }
+
+    async fn report_status_inner(
+        &self,
+        request: Request<pb::ReportStatusRequest>,
+    ) -> Result<pb::ReportStatusResponse, Status> {
+        let (caller, _) = self
+            .services
+            .shared
+            .auth
+            .exporter(request.metadata())
+            .await?;
+        let request = request.into_inner();
+        let value = wire::status_from_proto(request.status)?;
+        let message = request.message.clone().unwrap_or_default();
+        let online = !matches!(
+            value,
+            ExporterStatusValue::Offline | ExporterStatusValue::Unspecified
+        );
+        let updated = write::modify::<S, Exporter, _>(
+            self.store(),
+            &caller.namespace,
+            &caller.name,
+            Part::Status,
+            |e| {
+                let generation = e.metadata.generation;
+                let status = e.status.get_or_insert_with(Default::default);
+                status.exporter_status = Some(value);
+                status.status_message = Some(message.clone());
+                status.last_seen = Some(wire::now_time());
+                let conditions = status.conditions.get_or_insert_with(Vec::new);
+                let (reason, text) = if online {
+                    ("StatusReported", message.as_str())
+                } else {
+                    ("Offline", message.as_str())
+                };
+                write::set_condition(conditions, wire::ONLINE, online, reason, text, generation);
+                true
+            },
+        )
+        .await
+        .map_err(store_status)?;
+        if request.release_lease == Some(true) {
+            let lease_name = updated
+                .status
+                .as_ref()
+                .and_then(|s| s.lease_ref.as_ref())
+                .map(|r| r.name.clone());
+            match lease_name {
+                Some(lease) => {
+                    if let Err(err) = self.release_for_exporter(&caller, &lease, true).await {
+                        tracing::warn!(exporter = %caller.name, %lease, "release on status report failed: {}", err.message());
+                    }
+                }
+                None => {
+                    tracing::debug!(exporter = %caller.name, "release requested without a lease")
+                }
+            }
+        }
+        Ok(pb::ReportStatusResponse {})
+    }
+
+    /// Sets `spec.release` on `lease` when this exporter holds it. With `lenient`, a lease
+    /// held by someone else is ignored instead of refused.
+    async fn release_for_exporter(
+        &self,
+        caller: &Caller,
+        lease: &str,
+        lenient: bool,
+    ) -> Result<(), Status> {
+        let exporter = caller.name.clone();
+        let mut refused = false;
+        let result = write::modify::<S, Lease, _>(
+            self.store(),
+            &caller.namespace,
+            lease,
+            Part::Object,
+            |l| {
+                let status = l.status.clone().unwrap_or_default();
+                let holder = status.exporter_ref.as_ref().map(|r| r.name.as_str());
+                if holder != Some(exporter.as_str()) {
+                    refused = true;
+                    return false;
+                }
+                if status.ended || l.spec.release == Some(true) {
+                    return false;
+                }
+                l.spec.release = Some(true);
+                true
+            },
+        )
+        .await;
+        match result {
+            Ok(_) if refused && !lenient => Err(Status::failed_precondition(format!(
+                "lease {lease} is not held by exporter {exporter}"
+            ))),
+            Ok(_) => Ok(()),
+            Err(err) => Err(store_status(err)),
+        }
+    }
+
+    async fn listen_inner(
+        &self,
+        request: Request<pb::ListenRequest>,
+    ) -> Result<ResponseStream<pb::ListenResponse>, Status> {
+        let (caller, _) = self
+            .services
+            .shared
+            .auth
+            .exporter(request.metadata())
+            .await?;
+        let lease_name = request.into_inner().lease_name;
+        if lease_name.is_empty() {
+            return Err(Status::invalid_argument("lease_name is required"));
+        }
+        let lease = self.lease(&caller.namespace, &lease_name).await?;
+        let holder = lease
+            .status
+            .as_ref()
+            .and_then(|s| s.exporter_ref.as_ref())
+            .map(|r| r.name.as_str());
+        if holder != Some(caller.name.as_str()) {
+            return Err(Status::unknown("permission denied"));
+        }
+        let key = format!("{}/{}", caller.namespace, lease_name);
+        let mut subscription = self.services.shared.listeners.subscribe(&key);
+        let (tx, rx) = mpsc::channel(1);
+        let shared = self.services.shared.clone();
+        let guard = GaugeGuard::new(&shared.metrics.listen_streams);
+        let span = tracing::info_span!("listen", lease = %key, exporter = %caller.name);
+        tokio::spawn(
+            async move {
+                let _guard = guard;
+                tracing::debug!("listen stream opened");
+                loop {
+                    tokio::select! {
+                        next = subscription.receiver.recv() => match next {
+                            Some(response) => {
+                                if tx.send(Ok(response)).await.is_err() {
+                                    break;
+                                }
+                            }
+                            // Superseded by a newer Listen for the same lease.
+                            None => break,
+                        },
+                        () = tx.closed() => break,
+                        () = shared.shutdown.cancelled() => break,
+                    }
+                }
+                shared
+                    .listeners
+                    .unsubscribe(&subscription.key, subscription.id);
+                tracing::debug!("listen stream closed");
+            }
+            .instrument(span),
+        );
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+
+    async fn status_inner(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<ResponseStream<pb::StatusResponse>, Status> {
+        let (caller, _) = self
+            .services
+            .shared
+            .auth
+            .exporter(request.metadata())
+            .await?;
+        let stream = status_stream::open(self.services.shared.clone(), caller).await?;
+        Ok(Box::pin(stream))
+    }
+
+    async fn dial_inner(
+        &self,
+        request: Request<pb::DialRequest>,
+    ) -> Result<pb::DialResponse, Status> {
+        let (caller, _) = self.services.shared.auth.client(request.metadata()).await?;
+        let lease_name = request.into_inner().lease_name;
+        if lease_name.is_empty() {
+            return Err(Status::invalid_argument("lease_name is required"));
+        }
+        let lease = self.lease(&caller.namespace, &lease_name).await?;
+        if lease.spec.client_ref.name != caller.name {
+            return Err(Status::unknown("permission denied"));
+        }
+        let status = lease.status.clone().unwrap_or_default();
+        let exporter_name = match status.exporter_ref {
+            Some(r) if !r.name.is_empty() && !status.ended => r.name,
+            _ => return Err(Status::unknown("lease not active")),
+        };
+        let exporter = self
+            .wait_until_ready(&caller.namespace, &exporter_name)
+            .await?;
+        let key = format!("{}/{}", caller.namespace, lease_name);
+        let labels = exporter.metadata.labels.clone().unwrap_or_default();
+        let settings = &self.services.shared.settings;
+        let Some(router_entry) = router_choice::choose(&settings.routers, &labels, &key) else {
+            return Err(Status::unavailable("no router available"));
+        };
+        let grant = StreamGrant {
+            stream_id: uuid::Uuid::now_v7().to_string(),
+            token_id: uuid::Uuid::new_v4().to_string(),
+            lease: key.clone(),
+        };
+        let token = router::mint(
+            &self.services.shared.signers.router_key,
+            &grant,
+            settings.router_token_lifetime,
+            OffsetDateTime::now_utc(),
+        )
+        .map_err(|e| Status::internal(format!("cannot mint router token: {e}")))?;
+        let response = pb::ListenResponse {
+            router_endpoint: router_entry.endpoint.clone(),
+            router_token: token.clone(),
+        };
+        let metrics = &self.services.shared.metrics;
+        let offered = self.services.shared.listeners.offer(&key, response);
+        let outcome = match offered {
+            Ok(()) => "queued",
+            Err(OfferError::NotListening) => "not_listening",
+            Err(OfferError::Full) => "full",
+        };
+        metrics
+            .listen_offers
+            .get_or_create(&OfferLabels { outcome })
+            .inc();
+        match offered {
+            Ok(()) => {}
+            Err(OfferError::NotListening) => {
+                return Err(Status::unavailable(format!(
+                    "exporter is not listening on lease {lease_name}"
+                )));
+            }
+            Err(OfferError::Full) => {
+                return Err(Status::resource_exhausted(format!(
+                    "exporter listen queue is full on lease {lease_name}"
+                )));
+            }
+        }
+        tracing::debug!(lease = %key, router = %router_entry.name, stream = %grant.stream_id, "dial");
+        Ok(pb::DialResponse {
+            router_endpoint: router_entry.endpoint.clone(),
+            router_token: token,
+        })
+    }
+
+    /// Re-reads the exporter until its status allows a Dial; waits only while it is
+    /// `Available` (the exporter is still starting its session).
+    async fn wait_until_ready(&self, namespace: &str, name: &str) -> Result<Exporter, Status> {
+        let started = tokio::time::Instant::now();
+        let mut step = DIAL_WAIT_INITIAL;
+        loop {
+            let exporter: Exporter = self
+                .store()
+                .get(namespace, name)
+                .await
+                .map_err(store_status)?
+                .ok_or_else(|| {
+                    Status::not_found(format!("exporter {namespace}/{name} not found"))
+                })?;
+            let value = exporter.status.as_ref().and_then(|s| s.exporter_status);
+            match dial_readiness(value) {
+                Ok(()) => return Ok(exporter),
+                Err(status) if value == Some(ExporterStatusValue::Available) => {
+                    let elapsed = started.elapsed();
+                    if elapsed >= DIAL_WAIT_TOTAL {
+                        self.services.shared.metrics.dial_wait_timeouts.inc();
+                        return Err(status);
+                    }
+                    let wait = step.min(DIAL_WAIT_TOTAL - elapsed);
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = self.services.shared.shutdown.cancelled() => return Err(status),
+                    }
+                    step = (step * 2).min(DIAL_WAIT_MAX_STEP);
+                }
+                Err(status) => return Err(status),
+            }
+        }
+    }
+
+    async fn lease(&self, namespace: &str, name: &str) -> Result<Lease, Status> {
+        if !names::is_object_name(name) {
+            return Err(Status::invalid_argument(format!(
+                "invalid lease name {}",
+                names::quoted(name)
+            )));
+        }
+        self.store()
+            .get::<Lease>(namespace, name)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("lease {namespace}/{name} not found")))
+    }
+
+    async fn get_lease_inner(
+        &self,
+        request: Request<pb::GetLeaseRequest>,
+    ) -> Result<pb::GetLeaseResponse, Status> {
+        let (caller, _) = self.services.shared.auth.client(request.metadata()).await?;
+        let name = request.into_inner().name;
+        let lease = self.lease(&caller.namespace, &name).await?;
+        if lease.spec.client_ref.name != caller.name {
+            return Err(Status::permission_denied("permission denied"));
+        }
+        let status = lease.status.clone().unwrap_or_default();
+        let exporter_uuid = match status.exporter_ref.as_ref().filter(|r| !r.name.is_empty()) {
+            Some(r) => self
+                .store()
+                .get::<Exporter>(&caller.namespace, &r.name)
+                .await
+                .map_err(store_status)?
+                .and_then(|e| e.metadata.uid),
+            None => None,
+        };
+        Ok(pb::GetLeaseResponse {
+            duration: lease
+                .spec
+                .duration
+                .as_deref()
+                .and_then(|d| crate::scheduler::duration::parse(d).ok())
+                .map(wire::proto_duration),
+            selector: Some(wire::selector_to_proto(&lease.spec.selector)),
+            begin_time: status.begin_time.as_ref().map(wire::timestamp_of),
+            end_time: status.end_time.as_ref().map(wire::timestamp_of),
+            exporter_uuid,
+            conditions: status
+                .conditions
+                .iter()
+                .flatten()
+                .map(wire::condition_to_proto)
+                .collect(),
+        })
+    }
+
+    async fn request_lease_inner(
+        &self,
+        request: Request<pb::RequestLeaseRequest>,
+    ) -> Result<pb::RequestLeaseResponse, Status> {
+        let (caller, _) = self.services.shared.auth.client(request.metadata()).await?;
+        let request = request.into_inner();
+        let selector = match &request.selector {
+            Some(s) => wire::selector_from_proto(s)?,
+            None => Default::default(),
+        };
+        if selector.is_empty() {
+            return Err(Status::invalid_argument("selector is required"));
+        }
+        let duration = lease_request::requested_duration(request.duration.as_ref())?;
+        let times = lease_request::reconcile_times(None, None, duration)?;
+        let checked = lease_request::LeaseRequest {
+            selector,
+            exporter_name: None,
+            tags: BTreeMap::new(),
+            allow_disabled: false,
+            begin_time: None,
+            end_time: None,
+            duration: times.duration,
+        };
+        let name = uuid::Uuid::now_v7().to_string();
+        let lease = lease_request::build(&checked, &caller.namespace, &name, &caller.name)?;
+        self.store().create(&lease).await.map_err(store_status)?;
+        Ok(pb::RequestLeaseResponse { name })
+    }
+
+    async fn release_lease_inner(
+        &self,
+        request: Request<pb::ReleaseLeaseRequest>,
+    ) -> Result<pb::ReleaseLeaseResponse, Status> {
+        let as_exporter =
+            request.metadata().get(KIND).and_then(|v| v.to_str().ok()) == Some("Exporter");
+        if as_exporter {
+            let (caller, _) = self
+                .services
+                .shared
+                .auth
+                .exporter(request.metadata())
+                .await?;
+            let name = request.into_inner().name;
+            self.lease(&caller.namespace, &name).await?;
+            self.release_for_exporter(&caller, &name, false).await?;
+        } else {
+            let (caller, _) = self.services.shared.auth.client(request.metadata()).await?;
+            let name = request.into_inner().name;
+            self.lease(&caller.namespace, &name).await?;
+            let owner = caller.name.clone();
+            let mut foreign = false;
+            write::modify::<S, Lease, _>(
+                self.store(),
+                &caller.namespace,
+                &name,
+                Part::Object,
+                |l| {
+                    if l.spec.client_ref.name != owner {
+                        foreign = true;
+                        return false;
+                    }
+                    if l.spec.release == Some(true) {
+                        return false;
+                    }
+                    l.spec.release = Some(true);
+                    true
+                },
+            )
+            .await
+            .map_err(store_status)?;
+            if foreign {
+                return Err(Status::permission_denied("permission denied"));
+            }
+        }
+        Ok(pb::ReleaseLeaseResponse {})
+    }
+
+    async fn list_leases_inner(
+        &self,
+        request: Request<pb::ListLeasesRequest>,
+    ) -> Result<pb::ListLeasesResponse, Status> {
+        let (caller, _) = self.services.shared.auth.client(request.metadata()).await?;
+        let selector = format!("!{}", wire::LEASE_ENDED_LABEL);
+        let leases: Vec<Lease> = store::list_all(self.store(), &caller.namespace, Some(&selector))
+            .await
+            .map_err(store_status)?;
+        let names = leases
+            .into_iter()
+            .filter(|l| l.spec.client_ref.name == caller.name)
+            .filter_map(|l| l.metadata.name)
+            .collect();
+        Ok(pb::ListLeasesResponse { names })
+    }
+}
+
+/// Whether a Dial may proceed for an exporter in `status` (0.9.0 texts).
+pub fn dial_readiness(status: Option<ExporterStatusValue>) -> Result<(), Status> {
+    match status {
+        None
+        | Some(ExporterStatusValue::Unspecified)
+        | Some(ExporterStatusValue::LeaseReady)
+        | Some(ExporterStatusValue::BeforeLeaseHook)
+        | Some(ExporterStatusValue::AfterLeaseHook) => Ok(()),
+        Some(ExporterStatusValue::Offline) => {
+            Err(Status::failed_precondition("exporter is offline"))
+        }
+        Some(ExporterStatusValue::Available) => Err(Status::failed_precondition(
+            "exporter is not ready (status: Available)",
+        )),
+        Some(ExporterStatusValue::BeforeLeaseHookFailed) => Err(Status::failed_precondition(
+            "exporter beforeLease hook failed",
+        )),
+        Some(ExporterStatusValue::AfterLeaseHookFailed) => Err(Status::failed_precondition(
+            "exporter afterLease hook failed",
+        )),
+    }
+}
+
+#[tonic::async_trait]
+impl<S: Store> ControllerService for ControllerApi<S> {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let result = self.register_inner(request).await.map(Response::new);
+        self.services
+            .shared
+            .metrics
+            .observe("ControllerService/Register", result)
+    }
+
+    async fn unregister(
+        &self,
+        request: Request<pb::UnregisterRequest>,
+    ) -> Result<Response<pb::UnregisterResponse>, Status> {
+        let result = self.unregister_inner(request).await.map(Response::new);
+        self.services
+            .shared
+            .metrics
+            .observe("ControllerService/Unregister", result)
+    }
+
+    async fn report_status(
+        &self,
+        request: Request<pb::ReportStatusRequest>,
+    ) -> Result<Response<pb::ReportStatusResponse>, Status> {
+        let result = self.report_status_inner(request).await.map(Response::new);
+        self.services
+            .shared
+            .metrics
+            .observe("ControllerService/ReportStatus", result)
+    }
+
+    type ListenStream = ResponseStream<pb::ListenResponse>;
+
+    async fn listen(
+        &self,
+        request: Request<pb::ListenRequest>,
+    ) -> Result<Response<Self::ListenStream>, Status> {
+        let result = self.listen_inner(request).await.map(Response::new);
+        self.services
+            .shared
+            .metrics
+            .observe("ControllerService/Listen", result)
+    }
+
+    type StatusStream = ResponseStream<pb::StatusResponse>;
+
+    async fn status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<Self::StatusStream>, Status> {
+        let result = self.status_inner(request).await.map(Response::new);
+        self.services
+            .shared
+            .metrics
+            .observe("ControllerService/Status", result)
+    }
+
+    async fn dial(
+        &self,
+        request: Request<pb::DialRequest>,
+    ) -> Result<Response<pb::DialResponse>, Status> {
+        let result = self.dial_inner(request).await.map(Response::new);
+        self.services
+            .shared
+            .metrics
+            .observe("ControllerService/Dial", result)
+    }
+
+    async fn audit_stream(
+        &self,
+        _request: Request<Streaming<pb::AuditStreamRequest>>,
+    ) -> Result<Response<()>, Status> {
+        let result = Err(Status::unimplemented("AuditStream is not implemented"));
+        self.services
+            .shared
+            .metrics
+            .observe("ControllerService/AuditStream", result)
+    }
+
+    async fn get_lease(
+        &self,
+        request: Request<pb::GetLeaseRequest>,
+    ) -> Result<Response<pb::GetLeaseResponse>, Status> {
+        let result = self.get_lease_inner(request).await.map(Response::new);
+        self.services
+            .shared
+            .metrics
+            .observe("ControllerService/GetLease", result)
+    }
+
+    async fn request_lease(
+        &self,
+        request: Request<pb::RequestLeaseRequest>,
+    ) -> Result<Response<pb::RequestLeaseResponse>, Status> {
+        let result = self.request_lease_inner(request).await.map(Response::new);
+        self.services
+            .shared
+            .metrics
+            .observe("ControllerService/RequestLease", result)
+    }
+
+    async fn release_lease(
+        &self,
+        request: Request<pb::ReleaseLeaseRequest>,
+    ) -> Result<Response<pb::ReleaseLeaseResponse>, Status> {
+        let result = self.release_lease_inner(request).await.map(Response::new);
+        self.services
+            .shared
+            .metrics
+            .observe("ControllerService/ReleaseLease", result)
+    }
+
+    async fn list_leases(
+        &self,
+        request: Request<pb::ListLeasesRequest>,
+    ) -> Result<Response<pb::ListLeasesResponse>, Status> {
+        let result = self.list_leases_inner(request).await.map(Response::new);
+        self.services
+            .shared
+            .metrics
+            .observe("ControllerService/ListLeases", result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn dial_readiness_follows_0_9_0() {
+        for ok in [
+            None,
+            Some(ExporterStatusValue::Unspecified),
+            Some(ExporterStatusValue::LeaseReady),
+            Some(ExporterStatusValue::BeforeLeaseHook),
+            Some(ExporterStatusValue::AfterLeaseHook),
+        ] {
+            assert!(dial_readiness(ok).is_ok(), "{ok:?}");
+        }
+        let offline = dial_readiness(Some(ExporterStatusValue::Offline)).unwrap_err();
+        assert_eq!(offline.code(), Code::FailedPrecondition);
+        assert_eq!(offline.message(), "exporter is offline");
+        let available = dial_readiness(Some(ExporterStatusValue::Available)).unwrap_err();
+        assert!(available.message().contains("not ready"));
+        let failed = dial_readiness(Some(ExporterStatusValue::BeforeLeaseHookFailed)).unwrap_err();
+        assert_eq!(failed.message(), "exporter beforeLease hook failed");
+    }
+}

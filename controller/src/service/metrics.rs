@@ -1,0 +1,104 @@
+//! Metrics of the gRPC services.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tonic::{Code, Status};
+
+/// Labels of the RPC counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    /// `<Service>/<Method>`, e.g. `ControllerService/Dial`.
+    pub method: &'static str,
+    /// gRPC code name, e.g. `Ok`, `Unavailable`.
+    pub code: String,
+}
+
+/// Labels of the Dial offer counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OfferLabels {
+    /// `queued`, `not_listening` or `full`.
+    pub outcome: &'static str,
+}
+
+/// Metrics of the services; registered once per process.
+#[derive(Debug, Default)]
+pub struct ServiceMetrics {
+    /// Open exporter Status streams.
+    pub status_streams: Gauge,
+    /// Open exporter Listen streams.
+    pub listen_streams: Gauge,
+    /// Finished RPCs (for streams: the outcome of opening them) by method and code.
+    pub rpcs: Family<RpcLabels, Counter>,
+    /// Dial offers to listen queues by outcome (the bounded queue's counter).
+    pub listen_offers: Family<OfferLabels, Counter>,
+    /// Dials that gave up waiting for an exporter to become ready.
+    pub dial_wait_timeouts: Counter,
+}
+
+impl ServiceMetrics {
+    /// Creates the metrics and registers them.
+    pub fn new(registry: &mut Registry) -> ServiceMetrics {
+        let m = ServiceMetrics::default();
+        registry.register(
+            "jumpstarter_controller_status_streams",
+            "Open exporter Status streams",
+            m.status_streams.clone(),
+        );
+        registry.register(
+            "jumpstarter_controller_listen_streams",
+            "Open exporter Listen streams",
+            m.listen_streams.clone(),
+        );
+        registry.register(
+            "jumpstarter_controller_grpc_requests",
+            "gRPC calls by method and status code",
+            m.rpcs.clone(),
+        );
+        registry.register(
+            "jumpstarter_controller_listen_offers",
+            "Dial offers to exporter listen queues by outcome",
+            m.listen_offers.clone(),
+        );
+        registry.register(
+            "jumpstarter_controller_dial_wait_timeouts",
+            "Dials that timed out waiting for the exporter to become ready",
+            m.dial_wait_timeouts.clone(),
+        );
+        m
+    }
+
+    /// Counts one call's outcome and passes the result through.
+    pub fn observe<T>(&self, method: &'static str, result: Result<T, Status>) -> Result<T, Status> {
+        let code = match &result {
+            Ok(_) => Code::Ok,
+            Err(status) => status.code(),
+        };
+        self.rpcs
+            .get_or_create(&RpcLabels {
+                method,
+                code: format!("{code:?}"),
+            })
+            .inc();
+        result
+    }
+}
+
+/// Decrements a gauge when dropped (one per open stream).
+#[derive(Debug)]
+pub(crate) struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    pub(crate) fn new(gauge: &Gauge) -> GaugeGuard {
+        gauge.inc();
+        GaugeGuard(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

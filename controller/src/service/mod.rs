@@ -1,0 +1,122 @@
+//! The gRPC services of the controller, generic over the object [`Store`]: they never see
+//! Kubernetes.
+//!
+//! - [`ControllerApi`] (`jumpstarter.v1.ControllerService`): exporter registration,
+//!   status reports, the Status and Listen streams, Dial and the legacy lease calls.
+//! - [`ClientApi`] (`jumpstarter.client.v1.ClientService`): exporters and leases as
+//!   resources, and token rotation.
+//!
+//! Both share one [`Services`] context: store, settings, token signers, the
+//! [`Authenticator`], the in-memory [`listen::ListenRegistry`] and metrics.
+//!
+//! Helpers, one concept each: [`names`] (resource names), [`wire`] (object ↔ protobuf),
+//! [`lease_request`] (CreateLease validation), [`listen`] (Dial ↔ Listen queues),
+//! [`router_choice`] (router scoring), [`write`] (read-modify-write with retry),
+//! [`status_stream`] (the exporter Status stream), [`metrics`].
+
+pub mod client;
+pub mod controller;
+pub mod lease_request;
+pub mod listen;
+pub mod metrics;
+pub mod names;
+pub mod router_choice;
+pub mod status_stream;
+pub mod wire;
+pub mod write;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use jumpstarter_token::SigningKey;
+use jumpstarter_token::internal::Issuer;
+
+pub use client::ClientApi;
+pub use controller::ControllerApi;
+pub use metrics::ServiceMetrics;
+
+use crate::auth::{AuthMetrics, Authenticator, store_code};
+use crate::settings::Settings;
+use crate::store::{Store, StoreError};
+use listen::ListenRegistry;
+
+/// The signing keys the services use.
+#[derive(Debug, Clone)]
+pub struct TokenSigners {
+    /// Issues and verifies client and exporter tokens (RotateToken, authentication).
+    pub issuer: Issuer,
+    /// Signs router stream tokens at Dial.
+    pub router_key: SigningKey,
+}
+
+/// The shared context of both services. Cheap to clone.
+#[derive(Debug)]
+pub struct Services<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S> Clone for Services<S> {
+    fn clone(&self) -> Self {
+        Services {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared<S> {
+    store: S,
+    settings: Arc<Settings>,
+    signers: TokenSigners,
+    auth: Authenticator<S>,
+    listeners: ListenRegistry,
+    metrics: Arc<ServiceMetrics>,
+    /// Cancelled at shutdown: every open stream ends.
+    shutdown: CancellationToken,
+}
+
+impl<S: Store> Services<S> {
+    pub fn new(
+        store: S,
+        settings: Arc<Settings>,
+        signers: TokenSigners,
+        auth_metrics: Arc<AuthMetrics>,
+        metrics: Arc<ServiceMetrics>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let auth = Authenticator::new(store.clone(), signers.issuer.verifier(), auth_metrics);
+        Services {
+            shared: Arc::new(Shared {
+                store,
+                settings,
+                signers,
+                auth,
+                listeners: ListenRegistry::default(),
+                metrics,
+                shutdown,
+            }),
+        }
+    }
+
+    /// The `jumpstarter.v1.ControllerService` implementation.
+    pub fn controller(&self) -> ControllerApi<S> {
+        ControllerApi::new(self.clone())
+    }
+
+    /// The `jumpstarter.client.v1.ClientService` implementation.
+    pub fn client(&self) -> ClientApi<S> {
+        ClientApi::new(self.clone())
+    }
+
+    /// The Dial ↔ Listen queues.
+    pub fn listeners(&self) -> &ListenRegistry {
+        &self.shared.listeners
+    }
+}
+
+/// A store failure as a gRPC status (the message names the object).
+pub(crate) fn store_status(err: StoreError) -> Status {
+    Status::new(store_code(&err), err.to_string())
+}

@@ -1,0 +1,368 @@
+//! Conversions between the stored objects and their protobuf forms (0.9.0 `ToProtobuf`),
+//! plus the time, duration and selector conversions they need.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
+use k8s_openapi::jiff;
+use time::{Duration, OffsetDateTime};
+use tonic::Status;
+
+use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
+use jumpstarter_proto::jumpstarter::v1 as pb;
+
+use super::names;
+use crate::crd::{Exporter, ExporterStatusValue, Lease};
+use crate::scheduler::duration as go_duration;
+use crate::selector::{self, Operator, Requirement};
+
+/// Condition type of an exporter's liveness.
+pub const ONLINE: &str = "Online";
+/// Label that marks an ended lease.
+pub const LEASE_ENDED_LABEL: &str = "jumpstarter.dev/lease-ended";
+/// Prefix of lease labels that hold tags.
+pub const TAG_LABEL_PREFIX: &str = "metadata.jumpstarter.dev/";
+/// Largest duration a lease may ask for: Go's `time.Duration` range (about 292 years).
+pub const MAX_DURATION: Duration = Duration::nanoseconds(i64::MAX);
+
+/// A lease as the client API shows it.
+pub fn lease_to_proto(lease: &Lease, now: OffsetDateTime) -> client_pb::Lease {
+    let namespace = lease.metadata.namespace.clone().unwrap_or_default();
+    let name = lease.metadata.name.clone().unwrap_or_default();
+    let spec = &lease.spec;
+    let status = lease.status.clone().unwrap_or_default();
+    let begin = status.begin_time.as_ref().map(offset_of);
+    let end = status.end_time.as_ref().map(offset_of);
+    let effective_duration = begin.map(|begin| {
+        let elapsed = end.unwrap_or(now) - begin;
+        proto_duration(elapsed.max(Duration::ZERO))
+    });
+    client_pb::Lease {
+        name: names::format(&namespace, names::LEASES, &name),
+        selector: selector_from_k8s(&spec.selector)
+            .map(|s| selector::format(&s))
+            .unwrap_or_else(|_| "<error>".to_owned()),
+        duration: spec
+            .duration
+            .as_deref()
+            .and_then(|d| go_duration::parse(d).ok())
+            .map(proto_duration),
+        effective_duration,
+        begin_time: spec.begin_time.as_ref().map(timestamp_of),
+        effective_begin_time: status.begin_time.as_ref().map(timestamp_of),
+        end_time: spec.end_time.as_ref().map(timestamp_of),
+        effective_end_time: status.end_time.as_ref().map(timestamp_of),
+        client: Some(names::format(
+            &namespace,
+            names::CLIENTS,
+            &spec.client_ref.name,
+        )),
+        exporter: status
+            .exporter_ref
+            .as_ref()
+            .filter(|r| !r.name.is_empty())
+            .map(|r| names::format(&namespace, names::EXPORTERS, &r.name)),
+        conditions: status
+            .conditions
+            .iter()
+            .flatten()
+            .map(condition_to_proto)
+            .collect(),
+        exporter_name: spec
+            .exporter_ref
+            .as_ref()
+            .filter(|r| !r.name.is_empty())
+            .map(|r| r.name.clone()),
+        tags: spec
+            .tags
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        allow_disabled: spec.allow_disabled.unwrap_or(false),
+        deprecated_labels: HashMap::new(),
+    }
+}
+
+/// An exporter as the client API shows it; `hidden` label keys are dropped unless
+/// `show_hidden` is set.
+pub fn exporter_to_proto(
+    exporter: &Exporter,
+    hidden: &[String],
+    show_hidden: bool,
+) -> client_pb::Exporter {
+    let namespace = exporter.metadata.namespace.clone().unwrap_or_default();
+    let name = exporter.metadata.name.clone().unwrap_or_default();
+    let labels = exporter
+        .metadata
+        .labels
+        .iter()
+        .flatten()
+        .filter(|(k, _)| show_hidden || !hidden.contains(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let status = exporter.status.clone().unwrap_or_default();
+    let online = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == ONLINE && c.status == "True");
+    client_pb::Exporter {
+        name: names::format(&namespace, names::EXPORTERS, &name),
+        labels,
+        online,
+        status: status
+            .exporter_status
+            .map(status_to_proto)
+            .unwrap_or(pb::ExporterStatus::Unspecified) as i32,
+        status_message: status.status_message.unwrap_or_default(),
+        enabled: Some(exporter.spec.is_enabled()),
+        deprecated_labels: HashMap::new(),
+    }
+}
+
+/// A stored condition as a protobuf condition.
+pub fn condition_to_proto(condition: &meta::Condition) -> pb::Condition {
+    let ts = &condition.last_transition_time.0;
+    pb::Condition {
+        r#type: Some(condition.type_.clone()),
+        status: Some(condition.status.clone()),
+        observed_generation: condition.observed_generation,
+        last_transition_time: Some(pb::Time {
+            seconds: Some(ts.as_second()),
+            nanos: Some(ts.subsec_nanosecond()),
+        }),
+        reason: Some(condition.reason.clone()),
+        message: Some(condition.message.clone()),
+    }
+}
+
+/// The CRD's PascalCase status as the protobuf enum.
+pub fn status_to_proto(value: ExporterStatusValue) -> pb::ExporterStatus {
+    match value {
+        ExporterStatusValue::Unspecified => pb::ExporterStatus::Unspecified,
+        ExporterStatusValue::Offline => pb::ExporterStatus::Offline,
+        ExporterStatusValue::Available => pb::ExporterStatus::Available,
+        ExporterStatusValue::BeforeLeaseHook => pb::ExporterStatus::BeforeLeaseHook,
+        ExporterStatusValue::LeaseReady => pb::ExporterStatus::LeaseReady,
+        ExporterStatusValue::AfterLeaseHook => pb::ExporterStatus::AfterLeaseHook,
+        ExporterStatusValue::BeforeLeaseHookFailed => pb::ExporterStatus::BeforeLeaseHookFailed,
+        ExporterStatusValue::AfterLeaseHookFailed => pb::ExporterStatus::AfterLeaseHookFailed,
+    }
+}
+
+/// The protobuf enum (as sent, an `i32`) as the CRD's PascalCase status.
+pub fn status_from_proto(value: i32) -> Result<ExporterStatusValue, Status> {
+    let status = pb::ExporterStatus::try_from(value)
+        .map_err(|_| Status::invalid_argument(format!("unknown exporter status {value}")))?;
+    Ok(match status {
+        pb::ExporterStatus::Unspecified => ExporterStatusValue::Unspecified,
+        pb::ExporterStatus::Offline => ExporterStatusValue::Offline,
+        pb::ExporterStatus::Available => ExporterStatusValue::Available,
+        pb::ExporterStatus::BeforeLeaseHook => ExporterStatusValue::BeforeLeaseHook,
+        pb::ExporterStatus::LeaseReady => ExporterStatusValue::LeaseReady,
+        pb::ExporterStatus::AfterLeaseHook => ExporterStatusValue::AfterLeaseHook,
+        pb::ExporterStatus::BeforeLeaseHookFailed => ExporterStatusValue::BeforeLeaseHookFailed,
+        pb::ExporterStatus::AfterLeaseHookFailed => ExporterStatusValue::AfterLeaseHookFailed,
+    })
+}
+
+/// The PascalCase name written into `status.exporterStatus`.
+pub fn status_name(value: ExporterStatusValue) -> &'static str {
+    match value {
+        ExporterStatusValue::Unspecified => "Unspecified",
+        ExporterStatusValue::Offline => "Offline",
+        ExporterStatusValue::Available => "Available",
+        ExporterStatusValue::BeforeLeaseHook => "BeforeLeaseHook",
+        ExporterStatusValue::LeaseReady => "LeaseReady",
+        ExporterStatusValue::AfterLeaseHook => "AfterLeaseHook",
+        ExporterStatusValue::BeforeLeaseHookFailed => "BeforeLeaseHookFailed",
+        ExporterStatusValue::AfterLeaseHookFailed => "AfterLeaseHookFailed",
+    }
+}
+
+/// A stored selector in the selector module's form.
+pub fn selector_from_k8s(stored: &meta::LabelSelector) -> Result<selector::LabelSelector, String> {
+    let mut out = selector::LabelSelector {
+        match_labels: stored.match_labels.clone().unwrap_or_default(),
+        match_expressions: Vec::new(),
+    };
+    for requirement in stored.match_expressions.iter().flatten() {
+        out.match_expressions.push(Requirement {
+            key: requirement.key.clone(),
+            operator: operator_of(&requirement.operator)?,
+            values: requirement.values.clone().unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+/// A selector in the stored (`metav1.LabelSelector`) form.
+pub fn selector_to_k8s(selector: &selector::LabelSelector) -> meta::LabelSelector {
+    meta::LabelSelector {
+        match_labels: (!selector.match_labels.is_empty()).then(|| selector.match_labels.clone()),
+        match_expressions: (!selector.match_expressions.is_empty()).then(|| {
+            selector
+                .match_expressions
+                .iter()
+                .map(|r| meta::LabelSelectorRequirement {
+                    key: r.key.clone(),
+                    operator: operator_name(r.operator).to_owned(),
+                    values: (!r.values.is_empty()).then(|| r.values.clone()),
+                })
+                .collect()
+        }),
+    }
+}
+
+/// A protobuf selector (legacy `RequestLease`), validated.
+pub fn selector_from_proto(proto: &pb::LabelSelector) -> Result<selector::LabelSelector, Status> {
+    let mut out = selector::LabelSelector {
+        match_labels: proto
+            .match_labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        match_expressions: Vec::new(),
+    };
+    for requirement in &proto.match_expressions {
+        out.match_expressions.push(Requirement {
+            key: requirement.key.clone(),
+            operator: operator_of(&requirement.operator).map_err(Status::invalid_argument)?,
+            values: requirement.values.clone(),
+        });
+    }
+    selector::validate(&out).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(out)
+}
+
+/// A stored selector as a protobuf selector (legacy `GetLease`).
+pub fn selector_to_proto(stored: &meta::LabelSelector) -> pb::LabelSelector {
+    pb::LabelSelector {
+        match_expressions: stored
+            .match_expressions
+            .iter()
+            .flatten()
+            .map(|r| pb::LabelSelectorRequirement {
+                key: r.key.clone(),
+                operator: r.operator.clone(),
+                values: r.values.clone().unwrap_or_default(),
+            })
+            .collect(),
+        match_labels: stored
+            .match_labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+}
+
+fn operator_of(name: &str) -> Result<Operator, String> {
+    match name {
+        "In" => Ok(Operator::In),
+        "NotIn" => Ok(Operator::NotIn),
+        "Exists" => Ok(Operator::Exists),
+        "DoesNotExist" => Ok(Operator::DoesNotExist),
+        other => Err(format!(
+            "unknown label selector operator {}",
+            names::quoted(other)
+        )),
+    }
+}
+
+fn operator_name(operator: Operator) -> &'static str {
+    match operator {
+        Operator::In => "In",
+        Operator::NotIn => "NotIn",
+        Operator::Exists => "Exists",
+        Operator::DoesNotExist => "DoesNotExist",
+    }
+}
+
+/// A stored time as an `OffsetDateTime`.
+pub fn offset_of(time: &meta::Time) -> OffsetDateTime {
+    // jiff's range (years -9999..=9999) fits inside time's; UNIX_EPOCH is only a fallback.
+    OffsetDateTime::from_unix_timestamp_nanos(time.0.as_nanosecond())
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// A time for storing; fails for times outside the representable range.
+pub fn k8s_time(time: OffsetDateTime) -> Result<meta::Time, Status> {
+    jiff::Timestamp::from_nanosecond(time.unix_timestamp_nanos())
+        .map(meta::Time)
+        .map_err(|_| Status::invalid_argument(format!("time {time} is out of range")))
+}
+
+/// The current time, in the stored form.
+pub fn now_time() -> meta::Time {
+    meta::Time(jiff::Timestamp::now())
+}
+
+/// A stored time as a protobuf timestamp.
+pub fn timestamp_of(time: &meta::Time) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.0.as_second(),
+        nanos: time.0.subsec_nanosecond(),
+    }
+}
+
+/// A protobuf timestamp as an `OffsetDateTime`, validated.
+pub fn time_from_proto(ts: &prost_types::Timestamp, field: &str) -> Result<OffsetDateTime, Status> {
+    let bad = || Status::invalid_argument(format!("{field} is not a valid timestamp"));
+    if !(0..1_000_000_000).contains(&ts.nanos) {
+        return Err(bad());
+    }
+    let nanos = i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos);
+    let time = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| bad())?;
+    // Must also fit the stored form.
+    k8s_time(time).map_err(|_| bad())?;
+    Ok(time)
+}
+
+/// A protobuf duration as a `time::Duration`, validated against Go's range.
+pub fn duration_from_proto(d: &prost_types::Duration, field: &str) -> Result<Duration, Status> {
+    let bad = || Status::invalid_argument(format!("{field} is not a valid duration"));
+    if d.nanos <= -1_000_000_000 || d.nanos >= 1_000_000_000 {
+        return Err(bad());
+    }
+    if (d.seconds > 0 && d.nanos < 0) || (d.seconds < 0 && d.nanos > 0) {
+        return Err(bad());
+    }
+    let total = i128::from(d.seconds) * 1_000_000_000 + i128::from(d.nanos);
+    if total.abs() > i128::from(i64::MAX) {
+        return Err(Status::invalid_argument(format!(
+            "{field} is too long (at most {})",
+            go_duration::format(MAX_DURATION)
+        )));
+    }
+    Ok(Duration::nanoseconds_i128(total))
+}
+
+/// A `time::Duration` as a protobuf duration.
+pub fn proto_duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: d.whole_seconds(),
+        nanos: d.subsec_nanoseconds(),
+    }
+}
+
+/// Lease labels from a selector's `matchLabels` (minus tag keys) and the tags.
+pub fn lease_labels(
+    selector: &selector::LabelSelector,
+    tags: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = selector
+        .match_labels
+        .iter()
+        .filter(|(k, _)| !k.starts_with(TAG_LABEL_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (key, value) in tags {
+        labels.insert(format!("{TAG_LABEL_PREFIX}{key}"), value.clone());
+    }
+    labels
+}
+
+#[cfg(test)]
+mod tests;

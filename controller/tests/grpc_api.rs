@@ -1,0 +1,1061 @@
+//! The controller's gRPC port against the real kube-apiserver: the services run in-process
+//! on 127.0.0.1:0 over real TLS (h2) and are called with tonic clients carrying the same
+//! metadata the 0.9.0 Python client and exporter send.
+//!
+//! Each test works in its own namespace. The reconcile loop does not run here: the tests
+//! write the lease and exporter status the loop would write.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use k8s_openapi::api::core::v1::LocalObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::ObjectMeta;
+use prometheus_client::registry::Registry;
+use time::{Duration, OffsetDateTime};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Request, Status};
+
+use jumpstarter_certs::{Ca, ClientAuth, ServerCertParams, server_config};
+use jumpstarter_controller::auth::AuthMetrics;
+use jumpstarter_controller::crd::{
+    self, Client, ClientSpec, Exporter, ExporterSpec, ExporterStatusValue, Lease, LeaseStatus,
+};
+use jumpstarter_controller::server;
+use jumpstarter_controller::service::{ServiceMetrics, Services, TokenSigners, wire};
+use jumpstarter_controller::settings::Settings;
+use jumpstarter_controller::store::Store;
+use jumpstarter_controller::store::kube::KubeStore;
+use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
+use jumpstarter_proto::jumpstarter::client::v1::client_service_client::ClientServiceClient;
+use jumpstarter_proto::jumpstarter::v1 as pb;
+use jumpstarter_proto::jumpstarter::v1::controller_service_client::ControllerServiceClient;
+use jumpstarter_testenv::TestEnv;
+use jumpstarter_token::SigningKey;
+use jumpstarter_token::internal::{DEFAULT_AUDIENCE, DEFAULT_ISSUER, Issuer, ObjectKind, Subject};
+
+/// Upper bound of every wait in these tests.
+const WAIT: StdDuration = StdDuration::from_secs(20);
+const ROUTER_ENDPOINT: &str = "router.example.test:443";
+
+struct Harness {
+    namespace: String,
+    store: KubeStore,
+    port: u16,
+    ca_pem: String,
+    issuer: Issuer,
+    router_key: SigningKey,
+    registry: Arc<Registry>,
+    shutdown: CancellationToken,
+}
+
+#[derive(Clone)]
+struct Identity {
+    kind: ObjectKind,
+    namespace: String,
+    name: String,
+    token: String,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Harness {
+    async fn start(prefix: &str) -> Harness {
+        let env = TestEnv::shared();
+        env.install_crds(&crd::definitions())
+            .await
+            .expect("install CRDs");
+        let namespace = env.namespace(prefix).await;
+        let store = KubeStore::new(env.admin_client().await);
+        let now = OffsetDateTime::now_utc();
+        let ca = Ca::generate("grpc-test-ca", now, Duration::days(1)).expect("CA");
+        let cert = ca
+            .issue_server_cert(
+                &ServerCertParams {
+                    dns_names: vec!["localhost".into()],
+                    ip_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+                    validity: Duration::days(1),
+                },
+                now,
+            )
+            .expect("server cert");
+        let issuer = Issuer {
+            key: SigningKey::generate().expect("token key"),
+            issuer: DEFAULT_ISSUER.into(),
+            audience: DEFAULT_AUDIENCE.into(),
+            lifetime: Duration::hours(1),
+        };
+        let router_key = SigningKey::generate().expect("router key");
+        let settings = Arc::new(Settings::example(
+            &namespace,
+            "localhost:8082",
+            ROUTER_ENDPOINT,
+        ));
+        let mut registry = Registry::default();
+        let auth_metrics = Arc::new(AuthMetrics::new(&mut registry));
+        let service_metrics = Arc::new(ServiceMetrics::new(&mut registry));
+        let shutdown = CancellationToken::new();
+        let services = Services::new(
+            store.clone(),
+            settings,
+            TokenSigners {
+                issuer: issuer.clone(),
+                router_key: router_key.clone(),
+            },
+            auth_metrics,
+            service_metrics,
+            shutdown.clone(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let tls =
+            server_config(cert.credentials(), vec![b"h2".to_vec()], ClientAuth::None).expect("tls");
+        let routes = server::grpc_routes(&services).await;
+        tokio::spawn(server::serve_grpc(
+            listener,
+            Arc::new(tls),
+            routes,
+            shutdown.clone(),
+        ));
+        Harness {
+            namespace,
+            store,
+            port,
+            ca_pem: ca.cert_pem().to_owned(),
+            issuer,
+            router_key,
+            registry: Arc::new(registry),
+            shutdown,
+        }
+    }
+
+    fn endpoint(&self) -> Endpoint {
+        Endpoint::from_shared(format!("https://localhost:{}", self.port))
+            .expect("endpoint")
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(&self.ca_pem))
+                    .domain_name("localhost"),
+            )
+            .expect("client tls")
+            .connect_timeout(WAIT)
+    }
+
+    async fn channel(&self) -> Channel {
+        self.endpoint().connect().await.expect("connect over TLS")
+    }
+
+    async fn controller(&self) -> ControllerServiceClient<Channel> {
+        ControllerServiceClient::new(self.channel().await)
+            .max_encoding_message_size(64 * 1024 * 1024)
+    }
+
+    async fn clients(&self) -> ClientServiceClient<Channel> {
+        ClientServiceClient::new(self.channel().await)
+    }
+
+    fn token(&self, kind: ObjectKind, name: &str, uid: &str, now: OffsetDateTime) -> String {
+        let subject = Subject {
+            kind,
+            namespace: self.namespace.clone(),
+            name: name.into(),
+            uid: uid.into(),
+        };
+        self.issuer.issue(&subject, now).expect("issue").0
+    }
+
+    async fn client(&self, name: &str) -> Identity {
+        let created = self
+            .store
+            .create(&Client {
+                metadata: self.meta(name, BTreeMap::new()),
+                spec: ClientSpec::default(),
+                status: None,
+            })
+            .await
+            .expect("create client");
+        let uid = created.metadata.uid.expect("uid");
+        Identity {
+            kind: ObjectKind::Client,
+            namespace: self.namespace.clone(),
+            name: name.into(),
+            token: self.token(ObjectKind::Client, name, &uid, OffsetDateTime::now_utc()),
+        }
+    }
+
+    async fn exporter(&self, name: &str, labels: &[(&str, &str)]) -> Identity {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let created = self
+            .store
+            .create(&Exporter {
+                metadata: self.meta(name, labels),
+                spec: ExporterSpec::default(),
+                status: None,
+            })
+            .await
+            .expect("create exporter");
+        let uid = created.metadata.uid.expect("uid");
+        Identity {
+            kind: ObjectKind::Exporter,
+            namespace: self.namespace.clone(),
+            name: name.into(),
+            token: self.token(ObjectKind::Exporter, name, &uid, OffsetDateTime::now_utc()),
+        }
+    }
+
+    fn meta(&self, name: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(self.namespace.clone()),
+            labels: (!labels.is_empty()).then_some(labels),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn parent(&self) -> String {
+        format!("namespaces/{}", self.namespace)
+    }
+
+    fn lease_name(&self, name: &str) -> String {
+        format!("namespaces/{}/leases/{name}", self.namespace)
+    }
+
+    /// Creates a lease of `client` and, with `exporter`, marks it assigned as the
+    /// reconcile loop would (lease status and the exporter's leaseRef).
+    async fn lease(&self, name: &str, client: &str, exporter: Option<&str>) {
+        let lease = Lease {
+            metadata: self.meta(name, BTreeMap::new()),
+            spec: crd::LeaseSpec {
+                client_ref: LocalObjectReference {
+                    name: client.into(),
+                },
+                duration: Some("1h0m0s".into()),
+                selector: LabelSelector {
+                    match_labels: Some(BTreeMap::from([("board".to_owned(), "mock".to_owned())])),
+                    match_expressions: None,
+                },
+                exporter_ref: exporter.map(|e| LocalObjectReference { name: e.into() }),
+                ..crd::LeaseSpec::default()
+            },
+            status: None,
+        };
+        let mut created = self.store.create(&lease).await.expect("create lease");
+        if let Some(exporter) = exporter {
+            created.status = Some(LeaseStatus {
+                begin_time: Some(wire::now_time()),
+                exporter_ref: Some(LocalObjectReference {
+                    name: exporter.into(),
+                }),
+                ended: false,
+                ..LeaseStatus::default()
+            });
+            self.store
+                .replace_status(&created)
+                .await
+                .expect("lease status");
+            self.set_exporter(exporter, |s| {
+                s.lease_ref = Some(LocalObjectReference { name: name.into() });
+            })
+            .await;
+        }
+    }
+
+    async fn set_exporter(&self, name: &str, change: impl Fn(&mut crd::ExporterStatus)) {
+        for _ in 0..10 {
+            let mut exporter: Exporter = self
+                .store
+                .get(&self.namespace, name)
+                .await
+                .expect("get exporter")
+                .expect("exporter exists");
+            change(exporter.status.get_or_insert_with(Default::default));
+            match self.store.replace_status(&exporter).await {
+                Ok(_) => return,
+                Err(jumpstarter_controller::store::StoreError::Conflict { .. }) => continue,
+                Err(e) => panic!("exporter status: {e}"),
+            }
+        }
+        panic!("exporter status kept conflicting");
+    }
+
+    async fn stored_exporter(&self, name: &str) -> Exporter {
+        self.store
+            .get(&self.namespace, name)
+            .await
+            .expect("get exporter")
+            .expect("exporter exists")
+    }
+
+    fn metrics_text(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("encode");
+        text
+    }
+}
+
+/// `message` with the identity's metadata, as the Python call credentials add it.
+fn call<T>(message: T, id: &Identity) -> Request<T> {
+    let mut request = Request::new(message);
+    let md = request.metadata_mut();
+    md.insert(
+        "authorization",
+        format!("Bearer {}", id.token).parse().expect("ascii"),
+    );
+    md.insert("jumpstarter-kind", id.kind.as_str().parse().expect("ascii"));
+    md.insert(
+        "jumpstarter-namespace",
+        id.namespace.parse().expect("ascii"),
+    );
+    md.insert("jumpstarter-name", id.name.parse().expect("ascii"));
+    request
+}
+
+async fn bounded<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(WAIT, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {WAIT:?}"))
+}
+
+fn assert_status(result: Result<impl std::fmt::Debug, Status>, code: Code, text: &str) {
+    let status = result.expect_err("call should fail");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(
+        status.message().contains(text),
+        "message {:?} should contain {text:?}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn auth_failures_have_0_9_0_codes_and_the_server_keeps_serving() {
+    let h = Harness::start("grpc-auth").await;
+    let alice = h.client("alice").await;
+    let bob = h.client("bob").await;
+    let mut api = h.clients().await;
+    let list = || client_pb::ListExportersRequest {
+        parent: h.parent(),
+        ..Default::default()
+    };
+
+    let bare = Request::new(list());
+    assert_status(
+        api.list_exporters(bare).await,
+        Code::Unauthenticated,
+        "missing authorization header",
+    );
+
+    let mut basic = call(list(), &alice);
+    basic
+        .metadata_mut()
+        .insert("authorization", "Basic abc".parse().expect("ascii"));
+    assert_status(
+        api.list_exporters(basic).await,
+        Code::InvalidArgument,
+        "malformed authorization header",
+    );
+
+    let garbage = call(
+        list(),
+        &Identity {
+            token: "not.a.jwt".into(),
+            ..alice.clone()
+        },
+    );
+    assert_status(api.list_exporters(garbage).await, Code::Unknown, "");
+
+    let alice_uid: Client = h
+        .store
+        .get(&h.namespace, "alice")
+        .await
+        .expect("get")
+        .expect("alice");
+    let expired_token = h.token(
+        ObjectKind::Client,
+        "alice",
+        alice_uid.metadata.uid.as_deref().expect("uid"),
+        OffsetDateTime::now_utc() - Duration::hours(2),
+    );
+    let expired = call(
+        list(),
+        &Identity {
+            token: expired_token,
+            ..alice.clone()
+        },
+    );
+    assert_status(
+        api.list_exporters(expired).await,
+        Code::Unknown,
+        "token is expired",
+    );
+
+    let mut no_namespace = call(list(), &alice);
+    no_namespace.metadata_mut().remove("jumpstarter-namespace");
+    assert_status(
+        api.list_exporters(no_namespace).await,
+        Code::InvalidArgument,
+        "missing metadata: jumpstarter-namespace",
+    );
+
+    let wrong_kind = call(
+        list(),
+        &Identity {
+            kind: ObjectKind::Exporter,
+            ..alice.clone()
+        },
+    );
+    assert_status(
+        api.list_exporters(wrong_kind).await,
+        Code::InvalidArgument,
+        "object kind mismatch",
+    );
+
+    let as_bob = call(
+        list(),
+        &Identity {
+            name: "bob".into(),
+            ..alice.clone()
+        },
+    );
+    assert_status(
+        api.list_exporters(as_bob).await,
+        Code::PermissionDenied,
+        &format!("permission denied for client {}/bob", h.namespace),
+    );
+
+    let nobody = call(
+        list(),
+        &Identity {
+            name: "nobody".into(),
+            ..alice.clone()
+        },
+    );
+    assert_status(api.list_exporters(nobody).await, Code::NotFound, "nobody");
+
+    let other_ns = call(
+        client_pb::ListExportersRequest {
+            parent: "namespaces/somewhere-else".into(),
+            ..Default::default()
+        },
+        &alice,
+    );
+    assert_status(
+        api.list_exporters(other_ns).await,
+        Code::PermissionDenied,
+        "namespace mismatch",
+    );
+
+    // The same connection still serves good calls.
+    let ok = api
+        .list_exporters(call(list(), &bob))
+        .await
+        .expect("valid call");
+    assert!(ok.into_inner().exporters.is_empty());
+
+    let metrics = h.metrics_text();
+    for reason in [
+        "missing_authorization",
+        "token_expired",
+        "kind_mismatch",
+        "permission_denied",
+    ] {
+        assert!(
+            metrics.contains(&format!("reason=\"{reason}\"")),
+            "{reason} not counted:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("method=\"ClientService/ListExporters\",code=\"Ok\""),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn exporter_registers_reports_status_and_streams_its_lease_state() {
+    let h = Harness::start("grpc-exporter").await;
+    let exp = h.exporter("exp1", &[("board", "mock")]).await;
+    h.client("alice").await;
+    let mut api = h.controller().await;
+
+    let register = pb::RegisterRequest {
+        labels: [("jumpstarter.dev/x", "1"), ("other", "2")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        reports: vec![
+            pb::DriverInstanceReport {
+                uuid: "root".into(),
+                ..Default::default()
+            },
+            pb::DriverInstanceReport {
+                uuid: "power".into(),
+                parent_uuid: Some("root".into()),
+                labels: [("jumpstarter.dev/name".to_owned(), "power".to_owned())].into(),
+                ..Default::default()
+            },
+        ],
+    };
+    let uuid = api
+        .register(call(register, &exp))
+        .await
+        .expect("register")
+        .into_inner()
+        .uuid;
+    let stored = h.stored_exporter("exp1").await;
+    assert_eq!(Some(uuid), stored.metadata.uid);
+    let labels = stored.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("jumpstarter.dev/x").map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(labels.get("board").map(String::as_str), Some("mock"));
+    assert!(!labels.contains_key("other"));
+    let devices = stored
+        .status
+        .as_ref()
+        .and_then(|s| s.devices.clone())
+        .expect("devices");
+    assert_eq!(devices.len(), 2);
+    assert_eq!(devices[1].parent_uuid.as_deref(), Some("root"));
+
+    let report = pb::ReportStatusRequest {
+        status: pb::ExporterStatus::Available as i32,
+        message: Some("Exporter registered and available".into()),
+        release_lease: None,
+    };
+    api.report_status(call(report, &exp))
+        .await
+        .expect("report status");
+    let status = h.stored_exporter("exp1").await.status.expect("status");
+    assert_eq!(status.exporter_status, Some(ExporterStatusValue::Available));
+    assert_eq!(
+        status.status_message.as_deref(),
+        Some("Exporter registered and available")
+    );
+    assert!(status.last_seen.is_some());
+    let online = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Online")
+        .expect("Online");
+    assert_eq!(
+        (online.status.as_str(), online.reason.as_str()),
+        ("True", "StatusReported")
+    );
+
+    let bad_status = pb::ReportStatusRequest {
+        status: 42,
+        ..Default::default()
+    };
+    assert_status(
+        api.report_status(call(bad_status, &exp)).await,
+        Code::InvalidArgument,
+        "42",
+    );
+
+    let mut stream = api
+        .status(call(pb::StatusRequest {}, &exp))
+        .await
+        .expect("status stream")
+        .into_inner();
+    let first = bounded("first status", stream.message())
+        .await
+        .expect("ok")
+        .expect("message");
+    assert_eq!(
+        first,
+        pb::StatusResponse {
+            leased: false,
+            lease_name: None,
+            client_name: None
+        }
+    );
+
+    h.lease("l1", "alice", Some("exp1")).await;
+    let leased = bounded("leased status", stream.message())
+        .await
+        .expect("ok")
+        .expect("message");
+    assert_eq!(
+        leased,
+        pb::StatusResponse {
+            leased: true,
+            lease_name: Some("l1".into()),
+            client_name: Some("alice".into())
+        }
+    );
+
+    h.set_exporter("exp1", |s| s.lease_ref = None).await;
+    let released = bounded("released status", stream.message())
+        .await
+        .expect("ok")
+        .expect("message");
+    assert!(!released.leased);
+
+    api.unregister(call(
+        pb::UnregisterRequest {
+            reason: "Exporter shutdown".into(),
+        },
+        &exp,
+    ))
+    .await
+    .expect("unregister");
+    let status = h.stored_exporter("exp1").await.status.expect("status");
+    assert!(status.devices.is_none());
+    assert!(
+        h.metrics_text()
+            .contains("jumpstarter_controller_status_streams 1")
+    );
+    drop(stream);
+}
+
+#[tokio::test]
+async fn leases_are_created_read_listed_and_released() {
+    let h = Harness::start("grpc-lease").await;
+    let alice = h.client("alice").await;
+    let bob = h.client("bob").await;
+    let mut api = h.clients().await;
+
+    let request = |selector: &str, lease_id: &str| client_pb::CreateLeaseRequest {
+        parent: h.parent(),
+        lease_id: lease_id.into(),
+        lease: Some(client_pb::Lease {
+            selector: selector.into(),
+            duration: Some(prost_types::Duration {
+                seconds: 600,
+                nanos: 0,
+            }),
+            tags: [("team".to_owned(), "qa".to_owned())].into(),
+            ..Default::default()
+        }),
+    };
+    let created = api
+        .create_lease(call(request("board=mock", ""), &alice))
+        .await
+        .expect("create lease")
+        .into_inner();
+    let id = created
+        .name
+        .strip_prefix(&format!("namespaces/{}/leases/", h.namespace))
+        .expect("lease name format")
+        .to_owned();
+    assert_eq!(
+        uuid::Uuid::parse_str(&id).expect("uuid").get_version_num(),
+        7
+    );
+    assert_eq!(created.selector, "board=mock");
+    assert_eq!(
+        created.client.as_deref(),
+        Some(format!("namespaces/{}/clients/alice", h.namespace).as_str())
+    );
+    assert_eq!(
+        created.duration,
+        Some(prost_types::Duration {
+            seconds: 600,
+            nanos: 0
+        })
+    );
+    assert_eq!(created.exporter, None);
+    assert_eq!(created.tags.get("team").map(String::as_str), Some("qa"));
+    assert!(created.conditions.is_empty());
+
+    let stored: Lease = h
+        .store
+        .get(&h.namespace, &id)
+        .await
+        .expect("get")
+        .expect("lease");
+    let labels = stored.metadata.labels.unwrap_or_default();
+    assert_eq!(labels.get("board").map(String::as_str), Some("mock"));
+    assert_eq!(
+        labels
+            .get("metadata.jumpstarter.dev/team")
+            .map(String::as_str),
+        Some("qa")
+    );
+    assert_eq!(stored.spec.client_ref.name, "alice");
+
+    // Any client of the namespace may read it.
+    let got = api
+        .get_lease(call(
+            client_pb::GetLeaseRequest {
+                name: created.name.clone(),
+            },
+            &bob,
+        ))
+        .await
+        .expect("get lease")
+        .into_inner();
+    assert_eq!(got, created);
+
+    let named = api
+        .create_lease(call(request("board=mock", "my-lease"), &alice))
+        .await
+        .expect("create named lease")
+        .into_inner();
+    assert_eq!(named.name, h.lease_name("my-lease"));
+    assert_status(
+        api.create_lease(call(request("board=mock", "my-lease"), &alice))
+            .await,
+        Code::AlreadyExists,
+        "",
+    );
+
+    let list = |filter: &str, tag_filter: &str| client_pb::ListLeasesRequest {
+        parent: h.parent(),
+        page_size: 100,
+        filter: filter.into(),
+        tag_filter: tag_filter.into(),
+        ..Default::default()
+    };
+    let count = |r: client_pb::ListLeasesResponse| r.leases.len();
+    let lister = api.clone();
+    let listed = |filter: &'static str, tags: &'static str| {
+        let mut api = lister.clone();
+        let request = call(list(filter, tags), &alice);
+        async move {
+            count(
+                api.list_leases(request)
+                    .await
+                    .expect("list leases")
+                    .into_inner(),
+            )
+        }
+    };
+    assert_eq!(listed("", "").await, 2);
+    assert_eq!(listed("board=mock", "team=qa").await, 2);
+    assert_eq!(listed("", "team=other").await, 0);
+    assert_eq!(listed("board=other", "").await, 0);
+
+    let mut paged = list("", "");
+    paged.page_size = 1;
+    let page = api
+        .list_leases(call(paged.clone(), &alice))
+        .await
+        .expect("page 1")
+        .into_inner();
+    assert_eq!(page.leases.len(), 1);
+    assert!(!page.next_page_token.is_empty());
+    paged.page_token = page.next_page_token;
+    let page = api
+        .list_leases(call(paged, &alice))
+        .await
+        .expect("page 2")
+        .into_inner();
+    assert_eq!(page.leases.len(), 1);
+
+    // Bad input is INVALID_ARGUMENT with a precise message.
+    assert_status(
+        api.create_lease(call(request("a in (", ""), &alice)).await,
+        Code::InvalidArgument,
+        "selector",
+    );
+    assert_status(
+        api.create_lease(call(request("", ""), &alice)).await,
+        Code::InvalidArgument,
+        "selector or exporter_name",
+    );
+    assert_status(
+        api.get_lease(call(
+            client_pb::GetLeaseRequest {
+                name: "namespaces/x".into(),
+            },
+            &alice,
+        ))
+        .await,
+        Code::InvalidArgument,
+        "invalid lease name \"namespaces/x\"",
+    );
+    assert_status(
+        api.list_leases(call(list("a in (", ""), &alice)).await,
+        Code::InvalidArgument,
+        "filter",
+    );
+    assert_status(
+        api.get_lease(call(
+            client_pb::GetLeaseRequest {
+                name: h.lease_name("missing"),
+            },
+            &alice,
+        ))
+        .await,
+        Code::NotFound,
+        "missing",
+    );
+
+    // Release: owner only, once.
+    let delete = |name: &str| client_pb::DeleteLeaseRequest { name: name.into() };
+    assert_status(
+        api.delete_lease(call(delete(&created.name), &bob)).await,
+        Code::PermissionDenied,
+        "permission denied",
+    );
+    api.delete_lease(call(delete(&created.name), &alice))
+        .await
+        .expect("delete lease");
+    let stored: Lease = h
+        .store
+        .get(&h.namespace, &id)
+        .await
+        .expect("get")
+        .expect("lease");
+    assert_eq!(stored.spec.release, Some(true));
+    assert_status(
+        api.delete_lease(call(delete(&created.name), &alice)).await,
+        Code::FailedPrecondition,
+        "released",
+    );
+
+    // Ended leases disappear from the active list.
+    let mut ended = stored;
+    ended
+        .metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(wire::LEASE_ENDED_LABEL.into(), "true".into());
+    h.store.replace(&ended).await.expect("mark ended");
+    assert_eq!(listed("", "").await, 1);
+    let mut all = list("", "");
+    all.only_active = Some(false);
+    assert_eq!(
+        count(
+            api.list_leases(call(all, &alice))
+                .await
+                .expect("list all")
+                .into_inner()
+        ),
+        2
+    );
+}
+
+#[tokio::test]
+async fn dial_hands_the_same_router_token_to_client_and_exporter() {
+    let h = Harness::start("grpc-dial").await;
+    let alice = h.client("alice").await;
+    let bob = h.client("bob").await;
+    let exp = h.exporter("exp1", &[("board", "mock")]).await;
+    h.lease("l1", "alice", Some("exp1")).await;
+    h.lease("pending", "alice", None).await;
+    h.set_exporter("exp1", |s| {
+        s.exporter_status = Some(ExporterStatusValue::LeaseReady)
+    })
+    .await;
+    let mut api = h.controller().await;
+    let dial = |lease: &str| pb::DialRequest {
+        lease_name: lease.into(),
+    };
+
+    assert_status(
+        api.dial(call(dial("l1"), &alice)).await,
+        Code::Unavailable,
+        "exporter is not listening on lease l1",
+    );
+    assert_status(
+        api.dial(call(dial("l1"), &bob)).await,
+        Code::Unknown,
+        "permission denied",
+    );
+    assert_status(
+        api.dial(call(dial("nope"), &alice)).await,
+        Code::NotFound,
+        "nope",
+    );
+    assert_status(
+        api.dial(call(dial("pending"), &alice)).await,
+        Code::Unknown,
+        "lease not active",
+    );
+    assert_status(
+        api.dial(call(dial(""), &alice)).await,
+        Code::InvalidArgument,
+        "lease_name",
+    );
+
+    // The exporter may only listen on its own lease.
+    let mut exporter_api = h.controller().await;
+    let foreign = exporter_api
+        .listen(call(
+            pb::ListenRequest {
+                lease_name: "pending".into(),
+            },
+            &exp,
+        ))
+        .await;
+    assert_status(foreign.map(|_| ()), Code::Unknown, "permission denied");
+
+    let mut listen = exporter_api
+        .listen(call(
+            pb::ListenRequest {
+                lease_name: "l1".into(),
+            },
+            &exp,
+        ))
+        .await
+        .expect("listen")
+        .into_inner();
+    // The registration happens when the call is answered; Dial right after must find it.
+    let dialed = bounded("dial", api.dial(call(dial("l1"), &alice)))
+        .await
+        .expect("dial")
+        .into_inner();
+    assert_eq!(dialed.router_endpoint, ROUTER_ENDPOINT);
+    let heard = bounded("listen", listen.message())
+        .await
+        .expect("ok")
+        .expect("message");
+    assert_eq!(heard.router_endpoint, dialed.router_endpoint);
+    assert_eq!(heard.router_token, dialed.router_token);
+    let claims = jumpstarter_token::router::verify(
+        std::slice::from_ref(h.router_key.verifying_key()),
+        &dialed.router_token,
+        OffsetDateTime::now_utc(),
+    )
+    .expect("router token verifies");
+    assert_eq!(
+        claims.lease.as_deref(),
+        Some(format!("{}/l1", h.namespace).as_str())
+    );
+    let second = api
+        .dial(call(dial("l1"), &alice))
+        .await
+        .expect("dial again")
+        .into_inner();
+    let second_claims = jumpstarter_token::router::verify(
+        std::slice::from_ref(h.router_key.verifying_key()),
+        &second.router_token,
+        OffsetDateTime::now_utc(),
+    )
+    .expect("verifies");
+    assert_ne!(claims.sub, second_claims.sub, "each Dial is a new stream");
+
+    // Available: Dial waits server-side until the exporter is ready.
+    h.set_exporter("exp1", |s| {
+        s.exporter_status = Some(ExporterStatusValue::Available)
+    })
+    .await;
+    let waiting = {
+        let mut api = api.clone();
+        let request = call(dial("l1"), &alice);
+        tokio::spawn(async move { api.dial(request).await })
+    };
+    tokio::time::sleep(StdDuration::from_millis(800)).await;
+    assert!(
+        !waiting.is_finished(),
+        "Dial should wait while the exporter is Available"
+    );
+    h.set_exporter("exp1", |s| {
+        s.exporter_status = Some(ExporterStatusValue::LeaseReady)
+    })
+    .await;
+    bounded("waiting dial", waiting)
+        .await
+        .expect("join")
+        .expect("dial after ready");
+
+    h.set_exporter("exp1", |s| {
+        s.exporter_status = Some(ExporterStatusValue::Offline)
+    })
+    .await;
+    assert_status(
+        api.dial(call(dial("l1"), &alice)).await,
+        Code::FailedPrecondition,
+        "exporter is offline",
+    );
+    assert!(
+        h.metrics_text()
+            .contains("jumpstarter_controller_listen_streams 1")
+    );
+}
+
+#[tokio::test]
+async fn oversized_messages_are_resource_exhausted_and_health_is_serving() {
+    let h = Harness::start("grpc-limits").await;
+    let alice = h.client("alice").await;
+    let mut api = h.controller().await;
+    let huge = pb::DialRequest {
+        lease_name: "x".repeat(5 * 1024 * 1024),
+    };
+    assert_status(
+        api.dial(call(huge, &alice)).await,
+        Code::ResourceExhausted,
+        "",
+    );
+    // Just under the limit is decoded (and then refused as a bad name).
+    let big = pb::DialRequest {
+        lease_name: "x".repeat(3 * 1024 * 1024),
+    };
+    assert_status(
+        api.dial(call(big, &alice)).await,
+        Code::InvalidArgument,
+        "invalid lease name",
+    );
+
+    let mut health = tonic_health::pb::health_client::HealthClient::new(h.channel().await);
+    let answer = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health check")
+        .into_inner();
+    assert_eq!(
+        answer.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+    let answer = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "jumpstarter.v1.ControllerService".into(),
+        })
+        .await
+        .expect("health check")
+        .into_inner();
+    assert_eq!(
+        answer.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+
+    let mut audit = api.clone();
+    let stream = futures::stream::iter(Vec::<pb::AuditStreamRequest>::new());
+    assert_status(
+        audit.audit_stream(call(stream, &alice)).await,
+        Code::Unimplemented,
+        "",
+    );
+}
+
+#[tokio::test]
+async fn idle_connections_survive_frequent_keepalive_pings() {
+    let h = Harness::start("grpc-keepalive").await;
+    let alice = h.client("alice").await;
+    let channel = h
+        .endpoint()
+        .http2_keep_alive_interval(StdDuration::from_millis(100))
+        .keep_alive_timeout(StdDuration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .connect()
+        .await
+        .expect("connect");
+    let mut api = ClientServiceClient::new(channel);
+    let list = || client_pb::ListExportersRequest {
+        parent: h.parent(),
+        ..Default::default()
+    };
+    api.list_exporters(call(list(), &alice))
+        .await
+        .expect("first call");
+    tokio::time::sleep(StdDuration::from_secs(2)).await;
+    api.list_exporters(call(list(), &alice))
+        .await
+        .expect("call after idle pings");
+}

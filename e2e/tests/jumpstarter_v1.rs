@@ -1,0 +1,390 @@
+//! The real jumpstarter 0.9.0 client and exporter against this service in Kubernetes mode
+//! (controller + h2 router processes, real kube-apiserver).
+//!
+//! Tests run one at a time (each starts Python processes that need the CPU).
+#![allow(clippy::await_holding_lock)]
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use jumpstarter_controller::crd::Lease;
+use jumpstarter_e2e::{Lab, RawClient};
+use jumpstarter_proto::jumpstarter::v1::DialRequest;
+use jumpstarter_proto::jumpstarter::v1::controller_service_client::ControllerServiceClient;
+use kube::api::Api;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const SHELL_TIMEOUT: Duration = Duration::from_secs(180);
+const ONLINE_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `jmp shell --client-config C <target...> -- <cmd...>`, asserting success.
+async fn shell(lab: &Lab, client: &std::path::Path, target: &[&str], cmd: &[&str]) -> String {
+    let mut args = vec!["shell", "--client-config"];
+    let client = client.to_string_lossy().into_owned();
+    args.push(&client);
+    args.extend_from_slice(target);
+    args.push("--");
+    args.extend_from_slice(cmd);
+    let out = lab.jmp(&args, SHELL_TIMEOUT).await.expect("run jmp shell");
+    assert!(
+        out.ok(),
+        "jmp {} failed: {out}\n{}",
+        args.join(" "),
+        lab.logs()
+    );
+    out.stdout + &out.stderr
+}
+
+async fn create_lease(
+    lab: &Lab,
+    client: &std::path::Path,
+    target: &[&str],
+    duration: &str,
+) -> String {
+    let client = client.to_string_lossy().into_owned();
+    let mut args = vec!["create", "lease", "--client-config", &client];
+    args.extend_from_slice(target);
+    args.extend(["--duration", duration, "-o", "name"]);
+    let out = lab
+        .jmp(&args, Duration::from_secs(60))
+        .await
+        .expect("jmp create lease");
+    assert!(out.ok(), "jmp create lease failed: {out}\n{}", lab.logs());
+    let name = out
+        .stdout
+        .trim()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!name.is_empty(), "no lease name printed: {out}");
+    name
+}
+
+async fn wait_lease<F: Fn(&Lease) -> bool>(
+    lab: &Lab,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    pred: F,
+) -> Lease {
+    let api: Api<Lease> = Api::namespaced(lab.kube().await, &lab.namespace);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let lease = api.get(name).await.expect("get lease");
+        if pred(&lease) {
+            return lease;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lease {name}: {what} not reached within {timeout:?}; status: {}\n{}",
+            serde_json::to_string(&lease.status).unwrap_or_default(),
+            lab.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn is_ready(lease: &Lease) -> bool {
+    lease
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        && !lease.status.as_ref().is_some_and(|s| s.ended)
+}
+
+fn is_ended(lease: &Lease) -> bool {
+    lease.status.as_ref().is_some_and(|s| s.ended)
+}
+
+fn exporter_of(lease: &Lease) -> Option<String> {
+    lease
+        .status
+        .as_ref()?
+        .exporter_ref
+        .as_ref()
+        .map(|r| r.name.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exporter_online_and_shell_drives_power_and_shell_drivers() {
+    let _serial = serial();
+    let mut lab = Lab::start("e2e-basic").await.expect("start lab");
+    lab.start_exporter("board-1", &["board=mock", "site=lab"])
+        .await
+        .expect("exporter");
+    lab.wait_exporter_condition("board-1", "Registered", "True", ONLINE_TIMEOUT)
+        .await
+        .expect("registered");
+    lab.wait_exporter_condition("board-1", "Online", "True", ONLINE_TIMEOUT)
+        .await
+        .expect("online");
+    let c1 = lab.create_client("c1").await.expect("client c1");
+
+    let out = lab
+        .jmp(
+            &[
+                "get",
+                "exporters",
+                "--client-config",
+                &c1.to_string_lossy(),
+                "-o",
+                "yaml",
+            ],
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("jmp get exporters");
+    assert!(out.ok() && out.stdout.contains("board-1"), "{out}");
+
+    // Lease by selector: power on, streaming power read, shell driver.
+    let output = shell(
+        &lab,
+        &c1,
+        &["-l", "board=mock", "--duration", "10m"],
+        &["j", "power", "on"],
+    )
+    .await;
+    assert!(!output.contains("Traceback"), "{output}");
+    let output = shell(&lab, &c1, &["-l", "board=mock"], &["j", "power", "read"]).await;
+    assert!(
+        output.to_lowercase().contains("v"),
+        "power read printed nothing useful: {output}"
+    );
+    let output = shell(
+        &lab,
+        &c1,
+        &["-l", "site=lab"],
+        &["j", "sh", "hello", "world"],
+    )
+    .await;
+    assert!(output.contains("hello-from-exporter world"), "{output}");
+
+    // Lease by exporter name.
+    shell(&lab, &c1, &["-n", "board-1"], &["j", "power", "off"]).await;
+
+    // Every one-shot shell deleted (released) its lease: no active lease remains.
+    let api: Api<Lease> = Api::namespaced(lab.kube().await, &lab.namespace);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let leases = api.list(&Default::default()).await.expect("list leases");
+        assert_eq!(leases.items.len(), 4, "one lease per shell");
+        if leases.items.iter().all(is_ended) {
+            for l in &leases.items {
+                let labels = l.metadata.labels.clone().unwrap_or_default();
+                assert_eq!(
+                    labels
+                        .get("jumpstarter.dev/lease-ended")
+                        .map(String::as_str),
+                    Some("true")
+                );
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "one-shot leases were not ended: {:?}\n{}",
+            leases.items,
+            lab.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // SIGTERM to `jmp run`: the exporter reports Offline and unregisters.
+    let mut exporter = lab.exporters.remove("board-1").expect("exporter process");
+    exporter.stop(Duration::from_secs(20)).await;
+    let e = lab
+        .wait_exporter_condition("board-1", "Online", "False", Duration::from_secs(30))
+        .await
+        .expect("offline");
+    let status = e.status.expect("status");
+    assert_eq!(
+        serde_json::to_value(&status.exporter_status).expect("json"),
+        serde_json::json!("Offline"),
+        "exporterStatus after shutdown"
+    );
+    lab.wait_exporter_condition("board-1", "Registered", "False", Duration::from_secs(30))
+        .await
+        .expect("unregistered");
+}
+
+const ECHO_SCRIPT: &str = r#"
+import hashlib, os, sys
+from jumpstarter.utils.env import env
+total = 64 * 1024 * 1024
+chunk = 64 * 1024
+data = os.urandom(total)
+received = bytearray()
+with env() as client:
+    with client.echo.stream() as conn:
+        for off in range(0, total, chunk):
+            part = data[off:off + chunk]
+            conn.send(part)
+            want = off + len(part)
+            while len(received) < want:
+                received.extend(conn.receive())
+sent, got = hashlib.sha256(data).hexdigest(), hashlib.sha256(bytes(received)).hexdigest()
+print("sent", sent, "received", got, "bytes", len(received))
+sys.exit(0 if sent == got and len(received) == total else 3)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_mib_echo_through_the_router_is_intact() {
+    let _serial = serial();
+    let mut lab = Lab::start("e2e-echo").await.expect("start lab");
+    lab.start_exporter("board-1", &["board=mock"])
+        .await
+        .expect("exporter");
+    lab.wait_exporter_condition("board-1", "Online", "True", ONLINE_TIMEOUT)
+        .await
+        .expect("online");
+    let c1 = lab.create_client("c1").await.expect("client");
+    let script = lab.path("echo.py");
+    std::fs::write(&script, ECHO_SCRIPT).expect("write script");
+    let python = jumpstarter_e2e::venv().join("bin/python");
+    let output = shell(
+        &lab,
+        &c1,
+        &["-l", "board=mock"],
+        &[&python.to_string_lossy(), &script.to_string_lossy()],
+    )
+    .await;
+    assert!(output.contains("bytes 67108864"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_lease_queues_second_client_until_release() {
+    let _serial = serial();
+    let mut lab = Lab::start("e2e-exclusive").await.expect("start lab");
+    lab.start_exporter("board-1", &["board=mock"])
+        .await
+        .expect("exporter");
+    lab.wait_exporter_condition("board-1", "Online", "True", ONLINE_TIMEOUT)
+        .await
+        .expect("online");
+    let c1 = lab.create_client("c1").await.expect("c1");
+    let c2 = lab.create_client("c2").await.expect("c2");
+
+    let l1 = create_lease(&lab, &c1, &["-l", "board=mock"], "10m").await;
+    let lease1 = wait_lease(&lab, &l1, "Ready", Duration::from_secs(30), is_ready).await;
+    assert_eq!(exporter_of(&lease1).as_deref(), Some("board-1"));
+
+    // Client 2 cannot Dial client 1's lease.
+    let raw2 = RawClient::from_config(&c2).await.expect("raw c2");
+    let err = ControllerServiceClient::new(raw2.channel.clone())
+        .dial(raw2.request(DialRequest {
+            lease_name: l1.clone(),
+        }))
+        .await
+        .expect_err("c2 must not dial c1's lease");
+    assert!(err.message().contains("permission denied"), "{err:?}");
+
+    // Client 2's own lease waits while client 1 holds the exporter.
+    let l2 = create_lease(&lab, &c2, &["-l", "board=mock"], "10m").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let api: Api<Lease> = Api::namespaced(lab.kube().await, &lab.namespace);
+    let pending = api.get(&l2).await.expect("get l2");
+    assert!(
+        !is_ready(&pending) && exporter_of(&pending).is_none(),
+        "l2 must wait: {:?}",
+        pending.status
+    );
+
+    // Client 1 uses its lease, then releases it.
+    shell(&lab, &c1, &["--lease", &l1], &["j", "power", "on"]).await;
+    let out = lab
+        .jmp(
+            &[
+                "delete",
+                "leases",
+                "--client-config",
+                &c1.to_string_lossy(),
+                &l1,
+            ],
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("jmp delete lease");
+    assert!(out.ok(), "{out}");
+    wait_lease(&lab, &l1, "ended", Duration::from_secs(30), is_ended).await;
+
+    // Now client 2 gets the exporter and can use it.
+    let lease2 = wait_lease(&lab, &l2, "Ready", Duration::from_secs(30), is_ready).await;
+    assert_eq!(exporter_of(&lease2).as_deref(), Some("board-1"));
+    shell(&lab, &c2, &["--lease", &l2], &["j", "power", "on"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_expires_on_time() {
+    let _serial = serial();
+    let mut lab = Lab::start("e2e-expiry").await.expect("start lab");
+    lab.start_exporter("board-1", &["board=mock"])
+        .await
+        .expect("exporter");
+    lab.wait_exporter_condition("board-1", "Online", "True", ONLINE_TIMEOUT)
+        .await
+        .expect("online");
+    let c1 = lab.create_client("c1").await.expect("c1");
+    let l1 = create_lease(&lab, &c1, &["-l", "board=mock"], "8s").await;
+    let ready = wait_lease(&lab, &l1, "Ready", Duration::from_secs(30), is_ready).await;
+    let begin = ready
+        .status
+        .as_ref()
+        .and_then(|s| s.begin_time.clone())
+        .expect("beginTime")
+        .0;
+    let ended = wait_lease(&lab, &l1, "ended", Duration::from_secs(30), is_ended).await;
+    let status = ended.status.expect("status");
+    let end = status.end_time.expect("endTime").0;
+    let lasted = (end - begin).as_seconds_f64();
+    assert!(
+        (8.0..=11.0).contains(&lasted),
+        "8 s lease lasted {lasted} s"
+    );
+    let ready_false = status
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready");
+    assert_eq!(
+        (ready_false.status.as_str(), ready_false.reason.as_str()),
+        ("False", "Expired")
+    );
+    // The exporter is free again: a new lease is served.
+    shell(&lab, &c1, &["-l", "board=mock"], &["j", "power", "on"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_restart_keeps_the_active_lease() {
+    let _serial = serial();
+    let mut lab = Lab::start("e2e-restart").await.expect("start lab");
+    lab.start_exporter("board-1", &["board=mock"])
+        .await
+        .expect("exporter");
+    lab.wait_exporter_condition("board-1", "Online", "True", ONLINE_TIMEOUT)
+        .await
+        .expect("online");
+    let c1 = lab.create_client("c1").await.expect("c1");
+    let l1 = create_lease(&lab, &c1, &["-l", "board=mock"], "10m").await;
+    wait_lease(&lab, &l1, "Ready", Duration::from_secs(30), is_ready).await;
+    shell(&lab, &c1, &["--lease", &l1], &["j", "power", "on"]).await;
+
+    let mut controller = lab.controller.take().expect("controller");
+    controller.stop(Duration::from_secs(20)).await;
+    drop(controller);
+    lab.start_controller().await.expect("restart controller");
+
+    let lease = wait_lease(&lab, &l1, "still Ready", Duration::from_secs(10), is_ready).await;
+    assert_eq!(exporter_of(&lease).as_deref(), Some("board-1"));
+    lab.wait_exporter_condition("board-1", "Online", "True", ONLINE_TIMEOUT)
+        .await
+        .expect("online again");
+    shell(&lab, &c1, &["--lease", &l1], &["j", "power", "off"]).await;
+}

@@ -1,0 +1,193 @@
+//! Who may open a stream: the `authorization: Bearer <router token>` header, verified
+//! against the controller's public keys.
+
+use jumpstarter_token::router::Claims;
+use jumpstarter_token::{TokenError, VerifyingKey};
+use time::OffsetDateTime;
+use tonic::metadata::MetadataMap;
+
+/// Why a stream was not authenticated. The text is what the caller sees; it never
+/// contains the token.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing authorization header")]
+    MissingHeader,
+    #[error("malformed authorization header: {0}")]
+    MalformedHeader(&'static str),
+    #[error("invalid router token: {0}")]
+    InvalidToken(#[source] TokenError),
+}
+
+impl AuthError {
+    /// A stable, low-cardinality name for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::MissingHeader => "missing_header",
+            AuthError::MalformedHeader(_) => "malformed_header",
+            AuthError::InvalidToken(e) => e.reason(),
+        }
+    }
+}
+
+impl From<AuthError> for tonic::Status {
+    fn from(error: AuthError) -> Self {
+        tonic::Status::unauthenticated(error.to_string())
+    }
+}
+
+/// Why a PEM bundle of public keys could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyBundleError {
+    #[error("public key #{index} in the bundle is not usable")]
+    BadKey {
+        index: usize,
+        #[source]
+        source: TokenError,
+    },
+    #[error("public key #{index} in the bundle has no END line")]
+    Unterminated { index: usize },
+    #[error("the bundle holds no PUBLIC KEY block")]
+    Empty,
+}
+
+/// Verifies the bearer token of a stream's call metadata at `now` and returns its claims.
+pub fn authenticate(
+    metadata: &MetadataMap,
+    keys: &[VerifyingKey],
+    now: OffsetDateTime,
+) -> Result<Claims, AuthError> {
+    let value = metadata
+        .get("authorization")
+        .ok_or(AuthError::MissingHeader)?;
+    let value = value
+        .to_str()
+        .map_err(|_| AuthError::MalformedHeader("not printable ASCII"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or(AuthError::MalformedHeader("expected \"Bearer <token>\""))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::MalformedHeader("the scheme is not Bearer"));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(AuthError::MalformedHeader("the token is empty"));
+    }
+    jumpstarter_token::router::verify(keys, token, now).map_err(AuthError::InvalidToken)
+}
+
+/// Reads every `PUBLIC KEY` block of a PEM bundle; several keys allow rotation (a token
+/// signed by any of them is accepted). Other block types are ignored.
+pub fn public_keys_from_pem(bundle: &str) -> Result<Vec<VerifyingKey>, KeyBundleError> {
+    const BEGIN: &str = "-----BEGIN PUBLIC KEY-----";
+    const END: &str = "-----END PUBLIC KEY-----";
+    let mut keys = Vec::new();
+    let mut block: Option<String> = None;
+    for line in bundle.lines().map(str::trim) {
+        match block.as_mut() {
+            None if line == BEGIN => block = Some(format!("{BEGIN}\n")),
+            None => {}
+            Some(pem) => {
+                pem.push_str(line);
+                pem.push('\n');
+                if line == END {
+                    let index = keys.len();
+                    let key = VerifyingKey::from_public_pem(pem)
+                        .map_err(|source| KeyBundleError::BadKey { index, source })?;
+                    keys.push(key);
+                    block = None;
+                }
+            }
+        }
+    }
+    if block.is_some() {
+        return Err(KeyBundleError::Unterminated { index: keys.len() });
+    }
+    if keys.is_empty() {
+        return Err(KeyBundleError::Empty);
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use jumpstarter_token::SigningKey;
+    use jumpstarter_token::router::{StreamGrant, mint};
+    use time::Duration;
+    use tonic::metadata::MetadataValue;
+
+    use super::*;
+
+    fn metadata(value: &str) -> MetadataMap {
+        let mut map = MetadataMap::new();
+        map.insert(
+            "authorization",
+            MetadataValue::try_from(value).expect("ascii"),
+        );
+        map
+    }
+
+    #[test]
+    fn header_shapes() {
+        let key = SigningKey::generate().expect("key");
+        let keys = [key.verifying_key().clone()];
+        let now = OffsetDateTime::now_utc();
+        let grant = StreamGrant {
+            stream_id: "s-1".into(),
+            token_id: "j-1".into(),
+            lease: "lab/l".into(),
+        };
+        let token = mint(&key, &grant, Duration::minutes(5), now).expect("mint");
+
+        let claims = authenticate(&metadata(&format!("Bearer {token}")), &keys, now).expect("ok");
+        assert_eq!(claims.sub, "s-1");
+        assert!(authenticate(&metadata(&format!("bearer {token}")), &keys, now).is_ok());
+
+        assert_eq!(
+            authenticate(&MetadataMap::new(), &keys, now),
+            Err(AuthError::MissingHeader)
+        );
+        let basic = authenticate(&metadata(&format!("Basic {token}")), &keys, now);
+        assert_eq!(basic.map_err(|e| e.reason()), Err("malformed_header"));
+        let bare = authenticate(&metadata(&token), &keys, now);
+        assert_eq!(bare.map_err(|e| e.reason()), Err("malformed_header"));
+        let garbage = authenticate(&metadata("Bearer not.a.jwt"), &keys, now);
+        assert_eq!(garbage.map_err(|e| e.reason()), Err("malformed"));
+        let late = authenticate(
+            &metadata(&format!("Bearer {token}")),
+            &keys,
+            now + Duration::minutes(6),
+        )
+        .expect_err("expired");
+        assert!(
+            late.to_string()
+                .starts_with("invalid router token: token is expired"),
+            "{late}"
+        );
+        assert!(!late.to_string().contains(&token));
+    }
+
+    #[test]
+    fn bundles_hold_several_keys() {
+        let a = SigningKey::generate().expect("key");
+        let b = SigningKey::generate().expect("key");
+        let bundle = format!(
+            "# rotation\n{}\n{}",
+            a.verifying_key().to_public_pem(),
+            b.verifying_key().to_public_pem()
+        );
+        let keys = public_keys_from_pem(&bundle).expect("bundle");
+        assert_eq!(keys.len(), 2);
+        assert!(matches!(
+            public_keys_from_pem("nothing here"),
+            Err(KeyBundleError::Empty)
+        ));
+        assert!(matches!(
+            public_keys_from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n"),
+            Err(KeyBundleError::Unterminated { index: 0 })
+        ));
+        assert!(matches!(
+            public_keys_from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"),
+            Err(KeyBundleError::BadKey { index: 0, .. })
+        ));
+    }
+}

@@ -1,0 +1,35 @@
+//! The Jumpstarter stream router, wire-compatible with jumpstarter 0.9.0.
+//!
+//! A client and an exporter each open `jumpstarter.v1.RouterService/Stream` (bidi gRPC over
+//! TLS, ALPN h2) with the same router token (`authorization: Bearer`). The router verifies
+//! the token (ES256, public keys only), pairs the two streams by the token's `sub` (the
+//! stream id) and relays frames verbatim both ways until both sides end.
+//!
+//! State, all in memory and bounded: streams waiting for their peer (one per stream id,
+//! [`RouterConfig::max_pending`] in total, each for [`RouterConfig::pair_timeout`]), live
+//! pairs, and the ids of streams already paired, kept until their token expires
+//! ([`RouterConfig::max_remembered`] at most) so that a token cannot be replayed to open a
+//! second pair. Both peers must reach the same router process.
+//!
+//! Map:
+//! - [`pairing`]: the sans-IO pairing table (offer, cancel, expire with explicit `now`).
+//! - [`authentication`]: bearer header and token verification, public key bundles.
+//! - `relay`: the two pumps of a pair, bounded queues, half-close and teardown.
+//! - `switchboard`: the `RouterService` implementation tying the above together.
+//! - [`server`]: [`Router`], [`RouterConfig`], the TLS accept loop and graceful shutdown.
+//! - [`metrics`]: Prometheus metrics; [`telemetry`]: `/metrics`, `/healthz`, `/readyz`.
+//!
+//! The `jumpstarter-router` binary is a thin shell over [`Router::serve`]; the controller
+//! can embed the same [`Router`] in its own process.
+
+pub mod authentication;
+pub mod metrics;
+pub mod pairing;
+mod relay;
+pub mod server;
+mod switchboard;
+pub mod telemetry;
+
+pub use authentication::{AuthError, KeyBundleError, public_keys_from_pem};
+pub use server::{MAX_MESSAGE_BYTES, Readiness, Router, RouterConfig, ServeError};
+pub use telemetry::serve_telemetry;

@@ -1,0 +1,171 @@
+//! `jumpstarter-router`: the stream router as a standalone process. Parses flags, loads
+//! the TLS certificate and the token public keys, and runs [`jumpstarter_router::Router`]
+//! plus the telemetry listener until SIGTERM or SIGINT.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use jumpstarter_certs::{ClientAuth, TlsCredentials, server_config};
+use jumpstarter_router::{Router, RouterConfig, public_keys_from_pem, serve_telemetry};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// Pairs client and exporter streams by router token and relays frames between them.
+#[derive(Debug, Parser)]
+#[command(name = "jumpstarter-router", version)]
+struct Cli {
+    /// Address of the gRPC (TLS) listener.
+    #[arg(long, env = "ROUTER_LISTEN", default_value = "0.0.0.0:8083")]
+    listen: SocketAddr,
+    /// PEM file with the server certificate chain, leaf first.
+    #[arg(long, env = "ROUTER_TLS_CERT")]
+    tls_cert: PathBuf,
+    /// PEM file with the server certificate's private key.
+    #[arg(long, env = "ROUTER_TLS_KEY")]
+    tls_key: PathBuf,
+    /// PEM file with one or more PUBLIC KEY blocks that may sign router tokens.
+    #[arg(long, env = "ROUTER_TOKEN_PUBLIC_KEYS")]
+    token_public_keys: PathBuf,
+    /// Seconds a stream waits for its peer before it ends with DEADLINE_EXCEEDED.
+    #[arg(long, env = "ROUTER_PAIR_TIMEOUT", default_value_t = 30)]
+    pair_timeout: u64,
+    /// Streams that may wait for a peer at once; beyond, RESOURCE_EXHAUSTED.
+    #[arg(long, env = "ROUTER_MAX_PENDING", default_value_t = jumpstarter_router::pairing::DEFAULT_MAX_PENDING)]
+    max_pending: usize,
+    /// Paired stream ids remembered (until their token expires) to refuse replayed tokens.
+    #[arg(long, env = "ROUTER_MAX_REMEMBERED", default_value_t = jumpstarter_router::pairing::DEFAULT_MAX_REMEMBERED)]
+    max_remembered: usize,
+    /// Seconds live pairs may go on after SIGTERM before they are stopped.
+    #[arg(long, env = "ROUTER_DRAIN_TIMEOUT", default_value_t = 30)]
+    drain_timeout: u64,
+    /// Address of the plain-HTTP listener for /metrics, /healthz and /readyz.
+    #[arg(long, env = "ROUTER_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    metrics_listen: SocketAddr,
+    /// Log line format.
+    #[arg(long, env = "ROUTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+
+    let cert = read(&cli.tls_cert)?;
+    let key = read(&cli.tls_key)?;
+    let credentials =
+        TlsCredentials::from_pem(&cert, &key).context("loading the TLS certificate")?;
+    let tls = server_config(credentials, vec![b"h2".to_vec()], ClientAuth::None)
+        .context("building the TLS configuration")?;
+    let keys = public_keys_from_pem(&read(&cli.token_public_keys)?)
+        .with_context(|| format!("loading {}", cli.token_public_keys.display()))?;
+
+    let mut config = RouterConfig::new(tls, keys);
+    config.pair_timeout = Duration::from_secs(cli.pair_timeout);
+    config.max_pending = cli.max_pending;
+    config.max_remembered = cli.max_remembered;
+    config.drain_timeout = Duration::from_secs(cli.drain_timeout);
+
+    let mut registry = Registry::with_prefix("jumpstarter");
+    let router = Router::new(config, &mut registry);
+    let registry = Arc::new(registry);
+
+    let listener = TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("binding {}", cli.listen))?;
+    let metrics_listener = TcpListener::bind(cli.metrics_listen)
+        .await
+        .with_context(|| format!("binding {}", cli.metrics_listen))?;
+    info!(listen = %cli.listen, metrics = %cli.metrics_listen, "starting");
+
+    let stopping = CancellationToken::new();
+    let telemetry = tokio::spawn(serve_telemetry(
+        metrics_listener,
+        registry,
+        router.readiness(),
+        stopping.clone().cancelled_owned(),
+    ));
+    router.serve(listener, termination()).await?;
+    stopping.cancel();
+    telemetry
+        .await
+        .context("telemetry task")?
+        .context("telemetry listener")?;
+    Ok(())
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                info!("SIGINT received");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        info!("SIGINT received");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn flags_are_consistent_and_have_defaults() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "jumpstarter-router",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--token-public-keys",
+            "keys.pem",
+        ])
+        .expect("parse");
+        assert_eq!(cli.listen.port(), 8083);
+        assert_eq!(cli.pair_timeout, 30);
+        assert_eq!(cli.max_pending, 10_000);
+    }
+}

@@ -1,0 +1,229 @@
+//! Relaying frames between the two streams of a pair.
+//!
+//! Each stream is a [`Half`]: its inbound request stream, the sending end of its bounded
+//! outbound queue, and a slot for its final status. One task per pair runs two pumps,
+//! one per direction. A pump moves frames verbatim (payload and frame type, never
+//! inspected) and waits when the receiving side's queue is full, so a slow reader slows
+//! its sender through HTTP/2 flow control instead of growing a buffer.
+//!
+//! Ending, as 0.9.0 does it: an end-of-stream on one side stops only that direction; the
+//! two RPCs end with OK once both directions have ended. If a side fails or goes away,
+//! both RPCs end: that side with its own error, the other with CANCELLED "peer went away".
+
+use std::pin::Pin;
+
+use futures::Stream;
+use jumpstarter_proto::jumpstarter::v1::{StreamRequest, StreamResponse};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Status, Streaming};
+use tracing::{debug, info};
+
+use crate::metrics::{Direction, Metrics, Outcome};
+
+/// The response stream tonic sends to one peer.
+pub(crate) type Outbound = Pin<Box<dyn Stream<Item = Result<StreamResponse, Status>> + Send>>;
+
+/// One stream of a pair, as the relay sees it.
+#[derive(Debug)]
+pub(crate) struct Half {
+    inbound: Streaming<StreamRequest>,
+    outbound: mpsc::Sender<StreamResponse>,
+    verdict: oneshot::Sender<Status>,
+}
+
+impl Half {
+    /// Wraps an inbound stream; returns the half and the response stream for its caller.
+    /// `queue` is the number of frames that may wait for the caller to read them.
+    pub(crate) fn new(inbound: Streaming<StreamRequest>, queue: usize) -> (Half, Outbound) {
+        let (outbound, frames) = mpsc::channel(queue.max(1));
+        let (verdict, final_status) = oneshot::channel();
+        let half = Half {
+            inbound,
+            outbound,
+            verdict,
+        };
+        (half, outbound_stream(frames, final_status))
+    }
+}
+
+/// Relays between `waiting` (the stream that arrived first) and `arriving` until both
+/// directions end, one side breaks, or `stop` is cancelled.
+pub(crate) async fn run(
+    waiting: Half,
+    arriving: Half,
+    metrics: &Metrics,
+    stop: &CancellationToken,
+) {
+    let Half {
+        inbound: mut waiting_in,
+        outbound: waiting_out,
+        verdict: waiting_verdict,
+    } = waiting;
+    let Half {
+        inbound: mut arriving_in,
+        outbound: arriving_out,
+        verdict: arriving_verdict,
+    } = arriving;
+
+    let forward = pump(
+        &mut waiting_in,
+        &arriving_out,
+        Side::Waiting,
+        Direction::WaitingToArriving,
+        metrics,
+    );
+    let backward = pump(
+        &mut arriving_in,
+        &waiting_out,
+        Side::Arriving,
+        Direction::ArrivingToWaiting,
+        metrics,
+    );
+    let ended = tokio::select! {
+        result = futures::future::try_join(forward, backward) => result.map(|_| ()),
+        () = stop.cancelled() => Err(Break::Shutdown),
+    };
+
+    let (waiting_status, arriving_status, waiting_outcome, arriving_outcome) = match ended {
+        Ok(()) => {
+            info!("both directions ended");
+            metrics.stream_ended(Outcome::Completed);
+            metrics.stream_ended(Outcome::Completed);
+            return;
+        }
+        Err(Break::Shutdown) => {
+            info!("relay stopped: the router is shutting down");
+            let status = || Status::unavailable("router is shutting down");
+            (
+                status(),
+                status(),
+                Outcome::ShuttingDown,
+                Outcome::ShuttingDown,
+            )
+        }
+        Err(Break::Side { side, status }) => {
+            info!(
+                side = side.name(),
+                code = ?status.code(),
+                "relay ended: {}",
+                status.message()
+            );
+            let peer = Status::cancelled("peer went away");
+            match side {
+                Side::Waiting => (status, peer, Outcome::Broken, Outcome::PeerGone),
+                Side::Arriving => (peer, status, Outcome::PeerGone, Outcome::Broken),
+            }
+        }
+    };
+    metrics.stream_ended(waiting_outcome);
+    metrics.stream_ended(arriving_outcome);
+    // The final statuses go out before the queues close (when the senders drop below).
+    let _ = waiting_verdict.send(waiting_status);
+    let _ = arriving_verdict.send(arriving_status);
+    drop((waiting_out, arriving_out));
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Waiting,
+    Arriving,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Waiting => "waiting",
+            Side::Arriving => "arriving",
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Break {
+    /// `side` failed (its status is what it gets) or went away.
+    Side {
+        side: Side,
+        status: Status,
+    },
+    Shutdown,
+}
+
+/// Moves frames from `from` (the stream of `side`) to the other side's queue `to` until
+/// `from` ends. Fails when `from` errors or the other side stops reading for good.
+async fn pump(
+    from: &mut Streaming<StreamRequest>,
+    to: &mpsc::Sender<StreamResponse>,
+    side: Side,
+    direction: Direction,
+    metrics: &Metrics,
+) -> Result<(), Break> {
+    let other = match side {
+        Side::Waiting => Side::Arriving,
+        Side::Arriving => Side::Waiting,
+    };
+    let peer_gone = || Break::Side {
+        side: other,
+        status: Status::cancelled("stream went away"),
+    };
+    loop {
+        let message = tokio::select! {
+            message = from.message() => message,
+            () = to.closed() => return Err(peer_gone()),
+        };
+        match message {
+            Ok(Some(request)) => {
+                let bytes = request.payload.len();
+                let frame = StreamResponse {
+                    payload: request.payload,
+                    frame_type: request.frame_type,
+                };
+                if to.send(frame).await.is_err() {
+                    return Err(peer_gone());
+                }
+                metrics.relayed(direction, bytes);
+            }
+            Ok(None) => {
+                debug!(side = side.name(), "end of stream");
+                return Ok(());
+            }
+            Err(status) => {
+                return Err(Break::Side {
+                    side,
+                    status: inbound_failure(status),
+                });
+            }
+        }
+    }
+}
+
+/// The status a side gets when reading its own stream failed. tonic reports an oversized
+/// message as OUT_OF_RANGE; gRPC (and 0.9.0's Go router) say RESOURCE_EXHAUSTED.
+fn inbound_failure(status: Status) -> Status {
+    if status.code() == Code::OutOfRange && status.message().contains("too large") {
+        Status::resource_exhausted(status.message().to_owned())
+    } else {
+        status
+    }
+}
+
+/// The frames queued for one caller, then its final status if the relay set one (none
+/// means OK).
+fn outbound_stream(
+    frames: mpsc::Receiver<StreamResponse>,
+    final_status: oneshot::Receiver<Status>,
+) -> Outbound {
+    Box::pin(futures::stream::unfold(
+        Some((frames, final_status)),
+        |state| async move {
+            let (mut frames, final_status) = state?;
+            match frames.recv().await {
+                Some(frame) => Some((Ok(frame), Some((frames, final_status)))),
+                None => match final_status.await {
+                    Ok(status) => Some((Err(status), None)),
+                    Err(_) => None,
+                },
+            }
+        },
+    ))
+}

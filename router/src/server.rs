@@ -1,0 +1,285 @@
+//! The router as a server: TLS (ALPN h2) accept loop, tonic with the router and health
+//! services, graceful shutdown with a drain period.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use jumpstarter_proto::jumpstarter::v1::router_service_server::RouterServiceServer;
+use jumpstarter_token::VerifyingKey;
+use prometheus_client::registry::Registry;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::metrics::Metrics;
+use crate::pairing::{DEFAULT_MAX_PENDING, DEFAULT_MAX_REMEMBERED, Limits};
+use crate::switchboard::Switchboard;
+
+/// Largest gRPC message accepted or sent: 0.9.0 peers use gRPC's default 4 MiB limit, and
+/// a 4 MiB payload needs a few bytes of protobuf framing on top.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024 + 1024;
+
+/// Default frames queued per direction of a pair. Python peers send at most 64 KiB per
+/// frame, so four frames keep the pipe busy while bounding memory to 256 KiB per
+/// direction (HTTP/2 flow control windows come on top).
+pub const DEFAULT_QUEUE_FRAMES: usize = 4;
+
+/// How long a TLS handshake may take before the connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS handshakes running at once; more connections wait in the kernel's backlog.
+const MAX_CONCURRENT_HANDSHAKES: usize = 256;
+
+/// Handshaken connections waiting for tonic to pick them up.
+const ACCEPTED_QUEUE: usize = 64;
+
+/// Interval of the router's own HTTP/2 PINGs, to notice peers that vanished without a
+/// FIN. Clients ping every 20 s themselves; the router accepts their pings at any rate.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How long the router waits for a PING acknowledgement before closing the connection.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long relays that were stopped at the end of the drain period get to send their
+/// final status.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Everything a router needs; parse flags or embed it with [`RouterConfig::new`].
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// TLS server configuration; the router sets its ALPN to `h2`.
+    pub tls: rustls::ServerConfig,
+    /// Public keys a router token may be signed with (several during rotation).
+    pub token_keys: Vec<VerifyingKey>,
+    /// How long a stream waits for its peer.
+    pub pair_timeout: Duration,
+    /// Streams waiting for a peer, at most.
+    pub max_pending: usize,
+    /// Paired stream ids remembered against token replay, at most.
+    pub max_remembered: usize,
+    /// Frames queued per direction of a pair.
+    pub queue_frames: usize,
+    /// After a shutdown signal, how long live pairs may go on before they are stopped.
+    pub drain_timeout: Duration,
+}
+
+impl RouterConfig {
+    /// A configuration with default limits.
+    pub fn new(tls: rustls::ServerConfig, token_keys: Vec<VerifyingKey>) -> Self {
+        RouterConfig {
+            tls,
+            token_keys,
+            pair_timeout: Duration::from_secs(30),
+            max_pending: DEFAULT_MAX_PENDING,
+            max_remembered: DEFAULT_MAX_REMEMBERED,
+            queue_frames: DEFAULT_QUEUE_FRAMES,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why serving stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("the gRPC server failed")]
+    Transport(#[source] tonic::transport::Error),
+}
+
+/// Whether the router accepts streams, for readiness probes.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Whether the router is serving and not shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Relaxed);
+    }
+}
+
+/// One router: pairing state, metrics and the server around them.
+#[derive(Debug)]
+pub struct Router {
+    tls: Arc<rustls::ServerConfig>,
+    drain_timeout: Duration,
+    switchboard: Switchboard,
+    metrics: Metrics,
+    stop_relays: CancellationToken,
+    readiness: Readiness,
+}
+
+impl Router {
+    /// Builds a router and registers its metrics in `registry`.
+    pub fn new(config: RouterConfig, registry: &mut Registry) -> Self {
+        let mut tls = config.tls;
+        tls.alpn_protocols = vec![b"h2".to_vec()];
+        let metrics = Metrics::register(registry);
+        let stop_relays = CancellationToken::new();
+        let limits = Limits {
+            pair_timeout: config.pair_timeout,
+            max_pending: config.max_pending,
+            max_remembered: config.max_remembered,
+        };
+        let switchboard = Switchboard::new(
+            config.token_keys,
+            limits,
+            config.queue_frames,
+            metrics.clone(),
+            stop_relays.clone(),
+        );
+        Router {
+            tls: Arc::new(tls),
+            drain_timeout: config.drain_timeout,
+            switchboard,
+            metrics,
+            stop_relays,
+            readiness: Readiness::default(),
+        }
+    }
+
+    /// A handle telling whether the router is ready (for `/readyz`).
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then stops accepting, ends waiting
+    /// streams with UNAVAILABLE, lets live pairs go on for the drain timeout, stops the
+    /// rest and returns.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServeError> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<RouterServiceServer<Switchboard>>()
+            .await;
+        let router_service = RouterServiceServer::new(self.switchboard.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+
+        let stop_accepting = CancellationToken::new();
+        let (accepted_tx, accepted_rx) = mpsc::channel(ACCEPTED_QUEUE);
+        let accept_task = tokio::spawn(accept_loop(
+            listener,
+            TlsAcceptor::from(self.tls.clone()),
+            accepted_tx,
+            self.metrics.clone(),
+            stop_accepting.clone(),
+        ));
+        let incoming = ReceiverStream::new(accepted_rx).map(Ok::<_, std::io::Error>);
+
+        let server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .add_service(health_service)
+            .add_service(router_service)
+            .serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned());
+        let mut server = pin!(server);
+
+        self.readiness.set(true);
+        info!("router serving");
+        let finished = tokio::select! {
+            result = &mut server => Some(result),
+            () = shutdown => None,
+        };
+        self.readiness.set(false);
+        let result = match finished {
+            Some(result) => {
+                warn!("the gRPC server stopped on its own");
+                result
+            }
+            None => {
+                info!(drain_timeout = ?self.drain_timeout, "shutting down: draining live streams");
+                health
+                    .set_not_serving::<RouterServiceServer<Switchboard>>()
+                    .await;
+                self.switchboard.close();
+                stop_accepting.cancel();
+                match tokio::time::timeout(self.drain_timeout, &mut server).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        info!("drain timeout: stopping live streams");
+                        self.stop_relays.cancel();
+                        tokio::time::timeout(STOP_GRACE, &mut server)
+                            .await
+                            .unwrap_or(Ok(()))
+                    }
+                }
+            }
+        };
+        stop_accepting.cancel();
+        self.stop_relays.cancel();
+        accept_task.abort();
+        info!("router stopped");
+        result.map_err(ServeError::Transport)
+    }
+}
+
+/// Accepts TCP connections and runs their TLS handshakes concurrently (bounded, with a
+/// timeout); hands the finished ones to tonic.
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    accepted: mpsc::Sender<TlsStream<TcpStream>>,
+    metrics: Metrics,
+    stop: CancellationToken,
+) {
+    let handshakes = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
+    loop {
+        let permit = tokio::select! {
+            () = stop.cancelled() => return,
+            permit = handshakes.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                // Invariant: the semaphore is never closed.
+                Err(_) => return,
+            },
+        };
+        let (tcp, peer) = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(error) = tcp.set_nodelay(true) {
+            debug!(%peer, %error, "cannot set TCP_NODELAY");
+        }
+        let acceptor = acceptor.clone();
+        let accepted = accepted.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => {
+                    // Fails only when the server stopped; the connection is then dropped.
+                    let _ = accepted.send(tls).await;
+                }
+                Ok(Err(error)) => {
+                    metrics.tls_handshake_failed("error");
+                    debug!(%peer, %error, "TLS handshake failed");
+                }
+                Err(_) => {
+                    metrics.tls_handshake_failed("timeout");
+                    debug!(%peer, "TLS handshake timed out");
+                }
+            }
+        });
+    }
+}
