@@ -225,6 +225,8 @@ impl Lab {
             .arg(format!("default={}", self.router_endpoint()))
             .arg("--probe-listen")
             .arg(format!("127.0.0.1:{}", self.probe_port))
+            .arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{}", self.probe_port))
             .arg("--log-format")
             .arg("text")
             .env("RUST_LOG", "info");

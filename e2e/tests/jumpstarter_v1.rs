@@ -342,7 +342,7 @@ async fn lease_expires_on_time() {
     let ended = wait_lease(&lab, &l1, "ended", Duration::from_secs(30), is_ended).await;
     let status = ended.status.expect("status");
     let end = status.end_time.expect("endTime").0;
-    let lasted = (end - begin).as_seconds_f64();
+    let lasted = (end.as_millisecond() - begin.as_millisecond()) as f64 / 1000.0;
     assert!(
         (8.0..=11.0).contains(&lasted),
         "8 s lease lasted {lasted} s"

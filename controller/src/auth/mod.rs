@@ -75,7 +75,7 @@ pub enum AuthError {
         namespace: String,
         name: String,
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     #[error("permission denied for {kind} {namespace}/{name}")]
     Denied {
@@ -479,7 +479,7 @@ impl<S: Store> Authenticator<S> {
                 kind,
                 namespace: target.namespace.clone(),
                 name: target.name.clone(),
-                source,
+                source: Box::new(source),
             }),
         }
     }
