@@ -11,12 +11,16 @@
 //! - [`auth`]: authentication and authorization of gRPC calls.
 //! - [`service`]: the gRPC services (ControllerService, ClientService).
 //! - [`server`]: TLS gRPC server, probes and metrics listeners.
+//! - [`runtime`]: the wiring of a controller process (metrics, listeners, gRPC server).
+//! - [`admin`]: create, get, list and delete clients, exporters and leases; 0.9.0 configs.
 
+pub mod admin;
 pub mod auth;
 pub mod crd;
 pub mod keys;
 pub mod leader;
 pub mod reconcile;
+pub mod runtime;
 pub mod scheduler;
 pub mod selector;
 pub mod server;

@@ -19,15 +19,12 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use jumpstarter_certs::{ClientAuth, server_config};
-use jumpstarter_controller::auth::AuthMetrics;
-use jumpstarter_controller::reconcile::{self, ReconcileMetrics};
+use jumpstarter_controller::reconcile;
+use jumpstarter_controller::runtime::{self, ControllerMetrics, GrpcServer};
 use jumpstarter_controller::scheduler::duration as go_duration;
-use jumpstarter_controller::server::{self, Readiness};
-use jumpstarter_controller::service::{ServiceMetrics, Services, TokenSigners};
+use jumpstarter_controller::server::Readiness;
 use jumpstarter_controller::settings::{self, RouterEntry, Settings};
 use jumpstarter_controller::store::kube::KubeStore;
 use jumpstarter_controller::{keys, leader};
@@ -183,28 +180,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let identity = args.identity.clone().unwrap_or_else(default_identity);
 
     let mut registry = Registry::default();
-    let auth_metrics = Arc::new(AuthMetrics::new(&mut registry));
-    let service_metrics = Arc::new(ServiceMetrics::new(&mut registry));
-    let reconcile_metrics = Arc::new(ReconcileMetrics::new(&mut registry));
+    let metrics = ControllerMetrics::register(&mut registry);
     let registry = Arc::new(registry);
     let readiness = Arc::new(Readiness::default());
 
-    let mut http_tasks = Vec::new();
     let mut http_addrs = vec![args.probe_listen];
     if args.metrics_listen != args.probe_listen {
         http_addrs.push(args.metrics_listen);
     }
-    for addr in http_addrs {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("bind the HTTP listener on {addr}"))?;
-        http_tasks.push(tokio::spawn(server::serve_http(
-            listener,
-            readiness.clone(),
-            registry.clone(),
-            shutdown.clone(),
-        )));
-    }
+    let http_tasks = runtime::spawn_http(&http_addrs, &readiness, &registry, &shutdown).await?;
 
     let keys = Arc::new(
         keys::bootstrap(&store, &settings, OffsetDateTime::now_utc())
@@ -212,46 +196,25 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .context("load the controller keys")?,
     );
     readiness.set_keys_loaded();
-    let credentials = keys
-        .controller_server_cert(&settings, &args.tls_sans, OffsetDateTime::now_utc())
-        .context("mint the controller serving certificate")?;
-    let tls = server_config(
-        credentials,
-        server::ALPN.iter().map(|p| p.to_vec()).collect(),
-        ClientAuth::None,
-    )
-    .context("build the TLS configuration")?;
-
-    let services = Services::new(
-        store.clone(),
-        settings.clone(),
-        TokenSigners {
-            issuer: keys.issuer.clone(),
-            router_key: keys.router_key.clone(),
+    let grpc = runtime::spawn_grpc(
+        GrpcServer {
+            store: store.clone(),
+            settings: settings.clone(),
+            keys: keys.clone(),
+            tls_sans: args.tls_sans.clone(),
+            listen: args.grpc_listen,
         },
-        auth_metrics,
-        service_metrics,
-        shutdown.clone(),
-    );
-    let grpc_listener = TcpListener::bind(args.grpc_listen)
-        .await
-        .with_context(|| format!("bind the gRPC listener on {}", args.grpc_listen))?;
-    readiness.set_grpc_bound();
-    let routes = server::grpc_routes(&services).await;
-    let grpc_shutdown = shutdown.clone();
-    let grpc = tokio::spawn(async move {
-        let result =
-            server::serve_grpc(grpc_listener, Arc::new(tls), routes, grpc_shutdown.clone()).await;
-        // Whatever ended the server ends the process.
-        grpc_shutdown.cancel();
-        result
-    });
+        &metrics,
+        &readiness,
+        &shutdown,
+    )
+    .await?;
 
     let work = {
         let store = store.clone();
         let keys = keys.clone();
         let settings = settings.clone();
-        let metrics = reconcile_metrics.clone();
+        let metrics = metrics.reconcile.clone();
         move |cancel: CancellationToken| {
             let (store, keys, settings, metrics) = (
                 store.clone(),

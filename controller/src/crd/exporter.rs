@@ -123,6 +123,22 @@ pub enum ExporterStatusValue {
     AfterLeaseHookFailed,
 }
 
+impl ExporterStatusValue {
+    /// The PascalCase name stored in `status.exporterStatus`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExporterStatusValue::Unspecified => "Unspecified",
+            ExporterStatusValue::Offline => "Offline",
+            ExporterStatusValue::Available => "Available",
+            ExporterStatusValue::BeforeLeaseHook => "BeforeLeaseHook",
+            ExporterStatusValue::LeaseReady => "LeaseReady",
+            ExporterStatusValue::AfterLeaseHook => "AfterLeaseHook",
+            ExporterStatusValue::BeforeLeaseHookFailed => "BeforeLeaseHookFailed",
+            ExporterStatusValue::AfterLeaseHookFailed => "AfterLeaseHookFailed",
+        }
+    }
+}
+
 impl JsonSchema for Exporter {
     fn schema_name() -> Cow<'static, str> {
         "Exporter".into()

@@ -23,20 +23,6 @@ pub const CONNECTION_LOST_MESSAGE: &str = "Connection lost - last seen more than
 /// The label that marks ended leases.
 pub const LEASE_ENDED_LABEL: &str = "jumpstarter.dev/lease-ended";
 
-/// The PascalCase name of an `exporterStatus` value, as stored.
-pub fn status_name(value: ExporterStatusValue) -> &'static str {
-    match value {
-        ExporterStatusValue::Unspecified => "Unspecified",
-        ExporterStatusValue::Offline => "Offline",
-        ExporterStatusValue::Available => "Available",
-        ExporterStatusValue::BeforeLeaseHook => "BeforeLeaseHook",
-        ExporterStatusValue::LeaseReady => "LeaseReady",
-        ExporterStatusValue::AfterLeaseHook => "AfterLeaseHook",
-        ExporterStatusValue::BeforeLeaseHookFailed => "BeforeLeaseHookFailed",
-        ExporterStatusValue::AfterLeaseHookFailed => "AfterLeaseHookFailed",
-    }
-}
-
 /// The status the controller wants for `exporter` at `now`, keeping `status.leaseRef` as it
 /// is (see [`lease_ref`]). Everything the exporter reports (devices, lastSeen, ...) is kept.
 pub fn desired_status(

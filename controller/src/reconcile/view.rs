@@ -124,7 +124,7 @@ fn exporter(e: &crd::Exporter) -> scheduler::Exporter {
         online: is_true(super::exporter::ONLINE),
         exporter_status: status
             .and_then(|s| s.exporter_status)
-            .map(|v| super::exporter::status_name(v).to_owned())
+            .map(|v| v.as_str().to_owned())
             .unwrap_or_default(),
     }
 }

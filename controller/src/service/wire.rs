@@ -167,20 +167,6 @@ pub fn status_from_proto(value: i32) -> Result<ExporterStatusValue, Status> {
     })
 }
 
-/// The PascalCase name written into `status.exporterStatus`.
-pub fn status_name(value: ExporterStatusValue) -> &'static str {
-    match value {
-        ExporterStatusValue::Unspecified => "Unspecified",
-        ExporterStatusValue::Offline => "Offline",
-        ExporterStatusValue::Available => "Available",
-        ExporterStatusValue::BeforeLeaseHook => "BeforeLeaseHook",
-        ExporterStatusValue::LeaseReady => "LeaseReady",
-        ExporterStatusValue::AfterLeaseHook => "AfterLeaseHook",
-        ExporterStatusValue::BeforeLeaseHookFailed => "BeforeLeaseHookFailed",
-        ExporterStatusValue::AfterLeaseHookFailed => "AfterLeaseHookFailed",
-    }
-}
-
 /// A stored selector in the selector module's form.
 pub fn selector_from_k8s(stored: &meta::LabelSelector) -> Result<selector::LabelSelector, String> {
     let mut out = selector::LabelSelector {

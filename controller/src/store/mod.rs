@@ -4,12 +4,13 @@
 //! create, replace (full update with optimistic concurrency), replace_status, delete and
 //! watch, for any namespaced object type (the four CRDs, Secrets, ConfigMaps). Backends:
 //! - [`kube::KubeStore`]: the Kubernetes API (Kubernetes mode);
-//! - an embedded, file-backed store for standalone mode (later).
+//! - [`embedded::EmbeddedStore`]: one local database file (standalone mode).
 //!
 //! Every write carries the object's `resourceVersion`; a stale one fails with
 //! [`StoreError::Conflict`]. That is what keeps two writers from both assigning one
 //! exporter: the loser re-reads and re-plans.
 
+pub mod embedded;
 pub mod kube;
 
 use std::fmt::Debug;

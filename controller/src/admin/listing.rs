@@ -1,0 +1,347 @@
+//! What `get` and `list` return ([`Objects`]) and how it is shown: a table, YAML or JSON.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::str::FromStr;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::Resource;
+use serde::{Deserialize, Serialize};
+
+use super::AdminError;
+use crate::crd::{Client, Exporter, Lease};
+
+/// The objects of one kind, as listed or got. Serialized as `{"kind": "clients", "items":
+/// [...]}`, which is also how it travels between the admin CLI and a running service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "items", rename_all = "camelCase")]
+pub enum Objects {
+    Clients(Vec<Client>),
+    Exporters(Vec<Exporter>),
+    Leases(Vec<Lease>),
+}
+
+/// Output format of `get` and `list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    /// Aligned columns with a header.
+    #[default]
+    Table,
+    Yaml,
+    Json,
+}
+
+impl FromStr for OutputFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<OutputFormat, String> {
+        match text {
+            "table" => Ok(OutputFormat::Table),
+            "yaml" => Ok(OutputFormat::Yaml),
+            "json" => Ok(OutputFormat::Json),
+            other => Err(format!(
+                "unknown output format {other:?}: use table, yaml or json"
+            )),
+        }
+    }
+}
+
+impl Objects {
+    pub fn len(&self) -> usize {
+        match self {
+            Objects::Clients(items) => items.len(),
+            Objects::Exporters(items) => items.len(),
+            Objects::Leases(items) => items.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Names of the objects, in order.
+    pub fn names(&self) -> Vec<String> {
+        fn names<K: Resource>(items: &[K]) -> Vec<String> {
+            items
+                .iter()
+                .map(|o| o.meta().name.clone().unwrap_or_default())
+                .collect()
+        }
+        match self {
+            Objects::Clients(items) => names(items),
+            Objects::Exporters(items) => names(items),
+            Objects::Leases(items) => names(items),
+        }
+    }
+
+    /// Renders the objects. With `single`, YAML and JSON show the one object itself;
+    /// otherwise a `List` of them. `metadata.managedFields` is left out.
+    pub fn render(&self, format: OutputFormat, single: bool) -> Result<String, AdminError> {
+        match format {
+            OutputFormat::Table => Ok(self.table()),
+            OutputFormat::Json => {
+                let value = self.document(single)?;
+                let mut text = serde_json::to_string_pretty(&value)
+                    .map_err(|e| AdminError::Render(e.to_string()))?;
+                text.push('\n');
+                Ok(text)
+            }
+            OutputFormat::Yaml => {
+                let value = self.document(single)?;
+                serde_yaml::to_string(&value).map_err(|e| AdminError::Render(e.to_string()))
+            }
+        }
+    }
+
+    fn document(&self, single: bool) -> Result<serde_json::Value, AdminError> {
+        fn values<K: Serialize>(items: &[K]) -> Result<Vec<serde_json::Value>, AdminError> {
+            items
+                .iter()
+                .map(|item| {
+                    let mut value = serde_json::to_value(item)
+                        .map_err(|e| AdminError::Render(e.to_string()))?;
+                    if let Some(meta) = value
+                        .get_mut("metadata")
+                        .and_then(serde_json::Value::as_object_mut)
+                    {
+                        meta.remove("managedFields");
+                    }
+                    Ok(value)
+                })
+                .collect()
+        }
+        let mut items = match self {
+            Objects::Clients(items) => values(items)?,
+            Objects::Exporters(items) => values(items)?,
+            Objects::Leases(items) => values(items)?,
+        };
+        if single && items.len() == 1 {
+            return Ok(items.remove(0));
+        }
+        Ok(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": items,
+        }))
+    }
+
+    fn table(&self) -> String {
+        let (header, rows): (&[&str], Vec<Vec<String>>) = match self {
+            Objects::Clients(items) => (
+                &["NAME", "ENDPOINT", "LABELS"],
+                items
+                    .iter()
+                    .map(|c| {
+                        let status = c.status.as_ref();
+                        vec![
+                            name_of(c),
+                            dash(status.and_then(|s| s.endpoint.clone())),
+                            labels_of(c),
+                        ]
+                    })
+                    .collect(),
+            ),
+            Objects::Exporters(items) => (
+                &["NAME", "ENABLED", "STATUS", "LEASE", "LABELS", "ENDPOINT"],
+                items
+                    .iter()
+                    .map(|e| {
+                        let status = e.status.as_ref();
+                        vec![
+                            name_of(e),
+                            e.spec.is_enabled().to_string(),
+                            dash(status.and_then(|s| s.exporter_status).and_then(|v| {
+                                serde_json::to_value(v)
+                                    .ok()
+                                    .and_then(|v| v.as_str().map(str::to_owned))
+                            })),
+                            dash(
+                                status
+                                    .and_then(|s| s.lease_ref.as_ref())
+                                    .map(|r| r.name.clone()),
+                            ),
+                            labels_of(e),
+                            dash(status.and_then(|s| s.endpoint.clone())),
+                        ]
+                    })
+                    .collect(),
+            ),
+            Objects::Leases(items) => (
+                &[
+                    "NAME", "CLIENT", "SELECTOR", "EXPORTER", "DURATION", "STATE",
+                ],
+                items
+                    .iter()
+                    .map(|l| {
+                        let status = l.status.as_ref();
+                        let exporter = status
+                            .and_then(|s| s.exporter_ref.as_ref())
+                            .or(l.spec.exporter_ref.as_ref())
+                            .map(|r| r.name.clone());
+                        vec![
+                            name_of(l),
+                            l.spec.client_ref.name.clone(),
+                            dash(Some(format_selector(&l.spec.selector))),
+                            dash(exporter),
+                            dash(l.spec.duration.clone()),
+                            lease_state(l).to_owned(),
+                        ]
+                    })
+                    .collect(),
+            ),
+        };
+        table(header, &rows)
+    }
+}
+
+fn name_of<K: Resource>(object: &K) -> String {
+    object.meta().name.clone().unwrap_or_default()
+}
+
+fn labels_of<K: Resource>(object: &K) -> String {
+    let labels = object.meta().labels.clone().unwrap_or_default();
+    dash(Some(format_labels(&labels)))
+}
+
+fn format_labels(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `k=v,...` for match labels, `key Op (values)` for expressions.
+fn format_selector(selector: &LabelSelector) -> String {
+    let labels = selector.match_labels.clone().unwrap_or_default();
+    let expressions = selector.match_expressions.iter().flatten().map(|e| {
+        let values = e.values.clone().unwrap_or_default().join(",");
+        if values.is_empty() {
+            format!("{} {}", e.key, e.operator)
+        } else {
+            format!("{} {} ({values})", e.key, e.operator)
+        }
+    });
+    std::iter::once(format_labels(&labels))
+        .filter(|l| !l.is_empty())
+        .chain(expressions)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `-` for an absent or empty cell.
+fn dash(cell: Option<String>) -> String {
+    cell.filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+/// `Ended`, `Ready` or `Pending` (or the reason of an `Unsatisfiable`/`Invalid` lease).
+fn lease_state(lease: &Lease) -> &'static str {
+    let Some(status) = lease.status.as_ref() else {
+        return "Pending";
+    };
+    if status.ended {
+        return "Ended";
+    }
+    let holds = |type_: &str| {
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == type_ && c.status == "True")
+    };
+    if holds("Ready") {
+        "Ready"
+    } else if holds("Invalid") {
+        "Invalid"
+    } else if holds("Unsatisfiable") {
+        "Unsatisfiable"
+    } else {
+        "Pending"
+    }
+}
+
+/// Left-aligned columns separated by three spaces, like `kubectl get`.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let last = row.len().saturating_sub(1);
+        for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                // Writing into a String cannot fail.
+                let _ = write!(out, "{cell:<width$}   ");
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ClientSpec, ClientStatus};
+
+    fn client(name: &str, endpoint: Option<&str>) -> Client {
+        let mut c = Client::new(name, ClientSpec::default());
+        c.metadata.namespace = Some("lab".into());
+        c.metadata.labels = Some(BTreeMap::from([("team".into(), "a".into())]));
+        c.status = Some(ClientStatus {
+            credential: None,
+            endpoint: endpoint.map(str::to_owned),
+        });
+        c
+    }
+
+    #[test]
+    fn table_aligns_columns_and_dashes_empty_cells() {
+        let objects = Objects::Clients(vec![
+            client("alice", Some("127.0.0.1:8082")),
+            client("bob-the-builder", None),
+        ]);
+        let text = objects.render(OutputFormat::Table, false).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("NAME              ENDPOINT"));
+        assert!(lines[1].starts_with("alice             127.0.0.1:8082   team=a"));
+        assert!(lines[2].starts_with("bob-the-builder   -                team=a"));
+    }
+
+    #[test]
+    fn yaml_and_json_show_one_object_or_a_list() {
+        let objects = Objects::Clients(vec![client("alice", None)]);
+        let one: serde_json::Value =
+            serde_json::from_str(&objects.render(OutputFormat::Json, true).unwrap()).unwrap();
+        assert_eq!(one["kind"], "Client");
+        assert_eq!(one["metadata"]["name"], "alice");
+        let list: serde_yaml::Value =
+            serde_yaml::from_str(&objects.render(OutputFormat::Yaml, false).unwrap()).unwrap();
+        assert_eq!(list["kind"].as_str(), Some("List"));
+        assert_eq!(list["items"][0]["metadata"]["name"].as_str(), Some("alice"));
+    }
+
+    #[test]
+    fn objects_round_trip_through_json() {
+        let objects = Objects::Clients(vec![client("alice", Some("e:1"))]);
+        let text = serde_json::to_string(&objects).unwrap();
+        assert!(text.starts_with(r#"{"kind":"clients","items":["#));
+        let back: Objects = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, objects);
+        assert_eq!(back.names(), vec!["alice".to_owned()]);
+    }
+
+    #[test]
+    fn output_formats_parse() {
+        assert_eq!("yaml".parse::<OutputFormat>(), Ok(OutputFormat::Yaml));
+        assert!("xml".parse::<OutputFormat>().is_err());
+    }
+}

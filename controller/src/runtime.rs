@@ -1,0 +1,154 @@
+//! The wiring of a controller process, shared by the Kubernetes-mode binary and the
+//! standalone one: metrics registration, the HTTP probe and metrics listeners, and the TLS
+//! gRPC server with `ControllerService` + `ClientService`. Each binary keeps its own store,
+//! its key bootstrap and the way it runs the reconcile loop (with or without leader
+//! election).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use jumpstarter_certs::{ClientAuth, server_config};
+use prometheus_client::registry::Registry;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::AuthMetrics;
+use crate::keys::{Keys, KeysError};
+use crate::reconcile::ReconcileMetrics;
+use crate::server::{self, Readiness, ServerError};
+use crate::service::{ServiceMetrics, Services, TokenSigners};
+use crate::settings::Settings;
+use crate::store::Store;
+
+/// A spawned listener; it ends at shutdown (or when it fails).
+pub type ServerTask = JoinHandle<Result<(), ServerError>>;
+
+/// The controller's metrics, registered in the process's one registry.
+#[derive(Debug, Clone)]
+pub struct ControllerMetrics {
+    pub auth: Arc<AuthMetrics>,
+    pub service: Arc<ServiceMetrics>,
+    pub reconcile: Arc<ReconcileMetrics>,
+}
+
+impl ControllerMetrics {
+    pub fn register(registry: &mut Registry) -> ControllerMetrics {
+        ControllerMetrics {
+            auth: Arc::new(AuthMetrics::new(registry)),
+            service: Arc::new(ServiceMetrics::new(registry)),
+            reconcile: Arc::new(ReconcileMetrics::new(registry)),
+        }
+    }
+}
+
+/// Why a listener could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("bind the {what} listener on {addr}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mint the controller serving certificate")]
+    Certificate(#[source] KeysError),
+    #[error("build the TLS configuration")]
+    Tls(#[source] jumpstarter_certs::Error),
+}
+
+/// Binds one HTTP listener per address given (`/healthz`, `/readyz`, `/metrics` on each)
+/// and serves them until `shutdown`. Pass each address once.
+pub async fn spawn_http(
+    addrs: &[SocketAddr],
+    readiness: &Arc<Readiness>,
+    registry: &Arc<Registry>,
+    shutdown: &CancellationToken,
+) -> Result<Vec<ServerTask>, RuntimeError> {
+    let mut tasks = Vec::with_capacity(addrs.len());
+    for &addr in addrs {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| RuntimeError::Bind {
+                what: "HTTP",
+                addr,
+                source,
+            })?;
+        tasks.push(tokio::spawn(server::serve_http(
+            listener,
+            readiness.clone(),
+            registry.clone(),
+            shutdown.clone(),
+        )));
+    }
+    Ok(tasks)
+}
+
+/// What the gRPC server serves and where.
+#[derive(Debug)]
+pub struct GrpcServer<S> {
+    pub store: S,
+    pub settings: Arc<Settings>,
+    pub keys: Arc<Keys>,
+    /// Extra subject alternative names of the serving certificate, besides the host of
+    /// `settings.grpc_endpoint`.
+    pub tls_sans: Vec<String>,
+    pub listen: SocketAddr,
+}
+
+/// Mints the serving certificate, binds `listen` (marking `readiness` as bound) and serves
+/// both gRPC services until `shutdown`. When the server ends for any reason it cancels
+/// `shutdown`, so the whole process stops.
+pub async fn spawn_grpc<S: Store>(
+    server: GrpcServer<S>,
+    metrics: &ControllerMetrics,
+    readiness: &Arc<Readiness>,
+    shutdown: &CancellationToken,
+) -> Result<ServerTask, RuntimeError> {
+    let GrpcServer {
+        store,
+        settings,
+        keys,
+        tls_sans,
+        listen,
+    } = server;
+    let credentials = keys
+        .controller_server_cert(&settings, &tls_sans, OffsetDateTime::now_utc())
+        .map_err(RuntimeError::Certificate)?;
+    let tls = server_config(
+        credentials,
+        server::ALPN.iter().map(|p| p.to_vec()).collect(),
+        ClientAuth::None,
+    )
+    .map_err(RuntimeError::Tls)?;
+
+    let services = Services::new(
+        store,
+        settings,
+        TokenSigners {
+            issuer: keys.issuer.clone(),
+            router_key: keys.router_key.clone(),
+        },
+        metrics.auth.clone(),
+        metrics.service.clone(),
+        shutdown.clone(),
+    );
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| RuntimeError::Bind {
+            what: "gRPC",
+            addr: listen,
+            source,
+        })?;
+    readiness.set_grpc_bound();
+    let routes = server::grpc_routes(&services).await;
+    let shutdown = shutdown.clone();
+    Ok(tokio::spawn(async move {
+        let result = server::serve_grpc(listener, Arc::new(tls), routes, shutdown.clone()).await;
+        // Whatever ended the server ends the process.
+        shutdown.cancel();
+        result
+    }))
+}

@@ -1,0 +1,657 @@
+//! [`Store`] in one local database file, for standalone mode (no Kubernetes).
+//!
+//! The file is a [redb] database. Objects are stored as JSON, keyed by
+//! `<apiVersion>/<kind>\n<namespace>\n<name>`, so that one namespace's objects of one type
+//! are a contiguous key range in name order (the order Kubernetes lists in). The API server's
+//! rules for system fields, generations, the status subresource and optimistic concurrency
+//! are in [`mutation`]; the behaviour suite runs the same checks against this store and a
+//! real kube-apiserver.
+//!
+//! File format (schema version [`SCHEMA_VERSION`]):
+//! - table `meta` (`&str` → `u64`): `schema_version`, and `resource_version`, the counter
+//!   behind every object's `metadata.resourceVersion`, incremented by each write;
+//! - table `objects` (`&str` → JSON bytes).
+//!
+//! Writes are serialised (one redb write transaction at a time, behind a mutex that also
+//! orders the change notifications) and committed with immediate durability before the
+//! call returns, so a killed process loses no acknowledged write. Commits are two-phase, so
+//! the latest commit is always intact: a file whose latest commit fails its checksums was
+//! damaged from outside and is refused rather than silently rolled back. The file is
+//! integrity-checked on every open (a full read; the store holds little). All redb work runs on
+//! tokio's blocking pool. Watches are fed by a broadcast of committed changes (see
+//! [`watch`]).
+//!
+//! Objects with `ownerReferences` are not garbage-collected when their owner is deleted:
+//! the Kubernetes test environment has no garbage collector either, and the controller
+//! deletes what it owns itself.
+
+mod mutation;
+mod watch;
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::stream::BoxStream;
+use redb::{
+    Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, TableHandle, WriteTransaction,
+};
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::broadcast;
+
+use super::{ListParams, Object, ObjectList, Store, StoreError, WatchEvent};
+use crate::selector;
+use mutation::{Rejection, TypeInfo, Update};
+
+/// The file format version this build writes and reads. A file with a greater one was
+/// written by a newer build and is refused rather than misread.
+pub const SCHEMA_VERSION: u64 = 1;
+
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+const OBJECTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("objects");
+const SCHEMA_KEY: &str = "schema_version";
+const RESOURCE_VERSION_KEY: &str = "resource_version";
+
+/// How many committed changes a slow watcher may fall behind before it re-lists. Large
+/// enough that a watcher busy for a moment keeps up, small enough to stay a few megabytes.
+const CHANGE_BUFFER: usize = 1024;
+
+/// Continue tokens are `<version>:<last name returned>`; the prefix lets a later build
+/// change the format and still recognise (and refuse) old tokens.
+const CONTINUE_PREFIX: &str = "v1:";
+
+/// The embedded, file-backed object store. Cheap to clone (a handle).
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    path: PathBuf,
+    db: Database,
+    /// Held from the start of a write transaction until its change is broadcast, so that
+    /// watchers receive changes in commit order.
+    writer: Mutex<()>,
+    changes: broadcast::Sender<Arc<Change>>,
+}
+
+/// One committed change, as broadcast to watchers.
+#[derive(Debug)]
+struct Change {
+    type_key: String,
+    namespace: String,
+    name: String,
+    deleted: bool,
+    /// The object after the change (before it, for a delete, with the delete's version).
+    object: Value,
+    resource_version: u64,
+}
+
+impl EmbeddedStore {
+    /// Opens or creates the database file. Refuses (never resets) a file that is corrupt,
+    /// written by a newer schema version, or locked by another process — each with an error
+    /// naming the file and cause.
+    ///
+    /// Blocking: call it before starting work, or from a blocking context.
+    pub fn open(path: &Path) -> Result<EmbeddedStore, StoreError> {
+        let db = open_database(path)?;
+        initialise(&db, path)?;
+        let (changes, _) = broadcast::channel(CHANGE_BUFFER);
+        Ok(EmbeddedStore {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                db,
+                writer: Mutex::new(()),
+                changes,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `op` on the blocking pool.
+    async fn blocking<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || op(&inner))
+            .await
+            .map_err(|e| StoreError::Other(format!("store task failed: {e}")))?
+    }
+}
+
+/// The redb database at `path`, opened with an integrity check so that a damaged file is
+/// reported rather than trusted.
+fn open_database(path: &Path) -> Result<Database, StoreError> {
+    // A damaged file can trip an internal assertion in redb's debug builds; the integrity
+    // check on open is meant to prevent that, and the catch turns any that remains into an
+    // error instead of a crash.
+    let opened = catch_unwind(AssertUnwindSafe(|| {
+        Database::builder()
+            .set_check_integrity_on_open(true)
+            .create(path)
+    }));
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(err)) => Err(open_error(path, describe_open_error(&err))),
+        Err(_) => Err(open_error(
+            path,
+            "the file is corrupt (the database engine could not read it)".into(),
+        )),
+    }
+}
+
+fn describe_open_error(err: &DatabaseError) -> String {
+    match err {
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+            "it is locked by another process (or already open in this one)".into()
+        }
+        DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
+            format!("the file is corrupt: {detail}")
+        }
+        DatabaseError::Storage(redb::StorageError::Io(io))
+            if io.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            format!("the file is corrupt or not a store database: {io}")
+        }
+        DatabaseError::UpgradeRequired(version) => {
+            format!("the file uses an old database format ({version}) this build cannot read")
+        }
+        other => other.to_string(),
+    }
+}
+
+fn open_error(path: &Path, cause: String) -> StoreError {
+    StoreError::Unavailable(format!("cannot open store {}: {cause}", path.display()))
+}
+
+/// Writes the schema version into a new file, or checks the one of an existing file.
+fn initialise(db: &Database, path: &Path) -> Result<(), StoreError> {
+    let failed = |e: &dyn std::fmt::Display| open_error(path, e.to_string());
+    let mut txn = db.begin_write().map_err(|e| failed(&e))?;
+    txn.set_two_phase_commit(true);
+    let existing = match txn.open_table(META) {
+        Ok(meta) => meta
+            .get(SCHEMA_KEY)
+            .map_err(|e| failed(&e))?
+            .map(|v| v.value()),
+        Err(e) => return Err(failed(&e)),
+    };
+    match existing {
+        Some(version) if version > SCHEMA_VERSION => {
+            return Err(open_error(
+                path,
+                format!(
+                    "written by a newer version: schema {version}, this build supports \
+                     {SCHEMA_VERSION}"
+                ),
+            ));
+        }
+        Some(_) => {}
+        None => {
+            let foreign = txn
+                .list_tables()
+                .map_err(|e| failed(&e))?
+                .any(|t| t.name() != META.name() && t.name() != OBJECTS.name());
+            let has_objects = match txn.open_table(OBJECTS) {
+                Ok(objects) => !objects.is_empty().map_err(|e| failed(&e))?,
+                Err(e) => return Err(failed(&e)),
+            };
+            if foreign || has_objects {
+                return Err(open_error(
+                    path,
+                    "the file is a database without a schema version, not a store".into(),
+                ));
+            }
+            txn.open_table(META)
+                .map_err(|e| failed(&e))?
+                .insert(SCHEMA_KEY, SCHEMA_VERSION)
+                .map_err(|e| failed(&e))?;
+        }
+    }
+    // Create the objects table so that read transactions always find it.
+    txn.open_table(OBJECTS).map_err(|e| failed(&e))?;
+    txn.commit().map_err(|e| failed(&e))
+}
+
+fn type_info<K: Object>() -> TypeInfo {
+    TypeInfo {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        custom: !K::group(&()).is_empty(),
+    }
+}
+
+fn object_key(info: &TypeInfo, namespace: &str, name: &str) -> String {
+    format!("{}\n{namespace}\n{name}", info.key())
+}
+
+fn prefix_key(type_key: &str, namespace: &str) -> String {
+    format!("{type_key}\n{namespace}\n")
+}
+
+fn names<K: Object>(object: &K) -> (String, String) {
+    let meta = object.meta();
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+fn to_json<K: Object>(object: &K, namespace: &str, name: &str) -> Result<Value, StoreError> {
+    serde_json::to_value(object).map_err(|e| StoreError::Invalid {
+        kind: K::kind(&()).into_owned(),
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        message: format!("cannot serialise: {e}"),
+    })
+}
+
+fn from_json<K: Object>(value: Value) -> Result<K, StoreError> {
+    serde_json::from_value(value)
+        .map_err(|e| StoreError::Other(format!("stored {} does not decode: {e}", K::kind(&()))))
+}
+
+fn decode(bytes: &[u8]) -> Result<Value, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Other(format!("stored object is not JSON: {e}")))
+}
+
+impl Inner {
+    fn db_error(&self, err: impl std::fmt::Display) -> StoreError {
+        StoreError::Unavailable(format!("store {}: {err}", self.path.display()))
+    }
+
+    fn rejection(&self, info: &TypeInfo, namespace: &str, name: &str, r: Rejection) -> StoreError {
+        let (kind, namespace, name) = (info.kind.clone(), namespace.to_owned(), name.to_owned());
+        match r {
+            Rejection::Conflict(message) => StoreError::Conflict {
+                kind,
+                namespace,
+                name,
+                message,
+            },
+            Rejection::Invalid(message) => StoreError::Invalid {
+                kind,
+                namespace,
+                name,
+                message,
+            },
+        }
+    }
+
+    fn not_found(info: &TypeInfo, namespace: &str, name: &str) -> StoreError {
+        StoreError::NotFound {
+            kind: info.kind.clone(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    fn get(
+        &self,
+        info: &TypeInfo,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Value>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_error(e))?;
+        let objects = txn.open_table(OBJECTS).map_err(|e| self.db_error(e))?;
+        let found = objects
+            .get(object_key(info, namespace, name).as_str())
+            .map_err(|e| self.db_error(e))?;
+        found.map(|bytes| decode(bytes.value())).transpose()
+    }
+
+    /// The objects of one type in one namespace (or the one named), and the resourceVersion
+    /// of the snapshot they were read from.
+    fn snapshot(
+        &self,
+        type_key: &str,
+        namespace: &str,
+        name: Option<&str>,
+    ) -> Result<(u64, BTreeMap<String, Value>), StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_error(e))?;
+        let meta = txn.open_table(META).map_err(|e| self.db_error(e))?;
+        let version = meta
+            .get(RESOURCE_VERSION_KEY)
+            .map_err(|e| self.db_error(e))?
+            .map_or(0, |v| v.value());
+        let objects = txn.open_table(OBJECTS).map_err(|e| self.db_error(e))?;
+        let prefix = prefix_key(type_key, namespace);
+        let mut found = BTreeMap::new();
+        if let Some(name) = name {
+            let key = format!("{prefix}{name}");
+            if let Some(bytes) = objects.get(key.as_str()).map_err(|e| self.db_error(e))? {
+                found.insert(name.to_owned(), decode(bytes.value())?);
+            }
+            return Ok((version, found));
+        }
+        for entry in objects
+            .range(prefix.as_str()..)
+            .map_err(|e| self.db_error(e))?
+        {
+            let (key, bytes) = entry.map_err(|e| self.db_error(e))?;
+            let Some(name) = key.value().strip_prefix(prefix.as_str()) else {
+                break;
+            };
+            found.insert(name.to_owned(), decode(bytes.value())?);
+        }
+        Ok((version, found))
+    }
+
+    fn list(
+        &self,
+        info: &TypeInfo,
+        namespace: &str,
+        params: &ListParams,
+    ) -> Result<(Vec<Value>, Option<String>), StoreError> {
+        let invalid = |message: String| StoreError::Invalid {
+            kind: info.kind.clone(),
+            namespace: namespace.to_owned(),
+            name: String::new(),
+            message,
+        };
+        let selector = params
+            .label_selector
+            .as_deref()
+            .map(selector::parse)
+            .transpose()
+            .map_err(|e| invalid(e.to_string()))?;
+        let after = match params.continue_token.as_deref() {
+            None | Some("") => None,
+            Some(token) => Some(
+                token
+                    .strip_prefix(CONTINUE_PREFIX)
+                    .filter(|name| !name.is_empty())
+                    .ok_or_else(|| invalid(format!("invalid continue token {token:?}")))?
+                    .to_owned(),
+            ),
+        };
+        let limit = params.limit.filter(|&l| l > 0).map(|l| l as usize);
+
+        let txn = self.db.begin_read().map_err(|e| self.db_error(e))?;
+        let objects = txn.open_table(OBJECTS).map_err(|e| self.db_error(e))?;
+        let prefix = prefix_key(&info.key(), namespace);
+        let start = match &after {
+            Some(name) => format!("{prefix}{name}"),
+            None => prefix.clone(),
+        };
+        let mut items = Vec::new();
+        let mut last_name = None;
+        for entry in objects
+            .range(start.as_str()..)
+            .map_err(|e| self.db_error(e))?
+        {
+            let (key, bytes) = entry.map_err(|e| self.db_error(e))?;
+            let Some(name) = key.value().strip_prefix(prefix.as_str()) else {
+                break;
+            };
+            if after.as_deref() == Some(name) {
+                continue;
+            }
+            let value = decode(bytes.value())?;
+            if let Some(selector) = &selector {
+                let labels: BTreeMap<String, String> = value
+                    .pointer("/metadata/labels")
+                    .cloned()
+                    .and_then(|l| serde_json::from_value(l).ok())
+                    .unwrap_or_default();
+                if !selector::matches(selector, &labels) {
+                    continue;
+                }
+            }
+            if limit.is_some_and(|l| items.len() == l) {
+                // A further match exists: the page is full and another follows.
+                return Ok((items, last_name.map(|n| format!("{CONTINUE_PREFIX}{n}"))));
+            }
+            last_name = Some(name.to_owned());
+            items.push(value);
+        }
+        Ok((items, None))
+    }
+
+    /// Runs one write transaction: `op` sees the stored object (if any) and the version the
+    /// write will have, and says what to store. Commits durably, then broadcasts the change.
+    fn write<T>(
+        &self,
+        info: &TypeInfo,
+        namespace: &str,
+        name: &str,
+        op: impl FnOnce(Option<Value>, u64) -> Result<(Write, T), StoreError>,
+    ) -> Result<T, StoreError> {
+        // The guarded value is `()`: a panic elsewhere cannot leave it inconsistent.
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut txn = self.db.begin_write().map_err(|e| self.db_error(e))?;
+        txn.set_two_phase_commit(true);
+        let key = object_key(info, namespace, name);
+        let current = Self::read_version(&txn).map_err(|e| self.db_error(e))?;
+        let stored = {
+            let objects = txn.open_table(OBJECTS).map_err(|e| self.db_error(e))?;
+            let found = objects.get(key.as_str()).map_err(|e| self.db_error(e))?;
+            found.map(|bytes| decode(bytes.value())).transpose()?
+        };
+        let version = current + 1;
+        let (write, result) = op(stored, version)?;
+        let change = match write {
+            Write::Nothing => {
+                txn.abort().map_err(|e| self.db_error(e))?;
+                return Ok(result);
+            }
+            Write::Put(object) => {
+                let bytes = serde_json::to_vec(&object)
+                    .map_err(|e| StoreError::Other(format!("cannot encode: {e}")))?;
+                txn.open_table(OBJECTS)
+                    .map_err(|e| self.db_error(e))?
+                    .insert(key.as_str(), bytes.as_slice())
+                    .map_err(|e| self.db_error(e))?;
+                (false, object)
+            }
+            Write::Remove(object) => {
+                txn.open_table(OBJECTS)
+                    .map_err(|e| self.db_error(e))?
+                    .remove(key.as_str())
+                    .map_err(|e| self.db_error(e))?;
+                (true, object)
+            }
+        };
+        txn.open_table(META)
+            .map_err(|e| self.db_error(e))?
+            .insert(RESOURCE_VERSION_KEY, version)
+            .map_err(|e| self.db_error(e))?;
+        // Immediate durability (redb's default): on return the change is on disk.
+        txn.commit().map_err(|e| self.db_error(e))?;
+        let (deleted, object) = change;
+        // No receivers is not an error: nobody is watching.
+        let _ = self.changes.send(Arc::new(Change {
+            type_key: info.key(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            deleted,
+            object,
+            resource_version: version,
+        }));
+        Ok(result)
+    }
+
+    fn read_version(txn: &WriteTransaction) -> Result<u64, redb::Error> {
+        let meta = txn.open_table(META)?;
+        let version = meta.get(RESOURCE_VERSION_KEY)?.map_or(0, |v| v.value());
+        Ok(version)
+    }
+
+    fn create(
+        &self,
+        info: &TypeInfo,
+        namespace: &str,
+        name: &str,
+        object: Value,
+    ) -> Result<Value, StoreError> {
+        mutation::validate_names(namespace, name)
+            .map_err(|r| self.rejection(info, namespace, name, r))?;
+        self.write(info, namespace, name, |stored, version| {
+            if stored.is_some() {
+                return Err(StoreError::AlreadyExists {
+                    kind: info.kind.clone(),
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                });
+            }
+            let created = mutation::create(
+                info,
+                object,
+                &uuid::Uuid::new_v4().to_string(),
+                &now_rfc3339(),
+                version,
+            );
+            Ok((Write::Put(created.clone()), created))
+        })
+    }
+
+    fn update(
+        &self,
+        info: &TypeInfo,
+        namespace: &str,
+        name: &str,
+        object: Value,
+        status: bool,
+    ) -> Result<Value, StoreError> {
+        self.write(info, namespace, name, |stored, version| {
+            let stored = stored.ok_or_else(|| Self::not_found(info, namespace, name))?;
+            let update = if status {
+                mutation::replace_status(info, &stored, &object, version)
+            } else {
+                mutation::replace(info, &stored, object, version)
+            }
+            .map_err(|r| self.rejection(info, namespace, name, r))?;
+            Ok(match update {
+                Update::Write(updated) => (Write::Put(updated.clone()), updated),
+                Update::Unchanged => (Write::Nothing, stored),
+            })
+        })
+    }
+
+    fn delete(&self, info: &TypeInfo, namespace: &str, name: &str) -> Result<(), StoreError> {
+        self.write(info, namespace, name, |stored, version| {
+            Ok(match stored {
+                Some(object) => (
+                    Write::Remove(mutation::with_resource_version(object, version)),
+                    (),
+                ),
+                None => (Write::Nothing, ()),
+            })
+        })
+    }
+}
+
+/// What a write transaction stores.
+enum Write {
+    Nothing,
+    Put(Value),
+    /// Removes the object; the value is what watchers are told was deleted.
+    Remove(Value),
+}
+
+/// Now, as Kubernetes writes `creationTimestamp` (whole seconds, UTC).
+fn now_rfc3339() -> String {
+    let now = OffsetDateTime::now_utc();
+    let now = now.replace_nanosecond(0).unwrap_or(now);
+    now.format(&Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
+}
+
+impl Store for EmbeddedStore {
+    async fn get<K: Object>(&self, namespace: &str, name: &str) -> Result<Option<K>, StoreError> {
+        let info = type_info::<K>();
+        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        self.blocking(move |inner| inner.get(&info, &namespace, &name))
+            .await?
+            .map(from_json)
+            .transpose()
+    }
+
+    async fn list<K: Object>(
+        &self,
+        namespace: &str,
+        params: &ListParams,
+    ) -> Result<ObjectList<K>, StoreError> {
+        let info = type_info::<K>();
+        let (namespace, params) = (namespace.to_owned(), params.clone());
+        let (items, continue_token) = self
+            .blocking(move |inner| inner.list(&info, &namespace, &params))
+            .await?;
+        Ok(ObjectList {
+            items: items.into_iter().map(from_json).collect::<Result<_, _>>()?,
+            continue_token,
+        })
+    }
+
+    async fn create<K: Object>(&self, object: &K) -> Result<K, StoreError> {
+        let info = type_info::<K>();
+        let (namespace, name) = names(object);
+        let value = to_json(object, &namespace, &name)?;
+        from_json(
+            self.blocking(move |inner| inner.create(&info, &namespace, &name, value))
+                .await?,
+        )
+    }
+
+    async fn replace<K: Object>(&self, object: &K) -> Result<K, StoreError> {
+        let info = type_info::<K>();
+        let (namespace, name) = names(object);
+        let value = to_json(object, &namespace, &name)?;
+        from_json(
+            self.blocking(move |inner| inner.update(&info, &namespace, &name, value, false))
+                .await?,
+        )
+    }
+
+    async fn replace_status<K: Object>(&self, object: &K) -> Result<K, StoreError> {
+        let info = type_info::<K>();
+        let (namespace, name) = names(object);
+        let value = to_json(object, &namespace, &name)?;
+        from_json(
+            self.blocking(move |inner| inner.update(&info, &namespace, &name, value, true))
+                .await?,
+        )
+    }
+
+    async fn delete<K: Object>(&self, namespace: &str, name: &str) -> Result<(), StoreError> {
+        let info = type_info::<K>();
+        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        self.blocking(move |inner| inner.delete(&info, &namespace, &name))
+            .await
+    }
+
+    fn watch<K: Object>(
+        &self,
+        namespace: &str,
+        name: Option<&str>,
+    ) -> BoxStream<'static, Result<WatchEvent<K>, StoreError>> {
+        watch::stream(
+            Arc::downgrade(&self.inner),
+            self.inner.changes.subscribe(),
+            watch::Filter {
+                type_key: type_info::<K>().key(),
+                namespace: namespace.to_owned(),
+                name: name.map(str::to_owned),
+            },
+        )
+    }
+}

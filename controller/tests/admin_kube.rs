@@ -1,0 +1,339 @@
+//! The admin operations on the Kubernetes backend: a real kube-apiserver, with the
+//! reconcile loop running in this process to issue credentials, as `jmp admin` sees a
+//! cluster with a controller.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jumpstarter_controller::admin::{
+    Admin, AdminError, ClientConfig, ExporterConfig, Kind, Objects, OutputFormat,
+};
+use jumpstarter_controller::crd::{Client, Exporter, Lease, LeaseSpec};
+use jumpstarter_controller::keys::{self, Keys};
+use jumpstarter_controller::reconcile::{self, ReconcileMetrics};
+use jumpstarter_controller::settings::Settings;
+use jumpstarter_controller::store::Store;
+use jumpstarter_controller::store::kube::KubeStore;
+use jumpstarter_testenv::TestEnv;
+use jumpstarter_token::internal::{ObjectKind, Subject};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{LocalObjectReference, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+const GRPC_ENDPOINT: &str = "controller.example.com:8082";
+
+struct Fixture {
+    store: KubeStore,
+    keys: Arc<Keys>,
+    ns: String,
+    stop: CancellationToken,
+}
+
+impl Fixture {
+    /// A fresh namespace with the controller's keys; with `reconcile`, a running loop.
+    async fn new(prefix: &str, reconcile: bool) -> Fixture {
+        let env = TestEnv::shared();
+        env.install_crds(&jumpstarter_controller::crd::definitions())
+            .await
+            .expect("install CRDs");
+        let ns = env.namespace(prefix).await;
+        let store = KubeStore::new(env.admin_client().await);
+        let settings = Arc::new(Settings::example(
+            &ns,
+            GRPC_ENDPOINT,
+            "router.example.com:8083",
+        ));
+        let keys = Arc::new(
+            keys::bootstrap(&store, &settings, OffsetDateTime::now_utc())
+                .await
+                .expect("bootstrap keys"),
+        );
+        let stop = CancellationToken::new();
+        if reconcile {
+            tokio::spawn(reconcile::run(
+                store.clone(),
+                keys.clone(),
+                settings,
+                Arc::new(ReconcileMetrics::unregistered()),
+                stop.clone(),
+            ));
+        }
+        Fixture {
+            store,
+            keys,
+            ns,
+            stop,
+        }
+    }
+
+    fn admin(&self) -> Admin<KubeStore> {
+        Admin::new(self.store.clone(), self.ns.clone())
+    }
+
+    /// The token must verify with the controller's key for exactly this object.
+    async fn assert_token_for<K: jumpstarter_controller::store::Object>(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        token: &str,
+    ) {
+        let object: K = self
+            .store
+            .get(&self.ns, name)
+            .await
+            .expect("get")
+            .expect("object exists");
+        let claims = self
+            .keys
+            .issuer
+            .verifier()
+            .verify(token, OffsetDateTime::now_utc())
+            .expect("the token verifies");
+        let subject = Subject {
+            kind,
+            namespace: self.ns.clone(),
+            name: name.to_owned(),
+            uid: kube::ResourceExt::uid(&object).expect("uid"),
+        };
+        assert_eq!(claims.sub, subject.to_string());
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Base64 as Kubernetes encodes Secret data: an encoder independent of the one under test.
+fn base64(text: &str) -> String {
+    serde_json::to_value(ByteString(text.as_bytes().to_vec()))
+        .expect("encode")
+        .as_str()
+        .expect("a string")
+        .to_owned()
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn create_client_writes_a_working_0_9_0_config() {
+    let f = Fixture::new("admin-client", true).await;
+    let config = f
+        .admin()
+        .create_client("alice", &labels(&[("team", "a")]))
+        .await
+        .expect("create client");
+    assert_eq!(config.api_version, "jumpstarter.dev/v1alpha1");
+    assert_eq!(config.kind, "ClientConfig");
+    assert_eq!(config.metadata.namespace, f.ns);
+    assert_eq!(config.metadata.name, "alice");
+    assert_eq!(config.endpoint, GRPC_ENDPOINT);
+    assert_eq!(config.tls.ca, base64(f.keys.ca.cert_pem()));
+    assert!(!config.tls.insecure);
+    assert!(config.drivers.allow_any && config.drivers.allow.is_empty());
+    f.assert_token_for::<Client>(ObjectKind::Client, "alice", &config.token)
+        .await;
+
+    // The written YAML has the 0.9.0 field names and reads back unchanged.
+    let yaml = config.to_yaml().expect("yaml");
+    let value: serde_yaml::Value = serde_yaml::from_str(&yaml).expect("parse");
+    for key in [
+        "apiVersion",
+        "kind",
+        "metadata",
+        "endpoint",
+        "tls",
+        "token",
+        "grpcOptions",
+        "drivers",
+    ] {
+        assert!(value.get(key).is_some(), "{key} in\n{yaml}");
+    }
+    assert_eq!(value["drivers"]["unsafe"].as_bool(), Some(true));
+    let back: ClientConfig = serde_yaml::from_str(&yaml).expect("read back");
+    assert_eq!(back, config);
+
+    // The object carries the labels; a second create is refused.
+    let client: Client = f.store.get(&f.ns, "alice").await.unwrap().unwrap();
+    assert_eq!(client.metadata.labels, Some(labels(&[("team", "a")])));
+    let again = f.admin().create_client("alice", &BTreeMap::new()).await;
+    assert!(
+        matches!(again, Err(AdminError::AlreadyExists { .. })),
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
+async fn create_exporter_labels_it_and_leaves_export_to_fill_in() {
+    let f = Fixture::new("admin-exporter", true).await;
+    let config = f
+        .admin()
+        .create_exporter("board-1", &labels(&[("board", "mock"), ("site", "lab")]))
+        .await
+        .expect("create exporter");
+    assert_eq!(config.kind, "ExporterConfig");
+    assert_eq!(config.metadata.name, "board-1");
+    assert_eq!(config.endpoint, GRPC_ENDPOINT);
+    assert_eq!(config.tls.ca, base64(f.keys.ca.cert_pem()));
+    assert!(config.export.is_empty());
+    f.assert_token_for::<Exporter>(ObjectKind::Exporter, "board-1", &config.token)
+        .await;
+    let exporter: Exporter = f.store.get(&f.ns, "board-1").await.unwrap().unwrap();
+    assert_eq!(
+        exporter.metadata.labels,
+        Some(labels(&[("board", "mock"), ("site", "lab")]))
+    );
+    let yaml = config.to_yaml().expect("yaml");
+    let back: ExporterConfig = serde_yaml::from_str(&yaml).expect("read back");
+    assert_eq!(back, config);
+}
+
+#[tokio::test]
+async fn get_list_and_delete() {
+    let f = Fixture::new("admin-crud", true).await;
+    let admin = f.admin();
+    for name in ["bob", "alice"] {
+        admin
+            .create_client(name, &BTreeMap::new())
+            .await
+            .expect("create client");
+    }
+    admin
+        .create_exporter("board-1", &labels(&[("board", "mock")]))
+        .await
+        .expect("create exporter");
+    let mut lease = Lease::new(
+        "lease-1",
+        LeaseSpec {
+            client_ref: LocalObjectReference {
+                name: "alice".into(),
+            },
+            duration: Some("1h".into()),
+            selector: LabelSelector {
+                match_labels: Some(labels(&[("board", "mock")])),
+                match_expressions: None,
+            },
+            ..LeaseSpec::default()
+        },
+    );
+    lease.metadata.namespace = Some(f.ns.clone());
+    f.store.create(&lease).await.expect("create lease");
+
+    // list: sorted by name; the table shows the columns.
+    let clients = admin.list(Kind::Client).await.expect("list clients");
+    assert_eq!(clients.names(), vec!["alice".to_owned(), "bob".to_owned()]);
+    let table = clients.render(OutputFormat::Table, false).unwrap();
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("alice") && l.contains(GRPC_ENDPOINT)),
+        "{table}"
+    );
+    let exporters = admin.list(Kind::Exporter).await.expect("list exporters");
+    let table = exporters.render(OutputFormat::Table, false).unwrap();
+    assert!(table.contains("board=mock"), "{table}");
+    let leases = admin.list(Kind::Lease).await.expect("list leases");
+    let table = leases.render(OutputFormat::Table, false).unwrap();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("lease-1"))
+        .expect(&table);
+    assert!(
+        row.contains("alice") && row.contains("board=mock") && row.contains("1h"),
+        "{table}"
+    );
+
+    // get: one object; YAML leaves out managedFields.
+    let one = admin.get(Kind::Client, "alice").await.expect("get");
+    let Objects::Clients(items) = &one else {
+        panic!("clients: {one:?}")
+    };
+    assert_eq!(items.len(), 1);
+    let yaml = one.render(OutputFormat::Yaml, true).unwrap();
+    let value: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
+    assert_eq!(value["kind"].as_str(), Some("Client"));
+    assert!(value["metadata"].get("managedFields").is_none(), "{yaml}");
+    let missing = admin.get(Kind::Exporter, "nope").await;
+    assert!(
+        matches!(missing, Err(AdminError::NotFound { .. })),
+        "{missing:?}"
+    );
+
+    // delete: the object and its credential Secret go; a second delete is NotFound.
+    admin.delete(Kind::Client, "bob").await.expect("delete bob");
+    assert!(f.store.get::<Client>(&f.ns, "bob").await.unwrap().is_none());
+    assert!(
+        f.store
+            .get::<Secret>(&f.ns, "bob-client")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let again = admin.delete(Kind::Client, "bob").await;
+    assert!(
+        matches!(again, Err(AdminError::NotFound { .. })),
+        "{again:?}"
+    );
+    admin
+        .delete(Kind::Lease, "lease-1")
+        .await
+        .expect("delete lease");
+    admin
+        .delete(Kind::Exporter, "board-1")
+        .await
+        .expect("delete exporter");
+    assert!(admin.list(Kind::Lease).await.unwrap().is_empty());
+    assert!(admin.list(Kind::Exporter).await.unwrap().is_empty());
+    assert_eq!(
+        admin.list(Kind::Client).await.unwrap().names(),
+        vec!["alice".to_owned()]
+    );
+}
+
+#[tokio::test]
+async fn create_without_a_controller_times_out_clearly() {
+    let f = Fixture::new("admin-nocontroller", false).await;
+    let started = std::time::Instant::now();
+    let result = f
+        .admin()
+        .with_credential_wait(Duration::from_secs(1))
+        .create_client("alice", &BTreeMap::new())
+        .await;
+    let Err(error @ AdminError::CredentialTimeout { .. }) = result else {
+        panic!("expected a timeout, got {result:?}")
+    };
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(
+        error.to_string().contains("is the controller running"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_names_and_labels_are_refused_before_writing() {
+    let f = Fixture::new("admin-invalid", true).await;
+    let bad_name = f.admin().create_client("Alice", &BTreeMap::new()).await;
+    assert!(
+        matches!(bad_name, Err(AdminError::InvalidName { .. })),
+        "{bad_name:?}"
+    );
+    let bad_label = f
+        .admin()
+        .create_exporter("board-1", &labels(&[("board", "not ok")]))
+        .await;
+    assert!(
+        matches!(bad_label, Err(AdminError::InvalidLabel { .. })),
+        "{bad_label:?}"
+    );
+    assert!(f.admin().list(Kind::Exporter).await.unwrap().is_empty());
+}

@@ -1,0 +1,41 @@
+//! The admin API of a running standalone service: HTTP/1.1 with JSON bodies on a Unix
+//! socket in the data directory (mode 0600, so only its owner can use it). The admin CLI
+//! goes through it because the running service holds the lock on the data file.
+//!
+//! Routes (the namespace is the service's unless the `jumpstarter-namespace` header names
+//! it; another namespace is refused, since nothing would reconcile it):
+//! - `POST /v1/clients`, `POST /v1/exporters` with [`CreateRequest`] → the configuration
+//!   ([`ClientConfig`](jumpstarter_controller::admin::ClientConfig) /
+//!   [`ExporterConfig`](jumpstarter_controller::admin::ExporterConfig));
+//! - `GET /v1/{clients|exporters|leases}` and `GET /v1/{kind}/{name}` →
+//!   [`Objects`](jumpstarter_controller::admin::Objects);
+//! - `DELETE /v1/{kind}/{name}` → 204.
+//!
+//! Failures answer with an HTTP status and an [`ErrorBody`].
+//!
+//! - [`server`]: the API on [`Admin`](jumpstarter_controller::admin::Admin) over the store.
+//! - [`client`]: what the CLI calls.
+
+pub(crate) mod client;
+pub(crate) mod server;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Header naming the namespace a request is about.
+pub(crate) const NAMESPACE_HEADER: &str = "jumpstarter-namespace";
+
+/// Body of a create request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CreateRequest {
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) labels: BTreeMap<String, String>,
+}
+
+/// Body of a failed request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ErrorBody {
+    pub(crate) error: String,
+}

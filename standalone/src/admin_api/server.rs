@@ -1,0 +1,193 @@
+//! The admin API server: [`Admin`] over the service's store, on a Unix socket.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use jumpstarter_controller::admin::{Admin, AdminError, Kind};
+use jumpstarter_controller::store::{Store, StoreError};
+use serde::Serialize;
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+
+use super::{CreateRequest, ErrorBody, NAMESPACE_HEADER};
+
+/// Binds the socket at `path`, readable and writable by the owner only. A file left at
+/// `path` by an earlier run is replaced: the caller holds the data directory's lock, so no
+/// other service can be using it.
+pub(crate) fn bind(path: &Path) -> io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    // Bind under a temporary name and rename once restricted, so the socket is never
+    // reachable with looser permissions.
+    let staging = path.with_extension("sock.new");
+    for stale in [&staging, &path.to_path_buf()] {
+        match std::fs::remove_file(stale) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let listener = UnixListener::bind(&staging)?;
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&staging, path)?;
+    Ok(listener)
+}
+
+/// Serves the admin API on `listener` until `shutdown`.
+pub(crate) async fn serve<S: Store>(
+    listener: UnixListener,
+    admin: Admin<S>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let app = Router::new()
+        .route("/v1/{kind}", get(list::<S>).post(create::<S>))
+        .route("/v1/{kind}/{name}", get(get_one::<S>).delete(delete::<S>))
+        .with_state(Arc::new(admin));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+type Shared<S> = State<Arc<Admin<S>>>;
+
+async fn create<S: Store>(
+    State(admin): Shared<S>,
+    UrlPath(kind): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(refusal) = check_namespace(&admin, &headers) {
+        return refusal;
+    }
+    let request: CreateRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return failure(
+                StatusCode::BAD_REQUEST,
+                format!("invalid request body: {e}"),
+            );
+        }
+    };
+    match Kind::parse(&kind) {
+        Some(Kind::Client) => respond(
+            admin.create_client(&request.name, &request.labels).await,
+            StatusCode::CREATED,
+        ),
+        Some(Kind::Exporter) => respond(
+            admin.create_exporter(&request.name, &request.labels).await,
+            StatusCode::CREATED,
+        ),
+        Some(Kind::Lease) => failure(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "leases are created by clients (jmp create lease, jmp shell)".to_owned(),
+        ),
+        None => unknown_kind(&kind),
+    }
+}
+
+async fn list<S: Store>(
+    State(admin): Shared<S>,
+    UrlPath(kind): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refusal) = check_namespace(&admin, &headers) {
+        return refusal;
+    }
+    match Kind::parse(&kind) {
+        Some(kind) => respond(admin.list(kind).await, StatusCode::OK),
+        None => unknown_kind(&kind),
+    }
+}
+
+async fn get_one<S: Store>(
+    State(admin): Shared<S>,
+    UrlPath((kind, name)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refusal) = check_namespace(&admin, &headers) {
+        return refusal;
+    }
+    match Kind::parse(&kind) {
+        Some(kind) => respond(admin.get(kind, &name).await, StatusCode::OK),
+        None => unknown_kind(&kind),
+    }
+}
+
+async fn delete<S: Store>(
+    State(admin): Shared<S>,
+    UrlPath((kind, name)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refusal) = check_namespace(&admin, &headers) {
+        return refusal;
+    }
+    match Kind::parse(&kind) {
+        Some(kind) => match admin.delete(kind, &name).await {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => admin_failure(&e),
+        },
+        None => unknown_kind(&kind),
+    }
+}
+
+/// The refusal of a request about a namespace this service does not serve.
+fn check_namespace<S: Store>(admin: &Admin<S>, headers: &HeaderMap) -> Option<Response> {
+    let asked = headers.get(NAMESPACE_HEADER)?.to_str().unwrap_or_default();
+    if asked == admin.namespace() {
+        return None;
+    }
+    Some(failure(
+        StatusCode::BAD_REQUEST,
+        format!(
+            "this service serves namespace {:?}, not {asked:?} (start it with `--namespace {asked}` to serve that one)",
+            admin.namespace()
+        ),
+    ))
+}
+
+fn respond<T: Serialize>(result: Result<T, AdminError>, status: StatusCode) -> Response {
+    match result {
+        Ok(value) => match serde_json::to_vec(&value) {
+            Ok(body) => {
+                (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+            }
+            Err(e) => failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot encode the response: {e}"),
+            ),
+        },
+        Err(e) => admin_failure(&e),
+    }
+}
+
+fn admin_failure(error: &AdminError) -> Response {
+    let status = match error {
+        AdminError::InvalidName { .. } | AdminError::InvalidLabel { .. } => StatusCode::BAD_REQUEST,
+        AdminError::AlreadyExists { .. } => StatusCode::CONFLICT,
+        AdminError::NotFound { .. } => StatusCode::NOT_FOUND,
+        AdminError::CredentialTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        AdminError::Store { source, .. } if matches!(**source, StoreError::Unavailable(_)) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    failure(status, error.to_string())
+}
+
+fn unknown_kind(kind: &str) -> Response {
+    failure(
+        StatusCode::NOT_FOUND,
+        format!("unknown kind {kind:?}: use clients, exporters or leases"),
+    )
+}
+
+fn failure(status: StatusCode, error: String) -> Response {
+    let body = serde_json::to_vec(&ErrorBody { error }).unwrap_or_default();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}

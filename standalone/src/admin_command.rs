@@ -1,0 +1,219 @@
+//! `jumpstarter admin …`: the admin commands, in either mode.
+//!
+//! - Kubernetes mode (`--kubeconfig` or `--kubernetes`): straight to the Kubernetes API;
+//!   a controller in the cluster issues the credentials.
+//! - Standalone mode (default): through the admin socket of the running `jumpstarter
+//!   serve`, which holds the data file.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use jumpstarter_controller::admin::{self, Admin, Kind, Objects, OutputFormat};
+use jumpstarter_controller::store::kube::KubeStore;
+
+use crate::admin_api::client::AdminClient;
+use crate::data_dir::DataDir;
+
+/// Where the admin commands go.
+#[derive(Debug)]
+pub(crate) enum Backend {
+    Kubernetes(Admin<KubeStore>),
+    Service(AdminClient),
+}
+
+/// One admin command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AdminCommand {
+    Create {
+        kind: Kind,
+        name: String,
+        labels: BTreeMap<String, String>,
+        out: Option<PathBuf>,
+    },
+    Get {
+        kind: Kind,
+        name: Option<String>,
+        output: OutputFormat,
+    },
+    Delete {
+        kind: Kind,
+        name: String,
+    },
+}
+
+/// How to reach the objects.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) kubeconfig: Option<PathBuf>,
+    pub(crate) kubernetes: bool,
+    pub(crate) namespace: Option<String>,
+}
+
+impl Backend {
+    pub(crate) async fn connect(target: &Target) -> anyhow::Result<Backend> {
+        if target.kubernetes || target.kubeconfig.is_some() {
+            let client = kube_client(target.kubeconfig.as_deref()).await?;
+            let namespace = target
+                .namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_owned());
+            return Ok(Backend::Kubernetes(Admin::new(
+                KubeStore::new(client),
+                namespace,
+            )));
+        }
+        let dir = DataDir::from_env(target.data_dir.as_deref())?;
+        Ok(Backend::Service(AdminClient::new(
+            dir.path(),
+            dir.admin_socket(),
+            target.namespace.clone(),
+        )))
+    }
+
+    async fn create_client(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> anyhow::Result<String> {
+        let config = match self {
+            Backend::Kubernetes(admin) => admin.create_client(name, labels).await?,
+            Backend::Service(client) => client.create_client(name, labels).await?,
+        };
+        Ok(config.to_yaml()?)
+    }
+
+    async fn create_exporter(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> anyhow::Result<String> {
+        let config = match self {
+            Backend::Kubernetes(admin) => admin.create_exporter(name, labels).await?,
+            Backend::Service(client) => client.create_exporter(name, labels).await?,
+        };
+        Ok(config.to_yaml()?)
+    }
+
+    async fn get(&self, kind: Kind, name: &str) -> anyhow::Result<Objects> {
+        Ok(match self {
+            Backend::Kubernetes(admin) => admin.get(kind, name).await?,
+            Backend::Service(client) => client.get(kind, name).await?,
+        })
+    }
+
+    async fn list(&self, kind: Kind) -> anyhow::Result<Objects> {
+        Ok(match self {
+            Backend::Kubernetes(admin) => admin.list(kind).await?,
+            Backend::Service(client) => client.list(kind).await?,
+        })
+    }
+
+    async fn delete(&self, kind: Kind, name: &str) -> anyhow::Result<()> {
+        match self {
+            Backend::Kubernetes(admin) => admin.delete(kind, name).await?,
+            Backend::Service(client) => client.delete(kind, name).await?,
+        }
+        Ok(())
+    }
+}
+
+/// Runs `command`; results go to stdout, notes to stderr.
+pub(crate) async fn run(target: &Target, command: AdminCommand) -> anyhow::Result<()> {
+    // Names end up in URLs and object keys: check them before going anywhere.
+    match &command {
+        AdminCommand::Create { name, .. } | AdminCommand::Delete { name, .. } => {
+            admin::validate_name(name)?;
+        }
+        AdminCommand::Get {
+            name: Some(name), ..
+        } => admin::validate_name(name)?,
+        AdminCommand::Get { name: None, .. } => {}
+    }
+    if let AdminCommand::Create { labels, .. } = &command {
+        for (key, value) in labels {
+            admin::validate_label(key, value)?;
+        }
+    }
+    let backend = Backend::connect(target).await?;
+    let mut stdout = std::io::stdout().lock();
+    match command {
+        AdminCommand::Create {
+            kind,
+            name,
+            labels,
+            out,
+        } => {
+            let yaml = match kind {
+                Kind::Client => backend.create_client(&name, &labels).await?,
+                Kind::Exporter => backend.create_exporter(&name, &labels).await?,
+                Kind::Lease => {
+                    anyhow::bail!("leases are created by clients (`jmp shell`, `jmp create lease`)")
+                }
+            };
+            match out {
+                Some(path) => {
+                    write_private(&path, &yaml)?;
+                    eprintln!(
+                        "{} {name} created; configuration written to {}",
+                        kind.singular(),
+                        path.display()
+                    );
+                }
+                None => stdout.write_all(yaml.as_bytes())?,
+            }
+        }
+        AdminCommand::Get { kind, name, output } => {
+            let (objects, single) = match &name {
+                Some(name) => (backend.get(kind, name).await?, true),
+                None => (backend.list(kind).await?, false),
+            };
+            if objects.is_empty() && output == OutputFormat::Table {
+                eprintln!("No {} found.", kind.plural());
+            } else {
+                stdout.write_all(objects.render(output, single)?.as_bytes())?;
+            }
+        }
+        AdminCommand::Delete { kind, name } => {
+            backend.delete(kind, &name).await?;
+            eprintln!("{} {name} deleted", kind.singular());
+        }
+    }
+    stdout.flush()?;
+    Ok(())
+}
+
+/// Writes `text` to `path`, readable and writable by the owner only (it holds a token).
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))?;
+    // An existing file keeps its mode on open: restrict it too.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restrict the permissions of {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("write {}", path.display()))
+}
+
+async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .context("load the kubeconfig")?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("find a Kubernetes configuration (in-cluster or kubeconfig)")?,
+    };
+    kube::Client::try_from(config).context("create the Kubernetes client")
+}

@@ -1,0 +1,394 @@
+//! `jumpstarter`: Jumpstarter without Kubernetes, in one binary.
+//!
+//! - `jumpstarter serve`: controller (gRPC over TLS), reconcile loop, router, probes and
+//!   metrics in one process, with all state in one file of the data directory.
+//! - `jumpstarter admin …`: create, get/list and delete clients, exporters and leases;
+//!   `create` writes the 0.9.0 client/exporter configuration `jmp` reads. Through the
+//!   running service's admin socket, or with `--kubeconfig`/`--kubernetes` through the
+//!   Kubernetes API of a cluster running `jumpstarter-controller`.
+//!
+//! Every flag can also be set through its `JUMPSTARTER_*` environment variable.
+//!
+//! Map:
+//! - `serve`: the service process;
+//! - `admin_command`: the admin commands and their two backends;
+//! - `admin_api`: the service's admin API on a Unix socket (server and client);
+//! - `data_dir`: the data directory's default location and layout.
+
+mod admin_api;
+mod admin_command;
+mod data_dir;
+mod serve;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use jumpstarter_controller::admin::{Kind, OutputFormat};
+use jumpstarter_controller::scheduler::duration as go_duration;
+
+use crate::admin_command::{AdminCommand, Target};
+use crate::data_dir::DataDir;
+use crate::serve::ServeOptions;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jumpstarter",
+    version,
+    about = "Jumpstarter service without Kubernetes: controller, router and admin in one binary",
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service: controller gRPC, reconcile loop, router, probes and metrics.
+    Serve(ServeArgs),
+    /// Manage clients, exporters and leases (of the running service, or of a cluster).
+    Admin(AdminArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Directory of the state file and the admin socket
+    /// [default: `$XDG_DATA_HOME/jumpstarter`, else `~/.local/share/jumpstarter`].
+    #[arg(long, env = "JUMPSTARTER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Namespace of every object.
+    #[arg(short, long, env = "JUMPSTARTER_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// Address of the controller's gRPC (TLS) listener.
+    #[arg(
+        long,
+        env = "JUMPSTARTER_GRPC_LISTEN",
+        default_value = "127.0.0.1:8082"
+    )]
+    grpc_listen: SocketAddr,
+    /// Address of the router's gRPC (TLS) listener.
+    #[arg(
+        long,
+        env = "JUMPSTARTER_ROUTER_LISTEN",
+        default_value = "127.0.0.1:8083"
+    )]
+    router_listen: SocketAddr,
+    /// Address of the HTTP listener: `/healthz`, `/readyz`, `/metrics`.
+    #[arg(
+        long,
+        env = "JUMPSTARTER_HTTP_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
+    http_listen: SocketAddr,
+    /// Controller endpoint `host:port` that clients and exporters use (written into their
+    /// configurations; a SAN of the certificate) [default: --grpc-listen, 0.0.0.0 → 127.0.0.1].
+    #[arg(long, env = "JUMPSTARTER_GRPC_ENDPOINT")]
+    grpc_endpoint: Option<String>,
+    /// Router endpoint `host:port` handed to clients and exporters
+    /// [default: --router-listen, 0.0.0.0 → 127.0.0.1].
+    #[arg(long, env = "JUMPSTARTER_ROUTER_ENDPOINT")]
+    router_endpoint: Option<String>,
+    /// Extra subject alternative names (DNS names or IPs) of both serving certificates.
+    #[arg(long = "tls-san", env = "JUMPSTARTER_TLS_SANS", value_delimiter = ',')]
+    tls_sans: Vec<String>,
+    /// Lifetime of client and exporter credentials, as a Go duration.
+    #[arg(long, env = "JUMPSTARTER_TOKEN_LIFETIME", default_value = "43800h", value_parser = parse_duration)]
+    token_lifetime: time::Duration,
+    /// Log output format.
+    #[arg(long, env = "JUMPSTARTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Args)]
+struct AdminArgs {
+    /// Data directory of the running service (standalone mode)
+    /// [default: `$XDG_DATA_HOME/jumpstarter`, else `~/.local/share/jumpstarter`].
+    #[arg(long, global = true, env = "JUMPSTARTER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Kubeconfig file: work through the Kubernetes API (Kubernetes mode).
+    #[arg(long, global = true, env = "JUMPSTARTER_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Work through the Kubernetes API with the usual configuration (in-cluster,
+    /// `$KUBECONFIG` or `~/.kube/config`).
+    #[arg(long, global = true, env = "JUMPSTARTER_KUBERNETES")]
+    kubernetes: bool,
+    /// Namespace [default: the service's (standalone), the kubeconfig context's (Kubernetes)].
+    #[arg(short, long, global = true, env = "JUMPSTARTER_NAMESPACE")]
+    namespace: Option<String>,
+    #[command(subcommand)]
+    command: AdminSubcommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminSubcommand {
+    /// Create a client or an exporter and write its configuration.
+    #[command(subcommand)]
+    Create(CreateCommand),
+    /// Show one object, or list every object of a kind.
+    Get(GetArgs),
+    /// List every object of a kind (or show one).
+    List(GetArgs),
+    /// Delete an object (a client's or exporter's credential goes with it).
+    Delete(DeleteArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum CreateCommand {
+    /// Create a client; writes its ClientConfig (drivers.unsafe: true).
+    Client(CreateArgs),
+    /// Create an exporter; writes its ExporterConfig with an empty `export:` to fill in.
+    Exporter(CreateArgs),
+}
+
+#[derive(Debug, Args)]
+struct CreateArgs {
+    /// Object name (lowercase letters, digits, '-', '.').
+    name: String,
+    /// Label `key=value` (repeatable); lease selectors match exporter labels.
+    #[arg(short, long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Write the configuration to this file (mode 0600) instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct GetArgs {
+    /// What to show.
+    kind: KindArg,
+    /// One object's name; all of them when absent.
+    name: Option<String>,
+    /// Output format.
+    #[arg(short, long, env = "JUMPSTARTER_OUTPUT", value_enum, default_value_t = OutputArg::Table)]
+    output: OutputArg,
+}
+
+#[derive(Debug, Args)]
+struct DeleteArgs {
+    /// What to delete.
+    kind: KindArg,
+    /// Its name.
+    name: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum KindArg {
+    #[value(name = "clients", alias = "client")]
+    Clients,
+    #[value(name = "exporters", alias = "exporter")]
+    Exporters,
+    #[value(name = "leases", alias = "lease")]
+    Leases,
+}
+
+impl From<KindArg> for Kind {
+    fn from(kind: KindArg) -> Kind {
+        match kind {
+            KindArg::Clients => Kind::Client,
+            KindArg::Exporters => Kind::Exporter,
+            KindArg::Leases => Kind::Lease,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OutputArg {
+    Table,
+    Yaml,
+    Json,
+}
+
+impl From<OutputArg> for OutputFormat {
+    fn from(output: OutputArg) -> OutputFormat {
+        match output {
+            OutputArg::Table => OutputFormat::Table,
+            OutputArg::Yaml => OutputFormat::Yaml,
+            OutputArg::Json => OutputFormat::Json,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => match cli.command {
+            Command::Serve(args) => {
+                init_logging(args.log_format, "info");
+                runtime.block_on(serve_command(args))
+            }
+            Command::Admin(args) => {
+                init_logging(LogFormat::Text, "warn");
+                runtime.block_on(admin(args))
+            }
+        },
+        Err(e) => Err(anyhow::Error::new(e).context("start the async runtime")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
+    let options = ServeOptions {
+        data_dir: DataDir::from_env(args.data_dir.as_deref())?,
+        namespace: args.namespace,
+        grpc_listen: args.grpc_listen,
+        router_listen: args.router_listen,
+        http_listen: args.http_listen,
+        grpc_endpoint: args.grpc_endpoint,
+        router_endpoint: args.router_endpoint,
+        tls_sans: args.tls_sans,
+        token_lifetime: args.token_lifetime,
+    };
+    serve::serve(options).await
+}
+
+async fn admin(args: AdminArgs) -> anyhow::Result<()> {
+    let target = Target {
+        data_dir: args.data_dir,
+        kubeconfig: args.kubeconfig,
+        kubernetes: args.kubernetes,
+        namespace: args.namespace,
+    };
+    let command = match args.command {
+        AdminSubcommand::Create(create) => {
+            let (kind, args) = match create {
+                CreateCommand::Client(args) => (Kind::Client, args),
+                CreateCommand::Exporter(args) => (Kind::Exporter, args),
+            };
+            AdminCommand::Create {
+                kind,
+                name: args.name,
+                labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
+                out: args.out,
+            }
+        }
+        AdminSubcommand::Get(args) | AdminSubcommand::List(args) => AdminCommand::Get {
+            kind: args.kind.into(),
+            name: args.name,
+            output: args.output.into(),
+        },
+        AdminSubcommand::Delete(args) => AdminCommand::Delete {
+            kind: args.kind.into(),
+            name: args.name,
+        },
+    };
+    admin_command::run(&target, command).await
+}
+
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// `key=value`.
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let Some((key, value)) = text.split_once('=') else {
+        return Err(format!("label {text:?} is not key=value"));
+    };
+    let (key, value) = (key.trim(), value.trim());
+    jumpstarter_controller::admin::validate_label(key, value).map_err(|e| e.to_string())?;
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+fn parse_duration(text: &str) -> Result<time::Duration, String> {
+    let duration = go_duration::parse(text).map_err(|e| e.to_string())?;
+    if !duration.is_positive() {
+        return Err(format!("duration {text:?} must be positive"));
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+    use jumpstarter_controller::settings;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_arguments_is_an_error_that_shows_help() {
+        let err = Cli::try_parse_from(["jumpstarter"]).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        );
+    }
+
+    #[test]
+    fn serve_defaults_are_loopback() {
+        let cli = Cli::try_parse_from(["jumpstarter", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(args.grpc_listen, "127.0.0.1:8082".parse().unwrap());
+        assert_eq!(args.router_listen, "127.0.0.1:8083".parse().unwrap());
+        assert_eq!(args.http_listen, "127.0.0.1:8081".parse().unwrap());
+        assert_eq!(args.namespace, "default");
+        assert_eq!(args.token_lifetime, settings::DEFAULT_TOKEN_LIFETIME);
+    }
+
+    #[test]
+    fn admin_flags_parse_anywhere() {
+        let cli = Cli::try_parse_from([
+            "jumpstarter",
+            "admin",
+            "create",
+            "exporter",
+            "board-1",
+            "-l",
+            "board=mock",
+            "--label",
+            "site=lab",
+            "--data-dir",
+            "/tmp/x",
+            "--out",
+            "b.yaml",
+        ])
+        .unwrap();
+        let Command::Admin(args) = cli.command else {
+            panic!("admin")
+        };
+        assert_eq!(
+            args.data_dir.as_deref(),
+            Some(std::path::Path::new("/tmp/x"))
+        );
+        let AdminSubcommand::Create(CreateCommand::Exporter(create)) = args.command else {
+            panic!("create exporter")
+        };
+        assert_eq!(create.labels.len(), 2);
+        assert!(
+            Cli::try_parse_from(["jumpstarter", "admin", "get", "lease", "-o", "json"]).is_ok()
+        );
+        assert!(Cli::try_parse_from(["jumpstarter", "admin", "get", "pods"]).is_err());
+        assert!(
+            Cli::try_parse_from(["jumpstarter", "admin", "create", "client", "a", "-l", "bad"])
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,257 @@
+//! `jumpstarter serve`: the whole service in one process.
+//!
+//! One [`EmbeddedStore`] file in the data directory; on it the controller's gRPC services
+//! (TLS, ALPN h2), the reconcile loop (no leader election: the lock on the data file
+//! already guarantees a single instance), the router, HTTP probes and `/metrics`, and the
+//! admin API on a Unix socket. Keys and the CA are generated at first start and kept in the
+//! data file. SIGTERM/SIGINT stop everything gracefully.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use jumpstarter_certs::{ClientAuth, server_config};
+use jumpstarter_controller::admin::Admin;
+use jumpstarter_controller::keys;
+use jumpstarter_controller::reconcile;
+use jumpstarter_controller::runtime::{self, ControllerMetrics, GrpcServer};
+use jumpstarter_controller::server::Readiness;
+use jumpstarter_controller::settings::{self, RouterEntry, Settings};
+use jumpstarter_controller::store::embedded::EmbeddedStore;
+use jumpstarter_router::{Router, RouterConfig};
+use prometheus_client::registry::Registry;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin_api;
+use crate::data_dir::DataDir;
+
+/// What `serve` needs, parsed from flags.
+#[derive(Debug, Clone)]
+pub(crate) struct ServeOptions {
+    pub(crate) data_dir: DataDir,
+    pub(crate) namespace: String,
+    pub(crate) grpc_listen: SocketAddr,
+    pub(crate) router_listen: SocketAddr,
+    pub(crate) http_listen: SocketAddr,
+    /// Advertised controller endpoint; `None` derives it from `grpc_listen`.
+    pub(crate) grpc_endpoint: Option<String>,
+    /// Advertised router endpoint; `None` derives it from `router_listen`.
+    pub(crate) router_endpoint: Option<String>,
+    pub(crate) tls_sans: Vec<String>,
+    pub(crate) token_lifetime: time::Duration,
+}
+
+/// The endpoint clients should use for a listen address: the address itself, with an
+/// unspecified IP (0.0.0.0, ::) replaced by loopback.
+pub(crate) fn advertised(listen: SocketAddr) -> String {
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr.to_string()
+}
+
+pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+
+    let data_dir = options.data_dir.clone();
+    data_dir
+        .create()
+        .with_context(|| format!("create the data directory {}", data_dir.path().display()))?;
+    let state_file = data_dir.state_file();
+    let store = {
+        let path = state_file.clone();
+        tokio::task::spawn_blocking(move || EmbeddedStore::open(&path))
+            .await
+            .context("open the data file")?
+            // The store's message names the file and the cause (corrupt, newer, locked).
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+    };
+    // It holds the CA key and the signing keys: owner only, whatever the umask was.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&state_file, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("restrict the permissions of {}", state_file.display()))?;
+    }
+
+    let grpc_endpoint = options
+        .grpc_endpoint
+        .clone()
+        .unwrap_or_else(|| advertised(options.grpc_listen));
+    let router_endpoint = options
+        .router_endpoint
+        .clone()
+        .unwrap_or_else(|| advertised(options.router_listen));
+    let settings = Arc::new(Settings {
+        namespace: options.namespace.clone(),
+        grpc_endpoint: grpc_endpoint.clone(),
+        routers: vec![RouterEntry {
+            name: "default".to_owned(),
+            endpoint: router_endpoint.clone(),
+            labels: BTreeMap::new(),
+        }],
+        token_lifetime: options.token_lifetime,
+        router_token_lifetime: settings::DEFAULT_ROUTER_TOKEN_LIFETIME,
+        max_tags: settings::DEFAULT_MAX_TAGS,
+        hidden_labels: Vec::new(),
+    });
+
+    let now = OffsetDateTime::now_utc();
+    let keys = Arc::new(
+        keys::bootstrap(&store, &settings, now)
+            .await
+            .context("load the controller keys")?,
+    );
+    let router_tls = {
+        let cert = keys
+            .router_server_cert(&router_endpoint, &options.tls_sans, now)
+            .with_context(|| format!("mint the router certificate for {router_endpoint}"))?;
+        server_config(cert.credentials(), vec![b"h2".to_vec()], ClientAuth::None)
+            .context("build the router TLS configuration")?
+    };
+
+    let mut registry = Registry::default();
+    let metrics = ControllerMetrics::register(&mut registry);
+    let router = Router::new(
+        RouterConfig::new(router_tls, vec![keys.router_key.verifying_key().clone()]),
+        registry.sub_registry_with_prefix("jumpstarter"),
+    );
+    let registry = Arc::new(registry);
+    let readiness = Arc::new(Readiness::default());
+    readiness.set_keys_loaded();
+
+    let http_tasks =
+        runtime::spawn_http(&[options.http_listen], &readiness, &registry, &shutdown).await?;
+    let grpc = runtime::spawn_grpc(
+        GrpcServer {
+            store: store.clone(),
+            settings: settings.clone(),
+            keys: keys.clone(),
+            tls_sans: options.tls_sans.clone(),
+            listen: options.grpc_listen,
+        },
+        &metrics,
+        &readiness,
+        &shutdown,
+    )
+    .await?;
+    let router_listener = TcpListener::bind(options.router_listen)
+        .await
+        .with_context(|| format!("bind the router listener on {}", options.router_listen))?;
+    let router_task = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let result = router
+                .serve(router_listener, shutdown.clone().cancelled_owned())
+                .await;
+            shutdown.cancel();
+            result
+        })
+    };
+
+    let socket_path = data_dir.admin_socket();
+    let socket = admin_api::server::bind(&socket_path)
+        .with_context(|| format!("create the admin socket {}", socket_path.display()))?;
+    let admin_task = tokio::spawn(admin_api::server::serve(
+        socket,
+        Admin::new(store.clone(), options.namespace.clone()),
+        shutdown.clone(),
+    ));
+
+    print_banner(&options, &grpc_endpoint, &router_endpoint);
+
+    if let Err(error) = reconcile::run(
+        store.clone(),
+        keys.clone(),
+        settings.clone(),
+        metrics.reconcile.clone(),
+        shutdown.clone(),
+    )
+    .await
+    {
+        tracing::error!(%error, "reconcile loop stopped");
+    }
+    // The reconcile loop only returns at shutdown (or on a fatal error).
+    shutdown.cancel();
+
+    let grpc_result = grpc.await.context("gRPC server task")?;
+    let router_result = router_task.await.context("router task")?;
+    let admin_result = admin_task.await.context("admin socket task")?;
+    for task in http_tasks {
+        task.await.context("HTTP server task")??;
+    }
+    // Best effort: a stale socket is replaced at the next start anyway.
+    let _ = std::fs::remove_file(&socket_path);
+    grpc_result?;
+    router_result?;
+    admin_result.context("admin socket")?;
+    tracing::info!("jumpstarter stopped");
+    Ok(())
+}
+
+fn print_banner(options: &ServeOptions, grpc_endpoint: &str, router_endpoint: &str) {
+    let dir = &options.data_dir;
+    let flag = dir.flag_hint();
+    let ns = if options.namespace == "default" {
+        String::new()
+    } else {
+        format!(" (namespace {})", options.namespace)
+    };
+    println!(
+        "Jumpstarter is running{ns}.\n\
+         \x20 data:        {state}\n\
+         \x20 admin API:   {socket}\n\
+         \x20 controller:  {grpc_endpoint} (gRPC over TLS)\n\
+         \x20 router:      {router_endpoint}\n\
+         \x20 probes:      http://{http}/readyz, metrics at http://{http}/metrics\n\
+         Next steps:\n\
+         \x20 jumpstarter admin create exporter board-1 --label board=mock --out board-1.yaml{flag}\n\
+         \x20 # describe its drivers under `export:` in board-1.yaml, then:\n\
+         \x20 jmp run --exporter-config board-1.yaml\n\
+         \x20 jumpstarter admin create client alice --out alice.yaml{flag}\n\
+         \x20 jmp shell --client-config alice.yaml -l board=mock -- j --help\n\
+         \x20 jumpstarter admin list exporters{flag}",
+        state = dir.state_file().display(),
+        socket = dir.admin_socket().display(),
+        http = options.http_listen,
+    );
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        () = shutdown.cancelled() => return,
+    }
+    shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unspecified_addresses_advertise_loopback() {
+        assert_eq!(
+            advertised("0.0.0.0:8082".parse().unwrap()),
+            "127.0.0.1:8082"
+        );
+        assert_eq!(advertised("[::]:8083".parse().unwrap()), "[::1]:8083");
+        assert_eq!(advertised("10.1.2.3:9".parse().unwrap()), "10.1.2.3:9");
+    }
+}

@@ -1,0 +1,455 @@
+//! The `jumpstarter` binary as a user runs it: `serve` on free loopback ports with a fresh
+//! data directory, `admin` through its socket, the written configurations used for real
+//! TLS gRPC calls, the data-file lock, restarts, and the errors a user sees.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use jumpstarter_proto::jumpstarter::client::v1::ListExportersRequest;
+use jumpstarter_proto::jumpstarter::client::v1::client_service_client::ClientServiceClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+const BIN: &str = env!("CARGO_BIN_EXE_jumpstarter");
+/// Upper bound of every wait; a start normally takes well under a second.
+const WAIT: Duration = Duration::from_secs(60);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// A running `jumpstarter serve`; killed when dropped.
+struct Service {
+    child: Child,
+    data_dir: PathBuf,
+    grpc: String,
+    router: String,
+    http: String,
+    log: PathBuf,
+}
+
+impl Service {
+    /// Starts the service on `data_dir` and waits until its admin socket answers.
+    fn start(data_dir: &Path) -> Service {
+        let (grpc, router, http) = (
+            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+        );
+        let n = std::fs::read_dir(data_dir.parent().expect("parent"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let log = data_dir.with_file_name(format!("serve-{n}.log"));
+        let child = serve_command(data_dir, &grpc, &router, &http)
+            .stdout(std::fs::File::create(&log).expect("log file"))
+            .stderr(std::fs::File::create(log.with_extension("err")).expect("log file"))
+            .spawn()
+            .expect("spawn jumpstarter serve");
+        let mut service = Service {
+            child,
+            data_dir: data_dir.to_owned(),
+            grpc,
+            router,
+            http,
+            log,
+        };
+        service.wait_ready();
+        service
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        let socket = self.data_dir.join("admin.sock");
+        loop {
+            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!(
+                    "serve exited with {status} before it was ready:\n{}",
+                    self.logs()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve not ready:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn logs(&self) -> String {
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        format!(
+            "--- stdout\n{}--- stderr\n{}",
+            read(&self.log),
+            read(&self.log.with_extension("err"))
+        )
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    fn stop(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                assert!(
+                    status.success(),
+                    "serve exited with {status}:\n{}",
+                    self.logs()
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not stop:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve_command(data_dir: &Path, grpc: &str, router: &str, http: &str) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--data-dir"])
+        .arg(data_dir)
+        .args(["--grpc-listen", grpc, "--router-listen", router])
+        .args(["--http-listen", http])
+        .env_remove("JUMPSTARTER_NAMESPACE")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// `jumpstarter admin ARGS --data-dir DIR`.
+fn admin(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("admin")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("JUMPSTARTER_NAMESPACE")
+        .env_remove("JUMPSTARTER_KUBECONFIG")
+        .env_remove("JUMPSTARTER_KUBERNETES")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run jumpstarter admin")
+}
+
+fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "admin failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8")
+}
+
+fn yaml(text: &str) -> serde_yaml::Value {
+    serde_yaml::from_str(text).expect("YAML")
+}
+
+fn s(value: &serde_yaml::Value) -> String {
+    value.as_str().map(str::to_owned).unwrap_or_default()
+}
+
+/// A TLS channel to `endpoint` trusting the configuration's CA, checking the endpoint's host.
+async fn channel(config: &serde_yaml::Value, endpoint: &str) -> Channel {
+    let ca = base64::engine::general_purpose::STANDARD
+        .decode(s(&config["tls"]["ca"]))
+        .expect("tls.ca is base64");
+    let host = endpoint.rsplit_once(':').expect("host:port").0.to_owned();
+    Endpoint::from_shared(format!("https://{endpoint}"))
+        .expect("endpoint")
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(ca))
+                .domain_name(host),
+        )
+        .expect("TLS config")
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect over TLS")
+}
+
+/// ClientService.ListExporters with the configuration's credentials, as 0.9.0 sends them.
+async fn list_exporters(config: &serde_yaml::Value) -> Result<Vec<String>, tonic::Status> {
+    let endpoint = s(&config["endpoint"]);
+    let mut client = ClientServiceClient::new(channel(config, &endpoint).await);
+    let namespace = s(&config["metadata"]["namespace"]);
+    let mut request = tonic::Request::new(ListExportersRequest {
+        parent: format!("namespaces/{namespace}"),
+        ..Default::default()
+    });
+    let md = request.metadata_mut();
+    let header = |v: String| v.parse().expect("ASCII metadata");
+    md.insert(
+        "authorization",
+        header(format!("Bearer {}", s(&config["token"]))),
+    );
+    md.insert("jumpstarter-kind", header("Client".into()));
+    md.insert("jumpstarter-namespace", header(namespace));
+    md.insert("jumpstarter-name", header(s(&config["metadata"]["name"])));
+    let response = client.list_exporters(request).await?.into_inner();
+    Ok(response
+        .exporters
+        .into_iter()
+        .map(|e| {
+            let mut labels: Vec<String> =
+                e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            labels.sort();
+            format!("{} {}", e.name, labels.join(","))
+        })
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_and_admin_work_together_and_survive_a_restart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data_dir = tmp.path().join("data");
+    let service = Service::start(&data_dir);
+    let banner = std::fs::read_to_string(&service.log).unwrap_or_default();
+    assert!(
+        banner.contains(&format!("{}", data_dir.join("state.redb").display())),
+        "{banner}"
+    );
+    assert!(
+        banner.contains(&service.grpc) && banner.contains(&service.router),
+        "{banner}"
+    );
+    assert!(
+        banner.contains("jumpstarter admin create exporter"),
+        "{banner}"
+    );
+
+    // The socket and the data file are the owner's only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(&data_dir.join("admin.sock")), 0o600);
+    assert_eq!(mode(&data_dir.join("state.redb")), 0o600);
+
+    // create client --out FILE: a 0600 file holding a 0.9.0 ClientConfig.
+    let client_file = tmp.path().join("alice.yaml");
+    let out = admin(
+        &data_dir,
+        &[
+            "create",
+            "client",
+            "alice",
+            "--out",
+            client_file.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(ok(out).is_empty(), "with --out nothing goes to stdout");
+    assert_eq!(mode(&client_file), 0o600);
+    let client = yaml(&std::fs::read_to_string(&client_file).expect("client config"));
+    assert_eq!(s(&client["apiVersion"]), "jumpstarter.dev/v1alpha1");
+    assert_eq!(s(&client["kind"]), "ClientConfig");
+    assert_eq!(s(&client["metadata"]["namespace"]), "default");
+    assert_eq!(s(&client["metadata"]["name"]), "alice");
+    assert_eq!(s(&client["endpoint"]), service.grpc);
+    assert_eq!(client["tls"]["insecure"].as_bool(), Some(false));
+    assert_eq!(client["drivers"]["unsafe"].as_bool(), Some(true));
+    assert_eq!(s(&client["token"]).split('.').count(), 3, "a JWT");
+
+    // create exporter without --out: the ExporterConfig on stdout.
+    let exporter = yaml(&ok(admin(
+        &data_dir,
+        &[
+            "create",
+            "exporter",
+            "board-1",
+            "-l",
+            "board=mock",
+            "--label",
+            "site=lab",
+        ],
+    )));
+    assert_eq!(s(&exporter["kind"]), "ExporterConfig");
+    assert_eq!(s(&exporter["metadata"]["name"]), "board-1");
+    assert_eq!(s(&exporter["endpoint"]), service.grpc);
+    assert!(
+        exporter["export"]
+            .as_mapping()
+            .expect("export map")
+            .is_empty()
+    );
+    assert_eq!(exporter["tls"]["ca"], client["tls"]["ca"]);
+
+    // The client configuration authenticates a real call, and the exporter is listed.
+    let exporters = list_exporters(&client).await.expect("ListExporters");
+    assert_eq!(
+        exporters,
+        vec!["namespaces/default/exporters/board-1 board=mock,site=lab".to_owned()]
+    );
+    // The router serves TLS with a certificate for its endpoint from the same CA.
+    let mut health =
+        tonic_health::pb::health_client::HealthClient::new(channel(&client, &service.router).await);
+    health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("router health");
+    // Probes and metrics.
+    let probe = std::process::Command::new("curl")
+        .args(["-sf", &format!("http://{}/readyz", service.http)])
+        .output()
+        .expect("curl");
+    assert!(probe.status.success(), "readyz");
+
+    // get / list in every format.
+    let table = ok(admin(&data_dir, &["list", "exporters"]));
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("board-1 ")), "{table}");
+    let one: serde_json::Value = serde_json::from_str(&ok(admin(
+        &data_dir,
+        &["get", "client", "alice", "-o", "json"],
+    )))
+    .expect("JSON");
+    assert_eq!(one["metadata"]["name"], "alice");
+    assert_eq!(one["status"]["credential"]["name"], "alice-client");
+    let list = yaml(&ok(admin(&data_dir, &["get", "clients", "-o", "yaml"])));
+    assert_eq!(list["items"].as_sequence().map(Vec::len), Some(1));
+    assert!(ok(admin(&data_dir, &["get", "leases"])).is_empty());
+
+    // Errors are clear and non-zero.
+    let missing = admin(&data_dir, &["get", "client", "nobody"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("client default/nobody not found"));
+    let twice = admin(&data_dir, &["create", "client", "alice"]);
+    assert!(!twice.status.success());
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("already exists"));
+    let other_ns = admin(&data_dir, &["list", "clients", "-n", "lab"]);
+    assert!(!other_ns.status.success());
+    assert!(String::from_utf8_lossy(&other_ns.stderr).contains("serves namespace \"default\""));
+
+    // A second service on the same data directory is refused, naming the locked file.
+    let second = serve_command(
+        &data_dir,
+        &format!("127.0.0.1:{}", free_port()),
+        &format!("127.0.0.1:{}", free_port()),
+        &format!("127.0.0.1:{}", free_port()),
+    )
+    .output()
+    .expect("second serve");
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("locked"), "{stderr}");
+    assert!(
+        stderr.contains(&data_dir.join("state.redb").display().to_string()),
+        "{stderr}"
+    );
+    // ... and the first one still answers.
+    ok(admin(&data_dir, &["list", "clients"]));
+
+    // Graceful stop, then restart on the same data: objects, keys and credentials remain.
+    service.stop();
+    assert!(
+        !data_dir.join("admin.sock").exists(),
+        "socket removed at stop"
+    );
+    let down = admin(&data_dir, &["list", "clients"]);
+    assert!(!down.status.success());
+    assert!(String::from_utf8_lossy(&down.stderr).contains("the service is not running"));
+
+    let restarted = Service::start(&data_dir);
+    let clients = ok(admin(&data_dir, &["list", "clients"]));
+    assert!(
+        clients.lines().any(|l| l.starts_with("alice ")),
+        "{clients}"
+    );
+    // The old configuration still works against the restarted service (same CA and
+    // token key), once its endpoint is the new port.
+    let mut moved = client.clone();
+    moved["endpoint"] = serde_yaml::Value::String(restarted.grpc.clone());
+    let exporters = list_exporters(&moved)
+        .await
+        .expect("ListExporters after restart");
+    assert_eq!(
+        exporters,
+        vec!["namespaces/default/exporters/board-1 board=mock,site=lab".to_owned()]
+    );
+
+    // delete removes the object; its credential no longer authenticates.
+    ok(admin(&data_dir, &["delete", "client", "alice"]));
+    let clients = ok(admin(&data_dir, &["list", "clients"]));
+    assert!(!clients.contains("alice"), "{clients}");
+    let denied = list_exporters(&moved).await.expect_err("deleted client");
+    assert!(
+        matches!(
+            denied.code(),
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied | tonic::Code::NotFound
+        ),
+        "{denied:?}"
+    );
+    let gone = admin(&data_dir, &["delete", "client", "alice"]);
+    assert!(!gone.status.success());
+    restarted.stop();
+}
+
+#[test]
+fn admin_without_a_running_service_says_how_to_start_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = admin(tmp.path(), &["list", "clients"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the service is not running"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "jumpstarter serve --data-dir {}",
+            tmp.path().display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_corrupt_data_file_is_refused_and_named() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let state = tmp.path().join("state.redb");
+    std::fs::write(&state, vec![0x5a; 8192]).expect("write garbage");
+    let out = serve_command(
+        tmp.path(),
+        &format!("127.0.0.1:{}", free_port()),
+        &format!("127.0.0.1:{}", free_port()),
+        &format!("127.0.0.1:{}", free_port()),
+    )
+    .output()
+    .expect("serve");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&state.display().to_string()), "{stderr}");
+    // The file is left as it was for the user to inspect.
+    assert_eq!(std::fs::read(&state).expect("read"), vec![0x5a; 8192]);
+}
+
+#[test]
+fn no_arguments_prints_help() {
+    let out = Command::new(BIN).output().expect("run");
+    assert!(!out.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("Usage: jumpstarter <COMMAND>"), "{text}");
+    assert!(text.contains("serve") && text.contains("admin"), "{text}");
+}
