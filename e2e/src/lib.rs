@@ -15,7 +15,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use jumpstarter_controller::crd::Exporter;
+use jumpstarter_controller::crd::{Exporter, Lease};
 use jumpstarter_testenv::TestEnv;
 use kube::api::Api;
 use tokio::process::{Child, Command};
@@ -157,9 +157,22 @@ impl std::fmt::Display for Output {
     }
 }
 
-/// One isolated lab: a namespace with its own controller and router processes.
+/// How the service under test runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `jumpstarter-controller` + `jumpstarter-router` processes on the real kube-apiserver;
+    /// clients and exporters created with the real `jmp admin`.
+    Kubernetes,
+    /// One `jumpstarter serve` process on its embedded store; clients and exporters
+    /// created with `jumpstarter admin`.
+    Standalone,
+}
+
+/// One isolated lab: a namespace with its own controller and router (Kubernetes mode), or
+/// one standalone service with its own data directory.
 #[derive(Debug)]
 pub struct Lab {
+    pub mode: Mode,
     pub namespace: String,
     pub dir: tempfile::TempDir,
     pub controller: Option<Proc>,
@@ -172,16 +185,23 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// Starts a controller and a router for a fresh namespace.
-    pub async fn start(prefix: &str) -> anyhow::Result<Lab> {
+    /// Starts the service: a controller and a router for a fresh namespace (Kubernetes), or
+    /// `jumpstarter serve` with a fresh data directory (standalone).
+    pub async fn start(mode: Mode, prefix: &str) -> anyhow::Result<Lab> {
         let env = TestEnv::shared();
-        env.install_crds(&jumpstarter_controller::crd::definitions())
-            .await?;
-        let namespace = env.namespace(prefix).await;
+        let namespace = match mode {
+            Mode::Kubernetes => {
+                env.install_crds(&jumpstarter_controller::crd::definitions())
+                    .await?;
+                env.namespace(prefix).await
+            }
+            Mode::Standalone => "default".to_owned(),
+        };
         let dir = tempfile::Builder::new()
             .prefix(&format!("e2e-{prefix}-"))
             .tempdir()?;
         let mut lab = Lab {
+            mode,
             namespace,
             dir,
             controller: None,
@@ -209,8 +229,17 @@ impl Lab {
         format!("127.0.0.1:{}", self.router_port)
     }
 
-    /// Starts (or restarts) the controller process and waits until it is ready.
+    /// The standalone service's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.path("data")
+    }
+
+    /// Starts (or restarts) the controller process (standalone: the whole service) and
+    /// waits until it is ready.
     pub async fn start_controller(&mut self) -> anyhow::Result<()> {
+        if self.mode == Mode::Standalone {
+            return self.start_standalone().await;
+        }
         let mut cmd = Command::new(bin_path("jumpstarter-controller"));
         cmd.arg("run")
             .arg("--namespace")
@@ -240,8 +269,122 @@ impl Lab {
         wait_http_ok(&url, Duration::from_secs(60), controller).await
     }
 
+    async fn start_standalone(&mut self) -> anyhow::Result<()> {
+        let mut cmd = Command::new(bin_path("jumpstarter"));
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--grpc-listen")
+            .arg(self.grpc_endpoint())
+            .arg("--router-listen")
+            .arg(self.router_endpoint())
+            .arg("--http-listen")
+            .arg(format!("127.0.0.1:{}", self.probe_port))
+            .env("RUST_LOG", "info");
+        let n = std::fs::read_dir(self.dir.path())
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let proc = Proc::spawn(
+            "jumpstarter serve",
+            cmd,
+            self.path(&format!("serve-{n}.log")),
+        )?;
+        self.controller = Some(proc);
+        let url = format!("http://127.0.0.1:{}/readyz", self.probe_port);
+        let service = self.controller.as_mut().expect("just set");
+        wait_http_ok(&url, Duration::from_secs(60), service).await
+    }
+
+    /// `jumpstarter admin <args> --data-dir D`, asserting success; returns stdout.
+    pub async fn admin(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(bin_path("jumpstarter"))
+            .arg("admin")
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .output()
+            .await?;
+        if !out.status.success() {
+            bail!(
+                "jumpstarter admin {} failed: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Reads an object the way the mode allows: the Kubernetes API, or `jumpstarter admin get -o json`.
+    async fn object<K>(&self, kind: &str, name: &str) -> anyhow::Result<Option<K>>
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned,
+    {
+        match self.mode {
+            Mode::Kubernetes => {
+                let api: Api<K> = Api::namespaced(self.kube().await, &self.namespace);
+                Ok(api.get_opt(name).await?)
+            }
+            Mode::Standalone => {
+                let all: serde_json::Value =
+                    serde_json::from_str(&self.admin(&["get", kind, "-o", "json"]).await?)?;
+                let items = match all.get("items") {
+                    Some(items) => items.as_array().cloned().unwrap_or_default(),
+                    None => vec![all],
+                };
+                for item in items {
+                    if item["metadata"]["name"] == name {
+                        return Ok(Some(serde_json::from_value(item)?));
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// The Exporter object, if it exists.
+    pub async fn exporter(&self, name: &str) -> anyhow::Result<Option<Exporter>> {
+        self.object("exporters", name).await
+    }
+
+    /// The Lease object.
+    pub async fn lease(&self, name: &str) -> anyhow::Result<Lease> {
+        self.object("leases", name)
+            .await?
+            .with_context(|| format!("lease {name} does not exist"))
+    }
+
+    /// Every Lease of the lab.
+    pub async fn leases(&self) -> anyhow::Result<Vec<Lease>> {
+        match self.mode {
+            Mode::Kubernetes => {
+                let api: Api<Lease> = Api::namespaced(self.kube().await, &self.namespace);
+                Ok(api.list(&Default::default()).await?.items)
+            }
+            Mode::Standalone => {
+                let all: serde_json::Value =
+                    serde_json::from_str(&self.admin(&["get", "leases", "-o", "json"]).await?)?;
+                let items = match all.get("items") {
+                    Some(items) => items.as_array().cloned().unwrap_or_default(),
+                    None => vec![all],
+                };
+                Ok(items
+                    .into_iter()
+                    .map(serde_json::from_value)
+                    .collect::<Result<_, _>>()?)
+            }
+        }
+    }
+
     /// Writes the router's certificate and keys (issued by the controller's CA) and starts it.
+    /// Standalone mode runs its router in the service process: nothing to do.
     pub async fn start_router(&mut self) -> anyhow::Result<()> {
+        if self.mode == Mode::Standalone {
+            return Ok(());
+        }
         let out = self.path("router");
         let status = Command::new(bin_path("jumpstarter-controller"))
             .arg("router-cert")
@@ -327,9 +470,15 @@ impl Lab {
         cmd
     }
 
-    /// `jmp admin create client NAME`; returns the path of the written ClientConfig.
+    /// `jmp admin create client NAME` (standalone: `jumpstarter admin create client`);
+    /// returns the path of the written ClientConfig.
     pub async fn create_client(&self, name: &str) -> anyhow::Result<PathBuf> {
         let path = self.path(&format!("{name}.client.yaml"));
+        if self.mode == Mode::Standalone {
+            self.admin(&["create", "client", name, "--out", &path.to_string_lossy()])
+                .await?;
+            return Ok(path);
+        }
         let out = self
             .jmp(
                 &[
@@ -358,6 +507,27 @@ impl Lab {
     /// `jmp admin create exporter NAME -l k=v...`, adds the driver tree and starts `jmp run`.
     pub async fn start_exporter(&mut self, name: &str, labels: &[&str]) -> anyhow::Result<PathBuf> {
         let path = self.path(&format!("{name}.exporter.yaml"));
+        if self.mode == Mode::Standalone {
+            let out_path = path.to_string_lossy().into_owned();
+            let mut args = vec!["create", "exporter", name];
+            for l in labels {
+                args.extend(["-l", l]);
+            }
+            args.extend(["--out", &out_path]);
+            self.admin(&args).await?;
+        } else {
+            self.jmp_admin_create_exporter(name, labels, &path).await?;
+        }
+        self.add_drivers_and_run(name, &path)?;
+        Ok(path)
+    }
+
+    async fn jmp_admin_create_exporter(
+        &self,
+        name: &str,
+        labels: &[&str],
+        path: &Path,
+    ) -> anyhow::Result<()> {
         let mut args = vec!["admin", "create", "exporter", name, "-n", &self.namespace];
         for l in labels {
             args.extend(["-l", l]);
@@ -375,6 +545,10 @@ impl Lab {
         if !out.ok() {
             bail!("jmp admin create exporter {name} failed: {out}");
         }
+        Ok(())
+    }
+
+    fn add_drivers_and_run(&mut self, name: &str, path: &Path) -> anyhow::Result<()> {
         let mut config: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path)?)?;
         let export: serde_yaml::Value = serde_yaml::from_str(
             r#"
@@ -386,9 +560,8 @@ sh:
 "#,
         )?;
         config["export"] = export;
-        std::fs::write(&path, serde_yaml::to_string(&config)?)?;
-        self.run_exporter(name, &path)?;
-        Ok(path)
+        std::fs::write(path, serde_yaml::to_string(&config)?)?;
+        self.run_exporter(name, path)
     }
 
     /// Starts `jmp run` for an existing exporter config.
@@ -416,10 +589,9 @@ sh:
         status: &str,
         timeout: Duration,
     ) -> anyhow::Result<Exporter> {
-        let api: Api<Exporter> = Api::namespaced(self.kube().await, &self.namespace);
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(e) = api.get_opt(name).await? {
+            if let Some(e) = self.exporter(name).await? {
                 let hit = e
                     .status
                     .as_ref()

@@ -8,10 +8,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use jumpstarter_controller::crd::Lease;
-use jumpstarter_e2e::{Lab, RawClient};
+use jumpstarter_e2e::{Lab, Mode, RawClient};
 use jumpstarter_proto::jumpstarter::v1::DialRequest;
 use jumpstarter_proto::jumpstarter::v1::controller_service_client::ControllerServiceClient;
-use kube::api::Api;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -73,10 +72,9 @@ async fn wait_lease<F: Fn(&Lease) -> bool>(
     timeout: Duration,
     pred: F,
 ) -> Lease {
-    let api: Api<Lease> = Api::namespaced(lab.kube().await, &lab.namespace);
     let deadline = Instant::now() + timeout;
     loop {
-        let lease = api.get(name).await.expect("get lease");
+        let lease = lab.lease(name).await.expect("get lease");
         if pred(&lease) {
             return lease;
         }
@@ -112,10 +110,8 @@ fn exporter_of(lease: &Lease) -> Option<String> {
         .map(|r| r.name.clone())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exporter_online_and_shell_drives_power_and_shell_drivers() {
-    let _serial = serial();
-    let mut lab = Lab::start("e2e-basic").await.expect("start lab");
+async fn exporter_online_and_shell_drives_power_and_shell_drivers(mode: Mode) {
+    let mut lab = Lab::start(mode, "e2e-basic").await.expect("start lab");
     lab.start_exporter("board-1", &["board=mock", "site=lab"])
         .await
         .expect("exporter");
@@ -170,13 +166,12 @@ async fn exporter_online_and_shell_drives_power_and_shell_drivers() {
     shell(&lab, &c1, &["-n", "board-1"], &["j", "power", "off"]).await;
 
     // Every one-shot shell deleted (released) its lease: no active lease remains.
-    let api: Api<Lease> = Api::namespaced(lab.kube().await, &lab.namespace);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let leases = api.list(&Default::default()).await.expect("list leases");
-        assert_eq!(leases.items.len(), 4, "one lease per shell");
-        if leases.items.iter().all(is_ended) {
-            for l in &leases.items {
+        let leases = lab.leases().await.expect("list leases");
+        assert_eq!(leases.len(), 4, "one lease per shell");
+        if leases.iter().all(is_ended) {
+            for l in &leases {
                 let labels = l.metadata.labels.clone().unwrap_or_default();
                 assert_eq!(
                     labels
@@ -190,7 +185,7 @@ async fn exporter_online_and_shell_drives_power_and_shell_drivers() {
         assert!(
             Instant::now() < deadline,
             "one-shot leases were not ended: {:?}\n{}",
-            leases.items,
+            leases,
             lab.logs()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -234,10 +229,8 @@ print("sent", sent, "received", got, "bytes", len(received))
 sys.exit(0 if sent == got and len(received) == total else 3)
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sixty_four_mib_echo_through_the_router_is_intact() {
-    let _serial = serial();
-    let mut lab = Lab::start("e2e-echo").await.expect("start lab");
+async fn sixty_four_mib_echo_through_the_router_is_intact(mode: Mode) {
+    let mut lab = Lab::start(mode, "e2e-echo").await.expect("start lab");
     lab.start_exporter("board-1", &["board=mock"])
         .await
         .expect("exporter");
@@ -258,10 +251,8 @@ async fn sixty_four_mib_echo_through_the_router_is_intact() {
     assert!(output.contains("bytes 67108864"), "{output}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exclusive_lease_queues_second_client_until_release() {
-    let _serial = serial();
-    let mut lab = Lab::start("e2e-exclusive").await.expect("start lab");
+async fn exclusive_lease_queues_second_client_until_release(mode: Mode) {
+    let mut lab = Lab::start(mode, "e2e-exclusive").await.expect("start lab");
     lab.start_exporter("board-1", &["board=mock"])
         .await
         .expect("exporter");
@@ -288,8 +279,7 @@ async fn exclusive_lease_queues_second_client_until_release() {
     // Client 2's own lease waits while client 1 holds the exporter.
     let l2 = create_lease(&lab, &c2, &["-l", "board=mock"], "10m").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let api: Api<Lease> = Api::namespaced(lab.kube().await, &lab.namespace);
-    let pending = api.get(&l2).await.expect("get l2");
+    let pending = lab.lease(&l2).await.expect("get l2");
     assert!(
         !is_ready(&pending) && exporter_of(&pending).is_none(),
         "l2 must wait: {:?}",
@@ -320,10 +310,8 @@ async fn exclusive_lease_queues_second_client_until_release() {
     shell(&lab, &c2, &["--lease", &l2], &["j", "power", "on"]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lease_expires_on_time() {
-    let _serial = serial();
-    let mut lab = Lab::start("e2e-expiry").await.expect("start lab");
+async fn lease_expires_on_time(mode: Mode) {
+    let mut lab = Lab::start(mode, "e2e-expiry").await.expect("start lab");
     lab.start_exporter("board-1", &["board=mock"])
         .await
         .expect("exporter");
@@ -361,10 +349,8 @@ async fn lease_expires_on_time() {
     shell(&lab, &c1, &["-l", "board=mock"], &["j", "power", "on"]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn controller_restart_keeps_the_active_lease() {
-    let _serial = serial();
-    let mut lab = Lab::start("e2e-restart").await.expect("start lab");
+async fn controller_restart_keeps_the_active_lease(mode: Mode) {
+    let mut lab = Lab::start(mode, "e2e-restart").await.expect("start lab");
     lab.start_exporter("board-1", &["board=mock"])
         .await
         .expect("exporter");
@@ -388,3 +374,32 @@ async fn controller_restart_keeps_the_active_lease() {
         .expect("online again");
     shell(&lab, &c1, &["--lease", &l1], &["j", "power", "off"]).await;
 }
+
+/// Runs a scenario once per mode, one test at a time.
+macro_rules! in_both_modes {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn kubernetes() {
+                    let _serial = super::serial();
+                    super::$scenario(super::Mode::Kubernetes).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn standalone() {
+                    let _serial = super::serial();
+                    super::$scenario(super::Mode::Standalone).await;
+                }
+            }
+        )*
+    };
+}
+
+in_both_modes!(
+    exporter_online_and_shell_drives_power_and_shell_drivers,
+    sixty_four_mib_echo_through_the_router_is_intact,
+    exclusive_lease_queues_second_client_until_release,
+    lease_expires_on_time,
+    controller_restart_keeps_the_active_lease,
+);
