@@ -7,7 +7,8 @@
 #    the Go module proxy into a cache directory (reused when present);
 # 2. installs the real jumpstarter 0.9.0 Python tools from PyPI into a cached venv;
 # 3. starts etcd + kube-apiserver on loopback, and stops them (by PID) on exit;
-# 4. runs `cargo test --workspace` — including the tests that need the parts above.
+# 4. runs `cargo test --workspace` — including the tests that need the parts above;
+# 5. runs the README's walkthrough as written (tools/readme-walkthrough.sh).
 # Nothing is skipped: a missing part fails the run with the reason.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -49,5 +50,9 @@ done_step "API server start"
 say "running tests"
 cargo test --workspace --locked "$@"
 done_step "tests"
+
+say "running the README walkthrough as written"
+tools/readme-walkthrough.sh
+done_step "README walkthrough"
 
 printf '\nall tests passed in %ss; steps:%b\n' "$(( $(date +%s) - t0 ))" "$timings" >&2
