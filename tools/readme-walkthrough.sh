@@ -9,8 +9,8 @@ work="$(mktemp -d)"
 serve_pid=""
 cleanup() {
   # Stop the exporter and the service the walkthrough started (by PID, children first).
-  if [ -f "$work/steps.pids" ]; then xargs -r kill < "$work/steps.pids" 2>/dev/null || true; fi
-  [ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null || true
+  if [ -f "$work/steps.pids" ]; then xargs -r kill < "$work/steps.pids" 2>/dev/null || true; sleep 2; fi
+  [ -n "$serve_pid" ] && kill -- "-$serve_pid" 2>/dev/null || true
   sleep 1
   rm -rf "$work"
 }
@@ -37,7 +37,8 @@ mkdir -p "$HOME"
 cd "$work/repo"
 
 echo "==> walkthrough: starting the service" >&2
-bash -e "$work/serve.sh" > "$work/serve.log" 2>&1 &
+# Its own process group, so that cleanup stops cargo and the service it runs too.
+setsid bash -e "$work/serve.sh" > "$work/serve.log" 2>&1 &
 serve_pid=$!
 for _ in $(seq 1 600); do
   curl -sf --max-time 1 http://127.0.0.1:8081/readyz >/dev/null && break
