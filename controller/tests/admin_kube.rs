@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jumpstarter_controller::admin::{
-    Admin, AdminError, ClientConfig, ExporterConfig, Kind, Objects, OutputFormat,
+    Admin, AdminError, ClientConfig, ExporterConfig, Kind, LeaseOrder, Objects, OutputFormat,
 };
 use jumpstarter_controller::crd::{Client, Exporter, Lease, LeaseSpec};
 use jumpstarter_controller::keys::{self, Keys};
@@ -336,4 +336,163 @@ async fn invalid_names_and_labels_are_refused_before_writing() {
         "{bad_label:?}"
     );
     assert!(f.admin().list(Kind::Exporter).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn create_lease_by_selector_and_by_exporter() {
+    let f = Fixture::new("admin-lease", true).await;
+    let admin = f.admin();
+    admin
+        .create_client("alice", &BTreeMap::new())
+        .await
+        .expect("create client");
+    admin
+        .create_exporter("board-1", &labels(&[("board", "mock")]))
+        .await
+        .expect("create exporter");
+
+    // By selector: labels from matchLabels and tags, a UUIDv7 name, the client's ref.
+    let by_selector = admin
+        .create_lease(&LeaseOrder {
+            client: "alice".into(),
+            selector: Some("board=mock,site in (a,b)".into()),
+            duration: Some("30m".into()),
+            tags: labels(&[("team", "qa")]),
+            ..LeaseOrder::default()
+        })
+        .await
+        .expect("create lease by selector");
+    let Objects::Leases(created) = &by_selector else {
+        panic!("leases: {by_selector:?}")
+    };
+    let lease = &created[0];
+    let name = lease.metadata.name.clone().expect("name");
+    assert_eq!(
+        uuid::Uuid::parse_str(&name)
+            .expect("a UUID")
+            .get_version_num(),
+        7
+    );
+    assert_eq!(lease.spec.client_ref.name, "alice");
+    assert_eq!(lease.spec.duration.as_deref(), Some("30m0s"));
+    assert_eq!(
+        lease.metadata.labels,
+        Some(labels(&[
+            ("board", "mock"),
+            ("metadata.jumpstarter.dev/team", "qa")
+        ]))
+    );
+    assert_eq!(
+        lease.spec.selector.match_expressions.as_ref().map(Vec::len),
+        Some(1)
+    );
+    let stored: Lease = f.store.get(&f.ns, &name).await.unwrap().expect("stored");
+    assert_eq!(stored.spec, lease.spec);
+
+    // By exporter name, with a chosen name and begin/end instead of a duration.
+    admin
+        .create_lease(&LeaseOrder {
+            client: "alice".into(),
+            exporter: Some("board-1".into()),
+            begin_time: Some("2030-01-01T10:00:00Z".into()),
+            end_time: Some("2030-01-01T11:30:00Z".into()),
+            name: Some("pinned".into()),
+            ..LeaseOrder::default()
+        })
+        .await
+        .expect("create lease by exporter");
+    let pinned: Lease = f.store.get(&f.ns, "pinned").await.unwrap().expect("stored");
+    assert_eq!(
+        pinned.spec.exporter_ref.as_ref().map(|r| r.name.as_str()),
+        Some("board-1")
+    );
+    assert_eq!(pinned.spec.duration.as_deref(), Some("1h30m0s"));
+
+    let listed = admin.list(Kind::Lease).await.expect("list leases");
+    let mut expected = vec![name.clone(), "pinned".to_owned()];
+    expected.sort();
+    assert_eq!(listed.names(), expected);
+    let table = listed.render(OutputFormat::Table, false).unwrap();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&name) && l.contains("alice")),
+        "{table}"
+    );
+
+    // The same name twice is refused.
+    let again = admin
+        .create_lease(&LeaseOrder {
+            client: "alice".into(),
+            exporter: Some("board-1".into()),
+            duration: Some("1h".into()),
+            name: Some("pinned".into()),
+            ..LeaseOrder::default()
+        })
+        .await;
+    assert!(
+        matches!(again, Err(AdminError::AlreadyExists { .. })),
+        "{again:?}"
+    );
+
+    for lease in expected {
+        admin.delete(Kind::Lease, &lease).await.expect("delete");
+    }
+    assert!(admin.list(Kind::Lease).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn create_lease_refuses_bad_orders_precisely() {
+    let f = Fixture::new("admin-lease-bad", true).await;
+    let admin = f.admin();
+    admin
+        .create_client("alice", &BTreeMap::new())
+        .await
+        .expect("create client");
+    let order = |change: &dyn Fn(&mut LeaseOrder)| {
+        let mut order = LeaseOrder {
+            client: "alice".into(),
+            selector: Some("board=mock".into()),
+            duration: Some("30m".into()),
+            ..LeaseOrder::default()
+        };
+        change(&mut order);
+        order
+    };
+    let message = |result: Result<Objects, AdminError>| match result {
+        Err(error) => error.to_string(),
+        Ok(created) => panic!("created {created:?}"),
+    };
+
+    let unknown = admin
+        .create_lease(&order(&|o| o.client = "nobody".into()))
+        .await;
+    assert!(
+        matches!(&unknown, Err(AdminError::NotFound { kind: "client", name, .. }) if name == "nobody"),
+        "{unknown:?}"
+    );
+    type Change = dyn Fn(&mut LeaseOrder);
+    let cases: [(&Change, &str); 6] = [
+        (
+            &|o| o.selector = Some("board in (".into()),
+            "invalid lease:",
+        ),
+        (
+            &|o| o.selector = None,
+            "one of selector or exporter_name is required",
+        ),
+        (&|o| o.duration = Some("soon".into()), "invalid duration"),
+        (&|o| o.duration = None, "duration is required"),
+        (
+            &|o| o.tags = (0..11).map(|i| (format!("k{i}"), "v".to_owned())).collect(),
+            "too many tags: 11 (at most 10)",
+        ),
+        (&|o| o.name = Some("Not_A_Name".into()), "invalid lease_id"),
+    ];
+    for (change, expected) in cases {
+        let text = message(admin.create_lease(&order(change)).await);
+        assert!(text.contains(expected), "{text:?} should say {expected:?}");
+    }
+    // Nothing was written.
+    assert!(admin.list(Kind::Lease).await.unwrap().is_empty());
 }

@@ -549,7 +549,7 @@ impl Lab {
     }
 
     fn add_drivers_and_run(&mut self, name: &str, path: &Path) -> anyhow::Result<()> {
-        let mut config: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path)?)?;
+        let mut config: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path)?)?;
         let export: serde_yaml::Value = serde_yaml::from_str(
             r#"
 power: {type: jumpstarter_driver_power.driver.MockPower}

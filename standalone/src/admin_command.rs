@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use jumpstarter_controller::admin::{self, Admin, Kind, Objects, OutputFormat};
+use jumpstarter_controller::admin::{self, Admin, Kind, LeaseOrder, Objects, OutputFormat};
 use jumpstarter_controller::store::kube::KubeStore;
 
 use crate::admin_api::client::AdminClient;
@@ -31,6 +31,10 @@ pub(crate) enum AdminCommand {
         name: String,
         labels: BTreeMap<String, String>,
         out: Option<PathBuf>,
+    },
+    CreateLease {
+        order: LeaseOrder,
+        output: OutputFormat,
     },
     Get {
         kind: Kind,
@@ -97,6 +101,13 @@ impl Backend {
         Ok(config.to_yaml()?)
     }
 
+    async fn create_lease(&self, order: &LeaseOrder) -> anyhow::Result<Objects> {
+        Ok(match self {
+            Backend::Kubernetes(admin) => admin.create_lease(order).await?,
+            Backend::Service(client) => client.create_lease(order).await?,
+        })
+    }
+
     async fn get(&self, kind: Kind, name: &str) -> anyhow::Result<Objects> {
         Ok(match self {
             Backend::Kubernetes(admin) => admin.get(kind, name).await?,
@@ -131,6 +142,7 @@ pub(crate) async fn run(target: &Target, command: AdminCommand) -> anyhow::Resul
             name: Some(name), ..
         } => admin::validate_name(name)?,
         AdminCommand::Get { name: None, .. } => {}
+        AdminCommand::CreateLease { order, .. } => admin::validate_name(&order.client)?,
     }
     if let AdminCommand::Create { labels, .. } = &command {
         for (key, value) in labels {
@@ -150,7 +162,7 @@ pub(crate) async fn run(target: &Target, command: AdminCommand) -> anyhow::Resul
                 Kind::Client => backend.create_client(&name, &labels).await?,
                 Kind::Exporter => backend.create_exporter(&name, &labels).await?,
                 Kind::Lease => {
-                    anyhow::bail!("leases are created by clients (`jmp shell`, `jmp create lease`)")
+                    anyhow::bail!("use `jumpstarter admin create lease` to create a lease")
                 }
             };
             match out {
@@ -164,6 +176,10 @@ pub(crate) async fn run(target: &Target, command: AdminCommand) -> anyhow::Resul
                 }
                 None => stdout.write_all(yaml.as_bytes())?,
             }
+        }
+        AdminCommand::CreateLease { order, output } => {
+            let lease = backend.create_lease(&order).await?;
+            stdout.write_all(lease.render(output, true)?.as_bytes())?;
         }
         AdminCommand::Get { kind, name, output } => {
             let (objects, single) = match &name {

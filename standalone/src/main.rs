@@ -3,7 +3,8 @@
 //! - `jumpstarter serve`: controller (gRPC over TLS), reconcile loop, router, probes and
 //!   metrics in one process, with all state in one file of the data directory.
 //! - `jumpstarter admin …`: create, get/list and delete clients, exporters and leases;
-//!   `create` writes the 0.9.0 client/exporter configuration `jmp` reads. Through the
+//!   `create client|exporter` writes the 0.9.0 configuration `jmp` reads, `create lease`
+//!   leases exporters for a client as `jmp create lease` would. Through the
 //!   running service's admin socket, or with `--kubeconfig`/`--kubernetes` through the
 //!   Kubernetes API of a cluster running `jumpstarter-controller`.
 //!
@@ -25,8 +26,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use jumpstarter_controller::admin::{Kind, OutputFormat};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use jumpstarter_controller::admin::{self as admin_ops, Kind, LeaseOrder, OutputFormat};
 use jumpstarter_controller::scheduler::duration as go_duration;
 
 use crate::admin_command::{AdminCommand, Target};
@@ -130,7 +131,7 @@ struct AdminArgs {
 
 #[derive(Debug, Subcommand)]
 enum AdminSubcommand {
-    /// Create a client or an exporter and write its configuration.
+    /// Create a client or an exporter and write its configuration, or create a lease.
     #[command(subcommand)]
     Create(CreateCommand),
     /// Show one object, or list every object of a kind.
@@ -147,7 +148,44 @@ enum CreateCommand {
     Client(CreateArgs),
     /// Create an exporter; writes its ExporterConfig with an empty `export:` to fill in.
     Exporter(CreateArgs),
+    /// Create a lease for a client, as `jmp create lease` would; prints it like `get`.
+    Lease(CreateLeaseArgs),
 }
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("target").required(true).args(["selector", "exporter"])))]
+struct CreateLeaseArgs {
+    /// The client the lease is for (it must exist).
+    #[arg(long)]
+    client: String,
+    /// Label selector of the exporters that may serve it, e.g. `board=mock,site in (a,b)`.
+    #[arg(short = 'l', long)]
+    selector: Option<String>,
+    /// The one exporter to lease, by name.
+    #[arg(long)]
+    exporter: Option<String>,
+    /// How long, as a Go duration [default: 30m, unless --end-time is given].
+    #[arg(long, value_parser = parse_lease_duration)]
+    duration: Option<String>,
+    /// When the lease may start (RFC 3339, e.g. 2025-01-31T09:00:00Z).
+    #[arg(long, value_parser = parse_begin_time)]
+    begin_time: Option<String>,
+    /// When the lease ends (RFC 3339).
+    #[arg(long, value_parser = parse_end_time)]
+    end_time: Option<String>,
+    /// Tag `key=value` (repeatable), stored as label `metadata.jumpstarter.dev/<key>`.
+    #[arg(long = "tag", value_parser = parse_tag)]
+    tags: Vec<(String, String)>,
+    /// The lease's name [default: a new UUIDv7].
+    #[arg(long)]
+    name: Option<String>,
+    /// Output format.
+    #[arg(short, long, env = "JUMPSTARTER_OUTPUT", value_enum, default_value_t = OutputArg::Table)]
+    output: OutputArg,
+}
+
+/// Duration of a lease when neither `--duration` nor `--end-time` is given.
+const DEFAULT_LEASE_DURATION: &str = "30m";
 
 #[derive(Debug, Args)]
 struct CreateArgs {
@@ -264,17 +302,10 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
         namespace: args.namespace,
     };
     let command = match args.command {
-        AdminSubcommand::Create(create) => {
-            let (kind, args) = match create {
-                CreateCommand::Client(args) => (Kind::Client, args),
-                CreateCommand::Exporter(args) => (Kind::Exporter, args),
-            };
-            AdminCommand::Create {
-                kind,
-                name: args.name,
-                labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
-                out: args.out,
-            }
+        AdminSubcommand::Create(CreateCommand::Lease(args)) => lease_command(args),
+        AdminSubcommand::Create(CreateCommand::Client(args)) => create_command(Kind::Client, args),
+        AdminSubcommand::Create(CreateCommand::Exporter(args)) => {
+            create_command(Kind::Exporter, args)
         }
         AdminSubcommand::Get(args) | AdminSubcommand::List(args) => AdminCommand::Get {
             kind: args.kind.into(),
@@ -287,6 +318,36 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
         },
     };
     admin_command::run(&target, command).await
+}
+
+fn create_command(kind: Kind, args: CreateArgs) -> AdminCommand {
+    AdminCommand::Create {
+        kind,
+        name: args.name,
+        labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        out: args.out,
+    }
+}
+
+fn lease_command(args: CreateLeaseArgs) -> AdminCommand {
+    let duration = match (args.duration, &args.end_time) {
+        (Some(duration), _) => Some(duration),
+        (None, Some(_)) => None,
+        (None, None) => Some(DEFAULT_LEASE_DURATION.to_owned()),
+    };
+    AdminCommand::CreateLease {
+        order: LeaseOrder {
+            client: args.client,
+            selector: args.selector,
+            exporter: args.exporter,
+            duration,
+            begin_time: args.begin_time,
+            end_time: args.end_time,
+            tags: args.tags.into_iter().collect(),
+            name: args.name,
+        },
+        output: args.output.into(),
+    }
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
@@ -307,8 +368,32 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
         return Err(format!("label {text:?} is not key=value"));
     };
     let (key, value) = (key.trim(), value.trim());
-    jumpstarter_controller::admin::validate_label(key, value).map_err(|e| e.to_string())?;
+    admin_ops::validate_label(key, value).map_err(|e| e.to_string())?;
     Ok((key.to_owned(), value.to_owned()))
+}
+
+/// `key=value`; the tag rules are checked where the lease is created.
+fn parse_tag(text: &str) -> Result<(String, String), String> {
+    let Some((key, value)) = text.split_once('=') else {
+        return Err(format!("tag {text:?} is not key=value"));
+    };
+    Ok((key.trim().to_owned(), value.trim().to_owned()))
+}
+
+/// A Go duration, kept as written (the lease checks read it again).
+fn parse_lease_duration(text: &str) -> Result<String, String> {
+    admin_ops::lease::parse_duration(text).map_err(|e| e.to_string())?;
+    Ok(text.to_owned())
+}
+
+fn parse_begin_time(text: &str) -> Result<String, String> {
+    admin_ops::lease::parse_time(text, "begin_time").map_err(|e| e.to_string())?;
+    Ok(text.to_owned())
+}
+
+fn parse_end_time(text: &str) -> Result<String, String> {
+    admin_ops::lease::parse_time(text, "end_time").map_err(|e| e.to_string())?;
+    Ok(text.to_owned())
 }
 
 fn parse_duration(text: &str) -> Result<time::Duration, String> {
@@ -351,6 +436,47 @@ mod tests {
         assert_eq!(args.http_listen, "127.0.0.1:8081".parse().unwrap());
         assert_eq!(args.namespace, "default");
         assert_eq!(args.token_lifetime, settings::DEFAULT_TOKEN_LIFETIME);
+    }
+
+    #[test]
+    fn create_lease_needs_exactly_one_target_and_defaults_its_duration() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["jumpstarter", "admin", "create", "lease", "--client", "a"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args)
+        };
+        let neither = parse(&[]).unwrap_err();
+        assert_eq!(
+            neither.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        let both = parse(&["-l", "a=b", "--exporter", "e"]).unwrap_err();
+        assert_eq!(both.kind(), clap::error::ErrorKind::ArgumentConflict);
+        let bad = parse(&["-l", "a=b", "--duration", "soon"]).unwrap_err();
+        assert_eq!(bad.kind(), clap::error::ErrorKind::ValueValidation);
+        let bad = parse(&["-l", "a=b", "--begin-time", "today"]).unwrap_err();
+        assert_eq!(bad.kind(), clap::error::ErrorKind::ValueValidation);
+
+        let lease = |extra: &[&str]| {
+            let Command::Admin(args) = parse(extra).unwrap().command else {
+                panic!("admin")
+            };
+            let AdminSubcommand::Create(CreateCommand::Lease(args)) = args.command else {
+                panic!("create lease")
+            };
+            let AdminCommand::CreateLease { order, .. } = lease_command(args) else {
+                panic!("a lease command")
+            };
+            order
+        };
+        let order = lease(&["-l", "a=b", "--tag", "k=v", "--tag", "x=y"]);
+        assert_eq!(order.duration.as_deref(), Some("30m"));
+        assert_eq!(order.selector.as_deref(), Some("a=b"));
+        assert_eq!(order.tags.len(), 2);
+        let order = lease(&["--exporter", "e", "--end-time", "2030-01-01T00:00:00Z"]);
+        assert_eq!(order.duration, None, "the end time alone needs no default");
+        let order = lease(&["--exporter", "e", "--duration", "2h"]);
+        assert_eq!(order.duration.as_deref(), Some("2h"));
     }
 
     #[test]

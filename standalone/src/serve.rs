@@ -161,7 +161,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .with_context(|| format!("create the admin socket {}", socket_path.display()))?;
     let admin_task = tokio::spawn(admin_api::server::serve(
         socket,
-        Admin::new(store.clone(), options.namespace.clone()),
+        Admin::new(store.clone(), options.namespace.clone()).with_max_tags(settings.max_tags),
         shutdown.clone(),
     ));
 

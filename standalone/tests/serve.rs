@@ -453,3 +453,144 @@ fn no_arguments_prints_help() {
     assert!(text.contains("Usage: jumpstarter <COMMAND>"), "{text}");
     assert!(text.contains("serve") && text.contains("admin"), "{text}");
 }
+
+/// `admin ARGS` must fail with exit code `code` and say `expected` on stderr.
+fn fails_with(output: Output, code: i32, expected: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(code), "{stderr}");
+    assert!(
+        stderr.contains(expected),
+        "{stderr:?} should say {expected:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_creates_leases_through_the_service() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data_dir = tmp.path().join("data");
+    let service = Service::start(&data_dir);
+    ok(admin(&data_dir, &["create", "client", "alice"]));
+    ok(admin(
+        &data_dir,
+        &["create", "exporter", "board-1", "-l", "board=mock"],
+    ));
+
+    // By selector, printed like `get -o json`: labels from the selector and the tags.
+    let by_selector: serde_json::Value = serde_json::from_str(&ok(admin(
+        &data_dir,
+        &[
+            "create",
+            "lease",
+            "--client",
+            "alice",
+            "-l",
+            "board=mock",
+            "--tag",
+            "team=qa",
+            "-o",
+            "json",
+        ],
+    )))
+    .expect("JSON");
+    assert_eq!(by_selector["kind"], "Lease");
+    assert_eq!(by_selector["spec"]["clientRef"]["name"], "alice");
+    assert_eq!(by_selector["spec"]["duration"], "30m0s", "the default");
+    assert_eq!(by_selector["metadata"]["labels"]["board"], "mock");
+    assert_eq!(
+        by_selector["metadata"]["labels"]["metadata.jumpstarter.dev/team"],
+        "qa"
+    );
+    let generated = by_selector["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .to_owned();
+    assert_eq!(generated.len(), 36, "a UUID: {generated}");
+
+    // By exporter, with a name: the table like `get`.
+    let table = ok(admin(
+        &data_dir,
+        &[
+            "create",
+            "lease",
+            "--client",
+            "alice",
+            "--exporter",
+            "board-1",
+            "--duration",
+            "2h",
+            "--name",
+            "pinned",
+        ],
+    ));
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("pinned ") && l.contains("alice")),
+        "{table}"
+    );
+    let pinned = yaml(&ok(admin(
+        &data_dir,
+        &["get", "lease", "pinned", "-o", "yaml"],
+    )));
+    assert_eq!(s(&pinned["spec"]["exporterRef"]["name"]), "board-1");
+    assert_eq!(s(&pinned["spec"]["duration"]), "2h0m0s");
+
+    let leases = ok(admin(&data_dir, &["list", "leases"]));
+    for name in [generated.as_str(), "pinned"] {
+        assert!(
+            leases.lines().any(|l| l.starts_with(&format!("{name} "))),
+            "{leases}"
+        );
+    }
+
+    // Usage mistakes: exit code 2, before anything is sent.
+    let create = |extra: &[&str]| {
+        let mut args = vec!["create", "lease", "--client", "alice"];
+        args.extend_from_slice(extra);
+        admin(&data_dir, &args)
+    };
+    fails_with(
+        create(&[]),
+        2,
+        "--selector <SELECTOR>|--exporter <EXPORTER>",
+    );
+    fails_with(
+        create(&["-l", "board=mock", "--exporter", "board-1"]),
+        2,
+        "cannot be used with",
+    );
+    fails_with(
+        create(&["-l", "board=mock", "--duration", "soon"]),
+        2,
+        "invalid duration \"soon\"",
+    );
+    // Refused by the CreateLease checks: exit code 1.
+    fails_with(
+        admin(
+            &data_dir,
+            &["create", "lease", "--client", "nobody", "-l", "board=mock"],
+        ),
+        1,
+        "client default/nobody not found",
+    );
+    fails_with(create(&["-l", "board in ("]), 1, "invalid lease:");
+    let tags: Vec<String> = (0..11)
+        .flat_map(|i| ["--tag".to_owned(), format!("k{i}=v")])
+        .collect();
+    let mut args = vec!["-l", "board=mock"];
+    args.extend(tags.iter().map(String::as_str));
+    fails_with(create(&args), 1, "too many tags: 11 (at most 10)");
+    fails_with(
+        create(&["--exporter", "board-1", "--name", "pinned"]),
+        1,
+        "lease default/pinned already exists",
+    );
+
+    // delete removes them.
+    for name in [generated.as_str(), "pinned"] {
+        ok(admin(&data_dir, &["delete", "lease", name]));
+    }
+    assert!(ok(admin(&data_dir, &["get", "leases"])).is_empty());
+    service.stop();
+}

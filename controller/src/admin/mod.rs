@@ -7,10 +7,15 @@
 //! token from that Secret, the CA from ConfigMap [`keys::CA_CONFIG_MAP`] and the endpoint
 //! from `status.endpoint`, and build the configuration file the real `jmp` reads.
 //!
+//! Creating a lease ([`lease`]) goes through the checks of `ClientService.CreateLease`
+//! on behalf of an existing client; the reconcile loop schedules it as usual.
+//!
 //! - [`config`]: the 0.9.0 `ClientConfig` / `ExporterConfig` files.
+//! - [`lease`]: [`LeaseOrder`], what `create lease` asks for.
 //! - [`listing`]: [`Objects`] (the result of get and list) as a table, YAML or JSON.
 
 pub mod config;
+pub mod lease;
 pub mod listing;
 
 use std::collections::BTreeMap;
@@ -22,9 +27,11 @@ use tokio::time::Instant;
 use crate::crd::{Client, ClientSpec, Exporter, ExporterSpec, Lease};
 use crate::keys;
 use crate::reconcile::credential::TOKEN_KEY;
+use crate::settings::DEFAULT_MAX_TAGS;
 use crate::store::{Object, Store, StoreError, list_all};
 
 pub use config::{ClientConfig, Credentials, ExporterConfig};
+pub use lease::LeaseOrder;
 pub use listing::{Objects, OutputFormat};
 
 /// How long `create` waits for the reconciler to issue the credential (0.9.0: 10 s).
@@ -74,6 +81,8 @@ impl Kind {
 pub enum AdminError {
     #[error("invalid name {name:?}: {reason}")]
     InvalidName { name: String, reason: String },
+    #[error("invalid lease: {0}")]
+    InvalidLease(String),
     #[error("invalid label {label:?}: {reason}")]
     InvalidLabel { label: String, reason: String },
     #[error("{kind} {namespace}/{name} already exists")]
@@ -125,6 +134,7 @@ pub struct Admin<S> {
     store: S,
     namespace: String,
     credential_wait: Duration,
+    max_tags: usize,
 }
 
 impl<S: Store> Admin<S> {
@@ -133,12 +143,19 @@ impl<S: Store> Admin<S> {
             store,
             namespace: namespace.into(),
             credential_wait: CREDENTIAL_WAIT,
+            max_tags: DEFAULT_MAX_TAGS,
         }
     }
 
     /// Changes how long `create_*` waits for the credential.
     pub fn with_credential_wait(mut self, wait: Duration) -> Admin<S> {
         self.credential_wait = wait;
+        self
+    }
+
+    /// Changes how many tags `create_lease` accepts (the controller's `--max-tags`).
+    pub fn with_max_tags(mut self, max_tags: usize) -> Admin<S> {
+        self.max_tags = max_tags;
         self
     }
 

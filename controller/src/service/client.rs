@@ -170,16 +170,7 @@ impl<S: Store> ClientApi<S> {
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("lease is required"))?;
         let checked = lease_request::validate(lease, self.services.shared.settings.max_tags)?;
-        let name = if request.lease_id.is_empty() {
-            uuid::Uuid::now_v7().to_string()
-        } else if names::is_object_name(&request.lease_id) {
-            request.lease_id.clone()
-        } else {
-            return Err(Status::invalid_argument(format!(
-                "invalid lease_id {}: must be a lowercase RFC 1123 name",
-                names::quoted(&request.lease_id)
-            )));
-        };
+        let name = lease_request::lease_name(&request.lease_id)?;
         let object = lease_request::build(&checked, &namespace, &name, &caller.name)?;
         let created = self.store().create(&object).await.map_err(store_status)?;
         tracing::info!(lease = %format!("{namespace}/{name}"), client = %caller.name, "lease created");

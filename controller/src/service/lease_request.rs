@@ -79,6 +79,21 @@ pub fn validate(lease: &client_pb::Lease, max_tags: usize) -> Result<LeaseReques
     })
 }
 
+/// The name of a new lease: `lease_id` when given (it must be a lowercase RFC 1123 name),
+/// else a fresh UUIDv7.
+pub fn lease_name(lease_id: &str) -> Result<String, Status> {
+    if lease_id.is_empty() {
+        Ok(uuid::Uuid::now_v7().to_string())
+    } else if names::is_object_name(lease_id) {
+        Ok(lease_id.to_owned())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "invalid lease_id {}: must be a lowercase RFC 1123 name",
+            names::quoted(lease_id)
+        )))
+    }
+}
+
 /// The Lease object for a checked request.
 pub fn build(
     request: &LeaseRequest,

@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use jumpstarter_controller::admin::{ClientConfig, ExporterConfig, Kind, Objects};
+use jumpstarter_controller::admin::{ClientConfig, ExporterConfig, Kind, LeaseOrder, Objects};
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
@@ -71,6 +71,12 @@ impl AdminClient {
         labels: &BTreeMap<String, String>,
     ) -> Result<ExporterConfig, ClientError> {
         self.create(Kind::Exporter, name, labels).await
+    }
+
+    pub(crate) async fn create_lease(&self, order: &LeaseOrder) -> Result<Objects, ClientError> {
+        let body = serde_json::to_vec(order).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let path = format!("/v1/{}", Kind::Lease.plural());
+        decode(self.call(Method::POST, &path, Some(body)).await?)
     }
 
     pub(crate) async fn get(&self, kind: Kind, name: &str) -> Result<Objects, ClientError> {

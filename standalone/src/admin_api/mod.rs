@@ -7,6 +7,8 @@
 //! - `POST /v1/clients`, `POST /v1/exporters` with [`CreateRequest`] → the configuration
 //!   ([`ClientConfig`](jumpstarter_controller::admin::ClientConfig) /
 //!   [`ExporterConfig`](jumpstarter_controller::admin::ExporterConfig));
+//! - `POST /v1/leases` with a [`LeaseOrder`](jumpstarter_controller::admin::LeaseOrder) →
+//!   the created lease as [`Objects`](jumpstarter_controller::admin::Objects);
 //! - `GET /v1/{clients|exporters|leases}` and `GET /v1/{kind}/{name}` →
 //!   [`Objects`](jumpstarter_controller::admin::Objects);
 //! - `DELETE /v1/{kind}/{name}` → 204.

@@ -10,9 +10,10 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use jumpstarter_controller::admin::{Admin, AdminError, Kind};
+use jumpstarter_controller::admin::{Admin, AdminError, Kind, LeaseOrder};
 use jumpstarter_controller::store::{Store, StoreError};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
@@ -65,30 +66,37 @@ async fn create<S: Store>(
     if let Some(refusal) = check_namespace(&admin, &headers) {
         return refusal;
     }
-    let request: CreateRequest = match serde_json::from_slice(&body) {
-        Ok(request) => request,
-        Err(e) => {
-            return failure(
-                StatusCode::BAD_REQUEST,
-                format!("invalid request body: {e}"),
-            );
-        }
-    };
     match Kind::parse(&kind) {
-        Some(Kind::Client) => respond(
-            admin.create_client(&request.name, &request.labels).await,
-            StatusCode::CREATED,
-        ),
-        Some(Kind::Exporter) => respond(
-            admin.create_exporter(&request.name, &request.labels).await,
-            StatusCode::CREATED,
-        ),
-        Some(Kind::Lease) => failure(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "leases are created by clients (jmp create lease, jmp shell)".to_owned(),
-        ),
+        Some(Kind::Client) => match parse_body::<CreateRequest>(&body) {
+            Ok(request) => respond(
+                admin.create_client(&request.name, &request.labels).await,
+                StatusCode::CREATED,
+            ),
+            Err(refusal) => *refusal,
+        },
+        Some(Kind::Exporter) => match parse_body::<CreateRequest>(&body) {
+            Ok(request) => respond(
+                admin.create_exporter(&request.name, &request.labels).await,
+                StatusCode::CREATED,
+            ),
+            Err(refusal) => *refusal,
+        },
+        Some(Kind::Lease) => match parse_body::<LeaseOrder>(&body) {
+            Ok(order) => respond(admin.create_lease(&order).await, StatusCode::CREATED),
+            Err(refusal) => *refusal,
+        },
         None => unknown_kind(&kind),
     }
+}
+
+/// A JSON request body, or the refusal to answer (boxed: a response is large).
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(failure(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: {e}"),
+        ))
+    })
 }
 
 async fn list<S: Store>(
@@ -168,7 +176,9 @@ fn respond<T: Serialize>(result: Result<T, AdminError>, status: StatusCode) -> R
 
 fn admin_failure(error: &AdminError) -> Response {
     let status = match error {
-        AdminError::InvalidName { .. } | AdminError::InvalidLabel { .. } => StatusCode::BAD_REQUEST,
+        AdminError::InvalidName { .. }
+        | AdminError::InvalidLabel { .. }
+        | AdminError::InvalidLease(_) => StatusCode::BAD_REQUEST,
         AdminError::AlreadyExists { .. } => StatusCode::CONFLICT,
         AdminError::NotFound { .. } => StatusCode::NOT_FOUND,
         AdminError::CredentialTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,

@@ -1,0 +1,176 @@
+//! `create lease` for an administrator: a [`LeaseOrder`] on behalf of an existing client,
+//! checked and turned into a Lease object by the same code as `ClientService.CreateLease`
+//! ([`lease_request`]), so both accept and refuse exactly the same requests. The reconcile
+//! loop then schedules the lease like any other.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
+
+use super::{Admin, AdminError, Kind, Objects};
+use crate::crd::Client;
+use crate::scheduler::duration as go_duration;
+use crate::service::lease_request;
+use crate::store::{Store, StoreError};
+
+/// What `create lease` asks for, with times and the duration as the user wrote them (so it
+/// travels as plain JSON to a running service).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseOrder {
+    /// The client the lease is for; it must exist.
+    pub client: String,
+    /// Label selector of the exporters that may serve the lease (`CreateLease`'s `selector`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// The one exporter to lease (`CreateLease`'s `exporter_name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exporter: Option<String>,
+    /// A Go duration such as `30m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub begin_time: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// The lease's name; a UUIDv7 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A Go duration (`1h30m`) as `CreateLease` receives it.
+pub fn parse_duration(text: &str) -> Result<time::Duration, AdminError> {
+    go_duration::parse(text.trim()).map_err(|e| AdminError::InvalidLease(format!("duration: {e}")))
+}
+
+/// An RFC 3339 time (`2025-01-31T09:00:00Z`); `field` names it in the error.
+pub fn parse_time(text: &str, field: &str) -> Result<OffsetDateTime, AdminError> {
+    OffsetDateTime::parse(text.trim(), &Rfc3339).map_err(|e| {
+        AdminError::InvalidLease(format!(
+            "{field} {text:?} is not an RFC 3339 time (like 2025-01-31T09:00:00Z): {e}"
+        ))
+    })
+}
+
+impl LeaseOrder {
+    /// The order as a `CreateLease` request body.
+    fn to_proto(&self) -> Result<client_pb::Lease, AdminError> {
+        let timestamp = |text: &Option<String>, field: &str| {
+            text.as_deref()
+                .map(|t| {
+                    let time = parse_time(t, field)?;
+                    let nanos = time.unix_timestamp_nanos();
+                    Ok::<_, AdminError>(prost_types::Timestamp {
+                        seconds: time.unix_timestamp(),
+                        // Always in 0..1e9 because it is the Euclidean remainder.
+                        nanos: nanos.rem_euclid(1_000_000_000) as i32,
+                    })
+                })
+                .transpose()
+        };
+        let duration = self
+            .duration
+            .as_deref()
+            .map(parse_duration)
+            .transpose()?
+            .map(|d| prost_types::Duration {
+                seconds: d.whole_seconds(),
+                nanos: d.subsec_nanoseconds(),
+            });
+        Ok(client_pb::Lease {
+            selector: self.selector.clone().unwrap_or_default(),
+            exporter_name: self.exporter.clone(),
+            duration,
+            begin_time: timestamp(&self.begin_time, "begin_time")?,
+            end_time: timestamp(&self.end_time, "end_time")?,
+            tags: self
+                .tags
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+            ..client_pb::Lease::default()
+        })
+    }
+}
+
+impl<S: Store> Admin<S> {
+    /// Creates the lease `order` asks for, as `ClientService.CreateLease` would for its
+    /// client (at most [`Admin::with_max_tags`] tags), and returns it as stored.
+    pub async fn create_lease(&self, order: &LeaseOrder) -> Result<Objects, AdminError> {
+        let invalid = |status: tonic::Status| AdminError::InvalidLease(status.message().to_owned());
+        let request =
+            lease_request::validate(&order.to_proto()?, self.max_tags).map_err(invalid)?;
+        let name = lease_request::lease_name(order.name.as_deref().unwrap_or_default())
+            .map_err(invalid)?;
+        if self.read::<Client>(&order.client).await?.is_none() {
+            return Err(self.not_found(Kind::Client, &order.client));
+        }
+        let lease = lease_request::build(&request, &self.namespace, &name, &order.client)
+            .map_err(invalid)?;
+        match self.store.create(&lease).await {
+            Ok(created) => Ok(Objects::Leases(vec![created])),
+            Err(StoreError::AlreadyExists { .. }) => Err(AdminError::AlreadyExists {
+                kind: Kind::Lease.singular(),
+                namespace: self.namespace.clone(),
+                name,
+            }),
+            Err(source) => Err(self.store_error("create", Kind::Lease, &name, source)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_order_becomes_the_create_lease_request() {
+        let order = LeaseOrder {
+            client: "alice".into(),
+            selector: Some("board=mock".into()),
+            duration: Some("1h30m".into()),
+            begin_time: Some("2025-01-31T09:00:00.5+01:00".into()),
+            tags: BTreeMap::from([("team".into(), "qa".into())]),
+            ..LeaseOrder::default()
+        };
+        let pb = order.to_proto().unwrap();
+        assert_eq!(pb.selector, "board=mock");
+        assert_eq!(pb.duration.unwrap().seconds, 5400);
+        let begin = pb.begin_time.unwrap();
+        assert_eq!(begin.seconds, 1_738_310_400);
+        assert_eq!(begin.nanos, 500_000_000);
+        assert_eq!(pb.tags.get("team").map(String::as_str), Some("qa"));
+    }
+
+    #[test]
+    fn bad_times_and_durations_say_which_field() {
+        let err = parse_time("tomorrow", "end_time").unwrap_err().to_string();
+        assert!(err.contains("end_time \"tomorrow\""), "{err}");
+        let err = parse_duration("30 minutes").unwrap_err().to_string();
+        assert!(err.starts_with("invalid lease: duration:"), "{err}");
+    }
+
+    #[test]
+    fn serialized_orders_read_back() {
+        let order = LeaseOrder {
+            client: "alice".into(),
+            exporter: Some("board-1".into()),
+            name: Some("l1".into()),
+            ..LeaseOrder::default()
+        };
+        let json = serde_json::to_string(&order).unwrap();
+        assert_eq!(
+            json,
+            r#"{"client":"alice","exporter":"board-1","name":"l1"}"#
+        );
+        assert_eq!(serde_json::from_str::<LeaseOrder>(&json).unwrap(), order);
+    }
+}
