@@ -46,7 +46,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the controller: gRPC services, probes, metrics and the reconcile loop.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Write a router's TLS certificate, the CA and the router-token public key to a directory.
     RouterCert(RouterCertArgs),
 }
@@ -86,8 +86,9 @@ struct RunArgs {
         default_value = "localhost:8082"
     )]
     grpc_endpoint: String,
-    /// A router as `name=host:port`, optionally followed by `;key=value` labels; repeat
-    /// the flag (or give a comma-separated list in the environment) for several routers.
+    /// A router as `name=host:port`, optionally followed by `;key=value` labels and by
+    /// `;quic=host:port`, its QUIC data-plane endpoint; repeat the flag (or give a
+    /// comma-separated list in the environment) for several routers.
     #[arg(long = "router", env = "JUMPSTARTER_ROUTERS", value_delimiter = ',', value_parser = parse_router)]
     routers: Vec<RouterEntry>,
     /// Extra subject alternative names (DNS names or IPs) of the serving certificate.
@@ -126,6 +127,9 @@ struct RunArgs {
         value_delimiter = ','
     )]
     hidden_labels: Vec<String>,
+    /// Longest validity of one per-lease certificate, as a Go duration.
+    #[arg(long, env = "JUMPSTARTER_LEASE_CERT_MAX_VALIDITY", default_value = "1h", value_parser = parse_duration)]
+    lease_cert_max_validity: time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -149,7 +153,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => {
             init_logging(args.common.log_format);
-            runtime.block_on(run(args))
+            runtime.block_on(run(*args))
         }
         Command::RouterCert(args) => {
             init_logging(args.common.log_format);
@@ -176,6 +180,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         router_token_lifetime: args.router_token_lifetime,
         max_tags: args.max_tags,
         hidden_labels: args.hidden_labels.clone(),
+        lease_cert_max_validity: args.lease_cert_max_validity,
     });
     let identity = args.identity.clone().unwrap_or_else(default_identity);
 
@@ -264,6 +269,7 @@ async fn router_cert(args: RouterCertArgs) -> anyhow::Result<()> {
         router_token_lifetime: settings::DEFAULT_ROUTER_TOKEN_LIFETIME,
         max_tags: settings::DEFAULT_MAX_TAGS,
         hidden_labels: Vec::new(),
+        lease_cert_max_validity: settings::DEFAULT_LEASE_CERT_MAX_VALIDITY,
     };
     let now = OffsetDateTime::now_utc();
     let keys = keys::bootstrap(&store, &settings, now)
@@ -368,7 +374,7 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// `name=host:port[;key=value...]`.
+/// `name=host:port[;key=value...]`; the key `quic` gives the QUIC endpoint `host:port`.
 fn parse_router(text: &str) -> Result<RouterEntry, String> {
     let mut parts = text.split(';');
     let head = parts.next().unwrap_or_default();
@@ -383,16 +389,28 @@ fn parse_router(text: &str) -> Result<RouterEntry, String> {
         ));
     }
     let mut labels = BTreeMap::new();
+    let mut quic_endpoint = None;
     for label in parts {
         let Some((key, value)) = label.split_once('=') else {
             return Err(format!("router {text:?}: label {label:?} is not key=value"));
         };
-        labels.insert(key.trim().to_owned(), value.trim().to_owned());
+        let (key, value) = (key.trim(), value.trim());
+        if key == "quic" {
+            if value.is_empty() || !value.contains(':') || value.contains("://") {
+                return Err(format!(
+                    "router {text:?}: expected quic=host:port (no scheme)"
+                ));
+            }
+            quic_endpoint = Some(value.to_owned());
+        } else {
+            labels.insert(key.to_owned(), value.to_owned());
+        }
     }
     Ok(RouterEntry {
         name: name.to_owned(),
         endpoint: endpoint.to_owned(),
         labels,
+        quic_endpoint,
     })
 }
 
@@ -423,6 +441,11 @@ mod tests {
         assert_eq!(r.labels.get("router-index").map(String::as_str), Some("1"));
         assert!(parse_router("r1.example.com:443").is_err());
         assert!(parse_router("r=https://x:1").is_err());
+        assert_eq!(r.quic_endpoint, None);
+        let q = parse_router("r2=r2.example.com:443;quic=r2.example.com:4433;zone=a").unwrap();
+        assert_eq!(q.quic_endpoint.as_deref(), Some("r2.example.com:4433"));
+        assert_eq!(q.labels.len(), 1);
+        assert!(parse_router("r=x:1;quic=nope").is_err());
     }
 
     #[test]
@@ -434,5 +457,6 @@ mod tests {
         assert_eq!(args.grpc_listen.port(), 8082);
         assert_eq!(args.token_lifetime, time::Duration::hours(43_800));
         assert!(!args.leader_elect);
+        assert_eq!(args.lease_cert_max_validity, time::Duration::hours(1));
     }
 }

@@ -1,13 +1,13 @@
 //! The wiring of a controller process, shared by the Kubernetes-mode binary and the
 //! standalone one: metrics registration, the HTTP probe and metrics listeners, and the TLS
-//! gRPC server with `ControllerService` + `ClientService`. Each binary keeps its own store,
+//! gRPC server with `ControllerService` + `ClientService` + `LeaseCertificateService`. Each binary keeps its own store,
 //! its key bootstrap and the way it runs the reconcile loop (with or without leader
 //! election).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use jumpstarter_certs::{ClientAuth, server_config};
+use jumpstarter_certs::{Ca, ClientAuth, server_config};
 use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
@@ -57,6 +57,8 @@ pub enum RuntimeError {
     Certificate(#[source] KeysError),
     #[error("build the TLS configuration")]
     Tls(#[source] jumpstarter_certs::Error),
+    #[error("load the CA that signs lease certificates")]
+    LeaseCa(#[source] jumpstarter_certs::Error),
 }
 
 /// Binds one HTTP listener per address given (`/healthz`, `/readyz`, `/metrics` on each)
@@ -123,6 +125,8 @@ pub async fn spawn_grpc<S: Store>(
         ClientAuth::None,
     )
     .map_err(RuntimeError::Tls)?;
+    let lease_ca =
+        Ca::from_pem(keys.ca.cert_pem(), &keys.ca.key_pem()).map_err(RuntimeError::LeaseCa)?;
 
     let services = Services::new(
         store,
@@ -134,7 +138,8 @@ pub async fn spawn_grpc<S: Store>(
         metrics.auth.clone(),
         metrics.service.clone(),
         shutdown.clone(),
-    );
+    )
+    .with_lease_ca(Arc::new(lease_ca));
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| RuntimeError::Bind {

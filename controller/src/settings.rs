@@ -14,6 +14,9 @@ pub struct RouterEntry {
     pub endpoint: String,
     /// Labels used to prefer a router for an exporter (0.9.0 label matching).
     pub labels: BTreeMap<String, String>,
+    /// Advertised QUIC data-plane endpoint, bare `host:port`, if the router has one;
+    /// handed out with per-lease certificates.
+    pub quic_endpoint: Option<String>,
 }
 
 /// Everything the services and reconcilers need to know about their deployment.
@@ -34,6 +37,8 @@ pub struct Settings {
     pub max_tags: usize,
     /// Label keys hidden from ListExporters/GetExporter unless asked for.
     pub hidden_labels: Vec<String>,
+    /// Longest validity of one per-lease certificate (it never outlives the lease either).
+    pub lease_cert_max_validity: Duration,
 }
 
 impl Settings {
@@ -46,11 +51,13 @@ impl Settings {
                 name: "default".into(),
                 endpoint: router_endpoint.to_owned(),
                 labels: BTreeMap::new(),
+                quic_endpoint: None,
             }],
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
             router_token_lifetime: DEFAULT_ROUTER_TOKEN_LIFETIME,
             max_tags: DEFAULT_MAX_TAGS,
             hidden_labels: Vec::new(),
+            lease_cert_max_validity: DEFAULT_LEASE_CERT_MAX_VALIDITY,
         }
     }
 }
@@ -62,3 +69,5 @@ pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::hours(43_800);
 pub const DEFAULT_ROUTER_TOKEN_LIFETIME: Duration = Duration::minutes(2);
 /// 0.9.0 `leasePolicy.maxTags` default.
 pub const DEFAULT_MAX_TAGS: usize = 10;
+/// Per-lease certificates last at most an hour; clients renew them for longer leases.
+pub const DEFAULT_LEASE_CERT_MAX_VALIDITY: Duration = Duration::hours(1);

@@ -12,6 +12,9 @@
 //!   shared enums and Kubernetes-shaped messages.
 //! - [`jumpstarter::client::v1`]: `ClientService`, the resource-oriented API for
 //!   exporters and leases.
+//! - [`jumpstarter::quic::v1`]: `LeaseCertificateService`, which signs a
+//!   party's CSR for one lease (this project's extension for the QUIC data
+//!   plane).
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of all of the above and
 //!   their imports, for gRPC reflection and compatibility tests.
 
@@ -27,6 +30,15 @@ pub mod jumpstarter {
         /// Package `jumpstarter.client.v1`: the client-facing API.
         pub mod v1 {
             tonic::include_proto!("jumpstarter.client.v1");
+        }
+    }
+
+    /// Generated code for the `jumpstarter.quic.*` packages.
+    pub mod quic {
+        /// Package `jumpstarter.quic.v1`: per-lease certificates for the QUIC
+        /// data plane (an extension of this project, not part of 0.9.0).
+        pub mod v1 {
+            tonic::include_proto!("jumpstarter.quic.v1");
         }
     }
 }

@@ -17,6 +17,8 @@
 //! - `relay`: the two pumps of a pair, bounded queues, half-close and teardown.
 //! - `switchboard`: the `RouterService` implementation tying the above together.
 //! - [`server`]: [`Router`], [`RouterConfig`], the TLS accept loop and graceful shutdown.
+//! - [`quic`]: [`QuicRouter`], the QUIC listener beside the h2 one: mutual-TLS admission by
+//!   lease certificate, raw session streams paired by lease and session id.
 //! - [`metrics`]: Prometheus metrics; [`telemetry`]: `/metrics`, `/healthz`, `/readyz`.
 //!
 //! The `jumpstarter-router` binary is a thin shell over [`Router::serve`]; the controller
@@ -25,11 +27,13 @@
 pub mod authentication;
 pub mod metrics;
 pub mod pairing;
+pub mod quic;
 mod relay;
 pub mod server;
 mod switchboard;
 pub mod telemetry;
 
 pub use authentication::{AuthError, KeyBundleError, public_keys_from_pem};
+pub use quic::{QuicRouter, QuicRouterConfig, QuicSetupError};
 pub use server::{MAX_MESSAGE_BYTES, Readiness, Router, RouterConfig, ServeError};
 pub use telemetry::serve_telemetry;

@@ -10,8 +10,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use jumpstarter_certs::{ClientAuth, TlsCredentials, server_config};
-use jumpstarter_router::{Router, RouterConfig, public_keys_from_pem, serve_telemetry};
+use jumpstarter_router::{
+    QuicRouter, QuicRouterConfig, Router, RouterConfig, public_keys_from_pem, serve_telemetry,
+};
 use prometheus_client::registry::Registry;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -32,6 +36,12 @@ struct Cli {
     /// PEM file with one or more PUBLIC KEY blocks that may sign router tokens.
     #[arg(long, env = "ROUTER_TOKEN_PUBLIC_KEYS")]
     token_public_keys: PathBuf,
+    /// UDP address of the QUIC session listener (off unless given; needs --client-ca).
+    #[arg(long, env = "ROUTER_QUIC_LISTEN", requires = "client_ca")]
+    quic_listen: Option<SocketAddr>,
+    /// PEM bundle of the lease CA: QUIC peers must present a lease certificate from it.
+    #[arg(long, env = "ROUTER_CLIENT_CA")]
+    client_ca: Option<PathBuf>,
     /// Seconds a stream waits for its peer before it ends with DEADLINE_EXCEEDED.
     #[arg(long, env = "ROUTER_PAIR_TIMEOUT", default_value_t = 30)]
     pair_timeout: u64,
@@ -80,6 +90,31 @@ async fn main() -> anyhow::Result<()> {
 
     let mut registry = Registry::with_prefix("jumpstarter");
     let router = Router::new(config, &mut registry);
+    let quic = match (cli.quic_listen, &cli.client_ca) {
+        (Some(addr), Some(client_ca)) => {
+            let roots = CertificateDer::pem_slice_iter(read(client_ca)?.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("reading certificates from {}", client_ca.display()))?;
+            anyhow::ensure!(
+                !roots.is_empty(),
+                "{} holds no certificate",
+                client_ca.display()
+            );
+            let credentials =
+                TlsCredentials::from_pem(&cert, &key).context("loading the TLS certificate")?;
+            let mut quic_config = QuicRouterConfig::new(credentials, roots)
+                .context("building the QUIC TLS configuration")?;
+            quic_config.pair_timeout = Duration::from_secs(cli.pair_timeout);
+            quic_config.max_pending = cli.max_pending;
+            quic_config.max_remembered = cli.max_remembered;
+            quic_config.drain_timeout = Duration::from_secs(cli.drain_timeout);
+            let quic = QuicRouter::bind(quic_config, addr, &mut registry)
+                .with_context(|| format!("starting the QUIC listener on {addr}"))?;
+            info!(quic_listen = %addr, "QUIC listener bound");
+            Some(quic)
+        }
+        _ => None,
+    };
     let registry = Arc::new(registry);
 
     let listener = TcpListener::bind(cli.listen)
@@ -97,7 +132,22 @@ async fn main() -> anyhow::Result<()> {
         router.readiness(),
         stopping.clone().cancelled_owned(),
     ));
-    router.serve(listener, termination()).await?;
+    let terminated = CancellationToken::new();
+    tokio::spawn({
+        let terminated = terminated.clone();
+        async move {
+            termination().await;
+            terminated.cancel();
+        }
+    });
+    let quic_task = quic.map(|quic| tokio::spawn(quic.serve(terminated.clone().cancelled_owned())));
+    router
+        .serve(listener, terminated.clone().cancelled_owned())
+        .await?;
+    terminated.cancel();
+    if let Some(quic_task) = quic_task {
+        quic_task.await.context("QUIC listener task")?;
+    }
     stopping.cancel();
     telemetry
         .await
@@ -167,5 +217,25 @@ mod tests {
         assert_eq!(cli.listen.port(), 8083);
         assert_eq!(cli.pair_timeout, 30);
         assert_eq!(cli.max_pending, 10_000);
+        assert_eq!(cli.quic_listen, None);
+    }
+
+    #[test]
+    fn quic_listen_needs_the_client_ca() {
+        let base = [
+            "jumpstarter-router",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--token-public-keys",
+            "keys.pem",
+            "--quic-listen",
+            "127.0.0.1:8443",
+        ];
+        assert!(Cli::try_parse_from(base).is_err());
+        let cli =
+            Cli::try_parse_from(base.into_iter().chain(["--client-ca", "ca.pem"])).expect("parse");
+        assert_eq!(cli.quic_listen.map(|a| a.port()), Some(8443));
     }
 }

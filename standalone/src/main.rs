@@ -98,6 +98,9 @@ struct ServeArgs {
     /// Lifetime of client and exporter credentials, as a Go duration.
     #[arg(long, env = "JUMPSTARTER_TOKEN_LIFETIME", default_value = "43800h", value_parser = parse_duration)]
     token_lifetime: time::Duration,
+    /// Longest validity of one per-lease certificate, as a Go duration.
+    #[arg(long, env = "JUMPSTARTER_LEASE_CERT_MAX_VALIDITY", default_value = "1h", value_parser = parse_duration)]
+    lease_cert_max_validity: time::Duration,
     /// Log output format.
     #[arg(long, env = "JUMPSTARTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -290,6 +293,7 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
         router_endpoint: args.router_endpoint,
         tls_sans: args.tls_sans,
         token_lifetime: args.token_lifetime,
+        lease_cert_max_validity: args.lease_cert_max_validity,
     };
     serve::serve(options).await
 }

@@ -42,6 +42,7 @@ pub(crate) struct ServeOptions {
     pub(crate) router_endpoint: Option<String>,
     pub(crate) tls_sans: Vec<String>,
     pub(crate) token_lifetime: time::Duration,
+    pub(crate) lease_cert_max_validity: time::Duration,
 }
 
 /// The endpoint clients should use for a listen address: the address itself, with an
@@ -96,11 +97,13 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             name: "default".to_owned(),
             endpoint: router_endpoint.clone(),
             labels: BTreeMap::new(),
+            quic_endpoint: None,
         }],
         token_lifetime: options.token_lifetime,
         router_token_lifetime: settings::DEFAULT_ROUTER_TOKEN_LIFETIME,
         max_tags: settings::DEFAULT_MAX_TAGS,
         hidden_labels: Vec::new(),
+        lease_cert_max_validity: options.lease_cert_max_validity,
     });
 
     let now = OffsetDateTime::now_utc();

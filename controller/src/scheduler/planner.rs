@@ -548,7 +548,7 @@ fn requested_duration(spec: &LeaseSpec) -> Duration {
 /// When a started lease expires: `spec.endTime`, else `spec.beginTime + duration`, else
 /// `status.beginTime + duration`. Without any of them it expires at once, as in 0.9.0.
 /// `None` means never (the sum is beyond the representable range).
-fn started_expiry(spec: &LeaseSpec, begin: OffsetDateTime) -> Option<OffsetDateTime> {
+pub fn started_expiry(spec: &LeaseSpec, begin: OffsetDateTime) -> Option<OffsetDateTime> {
     match (spec.end_time, spec.begin_time, spec.duration) {
         (Some(end), _, _) => Some(end),
         (None, Some(requested_begin), Some(duration)) => requested_begin.checked_add(duration),

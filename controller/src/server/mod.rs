@@ -4,7 +4,8 @@
 //!   `ClientService` and `grpc.health.v1.Health`, built by [`grpc_routes`]. Messages over
 //!   [`MAX_MESSAGE_SIZE`] are refused with RESOURCE_EXHAUSTED (grpc-go's code for it).
 //!   HTTP/2 PINGs are answered whatever their rate, with or without calls in flight
-//!   (0.9.0 clients ping every 20 s on idle connections).
+//!   (0.9.0 clients ping every 20 s on idle connections). `LeaseCertificateService` is
+//!   served on the same port when the services carry a CA.
 //! - [`serve_http`]: plain HTTP `/healthz`, `/readyz` (see [`Readiness`]) and `/metrics`
 //!   (the process's one prometheus-client registry).
 
@@ -26,6 +27,7 @@ use tonic::service::Routes;
 use tracing::Instrument;
 
 use jumpstarter_proto::jumpstarter::client::v1::client_service_server::ClientServiceServer;
+use jumpstarter_proto::jumpstarter::quic::v1::lease_certificate_service_server::LeaseCertificateServiceServer;
 use jumpstarter_proto::jumpstarter::v1::controller_service_server::ControllerServiceServer;
 
 use crate::service::Services;
@@ -89,10 +91,19 @@ pub async fn grpc_routes<S: Store>(services: &Services<S>) -> Routes {
         .max_decoding_message_size(MAX_MESSAGE_SIZE);
     let client =
         ClientServiceServer::new(services.client()).max_decoding_message_size(MAX_MESSAGE_SIZE);
-    let routes = Routes::new(health_service)
+    let mut routes = Routes::new(health_service)
         .add_service(controller)
-        .add_service(client)
-        .prepare();
+        .add_service(client);
+    if let Some(lease_certificates) = services.lease_certificates() {
+        health
+            .set_serving::<LeaseCertificateServiceServer<crate::service::LeaseCertificateApi<S>>>()
+            .await;
+        routes = routes.add_service(
+            LeaseCertificateServiceServer::new(lease_certificates)
+                .max_decoding_message_size(MAX_MESSAGE_SIZE),
+        );
+    }
+    let routes = routes.prepare();
     let router = routes
         .into_axum_router()
         .layer(axum::middleware::map_response(

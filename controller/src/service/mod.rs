@@ -5,6 +5,9 @@
 //!   status reports, the Status and Listen streams, Dial and the legacy lease calls.
 //! - [`ClientApi`] (`jumpstarter.client.v1.ClientService`): exporters and leases as
 //!   resources, and token rotation.
+//! - [`LeaseCertificateApi`] (`jumpstarter.quic.v1.LeaseCertificateService`): per-lease
+//!   certificates signed from a party's CSR; served when the services carry a CA
+//!   ([`Services::with_lease_ca`]).
 //!
 //! Both share one [`Services`] context: store, settings, token signers, the
 //! [`Authenticator`], the in-memory [`listen::ListenRegistry`] and metrics.
@@ -16,6 +19,7 @@
 
 pub mod client;
 pub mod controller;
+pub mod lease_certificate;
 pub mod lease_request;
 pub mod listen;
 pub mod metrics;
@@ -30,11 +34,13 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use jumpstarter_certs::Ca;
 use jumpstarter_token::SigningKey;
 use jumpstarter_token::internal::Issuer;
 
 pub use client::ClientApi;
 pub use controller::ControllerApi;
+pub use lease_certificate::LeaseCertificateApi;
 pub use metrics::ServiceMetrics;
 
 use crate::auth::{AuthMetrics, Authenticator, store_code};
@@ -55,12 +61,15 @@ pub struct TokenSigners {
 #[derive(Debug)]
 pub struct Services<S> {
     shared: Arc<Shared<S>>,
+    /// The CA that signs per-lease certificates; without it that service is not offered.
+    lease_ca: Option<Arc<Ca>>,
 }
 
 impl<S> Clone for Services<S> {
     fn clone(&self) -> Self {
         Services {
             shared: self.shared.clone(),
+            lease_ca: self.lease_ca.clone(),
         }
     }
 }
@@ -97,7 +106,14 @@ impl<S: Store> Services<S> {
                 metrics,
                 shutdown,
             }),
+            lease_ca: None,
         }
+    }
+
+    /// These services plus `LeaseCertificateService`, signing with `ca`.
+    pub fn with_lease_ca(mut self, ca: Arc<Ca>) -> Self {
+        self.lease_ca = Some(ca);
+        self
     }
 
     /// The `jumpstarter.v1.ControllerService` implementation.
@@ -108,6 +124,13 @@ impl<S: Store> Services<S> {
     /// The `jumpstarter.client.v1.ClientService` implementation.
     pub fn client(&self) -> ClientApi<S> {
         ClientApi::new(self.clone())
+    }
+
+    /// The `jumpstarter.quic.v1.LeaseCertificateService` implementation, when the
+    /// services carry a CA.
+    pub fn lease_certificates(&self) -> Option<LeaseCertificateApi<S>> {
+        let ca = self.lease_ca.clone()?;
+        Some(LeaseCertificateApi::new(self.clone(), ca))
     }
 
     /// The Dial ↔ Listen queues.

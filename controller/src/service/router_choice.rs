@@ -67,6 +67,7 @@ mod tests {
             name: name.into(),
             endpoint: format!("{name}:443"),
             labels: labels(pairs),
+            quic_endpoint: None,
         }
     }
 

@@ -1,0 +1,23 @@
+//! Jumpstarter sessions over QUIC, for clients and exporters (and the router's decoder).
+//!
+//! Client and exporter each hold one QUIC connection to the lease's router, authenticated by
+//! their per-lease certificate (mutual TLS). Every session is one bidirectional QUIC stream
+//! that starts with a [`Header`] naming the session and then carries the session's raw bytes;
+//! FIN is half-close. **Both sides open** their stream for a session (the exporter learns the
+//! session id from the controller, as it does for the h2 router), and the router pairs the two
+//! streams of the same lease and session id, one from the client-role and one from the
+//! exporter-role certificate. So the router never opens streams, and opening a session on an
+//! established connection needs no round trip to anyone.
+//!
+//! Map:
+//! - [`header`]: the sans-IO stream header codec ([`Header::encode`], [`Header::decode`]).
+//! - [`code`]: the QUIC application error codes used on streams and connections.
+//! - [`quic`]: [`QuicPeer::connect`] → [`Connection`], [`Connection::open_session`] →
+//!   `(SendStream, RecvStream)`; [`read_header`] for the router side.
+
+pub mod code;
+pub mod header;
+pub mod quic;
+
+pub use header::{Decoded, Header, HeaderError, MAX_SESSION_ID_LEN, MAX_TOKEN_LEN};
+pub use quic::{ALPN, ConnectError, Connection, QuicPeer, SessionError, read_header};

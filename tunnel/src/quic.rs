@@ -1,0 +1,207 @@
+//! The client and exporter side of QUIC sessions: one connection to the router per lease
+//! side, one bidirectional stream per session.
+//!
+//! ```text
+//! let connection = QuicPeer::connect(router, "router.example", roots, chain, key).await?;
+//! let (mut send, mut recv) = connection.open_session(&session_id).await?;
+//! ```
+//!
+//! The client and the exporter both call [`Connection::open_session`] with the session id
+//! they got from the controller; the router pairs the two streams. Writing to `send` reaches
+//! the other side's `recv`; `send.finish()` is a half-close. Each stream has QUIC's own flow
+//! control, so a session whose reader stalls never blocks another session of the connection.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jumpstarter_certs::{TlsCredentials, client_config};
+use quinn::crypto::rustls::QuicClientConfig;
+use quinn::{RecvStream, SendStream};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::header::{Decoded, Header, HeaderError};
+
+/// The ALPN protocol of the session tunnel.
+pub const ALPN: &[u8] = b"jumpstarter-tunnel/1";
+
+/// How often an idle connection sends a keep-alive, well below the idle timeout.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// How long a connection may stay silent before it is considered dead.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a connection to the router could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot build the TLS configuration")]
+    Tls(#[source] jumpstarter_certs::Error),
+    #[error("the TLS configuration cannot be used for QUIC")]
+    Quic(#[source] quinn::crypto::rustls::NoInitialCipherSuite),
+    #[error("cannot open a UDP socket")]
+    Socket(#[source] std::io::Error),
+    #[error("cannot connect to {addr}")]
+    Start {
+        addr: SocketAddr,
+        #[source]
+        source: quinn::ConnectError,
+    },
+    #[error("the connection to {addr} failed")]
+    Handshake {
+        addr: SocketAddr,
+        #[source]
+        source: quinn::ConnectionError,
+    },
+}
+
+/// Why a session could not be opened, or its header not read.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("invalid session header")]
+    Header(#[from] HeaderError),
+    #[error("cannot open a stream")]
+    Open(#[source] quinn::ConnectionError),
+    #[error("cannot write the session header")]
+    Write(#[source] quinn::WriteError),
+    #[error("cannot read the session header")]
+    Read(#[source] quinn::ReadError),
+}
+
+/// Connects clients and exporters to a router.
+#[derive(Debug)]
+pub struct QuicPeer;
+
+/// A connection to the router, on which sessions are opened.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    connection: quinn::Connection,
+    // Kept so the endpoint (and its socket) live as long as the connection handle.
+    _endpoint: quinn::Endpoint,
+}
+
+impl QuicPeer {
+    /// Connects to the router at `router_addr` (whose certificate must name `server_name`
+    /// and chain to `roots`), presenting the lease certificate `chain` (leaf first) and its
+    /// `key`.
+    pub async fn connect(
+        router_addr: SocketAddr,
+        server_name: &str,
+        roots: Vec<CertificateDer<'static>>,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Connection, ConnectError> {
+        let tls = client_config(
+            roots,
+            Some(TlsCredentials { chain, key }),
+            vec![ALPN.to_vec()],
+        )
+        .map_err(ConnectError::Tls)?;
+        QuicPeer::connect_with_tls(router_addr, server_name, tls).await
+    }
+
+    /// Connects with a ready TLS configuration (its ALPN is set to [`ALPN`]).
+    pub async fn connect_with_tls(
+        router_addr: SocketAddr,
+        server_name: &str,
+        mut tls: rustls::ClientConfig,
+    ) -> Result<Connection, ConnectError> {
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let crypto = QuicClientConfig::try_from(tls).map_err(ConnectError::Quic)?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(Arc::new(transport_config()));
+        let local: SocketAddr = if router_addr.is_ipv6() {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        let endpoint = quinn::Endpoint::client(local).map_err(ConnectError::Socket)?;
+        let connecting = endpoint
+            .connect_with(config, router_addr, server_name)
+            .map_err(|source| ConnectError::Start {
+                addr: router_addr,
+                source,
+            })?;
+        let connection = connecting.await.map_err(|source| ConnectError::Handshake {
+            addr: router_addr,
+            source,
+        })?;
+        Ok(Connection {
+            connection,
+            _endpoint: endpoint,
+        })
+    }
+}
+
+impl Connection {
+    /// Opens the stream of session `session_id`: no round trip, the header goes out with
+    /// the first packet of the stream.
+    pub async fn open_session(
+        &self,
+        session_id: &str,
+    ) -> Result<(SendStream, RecvStream), SessionError> {
+        self.open_with_header(&Header::new(session_id)?).await
+    }
+
+    /// Opens a session stream with a full header (e.g. one carrying a router token).
+    pub async fn open_with_header(
+        &self,
+        header: &Header,
+    ) -> Result<(SendStream, RecvStream), SessionError> {
+        let (mut send, recv) = self
+            .connection
+            .open_bi()
+            .await
+            .map_err(SessionError::Open)?;
+        send.write_all(&header.encode())
+            .await
+            .map_err(SessionError::Write)?;
+        Ok((send, recv))
+    }
+
+    /// The underlying QUIC connection.
+    pub fn quic(&self) -> &quinn::Connection {
+        &self.connection
+    }
+
+    /// Closes the connection and all its sessions.
+    pub fn close(&self) {
+        self.connection.close(crate::code::DONE.into(), b"bye");
+    }
+}
+
+/// Transport settings of both ends: keep-alives below the idle timeout.
+pub fn transport_config() -> quinn::TransportConfig {
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(KEEP_ALIVE));
+    // Invariant: 30 s is far below the largest idle timeout QUIC can express.
+    if let Ok(idle) = quinn::IdleTimeout::try_from(IDLE_TIMEOUT) {
+        transport.max_idle_timeout(Some(idle));
+    }
+    transport
+}
+
+/// Reads the session header at the start of `recv`, and nothing beyond it.
+pub async fn read_header(recv: &mut RecvStream) -> Result<Header, SessionError> {
+    let mut buf = Vec::new();
+    loop {
+        match Header::decode(&buf)? {
+            Decoded::Complete { header, .. } => return Ok(header),
+            Decoded::NeedMore { total } => {
+                let start = buf.len();
+                buf.resize(total, 0);
+                match recv.read_exact(&mut buf[start..]).await {
+                    Ok(()) => {}
+                    Err(quinn::ReadExactError::FinishedEarly(got)) => {
+                        return Err(HeaderError::Truncated {
+                            received: start + got,
+                        }
+                        .into());
+                    }
+                    Err(quinn::ReadExactError::ReadError(error)) => {
+                        return Err(SessionError::Read(error));
+                    }
+                }
+            }
+        }
+    }
+}
