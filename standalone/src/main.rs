@@ -77,6 +77,13 @@ struct ServeArgs {
         default_value = "127.0.0.1:8083"
     )]
     router_listen: SocketAddr,
+    /// UDP address of the router's QUIC session listener (per-lease certificates; advertised
+    /// with them) [default: the address of --router-listen: TCP and UDP ports do not clash].
+    #[arg(long, env = "JUMPSTARTER_QUIC_LISTEN", conflicts_with = "no_quic")]
+    quic_listen: Option<SocketAddr>,
+    /// Do not start the QUIC session listener.
+    #[arg(long, env = "JUMPSTARTER_NO_QUIC")]
+    no_quic: bool,
     /// Address of the HTTP listener: `/healthz`, `/readyz`, `/metrics`.
     #[arg(
         long,
@@ -288,6 +295,11 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
         namespace: args.namespace,
         grpc_listen: args.grpc_listen,
         router_listen: args.router_listen,
+        quic_listen: if args.no_quic {
+            None
+        } else {
+            Some(args.quic_listen.unwrap_or(args.router_listen))
+        },
         http_listen: args.http_listen,
         grpc_endpoint: args.grpc_endpoint,
         router_endpoint: args.router_endpoint,
@@ -440,6 +452,27 @@ mod tests {
         assert_eq!(args.http_listen, "127.0.0.1:8081".parse().unwrap());
         assert_eq!(args.namespace, "default");
         assert_eq!(args.token_lifetime, settings::DEFAULT_TOKEN_LIFETIME);
+        assert_eq!(args.quic_listen, None);
+        assert!(!args.no_quic);
+    }
+
+    #[test]
+    fn quic_listen_and_no_quic_exclude_each_other() {
+        let cli =
+            Cli::try_parse_from(["jumpstarter", "serve", "--quic-listen", "0.0.0.0:4433"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(args.quic_listen, Some("0.0.0.0:4433".parse().unwrap()));
+        let both = Cli::try_parse_from([
+            "jumpstarter",
+            "serve",
+            "--no-quic",
+            "--quic-listen",
+            "0.0.0.0:4433",
+        ])
+        .unwrap_err();
+        assert_eq!(both.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! One [`EmbeddedStore`] file in the data directory; on it the controller's gRPC services
 //! (TLS, ALPN h2), the reconcile loop (no leader election: the lock on the data file
 //! already guarantees a single instance), the router, HTTP probes and `/metrics`, and the
-//! admin API on a Unix socket. Keys and the CA are generated at first start and kept in the
+//! admin API on a Unix socket. Unless disabled, the router also listens for QUIC sessions
+//! (UDP) admitting per-lease certificates of the controller CA, and that endpoint is handed
+//! out with the certificates. Keys and the CA are generated at first start and kept in the
 //! data file. SIGTERM/SIGINT stop everything gracefully.
 
 use std::collections::BTreeMap;
@@ -19,7 +21,7 @@ use jumpstarter_controller::runtime::{self, ControllerMetrics, GrpcServer};
 use jumpstarter_controller::server::Readiness;
 use jumpstarter_controller::settings::{self, RouterEntry, Settings};
 use jumpstarter_controller::store::embedded::EmbeddedStore;
-use jumpstarter_router::{Router, RouterConfig};
+use jumpstarter_router::{QuicRouter, QuicRouterConfig, Router, RouterConfig};
 use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
@@ -35,6 +37,8 @@ pub(crate) struct ServeOptions {
     pub(crate) namespace: String,
     pub(crate) grpc_listen: SocketAddr,
     pub(crate) router_listen: SocketAddr,
+    /// UDP address of the QUIC session listener; `None` disables it.
+    pub(crate) quic_listen: Option<SocketAddr>,
     pub(crate) http_listen: SocketAddr,
     /// Advertised controller endpoint; `None` derives it from `grpc_listen`.
     pub(crate) grpc_endpoint: Option<String>,
@@ -48,6 +52,10 @@ pub(crate) struct ServeOptions {
 /// The endpoint clients should use for a listen address: the address itself, with an
 /// unspecified IP (0.0.0.0, ::) replaced by loopback.
 pub(crate) fn advertised(listen: SocketAddr) -> String {
+    advertised_addr(listen).to_string()
+}
+
+fn advertised_addr(listen: SocketAddr) -> SocketAddr {
     let mut addr = listen;
     if addr.ip().is_unspecified() {
         addr.set_ip(match addr {
@@ -55,7 +63,7 @@ pub(crate) fn advertised(listen: SocketAddr) -> String {
             SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
         });
     }
-    addr.to_string()
+    addr
 }
 
 pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
@@ -90,6 +98,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .router_endpoint
         .clone()
         .unwrap_or_else(|| advertised(options.router_listen));
+    let quic_endpoint = options.quic_listen.map(advertised);
     let settings = Arc::new(Settings {
         namespace: options.namespace.clone(),
         grpc_endpoint: grpc_endpoint.clone(),
@@ -97,7 +106,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             name: "default".to_owned(),
             endpoint: router_endpoint.clone(),
             labels: BTreeMap::new(),
-            quic_endpoint: None,
+            quic_endpoint: quic_endpoint.clone(),
         }],
         token_lifetime: options.token_lifetime,
         router_token_lifetime: settings::DEFAULT_ROUTER_TOKEN_LIFETIME,
@@ -112,13 +121,22 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             .await
             .context("load the controller keys")?,
     );
-    let router_tls = {
-        let cert = keys
-            .router_server_cert(&router_endpoint, &options.tls_sans, now)
-            .with_context(|| format!("mint the router certificate for {router_endpoint}"))?;
-        server_config(cert.credentials(), vec![b"h2".to_vec()], ClientAuth::None)
-            .context("build the router TLS configuration")?
+    let router_cert = {
+        // The QUIC listener presents the same certificate: it must name that host too
+        // (duplicate names are dropped when the certificate is minted).
+        let mut sans = options.tls_sans.clone();
+        if let Some(quic) = options.quic_listen {
+            sans.push(advertised_addr(quic).ip().to_string());
+        }
+        keys.router_server_cert(&router_endpoint, &sans, now)
+            .with_context(|| format!("mint the router certificate for {router_endpoint}"))?
     };
+    let router_tls = server_config(
+        router_cert.credentials(),
+        vec![b"h2".to_vec()],
+        ClientAuth::None,
+    )
+    .context("build the router TLS configuration")?;
 
     let mut registry = Registry::default();
     let metrics = ControllerMetrics::register(&mut registry);
@@ -126,6 +144,21 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         RouterConfig::new(router_tls, vec![keys.router_key.verifying_key().clone()]),
         registry.sub_registry_with_prefix("jumpstarter"),
     );
+    let quic_router = match options.quic_listen {
+        Some(addr) => {
+            let config =
+                QuicRouterConfig::new(router_cert.credentials(), vec![keys.ca.cert_der().clone()])
+                    .context("build the QUIC router TLS configuration")?;
+            let quic = QuicRouter::bind(
+                config,
+                addr,
+                registry.sub_registry_with_prefix("jumpstarter"),
+            )
+            .with_context(|| format!("bind the QUIC router on UDP {addr}"))?;
+            Some(quic)
+        }
+        None => None,
+    };
     let registry = Arc::new(registry);
     let readiness = Arc::new(Readiness::default());
     readiness.set_keys_loaded();
@@ -159,6 +192,9 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         })
     };
 
+    let quic_task =
+        quic_router.map(|quic| tokio::spawn(quic.serve(shutdown.clone().cancelled_owned())));
+
     let socket_path = data_dir.admin_socket();
     let socket = admin_api::server::bind(&socket_path)
         .with_context(|| format!("create the admin socket {}", socket_path.display()))?;
@@ -168,7 +204,12 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
-    print_banner(&options, &grpc_endpoint, &router_endpoint);
+    print_banner(
+        &options,
+        &grpc_endpoint,
+        &router_endpoint,
+        quic_endpoint.as_deref(),
+    );
 
     if let Err(error) = reconcile::run(
         store.clone(),
@@ -187,6 +228,9 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let grpc_result = grpc.await.context("gRPC server task")?;
     let router_result = router_task.await.context("router task")?;
     let admin_result = admin_task.await.context("admin socket task")?;
+    if let Some(quic_task) = quic_task {
+        quic_task.await.context("QUIC router task")?;
+    }
     for task in http_tasks {
         task.await.context("HTTP server task")??;
     }
@@ -199,7 +243,12 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_banner(options: &ServeOptions, grpc_endpoint: &str, router_endpoint: &str) {
+fn print_banner(
+    options: &ServeOptions,
+    grpc_endpoint: &str,
+    router_endpoint: &str,
+    quic_endpoint: Option<&str>,
+) {
     let dir = &options.data_dir;
     let flag = dir.flag_hint();
     let ns = if options.namespace == "default" {
@@ -207,12 +256,17 @@ fn print_banner(options: &ServeOptions, grpc_endpoint: &str, router_endpoint: &s
     } else {
         format!(" (namespace {})", options.namespace)
     };
+    let quic = quic_endpoint.map_or_else(
+        || "off".to_owned(),
+        |endpoint| format!("{endpoint} (QUIC over UDP, per-lease certificates)"),
+    );
     println!(
         "Jumpstarter is running{ns}.\n\
          \x20 data:        {state}\n\
          \x20 admin API:   {socket}\n\
          \x20 controller:  {grpc_endpoint} (gRPC over TLS)\n\
          \x20 router:      {router_endpoint}\n\
+         \x20 QUIC router: {quic}\n\
          \x20 probes:      http://{http}/readyz, metrics at http://{http}/metrics\n\
          Next steps:\n\
          \x20 jumpstarter admin create exporter board-1 --label board=mock --out board-1.yaml{flag}\n\

@@ -1,0 +1,448 @@
+//! The QUIC data plane of `jumpstarter serve`: the real binary on free loopback ports with a
+//! fresh data directory; a client and an exporter created with `jumpstarter admin`, a lease
+//! granted through the gRPC API, per-lease certificates issued by the controller, and a
+//! session through the advertised QUIC router carrying 16 MiB each way intact. A lease the
+//! exporter is not assigned to yields no certificate. Every wait is bounded.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use jumpstarter_proto::jumpstarter::client::v1::client_service_client::ClientServiceClient;
+use jumpstarter_proto::jumpstarter::client::v1::{CreateLeaseRequest, GetLeaseRequest, Lease};
+use jumpstarter_proto::jumpstarter::quic::v1::IssueLeaseCertificateRequest;
+use jumpstarter_proto::jumpstarter::quic::v1::lease_certificate_service_client::LeaseCertificateServiceClient;
+use jumpstarter_proto::jumpstarter::v1::controller_service_client::ControllerServiceClient;
+use jumpstarter_proto::jumpstarter::v1::{
+    DriverInstanceReport, ExporterStatus, RegisterRequest, ReportStatusRequest, StatusRequest,
+};
+use jumpstarter_tunnel::quic::{Connection, QuicPeer};
+use quinn::{RecvStream, SendStream};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+use tokio::time::timeout;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+const BIN: &str = env!("CARGO_BIN_EXE_jumpstarter");
+/// Upper bound of every wait.
+const WAIT: Duration = Duration::from_secs(60);
+const BLOCK: usize = 64 * 1024;
+/// 16 MiB in blocks.
+const BLOCKS: u64 = 16 * 1024 * 1024 / BLOCK as u64;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("free UDP port")
+        .port()
+}
+
+/// A running `jumpstarter serve`; killed when dropped.
+struct Service {
+    child: Child,
+    data_dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Service {
+    fn start(data_dir: &Path, quic_listen: &str) -> Service {
+        let log = data_dir.with_file_name("serve.log");
+        let child = Command::new(BIN)
+            .args(["serve", "--data-dir"])
+            .arg(data_dir)
+            .args(["--grpc-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--router-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--quic-listen", quic_listen])
+            .env_remove("JUMPSTARTER_NAMESPACE")
+            .env_remove("JUMPSTARTER_NO_QUIC")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).expect("log file"))
+            .stderr(std::fs::File::create(log.with_extension("err")).expect("log file"))
+            .spawn()
+            .expect("spawn jumpstarter serve");
+        let mut service = Service {
+            child,
+            data_dir: data_dir.to_owned(),
+            log,
+        };
+        let deadline = Instant::now() + WAIT;
+        let socket = data_dir.join("admin.sock");
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            if let Some(status) = service.child.try_wait().expect("try_wait") {
+                panic!("serve exited with {status}:\n{}", service.logs());
+            }
+            assert!(Instant::now() < deadline, "not ready:\n{}", service.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        service
+    }
+
+    fn logs(&self) -> String {
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        format!(
+            "--- stdout\n{}--- stderr\n{}",
+            read(&self.log),
+            read(&self.log.with_extension("err"))
+        )
+    }
+
+    /// `jumpstarter admin create KIND NAME ARGS --out FILE`; the written configuration.
+    fn create(&self, kind: &str, name: &str, args: &[&str]) -> PathBuf {
+        let out = self.data_dir.with_file_name(format!("{name}.yaml"));
+        let output = Command::new(BIN)
+            .args(["admin", "create", kind, name])
+            .args(args)
+            .arg("--out")
+            .arg(&out)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env_remove("JUMPSTARTER_NAMESPACE")
+            .env_remove("JUMPSTARTER_KUBECONFIG")
+            .env_remove("JUMPSTARTER_KUBERNETES")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run jumpstarter admin");
+        assert!(
+            output.status.success(),
+            "admin create {kind} {name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        out
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client or exporter talking gRPC with the credentials of its configuration file.
+struct Caller {
+    channel: Channel,
+    kind: &'static str,
+    token: String,
+    namespace: String,
+    name: String,
+}
+
+impl Caller {
+    async fn from_config(path: &Path, kind: &'static str) -> Caller {
+        let config: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(path).expect("config")).expect("yaml");
+        let s = |v: &serde_yaml::Value| v.as_str().expect("string field").to_owned();
+        let ca = base64::engine::general_purpose::STANDARD
+            .decode(s(&config["tls"]["ca"]))
+            .expect("base64 CA");
+        let endpoint = s(&config["endpoint"]);
+        let host = endpoint.rsplit_once(':').expect("host:port").0.to_owned();
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca))
+            .domain_name(host);
+        let channel = timeout(
+            WAIT,
+            Endpoint::from_shared(format!("https://{endpoint}"))
+                .expect("endpoint")
+                .tls_config(tls)
+                .expect("tls")
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(WAIT)
+                .connect(),
+        )
+        .await
+        .expect("connect in time")
+        .expect("connect");
+        Caller {
+            channel,
+            kind,
+            token: s(&config["token"]),
+            namespace: s(&config["metadata"]["namespace"]),
+            name: s(&config["metadata"]["name"]),
+        }
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        let md = req.metadata_mut();
+        let value = |v: &str| v.parse().expect("ascii metadata");
+        md.insert("authorization", value(&format!("Bearer {}", self.token)));
+        md.insert("jumpstarter-kind", value(self.kind));
+        md.insert("jumpstarter-namespace", value(&self.namespace));
+        md.insert("jumpstarter-name", value(&self.name));
+        req
+    }
+
+    /// A CSR signed for `lease`: the issued certificate response and the private key.
+    async fn lease_certificate(
+        &self,
+        lease: &str,
+    ) -> Result<
+        (
+            jumpstarter_proto::jumpstarter::quic::v1::IssueLeaseCertificateResponse,
+            String,
+        ),
+        tonic::Status,
+    > {
+        let csr = jumpstarter_certs::generate_csr(&self.name).expect("CSR");
+        let mut service = LeaseCertificateServiceClient::new(self.channel.clone());
+        let response = service
+            .issue_lease_certificate(self.request(IssueLeaseCertificateRequest {
+                lease_name: lease.to_owned(),
+                csr: csr.csr_der.clone(),
+            }))
+            .await?;
+        Ok((response.into_inner(), csr.key_pem))
+    }
+
+    /// Connects to the lease's QUIC router with a certificate issued for `lease`.
+    async fn connect_quic(&self, lease: &str, expected_role: &str) -> Connection {
+        let (issued, key_pem) = timeout(WAIT, self.lease_certificate(lease))
+            .await
+            .expect("issued in time")
+            .expect("lease certificate");
+        assert_eq!(issued.role, expected_role);
+        let endpoint = issued.router_quic_endpoint.clone();
+        assert!(!endpoint.is_empty(), "no QUIC endpoint advertised");
+        let addr: SocketAddr = endpoint.parse().expect("QUIC endpoint is host:port");
+        let pems = |pem: &str| {
+            CertificateDer::pem_slice_iter(pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("PEM certificates")
+        };
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("private key");
+        timeout(
+            WAIT,
+            QuicPeer::connect(
+                addr,
+                &addr.ip().to_string(),
+                pems(&issued.ca_pem),
+                pems(&issued.chain_pem),
+                key,
+            ),
+        )
+        .await
+        .expect("QUIC handshake in time")
+        .expect("QUIC connect")
+    }
+}
+
+/// Sends `BLOCKS` numbered blocks of pseudo-random bytes seeded by `seed`; finishes; returns
+/// the digest of what was sent.
+async fn send_blocks(mut send: SendStream, seed: u64) -> Vec<u8> {
+    let mut block = vec![0u8; BLOCK];
+    let mut state = seed | 1;
+    for chunk in block.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    let mut digest = Sha256::new();
+    for index in 0..BLOCKS {
+        block[..8].copy_from_slice(&index.to_le_bytes());
+        digest.update(&block);
+        send.write_all(&block).await.expect("write");
+    }
+    send.finish().expect("finish");
+    digest.finalize().to_vec()
+}
+
+/// Reads to the end; the digest and the length.
+async fn receive_all(mut recv: RecvStream) -> (Vec<u8>, u64) {
+    let mut digest = Sha256::new();
+    let mut len = 0u64;
+    while let Some(chunk) = recv.read_chunk(BLOCK, true).await.expect("read") {
+        len += chunk.bytes.len() as u64;
+        digest.update(&chunk.bytes);
+    }
+    (digest.finalize().to_vec(), len)
+}
+
+fn refused(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::PermissionDenied | tonic::Code::FailedPrecondition
+    )
+}
+
+#[tokio::test]
+async fn lease_certificates_carry_sixteen_mib_each_way_through_the_quic_router() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let quic_listen = format!("127.0.0.1:{}", free_udp_port());
+    let service = Service::start(&data_dir, &quic_listen);
+
+    let client_config = service.create("client", "c1", &[]);
+    let exporter_config = service.create("exporter", "e1", &["-l", "board=q"]);
+    // The start-up message (printed right after the admin socket opens) names the endpoint.
+    let deadline = Instant::now() + WAIT;
+    while !std::fs::read_to_string(&service.log)
+        .unwrap_or_default()
+        .contains(&format!("QUIC router: {quic_listen} (QUIC"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the start-up message names no QUIC endpoint:\n{}",
+            service.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = Caller::from_config(&client_config, "Client").await;
+    let exporter = Caller::from_config(&exporter_config, "Exporter").await;
+
+    // The exporter comes online and keeps a status stream open.
+    let mut controller = ControllerServiceClient::new(exporter.channel.clone());
+    timeout(
+        WAIT,
+        controller.register(exporter.request(RegisterRequest {
+            labels: [("board".to_owned(), "q".to_owned())].into(),
+            reports: vec![DriverInstanceReport {
+                uuid: "00000000-0000-4000-8000-000000000001".to_owned(),
+                description: Some("board q".to_owned()),
+                ..Default::default()
+            }],
+        })),
+    )
+    .await
+    .expect("register in time")
+    .expect("register");
+    timeout(
+        WAIT,
+        controller.report_status(exporter.request(ReportStatusRequest {
+            status: ExporterStatus::Available.into(),
+            message: None,
+            release_lease: None,
+        })),
+    )
+    .await
+    .expect("report in time")
+    .expect("report status");
+    let mut status = timeout(WAIT, controller.status(exporter.request(StatusRequest {})))
+        .await
+        .expect("status in time")
+        .expect("status stream")
+        .into_inner();
+    let heartbeat = tokio::spawn(async move { while let Ok(Some(_)) = status.message().await {} });
+
+    // The client leases it.
+    let mut leases = ClientServiceClient::new(client.channel.clone());
+    let lease_request = |selector: &str| CreateLeaseRequest {
+        parent: "namespaces/default".to_owned(),
+        lease_id: String::new(),
+        lease: Some(Lease {
+            selector: selector.to_owned(),
+            duration: Some(prost_types_duration(600)),
+            ..Default::default()
+        }),
+    };
+    let lease = timeout(
+        WAIT,
+        leases.create_lease(client.request(lease_request("board=q"))),
+    )
+    .await
+    .expect("create in time")
+    .expect("create lease")
+    .into_inner();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let current = timeout(
+            WAIT,
+            leases.get_lease(client.request(GetLeaseRequest {
+                name: lease.name.clone(),
+            })),
+        )
+        .await
+        .expect("get in time")
+        .expect("get lease")
+        .into_inner();
+        let ready = current
+            .conditions
+            .iter()
+            .any(|c| c.r#type.as_deref() == Some("Ready") && c.status.as_deref() == Some("True"));
+        if ready {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lease not ready: {current:?}\n{}",
+            service.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let lease_name = lease.name.rsplit('/').next().expect("name").to_owned();
+
+    // Both sides get a certificate and meet on session s1.
+    let (client_quic, exporter_quic) = tokio::join!(
+        client.connect_quic(&lease_name, "client"),
+        exporter.connect_quic(&lease_name, "exporter")
+    );
+    let (c_send, c_recv) = timeout(WAIT, client_quic.open_session("s1"))
+        .await
+        .expect("open in time")
+        .expect("client session");
+    let (e_send, e_recv) = timeout(WAIT, exporter_quic.open_session("s1"))
+        .await
+        .expect("open in time")
+        .expect("exporter session");
+    let up = tokio::spawn(send_blocks(c_send, 11));
+    let down = tokio::spawn(send_blocks(e_send, 29));
+    let at_exporter = tokio::spawn(receive_all(e_recv));
+    let at_client = tokio::spawn(receive_all(c_recv));
+    let (up, down, at_exporter, at_client) = timeout(WAIT * 2, async {
+        (
+            up.await.expect("up"),
+            down.await.expect("down"),
+            at_exporter.await.expect("exporter reads"),
+            at_client.await.expect("client reads"),
+        )
+    })
+    .await
+    .expect("transfer in time");
+    let total = BLOCKS * BLOCK as u64;
+    assert_eq!(at_exporter, (up, total), "client to exporter intact");
+    assert_eq!(at_client, (down, total), "exporter to client intact");
+    assert_ne!(at_exporter.0, at_client.0, "the two directions differ");
+
+    // A second lease of the client that e1 does not serve (nothing matches): no
+    // certificate for either side.
+    let other = timeout(
+        WAIT,
+        leases.create_lease(client.request(lease_request("board=none"))),
+    )
+    .await
+    .expect("create in time")
+    .expect("create lease")
+    .into_inner();
+    let other_name = other.name.rsplit('/').next().expect("name").to_owned();
+    let as_exporter = timeout(WAIT, exporter.lease_certificate(&other_name))
+        .await
+        .expect("answer in time")
+        .expect_err("the exporter is not a party to the lease");
+    assert!(refused(&as_exporter), "{as_exporter:?}");
+    let as_client = timeout(WAIT, client.lease_certificate(&other_name))
+        .await
+        .expect("answer in time")
+        .expect_err("the lease has no exporter");
+    assert!(refused(&as_client), "{as_client:?}");
+
+    client_quic.close();
+    exporter_quic.close();
+    heartbeat.abort();
+    drop(service);
+}
+
+fn prost_types_duration(seconds: i64) -> prost_types::Duration {
+    prost_types::Duration { seconds, nanos: 0 }
+}
