@@ -452,7 +452,7 @@ fn corrupt(namespace: &str, key: &'static str, reason: String) -> KeysError {
 }
 
 /// An error and its sources, joined, for a one-line reason.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod pass;
 mod view;
 
+use crate::keys::error_chain;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -196,15 +197,4 @@ fn until(at: Option<OffsetDateTime>, now: OffsetDateTime) -> Duration {
 /// Kubernetes stores times in whole seconds; planning with them keeps passes idempotent.
 fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
     t.replace_nanosecond(0).unwrap_or(t)
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
