@@ -16,6 +16,10 @@ pub enum Error {
     #[error("generating a key pair failed")]
     KeyGeneration(#[source] rcgen::Error),
 
+    /// A private key given as PEM could not be read.
+    #[error("the private key cannot be read (expected an ECDSA P-256 key, PKCS#8 PEM)")]
+    KeyParse(#[source] rcgen::Error),
+
     /// The random source needed for a serial number failed.
     #[error("drawing a random certificate serial number failed")]
     SerialNumber,

@@ -8,7 +8,7 @@
 //! Map:
 //! - [`authority`]: [`Ca`] (generate, load, [`Ca::issue_server_cert`], [`Ca::sign_lease_csr`]).
 //! - [`identity`]: [`LeaseIdentity`] and its `spiffe://jumpstarter.dev/...` URI SAN encoding.
-//! - [`request`]: [`generate_csr`], the requester's key pair and CSR.
+//! - [`request`]: [`generate_csr`], the requester's key pair and CSR; [`renewal_csr`] for the same key.
 //! - [`verification`]: [`verify_lease_cert`] with an [`Expectation`] about role and lease.
 //! - [`tls`]: rustls [`server_config`] and [`client_config`], TLS 1.3 only, ring provider passed
 //!   explicitly.
@@ -32,6 +32,6 @@ pub use authority::{
 };
 pub use error::{Error, Result};
 pub use identity::{IDENTITY_URI_PREFIX, LeaseIdentity, Role};
-pub use request::{CertificateRequest, generate_csr};
+pub use request::{CertificateRequest, generate_csr, renewal_csr};
 pub use tls::{ClientAuth, TlsCredentials, client_config, server_config};
 pub use verification::{Expectation, verify_lease_cert};

@@ -19,6 +19,17 @@ pub struct CertificateRequest {
 /// The CA decides the real subject and identity, so the hint is only informative.
 pub fn generate_csr(subject_hint: &str) -> Result<CertificateRequest> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(Error::KeyGeneration)?;
+    csr_with_key(key, subject_hint)
+}
+
+/// A new CSR for an existing key (PKCS#8 PEM), to renew a lease certificate: the router
+/// accepts a renewed certificate on a live connection only for the same key.
+pub fn renewal_csr(key_pem: &str, subject_hint: &str) -> Result<CertificateRequest> {
+    let key = KeyPair::from_pem(key_pem).map_err(Error::KeyParse)?;
+    csr_with_key(key, subject_hint)
+}
+
+fn csr_with_key(key: KeyPair, subject_hint: &str) -> Result<CertificateRequest> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, subject_hint);

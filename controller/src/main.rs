@@ -4,6 +4,9 @@
 //!   probes and metrics, and runs the reconcile loop (under leader election with
 //!   `--leader-elect`). SIGTERM/SIGINT stop it gracefully: streams end, the reconcile loop
 //!   stops and the election Lease is released.
+//!   With `--router-cert-secrets` it also keeps one certificate Secret per `--router`
+//!   (`<name>-tls`) for routers running as pods; with `--ca-secret` the CA comes from a
+//!   `kubernetes.io/tls` Secret (e.g. issued by cert-manager) instead of being generated.
 //! - `router-cert`: writes a router's serving certificate, the CA and the router-token
 //!   public key into a directory, so a router can be started next to the controller.
 //!
@@ -63,6 +66,19 @@ struct CommonArgs {
     /// Log output format.
     #[arg(long, env = "JUMPSTARTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Take the CA from this `kubernetes.io/tls` Secret (`tls.crt`, `tls.key` PKCS#8), e.g.
+    /// one cert-manager maintains, instead of the generated one [default: generated].
+    #[arg(long, env = "JUMPSTARTER_CA_SECRET")]
+    ca_secret: Option<String>,
+}
+
+impl CommonArgs {
+    fn ca_source(&self) -> keys::CaSource {
+        match &self.ca_secret {
+            Some(name) => keys::CaSource::Secret(name.clone()),
+            None => keys::CaSource::Generated,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -127,8 +143,13 @@ struct RunArgs {
         value_delimiter = ','
     )]
     hidden_labels: Vec<String>,
-    /// Longest validity of one per-lease certificate, as a Go duration.
-    #[arg(long, env = "JUMPSTARTER_LEASE_CERT_MAX_VALIDITY", default_value = "1h", value_parser = parse_duration)]
+    /// Keep a serving-certificate Secret `<name>-tls` for every `--router` (for routers
+    /// that run as pods and mount it); checked at start and every few hours.
+    #[arg(long, env = "JUMPSTARTER_ROUTER_CERT_SECRETS", default_value_t = false)]
+    router_cert_secrets: bool,
+    /// Longest validity of one per-lease certificate, as a Go duration. Peers renew before it
+    /// ends; a released lease's QUIC traffic stops within it.
+    #[arg(long, env = "JUMPSTARTER_LEASE_CERT_MAX_VALIDITY", default_value = "10s", value_parser = parse_duration)]
     lease_cert_max_validity: time::Duration,
 }
 
@@ -195,11 +216,28 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let http_tasks = runtime::spawn_http(&http_addrs, &readiness, &registry, &shutdown).await?;
 
-    let keys = Arc::new(
-        keys::bootstrap(&store, &settings, OffsetDateTime::now_utc())
-            .await
-            .context("load the controller keys")?,
-    );
+    let Some(keys) = load_keys(&store, &settings, &args.common.ca_source(), &shutdown).await?
+    else {
+        return Ok(());
+    };
+    let keys = Arc::new(keys);
+    if args.router_cert_secrets {
+        keys::router_secret::publish(
+            &store,
+            &namespace,
+            &keys,
+            &settings.routers,
+            OffsetDateTime::now_utc(),
+        )
+        .await
+        .context("write the router certificate Secrets")?;
+        tokio::spawn(renew_router_secrets(
+            store.clone(),
+            keys.clone(),
+            settings.clone(),
+            shutdown.clone(),
+        ));
+    }
     readiness.set_keys_loaded();
     let grpc = runtime::spawn_grpc(
         GrpcServer {
@@ -257,6 +295,60 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long to wait between looks at an external CA Secret that does not exist yet.
+const CA_SECRET_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often router certificate Secrets are checked for renewal; far below
+/// [`keys::router_secret::RENEW_BEFORE`].
+const ROUTER_SECRET_CHECK: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+/// Bootstraps the keys; waits (until shutdown, then `None`) while an external CA Secret
+/// does not exist yet, since cert-manager may still be issuing it.
+async fn load_keys(
+    store: &KubeStore,
+    settings: &Settings,
+    ca: &keys::CaSource,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<keys::Keys>> {
+    loop {
+        match keys::bootstrap_with(store, settings, ca, OffsetDateTime::now_utc()).await {
+            Ok(keys) => return Ok(Some(keys)),
+            Err(error @ keys::KeysError::CaSecretMissing { .. }) => {
+                tracing::warn!(%error, retry_in = ?CA_SECRET_RETRY, "waiting for the CA Secret");
+            }
+            Err(error) => return Err(error).context("load the controller keys"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(None),
+            () = tokio::time::sleep(CA_SECRET_RETRY) => {}
+        }
+    }
+}
+
+async fn renew_router_secrets(
+    store: KubeStore,
+    keys: Arc<keys::Keys>,
+    settings: Arc<Settings>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(ROUTER_SECRET_CHECK) => {}
+        }
+        let now = OffsetDateTime::now_utc();
+        if let Err(error) =
+            keys::router_secret::publish(&store, &settings.namespace, &keys, &settings.routers, now)
+                .await
+        {
+            let error = anyhow::Error::new(error);
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "renewing router certificate Secrets failed"
+            );
+        }
+    }
+}
+
 async fn router_cert(args: RouterCertArgs) -> anyhow::Result<()> {
     let namespace = namespace(&args.common);
     let client = kube_client(args.common.kubeconfig.as_deref()).await?;
@@ -272,7 +364,7 @@ async fn router_cert(args: RouterCertArgs) -> anyhow::Result<()> {
         lease_cert_max_validity: settings::DEFAULT_LEASE_CERT_MAX_VALIDITY,
     };
     let now = OffsetDateTime::now_utc();
-    let keys = keys::bootstrap(&store, &settings, now)
+    let keys = keys::bootstrap_with(&store, &settings, &args.common.ca_source(), now)
         .await
         .context("load the controller keys")?;
     let cert = keys
@@ -457,6 +549,24 @@ mod tests {
         assert_eq!(args.grpc_listen.port(), 8082);
         assert_eq!(args.token_lifetime, time::Duration::hours(43_800));
         assert!(!args.leader_elect);
-        assert_eq!(args.lease_cert_max_validity, time::Duration::hours(1));
+        assert_eq!(args.lease_cert_max_validity, time::Duration::seconds(10));
+        assert!(!args.router_cert_secrets);
+        assert_eq!(args.common.ca_source(), keys::CaSource::Generated);
+        let cli = Cli::try_parse_from([
+            "jumpstarter-controller",
+            "run",
+            "--ca-secret",
+            "lab-ca",
+            "--router-cert-secrets",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("run")
+        };
+        assert!(args.router_cert_secrets);
+        assert_eq!(
+            args.common.ca_source(),
+            keys::CaSource::Secret("lab-ca".into())
+        );
     }
 }

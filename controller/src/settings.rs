@@ -69,5 +69,9 @@ pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::hours(43_800);
 pub const DEFAULT_ROUTER_TOKEN_LIFETIME: Duration = Duration::minutes(2);
 /// 0.9.0 `leasePolicy.maxTags` default.
 pub const DEFAULT_MAX_TAGS: usize = 10;
-/// Per-lease certificates last at most an hour; clients renew them for longer leases.
-pub const DEFAULT_LEASE_CERT_MAX_VALIDITY: Duration = Duration::hours(1);
+/// Per-lease certificates last at most 10 s; peers renew them on their live connection
+/// (same key) while the lease goes on. Routers close a connection when its certificate ends,
+/// so this bounds how long traffic of a released lease can go on, without router state. The
+/// price is one CSR signature per peer every few seconds, and sessions that end if the
+/// controller is unreachable for longer than this.
+pub const DEFAULT_LEASE_CERT_MAX_VALIDITY: Duration = Duration::seconds(10);

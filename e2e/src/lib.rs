@@ -8,6 +8,8 @@
 //! Map: [`Lab`] (one namespace with a controller and a router), [`Proc`] (a child
 //! process killed on drop), [`venv`], [`bin_path`].
 
+pub mod chart;
+
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -182,12 +184,19 @@ pub struct Lab {
     pub probe_port: u16,
     pub kubeconfig: PathBuf,
     pub exporters: BTreeMap<String, Proc>,
+    /// Extra arguments of `jumpstarter serve` (standalone mode).
+    pub serve_args: Vec<String>,
 }
 
 impl Lab {
     /// Starts the service: a controller and a router for a fresh namespace (Kubernetes), or
     /// `jumpstarter serve` with a fresh data directory (standalone).
     pub async fn start(mode: Mode, prefix: &str) -> anyhow::Result<Lab> {
+        Lab::start_with(mode, prefix, &[]).await
+    }
+
+    /// [`Lab::start`], with extra arguments for `jumpstarter serve` (standalone mode).
+    pub async fn start_with(mode: Mode, prefix: &str, serve_args: &[&str]) -> anyhow::Result<Lab> {
         let env = TestEnv::shared();
         let namespace = match mode {
             Mode::Kubernetes => {
@@ -211,6 +220,7 @@ impl Lab {
             probe_port: free_port(),
             kubeconfig: env.admin_kubeconfig.clone(),
             exporters: BTreeMap::new(),
+            serve_args: serve_args.iter().map(|a| (*a).to_owned()).collect(),
         };
         lab.start_controller().await?;
         lab.start_router().await?;
@@ -280,6 +290,7 @@ impl Lab {
             .arg(self.router_endpoint())
             .arg("--http-listen")
             .arg(format!("127.0.0.1:{}", self.probe_port))
+            .args(&self.serve_args)
             .env("RUST_LOG", "info");
         let n = std::fs::read_dir(self.dir.path())
             .map(|d| d.count())
@@ -450,8 +461,14 @@ impl Lab {
 
     /// A `jmp` command with the venv on PATH and HOME/config inside the lab directory.
     pub fn jmp_command(&self, args: &[&str]) -> Command {
+        self.tool_command(venv().join("bin/jmp"), args)
+    }
+
+    /// `program args` in the environment of [`Lab::jmp_command`] (e.g. a wrapper that runs
+    /// `jmp` itself).
+    pub fn tool_command(&self, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Command {
         let venv = venv();
-        let mut cmd = Command::new(venv.join("bin/jmp"));
+        let mut cmd = Command::new(program);
         cmd.args(args);
         let path = format!(
             "{}:{}",
@@ -506,6 +523,18 @@ impl Lab {
 
     /// `jmp admin create exporter NAME -l k=v...`, adds the driver tree and starts `jmp run`.
     pub async fn start_exporter(&mut self, name: &str, labels: &[&str]) -> anyhow::Result<PathBuf> {
+        let path = self.create_exporter_config(name, labels).await?;
+        self.run_exporter(name, &path)?;
+        Ok(path)
+    }
+
+    /// Creates exporter NAME (as [`Lab::start_exporter`] does) and writes its configuration
+    /// with the driver tree, without starting it; the configuration's path.
+    pub async fn create_exporter_config(
+        &self,
+        name: &str,
+        labels: &[&str],
+    ) -> anyhow::Result<PathBuf> {
         let path = self.path(&format!("{name}.exporter.yaml"));
         if self.mode == Mode::Standalone {
             let out_path = path.to_string_lossy().into_owned();
@@ -518,7 +547,7 @@ impl Lab {
         } else {
             self.jmp_admin_create_exporter(name, labels, &path).await?;
         }
-        self.add_drivers_and_run(name, &path)?;
+        Lab::add_drivers(&path)?;
         Ok(path)
     }
 
@@ -548,7 +577,24 @@ impl Lab {
         Ok(())
     }
 
-    fn add_drivers_and_run(&mut self, name: &str, path: &Path) -> anyhow::Result<()> {
+    /// The service's `/metrics` text (standalone: the whole service; Kubernetes: the
+    /// controller).
+    pub fn metrics(&self) -> anyhow::Result<String> {
+        let out = std::process::Command::new("curl")
+            .args(["-sf", "--max-time", "5"])
+            .arg(format!("http://127.0.0.1:{}/metrics", self.probe_port))
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "GET /metrics failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Writes the lab's driver tree into the `export:` of the exporter config at `path`.
+    fn add_drivers(path: &Path) -> anyhow::Result<()> {
         let mut config: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path)?)?;
         let export: serde_yaml::Value = serde_yaml::from_str(
             r#"
@@ -561,7 +607,7 @@ sh:
         )?;
         config["export"] = export;
         std::fs::write(path, serde_yaml::to_string(&config)?)?;
-        self.run_exporter(name, path)
+        Ok(())
     }
 
     /// Starts `jmp run` for an existing exporter config.

@@ -19,12 +19,15 @@
 //! - [`server`]: [`Router`], [`RouterConfig`], the TLS accept loop and graceful shutdown.
 //! - [`quic`]: [`QuicRouter`], the QUIC listener beside the h2 one: mutual-TLS admission by
 //!   lease certificate, raw session streams paired by lease and session id.
+//! - `bridge`: the relay of a mixed pair, h2 frames on one side and QUIC bytes on the other
+//!   (QUIC sessions that carry the router token pair through the same switchboard).
 //! - [`metrics`]: Prometheus metrics; [`telemetry`]: `/metrics`, `/healthz`, `/readyz`.
 //!
 //! The `jumpstarter-router` binary is a thin shell over [`Router::serve`]; the controller
 //! can embed the same [`Router`] in its own process.
 
 pub mod authentication;
+mod bridge;
 pub mod metrics;
 pub mod pairing;
 pub mod quic;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use jumpstarter_certs::{ClientAuth, TlsCredentials, server_config};
+use jumpstarter_router::telemetry::Probe;
 use jumpstarter_router::{
     QuicRouter, QuicRouterConfig, Router, RouterConfig, public_keys_from_pem, serve_telemetry,
 };
@@ -51,6 +52,11 @@ struct Cli {
     /// Paired stream ids remembered (until their token expires) to refuse replayed tokens.
     #[arg(long, env = "ROUTER_MAX_REMEMBERED", default_value_t = jumpstarter_router::pairing::DEFAULT_MAX_REMEMBERED)]
     max_remembered: usize,
+    /// Seconds between SIGTERM and the start of the drain: `/readyz` fails at once, but the
+    /// router keeps accepting streams meanwhile, so peers routed here just before the load
+    /// balancer noticed still pair.
+    #[arg(long, env = "ROUTER_SHUTDOWN_DELAY", default_value_t = 0)]
+    shutdown_delay: u64,
     /// Seconds live pairs may go on after SIGTERM before they are stopped.
     #[arg(long, env = "ROUTER_DRAIN_TIMEOUT", default_value_t = 30)]
     drain_timeout: u64,
@@ -108,8 +114,10 @@ async fn main() -> anyhow::Result<()> {
             quic_config.max_pending = cli.max_pending;
             quic_config.max_remembered = cli.max_remembered;
             quic_config.drain_timeout = Duration::from_secs(cli.drain_timeout);
-            let quic = QuicRouter::bind(quic_config, addr, &mut registry)
+            let mut quic = QuicRouter::bind(quic_config, addr, &mut registry)
                 .with_context(|| format!("starting the QUIC listener on {addr}"))?;
+            // QUIC sessions carrying a router token pair with 0.9.0 h2 streams.
+            quic.pair_with_h2(&router);
             info!(quic_listen = %addr, "QUIC listener bound");
             Some(quic)
         }
@@ -126,17 +134,27 @@ async fn main() -> anyhow::Result<()> {
     info!(listen = %cli.listen, metrics = %cli.metrics_listen, "starting");
 
     let stopping = CancellationToken::new();
+    let probe = Probe::new(router.readiness());
     let telemetry = tokio::spawn(serve_telemetry(
         metrics_listener,
         registry,
-        router.readiness(),
+        probe.clone(),
         stopping.clone().cancelled_owned(),
     ));
     let terminated = CancellationToken::new();
+    let shutdown_delay = Duration::from_secs(cli.shutdown_delay);
     tokio::spawn({
         let terminated = terminated.clone();
         async move {
             termination().await;
+            probe.start_draining();
+            if !shutdown_delay.is_zero() {
+                info!(
+                    ?shutdown_delay,
+                    "not ready any more; still serving until the drain starts"
+                );
+                tokio::time::sleep(shutdown_delay).await;
+            }
             terminated.cancel();
         }
     });
@@ -218,6 +236,7 @@ mod tests {
         assert_eq!(cli.pair_timeout, 30);
         assert_eq!(cli.max_pending, 10_000);
         assert_eq!(cli.quic_listen, None);
+        assert_eq!(cli.shutdown_delay, 0);
     }
 
     #[test]

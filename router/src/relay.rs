@@ -45,6 +45,18 @@ impl Half {
         };
         (half, outbound_stream(frames, final_status))
     }
+
+    /// The inbound stream, the outbound queue and the final-status slot, for relays that
+    /// drive a half themselves (the h2↔QUIC bridge).
+    pub(crate) fn into_parts(
+        self,
+    ) -> (
+        Streaming<StreamRequest>,
+        mpsc::Sender<StreamResponse>,
+        oneshot::Sender<Status>,
+    ) {
+        (self.inbound, self.outbound, self.verdict)
+    }
 }
 
 /// Relays between `waiting` (the stream that arrived first) and `arriving` until both

@@ -148,6 +148,11 @@ impl Router {
         }
     }
 
+    /// The pairing state, shared with a QUIC listener that pairs with h2 streams.
+    pub(crate) fn switchboard(&self) -> Switchboard {
+        self.switchboard.clone()
+    }
+
     /// A handle telling whether the router is ready (for `/readyz`).
     pub fn readiness(&self) -> Readiness {
         self.readiness.clone()

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use jumpstarter_certs::Role;
 use jumpstarter_proto::jumpstarter::v1::StreamRequest;
 use jumpstarter_proto::jumpstarter::v1::router_service_server::RouterService;
 use jumpstarter_token::VerifyingKey;
@@ -22,7 +23,11 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::authentication::authenticate;
 use crate::metrics::{Metrics, Outcome};
 use crate::pairing::{Limits, Offer, PairingTable, Rejection, Ticket};
+use crate::quic::metrics::QuicMetrics;
+use crate::quic::{Side, refuse};
 use crate::relay::{self, Half, Outbound};
+use crate::{bridge, quic};
+use jumpstarter_tunnel::code;
 
 /// Shared pairing state and settings of one router.
 #[derive(Debug, Clone)]
@@ -61,9 +66,33 @@ enum Arrival {
 /// A first arrival waiting for its peer.
 #[derive(Debug)]
 struct Waiter {
-    half: Half,
+    peer: Peer,
     /// `Ok` once paired; the status to end with otherwise.
     wake: oneshot::Sender<Result<(), Status>>,
+}
+
+/// One stream of a session, on either transport.
+#[derive(Debug)]
+enum Peer {
+    /// A 0.9.0 `RouterService.Stream`.
+    H2(Half),
+    /// A QUIC session stream that carried the session's router token.
+    Quic {
+        side: Side,
+        role: Role,
+        metrics: QuicMetrics,
+    },
+}
+
+impl Peer {
+    /// Ends a peer that will not be paired: h2 streams end through their handler (which
+    /// gets `status`), QUIC streams are reset with `quic_code`.
+    fn refuse(self, quic_code: u32) {
+        if let Peer::Quic { side, metrics, .. } = self {
+            metrics.session_ended(code::name(quic_code.into()));
+            refuse(side, quic_code);
+        }
+    }
 }
 
 impl Switchboard {
@@ -103,6 +132,7 @@ impl Switchboard {
         };
         for waiter in waiters {
             self.shared.metrics.stream_ended(Outcome::ShuttingDown);
+            waiter.peer.refuse(code::SHUTTING_DOWN);
             let _ = waiter
                 .wake
                 .send(Err(Status::unavailable("router is shutting down")));
@@ -143,6 +173,7 @@ impl Switchboard {
         for (stream_id, waiter) in expired {
             self.shared.metrics.pairing_timed_out();
             info!(stream_id, "no peer arrived in time");
+            waiter.peer.refuse(code::PAIR_TIMEOUT);
             let _ = waiter.wake.send(Err(Status::deadline_exceeded(format!(
                 "no peer arrived for stream {stream_id} within {}",
                 seconds(timeout)
@@ -161,7 +192,7 @@ impl Switchboard {
         let remaining = token_exp.saturating_sub(OffsetDateTime::now_utc().unix_timestamp());
         let token_expiry = now + Duration::from_secs(u64::try_from(remaining).unwrap_or(0));
 
-        match self.arrive(&stream_id, half, token_expiry, now) {
+        match self.arrive(&stream_id, Peer::H2(half), token_expiry, now) {
             Arrival::Refused(status) => Err(status),
             Arrival::Paired => Ok(outbound),
             Arrival::Waiting {
@@ -183,11 +214,12 @@ impl Switchboard {
     }
 
     /// Offers a new stream to the table and acts on the answer, under the lock.
-    fn arrive(&self, stream_id: &str, half: Half, token_expiry: Instant, now: Instant) -> Arrival {
+    fn arrive(&self, stream_id: &str, peer: Peer, token_expiry: Instant, now: Instant) -> Arrival {
         let mut state = self.lock();
         if state.closed {
             drop(state);
             self.shared.metrics.stream_ended(Outcome::ShuttingDown);
+            peer.refuse(code::SHUTTING_DOWN);
             return Arrival::Refused(Status::unavailable("router is shutting down"));
         }
         let offer = state.table.offer(stream_id, token_expiry, now);
@@ -196,6 +228,10 @@ impl Switchboard {
             Offer::Reject(rejection) => {
                 drop(state);
                 info!("refused: {rejection}");
+                peer.refuse(match rejection {
+                    Rejection::AlreadyPaired { .. } => code::ALREADY_PAIRED,
+                    Rejection::TooManyPending { .. } => code::TOO_MANY_PENDING,
+                });
                 Arrival::Refused(self.rejected(rejection))
             }
             Offer::Paired { waiting } => {
@@ -206,16 +242,17 @@ impl Switchboard {
                 let Some(waiter) = waiter else {
                     warn!("paired with a waiter that is gone");
                     self.shared.metrics.stream_ended(Outcome::PeerGone);
+                    peer.refuse(code::PEER_GONE);
                     return Arrival::Refused(Status::internal("the waiting peer is gone"));
                 };
                 info!("paired");
-                self.spawn_relay(waiter.half, half);
+                self.spawn_relay(waiter.peer, peer);
                 let _ = waiter.wake.send(Ok(()));
                 Arrival::Paired
             }
             Offer::Wait { ticket, deadline } => {
                 let (wake, woken) = oneshot::channel();
-                state.waiters.insert(ticket, Waiter { half, wake });
+                state.waiters.insert(ticket, Waiter { peer, wake });
                 Arrival::Waiting {
                     ticket,
                     deadline,
@@ -241,16 +278,132 @@ impl Switchboard {
         woke.unwrap_or_else(|_| Err(Status::internal("pairing state lost")))
     }
 
-    fn spawn_relay(&self, waiting: Half, arriving: Half) {
+    fn spawn_relay(&self, waiting: Peer, arriving: Peer) {
         let shared = self.shared.clone();
         shared.metrics.pair_started();
         tokio::spawn(
             async move {
-                relay::run(waiting, arriving, &shared.metrics, &shared.stop_relays).await;
+                let stop = &shared.stop_relays;
+                let metrics = &shared.metrics;
+                match (waiting, arriving) {
+                    (Peer::H2(waiting), Peer::H2(arriving)) => {
+                        relay::run(waiting, arriving, metrics, stop).await;
+                    }
+                    (Peer::H2(h2), Peer::Quic { side, metrics: quic, .. }) => {
+                        quic.pair_started();
+                        let ok = bridge::run(h2, side, true, metrics, stop).await;
+                        quic.pair_ended();
+                        quic.session_ended(if ok { "completed" } else { "broken" });
+                    }
+                    (Peer::Quic { side, metrics: quic, .. }, Peer::H2(h2)) => {
+                        quic.pair_started();
+                        let ok = bridge::run(h2, side, false, metrics, stop).await;
+                        quic.pair_ended();
+                        quic.session_ended(if ok { "completed" } else { "broken" });
+                    }
+                    (
+                        Peer::Quic { side: a, role: a_role, metrics: quic },
+                        Peer::Quic { side: b, role: b_role, .. },
+                    ) => {
+                        if a_role == b_role {
+                            info!(role = %a_role, "refused: both streams of the session hold the same role");
+                            quic.session_ended("same_role");
+                            quic.session_ended("same_role");
+                            refuse(a, code::SAME_ROLE);
+                            refuse(b, code::SAME_ROLE);
+                        } else {
+                            let (client, exporter) = if a_role == Role::Client { (a, b) } else { (b, a) };
+                            quic.pair_started();
+                            let ok = quic::splice::run(client, exporter, &quic, stop).await;
+                            quic.pair_ended();
+                            let outcome = if ok { "completed" } else { "broken" };
+                            quic.session_ended(outcome);
+                            quic.session_ended(outcome);
+                        }
+                    }
+                }
                 shared.metrics.pair_ended();
             }
             .in_current_span(),
         );
+    }
+
+    /// Pairs a QUIC session stream that carries a router token with the other stream of the
+    /// same token (h2 or QUIC), or parks it until that one comes, its deadline passes or
+    /// `connection` closes. `lease` is the certificate's `namespace/name`: the token must be
+    /// for the same lease.
+    pub(crate) async fn arrive_quic(
+        &self,
+        token: &str,
+        lease: &str,
+        role: Role,
+        side: Side,
+        metrics: QuicMetrics,
+        connection: &quinn::Connection,
+    ) {
+        let claims = match jumpstarter_token::router::verify(
+            &self.shared.keys,
+            token,
+            OffsetDateTime::now_utc(),
+        ) {
+            Ok(claims) => claims,
+            Err(error) => {
+                info!(
+                    reason = error.reason(),
+                    "session refused: invalid router token: {error}"
+                );
+                self.shared.metrics.auth_failed(error.reason());
+                metrics.session_ended("bad_token");
+                refuse(side, code::BAD_TOKEN);
+                return;
+            }
+        };
+        if claims.lease.as_deref() != Some(lease) {
+            info!(
+                token_lease = claims.lease.as_deref().unwrap_or("-"),
+                "session refused: the router token is for another lease than the certificate"
+            );
+            self.shared.metrics.auth_failed("lease_mismatch");
+            metrics.session_ended("bad_token");
+            refuse(side, code::BAD_TOKEN);
+            return;
+        }
+        let now = Instant::now();
+        let remaining = claims
+            .exp
+            .saturating_sub(OffsetDateTime::now_utc().unix_timestamp());
+        let token_expiry = now + Duration::from_secs(u64::try_from(remaining).unwrap_or(0));
+        let span = info_span!("stream", stream_id = %claims.sub, lease, transport = "quic");
+        let peer = Peer::Quic {
+            side,
+            role,
+            metrics,
+        };
+        let arrival = self.arrive(&claims.sub, peer, token_expiry, now);
+        let Arrival::Waiting {
+            ticket,
+            deadline,
+            woken,
+        } = arrival
+        else {
+            return;
+        };
+        async {
+            debug!("waiting for the peer");
+            let guard = WaitGuard {
+                switchboard: self,
+                ticket,
+                armed: true,
+            };
+            tokio::select! {
+                _ = self.wait(woken, deadline) => {}
+                _ = connection.closed() => {}
+            }
+            // Dropping the guard withdraws the ticket if nobody took it.
+            drop(guard);
+        }
+        .instrument(span)
+        .await;
     }
 
     fn rejected(&self, rejection: Rejection) -> Status {

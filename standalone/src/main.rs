@@ -81,7 +81,16 @@ struct ServeArgs {
     /// with them) [default: the address of --router-listen: TCP and UDP ports do not clash].
     #[arg(long, env = "JUMPSTARTER_QUIC_LISTEN", conflicts_with = "no_quic")]
     quic_listen: Option<SocketAddr>,
-    /// Do not start the QUIC session listener.
+    /// UDP address of the controller's gRPC-over-QUIC listener (the same services and
+    /// certificate as --grpc-listen, for hosts that reach the service only over UDP)
+    /// [default: the address of --grpc-listen].
+    #[arg(
+        long,
+        env = "JUMPSTARTER_CONTROLLER_QUIC_LISTEN",
+        conflicts_with = "no_quic"
+    )]
+    controller_quic_listen: Option<SocketAddr>,
+    /// Start neither QUIC listener (sessions, controller).
     #[arg(long, env = "JUMPSTARTER_NO_QUIC")]
     no_quic: bool,
     /// Address of the HTTP listener: `/healthz`, `/readyz`, `/metrics`.
@@ -105,8 +114,9 @@ struct ServeArgs {
     /// Lifetime of client and exporter credentials, as a Go duration.
     #[arg(long, env = "JUMPSTARTER_TOKEN_LIFETIME", default_value = "43800h", value_parser = parse_duration)]
     token_lifetime: time::Duration,
-    /// Longest validity of one per-lease certificate, as a Go duration.
-    #[arg(long, env = "JUMPSTARTER_LEASE_CERT_MAX_VALIDITY", default_value = "1h", value_parser = parse_duration)]
+    /// Longest validity of one per-lease certificate, as a Go duration. Peers renew before it
+    /// ends; a released lease's QUIC traffic stops within it.
+    #[arg(long, env = "JUMPSTARTER_LEASE_CERT_MAX_VALIDITY", default_value = "10s", value_parser = parse_duration)]
     lease_cert_max_validity: time::Duration,
     /// Log output format.
     #[arg(long, env = "JUMPSTARTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -300,6 +310,11 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
         } else {
             Some(args.quic_listen.unwrap_or(args.router_listen))
         },
+        controller_quic_listen: if args.no_quic {
+            None
+        } else {
+            Some(args.controller_quic_listen.unwrap_or(args.grpc_listen))
+        },
         http_listen: args.http_listen,
         grpc_endpoint: args.grpc_endpoint,
         router_endpoint: args.router_endpoint,
@@ -453,7 +468,35 @@ mod tests {
         assert_eq!(args.namespace, "default");
         assert_eq!(args.token_lifetime, settings::DEFAULT_TOKEN_LIFETIME);
         assert_eq!(args.quic_listen, None);
+        assert_eq!(args.controller_quic_listen, None);
         assert!(!args.no_quic);
+    }
+
+    #[test]
+    fn controller_quic_listen_and_no_quic_exclude_each_other() {
+        let cli = Cli::try_parse_from([
+            "jumpstarter",
+            "serve",
+            "--controller-quic-listen",
+            "0.0.0.0:4434",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(
+            args.controller_quic_listen,
+            Some("0.0.0.0:4434".parse().unwrap())
+        );
+        let both = Cli::try_parse_from([
+            "jumpstarter",
+            "serve",
+            "--no-quic",
+            "--controller-quic-listen",
+            "0.0.0.0:4434",
+        ])
+        .unwrap_err();
+        assert_eq!(both.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
 
     #[test]

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use jumpstarter_proto::jumpstarter::client::v1::client_service_client::ClientServiceClient;
-use jumpstarter_proto::jumpstarter::client::v1::{CreateLeaseRequest, GetLeaseRequest, Lease};
+use jumpstarter_proto::jumpstarter::client::v1::{
+    CreateLeaseRequest, DeleteLeaseRequest, GetLeaseRequest, Lease,
+};
 use jumpstarter_proto::jumpstarter::quic::v1::IssueLeaseCertificateRequest;
 use jumpstarter_proto::jumpstarter::quic::v1::lease_certificate_service_client::LeaseCertificateServiceClient;
 use jumpstarter_proto::jumpstarter::v1::controller_service_client::ControllerServiceClient;
@@ -55,7 +57,7 @@ struct Service {
 }
 
 impl Service {
-    fn start(data_dir: &Path, quic_listen: &str) -> Service {
+    fn start(data_dir: &Path, quic_listen: &str, extra: &[&str]) -> Service {
         let log = data_dir.with_file_name("serve.log");
         let child = Command::new(BIN)
             .args(["serve", "--data-dir"])
@@ -64,6 +66,7 @@ impl Service {
             .args(["--router-listen", &format!("127.0.0.1:{}", free_port())])
             .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
             .args(["--quic-listen", quic_listen])
+            .args(extra)
             .env_remove("JUMPSTARTER_NAMESPACE")
             .env_remove("JUMPSTARTER_NO_QUIC")
             .stdin(Stdio::null())
@@ -195,7 +198,25 @@ impl Caller {
         ),
         tonic::Status,
     > {
-        let csr = jumpstarter_certs::generate_csr(&self.name).expect("CSR");
+        self.lease_certificate_for(lease, None).await
+    }
+
+    /// Like [`Caller::lease_certificate`], for the existing key `key_pem` when given.
+    async fn lease_certificate_for(
+        &self,
+        lease: &str,
+        key_pem: Option<&str>,
+    ) -> Result<
+        (
+            jumpstarter_proto::jumpstarter::quic::v1::IssueLeaseCertificateResponse,
+            String,
+        ),
+        tonic::Status,
+    > {
+        let csr = match key_pem {
+            Some(pem) => jumpstarter_certs::renewal_csr(pem, &self.name).expect("CSR"),
+            None => jumpstarter_certs::generate_csr(&self.name).expect("CSR"),
+        };
         let mut service = LeaseCertificateServiceClient::new(self.channel.clone());
         let response = service
             .issue_lease_certificate(self.request(IssueLeaseCertificateRequest {
@@ -208,6 +229,15 @@ impl Caller {
 
     /// Connects to the lease's QUIC router with a certificate issued for `lease`.
     async fn connect_quic(&self, lease: &str, expected_role: &str) -> Connection {
+        self.connect_quic_with_key(lease, expected_role).await.0
+    }
+
+    /// Like [`Caller::connect_quic`]; also returns the private key (PEM), for renewals.
+    async fn connect_quic_with_key(
+        &self,
+        lease: &str,
+        expected_role: &str,
+    ) -> (Connection, String) {
         let (issued, key_pem) = timeout(WAIT, self.lease_certificate(lease))
             .await
             .expect("issued in time")
@@ -222,7 +252,7 @@ impl Caller {
                 .expect("PEM certificates")
         };
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("private key");
-        timeout(
+        let connection = timeout(
             WAIT,
             QuicPeer::connect(
                 addr,
@@ -234,56 +264,57 @@ impl Caller {
         )
         .await
         .expect("QUIC handshake in time")
-        .expect("QUIC connect")
+        .expect("QUIC connect");
+        (connection, key_pem)
+    }
+
+    /// Asks for a renewed certificate for `key_pem` and presents it on `connection`.
+    async fn renew(
+        &self,
+        connection: &Connection,
+        lease: &str,
+        key_pem: &str,
+    ) -> Result<(), String> {
+        let (issued, _) = timeout(WAIT, self.lease_certificate_for(lease, Some(key_pem)))
+            .await
+            .map_err(|_| "no answer in time".to_owned())?
+            .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;
+        let chain = CertificateDer::pem_slice_iter(issued.chain_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("PEM certificates");
+        timeout(WAIT, connection.renew(&chain))
+            .await
+            .map_err(|_| "no renewal answer in time".to_owned())?
+            .map(|_| ())
+            .map_err(|error| error.to_string())
     }
 }
 
-/// Sends `BLOCKS` numbered blocks of pseudo-random bytes seeded by `seed`; finishes; returns
-/// the digest of what was sent.
-async fn send_blocks(mut send: SendStream, seed: u64) -> Vec<u8> {
-    let mut block = vec![0u8; BLOCK];
-    let mut state = seed | 1;
-    for chunk in block.chunks_mut(8) {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
-    }
-    let mut digest = Sha256::new();
-    for index in 0..BLOCKS {
-        block[..8].copy_from_slice(&index.to_le_bytes());
-        digest.update(&block);
-        send.write_all(&block).await.expect("write");
-    }
-    send.finish().expect("finish");
-    digest.finalize().to_vec()
+/// A client holding a ready lease on an online exporter.
+struct Leased {
+    client: Caller,
+    exporter: Caller,
+    leases: ClientServiceClient<Channel>,
+    lease_name: String,
+    /// `namespaces/<ns>/leases/<name>`.
+    lease_path: String,
+    heartbeat: tokio::task::JoinHandle<()>,
 }
 
-/// Reads to the end; the digest and the length.
-async fn receive_all(mut recv: RecvStream) -> (Vec<u8>, u64) {
-    let mut digest = Sha256::new();
-    let mut len = 0u64;
-    while let Some(chunk) = recv.read_chunk(BLOCK, true).await.expect("read") {
-        len += chunk.bytes.len() as u64;
-        digest.update(&chunk.bytes);
+fn lease_request(selector: &str) -> CreateLeaseRequest {
+    CreateLeaseRequest {
+        parent: "namespaces/default".to_owned(),
+        lease_id: String::new(),
+        lease: Some(Lease {
+            selector: selector.to_owned(),
+            duration: Some(prost_types_duration(600)),
+            ..Default::default()
+        }),
     }
-    (digest.finalize().to_vec(), len)
 }
 
-fn refused(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
-        tonic::Code::PermissionDenied | tonic::Code::FailedPrecondition
-    )
-}
-
-#[tokio::test]
-async fn lease_certificates_carry_sixteen_mib_each_way_through_the_quic_router() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let data_dir = dir.path().join("data");
-    let quic_listen = format!("127.0.0.1:{}", free_udp_port());
-    let service = Service::start(&data_dir, &quic_listen);
-
+/// Creates client c1 and exporter e1 (`board=q`), brings e1 online and leases it.
+async fn leased(service: &Service, quic_listen: &str) -> Leased {
     let client_config = service.create("client", "c1", &[]);
     let exporter_config = service.create("exporter", "e1", &["-l", "board=q"]);
     // The start-up message (printed right after the admin socket opens) names the endpoint.
@@ -338,15 +369,6 @@ async fn lease_certificates_carry_sixteen_mib_each_way_through_the_quic_router()
 
     // The client leases it.
     let mut leases = ClientServiceClient::new(client.channel.clone());
-    let lease_request = |selector: &str| CreateLeaseRequest {
-        parent: "namespaces/default".to_owned(),
-        lease_id: String::new(),
-        lease: Some(Lease {
-            selector: selector.to_owned(),
-            duration: Some(prost_types_duration(600)),
-            ..Default::default()
-        }),
-    };
     let lease = timeout(
         WAIT,
         leases.create_lease(client.request(lease_request("board=q"))),
@@ -382,6 +404,70 @@ async fn lease_certificates_carry_sixteen_mib_each_way_through_the_quic_router()
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let lease_name = lease.name.rsplit('/').next().expect("name").to_owned();
+    Leased {
+        client,
+        exporter,
+        leases,
+        lease_name,
+        lease_path: lease.name,
+        heartbeat,
+    }
+}
+
+/// Sends `BLOCKS` numbered blocks of pseudo-random bytes seeded by `seed`; finishes; returns
+/// the digest of what was sent.
+async fn send_blocks(mut send: SendStream, seed: u64) -> Vec<u8> {
+    let mut block = vec![0u8; BLOCK];
+    let mut state = seed | 1;
+    for chunk in block.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    let mut digest = Sha256::new();
+    for index in 0..BLOCKS {
+        block[..8].copy_from_slice(&index.to_le_bytes());
+        digest.update(&block);
+        send.write_all(&block).await.expect("write");
+    }
+    send.finish().expect("finish");
+    digest.finalize().to_vec()
+}
+
+/// Reads to the end; the digest and the length.
+async fn receive_all(mut recv: RecvStream) -> (Vec<u8>, u64) {
+    let mut digest = Sha256::new();
+    let mut len = 0u64;
+    while let Some(chunk) = recv.read_chunk(BLOCK, true).await.expect("read") {
+        len += chunk.bytes.len() as u64;
+        digest.update(&chunk.bytes);
+    }
+    (digest.finalize().to_vec(), len)
+}
+
+fn refused(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::PermissionDenied | tonic::Code::FailedPrecondition
+    )
+}
+
+#[tokio::test]
+async fn lease_certificates_carry_sixteen_mib_each_way_through_the_quic_router() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let quic_listen = format!("127.0.0.1:{}", free_udp_port());
+    let service = Service::start(&data_dir, &quic_listen, &[]);
+
+    let Leased {
+        client,
+        exporter,
+        mut leases,
+        lease_name,
+        heartbeat,
+        ..
+    } = leased(&service, &quic_listen).await;
 
     // Both sides get a certificate and meet on session s1.
     let (client_quic, exporter_quic) = tokio::join!(
@@ -439,6 +525,91 @@ async fn lease_certificates_carry_sixteen_mib_each_way_through_the_quic_router()
 
     client_quic.close();
     exporter_quic.close();
+    heartbeat.abort();
+    drop(service);
+}
+
+#[tokio::test]
+async fn renewals_keep_quic_sessions_past_their_certificate_and_a_release_ends_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let quic_listen = format!("127.0.0.1:{}", free_udp_port());
+    let service = Service::start(
+        &data_dir,
+        &quic_listen,
+        &["--lease-cert-max-validity", "4s"],
+    );
+    let Leased {
+        client,
+        exporter,
+        mut leases,
+        lease_name,
+        lease_path,
+        heartbeat,
+    } = leased(&service, &quic_listen).await;
+    let ((client_quic, client_key), (exporter_quic, exporter_key)) = tokio::join!(
+        client.connect_quic_with_key(&lease_name, "client"),
+        exporter.connect_quic_with_key(&lease_name, "exporter")
+    );
+    let (mut c_send, _c_recv) = timeout(WAIT, client_quic.open_session("live"))
+        .await
+        .expect("open in time")
+        .expect("client session");
+    let (_e_send, mut e_recv) = timeout(WAIT, exporter_quic.open_session("live"))
+        .await
+        .expect("open in time")
+        .expect("exporter session");
+
+    // The certificates last 4 s; renewed every 1.5 s, the session goes on for 10 s.
+    let mut byte = [0u8; 1];
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        client
+            .renew(&client_quic, &lease_name, &client_key)
+            .await
+            .unwrap_or_else(|e| panic!("client renewal: {e}\n{}", service.logs()));
+        exporter
+            .renew(&exporter_quic, &lease_name, &exporter_key)
+            .await
+            .unwrap_or_else(|e| panic!("exporter renewal: {e}\n{}", service.logs()));
+        c_send.write_all(b"x").await.expect("write while renewed");
+        timeout(WAIT, e_recv.read_exact(&mut byte))
+            .await
+            .expect("byte in time")
+            .expect("byte flows while renewed");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+
+    // The client releases the lease: no more certificates, and the router drops both
+    // connections when their current certificates end.
+    let released = Instant::now();
+    timeout(
+        WAIT,
+        leases.delete_lease(client.request(DeleteLeaseRequest { name: lease_path })),
+    )
+    .await
+    .expect("delete in time")
+    .expect("delete lease");
+    let refused = client.renew(&client_quic, &lease_name, &client_key).await;
+    assert!(refused.is_err(), "no renewal for a released lease");
+    for (side, connection) in [("client", &client_quic), ("exporter", &exporter_quic)] {
+        let closed = timeout(Duration::from_secs(15), connection.quic().closed())
+            .await
+            .unwrap_or_else(|_| panic!("the {side} connection outlived its certificate"));
+        match closed {
+            quinn::ConnectionError::ApplicationClosed(close) => assert_eq!(
+                close.error_code.into_inner(),
+                u64::from(jumpstarter_tunnel::code::CERTIFICATE_EXPIRED),
+                "{side}"
+            ),
+            other => panic!("{side}: expected the router's close, got {other:?}"),
+        }
+    }
+    eprintln!(
+        "QUIC traffic of the released lease stopped {:.1} s after the release (certificates of 4 s)",
+        released.elapsed().as_secs_f64()
+    );
+    assert!(c_send.write_all(b"y").await.is_err() || e_recv.read_exact(&mut byte).await.is_err());
     heartbeat.abort();
     drop(service);
 }

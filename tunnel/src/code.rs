@@ -24,6 +24,11 @@ pub const PEER_GONE: u32 = 0x206;
 /// Stream or connection: the router is shutting down.
 pub const SHUTTING_DOWN: u32 = 0x207;
 
+/// Stream: the router token of a session is invalid, expired, or for another lease.
+pub const BAD_TOKEN: u32 = 0x208;
+/// Connection close: the lease certificate ended and no renewal came in time.
+pub const CERTIFICATE_EXPIRED: u32 = 0x102;
+
 /// A stable name for a code, for messages and metrics.
 pub fn name(code: u64) -> &'static str {
     match u32::try_from(code) {
@@ -36,6 +41,8 @@ pub fn name(code: u64) -> &'static str {
         Ok(PAIR_TIMEOUT) => "pair_timeout",
         Ok(PEER_GONE) => "peer_gone",
         Ok(SHUTTING_DOWN) => "shutting_down",
+        Ok(BAD_TOKEN) => "bad_token",
+        Ok(CERTIFICATE_EXPIRED) => "certificate_expired",
         _ => "unknown",
     }
 }

@@ -12,12 +12,22 @@
 //! Map:
 //! - [`header`]: the sans-IO stream header codec ([`Header::encode`], [`Header::decode`]).
 //! - [`code`]: the QUIC application error codes used on streams and connections.
+//! - [`renewal`]: the sans-IO codec for presenting a renewed lease certificate on a live
+//!   connection ([`Connection::renew`] on the peer side, [`read_opening`] on the router's).
 //! - [`quic`]: [`QuicPeer::connect`] → [`Connection`], [`Connection::open_session`] →
 //!   `(SendStream, RecvStream)`; [`read_header`] for the router side.
+//! - [`carrier`]: gRPC over QUIC for controller calls: [`CarrierServer`] serves tonic routes
+//!   on QUIC streams, [`carrier::channel`] is a tonic channel over them.
 
+pub mod carrier;
 pub mod code;
 pub mod header;
 pub mod quic;
+pub mod renewal;
 
+pub use carrier::{CARRIER_ALPN, CarrierConnector, CarrierError, CarrierServer, CarrierStream};
 pub use header::{Decoded, Header, HeaderError, MAX_SESSION_ID_LEN, MAX_TOKEN_LEN};
-pub use quic::{ALPN, ConnectError, Connection, QuicPeer, SessionError, read_header};
+pub use quic::{
+    ALPN, ConnectError, Connection, Opening, QuicPeer, RenewError, SessionError, read_header,
+    read_opening,
+};

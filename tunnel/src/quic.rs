@@ -20,7 +20,8 @@ use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{RecvStream, SendStream};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::header::{Decoded, Header, HeaderError};
+use crate::header::{Decoded, Header, HeaderError, MAX_HEADER_LEN};
+use crate::renewal::{self, Progress, RenewalError, Reply};
 
 /// The ALPN protocol of the session tunnel.
 pub const ALPN: &[u8] = b"jumpstarter-tunnel/1";
@@ -65,6 +66,34 @@ pub enum SessionError {
     Write(#[source] quinn::WriteError),
     #[error("cannot read the session header")]
     Read(#[source] quinn::ReadError),
+    #[error("invalid renewal request")]
+    Renewal(#[source] RenewalError),
+}
+
+/// Why presenting a renewed certificate failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenewError {
+    #[error("invalid renewal")]
+    Encode(#[source] RenewalError),
+    #[error("cannot open the renewal stream")]
+    Open(#[source] quinn::ConnectionError),
+    #[error("cannot send the renewal")]
+    Write(#[source] quinn::WriteError),
+    #[error("cannot read the router's answer")]
+    Read(#[source] quinn::ReadToEndError),
+    #[error("unreadable answer from the router")]
+    Reply(#[source] RenewalError),
+    #[error("the router refused the renewed certificate: {0}")]
+    Refused(String),
+}
+
+/// What a new stream on the router opens with.
+#[derive(Debug)]
+pub enum Opening {
+    /// A session stream.
+    Session(Header),
+    /// A renewed certificate chain (leaf first) for the connection.
+    Renewal(Vec<CertificateDer<'static>>),
 }
 
 /// Connects clients and exporters to a router.
@@ -76,7 +105,7 @@ pub struct QuicPeer;
 pub struct Connection {
     connection: quinn::Connection,
     // Kept so the endpoint (and its socket) live as long as the connection handle.
-    _endpoint: quinn::Endpoint,
+    endpoint_handle: quinn::Endpoint,
 }
 
 impl QuicPeer {
@@ -99,8 +128,26 @@ impl QuicPeer {
         QuicPeer::connect_with_tls(router_addr, server_name, tls).await
     }
 
-    /// Connects with a ready TLS configuration (its ALPN is set to [`ALPN`]).
+    /// Connects with a ready TLS configuration (its ALPN is set to [`ALPN`]), from a new
+    /// UDP socket on an ephemeral port.
     pub async fn connect_with_tls(
+        router_addr: SocketAddr,
+        server_name: &str,
+        tls: rustls::ClientConfig,
+    ) -> Result<Connection, ConnectError> {
+        let local: SocketAddr = if router_addr.is_ipv6() {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        let endpoint = quinn::Endpoint::client(local).map_err(ConnectError::Socket)?;
+        QuicPeer::connect_on(endpoint, router_addr, server_name, tls).await
+    }
+
+    /// Connects from a given client `endpoint` (for a socket made elsewhere, e.g. in another
+    /// network namespace).
+    pub async fn connect_on(
+        endpoint: quinn::Endpoint,
         router_addr: SocketAddr,
         server_name: &str,
         mut tls: rustls::ClientConfig,
@@ -109,12 +156,6 @@ impl QuicPeer {
         let crypto = QuicClientConfig::try_from(tls).map_err(ConnectError::Quic)?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         config.transport_config(Arc::new(transport_config()));
-        let local: SocketAddr = if router_addr.is_ipv6() {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        };
-        let endpoint = quinn::Endpoint::client(local).map_err(ConnectError::Socket)?;
         let connecting = endpoint
             .connect_with(config, router_addr, server_name)
             .map_err(|source| ConnectError::Start {
@@ -127,7 +168,7 @@ impl QuicPeer {
         })?;
         Ok(Connection {
             connection,
-            _endpoint: endpoint,
+            endpoint_handle: endpoint,
         })
     }
 }
@@ -158,6 +199,51 @@ impl Connection {
         Ok((send, recv))
     }
 
+    /// Presents a renewed certificate `chain` (leaf first) for the same key as the one the
+    /// connection was made with; on success the router keeps the connection until the new
+    /// certificate ends, and this returns that time.
+    pub async fn renew(
+        &self,
+        chain: &[CertificateDer<'_>],
+    ) -> Result<std::time::SystemTime, RenewError> {
+        let request = renewal::encode_request(chain).map_err(RenewError::Encode)?;
+        let (mut send, mut recv) = self.connection.open_bi().await.map_err(RenewError::Open)?;
+        send.write_all(&request).await.map_err(RenewError::Write)?;
+        let _ = send.finish();
+        let bytes = recv
+            .read_to_end(renewal::MAX_REASON_LEN + 3)
+            .await
+            .map_err(RenewError::Read)?;
+        match renewal::decode_reply(&bytes).map_err(RenewError::Reply)? {
+            Progress::Complete {
+                value: Reply::Accepted { not_after },
+                ..
+            } => {
+                let secs = u64::try_from(not_after).unwrap_or(0);
+                Ok(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+            }
+            Progress::Complete {
+                value: Reply::Refused { reason },
+                ..
+            } => Err(RenewError::Refused(reason)),
+            Progress::NeedMore { .. } => Err(RenewError::Reply(RenewalError::Truncated {
+                part: "reply",
+                received: bytes.len(),
+            })),
+        }
+    }
+
+    /// Moves the connection to a new local UDP socket (another port or address): QUIC
+    /// migrates the live connection and its sessions.
+    pub fn rebind(&self, socket: std::net::UdpSocket) -> std::io::Result<()> {
+        self.endpoint_handle.rebind(socket)
+    }
+
+    /// The local UDP address the connection uses now.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint_handle.local_addr()
+    }
+
     /// The underlying QUIC connection.
     pub fn quic(&self) -> &quinn::Connection {
         &self.connection
@@ -173,6 +259,9 @@ impl Connection {
 pub fn transport_config() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(KEEP_ALIVE));
+    // BBR, not loss-based Cubic: lab networks drop packets for reasons other than
+    // congestion (Wi-Fi, VPNs), and Cubic halves its window at every such loss.
+    transport.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
     // Invariant: 30 s is far below the largest idle timeout QUIC can express.
     if let Ok(idle) = quinn::IdleTimeout::try_from(IDLE_TIMEOUT) {
         transport.max_idle_timeout(Some(idle));
@@ -180,27 +269,59 @@ pub fn transport_config() -> quinn::TransportConfig {
     transport
 }
 
+/// Reads what a new stream opens with (a session header or a renewal request), and nothing
+/// beyond it. Errors name the malformed part.
+pub async fn read_opening(recv: &mut RecvStream) -> Result<Opening, SessionError> {
+    let mut buf = vec![0; 4];
+    read_more(recv, &mut buf, 0).await?;
+    if !renewal::is_renewal(&buf) {
+        // Invariant: a header is at least as long as the four bytes already read.
+        return read_header_from(recv, buf).await.map(Opening::Session);
+    }
+    loop {
+        match renewal::decode_request(&buf) {
+            Ok(Progress::Complete { value, .. }) => return Ok(Opening::Renewal(value)),
+            Ok(Progress::NeedMore { total }) => {
+                let start = buf.len();
+                buf.resize(total, 0);
+                read_more(recv, &mut buf, start).await?;
+            }
+            Err(error) => return Err(SessionError::Renewal(error)),
+        }
+    }
+}
+
+/// Fills `buf[start..]` from `recv`.
+async fn read_more(
+    recv: &mut RecvStream,
+    buf: &mut [u8],
+    start: usize,
+) -> Result<(), SessionError> {
+    match recv.read_exact(&mut buf[start..]).await {
+        Ok(()) => Ok(()),
+        Err(quinn::ReadExactError::FinishedEarly(got)) => Err(HeaderError::Truncated {
+            received: start + got,
+        }
+        .into()),
+        Err(quinn::ReadExactError::ReadError(error)) => Err(SessionError::Read(error)),
+    }
+}
+
 /// Reads the session header at the start of `recv`, and nothing beyond it.
 pub async fn read_header(recv: &mut RecvStream) -> Result<Header, SessionError> {
-    let mut buf = Vec::new();
+    read_header_from(recv, Vec::new()).await
+}
+
+/// Reads the rest of a session header whose first bytes are `buf`.
+async fn read_header_from(recv: &mut RecvStream, mut buf: Vec<u8>) -> Result<Header, SessionError> {
     loop {
         match Header::decode(&buf)? {
             Decoded::Complete { header, .. } => return Ok(header),
             Decoded::NeedMore { total } => {
+                // Invariant: decode bounds `total` by MAX_HEADER_LEN.
                 let start = buf.len();
-                buf.resize(total, 0);
-                match recv.read_exact(&mut buf[start..]).await {
-                    Ok(()) => {}
-                    Err(quinn::ReadExactError::FinishedEarly(got)) => {
-                        return Err(HeaderError::Truncated {
-                            received: start + got,
-                        }
-                        .into());
-                    }
-                    Err(quinn::ReadExactError::ReadError(error)) => {
-                        return Err(SessionError::Read(error));
-                    }
-                }
+                buf.resize(total.min(MAX_HEADER_LEN), 0);
+                read_more(recv, &mut buf, start).await?;
             }
         }
     }

@@ -12,7 +12,16 @@
 //! - ConfigMap [`ROUTER_KEYS_CONFIG_MAP`] (`keys.pem`), the public router-token key that
 //!   routers mount to verify stream tokens.
 //!
+//! The CA can come from elsewhere instead ([`CaSource::Secret`], e.g. a cert-manager
+//! Certificate): then the CA in [`KEYS_SECRET`] is ignored and the named
+//! `kubernetes.io/tls` Secret is read (never written).
+//!
+//! [`router_secret`] keeps one serving-certificate Secret per configured router, so router
+//! pods mount their certificate and never see the CA key.
+//!
 //! Key material is never logged.
+
+pub mod router_secret;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -53,6 +62,22 @@ pub const CA_VALIDITY: Duration = Duration::days(3650);
 /// Serving certificates are minted at every start from the stored CA, so one year leaves a
 /// process ample room; a restart renews them.
 pub const SERVER_CERT_VALIDITY: Duration = Duration::days(365);
+
+/// Key of a `kubernetes.io/tls` Secret: the certificate, PEM.
+pub const TLS_CERT_KEY: &str = "tls.crt";
+/// Key of a `kubernetes.io/tls` Secret: the private key, PEM.
+pub const TLS_KEY_KEY: &str = "tls.key";
+
+/// Where the CA that signs serving and lease certificates comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CaSource {
+    /// The CA in [`KEYS_SECRET`], generated at first start.
+    #[default]
+    Generated,
+    /// A `kubernetes.io/tls` Secret of that name maintained by someone else (cert-manager):
+    /// [`TLS_CERT_KEY`] is the CA certificate, [`TLS_KEY_KEY`] its key (PKCS#8 PEM).
+    Secret(String),
+}
 
 /// The controller's key material.
 #[derive(Debug)]
@@ -95,6 +120,9 @@ pub enum KeysError {
         key: &'static str,
         reason: String,
     },
+    /// The external CA Secret does not exist (yet: cert-manager may still be issuing it).
+    #[error("CA Secret {namespace}/{secret} does not exist (yet)")]
+    CaSecretMissing { namespace: String, secret: String },
     /// Generating fresh material failed.
     #[error("generating {what} failed: {reason}")]
     Generate { what: &'static str, reason: String },
@@ -119,17 +147,90 @@ pub async fn bootstrap<S: Store>(
     settings: &Settings,
     now: OffsetDateTime,
 ) -> Result<Keys, KeysError> {
+    bootstrap_with(store, settings, &CaSource::Generated, now).await
+}
+
+/// [`bootstrap`], with the CA taken from `ca`. With [`CaSource::Secret`] the signing keys
+/// still live in [`KEYS_SECRET`]; a missing CA Secret is [`KeysError::CaSecretMissing`],
+/// which a caller may wait out.
+pub async fn bootstrap_with<S: Store>(
+    store: &S,
+    settings: &Settings,
+    ca: &CaSource,
+    now: OffsetDateTime,
+) -> Result<Keys, KeysError> {
     let namespace = settings.namespace.as_str();
+    let external_ca = match ca {
+        CaSource::Generated => None,
+        CaSource::Secret(name) => Some(load_external_ca(store, namespace, name).await?),
+    };
     let secret = match store.get::<Secret>(namespace, KEYS_SECRET).await {
         Ok(Some(secret)) => secret,
         Ok(None) => create_keys_secret(store, namespace, now).await?,
         Err(source) => return Err(secret_error("read", namespace, source)),
     };
     let material = Material::from_secret(namespace, &secret)?;
-    let keys = material.into_keys(namespace, settings)?;
+    let mut keys = material.into_keys(namespace, settings)?;
+    if let Some(ca) = external_ca {
+        keys.ca = ca;
+    }
     publish(store, namespace, &keys).await?;
-    tracing::info!(namespace, secret = KEYS_SECRET, "controller keys loaded");
+    tracing::info!(namespace, secret = KEYS_SECRET, ca = ?ca, "controller keys loaded");
     Ok(keys)
+}
+
+/// Reads the CA from a `kubernetes.io/tls` Secret that someone else maintains.
+async fn load_external_ca<S: Store>(
+    store: &S,
+    namespace: &str,
+    name: &str,
+) -> Result<Ca, KeysError> {
+    let secret = match store.get::<Secret>(namespace, name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => {
+            return Err(KeysError::CaSecretMissing {
+                namespace: namespace.to_owned(),
+                secret: name.to_owned(),
+            });
+        }
+        Err(source) => {
+            return Err(KeysError::Store {
+                operation: "read",
+                kind: "Secret",
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                source: Box::new(source),
+            });
+        }
+    };
+    let text = |key: &'static str| -> Result<String, KeysError> {
+        let bytes = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .ok_or_else(|| KeysError::Missing {
+                namespace: namespace.to_owned(),
+                secret: name.to_owned(),
+                key,
+            })?;
+        String::from_utf8(bytes.0.clone()).map_err(|_| KeysError::Corrupt {
+            namespace: namespace.to_owned(),
+            secret: name.to_owned(),
+            key,
+            reason: "not UTF-8 text".to_owned(),
+        })
+    };
+    let (cert, key) = (text(TLS_CERT_KEY)?, text(TLS_KEY_KEY)?);
+    Ca::from_pem(&cert, &key).map_err(|e| KeysError::Corrupt {
+        namespace: namespace.to_owned(),
+        secret: name.to_owned(),
+        key: match e {
+            jumpstarter_certs::Error::CaKeyParse(_)
+            | jumpstarter_certs::Error::CaKeyMismatch { .. } => TLS_KEY_KEY,
+            _ => TLS_CERT_KEY,
+        },
+        reason: error_chain(&e),
+    })
 }
 
 impl Keys {

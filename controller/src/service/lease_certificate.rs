@@ -109,7 +109,9 @@ impl LeaseFacts {
                 .exporter_ref
                 .map(|r| r.name)
                 .filter(|name| !name.is_empty()),
-            ended: status.ended,
+            // A release the reconciler has not acted on yet ends the lease for certificates
+            // already: the client gave it up.
+            ended: status.ended || lease.spec.release == Some(true),
             expiry,
         }
     }

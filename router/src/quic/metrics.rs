@@ -17,6 +17,8 @@ pub struct QuicMetrics {
     sessions: Family<OutcomeLabel, Counter>,
     admission_failures: Family<ReasonLabel, Counter>,
     pairing_timeouts: Counter,
+    renewals: Family<OutcomeLabel, Counter>,
+    expired_connections: Counter,
 }
 
 impl QuicMetrics {
@@ -59,7 +61,25 @@ impl QuicMetrics {
             "Session streams whose peer did not arrive within the pairing timeout",
             metrics.pairing_timeouts.clone(),
         );
+        r.register(
+            "certificate_renewals",
+            "Renewed lease certificates presented on live connections, by outcome",
+            metrics.renewals.clone(),
+        );
+        r.register(
+            "expired_connections",
+            "Connections closed because their lease certificate ended without a renewal",
+            metrics.expired_connections.clone(),
+        );
         metrics
+    }
+
+    pub(crate) fn renewal(&self, outcome: &'static str) {
+        self.renewals.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    pub(crate) fn connection_expired(&self) {
+        self.expired_connections.inc();
     }
 
     pub(crate) fn session_ended(&self, outcome: &'static str) {

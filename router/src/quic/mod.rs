@@ -17,7 +17,7 @@
 
 mod exchange;
 pub mod metrics;
-mod splice;
+pub(crate) mod splice;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,18 +27,21 @@ use std::time::{Duration, Instant};
 use jumpstarter_certs::{
     ClientAuth, Expectation, LeaseIdentity, TlsCredentials, server_config, verify_lease_cert,
 };
-use jumpstarter_tunnel::{ALPN, code, read_header};
+use jumpstarter_tunnel::renewal::{self, Reply};
+use jumpstarter_tunnel::{ALPN, Opening, code, read_opening};
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{RecvStream, SendStream, VarInt};
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span};
 
 use crate::pairing::{DEFAULT_MAX_PENDING, DEFAULT_MAX_REMEMBERED, Limits};
-use exchange::{Arrival, Exchange, refuse};
+use crate::switchboard::Switchboard;
+pub(crate) use exchange::refuse;
+use exchange::{Arrival, Exchange};
 use metrics::QuicMetrics;
-use splice::Side;
+pub(crate) use splice::Side;
 
 /// How long a QUIC handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -114,6 +117,7 @@ pub struct QuicRouter {
     metrics: QuicMetrics,
     stop_relays: CancellationToken,
     drain_timeout: Duration,
+    switchboard: Option<Switchboard>,
 }
 
 impl QuicRouter {
@@ -147,7 +151,16 @@ impl QuicRouter {
             metrics,
             stop_relays,
             drain_timeout: config.drain_timeout,
+            switchboard: None,
         })
+    }
+
+    /// Lets QUIC sessions that carry a router token pair with 0.9.0 h2 streams of `router`
+    /// (and with each other) by the token's stream id: a QUIC client with an h2 exporter, an
+    /// h2 client with a QUIC exporter. Without this, such tokens are ignored and sessions
+    /// pair by lease and session id among QUIC streams only.
+    pub fn pair_with_h2(&mut self, router: &crate::Router) {
+        self.switchboard = Some(router.switchboard());
     }
 
     /// The bound UDP address.
@@ -169,6 +182,7 @@ impl QuicRouter {
             let handler = ConnectionHandler {
                 client_ca: self.client_ca.clone(),
                 exchange: self.exchange.clone(),
+                switchboard: self.switchboard.clone(),
                 metrics: self.metrics.clone(),
             };
             tokio::spawn(handler.run(incoming));
@@ -191,10 +205,22 @@ impl QuicRouter {
 }
 
 /// Admits one connection and serves its session streams.
+#[derive(Clone)]
 struct ConnectionHandler {
     client_ca: Arc<Vec<CertificateDer<'static>>>,
     exchange: Exchange,
+    switchboard: Option<Switchboard>,
     metrics: QuicMetrics,
+}
+
+/// What the router knows about an admitted connection: whom it admitted and until when.
+#[derive(Debug)]
+struct Admitted {
+    identity: LeaseIdentity,
+    /// The public key of the handshake certificate; renewals must keep it.
+    public_key: Vec<u8>,
+    /// When the newest accepted certificate ends; renewals move it.
+    deadline: tokio::sync::watch::Sender<Instant>,
 }
 
 impl ConnectionHandler {
@@ -213,7 +239,7 @@ impl ConnectionHandler {
                 return;
             }
         };
-        let (identity, not_after) = match self.admit(&connection) {
+        let admitted = match self.admit(&connection) {
             Ok(admitted) => admitted,
             Err(reason) => {
                 self.metrics.admission_failed("identity");
@@ -224,50 +250,70 @@ impl ConnectionHandler {
         };
         let span = info_span!(
             "quic",
-            namespace = %identity.namespace,
-            lease = %identity.lease_name,
-            role = %identity.role,
+            namespace = %admitted.identity.namespace,
+            lease = %admitted.identity.lease_name,
+            role = %admitted.identity.role,
         );
         self.metrics.connection_opened();
-        self.serve(connection, identity, not_after)
+        self.serve(connection, Arc::new(admitted))
             .instrument(span)
             .await;
         self.metrics.connection_closed();
     }
 
     /// The peer's lease identity and when its certificate ends, or why it is refused.
-    fn admit(&self, connection: &quinn::Connection) -> Result<(LeaseIdentity, Instant), String> {
+    fn admit(&self, connection: &quinn::Connection) -> Result<Admitted, String> {
         let chain = connection
             .peer_identity()
             .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok())
             .ok_or_else(|| "no client certificate".to_owned())?;
-        let now = OffsetDateTime::now_utc();
-        let identity = verify_lease_cert(&self.client_ca, &chain, now, &Expectation::any())
-            .map_err(|error| error.to_string())?;
-        let not_after = chain
-            .first()
-            .and_then(|leaf| x509_parser::parse_x509_certificate(leaf).ok())
-            .map(|(_, cert)| cert.validity().not_after.timestamp())
-            .ok_or_else(|| "unreadable client certificate".to_owned())?;
-        let remaining = u64::try_from(not_after - now.unix_timestamp()).unwrap_or(0);
-        Ok((identity, Instant::now() + Duration::from_secs(remaining)))
+        let (identity, public_key, deadline) = self.check(&chain)?;
+        Ok(Admitted {
+            identity,
+            public_key,
+            deadline: tokio::sync::watch::Sender::new(deadline),
+        })
     }
 
-    async fn serve(
+    /// Verifies a presented chain now: its identity, the leaf's public key and when (as an
+    /// `Instant`) the leaf ends.
+    fn check(
         &self,
-        connection: quinn::Connection,
-        identity: LeaseIdentity,
-        not_after: Instant,
-    ) {
-        let identity = Arc::new(identity);
+        chain: &[CertificateDer<'static>],
+    ) -> Result<(LeaseIdentity, Vec<u8>, Instant), String> {
+        let now = OffsetDateTime::now_utc();
+        let identity = verify_lease_cert(&self.client_ca, chain, now, &Expectation::any())
+            .map_err(|error| error.to_string())?;
+        let (_, leaf) = chain
+            .first()
+            .and_then(|leaf| x509_parser::parse_x509_certificate(leaf).ok())
+            .ok_or_else(|| "unreadable client certificate".to_owned())?;
+        let not_after = leaf.validity().not_after.timestamp();
+        let public_key = leaf.public_key().raw.to_vec();
+        let remaining = u64::try_from(not_after - now.unix_timestamp()).unwrap_or(0);
+        Ok((
+            identity,
+            public_key,
+            Instant::now() + Duration::from_secs(remaining),
+        ))
+    }
+
+    async fn serve(&self, connection: quinn::Connection, admitted: Arc<Admitted>) {
+        let mut deadline = admitted.deadline.subscribe();
         loop {
+            let until = *deadline.borrow_and_update();
             let accepted = tokio::select! {
                 accepted = connection.accept_bi() => accepted,
-                () = tokio::time::sleep_until(not_after.into()) => {
+                () = tokio::time::sleep_until(until.into()) => {
                     info!("certificate expired: closing the connection");
-                    connection.close(VarInt::from_u32(code::NOT_ADMITTED), b"certificate expired");
+                    self.metrics.connection_expired();
+                    connection.close(
+                        VarInt::from_u32(code::CERTIFICATE_EXPIRED),
+                        b"certificate expired",
+                    );
                     return;
                 }
+                _ = deadline.changed() => continue,
             };
             let (send, recv) = match accepted {
                 Ok(streams) => streams,
@@ -276,70 +322,158 @@ impl ConnectionHandler {
                     return;
                 }
             };
-            let exchange = self.exchange.clone();
-            let metrics = self.metrics.clone();
-            let identity = identity.clone();
+            let handler = self.clone();
+            let admitted = admitted.clone();
             let connection = connection.clone();
             tokio::spawn(
                 async move {
-                    session(
-                        send,
-                        recv,
-                        &identity,
-                        not_after,
-                        &exchange,
-                        &metrics,
-                        &connection,
-                    )
-                    .await;
+                    handler.stream(send, recv, &admitted, &connection).await;
                 }
                 .in_current_span(),
             );
         }
     }
+
+    /// Reads what a new stream opens with and acts on it.
+    async fn stream(
+        &self,
+        send: SendStream,
+        mut recv: RecvStream,
+        admitted: &Admitted,
+        connection: &quinn::Connection,
+    ) {
+        let opening = match tokio::time::timeout(HEADER_TIMEOUT, read_opening(&mut recv)).await {
+            Ok(Ok(opening)) => opening,
+            Ok(Err(error)) => {
+                info!("stream refused: {}", error_chain(&error));
+                self.metrics.session_ended("bad_header");
+                refuse(Side { send, recv }, code::BAD_HEADER);
+                return;
+            }
+            Err(_) => {
+                info!("stream refused: no header in time");
+                self.metrics.session_ended("bad_header");
+                refuse(Side { send, recv }, code::BAD_HEADER);
+                return;
+            }
+        };
+        match opening {
+            Opening::Renewal(chain) => self.renew(send, &chain, admitted),
+            Opening::Session(header) => {
+                let side = Side { send, recv };
+                self.session(side, &header, admitted, connection).await;
+            }
+        }
+    }
+
+    /// Checks a renewed certificate: valid now, same identity, same key; then moves the
+    /// connection's end to the new certificate's end.
+    fn renew(&self, mut send: SendStream, chain: &[CertificateDer<'static>], admitted: &Admitted) {
+        let verdict = self.check(chain).and_then(|(identity, public_key, until)| {
+            if identity != admitted.identity {
+                return Err(format!(
+                    "the certificate is for {} {}/{} (lease uid {}), not for this connection's {} {}/{} (lease uid {})",
+                    identity.role,
+                    identity.namespace,
+                    identity.lease_name,
+                    identity.lease_uid,
+                    admitted.identity.role,
+                    admitted.identity.namespace,
+                    admitted.identity.lease_name,
+                    admitted.identity.lease_uid,
+                ));
+            }
+            if public_key != admitted.public_key {
+                return Err("the certificate is for another key than the connection's".to_owned());
+            }
+            Ok(until)
+        });
+        let reply = match verdict {
+            Ok(until) => {
+                admitted.deadline.send_replace(until);
+                let not_after = OffsetDateTime::now_utc().unix_timestamp()
+                    + i64::try_from(until.saturating_duration_since(Instant::now()).as_secs())
+                        .unwrap_or(i64::MAX / 2);
+                info!(
+                    valid_for_s = until.saturating_duration_since(Instant::now()).as_secs(),
+                    "certificate renewed"
+                );
+                self.metrics.renewal("accepted");
+                Reply::Accepted { not_after }
+            }
+            Err(reason) => {
+                info!("renewal refused: {reason}");
+                self.metrics.renewal("refused");
+                Reply::Refused { reason }
+            }
+        };
+        let bytes = renewal::encode_reply(&reply);
+        tokio::spawn(
+            async move {
+                if send.write_all(&bytes).await.is_ok() {
+                    let _ = send.finish();
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// Hands a session stream to the h2 switchboard (it carries a router token and this
+    /// router pairs with h2) or to the QUIC exchange.
+    async fn session(
+        &self,
+        side: Side,
+        header: &jumpstarter_tunnel::Header,
+        admitted: &Admitted,
+        connection: &quinn::Connection,
+    ) {
+        let identity = &admitted.identity;
+        let span = info_span!("session", id = header.session_id());
+        if let (Some(token), Some(switchboard)) = (header.token(), &self.switchboard) {
+            let lease = format!("{}/{}", identity.namespace, identity.lease_name);
+            switchboard
+                .arrive_quic(
+                    token,
+                    &lease,
+                    identity.role,
+                    side,
+                    self.metrics.clone(),
+                    connection,
+                )
+                .instrument(span)
+                .await;
+            return;
+        }
+        if header.token().is_some() {
+            debug!("this router does not pair with h2: the session's router token is not used");
+        }
+        let arrival = Arrival {
+            key: format!(
+                "{}/{}/{}/{}",
+                identity.namespace,
+                identity.lease_name,
+                identity.lease_uid,
+                header.session_id()
+            ),
+            role: identity.role,
+            side,
+            remember_until: *admitted.deadline.borrow(),
+        };
+        self.exchange
+            .arrive(arrival, connection)
+            .instrument(span)
+            .await;
+    }
 }
 
-/// Reads a stream's header and hands it to the exchange.
-async fn session(
-    send: SendStream,
-    mut recv: RecvStream,
-    identity: &LeaseIdentity,
-    not_after: Instant,
-    exchange: &Exchange,
-    metrics: &QuicMetrics,
-    connection: &quinn::Connection,
-) {
-    let header = match tokio::time::timeout(HEADER_TIMEOUT, read_header(&mut recv)).await {
-        Ok(Ok(header)) => header,
-        Ok(Err(error)) => {
-            info!("session refused: {error}");
-            metrics.session_ended("bad_header");
-            refuse(Side { send, recv }, code::BAD_HEADER);
-            return;
-        }
-        Err(_) => {
-            info!("session refused: no header in time");
-            metrics.session_ended("bad_header");
-            refuse(Side { send, recv }, code::BAD_HEADER);
-            return;
-        }
-    };
-    let span = info_span!("session", id = header.session_id());
-    let arrival = Arrival {
-        key: format!(
-            "{}/{}/{}/{}",
-            identity.namespace,
-            identity.lease_name,
-            identity.lease_uid,
-            header.session_id()
-        ),
-        role: identity.role,
-        side: Side { send, recv },
-        remember_until: not_after,
-    };
-    if header.token().is_some() {
-        // Tokens matter only for pairing with h2 peers, which this listener does not do yet.
-        warn!("ignoring the router token of a QUIC session");
+/// An error and its sources, one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
     }
-    exchange.arrive(arrival, connection).instrument(span).await;
+    text
 }

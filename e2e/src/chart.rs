@@ -1,0 +1,160 @@
+//! The Helm chart under test: `helm` and `kubectl` from the test environment's binaries,
+//! run against its real kube-apiserver, with the chart in `helm/` of this repository.
+//!
+//! Every command is bounded by [`COMMAND_TIMEOUT`]; a missing binary fails the test.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use jumpstarter_testenv::{TestEnv, repo_root};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use crate::Output;
+
+/// Longest a single `helm` or `kubectl` call may take against the loopback API server.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `helm` and `kubectl` pointed at the test API server as cluster admin.
+#[derive(Debug, Clone)]
+pub struct Chart {
+    pub helm: PathBuf,
+    pub kubectl: PathBuf,
+    pub kubeconfig: PathBuf,
+    /// The chart directory (`helm/`).
+    pub dir: PathBuf,
+}
+
+impl Chart {
+    /// The chart of this repository with the test environment's binaries.
+    ///
+    /// # Panics
+    /// When `helm` or `kubectl` is missing from the test environment's binaries.
+    pub fn new(env: &TestEnv) -> Chart {
+        let bin = |name: &str| {
+            let path = env.bin_dir.join(name);
+            assert!(
+                path.is_file(),
+                "{} is missing; build it with tools/k8s-testenv/build-bins.sh",
+                path.display()
+            );
+            path
+        };
+        Chart {
+            helm: bin("helm"),
+            kubectl: bin("kubectl"),
+            kubeconfig: env.admin_kubeconfig.clone(),
+            dir: repo_root().join("helm"),
+        }
+    }
+
+    /// Runs `helm args...`.
+    pub async fn helm(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let mut cmd = Command::new(&self.helm);
+        cmd.args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HELM_CACHE_HOME", self.scratch("cache"))
+            .env("HELM_CONFIG_HOME", self.scratch("config"))
+            .env("HELM_DATA_HOME", self.scratch("data"));
+        run(cmd, None, &format!("helm {}", args.join(" "))).await
+    }
+
+    /// Runs `kubectl args...`, with `stdin` as its input when given.
+    pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
+        let mut cmd = Command::new(&self.kubectl);
+        cmd.args(args).arg("--kubeconfig").arg(&self.kubeconfig);
+        run(cmd, stdin, &format!("kubectl {}", args.join(" "))).await
+    }
+
+    /// `helm template RELEASE CHART -n NAMESPACE -f VALUES`, failing on a non-zero exit.
+    pub async fn template(
+        &self,
+        release: &str,
+        namespace: &str,
+        values: &Path,
+    ) -> anyhow::Result<String> {
+        let out = self
+            .helm(&[
+                "template",
+                release,
+                &self.dir.to_string_lossy(),
+                "-n",
+                namespace,
+                "-f",
+                &values.to_string_lossy(),
+            ])
+            .await?;
+        if !out.ok() {
+            bail!("helm template with {} failed: {out}", values.display());
+        }
+        Ok(out.stdout)
+    }
+
+    /// Names (`kind/name`) of every object in `namespace`, over every listable namespaced
+    /// resource type the API server serves, except events.
+    pub async fn objects_in(&self, namespace: &str) -> anyhow::Result<Vec<String>> {
+        let types = self
+            .kubectl(
+                &[
+                    "api-resources",
+                    "--namespaced=true",
+                    "--verbs=list",
+                    "-o",
+                    "name",
+                ],
+                None,
+            )
+            .await?;
+        if !types.ok() {
+            bail!("kubectl api-resources failed: {types}");
+        }
+        let types: Vec<&str> = types
+            .stdout
+            .lines()
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && *t != "events" && *t != "events.events.k8s.io")
+            .collect();
+        let out = self
+            .kubectl(
+                &["get", &types.join(","), "-n", namespace, "-o", "name"],
+                None,
+            )
+            .await?;
+        if !out.ok() {
+            bail!("listing the objects of {namespace} failed: {out}");
+        }
+        Ok(out.stdout.lines().map(str::to_owned).collect())
+    }
+
+    fn scratch(&self, what: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("jumpstarter-helm-test-{what}"))
+    }
+}
+
+async fn run(mut cmd: Command, stdin: Option<&str>, what: &str) -> anyhow::Result<Output> {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
+    let mut child = cmd.spawn().with_context(|| format!("spawn {what}"))?;
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().context("stdin pipe")?;
+        pipe.write_all(input.as_bytes()).await?;
+        drop(pipe);
+    }
+    let out = match tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output()).await {
+        Ok(out) => out?,
+        Err(_) => bail!("`{what}` did not finish within {COMMAND_TIMEOUT:?}"),
+    };
+    Ok(Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}

@@ -1,0 +1,1091 @@
+//! The Helm chart in `helm/`, against the real kube-apiserver of the test environment.
+//!
+//! - lint (`--strict`), render every documented option set, and the schema rejects a wrong
+//!   type and unknown keys;
+//! - every rendered set passes a server-side dry run;
+//! - install, upgrade with changed values, uninstall: nothing left but the CRDs;
+//! - RBAC proof: the controller binary runs out of cluster with a token of the chart's
+//!   ServiceAccount (not admin), with the arguments of the chart's Deployment; the router
+//!   runs with the certificate Secret the controller wrote for it; the real 0.9.0 client and
+//!   exporter complete a lease and `j power on`; SubjectAccessReviews show the
+//!   ServiceAccount lacks sensitive permissions the chart does not need.
+//!
+//! No pods run here (no kubelet): images, probes, volume mounts, Services' data paths and
+//! cert-manager itself are not exercised; see the chart's README.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use jumpstarter_e2e::chart::Chart;
+use jumpstarter_e2e::{Lab, Mode, Proc, bin_path, free_port, wait_http_ok};
+use jumpstarter_testenv::TestEnv;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role};
+use kube::api::{Api, ListParams, PostParams};
+use tokio::process::Command;
+
+const RELEASE: &str = "js";
+/// Prefix of every object of release [`RELEASE`].
+const FULLNAME: &str = "js-jumpstarter";
+const ONLINE_TIMEOUT: Duration = Duration::from_secs(90);
+const SHELL_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The documented option sets: name and values file content.
+fn option_sets() -> Vec<(&'static str, String)> {
+    vec![
+        ("default", String::new()),
+        (
+            "loadbalancer",
+            r#"
+routers:
+  replicas: 3
+  exposure:
+    type: LoadBalancer
+    port: 443
+    hosts: [router-a.lab.example.com]
+    hostTemplate: "router-{{ .index }}.lab.example.com"
+    loadBalancer: {ips: [192.0.2.10]}
+"#
+            .to_owned(),
+        ),
+        (
+            "nodeport",
+            r#"
+routers:
+  exposure:
+    type: NodePort
+    nodePort: {host: lab-node.example.com, base: 31400}
+"#
+            .to_owned(),
+        ),
+        (
+            "hostport",
+            r#"
+routers:
+  replicas: 2
+  exposure:
+    type: HostPort
+    hostPort: {nodeNames: [node-a, node-b]}
+"#
+            .to_owned(),
+        ),
+        (
+            "certmanager-selfsigned",
+            "certManager: {enabled: true}\n".to_owned(),
+        ),
+        (
+            "certmanager-issuer",
+            "certManager: {enabled: true, issuerRef: {name: lab-ca, kind: ClusterIssuer}}\n"
+                .to_owned(),
+        ),
+        (
+            "ingress",
+            r#"
+controller:
+  replicas: 2
+  ingress: {enabled: true, className: nginx, host: jumpstarter.lab.example.com}
+"#
+            .to_owned(),
+        ),
+        (
+            "route",
+            "controller: {route: {enabled: true, host: jumpstarter.apps.example.com}}\n".to_owned(),
+        ),
+        (
+            "no-quic-servicemonitor-text-logs",
+            r#"
+logFormat: text
+routers: {quic: {enabled: false}, podDisruptionBudget: {enabled: false}}
+serviceMonitor: {enabled: true, labels: {release: prometheus}}
+"#
+            .to_owned(),
+        ),
+    ]
+}
+
+fn write_values(dir: &Path, name: &str, content: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, content).expect("write values");
+    path
+}
+
+/// Parses a multi-document YAML stream into its non-empty documents.
+fn documents(rendered: &str) -> Vec<serde_json::Value> {
+    rendered
+        .split("\n---")
+        .filter_map(|doc| serde_yaml::from_str::<serde_json::Value>(doc).ok())
+        .filter(|v| v.is_object())
+        .collect()
+}
+
+fn find<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+fn container_args(deployment: &serde_json::Value) -> Vec<String> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string arg").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn lint_render_and_schema() {
+    let env = TestEnv::shared();
+    let chart = Chart::new(env);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chart_dir = chart.dir.to_string_lossy().into_owned();
+
+    for (name, values) in option_sets() {
+        let file = write_values(dir.path(), name, &values);
+        let lint = chart
+            .helm(&[
+                "lint",
+                "--strict",
+                &chart_dir,
+                "-f",
+                &file.to_string_lossy(),
+            ])
+            .await
+            .expect("helm lint");
+        assert!(lint.ok(), "helm lint --strict ({name}): {lint}");
+        let docs = documents(&chart.template(RELEASE, "lab", &file).await.expect(name));
+        let controller = find(&docs, "Deployment", &format!("{FULLNAME}-controller"));
+        let args = container_args(controller);
+        assert!(
+            args.contains(&"--leader-elect".to_owned()),
+            "{name}: {args:?}"
+        );
+        assert!(args.contains(&"--router-cert-secrets".to_owned()));
+        let routers: Vec<&String> = args.iter().filter(|a| a.starts_with("--router=")).collect();
+        let security = &controller["spec"]["template"]["spec"]["containers"][0]["securityContext"];
+        assert_eq!(security["readOnlyRootFilesystem"], true);
+        assert_eq!(security["allowPrivilegeEscalation"], false);
+        assert_eq!(security["capabilities"]["drop"][0], "ALL");
+        assert_eq!(
+            controller["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
+            true
+        );
+
+        match name {
+            "default" => {
+                assert_eq!(routers.len(), 2);
+                assert!(args.contains(&"--log-format=json".to_owned()));
+                assert!(args.contains(&format!(
+                    "--grpc-endpoint={FULLNAME}-controller.lab.svc:8082"
+                )));
+                assert_eq!(
+                    routers[0],
+                    &format!(
+                        "--router={FULLNAME}-router-0={FULLNAME}-router-0.lab.svc:8083;quic={FULLNAME}-router-0.lab.svc:8083"
+                    )
+                );
+                let router = find(&docs, "Deployment", &format!("{FULLNAME}-router-1"));
+                assert_eq!(router["spec"]["strategy"]["type"], "Recreate");
+                let spec = &router["spec"]["template"]["spec"];
+                assert_eq!(spec["automountServiceAccountToken"], false);
+                assert_eq!(spec["terminationGracePeriodSeconds"], 5 + 60 + 10);
+                assert_eq!(
+                    spec["volumes"][0]["secret"]["secretName"],
+                    format!("{FULLNAME}-router-1-tls")
+                );
+                let rargs = container_args(router);
+                assert!(rargs.contains(&"--shutdown-delay=5".to_owned()));
+                assert!(rargs.contains(&"--quic-listen=0.0.0.0:8083".to_owned()));
+                let pdb = find(&docs, "PodDisruptionBudget", &format!("{FULLNAME}-router"));
+                assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+                assert!(
+                    !docs
+                        .iter()
+                        .any(|d| d["kind"] == "ClusterRole" || d["kind"] == "ClusterRoleBinding"),
+                    "a namespaced install needs nothing cluster-wide"
+                );
+            }
+            "loadbalancer" => {
+                assert_eq!(routers.len(), 3);
+                assert!(
+                    routers[0].ends_with(
+                        "=router-a.lab.example.com:443;quic=router-a.lab.example.com:443"
+                    )
+                );
+                assert!(
+                    routers[2].ends_with(
+                        "=router-2.lab.example.com:443;quic=router-2.lab.example.com:443"
+                    )
+                );
+                for i in 0..3 {
+                    let svc = find(&docs, "Service", &format!("{FULLNAME}-router-{i}"));
+                    assert_eq!(svc["spec"]["type"], "LoadBalancer");
+                    let protocols: Vec<&str> = svc["spec"]["ports"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|p| p["protocol"].as_str().unwrap())
+                        .collect();
+                    assert_eq!(protocols, ["TCP", "UDP"]);
+                    assert_eq!(
+                        svc["spec"]["selector"]["jumpstarter.dev/router"],
+                        format!("{FULLNAME}-router-{i}")
+                    );
+                }
+                let svc0 = find(&docs, "Service", &format!("{FULLNAME}-router-0"));
+                assert_eq!(svc0["spec"]["loadBalancerIP"], "192.0.2.10");
+            }
+            "nodeport" => {
+                assert!(
+                    routers[1]
+                        .ends_with("=lab-node.example.com:31401;quic=lab-node.example.com:31401")
+                );
+                let svc = find(&docs, "Service", &format!("{FULLNAME}-router-1"));
+                assert_eq!(svc["spec"]["type"], "NodePort");
+                assert_eq!(svc["spec"]["ports"][0]["nodePort"], 31401);
+                assert_eq!(svc["spec"]["ports"][1]["nodePort"], 31401);
+            }
+            "hostport" => {
+                assert!(routers[1].ends_with("=node-b:8083;quic=node-b:8083"));
+                let router = find(&docs, "Deployment", &format!("{FULLNAME}-router-1"));
+                let spec = &router["spec"]["template"]["spec"];
+                assert_eq!(spec["nodeSelector"]["kubernetes.io/hostname"], "node-b");
+                assert_eq!(spec["containers"][0]["ports"][0]["hostPort"], 8083);
+                assert_eq!(spec["containers"][0]["ports"][1]["protocol"], "UDP");
+            }
+            "certmanager-selfsigned" | "certmanager-issuer" => {
+                assert!(args.contains(&format!("--ca-secret={FULLNAME}-ca")));
+                let cert = find(&docs, "Certificate", &format!("{FULLNAME}-ca"));
+                assert_eq!(cert["spec"]["isCA"], true);
+                assert_eq!(cert["spec"]["privateKey"]["encoding"], "PKCS8");
+                let self_signed = docs.iter().any(|d| d["kind"] == "Issuer");
+                assert_eq!(self_signed, name == "certmanager-selfsigned");
+                if name == "certmanager-issuer" {
+                    assert_eq!(cert["spec"]["issuerRef"]["kind"], "ClusterIssuer");
+                }
+            }
+            "ingress" => {
+                assert!(
+                    args.contains(&"--grpc-endpoint=jumpstarter.lab.example.com:443".to_owned())
+                );
+                let ingress = find(&docs, "Ingress", &format!("{FULLNAME}-controller"));
+                assert_eq!(
+                    ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/ssl-passthrough"],
+                    "true"
+                );
+                find(
+                    &docs,
+                    "PodDisruptionBudget",
+                    &format!("{FULLNAME}-controller"),
+                );
+            }
+            "route" => {
+                let route = find(&docs, "Route", &format!("{FULLNAME}-controller"));
+                assert_eq!(route["spec"]["tls"]["termination"], "passthrough");
+                assert!(
+                    args.contains(&"--grpc-endpoint=jumpstarter.apps.example.com:443".to_owned())
+                );
+            }
+            "no-quic-servicemonitor-text-logs" => {
+                assert!(routers.iter().all(|r| !r.contains("quic=")));
+                assert!(args.contains(&"--log-format=text".to_owned()));
+                find(&docs, "ServiceMonitor", FULLNAME);
+                let svc = find(&docs, "Service", &format!("{FULLNAME}-router-0"));
+                assert_eq!(svc["spec"]["ports"].as_array().unwrap().len(), 1);
+                assert!(!docs.iter().any(|d| d["kind"] == "PodDisruptionBudget"));
+            }
+            other => panic!("unchecked option set {other}"),
+        }
+        if name != "ingress" {
+            assert!(!docs.iter().any(|d| d["kind"] == "Ingress"), "{name}");
+        }
+        if name != "route" {
+            assert!(!docs.iter().any(|d| d["kind"] == "Route"), "{name}");
+        }
+    }
+
+    // The schema rejects a wrong type, an unknown top-level key, an unknown nested key and
+    // a value outside an enum; a missing required host fails with a message naming it.
+    for (set, expect) in [
+        (
+            "routers.replicas=many",
+            "'/routers/replicas': got string, want integer",
+        ),
+        (
+            "controller.replicas=true",
+            "'/controller/replicas': got boolean",
+        ),
+        ("colour=blue", "additional properties 'colour' not allowed"),
+        (
+            "routers.exposure.portt=1",
+            "additional properties 'portt' not allowed",
+        ),
+        (
+            "routers.exposure.type=Ingress",
+            "'/routers/exposure/type': value must be one of",
+        ),
+        ("logFormat=xml", "'/logFormat': value must be one of"),
+    ] {
+        let out = chart
+            .helm(&["template", RELEASE, &chart_dir, "--set", set])
+            .await
+            .expect("helm template");
+        assert!(!out.ok(), "--set {set} was accepted");
+        assert!(
+            out.stderr.contains("schema") && out.stderr.contains(expect),
+            "--set {set}: {out}"
+        );
+    }
+    let out = chart
+        .helm(&[
+            "template",
+            RELEASE,
+            &chart_dir,
+            "--set",
+            "routers.exposure.type=LoadBalancer",
+        ])
+        .await
+        .expect("helm template");
+    assert!(
+        !out.ok() && out.stderr.contains("hostTemplate"),
+        "LoadBalancer without hosts: {out}"
+    );
+}
+
+/// Minimal CRDs for the third-party kinds some option sets render (cert-manager,
+/// Prometheus Operator, OpenShift routes), so the API server knows them; their schemas are
+/// open, so only the generic object structure of those kinds is checked.
+fn stub_crds() -> String {
+    let stub = |group: &str, kind: &str, plural: &str| {
+        format!(
+            r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: {plural}.{group}
+  labels: {{jumpstarter.dev/test-stub: "true"}}
+spec:
+  group: {group}
+  scope: Namespaced
+  names: {{kind: {kind}, plural: {plural}, singular: {singular}, listKind: {kind}List}}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}
+---
+"#,
+            singular = kind.to_lowercase()
+        )
+    };
+    [
+        stub("cert-manager.io", "Certificate", "certificates"),
+        stub("cert-manager.io", "Issuer", "issuers"),
+        stub("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
+        stub("route.openshift.io", "Route", "routes"),
+    ]
+    .concat()
+}
+
+#[tokio::test]
+async fn every_rendered_set_passes_a_server_side_dry_run() {
+    let env = TestEnv::shared();
+    env.install_crds(&jumpstarter_controller::crd::definitions())
+        .await
+        .expect("CRDs");
+    let chart = Chart::new(env);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stubs = chart
+        .kubectl(&["apply", "--server-side", "-f", "-"], Some(&stub_crds()))
+        .await
+        .expect("kubectl");
+    assert!(stubs.ok(), "stub CRDs: {stubs}");
+    let established = chart
+        .kubectl(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd",
+                "-l",
+                "jumpstarter.dev/test-stub=true",
+            ],
+            None,
+        )
+        .await
+        .expect("kubectl wait");
+    assert!(established.ok(), "{established}");
+
+    for (name, values) in option_sets() {
+        let namespace = env.namespace(&format!("helm-dry-{name}")).await;
+        let file = write_values(dir.path(), name, &values);
+        let rendered = chart
+            .template(RELEASE, &namespace, &file)
+            .await
+            .expect(name);
+        let out = chart
+            .kubectl(
+                &["apply", "--dry-run=server", "-n", &namespace, "-f", "-"],
+                Some(&rendered),
+            )
+            .await
+            .expect("kubectl apply");
+        assert!(out.ok(), "server-side dry run of {name}: {out}");
+        let applied = out.stdout.lines().count();
+        assert_eq!(
+            applied,
+            documents(&rendered).len(),
+            "{name}: every object went through the dry run: {out}"
+        );
+        // The dry run created nothing.
+        let left = chart.objects_in(&namespace).await.expect("list");
+        assert!(left.is_empty(), "{name}: dry run left {left:?}");
+    }
+}
+
+#[tokio::test]
+async fn install_upgrade_uninstall_leaves_only_the_crds() {
+    let env = TestEnv::shared();
+    let chart = Chart::new(env);
+    let namespace = env.namespace("helm-lifecycle").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chart_dir = chart.dir.to_string_lossy().into_owned();
+    let client = env.admin_client().await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+
+    let install = chart
+        .helm(&[
+            "install",
+            RELEASE,
+            &chart_dir,
+            "-n",
+            &namespace,
+            "--timeout",
+            "60s",
+        ])
+        .await
+        .expect("helm install");
+    assert!(install.ok(), "helm install: {install}");
+    assert!(
+        install.stdout.contains("jmp admin create client"),
+        "NOTES: {install}"
+    );
+    for crd in ["clients", "exporters", "leases", "exporteraccesspolicies"] {
+        let out = chart
+            .kubectl(&["get", "crd", &format!("{crd}.jumpstarter.dev")], None)
+            .await
+            .expect("kubectl");
+        assert!(out.ok(), "CRD {crd} after install: {out}");
+    }
+    let names = |list: Vec<Deployment>| -> Vec<String> {
+        let mut names: Vec<String> = list.into_iter().filter_map(|d| d.metadata.name).collect();
+        names.sort();
+        names
+    };
+    let listed = deployments
+        .list(&ListParams::default())
+        .await
+        .expect("list");
+    assert_eq!(
+        names(listed.items),
+        [
+            format!("{FULLNAME}-controller"),
+            format!("{FULLNAME}-router-0"),
+            format!("{FULLNAME}-router-1")
+        ]
+    );
+
+    // Upgrade: three routers on node ports, then back to one.
+    let values = write_values(
+        dir.path(),
+        "upgrade",
+        r#"
+routers:
+  replicas: 3
+  exposure: {type: NodePort, nodePort: {host: 192.0.2.7, base: 31700}}
+"#,
+    );
+    let upgrade = chart
+        .helm(&[
+            "upgrade",
+            RELEASE,
+            &chart_dir,
+            "-n",
+            &namespace,
+            "-f",
+            &values.to_string_lossy(),
+        ])
+        .await
+        .expect("helm upgrade");
+    assert!(upgrade.ok(), "helm upgrade: {upgrade}");
+    let controller = deployments
+        .get(&format!("{FULLNAME}-controller"))
+        .await
+        .expect("controller");
+    let args = controller.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(
+        args.contains(&format!(
+            "--router={FULLNAME}-router-2=192.0.2.7:31702;quic=192.0.2.7:31702"
+        )),
+        "{args:?}"
+    );
+    let svc = chart
+        .kubectl(
+            &[
+                "get",
+                "service",
+                &format!("{FULLNAME}-router-2"),
+                "-n",
+                &namespace,
+                "-o",
+                "jsonpath={.spec.type} {.spec.ports[*].nodePort}",
+            ],
+            None,
+        )
+        .await
+        .expect("kubectl");
+    assert_eq!(svc.stdout.trim(), "NodePort 31702 31702", "{svc}");
+
+    let shrink = chart
+        .helm(&[
+            "upgrade",
+            RELEASE,
+            &chart_dir,
+            "-n",
+            &namespace,
+            "--reuse-values",
+            "--set",
+            "routers.replicas=1",
+        ])
+        .await
+        .expect("helm upgrade");
+    assert!(shrink.ok(), "helm upgrade: {shrink}");
+    let listed = deployments
+        .list(&ListParams::default())
+        .await
+        .expect("list");
+    assert_eq!(
+        names(listed.items),
+        [
+            format!("{FULLNAME}-controller"),
+            format!("{FULLNAME}-router-0")
+        ]
+    );
+
+    let uninstall = chart
+        .helm(&["uninstall", RELEASE, "-n", &namespace, "--timeout", "60s"])
+        .await
+        .expect("helm uninstall");
+    assert!(uninstall.ok(), "helm uninstall: {uninstall}");
+    let left = chart.objects_in(&namespace).await.expect("list");
+    assert!(left.is_empty(), "left after uninstall: {left:?}");
+    let cluster_wide = chart
+        .kubectl(
+            &[
+                "get",
+                "clusterroles,clusterrolebindings",
+                "-l",
+                &format!("app.kubernetes.io/instance={RELEASE}"),
+                "-o",
+                "name",
+            ],
+            None,
+        )
+        .await
+        .expect("kubectl");
+    assert!(
+        cluster_wide.ok() && cluster_wide.stdout.trim().is_empty(),
+        "{cluster_wide}"
+    );
+    for crd in ["clients", "exporters", "leases", "exporteraccesspolicies"] {
+        let out = chart
+            .kubectl(&["get", "crd", &format!("{crd}.jumpstarter.dev")], None)
+            .await
+            .expect("kubectl");
+        assert!(out.ok(), "CRD {crd} must stay after uninstall: {out}");
+    }
+}
+
+/// The rules the chart's Role must hold: exactly what the controller uses.
+fn expected_rules() -> Vec<(Vec<&'static str>, Vec<&'static str>, Vec<&'static str>)> {
+    vec![
+        (
+            vec![""],
+            vec!["secrets"],
+            vec!["get", "list", "watch", "create", "update"],
+        ),
+        (
+            vec![""],
+            vec!["configmaps"],
+            vec!["get", "create", "update"],
+        ),
+        (
+            vec!["coordination.k8s.io"],
+            vec!["leases"],
+            vec!["get", "create", "update"],
+        ),
+        (
+            vec!["jumpstarter.dev"],
+            vec!["clients", "exporteraccesspolicies"],
+            vec!["get", "list", "watch"],
+        ),
+        (
+            vec!["jumpstarter.dev"],
+            vec!["exporters", "leases"],
+            vec!["get", "list", "watch", "update"],
+        ),
+        (vec!["jumpstarter.dev"], vec!["leases"], vec!["create"]),
+        (
+            vec!["jumpstarter.dev"],
+            vec!["clients/status", "exporters/status", "leases/status"],
+            vec!["update"],
+        ),
+        (
+            vec!["jumpstarter.dev"],
+            vec!["clients/finalizers", "exporters/finalizers"],
+            vec!["update"],
+        ),
+    ]
+}
+
+/// A kubeconfig for `token` on the test API server (cluster section of the admin's).
+fn token_kubeconfig(env: &TestEnv, token: &str, path: &Path) {
+    let admin: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(&env.admin_kubeconfig).expect("admin kubeconfig"),
+    )
+    .expect("kubeconfig YAML");
+    let cluster = admin["clusters"][0]["cluster"].clone();
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "testenv", "cluster": cluster}],
+        "users": [{"name": "controller", "user": {"token": token}}],
+        "contexts": [{"name": "controller", "context": {"cluster": "testenv", "user": "controller"}}],
+        "current-context": "controller",
+    });
+    let text = serde_yaml::to_string(&config).expect("kubeconfig YAML");
+    std::fs::write(path, text).expect("write kubeconfig");
+}
+
+/// `args` with each `--flag=...` in `replace` given the new value, and `0.0.0.0` listeners
+/// on loopback.
+fn rewrite_args(args: &[String], replace: &BTreeMap<&str, String>) -> Vec<String> {
+    args.iter()
+        .map(|arg| {
+            let flag = arg.split_once('=').map_or(arg.as_str(), |(f, _)| f);
+            match replace.get(flag) {
+                Some(value) => format!("{flag}={value}"),
+                None => arg.replace("0.0.0.0:", "127.0.0.1:"),
+            }
+        })
+        .collect()
+}
+
+async fn access(
+    client: &kube::Client,
+    user: &str,
+    groups: &[String],
+    attributes: ResourceAttributes,
+) -> bool {
+    let api: Api<SubjectAccessReview> = Api::all(client.clone());
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.to_owned()),
+            groups: Some(groups.to_vec()),
+            resource_attributes: Some(attributes),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    };
+    let answer = api
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("SubjectAccessReview");
+    answer.status.expect("status").allowed
+}
+
+fn attrs(namespace: &str, group: &str, resource: &str, verb: &str) -> ResourceAttributes {
+    let (resource, subresource) = match resource.split_once('/') {
+        Some((r, s)) => (r, Some(s.to_owned())),
+        None => (resource, None),
+    };
+    ResourceAttributes {
+        namespace: (!namespace.is_empty()).then(|| namespace.to_owned()),
+        group: Some(group.to_owned()),
+        resource: Some(resource.to_owned()),
+        subresource,
+        verb: Some(verb.to_owned()),
+        ..ResourceAttributes::default()
+    }
+}
+
+#[tokio::test]
+async fn controller_with_the_chart_service_account_serves_a_lease() {
+    let env = TestEnv::shared();
+    env.install_crds(&jumpstarter_controller::crd::definitions())
+        .await
+        .expect("CRDs");
+    let chart = Chart::new(env);
+    let namespace = env.namespace("helm-rbac").await;
+    let admin = env.admin_client().await;
+    let dir = tempfile::Builder::new()
+        .prefix("e2e-helm-rbac-")
+        .tempdir()
+        .expect("tempdir");
+    let (grpc_port, router_port, probe_port) = (free_port(), free_port(), free_port());
+
+    // Advertised endpoints on loopback, where this test runs the binaries.
+    let values = write_values(
+        dir.path(),
+        "values",
+        &format!(
+            r#"
+controller:
+  grpc: {{endpoint: "127.0.0.1:{grpc_port}", port: {grpc_port}}}
+routers:
+  replicas: 1
+  port: {router_port}
+  exposure: {{type: LoadBalancer, port: {router_port}, hosts: ["127.0.0.1"]}}
+"#
+        ),
+    );
+    let install = chart
+        .helm(&[
+            "install",
+            RELEASE,
+            &chart.dir.to_string_lossy(),
+            "-n",
+            &namespace,
+            "-f",
+            &values.to_string_lossy(),
+        ])
+        .await
+        .expect("helm install");
+    assert!(install.ok(), "helm install: {install}");
+
+    // The Role holds exactly the expected rules, and nothing cluster-wide names the SA.
+    let sa_name = format!("{FULLNAME}-controller");
+    let role = Api::<Role>::namespaced(admin.clone(), &namespace)
+        .get(&sa_name)
+        .await
+        .expect("Role");
+    let rules: Vec<_> = role
+        .rules
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| {
+            (
+                r.api_groups.unwrap_or_default(),
+                r.resources.unwrap_or_default(),
+                r.verbs,
+            )
+        })
+        .collect();
+    let expected: Vec<(Vec<String>, Vec<String>, Vec<String>)> = expected_rules()
+        .into_iter()
+        .map(|(g, r, v)| {
+            let owned = |x: Vec<&str>| x.into_iter().map(str::to_owned).collect();
+            (owned(g), owned(r), owned(v))
+        })
+        .collect();
+    assert_eq!(rules, expected);
+    let bindings = Api::<ClusterRoleBinding>::all(admin.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("ClusterRoleBindings");
+    assert!(!bindings.items.iter().any(|b| {
+        b.subjects
+            .iter()
+            .flatten()
+            .any(|s| s.name == sa_name && s.namespace.as_deref() == Some(namespace.as_str()))
+    }));
+
+    // A real ServiceAccount token (TokenRequest), not admin.
+    let token = Api::<ServiceAccount>::namespaced(admin.clone(), &namespace)
+        .create_token_request(
+            &sa_name,
+            &PostParams::default(),
+            &TokenRequest {
+                spec: TokenRequestSpec {
+                    audiences: vec![],
+                    expiration_seconds: Some(3600),
+                    ..TokenRequestSpec::default()
+                },
+                ..TokenRequest::default()
+            },
+        )
+        .await
+        .expect("TokenRequest")
+        .status
+        .expect("token")
+        .token;
+    let sa_kubeconfig = dir.path().join("controller.kubeconfig");
+    token_kubeconfig(env, &token, &sa_kubeconfig);
+
+    // The controller with the chart's arguments (listeners on loopback).
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &namespace);
+    let container = |d: Deployment| {
+        d.spec.unwrap().template.spec.unwrap().containers[0]
+            .args
+            .clone()
+            .unwrap()
+    };
+    let chart_args = container(deployments.get(&sa_name).await.expect("controller"));
+    let args = rewrite_args(
+        &chart_args,
+        &BTreeMap::from([
+            ("--probe-listen", format!("127.0.0.1:{probe_port}")),
+            ("--metrics-listen", format!("127.0.0.1:{probe_port}")),
+        ]),
+    );
+    let mut cmd = Command::new(bin_path("jumpstarter-controller"));
+    cmd.args(&args)
+        .arg("--kubeconfig")
+        .arg(&sa_kubeconfig)
+        .env("JUMPSTARTER_IDENTITY", "controller-pod-0")
+        .env("RUST_LOG", "info");
+    let mut controller = Proc::spawn("controller", cmd, dir.path().join("controller.log"))
+        .expect("spawn controller");
+    wait_http_ok(
+        &format!("http://127.0.0.1:{probe_port}/readyz"),
+        Duration::from_secs(60),
+        &mut controller,
+    )
+    .await
+    .expect("controller ready with the chart's ServiceAccount");
+
+    // The router with the certificate Secret the controller wrote for it, mounted the way
+    // the chart mounts it.
+    let router_name = format!("{FULLNAME}-router-0");
+    let secret = Api::<Secret>::namespaced(admin.clone(), &namespace)
+        .get(&format!("{router_name}-tls"))
+        .await
+        .expect("router certificate Secret");
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    let tls_dir = dir.path().join("tls");
+    std::fs::create_dir_all(&tls_dir).unwrap();
+    let data = secret.data.unwrap_or_default();
+    assert!(
+        !data.contains_key("ca.key"),
+        "router Secret holds no CA key"
+    );
+    for key in ["tls.crt", "tls.key", "ca.crt"] {
+        std::fs::write(tls_dir.join(key), &data[key].0).unwrap();
+    }
+    let keys_dir = dir.path().join("router-token-keys");
+    std::fs::create_dir_all(&keys_dir).unwrap();
+    let keys = Api::<ConfigMap>::namespaced(admin.clone(), &namespace)
+        .get("jumpstarter-router-token-keys")
+        .await
+        .expect("router token keys");
+    std::fs::write(
+        keys_dir.join("keys.pem"),
+        &keys.data.unwrap_or_default()["keys.pem"],
+    )
+    .unwrap();
+    let metrics_port = free_port();
+    let router_args: Vec<String> = rewrite_args(
+        &container(deployments.get(&router_name).await.expect("router")),
+        &BTreeMap::from([("--metrics-listen", format!("127.0.0.1:{metrics_port}"))]),
+    )
+    .into_iter()
+    .map(|a| {
+        a.replace("/etc/jumpstarter/tls", &tls_dir.to_string_lossy())
+            .replace(
+                "/etc/jumpstarter/router-token-keys",
+                &keys_dir.to_string_lossy(),
+            )
+    })
+    .collect();
+    let mut cmd = Command::new(bin_path("jumpstarter-router"));
+    cmd.args(&router_args).env("RUST_LOG", "info");
+    let mut router =
+        Proc::spawn("router", cmd, dir.path().join("router.log")).expect("spawn router");
+    let router_ready = format!("http://127.0.0.1:{metrics_port}/readyz");
+    wait_http_ok(&router_ready, Duration::from_secs(30), &mut router)
+        .await
+        .expect("router ready");
+
+    // The real 0.9.0 tools: an operator creates a client and an exporter (admin identity,
+    // as a human would), the controller provisions them, a lease runs `j power on`.
+    let mut lab = Lab {
+        mode: Mode::Kubernetes,
+        namespace: namespace.clone(),
+        dir,
+        controller: Some(controller),
+        router: Some(router),
+        grpc_port,
+        router_port,
+        probe_port,
+        kubeconfig: env.admin_kubeconfig.clone(),
+        exporters: BTreeMap::new(),
+        serve_args: Vec::new(),
+    };
+    lab.start_exporter("board-1", &["board=mock"])
+        .await
+        .expect("exporter");
+    lab.wait_exporter_condition("board-1", "Online", "True", ONLINE_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
+    let alice = lab.create_client("alice").await.expect("client");
+    let alice = alice.to_string_lossy().into_owned();
+    let out = lab
+        .jmp(
+            &[
+                "shell",
+                "--client-config",
+                &alice,
+                "-l",
+                "board=mock",
+                "--",
+                "j",
+                "power",
+                "on",
+            ],
+            SHELL_TIMEOUT,
+        )
+        .await
+        .expect("jmp shell");
+    assert!(out.ok(), "j power on: {out}\n{}", lab.logs());
+    let controller_log = lab.controller.as_ref().unwrap().output();
+    assert!(
+        !controller_log.to_lowercase().contains("forbidden"),
+        "the controller met a forbidden request:\n{controller_log}"
+    );
+
+    // What the ServiceAccount may not do.
+    let user = format!("system:serviceaccount:{namespace}:{sa_name}");
+    let groups = vec![
+        "system:serviceaccounts".to_owned(),
+        format!("system:serviceaccounts:{namespace}"),
+    ];
+    for (ns, group, resource, verb) in [
+        ("", "", "secrets", "list"),
+        ("default", "", "secrets", "get"),
+        (namespace.as_str(), "", "secrets", "delete"),
+        (
+            "",
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            "delete",
+        ),
+        (
+            "",
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            "create",
+        ),
+        (namespace.as_str(), "", "pods/exec", "create"),
+        (namespace.as_str(), "", "pods", "list"),
+        (namespace.as_str(), "", "serviceaccounts/token", "create"),
+        (
+            namespace.as_str(),
+            "rbac.authorization.k8s.io",
+            "roles",
+            "update",
+        ),
+        (
+            namespace.as_str(),
+            "rbac.authorization.k8s.io",
+            "rolebindings",
+            "create",
+        ),
+        ("", "rbac.authorization.k8s.io", "clusterroles", "bind"),
+        (namespace.as_str(), "jumpstarter.dev", "clients", "delete"),
+        (namespace.as_str(), "jumpstarter.dev", "exporters", "create"),
+        ("", "jumpstarter.dev", "leases", "list"),
+        (
+            namespace.as_str(),
+            "coordination.k8s.io",
+            "leases",
+            "delete",
+        ),
+    ] {
+        assert!(
+            !access(&admin, &user, &groups, attrs(ns, group, resource, verb)).await,
+            "the controller may {verb} {group}/{resource} in {ns:?}"
+        );
+    }
+    // The review does grant what the chart grants (so the denials above are meaningful).
+    for (group, resource, verb) in [
+        ("", "secrets", "watch"),
+        ("coordination.k8s.io", "leases", "update"),
+        ("jumpstarter.dev", "leases/status", "update"),
+    ] {
+        assert!(
+            access(
+                &admin,
+                &user,
+                &groups,
+                attrs(&namespace, group, resource, verb)
+            )
+            .await,
+            "the controller may not {verb} {group}/{resource}"
+        );
+    }
+
+    // Graceful drain: on SIGTERM the router's readiness fails at once while it keeps
+    // running for the chart's shutdown delay.
+    let router = lab.router.as_mut().unwrap();
+    router.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let code = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "1",
+            ])
+            .arg(&router_ready)
+            .output()
+            .expect("curl");
+        if String::from_utf8_lossy(&code.stdout) == "503" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "router still ready after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(router.running(), "router exited before its shutdown delay");
+
+    // Uninstall removes every chart object; what the controller made stays on purpose.
+    let uninstall = chart
+        .helm(&["uninstall", RELEASE, "-n", &namespace])
+        .await
+        .expect("helm uninstall");
+    assert!(uninstall.ok(), "{uninstall}");
+    let left = chart.objects_in(&namespace).await.expect("list");
+    let kept = [
+        "secret/jumpstarter-controller-keys".to_owned(),
+        format!("secret/{router_name}-tls"),
+        "secret/alice-client".to_owned(),
+        "secret/board-1-exporter".to_owned(),
+        "configmap/jumpstarter-service-ca-cert".to_owned(),
+        "configmap/jumpstarter-router-token-keys".to_owned(),
+        "lease.coordination.k8s.io/jumpstarter-controller-leader".to_owned(),
+        "client.jumpstarter.dev/alice".to_owned(),
+        "exporter.jumpstarter.dev/board-1".to_owned(),
+    ];
+    for object in &left {
+        assert!(
+            kept.contains(object) || object.starts_with("lease.jumpstarter.dev/"),
+            "{object} left after uninstall"
+        );
+    }
+    drop(lab);
+}

@@ -1,0 +1,305 @@
+//! `jumpstarter-edge`: runs beside an unmodified jumpstarter 0.9.0 exporter (`jmp run`) or
+//! client (`jmp`, `j`), speaks 0.9.0 gRPC to it on localhost, and carries its traffic over
+//! QUIC: router sessions always (one QUIC session per `RouterService.Stream`, with a
+//! per-lease certificate), controller calls too unless `--controller-transport tcp`.
+//!
+//! ```text
+//! jumpstarter-edge exporter --config board-1.yaml --write-config edge.yaml -- \
+//!     jmp run --exporter-config edge.yaml
+//! jumpstarter-edge client --config alice.yaml --write-config edge.yaml -- \
+//!     jmp shell --client-config edge.yaml -l board=mock -- j power on
+//! ```
+//!
+//! Map:
+//! - `config`: the tool's ExporterConfig / ClientConfig, and the copy pointing at the edge;
+//! - `local_ca`: the in-memory CA the tool trusts, and the local listener's certificate;
+//! - `listener`: the local TLS port (local router + forwarder);
+//! - `forwarder`: controller calls passed through; `endpoint_rewrite`: Listen/Dial
+//!   responses pointed at the local router;
+//! - `upstream`: the channel to the controller (QUIC or TCP) and the tool's credentials;
+//! - `session`: `RouterService.Stream` ↔ QUIC session; `router_token`: its `sub` and
+//!   `lease`; `token_ledger`: the tokens the controller handed out through this edge (the
+//!   only ones served); `lease_link`: per-lease certificates and router connections;
+//! - `child`: the tool run as a child.
+
+mod child;
+mod config;
+mod endpoint_rewrite;
+mod forwarder;
+mod lease_link;
+mod listener;
+mod local_ca;
+mod router_token;
+mod session;
+mod token_ledger;
+mod upstream;
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Role, ToolConfig};
+use crate::forwarder::Forwarder;
+use crate::lease_link::LeaseLinks;
+use crate::local_ca::LocalCa;
+use crate::session::LocalRouter;
+use crate::token_ledger::TokenLedger;
+use crate::upstream::{Credentials, Transport};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jumpstarter-edge",
+    version,
+    about = "Runs beside a jumpstarter 0.9.0 exporter or client and carries its traffic over QUIC",
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Beside an exporter (`jmp run`): reads its ExporterConfig.
+    Exporter(EdgeArgs),
+    /// Beside a client (`jmp`, `j`): reads its ClientConfig.
+    Client(EdgeArgs),
+}
+
+#[derive(Debug, Args)]
+struct EdgeArgs {
+    /// The tool's configuration file (ExporterConfig or ClientConfig YAML).
+    #[arg(long, env = "JUMPSTARTER_EDGE_CONFIG")]
+    config: PathBuf,
+    /// Local TCP address the tool connects to (TLS with the edge's own CA).
+    #[arg(long, env = "JUMPSTARTER_EDGE_LISTEN", default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Write the configuration for the tool here: the same file with `endpoint` set to the
+    /// edge and `tls.ca` to the edge's CA (mode 0600).
+    #[arg(long, env = "JUMPSTARTER_EDGE_WRITE_CONFIG")]
+    write_config: Option<PathBuf>,
+    /// How controller calls travel.
+    #[arg(long, env = "JUMPSTARTER_EDGE_CONTROLLER_TRANSPORT", value_enum, default_value_t = Transport::Quic)]
+    controller_transport: Transport,
+    /// UDP `host:port` of the controller's QUIC listener [default: the config's endpoint].
+    #[arg(long, env = "JUMPSTARTER_EDGE_CONTROLLER_QUIC")]
+    controller_quic: Option<String>,
+    /// Log output format (the level comes from RUST_LOG, default info).
+    #[arg(long, env = "JUMPSTARTER_EDGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// The tool to run with the written configuration; the edge exits with its status.
+    #[arg(last = true, requires = "write_config", value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (role, args) = match cli.command {
+        Command::Exporter(args) => (Role::Exporter, args),
+        Command::Client(args) => (Role::Client, args),
+    };
+    init_logging(args.log_format);
+    let result = tokio::runtime::Runtime::new()
+        .context("start the async runtime")
+        .and_then(|runtime| runtime.block_on(run(role, args)));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("Error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(role: Role, args: EdgeArgs) -> anyhow::Result<u8> {
+    let config = ToolConfig::load(&args.config, role)?;
+    let controller = upstream::channel(
+        &config,
+        args.controller_transport,
+        args.controller_quic.as_deref(),
+    )?;
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("bind the local listener on {}", args.listen))?;
+    let local = advertised(listener.local_addr().context("local listener address")?);
+    let local_ca = LocalCa::generate(local, OffsetDateTime::now_utc())
+        .context("generate the edge's local CA")?;
+    let local_endpoint = local.to_string();
+
+    let credentials = Credentials::of(&config);
+    let links = Arc::new(LeaseLinks::new(controller.clone(), credentials));
+    let ledger = Arc::new(TokenLedger::default());
+    let routes = listener::routes(
+        LocalRouter::new(links, ledger.clone()),
+        Forwarder::new(controller, local_endpoint.clone(), ledger),
+    );
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(listener::serve(
+        listener,
+        Arc::new(local_ca.tls),
+        routes,
+        shutdown.clone(),
+    ));
+
+    if let Some(path) = &args.write_config {
+        config
+            .write_for_edge(path, &local_endpoint, &local_ca.ca_pem)
+            .with_context(|| format!("write the tool's configuration {}", path.display()))?;
+    }
+    tracing::info!(
+        role = role.metadata_kind(),
+        config = %config.path().display(),
+        local = %local_endpoint,
+        controller = %config.endpoint,
+        controller_transport = ?args.controller_transport,
+        controller_quic = args.controller_quic.as_deref().unwrap_or(&config.endpoint),
+        written = ?args.write_config,
+        "edge ready"
+    );
+
+    let stop = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(stop.clone()));
+    let code = if args.command.is_empty() {
+        stop.cancelled().await;
+        0
+    } else {
+        let status = child::run(&args.command, stop.clone()).await?;
+        tracing::info!(%status, "tool exited");
+        child::exit_code(status)
+    };
+    shutdown.cancel();
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(error = %error_chain(&error), "local listener failed"),
+        Err(error) => tracing::warn!(%error, "local listener task failed"),
+    }
+    Ok(code)
+}
+
+/// The address the tool dials: `listen`, with an unspecified IP replaced by loopback.
+fn advertised(listen: SocketAddr) -> SocketAddr {
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
+}
+
+async fn cancel_on_signal(stop: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+    stop.cancel();
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// An error and its causes on one line.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_and_the_child_command() {
+        let cli = Cli::try_parse_from([
+            "jumpstarter-edge",
+            "client",
+            "--config",
+            "c.yaml",
+            "--write-config",
+            "e.yaml",
+            "--",
+            "jmp",
+            "shell",
+            "-l",
+            "a=b",
+        ])
+        .unwrap();
+        let Command::Client(args) = cli.command else {
+            panic!("client")
+        };
+        assert_eq!(args.listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(args.controller_transport, Transport::Quic);
+        assert_eq!(args.command, ["jmp", "shell", "-l", "a=b"]);
+        let without_config = Cli::try_parse_from([
+            "jumpstarter-edge",
+            "exporter",
+            "--config",
+            "e.yaml",
+            "--",
+            "jmp",
+            "run",
+        ])
+        .unwrap_err();
+        assert_eq!(
+            without_config.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+    }
+
+    #[test]
+    fn unspecified_listen_addresses_advertise_loopback() {
+        assert_eq!(
+            advertised("0.0.0.0:5".parse().unwrap()),
+            "127.0.0.1:5".parse().unwrap()
+        );
+        assert_eq!(
+            advertised("10.0.0.1:5".parse().unwrap()),
+            "10.0.0.1:5".parse().unwrap()
+        );
+    }
+}

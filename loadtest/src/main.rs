@@ -1,0 +1,251 @@
+//! `jumpstarter-loadtest`: the load test of the Jumpstarter data plane and controller.
+//!
+//! One subcommand per scenario (and `all`): synthetic clients and exporters drive a
+//! `jumpstarter-router` process (QUIC with per-lease certificates through the `tunnel`
+//! library, and h2 `RouterService.Stream` with router tokens, both minted here) and
+//! `jumpstarter serve` (the controller, over its gRPC API), each scenario with its baseline
+//! in the same run. Every transfer is checked end to end. Progress goes to standard error;
+//! the report (`results.json`, `report.md`, `*.svg`) to `--out`.
+//!
+//! Map:
+//! - [`lab`]: CA, certificates, router tokens; [`router_process`]: the router process and
+//!   its memory; [`service`]: `jumpstarter serve`, its admin socket and gRPC calls.
+//! - [`route`]: sessions through the router and on the baselines; [`swarm`]: many QUIC
+//!   connections; [`pipe`]: one session end; [`impairment`]: delaying, lossy relays.
+//! - [`payload`]: the integrity check; [`transfer`]: bulk transfers and round trips;
+//!   [`latency`]: histograms.
+//! - [`scenario`]: the eight scenarios; [`preset`]: their sizes; [`harness`]: what they
+//!   share; [`targets`]: the targets; [`report`], [`plot`], [`progress`]: output.
+
+mod harness;
+mod impairment;
+mod lab;
+mod latency;
+mod payload;
+mod pipe;
+mod plot;
+mod preset;
+mod progress;
+mod report;
+mod route;
+mod router_process;
+mod scenario;
+mod service;
+mod swarm;
+mod targets;
+mod transfer;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::harness::Harness;
+use crate::preset::Sizes;
+use crate::report::{Integrity, Report, Scenario};
+
+/// Load test of the Jumpstarter router (QUIC and h2) and controller.
+#[derive(Debug, Parser)]
+#[command(name = "jumpstarter-loadtest", version, arg_required_else_help = true)]
+struct Cli {
+    #[command(flatten)]
+    options: Options,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Options {
+    /// Tiny sizes: the whole suite runs in seconds (what CI runs).
+    #[arg(long, env = "LOADTEST_SMOKE", global = true)]
+    smoke: bool,
+    /// Folder the report is written to (results.json, report.md, *.svg).
+    #[arg(
+        long,
+        env = "LOADTEST_OUT",
+        default_value = "loadtest/report",
+        global = true
+    )]
+    out: PathBuf,
+    /// The `jumpstarter-router` binary [default: next to this binary].
+    #[arg(long, env = "LOADTEST_ROUTER_BIN", global = true)]
+    router_bin: Option<PathBuf>,
+    /// The `jumpstarter` (standalone) binary [default: next to this binary].
+    #[arg(long, env = "LOADTEST_STANDALONE_BIN", global = true)]
+    standalone_bin: Option<PathBuf>,
+    /// Scratch folder for keys, state and logs, kept afterwards [default: a temporary
+    /// folder, removed at the end].
+    #[arg(long, env = "LOADTEST_WORK_DIR", global = true)]
+    work_dir: Option<PathBuf>,
+    /// Registered exporter counts of the controller scenario, comma-separated
+    /// [default: 1000,10000; smoke: 10].
+    #[arg(long, env = "LOADTEST_EXPORTERS", value_delimiter = ',', global = true)]
+    exporters: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+enum Command {
+    /// 1: one session, bulk transfer, vs one direct quinn / TLS-over-TCP connection.
+    Bulk,
+    /// 2: aggregate throughput with 1, 10, 100 concurrent sessions.
+    Throughput,
+    /// 3: 64-byte round trips p50/p99/p999, unloaded and with the router saturated.
+    Latency,
+    /// 4: session setup: QUIC stream on a warm connection; h2 Dial → Listen → Streams.
+    Setup,
+    /// 5: idle connections and sessions one router holds, router memory per each.
+    Idle,
+    /// 6: router restart (SIGTERM, SIGKILL): time until 1,000 exporters are back.
+    Restart,
+    /// 7: controller: lease create → Ready latency and grants/s by exporter count.
+    Controller,
+    /// 8: throughput and round trips at 0/1/5 % loss with 50 ms RTT.
+    Impairment,
+    /// All eight scenarios, then the report.
+    All,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the scenarios and writes the report; true when every scenario completed and
+/// every transfer arrived intact.
+async fn run(cli: Cli) -> anyhow::Result<bool> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let options = cli.options;
+    let mut sizes = if options.smoke {
+        Sizes::smoke()
+    } else {
+        Sizes::standard()
+    };
+    if !options.exporters.is_empty() {
+        sizes.exporters = options.exporters.clone();
+    }
+    let (work, _temporary) = match &options.work_dir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let temporary = tempfile::Builder::new()
+                .prefix("jumpstarter-loadtest-")
+                .tempdir()
+                .context("creating a scratch folder")?;
+            (temporary.path().to_owned(), Some(temporary))
+        }
+    };
+    std::fs::create_dir_all(&work)?;
+    let router_bin = binary(options.router_bin.as_deref(), "jumpstarter-router")?;
+    let standalone_bin = binary(options.standalone_bin.as_deref(), "jumpstarter")?;
+    let started = Instant::now();
+    progress::step(format!(
+        "{} preset; router {}; scratch {}",
+        sizes.name,
+        router_bin.display(),
+        work.display()
+    ));
+    let harness = Harness::start(sizes, work, router_bin, standalone_bin).await?;
+
+    let all = cli.command == Command::All;
+    let wanted = |c: Command| all || cli.command == c;
+    let mut scenarios: Vec<Scenario> = Vec::new();
+    if wanted(Command::Bulk) {
+        scenarios.push(scenario::bulk::run(&harness).await);
+    }
+    if wanted(Command::Throughput) {
+        scenarios.push(scenario::throughput::run(&harness).await);
+    }
+    if wanted(Command::Latency) {
+        scenarios.push(scenario::latency::run(&harness).await);
+    }
+    if wanted(Command::Setup) {
+        scenarios.push(scenario::setup::run(&harness).await);
+    }
+    if wanted(Command::Idle) {
+        scenarios.push(scenario::idle::run(&harness).await);
+    }
+    if wanted(Command::Restart) {
+        scenarios.push(scenario::restart::run(&harness).await);
+    }
+    if wanted(Command::Controller) {
+        scenarios.push(scenario::controller::run(&harness).await);
+    }
+    if wanted(Command::Impairment) {
+        scenarios.push(scenario::impairment::run(&harness).await);
+    }
+    for s in &scenarios {
+        if let Some(error) = &s.error {
+            progress::step(format!("{} failed: {error}", s.key));
+        }
+    }
+
+    let (checked, failed) = payload::integrity_counts();
+    let report = Report {
+        generated: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        preset: harness.sizes.name.to_owned(),
+        cpus: std::thread::available_parallelism().map_or(1, usize::from),
+        seconds: started.elapsed().as_secs_f64(),
+        integrity: Integrity { checked, failed },
+        targets: targets::check(&scenarios),
+        scenarios,
+    };
+    report.write(&options.out)?;
+    let series: Vec<_> = report
+        .scenarios
+        .iter()
+        .flat_map(|s| s.series.iter().cloned())
+        .collect();
+    let plots = plot::write_all(&options.out, &series)?;
+    progress::step(format!(
+        "report written to {} (report.md, results.json, {})",
+        options.out.display(),
+        plots.join(", ")
+    ));
+    for t in &report.targets {
+        progress::step(format!("target: {} → {}", t.target, t.verdict));
+    }
+    Ok(failed == 0 && report.scenarios.iter().all(|s| s.error.is_none()))
+}
+
+/// `given`, or `name` next to this executable.
+fn binary(given: Option<&Path>, name: &str) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path.to_owned());
+    }
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let path = exe
+        .parent()
+        .context("this executable has no folder")?
+        .join(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} not found: build it (cargo build -p {}) or pass its path",
+        path.display(),
+        if name == "jumpstarter" {
+            "jumpstarter-standalone"
+        } else {
+            "jumpstarter-router"
+        }
+    );
+    Ok(path)
+}

@@ -1,0 +1,93 @@
+//! How big each scenario runs: the standard suite (under 10 minutes on 2 cores) or the
+//! smoke preset (seconds, tiny sizes, for CI).
+
+use serde::Serialize;
+
+const MIB: u64 = 1024 * 1024;
+
+/// Sizes of every scenario.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Sizes {
+    pub(crate) name: &'static str,
+    /// Scenario 1: bytes of the single-session transfer.
+    pub(crate) bulk_bytes: u64,
+    /// Scenario 2: session counts, and bytes moved in all per count.
+    pub(crate) sessions: Vec<usize>,
+    pub(crate) throughput_bytes: u64,
+    /// Scenario 3: recorded round trips (after a warm-up of a tenth as many).
+    pub(crate) round_trips: u64,
+    /// Scenario 4: sessions set up one after the other, and in flight for the rate.
+    pub(crate) setups: u64,
+    pub(crate) h2_dials: u64,
+    pub(crate) setup_concurrency: usize,
+    /// Scenario 5: idle connections and idle sessions to hold.
+    pub(crate) idle_quic_connections: usize,
+    pub(crate) idle_quic_sessions: usize,
+    pub(crate) idle_h2_connections: usize,
+    pub(crate) idle_h2_sessions: usize,
+    /// Scenario 6: exporter connections that must come back, and whether to crash the
+    /// router too (QUIC peers then need their 30 s idle timeout to notice).
+    pub(crate) restart_connections: usize,
+    pub(crate) restart_kill: bool,
+    /// Scenario 7: registered exporter counts, leases timed one by one, leases granted
+    /// in a burst.
+    pub(crate) exporters: Vec<usize>,
+    pub(crate) lease_samples: u64,
+    pub(crate) grant_burst: usize,
+    /// Scenario 8: seconds of each timed transfer, round trips per path, loss levels.
+    pub(crate) impairment_seconds: f64,
+    pub(crate) impairment_round_trips: u64,
+    pub(crate) losses: Vec<f64>,
+}
+
+impl Sizes {
+    pub(crate) fn standard() -> Sizes {
+        Sizes {
+            name: "standard",
+            bulk_bytes: 512 * MIB,
+            sessions: vec![1, 10, 100],
+            throughput_bytes: 512 * MIB,
+            round_trips: 20_000,
+            setups: 2_000,
+            h2_dials: 300,
+            setup_concurrency: 32,
+            idle_quic_connections: 4_000,
+            idle_quic_sessions: 10_000,
+            idle_h2_connections: 2_000,
+            idle_h2_sessions: 2_000,
+            restart_connections: 1_000,
+            restart_kill: true,
+            exporters: vec![1_000, 10_000],
+            lease_samples: 200,
+            grant_burst: 500,
+            impairment_seconds: 4.0,
+            impairment_round_trips: 20,
+            losses: vec![0.0, 1.0, 5.0],
+        }
+    }
+
+    pub(crate) fn smoke() -> Sizes {
+        Sizes {
+            name: "smoke",
+            bulk_bytes: 2 * MIB,
+            sessions: vec![1, 10],
+            throughput_bytes: 4 * MIB,
+            round_trips: 100,
+            setups: 20,
+            h2_dials: 5,
+            setup_concurrency: 4,
+            idle_quic_connections: 20,
+            idle_quic_sessions: 20,
+            idle_h2_connections: 10,
+            idle_h2_sessions: 10,
+            restart_connections: 10,
+            restart_kill: false,
+            exporters: vec![10],
+            lease_samples: 5,
+            grant_burst: 5,
+            impairment_seconds: 0.3,
+            impairment_round_trips: 3,
+            losses: vec![0.0, 1.0],
+        }
+    }
+}

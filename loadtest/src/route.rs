@@ -1,0 +1,404 @@
+//! The four ways a session travels, and how to open a session pair on each:
+//! QUIC through the router (the `tunnel` library, per-lease certificates), h2 through the
+//! router (`RouterService.Stream` with a router token), and their baselines without a
+//! router: one direct quinn connection, one direct TLS-over-TCP connection.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use bytes::BytesMut;
+use jumpstarter_certs::{ClientAuth, Role, client_config, server_config};
+use jumpstarter_proto::jumpstarter::v1::router_service_client::RouterServiceClient;
+use jumpstarter_tunnel::{ALPN, Connection, Decoded, Header, QuicPeer, read_header};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Request;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::lab::{Lab, SERVER_NAME};
+use crate::pipe::{End, Sink, Source, Tls};
+
+/// Largest gRPC message either side accepts (a frame is at most a 64 KiB block).
+const MAX_MESSAGE: usize = 8 * 1024 * 1024;
+/// Frames queued towards an h2 stream.
+const H2_QUEUE: usize = 16;
+/// ALPN of the direct TLS baseline.
+const DIRECT_ALPN: &[u8] = b"jumpstarter-loadtest";
+
+/// Which way a session goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    QuicRouter,
+    QuicDirect,
+    H2Router,
+    H2Direct,
+}
+
+impl Route {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Route::QuicRouter => "QUIC via router",
+            Route::QuicDirect => "QUIC direct (one quinn connection)",
+            Route::H2Router => "h2 via router",
+            Route::H2Direct => "TLS/TCP direct (no router)",
+        }
+    }
+
+    /// The baseline of a routed path.
+    pub(crate) fn baseline(self) -> Route {
+        match self {
+            Route::QuicRouter | Route::QuicDirect => Route::QuicDirect,
+            Route::H2Router | Route::H2Direct => Route::H2Direct,
+        }
+    }
+}
+
+/// Both ends of one session, and what keeps their connections open.
+#[derive(Debug)]
+pub(crate) struct Pair {
+    pub(crate) client: End,
+    pub(crate) exporter: End,
+    pub(crate) keep: Vec<Keep>,
+}
+
+/// A connection kept open for as long as a [`Pair`] lives (held, never read).
+#[derive(Debug)]
+#[allow(dead_code)]
+pub(crate) enum Keep {
+    Quic(Connection),
+    Channel(Channel),
+}
+
+/// Everything the scenarios open sessions with: the router's addresses and the two
+/// in-process baseline servers.
+#[derive(Debug, Clone)]
+pub(crate) struct Fabric {
+    pub(crate) lab: Arc<Lab>,
+    pub(crate) router: SocketAddr,
+    direct_quic: SocketAddr,
+    direct_tls: SocketAddr,
+    waiting: Waiting,
+}
+
+/// Sessions of the baseline servers waiting for their client side, by session id.
+type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<End>>>>;
+
+/// A lease's two warm QUIC connections (client and exporter role).
+#[derive(Debug, Clone)]
+pub(crate) struct QuicLease {
+    pub(crate) client: Connection,
+    pub(crate) exporter: Connection,
+}
+
+impl Fabric {
+    /// Starts the baseline servers next to a router at `router` (h2 TCP and QUIC UDP).
+    pub(crate) async fn new(lab: Arc<Lab>, router: SocketAddr) -> anyhow::Result<Fabric> {
+        let waiting: Waiting = Arc::default();
+        let direct_quic = start_direct_quic(&lab, waiting.clone())?;
+        let direct_tls = start_direct_tls(&lab, waiting.clone()).await?;
+        Ok(Fabric {
+            lab,
+            router,
+            direct_quic,
+            direct_tls,
+            waiting,
+        })
+    }
+
+    /// The same fabric, pointed at another router (or relay) address.
+    pub(crate) fn with_router(&self, router: SocketAddr) -> Fabric {
+        Fabric {
+            router,
+            ..self.clone()
+        }
+    }
+
+    /// The same fabric with its baselines reached through other addresses (relays).
+    pub(crate) fn with_direct(&self, quic: SocketAddr, tls: SocketAddr) -> Fabric {
+        Fabric {
+            direct_quic: quic,
+            direct_tls: tls,
+            ..self.clone()
+        }
+    }
+
+    pub(crate) fn direct_quic_addr(&self) -> SocketAddr {
+        self.direct_quic
+    }
+
+    pub(crate) fn direct_tls_addr(&self) -> SocketAddr {
+        self.direct_tls
+    }
+
+    /// One session on fresh connections.
+    pub(crate) async fn pair(&self, route: Route) -> anyhow::Result<Pair> {
+        match route {
+            Route::QuicRouter => {
+                let lease = self.quic_lease().await?;
+                let (client, exporter) = lease.session(&self.lab.fresh("s")).await?;
+                Ok(Pair {
+                    client,
+                    exporter,
+                    keep: vec![Keep::Quic(lease.client), Keep::Quic(lease.exporter)],
+                })
+            }
+            Route::QuicDirect => {
+                let connection = self.direct_quic_connection().await?;
+                let (client, exporter) = self.direct_quic_session(&connection).await?;
+                Ok(Pair {
+                    client,
+                    exporter,
+                    keep: vec![Keep::Quic(connection)],
+                })
+            }
+            Route::H2Router => {
+                let (a, b) = futures::try_join!(self.h2_channel(), self.h2_channel())?;
+                let (client, exporter) = self.h2_session(&a, &b).await?;
+                Ok(Pair {
+                    client,
+                    exporter,
+                    keep: vec![Keep::Channel(a), Keep::Channel(b)],
+                })
+            }
+            Route::H2Direct => {
+                let (client, exporter) = self.direct_tls_session().await?;
+                Ok(Pair {
+                    client,
+                    exporter,
+                    keep: Vec::new(),
+                })
+            }
+        }
+    }
+
+    /// A new lease's client and exporter connections to the router.
+    pub(crate) async fn quic_lease(&self) -> anyhow::Result<QuicLease> {
+        let lease = self.lab.fresh("lease");
+        let (client, exporter) = futures::try_join!(
+            self.quic_connect(&lease, Role::Client),
+            self.quic_connect(&lease, Role::Exporter)
+        )?;
+        Ok(QuicLease { client, exporter })
+    }
+
+    /// One connection to the router with a fresh certificate of `role` for `lease`.
+    pub(crate) async fn quic_connect(&self, lease: &str, role: Role) -> anyhow::Result<Connection> {
+        let (chain, key) = self.lab.lease_cert(lease, role)?;
+        QuicPeer::connect(self.router, SERVER_NAME, self.lab.roots(), chain, key)
+            .await
+            .with_context(|| format!("QUIC connection to the router at {}", self.router))
+    }
+
+    /// A connection to the direct quinn baseline server (no client certificate).
+    pub(crate) async fn direct_quic_connection(&self) -> anyhow::Result<Connection> {
+        let tls = client_config(self.lab.roots(), None, vec![ALPN.to_vec()])?;
+        QuicPeer::connect_with_tls(self.direct_quic, SERVER_NAME, tls)
+            .await
+            .context("QUIC connection to the baseline server")
+    }
+
+    /// A session on a warm direct quinn connection.
+    pub(crate) async fn direct_quic_session(
+        &self,
+        connection: &Connection,
+    ) -> anyhow::Result<(End, End)> {
+        let id = self.lab.fresh("d");
+        let (tx, rx) = oneshot::channel();
+        self.wait_for(&id, tx);
+        let (send, recv) = connection.open_session(&id).await?;
+        let exporter = rx
+            .await
+            .context("the baseline server dropped the session")?;
+        Ok((End::new(Sink::Quic(send), Source::Quic(recv)), exporter))
+    }
+
+    /// A TLS connection to the direct baseline server; its first bytes name the session.
+    pub(crate) async fn direct_tls_session(&self) -> anyhow::Result<(End, End)> {
+        let id = self.lab.fresh("t");
+        let (tx, rx) = oneshot::channel();
+        self.wait_for(&id, tx);
+        let tls = client_config(self.lab.roots(), None, vec![DIRECT_ALPN.to_vec()])?;
+        let tcp = TcpStream::connect(self.direct_tls).await?;
+        tcp.set_nodelay(true)?;
+        let name = rustls_pki_types::ServerName::try_from(SERVER_NAME)?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+            .connect(name, tcp)
+            .await
+            .context("TLS handshake with the baseline server")?;
+        let (read, mut write) = tokio::io::split(Tls::from(stream));
+        tokio::io::AsyncWriteExt::write_all(&mut write, &Header::new(&id)?.encode()).await?;
+        let exporter = rx
+            .await
+            .context("the baseline server dropped the session")?;
+        Ok((
+            End::new(Sink::Tls(write), Source::Tls(read, BytesMut::new())),
+            exporter,
+        ))
+    }
+
+    /// A TLS (h2) channel to the router.
+    pub(crate) async fn h2_channel(&self) -> anyhow::Result<Channel> {
+        h2_channel(self.router, self.lab.ca_pem(), SERVER_NAME).await
+    }
+
+    /// One session through the router over two channels (client's, exporter's).
+    pub(crate) async fn h2_session(
+        &self,
+        client: &Channel,
+        exporter: &Channel,
+    ) -> anyhow::Result<(End, End)> {
+        let lease = self.lab.fresh("lease");
+        let token = self.lab.router_token(&lease, &self.lab.fresh("h"))?;
+        futures::try_join!(
+            open_h2(client.clone(), &token),
+            open_h2(exporter.clone(), &token)
+        )
+    }
+
+    fn wait_for(&self, id: &str, tx: oneshot::Sender<End>) {
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.insert(id.to_owned(), tx);
+        }
+    }
+}
+
+impl QuicLease {
+    /// Both sides open session `id`; the router pairs them.
+    pub(crate) async fn session(&self, id: &str) -> anyhow::Result<(End, End)> {
+        let (client, exporter) =
+            futures::try_join!(self.client.open_session(id), self.exporter.open_session(id))?;
+        Ok((
+            End::new(Sink::Quic(client.0), Source::Quic(client.1)),
+            End::new(Sink::Quic(exporter.0), Source::Quic(exporter.1)),
+        ))
+    }
+}
+
+/// A TLS (h2) channel to `addr`, trusting `ca_pem`, expecting `server_name`.
+pub(crate) async fn h2_channel(
+    addr: SocketAddr,
+    ca_pem: &str,
+    server_name: &str,
+) -> anyhow::Result<Channel> {
+    Endpoint::from_shared(format!("https://{addr}"))?
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(ca_pem))
+                .domain_name(server_name),
+        )?
+        .connect()
+        .await
+        .with_context(|| format!("h2 connection to {addr}"))
+}
+
+/// Opens `RouterService.Stream` with `token`; resolves once the router paired it.
+pub(crate) async fn open_h2(channel: Channel, token: &str) -> anyhow::Result<End> {
+    let (tx, rx) = mpsc::channel(H2_QUEUE);
+    let mut request = Request::new(ReceiverStream::new(rx));
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    let mut client = RouterServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let response = client
+        .stream(request)
+        .await
+        .context("RouterService.Stream")?;
+    Ok(End::new(
+        Sink::H2(tx),
+        Source::H2(Box::new(response.into_inner())),
+    ))
+}
+
+/// The quinn baseline server: reads each stream's session header and hands the stream
+/// to whoever waits for that session.
+fn start_direct_quic(lab: &Lab, waiting: Waiting) -> anyhow::Result<SocketAddr> {
+    let mut tls = server_config(
+        lab.server_credentials()?,
+        vec![ALPN.to_vec()],
+        ClientAuth::None,
+    )?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = jumpstarter_tunnel::quic::transport_config();
+    transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(1024));
+    config.transport_config(Arc::new(transport));
+    let endpoint = quinn::Endpoint::server(config, ([127, 0, 0, 1], 0).into())?;
+    let addr = endpoint.local_addr()?;
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            let waiting = waiting.clone();
+            tokio::spawn(async move {
+                let Ok(connection) = incoming.await else {
+                    return;
+                };
+                while let Ok((send, mut recv)) = connection.accept_bi().await {
+                    let waiting = waiting.clone();
+                    tokio::spawn(async move {
+                        if let Ok(header) = read_header(&mut recv).await {
+                            let end = End::new(Sink::Quic(send), Source::Quic(recv));
+                            hand_over(&waiting, header.session_id(), end);
+                        }
+                    });
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// The TLS-over-TCP baseline server, with the session header as its preface.
+async fn start_direct_tls(lab: &Lab, waiting: Waiting) -> anyhow::Result<SocketAddr> {
+    let tls = server_config(
+        lab.server_credentials()?,
+        vec![DIRECT_ALPN.to_vec()],
+        ClientAuth::None,
+    )?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let waiting = waiting.clone();
+            tokio::spawn(async move {
+                let _ = tcp.set_nodelay(true);
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let (mut read, write) = tokio::io::split(Tls::from(stream));
+                let mut buf = BytesMut::new();
+                loop {
+                    match Header::decode(&buf) {
+                        Ok(Decoded::Complete { header, len }) => {
+                            let rest = buf.split_off(len);
+                            let end = End::new(Sink::Tls(write), Source::Tls(read, rest));
+                            hand_over(&waiting, header.session_id(), end);
+                            return;
+                        }
+                        Ok(Decoded::NeedMore { .. }) => {
+                            if !matches!(read.read_buf(&mut buf).await, Ok(n) if n > 0) {
+                                return;
+                            }
+                        }
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+fn hand_over(waiting: &Waiting, id: &str, end: End) {
+    let waiter = waiting.lock().ok().and_then(|mut w| w.remove(id));
+    if let Some(waiter) = waiter {
+        let _ = waiter.send(end);
+    }
+}

@@ -1,0 +1,221 @@
+//! Scenario 5: idle connections and idle sessions one router process holds, and its memory
+//! per idle connection and per idle session (growth of VmRSS / count), on a fresh router
+//! process per protocol.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use jumpstarter_certs::Role;
+use tonic::transport::Channel;
+
+use crate::harness::Harness;
+use crate::pipe::{End, Sink, Source};
+use crate::progress::step;
+use crate::report::{Row, Scenario};
+use crate::route::Fabric;
+use crate::router_process::RouterProcess;
+use crate::swarm::{Swarm, open_session};
+
+pub(crate) const KEY: &str = "idle";
+pub(crate) const QUIC_CONNECTIONS: &str = "QUIC: idle connections";
+/// Memory column.
+pub(crate) const PER_ITEM: &str = "router bytes each";
+
+/// Handshakes in flight while connecting.
+const CONNECTING: usize = 64;
+/// Sessions per lease in the session measurements.
+const SESSIONS_PER_LEASE: usize = 100;
+/// How long to let the router settle before reading its memory.
+const SETTLE: Duration = Duration::from_secs(1);
+
+pub(crate) async fn run(h: &Harness) -> Scenario {
+    let mut s = Scenario::new(5, KEY, "Idle connections and sessions, router memory");
+    if let Err(e) = measure(h, &mut s).await {
+        s.fail(&e);
+    }
+    s
+}
+
+async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
+    s.note(
+        "Each protocol on a router process of its own, started for this scenario. Memory = \
+         (VmRSS of the router after − before) / count, read from /proc/<router pid>/status \
+         after 1 s of quiet. Connections: each with its own lease certificate (QUIC) or TLS \
+         connection (h2). Sessions: paired, one byte delivered and checked, then left open; \
+         100 per lease.",
+    );
+    quic(h, s).await?;
+    h2(h, s).await
+}
+
+async fn quic(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
+    let router = h.fresh_router().await?;
+    let swarm = Arc::new(Swarm::new(h.lab.clone(), router.quic, 16)?);
+    let wanted = h.sizes.idle_quic_connections;
+    step(format!("idle: {wanted} QUIC connections"));
+    let before = settled_rss(&router).await?;
+    let connections: Vec<quinn::Connection> = futures::stream::iter(0..wanted)
+        .map(|_| {
+            let swarm = swarm.clone();
+            let lease = h.lab.fresh("idle");
+            async move { swarm.connect(&lease, Role::Exporter).await }
+        })
+        .buffer_unordered(CONNECTING)
+        .filter_map(|c| async move { c.ok() })
+        .collect()
+        .await;
+    let after = settled_rss(&router).await?;
+    record(
+        s,
+        QUIC_CONNECTIONS,
+        wanted,
+        connections.len(),
+        before,
+        after,
+    );
+
+    let sessions = h.sizes.idle_quic_sessions;
+    step(format!("idle: {sessions} QUIC sessions"));
+    let leases = sessions.div_ceil(SESSIONS_PER_LEASE);
+    let mut pairs = Vec::with_capacity(leases);
+    for _ in 0..leases {
+        let lease = h.lab.fresh("idle-lease");
+        pairs.push(futures::try_join!(
+            swarm.connect(&lease, Role::Client),
+            swarm.connect(&lease, Role::Exporter)
+        )?);
+    }
+    let before = settled_rss(&router).await?;
+    let opened: Vec<(End, End)> = futures::stream::iter(0..sessions)
+        .map(|i| {
+            let (client, exporter) = pairs[i % leases].clone();
+            let id = h.lab.fresh("idle-s");
+            async move {
+                let (c, e) =
+                    futures::try_join!(open_session(&client, &id), open_session(&exporter, &id))?;
+                let client = End::new(Sink::Quic(c.0), Source::Quic(c.1));
+                let exporter = End::new(Sink::Quic(e.0), Source::Quic(e.1));
+                deliver_one_byte(client, exporter).await
+            }
+        })
+        .buffer_unordered(CONNECTING)
+        .filter_map(|c| async move { c.ok() })
+        .collect()
+        .await;
+    let after = settled_rss(&router).await?;
+    record(
+        s,
+        "QUIC: idle sessions",
+        sessions,
+        opened.len(),
+        before,
+        after,
+    );
+    drop(opened);
+    drop(connections);
+    Ok(())
+}
+
+async fn h2(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
+    let router = h.fresh_router().await?;
+    let fabric = h.fabric.with_router(router.h2);
+    let wanted = h.sizes.idle_h2_connections;
+    step(format!("idle: {wanted} h2 connections"));
+    let before = settled_rss(&router).await?;
+    let channels: Vec<Channel> = futures::stream::iter(0..wanted)
+        .map(|_| {
+            let fabric = fabric.clone();
+            async move { fabric.h2_channel().await }
+        })
+        .buffer_unordered(CONNECTING)
+        .filter_map(|c| async move { c.ok() })
+        .collect()
+        .await;
+    let after = settled_rss(&router).await?;
+    record(
+        s,
+        "h2: idle connections",
+        wanted,
+        channels.len(),
+        before,
+        after,
+    );
+
+    let sessions = h.sizes.idle_h2_sessions;
+    step(format!("idle: {sessions} h2 sessions"));
+    let leases = sessions.div_ceil(SESSIONS_PER_LEASE);
+    let mut pairs = Vec::with_capacity(leases);
+    for _ in 0..leases {
+        pairs.push(futures::try_join!(
+            fabric.h2_channel(),
+            fabric.h2_channel()
+        )?);
+    }
+    let before = settled_rss(&router).await?;
+    let opened: Vec<(End, End)> = futures::stream::iter(0..sessions)
+        .map(|i| {
+            let (a, b) = pairs[i % leases].clone();
+            let fabric: Fabric = fabric.clone();
+            async move {
+                let (client, exporter) = fabric.h2_session(&a, &b).await?;
+                deliver_one_byte(client, exporter).await
+            }
+        })
+        .buffer_unordered(CONNECTING)
+        .filter_map(|c| async move { c.ok() })
+        .collect()
+        .await;
+    let after = settled_rss(&router).await?;
+    record(
+        s,
+        "h2: idle sessions",
+        sessions,
+        opened.len(),
+        before,
+        after,
+    );
+    drop(opened);
+    drop(channels);
+    Ok(())
+}
+
+/// Sends one byte client → exporter and checks it; returns the (open) ends.
+async fn deliver_one_byte(mut client: End, mut exporter: End) -> anyhow::Result<(End, End)> {
+    client.sink.send(Bytes::from_static(b"i")).await?;
+    let mut byte = BytesMut::new();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        exporter.source.recv_exact(1, &mut byte),
+    )
+    .await
+    .context("the session was not paired in time")??;
+    let ok = byte[..] == b"i"[..];
+    crate::payload::record_check(ok);
+    anyhow::ensure!(ok, "integrity: the byte changed");
+    Ok((client, exporter))
+}
+
+async fn settled_rss(router: &RouterProcess) -> anyhow::Result<u64> {
+    tokio::time::sleep(SETTLE).await;
+    router.rss_bytes()
+}
+
+fn record(s: &mut Scenario, name: &str, wanted: usize, held: usize, before: u64, after: u64) {
+    let per = (after.saturating_sub(before)) as f64 / held.max(1) as f64;
+    s.row(
+        Row::new(name)
+            .num("wanted", wanted as f64)
+            .num("held", held as f64)
+            .num(PER_ITEM, per)
+            .num("router RSS MiB", after as f64 / 1048576.0),
+    );
+    if held < wanted {
+        s.note(format!(
+            "{name}: {} of {wanted} could not be opened.",
+            wanted - held
+        ));
+    }
+}

@@ -1,0 +1,365 @@
+//! A `jumpstarter serve` process (controller and h2 router, state in a scratch data
+//! directory), its admin socket, and the gRPC calls clients and simulated exporters make.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
+use jumpstarter_proto::jumpstarter::client::v1::client_service_client::ClientServiceClient;
+use jumpstarter_proto::jumpstarter::v1 as pb;
+use jumpstarter_proto::jumpstarter::v1::controller_service_client::ControllerServiceClient;
+use serde::Deserialize;
+use tokio::net::UnixStream;
+use tokio::process::{Child, Command};
+use tonic::Request;
+use tonic::transport::Channel;
+
+use crate::route::h2_channel;
+use crate::router_process::free_port;
+
+/// How long the service may take to start.
+const START_WAIT: Duration = Duration::from_secs(60);
+/// The namespace the service serves.
+pub(crate) const NAMESPACE: &str = "default";
+
+/// A running `jumpstarter serve`; killed when dropped.
+#[derive(Debug)]
+pub(crate) struct Service {
+    child: Child,
+    socket: PathBuf,
+    pub(crate) grpc: SocketAddr,
+    pub(crate) ca_pem: String,
+}
+
+/// Who calls the controller: a client or an exporter and its token.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub(crate) kind: &'static str,
+    pub(crate) name: String,
+    pub(crate) token: String,
+}
+
+/// The parts of a 0.9.0 client or exporter configuration the load test needs.
+#[derive(Debug, Deserialize)]
+struct Config {
+    metadata: ConfigMetadata,
+    tls: ConfigTls,
+    token: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ConfigMetadata {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ConfigTls {
+    ca: String,
+}
+
+impl Service {
+    /// Starts `binary serve` on a fresh data directory under `work`.
+    pub(crate) async fn start(binary: &Path, work: &Path, name: &str) -> anyhow::Result<Service> {
+        let data_dir = work.join(name);
+        std::fs::create_dir_all(&data_dir)?;
+        let grpc: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let router: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let http: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let log = std::fs::File::create(work.join(format!("{name}.log")))?;
+        let child = Command::new(binary)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--grpc-listen", &grpc.to_string()])
+            .args(["--router-listen", &router.to_string()])
+            .args(["--http-listen", &http.to_string()])
+            .arg("--no-quic")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {} serve", binary.display()))?;
+        let mut service = Service {
+            child,
+            socket: data_dir.join("admin.sock"),
+            grpc,
+            ca_pem: String::new(),
+        };
+        let deadline = Instant::now() + START_WAIT;
+        while UnixStream::connect(&service.socket).await.is_err() {
+            if let Some(status) = service.child.try_wait()? {
+                bail!("jumpstarter serve exited with {status}; see {name}.log");
+            }
+            if Instant::now() > deadline {
+                bail!("jumpstarter serve did not start within {START_WAIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(service)
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Creates a client (`kind` "clients") or an exporter ("exporters") with `labels`
+    /// through the admin socket; returns its identity.
+    /// The first creation also learns the service's CA.
+    pub(crate) async fn create(
+        &mut self,
+        kind: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> anyhow::Result<Identity> {
+        let (identity, ca) = self.admin_create(kind, name, labels).await?;
+        if self.ca_pem.is_empty() {
+            let pem = base64::engine::general_purpose::STANDARD
+                .decode(&ca)
+                .context("tls.ca is not base64")?;
+            self.ca_pem = String::from_utf8(pem).context("tls.ca is not PEM")?;
+        }
+        Ok(identity)
+    }
+
+    /// Creates an exporter with `labels`; returns its identity.
+    pub(crate) async fn create_exporter(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> anyhow::Result<Identity> {
+        Ok(self.admin_create("exporters", name, labels).await?.0)
+    }
+
+    async fn admin_create(
+        &self,
+        kind: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> anyhow::Result<(Identity, String)> {
+        let labels: HashMap<&str, &str> = labels.iter().copied().collect();
+        let body = serde_json::to_vec(&serde_json::json!({ "name": name, "labels": labels }))?;
+        let answer = admin_call(&self.socket, &format!("/v1/{kind}"), body).await?;
+        let config: Config =
+            serde_json::from_slice(&answer).context("reading the configuration")?;
+        let identity = Identity {
+            kind: if kind == "clients" {
+                "Client"
+            } else {
+                "Exporter"
+            },
+            name: config.metadata.name,
+            token: config.token,
+        };
+        Ok((identity, config.tls.ca))
+    }
+
+    /// A TLS channel to the controller.
+    pub(crate) async fn channel(&self) -> anyhow::Result<Channel> {
+        h2_channel(self.grpc, &self.ca_pem, "127.0.0.1").await
+    }
+
+    /// A TLS channel to a router endpoint `host:port` the controller handed out.
+    pub(crate) async fn router_channel(&self, endpoint: &str) -> anyhow::Result<Channel> {
+        let addr: SocketAddr = endpoint
+            .parse()
+            .with_context(|| format!("router endpoint {endpoint:?}"))?;
+        h2_channel(addr, &self.ca_pem, &addr.ip().to_string()).await
+    }
+}
+
+/// `message` with the 0.9.0 call metadata of `who`.
+pub(crate) fn authed<T>(who: &Identity, message: T) -> anyhow::Result<Request<T>> {
+    let mut request = Request::new(message);
+    let metadata = request.metadata_mut();
+    metadata.insert("authorization", format!("Bearer {}", who.token).parse()?);
+    metadata.insert("jumpstarter-kind", who.kind.parse()?);
+    metadata.insert("jumpstarter-namespace", NAMESPACE.parse()?);
+    metadata.insert("jumpstarter-name", who.name.parse()?);
+    Ok(request)
+}
+
+/// Registers exporter `who` with one device and reports it `status`, as a 0.9.0 exporter
+/// does at start (without the Status stream; the report sets `lastSeen`).
+pub(crate) async fn bring_online(
+    channel: &Channel,
+    who: &Identity,
+    status: pb::ExporterStatus,
+) -> anyhow::Result<()> {
+    let mut controller = ControllerServiceClient::new(channel.clone());
+    let report = pb::DriverInstanceReport {
+        uuid: format!("device-{}", who.name),
+        ..Default::default()
+    };
+    controller
+        .register(authed(
+            who,
+            pb::RegisterRequest {
+                labels: HashMap::new(),
+                reports: vec![report],
+            },
+        )?)
+        .await
+        .context("Register")?;
+    report_status(channel, who, status).await
+}
+
+/// `ReportStatus` of exporter `who`.
+pub(crate) async fn report_status(
+    channel: &Channel,
+    who: &Identity,
+    status: pb::ExporterStatus,
+) -> anyhow::Result<()> {
+    ControllerServiceClient::new(channel.clone())
+        .report_status(authed(
+            who,
+            pb::ReportStatusRequest {
+                status: status as i32,
+                message: Some("load test".to_owned()),
+                release_lease: None,
+            },
+        )?)
+        .await
+        .context("ReportStatus")?;
+    Ok(())
+}
+
+/// Creates a lease on any exporter matching `selector`; returns its full name.
+pub(crate) async fn create_lease(
+    channel: &Channel,
+    client: &Identity,
+    selector: &str,
+) -> anyhow::Result<String> {
+    let lease = client_pb::Lease {
+        selector: selector.to_owned(),
+        duration: Some(prost_types::Duration {
+            seconds: 1800,
+            nanos: 0,
+        }),
+        ..Default::default()
+    };
+    let created = ClientServiceClient::new(channel.clone())
+        .create_lease(authed(
+            client,
+            client_pb::CreateLeaseRequest {
+                parent: format!("namespaces/{NAMESPACE}"),
+                lease_id: String::new(),
+                lease: Some(lease),
+            },
+        )?)
+        .await
+        .context("CreateLease")?;
+    Ok(created.into_inner().name)
+}
+
+/// Whether lease `name` has `Ready=True`; errors if it ended without.
+pub(crate) async fn lease_ready(
+    channel: &Channel,
+    client: &Identity,
+    name: &str,
+) -> anyhow::Result<bool> {
+    let lease = ClientServiceClient::new(channel.clone())
+        .get_lease(authed(
+            client,
+            client_pb::GetLeaseRequest {
+                name: name.to_owned(),
+            },
+        )?)
+        .await
+        .context("GetLease")?
+        .into_inner();
+    let condition = |kind: &str| {
+        lease
+            .conditions
+            .iter()
+            .find(|c| c.r#type.as_deref() == Some(kind))
+            .and_then(|c| c.status.clone())
+    };
+    if condition("Ready").as_deref() == Some("True") {
+        return Ok(true);
+    }
+    for failed in ["Unsatisfiable", "Invalid"] {
+        if condition(failed).as_deref() == Some("True") {
+            bail!("lease {name} is {failed}");
+        }
+    }
+    Ok(false)
+}
+
+/// Polls lease `name` every `interval` until it is ready (at most `limit`).
+pub(crate) async fn wait_ready(
+    channel: &Channel,
+    client: &Identity,
+    name: &str,
+    interval: Duration,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while !lease_ready(channel, client, name).await? {
+        if Instant::now() > deadline {
+            bail!("lease {name} not ready within {limit:?}");
+        }
+        tokio::time::sleep(interval).await;
+    }
+    Ok(())
+}
+
+/// Releases lease `name`.
+pub(crate) async fn delete_lease(
+    channel: &Channel,
+    client: &Identity,
+    name: &str,
+) -> anyhow::Result<()> {
+    ClientServiceClient::new(channel.clone())
+        .delete_lease(authed(
+            client,
+            client_pb::DeleteLeaseRequest {
+                name: name.to_owned(),
+            },
+        )?)
+        .await
+        .context("DeleteLease")?;
+    Ok(())
+}
+
+/// The short name of lease `namespaces/<ns>/leases/<name>`.
+pub(crate) fn short_name(full: &str) -> &str {
+    full.rsplit('/').next().unwrap_or(full)
+}
+
+/// One POST to the admin API on `socket`; the answer's body.
+async fn admin_call(socket: &Path, path: &str, body: Vec<u8>) -> anyhow::Result<Bytes> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let driver = tokio::spawn(connection);
+    let request = hyper::Request::builder()
+        .method(hyper::Method::POST)
+        .uri(path)
+        .header(hyper::header::HOST, "localhost")
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    driver.abort();
+    if !status.is_success() {
+        bail!(
+            "admin API {path}: {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,116 @@
+//! The smoke preset of the whole suite, as CI runs it: every scenario completes, every
+//! transfer arrives intact, and the report (JSON, Markdown, SVG) is complete. Nothing here
+//! looks at how fast anything was.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn sibling(name: &str) -> PathBuf {
+    let loadtest = Path::new(env!("CARGO_BIN_EXE_jumpstarter-loadtest"));
+    let path = loadtest.parent().expect("bin folder").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace binaries first (cargo build -p jumpstarter-router -p jumpstarter-standalone)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn smoke_run_reports_every_scenario_intact() {
+    let router = sibling("jumpstarter-router");
+    let standalone = sibling("jumpstarter");
+    let out = tempfile::tempdir().expect("out dir");
+    let work = tempfile::tempdir().expect("work dir");
+    let output = Command::new(env!("CARGO_BIN_EXE_jumpstarter-loadtest"))
+        .arg("--smoke")
+        .arg("--out")
+        .arg(out.path())
+        .arg("--work-dir")
+        .arg(work.path())
+        .arg("--router-bin")
+        .arg(&router)
+        .arg("--standalone-bin")
+        .arg(&standalone)
+        .arg("all")
+        .output()
+        .expect("run the load test");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the smoke run failed:\n{stderr}");
+
+    let json: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("results.json")).expect("results.json"),
+    )
+    .expect("results.json is JSON");
+    assert_eq!(json["preset"], "smoke");
+    let scenarios = json["scenarios"].as_array().expect("scenarios");
+    let numbers: Vec<u64> = scenarios
+        .iter()
+        .map(|s| s["number"].as_u64().expect("number"))
+        .collect();
+    assert_eq!(numbers, (1..=8).collect::<Vec<u64>>());
+    for scenario in scenarios {
+        assert_eq!(scenario["status"], "ok", "{scenario}");
+        let rows = scenario["rows"].as_array().expect("rows");
+        assert!(!rows.is_empty(), "no figures in {scenario}");
+        for row in rows {
+            for cell in row["values"].as_array().expect("values") {
+                assert!(!cell["value"].is_null(), "a figure is missing in {row}");
+            }
+        }
+    }
+    let checked = json["integrity"]["checked"].as_u64().expect("checked");
+    assert!(checked >= 50, "only {checked} transfers were checked");
+    assert_eq!(json["integrity"]["failed"], 0);
+    let targets = json["targets"].as_array().expect("targets");
+    assert_eq!(targets.len(), 9);
+    for t in targets {
+        let verdict = t["verdict"].as_str().expect("verdict");
+        assert!(["met", "missed", "not measured"].contains(&verdict), "{t}");
+    }
+
+    let markdown = std::fs::read_to_string(out.path().join("report.md")).expect("report.md");
+    for n in 1..=8 {
+        assert!(
+            markdown.contains(&format!("\n## {n}. ")),
+            "scenario {n} missing"
+        );
+    }
+    for plot in ["throughput", "latency", "impairment"] {
+        let svg = std::fs::read_to_string(out.path().join(format!("{plot}.svg")))
+            .unwrap_or_else(|e| panic!("{plot}.svg: {e}"));
+        assert!(
+            svg.contains("<svg") && svg.contains("<polyline"),
+            "{plot}.svg has no line"
+        );
+        assert!(markdown.contains(&format!("({plot}.svg)")));
+    }
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in [
+        "bulk",
+        "throughput",
+        "latency",
+        "setup",
+        "idle",
+        "restart",
+        "controller",
+        "impairment",
+        "all",
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_jumpstarter-loadtest"))
+            .args([sub, "--help"])
+            .output()
+            .expect("run --help");
+        assert!(output.status.success(), "{sub} --help");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            text.contains("--smoke") && text.contains("--out"),
+            "{sub}: {text}"
+        );
+    }
+}

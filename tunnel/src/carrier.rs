@@ -1,0 +1,525 @@
+//! gRPC over QUIC: every bidirectional QUIC stream carries one plaintext HTTP/2 connection.
+//!
+//! This lets a host that reaches the service only over UDP make its controller calls too.
+//! TLS is QUIC's own (server certificate only, ALPN [`CARRIER_ALPN`]); callers authenticate
+//! with their bearer tokens exactly as over TCP, so the same tonic services serve both.
+//!
+//! - Server: [`CarrierServer::bind`] a UDP socket, then [`CarrierServer::serve`] tonic
+//!   [`Routes`] on it (or take [`CarrierServer::incoming`], a stream of [`CarrierStream`]s for
+//!   `serve_with_incoming`). Each accepted bidirectional stream is one HTTP/2 connection.
+//! - Client: [`channel`] returns a tonic [`Channel`] whose connector ([`CarrierConnector`])
+//!   opens a bidirectional stream on one shared QUIC connection, reconnecting when that
+//!   connection has died.
+//!
+//! ```text
+//! let server = CarrierServer::bind(addr, server_tls)?;
+//! tokio::spawn(server.serve(routes, shutdown));
+//! let channel = carrier::channel("127.0.0.1:8082", "127.0.0.1", client_tls)?;
+//! ```
+
+use std::future::Future;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{RecvStream, SendStream, VarInt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::Service;
+use tonic::codegen::http::Uri;
+use tonic::service::Routes;
+use tonic::transport::server::Connected;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::quic::transport_config;
+
+/// The ALPN protocol of gRPC carried over QUIC streams.
+pub const CARRIER_ALPN: &[u8] = b"jumpstarter-grpc/1";
+
+/// How long a QUIC handshake may take before the peer is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepted streams waiting for the HTTP/2 server: a short queue, the server takes them
+/// immediately; a full queue only delays the next accept.
+const ACCEPT_QUEUE: usize = 64;
+
+/// HTTP/2 connections one client may keep open at once. A tonic channel uses one; the rest
+/// absorb reconnects and several channels sharing a peer address.
+const MAX_STREAMS_PER_CONNECTION: u32 = 64;
+
+/// Why the carrier could not be set up or used.
+#[derive(Debug, thiserror::Error)]
+pub enum CarrierError {
+    #[error("the TLS configuration cannot be used for QUIC")]
+    Quic(#[source] quinn::crypto::rustls::NoInitialCipherSuite),
+    #[error("cannot bind the UDP socket {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot resolve {target}")]
+    Resolve {
+        target: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{target} resolves to no address")]
+    NoAddress { target: String },
+    #[error("cannot open a UDP socket")]
+    Socket(#[source] io::Error),
+    #[error("cannot connect to {addr}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: quinn::ConnectError,
+    },
+    #[error("the QUIC connection to {addr} failed")]
+    Handshake {
+        addr: SocketAddr,
+        #[source]
+        source: quinn::ConnectionError,
+    },
+    #[error("cannot open a stream to {target}")]
+    Open {
+        target: String,
+        #[source]
+        source: quinn::ConnectionError,
+    },
+    #[error("{target:?} is not a valid channel address")]
+    Uri {
+        target: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("the gRPC server on the QUIC listener failed")]
+    Serve(#[source] tonic::transport::Error),
+}
+
+/// One HTTP/2 connection's bytes: a bidirectional QUIC stream. Shutting down the write
+/// side finishes the stream (FIN).
+#[derive(Debug)]
+pub struct CarrierStream {
+    send: SendStream,
+    recv: RecvStream,
+    remote: SocketAddr,
+}
+
+/// What the server knows about a carried connection (a request extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CarrierConnectInfo {
+    /// The peer's UDP address.
+    pub remote: SocketAddr,
+}
+
+impl CarrierStream {
+    /// The peer's UDP address.
+    pub fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+}
+
+impl AsyncRead for CarrierStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.recv).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CarrierStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        AsyncWrite::poll_write(Pin::new(&mut self.send), cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.send).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.send).poll_shutdown(cx)
+    }
+}
+
+impl Connected for CarrierStream {
+    type ConnectInfo = CarrierConnectInfo;
+
+    fn connect_info(&self) -> CarrierConnectInfo {
+        CarrierConnectInfo {
+            remote: self.remote,
+        }
+    }
+}
+
+/// A QUIC listener whose streams are HTTP/2 connections.
+#[derive(Debug)]
+pub struct CarrierServer {
+    endpoint: quinn::Endpoint,
+}
+
+impl CarrierServer {
+    /// Binds the UDP socket `addr`, presenting the certificate of `tls` (its ALPN is set to
+    /// [`CARRIER_ALPN`]; it should not ask for client certificates).
+    pub fn bind(addr: SocketAddr, mut tls: rustls::ServerConfig) -> Result<Self, CarrierError> {
+        tls.alpn_protocols = vec![CARRIER_ALPN.to_vec()];
+        let crypto = QuicServerConfig::try_from(tls).map_err(CarrierError::Quic)?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        let mut transport = transport_config();
+        transport.max_concurrent_bidi_streams(MAX_STREAMS_PER_CONNECTION.into());
+        transport.max_concurrent_uni_streams(VarInt::from_u32(0));
+        server.transport_config(Arc::new(transport));
+        let endpoint = quinn::Endpoint::server(server, addr)
+            .map_err(|source| CarrierError::Bind { addr, source })?;
+        Ok(CarrierServer { endpoint })
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Accepts connections and their streams in the background; each stream is one item.
+    /// Dropping the returned stream stops accepting and closes the endpoint.
+    pub fn incoming(self) -> ReceiverStream<Result<CarrierStream, io::Error>> {
+        let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
+        tokio::spawn(accept_loop(self.endpoint, tx));
+        ReceiverStream::new(rx)
+    }
+
+    /// Serves `routes` on every accepted stream until `shutdown` completes, then lets the
+    /// calls in flight finish.
+    pub async fn serve(
+        self,
+        routes: Routes,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), CarrierError> {
+        let addr = self.local_addr().ok();
+        tracing::info!(?addr, "gRPC over QUIC listening");
+        let result = tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(self.incoming(), shutdown)
+            .await
+            .map_err(CarrierError::Serve);
+        tracing::info!(?addr, "gRPC over QUIC stopped");
+        result
+    }
+}
+
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    tx: mpsc::Sender<Result<CarrierStream, io::Error>>,
+) {
+    loop {
+        let incoming = tokio::select! {
+            () = tx.closed() => break,
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => incoming,
+                None => break,
+            },
+        };
+        tokio::spawn(serve_connection(incoming, tx.clone()));
+    }
+    endpoint.close(VarInt::from_u32(crate::code::SHUTTING_DOWN), b"stopped");
+}
+
+async fn serve_connection(
+    incoming: quinn::Incoming,
+    tx: mpsc::Sender<Result<CarrierStream, io::Error>>,
+) {
+    let remote = incoming.remote_address();
+    let connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(error)) => {
+            tracing::debug!(%remote, %error, "QUIC handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "QUIC handshake timed out");
+            return;
+        }
+    };
+    tracing::debug!(%remote, "carrier connection open");
+    loop {
+        let accepted = tokio::select! {
+            () = tx.closed() => break,
+            accepted = connection.accept_bi() => accepted,
+        };
+        match accepted {
+            Ok((send, recv)) => {
+                let stream = CarrierStream { send, recv, remote };
+                if tx.send(Ok(stream)).await.is_err() {
+                    break;
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%remote, %error, "carrier connection ended");
+                return;
+            }
+        }
+    }
+    connection.close(VarInt::from_u32(crate::code::SHUTTING_DOWN), b"stopped");
+}
+
+/// A tonic channel to the carrier server at `target` (`host:port`, resolved at every
+/// reconnect) whose certificate must name `server_name` and chain to the roots of `tls`.
+/// Lazy: nothing is sent before the first call.
+pub fn channel(
+    target: &str,
+    server_name: &str,
+    tls: rustls::ClientConfig,
+) -> Result<Channel, CarrierError> {
+    let connector = CarrierConnector::new(target, server_name, tls)?;
+    let endpoint =
+        Endpoint::from_shared(format!("http://{target}")).map_err(|source| CarrierError::Uri {
+            target: target.to_owned(),
+            source,
+        })?;
+    Ok(endpoint
+        .connect_timeout(HANDSHAKE_TIMEOUT)
+        .connect_with_connector_lazy(connector))
+}
+
+/// Opens HTTP/2 connections as streams of one shared QUIC connection; a tonic connector.
+#[derive(Debug, Clone)]
+pub struct CarrierConnector {
+    shared: Arc<ConnectorShared>,
+}
+
+#[derive(Debug)]
+struct ConnectorShared {
+    target: String,
+    server_name: String,
+    config: quinn::ClientConfig,
+    /// The live connection, with the endpoint (socket) it was made on.
+    live: tokio::sync::Mutex<Option<(quinn::Connection, quinn::Endpoint)>>,
+}
+
+impl CarrierConnector {
+    /// A connector to `target` (`host:port`), verifying the certificate for `server_name`
+    /// with `tls` (its ALPN is set to [`CARRIER_ALPN`]).
+    pub fn new(
+        target: &str,
+        server_name: &str,
+        mut tls: rustls::ClientConfig,
+    ) -> Result<Self, CarrierError> {
+        tls.alpn_protocols = vec![CARRIER_ALPN.to_vec()];
+        let crypto = QuicClientConfig::try_from(tls).map_err(CarrierError::Quic)?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(Arc::new(transport_config()));
+        Ok(CarrierConnector {
+            shared: Arc::new(ConnectorShared {
+                target: target.to_owned(),
+                server_name: server_name.to_owned(),
+                config,
+                live: tokio::sync::Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Opens one stream (one HTTP/2 connection's worth of bytes), connecting first when
+    /// there is no live QUIC connection.
+    pub async fn open(&self) -> Result<CarrierStream, CarrierError> {
+        let shared = &self.shared;
+        let connection = {
+            let mut live = shared.live.lock().await;
+            match live.as_ref() {
+                Some((connection, _)) if connection.close_reason().is_none() => connection.clone(),
+                _ => {
+                    let (connection, endpoint) = shared.connect().await?;
+                    *live = Some((connection.clone(), endpoint));
+                    connection
+                }
+            }
+        };
+        let remote = connection.remote_address();
+        let (send, recv) = connection
+            .open_bi()
+            .await
+            .map_err(|source| CarrierError::Open {
+                target: shared.target.clone(),
+                source,
+            })?;
+        Ok(CarrierStream { send, recv, remote })
+    }
+}
+
+impl ConnectorShared {
+    async fn connect(&self) -> Result<(quinn::Connection, quinn::Endpoint), CarrierError> {
+        let addr = tokio::net::lookup_host(self.target.as_str())
+            .await
+            .map_err(|source| CarrierError::Resolve {
+                target: self.target.clone(),
+                source,
+            })?
+            .next()
+            .ok_or_else(|| CarrierError::NoAddress {
+                target: self.target.clone(),
+            })?;
+        let local: SocketAddr = if addr.is_ipv6() {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        let endpoint = quinn::Endpoint::client(local).map_err(CarrierError::Socket)?;
+        let connecting = endpoint
+            .connect_with(self.config.clone(), addr, &self.server_name)
+            .map_err(|source| CarrierError::Connect { addr, source })?;
+        let connection = connecting
+            .await
+            .map_err(|source| CarrierError::Handshake { addr, source })?;
+        tracing::debug!(%addr, "carrier connection established");
+        Ok((connection, endpoint))
+    }
+}
+
+impl Service<Uri> for CarrierConnector {
+    type Response = TokioIo<CarrierStream>;
+    type Error = CarrierError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, CarrierError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), CarrierError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        let connector = self.clone();
+        Box::pin(async move { connector.open().await.map(TokioIo::new) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use jumpstarter_certs::{Ca, ClientAuth, ServerCertParams, client_config, server_config};
+    use time::OffsetDateTime;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(20);
+
+    fn pki(names: &[&str]) -> (rustls::ServerConfig, Ca) {
+        let now = OffsetDateTime::now_utc();
+        let ca = Ca::generate("carrier test CA", now, time::Duration::hours(1)).unwrap();
+        let mut params = ServerCertParams {
+            dns_names: Vec::new(),
+            ip_addresses: Vec::new(),
+            validity: time::Duration::hours(1),
+        };
+        for name in names {
+            match name.parse::<IpAddr>() {
+                Ok(ip) => params.ip_addresses.push(ip),
+                Err(_) => params.dns_names.push((*name).to_owned()),
+            }
+        }
+        let issued = ca.issue_server_cert(&params, now).unwrap();
+        let tls = server_config(issued.credentials(), Vec::new(), ClientAuth::None).unwrap();
+        (tls, ca)
+    }
+
+    async fn health_server(tls: rustls::ServerConfig) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("carrier.Test", tonic_health::ServingStatus::Serving)
+            .await;
+        let server = CarrierServer::bind("127.0.0.1:0".parse().unwrap(), tls).unwrap();
+        let addr = server.local_addr().unwrap();
+        let routes = Routes::new(service);
+        let task = tokio::spawn(async move {
+            // Keep the reporter alive as long as the server.
+            let _reporter = reporter;
+            server.serve(routes, std::future::pending()).await.unwrap();
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn grpc_calls_travel_over_quic_streams_and_survive_a_reconnect() {
+        let (tls, ca) = pki(&["127.0.0.1"]);
+        let (addr, task) = health_server(tls).await;
+        let client_tls = client_config(vec![ca.cert_der().clone()], None, Vec::new()).unwrap();
+        let connector = CarrierConnector::new(&addr.to_string(), "127.0.0.1", client_tls).unwrap();
+        let endpoint = Endpoint::from_shared(format!("http://{addr}")).unwrap();
+        let channel = endpoint.connect_with_connector_lazy(connector.clone());
+        let mut health = HealthClient::new(channel);
+        let check = |service: &str| HealthCheckRequest {
+            service: service.to_owned(),
+        };
+        for _ in 0..3 {
+            let answer = tokio::time::timeout(WAIT, health.check(check("carrier.Test")))
+                .await
+                .expect("answer in time")
+                .expect("check")
+                .into_inner();
+            assert_eq!(answer.status, ServingStatus::Serving as i32);
+        }
+        let unknown = tokio::time::timeout(WAIT, health.check(check("carrier.Unknown")))
+            .await
+            .expect("answer in time")
+            .expect_err("unknown service");
+        assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+        // Kill the QUIC connection under the channel: the next calls reconnect.
+        let first = connector
+            .shared
+            .live
+            .lock()
+            .await
+            .as_ref()
+            .unwrap()
+            .0
+            .clone();
+        first.close(VarInt::from_u32(0), b"test");
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout(WAIT, health.check(check("carrier.Test"))).await {
+                Ok(Ok(answer)) => {
+                    assert_eq!(answer.into_inner().status, ServingStatus::Serving as i32);
+                    break;
+                }
+                _ => assert!(std::time::Instant::now() < deadline, "no reconnect"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let second = connector
+            .shared
+            .live
+            .lock()
+            .await
+            .as_ref()
+            .unwrap()
+            .0
+            .clone();
+        assert_ne!(first.stable_id(), second.stable_id(), "a new connection");
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_server_certificate_for_another_name_is_refused() {
+        let (tls, ca) = pki(&["carrier.example"]);
+        let (addr, task) = health_server(tls).await;
+        let client_tls = client_config(vec![ca.cert_der().clone()], None, Vec::new()).unwrap();
+        let error = CarrierConnector::new(&addr.to_string(), "127.0.0.1", client_tls)
+            .unwrap()
+            .open()
+            .await
+            .expect_err("the name does not match");
+        assert!(matches!(error, CarrierError::Handshake { .. }), "{error:?}");
+        task.abort();
+    }
+}
