@@ -94,6 +94,10 @@ struct RunArgs {
     /// Address the gRPC TLS port listens on.
     #[arg(long, env = "JUMPSTARTER_GRPC_LISTEN", default_value = "0.0.0.0:8082")]
     grpc_listen: SocketAddr,
+    /// UDP address serving the same gRPC API over QUIC, for hosts (edges) that reach the
+    /// service only over UDP; off unless given (usually the same port as `--grpc-listen`).
+    #[arg(long, env = "JUMPSTARTER_GRPC_QUIC_LISTEN")]
+    grpc_quic_listen: Option<SocketAddr>,
     /// Advertised controller endpoint `host:port` (written into Client/Exporter status and
     /// used as a SAN of the serving certificate).
     #[arg(
@@ -246,6 +250,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             keys: keys.clone(),
             tls_sans: args.tls_sans.clone(),
             listen: args.grpc_listen,
+            quic_listen: args.grpc_quic_listen,
         },
         &metrics,
         &readiness,
@@ -286,7 +291,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // The reconcile loop only returns at shutdown (or on a fatal election error).
     shutdown.cancel();
 
-    let grpc_result = grpc.await.context("gRPC server task")?;
+    let grpc_result = grpc.join().await;
     for task in http_tasks {
         task.await.context("HTTP server task")??;
     }

@@ -1,13 +1,16 @@
 //! The wiring of a controller process, shared by the Kubernetes-mode binary and the
 //! standalone one: metrics registration, the HTTP probe and metrics listeners, and the TLS
-//! gRPC server with `ControllerService` + `ClientService` + `LeaseCertificateService`. Each binary keeps its own store,
+//! gRPC server with `ControllerService` + `ClientService` + `LeaseCertificateService`, on
+//! TCP and optionally on UDP (gRPC over QUIC, for hosts that reach the service only over
+//! UDP; see `jumpstarter_tunnel::carrier`). Each binary keeps its own store,
 //! its key bootstrap and the way it runs the reconcile loop (with or without leader
 //! election).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use jumpstarter_certs::{Ca, ClientAuth, server_config};
+use jumpstarter_certs::{Ca, ClientAuth, TlsCredentials, server_config};
+use jumpstarter_tunnel::{CarrierError, CarrierServer};
 use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
@@ -59,6 +62,12 @@ pub enum RuntimeError {
     Tls(#[source] jumpstarter_certs::Error),
     #[error("load the CA that signs lease certificates")]
     LeaseCa(#[source] jumpstarter_certs::Error),
+    #[error("start the controller QUIC listener on UDP {addr}")]
+    Quic {
+        addr: SocketAddr,
+        #[source]
+        source: CarrierError,
+    },
 }
 
 /// Binds one HTTP listener per address given (`/healthz`, `/readyz`, `/metrics` on each)
@@ -98,27 +107,66 @@ pub struct GrpcServer<S> {
     /// `settings.grpc_endpoint`.
     pub tls_sans: Vec<String>,
     pub listen: SocketAddr,
+    /// UDP address for the same services over QUIC; `None` serves TCP only.
+    pub quic_listen: Option<SocketAddr>,
 }
 
-/// Mints the serving certificate, binds `listen` (marking `readiness` as bound) and serves
-/// both gRPC services until `shutdown`. When the server ends for any reason it cancels
-/// `shutdown`, so the whole process stops.
+/// The gRPC listener tasks: TCP, and QUIC when asked for.
+#[derive(Debug)]
+pub struct GrpcTasks {
+    pub tcp: ServerTask,
+    pub quic: Option<ServerTask>,
+}
+
+impl GrpcTasks {
+    /// Waits for both listeners; the first error wins.
+    pub async fn join(self) -> Result<(), ServerError> {
+        let tcp = self
+            .tcp
+            .await
+            .unwrap_or_else(|e| Err(ServerError::Task(e.to_string())));
+        let quic = match self.quic {
+            Some(task) => task
+                .await
+                .unwrap_or_else(|e| Err(ServerError::Task(e.to_string()))),
+            None => Ok(()),
+        };
+        tcp.and(quic)
+    }
+}
+
+/// Mints the serving certificate, binds `listen` (and `quic_listen`; then `readiness` is
+/// marked bound) and serves the gRPC services until `shutdown`. Both transports share one
+/// service context, so a Dial on one reaches a Listen on the other. When a server ends for
+/// any reason it cancels `shutdown`, so the whole process stops.
 pub async fn spawn_grpc<S: Store>(
     server: GrpcServer<S>,
     metrics: &ControllerMetrics,
     readiness: &Arc<Readiness>,
     shutdown: &CancellationToken,
-) -> Result<ServerTask, RuntimeError> {
+) -> Result<GrpcTasks, RuntimeError> {
     let GrpcServer {
         store,
         settings,
         keys,
-        tls_sans,
+        mut tls_sans,
         listen,
+        quic_listen,
     } = server;
+    // The QUIC listener presents the same certificate: it must name that address too.
+    if let Some(quic) = quic_listen
+        && quic.ip() != listen.ip()
+        && !quic.ip().is_unspecified()
+    {
+        tls_sans.push(quic.ip().to_string());
+    }
     let credentials = keys
         .controller_server_cert(&settings, &tls_sans, OffsetDateTime::now_utc())
         .map_err(RuntimeError::Certificate)?;
+    let quic_credentials = TlsCredentials {
+        chain: credentials.chain.clone(),
+        key: credentials.key.clone_key(),
+    };
     let tls = server_config(
         credentials,
         server::ALPN.iter().map(|p| p.to_vec()).collect(),
@@ -147,13 +195,38 @@ pub async fn spawn_grpc<S: Store>(
             addr: listen,
             source,
         })?;
+    let carrier = match quic_listen {
+        Some(addr) => {
+            let tls = server_config(quic_credentials, Vec::new(), ClientAuth::None)
+                .map_err(RuntimeError::Tls)?;
+            let carrier = CarrierServer::bind(addr, tls)
+                .map_err(|source| RuntimeError::Quic { addr, source })?;
+            Some((addr, carrier))
+        }
+        None => None,
+    };
     readiness.set_grpc_bound();
     let routes = server::grpc_routes(&services).await;
+    let quic = carrier.map(|(addr, carrier)| {
+        let (routes, shutdown) = (routes.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let result = carrier
+                .serve(routes, shutdown.clone().cancelled_owned())
+                .await
+                .map_err(|source| ServerError::Quic {
+                    addr: addr.to_string(),
+                    source,
+                });
+            shutdown.cancel();
+            result
+        })
+    });
     let shutdown = shutdown.clone();
-    Ok(tokio::spawn(async move {
+    let tcp = tokio::spawn(async move {
         let result = server::serve_grpc(listener, Arc::new(tls), routes, shutdown.clone()).await;
         // Whatever ended the server ends the process.
         shutdown.cancel();
         result
-    }))
+    });
+    Ok(GrpcTasks { tcp, quic })
 }

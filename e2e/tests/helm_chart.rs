@@ -43,6 +43,8 @@ fn option_sets() -> Vec<(&'static str, String)> {
         (
             "loadbalancer",
             r#"
+controller:
+  grpc: {quic: true}
 routers:
   replicas: 3
   exposure:
@@ -212,6 +214,16 @@ async fn lint_render_and_schema() {
                 );
             }
             "loadbalancer" => {
+                assert!(args.contains(&"--grpc-quic-listen=0.0.0.0:8082".to_owned()));
+                let controller_svc = find(&docs, "Service", &format!("{FULLNAME}-controller"));
+                assert!(
+                    controller_svc["spec"]["ports"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|p| p["protocol"] == "UDP" && p["port"] == 8082),
+                    "the controller Service carries gRPC over QUIC on UDP"
+                );
                 assert_eq!(routers.len(), 3);
                 assert!(
                     routers[0].ends_with(

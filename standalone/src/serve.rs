@@ -15,18 +15,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use jumpstarter_certs::{Ca, ClientAuth, TlsCredentials, server_config};
+use jumpstarter_certs::{ClientAuth, server_config};
 use jumpstarter_controller::admin::Admin;
 use jumpstarter_controller::keys;
 use jumpstarter_controller::reconcile;
 use jumpstarter_controller::runtime::{self, ControllerMetrics, GrpcServer};
-use jumpstarter_controller::server::{self as controller_server, Readiness};
-use jumpstarter_controller::service::{Services, TokenSigners};
+use jumpstarter_controller::server::Readiness;
 use jumpstarter_controller::settings::{self, RouterEntry, Settings};
-use jumpstarter_controller::store::Store;
 use jumpstarter_controller::store::embedded::EmbeddedStore;
 use jumpstarter_router::{QuicRouter, QuicRouterConfig, Router, RouterConfig};
-use jumpstarter_tunnel::CarrierServer;
 use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
@@ -180,18 +177,9 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         keys: keys.clone(),
         tls_sans: options.tls_sans.clone(),
         listen: options.grpc_listen,
+        quic_listen: options.controller_quic_listen,
     };
-    let (grpc, controller_quic_task) = match options.controller_quic_listen {
-        None => (
-            runtime::spawn_grpc(grpc_server, &metrics, &readiness, &shutdown).await?,
-            None,
-        ),
-        Some(quic) => {
-            let (grpc, quic) =
-                spawn_grpc_with_quic(grpc_server, quic, &metrics, &readiness, &shutdown).await?;
-            (grpc, Some(quic))
-        }
-    };
+    let grpc = runtime::spawn_grpc(grpc_server, &metrics, &readiness, &shutdown).await?;
     let router_listener = TcpListener::bind(options.router_listen)
         .await
         .with_context(|| format!("bind the router listener on {}", options.router_listen))?;
@@ -245,14 +233,11 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     // The reconcile loop only returns at shutdown (or on a fatal error).
     shutdown.cancel();
 
-    let grpc_result = grpc.await.context("gRPC server task")?;
+    let grpc_result = grpc.join().await;
     let router_result = router_task.await.context("router task")?;
     let admin_result = admin_task.await.context("admin socket task")?;
     if let Some(quic_task) = quic_task {
         quic_task.await.context("QUIC router task")?;
-    }
-    if let Some(task) = controller_quic_task {
-        task.await.context("controller QUIC task")??;
     }
     for task in http_tasks {
         task.await.context("HTTP server task")??;
@@ -302,84 +287,6 @@ fn print_banner(
         socket = dir.admin_socket().display(),
         http = options.http_listen,
     );
-}
-
-/// What [`runtime::spawn_grpc`] does, plus the same services (one [`Services`] context, so
-/// Dial on one transport reaches Listen on the other) with the same certificate as gRPC over
-/// QUIC on the UDP address `quic`.
-async fn spawn_grpc_with_quic<S: Store>(
-    server: GrpcServer<S>,
-    quic: SocketAddr,
-    metrics: &ControllerMetrics,
-    readiness: &Arc<Readiness>,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<(
-    runtime::ServerTask,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-)> {
-    let GrpcServer {
-        store,
-        settings,
-        keys,
-        mut tls_sans,
-        listen,
-    } = server;
-    // The QUIC listener presents the same certificate: it must name that host too.
-    if quic.ip() != listen.ip() {
-        tls_sans.push(advertised_addr(quic).ip().to_string());
-    }
-    let credentials = keys
-        .controller_server_cert(&settings, &tls_sans, OffsetDateTime::now_utc())
-        .context("mint the controller serving certificate")?;
-    let quic_credentials = TlsCredentials {
-        chain: credentials.chain.clone(),
-        key: credentials.key.clone_key(),
-    };
-    let alpn = controller_server::ALPN.iter().map(|p| p.to_vec()).collect();
-    let tls = server_config(credentials, alpn, ClientAuth::None)
-        .context("build the controller TLS configuration")?;
-    let quic_tls = server_config(quic_credentials, Vec::new(), ClientAuth::None)
-        .context("build the controller QUIC TLS configuration")?;
-    let lease_ca = Ca::from_pem(keys.ca.cert_pem(), &keys.ca.key_pem())
-        .context("load the CA that signs lease certificates")?;
-    let services = Services::new(
-        store,
-        settings,
-        TokenSigners {
-            issuer: keys.issuer.clone(),
-            router_key: keys.router_key.clone(),
-        },
-        metrics.auth.clone(),
-        metrics.service.clone(),
-        shutdown.clone(),
-    )
-    .with_lease_ca(Arc::new(lease_ca));
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("bind the gRPC listener on {listen}"))?;
-    let carrier = CarrierServer::bind(quic, quic_tls)
-        .with_context(|| format!("bind the controller QUIC listener on UDP {quic}"))?;
-    readiness.set_grpc_bound();
-    let routes = controller_server::grpc_routes(&services).await;
-    let quic_task = {
-        let (routes, shutdown) = (routes.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            let result = carrier
-                .serve(routes, shutdown.clone().cancelled_owned())
-                .await;
-            shutdown.cancel();
-            result.context("controller QUIC listener")
-        })
-    };
-    let shutdown = shutdown.clone();
-    let grpc_task = tokio::spawn(async move {
-        let result =
-            controller_server::serve_grpc(listener, Arc::new(tls), routes, shutdown.clone()).await;
-        // Whatever ended the server ends the process.
-        shutdown.cancel();
-        result
-    });
-    Ok((grpc_task, quic_task))
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

@@ -128,6 +128,13 @@ pub(crate) async fn ensure<S: Store>(
     if existing.is_some() {
         store.replace(&secret).await.map_err(write_error)?;
     } else {
+        // The pass read the holder a while ago; if it was deleted since (its own Secret
+        // with it), creating the Secret now would leave an orphan where nothing
+        // garbage-collects (the embedded store, an API server without a collector).
+        if !still_exists(store, holder).await? {
+            tracing::debug!(name = %holder.name, "holder deleted meanwhile; no credential written");
+            return Ok(false);
+        }
         store.create(&secret).await.map_err(write_error)?;
     }
     tracing::info!(
@@ -138,6 +145,27 @@ pub(crate) async fn ensure<S: Store>(
         "credential Secret written"
     );
     Ok(true)
+}
+
+/// Whether the holder still exists with the same UID.
+async fn still_exists<S: Store>(store: &S, holder: &Holder) -> Result<bool, ReconcileError> {
+    let read_error = |source| ReconcileError::Read {
+        namespace: holder.namespace.clone(),
+        source,
+    };
+    let uid = match holder.kind {
+        ObjectKind::Client => store
+            .get::<crate::crd::Client>(&holder.namespace, &holder.name)
+            .await
+            .map_err(read_error)?
+            .and_then(|object| object.metadata.uid),
+        ObjectKind::Exporter => store
+            .get::<crate::crd::Exporter>(&holder.namespace, &holder.name)
+            .await
+            .map_err(read_error)?
+            .and_then(|object| object.metadata.uid),
+    };
+    Ok(uid.as_deref() == Some(holder.uid.as_str()))
 }
 
 fn token_is_valid(

@@ -55,6 +55,14 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("gRPC over QUIC on UDP {addr} failed: {source}")]
+    Quic {
+        addr: String,
+        #[source]
+        source: jumpstarter_tunnel::CarrierError,
+    },
+    #[error("a server task failed: {0}")]
+    Task(String),
 }
 
 /// Readiness of the process: keys loaded and the gRPC port bound.
