@@ -1,11 +1,14 @@
 //! The data plane under impaired networks and migration, bounded in time.
 //!
-//! - **Loss and delay.** The kernels this runs on are built without `sch_netem` (and
-//!   without tc actions), so the impairment is an in-test relay on loopback between the
-//!   peers and the router: every UDP datagram waits 25 ms in each direction (50 ms round
-//!   trip per hop) and 1% of them are dropped (a seeded random choice), for QUIC. For h2 the
-//!   relay delays the TCP byte stream by 25 ms each way; TCP segments cannot be dropped from
-//!   user space without corrupting the stream, so h2 sees the delay but not the loss.
+//! - **Loss and delay.** Each impaired test runs in a network namespace it creates (and
+//!   removes): router, peers and a delay relay all bind their sockets inside it. **Loss** is
+//!   the kernel's: an nftables rule in the namespace drops 1% of the packets, at random,
+//!   between the peers and the relay (UDP for QUIC, TCP segments for h2, both directions),
+//!   with a counter the test reads to show packets really were dropped. **Delay** is the
+//!   relay's, because the kernels this runs on are built without `sch_netem`: it holds every
+//!   UDP datagram, or every chunk of the TCP byte stream, for 25 ms each way (50 ms round
+//!   trip between a peer and the router). Needs root, iproute2 and nftables; without them the
+//!   test fails saying so.
 //! - **Migration.** A client moves its QUIC connection to another local address and port in
 //!   the middle of a transfer.
 
@@ -53,14 +56,6 @@ mod relay {
     use tokio::sync::{Mutex, mpsc};
     use tokio::time::Instant;
 
-    /// Delay and loss of the relay.
-    #[derive(Debug, Clone, Copy)]
-    pub(crate) struct Impairment {
-        pub(crate) delay: Duration,
-        /// Datagrams dropped, per million.
-        pub(crate) loss_ppm: u32,
-    }
-
     /// Datagrams waiting in a delay queue: when queued, bytes, destination.
     type Queue = mpsc::UnboundedSender<(Instant, Vec<u8>, SocketAddr)>;
 
@@ -76,26 +71,13 @@ mod relay {
         tx
     }
 
-    /// xorshift: loss decisions that repeat from run to run.
-    struct Dice(u64);
-
-    impl Dice {
-        fn drop(&mut self, loss_ppm: u32) -> bool {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % 1_000_000 < u64::from(loss_ppm)
-        }
-    }
-
     /// Relays UDP datagrams between peers and `target`; returns the address peers use.
-    pub(crate) async fn udp(target: SocketAddr, impairment: Impairment) -> SocketAddr {
+    pub(crate) async fn udp(target: SocketAddr, delay: Duration) -> SocketAddr {
         let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind relay"));
         let addr = front.local_addr().expect("relay addr");
-        let to_peers = delayed_sender(front.clone(), impairment.delay);
+        let to_peers = delayed_sender(front.clone(), delay);
         let upstreams: Arc<Mutex<HashMap<SocketAddr, Queue>>> = Arc::default();
         tokio::spawn(async move {
-            let mut dice = Dice(0x2545_F491_4F6C_DD1D);
             let mut buf = vec![0u8; 65_536];
             loop {
                 let Ok((len, peer)) = front.recv_from(&mut buf).await else {
@@ -110,19 +92,14 @@ mod relay {
                     let back = socket.clone();
                     let to_peers = to_peers.clone();
                     tokio::spawn(async move {
-                        let mut dice = Dice(0x9E37_79B9_7F4A_7C15 ^ u64::from(peer.port()));
                         let mut buf = vec![0u8; 65_536];
                         while let Ok((len, _)) = back.recv_from(&mut buf).await {
-                            if !dice.drop(impairment.loss_ppm) {
-                                let _ = to_peers.send((Instant::now(), buf[..len].to_vec(), peer));
-                            }
+                            let _ = to_peers.send((Instant::now(), buf[..len].to_vec(), peer));
                         }
                     });
-                    delayed_sender(socket, impairment.delay)
+                    delayed_sender(socket, delay)
                 });
-                if !dice.drop(impairment.loss_ppm) {
-                    let _ = to_router.send((Instant::now(), buf[..len].to_vec(), target));
-                }
+                let _ = to_router.send((Instant::now(), buf[..len].to_vec(), target));
             }
         });
         addr
@@ -191,7 +168,7 @@ impl Drop for Lab {
     }
 }
 
-async fn lab(impairment: Option<relay::Impairment>) -> Lab {
+async fn lab(delay: Option<Duration>) -> Lab {
     let now = OffsetDateTime::now_utc();
     let ca = Ca::generate("impairment test CA", now, time::Duration::days(1)).expect("CA");
     let server = ca
@@ -226,9 +203,9 @@ async fn lab(impairment: Option<relay::Impairment>) -> Lab {
         .expect("bind h2");
     let mut h2_addr = listener.local_addr().expect("h2 addr");
     let mut quic_addr = quic.local_addr().expect("quic addr");
-    if let Some(impairment) = impairment {
-        quic_addr = relay::udp(quic_addr, impairment).await;
-        h2_addr = relay::tcp(h2_addr, impairment.delay).await;
+    if let Some(delay) = delay {
+        quic_addr = relay::udp(quic_addr, delay).await;
+        h2_addr = relay::tcp(h2_addr, delay).await;
     }
     let stop = CancellationToken::new();
     tokio::spawn(router.serve(listener, stop.clone().cancelled_owned()));
@@ -445,21 +422,160 @@ fn report(what: &str, seconds: f64) {
     eprintln!("{what}: 16 MiB in {seconds:.2} s ({mbit:.1} Mbit/s)");
 }
 
-const IMPAIRED: relay::Impairment = relay::Impairment {
-    delay: Duration::from_millis(25),
-    loss_ppm: 10_000,
-};
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quic_moves_16_mib_at_1_percent_loss_and_50_ms_rtt() {
-    let lab = lab(Some(IMPAIRED)).await;
-    report("QUIC, 1% loss, 50 ms RTT", quic_transfer(&lab).await);
+/// A network namespace for one test, removed on drop.
+struct Netns {
+    name: String,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2_moves_16_mib_at_50_ms_rtt() {
-    let lab = lab(Some(IMPAIRED)).await;
-    report("h2, 50 ms RTT", h2_transfer(&lab).await);
+fn run(program: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program} (iproute2 and nftables are required): {e}")
+        });
+    assert!(
+        output.status.success(),
+        "`{program} {}` failed (network namespaces need root): {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+impl Netns {
+    fn create(tag: &str) -> Netns {
+        let name = format!("jsr-{tag}-{}", std::process::id());
+        // Left over by a killed earlier run with the same pid: replace it.
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &name])
+            .output();
+        run("ip", &["netns", "add", &name]);
+        let netns = Netns { name };
+        run("ip", &["-n", &netns.name, "link", "set", "lo", "up"]);
+        netns.nft(&["add", "table", "inet", "impair"]);
+        netns.nft(&[
+            "add",
+            "chain",
+            "inet",
+            "impair",
+            "out",
+            "{ type filter hook output priority 0; }",
+        ]);
+        netns
+    }
+
+    fn nft(&self, args: &[&str]) -> String {
+        let mut all = vec!["netns", "exec", &self.name, "nft"];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    }
+
+    /// Drops `percent`% of the packets from and to local port `port` of `protocol`.
+    fn drop_randomly(&self, protocol: &str, port: u16, percent: u32) {
+        for direction in ["dport", "sport"] {
+            self.nft(&[
+                "add",
+                "rule",
+                "inet",
+                "impair",
+                "out",
+                protocol,
+                direction,
+                &port.to_string(),
+                "numgen",
+                "random",
+                "mod",
+                "100",
+                "<",
+                &percent.to_string(),
+                "counter",
+                "drop",
+            ]);
+        }
+    }
+
+    /// Packets the drop rules dropped so far.
+    fn dropped(&self) -> u64 {
+        self.nft(&["list", "table", "inet", "impair"])
+            .lines()
+            .filter_map(|line| {
+                let after = line.split("counter packets ").nth(1)?;
+                after.split_whitespace().next()?.parse::<u64>().ok()
+            })
+            .sum()
+    }
+
+    /// Runs `body` on a runtime whose threads, and so every socket, live in the namespace.
+    fn run<T: Send>(&self, body: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let file = std::fs::File::open(&path).expect("open the namespace");
+                    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .expect("enter the network namespace");
+                    body()
+                })
+                .join()
+                .expect("namespace thread")
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// 25 ms each way between a peer and the router: 50 ms round trip.
+const DELAY: Duration = Duration::from_millis(25);
+
+#[test]
+fn quic_moves_16_mib_at_1_percent_loss_and_50_ms_rtt() {
+    let netns = Netns::create("quic");
+    let seconds = netns.run(|| {
+        runtime().block_on(async {
+            let lab = lab(Some(DELAY)).await;
+            netns.drop_randomly("udp", lab.quic_addr.port(), 1);
+            quic_transfer(&lab).await
+        })
+    });
+    let dropped = netns.dropped();
+    report(
+        &format!("QUIC, 1% loss ({dropped} packets dropped), 50 ms RTT"),
+        seconds,
+    );
+    assert!(dropped > 0, "the kernel dropped packets");
+}
+
+#[test]
+fn h2_moves_16_mib_at_1_percent_loss_and_50_ms_rtt() {
+    let netns = Netns::create("h2");
+    let seconds = netns.run(|| {
+        runtime().block_on(async {
+            let lab = lab(Some(DELAY)).await;
+            netns.drop_randomly("tcp", lab.h2_addr.port(), 1);
+            h2_transfer(&lab).await
+        })
+    });
+    let dropped = netns.dropped();
+    report(
+        &format!("h2, 1% loss ({dropped} packets dropped), 50 ms RTT"),
+        seconds,
+    );
+    assert!(dropped > 0, "the kernel dropped packets");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
