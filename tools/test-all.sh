@@ -27,6 +27,15 @@ for tool in cargo go python3 openssl curl flock; do
   command -v "$tool" >/dev/null || { echo "FATAL: '$tool' is required but not installed" >&2; exit 1; }
 done
 
+# The edge's network-namespace tests (root, `ip`, `nft`) drop TCP with nftables.
+if ! command -v nft >/dev/null; then
+  say "installing nftables (for the network-namespace tests)"
+  if [ "$(id -u)" != 0 ] || ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables; }; then
+    echo "FATAL: 'nft' is required (the network-namespace tests run as root with nftables); install the 'nftables' package" >&2
+    exit 1
+  fi
+fi
+
 say "building Kubernetes test binaries (cached)"
 bin_dir="$(tools/k8s-testenv/build-bins.sh | tail -n 1)"
 export K8S_BIN_DIR="$bin_dir"

@@ -6,9 +6,11 @@
 //! the test with the command that provides it.
 //!
 //! Map: [`Lab`] (one namespace with a controller and a router), [`Proc`] (a child
-//! process killed on drop), [`venv`], [`bin_path`].
+//! process killed on drop), [`venv`], [`bin_path`], [`netns`] (a network namespace that no
+//! TCP can leave, for proving traffic went over QUIC).
 
 pub mod chart;
+pub mod netns;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -225,6 +227,69 @@ impl Lab {
         lab.start_controller().await?;
         lab.start_router().await?;
         Ok(lab)
+    }
+
+    /// A standalone lab whose service listens for controller gRPC and router traffic on
+    /// `host` (TCP, and their QUIC twins on UDP at the same port numbers) instead of
+    /// loopback, and advertises `host`; `/metrics` stays on 127.0.0.1. It starts no
+    /// Kubernetes API server.
+    pub async fn start_standalone_on(
+        prefix: &str,
+        host: std::net::IpAddr,
+        serve_args: &[&str],
+    ) -> anyhow::Result<Lab> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("e2e-{prefix}-"))
+            .tempdir()?;
+        let grpc_port = free_port();
+        let router_port = free_port();
+        let mut args = vec![
+            "--grpc-listen".to_owned(),
+            std::net::SocketAddr::new(host, grpc_port).to_string(),
+            "--router-listen".to_owned(),
+            std::net::SocketAddr::new(host, router_port).to_string(),
+        ];
+        args.extend(serve_args.iter().map(|a| (*a).to_owned()));
+        let mut lab = Lab {
+            mode: Mode::Standalone,
+            namespace: "default".to_owned(),
+            dir,
+            controller: None,
+            router: None,
+            grpc_port,
+            router_port,
+            probe_port: free_port(),
+            kubeconfig: PathBuf::new(),
+            exporters: BTreeMap::new(),
+            serve_args: args,
+        };
+        lab.start_serve_as_given().await?;
+        Ok(lab)
+    }
+
+    /// (Re)starts `jumpstarter serve` of a [`Lab::start_standalone_on`] lab: its data
+    /// directory, `/metrics` on 127.0.0.1, and `serve_args` (which name the listeners).
+    pub async fn start_serve_as_given(&mut self) -> anyhow::Result<()> {
+        let mut cmd = Command::new(bin_path("jumpstarter"));
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--http-listen")
+            .arg(format!("127.0.0.1:{}", self.probe_port))
+            .args(&self.serve_args)
+            .env("RUST_LOG", "info");
+        let n = std::fs::read_dir(self.dir.path())
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let proc = Proc::spawn(
+            "jumpstarter serve",
+            cmd,
+            self.path(&format!("serve-{n}.log")),
+        )?;
+        self.controller = Some(proc);
+        let url = format!("http://127.0.0.1:{}/readyz", self.probe_port);
+        let service = self.controller.as_mut().expect("just set");
+        wait_http_ok(&url, Duration::from_secs(60), service).await
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
