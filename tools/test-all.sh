@@ -27,11 +27,14 @@ for tool in cargo go python3 openssl curl flock; do
   command -v "$tool" >/dev/null || { echo "FATAL: '$tool' is required but not installed" >&2; exit 1; }
 done
 
-# The edge's network-namespace tests (root, `ip`, `nft`) drop TCP with nftables.
-if ! command -v nft >/dev/null; then
-  say "installing nftables (for the network-namespace tests)"
-  if [ "$(id -u)" != 0 ] || ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables; }; then
-    echo "FATAL: 'nft' is required (the network-namespace tests run as root with nftables); install the 'nftables' package" >&2
+# The network-namespace tests (edge suite, impairment) run as root with `ip` and `nft`.
+missing=""
+command -v nft >/dev/null || missing="$missing nftables"
+command -v ip >/dev/null || missing="$missing iproute2"
+if [ -n "$missing" ]; then
+  say "installing$missing (for the network-namespace tests)"
+  if [ "$(id -u)" != 0 ] || ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing; }; then
+    echo "FATAL: the network-namespace tests need root and the packages:$missing" >&2
     exit 1
   fi
 fi
