@@ -12,35 +12,21 @@
 //! - **Migration.** A client moves its QUIC connection to another local address and port in
 //!   the middle of a transfer.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+mod support;
+
 use std::time::{Duration, Instant};
 
-use jumpstarter_certs::{
-    Ca, ClientAuth, LeaseCertPolicy, LeaseIdentity, Role, ServerCertParams, TlsCredentials,
-    client_config, generate_csr, server_config,
-};
+use jumpstarter_certs::Role;
 use jumpstarter_proto::jumpstarter::v1::router_service_client::RouterServiceClient;
 use jumpstarter_proto::jumpstarter::v1::{FrameType, StreamRequest, StreamResponse};
-use jumpstarter_router::{QuicRouter, QuicRouterConfig, Router, RouterConfig};
-use jumpstarter_token::SigningKey;
-use jumpstarter_token::router::{StreamGrant, mint};
-use jumpstarter_tunnel::{ALPN, Connection, QuicPeer};
-use prometheus_client::registry::Registry;
-use quinn::{RecvStream, SendStream};
-use rustls_pki_types::PrivateKeyDer;
-use rustls_pki_types::pem::PemObject;
 use sha2::{Digest, Sha256};
-use time::OffsetDateTime;
+use support::lab::{BLOCK, LEASE, Lab, block, quic_receive, quic_send};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Streaming};
 
-const HOST: &str = "router.test";
-const BLOCK: usize = 64 * 1024;
 const MIB_16: u64 = 16 * 1024 * 1024;
 const TRANSFER_LIMIT: Duration = Duration::from_secs(300);
 
@@ -151,186 +137,20 @@ mod relay {
     }
 }
 
-/// Router (h2 + QUIC, pairing shared) and credentials; the addresses peers use are the
-/// impairment relay's when there is one.
-struct Lab {
-    h2_addr: SocketAddr,
-    quic_addr: SocketAddr,
-    ca: Ca,
-    token_key: SigningKey,
-    _registry: Arc<Mutex<Registry>>,
-    stop: CancellationToken,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
+/// The shared router fixture; with a `delay`, peers reach it through the delay relays.
 async fn lab(delay: Option<Duration>) -> Lab {
-    let now = OffsetDateTime::now_utc();
-    let ca = Ca::generate("impairment test CA", now, time::Duration::days(1)).expect("CA");
-    let server = ca
-        .issue_server_cert(
-            &ServerCertParams {
-                dns_names: vec![HOST.to_owned()],
-                ip_addresses: vec!["127.0.0.1".parse().expect("ip")],
-                validity: time::Duration::days(1),
-            },
-            now,
-        )
-        .expect("server cert");
-    let token_key = SigningKey::generate().expect("token key");
-    let tls =
-        server_config(server.credentials(), vec![b"h2".to_vec()], ClientAuth::None).expect("tls");
-    let mut registry = Registry::default();
-    let router = Router::new(
-        RouterConfig::new(tls, vec![token_key.verifying_key().clone()]),
-        &mut registry,
-    );
-    let quic_config =
-        QuicRouterConfig::new(server.credentials(), vec![ca.cert_der().clone()]).expect("quic");
-    let mut quic = QuicRouter::bind(
-        quic_config,
-        "127.0.0.1:0".parse().expect("addr"),
-        &mut registry,
-    )
-    .expect("bind quic");
-    quic.pair_with_h2(&router);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind h2");
-    let mut h2_addr = listener.local_addr().expect("h2 addr");
-    let mut quic_addr = quic.local_addr().expect("quic addr");
+    let mut lab = support::lab::lab(|_| {}).await;
     if let Some(delay) = delay {
-        quic_addr = relay::udp(quic_addr, delay).await;
-        h2_addr = relay::tcp(h2_addr, delay).await;
+        lab.quic_addr = relay::udp(lab.quic_addr, delay).await;
+        lab.h2_addr = relay::tcp(lab.h2_addr, delay).await;
     }
-    let stop = CancellationToken::new();
-    tokio::spawn(router.serve(listener, stop.clone().cancelled_owned()));
-    tokio::spawn(quic.serve(stop.clone().cancelled_owned()));
-    Lab {
-        h2_addr,
-        quic_addr,
-        ca,
-        token_key,
-        _registry: Arc::new(Mutex::new(registry)),
-        stop,
-    }
-}
-
-impl Lab {
-    fn credentials(&self, role: Role) -> TlsCredentials {
-        let now = OffsetDateTime::now_utc();
-        let request = generate_csr("peer").expect("csr");
-        let identity = LeaseIdentity {
-            namespace: "lab".to_owned(),
-            lease_name: "lease-1".to_owned(),
-            lease_uid: "5f0a7c0e-0d7e-4d43-a5b5-0c9a9f3b1d11".to_owned(),
-            role,
-            holder: "peer".to_owned(),
-        };
-        let policy = LeaseCertPolicy {
-            lease_end: now + time::Duration::hours(1),
-            max_validity: time::Duration::hours(1),
-            backdate: time::Duration::ZERO,
-        };
-        let issued = self
-            .ca
-            .sign_lease_csr(&request.csr_der, &identity, &policy, now)
-            .expect("lease cert");
-        TlsCredentials {
-            chain: issued.chain_der,
-            key: PrivateKeyDer::from_pem_slice(request.key_pem.as_bytes()).expect("key"),
-        }
-    }
-
-    async fn quic_peer(&self, role: Role) -> Connection {
-        let tls = client_config(
-            vec![self.ca.cert_der().clone()],
-            Some(self.credentials(role)),
-            vec![ALPN.to_vec()],
-        )
-        .expect("tls");
-        timeout(
-            Duration::from_secs(60),
-            QuicPeer::connect_with_tls(self.quic_addr, HOST, tls),
-        )
-        .await
-        .expect("connect in time")
-        .expect("connect")
-    }
-
-    async fn h2_client(&self) -> RouterServiceClient<Channel> {
-        let channel = Endpoint::from_shared(format!("https://{}", self.h2_addr))
-            .expect("endpoint")
-            .tls_config(
-                ClientTlsConfig::new()
-                    .ca_certificate(Certificate::from_pem(self.ca.cert_pem()))
-                    .domain_name(HOST),
-            )
-            .expect("tls")
-            .connect()
-            .await
-            .expect("connect h2");
-        RouterServiceClient::new(channel)
-    }
-
-    fn token(&self, stream_id: &str) -> String {
-        let grant = StreamGrant {
-            stream_id: stream_id.to_owned(),
-            token_id: format!("jti-{stream_id}"),
-            lease: "lab/lease-1".to_owned(),
-        };
-        mint(
-            &self.token_key,
-            &grant,
-            time::Duration::minutes(10),
-            OffsetDateTime::now_utc(),
-        )
-        .expect("mint")
-    }
-}
-
-fn block(seed: u64, index: u64) -> Vec<u8> {
-    let mut out = vec![0u8; BLOCK];
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    for chunk in out.chunks_mut(8) {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
-    }
-    out[..8].copy_from_slice(&index.to_le_bytes());
-    out
-}
-
-async fn quic_send(mut send: SendStream, seed: u64, bytes: u64) -> Vec<u8> {
-    let mut digest = Sha256::new();
-    for index in 0..bytes / BLOCK as u64 {
-        let data = block(seed, index);
-        digest.update(&data);
-        send.write_all(&data).await.expect("quic write");
-    }
-    send.finish().expect("finish");
-    digest.finalize().to_vec()
-}
-
-async fn quic_receive(mut recv: RecvStream) -> (Vec<u8>, u64) {
-    let mut digest = Sha256::new();
-    let mut len = 0u64;
-    while let Some(chunk) = recv.read_chunk(BLOCK, true).await.expect("quic read") {
-        len += chunk.bytes.len() as u64;
-        digest.update(&chunk.bytes);
-    }
-    (digest.finalize().to_vec(), len)
+    lab
 }
 
 /// 16 MiB from client to exporter over QUIC; returns the seconds it took.
 async fn quic_transfer(lab: &Lab) -> f64 {
-    let client = lab.quic_peer(Role::Client).await;
-    let exporter = lab.quic_peer(Role::Exporter).await;
+    let client = lab.peer(Role::Client).await;
+    let exporter = lab.peer(Role::Exporter).await;
     let started = Instant::now();
     let (send, _c_recv) = client.open_session("bulk").await.expect("client session");
     let (_e_send, recv) = exporter
@@ -338,7 +158,10 @@ async fn quic_transfer(lab: &Lab) -> f64 {
         .await
         .expect("exporter session");
     let (sent, (got, len)) = timeout(TRANSFER_LIMIT, async {
-        tokio::join!(quic_send(send, 1, MIB_16), quic_receive(recv))
+        tokio::join!(
+            quic_send(send, 1, MIB_16 / BLOCK as u64),
+            quic_receive(recv)
+        )
     })
     .await
     .expect("the QUIC transfer completes");
@@ -367,7 +190,7 @@ async fn open_h2(
 
 /// 16 MiB from one h2 stream to the other; returns the seconds it took.
 async fn h2_transfer(lab: &Lab) -> f64 {
-    let token = lab.token("bulk-h2");
+    let token = lab.token("bulk-h2", LEASE, time::Duration::minutes(10));
     let mut a = lab.h2_client().await;
     let mut b = lab.h2_client().await;
     let started = Instant::now();
@@ -581,8 +404,8 @@ fn h2_moves_16_mib_at_1_percent_loss_and_50_ms_rtt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_changes_address_and_port_mid_transfer_completes_intact() {
     let lab = lab(None).await;
-    let client = lab.quic_peer(Role::Client).await;
-    let exporter = lab.quic_peer(Role::Exporter).await;
+    let client = lab.peer(Role::Client).await;
+    let exporter = lab.peer(Role::Exporter).await;
     let (send, _c_recv) = client.open_session("moving").await.expect("client session");
     let (_e_send, recv) = exporter
         .open_session("moving")

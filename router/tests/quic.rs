@@ -2,6 +2,8 @@
 //! splicing of session streams, half-close, independent flow control per session,
 //! admission refusals and per-stream header errors. Every wait is bounded.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,10 +14,11 @@ use jumpstarter_certs::{
 use jumpstarter_router::{QuicRouter, QuicRouterConfig};
 use jumpstarter_tunnel::{ALPN, Connection, QuicPeer, code};
 use prometheus_client::registry::Registry;
-use quinn::{ReadError, RecvStream, SendStream};
+
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use sha2::{Digest, Sha256};
+
+use support::lab::{quic_receive as receive_all, quic_send as send_blocks, read_reset_code};
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use tokio::time::timeout;
@@ -137,49 +140,6 @@ async fn assert_refused(attempt: Result<Connection, jumpstarter_tunnel::ConnectE
         .await
         .expect("bounded");
     assert!(opened.is_err());
-}
-
-/// Sends `blocks` blocks of deterministic pseudo-random bytes, numbered so that loss,
-/// duplication or reordering shows in the digest; finishes; returns the digest.
-async fn send_blocks(mut send: SendStream, seed: u64, blocks: u64) -> Vec<u8> {
-    let mut block = vec![0u8; BLOCK];
-    let mut state = seed | 1;
-    for chunk in block.chunks_mut(8) {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
-    }
-    let mut digest = Sha256::new();
-    for index in 0..blocks {
-        block[..8].copy_from_slice(&index.to_le_bytes());
-        digest.update(&block);
-        send.write_all(&block).await.expect("write");
-    }
-    send.finish().expect("finish");
-    digest.finalize().to_vec()
-}
-
-/// Reads to the end; returns the digest and the length.
-async fn receive_all(mut recv: RecvStream) -> (Vec<u8>, u64) {
-    let mut digest = Sha256::new();
-    let mut len = 0u64;
-    while let Some(chunk) = recv.read_chunk(BLOCK, true).await.expect("read") {
-        len += chunk.bytes.len() as u64;
-        digest.update(&chunk.bytes);
-    }
-    (digest.finalize().to_vec(), len)
-}
-
-async fn read_reset_code(recv: &mut RecvStream) -> u64 {
-    let mut buf = [0u8; 16];
-    match timeout(WAIT, recv.read(&mut buf))
-        .await
-        .expect("reset in time")
-    {
-        Err(ReadError::Reset(code)) => code.into_inner(),
-        other => panic!("expected a reset, got {other:?}"),
-    }
 }
 
 #[tokio::test]
