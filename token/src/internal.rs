@@ -185,10 +185,102 @@ impl Verifier {
     }
 }
 
+/// A [`Verifier`] that remembers the claims of tokens whose signature it checked, so a token
+/// presented again (each call of a client, each reconcile pass over a credential) costs a
+/// lookup instead of an ECDSA verification. Expiry is checked against `now` on every use;
+/// only tokens that verified are remembered; when `capacity` tokens are remembered, it
+/// forgets them all and starts over.
+#[derive(Debug)]
+pub struct CachedVerifier {
+    verifier: Verifier,
+    capacity: usize,
+    seen: std::sync::Mutex<std::collections::HashMap<String, Claims>>,
+}
+
+impl CachedVerifier {
+    /// Remembers at most `capacity` tokens.
+    pub fn new(verifier: Verifier, capacity: usize) -> CachedVerifier {
+        CachedVerifier {
+            verifier,
+            capacity: capacity.max(1),
+            seen: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Like [`Verifier::verify`].
+    pub fn verify(&self, token: &str, now: OffsetDateTime) -> Result<Claims, TokenError> {
+        let remembered = self.lock().get(token).cloned();
+        if let Some(claims) = remembered {
+            let now_s = now.unix_timestamp();
+            if now_s >= claims.exp {
+                return Err(TokenError::Expired {
+                    exp: claims.exp,
+                    now: now_s,
+                });
+            }
+            return Ok(claims);
+        }
+        let claims = self.verifier.verify(token, now)?;
+        let mut seen = self.lock();
+        if seen.len() >= self.capacity {
+            seen.clear();
+        }
+        seen.insert(token.to_owned(), claims.clone());
+        Ok(claims)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Claims>> {
+        // The map holds only verified claims; a panic elsewhere cannot make one wrong.
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn cached_verification_still_checks_expiry_and_refuses_forgeries() {
+        let issuer = issuer();
+        let cached = CachedVerifier::new(issuer.verifier(), 2);
+        let now = datetime!(2026-01-01 0:00 UTC);
+        let subject = Subject {
+            kind: ObjectKind::Client,
+            namespace: "lab".into(),
+            name: "alice".into(),
+            uid: "u1".into(),
+        };
+        let (token, _) = issuer.issue(&subject, now).expect("issue");
+        assert!(cached.verify(&token, now).is_ok());
+        assert!(cached.verify(&token, now).is_ok(), "from the cache");
+        let later = now + Duration::days(366);
+        assert!(matches!(
+            cached.verify(&token, later),
+            Err(TokenError::Expired { .. })
+        ));
+        let other = Issuer {
+            key: SigningKey::generate().expect("key"),
+            ..issuer
+        };
+        let (forged, _) = other.issue(&subject, now).expect("issue");
+        assert!(cached.verify(&forged, now).is_err(), "another key");
+        assert!(cached.verify(&forged, now).is_err(), "and again");
+        // Past capacity it starts over and still verifies.
+        for name in ["bob", "carol", "dave"] {
+            let (t, _) = other
+                .issue(
+                    &Subject {
+                        name: name.into(),
+                        ..subject.clone()
+                    },
+                    now,
+                )
+                .expect("issue");
+            assert!(cached.verify(&t, now).is_err());
+        }
+        assert!(cached.verify(&token, now).is_ok());
+    }
 
     fn issuer() -> Issuer {
         Issuer {

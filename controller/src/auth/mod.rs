@@ -23,7 +23,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
 use jumpstarter_token::TokenError;
-use jumpstarter_token::internal::{ObjectKind, Subject, Verifier};
+use jumpstarter_token::internal::{CachedVerifier, ObjectKind, Subject, Verifier};
 
 use crate::crd::{Client, Exporter};
 use crate::store::{Object, Store, StoreError};
@@ -386,15 +386,20 @@ impl AuthMetrics {
 #[derive(Debug)]
 pub struct Authenticator<S> {
     store: S,
-    verifier: Verifier,
+    /// Clients call often with the same token (a `jmp shell` polls its lease): after the
+    /// first call, checking it is a lookup.
+    verifier: CachedVerifier,
     metrics: std::sync::Arc<AuthMetrics>,
 }
+
+/// Tokens whose verified claims an [`Authenticator`] remembers.
+const VERIFIED_TOKENS: usize = 16_384;
 
 impl<S: Store> Authenticator<S> {
     pub fn new(store: S, verifier: Verifier, metrics: std::sync::Arc<AuthMetrics>) -> Self {
         Authenticator {
             store,
-            verifier,
+            verifier: CachedVerifier::new(verifier, VERIFIED_TOKENS),
             metrics,
         }
     }

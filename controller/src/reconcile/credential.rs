@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use jumpstarter_token::internal::{Issuer, ObjectKind, Subject};
+use jumpstarter_token::internal::{CachedVerifier, Issuer, ObjectKind, Subject};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -71,11 +71,12 @@ pub(crate) async fn ensure<S: Store>(
     holder: &Holder,
     existing: Option<&Secret>,
     issuer: &Issuer,
+    verifier: &CachedVerifier,
     now: OffsetDateTime,
 ) -> Result<bool, ReconcileError> {
     let subject = holder.subject();
     let owner = holder.owner_reference();
-    let valid = existing.is_some_and(|secret| token_is_valid(secret, issuer, &subject, now));
+    let valid = existing.is_some_and(|secret| token_is_valid(secret, verifier, &subject, now));
     let owned = existing.is_some_and(|secret| {
         secret
             .metadata
@@ -170,7 +171,7 @@ async fn still_exists<S: Store>(store: &S, holder: &Holder) -> Result<bool, Reco
 
 fn token_is_valid(
     secret: &Secret,
-    issuer: &Issuer,
+    verifier: &CachedVerifier,
     subject: &Subject,
     now: OffsetDateTime,
 ) -> bool {
@@ -180,8 +181,7 @@ fn token_is_valid(
     let Ok(token) = std::str::from_utf8(&bytes.0) else {
         return false;
     };
-    issuer
-        .verifier()
+    verifier
         .verify(token.trim(), now)
         .is_ok_and(|claims| claims.sub == subject.to_string())
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use jumpstarter_token::internal::ObjectKind;
+use jumpstarter_token::internal::{CachedVerifier, ObjectKind};
 use k8s_openapi::api::core::v1::LocalObjectReference;
 use kube::ResourceExt;
 use time::OffsetDateTime;
@@ -21,6 +21,10 @@ use crate::keys::Keys;
 use crate::scheduler;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
+
+/// Credential tokens whose verification a [`Reconciler`] remembers (one per Client and
+/// Exporter; re-signed tokens replace old ones when it starts over).
+const VERIFIED_CREDENTIALS: usize = 65_536;
 
 /// What a pass asks of the loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,6 +44,8 @@ pub struct Reconciler<S> {
     keys: Arc<Keys>,
     settings: Arc<Settings>,
     metrics: Arc<ReconcileMetrics>,
+    /// Every pass checks every credential token; after the first, a check is a lookup.
+    credentials: Arc<CachedVerifier>,
 }
 
 impl<S: Store> Reconciler<S> {
@@ -49,11 +55,16 @@ impl<S: Store> Reconciler<S> {
         settings: Arc<Settings>,
         metrics: Arc<ReconcileMetrics>,
     ) -> Self {
+        let credentials = Arc::new(CachedVerifier::new(
+            keys.issuer.verifier(),
+            VERIFIED_CREDENTIALS,
+        ));
         Reconciler {
             store,
             keys,
             settings,
             metrics,
+            credentials,
         }
     }
 
@@ -224,7 +235,16 @@ impl<S: Store> Reconciler<S> {
         now: OffsetDateTime,
     ) -> Result<CredentialState, ReconcileError> {
         let existing = view.secrets.get(&holder.secret_name());
-        match credential::ensure(&self.store, holder, existing, &self.keys.issuer, now).await {
+        match credential::ensure(
+            &self.store,
+            holder,
+            existing,
+            &self.keys.issuer,
+            &self.credentials,
+            now,
+        )
+        .await
+        {
             Ok(wrote) => {
                 if wrote {
                     self.metrics.writes.inc();
