@@ -269,6 +269,12 @@ fn from_json<K: Object>(value: Value) -> Result<K, StoreError> {
         .map_err(|e| StoreError::Other(format!("stored {} does not decode: {e}", K::kind(&()))))
 }
 
+/// Decodes stored bytes straight into `K` (no intermediate `Value`).
+fn from_bytes<K: Object>(bytes: &[u8]) -> Result<K, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Other(format!("stored {} does not decode: {e}", K::kind(&()))))
+}
+
 fn decode(bytes: &[u8]) -> Result<Value, StoreError> {
     serde_json::from_slice(bytes)
         .map_err(|e| StoreError::Other(format!("stored object is not JSON: {e}")))
@@ -361,7 +367,7 @@ impl Inner {
         info: &TypeInfo,
         namespace: &str,
         params: &ListParams,
-    ) -> Result<(Vec<Value>, Option<String>), StoreError> {
+    ) -> Result<(Vec<Vec<u8>>, Option<String>), StoreError> {
         let invalid = |message: String| StoreError::Invalid {
             kind: info.kind.clone(),
             namespace: namespace.to_owned(),
@@ -406,8 +412,10 @@ impl Inner {
             if after.as_deref() == Some(name) {
                 continue;
             }
-            let value = decode(bytes.value())?;
+            // Objects go out as stored bytes, decoded once into their type by the caller;
+            // only a label selector needs a look inside here.
             if let Some(selector) = &selector {
+                let value = decode(bytes.value())?;
                 let labels: BTreeMap<String, String> = value
                     .pointer("/metadata/labels")
                     .cloned()
@@ -422,7 +430,7 @@ impl Inner {
                 return Ok((items, last_name.map(|n| format!("{CONTINUE_PREFIX}{n}"))));
             }
             last_name = Some(name.to_owned());
-            items.push(value);
+            items.push(bytes.value().to_vec());
         }
         Ok((items, None))
     }
@@ -597,7 +605,10 @@ impl Store for EmbeddedStore {
             .blocking(move |inner| inner.list(&info, &namespace, &params))
             .await?;
         Ok(ObjectList {
-            items: items.into_iter().map(from_json).collect::<Result<_, _>>()?,
+            items: items
+                .iter()
+                .map(|bytes| from_bytes(bytes))
+                .collect::<Result<_, _>>()?,
             continue_token,
         })
     }
