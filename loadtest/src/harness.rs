@@ -1,12 +1,14 @@
 //! What every scenario runs against: the lab's keys, a router process, the baseline
-//! servers, the sizes, and where the binaries and scratch files are.
+//! servers, the upstream Go router when asked for, the sizes, and where the binaries and
+//! scratch files are.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::lab::Lab;
 use crate::preset::Sizes;
-use crate::route::Fabric;
+use crate::reference::{Reference, ReferenceConfig};
+use crate::route::{Fabric, Route};
 use crate::router_process::RouterProcess;
 
 /// Shared state of a run.
@@ -16,6 +18,8 @@ pub(crate) struct Harness {
     /// The shared router process; kept running for the whole run.
     _router: RouterProcess,
     pub(crate) fabric: Fabric,
+    /// The upstream Go router (kept running for the whole run), or why it is missing.
+    pub(crate) reference: Reference,
     pub(crate) sizes: Sizes,
     pub(crate) work: PathBuf,
     pub(crate) router_bin: PathBuf,
@@ -28,19 +32,41 @@ impl Harness {
         work: PathBuf,
         router_bin: PathBuf,
         standalone_bin: PathBuf,
+        reference: Option<&ReferenceConfig>,
+        reference_unavailable: Option<String>,
     ) -> anyhow::Result<Harness> {
         let lab = Arc::new(Lab::new(&work.join("pki"))?);
         let router = RouterProcess::start(&router_bin, &lab, &work).await?;
-        let fabric = Fabric::new(lab.clone(), router.h2).await?;
+        let mut fabric = Fabric::new(lab.clone(), router.h2).await?;
+        let reference = Reference::start(reference, reference_unavailable, &work).await;
+        if let Some(target) = reference.target() {
+            fabric = fabric.with_reference(target);
+        }
         Ok(Harness {
             lab,
             _router: router,
             fabric,
+            reference,
             sizes,
             work,
             router_bin,
             standalone_bin,
         })
+    }
+
+    /// The paths of scenarios 1–3: QUIC and h2 through our router with their baselines,
+    /// then h2 through the Go router when it runs.
+    pub(crate) fn routes(&self) -> Vec<Route> {
+        let mut routes = vec![
+            Route::QuicDirect,
+            Route::QuicRouter,
+            Route::H2Direct,
+            Route::H2Router,
+        ];
+        if self.fabric.has_reference() {
+            routes.push(Route::H2Reference);
+        }
+        routes
     }
 
     /// Another router process with the same keys (for memory and restart figures that

@@ -4,12 +4,14 @@
 //! `jumpstarter-router` process (QUIC with per-lease certificates through the `tunnel`
 //! library, and h2 `RouterService.Stream` with router tokens, both minted here) and
 //! `jumpstarter serve` (the controller, over its gRPC API), each scenario with its baseline
-//! in the same run. Every transfer is checked end to end. Progress goes to standard error;
+//! in the same run; with `--reference-router`, the h2 rows also run against the upstream Go
+//! router. Every transfer is checked end to end. Progress goes to standard error;
 //! the report (`results.json`, `report.md`, `*.svg`) to `--out`.
 //!
 //! Map:
 //! - [`lab`]: CA, certificates, router tokens; [`router_process`]: the router process and
-//!   its memory; [`service`]: `jumpstarter serve`, its admin socket and gRPC calls.
+//!   its memory; [`service`]: `jumpstarter serve`, its admin socket and gRPC calls;
+//!   [`reference`]: the upstream Go router, its certificate and tokens.
 //! - [`route`]: sessions through the router and on the baselines; [`swarm`]: many QUIC
 //!   connections; [`pipe`]: one session end; [`impairment`]: delaying, lossy relays.
 //! - [`payload`]: the integrity check; [`transfer`]: bulk transfers and round trips;
@@ -26,6 +28,7 @@ mod pipe;
 mod plot;
 mod preset;
 mod progress;
+mod reference;
 mod report;
 mod route;
 mod router_process;
@@ -44,6 +47,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::harness::Harness;
 use crate::preset::Sizes;
+use crate::reference::ReferenceConfig;
 use crate::report::{Integrity, Report, Scenario};
 
 /// Load test of the Jumpstarter router (QUIC and h2) and controller.
@@ -83,6 +87,31 @@ struct Options {
     /// [default: 1000,10000; smoke: 10].
     #[arg(long, env = "LOADTEST_EXPORTERS", value_delimiter = ',', global = true)]
     exporters: Vec<usize>,
+    /// The upstream Go router binary (`cmd/router` of jumpstarter-controller v0.7.1, as
+    /// tools/reference-router.sh builds it): the h2 rows of scenarios 1–4 are repeated
+    /// against it. It listens on TCP port 8083, which must be free.
+    #[arg(
+        long,
+        env = "LOADTEST_REFERENCE_ROUTER",
+        global = true,
+        requires = "reference_kubeconfig"
+    )]
+    reference_router: Option<PathBuf>,
+    /// Kubeconfig of the API server holding the Go router's ConfigMap
+    /// `jumpstarter-controller` (entry `config` with `grpc.keepalive`).
+    #[arg(long, env = "LOADTEST_REFERENCE_KUBECONFIG", global = true)]
+    reference_kubeconfig: Option<PathBuf>,
+    /// Namespace of that ConfigMap.
+    #[arg(
+        long,
+        env = "LOADTEST_REFERENCE_NAMESPACE",
+        default_value = "jumpstarter-loadtest",
+        global = true
+    )]
+    reference_namespace: String,
+    /// Why the Go router could not be prepared (said in the report instead of its rows).
+    #[arg(long, global = true, conflicts_with = "reference_router")]
+    reference_unavailable: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
@@ -162,7 +191,24 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         router_bin.display(),
         work.display()
     ));
-    let harness = Harness::start(sizes, work, router_bin, standalone_bin).await?;
+    let reference = match (&options.reference_router, &options.reference_kubeconfig) {
+        (Some(binary), Some(kubeconfig)) => Some(ReferenceConfig {
+            binary: binary.clone(),
+            kubeconfig: kubeconfig.clone(),
+            namespace: options.reference_namespace.clone(),
+        }),
+        _ => None,
+    };
+    let harness = Harness::start(
+        sizes,
+        work,
+        router_bin,
+        standalone_bin,
+        reference.as_ref(),
+        options.reference_unavailable.clone(),
+    )
+    .await?;
+    progress::step(format!("reference: {}", harness.reference.summary()));
 
     let all = cli.command == Command::All;
     let wanted = |c: Command| all || cli.command == c;
@@ -206,6 +252,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         cpus: std::thread::available_parallelism().map_or(1, usize::from),
         seconds: started.elapsed().as_secs_f64(),
         integrity: Integrity { checked, failed },
+        reference: harness.reference.summary(),
         targets: targets::check(&scenarios),
         scenarios,
     };

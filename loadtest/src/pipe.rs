@@ -2,15 +2,21 @@
 //! (through the router or direct), an h2 `RouterService.Stream` (frames, GOAWAY as
 //! half-close), or a direct TLS-over-TCP connection.
 
+use std::time::Duration;
+
 use anyhow::Context;
 use bytes::{Bytes, BytesMut};
 use jumpstarter_proto::jumpstarter::v1::{FrameType, StreamRequest, StreamResponse};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tonic::Streaming;
+use tokio::task::JoinHandle;
+use tonic::{Response, Status, Streaming};
 
 use crate::payload::BLOCK;
+
+/// How long a side waits for the router to end its h2 call after both half-closes.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 /// A TLS connection of either role.
 pub(crate) type Tls = tokio_rustls::TlsStream<TcpStream>;
@@ -27,8 +33,33 @@ pub(crate) enum Sink {
 #[derive(Debug)]
 pub(crate) enum Source {
     Quic(quinn::RecvStream),
-    H2(Box<Streaming<StreamResponse>>),
+    H2(Box<H2Stream>),
     Tls(ReadHalf<Tls>, BytesMut),
+}
+
+/// The response side of an h2 `RouterService.Stream` call: still waiting for the
+/// router's response headers, or open.
+#[derive(Debug)]
+pub(crate) enum H2Stream {
+    Waiting(JoinHandle<Result<Response<Streaming<StreamResponse>>, Status>>),
+    Open(Box<Streaming<StreamResponse>>),
+}
+
+impl H2Stream {
+    /// The open response stream, once the router has answered.
+    async fn open(&mut self) -> anyhow::Result<&mut Streaming<StreamResponse>> {
+        if let H2Stream::Waiting(call) = self {
+            let response = call
+                .await
+                .context("the RouterService.Stream call task")?
+                .context("RouterService.Stream")?;
+            *self = H2Stream::Open(Box::new(response.into_inner()));
+        }
+        match self {
+            H2Stream::Open(stream) => Ok(stream),
+            H2Stream::Waiting(_) => anyhow::bail!("the h2 stream did not open"),
+        }
+    }
 }
 
 /// Both halves of one side.
@@ -87,6 +118,7 @@ impl Source {
                 .context("QUIC read")?
                 .map(|chunk| chunk.bytes)),
             Source::H2(stream) => loop {
+                let stream = stream.open().await?;
                 let Some(message) = stream.message().await.context("h2 stream")? else {
                     return Ok(None);
                 };
@@ -108,6 +140,26 @@ impl Source {
                 Ok(Some(buf.split().freeze()))
             }
         }
+    }
+
+    /// After the other side's half-close: waits until the router ends the call itself, so
+    /// that dropping this side cancels nothing. Both routers end the two h2 calls of a
+    /// session once both directions have ended; a side dropped before that resets its
+    /// call, which can discard its own last frames (its GOAWAY) and makes the router
+    /// cancel the other side. QUIC and TLS sides have nothing to wait for.
+    pub(crate) async fn close(&mut self) -> anyhow::Result<()> {
+        if let Source::H2(stream) = self {
+            let stream = stream.open().await?;
+            let rest = async {
+                while stream.message().await?.is_some() {}
+                Ok::<_, Status>(())
+            };
+            tokio::time::timeout(CLOSE_WAIT, rest)
+                .await
+                .context("the router did not end the h2 call")?
+                .context("the end of the h2 call")?;
+        }
+        Ok(())
     }
 
     /// Reads exactly `len` bytes (for round trips).
@@ -138,6 +190,7 @@ impl End {
         while let Some(chunk) = self.source.recv().await? {
             self.sink.send(chunk).await?;
         }
-        self.sink.finish().await
+        self.sink.finish().await?;
+        self.source.close().await
     }
 }

@@ -73,6 +73,8 @@ pub(crate) struct Report {
     pub(crate) cpus: usize,
     pub(crate) seconds: f64,
     pub(crate) integrity: Integrity,
+    /// Whether the h2 rows were compared with the upstream Go router, or why not.
+    pub(crate) reference: String,
     pub(crate) targets: Vec<Target>,
     pub(crate) scenarios: Vec<Scenario>,
 }
@@ -183,6 +185,7 @@ impl Report {
             "Integrity: {} transfers checked end to end, {} failed.\n",
             self.integrity.checked, self.integrity.failed
         );
+        let _ = writeln!(out, "Reference: {}\n", self.reference);
         let _ = writeln!(out, "## Targets\n");
         let _ = writeln!(out, "| target | measured | verdict |\n|---|---|---|");
         for t in &self.targets {

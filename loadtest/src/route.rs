@@ -1,7 +1,8 @@
-//! The four ways a session travels, and how to open a session pair on each:
-//! QUIC through the router (the `tunnel` library, per-lease certificates), h2 through the
-//! router (`RouterService.Stream` with a router token), and their baselines without a
-//! router: one direct quinn connection, one direct TLS-over-TCP connection.
+//! The ways a session travels, and how to open a session pair on each: QUIC through the
+//! router (the `tunnel` library, per-lease certificates), h2 through the router
+//! (`RouterService.Stream` with a router token), their baselines without a router (one
+//! direct quinn connection, one direct TLS-over-TCP connection), and h2 through the
+//! upstream Go router when it runs (the reference of the h2 rows).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,7 +21,8 @@ use tonic::Request;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::lab::{Lab, SERVER_NAME};
-use crate::pipe::{End, Sink, Source, Tls};
+use crate::pipe::{End, H2Stream, Sink, Source, Tls};
+use crate::reference::{self, ReferenceTarget};
 
 /// Largest gRPC message either side accepts (a frame is at most a 64 KiB block).
 const MAX_MESSAGE: usize = 8 * 1024 * 1024;
@@ -36,6 +38,8 @@ pub(crate) enum Route {
     QuicDirect,
     H2Router,
     H2Direct,
+    /// h2 through the upstream Go router.
+    H2Reference,
 }
 
 impl Route {
@@ -45,6 +49,7 @@ impl Route {
             Route::QuicDirect => "QUIC direct (one quinn connection)",
             Route::H2Router => "h2 via router",
             Route::H2Direct => "TLS/TCP direct (no router)",
+            Route::H2Reference => reference::LABEL,
         }
     }
 
@@ -52,7 +57,7 @@ impl Route {
     pub(crate) fn baseline(self) -> Route {
         match self {
             Route::QuicRouter | Route::QuicDirect => Route::QuicDirect,
-            Route::H2Router | Route::H2Direct => Route::H2Direct,
+            Route::H2Router | Route::H2Direct | Route::H2Reference => Route::H2Direct,
         }
     }
 }
@@ -82,6 +87,8 @@ pub(crate) struct Fabric {
     direct_quic: SocketAddr,
     direct_tls: SocketAddr,
     waiting: Waiting,
+    /// The upstream Go router, when it runs.
+    reference: Option<ReferenceTarget>,
 }
 
 /// Sessions of the baseline servers waiting for their client side, by session id.
@@ -106,6 +113,7 @@ impl Fabric {
             direct_quic,
             direct_tls,
             waiting,
+            reference: None,
         })
     }
 
@@ -124,6 +132,25 @@ impl Fabric {
             direct_tls: tls,
             ..self.clone()
         }
+    }
+
+    /// The same fabric with the upstream Go router as the reference of the h2 rows.
+    pub(crate) fn with_reference(self, reference: ReferenceTarget) -> Fabric {
+        Fabric {
+            reference: Some(reference),
+            ..self
+        }
+    }
+
+    /// Whether sessions through the upstream Go router can be opened.
+    pub(crate) fn has_reference(&self) -> bool {
+        self.reference.is_some()
+    }
+
+    fn reference(&self) -> anyhow::Result<&ReferenceTarget> {
+        self.reference
+            .as_ref()
+            .context("the upstream Go router is not running")
     }
 
     pub(crate) fn direct_quic_addr(&self) -> SocketAddr {
@@ -155,9 +182,10 @@ impl Fabric {
                     keep: vec![Keep::Quic(connection)],
                 })
             }
-            Route::H2Router => {
-                let (a, b) = futures::try_join!(self.h2_channel(), self.h2_channel())?;
-                let (client, exporter) = self.h2_session(&a, &b).await?;
+            Route::H2Router | Route::H2Reference => {
+                let (a, b) =
+                    futures::try_join!(self.h2_channel_for(route), self.h2_channel_for(route))?;
+                let (client, exporter) = self.h2_session_for(route, &a, &b).await?;
                 Ok(Pair {
                     client,
                     exporter,
@@ -245,18 +273,52 @@ impl Fabric {
         h2_channel(self.router, self.lab.ca_pem(), SERVER_NAME).await
     }
 
+    /// A TLS (h2) channel to the router of `route`: ours, or the Go router for
+    /// [`Route::H2Reference`].
+    pub(crate) async fn h2_channel_for(&self, route: Route) -> anyhow::Result<Channel> {
+        if route == Route::H2Reference {
+            let reference = self.reference()?;
+            h2_channel(
+                reference.addr,
+                &reference.cert_pem,
+                &reference.server_name(),
+            )
+            .await
+        } else {
+            self.h2_channel().await
+        }
+    }
+
     /// One session through the router over two channels (client's, exporter's).
     pub(crate) async fn h2_session(
         &self,
         client: &Channel,
         exporter: &Channel,
     ) -> anyhow::Result<(End, End)> {
-        let lease = self.lab.fresh("lease");
-        let token = self.lab.router_token(&lease, &self.lab.fresh("h"))?;
-        futures::try_join!(
-            open_h2(client.clone(), &token),
-            open_h2(exporter.clone(), &token)
-        )
+        self.h2_session_for(Route::H2Router, client, exporter).await
+    }
+
+    /// One session through the router of `route` over two channels to it, with a token
+    /// that router accepts.
+    pub(crate) async fn h2_session_for(
+        &self,
+        route: Route,
+        client: &Channel,
+        exporter: &Channel,
+    ) -> anyhow::Result<(End, End)> {
+        let token = self.h2_token(route)?;
+        h2_open(client, exporter, &token).await
+    }
+
+    /// A fresh session's token for the router of `route`: ours (ES256, per lease) or
+    /// the Go router's (HS256).
+    pub(crate) fn h2_token(&self, route: Route) -> anyhow::Result<String> {
+        if route == Route::H2Reference {
+            self.reference()?.token(&self.lab.fresh("g"))
+        } else {
+            let lease = self.lab.fresh("lease");
+            self.lab.router_token(&lease, &self.lab.fresh("h"))
+        }
     }
 
     fn wait_for(&self, id: &str, tx: oneshot::Sender<End>) {
@@ -278,6 +340,18 @@ impl QuicLease {
     }
 }
 
+/// Both sides of one h2 session over two channels (client's, exporter's), with `token`.
+pub(crate) async fn h2_open(
+    client: &Channel,
+    exporter: &Channel,
+    token: &str,
+) -> anyhow::Result<(End, End)> {
+    futures::try_join!(
+        open_h2(client.clone(), token),
+        open_h2(exporter.clone(), token)
+    )
+}
+
 /// A TLS (h2) channel to `addr`, trusting `ca_pem`, expecting `server_name`.
 pub(crate) async fn h2_channel(
     addr: SocketAddr,
@@ -295,7 +369,10 @@ pub(crate) async fn h2_channel(
         .with_context(|| format!("h2 connection to {addr}"))
 }
 
-/// Opens `RouterService.Stream` with `token`; resolves once the router paired it.
+/// Opens `RouterService.Stream` with `token`. Resolves at once: like the jumpstarter
+/// clients, the caller may send before the router answers, and the response is awaited on
+/// the first read (the Go router answers a stream only with the other side's first
+/// message).
 pub(crate) async fn open_h2(channel: Channel, token: &str) -> anyhow::Result<End> {
     let (tx, rx) = mpsc::channel(H2_QUEUE);
     let mut request = Request::new(ReceiverStream::new(rx));
@@ -305,13 +382,10 @@ pub(crate) async fn open_h2(channel: Channel, token: &str) -> anyhow::Result<End
     let mut client = RouterServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
-    let response = client
-        .stream(request)
-        .await
-        .context("RouterService.Stream")?;
+    let response = tokio::spawn(async move { client.stream(request).await });
     Ok(End::new(
         Sink::H2(tx),
-        Source::H2(Box::new(response.into_inner())),
+        Source::H2(Box::new(H2Stream::Waiting(response))),
     ))
 }
 

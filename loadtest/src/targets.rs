@@ -1,5 +1,6 @@
 //! The targets, checked against a run's figures.
 
+use crate::reference::{self, OURS_OVER_GO};
 use crate::report::{Scenario, Target, target};
 use crate::scenario::{bulk, controller, idle, latency, setup};
 
@@ -17,6 +18,13 @@ pub(crate) fn check(scenarios: &[Scenario]) -> Vec<Target> {
             figure(bulk::KEY, quic_router, bulk::RATIO),
             "×",
             0.45,
+            false,
+        ),
+        target(
+            "h2 single session ≥ 2× the Go router (same run)",
+            figure(bulk::KEY, reference::LABEL, OURS_OVER_GO),
+            "×",
+            2.0,
             false,
         ),
         target(

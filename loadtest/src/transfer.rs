@@ -65,6 +65,7 @@ pub(crate) async fn bulk(pair: Pair, seed: u64, budget: Budget) -> anyhow::Resul
         }
         let elapsed = start.elapsed();
         sink.finish().await?;
+        source.close().await?;
         anyhow::Ok((verifier.received(), elapsed))
     });
     let sent = sender.await.context("sender task")?;
@@ -115,6 +116,7 @@ async fn send_pattern(
     sink.finish().await?;
     // The exporter half-closes once it has checked everything.
     while source.recv().await?.is_some() {}
+    source.close().await?;
     Ok(sent)
 }
 
@@ -156,6 +158,7 @@ pub(crate) async fn round_trips(
         }
         sink.finish().await?;
         while source.recv().await?.is_some() {}
+        source.close().await?;
         anyhow::Ok(())
     }
     .await;

@@ -65,10 +65,34 @@ fn smoke_run_reports_every_scenario_intact() {
     assert!(checked >= 50, "only {checked} transfers were checked");
     assert_eq!(json["integrity"]["failed"], 0);
     let targets = json["targets"].as_array().expect("targets");
-    assert_eq!(targets.len(), 9);
+    assert_eq!(targets.len(), 10);
     for t in targets {
         let verdict = t["verdict"].as_str().expect("verdict");
         assert!(["met", "missed", "not measured"].contains(&verdict), "{t}");
+    }
+    // Without --reference-router the Go router's rows and target are absent, and the
+    // report says so.
+    let go = targets
+        .iter()
+        .find(|t| {
+            t["target"]
+                .as_str()
+                .is_some_and(|t| t.contains("Go router"))
+        })
+        .expect("the Go router target");
+    assert_eq!(go["verdict"], "not measured");
+    assert!(
+        json["reference"]
+            .as_str()
+            .is_some_and(|r| r.contains("--reference-router")),
+        "{}",
+        json["reference"]
+    );
+    for scenario in scenarios {
+        for row in scenario["rows"].as_array().expect("rows") {
+            let name = row["name"].as_str().expect("row name");
+            assert!(!name.contains("Go router"), "unexpected row {name}");
+        }
     }
 
     let markdown = std::fs::read_to_string(out.path().join("report.md")).expect("report.md");

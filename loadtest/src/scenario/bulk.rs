@@ -2,6 +2,7 @@
 
 use crate::harness::Harness;
 use crate::progress::step;
+use crate::reference::OURS_OVER_GO;
 use crate::report::{Row, Scenario};
 use crate::route::Route;
 use crate::transfer::{Budget, bulk};
@@ -25,15 +26,7 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
          connection, one direct TLS-over-TCP connection, same payload and checks.",
         bytes / (1024 * 1024)
     ));
-    for (seed, route) in [
-        Route::QuicDirect,
-        Route::QuicRouter,
-        Route::H2Direct,
-        Route::H2Router,
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (seed, route) in h.routes().into_iter().enumerate() {
         step(format!("bulk: {} ({} MiB)", route.label(), bytes >> 20));
         let pair = h.fabric.pair(route).await?;
         let transfer = bulk(pair, seed as u64 + 1, Budget::bytes(bytes)).await?;
@@ -46,7 +39,18 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
         {
             row = row.num(RATIO, transfer.mib_per_s() / base);
         }
+        if route == Route::H2Reference
+            && let Some(ours) = s.figure(Route::H2Router.label(), "MiB/s")
+        {
+            row = row.num(OURS_OVER_GO, ours / transfer.mib_per_s());
+        }
         s.row(row);
+    }
+    if h.fabric.has_reference() {
+        s.note(format!(
+            "{OURS_OVER_GO}: MiB/s of `h2 via router` divided by the Go router's (above 1: \
+             ours moves more)."
+        ));
     }
     Ok(())
 }

@@ -124,5 +124,6 @@ async fn impaired_pair(
             let direct = fabric.with_direct(fabric.direct_quic_addr(), relay.addr);
             Ok((direct.pair(route).await?, vec![relay]))
         }
+        Route::H2Reference => anyhow::bail!("the impairment scenario leaves the Go router out"),
     }
 }

@@ -10,14 +10,12 @@ use anyhow::Context;
 use crate::harness::Harness;
 use crate::latency::Summary;
 use crate::progress::step;
+use crate::reference::OURS_OVER_GO;
 use crate::report::{Row, Scenario};
 use crate::route::Route;
 use crate::transfer::{Budget, bulk, round_trip_summary};
 
 pub(crate) const KEY: &str = "latency";
-/// Row of the loaded QUIC measurement.
-pub(crate) const QUIC_LOADED: &str = "QUIC via router, router saturated";
-const H2_LOADED: &str = "h2 via router, router saturated";
 
 pub(crate) async fn run(h: &Harness) -> Scenario {
     let mut s = Scenario::new(3, KEY, "64-byte round trips");
@@ -35,27 +33,22 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
          the exporter echoes them, the client checks them. \"Saturated\": another session \
          (its own lease) pushes a bulk transfer through the same router meanwhile."
     ));
-    for (seed, route) in [
-        Route::QuicDirect,
-        Route::QuicRouter,
-        Route::H2Direct,
-        Route::H2Router,
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (seed, route) in h.routes().into_iter().enumerate() {
         step(format!("latency: {} ({count} round trips)", route.label()));
         let pair = h.fabric.pair(route).await?;
         let summary = round_trip_summary(pair, 10 + seed as u64, warmup, count).await?;
         let baseline = (route != route.baseline())
             .then(|| s.figure(route.baseline().label(), "p50 µs"))
             .flatten();
-        record(s, route.label(), &summary, baseline);
+        let ours = (route == Route::H2Reference).then_some(Route::H2Router.label());
+        record(s, route.label(), &summary, baseline, ours);
     }
-    for (route, name) in [
-        (Route::QuicRouter, QUIC_LOADED),
-        (Route::H2Router, H2_LOADED),
-    ] {
+    let mut loaded = vec![Route::QuicRouter, Route::H2Router];
+    if h.fabric.has_reference() {
+        loaded.push(Route::H2Reference);
+    }
+    for route in loaded {
+        let name = &saturated(route);
         step(format!("latency: {name}"));
         let stop = Arc::new(AtomicBool::new(false));
         let load = h.fabric.pair(route).await?;
@@ -75,16 +68,35 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
         let load = background.await.context("background transfer")??;
         let summary = summary?;
         let baseline = s.figure(route.baseline().label(), "p50 µs");
-        record(s, name, &summary, baseline);
+        let ours = (route == Route::H2Reference).then(|| saturated(Route::H2Router));
+        record(s, name, &summary, baseline, ours.as_deref());
         s.note(format!(
             "{name}: the saturating session moved {:.0} MiB/s meanwhile.",
             load.mib_per_s()
         ));
     }
+    if h.fabric.has_reference() {
+        s.note(format!(
+            "{OURS_OVER_GO} p50 / p99: our h2 router's round trip divided by the Go router's, \
+             unloaded and saturated alike (below 1: ours is quicker)."
+        ));
+    }
     Ok(())
 }
 
-fn record(s: &mut Scenario, name: &str, summary: &Summary, baseline_p50: Option<f64>) {
+/// Row name of `route` while another session saturates the router.
+fn saturated(route: Route) -> String {
+    format!("{}, router saturated", route.label())
+}
+
+/// Adds a row; `ours` names our h2 row that a Go router row is compared with.
+fn record(
+    s: &mut Scenario,
+    name: &str,
+    summary: &Summary,
+    baseline_p50: Option<f64>,
+    ours: Option<&str>,
+) {
     let mut row = Row::new(name)
         .num("p50 µs", summary.p50_us)
         .num("p99 µs", summary.p99_us)
@@ -93,6 +105,13 @@ fn record(s: &mut Scenario, name: &str, summary: &Summary, baseline_p50: Option<
         .num("count", summary.count as f64);
     if let Some(base) = baseline_p50 {
         row = row.num("p50 ratio to direct", summary.p50_us / base);
+    }
+    if let Some(ours) = ours {
+        for (quantile, theirs) in [("p50", summary.p50_us), ("p99", summary.p99_us)] {
+            if let Some(our) = s.figure(ours, &format!("{quantile} µs")) {
+                row = row.num(&format!("{OURS_OVER_GO} {quantile}"), our / theirs);
+            }
+        }
     }
     s.row(row);
     for &(q, us) in &summary.curve {

@@ -20,12 +20,15 @@ use crate::harness::Harness;
 use crate::latency::Samples;
 use crate::pipe::End;
 use crate::progress::step;
+use crate::reference::{self, OURS_OVER_GO};
 use crate::report::{Row, Scenario};
-use crate::route::{Fabric, QuicLease, open_h2};
+use crate::route::{Fabric, QuicLease, Route, h2_open, open_h2};
 use crate::service::{self, Identity, Service};
 
 pub(crate) const KEY: &str = "setup";
 pub(crate) const QUIC_ROW: &str = "QUIC via router: stream on a warm connection";
+const H2_WARM: &str = "Streams paired (warm TLS connections, token in hand)";
+const H2_FRESH: &str = "Streams paired (new TLS connections, token in hand)";
 pub(crate) const H2_DIAL_ROW: &str = "h2: Dial → Listen → Streams paired (new TLS connections)";
 
 pub(crate) async fn run(h: &Harness) -> Scenario {
@@ -70,32 +73,33 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
     .await?;
 
     let h2_n = (n / 4).max(5);
-    step(format!("setup: h2 router pairing, warm channels ({h2_n})"));
-    let (a, b) = futures::try_join!(h.fabric.h2_channel(), h.fabric.h2_channel())?;
-    let warm = {
-        let fabric = h.fabric.clone();
-        move || h2_pair_setup(fabric.clone(), Some((a.clone(), b.clone())))
-    };
-    measure_row(
-        s,
-        "h2 via router: Streams paired (warm TLS connections, token in hand)",
-        h2_n,
-        c,
-        warm,
-    )
-    .await?;
-    let fresh = {
-        let fabric = h.fabric.clone();
-        move || h2_pair_setup(fabric.clone(), None)
-    };
-    measure_row(
-        s,
-        "h2 via router: Streams paired (new TLS connections, token in hand)",
-        h2_n,
-        c,
-        fresh,
-    )
-    .await?;
+    let mut h2_routes = vec![Route::H2Router];
+    if h.fabric.has_reference() {
+        h2_routes.push(Route::H2Reference);
+    }
+    for route in h2_routes {
+        step(format!("setup: {} pairing ({h2_n})", route.label()));
+        let ours =
+            |kind: &str| (route == Route::H2Reference).then(|| h2_row(Route::H2Router, kind));
+        let (a, b) = futures::try_join!(
+            h.fabric.h2_channel_for(route),
+            h.fabric.h2_channel_for(route)
+        )?;
+        let warm = {
+            let fabric = h.fabric.clone();
+            move || h2_pair_setup(fabric.clone(), route, Some((a.clone(), b.clone())))
+        };
+        let name = h2_row(route, H2_WARM);
+        measure_row(s, &name, h2_n, c, warm).await?;
+        compare(s, &name, ours(H2_WARM).as_deref());
+        let fresh = {
+            let fabric = h.fabric.clone();
+            move || h2_pair_setup(fabric.clone(), route, None)
+        };
+        let name = h2_row(route, H2_FRESH);
+        measure_row(s, &name, h2_n, c, fresh).await?;
+        compare(s, &name, ours(H2_FRESH).as_deref());
+    }
 
     let dials = h.sizes.h2_dials;
     step(format!("setup: {H2_DIAL_ROW} ({dials})"));
@@ -116,12 +120,43 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
             h2 / quic
         ));
     }
+    if h.fabric.has_reference() {
+        s.note(format!(
+            "{}: the Go router's Dial path needs its own controller, so only its router \
+             pairing is measured, like ours in the rows above (token in hand). {OURS_OVER_GO} \
+             p50: our p50 / the Go router's; {OURS_OVER_GO} sessions/s: our rate / its rate.",
+            reference::LABEL
+        ));
+    }
     s.note(format!(
         "The h2 Dial path runs against `jumpstarter serve` (controller and its h2 router in one \
          process, one simulated exporter listening on the lease); rate with {dial_c} in flight \
          (the controller's listen queue holds 8)."
     ));
     Ok(())
+}
+
+/// Row name of an h2 pairing measurement through `route`'s router.
+fn h2_row(route: Route, kind: &str) -> String {
+    format!("{}: {kind}", route.label())
+}
+
+/// Adds the ours/Go columns to the Go router's row `name`, compared with our row `ours`.
+fn compare(s: &mut Scenario, name: &str, ours: Option<&str>) {
+    let Some(ours) = ours else { return };
+    let ratios: Vec<(String, f64)> = ["p50 ms", "sessions/s"]
+        .into_iter()
+        .filter_map(|column| {
+            let ratio = s.figure(ours, column)? / s.figure(name, column)?;
+            let short = column.trim_end_matches(" ms");
+            Some((format!("{OURS_OVER_GO} {short}"), ratio))
+        })
+        .collect();
+    if let Some(row) = s.rows.iter_mut().find(|r| r.name == name) {
+        for (key, ratio) in ratios {
+            *row = std::mem::replace(row, Row::new("")).num(&key, ratio);
+        }
+    }
 }
 
 /// Dials in flight at most: the controller's per-lease listen queue holds 8.
@@ -182,6 +217,8 @@ async fn first_byte(client: End, exporter: End, start: Instant) -> anyhow::Resul
         e_sink.finish().await?;
         while e_source.recv().await?.is_some() {}
         while c_source.recv().await?.is_some() {}
+        e_source.close().await?;
+        c_source.close().await?;
         anyhow::Ok(())
     };
     tokio::time::timeout(Duration::from_secs(30), closing)
@@ -208,14 +245,17 @@ async fn direct_setup(
 
 async fn h2_pair_setup(
     fabric: Fabric,
+    route: Route,
     warm: Option<(Channel, Channel)>,
 ) -> anyhow::Result<Duration> {
+    // Token in hand: minting it is the controller's work, not the router's.
+    let token = fabric.h2_token(route)?;
     let start = Instant::now();
     let (a, b) = match warm {
         Some(channels) => channels,
-        None => futures::try_join!(fabric.h2_channel(), fabric.h2_channel())?,
+        None => futures::try_join!(fabric.h2_channel_for(route), fabric.h2_channel_for(route))?,
     };
-    let (client, exporter) = fabric.h2_session(&a, &b).await?;
+    let (client, exporter) = h2_open(&a, &b, &token).await?;
     first_byte(client, exporter, start).await
 }
 
@@ -232,7 +272,17 @@ struct DialPath {
     listener: Arc<tokio::task::JoinHandle<()>>,
 }
 
-type Arrivals = Arc<Mutex<HashMap<String, oneshot::Sender<anyhow::Result<End>>>>>;
+type Arrivals = Arc<Mutex<HashMap<String, Arrival>>>;
+
+/// The exporter side of a dialed session, by router token: the Dial caller may ask for
+/// it before or after the simulated exporter has opened it.
+#[derive(Debug)]
+enum Arrival {
+    /// The Dial caller waits for it.
+    Wanted(oneshot::Sender<anyhow::Result<End>>),
+    /// The exporter opened it first.
+    Opened(anyhow::Result<End>),
+}
 
 impl DialPath {
     async fn start(h: &Harness) -> anyhow::Result<DialPath> {
@@ -279,12 +329,15 @@ impl DialPath {
                             open_h2(channel, &message.router_token).await
                         }
                         .await;
-                        let waiter = arrivals
-                            .lock()
-                            .ok()
-                            .and_then(|mut a| a.remove(&message.router_token));
-                        if let Some(waiter) = waiter {
-                            let _ = waiter.send(end);
+                        if let Ok(mut arrivals) = arrivals.lock() {
+                            match arrivals.remove(&message.router_token) {
+                                Some(Arrival::Wanted(waiter)) => {
+                                    let _ = waiter.send(end);
+                                }
+                                _ => {
+                                    arrivals.insert(message.router_token, Arrival::Opened(end));
+                                }
+                            }
                         }
                     });
                 }
@@ -315,7 +368,14 @@ impl DialPath {
             .into_inner();
         let (tx, rx) = oneshot::channel();
         if let Ok(mut arrivals) = self.arrivals.lock() {
-            arrivals.insert(dialed.router_token.clone(), tx);
+            match arrivals.remove(&dialed.router_token) {
+                Some(Arrival::Opened(end)) => {
+                    let _ = tx.send(end);
+                }
+                _ => {
+                    arrivals.insert(dialed.router_token.clone(), Arrival::Wanted(tx));
+                }
+            }
         }
         let channel = self.service.router_channel(&dialed.router_endpoint).await?;
         let client_end = open_h2(channel, &dialed.router_token);

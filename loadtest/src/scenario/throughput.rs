@@ -7,6 +7,7 @@ use anyhow::Context;
 
 use crate::harness::Harness;
 use crate::progress::step;
+use crate::reference::OURS_OVER_GO;
 use crate::report::{Row, Scenario};
 use crate::route::Route;
 use crate::transfer::{Budget, bulk};
@@ -30,12 +31,7 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
         total >> 20
     ));
     for &n in &h.sizes.sessions {
-        for route in [
-            Route::QuicDirect,
-            Route::QuicRouter,
-            Route::H2Direct,
-            Route::H2Router,
-        ] {
+        for route in h.routes() {
             step(format!("throughput: {} × {n}", route.label()));
             let mut pairs = Vec::with_capacity(n);
             for _ in 0..n {
@@ -63,9 +59,20 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
             {
                 row = row.num("ratio to baseline", mib_s / base);
             }
+            if route == Route::H2Reference
+                && let Some(ours) = s.figure(&format!("{} × {n}", Route::H2Router.label()), "MiB/s")
+            {
+                row = row.num(OURS_OVER_GO, ours / mib_s);
+            }
             s.row(row);
             s.point("throughput", route.label(), ((n as f64).log10(), mib_s));
         }
+    }
+    if h.fabric.has_reference() {
+        s.note(format!(
+            "{OURS_OVER_GO}: aggregate MiB/s of `h2 via router` divided by the Go router's \
+             with as many sessions (above 1: ours moves more)."
+        ));
     }
     Ok(())
 }
