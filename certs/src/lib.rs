@@ -19,6 +19,7 @@
 //! [`LeaseIdentity::from_cert_der`] (or re-runs [`verify_lease_cert`] to also check an
 //! [`Expectation`]).
 
+pub mod any_server;
 pub mod authority;
 pub mod error;
 pub mod identity;
@@ -27,6 +28,7 @@ pub mod request;
 pub mod tls;
 pub mod verification;
 
+pub use any_server::AnyServerCertificate;
 pub use authority::{
     Ca, IssuedCert, IssuedLeaseCert, LeaseCertPolicy, SERVER_BACKDATE, ServerCertParams,
 };

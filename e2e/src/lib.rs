@@ -276,20 +276,9 @@ impl Lab {
             .arg(self.data_dir())
             .arg("--http-listen")
             .arg(format!("127.0.0.1:{}", self.probe_port))
-            .args(&self.serve_args)
-            .env("RUST_LOG", "info");
-        let n = std::fs::read_dir(self.dir.path())
-            .map(|d| d.count())
-            .unwrap_or(0);
-        let proc = Proc::spawn(
-            "jumpstarter serve",
-            cmd,
-            self.path(&format!("serve-{n}.log")),
-        )?;
-        self.controller = Some(proc);
-        let url = format!("http://127.0.0.1:{}/readyz", self.probe_port);
-        let service = self.controller.as_mut().expect("just set");
-        wait_http_ok(&url, Duration::from_secs(60), service).await
+            .args(&self.serve_args);
+        self.spawn_controller("jumpstarter serve", "serve", cmd)
+            .await
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -332,12 +321,23 @@ impl Lab {
             .arg("--metrics-listen")
             .arg(format!("127.0.0.1:{}", self.probe_port))
             .arg("--log-format")
-            .arg("text")
-            .env("RUST_LOG", "info");
+            .arg("text");
+        self.spawn_controller("controller", "controller", cmd).await
+    }
+
+    /// Starts `cmd` as this lab's controller process (logging to `<log>-<n>.log`, a new
+    /// file per start) and waits until its `/readyz` answers.
+    async fn spawn_controller(
+        &mut self,
+        name: &str,
+        log: &str,
+        mut cmd: Command,
+    ) -> anyhow::Result<()> {
+        cmd.env("RUST_LOG", "info");
         let n = std::fs::read_dir(self.dir.path())
             .map(|d| d.count())
             .unwrap_or(0);
-        let proc = Proc::spawn("controller", cmd, self.path(&format!("controller-{n}.log")))?;
+        let proc = Proc::spawn(name, cmd, self.path(&format!("{log}-{n}.log")))?;
         self.controller = Some(proc);
         let url = format!("http://127.0.0.1:{}/readyz", self.probe_port);
         let controller = self.controller.as_mut().expect("just set");
@@ -355,20 +355,9 @@ impl Lab {
             .arg(self.router_endpoint())
             .arg("--http-listen")
             .arg(format!("127.0.0.1:{}", self.probe_port))
-            .args(&self.serve_args)
-            .env("RUST_LOG", "info");
-        let n = std::fs::read_dir(self.dir.path())
-            .map(|d| d.count())
-            .unwrap_or(0);
-        let proc = Proc::spawn(
-            "jumpstarter serve",
-            cmd,
-            self.path(&format!("serve-{n}.log")),
-        )?;
-        self.controller = Some(proc);
-        let url = format!("http://127.0.0.1:{}/readyz", self.probe_port);
-        let service = self.controller.as_mut().expect("just set");
-        wait_http_ok(&url, Duration::from_secs(60), service).await
+            .args(&self.serve_args);
+        self.spawn_controller("jumpstarter serve", "serve", cmd)
+            .await
     }
 
     /// `jumpstarter admin <args> --data-dir D`, asserting success; returns stdout.

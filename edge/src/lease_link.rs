@@ -75,9 +75,15 @@ impl LinkError {
 /// The per-lease router connections of one edge.
 #[derive(Debug)]
 pub(crate) struct LeaseLinks {
+    issuer: CertificateIssuer,
+    links: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Link>>>>>,
+}
+
+/// Asks the controller for lease certificates, with the tool's credentials.
+#[derive(Debug, Clone)]
+struct CertificateIssuer {
     controller: Channel,
     credentials: Credentials,
-    links: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Link>>>>>,
 }
 
 #[derive(Debug)]
@@ -97,8 +103,10 @@ struct Issued {
 impl LeaseLinks {
     pub(crate) fn new(controller: Channel, credentials: Credentials) -> LeaseLinks {
         LeaseLinks {
-            controller,
-            credentials,
+            issuer: CertificateIssuer {
+                controller,
+                credentials,
+            },
             links: Mutex::new(HashMap::new()),
         }
     }
@@ -135,52 +143,14 @@ impl LeaseLinks {
         Ok(connection)
     }
 
-    /// Asks the controller to certify the key of `csr` for `lease`.
-    async fn issue(&self, lease: &str, csr: Vec<u8>) -> Result<Issued, LinkError> {
-        let mut service = LeaseCertificateServiceClient::new(self.controller.clone());
-        let issued = service
-            .issue_lease_certificate(self.credentials.request(IssueLeaseCertificateRequest {
-                lease_name: lease.to_owned(),
-                csr,
-            }))
-            .await
-            .map_err(|status| LinkError::Issue {
-                lease: lease.to_owned(),
-                status,
-            })?
-            .into_inner();
-        let certificate_error = |reason: String| LinkError::Certificate {
-            lease: lease.to_owned(),
-            reason,
-        };
-        let pems = |pem: &str| {
-            CertificateDer::pem_slice_iter(pem.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| certificate_error(e.to_string()))
-        };
-        let not_after = issued
-            .not_after
-            .and_then(|t| {
-                let secs = u64::try_from(t.seconds).ok()?;
-                Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
-            })
-            .ok_or_else(|| certificate_error("no notAfter".to_owned()))?;
-        Ok(Issued {
-            chain: pems(&issued.chain_pem)?,
-            roots: pems(&issued.ca_pem)?,
-            not_after,
-            role: issued.role,
-            endpoint: issued.router_quic_endpoint,
-        })
-    }
-
     async fn link(&self, lease: &str) -> Result<Link, LinkError> {
-        let request = generate_csr(self.credentials.name()).map_err(|source| LinkError::Key {
-            lease: lease.to_owned(),
-            source,
-        })?;
+        let request =
+            generate_csr(self.issuer.credentials.name()).map_err(|source| LinkError::Key {
+                lease: lease.to_owned(),
+                source,
+            })?;
         let issued_at = SystemTime::now();
-        let issued = self.issue(lease, request.csr_der.clone()).await?;
+        let issued = self.issuer.issue(lease, request.csr_der.clone()).await?;
         let key = PrivateKeyDer::from_pem_slice(request.key_pem.as_bytes()).map_err(|e| {
             LinkError::Certificate {
                 lease: lease.to_owned(),
@@ -219,7 +189,10 @@ impl LeaseLinks {
             valid_for_s = issued.not_after.duration_since(issued_at).unwrap_or_default().as_secs(),
             "connected to the lease's QUIC router"
         );
-        tokio::spawn(self.clone_for_renewal().keep_renewed(
+        let renewer = Renewer {
+            issuer: self.issuer.clone(),
+        };
+        tokio::spawn(renewer.keep_renewed(
             lease.to_owned(),
             connection.clone(),
             request.key_pem,
@@ -228,21 +201,52 @@ impl LeaseLinks {
         ));
         Ok(Link { connection })
     }
+}
 
-    fn clone_for_renewal(&self) -> Renewer {
-        Renewer {
-            links: LeaseLinks {
-                controller: self.controller.clone(),
-                credentials: self.credentials.clone(),
-                links: Mutex::new(HashMap::new()),
-            },
-        }
+impl CertificateIssuer {
+    /// Asks the controller to certify the key of `csr` for `lease`.
+    async fn issue(&self, lease: &str, csr: Vec<u8>) -> Result<Issued, LinkError> {
+        let mut service = LeaseCertificateServiceClient::new(self.controller.clone());
+        let issued = service
+            .issue_lease_certificate(self.credentials.request(IssueLeaseCertificateRequest {
+                lease_name: lease.to_owned(),
+                csr,
+            }))
+            .await
+            .map_err(|status| LinkError::Issue {
+                lease: lease.to_owned(),
+                status,
+            })?
+            .into_inner();
+        let certificate_error = |reason: String| LinkError::Certificate {
+            lease: lease.to_owned(),
+            reason,
+        };
+        let pems = |pem: &str| {
+            CertificateDer::pem_slice_iter(pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| certificate_error(e.to_string()))
+        };
+        let not_after = issued
+            .not_after
+            .and_then(|t| {
+                let secs = u64::try_from(t.seconds).ok()?;
+                Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+            })
+            .ok_or_else(|| certificate_error("no notAfter".to_owned()))?;
+        Ok(Issued {
+            chain: pems(&issued.chain_pem)?,
+            roots: pems(&issued.ca_pem)?,
+            not_after,
+            role: issued.role,
+            endpoint: issued.router_quic_endpoint,
+        })
     }
 }
 
 /// Keeps one connection's certificate renewed.
 struct Renewer {
-    links: LeaseLinks,
+    issuer: CertificateIssuer,
 }
 
 impl Renewer {
@@ -295,10 +299,10 @@ impl Renewer {
         connection: &Connection,
         key_pem: &str,
     ) -> Result<SystemTime, RenewFailure> {
-        let request = renewal_csr(key_pem, self.links.credentials.name())
+        let request = renewal_csr(key_pem, self.issuer.credentials.name())
             .map_err(|e| RenewFailure::Final(e.to_string()))?;
         let issued =
-            self.links
+            self.issuer
                 .issue(lease, request.csr_der)
                 .await
                 .map_err(|error| match &error {

@@ -9,9 +9,7 @@ use std::task::{Context, Poll};
 
 use hyper_util::rt::TokioIo;
 use jumpstarter_certs::client_config;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -173,64 +171,10 @@ fn tls_config(tls: &ToolTls, alpn: Vec<Vec<u8>>) -> Result<rustls::ClientConfig,
             })
         })?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServerCert { provider }))
+        .with_custom_certificate_verifier(jumpstarter_certs::AnyServerCertificate::new())
         .with_no_client_auth();
     config.alpn_protocols = alpn;
     Ok(config)
-}
-
-/// `tls.insecure`: any certificate is accepted, but the handshake signature is still checked
-/// (so the peer holds the key of the certificate it shows).
-#[derive(Debug)]
-struct AnyServerCert {
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for AnyServerCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 /// Connects TLS over TCP to the controller for tonic.

@@ -19,10 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use base64::Engine as _;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
-use rustls::{DigitallySignedStruct, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName};
 use serde::Serialize;
 use tokio::process::{Child, Command};
 
@@ -248,7 +245,7 @@ fn pem(der: &CertificateDer<'_>) -> String {
 /// what the process it just started on loopback presents (signatures are still checked).
 async fn presented_certificate(addr: SocketAddr) -> anyhow::Result<CertificateDer<'static>> {
     let provider = rustls::crypto::ring::default_provider();
-    let verifier = Arc::new(AcceptPresented(provider.signature_verification_algorithms));
+    let verifier = jumpstarter_certs::AnyServerCertificate::new();
     let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()?
         .dangerous()
@@ -267,46 +264,6 @@ async fn presented_certificate(addr: SocketAddr) -> anyhow::Result<CertificateDe
         .and_then(|chain| chain.first())
         .map(|c| c.clone().into_owned())
         .context("no certificate presented")
-}
-
-/// Accepts any certificate chain (for [`presented_certificate`] only), but checks the
-/// handshake signatures.
-#[derive(Debug)]
-struct AcceptPresented(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for AcceptPresented {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
 }
 
 #[cfg(test)]
