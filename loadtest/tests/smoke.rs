@@ -18,25 +18,58 @@ fn sibling(name: &str) -> PathBuf {
     path
 }
 
+/// Runs `cmd` to completion within `limit`; `None` (after killing it) when it takes longer.
+fn run_bounded(mut cmd: Command, limit: std::time::Duration) -> Option<std::process::Output> {
+    let stderr = tempfile::NamedTempFile::new().expect("stderr file");
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr.reopen().expect("stderr file"))
+        .spawn()
+        .expect("run the load test");
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return Some(std::process::Output {
+                status,
+                stdout: Vec::new(),
+                stderr: std::fs::read(stderr.path()).unwrap_or_default(),
+            });
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("the smoke run took longer than {limit:?}; killed");
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn smoke_run_reports_every_scenario_intact() {
     let router = sibling("jumpstarter-router");
     let standalone = sibling("jumpstarter");
     let out = tempfile::tempdir().expect("out dir");
     let work = tempfile::tempdir().expect("work dir");
-    let output = Command::new(env!("CARGO_BIN_EXE_jumpstarter-loadtest"))
-        .arg("--smoke")
-        .arg("--out")
-        .arg(out.path())
-        .arg("--work-dir")
-        .arg(work.path())
-        .arg("--router-bin")
-        .arg(&router)
-        .arg("--standalone-bin")
-        .arg(&standalone)
-        .arg("all")
-        .output()
-        .expect("run the load test");
+    // Bounded: a harness that hangs fails the test instead of holding CI. One hung attempt
+    // is retried once (a known intermittent hang of the harness, reported in its issue);
+    // two in a row fail.
+    let output = (0..2)
+        .find_map(|_| {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_jumpstarter-loadtest"));
+            cmd.arg("--smoke")
+                .arg("--out")
+                .arg(out.path())
+                .arg("--work-dir")
+                .arg(work.path())
+                .arg("--router-bin")
+                .arg(&router)
+                .arg("--standalone-bin")
+                .arg(&standalone)
+                .arg("all");
+            run_bounded(cmd, std::time::Duration::from_secs(240))
+        })
+        .expect("the smoke run hung twice (240 s each)");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "the smoke run failed:\n{stderr}");
 
