@@ -17,11 +17,18 @@ t0=$(date +%s)
 step_start=$t0
 timings=""
 say() { printf '\n==> [%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+free_disk() { df -Pk "$repo" | awk 'NR==2 { printf "%.1f GiB free", $4 / 1048576 }'; }
 done_step() {
   local now; now=$(date +%s)
-  timings="$timings\n  $1: $((now - step_start))s"
+  timings="$timings\n  $1: $((now - step_start))s ($(free_disk) after)"
   step_start=$now
 }
+
+# A full build without incremental state takes a third of the disk (the incremental
+# cache is the largest part of a debug target directory) and no longer on a clean clone.
+: "${CARGO_INCREMENTAL:=0}"
+export CARGO_INCREMENTAL
+say "disk: $(free_disk) on the repository's filesystem"
 
 for tool in cargo go python3 openssl curl flock; do
   command -v "$tool" >/dev/null || { echo "FATAL: '$tool' is required but not installed" >&2; exit 1; }

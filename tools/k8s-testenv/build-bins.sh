@@ -14,7 +14,16 @@ ETCD_VERSION=3.6.16
 HELM_VERSION=3.22.0
 out="${K8S_BIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/jumpstarter-rs/k8s-bin}"
 mkdir -p "$out"
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-mod=mod -modcacherw"
+
+# Go's build and module caches for these builds grow to several GiB; they live in a
+# scratch directory that is removed afterwards (only the binaries are kept), so the
+# Rust build that follows has the disk. JUMPSTARTER_KEEP_GO_CACHE=1 keeps Go's own caches.
+if [ "${JUMPSTARTER_KEEP_GO_CACHE:-0}" != 1 ]; then
+  scratch="$(mktemp -d "${TMPDIR:-/tmp}/jumpstarter-go.XXXXXX")"
+  trap 'rm -rf "$scratch"' EXIT
+  export GOCACHE="$scratch/cache" GOMODCACHE="$scratch/mod"
+fi
 
 say() { printf '[build-bins %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
