@@ -37,6 +37,6 @@ mod switchboard;
 pub mod telemetry;
 
 pub use authentication::{AuthError, KeyBundleError, public_keys_from_pem};
-pub use quic::{QuicRouter, QuicRouterConfig, QuicSetupError};
+pub use quic::{QuicRouter, QuicRouterConfig, QuicSetupError, ResetKey};
 pub use server::{MAX_MESSAGE_BYTES, Readiness, Router, RouterConfig, ServeError};
 pub use telemetry::serve_telemetry;

@@ -23,7 +23,7 @@ use jumpstarter_controller::runtime::{self, ControllerMetrics, GrpcServer};
 use jumpstarter_controller::server::Readiness;
 use jumpstarter_controller::settings::{self, RouterEntry, Settings};
 use jumpstarter_controller::store::embedded::EmbeddedStore;
-use jumpstarter_router::{QuicRouter, QuicRouterConfig, Router, RouterConfig};
+use jumpstarter_router::{QuicRouter, QuicRouterConfig, ResetKey, Router, RouterConfig};
 use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
@@ -150,9 +150,12 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     );
     let quic_router = match options.quic_listen {
         Some(addr) => {
-            let config =
+            let mut config =
                 QuicRouterConfig::new(router_cert.credentials(), vec![keys.ca.cert_der().clone()])
                     .context("build the QUIC router TLS configuration")?;
+            // The router certificate is minted afresh at every start; the CA key is kept in
+            // the store, so resets stay recognisable across restarts.
+            config.reset_key = ResetKey::derive(keys.ca.key_pem().as_bytes());
             let mut quic = QuicRouter::bind(
                 config,
                 addr,

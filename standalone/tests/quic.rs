@@ -614,6 +614,39 @@ async fn renewals_keep_quic_sessions_past_their_certificate_and_a_release_ends_t
     drop(service);
 }
 
+/// A service killed without warning and started again on the same data directory and UDP
+/// port answers the old connections' next packets with stateless resets that their peers
+/// accept (the reset key derives from the CA key in the store): a peer learns that its
+/// connection is gone at its next packet, and does not wait for its 30 s idle timeout.
+/// With a reset key of its own (quinn's default), the new process's resets are ignored and
+/// the connection ends by timing out instead.
+#[tokio::test]
+async fn after_a_crash_the_restarted_service_resets_the_old_quic_connections() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let quic_listen = format!("127.0.0.1:{}", free_udp_port());
+    let mut service = Service::start(&data_dir, &quic_listen, &[]);
+    let leased = leased(&service, &quic_listen).await;
+    let connection = leased.client.connect_quic(&leased.lease_name, "client").await;
+    leased.heartbeat.abort();
+
+    // SIGKILL: no CONNECTION_CLOSE reaches the peer.
+    service.child.kill().expect("kill the service");
+    service.child.wait().expect("reap the service");
+    let service = Service::start(&data_dir, &quic_listen, &[]);
+
+    // The peer's next packet (a new session) meets the new process.
+    let _ = timeout(WAIT, connection.open_session("after-the-crash")).await;
+    let closed = timeout(Duration::from_secs(20), connection.quic().closed())
+        .await
+        .unwrap_or_else(|_| panic!("the old connection is still open:\n{}", service.logs()));
+    assert!(
+        matches!(closed, quinn::ConnectionError::Reset),
+        "expected a stateless reset, got {closed:?}"
+    );
+    drop(service);
+}
+
 fn prost_types_duration(seconds: i64) -> prost_types::Duration {
     prost_types::Duration { seconds, nanos: 0 }
 }

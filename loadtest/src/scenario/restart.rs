@@ -23,7 +23,8 @@ pub(crate) const KEY: &str = "restart";
 /// A reconnect attempt gives up after this, then tries again after [`RETRY_PAUSE`].
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
-/// Longer than the QUIC idle timeout (30 s), after which a crashed router's peers notice.
+/// Longer than the QUIC idle timeout (30 s), after which a crashed router's peers would
+/// notice at the latest without a stateless reset.
 const COME_BACK_LIMIT: Duration = Duration::from_secs(75);
 
 pub(crate) async fn run(h: &Harness) -> Scenario {
@@ -63,9 +64,10 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
         "{n} simulated exporters per protocol on a router process of their own. Each \
          reconnects when it loses its connection: attempts time out after {ATTEMPT_TIMEOUT:?} \
          and are retried after {RETRY_PAUSE:?}. The router runs with --drain-timeout 0, so \
-         SIGTERM closes connections at once; after SIGKILL QUIC peers notice only through \
-         their idle timeout (30 s; keep-alive every 10 s), since the new process cannot \
-         reset connections it never knew, while TCP peers get a reset. Timed from the signal \
+         SIGTERM closes connections at once. After SIGKILL, TCP peers get a reset from the \
+         kernel, and QUIC peers a stateless reset from the new process at their next packet \
+         (keep-alive every 10 s): it derives reset tokens and connection ids from its key, \
+         as the old one did. Timed from the signal \
          to the last exporter connected to the new process (the new process is started \
          right after the old one exited)."
     ));

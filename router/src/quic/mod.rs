@@ -72,6 +72,64 @@ pub struct QuicRouterConfig {
     pub max_sessions_per_connection: u32,
     /// After a shutdown signal, how long live pairs may go on.
     pub drain_timeout: Duration,
+    /// Secret of the stateless-reset tokens. Derived from the server key, so a router
+    /// that restarts with the same key (or a replica sharing it) answers packets of
+    /// connections it no longer has with a reset their peer recognises: peers of a
+    /// crashed router notice at their next packet instead of at their idle timeout.
+    pub reset_key: ResetKey,
+}
+
+/// The secret behind a router's QUIC stateless resets and connection ids (never logged).
+///
+/// A peer accepts a stateless reset only if it carries the token the router derived from
+/// the connection id with this secret; and the router answers a packet for a connection it
+/// does not know only if the connection id validates as one of its own (quinn's keyed
+/// generator). So both come from this one secret.
+#[derive(Clone)]
+pub struct ResetKey([u8; 40]);
+
+impl std::fmt::Debug for ResetKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResetKey(..)")
+    }
+}
+
+impl ResetKey {
+    /// HKDF-SHA256 of a long-lived secret (the server's private key by default), for
+    /// this one purpose.
+    pub fn derive(secret: &[u8]) -> ResetKey {
+        struct Len;
+        impl ring::hkdf::KeyType for Len {
+            fn len(&self) -> usize {
+                40
+            }
+        }
+        let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"jumpstarter-router");
+        let mut key = [0u8; 40];
+        let expanded = salt
+            .extract(secret)
+            .expand(&[b"quic stateless reset"], Len)
+            .and_then(|okm| okm.fill(&mut key));
+        // Only a length beyond 255 hash lengths fails; 40 bytes cannot.
+        debug_assert!(expanded.is_ok());
+        ResetKey(key)
+    }
+
+    /// The endpoint configuration: reset tokens and connection ids keyed by this secret.
+    fn endpoint_config(&self) -> quinn::EndpointConfig {
+        let (hmac, cid) = self.0.split_at(32);
+        let mut config = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            hmac,
+        )));
+        let mut cid_key = [0u8; 8];
+        cid_key.copy_from_slice(cid);
+        let cid_key = u64::from_le_bytes(cid_key);
+        config.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        });
+        config
+    }
 }
 
 impl QuicRouterConfig {
@@ -80,6 +138,7 @@ impl QuicRouterConfig {
         credentials: TlsCredentials,
         client_ca: Vec<CertificateDer<'static>>,
     ) -> Result<Self, jumpstarter_certs::Error> {
+        let reset_key = ResetKey::derive(credentials.key.secret_der());
         let tls = server_config(
             credentials,
             vec![ALPN.to_vec()],
@@ -93,6 +152,7 @@ impl QuicRouterConfig {
             max_remembered: DEFAULT_MAX_REMEMBERED,
             max_sessions_per_connection: 256,
             drain_timeout: Duration::from_secs(30),
+            reset_key,
         })
     }
 }
@@ -137,8 +197,15 @@ impl QuicRouter {
         transport.max_concurrent_bidi_streams(config.max_sessions_per_connection.into());
         transport.max_concurrent_uni_streams(VarInt::from_u32(0));
         server.transport_config(Arc::new(transport));
-        let endpoint = quinn::Endpoint::server(server, addr)
+        let socket = std::net::UdpSocket::bind(addr)
             .map_err(|source| QuicSetupError::Bind { addr, source })?;
+        let endpoint = quinn::Endpoint::new(
+            config.reset_key.endpoint_config(),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|source| QuicSetupError::Bind { addr, source })?;
         let metrics = QuicMetrics::register(registry);
         let stop_relays = CancellationToken::new();
         let limits = Limits {
