@@ -35,7 +35,12 @@ pub struct ReconcileMetrics {
     pub errors: Family<ErrorLabels, Counter>,
     /// Objects written (statuses, metadata, Secrets).
     pub writes: Counter,
+    /// Seconds each reconcile pass took (read, plan, write), failed ones included.
+    pub pass_duration: Histogram,
 }
+
+/// Histogram buckets for pass durations: 1 ms to about 16 s (exponential, x2).
+const PASS_BUCKETS: (f64, f64, u16) = (0.001, 2.0, 15);
 
 /// Histogram buckets for scheduling latency: 50 ms to about 30 min (exponential, x3).
 const LATENCY_BUCKETS: (f64, f64, u16) = (0.05, 3.0, 11);
@@ -52,6 +57,13 @@ impl ReconcileMetrics {
             passes: Counter::default(),
             errors: Family::default(),
             writes: Counter::default(),
+            pass_duration: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(
+                    PASS_BUCKETS.0,
+                    PASS_BUCKETS.1,
+                    PASS_BUCKETS.2,
+                ),
+            ),
         };
         registry.register(
             "jumpstarter_controller_leases",
@@ -77,6 +89,11 @@ impl ReconcileMetrics {
             "jumpstarter_controller_reconcile_writes",
             "Objects written by the reconcile loop",
             m.writes.clone(),
+        );
+        registry.register(
+            "jumpstarter_controller_reconcile_pass_duration_seconds",
+            "Time each reconcile pass took (reading the namespace, planning, writing)",
+            m.pass_duration.clone(),
         );
         m
     }

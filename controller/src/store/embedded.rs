@@ -94,8 +94,9 @@ struct Change {
     namespace: String,
     name: String,
     deleted: bool,
-    /// The object after the change (before it, for a delete, with the delete's version).
-    object: Value,
+    /// The object after the change (before it, for a delete, with the delete's version);
+    /// shared by every watcher, each decoding it by reference.
+    object: Arc<Value>,
     resource_version: u64,
 }
 
@@ -264,8 +265,8 @@ fn to_json<K: Object>(object: &K, namespace: &str, name: &str) -> Result<Value, 
     })
 }
 
-fn from_json<K: Object>(value: Value) -> Result<K, StoreError> {
-    serde_json::from_value(value)
+fn from_json<K: Object>(value: &Value) -> Result<K, StoreError> {
+    K::deserialize(value)
         .map_err(|e| StoreError::Other(format!("stored {} does not decode: {e}", K::kind(&()))))
 }
 
@@ -332,7 +333,7 @@ impl Inner {
         type_key: &str,
         namespace: &str,
         name: Option<&str>,
-    ) -> Result<(u64, BTreeMap<String, Value>), StoreError> {
+    ) -> Result<(u64, BTreeMap<String, Arc<Value>>), StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.db_error(e))?;
         let meta = txn.open_table(META).map_err(|e| self.db_error(e))?;
         let version = meta
@@ -345,7 +346,7 @@ impl Inner {
         if let Some(name) = name {
             let key = format!("{prefix}{name}");
             if let Some(bytes) = objects.get(key.as_str()).map_err(|e| self.db_error(e))? {
-                found.insert(name.to_owned(), decode(bytes.value())?);
+                found.insert(name.to_owned(), Arc::new(decode(bytes.value())?));
             }
             return Ok((version, found));
         }
@@ -357,7 +358,7 @@ impl Inner {
             let Some(name) = key.value().strip_prefix(prefix.as_str()) else {
                 break;
             };
-            found.insert(name.to_owned(), decode(bytes.value())?);
+            found.insert(name.to_owned(), Arc::new(decode(bytes.value())?));
         }
         Ok((version, found))
     }
@@ -492,7 +493,7 @@ impl Inner {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             deleted,
-            object,
+            object: Arc::new(object),
             resource_version: version,
         }));
         Ok(result)
@@ -590,7 +591,7 @@ impl Store for EmbeddedStore {
         let (namespace, name) = (namespace.to_owned(), name.to_owned());
         self.blocking(move |inner| inner.get(&info, &namespace, &name))
             .await?
-            .map(from_json)
+            .map(|value| from_json(&value))
             .transpose()
     }
 
@@ -618,7 +619,8 @@ impl Store for EmbeddedStore {
         let (namespace, name) = names(object);
         let value = to_json(object, &namespace, &name)?;
         from_json(
-            self.blocking(move |inner| inner.create(&info, &namespace, &name, value))
+            &self
+                .blocking(move |inner| inner.create(&info, &namespace, &name, value))
                 .await?,
         )
     }
@@ -628,7 +630,8 @@ impl Store for EmbeddedStore {
         let (namespace, name) = names(object);
         let value = to_json(object, &namespace, &name)?;
         from_json(
-            self.blocking(move |inner| inner.update(&info, &namespace, &name, value, false))
+            &self
+                .blocking(move |inner| inner.update(&info, &namespace, &name, value, false))
                 .await?,
         )
     }
@@ -638,7 +641,8 @@ impl Store for EmbeddedStore {
         let (namespace, name) = names(object);
         let value = to_json(object, &namespace, &name)?;
         from_json(
-            self.blocking(move |inner| inner.update(&info, &namespace, &name, value, true))
+            &self
+                .blocking(move |inner| inner.update(&info, &namespace, &name, value, true))
                 .await?,
         )
     }

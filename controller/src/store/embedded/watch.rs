@@ -49,9 +49,9 @@ struct State {
     changes: Receiver<Arc<Change>>,
     filter: Filter,
     /// Objects reported as present, by name (to report deletions missed while lagging).
-    known: BTreeMap<String, Value>,
+    known: BTreeMap<String, Arc<Value>>,
     /// Events decided but not yet yielded.
-    pending: VecDeque<(bool, Value)>,
+    pending: VecDeque<(bool, Arc<Value>)>,
     /// The resourceVersion reported up to; `None` until a snapshot is read.
     seen: Option<u64>,
     /// A snapshot failed: wait before the next attempt.
@@ -76,7 +76,7 @@ pub(super) fn stream<K: Object>(
     futures::stream::unfold(state, |mut state| async move {
         let event = state.next().await?;
         let event = event.and_then(|(deleted, value)| {
-            let object = from_json::<K>(value)?;
+            let object = from_json::<K>(&value)?;
             Ok(if deleted {
                 WatchEvent::Deleted(object)
             } else {
@@ -90,7 +90,7 @@ pub(super) fn stream<K: Object>(
 
 impl State {
     /// The next event as `(deleted, object)`; `None` once the store is gone.
-    async fn next(&mut self) -> Option<Result<(bool, Value), StoreError>> {
+    async fn next(&mut self) -> Option<Result<(bool, Arc<Value>), StoreError>> {
         loop {
             if let Some(event) = self.pending.pop_front() {
                 return Some(Ok(event));
