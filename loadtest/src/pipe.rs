@@ -17,6 +17,21 @@ use crate::payload::BLOCK;
 
 /// How long a side waits for the router to end its h2 call after both half-closes.
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
+/// The longest a single send, receive or session opening may make no progress. Every
+/// step of a scenario is bounded: a session that stalls fails its scenario with the step
+/// that stalled instead of holding the run (lossy links at 50 ms RTT recover in well
+/// under a second).
+pub(crate) const STALL: Duration = Duration::from_secs(30);
+
+/// `step` within [`STALL`], or an error naming it.
+pub(crate) async fn bounded<T>(
+    what: &'static str,
+    step: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(STALL, step)
+        .await
+        .map_err(|_| anyhow::anyhow!("stalled: {what} made no progress for {STALL:?}"))?
+}
 
 /// A TLS connection of either role.
 pub(crate) type Tls = tokio_rustls::TlsStream<TcpStream>;
@@ -49,10 +64,13 @@ impl H2Stream {
     /// The open response stream, once the router has answered.
     async fn open(&mut self) -> anyhow::Result<&mut Streaming<StreamResponse>> {
         if let H2Stream::Waiting(call) = self {
-            let response = call
-                .await
-                .context("the RouterService.Stream call task")?
-                .context("RouterService.Stream")?;
+            let response = bounded("waiting for the router's h2 response headers", async {
+                Ok(call
+                    .await
+                    .context("the RouterService.Stream call task")?
+                    .context("RouterService.Stream")?)
+            })
+            .await?;
             *self = H2Stream::Open(Box::new(response.into_inner()));
         }
         match self {
@@ -71,6 +89,10 @@ pub(crate) struct End {
 
 impl Sink {
     pub(crate) async fn send(&mut self, data: Bytes) -> anyhow::Result<()> {
+        bounded("a send", self.send_unbounded(data)).await
+    }
+
+    async fn send_unbounded(&mut self, data: Bytes) -> anyhow::Result<()> {
         match self {
             Sink::Quic(send) => send.write_chunk(data).await.context("QUIC write"),
             Sink::H2(tx) => tx
@@ -88,6 +110,10 @@ impl Sink {
     /// Half-close: QUIC FIN, h2 GOAWAY frame then end of the request stream, TLS
     /// close_notify and FIN.
     pub(crate) async fn finish(&mut self) -> anyhow::Result<()> {
+        bounded("a half-close", self.finish_unbounded()).await
+    }
+
+    async fn finish_unbounded(&mut self) -> anyhow::Result<()> {
         match self {
             Sink::Quic(send) => send.finish().context("QUIC finish"),
             Sink::H2(tx) => {
@@ -111,6 +137,10 @@ impl Sink {
 impl Source {
     /// The next bytes, or `None` at the other side's half-close.
     pub(crate) async fn recv(&mut self) -> anyhow::Result<Option<Bytes>> {
+        bounded("a receive", self.recv_unbounded()).await
+    }
+
+    async fn recv_unbounded(&mut self) -> anyhow::Result<Option<Bytes>> {
         match self {
             Source::Quic(recv) => Ok(recv
                 .read_chunk(BLOCK, true)

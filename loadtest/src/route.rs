@@ -21,7 +21,7 @@ use tonic::Request;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::lab::{Lab, SERVER_NAME};
-use crate::pipe::{End, H2Stream, Sink, Source, Tls};
+use crate::pipe::{End, H2Stream, Sink, Source, Tls, bounded};
 use crate::reference::{self, ReferenceTarget};
 
 /// Largest gRPC message either side accepts (a frame is at most a 64 KiB block).
@@ -216,17 +216,23 @@ impl Fabric {
     /// One connection to the router with a fresh certificate of `role` for `lease`.
     pub(crate) async fn quic_connect(&self, lease: &str, role: Role) -> anyhow::Result<Connection> {
         let (chain, key) = self.lab.lease_cert(lease, role)?;
-        QuicPeer::connect(self.router, SERVER_NAME, self.lab.roots(), chain, key)
-            .await
-            .with_context(|| format!("QUIC connection to the router at {}", self.router))
+        bounded("a QUIC connection to the router", async {
+            QuicPeer::connect(self.router, SERVER_NAME, self.lab.roots(), chain, key)
+                .await
+                .with_context(|| format!("QUIC connection to the router at {}", self.router))
+        })
+        .await
     }
 
     /// A connection to the direct quinn baseline server (no client certificate).
     pub(crate) async fn direct_quic_connection(&self) -> anyhow::Result<Connection> {
         let tls = client_config(self.lab.roots(), None, vec![ALPN.to_vec()])?;
-        QuicPeer::connect_with_tls(self.direct_quic, SERVER_NAME, tls)
-            .await
-            .context("QUIC connection to the baseline server")
+        bounded("a QUIC connection to the baseline server", async {
+            QuicPeer::connect_with_tls(self.direct_quic, SERVER_NAME, tls)
+                .await
+                .context("QUIC connection to the baseline server")
+        })
+        .await
     }
 
     /// A session on a warm direct quinn connection.
@@ -237,10 +243,14 @@ impl Fabric {
         let id = self.lab.fresh("d");
         let (tx, rx) = oneshot::channel();
         self.wait_for(&id, tx);
-        let (send, recv) = connection.open_session(&id).await?;
-        let exporter = rx
-            .await
-            .context("the baseline server dropped the session")?;
+        let (send, recv) = bounded("opening a direct QUIC session", async {
+            Ok(connection.open_session(&id).await?)
+        })
+        .await?;
+        let exporter = bounded("the baseline server taking a session", async {
+            rx.await.context("the baseline server dropped the session")
+        })
+        .await?;
         Ok((End::new(Sink::Quic(send), Source::Quic(recv)), exporter))
     }
 
@@ -250,18 +260,23 @@ impl Fabric {
         let (tx, rx) = oneshot::channel();
         self.wait_for(&id, tx);
         let tls = client_config(self.lab.roots(), None, vec![DIRECT_ALPN.to_vec()])?;
-        let tcp = TcpStream::connect(self.direct_tls).await?;
-        tcp.set_nodelay(true)?;
         let name = rustls_pki_types::ServerName::try_from(SERVER_NAME)?;
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-            .connect(name, tcp)
-            .await
-            .context("TLS handshake with the baseline server")?;
-        let (read, mut write) = tokio::io::split(Tls::from(stream));
-        tokio::io::AsyncWriteExt::write_all(&mut write, &Header::new(&id)?.encode()).await?;
-        let exporter = rx
-            .await
-            .context("the baseline server dropped the session")?;
+        let (read, write) = bounded("a TLS connection to the baseline server", async {
+            let tcp = TcpStream::connect(self.direct_tls).await?;
+            tcp.set_nodelay(true)?;
+            let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+                .connect(name, tcp)
+                .await
+                .context("TLS handshake with the baseline server")?;
+            let (read, mut write) = tokio::io::split(Tls::from(stream));
+            tokio::io::AsyncWriteExt::write_all(&mut write, &Header::new(&id)?.encode()).await?;
+            Ok((read, write))
+        })
+        .await?;
+        let exporter = bounded("the baseline server taking a session", async {
+            rx.await.context("the baseline server dropped the session")
+        })
+        .await?;
         Ok((
             End::new(Sink::Tls(write), Source::Tls(read, BytesMut::new())),
             exporter,
@@ -331,8 +346,13 @@ impl Fabric {
 impl QuicLease {
     /// Both sides open session `id`; the router pairs them.
     pub(crate) async fn session(&self, id: &str) -> anyhow::Result<(End, End)> {
-        let (client, exporter) =
-            futures::try_join!(self.client.open_session(id), self.exporter.open_session(id))?;
+        let (client, exporter) = bounded("opening a QUIC session through the router", async {
+            Ok(futures::try_join!(
+                self.client.open_session(id),
+                self.exporter.open_session(id)
+            )?)
+        })
+        .await?;
         Ok((
             End::new(Sink::Quic(client.0), Source::Quic(client.1)),
             End::new(Sink::Quic(exporter.0), Source::Quic(exporter.1)),
@@ -358,15 +378,18 @@ pub(crate) async fn h2_channel(
     ca_pem: &str,
     server_name: &str,
 ) -> anyhow::Result<Channel> {
-    Endpoint::from_shared(format!("https://{addr}"))?
-        .tls_config(
-            ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(ca_pem))
-                .domain_name(server_name),
-        )?
-        .connect()
-        .await
-        .with_context(|| format!("h2 connection to {addr}"))
+    let endpoint = Endpoint::from_shared(format!("https://{addr}"))?.tls_config(
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca_pem))
+            .domain_name(server_name),
+    )?;
+    bounded("an h2 connection", async {
+        endpoint
+            .connect()
+            .await
+            .with_context(|| format!("h2 connection to {addr}"))
+    })
+    .await
 }
 
 /// Opens `RouterService.Stream` with `token`. Resolves at once: like the jumpstarter

@@ -36,6 +36,8 @@ pub(crate) struct Service {
     child: Child,
     socket: PathBuf,
     pub(crate) grpc: SocketAddr,
+    /// Probes and metrics.
+    http: SocketAddr,
     pub(crate) ca_pem: String,
 }
 
@@ -93,6 +95,7 @@ impl Service {
             child,
             socket: data_dir.join("admin.sock"),
             grpc,
+            http,
             ca_pem: String::new(),
         };
         let deadline = Instant::now() + START_WAIT;
@@ -111,6 +114,31 @@ impl Service {
     /// The process id.
     pub(crate) fn pid(&self) -> Option<u32> {
         self.child.id()
+    }
+
+    /// The reconcile loop's passes so far and the seconds they took in all, from the
+    /// service's Prometheus metrics.
+    pub(crate) async fn reconcile_passes(&self) -> anyhow::Result<(f64, f64)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let text = crate::pipe::bounded("reading the service's metrics", async {
+            let mut tcp = tokio::net::TcpStream::connect(self.http).await?;
+            tcp.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                .await?;
+            let mut text = String::new();
+            tcp.read_to_string(&mut text).await?;
+            Ok(text)
+        })
+        .await?;
+        let value = |suffix: &str| {
+            text.lines()
+                .find(|line| line.split_whitespace().next().is_some_and(|n| n.ends_with(suffix)))
+                .and_then(|line| line.split_whitespace().nth(1)?.parse::<f64>().ok())
+                .with_context(|| format!("no metric *{suffix} in the service's metrics"))
+        };
+        Ok((
+            value("reconcile_pass_duration_seconds_count")?,
+            value("reconcile_pass_duration_seconds_sum")?,
+        ))
     }
 
     /// Creates a client (`kind` "clients") or an exporter ("exporters") with `labels`

@@ -66,7 +66,10 @@ pub(crate) async fn open_session(
     connection: &quinn::Connection,
     id: &str,
 ) -> anyhow::Result<(quinn::SendStream, quinn::RecvStream)> {
-    let (mut send, recv) = connection.open_bi().await?;
-    send.write_all(&Header::new(id)?.encode()).await?;
-    Ok((send, recv))
+    crate::pipe::bounded("opening an idle session", async {
+        let (mut send, recv) = connection.open_bi().await?;
+        send.write_all(&Header::new(id)?.encode()).await?;
+        Ok((send, recv))
+    })
+    .await
 }

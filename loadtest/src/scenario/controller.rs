@@ -17,8 +17,17 @@ use crate::service::{self, Identity, Service};
 
 pub(crate) const KEY: &str = "controller";
 
-/// Admin and gRPC calls in flight while populating the store.
+/// Leases in flight in the grant burst.
 const POPULATING: usize = 32;
+
+/// Admin and gRPC calls in flight while populating the store with `n` exporters. An
+/// exporter's creation returns once a reconcile pass has issued its credential, and one
+/// pass serves every creation waiting for it: more in flight at larger sizes keeps the
+/// number of passes (each one reads the whole namespace) from growing with `n`.
+fn populating(n: usize) -> usize {
+    (n / 40).clamp(POPULATING, 256)
+}
+
 /// How often a waiting client asks whether its lease is ready.
 const POLL: Duration = Duration::from_millis(2);
 /// The lease selector: every simulated exporter matches it.
@@ -49,11 +58,12 @@ pub(crate) async fn run(h: &Harness) -> Scenario {
 async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
     s.note(format!(
         "`jumpstarter serve` on a fresh data directory per size. Exporters are created through \
-         the admin socket, then Register (one device) and ReportStatus(Available) over gRPC, \
-         and report again every {}s to stay online. Latency: {} leases one at a time (or as many as fit in {}s), \
+         the admin socket ({} in flight at 1,000, up to 256 at 10,000), then Register (one \
+         device) and ReportStatus(Available) over gRPC, and report again every {}s to stay online. Latency: {} leases one at a time (or as many as fit in {}s), \
          CreateLease (selector `{SELECTOR}`, every exporter matches) then GetLease every \
          {} ms until Ready=True, then DeleteLease. Grants/s: a burst of leases created with \
          {POPULATING} in flight, timed until all are Ready.",
+        populating(1_000),
         HEARTBEAT.as_secs(),
         h.sizes.lease_samples,
         SAMPLING_LIMIT.as_secs(),
@@ -86,7 +96,7 @@ async fn size(h: &Harness, s: &mut Scenario, n: usize) -> anyhow::Result<Row> {
     let service_ref = &service;
     let creating = futures::stream::iter(names.iter())
         .map(|name| async move { create_exporter(service_ref, name).await })
-        .buffer_unordered(POPULATING)
+        .buffer_unordered(populating(n))
         .collect::<Vec<anyhow::Result<Identity>>>();
     let created = tokio::time::timeout(POPULATE_LIMIT, creating)
         .await
@@ -115,15 +125,21 @@ async fn size(h: &Harness, s: &mut Scenario, n: usize) -> anyhow::Result<Row> {
             }
         }
     });
+    let passes_before = service.reconcile_passes().await;
     let result = leases(h, &channel, &client, n).await;
+    let passes_after = service.reconcile_passes().await;
     heartbeat.abort();
     let rss = service
         .pid()
         .and_then(|pid| crate::router_process::rss_of(pid).ok());
     let (latency, grants) = result?;
     let summary = latency.summary();
+    let (before, after) = (passes_before?, passes_after?);
+    let passes = after.0 - before.0;
+    let pass_ms = 1000.0 * (after.1 - before.1) / passes.max(1.0);
     s.note(format!(
-        "{n} exporters: created in {created_s:.1} s, online in {online_s:.1} s{}.",
+        "{n} exporters: created in {created_s:.1} s, online in {online_s:.1} s; while \
+         leasing, {passes:.0} reconcile passes of {pass_ms:.1} ms on average{}.",
         rss.map_or_else(String::new, |r| format!(
             "; service RSS {:.0} MiB",
             r as f64 / 1048576.0
@@ -154,7 +170,7 @@ async fn online(
             let channel = channel.clone();
             async move { service::bring_online(&channel, &e, status).await }
         })
-        .buffer_unordered(POPULATING)
+        .buffer_unordered(populating(exporters.len()))
         .collect()
         .await;
     results.into_iter().collect()

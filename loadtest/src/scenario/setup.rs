@@ -18,7 +18,7 @@ use tonic::transport::Channel;
 
 use crate::harness::Harness;
 use crate::latency::Samples;
-use crate::pipe::End;
+use crate::pipe::{End, bounded};
 use crate::progress::step;
 use crate::reference::{self, OURS_OVER_GO};
 use crate::report::{Row, Scenario};
@@ -356,16 +356,17 @@ impl DialPath {
     /// One Dial until the exporter has the client's first byte.
     async fn setup(self) -> anyhow::Result<Duration> {
         let start = Instant::now();
-        let dialed = ControllerServiceClient::new(self.controller.clone())
-            .dial(service::authed(
-                &self.client,
-                pb::DialRequest {
-                    lease_name: self.lease.clone(),
-                },
-            )?)
-            .await
-            .context("Dial")?
-            .into_inner();
+        let request = service::authed(
+            &self.client,
+            pb::DialRequest {
+                lease_name: self.lease.clone(),
+            },
+        )?;
+        let mut controller = ControllerServiceClient::new(self.controller.clone());
+        let dialed = bounded("Dial", async {
+            Ok(controller.dial(request).await.context("Dial")?.into_inner())
+        })
+        .await?;
         let (tx, rx) = oneshot::channel();
         if let Ok(mut arrivals) = self.arrivals.lock() {
             match arrivals.remove(&dialed.router_token) {
