@@ -10,12 +10,15 @@
 # Kubernetes API, so the project's test API server is started (tools/k8s-testenv) and the
 # ConfigMap created there. When any of this fails, the report says why and the run goes
 # on without those rows. LOADTEST_REFERENCE=0 leaves the Go router out.
+#
+# The controller scenario (7) also runs jumpstarter-controller on that API server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf '[loadtest %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-cargo build --release -p jumpstarter-router -p jumpstarter-standalone -p jumpstarter-loadtest
+cargo build --release -p jumpstarter-router -p jumpstarter-standalone -p jumpstarter-loadtest \
+  -p jumpstarter-controller
 bin="${CARGO_TARGET_DIR:-target}/release"
 
 namespace=jumpstarter-loadtest
@@ -65,6 +68,15 @@ EOF
   printf '%s\n%s\n' "$router" "$kubeconfig"
 }
 
+# The test API server for scenario 7 on Kubernetes.
+kube=()
+if env_dir="$(tools/k8s-testenv/testenv.sh ensure | tail -n 1)"; then
+  kube=(--kubeconfig "${env_dir#ready: }/admin.kubeconfig"
+        --controller-bin "$bin/jumpstarter-controller")
+else
+  say "the test Kubernetes API server did not start: scenario 7 runs on the embedded store only"
+fi
+
 if [ "${LOADTEST_REFERENCE:-1}" = 0 ]; then
   reference=(--reference-unavailable "left out (LOADTEST_REFERENCE=0)")
 elif out="$(prepare_reference)"; then
@@ -79,4 +91,4 @@ fi
 
 exec "$bin/jumpstarter-loadtest" --out "${LOADTEST_OUT:-loadtest/report}" \
     --router-bin "$bin/jumpstarter-router" --standalone-bin "$bin/jumpstarter" \
-    "${reference[@]}" all "$@"
+    "${kube[@]}" "${reference[@]}" all "$@"

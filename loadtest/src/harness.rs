@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::kube::KubeTarget;
 use crate::lab::Lab;
 use crate::preset::Sizes;
 use crate::reference::{Reference, ReferenceConfig};
@@ -24,6 +25,15 @@ pub(crate) struct Harness {
     pub(crate) work: PathBuf,
     pub(crate) router_bin: PathBuf,
     pub(crate) standalone_bin: PathBuf,
+    /// A Kubernetes API server for the controller scenario, when given.
+    pub(crate) kube: Option<KubeRun>,
+}
+
+/// The controller scenario on Kubernetes: the API server and the controller binary.
+#[derive(Debug)]
+pub(crate) struct KubeRun {
+    pub(crate) target: KubeTarget,
+    pub(crate) controller_bin: PathBuf,
 }
 
 impl Harness {
@@ -51,6 +61,7 @@ impl Harness {
             work,
             router_bin,
             standalone_bin,
+            kube: None,
         })
     }
 

@@ -32,6 +32,7 @@ mod reference;
 mod report;
 mod route;
 mod router_process;
+mod kube;
 mod scenario;
 mod service;
 mod swarm;
@@ -87,6 +88,18 @@ struct Options {
     /// [default: 1000,10000; smoke: 10].
     #[arg(long, env = "LOADTEST_EXPORTERS", value_delimiter = ',', global = true)]
     exporters: Vec<usize>,
+    /// Kubeconfig of a Kubernetes API server: the controller scenario also runs
+    /// `jumpstarter-controller` against it, in a namespace of its own per size (it applies
+    /// the jumpstarter CRDs and creates namespaces, so it needs those permissions).
+    #[arg(long, env = "LOADTEST_KUBECONFIG", global = true)]
+    kubeconfig: Option<PathBuf>,
+    /// Registered exporter counts of the controller scenario on Kubernetes,
+    /// comma-separated [default: 1000; smoke: 10].
+    #[arg(long, env = "LOADTEST_KUBE_EXPORTERS", value_delimiter = ',', global = true)]
+    kube_exporters: Vec<usize>,
+    /// The `jumpstarter-controller` binary [default: next to this binary].
+    #[arg(long, env = "LOADTEST_CONTROLLER_BIN", global = true)]
+    controller_bin: Option<PathBuf>,
     /// The upstream Go router binary (`cmd/router` of jumpstarter-controller v0.7.1, as
     /// tools/reference-router.sh builds it): the h2 rows of scenarios 1–4 are repeated
     /// against it. It listens on TCP port 8083, which must be free.
@@ -171,6 +184,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     if !options.exporters.is_empty() {
         sizes.exporters = options.exporters.clone();
     }
+    if !options.kube_exporters.is_empty() {
+        sizes.kube_exporters = options.kube_exporters.clone();
+    }
     let (work, _temporary) = match &options.work_dir {
         Some(dir) => (dir.clone(), None),
         None => {
@@ -199,7 +215,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         }),
         _ => None,
     };
-    let harness = Harness::start(
+    let mut harness = Harness::start(
         sizes,
         work,
         router_bin,
@@ -208,6 +224,17 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         options.reference_unavailable.clone(),
     )
     .await?;
+    if let Some(kubeconfig) = &options.kubeconfig {
+        let controller_bin = binary(options.controller_bin.as_deref(), "jumpstarter-controller")?;
+        let target = kube::KubeTarget::connect(kubeconfig)
+            .await
+            .context("preparing the Kubernetes API server for the controller scenario")?;
+        progress::step(format!("Kubernetes: {}", kubeconfig.display()));
+        harness.kube = Some(harness::KubeRun {
+            target,
+            controller_bin,
+        });
+    }
     progress::step(format!("reference: {}", harness.reference.summary()));
 
     let all = cli.command == Command::All;

@@ -26,12 +26,14 @@ pub(crate) struct Sizes {
     pub(crate) idle_h2_connections: usize,
     pub(crate) idle_h2_sessions: usize,
     /// Scenario 6: exporter connections that must come back, and whether to crash the
-    /// router too (QUIC peers then need their 30 s idle timeout to notice).
+    /// router too.
     pub(crate) restart_connections: usize,
     pub(crate) restart_kill: bool,
     /// Scenario 7: registered exporter counts, leases timed one by one, leases granted
     /// in a burst.
     pub(crate) exporters: Vec<usize>,
+    /// The same on a real Kubernetes API server, when one is given.
+    pub(crate) kube_exporters: Vec<usize>,
     pub(crate) lease_samples: u64,
     pub(crate) grant_burst: usize,
     /// Scenario 8: seconds of each timed transfer, round trips per path, loss levels.
@@ -58,6 +60,7 @@ impl Sizes {
             restart_connections: 1_000,
             restart_kill: true,
             exporters: vec![1_000, 10_000],
+            kube_exporters: vec![1_000],
             lease_samples: 200,
             grant_burst: 500,
             impairment_seconds: 4.0,
@@ -83,6 +86,7 @@ impl Sizes {
             restart_connections: 10,
             restart_kill: false,
             exporters: vec![10],
+            kube_exporters: vec![10],
             lease_samples: 5,
             grant_burst: 5,
             impairment_seconds: 0.3,

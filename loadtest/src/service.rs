@@ -1,7 +1,9 @@
-//! A `jumpstarter serve` process (controller and h2 router, state in a scratch data
-//! directory), its admin socket, and the gRPC calls clients and simulated exporters make.
+//! The controller under test, and the gRPC calls clients and simulated exporters make:
+//! a `jumpstarter serve` process (controller and h2 router, state in a scratch data
+//! directory) with its admin socket, or a `jumpstarter-controller` process on a real
+//! Kubernetes API server, administered through that API like `jmp admin` does.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -12,6 +14,8 @@ use base64::Engine;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+use jumpstarter_controller::admin::Admin;
+use jumpstarter_controller::store::kube::KubeStore;
 use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
 use jumpstarter_proto::jumpstarter::client::v1::client_service_client::ClientServiceClient;
 use jumpstarter_proto::jumpstarter::v1 as pb;
@@ -22,6 +26,7 @@ use tokio::process::{Child, Command};
 use tonic::Request;
 use tonic::transport::Channel;
 
+use crate::kube::KubeTarget;
 use crate::route::h2_channel;
 use crate::router_process::free_port;
 
@@ -30,11 +35,23 @@ const START_WAIT: Duration = Duration::from_secs(60);
 /// The namespace the service serves.
 pub(crate) const NAMESPACE: &str = "default";
 
-/// A running `jumpstarter serve`; killed when dropped.
+/// How clients and exporters are created.
+#[derive(Debug)]
+enum AdminPath {
+    /// The admin socket of `jumpstarter serve`.
+    Socket(PathBuf),
+    /// The Kubernetes API, with the controller's admin library (what `jmp admin` does).
+    Kube(Admin<KubeStore>),
+}
+
+/// A running controller (`jumpstarter serve`, or `jumpstarter-controller` on Kubernetes);
+/// killed when dropped.
 #[derive(Debug)]
 pub(crate) struct Service {
     child: Child,
-    socket: PathBuf,
+    admin: AdminPath,
+    /// The namespace it serves.
+    namespace: String,
     pub(crate) grpc: SocketAddr,
     /// Probes and metrics.
     http: SocketAddr,
@@ -45,6 +62,7 @@ pub(crate) struct Service {
 #[derive(Debug, Clone)]
 pub(crate) struct Identity {
     pub(crate) kind: &'static str,
+    pub(crate) namespace: String,
     pub(crate) name: String,
     pub(crate) token: String,
 }
@@ -91,15 +109,17 @@ impl Service {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {} serve", binary.display()))?;
+        let socket = data_dir.join("admin.sock");
         let mut service = Service {
             child,
-            socket: data_dir.join("admin.sock"),
+            admin: AdminPath::Socket(socket.clone()),
+            namespace: NAMESPACE.to_owned(),
             grpc,
             http,
             ca_pem: String::new(),
         };
         let deadline = Instant::now() + START_WAIT;
-        while UnixStream::connect(&service.socket).await.is_err() {
+        while UnixStream::connect(&socket).await.is_err() {
             if let Some(status) = service.child.try_wait()? {
                 bail!("jumpstarter serve exited with {status}; see {name}.log");
             }
@@ -111,6 +131,78 @@ impl Service {
         Ok(service)
     }
 
+    /// Starts `binary run` (the Kubernetes controller) for `namespace` of the API server
+    /// of `kube`, with a router endpoint nobody dials; waits until it is ready.
+    pub(crate) async fn start_kube(
+        binary: &Path,
+        work: &Path,
+        kube: &KubeTarget,
+        namespace: &str,
+    ) -> anyhow::Result<Service> {
+        let grpc: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let router: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let http: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let log = std::fs::File::create(work.join(format!("{namespace}.log")))?;
+        let child = Command::new(binary)
+            .arg("run")
+            .args(["--namespace", namespace])
+            .arg("--kubeconfig")
+            .arg(&kube.kubeconfig)
+            .args(["--grpc-listen", &grpc.to_string()])
+            .args(["--grpc-endpoint", &grpc.to_string()])
+            .args(["--router", &format!("default={router}")])
+            .args(["--probe-listen", &http.to_string()])
+            .args(["--metrics-listen", &http.to_string()])
+            .args(["--log-format", "text"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {} run", binary.display()))?;
+        let admin = Admin::new(KubeStore::new(kube.client.clone()), namespace)
+            .with_credential_wait(Duration::from_secs(120));
+        let mut service = Service {
+            child,
+            admin: AdminPath::Kube(admin),
+            namespace: namespace.to_owned(),
+            grpc,
+            http,
+            ca_pem: String::new(),
+        };
+        let deadline = Instant::now() + START_WAIT;
+        while !service.ready().await {
+            if let Some(status) = service.child.try_wait()? {
+                bail!("jumpstarter-controller exited with {status}; see {namespace}.log");
+            }
+            if Instant::now() > deadline {
+                bail!("jumpstarter-controller did not become ready within {START_WAIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(service)
+    }
+
+    /// Whether `/readyz` answers 200.
+    async fn ready(&self) -> bool {
+        matches!(self.http_get("/readyz").await, Ok(text) if text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"))
+    }
+
+    /// `GET path` on the probes and metrics port: the whole answer, headers included.
+    async fn http_get(&self, path: &str) -> anyhow::Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        crate::pipe::bounded("a request to the probes and metrics port", async {
+            let mut tcp = tokio::net::TcpStream::connect(self.http).await?;
+            tcp.write_all(request.as_bytes()).await?;
+            let mut text = String::new();
+            tcp.read_to_string(&mut text).await?;
+            Ok(text)
+        })
+        .await
+    }
+
     /// The process id.
     pub(crate) fn pid(&self) -> Option<u32> {
         self.child.id()
@@ -119,16 +211,7 @@ impl Service {
     /// The reconcile loop's passes so far and the seconds they took in all, from the
     /// service's Prometheus metrics.
     pub(crate) async fn reconcile_passes(&self) -> anyhow::Result<(f64, f64)> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let text = crate::pipe::bounded("reading the service's metrics", async {
-            let mut tcp = tokio::net::TcpStream::connect(self.http).await?;
-            tcp.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-                .await?;
-            let mut text = String::new();
-            tcp.read_to_string(&mut text).await?;
-            Ok(text)
-        })
-        .await?;
+        let text = self.http_get("/metrics").await?;
         let value = |suffix: &str| {
             text.lines()
                 .find(|line| line.split_whitespace().next().is_some_and(|n| n.ends_with(suffix)))
@@ -175,21 +258,42 @@ impl Service {
         name: &str,
         labels: &[(&str, &str)],
     ) -> anyhow::Result<(Identity, String)> {
-        let labels: HashMap<&str, &str> = labels.iter().copied().collect();
-        let body = serde_json::to_vec(&serde_json::json!({ "name": name, "labels": labels }))?;
-        let answer = admin_call(&self.socket, &format!("/v1/{kind}"), body).await?;
-        let config: Config =
-            serde_json::from_slice(&answer).context("reading the configuration")?;
-        let identity = Identity {
-            kind: if kind == "clients" {
-                "Client"
-            } else {
-                "Exporter"
-            },
-            name: config.metadata.name,
-            token: config.token,
+        let (kind, name, token, ca) = match &self.admin {
+            AdminPath::Socket(socket) => {
+                let labels: HashMap<&str, &str> = labels.iter().copied().collect();
+                let body =
+                    serde_json::to_vec(&serde_json::json!({ "name": name, "labels": labels }))?;
+                let answer = admin_call(socket, &format!("/v1/{kind}"), body).await?;
+                let config: Config =
+                    serde_json::from_slice(&answer).context("reading the configuration")?;
+                let kind = if kind == "clients" {
+                    "Client"
+                } else {
+                    "Exporter"
+                };
+                (kind, config.metadata.name, config.token, config.tls.ca)
+            }
+            AdminPath::Kube(admin) => {
+                let labels: BTreeMap<String, String> = labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect();
+                if kind == "clients" {
+                    let config = admin.create_client(name, &labels).await?;
+                    ("Client", config.metadata.name, config.token, config.tls.ca)
+                } else {
+                    let config = admin.create_exporter(name, &labels).await?;
+                    ("Exporter", config.metadata.name, config.token, config.tls.ca)
+                }
+            }
         };
-        Ok((identity, config.tls.ca))
+        let identity = Identity {
+            kind,
+            namespace: self.namespace.clone(),
+            name,
+            token,
+        };
+        Ok((identity, ca))
     }
 
     /// A TLS channel to the controller.
@@ -212,7 +316,7 @@ pub(crate) fn authed<T>(who: &Identity, message: T) -> anyhow::Result<Request<T>
     let metadata = request.metadata_mut();
     metadata.insert("authorization", format!("Bearer {}", who.token).parse()?);
     metadata.insert("jumpstarter-kind", who.kind.parse()?);
-    metadata.insert("jumpstarter-namespace", NAMESPACE.parse()?);
+    metadata.insert("jumpstarter-namespace", who.namespace.parse()?);
     metadata.insert("jumpstarter-name", who.name.parse()?);
     Ok(request)
 }
@@ -280,7 +384,7 @@ pub(crate) async fn create_lease(
         .create_lease(authed(
             client,
             client_pb::CreateLeaseRequest {
-                parent: format!("namespaces/{NAMESPACE}"),
+                parent: format!("namespaces/{}", client.namespace),
                 lease_id: String::new(),
                 lease: Some(lease),
             },

@@ -71,7 +71,7 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
     ));
     for &n in &h.sizes.exporters {
         let name = row_name(n);
-        match size(h, s, n).await {
+        match size(h, s, Backend::Embedded, n).await {
             Ok(row) => s.row(row),
             Err(e) => {
                 s.note(format!("{name}: {e:#}"));
@@ -79,21 +79,92 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
             }
         }
     }
-    s.note("Not measured here: the real kube-apiserver at scale (the store is the embedded one).");
+    match &h.kube {
+        Some(kube) => {
+            s.note(format!(
+                "Rows \"{KUBE_ROW} …\": `jumpstarter-controller run` on a real kube-apiserver \
+                 (kubeconfig {}), a fresh namespace per size; exporters and the client are \
+                 created through the Kubernetes API with the admin code `jmp admin` uses, the \
+                 rest as above.",
+                kube.target.kubeconfig.display()
+            ));
+            for &n in &h.sizes.kube_exporters {
+                let name = kube_row_name(n);
+                match size(h, s, Backend::Kube, n).await {
+                    Ok(row) => s.row(row),
+                    Err(e) => {
+                        s.note(format!("{name}: {e:#}"));
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        None => s.note(
+            "Not measured in this run: the controller on a real kube-apiserver (no --kubeconfig).",
+        ),
+    }
     Ok(())
 }
 
-async fn size(h: &Harness, s: &mut Scenario, n: usize) -> anyhow::Result<Row> {
-    step(format!(
-        "controller: starting the service, creating {n} exporters"
-    ));
-    let mut service =
-        Service::start(&h.standalone_bin, &h.work, &format!("controller-{n}")).await?;
+/// Prefix of the rows measured on Kubernetes.
+const KUBE_ROW: &str = "kube-apiserver:";
+
+fn kube_row_name(n: usize) -> String {
+    format!("{KUBE_ROW} {n} exporters")
+}
+
+/// Where the controller under test keeps its objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    /// `jumpstarter serve`, embedded store.
+    Embedded,
+    /// `jumpstarter-controller run` on the Kubernetes API server of the run.
+    Kube,
+}
+
+async fn size(h: &Harness, s: &mut Scenario, backend: Backend, n: usize) -> anyhow::Result<Row> {
+    let (mut service, row, namespace) = match (backend, &h.kube) {
+        (Backend::Kube, Some(kube)) => {
+            step(format!(
+                "controller: starting jumpstarter-controller on Kubernetes, creating {n} exporters"
+            ));
+            let namespace = format!("loadtest-{}-{n}", std::process::id());
+            kube.target.create_namespace(&namespace).await?;
+            let service =
+                Service::start_kube(&kube.controller_bin, &h.work, &kube.target, &namespace)
+                    .await?;
+            (service, kube_row_name(n), Some(namespace))
+        }
+        (Backend::Kube, None) => anyhow::bail!("no Kubernetes API server in this run"),
+        (Backend::Embedded, _) => {
+            step(format!(
+                "controller: starting the service, creating {n} exporters"
+            ));
+            let service =
+                Service::start(&h.standalone_bin, &h.work, &format!("controller-{n}")).await?;
+            (service, row_name(n), None)
+        }
+    };
+    let measured = populate_and_lease(h, s, &mut service, &row, n).await;
+    drop(service);
+    if let (Some(namespace), Some(kube)) = (namespace, &h.kube) {
+        kube.target.delete_namespace(&namespace).await;
+    }
+    measured
+}
+
+async fn populate_and_lease(
+    h: &Harness,
+    s: &mut Scenario,
+    service: &mut Service,
+    row: &str,
+    n: usize,
+) -> anyhow::Result<Row> {
     let client = service.create("clients", "bench", &[]).await?;
     let start = Instant::now();
     let mut exporters = Vec::with_capacity(n);
     let names: Vec<String> = (0..n).map(|i| format!("board-{i:05}")).collect();
-    let service_ref = &service;
+    let service_ref = &*service;
     let creating = futures::stream::iter(names.iter())
         .map(|name| async move { create_exporter(service_ref, name).await })
         .buffer_unordered(populating(n))
@@ -138,14 +209,14 @@ async fn size(h: &Harness, s: &mut Scenario, n: usize) -> anyhow::Result<Row> {
     let passes = after.0 - before.0;
     let pass_ms = 1000.0 * (after.1 - before.1) / passes.max(1.0);
     s.note(format!(
-        "{n} exporters: created in {created_s:.1} s, online in {online_s:.1} s; while \
+        "{row}: created in {created_s:.1} s, online in {online_s:.1} s; while \
          leasing, {passes:.0} reconcile passes of {pass_ms:.1} ms on average{}.",
         rss.map_or_else(String::new, |r| format!(
             "; service RSS {:.0} MiB",
             r as f64 / 1048576.0
         ))
     ));
-    Ok(Row::new(row_name(n))
+    Ok(Row::new(row)
         .num("exporters", n as f64)
         .num("Ready p50 ms", summary.p50_us / 1000.0)
         .num("Ready p99 ms", summary.p99_us / 1000.0)
