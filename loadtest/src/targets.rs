@@ -42,6 +42,30 @@ pub(crate) fn check(scenarios: &[Scenario]) -> Vec<Target> {
             true,
         ),
         target(
+            "QUIC router round trip p99 ≤ 5 ms while another session saturates the router",
+            figure(
+                latency::KEY,
+                &latency::saturated(crate::route::Route::QuicRouter),
+                "p99 µs",
+            )
+            .map(|us| us / 1000.0),
+            "ms",
+            5.0,
+            true,
+        ),
+        target(
+            "h2 router round trip p99 ≤ 5 ms while another session saturates the router",
+            figure(
+                latency::KEY,
+                &latency::saturated(crate::route::Route::H2Router),
+                "p99 µs",
+            )
+            .map(|us| us / 1000.0),
+            "ms",
+            5.0,
+            true,
+        ),
+        target(
             "QUIC session setup on a warm connection ≤ 0.3 ms p50",
             quic_setup,
             "ms",

@@ -112,7 +112,7 @@ fn smoke_run_reports_every_scenario_intact() {
     assert!(checked >= 50, "only {checked} transfers were checked");
     assert_eq!(json["integrity"]["failed"], 0);
     let targets = json["targets"].as_array().expect("targets");
-    assert_eq!(targets.len(), 10);
+    assert_eq!(targets.len(), 12);
     for t in targets {
         let verdict = t["verdict"].as_str().expect("verdict");
         assert!(["met", "missed", "not measured"].contains(&verdict), "{t}");

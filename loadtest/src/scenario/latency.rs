@@ -85,7 +85,7 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
 }
 
 /// Row name of `route` while another session saturates the router.
-fn saturated(route: Route) -> String {
+pub(crate) fn saturated(route: Route) -> String {
     format!("{}, router saturated", route.label())
 }
 
