@@ -40,7 +40,11 @@ const HEARTBEAT: Duration = Duration::from_secs(30);
 const POPULATE_LIMIT: Duration = Duration::from_secs(240);
 
 /// Longest time spent on one-at-a-time leases per size (fewer samples when slow).
-const SAMPLING_LIMIT: Duration = Duration::from_secs(60);
+const SAMPLING_LIMIT: Duration = Duration::from_secs(30);
+
+/// After this, the grant burst starts no more leases (the ones in flight complete): slow
+/// sizes give a rate from fewer leases instead of stretching the suite.
+const BURST_LIMIT: Duration = Duration::from_secs(30);
 
 /// Row name of the latency and rate with `n` exporters.
 pub(crate) fn row_name(n: usize) -> String {
@@ -62,12 +66,13 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
          device) and ReportStatus(Available) over gRPC, and report again every {}s to stay online. Latency: {} leases one at a time (or as many as fit in {}s), \
          CreateLease (selector `{SELECTOR}`, every exporter matches) then GetLease every \
          {} ms until Ready=True, then DeleteLease. Grants/s: a burst of leases created with \
-         {POPULATING} in flight, timed until all are Ready.",
+         {POPULATING} in flight (no new ones after {}s), timed until all are Ready.",
         populating(1_000),
         HEARTBEAT.as_secs(),
         h.sizes.lease_samples,
         SAMPLING_LIMIT.as_secs(),
-        POLL.as_millis()
+        POLL.as_millis(),
+        BURST_LIMIT.as_secs()
     ));
     for &n in &h.sizes.exporters {
         let name = row_name(n);
@@ -277,7 +282,9 @@ async fn leases(
     // Let the releases settle so the burst finds free exporters.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let start = Instant::now();
+    let stop_starting = start + BURST_LIMIT;
     let granted: Vec<anyhow::Result<String>> = futures::stream::iter(0..burst)
+        .take_while(|_| std::future::ready(Instant::now() < stop_starting))
         .map(|_| async move {
             let lease = service::create_lease(channel, client, SELECTOR).await?;
             service::wait_ready(channel, client, &lease, POLL * 5, Duration::from_secs(120))
