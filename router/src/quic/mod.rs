@@ -49,8 +49,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a new stream may take to send its header.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long connections get to close after the drain period.
-const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long the endpoint keeps running after closing every connection at the end of the
+/// drain period: long enough to send the CONNECTION_CLOSE packets, which go out at once.
+/// Waiting out quinn's full draining state (three probe timeouts per connection) would only
+/// delay a restart; a peer whose close packet is lost gets a stateless reset from the next
+/// process instead (see [`ResetKey`]).
+const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// Everything a QUIC listener needs.
 #[derive(Debug, Clone)]
