@@ -3,15 +3,10 @@
 //! and create namespaces (the project's test API server gives it).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-
-/// How long the API server may take to establish the CRDs.
-const ESTABLISH_WAIT: Duration = Duration::from_secs(60);
+use kube::api::{Api, DeleteParams, PostParams};
 
 /// An API server reached with a kubeconfig.
 #[derive(Clone)]
@@ -43,45 +38,13 @@ impl KubeTarget {
             kubeconfig: kubeconfig.to_owned(),
             client,
         };
-        target.apply_crds().await?;
+        jumpstarter_testenv::apply_crds(
+            target.client.clone(),
+            "jumpstarter-loadtest",
+            &jumpstarter_controller::crd::definitions(),
+        )
+        .await?;
         Ok(target)
-    }
-
-    async fn apply_crds(&self) -> anyhow::Result<()> {
-        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
-        let params = PatchParams::apply("jumpstarter-loadtest").force();
-        let crds = jumpstarter_controller::crd::definitions();
-        for crd in &crds {
-            let name = crd.metadata.name.clone().context("a CRD without a name")?;
-            let mut body = serde_json::to_value(crd)?;
-            body["apiVersion"] = "apiextensions.k8s.io/v1".into();
-            body["kind"] = "CustomResourceDefinition".into();
-            api.patch(&name, &params, &Patch::Apply(&body))
-                .await
-                .with_context(|| format!("applying CRD {name}"))?;
-        }
-        let deadline = Instant::now() + ESTABLISH_WAIT;
-        for crd in &crds {
-            let name = crd.metadata.name.clone().unwrap_or_default();
-            loop {
-                let current = api.get(&name).await?;
-                let established = current
-                    .status
-                    .and_then(|s| s.conditions)
-                    .is_some_and(|cs| {
-                        cs.iter()
-                            .any(|c| c.type_ == "Established" && c.status == "True")
-                    });
-                if established {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!("CRD {name} not established within {ESTABLISH_WAIT:?}");
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        Ok(())
     }
 
     /// Creates namespace `name`.

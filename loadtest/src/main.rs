@@ -21,6 +21,7 @@
 
 mod harness;
 mod impairment;
+mod kube;
 mod lab;
 mod latency;
 mod payload;
@@ -32,7 +33,6 @@ mod reference;
 mod report;
 mod route;
 mod router_process;
-mod kube;
 mod scenario;
 mod service;
 mod swarm;
@@ -95,7 +95,12 @@ struct Options {
     kubeconfig: Option<PathBuf>,
     /// Registered exporter counts of the controller scenario on Kubernetes,
     /// comma-separated [default: 1000; smoke: 10].
-    #[arg(long, env = "LOADTEST_KUBE_EXPORTERS", value_delimiter = ',', global = true)]
+    #[arg(
+        long,
+        env = "LOADTEST_KUBE_EXPORTERS",
+        value_delimiter = ',',
+        global = true
+    )]
     kube_exporters: Vec<usize>,
     /// The `jumpstarter-controller` binary [default: next to this binary].
     #[arg(long, env = "LOADTEST_CONTROLLER_BIN", global = true)]

@@ -13,7 +13,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +21,8 @@ use base64::Engine as _;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde::Serialize;
 use tokio::process::{Child, Command};
+
+use crate::router_process::spawn_logged;
 
 /// The Go module of the reference router.
 const MODULE: &str = "github.com/jumpstarter-dev/jumpstarter-controller";
@@ -149,19 +150,17 @@ impl ReferenceRouter {
         let log_path = log_dir.join("reference-router.log");
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
-        let mut child = Command::new(&config.binary)
-            // Errors only, as the router under test runs with warnings only.
-            .arg("--zap-log-level=error")
-            .env("KUBECONFIG", &config.kubeconfig)
-            .env("NAMESPACE", &config.namespace)
-            .env("ROUTER_KEY", &key)
-            .env("GRPC_ROUTER_ENDPOINT", addr.to_string())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", config.binary.display()))?;
+        let mut child = spawn_logged(
+            Command::new(&config.binary)
+                // Errors only, as the router under test runs with warnings only.
+                .arg("--zap-log-level=error")
+                .env("KUBECONFIG", &config.kubeconfig)
+                .env("NAMESPACE", &config.namespace)
+                .env("ROUTER_KEY", &key)
+                .env("GRPC_ROUTER_ENDPOINT", addr.to_string()),
+            log,
+        )
+        .with_context(|| format!("starting {}", config.binary.display()))?;
         let deadline = Instant::now() + START_WAIT;
         loop {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {

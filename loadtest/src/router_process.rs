@@ -107,14 +107,7 @@ impl RouterProcess {
             .append(true)
             .open(&self.log)
             .with_context(|| format!("opening {}", self.log.display()))?;
-        let child = Command::new(&self.binary)
-            .args(&self.args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
+        let child = spawn_logged(Command::new(&self.binary).args(&self.args), log)
             .with_context(|| format!("starting {}", self.binary.display()))?;
         self.child = Some(child);
         let deadline = Instant::now() + START_WAIT;
@@ -166,4 +159,16 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
         }
     }
     bail!("no free port with a free UDP twin")
+}
+
+/// Starts `command` with no input, its output appended to `log`, warnings-only logging
+/// (`RUST_LOG=warn`, which the Go router ignores), and killed when its handle is dropped.
+pub(crate) fn spawn_logged(command: &mut Command, log: std::fs::File) -> std::io::Result<Child> {
+    command
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
 }

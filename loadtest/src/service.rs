@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -28,7 +27,7 @@ use tonic::transport::Channel;
 
 use crate::kube::KubeTarget;
 use crate::route::h2_channel;
-use crate::router_process::free_port;
+use crate::router_process::{free_port, spawn_logged};
 
 /// How long the service may take to start.
 const START_WAIT: Duration = Duration::from_secs(60);
@@ -94,40 +93,27 @@ impl Service {
         let router: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let http: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let log = std::fs::File::create(work.join(format!("{name}.log")))?;
-        let child = Command::new(binary)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(["--grpc-listen", &grpc.to_string()])
-            .args(["--router-listen", &router.to_string()])
-            .args(["--http-listen", &http.to_string()])
-            .arg("--no-quic")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {} serve", binary.display()))?;
-        let socket = data_dir.join("admin.sock");
+        let child = spawn_logged(
+            Command::new(binary)
+                .arg("serve")
+                .arg("--data-dir")
+                .arg(&data_dir)
+                .args(["--grpc-listen", &grpc.to_string()])
+                .args(["--router-listen", &router.to_string()])
+                .args(["--http-listen", &http.to_string()])
+                .arg("--no-quic"),
+            log,
+        )
+        .with_context(|| format!("starting {} serve", binary.display()))?;
         let mut service = Service {
             child,
-            admin: AdminPath::Socket(socket.clone()),
+            admin: AdminPath::Socket(data_dir.join("admin.sock")),
             namespace: NAMESPACE.to_owned(),
             grpc,
             http,
             ca_pem: String::new(),
         };
-        let deadline = Instant::now() + START_WAIT;
-        while UnixStream::connect(&socket).await.is_err() {
-            if let Some(status) = service.child.try_wait()? {
-                bail!("jumpstarter serve exited with {status}; see {name}.log");
-            }
-            if Instant::now() > deadline {
-                bail!("jumpstarter serve did not start within {START_WAIT:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        service.wait_started("jumpstarter serve", name).await?;
         Ok(service)
     }
 
@@ -143,24 +129,21 @@ impl Service {
         let router: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let http: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let log = std::fs::File::create(work.join(format!("{namespace}.log")))?;
-        let child = Command::new(binary)
-            .arg("run")
-            .args(["--namespace", namespace])
-            .arg("--kubeconfig")
-            .arg(&kube.kubeconfig)
-            .args(["--grpc-listen", &grpc.to_string()])
-            .args(["--grpc-endpoint", &grpc.to_string()])
-            .args(["--router", &format!("default={router}")])
-            .args(["--probe-listen", &http.to_string()])
-            .args(["--metrics-listen", &http.to_string()])
-            .args(["--log-format", "text"])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {} run", binary.display()))?;
+        let child = spawn_logged(
+            Command::new(binary)
+                .arg("run")
+                .args(["--namespace", namespace])
+                .arg("--kubeconfig")
+                .arg(&kube.kubeconfig)
+                .args(["--grpc-listen", &grpc.to_string()])
+                .args(["--grpc-endpoint", &grpc.to_string()])
+                .args(["--router", &format!("default={router}")])
+                .args(["--probe-listen", &http.to_string()])
+                .args(["--metrics-listen", &http.to_string()])
+                .args(["--log-format", "text"]),
+            log,
+        )
+        .with_context(|| format!("starting {} run", binary.display()))?;
         let admin = Admin::new(KubeStore::new(kube.client.clone()), namespace)
             .with_credential_wait(Duration::from_secs(120));
         let mut service = Service {
@@ -171,22 +154,35 @@ impl Service {
             http,
             ca_pem: String::new(),
         };
-        let deadline = Instant::now() + START_WAIT;
-        while !service.ready().await {
-            if let Some(status) = service.child.try_wait()? {
-                bail!("jumpstarter-controller exited with {status}; see {namespace}.log");
-            }
-            if Instant::now() > deadline {
-                bail!("jumpstarter-controller did not become ready within {START_WAIT:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        service
+            .wait_started("jumpstarter-controller", namespace)
+            .await?;
         Ok(service)
     }
 
-    /// Whether `/readyz` answers 200.
-    async fn ready(&self) -> bool {
-        matches!(self.http_get("/readyz").await, Ok(text) if text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"))
+    /// Waits until the process takes admin calls: its admin socket accepts connections
+    /// (`jumpstarter serve`), or its `/readyz` answers 200 (Kubernetes). Fails when the
+    /// process exits first or after [`START_WAIT`]; `log` names its log file.
+    async fn wait_started(&mut self, what: &str, log: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + START_WAIT;
+        loop {
+            let started = match &self.admin {
+                AdminPath::Socket(socket) => UnixStream::connect(socket).await.is_ok(),
+                AdminPath::Kube(_) => self.http_get("/readyz").await.is_ok_and(|answer| {
+                    answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
+                }),
+            };
+            if started {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("{what} exited with {status}; see {log}.log");
+            }
+            if Instant::now() > deadline {
+                bail!("{what} did not start within {START_WAIT:?}; see {log}.log");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// `GET path` on the probes and metrics port: the whole answer, headers included.
@@ -214,7 +210,11 @@ impl Service {
         let text = self.http_get("/metrics").await?;
         let value = |suffix: &str| {
             text.lines()
-                .find(|line| line.split_whitespace().next().is_some_and(|n| n.ends_with(suffix)))
+                .find(|line| {
+                    line.split_whitespace()
+                        .next()
+                        .is_some_and(|n| n.ends_with(suffix))
+                })
                 .and_then(|line| line.split_whitespace().nth(1)?.parse::<f64>().ok())
                 .with_context(|| format!("no metric *{suffix} in the service's metrics"))
         };
@@ -283,7 +283,12 @@ impl Service {
                     ("Client", config.metadata.name, config.token, config.tls.ca)
                 } else {
                     let config = admin.create_exporter(name, &labels).await?;
-                    ("Exporter", config.metadata.name, config.token, config.tls.ca)
+                    (
+                        "Exporter",
+                        config.metadata.name,
+                        config.token,
+                        config.tls.ca,
+                    )
                 }
             }
         };

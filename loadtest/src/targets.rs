@@ -2,13 +2,17 @@
 
 use crate::reference::{self, OURS_OVER_GO};
 use crate::report::{Scenario, Target, target};
+use crate::route::Route;
 use crate::scenario::{bulk, controller, idle, latency, setup};
 
 /// Every target, measured or not.
 pub(crate) fn check(scenarios: &[Scenario]) -> Vec<Target> {
     let find = |key: &str| scenarios.iter().find(|s| s.key == key);
     let figure = |key: &str, row: &str, column: &str| find(key)?.figure(row, column);
-    let quic_router = crate::route::Route::QuicRouter.label();
+    let quic_router = Route::QuicRouter.label();
+    let saturated_p99_ms = |route: Route| {
+        figure(latency::KEY, &latency::saturated(route), "p99 µs").map(|us| us / 1000.0)
+    };
     let quic_setup = figure(setup::KEY, setup::QUIC_ROW, "p50 ms");
     let h2_dial = figure(setup::KEY, setup::H2_DIAL_ROW, "p50 ms");
     let thousand = controller::row_name(1_000);
@@ -43,24 +47,14 @@ pub(crate) fn check(scenarios: &[Scenario]) -> Vec<Target> {
         ),
         target(
             "QUIC router round trip p99 ≤ 5 ms while another session saturates the router",
-            figure(
-                latency::KEY,
-                &latency::saturated(crate::route::Route::QuicRouter),
-                "p99 µs",
-            )
-            .map(|us| us / 1000.0),
+            saturated_p99_ms(Route::QuicRouter),
             "ms",
             5.0,
             true,
         ),
         target(
             "h2 router round trip p99 ≤ 5 ms while another session saturates the router",
-            figure(
-                latency::KEY,
-                &latency::saturated(crate::route::Route::H2Router),
-                "p99 µs",
-            )
-            .map(|us| us / 1000.0),
+            saturated_p99_ms(Route::H2Router),
             "ms",
             5.0,
             true,

@@ -627,7 +627,10 @@ async fn after_a_crash_the_restarted_service_resets_the_old_quic_connections() {
     let quic_listen = format!("127.0.0.1:{}", free_udp_port());
     let mut service = Service::start(&data_dir, &quic_listen, &[]);
     let leased = leased(&service, &quic_listen).await;
-    let connection = leased.client.connect_quic(&leased.lease_name, "client").await;
+    let connection = leased
+        .client
+        .connect_quic(&leased.lease_name, "client")
+        .await;
     leased.heartbeat.abort();
 
     // SIGKILL: no CONNECTION_CLOSE reaches the peer.

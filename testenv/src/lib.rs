@@ -99,41 +99,51 @@ impl TestEnv {
 
     /// Installs (server-side applies) the CRDs and waits until each is `Established`.
     pub async fn install_crds(&self, crds: &[CustomResourceDefinition]) -> anyhow::Result<()> {
-        let api: Api<CustomResourceDefinition> = Api::all(self.admin_client().await);
-        let params = PatchParams::apply("jumpstarter-testenv").force();
-        for crd in crds {
-            let name = crd.metadata.name.clone().context("CRD without a name")?;
-            let mut body = serde_json::to_value(crd)?;
-            body["apiVersion"] = "apiextensions.k8s.io/v1".into();
-            body["kind"] = "CustomResourceDefinition".into();
-            api.patch(&name, &params, &Patch::Apply(&body))
-                .await
-                .with_context(|| format!("apply CRD {name}"))?;
-        }
-        for crd in crds {
-            let name = crd.metadata.name.clone().unwrap_or_default();
-            let deadline = Instant::now() + CRD_ESTABLISH_TIMEOUT;
-            loop {
-                let current = api.get(&name).await?;
-                let established = current
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| {
-                        cs.iter()
-                            .any(|c| c.type_ == "Established" && c.status == "True")
-                    });
-                if established {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!("CRD {name} not Established after {CRD_ESTABLISH_TIMEOUT:?}");
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        Ok(())
+        apply_crds(self.admin_client().await, "jumpstarter-testenv", crds).await
     }
+}
+
+/// Server-side applies `crds` as `field_manager` with `client`, then waits until each is
+/// `Established`. Shared with the load-test harness, which applies them to any cluster.
+pub async fn apply_crds(
+    client: kube::Client,
+    field_manager: &str,
+    crds: &[CustomResourceDefinition],
+) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client);
+    let params = PatchParams::apply(field_manager).force();
+    for crd in crds {
+        let name = crd.metadata.name.clone().context("CRD without a name")?;
+        let mut body = serde_json::to_value(crd)?;
+        body["apiVersion"] = "apiextensions.k8s.io/v1".into();
+        body["kind"] = "CustomResourceDefinition".into();
+        api.patch(&name, &params, &Patch::Apply(&body))
+            .await
+            .with_context(|| format!("apply CRD {name}"))?;
+    }
+    for crd in crds {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let deadline = Instant::now() + CRD_ESTABLISH_TIMEOUT;
+        loop {
+            let current = api.get(&name).await?;
+            let established = current
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+            if established {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("CRD {name} not Established after {CRD_ESTABLISH_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
 }
 
 /// Root of the repository (the parent of this crate).

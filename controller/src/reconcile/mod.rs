@@ -120,7 +120,9 @@ pub async fn run<S: Store>(
         let now = whole_seconds(OffsetDateTime::now_utc());
         let started = Instant::now();
         let result = reconciler.pass(now).await;
-        metrics.pass_duration.observe(started.elapsed().as_secs_f64());
+        metrics
+            .pass_duration
+            .observe(started.elapsed().as_secs_f64());
         let wait = match result {
             Ok(outcome) => {
                 backoff = ERROR_BACKOFF.0;

@@ -74,17 +74,7 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
         POLL.as_millis(),
         BURST_LIMIT.as_secs()
     ));
-    for &n in &h.sizes.exporters {
-        let name = row_name(n);
-        match size(h, s, Backend::Embedded, n).await {
-            Ok(row) => s.row(row),
-            Err(e) => {
-                s.note(format!("{name}: {e:#}"));
-                return Err(e);
-            }
-        }
-    }
-    match &h.kube {
+    let kube_sizes: &[usize] = match &h.kube {
         Some(kube) => {
             s.note(format!(
                 "Rows \"{KUBE_ROW} …\": `jumpstarter-controller run` on a real kube-apiserver \
@@ -93,20 +83,29 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
                  rest as above.",
                 kube.target.kubeconfig.display()
             ));
-            for &n in &h.sizes.kube_exporters {
-                let name = kube_row_name(n);
-                match size(h, s, Backend::Kube, n).await {
-                    Ok(row) => s.row(row),
-                    Err(e) => {
-                        s.note(format!("{name}: {e:#}"));
-                        return Err(e);
-                    }
-                }
+            &h.sizes.kube_exporters
+        }
+        None => {
+            s.note(
+                "Not measured in this run: the controller on a real kube-apiserver (no --kubeconfig).",
+            );
+            &[]
+        }
+    };
+    let runs = (h.sizes.exporters.iter().map(|&n| (Backend::Embedded, n)))
+        .chain(kube_sizes.iter().map(|&n| (Backend::Kube, n)));
+    for (backend, n) in runs {
+        match size(h, s, backend, n).await {
+            Ok(row) => s.row(row),
+            Err(e) => {
+                let name = match backend {
+                    Backend::Embedded => row_name(n),
+                    Backend::Kube => kube_row_name(n),
+                };
+                s.note(format!("{name}: {e:#}"));
+                return Err(e);
             }
         }
-        None => s.note(
-            "Not measured in this run: the controller on a real kube-apiserver (no --kubeconfig).",
-        ),
     }
     Ok(())
 }
