@@ -1,174 +1,165 @@
-//! Network impairment in user space: relays on loopback that delay every datagram (UDP) or
-//! chunk (TCP) by a fixed one-way delay, and drop UDP datagrams with a given probability.
-//! Used when the kernel has no `netem` queueing discipline (probed with a scratch network
-//! namespace, see [`probe_netem`]). TCP segments cannot be dropped from user space, so the
-//! TCP relay only delays.
+//! The impaired network of scenario 8: two network namespaces, "peers" and "servers",
+//! each with a TUN device, joined by a user-space [`DelayLine`] (25 ms each way), with
+//! random loss made by the kernel (nftables in both namespaces drops a share of the packets
+//! arriving from the TUN device, so each direction is lossy, and counts them). Peers run on a
+//! runtime in the peers namespace, the router process and baseline servers in the servers
+//! namespace. `tc netem` would do both delay and loss, but kernels this runs on may be
+//! built without it (see [`probe_netem`]).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{Mutex, mpsc};
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
+use anyhow::{Context, bail};
 
-/// Delay each way and the loss probability.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Impairment {
-    pub(crate) one_way: Duration,
-    pub(crate) loss: f64,
-}
+use crate::delay_line::DelayLine;
+use crate::netns::{Netns, NsRuntime};
 
-/// A running relay; its tasks stop when it is dropped.
+/// The peers' address on their TUN device.
+pub(crate) const PEERS_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
+/// The servers' address on their TUN device (router, baseline servers).
+pub(crate) const SERVERS_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
+const NETMASK: Ipv4Addr = Ipv4Addr::new(255, 255, 255, 0);
+/// Name of the TUN device in both namespaces.
+const TUN_NAME: &str = "jlt0";
+const MTU: u16 = 1500;
+/// The nftables table of the loss rules.
+const TABLE: &str = "jlt_loss";
+/// Threads of each namespace's runtime.
+const THREADS: usize = 2;
+
+/// The two namespaces, their runtimes and the delay line between them. Dropped in field
+/// order: runtimes (and with them every socket their tasks hold), line, namespaces.
 #[derive(Debug)]
-pub(crate) struct Relay {
-    pub(crate) addr: SocketAddr,
-    tasks: Vec<JoinHandle<()>>,
+pub(crate) struct ImpairedNet {
+    /// Creates the peers' sockets (clients, exporters).
+    pub(crate) peers: NsRuntime,
+    /// Creates the servers' sockets (baseline servers, the router's readiness check).
+    pub(crate) servers: NsRuntime,
+    line: DelayLine,
+    peers_ns: Netns,
+    servers_ns: Netns,
 }
 
-impl Drop for Relay {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
+impl ImpairedNet {
+    /// Creates the namespaces `jlt-<pid>-p` and `jlt-<pid>-s`, their TUN devices and
+    /// addresses, the delay line (`one_way` each way) and the runtimes; no loss yet.
+    pub(crate) fn start(one_way: Duration) -> anyhow::Result<ImpairedNet> {
+        let pid = std::process::id();
+        let peers_ns = Netns::create(&format!("jlt-{pid}-p"))?;
+        let servers_ns = Netns::create(&format!("jlt-{pid}-s"))?;
+        let peers_tun = peers_ns.on_thread(|| tun_device(PEERS_IP))?;
+        let servers_tun = servers_ns.on_thread(|| tun_device(SERVERS_IP))?;
+        for (ns, ip) in [(&peers_ns, PEERS_IP), (&servers_ns, SERVERS_IP)] {
+            let shown = ns.ip(&["-4", "addr", "show", "dev", TUN_NAME])?;
+            if !shown.contains(&format!("inet {ip}/24")) || !shown.contains(",UP") {
+                bail!(
+                    "TUN device {TUN_NAME} of {} is not up with {ip}/24: {shown}",
+                    ns.name()
+                );
+            }
         }
+        let line = DelayLine::start(peers_tun, servers_tun, one_way)?;
+        Ok(ImpairedNet {
+            peers: peers_ns.runtime(THREADS)?,
+            servers: servers_ns.runtime(THREADS)?,
+            line,
+            peers_ns,
+            servers_ns,
+        })
+    }
+
+    /// The servers' namespace name (for `ip netns exec`).
+    pub(crate) fn servers_namespace(&self) -> &str {
+        self.servers_ns.name()
+    }
+
+    /// Replaces the loss rules: `percent` % of the packets arriving from the TUN device are
+    /// dropped at random, in each namespace (so in both directions), all protocols, with
+    /// fresh counters. Dropping where packets arrive, one IP packet per TUN write, rather
+    /// than where they leave, where TCP segmentation offload and UDP GSO still hold
+    /// batches of packets as one, keeps the loss per packet.
+    pub(crate) fn set_loss(&self, percent: f64) -> anyhow::Result<()> {
+        let per_10k = (percent * 100.0).round().clamp(0.0, 10_000.0) as u32;
+        for ns in [&self.peers_ns, &self.servers_ns] {
+            let _ = ns.nft(&["delete", "table", "inet", TABLE]);
+            if per_10k == 0 {
+                continue;
+            }
+            ns.nft(&["add", "table", "inet", TABLE])?;
+            ns.nft(&[
+                "add",
+                "chain",
+                "inet",
+                TABLE,
+                "arrive",
+                "{ type filter hook prerouting priority -300; }",
+            ])?;
+            ns.nft(&[
+                "add",
+                "rule",
+                "inet",
+                TABLE,
+                "arrive",
+                "iifname",
+                TUN_NAME,
+                "numgen",
+                "random",
+                "mod",
+                "10000",
+                "<",
+                &per_10k.to_string(),
+                "counter",
+                "drop",
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Packets the loss rules dropped since the last [`ImpairedNet::set_loss`].
+    pub(crate) fn dropped(&self) -> anyhow::Result<u64> {
+        let mut total = 0;
+        for ns in [&self.peers_ns, &self.servers_ns] {
+            let Ok(listing) = ns.nft(&["list", "table", "inet", TABLE]) else {
+                continue; // no loss rules
+            };
+            total += counter_sum(&listing)?;
+        }
+        Ok(total)
+    }
+
+    /// Packets the delay line carried, and those it dropped for a full queue.
+    pub(crate) fn line_counts(&self) -> (u64, u64) {
+        (self.line.carried(), self.line.overflowed())
     }
 }
 
-/// A UDP relay to `target` for one peer (the first address that sends to it).
-pub(crate) async fn udp(target: SocketAddr, how: Impairment, seed: u64) -> anyhow::Result<Relay> {
-    let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
-    let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
-    back.connect(target).await?;
-    let addr = front.local_addr()?;
-    let peer: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
-    let (up_tx, mut up_rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
-    let (down_tx, mut down_rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn({
-        let (front, peer) = (front.clone(), peer.clone());
-        let mut dice = Dice::new(seed);
-        async move {
-            let mut buf = vec![0u8; 65_536];
-            while let Ok((n, from)) = front.recv_from(&mut buf).await {
-                *peer.lock().await = Some(from);
-                if !dice.drop(how.loss) {
-                    let _ = up_tx.send((Instant::now() + how.one_way, buf[..n].to_vec()));
-                }
-            }
-        }
-    }));
-    tasks.push(tokio::spawn({
-        let back = back.clone();
-        async move {
-            while let Some((due, datagram)) = up_rx.recv().await {
-                tokio::time::sleep_until(due).await;
-                let _ = back.send(&datagram).await;
-            }
-        }
-    }));
-    tasks.push(tokio::spawn({
-        let back = back.clone();
-        let mut dice = Dice::new(seed ^ 0x5555);
-        async move {
-            let mut buf = vec![0u8; 65_536];
-            while let Ok(n) = back.recv(&mut buf).await {
-                if !dice.drop(how.loss) {
-                    let _ = down_tx.send((Instant::now() + how.one_way, buf[..n].to_vec()));
-                }
-            }
-        }
-    }));
-    tasks.push(tokio::spawn(async move {
-        while let Some((due, datagram)) = down_rx.recv().await {
-            tokio::time::sleep_until(due).await;
-            if let Some(to) = *peer.lock().await {
-                let _ = front.send_to(&datagram, to).await;
-            }
-        }
-    }));
-    Ok(Relay { addr, tasks })
-}
-
-/// A TCP relay to `target` that delays the bytes of every connection both ways.
-pub(crate) async fn tcp(target: SocketAddr, one_way: Duration) -> anyhow::Result<Relay> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        while let Ok((front, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Ok(back) = TcpStream::connect(target).await else {
-                    return;
-                };
-                let _ = front.set_nodelay(true);
-                let _ = back.set_nodelay(true);
-                let (front_read, front_write) = front.into_split();
-                let (back_read, back_write) = back.into_split();
-                tokio::spawn(delay_line(front_read, back_write, one_way));
-                tokio::spawn(delay_line(back_read, front_write, one_way));
-            });
-        }
-    });
-    Ok(Relay {
-        addr,
-        tasks: vec![task],
-    })
-}
-
-/// Copies `from` to `to`, each chunk `delay` later than it was read; EOF is passed on.
-async fn delay_line(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    delay: Duration,
-) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Option<Vec<u8>>)>();
-    let writer = tokio::spawn(async move {
-        while let Some((due, chunk)) = rx.recv().await {
-            tokio::time::sleep_until(due).await;
-            match chunk {
-                Some(bytes) => {
-                    if to.write_all(&bytes).await.is_err() {
-                        return;
-                    }
-                }
-                None => {
-                    let _ = to.shutdown().await;
-                    return;
-                }
-            }
-        }
-    });
-    let mut buf = vec![0u8; 65_536];
-    loop {
-        match from.read(&mut buf).await {
-            Ok(0) | Err(_) => {
-                let _ = tx.send((Instant::now() + delay, None));
-                break;
-            }
-            Ok(n) => {
-                let _ = tx.send((Instant::now() + delay, Some(buf[..n].to_vec())));
-            }
+/// The sum of the `counter packets N` of an `nft list` output.
+fn counter_sum(listing: &str) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for line in listing.lines() {
+        if let Some(after) = line.split("counter packets ").nth(1) {
+            total += after
+                .split_whitespace()
+                .next()
+                .context("an empty nft counter")?
+                .parse::<u64>()
+                .context("an nft counter that is not a number")?;
         }
     }
-    let _ = writer.await;
+    Ok(total)
 }
 
-/// Deterministic loss decisions (xorshift64).
-struct Dice(u64);
-
-impl Dice {
-    fn new(seed: u64) -> Dice {
-        Dice(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    /// True with probability `percent` / 100.
-    fn drop(&mut self, percent: f64) -> bool {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % 1_000_000) as f64 / 10_000.0 < percent
-    }
+/// A TUN device (no packet information header) with `ip`/24, up, in the calling thread's
+/// network namespace.
+fn tun_device(ip: Ipv4Addr) -> anyhow::Result<tun::Device> {
+    let mut config = tun::Configuration::default();
+    config
+        .tun_name(TUN_NAME)
+        .address(ip)
+        .netmask(NETMASK)
+        .mtu(MTU)
+        .up();
+    tun::create(&config).with_context(|| format!("creating TUN device {TUN_NAME} with {ip}"))
 }
 
 /// Whether `tc netem` works here: creates a scratch network namespace, tries to put a
@@ -211,11 +202,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dice_drop_about_the_asked_share() {
-        let mut dice = Dice::new(1);
-        let dropped = (0..100_000).filter(|_| dice.drop(5.0)).count();
-        assert!((4_000..6_000).contains(&dropped), "{dropped}");
-        let mut dice = Dice::new(2);
-        assert_eq!((0..10_000).filter(|_| dice.drop(0.0)).count(), 0);
+    fn counters_of_an_nft_listing_add_up() {
+        let listing = "table inet jlt_loss {\n\tchain arrive {\n\t\ttype filter hook \
+            prerouting priority raw; policy accept;\n\t\tiifname \"jlt0\" numgen random mod \
+            10000 < 100 counter packets 17 bytes 24000 drop\n\t}\n}\n";
+        assert_eq!(counter_sum(listing).expect("sum"), 17);
+        assert_eq!(counter_sum("table inet jlt_loss {\n}\n").expect("sum"), 0);
+        assert!(counter_sum("counter packets many bytes 1").is_err());
     }
 }

@@ -13,17 +13,21 @@
 //!   its memory; [`service`]: `jumpstarter serve`, its admin socket and gRPC calls;
 //!   [`reference`]: the upstream Go router, its certificate and tokens.
 //! - [`route`]: sessions through the router and on the baselines; [`swarm`]: many QUIC
-//!   connections; [`pipe`]: one session end; [`impairment`]: delaying, lossy relays.
+//!   connections; [`pipe`]: one session end; [`impairment`]: the impaired network of
+//!   scenario 8, made of [`netns`] (network namespaces, runtimes inside them) and
+//!   [`delay_line`] (TUN devices joined with a delay), with nftables loss.
 //! - [`payload`]: the integrity check; [`transfer`]: bulk transfers and round trips;
 //!   [`latency`]: histograms.
 //! - [`scenario`]: the eight scenarios; [`preset`]: their sizes; [`harness`]: what they
 //!   share; [`targets`]: the targets; [`report`], [`plot`], [`progress`]: output.
 
+mod delay_line;
 mod harness;
 mod impairment;
 mod kube;
 mod lab;
 mod latency;
+mod netns;
 mod payload;
 mod pipe;
 mod plot;

@@ -65,10 +65,9 @@ impl H2Stream {
     async fn open(&mut self) -> anyhow::Result<&mut Streaming<StreamResponse>> {
         if let H2Stream::Waiting(call) = self {
             let response = bounded("waiting for the router's h2 response headers", async {
-                Ok(call
-                    .await
+                call.await
                     .context("the RouterService.Stream call task")?
-                    .context("RouterService.Stream")?)
+                    .context("RouterService.Stream")
             })
             .await?;
             *self = H2Stream::Open(Box::new(response.into_inner()));

@@ -5,7 +5,7 @@
 //! upstream Go router when it runs (the reference of the h2 rows).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -104,9 +104,19 @@ pub(crate) struct QuicLease {
 impl Fabric {
     /// Starts the baseline servers next to a router at `router` (h2 TCP and QUIC UDP).
     pub(crate) async fn new(lab: Arc<Lab>, router: SocketAddr) -> anyhow::Result<Fabric> {
+        Fabric::new_at(lab, router, Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// The same with the baseline servers listening on `ip` (their tasks run on the
+    /// calling runtime).
+    pub(crate) async fn new_at(
+        lab: Arc<Lab>,
+        router: SocketAddr,
+        ip: IpAddr,
+    ) -> anyhow::Result<Fabric> {
         let waiting: Waiting = Arc::default();
-        let direct_quic = start_direct_quic(&lab, waiting.clone())?;
-        let direct_tls = start_direct_tls(&lab, waiting.clone()).await?;
+        let direct_quic = start_direct_quic(&lab, waiting.clone(), ip)?;
+        let direct_tls = start_direct_tls(&lab, waiting.clone(), ip).await?;
         Ok(Fabric {
             lab,
             router,
@@ -121,15 +131,6 @@ impl Fabric {
     pub(crate) fn with_router(&self, router: SocketAddr) -> Fabric {
         Fabric {
             router,
-            ..self.clone()
-        }
-    }
-
-    /// The same fabric with its baselines reached through other addresses (relays).
-    pub(crate) fn with_direct(&self, quic: SocketAddr, tls: SocketAddr) -> Fabric {
-        Fabric {
-            direct_quic: quic,
-            direct_tls: tls,
             ..self.clone()
         }
     }
@@ -151,14 +152,6 @@ impl Fabric {
         self.reference
             .as_ref()
             .context("the upstream Go router is not running")
-    }
-
-    pub(crate) fn direct_quic_addr(&self) -> SocketAddr {
-        self.direct_quic
-    }
-
-    pub(crate) fn direct_tls_addr(&self) -> SocketAddr {
-        self.direct_tls
     }
 
     /// One session on fresh connections.
@@ -414,7 +407,7 @@ pub(crate) async fn open_h2(channel: Channel, token: &str) -> anyhow::Result<End
 
 /// The quinn baseline server: reads each stream's session header and hands the stream
 /// to whoever waits for that session.
-fn start_direct_quic(lab: &Lab, waiting: Waiting) -> anyhow::Result<SocketAddr> {
+fn start_direct_quic(lab: &Lab, waiting: Waiting, ip: IpAddr) -> anyhow::Result<SocketAddr> {
     let mut tls = server_config(
         lab.server_credentials()?,
         vec![ALPN.to_vec()],
@@ -426,7 +419,7 @@ fn start_direct_quic(lab: &Lab, waiting: Waiting) -> anyhow::Result<SocketAddr> 
     let mut transport = jumpstarter_tunnel::quic::transport_config();
     transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(1024));
     config.transport_config(Arc::new(transport));
-    let endpoint = quinn::Endpoint::server(config, ([127, 0, 0, 1], 0).into())?;
+    let endpoint = quinn::Endpoint::server(config, (ip, 0).into())?;
     let addr = endpoint.local_addr()?;
     tokio::spawn(async move {
         while let Some(incoming) = endpoint.accept().await {
@@ -451,14 +444,14 @@ fn start_direct_quic(lab: &Lab, waiting: Waiting) -> anyhow::Result<SocketAddr> 
 }
 
 /// The TLS-over-TCP baseline server, with the session header as its preface.
-async fn start_direct_tls(lab: &Lab, waiting: Waiting) -> anyhow::Result<SocketAddr> {
+async fn start_direct_tls(lab: &Lab, waiting: Waiting, ip: IpAddr) -> anyhow::Result<SocketAddr> {
     let tls = server_config(
         lab.server_credentials()?,
         vec![DIRECT_ALPN.to_vec()],
         ClientAuth::None,
     )?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let listener = TcpListener::bind((ip, 0)).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {

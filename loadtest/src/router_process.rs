@@ -1,7 +1,8 @@
-//! A `jumpstarter-router` process on loopback ports, started with the [`Lab`]'s files: its
-//! h2 and QUIC addresses, its resident memory, and stop/kill/restart on the same ports.
+//! A `jumpstarter-router` process on loopback ports (or on an address of a network
+//! namespace), started with the [`Lab`]'s files: its h2 and QUIC addresses, its resident
+//! memory, and stop/kill/restart on the same ports.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -19,6 +20,8 @@ const START_WAIT: Duration = Duration::from_secs(30);
 pub(crate) struct RouterProcess {
     binary: PathBuf,
     args: Vec<String>,
+    /// The network namespace it runs in (`ip netns exec`), when not the load test's own.
+    netns: Option<String>,
     log: PathBuf,
     child: Option<Child>,
     /// The h2 (gRPC over TLS) listener.
@@ -31,9 +34,22 @@ impl RouterProcess {
     /// Starts `binary` with `lab`'s certificates on free loopback ports; logs go to
     /// `log_dir`.
     pub(crate) async fn start(binary: &Path, lab: &Lab, log_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_at(binary, lab, log_dir, Ipv4Addr::LOCALHOST.into(), None).await
+    }
+
+    /// Starts `binary` listening on `ip` (h2, QUIC and metrics), inside network namespace
+    /// `netns` when given. The readiness check connects from the calling thread, so with a
+    /// namespace call this on a runtime whose threads are in it.
+    pub(crate) async fn start_at(
+        binary: &Path,
+        lab: &Lab,
+        log_dir: &Path,
+        ip: IpAddr,
+        netns: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let port = free_port()?;
         let metrics_port = free_port()?;
-        let h2: SocketAddr = ([127, 0, 0, 1], port).into();
+        let h2: SocketAddr = (ip, port).into();
         let files = lab.files();
         let path = |p: &Path| p.display().to_string();
         let args = vec![
@@ -50,7 +66,7 @@ impl RouterProcess {
             "--client-ca".to_owned(),
             path(&files.client_ca),
             "--metrics-listen".to_owned(),
-            format!("127.0.0.1:{metrics_port}"),
+            SocketAddr::from((ip, metrics_port)).to_string(),
             // The restart scenario measures how fast peers come back, not the drain.
             "--drain-timeout".to_owned(),
             "0".to_owned(),
@@ -58,6 +74,7 @@ impl RouterProcess {
         let mut router = RouterProcess {
             binary: binary.to_owned(),
             args,
+            netns: netns.map(str::to_owned),
             log: log_dir.join(format!("router-{port}.log")),
             child: None,
             h2,
@@ -107,7 +124,15 @@ impl RouterProcess {
             .append(true)
             .open(&self.log)
             .with_context(|| format!("opening {}", self.log.display()))?;
-        let child = spawn_logged(Command::new(&self.binary).args(&self.args), log)
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]).arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
+        let child = spawn_logged(command.args(&self.args), log)
             .with_context(|| format!("starting {}", self.binary.display()))?;
         self.child = Some(child);
         let deadline = Instant::now() + START_WAIT;

@@ -1,17 +1,28 @@
 //! Scenario 8: throughput and round-trip latency under impairment: 50 ms round trip per
-//! hop (25 ms each way) and 0/1/5 % loss, through the router and direct.
+//! hop (25 ms each way) and 0/1/5 % loss, through the router and direct, QUIC and h2. The
+//! peers and the servers sit in two network namespaces joined by a packet-level delay
+//! line; the kernel drops packets (see [`crate::impairment`]).
 
 use std::time::Duration;
 
+use anyhow::{Context, bail};
+
 use crate::harness::Harness;
-use crate::impairment::{self, Impairment, Relay};
+use crate::impairment::{self, ImpairedNet, PEERS_IP, SERVERS_IP};
 use crate::progress::step;
 use crate::report::{Row, Scenario};
-use crate::route::{Keep, Pair, QuicLease, Route};
+use crate::route::{Fabric, Pair, Route};
+use crate::router_process::RouterProcess;
 use crate::transfer::{Budget, bulk, round_trip_summary};
 
 pub(crate) const KEY: &str = "impairment";
 const ONE_WAY: Duration = Duration::from_millis(25);
+const ROUTES: [Route; 4] = [
+    Route::QuicDirect,
+    Route::QuicRouter,
+    Route::H2Direct,
+    Route::H2Router,
+];
 
 pub(crate) async fn run(h: &Harness) -> Scenario {
     let mut s = Scenario::new(8, KEY, "Impairment: 50 ms RTT per hop, 0/1/5 % loss");
@@ -24,55 +35,106 @@ pub(crate) async fn run(h: &Harness) -> Scenario {
 async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
     let netem = impairment::probe_netem().await;
     s.note(format!(
-        "Kernel impairment: {netem}. So the impairment is made in user space: every peer \
-         reaches the router (or the direct server) through a relay of its own that delays \
-         each datagram / chunk by 25 ms each way and drops UDP datagrams with the given \
-         probability, both ways. Through the router a session crosses two impaired hops \
-         (client–router, router–exporter), so its round trip is about 100 ms; direct, one hop \
-         (about 50 ms). TCP segments cannot be dropped from user space: h2 and TLS are \
-         measured without loss only; and the TCP relay acknowledges bytes at once (it splits the \
-         connection), so TCP's own reaction to the round trip is not seen: the h2 and TLS \
-         throughput rows here are optimistic and not comparable with the QUIC ones."
+        "Kernel impairment: {netem}. So the impairment is made this way: the peers (clients \
+         and exporters, QUIC and h2) run in one network namespace, the router process and the \
+         direct baseline servers in another; each namespace has a TUN device ({PEERS_IP}/24 \
+         and {SERVERS_IP}/24) and a user-space delay line copies every IP packet from one TUN \
+         device into the other 25 ms after reading it, both ways, in order (no connection is \
+         split or acknowledged on the way, so TCP and QUIC both see the real round trip). \
+         Loss is the kernel's: an nftables rule in each namespace drops the given share of the \
+         packets arriving from its TUN device at random (numgen random), all protocols, so \
+         both directions are lossy for QUIC and for TCP (h2, TLS) alike; its counters give the \
+         `dropped` column (packets dropped during the row, both transfers). Through the router \
+         a session crosses the line twice (client–router, router–exporter), so its round trip \
+         is about 100 ms; direct, once (about 50 ms)."
     ));
     let seconds = h.sizes.impairment_seconds;
     let count = h.sizes.impairment_round_trips;
     s.note(format!(
         "Throughput: a transfer of {seconds} s (then drained, every byte checked); round trips: \
-         {count} of 64 bytes after 2 unrecorded."
+         {count} of 64 bytes after 2 unrecorded. Each on fresh connections."
     ));
+    let net = ImpairedNet::start(ONE_WAY).context("building the impaired network")?;
+    let router = {
+        let (binary, lab, work) = (h.router_bin.clone(), h.lab.clone(), h.work.clone());
+        let netns = net.servers_namespace().to_owned();
+        net.servers
+            .run("starting the router in the servers namespace", async move {
+                RouterProcess::start_at(&binary, &lab, &work, SERVERS_IP.into(), Some(&netns)).await
+            })
+            .await?
+    };
+    let result = measure_on(h, s, &net, router.h2).await;
+    let mut router = router;
+    let stopped = net
+        .servers
+        .run(
+            "stopping the router",
+            async move { router.stop(true).await },
+        )
+        .await;
+    let (carried, overflowed) = net.line_counts();
+    s.note(format!(
+        "The delay line carried {carried} packets; {overflowed} were dropped for a full queue \
+         (not counted in `dropped`)."
+    ));
+    drop(net);
+    result?;
+    stopped
+}
+
+async fn measure_on(
+    h: &Harness,
+    s: &mut Scenario,
+    net: &ImpairedNet,
+    router: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let fabric = net
+        .servers
+        .run(
+            "starting the baseline servers in the servers namespace",
+            Fabric::new_at(h.lab.clone(), router, SERVERS_IP.into()),
+        )
+        .await?;
     for (i, &loss) in h.sizes.losses.iter().enumerate() {
-        let how = Impairment {
-            one_way: ONE_WAY,
-            loss,
-        };
-        let mut routes = vec![Route::QuicDirect, Route::QuicRouter];
-        if loss == 0.0 {
-            routes.extend([Route::H2Direct, Route::H2Router]);
-        }
-        for route in routes {
+        net.set_loss(loss)?;
+        let mut before = 0;
+        for route in ROUTES {
             step(format!("impairment: {} at {loss} % loss", route.label()));
             let seed = 1000 + i as u64 * 10;
-            let (pair, relays) = impaired_pair(h, route, how, seed).await?;
+            let pair = impaired_pair(net, &fabric, route).await?;
             let transfer = bulk(
                 pair,
                 seed,
                 Budget {
                     bytes: u64::MAX,
-                    time: Duration::from_secs_f64(seconds),
+                    time: Duration::from_secs_f64(h.sizes.impairment_seconds),
                     stop: None,
                 },
             )
-            .await?;
-            drop(relays);
-            let (pair, relays) = impaired_pair(h, route, how, seed + 1).await?;
-            let rtt = round_trip_summary(pair, seed + 1, 2, count).await?;
-            drop(relays);
+            .await
+            .with_context(|| format!("{} at {loss} % loss: transfer", route.label()))?;
+            let pair = impaired_pair(net, &fabric, route).await?;
+            let rtt = round_trip_summary(pair, seed + 1, 2, h.sizes.impairment_round_trips)
+                .await
+                .with_context(|| format!("{} at {loss} % loss: round trips", route.label()))?;
+            let total = net.dropped()?;
+            let dropped = total - before;
+            before = total;
+            if loss > 0.0 && dropped == 0 {
+                bail!(
+                    "{} at {loss} % loss: the kernel dropped no packet (the loss rules did not \
+                     apply)",
+                    route.label()
+                );
+            }
             s.row(
                 Row::new(format!("{} at {loss} % loss", route.label()))
                     .num("loss %", loss)
                     .num("MiB/s", transfer.mib_per_s())
                     .num("RTT p50 ms", rtt.p50_us / 1000.0)
-                    .num("RTT p99 ms", rtt.p99_us / 1000.0),
+                    .num("RTT p99 ms", rtt.p99_us / 1000.0)
+                    .num("dropped", dropped as f64),
             );
             s.point("impairment", route.label(), (loss, transfer.mib_per_s()));
         }
@@ -80,50 +142,14 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A session pair whose every connection goes through an impairing relay.
-async fn impaired_pair(
-    h: &Harness,
-    route: Route,
-    how: Impairment,
-    seed: u64,
-) -> anyhow::Result<(Pair, Vec<Relay>)> {
-    let fabric = &h.fabric;
-    match route {
-        Route::QuicRouter => {
-            let a = impairment::udp(fabric.router, how, seed).await?;
-            let b = impairment::udp(fabric.router, how, seed + 7).await?;
-            let lease = h.lab.fresh("lease");
-            let (via_a, via_b) = (fabric.with_router(a.addr), fabric.with_router(b.addr));
-            let (client, exporter) = futures::try_join!(
-                via_a.quic_connect(&lease, jumpstarter_certs::Role::Client),
-                via_b.quic_connect(&lease, jumpstarter_certs::Role::Exporter)
-            )?;
-            let lease = QuicLease { client, exporter };
-            let (client_end, exporter_end) = lease.session(&h.lab.fresh("s")).await?;
-            let pair = Pair {
-                client: client_end,
-                exporter: exporter_end,
-                keep: vec![Keep::Quic(lease.client), Keep::Quic(lease.exporter)],
-            };
-            Ok((pair, vec![a, b]))
-        }
-        Route::QuicDirect => {
-            let relay = impairment::udp(fabric.direct_quic_addr(), how, seed).await?;
-            let direct = fabric.with_direct(relay.addr, fabric.direct_tls_addr());
-            Ok((direct.pair(route).await?, vec![relay]))
-        }
-        Route::H2Router => {
-            let relay = impairment::tcp(fabric.router, how.one_way).await?;
-            Ok((
-                fabric.with_router(relay.addr).pair(route).await?,
-                vec![relay],
-            ))
-        }
-        Route::H2Direct => {
-            let relay = impairment::tcp(fabric.direct_tls_addr(), how.one_way).await?;
-            let direct = fabric.with_direct(fabric.direct_quic_addr(), relay.addr);
-            Ok((direct.pair(route).await?, vec![relay]))
-        }
-        Route::H2Reference => anyhow::bail!("the impairment scenario leaves the Go router out"),
-    }
+/// A session pair opened from the peers namespace (its sockets live there), to the
+/// router or the baseline servers in the servers namespace.
+async fn impaired_pair(net: &ImpairedNet, fabric: &Fabric, route: Route) -> anyhow::Result<Pair> {
+    let fabric = fabric.clone();
+    net.peers
+        .run("opening a session from the peers namespace", async move {
+            fabric.pair(route).await
+        })
+        .await
+        .with_context(|| format!("opening a {} session", route.label()))
 }
