@@ -452,3 +452,101 @@ fn a_watcher_that_falls_behind_relists_and_misses_nothing() {
         assert!(events < 100, "{events} events");
     });
 }
+
+/// Reads reuse objects decoded earlier; no read may return an object older than a write
+/// acknowledged before the read began, whether it lists, pages or gets, while writers race.
+#[test]
+fn reads_never_return_an_object_older_than_an_acknowledged_write() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    const OBJECTS: usize = 20;
+    const WRITES: u64 = 200;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store.redb");
+    runtime().block_on(async {
+        let store = EmbeddedStore::open(&path).expect("open");
+        // acknowledged[i]: the last value of object i whose write has returned.
+        let acknowledged: Arc<Vec<AtomicU64>> =
+            Arc::new((0..OBJECTS).map(|_| AtomicU64::new(0)).collect());
+        for i in 0..OBJECTS {
+            store
+                .create(&config_map(&format!("m{i:02}"), "0"))
+                .await
+                .expect("create");
+        }
+        let writer = {
+            let (store, acknowledged) = (store.clone(), acknowledged.clone());
+            tokio::spawn(async move {
+                for value in 1..=WRITES {
+                    let i = (value as usize * 7) % OBJECTS;
+                    let name = format!("m{i:02}");
+                    let mut object: ConfigMap = store
+                        .get("default", &name)
+                        .await
+                        .expect("get")
+                        .expect("present");
+                    object.data = Some(BTreeMap::from([("value".to_owned(), value.to_string())]));
+                    store.replace(&object).await.expect("replace");
+                    acknowledged[i].fetch_max(value, Ordering::SeqCst);
+                }
+            })
+        };
+        let value_of = |m: &ConfigMap| -> u64 {
+            m.data
+                .as_ref()
+                .and_then(|d| d.get("value"))
+                .and_then(|v| v.parse().ok())
+                .expect("a value")
+        };
+        let mut reads = 0;
+        while !writer.is_finished() || reads < 10 {
+            let floor: Vec<u64> = acknowledged
+                .iter()
+                .map(|a| a.load(Ordering::SeqCst))
+                .collect();
+            let listed: Vec<ConfigMap> = list_all(&store, "default", None).await.expect("list");
+            assert_eq!(listed.len(), OBJECTS);
+            for (i, m) in listed.iter().enumerate() {
+                assert!(
+                    value_of(m) >= floor[i],
+                    "list: m{i:02} older than acknowledged"
+                );
+            }
+            let page = store
+                .list::<ConfigMap>(
+                    "default",
+                    &jumpstarter_controller::store::ListParams {
+                        limit: Some(5),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .expect("page");
+            assert_eq!(page.items.len(), 5);
+            for (i, m) in page.items.iter().enumerate() {
+                assert!(
+                    value_of(m) >= floor[i],
+                    "page: m{i:02} older than acknowledged"
+                );
+            }
+            let i = reads % OBJECTS;
+            let got: ConfigMap = store
+                .get("default", &format!("m{i:02}"))
+                .await
+                .expect("get")
+                .expect("present");
+            assert!(
+                value_of(&got) >= floor[i],
+                "get: m{i:02} older than acknowledged"
+            );
+            reads += 1;
+            assert!(reads < 100_000, "the writer does not finish");
+        }
+        writer.await.expect("writer");
+        let last: Vec<ConfigMap> = list_all(&store, "default", None).await.expect("list");
+        for (i, m) in last.iter().enumerate() {
+            assert_eq!(value_of(m), acknowledged[i].load(Ordering::SeqCst));
+        }
+    });
+}

@@ -28,10 +28,10 @@ use crate::keys::error_chain;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::{BoxStream, SelectAll};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use time::OffsetDateTime;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -112,7 +112,7 @@ pub async fn run<S: Store>(
     shutdown: CancellationToken,
 ) -> Result<(), ReconcileError> {
     let namespace = settings.namespace.clone();
-    let mut changes = watch_all(&store, &namespace);
+    let changed = watch_all(&store, &namespace, &shutdown);
     let reconciler = Reconciler::new(store, keys, Arc::clone(&settings), Arc::clone(&metrics));
     let mut backoff = ERROR_BACKOFF.0;
     tracing::info!(%namespace, "reconcile loop started");
@@ -144,20 +144,13 @@ pub async fn run<S: Store>(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep_until(deadline) => {}
-            changed = changes.next() => {
-                if changed.is_none() {
-                    // Every watch ended (they restart themselves, so this is unexpected):
-                    // keep going on the clock alone.
-                    tracing::warn!(%namespace, "all watches ended; reconciling on the clock only");
-                    changes = SelectAll::new();
-                    changes.push(futures::stream::pending().boxed());
-                }
+            () = changed.notified() => {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(DEBOUNCE) => {}
                 }
-                // Swallow the rest of the burst.
-                while let Some(Some(())) = changes.next().now_or_never() {}
+                // The changes of the debounce window are read by the coming pass.
+                let _ = changed.notified().now_or_never();
             }
         }
     }
@@ -165,31 +158,51 @@ pub async fn run<S: Store>(
     Ok(())
 }
 
-/// One stream of "something changed" ticks from the watches of every type a pass reads.
-fn watch_all<S: Store>(store: &S, namespace: &str) -> SelectAll<BoxStream<'static, ()>> {
-    let mut all = SelectAll::new();
-    all.push(ticks::<S, crd::Client>(store, namespace));
-    all.push(ticks::<S, crd::Exporter>(store, namespace));
-    all.push(ticks::<S, crd::Lease>(store, namespace));
-    all.push(ticks::<S, crd::ExporterAccessPolicy>(store, namespace));
-    all.push(ticks::<S, Secret>(store, namespace));
-    all
+/// Watches every type a pass reads, each on a task of its own that consumes its stream as
+/// fast as it comes (so no watch falls behind while a pass runs), and signals the returned
+/// [`Notify`] on every change. A signal given while nobody waits is kept (one), so a change
+/// during a pass starts the next one; many changes coalesce into one pass.
+fn watch_all<S: Store>(store: &S, namespace: &str, shutdown: &CancellationToken) -> Arc<Notify> {
+    let changed = Arc::new(Notify::new());
+    spawn_watch::<S, crd::Client>(store, namespace, &changed, shutdown);
+    spawn_watch::<S, crd::Exporter>(store, namespace, &changed, shutdown);
+    spawn_watch::<S, crd::Lease>(store, namespace, &changed, shutdown);
+    spawn_watch::<S, crd::ExporterAccessPolicy>(store, namespace, &changed, shutdown);
+    spawn_watch::<S, Secret>(store, namespace, &changed, shutdown);
+    changed
 }
 
-fn ticks<S: Store, K: Object>(store: &S, namespace: &str) -> BoxStream<'static, ()> {
-    store
-        .watch::<K>(namespace, None)
-        .filter_map(|event| async move {
+fn spawn_watch<S: Store, K: Object>(
+    store: &S,
+    namespace: &str,
+    changed: &Arc<Notify>,
+    shutdown: &CancellationToken,
+) {
+    let mut events = store.watch::<K>(namespace, None);
+    let (changed, shutdown) = (Arc::clone(changed), shutdown.clone());
+    let kind = K::kind(&());
+    let namespace = namespace.to_owned();
+    tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                () = shutdown.cancelled() => return,
+                event = events.next() => event,
+            };
             match event {
-                Ok(_) => Some(()),
-                Err(error) => {
+                Some(Ok(_)) => changed.notify_one(),
+                Some(Err(error)) => {
                     // The stream restarts itself; the periodic pass covers the gap.
-                    tracing::debug!(%error, "watch interrupted");
-                    None
+                    tracing::debug!(%kind, %error, "watch interrupted");
+                }
+                None => {
+                    // Streams restart themselves, so this is unexpected: passes still run
+                    // on the clock.
+                    tracing::warn!(%kind, %namespace, "watch ended; reconciling on the clock for it");
+                    return;
                 }
             }
-        })
-        .boxed()
+        }
+    });
 }
 
 fn until(at: Option<OffsetDateTime>, now: OffsetDateTime) -> Duration {

@@ -25,6 +25,7 @@
 //! the Kubernetes test environment has no garbage collector either, and the controller
 //! deletes what it owns itself.
 
+mod decoded;
 mod mutation;
 mod watch;
 
@@ -45,6 +46,7 @@ use tokio::sync::broadcast;
 
 use super::{ListParams, Object, ObjectList, Store, StoreError, WatchEvent};
 use crate::selector;
+use decoded::Decoded;
 use mutation::{Rejection, TypeInfo, Update};
 
 /// The file format version this build writes and reads. A file with a greater one was
@@ -85,6 +87,8 @@ struct Inner {
     /// watchers receive changes in commit order.
     writer: Mutex<()>,
     changes: broadcast::Sender<Arc<Change>>,
+    /// Objects already decoded, reused by reads while unchanged.
+    decoded: Decoded,
 }
 
 /// One committed change, as broadcast to watchers.
@@ -108,7 +112,7 @@ impl EmbeddedStore {
     /// Blocking: call it before starting work, or from a blocking context.
     pub fn open(path: &Path) -> Result<EmbeddedStore, StoreError> {
         let db = open_database(path)?;
-        initialise(&db, path)?;
+        let version = initialise(&db, path)?;
         let (changes, _) = broadcast::channel(CHANGE_BUFFER);
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
@@ -116,6 +120,7 @@ impl EmbeddedStore {
                 db,
                 writer: Mutex::new(()),
                 changes,
+                decoded: Decoded::new(version),
             }),
         })
     }
@@ -184,7 +189,8 @@ fn open_error(path: &Path, cause: String) -> StoreError {
 }
 
 /// Writes the schema version into a new file, or checks the one of an existing file.
-fn initialise(db: &Database, path: &Path) -> Result<(), StoreError> {
+/// Checks or writes the schema version; returns the resourceVersion of the latest commit.
+fn initialise(db: &Database, path: &Path) -> Result<u64, StoreError> {
     let failed = |e: &dyn std::fmt::Display| open_error(path, e.to_string());
     let mut txn = db.begin_write().map_err(|e| failed(&e))?;
     txn.set_two_phase_commit(true);
@@ -229,7 +235,9 @@ fn initialise(db: &Database, path: &Path) -> Result<(), StoreError> {
     }
     // Create the objects table so that read transactions always find it.
     txn.open_table(OBJECTS).map_err(|e| failed(&e))?;
-    txn.commit().map_err(|e| failed(&e))
+    let version = Inner::read_version(&txn).map_err(|e| failed(&e))?;
+    txn.commit().map_err(|e| failed(&e))?;
+    Ok(version)
 }
 
 fn type_info<K: Object>() -> TypeInfo {
@@ -312,18 +320,34 @@ impl Inner {
         }
     }
 
-    fn get(
+    fn get<K: Object>(
         &self,
         info: &TypeInfo,
         namespace: &str,
         name: &str,
-    ) -> Result<Option<Value>, StoreError> {
+    ) -> Result<Option<K>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.db_error(e))?;
+        let version = self.snapshot_version(&txn)?;
+        let key = object_key(info, namespace, name);
+        if let Some(object) = self.decoded.reader(version).get::<K>(&key) {
+            return Ok(Some(K::clone(&object)));
+        }
         let objects = txn.open_table(OBJECTS).map_err(|e| self.db_error(e))?;
-        let found = objects
-            .get(object_key(info, namespace, name).as_str())
-            .map_err(|e| self.db_error(e))?;
-        found.map(|bytes| decode(bytes.value())).transpose()
+        let Some(bytes) = objects.get(key.as_str()).map_err(|e| self.db_error(e))? else {
+            return Ok(None);
+        };
+        let object = Arc::new(from_bytes::<K>(bytes.value())?);
+        self.decoded.remember(version, [(key, Arc::clone(&object))]);
+        Ok(Some(K::clone(&object)))
+    }
+
+    /// The resourceVersion of the latest commit a read transaction sees.
+    fn snapshot_version(&self, txn: &redb::ReadTransaction) -> Result<u64, StoreError> {
+        let meta = txn.open_table(META).map_err(|e| self.db_error(e))?;
+        Ok(meta
+            .get(RESOURCE_VERSION_KEY)
+            .map_err(|e| self.db_error(e))?
+            .map_or(0, |v| v.value()))
     }
 
     /// The objects of one type in one namespace (or the one named), and the resourceVersion
@@ -335,11 +359,7 @@ impl Inner {
         name: Option<&str>,
     ) -> Result<(u64, BTreeMap<String, Arc<Value>>), StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.db_error(e))?;
-        let meta = txn.open_table(META).map_err(|e| self.db_error(e))?;
-        let version = meta
-            .get(RESOURCE_VERSION_KEY)
-            .map_err(|e| self.db_error(e))?
-            .map_or(0, |v| v.value());
+        let version = self.snapshot_version(&txn)?;
         let objects = txn.open_table(OBJECTS).map_err(|e| self.db_error(e))?;
         let prefix = prefix_key(type_key, namespace);
         let mut found = BTreeMap::new();
@@ -363,12 +383,12 @@ impl Inner {
         Ok((version, found))
     }
 
-    fn list(
+    fn list<K: Object>(
         &self,
         info: &TypeInfo,
         namespace: &str,
         params: &ListParams,
-    ) -> Result<(Vec<Vec<u8>>, Option<String>), StoreError> {
+    ) -> Result<(Vec<K>, Option<String>), StoreError> {
         let invalid = |message: String| StoreError::Invalid {
             kind: info.kind.clone(),
             namespace: namespace.to_owned(),
@@ -394,34 +414,63 @@ impl Inner {
         let limit = params.limit.filter(|&l| l > 0).map(|l| l as usize);
 
         let txn = self.db.begin_read().map_err(|e| self.db_error(e))?;
+        let version = self.snapshot_version(&txn)?;
         let objects = txn.open_table(OBJECTS).map_err(|e| self.db_error(e))?;
         let prefix = prefix_key(&info.key(), namespace);
         let start = match &after {
             Some(name) => format!("{prefix}{name}"),
             None => prefix.clone(),
         };
+        // Without a selector, one entry past the page says whether another page follows;
+        // with one, only decoded objects can be matched, so the scan reads to the end.
+        let wanted = match (&selector, limit) {
+            (None, Some(limit)) => limit + 1,
+            _ => usize::MAX,
+        };
+        // In key (= name) order: each entry's name, and its decoded object or stored bytes.
+        let mut scanned: Vec<(String, Result<Arc<K>, Vec<u8>>)> = Vec::new();
+        {
+            let cache = self.decoded.reader(version);
+            for entry in objects
+                .range(start.as_str()..)
+                .map_err(|e| self.db_error(e))?
+            {
+                if scanned.len() == wanted {
+                    break;
+                }
+                let (key, bytes) = entry.map_err(|e| self.db_error(e))?;
+                let Some(name) = key.value().strip_prefix(prefix.as_str()) else {
+                    break;
+                };
+                if after.as_deref() == Some(name) {
+                    continue;
+                }
+                let found = cache
+                    .get::<K>(key.value())
+                    .ok_or_else(|| bytes.value().to_vec());
+                scanned.push((name.to_owned(), found));
+            }
+        }
+        let mut fresh = Vec::new();
+        let mut decoded = Vec::with_capacity(scanned.len());
+        for (name, found) in scanned {
+            let object = match found {
+                Ok(object) => object,
+                Err(bytes) => {
+                    let object = Arc::new(from_bytes::<K>(&bytes)?);
+                    fresh.push((format!("{prefix}{name}"), Arc::clone(&object)));
+                    object
+                }
+            };
+            decoded.push((name, object));
+        }
+        self.decoded.remember(version, fresh);
+
         let mut items = Vec::new();
         let mut last_name = None;
-        for entry in objects
-            .range(start.as_str()..)
-            .map_err(|e| self.db_error(e))?
-        {
-            let (key, bytes) = entry.map_err(|e| self.db_error(e))?;
-            let Some(name) = key.value().strip_prefix(prefix.as_str()) else {
-                break;
-            };
-            if after.as_deref() == Some(name) {
-                continue;
-            }
-            // Objects go out as stored bytes, decoded once into their type by the caller;
-            // only a label selector needs a look inside here.
+        for (name, object) in decoded {
             if let Some(selector) = &selector {
-                let value = decode(bytes.value())?;
-                let labels: BTreeMap<String, String> = value
-                    .pointer("/metadata/labels")
-                    .cloned()
-                    .and_then(|l| serde_json::from_value(l).ok())
-                    .unwrap_or_default();
+                let labels = object.meta().labels.clone().unwrap_or_default();
                 if !selector::matches(selector, &labels) {
                     continue;
                 }
@@ -430,8 +479,8 @@ impl Inner {
                 // A further match exists: the page is full and another follows.
                 return Ok((items, last_name.map(|n| format!("{CONTINUE_PREFIX}{n}"))));
             }
-            last_name = Some(name.to_owned());
-            items.push(bytes.value().to_vec());
+            items.push(K::clone(&object));
+            last_name = Some(name);
         }
         Ok((items, None))
     }
@@ -486,6 +535,7 @@ impl Inner {
             .map_err(|e| self.db_error(e))?;
         // Immediate durability (redb's default): on return the change is on disk.
         txn.commit().map_err(|e| self.db_error(e))?;
+        self.decoded.committed(version, &key);
         let (deleted, object) = change;
         // No receivers is not an error: nobody is watching.
         let _ = self.changes.send(Arc::new(Change {
@@ -589,10 +639,8 @@ impl Store for EmbeddedStore {
     async fn get<K: Object>(&self, namespace: &str, name: &str) -> Result<Option<K>, StoreError> {
         let info = type_info::<K>();
         let (namespace, name) = (namespace.to_owned(), name.to_owned());
-        self.blocking(move |inner| inner.get(&info, &namespace, &name))
-            .await?
-            .map(|value| from_json(&value))
-            .transpose()
+        self.blocking(move |inner| inner.get::<K>(&info, &namespace, &name))
+            .await
     }
 
     async fn list<K: Object>(
@@ -603,13 +651,10 @@ impl Store for EmbeddedStore {
         let info = type_info::<K>();
         let (namespace, params) = (namespace.to_owned(), params.clone());
         let (items, continue_token) = self
-            .blocking(move |inner| inner.list(&info, &namespace, &params))
+            .blocking(move |inner| inner.list::<K>(&info, &namespace, &params))
             .await?;
         Ok(ObjectList {
-            items: items
-                .iter()
-                .map(|bytes| from_bytes(bytes))
-                .collect::<Result<_, _>>()?,
+            items,
             continue_token,
         })
     }
