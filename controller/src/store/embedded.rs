@@ -428,7 +428,7 @@ impl Inner {
             _ => usize::MAX,
         };
         // In key (= name) order: each entry's name, and its decoded object or stored bytes.
-        let mut scanned: Vec<(String, Result<Arc<K>, Vec<u8>>)> = Vec::new();
+        let mut scanned: Vec<(String, Scanned<K>)> = Vec::new();
         {
             let cache = self.decoded.reader(version);
             for entry in objects
@@ -445,9 +445,10 @@ impl Inner {
                 if after.as_deref() == Some(name) {
                     continue;
                 }
-                let found = cache
-                    .get::<K>(key.value())
-                    .ok_or_else(|| bytes.value().to_vec());
+                let found = match cache.get::<K>(key.value()) {
+                    Some(object) => Scanned::Decoded(object),
+                    None => Scanned::Stored(bytes.value().to_vec()),
+                };
                 scanned.push((name.to_owned(), found));
             }
         }
@@ -455,8 +456,8 @@ impl Inner {
         let mut decoded = Vec::with_capacity(scanned.len());
         for (name, found) in scanned {
             let object = match found {
-                Ok(object) => object,
-                Err(bytes) => {
+                Scanned::Decoded(object) => object,
+                Scanned::Stored(bytes) => {
                     let object = Arc::new(from_bytes::<K>(&bytes)?);
                     fresh.push((format!("{prefix}{name}"), Arc::clone(&object)));
                     object
@@ -617,6 +618,12 @@ impl Inner {
             })
         })
     }
+}
+
+/// An entry a list scanned: already decoded, or its stored bytes.
+enum Scanned<K> {
+    Decoded(Arc<K>),
+    Stored(Vec<u8>),
 }
 
 /// What a write transaction stores.
