@@ -1,7 +1,7 @@
 //! The exporter status the controller maintains (0.9.0 exporter reconciler): credential,
 //! endpoint, `leaseRef`, and the `Registered` and `Online` conditions. Pure functions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::LocalObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
@@ -107,19 +107,14 @@ pub fn desired_status(
 /// `status.leaseRef` of exporter `name`: the active lease whose `status.exporterRef` is this
 /// exporter; else a claim still pending (the named lease exists, is not ended or released,
 /// and has no exporter yet); else none.
+/// `holders` is [`holders`] of `leases`.
 pub fn lease_ref(
     name: &str,
     current: Option<&LocalObjectReference>,
     leases: &BTreeMap<String, crd::Lease>,
+    holders: &HashMap<&str, &crd::Lease>,
 ) -> Option<LocalObjectReference> {
-    let holder = leases.values().find(|l| {
-        let status = l.status.as_ref();
-        is_active(l)
-            && status
-                .and_then(|s| s.exporter_ref.as_ref())
-                .is_some_and(|r| r.name == name)
-    });
-    if let Some(lease) = holder {
+    if let Some(lease) = holders.get(name) {
         return Some(LocalObjectReference {
             name: lease.name_any(),
         });
@@ -134,6 +129,18 @@ pub fn lease_ref(
             .and_then(|s| s.exporter_ref.as_ref())
             .is_none();
     pending.then(|| claim.clone())
+}
+
+/// The active lease holding each exporter (by `status.exporterRef`; the first by lease
+/// name if several claim one).
+pub fn holders(leases: &BTreeMap<String, crd::Lease>) -> HashMap<&str, &crd::Lease> {
+    let mut holders = HashMap::new();
+    for lease in leases.values().filter(|l| is_active(l)) {
+        if let Some(exporter) = lease.status.as_ref().and_then(|s| s.exporter_ref.as_ref()) {
+            holders.entry(exporter.name.as_str()).or_insert(lease);
+        }
+    }
+    holders
 }
 
 /// Not ended (neither in status nor by label).

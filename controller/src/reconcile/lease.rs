@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{self as meta, OwnerReferenc
 use kube::ResourceExt;
 use time::OffsetDateTime;
 
-use super::exporter::{LEASE_ENDED_LABEL, lease_ref};
+use super::exporter::{LEASE_ENDED_LABEL, holders, lease_ref};
 use super::view::{View, stored_time};
 use super::{ReconcileError, ReconcileMetrics};
 use crate::crd;
@@ -195,13 +195,24 @@ pub(crate) fn exporter_updates(
     desired: &BTreeMap<String, crd::ExporterStatus>,
 ) -> Vec<crd::Exporter> {
     let mut updates = Vec::new();
+    let holders = holders(&view.leases);
     for (name, stored) in &view.exporters {
+        let stored_ref = stored.status.as_ref().and_then(|s| s.lease_ref.as_ref());
+        let lease_ref_now = lease_ref(name, stored_ref, &view.leases, &holders);
+        // The desired status carries the stored leaseRef: equal to the stored status and
+        // the leaseRef unchanged means nothing to write (the common case, without clones).
+        if let (Some(wanted), Some(current)) = (desired.get(name), stored.status.as_ref())
+            && wanted == current
+            && lease_ref_now.as_ref() == stored_ref
+        {
+            continue;
+        }
         let current = stored.status.clone().unwrap_or_default();
         let mut status = desired
             .get(name)
             .cloned()
             .unwrap_or_else(|| current.clone());
-        status.lease_ref = lease_ref(name, current.lease_ref.as_ref(), &view.leases);
+        status.lease_ref = lease_ref_now;
         if stored.status.as_ref() != Some(&status) {
             let mut object = stored.clone();
             object.status = Some(status);

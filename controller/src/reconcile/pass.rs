@@ -99,19 +99,7 @@ impl<S: Store> Reconciler<S> {
                 )
             })
             .collect();
-        let planned_exporters: BTreeMap<String, crd::Exporter> = view
-            .exporters
-            .iter()
-            .map(|(name, e)| {
-                let mut e = e.clone();
-                let mut status = desired.get(name).cloned().unwrap_or_default();
-                status.lease_ref = e.status.as_ref().and_then(|s| s.lease_ref.clone());
-                e.status = Some(status);
-                (name.clone(), e)
-            })
-            .collect();
-
-        let plan = scheduler::plan(&view.snapshot(&planned_exporters), now);
+        let plan = scheduler::plan(&view.snapshot(&desired), now);
         let applied =
             apply_plan(&self.store, &mut view, &desired, &plan, &self.metrics, now).await?;
         if applied == Applied::Stale {

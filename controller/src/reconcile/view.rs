@@ -45,13 +45,25 @@ impl View {
         })
     }
 
-    /// The planner's input. `exporters` may differ from `self.exporters` (the statuses this
-    /// pass is about to write, e.g. an exporter found offline just now).
-    pub(crate) fn snapshot(&self, exporters: &BTreeMap<String, crd::Exporter>) -> Snapshot {
+    /// The planner's input, with each exporter's status as `desired` has it where it has
+    /// one (the statuses this pass is about to write, e.g. an exporter found offline just
+    /// now; their `leaseRef` is the stored one).
+    pub(crate) fn snapshot(&self, desired: &BTreeMap<String, crd::ExporterStatus>) -> Snapshot {
+        let statuses: Vec<(&String, &crd::Exporter, Option<&crd::ExporterStatus>)> = self
+            .exporters
+            .iter()
+            .map(|(name, e)| (name, e, desired.get(name).or(e.status.as_ref())))
+            .collect();
         let mut leases: Vec<scheduler::Lease> = self.leases.values().map(lease).collect();
-        inject_claims(exporters, &mut leases);
+        inject_claims(
+            statuses.iter().map(|(name, _, status)| (*name, *status)),
+            &mut leases,
+        );
         Snapshot {
-            exporters: exporters.values().map(exporter).collect(),
+            exporters: statuses
+                .iter()
+                .map(|(_, e, status)| exporter(e, *status))
+                .collect(),
             clients: self
                 .clients
                 .values()
@@ -79,11 +91,12 @@ fn by_name<K: kube::Resource>(items: Vec<K>) -> BTreeMap<String, K> {
 /// this pass completes the assignment. A claim is void when the lease is gone, ended,
 /// released, holds another exporter, or another lease holds the exporter: the claiming
 /// write of the lease can then no longer succeed.
-fn inject_claims(exporters: &BTreeMap<String, crd::Exporter>, leases: &mut [scheduler::Lease]) {
-    for (name, exporter) in exporters {
-        let Some(claimant) = exporter
-            .status
-            .as_ref()
+fn inject_claims<'a>(
+    exporters: impl Iterator<Item = (&'a String, Option<&'a crd::ExporterStatus>)>,
+    leases: &mut [scheduler::Lease],
+) {
+    for (name, status) in exporters {
+        let Some(claimant) = status
             .and_then(|s| s.lease_ref.as_ref())
             .map(|r| r.name.as_str())
         else {
@@ -106,8 +119,7 @@ fn inject_claims(exporters: &BTreeMap<String, crd::Exporter>, leases: &mut [sche
 }
 
 /// The `Online`/`Registered` conditions decide what the planner may use.
-fn exporter(e: &crd::Exporter) -> scheduler::Exporter {
-    let status = e.status.as_ref();
+fn exporter(e: &crd::Exporter, status: Option<&crd::ExporterStatus>) -> scheduler::Exporter {
     let conditions = status
         .and_then(|s| s.conditions.as_deref())
         .unwrap_or_default();
@@ -300,6 +312,12 @@ mod tests {
         }
     }
 
+    fn statuses(
+        exporters: &BTreeMap<String, crd::Exporter>,
+    ) -> impl Iterator<Item = (&String, Option<&crd::ExporterStatus>)> {
+        exporters.iter().map(|(name, e)| (name, e.status.as_ref()))
+    }
+
     fn claimed(by: &str) -> crd::Exporter {
         let mut e = crd::Exporter::new("e1", crd::ExporterSpec::default());
         e.status = Some(crd::ExporterStatus {
@@ -313,7 +331,7 @@ mod tests {
     fn a_pending_claim_holds_the_exporter() {
         let exporters = BTreeMap::from([("e1".to_owned(), claimed("l1"))]);
         let mut leases = vec![lease_named("l0", None), lease_named("l1", None)];
-        inject_claims(&exporters, &mut leases);
+        inject_claims(statuses(&exporters), &mut leases);
         assert_eq!(leases[0].status.exporter, None);
         assert_eq!(leases[1].status.exporter.as_deref(), Some("e1"));
     }
@@ -323,17 +341,17 @@ mod tests {
         let exporters = BTreeMap::from([("e1".to_owned(), claimed("l1"))]);
         // Another lease holds the exporter.
         let mut leases = vec![lease_named("l0", Some("e1")), lease_named("l1", None)];
-        inject_claims(&exporters, &mut leases);
+        inject_claims(statuses(&exporters), &mut leases);
         assert_eq!(leases[1].status.exporter, None);
         // The claimant was released.
         let mut leases = vec![lease_named("l1", None)];
         leases[0].spec.release = true;
-        inject_claims(&exporters, &mut leases);
+        inject_claims(statuses(&exporters), &mut leases);
         assert_eq!(leases[0].status.exporter, None);
         // The claimant ended.
         let mut leases = vec![lease_named("l1", None)];
         leases[0].status.ended = true;
-        inject_claims(&exporters, &mut leases);
+        inject_claims(statuses(&exporters), &mut leases);
         assert_eq!(leases[0].status.exporter, None);
     }
 
