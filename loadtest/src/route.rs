@@ -419,7 +419,13 @@ fn start_direct_quic(lab: &Lab, waiting: Waiting, ip: IpAddr) -> anyhow::Result<
     let mut transport = jumpstarter_tunnel::quic::transport_config();
     transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(1024));
     config.transport_config(Arc::new(transport));
-    let endpoint = quinn::Endpoint::server(config, (ip, 0).into())?;
+    // The same socket buffers as the router's, so the baseline is not the one dropping.
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        jumpstarter_tunnel::socket::bind((ip, 0).into())?,
+        Arc::new(quinn::TokioRuntime),
+    )?;
     let addr = endpoint.local_addr()?;
     tokio::spawn(async move {
         while let Some(incoming) = endpoint.accept().await {

@@ -372,7 +372,7 @@ impl ConnectorShared {
         } else {
             (Ipv4Addr::UNSPECIFIED, 0).into()
         };
-        let endpoint = quinn::Endpoint::client(local).map_err(CarrierError::Socket)?;
+        let endpoint = crate::socket::client_endpoint(local).map_err(CarrierError::Socket)?;
         let connecting = endpoint
             .connect_with(self.config.clone(), addr, &self.server_name)
             .map_err(|source| CarrierError::Connect { addr, source })?;

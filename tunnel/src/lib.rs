@@ -18,12 +18,14 @@
 //!   `(SendStream, RecvStream)`; [`read_header`] for the router side.
 //! - [`carrier`]: gRPC over QUIC for controller calls: [`CarrierServer`] serves tonic routes
 //!   on QUIC streams, [`carrier::channel`] is a tonic channel over them.
+//! - [`socket`]: UDP sockets with buffers sized for bulk transfers, for every endpoint.
 
 pub mod carrier;
 pub mod code;
 pub mod header;
 pub mod quic;
 pub mod renewal;
+pub mod socket;
 
 pub use carrier::{CARRIER_ALPN, CarrierConnector, CarrierError, CarrierServer, CarrierStream};
 pub use header::{Decoded, Header, HeaderError, MAX_SESSION_ID_LEN, MAX_TOKEN_LEN};

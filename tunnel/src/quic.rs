@@ -140,7 +140,7 @@ impl QuicPeer {
         } else {
             (Ipv4Addr::UNSPECIFIED, 0).into()
         };
-        let endpoint = quinn::Endpoint::client(local).map_err(ConnectError::Socket)?;
+        let endpoint = crate::socket::client_endpoint(local).map_err(ConnectError::Socket)?;
         QuicPeer::connect_on(endpoint, router_addr, server_name, tls).await
     }
 

@@ -206,7 +206,7 @@ impl QuicRouter {
         transport.max_concurrent_bidi_streams(config.max_sessions_per_connection.into());
         transport.max_concurrent_uni_streams(VarInt::from_u32(0));
         server.transport_config(Arc::new(transport));
-        let socket = std::net::UdpSocket::bind(addr)
+        let socket = jumpstarter_tunnel::socket::bind(addr)
             .map_err(|source| QuicSetupError::Bind { addr, source })?;
         let endpoint = quinn::Endpoint::new(
             config.reset_key.endpoint_config(),
