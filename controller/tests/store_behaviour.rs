@@ -503,31 +503,51 @@ async fn delete_is_idempotent<S: Store>(store: &S, ns: &str) {
     assert_eq!(again.metadata.generation, Some(1));
 }
 
-/// The next event of a watch, failing the test after [`EVENT_TIMEOUT`].
+/// The next change (`Applied` or `Deleted`) of a watch, failing the test after
+/// [`EVENT_TIMEOUT`]; listing markers are skipped.
 async fn next<K: Object>(
     stream: &mut BoxStream<'static, Result<WatchEvent<K>, StoreError>>,
 ) -> WatchEvent<K> {
-    tokio::time::timeout(EVENT_TIMEOUT, stream.next())
-        .await
-        .expect("watch event in time")
-        .expect("watch stream open")
-        .expect("watch event is not an error")
+    loop {
+        let event = tokio::time::timeout(EVENT_TIMEOUT, stream.next())
+            .await
+            .expect("watch event in time")
+            .expect("watch stream open")
+            .expect("watch event is not an error");
+        if !matches!(event, WatchEvent::Relisting | WatchEvent::Listed) {
+            return event;
+        }
+    }
 }
 
 fn event_name<K: Object>(event: &WatchEvent<K>) -> (bool, String) {
     match event {
         WatchEvent::Applied(k) => (false, k.meta().name.clone().unwrap_or_default()),
         WatchEvent::Deleted(k) => (true, k.meta().name.clone().unwrap_or_default()),
+        WatchEvent::Relisting | WatchEvent::Listed => unreachable!("`next` skips markers"),
     }
 }
 
 async fn watch_all<S: Store>(store: &S, ns: &str) {
     let mut watch = store.watch::<Exporter>(ns, None);
+    // The initial listing: an optional `Relisting` first, every object `Applied`, then
+    // `Listed` (what a reflector needs to know its copy is complete).
     let mut initial = BTreeSet::new();
-    for _ in 0..2 {
-        let (deleted, name) = event_name(&next(&mut watch).await);
-        assert!(!deleted, "initial events are Applied");
-        initial.insert(name);
+    for position in 0.. {
+        let event = tokio::time::timeout(EVENT_TIMEOUT, watch.next())
+            .await
+            .expect("watch event in time")
+            .expect("watch stream open")
+            .expect("watch event is not an error");
+        match event {
+            WatchEvent::Relisting => assert_eq!(position, 0, "Relisting comes first"),
+            WatchEvent::Applied(k) => {
+                initial.insert(k.metadata.name.unwrap_or_default());
+            }
+            WatchEvent::Listed => break,
+            WatchEvent::Deleted(k) => panic!("initial events are Applied, got a delete of {k:?}"),
+        }
+        assert!(position < 10, "no Listed after the initial objects");
     }
     assert_eq!(
         initial,

@@ -420,6 +420,7 @@ fn a_watcher_that_falls_behind_relists_and_misses_nothing() {
             WatchEvent::Deleted(m) => {
                 seen.remove(&m.metadata.name.unwrap_or_default());
             }
+            WatchEvent::Relisting | WatchEvent::Listed => {}
         };
         for _ in 0..5 {
             apply(&mut seen, watch.next().await.expect("open").expect("event"));

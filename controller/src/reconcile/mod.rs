@@ -8,6 +8,8 @@
 //!
 //! - [`pass`]: one pass ([`Reconciler::pass`]).
 //! - `view`: the namespace as read, and the planner's snapshot of it.
+//! - `reflection`: the loop's watch-fed copy of the namespace, which passes read instead of
+//!   listing the store.
 //! - [`credential`]: Client and Exporter credential Secrets.
 //! - [`exporter`]: the exporter status the controller maintains.
 //! - `lease`: writing a plan (exporter claims, lease status, lease metadata).
@@ -22,6 +24,7 @@ pub mod exporter;
 mod lease;
 pub mod metrics;
 pub mod pass;
+mod reflection;
 mod view;
 
 use crate::keys::error_chain;
@@ -38,10 +41,10 @@ use tokio_util::sync::CancellationToken;
 pub use metrics::ReconcileMetrics;
 pub use pass::{Outcome, Reconciler};
 
-use crate::crd;
 use crate::keys::Keys;
 use crate::settings::Settings;
-use crate::store::{Object, Store, StoreError};
+use crate::store::{Object, Store, StoreError, WatchEvent};
+use reflection::Reflections;
 
 /// Longest time between passes. Exporters go offline one minute after their last
 /// heartbeat; checking every 5 s notices it within a few seconds.
@@ -112,8 +115,9 @@ pub async fn run<S: Store>(
     shutdown: CancellationToken,
 ) -> Result<(), ReconcileError> {
     let namespace = settings.namespace.clone();
-    let changed = watch_all(&store, &namespace, &shutdown);
-    let reconciler = Reconciler::new(store, keys, Arc::clone(&settings), Arc::clone(&metrics));
+    let (changed, reflections) = watch_all(&store, &namespace, &shutdown);
+    let reconciler = Reconciler::new(store, keys, Arc::clone(&settings), Arc::clone(&metrics))
+        .with_reflections(reflections);
     let mut backoff = ERROR_BACKOFF.0;
     tracing::info!(%namespace, "reconcile loop started");
     loop {
@@ -159,17 +163,34 @@ pub async fn run<S: Store>(
 }
 
 /// Watches every type a pass reads, each on a task of its own that consumes its stream as
-/// fast as it comes (so no watch falls behind while a pass runs), and signals the returned
-/// [`Notify`] on every change. A signal given while nobody waits is kept (one), so a change
-/// during a pass starts the next one; many changes coalesce into one pass.
-fn watch_all<S: Store>(store: &S, namespace: &str, shutdown: &CancellationToken) -> Arc<Notify> {
+/// fast as it comes (so no watch falls behind while a pass runs): each event updates the
+/// returned [`Reflections`], then signals the returned [`Notify`]. A signal given while
+/// nobody waits is kept (one), so a change during a pass starts the next one; many changes
+/// coalesce into one pass.
+fn watch_all<S: Store>(
+    store: &S,
+    namespace: &str,
+    shutdown: &CancellationToken,
+) -> (Arc<Notify>, Arc<Reflections>) {
     let changed = Arc::new(Notify::new());
-    spawn_watch::<S, crd::Client>(store, namespace, &changed, shutdown);
-    spawn_watch::<S, crd::Exporter>(store, namespace, &changed, shutdown);
-    spawn_watch::<S, crd::Lease>(store, namespace, &changed, shutdown);
-    spawn_watch::<S, crd::ExporterAccessPolicy>(store, namespace, &changed, shutdown);
-    spawn_watch::<S, Secret>(store, namespace, &changed, shutdown);
-    changed
+    let reflections = Arc::new(Reflections::new());
+    let r = &reflections;
+    spawn_watch(store, namespace, &changed, shutdown, r, |r, e| {
+        r.clients.apply(e)
+    });
+    spawn_watch(store, namespace, &changed, shutdown, r, |r, e| {
+        r.exporters.apply(e)
+    });
+    spawn_watch(store, namespace, &changed, shutdown, r, |r, e| {
+        r.leases.apply(e)
+    });
+    spawn_watch(store, namespace, &changed, shutdown, r, |r, e| {
+        r.policies.apply(e)
+    });
+    spawn_watch::<S, Secret>(store, namespace, &changed, shutdown, r, |r, e| {
+        r.secrets.apply(e);
+    });
+    (changed, reflections)
 }
 
 fn spawn_watch<S: Store, K: Object>(
@@ -177,7 +198,10 @@ fn spawn_watch<S: Store, K: Object>(
     namespace: &str,
     changed: &Arc<Notify>,
     shutdown: &CancellationToken,
+    reflections: &Arc<Reflections>,
+    apply: fn(&Reflections, WatchEvent<K>),
 ) {
+    let reflections = Arc::clone(reflections);
     let mut events = store.watch::<K>(namespace, None);
     let (changed, shutdown) = (Arc::clone(changed), shutdown.clone());
     let kind = K::kind(&());
@@ -189,7 +213,10 @@ fn spawn_watch<S: Store, K: Object>(
                 event = events.next() => event,
             };
             match event {
-                Some(Ok(_)) => changed.notify_one(),
+                Some(Ok(event)) => {
+                    apply(&reflections, event);
+                    changed.notify_one();
+                }
                 Some(Err(error)) => {
                     // The stream restarts itself; the periodic pass covers the gap.
                     tracing::debug!(%kind, %error, "watch interrupted");

@@ -14,6 +14,7 @@ use super::credential::{self, Holder};
 use super::exporter::{desired_status, is_active};
 use super::lease::{Applied, apply_plan, exporter_updates, reconcile_metadata};
 use super::metrics::LeaseStateLabels;
+use super::reflection::Reflections;
 use super::view::View;
 use super::{ReconcileError, ReconcileMetrics};
 use crate::crd;
@@ -46,6 +47,8 @@ pub struct Reconciler<S> {
     metrics: Arc<ReconcileMetrics>,
     /// Every pass checks every credential token; after the first, a check is a lookup.
     credentials: Arc<CachedVerifier>,
+    /// Watch-fed copies of the namespace, read instead of the store once complete.
+    reflections: Option<Arc<Reflections>>,
 }
 
 impl<S: Store> Reconciler<S> {
@@ -65,6 +68,15 @@ impl<S: Store> Reconciler<S> {
             settings,
             metrics,
             credentials,
+            reflections: None,
+        }
+    }
+
+    /// Passes read `reflections` (once complete) instead of listing the store.
+    pub(crate) fn with_reflections(self, reflections: Arc<Reflections>) -> Self {
+        Reconciler {
+            reflections: Some(reflections),
+            ..self
         }
     }
 
@@ -73,13 +85,17 @@ impl<S: Store> Reconciler<S> {
         self.metrics.passes.inc();
         let writes_before = self.metrics.writes.get();
         let namespace = self.settings.namespace.as_str();
+        let reflected = self.reflections.as_ref().and_then(|r| r.view());
         let mut view =
-            View::read(&self.store, namespace)
-                .await
-                .map_err(|source| ReconcileError::Read {
-                    namespace: namespace.to_owned(),
-                    source,
-                })?;
+            match reflected {
+                Some(view) => view,
+                None => View::read(&self.store, namespace).await.map_err(|source| {
+                    ReconcileError::Read {
+                        namespace: namespace.to_owned(),
+                        source,
+                    }
+                })?,
+            };
         let mut again = false;
 
         again |= self.clients(&mut view, now).await?;

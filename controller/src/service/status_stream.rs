@@ -102,6 +102,7 @@ async fn run<S: Store>(
                 Some(Ok(WatchEvent::Deleted(_))) => {
                     break Some(Status::not_found(format!("exporter {namespace}/{name} was deleted")));
                 }
+                Some(Ok(WatchEvent::Relisting | WatchEvent::Listed)) => {}
                 Some(Err(err)) => tracing::warn!("exporter watch error (it restarts): {err}"),
                 None => break Some(Status::unavailable("exporter watch ended")),
             },

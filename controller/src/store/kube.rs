@@ -175,7 +175,8 @@ impl Store for KubeStore {
                             Some(Ok(WatchEvent::Applied(k)))
                         }
                         Ok(watcher::Event::Delete(k)) => Some(Ok(WatchEvent::Deleted(k))),
-                        Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+                        Ok(watcher::Event::Init) => Some(Ok(WatchEvent::Relisting)),
+                        Ok(watcher::Event::InitDone) => Some(Ok(WatchEvent::Listed)),
                         Err(e) => Some(Err(StoreError::Unavailable(format!(
                             "watch of {} in {namespace}: {e}",
                             K::kind(&())

@@ -124,10 +124,20 @@ pub struct ObjectList<K> {
 
 /// A change seen by a watch. After a (re)start, every existing object is reported as
 /// `Applied` again, so consumers must be idempotent.
+///
+/// A consumer that keeps a copy of the objects (a reflector) uses the two markers: after
+/// `Relisting`, the objects reported until the next `Listed` are all that exist (objects
+/// deleted while the watch was down are not reported as `Deleted`); `Listed` also says that
+/// the copy is complete. A store whose re-list reports those deletions itself sends only
+/// `Listed`.
 #[derive(Debug, Clone)]
 pub enum WatchEvent<K> {
     Applied(K),
     Deleted(K),
+    /// A full listing follows (replacing everything reported before).
+    Relisting,
+    /// Every object that exists has been reported.
+    Listed,
 }
 
 /// The object store. Cheap to clone (a handle).

@@ -51,7 +51,7 @@ struct State {
     /// Objects reported as present, by name (to report deletions missed while lagging).
     known: BTreeMap<String, Arc<Value>>,
     /// Events decided but not yet yielded.
-    pending: VecDeque<(bool, Arc<Value>)>,
+    pending: VecDeque<Pending>,
     /// The resourceVersion reported up to; `None` until a snapshot is read.
     seen: Option<u64>,
     /// A snapshot failed: wait before the next attempt.
@@ -75,12 +75,11 @@ pub(super) fn stream<K: Object>(
     };
     futures::stream::unfold(state, |mut state| async move {
         let event = state.next().await?;
-        let event = event.and_then(|(deleted, value)| {
-            let object = from_json::<K>(&value)?;
-            Ok(if deleted {
-                WatchEvent::Deleted(object)
-            } else {
-                WatchEvent::Applied(object)
+        let event = event.and_then(|pending| {
+            Ok(match pending {
+                Pending::Object(true, value) => WatchEvent::Deleted(from_json::<K>(&value)?),
+                Pending::Object(false, value) => WatchEvent::Applied(from_json::<K>(&value)?),
+                Pending::Listed => WatchEvent::Listed,
             })
         });
         Some((event, state))
@@ -88,9 +87,17 @@ pub(super) fn stream<K: Object>(
     .boxed()
 }
 
+/// An event decided but not yet yielded.
+enum Pending {
+    /// `(deleted, object)`.
+    Object(bool, Arc<Value>),
+    /// The end of a snapshot's events.
+    Listed,
+}
+
 impl State {
-    /// The next event as `(deleted, object)`; `None` once the store is gone.
-    async fn next(&mut self) -> Option<Result<(bool, Arc<Value>), StoreError>> {
+    /// The next event; `None` once the store is gone.
+    async fn next(&mut self) -> Option<Result<Pending, StoreError>> {
         loop {
             if let Some(event) = self.pending.pop_front() {
                 return Some(Ok(event));
@@ -118,7 +125,7 @@ impl State {
                         self.known
                             .insert(change.name.clone(), change.object.clone());
                     }
-                    return Some(Ok((change.deleted, change.object.clone())));
+                    return Some(Ok(Pending::Object(change.deleted, change.object.clone())));
                 }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::debug!(
@@ -152,12 +159,15 @@ impl State {
         let known = std::mem::take(&mut self.known);
         for (name, object) in known {
             if !objects.contains_key(&name) {
-                self.pending.push_back((true, object));
+                self.pending.push_back(Pending::Object(true, object));
             }
         }
         for object in objects.values() {
-            self.pending.push_back((false, object.clone()));
+            self.pending
+                .push_back(Pending::Object(false, object.clone()));
         }
+        // Deletions are reported above, so no `Relisting` precedes the snapshot's events.
+        self.pending.push_back(Pending::Listed);
         self.known = objects;
         self.seen = Some(version);
         Some(Ok(()))
