@@ -9,9 +9,13 @@
 //!    (see [`View::snapshot`](super::view::View::snapshot)).
 //! 2. Then it writes the lease status, conditional on the lease's resourceVersion.
 //!
-//! Any conflict stops the pass; the next pass plans again from a fresh read.
+//! The updates of one plan are written concurrently (they touch distinct objects). A
+//! conflict makes the pass end stale once the writes in flight are done; the next pass
+//! plans again from a fresh read.
 
 use std::collections::BTreeMap;
+
+use futures::StreamExt;
 
 use k8s_openapi::api::core::v1::LocalObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{self as meta, OwnerReference};
@@ -34,9 +38,11 @@ pub(crate) enum Applied {
     Stale,
 }
 
-/// Writes the updates of `plan` in order (oldest lease first), claiming exporters first.
-/// `desired` holds the exporter statuses this pass wants (without `leaseRef`); `view` is
-/// kept current with what was written.
+/// Writes the updates of `plan`, each claiming its exporter first. Updates are independent
+/// (distinct leases, distinct exporters, each write conditional), so up to
+/// [`WRITES_IN_FLIGHT`] run at once: on Kubernetes a write is a round trip to the API
+/// server and its etcd commit. `desired` holds the exporter statuses this pass wants
+/// (without `leaseRef`); `view` is kept current with what was written.
 pub(crate) async fn apply_plan<S: Store>(
     store: &S,
     view: &mut View,
@@ -45,8 +51,9 @@ pub(crate) async fn apply_plan<S: Store>(
     metrics: &ReconcileMetrics,
     now: OffsetDateTime,
 ) -> Result<Applied, ReconcileError> {
+    let mut work = Vec::new();
     for update in &plan.updates {
-        let Some(stored) = view.leases.get(&update.name).cloned() else {
+        let Some(stored) = view.leases.get(&update.name) else {
             continue;
         };
         if update.uid.is_some() && stored.metadata.uid != update.uid {
@@ -54,75 +61,137 @@ pub(crate) async fn apply_plan<S: Store>(
         }
         let stored_status = stored.status.clone().unwrap_or_default();
         let newly_assigned = stored_status.exporter_ref.is_none() && !update.status.ended;
-        if let (true, Some(exporter)) = (newly_assigned, update.status.exporter.as_deref()) {
-            match claim(store, view, desired, exporter, &update.name).await {
-                Ok(()) => {
-                    metrics.writes.inc();
-                }
-                Err(error) if is_stale(&error) => {
-                    metrics.error(error.reason());
-                    tracing::debug!(lease = %update.name, exporter, "exporter claim lost; planning again");
-                    return Ok(Applied::Stale);
-                }
-                Err(error) => return Err(error),
-            }
-        }
-
+        let claim = match (newly_assigned, update.status.exporter.as_deref()) {
+            (true, Some(exporter)) => match claim_of(view, desired, exporter, &update.name) {
+                Some(object) => Some(object),
+                // Planned from a view that no longer has it: plan again.
+                None => return Ok(Applied::Stale),
+            },
+            _ => None,
+        };
         let mut lease = stored.clone();
         lease.status = Some(stored_lease_status(&update.status));
-        let written = match store.replace_status(&lease).await {
-            Ok(written) => written,
-            Err(source) => {
-                let error = ReconcileError::Write {
-                    kind: "Lease",
-                    namespace: lease.namespace().unwrap_or_default(),
-                    name: update.name.clone(),
-                    source,
-                };
-                if is_stale(&error) {
-                    metrics.error(error.reason());
-                    tracing::debug!(lease = %update.name, "lease changed while planning; planning again");
-                    return Ok(Applied::Stale);
-                }
-                return Err(error);
-            }
-        };
-        metrics.writes.inc();
-        log_transition(&update.name, &stored_status, &update.status);
-        if stored_status.begin_time.is_none() && update.status.begin_time.is_some() {
-            let created = stored
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| super::view::time_of(&t.0));
-            if let Some(created) = created {
-                metrics
-                    .scheduling_latency
-                    .observe((now - created).as_seconds_f64().max(0.0));
-            }
-        }
-        view.leases.insert(update.name.clone(), written);
+        work.push((update, stored_status, claim, lease));
     }
-    Ok(Applied::Complete)
+    let writes: Vec<_> = work
+        .iter()
+        .map(|(_, _, claim, lease)| write_update(store, claim.as_ref(), lease, metrics))
+        .collect();
+    let outcomes: Vec<_> = futures::stream::iter(writes)
+        .buffered(WRITES_IN_FLIGHT)
+        .collect()
+        .await;
+    let mut applied = Applied::Complete;
+    for ((update, stored_status, _, lease), outcome) in work.into_iter().zip(outcomes) {
+        match outcome {
+            Ok(Written {
+                exporter,
+                lease: written,
+            }) => {
+                if let Some(exporter) = exporter {
+                    view.exporters.insert(exporter.name_any(), exporter);
+                }
+                log_transition(&update.name, &stored_status, &update.status);
+                if stored_status.begin_time.is_none() && update.status.begin_time.is_some() {
+                    let created = lease
+                        .metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .map(|t| super::view::time_of(&t.0));
+                    if let Some(created) = created {
+                        metrics
+                            .scheduling_latency
+                            .observe((now - created).as_seconds_f64().max(0.0));
+                    }
+                }
+                view.leases.insert(update.name.clone(), written);
+            }
+            Err(error) if is_stale(&error) => {
+                metrics.error(error.reason());
+                tracing::debug!(lease = %update.name, error = %error, "an object changed while planning; planning again");
+                applied = Applied::Stale;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(applied)
+}
+
+/// Writes in flight at once within one pass.
+pub(crate) const WRITES_IN_FLIGHT: usize = 16;
+
+/// What one update wrote: the claimed exporter (if it claimed one) and the lease.
+struct Written {
+    exporter: Option<crd::Exporter>,
+    lease: crd::Lease,
+}
+
+/// Claims the exporter (if any), then writes the lease status; stops at the first failure.
+async fn write_update<S: Store>(
+    store: &S,
+    claim: Option<&crd::Exporter>,
+    lease: &crd::Lease,
+    metrics: &ReconcileMetrics,
+) -> Result<Written, ReconcileError> {
+    let name = lease.name_any();
+    let exporter = match claim {
+        Some(object) => {
+            let written =
+                store
+                    .replace_status(object)
+                    .await
+                    .map_err(|source| ReconcileError::Write {
+                        kind: "Exporter",
+                        namespace: object.namespace().unwrap_or_default(),
+                        name: object.name_any(),
+                        source,
+                    })?;
+            metrics.writes.inc();
+            Some(written)
+        }
+        None => None,
+    };
+    let written = store
+        .replace_status(lease)
+        .await
+        .map_err(|source| ReconcileError::Write {
+            kind: "Lease",
+            namespace: lease.namespace().unwrap_or_default(),
+            name,
+            source,
+        })?;
+    metrics.writes.inc();
+    Ok(Written {
+        exporter,
+        lease: written,
+    })
 }
 
 /// Brings every lease's metadata in line with its status: the `lease-ended` label once ended
-/// and a controller reference to the assigned exporter. Returns whether a write conflicted.
+/// and a controller reference to the assigned exporter (up to [`WRITES_IN_FLIGHT`] writes
+/// at once). Returns whether a write conflicted.
 pub(crate) async fn reconcile_metadata<S: Store>(
     store: &S,
     view: &mut View,
     metrics: &ReconcileMetrics,
 ) -> Result<bool, ReconcileError> {
+    let updates: Vec<crd::Lease> = view
+        .leases
+        .values()
+        .filter_map(|lease| desired_metadata(lease, &view.exporters))
+        .collect();
+    let writes: Vec<_> = updates
+        .iter()
+        .map(|updated| store.replace(updated))
+        .collect();
+    let outcomes: Vec<_> = futures::stream::iter(writes)
+        .buffered(WRITES_IN_FLIGHT)
+        .collect()
+        .await;
     let mut stale = false;
-    let names: Vec<String> = view.leases.keys().cloned().collect();
-    for name in names {
-        let Some(lease) = view.leases.get(&name) else {
-            continue;
-        };
-        let Some(updated) = desired_metadata(lease, &view.exporters) else {
-            continue;
-        };
-        match store.replace(&updated).await {
+    for (updated, outcome) in updates.into_iter().zip(outcomes) {
+        let name = updated.name_any();
+        match outcome {
             Ok(written) => {
                 metrics.writes.inc();
                 view.leases.insert(name, written);
@@ -144,28 +213,16 @@ pub(crate) async fn reconcile_metadata<S: Store>(
     Ok(stale)
 }
 
-/// Writes `status.leaseRef` = `lease` on `exporter`, with the rest of the status as this pass
-/// wants it, conditional on the exporter's resourceVersion in `view`.
-async fn claim<S: Store>(
-    store: &S,
-    view: &mut View,
+/// `exporter` with `status.leaseRef` = `lease` and the rest of its status as this pass
+/// wants it (written conditional on the exporter's resourceVersion in `view`); `None` if
+/// `view` has no such exporter.
+fn claim_of(
+    view: &View,
     desired: &BTreeMap<String, crd::ExporterStatus>,
     exporter: &str,
     lease: &str,
-) -> Result<(), ReconcileError> {
-    let write_error = |source| ReconcileError::Write {
-        kind: "Exporter",
-        namespace: String::new(),
-        name: exporter.to_owned(),
-        source,
-    };
-    let Some(stored) = view.exporters.get(exporter) else {
-        return Err(write_error(StoreError::NotFound {
-            kind: "Exporter".into(),
-            namespace: String::new(),
-            name: exporter.to_owned(),
-        }));
-    };
+) -> Option<crd::Exporter> {
+    let stored = view.exporters.get(exporter)?;
     let mut object = stored.clone();
     let mut status = desired
         .get(exporter)
@@ -175,17 +232,7 @@ async fn claim<S: Store>(
         name: lease.to_owned(),
     });
     object.status = Some(status);
-    let written = store
-        .replace_status(&object)
-        .await
-        .map_err(|source| ReconcileError::Write {
-            kind: "Exporter",
-            namespace: object.namespace().unwrap_or_default(),
-            name: exporter.to_owned(),
-            source,
-        })?;
-    view.exporters.insert(exporter.to_owned(), written);
-    Ok(())
+    Some(object)
 }
 
 /// The exporter statuses to write after the leases: `desired` plus the `leaseRef` that the

@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use futures::StreamExt;
+
 use jumpstarter_token::internal::{CachedVerifier, ObjectKind};
 use k8s_openapi::api::core::v1::LocalObjectReference;
 use kube::ResourceExt;
@@ -12,7 +14,7 @@ use time::OffsetDateTime;
 
 use super::credential::{self, Holder};
 use super::exporter::{desired_status, is_active};
-use super::lease::{Applied, apply_plan, exporter_updates, reconcile_metadata};
+use super::lease::{Applied, WRITES_IN_FLIGHT, apply_plan, exporter_updates, reconcile_metadata};
 use super::metrics::LeaseStateLabels;
 use super::reflection::Reflections;
 use super::view::View;
@@ -123,9 +125,18 @@ impl<S: Store> Reconciler<S> {
         }
         again |= reconcile_metadata(&self.store, &mut view, &self.metrics).await?;
 
-        for exporter in exporter_updates(&view, &desired) {
+        let updates = exporter_updates(&view, &desired);
+        let writes: Vec<_> = updates
+            .iter()
+            .map(|exporter| self.store.replace_status(exporter))
+            .collect();
+        let outcomes: Vec<_> = futures::stream::iter(writes)
+            .buffered(WRITES_IN_FLIGHT)
+            .collect()
+            .await;
+        for (exporter, outcome) in updates.iter().zip(outcomes) {
             let name = exporter.name_any();
-            match self.store.replace_status(&exporter).await {
+            match outcome {
                 Ok(written) => {
                     self.metrics.writes.inc();
                     view.exporters.insert(name, written);
@@ -213,18 +224,27 @@ impl<S: Store> Reconciler<S> {
     ) -> Result<ExporterCredentials, ReconcileError> {
         let namespace = self.settings.namespace.as_str();
         let mut result = ExporterCredentials::default();
-        for (name, exporter) in &view.exporters {
-            let Some(holder) = holder(
-                ObjectKind::Exporter,
-                namespace,
-                exporter.metadata.uid.as_deref(),
-                name,
-            ) else {
-                continue;
-            };
-            match self.credential(&holder, view, now).await? {
+        let holders: Vec<(&String, Holder)> = view
+            .exporters
+            .iter()
+            .filter_map(|(name, exporter)| {
+                let uid = exporter.metadata.uid.as_deref();
+                Some((name, holder(ObjectKind::Exporter, namespace, uid, name)?))
+            })
+            .collect();
+        // Most are in place (a lookup); new exporters need a Secret written, concurrently.
+        let checks: Vec<_> = holders
+            .iter()
+            .map(|(_, holder)| self.credential(holder, view, now))
+            .collect();
+        let states: Vec<_> = futures::stream::iter(checks)
+            .buffered(WRITES_IN_FLIGHT)
+            .collect()
+            .await;
+        for ((name, holder), state) in holders.iter().zip(states) {
+            match state? {
                 CredentialState::Ready => {
-                    result.secrets.insert(name.clone(), holder.secret_name());
+                    result.secrets.insert((*name).clone(), holder.secret_name());
                 }
                 CredentialState::Conflict => result.again = true,
             }
