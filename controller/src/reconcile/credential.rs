@@ -66,6 +66,28 @@ pub fn secret_name(kind: ObjectKind, name: &str) -> String {
 
 /// Makes sure `holder` has a Secret with a valid token; `existing` is the Secret as read in
 /// this pass. Returns whether anything was written.
+/// Whether `existing` already is `holder`'s credential as [`ensure`] would leave it (a valid
+/// token for it, and its controller reference): nothing to write.
+pub(crate) fn in_place(
+    holder: &Holder,
+    existing: Option<&Secret>,
+    verifier: &CachedVerifier,
+    now: OffsetDateTime,
+) -> bool {
+    existing.is_some_and(|secret| {
+        owned_by(secret, holder) && token_is_valid(secret, verifier, &holder.subject(), now)
+    })
+}
+
+fn owned_by(secret: &Secret, holder: &Holder) -> bool {
+    secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.uid == holder.uid && r.controller == Some(true))
+}
+
 pub(crate) async fn ensure<S: Store>(
     store: &S,
     holder: &Holder,
@@ -75,19 +97,11 @@ pub(crate) async fn ensure<S: Store>(
     now: OffsetDateTime,
 ) -> Result<bool, ReconcileError> {
     let subject = holder.subject();
-    let owner = holder.owner_reference();
     let valid = existing.is_some_and(|secret| token_is_valid(secret, verifier, &subject, now));
-    let owned = existing.is_some_and(|secret| {
-        secret
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|r| r.uid == holder.uid && r.controller == Some(true))
-    });
-    if valid && owned {
+    if valid && existing.is_some_and(|secret| owned_by(secret, holder)) {
         return Ok(false);
     }
+    let owner = holder.owner_reference();
     let write_error = |source| ReconcileError::Write {
         kind: "Secret",
         namespace: holder.namespace.clone(),

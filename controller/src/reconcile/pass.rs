@@ -232,16 +232,23 @@ impl<S: Store> Reconciler<S> {
                 Some((name, holder(ObjectKind::Exporter, namespace, uid, name)?))
             })
             .collect();
-        // Most are in place (a lookup); new exporters need a Secret written, concurrently.
-        let checks: Vec<_> = holders
+        // Most are in place (a lookup); the others need a Secret written, concurrently.
+        let (ready, missing): (Vec<_>, Vec<_>) = holders.iter().partition(|(_, holder)| {
+            let existing = view.secrets.get(&holder.secret_name());
+            credential::in_place(holder, existing, &self.credentials, now)
+        });
+        for (name, holder) in ready {
+            result.secrets.insert((*name).clone(), holder.secret_name());
+        }
+        let writes: Vec<_> = missing
             .iter()
             .map(|(_, holder)| self.credential(holder, view, now))
             .collect();
-        let states: Vec<_> = futures::stream::iter(checks)
+        let states: Vec<_> = futures::stream::iter(writes)
             .buffered(WRITES_IN_FLIGHT)
             .collect()
             .await;
-        for ((name, holder), state) in holders.iter().zip(states) {
+        for ((name, holder), state) in missing.into_iter().zip(states) {
             match state? {
                 CredentialState::Ready => {
                     result.secrets.insert((*name).clone(), holder.secret_name());
