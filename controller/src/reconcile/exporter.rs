@@ -2,6 +2,7 @@
 //! endpoint, `leaseRef`, and the `Registered` and `Online` conditions. Pure functions.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::LocalObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
@@ -111,7 +112,7 @@ pub fn desired_status(
 pub fn lease_ref(
     name: &str,
     current: Option<&LocalObjectReference>,
-    leases: &BTreeMap<String, crd::Lease>,
+    leases: &BTreeMap<String, Arc<crd::Lease>>,
     holders: &HashMap<&str, &crd::Lease>,
 ) -> Option<LocalObjectReference> {
     if let Some(lease) = holders.get(name) {
@@ -133,9 +134,9 @@ pub fn lease_ref(
 
 /// The active lease holding each exporter (by `status.exporterRef`; the first by lease
 /// name if several claim one).
-pub fn holders(leases: &BTreeMap<String, crd::Lease>) -> HashMap<&str, &crd::Lease> {
+pub fn holders(leases: &BTreeMap<String, Arc<crd::Lease>>) -> HashMap<&str, &crd::Lease> {
     let mut holders = HashMap::new();
-    for lease in leases.values().filter(|l| is_active(l)) {
+    for lease in leases.values().map(Arc::as_ref).filter(|l| is_active(l)) {
         if let Some(exporter) = lease.status.as_ref().and_then(|s| s.exporter_ref.as_ref()) {
             holders.entry(exporter.name.as_str()).or_insert(lease);
         }

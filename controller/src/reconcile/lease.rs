@@ -14,6 +14,7 @@
 //! plans again from a fresh read.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use futures::StreamExt;
 
@@ -69,7 +70,7 @@ pub(crate) async fn apply_plan<S: Store>(
             },
             _ => None,
         };
-        let mut lease = stored.clone();
+        let mut lease = crd::Lease::clone(stored);
         lease.status = Some(stored_lease_status(&update.status));
         work.push((update, stored_status, claim, lease));
     }
@@ -89,7 +90,8 @@ pub(crate) async fn apply_plan<S: Store>(
                 lease: written,
             }) => {
                 if let Some(exporter) = exporter {
-                    view.exporters.insert(exporter.name_any(), exporter);
+                    view.exporters
+                        .insert(exporter.name_any(), Arc::new(exporter));
                 }
                 log_transition(&update.name, &stored_status, &update.status);
                 if stored_status.begin_time.is_none() && update.status.begin_time.is_some() {
@@ -104,7 +106,7 @@ pub(crate) async fn apply_plan<S: Store>(
                             .observe((now - created).as_seconds_f64().max(0.0));
                     }
                 }
-                view.leases.insert(update.name.clone(), written);
+                view.leases.insert(update.name.clone(), Arc::new(written));
             }
             Err(error) if is_stale(&error) => {
                 metrics.error(error.reason());
@@ -194,7 +196,7 @@ pub(crate) async fn reconcile_metadata<S: Store>(
         match outcome {
             Ok(written) => {
                 metrics.writes.inc();
-                view.leases.insert(name, written);
+                view.leases.insert(name, Arc::new(written));
             }
             Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => {
                 metrics.error("conflict");
@@ -223,7 +225,7 @@ fn claim_of(
     lease: &str,
 ) -> Option<crd::Exporter> {
     let stored = view.exporters.get(exporter)?;
-    let mut object = stored.clone();
+    let mut object = crd::Exporter::clone(stored);
     let mut status = desired
         .get(exporter)
         .cloned()
@@ -261,7 +263,7 @@ pub(crate) fn exporter_updates(
             .unwrap_or_else(|| current.clone());
         status.lease_ref = lease_ref_now;
         if stored.status.as_ref() != Some(&status) {
-            let mut object = stored.clone();
+            let mut object = crd::Exporter::clone(stored);
             object.status = Some(status);
             updates.push(object);
         }
@@ -282,7 +284,7 @@ fn is_stale(error: &ReconcileError) -> bool {
 /// The lease with the metadata its status calls for, or `None` when it already has it.
 fn desired_metadata(
     lease: &crd::Lease,
-    exporters: &BTreeMap<String, crd::Exporter>,
+    exporters: &BTreeMap<String, Arc<crd::Exporter>>,
 ) -> Option<crd::Lease> {
     let status = lease.status.as_ref();
     let mut updated = lease.clone();

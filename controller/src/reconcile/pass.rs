@@ -139,7 +139,7 @@ impl<S: Store> Reconciler<S> {
             match outcome {
                 Ok(written) => {
                     self.metrics.writes.inc();
-                    view.exporters.insert(name, written);
+                    view.exporters.insert(name, Arc::new(written));
                 }
                 Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => {
                     self.metrics.error("conflict");
@@ -198,12 +198,12 @@ impl<S: Store> Reconciler<S> {
             if client.status.as_ref() == Some(&status) {
                 continue;
             }
-            let mut object = client.clone();
+            let mut object = crd::Client::clone(client);
             object.status = Some(status);
             match self.store.replace_status(&object).await {
                 Ok(written) => {
                     self.metrics.writes.inc();
-                    view.clients.insert(name, written);
+                    view.clients.insert(name, Arc::new(written));
                 }
                 Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => {
                     self.metrics.error("conflict");
@@ -234,7 +234,7 @@ impl<S: Store> Reconciler<S> {
             .collect();
         // Most are in place (a lookup); the others need a Secret written, concurrently.
         let (ready, missing): (Vec<_>, Vec<_>) = holders.iter().partition(|(_, holder)| {
-            let existing = view.secrets.get(&holder.secret_name());
+            let existing = view.secrets.get(&holder.secret_name()).map(Arc::as_ref);
             credential::in_place(holder, existing, &self.credentials, now)
         });
         for (name, holder) in ready {
@@ -265,7 +265,7 @@ impl<S: Store> Reconciler<S> {
         view: &View,
         now: OffsetDateTime,
     ) -> Result<CredentialState, ReconcileError> {
-        let existing = view.secrets.get(&holder.secret_name());
+        let existing = view.secrets.get(&holder.secret_name()).map(Arc::as_ref);
         match credential::ensure(
             &self.store,
             holder,

@@ -9,7 +9,7 @@
 //! that raced a write.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use k8s_openapi::api::core::v1::Secret;
 
@@ -58,9 +58,9 @@ pub(crate) struct Reflection<K> {
 
 #[derive(Debug)]
 struct State<K> {
-    objects: BTreeMap<String, K>,
+    objects: BTreeMap<String, Arc<K>>,
     /// A listing in progress (after `Relisting`), replacing `objects` when it completes.
-    listing: Option<BTreeMap<String, K>>,
+    listing: Option<BTreeMap<String, Arc<K>>>,
     /// A full listing has completed: `objects` is everything (as of the watch's delay).
     complete: bool,
 }
@@ -87,7 +87,7 @@ impl<K: Object> Reflection<K> {
                     .listing
                     .as_mut()
                     .unwrap_or(&mut state.objects)
-                    .insert(name, object);
+                    .insert(name, Arc::new(object));
             }
             WatchEvent::Deleted(object) => {
                 let name = object.meta().name.as_deref().unwrap_or_default();
@@ -107,8 +107,8 @@ impl<K: Object> Reflection<K> {
         }
     }
 
-    /// A copy of every object, or `None` before the first full listing.
-    pub(crate) fn objects(&self) -> Option<BTreeMap<String, K>> {
+    /// Every object (shared, not copied), or `None` before the first full listing.
+    pub(crate) fn objects(&self) -> Option<BTreeMap<String, Arc<K>>> {
         let state = self.lock();
         state.complete.then(|| state.objects.clone())
     }
@@ -135,7 +135,12 @@ mod tests {
         reflection.objects().map(|objects| {
             objects
                 .into_iter()
-                .map(|(name, o)| (name, o.metadata.resource_version.unwrap_or_default()))
+                .map(|(name, o)| {
+                    (
+                        name,
+                        o.metadata.resource_version.clone().unwrap_or_default(),
+                    )
+                })
                 .collect()
         })
     }

@@ -7,6 +7,7 @@
 //! treats the claimed lease as holding it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
@@ -21,11 +22,11 @@ use crate::store::{Store, StoreError, list_all};
 /// Every object of one namespace the reconciler looks at, keyed by name.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct View {
-    pub(crate) exporters: BTreeMap<String, crd::Exporter>,
-    pub(crate) leases: BTreeMap<String, crd::Lease>,
-    pub(crate) clients: BTreeMap<String, crd::Client>,
-    pub(crate) policies: Vec<crd::ExporterAccessPolicy>,
-    pub(crate) secrets: BTreeMap<String, Secret>,
+    pub(crate) exporters: BTreeMap<String, Arc<crd::Exporter>>,
+    pub(crate) leases: BTreeMap<String, Arc<crd::Lease>>,
+    pub(crate) clients: BTreeMap<String, Arc<crd::Client>>,
+    pub(crate) policies: Vec<Arc<crd::ExporterAccessPolicy>>,
+    pub(crate) secrets: BTreeMap<String, Arc<Secret>>,
 }
 
 impl View {
@@ -40,7 +41,7 @@ impl View {
             exporters: by_name(exporters),
             leases: by_name(leases),
             clients: by_name(clients),
-            policies,
+            policies: policies.into_iter().map(Arc::new).collect(),
             secrets: by_name(secrets),
         })
     }
@@ -52,9 +53,9 @@ impl View {
         let statuses: Vec<(&String, &crd::Exporter, Option<&crd::ExporterStatus>)> = self
             .exporters
             .iter()
-            .map(|(name, e)| (name, e, desired.get(name).or(e.status.as_ref())))
+            .map(|(name, e)| (name, &**e, desired.get(name).or(e.status.as_ref())))
             .collect();
-        let mut leases: Vec<scheduler::Lease> = self.leases.values().map(lease).collect();
+        let mut leases: Vec<scheduler::Lease> = self.leases.values().map(|l| lease(l)).collect();
         inject_claims(
             statuses.iter().map(|(name, _, status)| (*name, *status)),
             &mut leases,
@@ -73,15 +74,15 @@ impl View {
                 })
                 .collect(),
             leases,
-            policies: self.policies.iter().map(policy).collect(),
+            policies: self.policies.iter().map(|p| policy(p)).collect(),
         }
     }
 }
 
-fn by_name<K: kube::Resource>(items: Vec<K>) -> BTreeMap<String, K> {
+fn by_name<K: kube::Resource>(items: Vec<K>) -> BTreeMap<String, Arc<K>> {
     items
         .into_iter()
-        .map(|k| (k.meta().name.clone().unwrap_or_default(), k))
+        .map(|k| (k.meta().name.clone().unwrap_or_default(), Arc::new(k)))
         .collect()
 }
 
