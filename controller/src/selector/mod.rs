@@ -341,6 +341,9 @@ mod tests {
             "[a-z][a-z0-9]{0,6}",
             "[a-z]{1,4}\\.[a-z]{2,3}/[A-Za-z][A-Za-z0-9._-]{0,5}[A-Za-z0-9]",
         ]
+        // `in` and `notin` are valid label keys, but Kubernetes' selector syntax reads them
+        // as operators wherever they stand, so no selector text can name them as keys.
+        .prop_filter("a selector keyword", |key| key != "in" && key != "notin")
     }
 
     fn value_strategy() -> impl Strategy<Value = String> {
