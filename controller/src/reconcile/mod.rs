@@ -43,8 +43,8 @@ pub use pass::{Outcome, Reconciler};
 
 use crate::keys::Keys;
 use crate::settings::Settings;
-use crate::store::{Object, Store, StoreError, WatchEvent};
-use reflection::Reflections;
+use crate::store::{Object, Store, StoreError};
+use reflection::{Reflection, Reflections};
 
 /// Longest time between passes. Exporters go offline one minute after their last
 /// heartbeat; checking every 5 s notices it within a few seconds.
@@ -175,21 +175,11 @@ fn watch_all<S: Store>(
     let changed = Arc::new(Notify::new());
     let reflections = Arc::new(Reflections::new());
     let r = &reflections;
-    spawn_watch(store, namespace, &changed, shutdown, r, |r, e| {
-        r.clients.apply(e)
-    });
-    spawn_watch(store, namespace, &changed, shutdown, r, |r, e| {
-        r.exporters.apply(e)
-    });
-    spawn_watch(store, namespace, &changed, shutdown, r, |r, e| {
-        r.leases.apply(e)
-    });
-    spawn_watch(store, namespace, &changed, shutdown, r, |r, e| {
-        r.policies.apply(e)
-    });
-    spawn_watch::<S, Secret>(store, namespace, &changed, shutdown, r, |r, e| {
-        r.secrets.apply(e);
-    });
+    spawn_watch(store, namespace, &changed, shutdown, r, |r| &r.clients);
+    spawn_watch(store, namespace, &changed, shutdown, r, |r| &r.exporters);
+    spawn_watch(store, namespace, &changed, shutdown, r, |r| &r.leases);
+    spawn_watch(store, namespace, &changed, shutdown, r, |r| &r.policies);
+    spawn_watch::<S, Secret>(store, namespace, &changed, shutdown, r, |r| &r.secrets);
     (changed, reflections)
 }
 
@@ -199,7 +189,7 @@ fn spawn_watch<S: Store, K: Object>(
     changed: &Arc<Notify>,
     shutdown: &CancellationToken,
     reflections: &Arc<Reflections>,
-    apply: fn(&Reflections, WatchEvent<K>),
+    reflection: fn(&Reflections) -> &Reflection<K>,
 ) {
     let reflections = Arc::clone(reflections);
     let mut events = store.watch::<K>(namespace, None);
@@ -214,7 +204,7 @@ fn spawn_watch<S: Store, K: Object>(
             };
             match event {
                 Some(Ok(event)) => {
-                    apply(&reflections, event);
+                    reflection(&reflections).apply(event);
                     changed.notify_one();
                 }
                 Some(Err(error)) => {
@@ -222,8 +212,9 @@ fn spawn_watch<S: Store, K: Object>(
                     tracing::debug!(%kind, %error, "watch interrupted");
                 }
                 None => {
-                    // Streams restart themselves, so this is unexpected: passes still run
-                    // on the clock.
+                    // Streams restart themselves, so this is unexpected. The copy can no
+                    // longer be kept current: passes read the store again, on the clock.
+                    reflection(&reflections).abandon();
                     tracing::warn!(%kind, %namespace, "watch ended; reconciling on the clock for it");
                     return;
                 }

@@ -107,6 +107,14 @@ impl<K: Object> Reflection<K> {
         }
     }
 
+    /// Gives up the copy (its watch ended): [`objects`](Self::objects) is `None` from now
+    /// on, so passes read the store instead of a copy nothing updates any more.
+    pub(crate) fn abandon(&self) {
+        let mut state = self.lock();
+        state.complete = false;
+        state.listing = None;
+    }
+
     /// Every object (shared, not copied), or `None` before the first full listing.
     pub(crate) fn objects(&self) -> Option<BTreeMap<String, Arc<K>>> {
         let state = self.lock();
@@ -152,6 +160,15 @@ mod tests {
                 .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn an_abandoned_copy_is_not_offered() {
+        let reflection = Reflection::new();
+        reflection.apply(WatchEvent::Applied(object("a", "1")));
+        reflection.apply(WatchEvent::Listed);
+        reflection.abandon();
+        assert_eq!(names(&reflection), None);
     }
 
     #[test]
