@@ -65,6 +65,13 @@ struct State<K> {
     complete: bool,
 }
 
+impl<K> State<K> {
+    /// Where changes go: the listing in progress, if any, else the copy itself.
+    fn receiving(&mut self) -> &mut BTreeMap<String, Arc<K>> {
+        self.listing.as_mut().unwrap_or(&mut self.objects)
+    }
+}
+
 impl<K: Object> Reflection<K> {
     pub(crate) fn new() -> Self {
         Reflection {
@@ -79,23 +86,14 @@ impl<K: Object> Reflection<K> {
     /// Takes one watch event.
     pub(crate) fn apply(&self, event: WatchEvent<K>) {
         let mut state = self.lock();
-        let state = &mut *state;
         match event {
             WatchEvent::Applied(object) => {
                 let name = object.meta().name.clone().unwrap_or_default();
-                state
-                    .listing
-                    .as_mut()
-                    .unwrap_or(&mut state.objects)
-                    .insert(name, Arc::new(object));
+                state.receiving().insert(name, Arc::new(object));
             }
             WatchEvent::Deleted(object) => {
                 let name = object.meta().name.as_deref().unwrap_or_default();
-                state
-                    .listing
-                    .as_mut()
-                    .unwrap_or(&mut state.objects)
-                    .remove(name);
+                state.receiving().remove(name);
             }
             WatchEvent::Relisting => state.listing = Some(BTreeMap::new()),
             WatchEvent::Listed => {
