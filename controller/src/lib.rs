@@ -1,8 +1,8 @@
-//! The Jumpstarter controller.
+//! The Jumpstarter controller. The lease rules themselves (planner, selectors, request
+//! validation, lease commands) live in the pure `jumpstarter_lease` crate; this crate
+//! applies them to stored objects and gRPC calls.
 //!
 //! - [`crd`]: the `jumpstarter.dev/v1alpha1` custom resources and their generated YAML.
-//! - [`selector`]: Kubernetes label-selector syntax (parse, format, match), pure.
-//! - [`scheduler`]: the pure lease planner: which lease gets which exporter, and when.
 //! - [`store`]: the object store abstraction and its Kubernetes backend.
 //! - [`settings`]: deployment settings passed down from the binary.
 //! - [`keys`]: CA, token signing keys and certificates, created at first start.
@@ -21,8 +21,6 @@ pub mod keys;
 pub mod leader;
 pub mod reconcile;
 pub mod runtime;
-pub mod scheduler;
-pub mod selector;
 pub mod server;
 pub mod service;
 pub mod settings;

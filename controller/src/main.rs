@@ -26,11 +26,11 @@ use tokio_util::sync::CancellationToken;
 
 use jumpstarter_controller::reconcile;
 use jumpstarter_controller::runtime::{self, ControllerMetrics, GrpcServer};
-use jumpstarter_controller::scheduler::duration as go_duration;
 use jumpstarter_controller::server::Readiness;
 use jumpstarter_controller::settings::{self, RouterEntry, Settings};
 use jumpstarter_controller::store::kube::KubeStore;
 use jumpstarter_controller::{keys, leader};
+use jumpstarter_lease::scheduler::duration as go_duration;
 
 /// Where Kubernetes mounts the pod's namespace.
 const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";

@@ -28,7 +28,7 @@ use std::process::ExitCode;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use jumpstarter_controller::admin::{self as admin_ops, Kind, LeaseOrder, OutputFormat};
-use jumpstarter_controller::scheduler::duration as go_duration;
+use jumpstarter_lease::scheduler::duration as go_duration;
 
 use crate::admin_command::{AdminCommand, Target};
 use crate::data_dir::DataDir;

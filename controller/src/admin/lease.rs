@@ -13,9 +13,9 @@ use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
 
 use super::{Admin, AdminError, Kind, Objects};
 use crate::crd::Client;
-use crate::scheduler::duration as go_duration;
 use crate::service::lease_request;
 use crate::store::{Store, StoreError};
+use jumpstarter_lease::scheduler::duration as go_duration;
 
 /// What `create lease` asks for, with times and the duration as the user wrote them (so it
 /// travels as plain JSON to a running service).

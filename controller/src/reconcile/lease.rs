@@ -27,8 +27,8 @@ use super::exporter::{LEASE_ENDED_LABEL, holders, lease_ref};
 use super::view::{View, stored_time};
 use super::{ReconcileError, ReconcileMetrics};
 use crate::crd;
-use crate::scheduler::{self, Plan};
 use crate::store::{Store, StoreError};
+use jumpstarter_lease::scheduler::{self, Plan};
 
 /// How a plan's application ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,9 +21,9 @@ use super::view::View;
 use super::{ReconcileError, ReconcileMetrics};
 use crate::crd;
 use crate::keys::Keys;
-use crate::scheduler;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
+use jumpstarter_lease::scheduler;
 
 /// Credential tokens whose verification a [`Reconciler`] remembers (one per Client and
 /// Exporter; re-signed tokens replace old ones when it starts over).

@@ -15,9 +15,9 @@ use kube::ResourceExt;
 use time::OffsetDateTime;
 
 use crate::crd;
-use crate::scheduler::{self, Snapshot};
-use crate::selector::{self, Operator, Requirement};
 use crate::store::{Store, StoreError, list_all};
+use jumpstarter_lease::scheduler::{self, Snapshot};
+use jumpstarter_lease::selector::{self, Operator, Requirement};
 
 /// Every object of one namespace the reconciler looks at, keyed by name.
 #[derive(Debug, Clone, Default)]

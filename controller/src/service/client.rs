@@ -17,8 +17,8 @@ use super::write::{self, Part};
 use super::{Services, lease_request, names, store_status, wire};
 use crate::auth::{Caller, ObjectIdentity};
 use crate::crd::{Client, Exporter, Lease};
-use crate::selector;
 use crate::store::{ListParams, Store, StoreError};
+use jumpstarter_lease::selector;
 
 /// Largest page a list call returns, whatever the caller asks for.
 pub const MAX_PAGE_SIZE: u32 = 1000;
@@ -418,7 +418,7 @@ fn apply_update(
             .spec
             .duration
             .as_deref()
-            .and_then(|d| crate::scheduler::duration::parse(d).ok());
+            .and_then(|d| jumpstarter_lease::scheduler::duration::parse(d).ok());
         let times = lease_request::reconcile_times(
             begin.or(current_begin),
             end.or(current_end),
@@ -426,7 +426,9 @@ fn apply_update(
         )?;
         lease.spec.begin_time = times.begin_time.map(wire::k8s_time).transpose()?;
         lease.spec.end_time = times.end_time.map(wire::k8s_time).transpose()?;
-        lease.spec.duration = Some(crate::scheduler::duration::format(times.duration));
+        lease.spec.duration = Some(jumpstarter_lease::scheduler::duration::format(
+            times.duration,
+        ));
     }
     if let Some(client) = new_client {
         if !assigned {

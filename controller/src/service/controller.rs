@@ -465,7 +465,7 @@ impl<S: Store> ControllerApi<S> {
                 .spec
                 .duration
                 .as_deref()
-                .and_then(|d| crate::scheduler::duration::parse(d).ok())
+                .and_then(|d| jumpstarter_lease::scheduler::duration::parse(d).ok())
                 .map(wire::proto_duration),
             selector: Some(wire::selector_to_proto(&lease.spec.selector)),
             begin_time: status.begin_time.as_ref().map(wire::timestamp_of),

@@ -27,8 +27,8 @@ use jumpstarter_token::internal::ObjectKind;
 use super::{Services, names, router_choice, store_status};
 use crate::auth::{CallMetadata, Caller};
 use crate::crd::{Exporter, Lease};
-use crate::scheduler;
 use crate::store::Store;
+use jumpstarter_lease::scheduler;
 
 /// How far a certificate's `notBefore` lies before the time it is issued.
 pub const BACKDATE: Duration = Duration::seconds(30);

@@ -13,8 +13,8 @@ use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
 use super::names;
 use super::wire::{self, TAG_LABEL_PREFIX};
 use crate::crd::{Lease, LeaseSpec};
-use crate::scheduler::{duration as go_duration, lease_times};
-use crate::selector;
+use jumpstarter_lease::scheduler::{duration as go_duration, lease_times};
+use jumpstarter_lease::selector;
 
 /// Label key prefix reserved for the controller.
 pub const RESERVED_PREFIX: &str = "jumpstarter.dev/";

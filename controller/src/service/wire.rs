@@ -13,8 +13,8 @@ use jumpstarter_proto::jumpstarter::v1 as pb;
 
 use super::names;
 use crate::crd::{Exporter, ExporterStatusValue, Lease};
-use crate::scheduler::duration as go_duration;
-use crate::selector::{self, Operator, Requirement};
+use jumpstarter_lease::scheduler::duration as go_duration;
+use jumpstarter_lease::selector::{self, Operator, Requirement};
 
 /// Condition type of an exporter's liveness.
 pub const ONLINE: &str = "Online";

@@ -45,8 +45,8 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::broadcast;
 
 use super::{ListParams, Object, ObjectList, Store, StoreError, WatchEvent};
-use crate::selector;
 use decoded::Decoded;
+use jumpstarter_lease::selector;
 use mutation::{Rejection, TypeInfo, Update};
 
 /// The file format version this build writes and reads. A file with a greater one was
