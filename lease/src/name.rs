@@ -1,0 +1,97 @@
+//! Object and resource names as callers write them: Kubernetes object names (RFC 1123
+//! subdomains) and the client API's `namespaces/{ns}/{collection}/{name}` form.
+
+/// Longest Kubernetes object name (RFC 1123 subdomain).
+const MAX_OBJECT_NAME: usize = 253;
+/// Longest piece of caller input quoted back in a message (names come from the network).
+const MAX_QUOTED: usize = 80;
+
+/// A resource name that does not have the `namespaces/{ns}/{collection}/{name}` form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid {} name {}: expected namespaces/{{namespace}}/{collection}/{{name}}",
+    singular(.collection),
+    quoted(.name)
+)]
+pub struct ResourceNameError {
+    /// The name as given.
+    pub name: String,
+    /// The collection it should name an object of (`exporters`, `leases`, ...).
+    pub collection: String,
+}
+
+/// `(namespace, name)` of `namespaces/{ns}/{collection}/{name}`.
+pub fn parse_resource(name: &str, collection: &str) -> Result<(String, String), ResourceNameError> {
+    match name.split('/').collect::<Vec<_>>().as_slice() {
+        ["namespaces", ns, c, n] if *c == collection && is_object_name(ns) && is_object_name(n) => {
+            Ok(((*ns).to_owned(), (*n).to_owned()))
+        }
+        _ => Err(ResourceNameError {
+            name: name.to_owned(),
+            collection: collection.to_owned(),
+        }),
+    }
+}
+
+/// Whether `name` can be a Kubernetes object name (RFC 1123 subdomain).
+pub fn is_object_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_OBJECT_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// The input, quoted and cut to a readable length.
+pub fn quoted(input: &str) -> String {
+    if input.len() <= MAX_QUOTED {
+        return format!("{input:?}");
+    }
+    let mut end = MAX_QUOTED;
+    while !input.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}...", &input[..end])
+}
+
+fn singular(collection: &str) -> &str {
+    collection.strip_suffix('s').unwrap_or(collection)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_resource_names_with_a_precise_message() {
+        assert_eq!(
+            parse_resource("namespaces/lab/leases/l-1", "leases").unwrap(),
+            ("lab".to_owned(), "l-1".to_owned())
+        );
+        assert_eq!(
+            parse_resource("namespaces/x", "leases")
+                .unwrap_err()
+                .to_string(),
+            "invalid lease name \"namespaces/x\": expected namespaces/{namespace}/leases/{name}"
+        );
+        for bad in [
+            "",
+            "namespaces//leases/a",
+            "namespaces/a/exporters/b",
+            "namespaces/a/leases/b/c",
+            "namespaces/A/leases/b",
+        ] {
+            assert!(parse_resource(bad, "leases").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn quotes_are_cut_at_a_character_boundary() {
+        let long = "é".repeat(100);
+        let q = quoted(&long);
+        assert!(q.ends_with("..."));
+        assert!(q.len() < 100);
+    }
+}
