@@ -1,21 +1,23 @@
 //! `create lease` for an administrator: a [`LeaseOrder`] on behalf of an existing client,
-//! checked and turned into a Lease object by the same code as `ClientService.CreateLease`
+//! checked by the same domain rule as `ClientService.CreateLease`
+//! ([`jumpstarter_lease::command::create`]) and turned into a Lease object by the same code
 //! ([`lease_request`]), so both accept and refuse exactly the same requests. The reconcile
 //! loop then schedules the lease like any other.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
+use jumpstarter_lease::command;
+use jumpstarter_lease::request::LeaseRequest;
+use jumpstarter_lease::scheduler::duration as go_duration;
 
 use super::{Admin, AdminError, Kind, Objects};
 use crate::crd::Client;
 use crate::service::lease_request;
 use crate::store::{Store, StoreError};
-use jumpstarter_lease::scheduler::duration as go_duration;
 
 /// What `create lease` asks for, with times and the duration as the user wrote them (so it
 /// travels as plain JSON to a running service).
@@ -61,42 +63,19 @@ pub fn parse_time(text: &str, field: &str) -> Result<OffsetDateTime, AdminError>
 }
 
 impl LeaseOrder {
-    /// The order as a `CreateLease` request body.
-    fn to_proto(&self) -> Result<client_pb::Lease, AdminError> {
-        let timestamp = |text: &Option<String>, field: &str| {
-            text.as_deref()
-                .map(|t| {
-                    let time = parse_time(t, field)?;
-                    let nanos = time.unix_timestamp_nanos();
-                    Ok::<_, AdminError>(prost_types::Timestamp {
-                        seconds: time.unix_timestamp(),
-                        // Always in 0..1e9 because it is the Euclidean remainder.
-                        nanos: nanos.rem_euclid(1_000_000_000) as i32,
-                    })
-                })
-                .transpose()
+    /// The order as a domain lease request, times and duration parsed.
+    fn to_request(&self) -> Result<LeaseRequest, AdminError> {
+        let time = |text: &Option<String>, field: &str| {
+            text.as_deref().map(|t| parse_time(t, field)).transpose()
         };
-        let duration = self
-            .duration
-            .as_deref()
-            .map(parse_duration)
-            .transpose()?
-            .map(|d| prost_types::Duration {
-                seconds: d.whole_seconds(),
-                nanos: d.subsec_nanoseconds(),
-            });
-        Ok(client_pb::Lease {
+        Ok(LeaseRequest {
             selector: self.selector.clone().unwrap_or_default(),
             exporter_name: self.exporter.clone(),
-            duration,
-            begin_time: timestamp(&self.begin_time, "begin_time")?,
-            end_time: timestamp(&self.end_time, "end_time")?,
-            tags: self
-                .tags
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect::<HashMap<_, _>>(),
-            ..client_pb::Lease::default()
+            tags: self.tags.clone(),
+            allow_disabled: false,
+            begin_time: time(&self.begin_time, "begin_time")?,
+            end_time: time(&self.end_time, "end_time")?,
+            duration: self.duration.as_deref().map(parse_duration).transpose()?,
         })
     }
 }
@@ -106,14 +85,19 @@ impl<S: Store> Admin<S> {
     /// client (at most [`Admin::with_max_tags`] tags), and returns it as stored.
     pub async fn create_lease(&self, order: &LeaseOrder) -> Result<Objects, AdminError> {
         let invalid = |status: tonic::Status| AdminError::InvalidLease(status.message().to_owned());
-        let request =
-            lease_request::validate(&order.to_proto()?, self.max_tags).map_err(invalid)?;
-        let name = lease_request::lease_name(order.name.as_deref().unwrap_or_default())
-            .map_err(invalid)?;
+        let new = command::create(
+            &order.to_request()?,
+            order.name.as_deref().unwrap_or_default(),
+            &order.client,
+            self.max_tags,
+            OffsetDateTime::now_utc(),
+        )
+        .map_err(|e| AdminError::InvalidLease(e.to_string()))?;
+        let name = lease_request::name_or_new(new.name);
         if self.read::<Client>(&order.client).await?.is_none() {
             return Err(self.not_found(Kind::Client, &order.client));
         }
-        let lease = lease_request::build(&request, &self.namespace, &name, &order.client)
+        let lease = lease_request::build(&new.lease, &self.namespace, &name, &new.client)
             .map_err(invalid)?;
         match self.store.create(&lease).await {
             Ok(created) => Ok(Objects::Leases(vec![created])),
@@ -132,7 +116,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_order_becomes_the_create_lease_request() {
+    fn an_order_becomes_the_lease_request() {
         let order = LeaseOrder {
             client: "alice".into(),
             selector: Some("board=mock".into()),
@@ -141,13 +125,13 @@ mod tests {
             tags: BTreeMap::from([("team".into(), "qa".into())]),
             ..LeaseOrder::default()
         };
-        let pb = order.to_proto().unwrap();
-        assert_eq!(pb.selector, "board=mock");
-        assert_eq!(pb.duration.unwrap().seconds, 5400);
-        let begin = pb.begin_time.unwrap();
-        assert_eq!(begin.seconds, 1_738_310_400);
-        assert_eq!(begin.nanos, 500_000_000);
-        assert_eq!(pb.tags.get("team").map(String::as_str), Some("qa"));
+        let request = order.to_request().unwrap();
+        assert_eq!(request.selector, "board=mock");
+        assert_eq!(request.duration.unwrap().whole_seconds(), 5400);
+        let begin = request.begin_time.unwrap();
+        assert_eq!(begin.unix_timestamp(), 1_738_310_400);
+        assert_eq!(begin.nanosecond(), 500_000_000);
+        assert_eq!(request.tags.get("team").map(String::as_str), Some("qa"));
     }
 
     #[test]

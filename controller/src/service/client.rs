@@ -4,21 +4,23 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{LocalObjectReference, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::ObjectMeta;
 use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 
+use jumpstarter_lease::command;
+use jumpstarter_lease::selector;
+use jumpstarter_lease::{Change, LeaseError, LeaseState};
 use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
 use jumpstarter_proto::jumpstarter::client::v1::client_service_server::ClientService;
 
 use super::write::{self, Part};
-use super::{Services, lease_request, names, store_status, wire};
+use super::{Services, lease_error, lease_request, names, store_status, wire};
 use crate::auth::{Caller, ObjectIdentity};
 use crate::crd::{Client, Exporter, Lease};
 use crate::store::{ListParams, Store, StoreError};
-use jumpstarter_lease::selector;
 
 /// Largest page a list call returns, whatever the caller asks for.
 pub const MAX_PAGE_SIZE: u32 = 1000;
@@ -169,9 +171,16 @@ impl<S: Store> ClientApi<S> {
             .lease
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("lease is required"))?;
-        let checked = lease_request::validate(lease, self.services.shared.settings.max_tags)?;
-        let name = lease_request::lease_name(&request.lease_id)?;
-        let object = lease_request::build(&checked, &namespace, &name, &caller.name)?;
+        let new = command::create(
+            &lease_request::from_proto(lease)?,
+            &request.lease_id,
+            &caller.name,
+            self.services.shared.settings.max_tags,
+            OffsetDateTime::now_utc(),
+        )
+        .map_err(lease_error::status)?;
+        let name = lease_request::name_or_new(new.name);
+        let object = lease_request::build(&new.lease, &namespace, &name, &new.client)?;
         let created = self.store().create(&object).await.map_err(store_status)?;
         tracing::info!(lease = %format!("{namespace}/{name}"), client = %caller.name, "lease created");
         Ok(wire::lease_to_proto(&created, OffsetDateTime::now_utc()))
@@ -197,16 +206,13 @@ impl<S: Store> ClientApi<S> {
             .as_ref()
             .map(|t| wire::time_from_proto(t, "end_time"))
             .transpose()?;
-        let duration = lease_request::requested_duration(update.duration.as_ref())?;
+        let duration = lease_request::duration_from_proto(update.duration.as_ref())?;
         let new_client = match update.client.as_deref().filter(|c| !c.is_empty()) {
             None => None,
             Some(client) => {
                 let (client_ns, client_name) = names::parse(client, names::CLIENTS)?;
-                if client_ns != namespace {
-                    return Err(Status::invalid_argument(
-                        "a lease can only move to a client in its namespace",
-                    ));
-                }
+                let client_name = command::transfer_target(&namespace, &client_ns, &client_name)
+                    .map_err(lease_error::status)?;
                 let exists = self
                     .store()
                     .get::<Client>(&namespace, &client_name)
@@ -221,36 +227,18 @@ impl<S: Store> ClientApi<S> {
                 Some(client_name)
             }
         };
-        let caller_name = caller.name.clone();
-        let mut refusal: Option<Status> = None;
-        let updated =
-            write::modify::<S, Lease, _>(self.store(), &namespace, &name, Part::Object, |lease| {
-                refusal = None;
-                match apply_update(
-                    lease,
-                    &caller_name,
-                    begin,
-                    end,
-                    duration,
-                    new_client.as_deref(),
-                ) {
-                    Ok(changed) => changed,
-                    Err(status) => {
-                        refusal = Some(status);
-                        false
-                    }
-                }
+        let asked = command::LeaseUpdate {
+            begin_time: begin,
+            end_time: end,
+            duration,
+            client: new_client,
+        };
+        let caller = command::Caller::Client(caller.name.clone());
+        let updated = self
+            .modify_lease(&namespace, &name, |state| {
+                command::update(state, &caller, &asked, OffsetDateTime::now_utc())
             })
-            .await
-            .map_err(|e| match e {
-                StoreError::NotFound { .. } => {
-                    Status::not_found(format!("lease {namespace}/{name} not found"))
-                }
-                other => store_status(other),
-            })?;
-        if let Some(status) = refusal {
-            return Err(status);
-        }
+            .await?;
         Ok(wire::lease_to_proto(&updated, OffsetDateTime::now_utc()))
     }
 
@@ -260,37 +248,11 @@ impl<S: Store> ClientApi<S> {
     ) -> Result<(), Status> {
         let (caller, _) = self.caller(&request).await?;
         let (namespace, name) = self.resolve(&caller, &request.get_ref().name, names::LEASES)?;
-        let owner = caller.name.clone();
-        let mut refusal: Option<Status> = None;
-        write::modify::<S, Lease, _>(self.store(), &namespace, &name, Part::Object, |lease| {
-            refusal = None;
-            if lease.spec.client_ref.name != owner {
-                refusal = Some(Status::permission_denied("permission denied"));
-                return false;
-            }
-            if lease.spec.release == Some(true) {
-                refusal = Some(Status::failed_precondition(format!(
-                    "lease {name} is already released"
-                )));
-                return false;
-            }
-            if lease.status.as_ref().is_some_and(|s| s.ended) {
-                // Ended by expiry: nothing to release (clients delete expired leases).
-                return false;
-            }
-            lease.spec.release = Some(true);
-            true
+        let caller = command::Caller::Client(caller.name.clone());
+        self.modify_lease(&namespace, &name, |state| {
+            command::delete(state, &caller, OffsetDateTime::now_utc())
         })
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound { .. } => {
-                Status::not_found(format!("lease {namespace}/{name} not found"))
-            }
-            other => store_status(other),
-        })?;
-        if let Some(status) = refusal {
-            return Err(status);
-        }
+        .await?;
         tracing::info!(lease = %format!("{namespace}/{name}"), "lease released by its client");
         Ok(())
     }
@@ -383,64 +345,39 @@ impl<S: Store> ClientApi<S> {
             .map_err(store_status)?
             .ok_or_else(|| Status::not_found(format!("lease {namespace}/{name} not found")))
     }
-}
 
-/// Applies an UpdateLease to the stored lease (fields present in the request only).
-fn apply_update(
-    lease: &mut Lease,
-    caller: &str,
-    begin: Option<OffsetDateTime>,
-    end: Option<OffsetDateTime>,
-    duration: Option<time::Duration>,
-    new_client: Option<&str>,
-) -> Result<bool, Status> {
-    if lease.spec.client_ref.name != caller {
-        return Err(Status::permission_denied("permission denied"));
-    }
-    let status = lease.status.clone().unwrap_or_default();
-    let assigned = status
-        .exporter_ref
-        .as_ref()
-        .is_some_and(|r| !r.name.is_empty());
-    if status.ended {
-        return Err(Status::failed_precondition("lease has ended"));
-    }
-    let before = lease.spec.clone();
-    if begin.is_some() && assigned {
-        return Err(Status::failed_precondition(
-            "begin_time can only change before an exporter is assigned",
-        ));
-    }
-    if begin.is_some() || end.is_some() || duration.is_some() {
-        let current_begin = lease.spec.begin_time.as_ref().map(wire::offset_of);
-        let current_end = lease.spec.end_time.as_ref().map(wire::offset_of);
-        let current_duration = lease
-            .spec
-            .duration
-            .as_deref()
-            .and_then(|d| jumpstarter_lease::scheduler::duration::parse(d).ok());
-        let times = lease_request::reconcile_times(
-            begin.or(current_begin),
-            end.or(current_end),
-            duration.or(current_duration),
-        )?;
-        lease.spec.begin_time = times.begin_time.map(wire::k8s_time).transpose()?;
-        lease.spec.end_time = times.end_time.map(wire::k8s_time).transpose()?;
-        lease.spec.duration = Some(jumpstarter_lease::scheduler::duration::format(
-            times.duration,
-        ));
-    }
-    if let Some(client) = new_client {
-        if !assigned {
-            return Err(Status::failed_precondition(
-                "a lease can only be transferred while it is active",
-            ));
+    /// Runs a lease command on the stored lease and writes its change (read-modify-write,
+    /// retried on conflicts: the command sees the lease as stored at each attempt).
+    async fn modify_lease(
+        &self,
+        namespace: &str,
+        name: &str,
+        mut command: impl FnMut(&LeaseState) -> Result<Change, LeaseError> + Send,
+    ) -> Result<Lease, Status> {
+        let mut refusal: Option<Status> = None;
+        let written =
+            write::modify::<S, Lease, _>(self.store(), namespace, name, Part::Object, |lease| {
+                refusal = None;
+                let applied = command(&lease_request::state_of(lease))
+                    .map_err(lease_error::status)
+                    .and_then(|change| lease_request::apply(&change, lease));
+                applied.unwrap_or_else(|status| {
+                    refusal = Some(status);
+                    false
+                })
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound { .. } => {
+                    Status::not_found(format!("lease {namespace}/{name} not found"))
+                }
+                other => store_status(other),
+            })?;
+        match refusal {
+            Some(status) => Err(status),
+            None => Ok(written),
         }
-        lease.spec.client_ref = LocalObjectReference {
-            name: client.to_owned(),
-        };
     }
-    Ok(lease.spec != before)
 }
 
 /// A user selector string; `None` when empty.

@@ -12,6 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use jumpstarter_lease::{LeaseError, command};
 use jumpstarter_proto::jumpstarter::v1 as pb;
 use jumpstarter_proto::jumpstarter::v1::controller_service_server::ControllerService;
 use jumpstarter_token::router::{self, StreamGrant};
@@ -19,8 +20,10 @@ use jumpstarter_token::router::{self, StreamGrant};
 use super::listen::OfferError;
 use super::metrics::{GaugeGuard, OfferLabels};
 use super::write::{self, Part};
-use super::{Services, lease_request, names, router_choice, status_stream, store_status, wire};
-use crate::auth::{Caller, KIND};
+use super::{
+    Services, lease_error, lease_request, router_choice, status_stream, store_status, wire,
+};
+use crate::auth::KIND;
 use crate::crd::{Device, Exporter, ExporterStatusValue, Lease};
 use crate::store::{self, Store};
 
@@ -142,7 +145,7 @@ impl<S: Store> ControllerApi<S> {
         )
         .await
         .map_err(store_status)?;
-        tracing::info!(exporter = %caller.name, namespace = %caller.namespace, reason = %names::quoted(&reason), "exporter unregistered");
+        tracing::info!(exporter = %caller.name, namespace = %caller.namespace, reason = %jumpstarter_lease::name::quoted(&reason), "exporter unregistered");
         Ok(pb::UnregisterResponse {})
     }
 
@@ -194,7 +197,11 @@ impl<S: Store> ControllerApi<S> {
                 .map(|r| r.name.clone());
             match lease_name {
                 Some(lease) => {
-                    if let Err(err) = self.release_for_exporter(&caller, &lease, true).await {
+                    let exporter = command::Caller::Exporter(caller.name.clone());
+                    if let Err(err) = self
+                        .release(&caller.namespace, &lease, &exporter, true)
+                        .await
+                    {
                         tracing::warn!(exporter = %caller.name, %lease, "release on status report failed: {}", err.message());
                     }
                 }
@@ -206,43 +213,36 @@ impl<S: Store> ControllerApi<S> {
         Ok(pb::ReportStatusResponse {})
     }
 
-    /// Sets `spec.release` on `lease` when this exporter holds it. With `lenient`, a lease
-    /// held by someone else is ignored instead of refused.
-    async fn release_for_exporter(
+    /// Releases `lease` for `caller` by the one release rule ([`command::release`]). A lease
+    /// released already counts as released (these calls are idempotent); with `lenient`, a
+    /// lease that the calling exporter does not hold is ignored instead of refused.
+    async fn release(
         &self,
-        caller: &Caller,
+        namespace: &str,
         lease: &str,
+        caller: &command::Caller,
         lenient: bool,
     ) -> Result<(), Status> {
-        let exporter = caller.name.clone();
-        let mut refused = false;
-        let result = write::modify::<S, Lease, _>(
-            self.store(),
-            &caller.namespace,
-            lease,
-            Part::Object,
-            |l| {
-                let status = l.status.clone().unwrap_or_default();
-                let holder = status.exporter_ref.as_ref().map(|r| r.name.as_str());
-                if holder != Some(exporter.as_str()) {
-                    refused = true;
-                    return false;
+        let mut refusal: Option<Status> = None;
+        write::modify::<S, Lease, _>(self.store(), namespace, lease, Part::Object, |l| {
+            refusal = None;
+            let state = lease_request::state_of(l);
+            match command::release(&state, caller, OffsetDateTime::now_utc()) {
+                Ok(change) => lease_request::apply(&change, l).unwrap_or_else(|status| {
+                    refusal = Some(status);
+                    false
+                }),
+                Err(LeaseError::AlreadyReleased { .. }) => false,
+                Err(LeaseError::NotHolder { .. }) if lenient => false,
+                Err(err) => {
+                    refusal = Some(lease_error::status(err));
+                    false
                 }
-                if status.ended || l.spec.release == Some(true) {
-                    return false;
-                }
-                l.spec.release = Some(true);
-                true
-            },
-        )
-        .await;
-        match result {
-            Ok(_) if refused && !lenient => Err(Status::failed_precondition(format!(
-                "lease {lease} is not held by exporter {exporter}"
-            ))),
-            Ok(_) => Ok(()),
-            Err(err) => Err(store_status(err)),
-        }
+            }
+        })
+        .await
+        .map_err(store_status)?;
+        refusal.map_or(Ok(()), Err)
     }
 
     async fn listen_inner(
@@ -427,10 +427,10 @@ impl<S: Store> ControllerApi<S> {
     }
 
     async fn lease(&self, namespace: &str, name: &str) -> Result<Lease, Status> {
-        if !names::is_object_name(name) {
+        if !jumpstarter_lease::name::is_object_name(name) {
             return Err(Status::invalid_argument(format!(
                 "invalid lease name {}",
-                names::quoted(name)
+                jumpstarter_lease::name::quoted(name)
             )));
         }
         self.store()
@@ -447,9 +447,11 @@ impl<S: Store> ControllerApi<S> {
         let (caller, _) = self.services.shared.auth.client(request.metadata()).await?;
         let name = request.into_inner().name;
         let lease = self.lease(&caller.namespace, &name).await?;
-        if lease.spec.client_ref.name != caller.name {
-            return Err(Status::permission_denied("permission denied"));
-        }
+        command::check_owner(
+            &lease_request::state_of(&lease),
+            &command::Caller::Client(caller.name.clone()),
+        )
+        .map_err(lease_error::status)?;
         let status = lease.status.clone().unwrap_or_default();
         let exporter_uuid = match status.exporter_ref.as_ref().filter(|r| !r.name.is_empty()) {
             Some(r) => self
@@ -490,20 +492,9 @@ impl<S: Store> ControllerApi<S> {
             Some(s) => wire::selector_from_proto(s)?,
             None => Default::default(),
         };
-        if selector.is_empty() {
-            return Err(Status::invalid_argument("selector is required"));
-        }
-        let duration = lease_request::requested_duration(request.duration.as_ref())?;
-        let times = lease_request::reconcile_times(None, None, duration)?;
-        let checked = lease_request::LeaseRequest {
-            selector,
-            exporter_name: None,
-            tags: BTreeMap::new(),
-            allow_disabled: false,
-            begin_time: None,
-            end_time: None,
-            duration: times.duration,
-        };
+        let duration = lease_request::duration_from_proto(request.duration.as_ref())?;
+        let checked = jumpstarter_lease::request::check_legacy(selector, duration)
+            .map_err(lease_error::status)?;
         let name = uuid::Uuid::now_v7().to_string();
         let lease = lease_request::build(&checked, &caller.namespace, &name, &caller.name)?;
         self.store().create(&lease).await.map_err(store_status)?;
@@ -516,45 +507,24 @@ impl<S: Store> ControllerApi<S> {
     ) -> Result<pb::ReleaseLeaseResponse, Status> {
         let as_exporter =
             request.metadata().get(KIND).and_then(|v| v.to_str().ok()) == Some("Exporter");
-        if as_exporter {
+        let (caller, command_caller) = if as_exporter {
             let (caller, _) = self
                 .services
                 .shared
                 .auth
                 .exporter(request.metadata())
                 .await?;
-            let name = request.into_inner().name;
-            self.lease(&caller.namespace, &name).await?;
-            self.release_for_exporter(&caller, &name, false).await?;
+            let exporter = command::Caller::Exporter(caller.name.clone());
+            (caller, exporter)
         } else {
             let (caller, _) = self.services.shared.auth.client(request.metadata()).await?;
-            let name = request.into_inner().name;
-            self.lease(&caller.namespace, &name).await?;
-            let owner = caller.name.clone();
-            let mut foreign = false;
-            write::modify::<S, Lease, _>(
-                self.store(),
-                &caller.namespace,
-                &name,
-                Part::Object,
-                |l| {
-                    if l.spec.client_ref.name != owner {
-                        foreign = true;
-                        return false;
-                    }
-                    if l.spec.release == Some(true) {
-                        return false;
-                    }
-                    l.spec.release = Some(true);
-                    true
-                },
-            )
-            .await
-            .map_err(store_status)?;
-            if foreign {
-                return Err(Status::permission_denied("permission denied"));
-            }
-        }
+            let client = command::Caller::Client(caller.name.clone());
+            (caller, client)
+        };
+        let name = request.into_inner().name;
+        self.lease(&caller.namespace, &name).await?;
+        self.release(&caller.namespace, &name, &command_caller, false)
+            .await?;
         Ok(pb::ReleaseLeaseResponse {})
     }
 

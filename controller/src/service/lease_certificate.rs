@@ -24,7 +24,7 @@ use jumpstarter_proto::jumpstarter::quic::v1 as pb;
 use jumpstarter_proto::jumpstarter::quic::v1::lease_certificate_service_server::LeaseCertificateService;
 use jumpstarter_token::internal::ObjectKind;
 
-use super::{Services, names, router_choice, store_status};
+use super::{Services, router_choice, store_status};
 use crate::auth::{CallMetadata, Caller};
 use crate::crd::{Exporter, Lease};
 use crate::store::Store;
@@ -175,10 +175,10 @@ impl<S: Store> LeaseCertificateApi<S> {
     ) -> Result<pb::IssueLeaseCertificateResponse, Status> {
         let (caller, own_exporter) = self.authenticate(&request).await?;
         let pb::IssueLeaseCertificateRequest { lease_name, csr } = request.into_inner();
-        if !names::is_object_name(&lease_name) {
+        if !jumpstarter_lease::name::is_object_name(&lease_name) {
             return Err(Status::invalid_argument(format!(
                 "invalid lease name {}",
-                names::quoted(&lease_name)
+                jumpstarter_lease::name::quoted(&lease_name)
             )));
         }
         let namespace = caller.namespace.clone();

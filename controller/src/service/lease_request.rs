@@ -1,102 +1,61 @@
-//! Turning a client's `CreateLease`/`UpdateLease` request into a Lease object: tag rules,
-//! selector parsing, time fields and labels (0.9.0 `CreateLease` validation), pure.
-
-use std::collections::BTreeMap;
+//! Lease requests and commands between the wire, the domain and the store: a `CreateLease`
+//! body decoded into a [`LeaseRequest`], a stored Lease seen as a [`LeaseState`], and the
+//! domain's answers ([`CheckedLease`], [`Change`]) written as Lease objects. The rules
+//! themselves are `jumpstarter_lease`'s.
 
 use k8s_openapi::api::core::v1::LocalObjectReference;
 use kube::api::ObjectMeta;
-use time::{Duration, OffsetDateTime};
+use time::Duration;
 use tonic::Status;
 
+use jumpstarter_lease::request::{CheckedLease, LeaseRequest};
+use jumpstarter_lease::scheduler::duration as go_duration;
+use jumpstarter_lease::{Change, LeaseState};
 use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
 
-use super::names;
-use super::wire::{self, TAG_LABEL_PREFIX};
+use super::wire;
 use crate::crd::{Lease, LeaseSpec};
-use jumpstarter_lease::scheduler::{duration as go_duration, lease_times};
-use jumpstarter_lease::selector;
 
-/// Label key prefix reserved for the controller.
-pub const RESERVED_PREFIX: &str = "jumpstarter.dev/";
-
-/// What the caller asked for, checked, before a name is chosen.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LeaseRequest {
-    pub selector: selector::LabelSelector,
-    pub exporter_name: Option<String>,
-    pub tags: BTreeMap<String, String>,
-    pub allow_disabled: bool,
-    pub begin_time: Option<OffsetDateTime>,
-    pub end_time: Option<OffsetDateTime>,
-    pub duration: Duration,
-}
-
-/// Checks a requested lease: target, tags, selector and time fields.
-pub fn validate(lease: &client_pb::Lease, max_tags: usize) -> Result<LeaseRequest, Status> {
-    let exporter_name = match lease.exporter_name.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(name) if name.contains('/') => Some(names::parse(name, names::EXPORTERS)?.1),
-        Some(name) if names::is_object_name(name) => Some(name.to_owned()),
-        Some(name) => {
-            return Err(Status::invalid_argument(format!(
-                "invalid exporter_name {}: not a valid object name",
-                names::quoted(name)
-            )));
-        }
-    };
-    let selector_text = lease.selector.trim();
-    if selector_text.is_empty() && exporter_name.is_none() {
-        return Err(Status::invalid_argument(
-            "one of selector or exporter_name is required",
-        ));
-    }
-    let tags = validate_tags(&lease.tags, max_tags)?;
-    let selector = if selector_text.is_empty() {
-        selector::LabelSelector::default()
-    } else {
-        selector::parse(selector_text).map_err(|e| Status::invalid_argument(e.to_string()))?
-    };
-    let begin_time = lease
-        .begin_time
-        .as_ref()
-        .map(|t| wire::time_from_proto(t, "begin_time"))
-        .transpose()?;
-    let end_time = lease
-        .end_time
-        .as_ref()
-        .map(|t| wire::time_from_proto(t, "end_time"))
-        .transpose()?;
-    let duration = requested_duration(lease.duration.as_ref())?;
-    let times = reconcile_times(begin_time, end_time, duration)?;
+/// A `CreateLease` body as a domain request (times and durations decoded and range-checked).
+pub fn from_proto(lease: &client_pb::Lease) -> Result<LeaseRequest, Status> {
     Ok(LeaseRequest {
-        selector,
-        exporter_name,
-        tags,
+        selector: lease.selector.clone(),
+        exporter_name: lease.exporter_name.clone(),
+        tags: lease
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         allow_disabled: lease.allow_disabled,
-        begin_time: times.begin_time,
-        end_time: times.end_time,
-        duration: times.duration,
+        begin_time: lease
+            .begin_time
+            .as_ref()
+            .map(|t| wire::time_from_proto(t, "begin_time"))
+            .transpose()?,
+        end_time: lease
+            .end_time
+            .as_ref()
+            .map(|t| wire::time_from_proto(t, "end_time"))
+            .transpose()?,
+        duration: duration_from_proto(lease.duration.as_ref())?,
     })
 }
 
-/// The name of a new lease: `lease_id` when given (it must be a lowercase RFC 1123 name),
-/// else a fresh UUIDv7.
-pub fn lease_name(lease_id: &str) -> Result<String, Status> {
-    if lease_id.is_empty() {
-        Ok(uuid::Uuid::now_v7().to_string())
-    } else if names::is_object_name(lease_id) {
-        Ok(lease_id.to_owned())
-    } else {
-        Err(Status::invalid_argument(format!(
-            "invalid lease_id {}: must be a lowercase RFC 1123 name",
-            names::quoted(lease_id)
-        )))
-    }
+/// A requested duration, decoded and range-checked (zero stays zero: the domain reads it as
+/// absent).
+pub fn duration_from_proto(d: Option<&prost_types::Duration>) -> Result<Option<Duration>, Status> {
+    d.map(|d| wire::duration_from_proto(d, "duration"))
+        .transpose()
+}
+
+/// The name of a new lease: the one asked for, else a fresh UUIDv7.
+pub fn name_or_new(name: Option<String>) -> String {
+    name.unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
 }
 
 /// The Lease object for a checked request.
 pub fn build(
-    request: &LeaseRequest,
+    request: &CheckedLease,
     namespace: &str,
     name: &str,
     client: &str,
@@ -129,71 +88,61 @@ pub fn build(
     })
 }
 
-/// A requested duration; zero counts as absent (proto3 sends 0 for "not given").
-pub fn requested_duration(d: Option<&prost_types::Duration>) -> Result<Option<Duration>, Status> {
-    let Some(d) = d else { return Ok(None) };
-    let d = wire::duration_from_proto(d, "duration")?;
-    Ok((!d.is_zero()).then_some(d))
+/// What the lease commands need to know about a stored lease.
+pub fn state_of(lease: &Lease) -> LeaseState {
+    let status = lease.status.as_ref();
+    LeaseState {
+        name: lease.metadata.name.clone().unwrap_or_default(),
+        client: lease.spec.client_ref.name.clone(),
+        exporter: status
+            .and_then(|s| s.exporter_ref.as_ref())
+            .map(|r| r.name.clone())
+            .filter(|name| !name.is_empty()),
+        release_requested: lease.spec.release == Some(true),
+        ended: status.is_some_and(|s| s.ended),
+        begin_time: lease.spec.begin_time.as_ref().map(wire::offset_of),
+        end_time: lease.spec.end_time.as_ref().map(wire::offset_of),
+        duration: lease
+            .spec
+            .duration
+            .as_deref()
+            .and_then(|d| go_duration::parse(d).ok()),
+    }
 }
 
-/// `lease_times::reconcile` with its errors as INVALID_ARGUMENT.
-pub fn reconcile_times(
-    begin: Option<OffsetDateTime>,
-    end: Option<OffsetDateTime>,
-    duration: Option<Duration>,
-) -> Result<lease_times::LeaseTimes, Status> {
-    let times = lease_times::reconcile(begin, end, duration)
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    if times.duration > wire::MAX_DURATION {
-        return Err(Status::invalid_argument("duration is too long"));
-    }
-    Ok(times)
-}
-
-/// Tag rules: at most `max_tags`; keys are simple label names (no `/`, not reserved
-/// prefixes); keys and values are valid label syntax.
-pub fn validate_tags(
-    tags: &std::collections::HashMap<String, String>,
-    max_tags: usize,
-) -> Result<BTreeMap<String, String>, Status> {
-    if tags.len() > max_tags {
-        return Err(Status::invalid_argument(format!(
-            "too many tags: {} (at most {max_tags})",
-            tags.len()
-        )));
-    }
-    let mut out = BTreeMap::new();
-    for (key, value) in tags {
-        if key.starts_with(TAG_LABEL_PREFIX) || key.starts_with(RESERVED_PREFIX) {
-            return Err(Status::invalid_argument(format!(
-                "tag key {} uses a reserved prefix",
-                names::quoted(key)
-            )));
+/// Writes `change` into `lease`; whether the stored object changes.
+pub fn apply(change: &Change, lease: &mut Lease) -> Result<bool, Status> {
+    let before = lease.spec.clone();
+    match change {
+        Change::Nothing => {}
+        Change::Release => lease.spec.release = Some(true),
+        Change::Update { times, client } => {
+            if let Some(times) = times {
+                lease.spec.begin_time = times.begin_time.map(wire::k8s_time).transpose()?;
+                lease.spec.end_time = times.end_time.map(wire::k8s_time).transpose()?;
+                lease.spec.duration = Some(go_duration::format(times.duration));
+            }
+            if let Some(client) = client {
+                lease.spec.client_ref = LocalObjectReference {
+                    name: client.clone(),
+                };
+            }
         }
-        if key.contains('/') {
-            return Err(Status::invalid_argument(format!(
-                "tag key {} must not contain '/'",
-                names::quoted(key)
-            )));
-        }
-        let probe = selector::LabelSelector {
-            match_labels: BTreeMap::from([(key.clone(), value.clone())]),
-            match_expressions: Vec::new(),
-        };
-        selector::validate(&probe)
-            .map_err(|e| Status::invalid_argument(format!("invalid tag: {e}")))?;
-        out.insert(key.clone(), value.clone());
     }
-    Ok(out)
+    Ok(lease.spec != before)
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
 
+    use time::OffsetDateTime;
     use tonic::Code;
 
+    use jumpstarter_lease::request;
+
     use super::*;
+    use crate::service::lease_error;
 
     fn request(selector: &str) -> client_pb::Lease {
         client_pb::Lease {
@@ -206,13 +155,18 @@ mod tests {
         }
     }
 
+    /// Decoding and the domain rules, as `CreateLease` applies them.
+    fn validate(lease: &client_pb::Lease, max_tags: usize) -> Result<CheckedLease, Status> {
+        request::check(&from_proto(lease)?, max_tags).map_err(lease_error::status)
+    }
+
     #[test]
     fn builds_a_lease_with_labels_and_tags() {
         let mut lease = request("board=mock,metadata.jumpstarter.dev/x=y,env in (a,b)");
         lease.tags = HashMap::from([("team".to_owned(), "qa".to_owned())]);
         let checked = validate(&lease, 10).unwrap();
         let built = build(&checked, "lab", "l1", "alice").unwrap();
-        let labels = built.metadata.labels.unwrap();
+        let labels = built.metadata.labels.clone().unwrap();
         assert_eq!(labels.get("board").map(String::as_str), Some("mock"));
         assert_eq!(
             labels
@@ -223,8 +177,12 @@ mod tests {
         assert!(!labels.contains_key("metadata.jumpstarter.dev/x"));
         assert_eq!(built.spec.client_ref.name, "alice");
         assert_eq!(built.spec.duration.as_deref(), Some("10m0s"));
-        let exprs = built.spec.selector.match_expressions.unwrap();
+        let exprs = built.spec.selector.match_expressions.clone().unwrap();
         assert_eq!(exprs[0].operator, "In");
+        let state = state_of(&built);
+        assert_eq!(state.name, "l1");
+        assert_eq!(state.client, "alice");
+        assert_eq!(state.duration, Some(Duration::minutes(10)));
     }
 
     #[test]
@@ -314,5 +272,29 @@ mod tests {
             nanos: 0,
         });
         assert_eq!(validate(&lease, 10).unwrap().duration, Duration::hours(1));
+    }
+
+    #[test]
+    fn changes_are_written_to_the_spec() {
+        let checked = validate(&request("a=b"), 10).unwrap();
+        let mut lease = build(&checked, "lab", "l1", "alice").unwrap();
+        assert!(!apply(&Change::Nothing, &mut lease).unwrap());
+        assert!(apply(&Change::Release, &mut lease).unwrap());
+        assert_eq!(lease.spec.release, Some(true));
+        assert!(!apply(&Change::Release, &mut lease).unwrap());
+        let begin = OffsetDateTime::from_unix_timestamp(1_000).unwrap();
+        let change = Change::Update {
+            times: Some(jumpstarter_lease::scheduler::LeaseTimes {
+                begin_time: Some(begin),
+                end_time: None,
+                duration: Duration::hours(2),
+            }),
+            client: Some("bob".into()),
+        };
+        assert!(apply(&change, &mut lease).unwrap());
+        let state = state_of(&lease);
+        assert_eq!(state.begin_time, Some(begin));
+        assert_eq!(state.duration, Some(Duration::hours(2)));
+        assert_eq!(state.client, "bob");
     }
 }

@@ -13,13 +13,15 @@
 //! [`Authenticator`], the in-memory [`listen::ListenRegistry`] and metrics.
 //!
 //! Helpers, one concept each: [`names`] (resource names), [`wire`] (object ↔ protobuf),
-//! [`lease_request`] (CreateLease validation), [`listen`] (Dial ↔ Listen queues),
+//! [`lease_request`] (wire ↔ lease domain ↔ Lease objects), [`lease_error`] (the one
+//! `LeaseError` → status mapping), [`listen`] (Dial ↔ Listen queues),
 //! [`router_choice`] (router scoring), [`write`] (read-modify-write with retry),
 //! [`status_stream`] (the exporter Status stream), [`metrics`].
 
 pub mod client;
 pub mod controller;
 pub mod lease_certificate;
+pub mod lease_error;
 pub mod lease_request;
 pub mod listen;
 pub mod metrics;

@@ -1,7 +1,10 @@
 //! Resource names of the client API: `namespaces/{ns}` and
-//! `namespaces/{ns}/{exporters|leases|clients}/{name}`.
+//! `namespaces/{ns}/{exporters|leases|clients}/{name}`, as gRPC statuses. The name grammar
+//! is the lease domain's ([`jumpstarter_lease::name`]).
 
 use tonic::Status;
+
+use jumpstarter_lease::name::{is_object_name, parse_resource, quoted};
 
 /// Collection segment of exporter names.
 pub const EXPORTERS: &str = "exporters";
@@ -18,7 +21,7 @@ pub fn format(namespace: &str, collection: &str, name: &str) -> String {
 /// The namespace of a parent `namespaces/{ns}`.
 pub fn parse_parent(parent: &str) -> Result<String, Status> {
     match parent.split('/').collect::<Vec<_>>().as_slice() {
-        ["namespaces", ns] if valid_segment(ns) => Ok((*ns).to_owned()),
+        ["namespaces", ns] if is_object_name(ns) => Ok((*ns).to_owned()),
         _ => Err(Status::invalid_argument(format!(
             "invalid parent {}: expected namespaces/{{namespace}}",
             quoted(parent)
@@ -28,48 +31,7 @@ pub fn parse_parent(parent: &str) -> Result<String, Status> {
 
 /// `(namespace, name)` of `namespaces/{ns}/{collection}/{name}`.
 pub fn parse(name: &str, collection: &str) -> Result<(String, String), Status> {
-    match name.split('/').collect::<Vec<_>>().as_slice() {
-        ["namespaces", ns, c, n] if *c == collection && valid_segment(ns) && valid_segment(n) => {
-            Ok(((*ns).to_owned(), (*n).to_owned()))
-        }
-        _ => Err(Status::invalid_argument(format!(
-            "invalid {} name {}: expected namespaces/{{namespace}}/{collection}/{{name}}",
-            singular(collection),
-            quoted(name)
-        ))),
-    }
-}
-
-/// Whether `name` can be a Kubernetes object name (RFC 1123 subdomain).
-pub fn is_object_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
-}
-
-fn valid_segment(segment: &str) -> bool {
-    is_object_name(segment)
-}
-
-fn singular(collection: &str) -> &str {
-    collection.strip_suffix('s').unwrap_or(collection)
-}
-
-/// The input, quoted and cut to a readable length (names come from the network).
-pub fn quoted(input: &str) -> String {
-    const MAX: usize = 80;
-    if input.len() <= MAX {
-        return format!("{input:?}");
-    }
-    let mut end = MAX;
-    while !input.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{:?}...", &input[..end])
+    parse_resource(name, collection).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 #[cfg(test)]

@@ -252,7 +252,7 @@ fn operator_of(name: &str) -> Result<Operator, String> {
         "DoesNotExist" => Ok(Operator::DoesNotExist),
         other => Err(format!(
             "unknown label selector operator {}",
-            names::quoted(other)
+            jumpstarter_lease::name::quoted(other)
         )),
     }
 }
