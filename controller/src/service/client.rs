@@ -10,9 +10,7 @@ use kube::api::ObjectMeta;
 use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 
-use jumpstarter_lease::command;
-use jumpstarter_lease::selector;
-use jumpstarter_lease::{Change, LeaseError, LeaseState};
+use jumpstarter_lease::{Change, LeaseError, LeaseState, command, selector};
 use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
 use jumpstarter_proto::jumpstarter::client::v1::client_service_server::ClientService;
 
