@@ -49,6 +49,35 @@ pub struct CheckedLease {
 
 /// Checks a requested lease: target, tags, selector and time fields, in 0.9.0's order.
 pub fn check(request: &LeaseRequest, max_tags: usize) -> Result<CheckedLease, LeaseError> {
+    let target = check_target(request, max_tags)?;
+    let times = check_times(
+        request.begin_time,
+        request.end_time,
+        requested(request.duration),
+    )?;
+    Ok(CheckedLease {
+        selector: target.selector,
+        exporter_name: target.exporter_name,
+        tags: target.tags,
+        allow_disabled: request.allow_disabled,
+        begin_time: times.begin_time,
+        end_time: times.end_time,
+        duration: times.duration,
+    })
+}
+
+/// What a request targets, checked: the exporter name, the tags and the selector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub exporter_name: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub selector: LabelSelector,
+}
+
+/// The rules [`check`] applies before the time fields: exporter name, a target, tags and
+/// selector. Decoders that reject time fields of the wire call this first, so that a request
+/// wrong in both ways is refused for the same reason as by 0.9.0.
+pub fn check_target(request: &LeaseRequest, max_tags: usize) -> Result<Target, LeaseError> {
     let exporter_name = match request.exporter_name.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(name) if name.contains('/') => Some(parse_resource(name, EXPORTERS)?.1),
@@ -69,19 +98,10 @@ pub fn check(request: &LeaseRequest, max_tags: usize) -> Result<CheckedLease, Le
     } else {
         selector::parse(selector_text).map_err(LeaseError::InvalidSelector)?
     };
-    let times = check_times(
-        request.begin_time,
-        request.end_time,
-        requested(request.duration),
-    )?;
-    Ok(CheckedLease {
-        selector,
+    Ok(Target {
         exporter_name,
         tags,
-        allow_disabled: request.allow_disabled,
-        begin_time: times.begin_time,
-        end_time: times.end_time,
-        duration: times.duration,
+        selector,
     })
 }
 
@@ -91,9 +111,7 @@ pub fn check_legacy(
     selector: LabelSelector,
     duration: Option<Duration>,
 ) -> Result<CheckedLease, LeaseError> {
-    if selector.is_empty() {
-        return Err(LeaseError::SelectorRequired);
-    }
+    check_legacy_selector(&selector)?;
     let times = check_times(None, None, requested(duration))?;
     Ok(CheckedLease {
         selector,
@@ -104,6 +122,14 @@ pub fn check_legacy(
         end_time: None,
         duration: times.duration,
     })
+}
+
+/// The rule [`check_legacy`] applies before the duration: a selector is required.
+pub fn check_legacy_selector(selector: &LabelSelector) -> Result<(), LeaseError> {
+    if selector.is_empty() {
+        return Err(LeaseError::SelectorRequired);
+    }
+    Ok(())
 }
 
 /// The name asked for a new lease: `None` for "choose one" (an empty `lease_id`), else it

@@ -169,11 +169,12 @@ impl<S: Store> ClientApi<S> {
             .lease
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("lease is required"))?;
+        let max_tags = self.services.shared.settings.max_tags;
         let new = command::create(
-            &lease_request::from_proto(lease)?,
+            &lease_request::from_proto(lease, max_tags)?,
             &request.lease_id,
             &caller.name,
-            self.services.shared.settings.max_tags,
+            max_tags,
             OffsetDateTime::now_utc(),
         )
         .map_err(lease_error::status)?;

@@ -492,8 +492,13 @@ impl<S: Store> ControllerApi<S> {
             Some(s) => wire::selector_from_proto(s)?,
             None => Default::default(),
         };
-        let duration = lease_request::duration_from_proto(request.duration.as_ref())?;
-        let checked = jumpstarter_lease::request::check_legacy(selector, duration)
+        let duration = lease_request::duration_from_proto(request.duration.as_ref());
+        if duration.is_err() {
+            // 0.9.0 refuses a missing selector before a bad duration.
+            jumpstarter_lease::request::check_legacy_selector(&selector)
+                .map_err(lease_error::status)?;
+        }
+        let checked = jumpstarter_lease::request::check_legacy(selector, duration?)
             .map_err(lease_error::status)?;
         let name = uuid::Uuid::now_v7().to_string();
         let lease = lease_request::build(&checked, &caller.namespace, &name, &caller.name)?;

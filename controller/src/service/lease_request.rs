@@ -5,20 +5,22 @@
 
 use k8s_openapi::api::core::v1::LocalObjectReference;
 use kube::api::ObjectMeta;
-use time::Duration;
+use time::{Duration, OffsetDateTime};
 use tonic::Status;
 
-use jumpstarter_lease::request::{CheckedLease, LeaseRequest};
+use jumpstarter_lease::request::{self, CheckedLease, LeaseRequest};
 use jumpstarter_lease::scheduler::duration as go_duration;
 use jumpstarter_lease::{Change, LeaseState};
 use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
 
-use super::wire;
+use super::{lease_error, wire};
 use crate::crd::{Lease, LeaseSpec};
 
 /// A `CreateLease` body as a domain request (times and durations decoded and range-checked).
-pub fn from_proto(lease: &client_pb::Lease) -> Result<LeaseRequest, Status> {
-    Ok(LeaseRequest {
+/// A body whose time fields do not decode is refused by the domain's target rules first,
+/// when they refuse it (0.9.0's order).
+pub fn from_proto(lease: &client_pb::Lease, max_tags: usize) -> Result<LeaseRequest, Status> {
+    let mut request = LeaseRequest {
         selector: lease.selector.clone(),
         exporter_name: lease.exporter_name.clone(),
         tags: lease
@@ -27,18 +29,36 @@ pub fn from_proto(lease: &client_pb::Lease) -> Result<LeaseRequest, Status> {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         allow_disabled: lease.allow_disabled,
-        begin_time: lease
-            .begin_time
-            .as_ref()
-            .map(|t| wire::time_from_proto(t, "begin_time"))
-            .transpose()?,
-        end_time: lease
-            .end_time
-            .as_ref()
-            .map(|t| wire::time_from_proto(t, "end_time"))
-            .transpose()?,
-        duration: duration_from_proto(lease.duration.as_ref())?,
-    })
+        ..LeaseRequest::default()
+    };
+    let times = decode_times(lease);
+    if times.is_err() {
+        request::check_target(&request, max_tags).map_err(lease_error::status)?;
+    }
+    (request.begin_time, request.end_time, request.duration) = times?;
+    Ok(request)
+}
+
+type DecodedTimes = (
+    Option<OffsetDateTime>,
+    Option<OffsetDateTime>,
+    Option<Duration>,
+);
+
+/// Begin time, end time and duration of a `CreateLease` body.
+fn decode_times(lease: &client_pb::Lease) -> Result<DecodedTimes, Status> {
+    let begin_time = lease
+        .begin_time
+        .as_ref()
+        .map(|t| wire::time_from_proto(t, "begin_time"))
+        .transpose()?;
+    let end_time = lease
+        .end_time
+        .as_ref()
+        .map(|t| wire::time_from_proto(t, "end_time"))
+        .transpose()?;
+    let duration = duration_from_proto(lease.duration.as_ref())?;
+    Ok((begin_time, end_time, duration))
 }
 
 /// A requested duration, decoded and range-checked (zero stays zero: the domain reads it as
@@ -136,13 +156,9 @@ pub fn apply(change: &Change, lease: &mut Lease) -> Result<bool, Status> {
 mod tests {
     use std::collections::HashMap;
 
-    use time::OffsetDateTime;
     use tonic::Code;
 
-    use jumpstarter_lease::request;
-
     use super::*;
-    use crate::service::lease_error;
 
     fn request(selector: &str) -> client_pb::Lease {
         client_pb::Lease {
@@ -157,7 +173,7 @@ mod tests {
 
     /// Decoding and the domain rules, as `CreateLease` applies them.
     fn validate(lease: &client_pb::Lease, max_tags: usize) -> Result<CheckedLease, Status> {
-        request::check(&from_proto(lease)?, max_tags).map_err(lease_error::status)
+        request::check(&from_proto(lease, max_tags)?, max_tags).map_err(lease_error::status)
     }
 
     #[test]
@@ -257,6 +273,23 @@ mod tests {
             validate(&lease, 10).unwrap_err().code(),
             Code::InvalidArgument
         );
+    }
+
+    #[test]
+    fn target_rules_come_before_undecodable_times() {
+        let mut lease = request("");
+        lease.begin_time = Some(prost_types::Timestamp {
+            seconds: 0,
+            nanos: -1,
+        });
+        let err = validate(&lease, 10).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "one of selector or exporter_name is required"
+        );
+        lease.selector = "a=b".into();
+        let err = validate(&lease, 10).unwrap_err();
+        assert_eq!(err.message(), "begin_time is not a valid timestamp");
     }
 
     #[test]
