@@ -23,12 +23,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{self as meta, OwnerReferenc
 use kube::ResourceExt;
 use time::OffsetDateTime;
 
+use jumpstarter_lease::scheduler::{self, Plan};
+
 use super::exporter::{LEASE_ENDED_LABEL, holders, lease_ref};
 use super::view::{View, stored_time};
 use super::{ReconcileError, ReconcileMetrics};
 use crate::crd;
 use crate::store::{Store, StoreError};
-use jumpstarter_lease::scheduler::{self, Plan};
 
 /// How a plan's application ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

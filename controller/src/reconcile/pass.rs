@@ -12,6 +12,8 @@ use k8s_openapi::api::core::v1::LocalObjectReference;
 use kube::ResourceExt;
 use time::OffsetDateTime;
 
+use jumpstarter_lease::scheduler;
+
 use super::credential::{self, Holder};
 use super::exporter::{desired_status, is_active};
 use super::lease::{Applied, WRITES_IN_FLIGHT, apply_plan, exporter_updates, reconcile_metadata};
@@ -23,7 +25,6 @@ use crate::crd;
 use crate::keys::Keys;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
-use jumpstarter_lease::scheduler;
 
 /// Credential tokens whose verification a [`Reconciler`] remembers (one per Client and
 /// Exporter; re-signed tokens replace old ones when it starts over).

@@ -24,11 +24,12 @@ use jumpstarter_proto::jumpstarter::quic::v1 as pb;
 use jumpstarter_proto::jumpstarter::quic::v1::lease_certificate_service_server::LeaseCertificateService;
 use jumpstarter_token::internal::ObjectKind;
 
+use jumpstarter_lease::scheduler;
+
 use super::{Services, router_choice, store_status};
 use crate::auth::{CallMetadata, Caller};
 use crate::crd::{Exporter, Lease};
 use crate::store::Store;
-use jumpstarter_lease::scheduler;
 
 /// How far a certificate's `notBefore` lies before the time it is issued.
 pub const BACKDATE: Duration = Duration::seconds(30);

@@ -44,9 +44,10 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::broadcast;
 
+use jumpstarter_lease::selector;
+
 use super::{ListParams, Object, ObjectList, Store, StoreError, WatchEvent};
 use decoded::Decoded;
-use jumpstarter_lease::selector;
 use mutation::{Rejection, TypeInfo, Update};
 
 /// The file format version this build writes and reads. A file with a greater one was
