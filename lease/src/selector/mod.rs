@@ -1,9 +1,11 @@
 //! Kubernetes label selectors: the `metav1.LabelSelector` shape, its string syntax
-//! ([`parse`], [`format`]) and evaluation against a label set ([`matches`]).
+//! ([`parse`], [`format`](fn@format)) and evaluation against a label set
+//! ([`matches`](fn@matches)).
 //!
 //! Everything here is pure. The string syntax is the one `kubectl -l` and jumpstarter's
-//! `CreateLease` accept; [`format`] renders like Kubernetes `FormatLabelSelector`, which is
-//! what jumpstarter 0.9.0 puts into `Lease.selector` on the wire.
+//! `CreateLease` accept; [`format`](fn@format) renders like Kubernetes
+//! `FormatLabelSelector`, which is what jumpstarter 0.9.0 puts into `Lease.selector` on the
+//! wire.
 
 mod label;
 mod parser;
