@@ -31,8 +31,10 @@ mod bridge;
 pub mod metrics;
 pub mod pairing;
 pub mod quic;
+mod refusal;
 mod relay;
 pub mod server;
+mod side;
 mod switchboard;
 pub mod telemetry;
 

@@ -8,6 +8,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::refusal::Refusal;
+
 /// Label for counters split by a low-cardinality reason.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -36,14 +38,8 @@ pub enum Outcome {
     Broken,
     /// The other side failed or went away.
     PeerGone,
-    /// No peer arrived in time.
-    TimedOut,
     /// The caller went away while waiting for its peer.
     CancelledWaiting,
-    /// The token's stream id was already paired.
-    AlreadyPaired,
-    /// Too many streams were waiting.
-    TooManyPending,
     /// The token was missing or invalid.
     Unauthenticated,
     /// The router shut down.
@@ -56,10 +52,7 @@ impl Outcome {
             Outcome::Completed => "completed",
             Outcome::Broken => "broken",
             Outcome::PeerGone => "peer_gone",
-            Outcome::TimedOut => "timed_out",
             Outcome::CancelledWaiting => "cancelled_waiting",
-            Outcome::AlreadyPaired => "already_paired",
-            Outcome::TooManyPending => "too_many_pending",
             Outcome::Unauthenticated => "unauthenticated",
             Outcome::ShuttingDown => "shutting_down",
         }
@@ -170,9 +163,16 @@ impl Metrics {
         self.stream_ended(Outcome::Unauthenticated);
     }
 
-    pub(crate) fn pairing_timed_out(&self) {
-        self.pairing_timeouts.inc();
-        self.stream_ended(Outcome::TimedOut);
+    /// A stream refused before or while waiting for its peer.
+    pub(crate) fn stream_refused(&self, refusal: &Refusal) {
+        if matches!(refusal, Refusal::TimedOut { .. }) {
+            self.pairing_timeouts.inc();
+        }
+        self.streams
+            .get_or_create(&OutcomeLabel {
+                outcome: refusal.label(),
+            })
+            .inc();
     }
 
     pub(crate) fn relayed(&self, direction: Direction, bytes: usize) {

@@ -51,16 +51,6 @@ pub enum Rejection {
     TooManyPending { limit: usize },
 }
 
-impl Rejection {
-    /// A stable, low-cardinality name for metrics.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Rejection::AlreadyPaired { .. } => "already_paired",
-            Rejection::TooManyPending { .. } => "too_many_pending",
-        }
-    }
-}
-
 /// A waiting arrival whose deadline passed without a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expired {
@@ -202,6 +192,11 @@ impl PairingTable {
             }
         }
         expired
+    }
+
+    /// The ticket of the arrival waiting on `stream_id`, if any.
+    pub fn waiting(&self, stream_id: &str) -> Option<Ticket> {
+        self.pending.get(stream_id).map(|waiting| waiting.ticket)
     }
 
     /// The earliest deadline of a waiting arrival, if any.

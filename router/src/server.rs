@@ -140,7 +140,7 @@ impl Router {
             max_pending: config.max_pending,
             max_remembered: config.max_remembered,
         };
-        let switchboard = Switchboard::new(
+        let switchboard = Switchboard::for_streams(
             config.token_keys,
             limits,
             config.queue_frames,

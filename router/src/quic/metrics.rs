@@ -6,6 +6,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::metrics::{DirectionLabel, OutcomeLabel, ReasonLabel};
+use crate::refusal::Refusal;
 
 /// Every metric of one QUIC listener.
 #[derive(Debug, Clone, Default)]
@@ -92,9 +93,12 @@ impl QuicMetrics {
             .inc();
     }
 
-    pub(crate) fn pairing_timed_out(&self) {
-        self.pairing_timeouts.inc();
-        self.session_ended("timed_out");
+    /// A session stream refused before or while waiting for its peer.
+    pub(crate) fn session_refused(&self, refusal: &Refusal) {
+        if matches!(refusal, Refusal::TimedOut { .. }) {
+            self.pairing_timeouts.inc();
+        }
+        self.session_ended(refusal.label());
     }
 
     pub(crate) fn relayed(&self, direction: &'static str, bytes: usize) {
