@@ -12,26 +12,26 @@ use crate::refusal::Refusal;
 
 /// Label for counters split by a low-cardinality reason.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct ReasonLabel {
-    pub reason: &'static str,
+pub(crate) struct ReasonLabel {
+    pub(crate) reason: &'static str,
 }
 
 /// Label for streams split by how they ended.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct OutcomeLabel {
-    pub outcome: &'static str,
+pub(crate) struct OutcomeLabel {
+    pub(crate) outcome: &'static str,
 }
 
 /// Label for relayed bytes: from the stream that waited to the one that arrived second,
 /// or the other way.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct DirectionLabel {
-    pub direction: &'static str,
+pub(crate) struct DirectionLabel {
+    pub(crate) direction: &'static str,
 }
 
 /// How a stream ended, as a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Both directions reached end-of-stream.
     Completed,
     /// This side failed or went away.
@@ -61,7 +61,7 @@ impl Outcome {
 
 /// Which way bytes flow in a pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
+pub(crate) enum Direction {
     WaitingToArriving,
     ArrivingToWaiting,
 }
@@ -77,7 +77,7 @@ impl Direction {
 
 /// Every metric of one router.
 #[derive(Debug, Clone, Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     pending_streams: Gauge,
     active_pairs: Gauge,
     remembered_streams: Gauge,
@@ -92,7 +92,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Creates the metrics and registers them in `registry` under the `router` prefix.
-    pub fn register(registry: &mut Registry) -> Self {
+    pub(crate) fn register(registry: &mut Registry) -> Self {
         let metrics = Metrics::default();
         let r = registry.sub_registry_with_prefix("router");
         r.register(

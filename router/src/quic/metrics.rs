@@ -10,7 +10,7 @@ use crate::refusal::Refusal;
 
 /// Every metric of one QUIC listener.
 #[derive(Debug, Clone, Default)]
-pub struct QuicMetrics {
+pub(crate) struct QuicMetrics {
     connections: Gauge,
     pending_sessions: Gauge,
     active_pairs: Gauge,
@@ -24,7 +24,7 @@ pub struct QuicMetrics {
 
 impl QuicMetrics {
     /// Creates the metrics and registers them in `registry` under the `router_quic` prefix.
-    pub fn register(registry: &mut Registry) -> Self {
+    pub(crate) fn register(registry: &mut Registry) -> Self {
         let metrics = QuicMetrics::default();
         let r = registry.sub_registry_with_prefix("router_quic");
         r.register(

@@ -19,8 +19,8 @@
 
 mod admission;
 mod connection;
-pub mod metrics;
-pub mod reset_key;
+pub(crate) mod metrics;
+mod reset_key;
 pub(crate) mod splice;
 
 use std::future::Future;
