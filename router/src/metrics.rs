@@ -6,7 +6,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::refusal::Refusal;
 
@@ -75,6 +75,28 @@ impl Direction {
     }
 }
 
+/// Registers metrics under one prefix, each as it is created.
+pub(crate) struct Registrar<'a>(&'a mut Registry);
+
+impl<'a> Registrar<'a> {
+    /// Registers under `prefix` in `registry`.
+    pub(crate) fn new(registry: &'a mut Registry, prefix: &str) -> Self {
+        Registrar(registry.sub_registry_with_prefix(prefix))
+    }
+
+    /// A new metric, registered as `name` with `help`.
+    pub(crate) fn add<M: Metric + Clone + Default>(&mut self, name: &str, help: &str) -> M {
+        let metric = M::default();
+        self.0.register(name, help, metric.clone());
+        metric
+    }
+}
+
+/// Sets a gauge to a count (saturating: a count beyond `i64::MAX` cannot happen).
+pub(crate) fn set_count(gauge: &Gauge, count: usize) {
+    gauge.set(i64::try_from(count).unwrap_or(i64::MAX));
+}
+
 /// Every metric of one router.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Metrics {
@@ -93,59 +115,19 @@ pub(crate) struct Metrics {
 impl Metrics {
     /// Creates the metrics and registers them in `registry` under the `router` prefix.
     pub(crate) fn register(registry: &mut Registry) -> Self {
-        let metrics = Metrics::default();
-        let r = registry.sub_registry_with_prefix("router");
-        r.register(
-            "pending_streams",
-            "Streams waiting for their peer",
-            metrics.pending_streams.clone(),
-        );
-        r.register(
-            "active_pairs",
-            "Pairs of streams currently relaying",
-            metrics.active_pairs.clone(),
-        );
-        r.register(
-            "remembered_streams",
-            "Paired stream ids remembered against token replay",
-            metrics.remembered_streams.clone(),
-        );
-        r.register(
-            "relayed_bytes",
-            "Payload bytes relayed, by direction",
-            metrics.relayed_bytes.clone(),
-        );
-        r.register(
-            "relayed_frames",
-            "Frames relayed, by direction",
-            metrics.relayed_frames.clone(),
-        );
-        r.register(
-            "streams",
-            "Streams ended, by outcome",
-            metrics.streams.clone(),
-        );
-        r.register(
-            "auth_failures",
-            "Streams refused for their credentials, by reason",
-            metrics.auth_failures.clone(),
-        );
-        r.register(
-            "pairing_timeouts",
-            "Streams whose peer did not arrive within the pairing timeout",
-            metrics.pairing_timeouts.clone(),
-        );
-        r.register(
-            "replay_evictions",
-            "Paired stream ids forgotten before their token expired because the memory was full",
-            metrics.replay_evictions.clone(),
-        );
-        r.register(
-            "tls_handshake_failures",
-            "Connections dropped during the TLS handshake, by reason",
-            metrics.tls_handshake_failures.clone(),
-        );
-        metrics
+        let mut r = Registrar::new(registry, "router");
+        Metrics {
+            pending_streams: r.add("pending_streams", "Streams waiting for their peer"),
+            active_pairs: r.add("active_pairs", "Pairs of streams currently relaying"),
+            remembered_streams: r.add("remembered_streams", "Paired stream ids remembered against token replay"),
+            relayed_bytes: r.add("relayed_bytes", "Payload bytes relayed, by direction"),
+            relayed_frames: r.add("relayed_frames", "Frames relayed, by direction"),
+            streams: r.add("streams", "Streams ended, by outcome"),
+            auth_failures: r.add("auth_failures", "Streams refused for their credentials, by reason"),
+            pairing_timeouts: r.add("pairing_timeouts", "Streams whose peer did not arrive within the pairing timeout"),
+            replay_evictions: r.add("replay_evictions", "Paired stream ids forgotten before their token expired because the memory was full"),
+            tls_handshake_failures: r.add("tls_handshake_failures", "Connections dropped during the TLS handshake, by reason"),
+        }
     }
 
     pub(crate) fn stream_ended(&self, outcome: Outcome) {
@@ -193,10 +175,8 @@ impl Metrics {
 
     /// Mirrors the pairing table's sizes.
     pub(crate) fn table_sizes(&self, pending: usize, remembered: usize, evictions: u64) {
-        self.pending_streams
-            .set(i64::try_from(pending).unwrap_or(i64::MAX));
-        self.remembered_streams
-            .set(i64::try_from(remembered).unwrap_or(i64::MAX));
+        set_count(&self.pending_streams, pending);
+        set_count(&self.remembered_streams, remembered);
         let seen = self.replay_evictions.get();
         if evictions > seen {
             self.replay_evictions.inc_by(evictions - seen);

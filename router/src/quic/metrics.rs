@@ -5,7 +5,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::metrics::{DirectionLabel, OutcomeLabel, ReasonLabel};
+use crate::metrics::{DirectionLabel, OutcomeLabel, ReasonLabel, Registrar, set_count};
 use crate::refusal::Refusal;
 
 /// Every metric of one QUIC listener.
@@ -25,54 +25,33 @@ pub(crate) struct QuicMetrics {
 impl QuicMetrics {
     /// Creates the metrics and registers them in `registry` under the `router_quic` prefix.
     pub(crate) fn register(registry: &mut Registry) -> Self {
-        let metrics = QuicMetrics::default();
-        let r = registry.sub_registry_with_prefix("router_quic");
-        r.register(
-            "connections",
-            "Admitted QUIC connections currently open",
-            metrics.connections.clone(),
-        );
-        r.register(
-            "pending_sessions",
-            "Session streams waiting for their peer",
-            metrics.pending_sessions.clone(),
-        );
-        r.register(
-            "active_pairs",
-            "Pairs of session streams currently relaying",
-            metrics.active_pairs.clone(),
-        );
-        r.register(
-            "relayed_bytes",
-            "Session bytes relayed, by direction",
-            metrics.relayed_bytes.clone(),
-        );
-        r.register(
-            "sessions",
-            "Session streams ended, by outcome",
-            metrics.sessions.clone(),
-        );
-        r.register(
-            "admission_failures",
-            "Connections refused for their certificate or handshake, by reason",
-            metrics.admission_failures.clone(),
-        );
-        r.register(
-            "pairing_timeouts",
-            "Session streams whose peer did not arrive within the pairing timeout",
-            metrics.pairing_timeouts.clone(),
-        );
-        r.register(
-            "certificate_renewals",
-            "Renewed lease certificates presented on live connections, by outcome",
-            metrics.renewals.clone(),
-        );
-        r.register(
-            "expired_connections",
-            "Connections closed because their lease certificate ended without a renewal",
-            metrics.expired_connections.clone(),
-        );
-        metrics
+        let mut r = Registrar::new(registry, "router_quic");
+        QuicMetrics {
+            connections: r.add("connections", "Admitted QUIC connections currently open"),
+            pending_sessions: r.add("pending_sessions", "Session streams waiting for their peer"),
+            active_pairs: r.add(
+                "active_pairs",
+                "Pairs of session streams currently relaying",
+            ),
+            relayed_bytes: r.add("relayed_bytes", "Session bytes relayed, by direction"),
+            sessions: r.add("sessions", "Session streams ended, by outcome"),
+            admission_failures: r.add(
+                "admission_failures",
+                "Connections refused for their certificate or handshake, by reason",
+            ),
+            pairing_timeouts: r.add(
+                "pairing_timeouts",
+                "Session streams whose peer did not arrive within the pairing timeout",
+            ),
+            renewals: r.add(
+                "certificate_renewals",
+                "Renewed lease certificates presented on live connections, by outcome",
+            ),
+            expired_connections: r.add(
+                "expired_connections",
+                "Connections closed because their lease certificate ended without a renewal",
+            ),
+        }
     }
 
     pub(crate) fn renewal(&self, outcome: &'static str) {
@@ -108,8 +87,7 @@ impl QuicMetrics {
     }
 
     pub(crate) fn pending(&self, pending: usize) {
-        self.pending_sessions
-            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        set_count(&self.pending_sessions, pending);
     }
 
     pub(crate) fn connection_opened(&self) {
