@@ -4,80 +4,17 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jumpstarter_certs::{Ca, Role, client_config};
-use jumpstarter_router::{QuicRouter, QuicRouterConfig};
 use jumpstarter_tunnel::{ALPN, Connection, QuicPeer, code};
-use prometheus_client::registry::Registry;
 
 use support::WAIT;
-use support::authority::{self, HOST, LeaseCert, authority};
+use support::authority::HOST;
 use support::lab::{BLOCK, quic_receive as receive_all, quic_send as send_blocks, read_reset_code};
+use support::quic_only::{lease_cert, start};
 use time::OffsetDateTime;
-use tokio::sync::oneshot;
 use tokio::time::timeout;
-
-struct TestRouter {
-    addr: SocketAddr,
-    ca: Ca,
-    registry: Arc<Mutex<Registry>>,
-    _shutdown: oneshot::Sender<()>,
-}
-
-async fn start(configure: impl FnOnce(&mut QuicRouterConfig)) -> TestRouter {
-    let (ca, server) = authority("quic test CA");
-    let mut config =
-        QuicRouterConfig::new(server.credentials(), vec![ca.cert_der().clone()]).expect("config");
-    configure(&mut config);
-    let mut registry = Registry::default();
-    let router = QuicRouter::bind(config, "127.0.0.1:0".parse().expect("addr"), &mut registry)
-        .expect("bind");
-    let addr = router.local_addr().expect("local addr");
-    let (shutdown, signal) = oneshot::channel::<()>();
-    tokio::spawn(router.serve(async move {
-        let _ = signal.await;
-    }));
-    TestRouter {
-        addr,
-        ca,
-        registry: Arc::new(Mutex::new(registry)),
-        _shutdown: shutdown,
-    }
-}
-
-/// A lease certificate from `ca` for `holder` as `role` of lease-1, signed at `at` for a
-/// lease ending at `lease_end`.
-fn lease_cert(
-    ca: &Ca,
-    role: Role,
-    holder: &str,
-    at: OffsetDateTime,
-    lease_end: OffsetDateTime,
-) -> LeaseCert {
-    authority::lease_cert(ca, "lease-1", role, holder, at, lease_end, None)
-}
-
-impl TestRouter {
-    async fn peer(&self, role: Role, holder: &str) -> Connection {
-        let now = OffsetDateTime::now_utc();
-        let cert = lease_cert(&self.ca, role, holder, now, now + time::Duration::hours(1));
-        self.connect(cert).await.expect("connect")
-    }
-
-    async fn connect(
-        &self,
-        cert: LeaseCert,
-    ) -> Result<Connection, jumpstarter_tunnel::ConnectError> {
-        authority::connect(self.addr, &self.ca, &cert).await
-    }
-
-    fn metrics_text(&self) -> String {
-        authority::metrics_text(&self.registry)
-    }
-}
 
 /// Asserts that a connection attempt was refused by the router: either the handshake
 /// fails, or the connection is closed right after it (TLS 1.3 clients finish first).

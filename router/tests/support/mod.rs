@@ -5,6 +5,7 @@
 
 pub mod authority;
 pub mod lab;
+pub mod quic_only;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
