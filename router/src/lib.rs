@@ -17,12 +17,12 @@
 //! - `authentication`: bearer header and token verification, public key bundles.
 //! - `switchboard`: the pairing front-end of h2 and QUIC streams (the `RouterService`
 //!   implementation), `refusal`: why a stream is refused and how each transport hears it.
-//! - `relay` (h2 ↔ h2), `bridge` (h2 ↔ QUIC), `quic::splice` (QUIC ↔ QUIC): the relays of
+//! - `relay` (h2 ↔ h2), `bridge` (h2 ↔ QUIC), `splice` (QUIC ↔ QUIC): the relays of
 //!   a pair; `side`: a QUIC stream, its chunk size and its refusal.
 //! - `server`: [`Router`], [`RouterConfig`], the TLS accept loop and graceful shutdown.
 //! - `quic`: [`QuicRouter`], the QUIC listener beside the h2 one: mutual-TLS admission by
 //!   lease certificate, raw session streams paired by lease and session id, [`ResetKey`].
-//! - `metrics`: Prometheus metrics; [`telemetry`]: `/metrics`, `/healthz`, `/readyz`.
+//! - `metrics`: Prometheus metrics of both listeners; [`telemetry`]: `/metrics`, `/healthz`, `/readyz`.
 //!
 //! The `jumpstarter-router` binary is a thin shell over [`Router::serve`]; the controller
 //! can embed the same [`Router`] in its own process.
@@ -36,6 +36,7 @@ mod refusal;
 mod relay;
 mod server;
 mod side;
+mod splice;
 mod switchboard;
 pub mod telemetry;
 

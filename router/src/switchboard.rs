@@ -33,13 +33,13 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::authentication::authenticate;
 use crate::bridge;
+use crate::metrics::QuicMetrics;
 use crate::metrics::{Metrics, Outcome};
 use crate::pairing::{Limits, Offer, PairingTable, Ticket};
-use crate::quic::metrics::QuicMetrics;
-use crate::quic::splice;
 use crate::refusal::Refusal;
 use crate::relay::{self, Half, Outbound};
 use crate::side::{Side, refuse};
+use crate::splice;
 
 /// Shared pairing state and settings of one switchboard.
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ use tracing::{Instrument, debug, info, info_span};
 
 use super::admission::{self, Admission, AdmissionError};
 use super::error_chain;
-use super::metrics::QuicMetrics;
+use crate::metrics::QuicMetrics;
 use crate::refusal::Refusal;
 use crate::side::Side;
 use crate::switchboard::{Switchboard, refuse_session};

@@ -14,14 +14,12 @@
 //! [`jumpstarter_tunnel::code`].
 //!
 //! Map: [`reset_key`] (the stateless-reset secret), `admission` (the pure check of a
-//! presented chain), `connection` (handshake, renewals, session streams), `splice` (the
-//! QUIC ↔ QUIC pumps), [`metrics`]. Pairing is the crate's `switchboard`.
+//! presented chain), `connection` (handshake, renewals, session streams). Pairing is the
+//! crate's `switchboard`, the QUIC ↔ QUIC pumps its `splice`, the metrics its `metrics`.
 
 mod admission;
 mod connection;
-pub(crate) mod metrics;
 mod reset_key;
-pub(crate) mod splice;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,10 +34,10 @@ use rustls_pki_types::CertificateDer;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::metrics::QuicMetrics;
 use crate::pairing::{DEFAULT_MAX_PENDING, DEFAULT_MAX_REMEMBERED, Limits};
 use crate::switchboard::Switchboard;
 use connection::ConnectionHandler;
-use metrics::QuicMetrics;
 pub use reset_key::ResetKey;
 
 /// How long the endpoint keeps running after closing every connection at the end of the

@@ -5,7 +5,7 @@ use jumpstarter_tunnel::code;
 use quinn::{ReadError, RecvStream, SendStream, VarInt, WriteError};
 use tokio_util::sync::CancellationToken;
 
-use super::metrics::QuicMetrics;
+use crate::metrics::QuicMetrics;
 use crate::side::{CHUNK, Side};
 
 /// Relays both ways until both directions ended (or `stop` fires); returns whether both
