@@ -356,6 +356,9 @@ impl Switchboard {
         tokio::spawn(
             async move {
                 let stop = &shared.stop_relays;
+                // Invariant: h2 peers only reach a streams switchboard (the RouterService
+                // of a sessions switchboard refuses them), so the `Kind::Streams` matches
+                // below always hold when an h2 peer is paired.
                 match (waiting, arriving) {
                     (Peer::H2(waiting), Peer::H2(arriving)) => {
                         if let Kind::Streams(metrics) = &shared.kind {
