@@ -22,7 +22,8 @@
 //! - `server`: [`Router`], [`RouterConfig`], the TLS accept loop and graceful shutdown.
 //! - `quic`: [`QuicRouter`], the QUIC listener beside the h2 one: mutual-TLS admission by
 //!   lease certificate, raw session streams paired by lease and session id, [`ResetKey`].
-//! - `metrics`: Prometheus metrics of both listeners; [`telemetry`]: `/metrics`, `/healthz`, `/readyz`.
+//! - `metrics`: Prometheus metrics of both listeners; [`telemetry`]: `/metrics`,
+//!   `/healthz`, `/readyz`.
 //!
 //! The `jumpstarter-router` binary is a thin shell over [`Router::serve`]; the controller
 //! can embed the same [`Router`] in its own process.

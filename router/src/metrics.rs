@@ -120,14 +120,29 @@ impl Metrics {
         Metrics {
             pending_streams: r.add("pending_streams", "Streams waiting for their peer"),
             active_pairs: r.add("active_pairs", "Pairs of streams currently relaying"),
-            remembered_streams: r.add("remembered_streams", "Paired stream ids remembered against token replay"),
+            remembered_streams: r.add(
+                "remembered_streams",
+                "Paired stream ids remembered against token replay",
+            ),
             relayed_bytes: r.add("relayed_bytes", "Payload bytes relayed, by direction"),
             relayed_frames: r.add("relayed_frames", "Frames relayed, by direction"),
             streams: r.add("streams", "Streams ended, by outcome"),
-            auth_failures: r.add("auth_failures", "Streams refused for their credentials, by reason"),
-            pairing_timeouts: r.add("pairing_timeouts", "Streams whose peer did not arrive within the pairing timeout"),
-            replay_evictions: r.add("replay_evictions", "Paired stream ids forgotten before their token expired because the memory was full"),
-            tls_handshake_failures: r.add("tls_handshake_failures", "Connections dropped during the TLS handshake, by reason"),
+            auth_failures: r.add(
+                "auth_failures",
+                "Streams refused for their credentials, by reason",
+            ),
+            pairing_timeouts: r.add(
+                "pairing_timeouts",
+                "Streams whose peer did not arrive within the pairing timeout",
+            ),
+            replay_evictions: r.add(
+                "replay_evictions",
+                "Paired stream ids forgotten before their token expired because the memory was full",
+            ),
+            tls_handshake_failures: r.add(
+                "tls_handshake_failures",
+                "Connections dropped during the TLS handshake, by reason",
+            ),
         }
     }
 

@@ -365,39 +365,42 @@ impl Switchboard {
                             relay::run(waiting, arriving, metrics, stop).await;
                         }
                     }
-                    (Peer::H2(h2), Peer::Quic { side, metrics: quic, .. }) => {
+                    (
+                        Peer::H2(h2),
+                        Peer::Quic {
+                            side,
+                            metrics: quic,
+                            ..
+                        },
+                    ) => {
                         if let Kind::Streams(metrics) = &shared.kind {
                             bridged(h2, side, true, metrics, &quic, stop).await;
                         }
                     }
-                    (Peer::Quic { side, metrics: quic, .. }, Peer::H2(h2)) => {
+                    (
+                        Peer::Quic {
+                            side,
+                            metrics: quic,
+                            ..
+                        },
+                        Peer::H2(h2),
+                    ) => {
                         if let Kind::Streams(metrics) = &shared.kind {
                             bridged(h2, side, false, metrics, &quic, stop).await;
                         }
                     }
                     (
-                        Peer::Quic { side: a, role: a_role, metrics: quic },
-                        Peer::Quic { side: b, role: b_role, .. },
-                    ) => {
-                        if a_role == b_role {
-                            info!(role = %a_role, "refused: both streams of the session hold the same role");
-                            let refusal = Refusal::SameRole;
-                            quic.session_ended(refusal.label());
-                            quic.session_ended(refusal.label());
-                            refuse(a, refusal.code());
-                            refuse(b, refusal.code());
-                        } else {
-                            let (client, exporter) = if a_role == Role::Client { (a, b) } else { (b, a) };
-                            quic.pair_started();
-                            let ok = splice::run(client, exporter, &quic, stop).await;
-                            quic.pair_ended();
-                            let outcome = if ok { "completed" } else { "broken" };
-                            // Two streams per pair.
-                            quic.session_ended(outcome);
-                            quic.session_ended(outcome);
-                            debug!(outcome, "pair ended");
-                        }
-                    }
+                        Peer::Quic {
+                            side: a,
+                            role: a_role,
+                            metrics: quic,
+                        },
+                        Peer::Quic {
+                            side: b,
+                            role: b_role,
+                            ..
+                        },
+                    ) => spliced((a, a_role), (b, b_role), &quic, stop).await,
                 }
                 if let Kind::Streams(metrics) = &shared.kind {
                     metrics.pair_ended();
@@ -529,6 +532,37 @@ async fn bridged(
     let ok = bridge::run(h2, side, h2_waited, metrics, stop).await;
     quic.pair_ended();
     quic.session_ended(if ok { "completed" } else { "broken" });
+}
+
+/// Relays a QUIC pair, client to exporter; refuses both if they hold the same role.
+async fn spliced(
+    (a, a_role): (Side, Role),
+    (b, b_role): (Side, Role),
+    quic: &QuicMetrics,
+    stop: &CancellationToken,
+) {
+    if a_role == b_role {
+        info!(role = %a_role, "refused: both streams of the session hold the same role");
+        let refusal = Refusal::SameRole;
+        quic.session_ended(refusal.label());
+        quic.session_ended(refusal.label());
+        refuse(a, refusal.code());
+        refuse(b, refusal.code());
+        return;
+    }
+    let (client, exporter) = if a_role == Role::Client {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    quic.pair_started();
+    let ok = splice::run(client, exporter, quic, stop).await;
+    quic.pair_ended();
+    let outcome = if ok { "completed" } else { "broken" };
+    // Two streams per pair.
+    quic.session_ended(outcome);
+    quic.session_ended(outcome);
+    debug!(outcome, "pair ended");
 }
 
 /// Counts a QUIC session refused before it reached a switchboard, and resets it.
