@@ -51,7 +51,7 @@ pub enum KeyBundleError {
 }
 
 /// Verifies the bearer token of a stream's call metadata at `now` and returns its claims.
-pub fn authenticate(
+pub(crate) fn authenticate(
     metadata: &MetadataMap,
     keys: &[VerifyingKey],
     now: OffsetDateTime,

@@ -23,12 +23,8 @@ use tonic::{Status, Streaming};
 use tracing::{debug, info};
 
 use crate::metrics::{Direction, Metrics, Outcome};
-use crate::quic::Side;
 use crate::relay::Half;
-
-/// Largest payload of one `DATA` frame sent to the h2 side (0.9.0 peers send 64 KiB at most
-/// and accept gRPC's 4 MiB).
-pub(crate) const CHUNK: usize = 64 * 1024;
+use crate::side::{CHUNK, Side};
 
 /// How a direction broke.
 #[derive(Debug)]

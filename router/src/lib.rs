@@ -12,31 +12,36 @@
 //! second pair. Both peers must reach the same router process.
 //!
 //! Map:
-//! - [`pairing`]: the sans-IO pairing table (offer, cancel, expire with explicit `now`).
-//! - [`authentication`]: bearer header and token verification, public key bundles.
-//! - `relay`: the two pumps of a pair, bounded queues, half-close and teardown.
-//! - `switchboard`: the `RouterService` implementation tying the above together.
-//! - [`server`]: [`Router`], [`RouterConfig`], the TLS accept loop and graceful shutdown.
-//! - [`quic`]: [`QuicRouter`], the QUIC listener beside the h2 one: mutual-TLS admission by
-//!   lease certificate, raw session streams paired by lease and session id.
-//! - `bridge`: the relay of a mixed pair, h2 frames on one side and QUIC bytes on the other
-//!   (QUIC sessions that carry the router token pair through the same switchboard).
-//! - [`metrics`]: Prometheus metrics; [`telemetry`]: `/metrics`, `/healthz`, `/readyz`.
+//! - `pairing`: the sans-IO pairing table (offer, cancel, expire with explicit `now`); its
+//!   default limits are public.
+//! - `authentication`: bearer header and token verification, public key bundles.
+//! - `switchboard`: the pairing front-end of h2 and QUIC streams (the `RouterService`
+//!   implementation), `refusal`: why a stream is refused and how each transport hears it.
+//! - `relay` (h2 ↔ h2), `bridge` (h2 ↔ QUIC), `splice` (QUIC ↔ QUIC): the relays of
+//!   a pair; `side`: a QUIC stream, its chunk size and its refusal.
+//! - `server`: [`Router`], [`RouterConfig`], the TLS accept loop and graceful shutdown.
+//! - `quic`: [`QuicRouter`], the QUIC listener beside the h2 one: mutual-TLS admission by
+//!   lease certificate, raw session streams paired by lease and session id, [`ResetKey`].
+//! - `metrics`: Prometheus metrics of both listeners; [`telemetry`]: `/metrics`,
+//!   `/healthz`, `/readyz`.
 //!
 //! The `jumpstarter-router` binary is a thin shell over [`Router::serve`]; the controller
 //! can embed the same [`Router`] in its own process.
 
-pub mod authentication;
+mod authentication;
 mod bridge;
-pub mod metrics;
+mod metrics;
 pub mod pairing;
-pub mod quic;
+mod quic;
+mod refusal;
 mod relay;
-pub mod server;
+mod server;
+mod side;
+mod splice;
 mod switchboard;
 pub mod telemetry;
 
-pub use authentication::{AuthError, KeyBundleError, public_keys_from_pem};
+pub use authentication::{KeyBundleError, public_keys_from_pem};
 pub use quic::{QuicRouter, QuicRouterConfig, QuicSetupError, ResetKey};
 pub use server::{MAX_MESSAGE_BYTES, Readiness, Router, RouterConfig, ServeError};
 pub use telemetry::serve_telemetry;

@@ -1,49 +1,46 @@
-//! The router's Prometheus metrics, registered in the caller's registry under the
-//! `router` prefix (so `jumpstarter_router_*` names when the registry is prefixed by
-//! the process, `router_*` otherwise).
+//! The router's Prometheus metrics, registered in the caller's registry: the h2 router's
+//! ([`Metrics`]) under the `router` prefix (so `jumpstarter_router_*` names when the
+//! registry is prefixed by the process, `router_*` otherwise), the QUIC listener's
+//! ([`QuicMetrics`]) under `router_quic`.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
+
+use crate::refusal::Refusal;
 
 /// Label for counters split by a low-cardinality reason.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct ReasonLabel {
-    pub reason: &'static str,
+pub(crate) struct ReasonLabel {
+    pub(crate) reason: &'static str,
 }
 
 /// Label for streams split by how they ended.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct OutcomeLabel {
-    pub outcome: &'static str,
+pub(crate) struct OutcomeLabel {
+    pub(crate) outcome: &'static str,
 }
 
 /// Label for relayed bytes: from the stream that waited to the one that arrived second,
 /// or the other way.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct DirectionLabel {
-    pub direction: &'static str,
+pub(crate) struct DirectionLabel {
+    pub(crate) direction: &'static str,
 }
 
 /// How a stream ended, as a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Both directions reached end-of-stream.
     Completed,
     /// This side failed or went away.
     Broken,
     /// The other side failed or went away.
     PeerGone,
-    /// No peer arrived in time.
-    TimedOut,
     /// The caller went away while waiting for its peer.
     CancelledWaiting,
-    /// The token's stream id was already paired.
-    AlreadyPaired,
-    /// Too many streams were waiting.
-    TooManyPending,
     /// The token was missing or invalid.
     Unauthenticated,
     /// The router shut down.
@@ -56,10 +53,7 @@ impl Outcome {
             Outcome::Completed => "completed",
             Outcome::Broken => "broken",
             Outcome::PeerGone => "peer_gone",
-            Outcome::TimedOut => "timed_out",
             Outcome::CancelledWaiting => "cancelled_waiting",
-            Outcome::AlreadyPaired => "already_paired",
-            Outcome::TooManyPending => "too_many_pending",
             Outcome::Unauthenticated => "unauthenticated",
             Outcome::ShuttingDown => "shutting_down",
         }
@@ -68,7 +62,7 @@ impl Outcome {
 
 /// Which way bytes flow in a pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
+pub(crate) enum Direction {
     WaitingToArriving,
     ArrivingToWaiting,
 }
@@ -82,9 +76,31 @@ impl Direction {
     }
 }
 
+/// Registers metrics under one prefix, each as it is created.
+pub(crate) struct Registrar<'a>(&'a mut Registry);
+
+impl<'a> Registrar<'a> {
+    /// Registers under `prefix` in `registry`.
+    pub(crate) fn new(registry: &'a mut Registry, prefix: &str) -> Self {
+        Registrar(registry.sub_registry_with_prefix(prefix))
+    }
+
+    /// A new metric, registered as `name` with `help`.
+    pub(crate) fn add<M: Metric + Clone + Default>(&mut self, name: &str, help: &str) -> M {
+        let metric = M::default();
+        self.0.register(name, help, metric.clone());
+        metric
+    }
+}
+
+/// Sets a gauge to a count (saturating: a count beyond `i64::MAX` cannot happen).
+pub(crate) fn set_count(gauge: &Gauge, count: usize) {
+    gauge.set(i64::try_from(count).unwrap_or(i64::MAX));
+}
+
 /// Every metric of one router.
 #[derive(Debug, Clone, Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     pending_streams: Gauge,
     active_pairs: Gauge,
     remembered_streams: Gauge,
@@ -99,60 +115,35 @@ pub struct Metrics {
 
 impl Metrics {
     /// Creates the metrics and registers them in `registry` under the `router` prefix.
-    pub fn register(registry: &mut Registry) -> Self {
-        let metrics = Metrics::default();
-        let r = registry.sub_registry_with_prefix("router");
-        r.register(
-            "pending_streams",
-            "Streams waiting for their peer",
-            metrics.pending_streams.clone(),
-        );
-        r.register(
-            "active_pairs",
-            "Pairs of streams currently relaying",
-            metrics.active_pairs.clone(),
-        );
-        r.register(
-            "remembered_streams",
-            "Paired stream ids remembered against token replay",
-            metrics.remembered_streams.clone(),
-        );
-        r.register(
-            "relayed_bytes",
-            "Payload bytes relayed, by direction",
-            metrics.relayed_bytes.clone(),
-        );
-        r.register(
-            "relayed_frames",
-            "Frames relayed, by direction",
-            metrics.relayed_frames.clone(),
-        );
-        r.register(
-            "streams",
-            "Streams ended, by outcome",
-            metrics.streams.clone(),
-        );
-        r.register(
-            "auth_failures",
-            "Streams refused for their credentials, by reason",
-            metrics.auth_failures.clone(),
-        );
-        r.register(
-            "pairing_timeouts",
-            "Streams whose peer did not arrive within the pairing timeout",
-            metrics.pairing_timeouts.clone(),
-        );
-        r.register(
-            "replay_evictions",
-            "Paired stream ids forgotten before their token expired because the memory was full",
-            metrics.replay_evictions.clone(),
-        );
-        r.register(
-            "tls_handshake_failures",
-            "Connections dropped during the TLS handshake, by reason",
-            metrics.tls_handshake_failures.clone(),
-        );
-        metrics
+    pub(crate) fn register(registry: &mut Registry) -> Self {
+        let mut r = Registrar::new(registry, "router");
+        Metrics {
+            pending_streams: r.add("pending_streams", "Streams waiting for their peer"),
+            active_pairs: r.add("active_pairs", "Pairs of streams currently relaying"),
+            remembered_streams: r.add(
+                "remembered_streams",
+                "Paired stream ids remembered against token replay",
+            ),
+            relayed_bytes: r.add("relayed_bytes", "Payload bytes relayed, by direction"),
+            relayed_frames: r.add("relayed_frames", "Frames relayed, by direction"),
+            streams: r.add("streams", "Streams ended, by outcome"),
+            auth_failures: r.add(
+                "auth_failures",
+                "Streams refused for their credentials, by reason",
+            ),
+            pairing_timeouts: r.add(
+                "pairing_timeouts",
+                "Streams whose peer did not arrive within the pairing timeout",
+            ),
+            replay_evictions: r.add(
+                "replay_evictions",
+                "Paired stream ids forgotten before their token expired because the memory was full",
+            ),
+            tls_handshake_failures: r.add(
+                "tls_handshake_failures",
+                "Connections dropped during the TLS handshake, by reason",
+            ),
+        }
     }
 
     pub(crate) fn stream_ended(&self, outcome: Outcome) {
@@ -170,9 +161,16 @@ impl Metrics {
         self.stream_ended(Outcome::Unauthenticated);
     }
 
-    pub(crate) fn pairing_timed_out(&self) {
-        self.pairing_timeouts.inc();
-        self.stream_ended(Outcome::TimedOut);
+    /// A stream refused before or while waiting for its peer.
+    pub(crate) fn stream_refused(&self, refusal: &Refusal) {
+        if matches!(refusal, Refusal::TimedOut { .. }) {
+            self.pairing_timeouts.inc();
+        }
+        self.streams
+            .get_or_create(&OutcomeLabel {
+                outcome: refusal.label(),
+            })
+            .inc();
     }
 
     pub(crate) fn relayed(&self, direction: Direction, bytes: usize) {
@@ -193,14 +191,111 @@ impl Metrics {
 
     /// Mirrors the pairing table's sizes.
     pub(crate) fn table_sizes(&self, pending: usize, remembered: usize, evictions: u64) {
-        self.pending_streams
-            .set(i64::try_from(pending).unwrap_or(i64::MAX));
-        self.remembered_streams
-            .set(i64::try_from(remembered).unwrap_or(i64::MAX));
+        set_count(&self.pending_streams, pending);
+        set_count(&self.remembered_streams, remembered);
         let seen = self.replay_evictions.get();
         if evictions > seen {
             self.replay_evictions.inc_by(evictions - seen);
         }
+    }
+
+    pub(crate) fn pair_started(&self) {
+        self.active_pairs.inc();
+    }
+
+    pub(crate) fn pair_ended(&self) {
+        self.active_pairs.dec();
+    }
+}
+
+/// Every metric of one QUIC listener.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct QuicMetrics {
+    connections: Gauge,
+    pending_sessions: Gauge,
+    active_pairs: Gauge,
+    relayed_bytes: Family<DirectionLabel, Counter>,
+    sessions: Family<OutcomeLabel, Counter>,
+    admission_failures: Family<ReasonLabel, Counter>,
+    pairing_timeouts: Counter,
+    renewals: Family<OutcomeLabel, Counter>,
+    expired_connections: Counter,
+}
+
+impl QuicMetrics {
+    /// Creates the metrics and registers them in `registry` under the `router_quic` prefix.
+    pub(crate) fn register(registry: &mut Registry) -> Self {
+        let mut r = Registrar::new(registry, "router_quic");
+        QuicMetrics {
+            connections: r.add("connections", "Admitted QUIC connections currently open"),
+            pending_sessions: r.add("pending_sessions", "Session streams waiting for their peer"),
+            active_pairs: r.add(
+                "active_pairs",
+                "Pairs of session streams currently relaying",
+            ),
+            relayed_bytes: r.add("relayed_bytes", "Session bytes relayed, by direction"),
+            sessions: r.add("sessions", "Session streams ended, by outcome"),
+            admission_failures: r.add(
+                "admission_failures",
+                "Connections refused for their certificate or handshake, by reason",
+            ),
+            pairing_timeouts: r.add(
+                "pairing_timeouts",
+                "Session streams whose peer did not arrive within the pairing timeout",
+            ),
+            renewals: r.add(
+                "certificate_renewals",
+                "Renewed lease certificates presented on live connections, by outcome",
+            ),
+            expired_connections: r.add(
+                "expired_connections",
+                "Connections closed because their lease certificate ended without a renewal",
+            ),
+        }
+    }
+
+    pub(crate) fn renewal(&self, outcome: &'static str) {
+        self.renewals.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    pub(crate) fn connection_expired(&self) {
+        self.expired_connections.inc();
+    }
+
+    pub(crate) fn session_ended(&self, outcome: &'static str) {
+        self.sessions.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    pub(crate) fn admission_failed(&self, reason: &'static str) {
+        self.admission_failures
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// A session stream refused before or while waiting for its peer.
+    pub(crate) fn session_refused(&self, refusal: &Refusal) {
+        if matches!(refusal, Refusal::TimedOut { .. }) {
+            self.pairing_timeouts.inc();
+        }
+        self.session_ended(refusal.label());
+    }
+
+    pub(crate) fn relayed(&self, direction: &'static str, bytes: usize) {
+        self.relayed_bytes
+            .get_or_create(&DirectionLabel { direction })
+            .inc_by(u64::try_from(bytes).unwrap_or(u64::MAX));
+    }
+
+    pub(crate) fn pending(&self, pending: usize) {
+        set_count(&self.pending_sessions, pending);
+    }
+
+    pub(crate) fn connection_opened(&self) {
+        self.connections.inc();
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        self.connections.dec();
     }
 
     pub(crate) fn pair_started(&self) {

@@ -27,11 +27,11 @@ pub const DEFAULT_MAX_REMEMBERED: usize = 100_000;
 
 /// Identifies one arrival that waits for its peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Ticket(u64);
+pub(crate) struct Ticket(u64);
 
 /// What to do with a new arrival.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Offer {
+pub(crate) enum Offer {
     /// No peer yet: wait until `deadline` at the latest.
     Wait { ticket: Ticket, deadline: Instant },
     /// The peer holding `waiting` was there first: relay between the two.
@@ -42,7 +42,7 @@ pub enum Offer {
 
 /// Why an arrival is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Rejection {
+pub(crate) enum Rejection {
     /// The stream id already has its two peers (now, or earlier with the same token).
     #[error("stream {stream_id} is already paired")]
     AlreadyPaired { stream_id: String },
@@ -51,32 +51,22 @@ pub enum Rejection {
     TooManyPending { limit: usize },
 }
 
-impl Rejection {
-    /// A stable, low-cardinality name for metrics.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Rejection::AlreadyPaired { .. } => "already_paired",
-            Rejection::TooManyPending { .. } => "too_many_pending",
-        }
-    }
-}
-
 /// A waiting arrival whose deadline passed without a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Expired {
-    pub ticket: Ticket,
-    pub stream_id: String,
+pub(crate) struct Expired {
+    pub(crate) ticket: Ticket,
+    pub(crate) stream_id: String,
 }
 
 /// Bounds of a [`PairingTable`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// How long an arrival waits for its peer.
-    pub pair_timeout: Duration,
+    pub(crate) pair_timeout: Duration,
     /// Waiting arrivals in total.
-    pub max_pending: usize,
+    pub(crate) max_pending: usize,
     /// Paired stream ids remembered against replay.
-    pub max_remembered: usize,
+    pub(crate) max_remembered: usize,
 }
 
 impl Default for Limits {
@@ -91,7 +81,7 @@ impl Default for Limits {
 
 /// The pairing state of one router process.
 #[derive(Debug)]
-pub struct PairingTable {
+pub(crate) struct PairingTable {
     limits: Limits,
     next_ticket: u64,
     /// Stream id → the arrival waiting on it.
@@ -116,7 +106,7 @@ struct Waiting {
 
 impl PairingTable {
     /// An empty table with `limits`.
-    pub fn new(limits: Limits) -> Self {
+    pub(crate) fn new(limits: Limits) -> Self {
         PairingTable {
             limits,
             next_ticket: 0,
@@ -130,7 +120,7 @@ impl PairingTable {
     }
 
     /// The limits the table enforces.
-    pub fn limits(&self) -> Limits {
+    pub(crate) fn limits(&self) -> Limits {
         self.limits
     }
 
@@ -138,7 +128,7 @@ impl PairingTable {
     ///
     /// A waiting arrival stays pairable until [`PairingTable::expire`] or
     /// [`PairingTable::cancel`] removes it, even if its deadline has passed.
-    pub fn offer(&mut self, stream_id: &str, token_expiry: Instant, now: Instant) -> Offer {
+    pub(crate) fn offer(&mut self, stream_id: &str, token_expiry: Instant, now: Instant) -> Offer {
         self.forget_expired(now);
         if self.remembered.contains_key(stream_id) {
             return Offer::Reject(Rejection::AlreadyPaired {
@@ -176,7 +166,7 @@ impl PairingTable {
 
     /// Withdraws a waiting arrival (its caller went away). Returns whether it was still
     /// waiting; `false` means it was paired or expired already.
-    pub fn cancel(&mut self, ticket: Ticket) -> bool {
+    pub(crate) fn cancel(&mut self, ticket: Ticket) -> bool {
         let Some(stream_id) = self.tickets.remove(&ticket) else {
             return false;
         };
@@ -188,7 +178,7 @@ impl PairingTable {
 
     /// Removes and returns the waiting arrivals whose deadline is at or before `now`, and
     /// forgets paired stream ids whose token expired.
-    pub fn expire(&mut self, now: Instant) -> Vec<Expired> {
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<Expired> {
         self.forget_expired(now);
         let mut expired = Vec::new();
         while let Some(&(deadline, ticket)) = self.deadlines.first() {
@@ -204,23 +194,29 @@ impl PairingTable {
         expired
     }
 
+    /// The ticket of the arrival waiting on `stream_id`, if any.
+    pub(crate) fn waiting(&self, stream_id: &str) -> Option<Ticket> {
+        self.pending.get(stream_id).map(|waiting| waiting.ticket)
+    }
+
     /// The earliest deadline of a waiting arrival, if any.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    #[cfg(test)]
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.first().map(|(deadline, _)| *deadline)
     }
 
     /// Arrivals waiting for a peer.
-    pub fn pending_len(&self) -> usize {
+    pub(crate) fn pending_len(&self) -> usize {
         self.pending.len()
     }
 
     /// Paired stream ids remembered against replay.
-    pub fn remembered_len(&self) -> usize {
+    pub(crate) fn remembered_len(&self) -> usize {
         self.remembered.len()
     }
 
     /// Remembered stream ids forgotten early because the memory was full.
-    pub fn evictions(&self) -> u64 {
+    pub(crate) fn evictions(&self) -> u64 {
         self.evictions
     }
 

@@ -33,7 +33,7 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024 + 1024;
 /// it with at most 64 MiB per direction. HTTP/2 flow control windows come on top. Deeper
 /// than 4 frames measurably raises one session's bulk throughput: the reading and the
 /// writing connection tasks wake up less often.
-pub const DEFAULT_QUEUE_FRAMES: usize = 16;
+pub(crate) const DEFAULT_QUEUE_FRAMES: usize = 16;
 
 /// Largest HTTP/2 frame the router accepts (SETTINGS_MAX_FRAME_SIZE, the protocol's
 /// maximum is 16 MiB). Peers that honour it send a 64 KiB message in one DATA frame
@@ -140,7 +140,7 @@ impl Router {
             max_pending: config.max_pending,
             max_remembered: config.max_remembered,
         };
-        let switchboard = Switchboard::new(
+        let switchboard = Switchboard::for_streams(
             config.token_keys,
             limits,
             config.queue_frames,

@@ -1,10 +1,20 @@
-//! The `jumpstarter.v1.RouterService` implementation: authenticate, pair through the
-//! [`PairingTable`], hand both streams to a relay task.
+//! The pairing front-end: every stream that waits for its peer, h2 or QUIC, waits here.
 //!
-//! The first arrival parks its [`Half`] here under its [`Ticket`] and waits (inside its
-//! RPC handler, so no response headers are sent yet) until the second arrival takes the
-//! half, its pairing deadline passes, or the router shuts down. If the caller goes away
-//! while waiting, the handler future is dropped and its guard withdraws the ticket.
+//! A [`Switchboard`] ties a [`PairingTable`] to the streams themselves. The first arrival
+//! of a pair parks its [`Peer`] under its [`Ticket`] and waits (an h2 stream inside its
+//! RPC handler, so no response headers are sent yet) until the second arrival takes it,
+//! its pairing deadline passes, or the router shuts down. If the caller goes away while
+//! waiting, a guard withdraws the ticket. A pair is handed to the relay that fits its two
+//! transports: [`relay`] (h2 ↔ h2), [`bridge`] (h2 ↔ QUIC), [`splice`] (QUIC ↔ QUIC).
+//!
+//! A router holds two switchboards, one per [`Kind`] of key:
+//! - *streams*, keyed by the router token's stream id: 0.9.0 `RouterService.Stream` calls
+//!   and QUIC sessions that carry a router token, counted in the h2 [`Metrics`];
+//! - *sessions*, keyed by lease and session id: QUIC sessions without a router token (or
+//!   on a QUIC listener that does not pair with h2), counted in the [`QuicMetrics`].
+//!
+//! Every refusal is a [`Refusal`]; what an h2 caller, a QUIC stream and the metrics see of
+//! it comes from there.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,6 +24,7 @@ use jumpstarter_certs::Role;
 use jumpstarter_proto::jumpstarter::v1::StreamRequest;
 use jumpstarter_proto::jumpstarter::v1::router_service_server::RouterService;
 use jumpstarter_token::VerifyingKey;
+use jumpstarter_tunnel::code;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -21,25 +32,39 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::authentication::authenticate;
+use crate::bridge;
+use crate::metrics::QuicMetrics;
 use crate::metrics::{Metrics, Outcome};
-use crate::pairing::{Limits, Offer, PairingTable, Rejection, Ticket};
-use crate::quic::metrics::QuicMetrics;
-use crate::quic::{Side, refuse};
+use crate::pairing::{Limits, Offer, PairingTable, Ticket};
+use crate::refusal::Refusal;
 use crate::relay::{self, Half, Outbound};
-use crate::{bridge, quic};
-use jumpstarter_tunnel::code;
+use crate::side::{Side, refuse};
+use crate::splice;
 
-/// Shared pairing state and settings of one router.
+/// Shared pairing state and settings of one switchboard.
 #[derive(Debug, Clone)]
 pub(crate) struct Switchboard {
     shared: Arc<Shared>,
 }
 
+/// What a switchboard pairs by, and where it counts.
+#[derive(Debug)]
+enum Kind {
+    /// Router-token stream ids; h2 and QUIC peers; the h2 metrics count every stream and
+    /// pair, a QUIC peer's own metrics count it by its reset code's name.
+    Streams(Metrics),
+    /// Lease session keys; QUIC peers only; a second stream of the role that already waits
+    /// is refused at once (the waiting one stays).
+    Sessions(QuicMetrics),
+}
+
 #[derive(Debug)]
 struct Shared {
+    kind: Kind,
+    /// Public keys of router tokens (streams only).
     keys: Vec<VerifyingKey>,
+    /// Frames queued per direction of an h2 stream.
     queue_frames: usize,
-    metrics: Metrics,
     /// Cancelled when live relays must stop (the drain period is over).
     stop_relays: CancellationToken,
     state: Mutex<State>,
@@ -52,14 +77,14 @@ struct State {
     closed: bool,
 }
 
-/// What became of a new stream.
+/// What became of a new arrival.
 enum Arrival {
-    Refused(Status),
+    Refused(Refusal),
     Paired,
     Waiting {
         ticket: Ticket,
         deadline: Instant,
-        woken: oneshot::Receiver<Result<(), Status>>,
+        woken: oneshot::Receiver<Result<(), Refusal>>,
     },
 }
 
@@ -67,16 +92,16 @@ enum Arrival {
 #[derive(Debug)]
 struct Waiter {
     peer: Peer,
-    /// `Ok` once paired; the status to end with otherwise.
-    wake: oneshot::Sender<Result<(), Status>>,
+    /// `Ok` once paired; the refusal to end with otherwise.
+    wake: oneshot::Sender<Result<(), Refusal>>,
 }
 
-/// One stream of a session, on either transport.
+/// One stream of a pair, on either transport.
 #[derive(Debug)]
 enum Peer {
     /// A 0.9.0 `RouterService.Stream`.
     H2(Half),
-    /// A QUIC session stream that carried the session's router token.
+    /// A QUIC session stream.
     Quic {
         side: Side,
         role: Role,
@@ -84,30 +109,46 @@ enum Peer {
     },
 }
 
-impl Peer {
-    /// Ends a peer that will not be paired: h2 streams end through their handler (which
-    /// gets `status`), QUIC streams are reset with `quic_code`.
-    fn refuse(self, quic_code: u32) {
-        if let Peer::Quic { side, metrics, .. } = self {
-            metrics.session_ended(code::name(quic_code.into()));
-            refuse(side, quic_code);
-        }
-    }
-}
-
 impl Switchboard {
-    pub(crate) fn new(
+    /// The switchboard of router-token stream ids (h2 streams, and QUIC sessions with a
+    /// token).
+    pub(crate) fn for_streams(
         keys: Vec<VerifyingKey>,
         limits: Limits,
         queue_frames: usize,
         metrics: Metrics,
         stop_relays: CancellationToken,
     ) -> Self {
+        Self::new(
+            Kind::Streams(metrics),
+            keys,
+            limits,
+            queue_frames,
+            stop_relays,
+        )
+    }
+
+    /// The switchboard of QUIC sessions keyed by lease and session id.
+    pub(crate) fn for_sessions(
+        limits: Limits,
+        metrics: QuicMetrics,
+        stop_relays: CancellationToken,
+    ) -> Self {
+        Self::new(Kind::Sessions(metrics), Vec::new(), limits, 1, stop_relays)
+    }
+
+    fn new(
+        kind: Kind,
+        keys: Vec<VerifyingKey>,
+        limits: Limits,
+        queue_frames: usize,
+        stop_relays: CancellationToken,
+    ) -> Self {
         Switchboard {
             shared: Arc::new(Shared {
+                kind,
                 keys,
                 queue_frames,
-                metrics,
                 stop_relays,
                 state: Mutex::new(State {
                     table: PairingTable::new(limits),
@@ -118,7 +159,8 @@ impl Switchboard {
         }
     }
 
-    /// Refuses new streams and ends every waiting one with UNAVAILABLE; live relays go on.
+    /// Refuses new arrivals and ends every waiting one (h2: UNAVAILABLE, QUIC: reset with
+    /// `SHUTTING_DOWN`); live relays go on.
     pub(crate) fn close(&self) {
         let waiters: Vec<Waiter> = {
             let mut state = self.lock();
@@ -131,11 +173,7 @@ impl Switchboard {
             state.waiters.drain().map(|(_, waiter)| waiter).collect()
         };
         for waiter in waiters {
-            self.shared.metrics.stream_ended(Outcome::ShuttingDown);
-            waiter.peer.refuse(code::SHUTTING_DOWN);
-            let _ = waiter
-                .wake
-                .send(Err(Status::unavailable("router is shutting down")));
+            self.end(waiter, Refusal::ShuttingDown);
         }
     }
 
@@ -149,11 +187,41 @@ impl Switchboard {
     }
 
     fn update_gauges(&self, state: &State) {
-        self.shared.metrics.table_sizes(
-            state.table.pending_len(),
-            state.table.remembered_len(),
-            state.table.evictions(),
-        );
+        match &self.shared.kind {
+            Kind::Streams(metrics) => metrics.table_sizes(
+                state.table.pending_len(),
+                state.table.remembered_len(),
+                state.table.evictions(),
+            ),
+            Kind::Sessions(metrics) => metrics.pending(state.table.pending_len()),
+        }
+    }
+
+    /// Counts a refused peer and resets it if it is a QUIC stream (an h2 stream ends with
+    /// the refusal's status through its handler).
+    fn refuse(&self, peer: Peer, refusal: &Refusal) {
+        match &self.shared.kind {
+            Kind::Streams(metrics) => {
+                metrics.stream_refused(refusal);
+                if let Peer::Quic { metrics: quic, .. } = &peer {
+                    quic.session_ended(code::name(refusal.code().into()));
+                }
+            }
+            Kind::Sessions(_) => {
+                if let Peer::Quic { metrics: quic, .. } = &peer {
+                    quic.session_refused(refusal);
+                }
+            }
+        }
+        if let Peer::Quic { side, .. } = peer {
+            refuse(side, refusal.code());
+        }
+    }
+
+    /// Ends a waiter that will not be paired.
+    fn end(&self, waiter: Waiter, refusal: Refusal) {
+        self.refuse(waiter.peer, &refusal);
+        let _ = waiter.wake.send(Err(refusal));
     }
 
     /// Ends the waiters whose deadline passed.
@@ -171,68 +239,39 @@ impl Switchboard {
             (expired, timeout)
         };
         for (stream_id, waiter) in expired {
-            self.shared.metrics.pairing_timed_out();
             info!(stream_id, "no peer arrived in time");
-            waiter.peer.refuse(code::PAIR_TIMEOUT);
-            let _ = waiter.wake.send(Err(Status::deadline_exceeded(format!(
-                "no peer arrived for stream {stream_id} within {}",
-                seconds(timeout)
-            ))));
+            self.end(waiter, Refusal::TimedOut { stream_id, timeout });
         }
     }
 
-    async fn open(
-        &self,
-        stream_id: String,
-        token_exp: i64,
-        inbound: Streaming<StreamRequest>,
-    ) -> Result<Outbound, Status> {
-        let (half, outbound) = Half::new(inbound, self.shared.queue_frames);
-        let now = Instant::now();
-        let remaining = token_exp.saturating_sub(OffsetDateTime::now_utc().unix_timestamp());
-        let token_expiry = now + Duration::from_secs(u64::try_from(remaining).unwrap_or(0));
-
-        match self.arrive(&stream_id, Peer::H2(half), token_expiry, now) {
-            Arrival::Refused(status) => Err(status),
-            Arrival::Paired => Ok(outbound),
-            Arrival::Waiting {
-                ticket,
-                deadline,
-                woken,
-            } => {
-                debug!("waiting for the peer");
-                let guard = WaitGuard {
-                    switchboard: self,
-                    ticket,
-                    armed: true,
-                };
-                let result = self.wait(woken, deadline).await;
-                guard.disarm();
-                result.map(|()| outbound)
-            }
-        }
-    }
-
-    /// Offers a new stream to the table and acts on the answer, under the lock.
-    fn arrive(&self, stream_id: &str, peer: Peer, token_expiry: Instant, now: Instant) -> Arrival {
+    /// Offers a new arrival to the table and acts on the answer, under the lock.
+    fn arrive(&self, key: &str, peer: Peer, token_expiry: Instant, now: Instant) -> Arrival {
         let mut state = self.lock();
         if state.closed {
             drop(state);
-            self.shared.metrics.stream_ended(Outcome::ShuttingDown);
-            peer.refuse(code::SHUTTING_DOWN);
-            return Arrival::Refused(Status::unavailable("router is shutting down"));
+            return self.refused(peer, Refusal::ShuttingDown);
         }
-        let offer = state.table.offer(stream_id, token_expiry, now);
+        if let (Kind::Sessions(_), Peer::Quic { role, .. }) = (&self.shared.kind, &peer)
+            && let Some(waiting) = state.table.waiting(key)
+            && let Some(Waiter {
+                peer: Peer::Quic {
+                    role: waiting_role, ..
+                },
+                ..
+            }) = state.waiters.get(&waiting)
+            && waiting_role == role
+        {
+            drop(state);
+            info!(role = %role, "refused: a stream of the same role already waits");
+            return self.refused(peer, Refusal::SameRole);
+        }
+        let offer = state.table.offer(key, token_expiry, now);
         self.update_gauges(&state);
         match offer {
             Offer::Reject(rejection) => {
                 drop(state);
                 info!("refused: {rejection}");
-                peer.refuse(match rejection {
-                    Rejection::AlreadyPaired { .. } => code::ALREADY_PAIRED,
-                    Rejection::TooManyPending { .. } => code::TOO_MANY_PENDING,
-                });
-                Arrival::Refused(self.rejected(rejection))
+                self.refused(peer, rejection.into())
             }
             Offer::Paired { waiting } => {
                 let waiter = state.waiters.remove(&waiting);
@@ -241,9 +280,7 @@ impl Switchboard {
                 // both are removed together under the same lock.
                 let Some(waiter) = waiter else {
                     warn!("paired with a waiter that is gone");
-                    self.shared.metrics.stream_ended(Outcome::PeerGone);
-                    peer.refuse(code::PEER_GONE);
-                    return Arrival::Refused(Status::internal("the waiting peer is gone"));
+                    return self.refused(peer, Refusal::PeerGone);
                 };
                 info!("paired");
                 self.spawn_relay(waiter.peer, peer);
@@ -262,9 +299,15 @@ impl Switchboard {
         }
     }
 
+    fn refused(&self, peer: Peer, refusal: Refusal) -> Arrival {
+        self.refuse(peer, &refusal);
+        Arrival::Refused(refusal)
+    }
+
+    /// Waits until the waiter is paired or ended; expires the table at the deadline.
     async fn wait(
         &self,
-        mut woken: oneshot::Receiver<Result<(), Status>>,
+        mut woken: oneshot::Receiver<Result<(), Refusal>>,
         deadline: Instant,
     ) -> Result<(), Status> {
         let woke = tokio::select! {
@@ -275,54 +318,93 @@ impl Switchboard {
                 woken.await
             }
         };
-        woke.unwrap_or_else(|_| Err(Status::internal("pairing state lost")))
+        match woke {
+            Ok(result) => result.map_err(|refusal| refusal.status()),
+            Err(_) => Err(Status::internal("pairing state lost")),
+        }
+    }
+
+    /// Parks a QUIC peer until it is paired, refused, or `connection` closes.
+    async fn park_quic(&self, arrival: Arrival, connection: &quinn::Connection) {
+        let Arrival::Waiting {
+            ticket,
+            deadline,
+            woken,
+        } = arrival
+        else {
+            return;
+        };
+        debug!("waiting for the peer");
+        let guard = WaitGuard {
+            switchboard: self,
+            ticket,
+            armed: true,
+        };
+        tokio::select! {
+            _ = self.wait(woken, deadline) => {}
+            _ = connection.closed() => {}
+        }
+        // Dropping the guard withdraws the ticket if nobody took it.
+        drop(guard);
     }
 
     fn spawn_relay(&self, waiting: Peer, arriving: Peer) {
         let shared = self.shared.clone();
-        shared.metrics.pair_started();
+        if let Kind::Streams(metrics) = &shared.kind {
+            metrics.pair_started();
+        }
         tokio::spawn(
             async move {
                 let stop = &shared.stop_relays;
-                let metrics = &shared.metrics;
+                // Invariant: h2 peers only reach a streams switchboard (the RouterService
+                // of a sessions switchboard refuses them), so the `Kind::Streams` matches
+                // below always hold when an h2 peer is paired.
                 match (waiting, arriving) {
                     (Peer::H2(waiting), Peer::H2(arriving)) => {
-                        relay::run(waiting, arriving, metrics, stop).await;
-                    }
-                    (Peer::H2(h2), Peer::Quic { side, metrics: quic, .. }) => {
-                        quic.pair_started();
-                        let ok = bridge::run(h2, side, true, metrics, stop).await;
-                        quic.pair_ended();
-                        quic.session_ended(if ok { "completed" } else { "broken" });
-                    }
-                    (Peer::Quic { side, metrics: quic, .. }, Peer::H2(h2)) => {
-                        quic.pair_started();
-                        let ok = bridge::run(h2, side, false, metrics, stop).await;
-                        quic.pair_ended();
-                        quic.session_ended(if ok { "completed" } else { "broken" });
-                    }
-                    (
-                        Peer::Quic { side: a, role: a_role, metrics: quic },
-                        Peer::Quic { side: b, role: b_role, .. },
-                    ) => {
-                        if a_role == b_role {
-                            info!(role = %a_role, "refused: both streams of the session hold the same role");
-                            quic.session_ended("same_role");
-                            quic.session_ended("same_role");
-                            refuse(a, code::SAME_ROLE);
-                            refuse(b, code::SAME_ROLE);
-                        } else {
-                            let (client, exporter) = if a_role == Role::Client { (a, b) } else { (b, a) };
-                            quic.pair_started();
-                            let ok = quic::splice::run(client, exporter, &quic, stop).await;
-                            quic.pair_ended();
-                            let outcome = if ok { "completed" } else { "broken" };
-                            quic.session_ended(outcome);
-                            quic.session_ended(outcome);
+                        if let Kind::Streams(metrics) = &shared.kind {
+                            relay::run(waiting, arriving, metrics, stop).await;
                         }
                     }
+                    (
+                        Peer::H2(h2),
+                        Peer::Quic {
+                            side,
+                            metrics: quic,
+                            ..
+                        },
+                    ) => {
+                        if let Kind::Streams(metrics) = &shared.kind {
+                            bridged(h2, side, true, metrics, &quic, stop).await;
+                        }
+                    }
+                    (
+                        Peer::Quic {
+                            side,
+                            metrics: quic,
+                            ..
+                        },
+                        Peer::H2(h2),
+                    ) => {
+                        if let Kind::Streams(metrics) = &shared.kind {
+                            bridged(h2, side, false, metrics, &quic, stop).await;
+                        }
+                    }
+                    (
+                        Peer::Quic {
+                            side: a,
+                            role: a_role,
+                            metrics: quic,
+                        },
+                        Peer::Quic {
+                            side: b,
+                            role: b_role,
+                            ..
+                        },
+                    ) => spliced((a, a_role), (b, b_role), &quic, stop).await,
                 }
-                shared.metrics.pair_ended();
+                if let Kind::Streams(metrics) = &shared.kind {
+                    metrics.pair_ended();
+                }
             }
             .in_current_span(),
         );
@@ -332,7 +414,7 @@ impl Switchboard {
     /// same token (h2 or QUIC), or parks it until that one comes, its deadline passes or
     /// `connection` closes. `lease` is the certificate's `namespace/name`: the token must be
     /// for the same lease.
-    pub(crate) async fn arrive_quic(
+    pub(crate) async fn arrive_quic_token(
         &self,
         token: &str,
         lease: &str,
@@ -341,6 +423,9 @@ impl Switchboard {
         metrics: QuicMetrics,
         connection: &quinn::Connection,
     ) {
+        let Kind::Streams(h2_metrics) = &self.shared.kind else {
+            return;
+        };
         let claims = match jumpstarter_token::router::verify(
             &self.shared.keys,
             token,
@@ -352,9 +437,8 @@ impl Switchboard {
                     reason = error.reason(),
                     "session refused: invalid router token: {error}"
                 );
-                self.shared.metrics.auth_failed(error.reason());
-                metrics.session_ended("bad_token");
-                refuse(side, code::BAD_TOKEN);
+                h2_metrics.auth_failed(error.reason());
+                refuse_session(side, &metrics, &Refusal::BadToken);
                 return;
             }
         };
@@ -363,16 +447,12 @@ impl Switchboard {
                 token_lease = claims.lease.as_deref().unwrap_or("-"),
                 "session refused: the router token is for another lease than the certificate"
             );
-            self.shared.metrics.auth_failed("lease_mismatch");
-            metrics.session_ended("bad_token");
-            refuse(side, code::BAD_TOKEN);
+            h2_metrics.auth_failed("lease_mismatch");
+            refuse_session(side, &metrics, &Refusal::BadToken);
             return;
         }
         let now = Instant::now();
-        let remaining = claims
-            .exp
-            .saturating_sub(OffsetDateTime::now_utc().unix_timestamp());
-        let token_expiry = now + Duration::from_secs(u64::try_from(remaining).unwrap_or(0));
+        let token_expiry = now + remaining(claims.exp);
         let span = info_span!("stream", stream_id = %claims.sub, lease, transport = "quic");
         let peer = Peer::Quic {
             side,
@@ -380,44 +460,121 @@ impl Switchboard {
             metrics,
         };
         let arrival = self.arrive(&claims.sub, peer, token_expiry, now);
-        let Arrival::Waiting {
-            ticket,
-            deadline,
-            woken,
-        } = arrival
-        else {
-            return;
-        };
-        async {
-            debug!("waiting for the peer");
-            let guard = WaitGuard {
-                switchboard: self,
-                ticket,
-                armed: true,
-            };
-            tokio::select! {
-                _ = self.wait(woken, deadline) => {}
-                _ = connection.closed() => {}
-            }
-            // Dropping the guard withdraws the ticket if nobody took it.
-            drop(guard);
-        }
-        .instrument(span)
-        .await;
+        self.park_quic(arrival, connection).instrument(span).await;
     }
 
-    fn rejected(&self, rejection: Rejection) -> Status {
-        match rejection {
-            Rejection::AlreadyPaired { .. } => {
-                self.shared.metrics.stream_ended(Outcome::AlreadyPaired);
-                Status::already_exists(rejection.to_string())
-            }
-            Rejection::TooManyPending { .. } => {
-                self.shared.metrics.stream_ended(Outcome::TooManyPending);
-                Status::resource_exhausted(rejection.to_string())
+    /// Pairs a QUIC session stream by `key` (`namespace/lease/uid/session`) with the stream
+    /// of the other role, or parks it until that one comes, its deadline passes or
+    /// `connection` closes. The key is remembered as paired until `remember_until` (the
+    /// certificate's end).
+    pub(crate) async fn arrive_quic_session(
+        &self,
+        key: &str,
+        role: Role,
+        side: Side,
+        remember_until: Instant,
+        connection: &quinn::Connection,
+    ) {
+        let Kind::Sessions(metrics) = &self.shared.kind else {
+            return;
+        };
+        let peer = Peer::Quic {
+            side,
+            role,
+            metrics: metrics.clone(),
+        };
+        let arrival = self.arrive(key, peer, remember_until, Instant::now());
+        self.park_quic(arrival, connection).await;
+    }
+
+    /// An authenticated h2 stream: paired, refused, or parked until either.
+    async fn open(
+        &self,
+        stream_id: String,
+        token_exp: i64,
+        inbound: Streaming<StreamRequest>,
+    ) -> Result<Outbound, Status> {
+        let (half, outbound) = Half::new(inbound, self.shared.queue_frames);
+        let now = Instant::now();
+        let token_expiry = now + remaining(token_exp);
+        match self.arrive(&stream_id, Peer::H2(half), token_expiry, now) {
+            Arrival::Refused(refusal) => Err(refusal.status()),
+            Arrival::Paired => Ok(outbound),
+            Arrival::Waiting {
+                ticket,
+                deadline,
+                woken,
+            } => {
+                debug!("waiting for the peer");
+                let guard = WaitGuard {
+                    switchboard: self,
+                    ticket,
+                    armed: true,
+                };
+                let result = self.wait(woken, deadline).await;
+                guard.disarm();
+                result.map(|()| outbound)
             }
         }
     }
+}
+
+/// Relays a mixed pair and counts it on the QUIC side too.
+async fn bridged(
+    h2: Half,
+    side: Side,
+    h2_waited: bool,
+    metrics: &Metrics,
+    quic: &QuicMetrics,
+    stop: &CancellationToken,
+) {
+    quic.pair_started();
+    let ok = bridge::run(h2, side, h2_waited, metrics, stop).await;
+    quic.pair_ended();
+    quic.session_ended(if ok { "completed" } else { "broken" });
+}
+
+/// Relays a QUIC pair, client to exporter; refuses both if they hold the same role.
+async fn spliced(
+    (a, a_role): (Side, Role),
+    (b, b_role): (Side, Role),
+    quic: &QuicMetrics,
+    stop: &CancellationToken,
+) {
+    if a_role == b_role {
+        info!(role = %a_role, "refused: both streams of the session hold the same role");
+        let refusal = Refusal::SameRole;
+        quic.session_ended(refusal.label());
+        quic.session_ended(refusal.label());
+        refuse(a, refusal.code());
+        refuse(b, refusal.code());
+        return;
+    }
+    let (client, exporter) = if a_role == Role::Client {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    quic.pair_started();
+    let ok = splice::run(client, exporter, quic, stop).await;
+    quic.pair_ended();
+    let outcome = if ok { "completed" } else { "broken" };
+    // Two streams per pair.
+    quic.session_ended(outcome);
+    quic.session_ended(outcome);
+    debug!(outcome, "pair ended");
+}
+
+/// Counts a QUIC session refused before it reached a switchboard, and resets it.
+pub(crate) fn refuse_session(side: Side, metrics: &QuicMetrics, refusal: &Refusal) {
+    metrics.session_ended(refusal.label());
+    refuse(side, refusal.code());
+}
+
+/// How long a token that expires at `exp` (Unix seconds) is still valid.
+fn remaining(exp: i64) -> Duration {
+    let remaining = exp.saturating_sub(OffsetDateTime::now_utc().unix_timestamp());
+    Duration::from_secs(u64::try_from(remaining).unwrap_or(0))
 }
 
 #[tonic::async_trait]
@@ -428,6 +585,11 @@ impl RouterService for Switchboard {
         &self,
         request: Request<Streaming<StreamRequest>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
+        let Kind::Streams(metrics) = &self.shared.kind else {
+            return Err(Status::unimplemented(
+                "this switchboard pairs QUIC sessions",
+            ));
+        };
         let claims = match authenticate(
             request.metadata(),
             &self.shared.keys,
@@ -435,7 +597,7 @@ impl RouterService for Switchboard {
         ) {
             Ok(claims) => claims,
             Err(error) => {
-                self.shared.metrics.auth_failed(error.reason());
+                metrics.auth_failed(error.reason());
                 info!(reason = error.reason(), "stream refused: {error}");
                 return Err(error.into());
             }
@@ -453,7 +615,7 @@ impl RouterService for Switchboard {
     }
 }
 
-/// Withdraws a waiting ticket if the handler is dropped (the caller went away).
+/// Withdraws a waiting ticket if its waiter is dropped (the caller went away).
 struct WaitGuard<'a> {
     switchboard: &'a Switchboard,
     ticket: Ticket,
@@ -476,20 +638,11 @@ impl Drop for WaitGuard<'_> {
             state.waiters.remove(&self.ticket);
             self.switchboard.update_gauges(&state);
             drop(state);
-            self.switchboard
-                .shared
-                .metrics
-                .stream_ended(Outcome::CancelledWaiting);
+            match &self.switchboard.shared.kind {
+                Kind::Streams(metrics) => metrics.stream_ended(Outcome::CancelledWaiting),
+                Kind::Sessions(metrics) => metrics.session_ended("cancelled_waiting"),
+            }
             debug!("caller went away while waiting");
         }
-    }
-}
-
-/// `30s`, `1.5s`: a duration as people write it in messages.
-fn seconds(duration: Duration) -> String {
-    if duration.subsec_millis() == 0 {
-        format!("{}s", duration.as_secs())
-    } else {
-        format!("{}s", duration.as_secs_f64())
     }
 }

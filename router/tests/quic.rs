@@ -4,122 +4,17 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jumpstarter_certs::{
-    Ca, LeaseCertPolicy, LeaseIdentity, Role, ServerCertParams, client_config, generate_csr,
-};
-use jumpstarter_router::{QuicRouter, QuicRouterConfig};
+use jumpstarter_certs::{Ca, Role, client_config};
 use jumpstarter_tunnel::{ALPN, Connection, QuicPeer, code};
-use prometheus_client::registry::Registry;
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-
-use support::lab::{quic_receive as receive_all, quic_send as send_blocks, read_reset_code};
+use support::WAIT;
+use support::authority::HOST;
+use support::lab::{BLOCK, quic_receive as receive_all, quic_send as send_blocks, read_reset_code};
+use support::quic_only::{lease_cert, start};
 use time::OffsetDateTime;
-use tokio::sync::oneshot;
 use tokio::time::timeout;
-
-const WAIT: Duration = Duration::from_secs(30);
-const HOST: &str = "router.test";
-const BLOCK: usize = 64 * 1024;
-
-struct TestRouter {
-    addr: SocketAddr,
-    ca: Ca,
-    registry: Arc<Mutex<Registry>>,
-    _shutdown: oneshot::Sender<()>,
-}
-
-async fn start(configure: impl FnOnce(&mut QuicRouterConfig)) -> TestRouter {
-    let now = OffsetDateTime::now_utc();
-    let ca = Ca::generate("quic test CA", now, time::Duration::days(1)).expect("CA");
-    let server = ca
-        .issue_server_cert(
-            &ServerCertParams {
-                dns_names: vec![HOST.to_owned()],
-                ip_addresses: vec!["127.0.0.1".parse().expect("ip")],
-                validity: time::Duration::days(1),
-            },
-            now,
-        )
-        .expect("server cert");
-    let mut config =
-        QuicRouterConfig::new(server.credentials(), vec![ca.cert_der().clone()]).expect("config");
-    configure(&mut config);
-    let mut registry = Registry::default();
-    let router = QuicRouter::bind(config, "127.0.0.1:0".parse().expect("addr"), &mut registry)
-        .expect("bind");
-    let addr = router.local_addr().expect("local addr");
-    let (shutdown, signal) = oneshot::channel::<()>();
-    tokio::spawn(router.serve(async move {
-        let _ = signal.await;
-    }));
-    TestRouter {
-        addr,
-        ca,
-        registry: Arc::new(Mutex::new(registry)),
-        _shutdown: shutdown,
-    }
-}
-
-/// A lease certificate chain and key from `ca`, signed at `at` for a lease ending at
-/// `lease_end`.
-fn lease_cert(
-    ca: &Ca,
-    role: Role,
-    holder: &str,
-    at: OffsetDateTime,
-    lease_end: OffsetDateTime,
-) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let request = generate_csr(holder).expect("csr");
-    let identity = LeaseIdentity {
-        namespace: "lab".to_owned(),
-        lease_name: "lease-1".to_owned(),
-        lease_uid: "0b7c4a52-1f0e-4c55-9d7e-3b7f2f6f9a10".to_owned(),
-        role,
-        holder: holder.to_owned(),
-    };
-    let policy = LeaseCertPolicy {
-        lease_end,
-        max_validity: time::Duration::hours(1),
-        backdate: time::Duration::ZERO,
-    };
-    let issued = ca
-        .sign_lease_csr(&request.csr_der, &identity, &policy, at)
-        .expect("lease cert");
-    let key = PrivateKeyDer::from_pem_slice(request.key_pem.as_bytes()).expect("key");
-    (issued.chain_der, key)
-}
-
-impl TestRouter {
-    async fn peer(&self, role: Role, holder: &str) -> Connection {
-        let now = OffsetDateTime::now_utc();
-        let (chain, key) = lease_cert(&self.ca, role, holder, now, now + time::Duration::hours(1));
-        self.connect(chain, key).await.expect("connect")
-    }
-
-    async fn connect(
-        &self,
-        chain: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
-    ) -> Result<Connection, jumpstarter_tunnel::ConnectError> {
-        let roots = vec![self.ca.cert_der().clone()];
-        timeout(WAIT, QuicPeer::connect(self.addr, HOST, roots, chain, key))
-            .await
-            .expect("connect in time")
-    }
-
-    fn metrics_text(&self) -> String {
-        let mut text = String::new();
-        let registry = self.registry.lock().expect("registry");
-        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
-        text
-    }
-}
 
 /// Asserts that a connection attempt was refused by the router: either the handshake
 /// fails, or the connection is closed right after it (TLS 1.3 clients finish first).
@@ -291,14 +186,14 @@ async fn certificates_from_another_ca_are_refused() {
     let router = start(|_| {}).await;
     let now = OffsetDateTime::now_utc();
     let other = Ca::generate("another CA", now, time::Duration::days(1)).expect("CA");
-    let (chain, key) = lease_cert(
+    let cert = lease_cert(
         &other,
         Role::Client,
         "mallory",
         now,
         now + time::Duration::hours(1),
     );
-    assert_refused(router.connect(chain, key).await).await;
+    assert_refused(router.connect(cert).await).await;
 }
 
 #[tokio::test]
@@ -306,14 +201,14 @@ async fn expired_certificates_are_refused() {
     let router = start(|_| {}).await;
     let now = OffsetDateTime::now_utc();
     let long_ago = now - time::Duration::hours(3);
-    let (chain, key) = lease_cert(
+    let cert = lease_cert(
         &router.ca,
         Role::Client,
         "alice",
         long_ago,
         long_ago + time::Duration::hours(1),
     );
-    assert_refused(router.connect(chain, key).await).await;
+    assert_refused(router.connect(cert).await).await;
 }
 
 #[tokio::test]

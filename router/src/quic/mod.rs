@@ -13,41 +13,32 @@
 //! is mirrored). Refusals reset only the stream concerned, with a code from
 //! [`jumpstarter_tunnel::code`].
 //!
-//! Map: `exchange` (pairing), `splice` (the pumps), [`metrics`].
+//! Map: [`reset_key`] (the stateless-reset secret), `admission` (the pure check of a
+//! presented chain), `connection` (handshake, renewals, session streams). Pairing is the
+//! crate's `switchboard`, the QUIC ↔ QUIC pumps its `splice`, the metrics its `metrics`.
 
-mod exchange;
-pub mod metrics;
-pub(crate) mod splice;
+mod admission;
+mod connection;
+mod reset_key;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use jumpstarter_certs::{
-    ClientAuth, Expectation, LeaseIdentity, TlsCredentials, server_config, verify_lease_cert,
-};
-use jumpstarter_tunnel::renewal::{self, Reply};
-use jumpstarter_tunnel::{ALPN, Opening, code, read_opening};
+use jumpstarter_certs::{ClientAuth, TlsCredentials, server_config};
+use jumpstarter_tunnel::{ALPN, code};
+use quinn::VarInt;
 use quinn::crypto::rustls::QuicServerConfig;
-use quinn::{RecvStream, SendStream, VarInt};
 use rustls_pki_types::CertificateDer;
-use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span};
+use tracing::info;
 
+use crate::metrics::QuicMetrics;
 use crate::pairing::{DEFAULT_MAX_PENDING, DEFAULT_MAX_REMEMBERED, Limits};
 use crate::switchboard::Switchboard;
-pub(crate) use exchange::refuse;
-use exchange::{Arrival, Exchange};
-use metrics::QuicMetrics;
-pub(crate) use splice::Side;
-
-/// How long a QUIC handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long a new stream may take to send its header.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+use connection::ConnectionHandler;
+pub use reset_key::ResetKey;
 
 /// How long the endpoint keeps running after closing every connection at the end of the
 /// drain period: long enough to send the CONNECTION_CLOSE packets, which go out at once.
@@ -81,64 +72,6 @@ pub struct QuicRouterConfig {
     /// connections it no longer has with a reset their peer recognises: peers of a
     /// crashed router notice at their next packet instead of at their idle timeout.
     pub reset_key: ResetKey,
-}
-
-/// The secret behind a router's QUIC stateless resets and connection ids (never logged).
-///
-/// A peer accepts a stateless reset only if it carries the token the router derived from
-/// the connection id with this secret; and the router answers a packet for a connection it
-/// does not know only if the connection id validates as one of its own (quinn's keyed
-/// generator). So both come from this one secret.
-#[derive(Clone)]
-pub struct ResetKey([u8; 40]);
-
-impl std::fmt::Debug for ResetKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ResetKey(..)")
-    }
-}
-
-impl ResetKey {
-    /// HKDF-SHA256 of a long-lived secret (the server's private key by default), for
-    /// this one purpose.
-    pub fn derive(secret: &[u8]) -> ResetKey {
-        struct Len;
-        impl ring::hkdf::KeyType for Len {
-            fn len(&self) -> usize {
-                40
-            }
-        }
-        let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"jumpstarter-router");
-        let mut key = [0u8; 40];
-        let expanded = salt
-            .extract(secret)
-            .expand(&[b"quic stateless reset"], Len)
-            .and_then(|okm| okm.fill(&mut key));
-        // Only a length beyond 255 hash lengths fails; 40 bytes cannot.
-        debug_assert!(expanded.is_ok());
-        ResetKey(key)
-    }
-
-    /// The endpoint configuration: reset tokens and connection ids keyed by this secret.
-    fn endpoint_config(&self) -> quinn::EndpointConfig {
-        let (hmac, cid) = self.0.split_at(32);
-        let mut config = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
-            ring::hmac::HMAC_SHA256,
-            hmac,
-        )));
-        let mut cid_key = [0u8; 8];
-        cid_key.copy_from_slice(cid);
-        let cid_key = u64::from_le_bytes(cid_key);
-        config.cid_generator(move || {
-            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
-        });
-        // quinn sends at most one reset per 20 ms by default: after a crash, most of a
-        // thousand peers' keep-alives then go unanswered and those peers wait for their
-        // idle timeout (load-test scenario 6). A reset is always smaller than the packet
-        // that caused it, so answering every one amplifies nothing.
-        config.min_reset_interval(Duration::ZERO);
-        config
-    }
 }
 
 impl QuicRouterConfig {
@@ -184,7 +117,7 @@ pub enum QuicSetupError {
 pub struct QuicRouter {
     endpoint: quinn::Endpoint,
     client_ca: Arc<Vec<CertificateDer<'static>>>,
-    exchange: Exchange,
+    sessions: Switchboard,
     metrics: QuicMetrics,
     stop_relays: CancellationToken,
     drain_timeout: Duration,
@@ -225,7 +158,7 @@ impl QuicRouter {
         Ok(QuicRouter {
             endpoint,
             client_ca: Arc::new(config.client_ca),
-            exchange: Exchange::new(limits, metrics.clone(), stop_relays.clone()),
+            sessions: Switchboard::for_sessions(limits, metrics.clone(), stop_relays.clone()),
             metrics,
             stop_relays,
             drain_timeout: config.drain_timeout,
@@ -259,15 +192,15 @@ impl QuicRouter {
             let Some(incoming) = incoming else { break };
             let handler = ConnectionHandler {
                 client_ca: self.client_ca.clone(),
-                exchange: self.exchange.clone(),
-                switchboard: self.switchboard.clone(),
+                sessions: self.sessions.clone(),
+                streams: self.switchboard.clone(),
                 metrics: self.metrics.clone(),
             };
             tokio::spawn(handler.run(incoming));
         }
         info!(drain_timeout = ?self.drain_timeout, "QUIC router shutting down");
         self.endpoint.set_server_config(None);
-        self.exchange.close();
+        self.sessions.close();
         let idle = tokio::time::timeout(self.drain_timeout, self.endpoint.wait_idle()).await;
         if idle.is_err() {
             self.stop_relays.cancel();
@@ -279,268 +212,6 @@ impl QuicRouter {
         }
         self.stop_relays.cancel();
         info!("QUIC router stopped");
-    }
-}
-
-/// Admits one connection and serves its session streams.
-#[derive(Clone)]
-struct ConnectionHandler {
-    client_ca: Arc<Vec<CertificateDer<'static>>>,
-    exchange: Exchange,
-    switchboard: Option<Switchboard>,
-    metrics: QuicMetrics,
-}
-
-/// What the router knows about an admitted connection: whom it admitted and until when.
-#[derive(Debug)]
-struct Admitted {
-    identity: LeaseIdentity,
-    /// The public key of the handshake certificate; renewals must keep it.
-    public_key: Vec<u8>,
-    /// When the newest accepted certificate ends; renewals move it.
-    deadline: tokio::sync::watch::Sender<Instant>,
-}
-
-impl ConnectionHandler {
-    async fn run(self, incoming: quinn::Incoming) {
-        let remote = incoming.remote_address();
-        let connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
-            Ok(Ok(connection)) => connection,
-            Ok(Err(error)) => {
-                self.metrics.admission_failed("handshake");
-                info!(%remote, %error, "QUIC handshake failed");
-                return;
-            }
-            Err(_) => {
-                self.metrics.admission_failed("handshake_timeout");
-                debug!(%remote, "QUIC handshake timed out");
-                return;
-            }
-        };
-        let admitted = match self.admit(&connection) {
-            Ok(admitted) => admitted,
-            Err(reason) => {
-                self.metrics.admission_failed("identity");
-                info!(%remote, "connection refused: {reason}");
-                connection.close(VarInt::from_u32(code::NOT_ADMITTED), reason.as_bytes());
-                return;
-            }
-        };
-        let span = info_span!(
-            "quic",
-            namespace = %admitted.identity.namespace,
-            lease = %admitted.identity.lease_name,
-            role = %admitted.identity.role,
-        );
-        self.metrics.connection_opened();
-        self.serve(connection, Arc::new(admitted))
-            .instrument(span)
-            .await;
-        self.metrics.connection_closed();
-    }
-
-    /// The peer's lease identity and when its certificate ends, or why it is refused.
-    fn admit(&self, connection: &quinn::Connection) -> Result<Admitted, String> {
-        let chain = connection
-            .peer_identity()
-            .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok())
-            .ok_or_else(|| "no client certificate".to_owned())?;
-        let (identity, public_key, deadline) = self.check(&chain)?;
-        Ok(Admitted {
-            identity,
-            public_key,
-            deadline: tokio::sync::watch::Sender::new(deadline),
-        })
-    }
-
-    /// Verifies a presented chain now: its identity, the leaf's public key and when (as an
-    /// `Instant`) the leaf ends.
-    fn check(
-        &self,
-        chain: &[CertificateDer<'static>],
-    ) -> Result<(LeaseIdentity, Vec<u8>, Instant), String> {
-        let now = OffsetDateTime::now_utc();
-        let identity = verify_lease_cert(&self.client_ca, chain, now, &Expectation::any())
-            .map_err(|error| error.to_string())?;
-        let (_, leaf) = chain
-            .first()
-            .and_then(|leaf| x509_parser::parse_x509_certificate(leaf).ok())
-            .ok_or_else(|| "unreadable client certificate".to_owned())?;
-        let not_after = leaf.validity().not_after.timestamp();
-        let public_key = leaf.public_key().raw.to_vec();
-        let remaining = u64::try_from(not_after - now.unix_timestamp()).unwrap_or(0);
-        Ok((
-            identity,
-            public_key,
-            Instant::now() + Duration::from_secs(remaining),
-        ))
-    }
-
-    async fn serve(&self, connection: quinn::Connection, admitted: Arc<Admitted>) {
-        let mut deadline = admitted.deadline.subscribe();
-        loop {
-            let until = *deadline.borrow_and_update();
-            let accepted = tokio::select! {
-                accepted = connection.accept_bi() => accepted,
-                () = tokio::time::sleep_until(until.into()) => {
-                    info!("certificate expired: closing the connection");
-                    self.metrics.connection_expired();
-                    connection.close(
-                        VarInt::from_u32(code::CERTIFICATE_EXPIRED),
-                        b"certificate expired",
-                    );
-                    return;
-                }
-                _ = deadline.changed() => continue,
-            };
-            let (send, recv) = match accepted {
-                Ok(streams) => streams,
-                Err(error) => {
-                    debug!(%error, "connection ended");
-                    return;
-                }
-            };
-            let handler = self.clone();
-            let admitted = admitted.clone();
-            let connection = connection.clone();
-            tokio::spawn(
-                async move {
-                    handler.stream(send, recv, &admitted, &connection).await;
-                }
-                .in_current_span(),
-            );
-        }
-    }
-
-    /// Reads what a new stream opens with and acts on it.
-    async fn stream(
-        &self,
-        send: SendStream,
-        mut recv: RecvStream,
-        admitted: &Admitted,
-        connection: &quinn::Connection,
-    ) {
-        let opening = match tokio::time::timeout(HEADER_TIMEOUT, read_opening(&mut recv)).await {
-            Ok(Ok(opening)) => opening,
-            Ok(Err(error)) => {
-                info!("stream refused: {}", error_chain(&error));
-                self.metrics.session_ended("bad_header");
-                refuse(Side { send, recv }, code::BAD_HEADER);
-                return;
-            }
-            Err(_) => {
-                info!("stream refused: no header in time");
-                self.metrics.session_ended("bad_header");
-                refuse(Side { send, recv }, code::BAD_HEADER);
-                return;
-            }
-        };
-        match opening {
-            Opening::Renewal(chain) => self.renew(send, &chain, admitted),
-            Opening::Session(header) => {
-                let side = Side { send, recv };
-                self.session(side, &header, admitted, connection).await;
-            }
-        }
-    }
-
-    /// Checks a renewed certificate: valid now, same identity, same key; then moves the
-    /// connection's end to the new certificate's end.
-    fn renew(&self, mut send: SendStream, chain: &[CertificateDer<'static>], admitted: &Admitted) {
-        let verdict = self.check(chain).and_then(|(identity, public_key, until)| {
-            if identity != admitted.identity {
-                return Err(format!(
-                    "the certificate is for {} {}/{} (lease uid {}), not for this connection's {} {}/{} (lease uid {})",
-                    identity.role,
-                    identity.namespace,
-                    identity.lease_name,
-                    identity.lease_uid,
-                    admitted.identity.role,
-                    admitted.identity.namespace,
-                    admitted.identity.lease_name,
-                    admitted.identity.lease_uid,
-                ));
-            }
-            if public_key != admitted.public_key {
-                return Err("the certificate is for another key than the connection's".to_owned());
-            }
-            Ok(until)
-        });
-        let reply = match verdict {
-            Ok(until) => {
-                admitted.deadline.send_replace(until);
-                let not_after = OffsetDateTime::now_utc().unix_timestamp()
-                    + i64::try_from(until.saturating_duration_since(Instant::now()).as_secs())
-                        .unwrap_or(i64::MAX / 2);
-                info!(
-                    valid_for_s = until.saturating_duration_since(Instant::now()).as_secs(),
-                    "certificate renewed"
-                );
-                self.metrics.renewal("accepted");
-                Reply::Accepted { not_after }
-            }
-            Err(reason) => {
-                info!("renewal refused: {reason}");
-                self.metrics.renewal("refused");
-                Reply::Refused { reason }
-            }
-        };
-        let bytes = renewal::encode_reply(&reply);
-        tokio::spawn(
-            async move {
-                if send.write_all(&bytes).await.is_ok() {
-                    let _ = send.finish();
-                }
-            }
-            .in_current_span(),
-        );
-    }
-
-    /// Hands a session stream to the h2 switchboard (it carries a router token and this
-    /// router pairs with h2) or to the QUIC exchange.
-    async fn session(
-        &self,
-        side: Side,
-        header: &jumpstarter_tunnel::Header,
-        admitted: &Admitted,
-        connection: &quinn::Connection,
-    ) {
-        let identity = &admitted.identity;
-        let span = info_span!("session", id = header.session_id());
-        if let (Some(token), Some(switchboard)) = (header.token(), &self.switchboard) {
-            let lease = format!("{}/{}", identity.namespace, identity.lease_name);
-            switchboard
-                .arrive_quic(
-                    token,
-                    &lease,
-                    identity.role,
-                    side,
-                    self.metrics.clone(),
-                    connection,
-                )
-                .instrument(span)
-                .await;
-            return;
-        }
-        if header.token().is_some() {
-            debug!("this router does not pair with h2: the session's router token is not used");
-        }
-        let arrival = Arrival {
-            key: format!(
-                "{}/{}/{}/{}",
-                identity.namespace,
-                identity.lease_name,
-                identity.lease_uid,
-                header.session_id()
-            ),
-            role: identity.role,
-            side,
-            remember_until: *admitted.deadline.borrow(),
-        };
-        self.exchange
-            .arrive(arrival, connection)
-            .instrument(span)
-            .await;
     }
 }
 

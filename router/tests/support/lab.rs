@@ -4,21 +4,15 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use jumpstarter_certs::{
-    Ca, ClientAuth, LeaseCertPolicy, LeaseIdentity, Role, ServerCertParams, generate_csr,
-    renewal_csr, server_config,
-};
+use jumpstarter_certs::{Ca, ClientAuth, Role, server_config};
 use jumpstarter_proto::jumpstarter::v1::router_service_client::RouterServiceClient;
 use jumpstarter_router::{QuicRouter, QuicRouterConfig, Router, RouterConfig};
 use jumpstarter_token::SigningKey;
 use jumpstarter_token::router::{StreamGrant, mint};
-use jumpstarter_tunnel::{Connection, QuicPeer};
+use jumpstarter_tunnel::Connection;
 use prometheus_client::registry::Registry;
 use quinn::{ReadError, RecvStream, SendStream};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
@@ -26,11 +20,12 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-pub const WAIT: Duration = Duration::from_secs(30);
-pub const HOST: &str = "router.test";
+pub use super::WAIT;
+use super::authority::{self, authority, lease_cert};
+pub use super::authority::{HOST, LeaseCert};
+
 pub const BLOCK: usize = 64 * 1024;
 pub const LEASE: &str = "lease-1";
-pub const LEASE_UID: &str = "0b7c4a52-1f0e-4c55-9d7e-3b7f2f6f9a10";
 
 /// A router (h2 and QUIC, pairing shared) and the keys its peers need. The addresses are
 /// where peers connect; a test may point them at a relay in front of the router.
@@ -49,27 +44,9 @@ impl Drop for Lab {
     }
 }
 
-/// A lease certificate, its key (DER and PEM).
-pub struct LeaseCert {
-    pub chain: Vec<CertificateDer<'static>>,
-    pub key: PrivateKeyDer<'static>,
-    pub key_pem: String,
-}
-
 /// Starts the router; `configure` adjusts the QUIC listener's settings.
 pub async fn lab(configure: impl FnOnce(&mut QuicRouterConfig)) -> Lab {
-    let now = OffsetDateTime::now_utc();
-    let ca = Ca::generate("data plane test CA", now, time::Duration::days(1)).expect("CA");
-    let server = ca
-        .issue_server_cert(
-            &ServerCertParams {
-                dns_names: vec![HOST.to_owned()],
-                ip_addresses: vec!["127.0.0.1".parse().expect("ip")],
-                validity: time::Duration::days(1),
-            },
-            now,
-        )
-        .expect("server cert");
+    let (ca, server) = authority("data plane test CA");
     let token_key = SigningKey::generate().expect("token key");
     let tls =
         server_config(server.credentials(), vec![b"h2".to_vec()], ClientAuth::None).expect("tls");
@@ -119,31 +96,7 @@ impl Lab {
             Role::Client => "alice",
             Role::Exporter => "board-1",
         };
-        let request = match key_pem {
-            Some(pem) => renewal_csr(pem, holder).expect("renewal csr"),
-            None => generate_csr(holder).expect("csr"),
-        };
-        let identity = LeaseIdentity {
-            namespace: "lab".to_owned(),
-            lease_name: lease.to_owned(),
-            lease_uid: LEASE_UID.to_owned(),
-            role,
-            holder: holder.to_owned(),
-        };
-        let policy = LeaseCertPolicy {
-            lease_end: at + valid_for,
-            max_validity: time::Duration::hours(1),
-            backdate: time::Duration::ZERO,
-        };
-        let issued = self
-            .ca
-            .sign_lease_csr(&request.csr_der, &identity, &policy, at)
-            .expect("lease cert");
-        LeaseCert {
-            chain: issued.chain_der,
-            key: PrivateKeyDer::from_pem_slice(request.key_pem.as_bytes()).expect("key"),
-            key_pem: request.key_pem,
-        }
+        lease_cert(&self.ca, lease, role, holder, at, at + valid_for, key_pem)
     }
 
     pub fn cert(&self, role: Role, valid_for: time::Duration) -> LeaseCert {
@@ -154,19 +107,7 @@ impl Lab {
         &self,
         cert: &LeaseCert,
     ) -> Result<Connection, jumpstarter_tunnel::ConnectError> {
-        let roots = vec![self.ca.cert_der().clone()];
-        timeout(
-            WAIT,
-            QuicPeer::connect(
-                self.quic_addr,
-                HOST,
-                roots,
-                cert.chain.clone(),
-                cert.key.clone_key(),
-            ),
-        )
-        .await
-        .expect("connect in time")
+        authority::connect(self.quic_addr, &self.ca, cert).await
     }
 
     pub async fn peer(&self, role: Role) -> Connection {
@@ -199,10 +140,7 @@ impl Lab {
     }
 
     pub fn metrics_text(&self) -> String {
-        let mut text = String::new();
-        let registry = self.registry.lock().expect("registry");
-        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
-        text
+        authority::metrics_text(&self.registry)
     }
 
     /// The value of the metric line starting with `prefix` (0 when absent).

@@ -3,13 +3,16 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod authority;
 pub mod lab;
+pub mod quic_only;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jumpstarter_certs::{Ca, ClientAuth, ServerCertParams, server_config};
+use authority::{HOST, authority};
+use jumpstarter_certs::{ClientAuth, server_config};
 use jumpstarter_proto::jumpstarter::v1::router_service_client::RouterServiceClient;
 use jumpstarter_proto::jumpstarter::v1::{FrameType, StreamRequest, StreamResponse};
 use jumpstarter_router::{Router, RouterConfig, ServeError};
@@ -27,8 +30,6 @@ use tonic::{Request, Status, Streaming};
 /// Every wait in the tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-const HOST: &str = "router.test";
-
 pub struct TestRouter {
     pub addr: SocketAddr,
     pub ca_pem: String,
@@ -40,18 +41,7 @@ pub struct TestRouter {
 
 /// Starts a router; `configure` adjusts the default configuration.
 pub async fn start(configure: impl FnOnce(&mut RouterConfig)) -> TestRouter {
-    let now = OffsetDateTime::now_utc();
-    let ca = Ca::generate("router test CA", now, time::Duration::days(1)).expect("CA");
-    let server = ca
-        .issue_server_cert(
-            &ServerCertParams {
-                dns_names: vec![HOST.to_owned()],
-                ip_addresses: vec!["127.0.0.1".parse().expect("ip")],
-                validity: time::Duration::days(1),
-            },
-            now,
-        )
-        .expect("server cert");
+    let (ca, server) = authority("router test CA");
     let tls = server_config(server.credentials(), vec![b"h2".to_vec()], ClientAuth::None)
         .expect("tls config");
     let key = SigningKey::generate().expect("token key");
@@ -131,10 +121,7 @@ impl TestRouter {
 
     /// The metrics in text format.
     pub fn metrics_text(&self) -> String {
-        let mut text = String::new();
-        let registry = self.registry.lock().expect("registry");
-        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
-        text
+        authority::metrics_text(&self.registry)
     }
 }
 

@@ -5,17 +5,8 @@ use jumpstarter_tunnel::code;
 use quinn::{ReadError, RecvStream, SendStream, VarInt, WriteError};
 use tokio_util::sync::CancellationToken;
 
-use super::metrics::QuicMetrics;
-
-/// Largest chunk moved at once.
-const CHUNK: usize = 64 * 1024;
-
-/// One side of a pair: the two halves of its QUIC stream.
-#[derive(Debug)]
-pub(crate) struct Side {
-    pub(crate) send: SendStream,
-    pub(crate) recv: RecvStream,
-}
+use crate::metrics::QuicMetrics;
+use crate::side::{CHUNK, Side};
 
 /// Relays both ways until both directions ended (or `stop` fires); returns whether both
 /// directions ended with a FIN.
