@@ -11,7 +11,8 @@ use tonic::Status;
 use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
 
 use super::names;
-use super::wire::{self, TAG_LABEL_PREFIX};
+use super::wire;
+use crate::crd::vocabulary::TAG_LABEL_PREFIX;
 use crate::crd::{Lease, LeaseSpec};
 use crate::scheduler::{duration as go_duration, lease_times};
 use crate::selector;
