@@ -21,12 +21,19 @@ macro_rules! group {
     };
 }
 
+/// The API version, as a literal for the same reason.
+macro_rules! version {
+    () => {
+        "v1alpha1"
+    };
+}
+
 /// API group of every custom resource.
 pub const GROUP: &str = group!();
 /// API version of every custom resource.
-pub const VERSION: &str = "v1alpha1";
+pub const VERSION: &str = version!();
 /// `apiVersion` of the custom resources and of the 0.9.0 configuration files.
-pub const API_VERSION: &str = concat!(group!(), "/v1alpha1");
+pub const API_VERSION: &str = concat!(group!(), "/", version!());
 /// Prefix of the label and annotation keys that belong to jumpstarter: users may not set
 /// them as lease tags, and an exporter may set only these on itself at Register.
 pub const PREFIX: &str = concat!(group!(), "/");
@@ -247,6 +254,19 @@ mod tests {
             assert!(key.starts_with(PREFIX), "{key}");
         }
         assert_eq!(LEASE_ENDED_LABEL, "jumpstarter.dev/lease-ended");
+        // The derive needs the group as a literal; it must be this one.
+        fn api_version<K: kube::Resource<DynamicType = ()>>() -> String {
+            assert_eq!(K::group(&()), GROUP);
+            K::api_version(&()).into_owned()
+        }
+        for version in [
+            api_version::<crate::crd::Client>(),
+            api_version::<crate::crd::Exporter>(),
+            api_version::<crate::crd::ExporterAccessPolicy>(),
+            api_version::<crate::crd::Lease>(),
+        ] {
+            assert_eq!(version, API_VERSION);
+        }
         assert_eq!(TAG_LABEL_PREFIX, "metadata.jumpstarter.dev/");
     }
 
