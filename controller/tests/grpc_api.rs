@@ -22,11 +22,12 @@ use tonic::{Code, Request, Status};
 
 use jumpstarter_certs::{Ca, ClientAuth, ServerCertParams, server_config};
 use jumpstarter_controller::auth::AuthMetrics;
+use jumpstarter_controller::crd::vocabulary;
 use jumpstarter_controller::crd::{
     self, Client, ClientSpec, Exporter, ExporterSpec, ExporterStatusValue, Lease, LeaseStatus,
 };
 use jumpstarter_controller::server;
-use jumpstarter_controller::service::{ServiceMetrics, Services, TokenSigners, wire};
+use jumpstarter_controller::service::{ServiceMetrics, Services, TokenSigners};
 use jumpstarter_controller::settings::Settings;
 use jumpstarter_controller::store::Store;
 use jumpstarter_controller::store::kube::KubeStore;
@@ -253,7 +254,7 @@ impl Harness {
         let mut created = self.store.create(&lease).await.expect("create lease");
         if let Some(exporter) = exporter {
             created.status = Some(LeaseStatus {
-                begin_time: Some(wire::now_time()),
+                begin_time: Some(vocabulary::now_time()),
                 exporter_ref: Some(LocalObjectReference {
                     name: exporter.into(),
                 }),
@@ -823,7 +824,7 @@ async fn leases_are_created_read_listed_and_released() {
         .metadata
         .labels
         .get_or_insert_with(BTreeMap::new)
-        .insert(wire::LEASE_ENDED_LABEL.into(), "true".into());
+        .insert(vocabulary::LEASE_ENDED_LABEL.into(), "true".into());
     h.store.replace(&ended).await.expect("mark ended");
     assert_eq!(listed("", "").await, 1);
     let mut all = list("", "");

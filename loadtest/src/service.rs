@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use jumpstarter_controller::admin::Admin;
+use jumpstarter_controller::crd::vocabulary::lease_condition::{INVALID, READY, UNSATISFIABLE};
 use jumpstarter_controller::store::kube::KubeStore;
 use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
 use jumpstarter_proto::jumpstarter::client::v1::client_service_client::ClientServiceClient;
@@ -422,10 +423,10 @@ pub(crate) async fn lease_ready(
             .find(|c| c.r#type.as_deref() == Some(kind))
             .and_then(|c| c.status.clone())
     };
-    if condition("Ready").as_deref() == Some("True") {
+    if condition(READY).as_deref() == Some("True") {
         return Ok(true);
     }
-    for failed in ["Unsatisfiable", "Invalid"] {
+    for failed in [UNSATISFIABLE, INVALID] {
         if condition(failed).as_deref() == Some("True") {
             bail!("lease {name} is {failed}");
         }

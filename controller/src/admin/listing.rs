@@ -9,6 +9,8 @@ use kube::Resource;
 use serde::{Deserialize, Serialize};
 
 use super::AdminError;
+use crate::crd::vocabulary::is_true;
+use crate::crd::vocabulary::lease_condition::{INVALID, READY, UNSATISFIABLE};
 use crate::crd::{Client, Exporter, Lease};
 
 /// The objects of one kind, as listed or got. Serialized as `{"kind": "clients", "items":
@@ -243,19 +245,13 @@ fn lease_state(lease: &Lease) -> &'static str {
     if status.ended {
         return "Ended";
     }
-    let holds = |type_: &str| {
-        status
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == type_ && c.status == "True")
-    };
-    if holds("Ready") {
-        "Ready"
-    } else if holds("Invalid") {
-        "Invalid"
-    } else if holds("Unsatisfiable") {
-        "Unsatisfiable"
+    let holds = |type_: &str| is_true(status.conditions.as_deref().unwrap_or_default(), type_);
+    if holds(READY) {
+        READY
+    } else if holds(INVALID) {
+        INVALID
+    } else if holds(UNSATISFIABLE) {
+        UNSATISFIABLE
     } else {
         "Pending"
     }

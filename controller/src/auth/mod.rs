@@ -25,6 +25,7 @@ use tonic::{Code, Status};
 use jumpstarter_token::TokenError;
 use jumpstarter_token::internal::{CachedVerifier, ObjectKind, Subject, Verifier};
 
+use crate::crd::vocabulary::{MIGRATED_NAMESPACE_ANNOTATION, MIGRATED_UID_ANNOTATION};
 use crate::crd::{Client, Exporter};
 use crate::store::{Object, Store, StoreError};
 
@@ -38,10 +39,6 @@ pub const NAMESPACE: &str = "jumpstarter-namespace";
 pub const NAME: &str = "jumpstarter-name";
 /// Prefix of usernames derived from internal tokens (hard-coded in 0.9.0 as well).
 pub const INTERNAL_PREFIX: &str = "internal:";
-/// Annotation that overrides the namespace of an object's internal subject.
-pub const MIGRATED_NAMESPACE: &str = "jumpstarter.dev/migrated-namespace";
-/// Annotation that overrides the UID of an object's internal subject.
-pub const MIGRATED_UID: &str = "jumpstarter.dev/migrated-uid";
 
 /// Why a call was refused. The variant decides the gRPC code; [`AuthError::reason`] is
 /// the metric label.
@@ -273,8 +270,8 @@ impl ObjectIdentity {
             name: meta.name.clone().unwrap_or_default(),
             uid: meta.uid.clone().unwrap_or_default(),
             username,
-            migrated_namespace: annotation(MIGRATED_NAMESPACE),
-            migrated_uid: annotation(MIGRATED_UID),
+            migrated_namespace: annotation(MIGRATED_NAMESPACE_ANNOTATION),
+            migrated_uid: annotation(MIGRATED_UID_ANNOTATION),
         }
     }
 

@@ -137,7 +137,7 @@ fn identity_of_a_stored_client() {
             namespace: Some("lab".into()),
             uid: Some("u-1".into()),
             annotations: Some(BTreeMap::from([(
-                MIGRATED_UID.to_owned(),
+                MIGRATED_UID_ANNOTATION.to_owned(),
                 "u-0".to_owned(),
             )])),
             ..ObjectMeta::default()

@@ -10,6 +10,8 @@
 //! - [`lease`]: [`Lease`], a client's claim on one exporter.
 //! - [`exporter_access_policy`]: [`ExporterAccessPolicy`], who may lease what.
 //! - `schema`: the schema pieces the derive cannot express on its own.
+//! - [`vocabulary`]: the group, label and annotation keys, condition types and reasons, and
+//!   the conversions of times and selectors between the stored and the domain forms.
 //!
 //! [`definitions`] and [`render_all`] produce the CRD manifests committed under `helm/crds`;
 //! the `crdgen` binary writes them.
@@ -19,6 +21,7 @@ pub mod exporter;
 pub mod exporter_access_policy;
 pub mod lease;
 mod schema;
+pub mod vocabulary;
 
 pub use client::{Client, ClientSpec, ClientStatus};
 pub use exporter::{Device, Exporter, ExporterSpec, ExporterStatus, ExporterStatusValue};
@@ -26,14 +29,10 @@ pub use exporter_access_policy::{
     ExporterAccessPolicy, ExporterAccessPolicySpec, ExporterAccessPolicyStatus, Policy, PolicyFrom,
 };
 pub use lease::{Lease, LeaseSpec, LeaseStatus};
+pub use vocabulary::{GROUP, VERSION};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::core::crd::CustomResourceExt;
-
-/// API group of every resource here.
-pub const GROUP: &str = "jumpstarter.dev";
-/// API version of every resource here.
-pub const VERSION: &str = "v1alpha1";
 
 /// The command that regenerates the committed CRD files (run from the repository root).
 pub const REGENERATE_COMMAND: &str =

@@ -18,13 +18,10 @@ use kube::api::ObjectMeta;
 use time::{Duration, OffsetDateTime};
 
 use super::{CA_CERT_KEY, Keys, KeysError, TLS_CERT_KEY, TLS_KEY_KEY};
+use crate::crd::vocabulary::{NOT_AFTER_ANNOTATION, ROUTER_ENDPOINTS_ANNOTATION};
 use crate::settings::RouterEntry;
 use crate::store::{Store, StoreError};
 
-/// Annotation: the endpoints (`endpoint;quic-endpoint`) the certificate was minted for.
-pub const ENDPOINTS_ANNOTATION: &str = "jumpstarter.dev/router-endpoints";
-/// Annotation: the certificate's `notAfter`, Unix seconds.
-pub const NOT_AFTER_ANNOTATION: &str = "jumpstarter.dev/not-after";
 /// Certificates last [`super::SERVER_CERT_VALIDITY`] (a year); renewing a month ahead
 /// leaves room for a controller that only checks every few hours and for router restarts.
 pub const RENEW_BEFORE: Duration = Duration::days(30);
@@ -112,7 +109,7 @@ async fn ensure<S: Store>(
             .metadata
             .annotations
             .get_or_insert_with(BTreeMap::new);
-        annotations.insert(ENDPOINTS_ANNOTATION.to_owned(), endpoints.clone());
+        annotations.insert(ROUTER_ENDPOINTS_ANNOTATION.to_owned(), endpoints.clone());
         annotations.insert(
             NOT_AFTER_ANNOTATION.to_owned(),
             cert.not_after.unix_timestamp().to_string(),
@@ -169,7 +166,7 @@ fn is_current(secret: &Secret, keys: &Keys, endpoints: &str, now: OffsetDateTime
     let not_after = annotation(NOT_AFTER_ANNOTATION)
         .and_then(|s| s.parse::<i64>().ok())
         .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok());
-    annotation(ENDPOINTS_ANNOTATION) == Some(endpoints)
+    annotation(ROUTER_ENDPOINTS_ANNOTATION) == Some(endpoints)
         && not_after.is_some_and(|t| t - now > RENEW_BEFORE)
         && data(CA_CERT_KEY) == Some(keys.ca.cert_pem().as_bytes())
         && data(TLS_CERT_KEY).is_some_and(|c| !c.is_empty())
@@ -194,7 +191,7 @@ mod tests {
         Secret {
             metadata: ObjectMeta {
                 annotations: Some(BTreeMap::from([
-                    (ENDPOINTS_ANNOTATION.to_owned(), endpoints.to_owned()),
+                    (ROUTER_ENDPOINTS_ANNOTATION.to_owned(), endpoints.to_owned()),
                     (
                         NOT_AFTER_ANNOTATION.to_owned(),
                         not_after.unix_timestamp().to_string(),

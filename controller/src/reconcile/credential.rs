@@ -46,7 +46,7 @@ impl Holder {
 
     fn owner_reference(&self) -> OwnerReference {
         OwnerReference {
-            api_version: format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION),
+            api_version: crate::crd::vocabulary::API_VERSION.to_owned(),
             kind: self.kind.as_str().to_owned(),
             name: self.name.clone(),
             uid: self.uid.clone(),

@@ -5,24 +5,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::LocalObjectReference;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use kube::ResourceExt;
 use time::{Duration, OffsetDateTime};
 
-use super::view::{stored_time, time_of};
+use crate::crd::vocabulary::exporter_condition::{ONLINE, REGISTERED, reason};
+use crate::crd::vocabulary::{LEASE_ENDED_LABEL, set_condition, time_of};
 use crate::crd::{self, ExporterStatusValue};
 
-/// Condition type: the exporter has reported its devices.
-pub const REGISTERED: &str = "Registered";
-/// Condition type: the exporter talked to the controller recently.
-pub const ONLINE: &str = "Online";
 /// An exporter silent for longer than this is offline (0.9.0 value; its Status stream
 /// heartbeat runs every 10 s, so this tolerates several missed beats).
 pub const OFFLINE_AFTER: Duration = Duration::minutes(1);
 /// `statusMessage` written when an exporter is found offline (0.9.0 text).
 pub const CONNECTION_LOST_MESSAGE: &str = "Connection lost - last seen more than 1 minute ago";
-/// The label that marks ended leases.
-pub const LEASE_ENDED_LABEL: &str = "jumpstarter.dev/lease-ended";
 
 /// The status the controller wants for `exporter` at `now`, keeping `status.leaseRef` as it
 /// is (see [`lease_ref`]). Everything the exporter reports (devices, lastSeen, ...) is kept.
@@ -43,38 +37,40 @@ pub fn desired_status(
     let mut conditions = status.conditions.take().unwrap_or_default();
 
     let registered = status.devices.as_ref().is_some_and(|d| !d.is_empty());
-    let (reason, message) = if registered {
-        ("Register", "Exporter registered")
+    let (why, message) = if registered {
+        (reason::REGISTER, "Exporter registered")
     } else {
-        ("Unregister", "Exporter unregistered")
+        (reason::UNREGISTER, "Exporter unregistered")
     };
     set_condition(
         &mut conditions,
         REGISTERED,
         registered,
-        reason,
+        why,
         message,
         generation,
         now,
     );
 
-    let last_seen = status.last_seen.as_ref().map(|t| time_of(&t.0));
+    let last_seen = status.last_seen.as_ref().map(time_of);
     match last_seen {
-        None => set_condition(
-            &mut conditions,
-            ONLINE,
-            false,
-            "Seen",
-            "Never seen",
-            generation,
-            now,
-        ),
+        None => {
+            set_condition(
+                &mut conditions,
+                ONLINE,
+                false,
+                reason::SEEN,
+                "Never seen",
+                generation,
+                now,
+            );
+        }
         Some(seen) if now - seen > OFFLINE_AFTER => {
             set_condition(
                 &mut conditions,
                 ONLINE,
                 false,
-                "Seen",
+                reason::SEEN,
                 "Last seen more than 1 minute ago",
                 generation,
                 now,
@@ -82,24 +78,28 @@ pub fn desired_status(
             status.exporter_status = Some(ExporterStatusValue::Offline);
             status.status_message = Some(CONNECTION_LOST_MESSAGE.to_owned());
         }
-        Some(_) if status.exporter_status == Some(ExporterStatusValue::Offline) => set_condition(
-            &mut conditions,
-            ONLINE,
-            false,
-            "Offline",
-            "Exporter reported offline status",
-            generation,
-            now,
-        ),
-        Some(_) => set_condition(
-            &mut conditions,
-            ONLINE,
-            true,
-            "Seen",
-            "Last seen less than 1 minute ago",
-            generation,
-            now,
-        ),
+        Some(_) if status.exporter_status == Some(ExporterStatusValue::Offline) => {
+            set_condition(
+                &mut conditions,
+                ONLINE,
+                false,
+                reason::OFFLINE,
+                "Exporter reported offline status",
+                generation,
+                now,
+            );
+        }
+        Some(_) => {
+            set_condition(
+                &mut conditions,
+                ONLINE,
+                true,
+                reason::SEEN,
+                "Last seen less than 1 minute ago",
+                generation,
+                now,
+            );
+        }
     }
     status.conditions = Some(conditions);
     status
@@ -150,43 +150,12 @@ pub fn is_active(lease: &crd::Lease) -> bool {
         && !lease.labels().contains_key(LEASE_ENDED_LABEL)
 }
 
-/// Kubernetes `meta.SetStatusCondition`: append a new type; update an existing one in place,
-/// moving `lastTransitionTime` only when the status flips.
-pub fn set_condition(
-    conditions: &mut Vec<meta::Condition>,
-    type_: &str,
-    value: bool,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-    now: OffsetDateTime,
-) {
-    let status = if value { "True" } else { "False" };
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        None => conditions.push(meta::Condition {
-            type_: type_.to_owned(),
-            status: status.to_owned(),
-            observed_generation: generation,
-            last_transition_time: stored_time(now),
-            reason: reason.to_owned(),
-            message: message.to_owned(),
-        }),
-        Some(existing) => {
-            if existing.status != status {
-                existing.status = status.to_owned();
-                existing.last_transition_time = stored_time(now);
-            }
-            existing.reason = reason.to_owned();
-            existing.message = message.to_owned();
-            existing.observed_generation = generation;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crd::Device;
+    use crate::crd::vocabulary::stored_time;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 
     fn exporter(status: crd::ExporterStatus) -> crd::Exporter {
         let mut e = crd::Exporter::new("e1", crd::ExporterSpec::default());

@@ -23,13 +23,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{self as meta, OwnerReferenc
 use kube::ResourceExt;
 use time::OffsetDateTime;
 
-use jumpstarter_lease::scheduler::{self, Plan};
-
-use super::exporter::{LEASE_ENDED_LABEL, holders, lease_ref};
-use super::view::{View, stored_time};
+use super::exporter::{holders, lease_ref};
+use super::view::View;
 use super::{ReconcileError, ReconcileMetrics};
 use crate::crd;
+use crate::crd::vocabulary::{self, LEASE_ENDED_LABEL, stored_time, time_of};
 use crate::store::{Store, StoreError};
+use jumpstarter_lease::scheduler::{self, Plan};
 
 /// How a plan's application ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,11 +96,7 @@ pub(crate) async fn apply_plan<S: Store>(
                 }
                 log_transition(&update.name, &stored_status, &update.status);
                 if stored_status.begin_time.is_none() && update.status.begin_time.is_some() {
-                    let created = lease
-                        .metadata
-                        .creation_timestamp
-                        .as_ref()
-                        .map(|t| super::view::time_of(&t.0));
+                    let created = lease.metadata.creation_timestamp.as_ref().map(time_of);
                     if let Some(created) = created {
                         metrics
                             .scheduling_latency
@@ -311,7 +307,7 @@ fn desired_metadata(
         if !refs.iter().any(|r| r.uid == uid) {
             refs.retain(|r| r.controller != Some(true));
             refs.push(OwnerReference {
-                api_version: format!("{}/{}", crd::GROUP, crd::VERSION),
+                api_version: vocabulary::API_VERSION.to_owned(),
                 kind: "Exporter".to_owned(),
                 name: exporter.name_any(),
                 uid,

@@ -15,9 +15,10 @@ use kube::ResourceExt;
 use time::OffsetDateTime;
 
 use crate::crd;
+use crate::crd::vocabulary::exporter_condition::{ONLINE, REGISTERED};
+use crate::crd::vocabulary::{is_true, selector_from_k8s, time_of};
 use crate::store::{Store, StoreError, list_all};
 use jumpstarter_lease::scheduler::{self, Snapshot};
-use jumpstarter_lease::selector::{self, Operator, Requirement};
 
 /// Every object of one namespace the reconciler looks at, keyed by name.
 #[derive(Debug, Clone, Default)]
@@ -124,17 +125,12 @@ fn exporter(e: &crd::Exporter, status: Option<&crd::ExporterStatus>) -> schedule
     let conditions = status
         .and_then(|s| s.conditions.as_deref())
         .unwrap_or_default();
-    let is_true = |type_: &str| {
-        conditions
-            .iter()
-            .any(|c| c.type_ == type_ && c.status == "True")
-    };
     scheduler::Exporter {
         name: e.name_any(),
         labels: e.labels().clone(),
         enabled: e.spec.is_enabled(),
-        registered: is_true(super::exporter::REGISTERED),
-        online: is_true(super::exporter::ONLINE),
+        registered: is_true(conditions, REGISTERED),
+        online: is_true(conditions, ONLINE),
         exporter_status: status
             .and_then(|s| s.exporter_status)
             .map(|v| v.as_str().to_owned())
@@ -160,10 +156,10 @@ fn lease(l: &crd::Lease) -> scheduler::Lease {
             .metadata
             .creation_timestamp
             .as_ref()
-            .map_or(OffsetDateTime::UNIX_EPOCH, |t| time_of(&t.0)),
+            .map_or(OffsetDateTime::UNIX_EPOCH, time_of),
         client: spec.client_ref.name.clone(),
         spec: scheduler::LeaseSpec {
-            selector: label_selector(&spec.selector),
+            selector: selector_from_k8s(&spec.selector),
             exporter_ref: spec
                 .exporter_ref
                 .as_ref()
@@ -171,8 +167,8 @@ fn lease(l: &crd::Lease) -> scheduler::Lease {
                 .filter(|n| !n.is_empty()),
             allow_disabled: spec.allow_disabled.unwrap_or(false),
             duration,
-            begin_time: spec.begin_time.as_ref().map(|t| time_of(&t.0)),
-            end_time: spec.end_time.as_ref().map(|t| time_of(&t.0)),
+            begin_time: spec.begin_time.as_ref().map(time_of),
+            end_time: spec.end_time.as_ref().map(time_of),
             release: spec.release.unwrap_or(false),
         },
         status: scheduler::LeaseStatus {
@@ -180,8 +176,8 @@ fn lease(l: &crd::Lease) -> scheduler::Lease {
                 .exporter_ref
                 .map(|r| r.name)
                 .filter(|n| !n.is_empty()),
-            begin_time: status.begin_time.as_ref().map(|t| time_of(&t.0)),
-            end_time: status.end_time.as_ref().map(|t| time_of(&t.0)),
+            begin_time: status.begin_time.as_ref().map(time_of),
+            end_time: status.end_time.as_ref().map(time_of),
             ended: status.ended,
             conditions: status
                 .conditions
@@ -201,7 +197,7 @@ fn policy(p: &crd::ExporterAccessPolicy) -> scheduler::AccessPolicy {
         exporter_selector: spec
             .exporter_selector
             .as_ref()
-            .map(label_selector)
+            .map(selector_from_k8s)
             .unwrap_or_default(),
         rules: spec
             .policies
@@ -217,7 +213,7 @@ fn policy(p: &crd::ExporterAccessPolicy) -> scheduler::AccessPolicy {
                     .map(|f| {
                         f.client_selector
                             .as_ref()
-                            .map(label_selector)
+                            .map(selector_from_k8s)
                             .unwrap_or_default()
                     })
                     .collect(),
@@ -231,66 +227,15 @@ fn policy(p: &crd::ExporterAccessPolicy) -> scheduler::AccessPolicy {
     }
 }
 
-/// A stored selector in the planner's form. An operator the planner does not know becomes
-/// a requirement with an invalid key that names it, so validation reports it.
-pub(crate) fn label_selector(s: &meta::LabelSelector) -> selector::LabelSelector {
-    selector::LabelSelector {
-        match_labels: s.match_labels.clone().unwrap_or_default(),
-        match_expressions: s
-            .match_expressions
-            .iter()
-            .flatten()
-            .map(|e| {
-                let operator = match e.operator.as_str() {
-                    "In" => Some(Operator::In),
-                    "NotIn" => Some(Operator::NotIn),
-                    "Exists" => Some(Operator::Exists),
-                    "DoesNotExist" => Some(Operator::DoesNotExist),
-                    _ => None,
-                };
-                match operator {
-                    Some(operator) => Requirement {
-                        key: e.key.clone(),
-                        operator,
-                        values: e.values.clone().unwrap_or_default(),
-                    },
-                    None => Requirement {
-                        key: format!("{} {}", e.key, e.operator),
-                        operator: Operator::Exists,
-                        values: Vec::new(),
-                    },
-                }
-            })
-            .collect(),
-    }
-}
-
 fn condition(c: &meta::Condition) -> scheduler::Condition {
     scheduler::Condition {
         type_: c.type_.clone(),
         status: scheduler::ConditionStatus::from_k8s(&c.status),
         observed_generation: c.observed_generation.unwrap_or(0),
-        last_transition_time: time_of(&c.last_transition_time.0),
+        last_transition_time: time_of(&c.last_transition_time),
         reason: c.reason.clone(),
         message: c.message.clone(),
     }
-}
-
-/// A stored timestamp as `OffsetDateTime` (every stored time is within its range).
-pub(crate) fn time_of(t: &k8s_openapi::jiff::Timestamp) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(t.as_nanosecond())
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
-
-/// `t` in stored form, truncated to whole seconds as Kubernetes stores it.
-pub(crate) fn stored_time(t: OffsetDateTime) -> meta::Time {
-    meta::Time(stored_timestamp(t))
-}
-
-pub(crate) fn stored_timestamp(t: OffsetDateTime) -> k8s_openapi::jiff::Timestamp {
-    // Out-of-range times (beyond year 9999) cannot come from the clock or the API.
-    k8s_openapi::jiff::Timestamp::from_second(t.unix_timestamp())
-        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
 }
 
 #[cfg(test)]
@@ -354,20 +299,5 @@ mod tests {
         leases[0].status.ended = true;
         inject_claims(statuses(&exporters), &mut leases);
         assert_eq!(leases[0].status.exporter, None);
-    }
-
-    #[test]
-    fn unknown_operators_fail_validation() {
-        let stored = meta::LabelSelector {
-            match_expressions: Some(vec![meta::LabelSelectorRequirement {
-                key: "size".into(),
-                operator: "Gt".into(),
-                values: Some(vec!["3".into()]),
-            }]),
-            match_labels: Some(BTreeMap::from([("a".into(), "b".into())])),
-        };
-        let s = label_selector(&stored);
-        assert_eq!(s.match_labels.get("a").map(String::as_str), Some("b"));
-        assert!(selector::validate(&s).is_err());
     }
 }

@@ -17,6 +17,7 @@ use jumpstarter_proto::jumpstarter::client::v1::client_service_server::ClientSer
 use super::write::{self, Part};
 use super::{Services, lease_error, lease_request, names, store_status, wire};
 use crate::auth::{Caller, ObjectIdentity};
+use crate::crd::vocabulary;
 use crate::crd::{Client, Exporter, Lease};
 use crate::store::{ListParams, Store, StoreError};
 
@@ -139,7 +140,7 @@ impl<S: Store> ClientApi<S> {
             pieces.push(selector::format(&prefix_tag_keys(tags)));
         }
         if request.only_active.unwrap_or(true) {
-            pieces.push(format!("!{}", wire::LEASE_ENDED_LABEL));
+            pieces.push(format!("!{}", vocabulary::LEASE_ENDED_LABEL));
         }
         let params = list_params(&pieces, request.page_size, &request.page_token)?;
         let page = self
@@ -309,11 +310,7 @@ impl<S: Store> ClientApi<S> {
                         namespace: Some(namespace),
                         owner_references: client.metadata.uid.clone().map(|uid| {
                             vec![OwnerReference {
-                                api_version: format!(
-                                    "{}/{}",
-                                    crate::crd::GROUP,
-                                    crate::crd::VERSION
-                                ),
+                                api_version: vocabulary::API_VERSION.to_owned(),
                                 kind: "Client".to_owned(),
                                 name: client_name.clone(),
                                 uid,
@@ -396,13 +393,13 @@ fn prefix_tag_keys(tags: selector::LabelSelector) -> selector::LabelSelector {
         match_labels: tags
             .match_labels
             .into_iter()
-            .map(|(k, v)| (format!("{}{k}", wire::TAG_LABEL_PREFIX), v))
+            .map(|(k, v)| (format!("{}{k}", vocabulary::TAG_LABEL_PREFIX), v))
             .collect(),
         match_expressions: tags
             .match_expressions
             .into_iter()
             .map(|mut r| {
-                r.key = format!("{}{}", wire::TAG_LABEL_PREFIX, r.key);
+                r.key = format!("{}{}", vocabulary::TAG_LABEL_PREFIX, r.key);
                 r
             })
             .collect(),

@@ -24,11 +24,10 @@ use super::{
     Services, lease_error, lease_request, router_choice, status_stream, store_status, wire,
 };
 use crate::auth::KIND;
+use crate::crd::vocabulary::{self, exporter_condition};
 use crate::crd::{Device, Exporter, ExporterStatusValue, Lease};
 use crate::store::{self, Store};
 
-/// Prefix of the exporter labels an exporter may set itself at Register.
-pub const REGISTER_LABEL_PREFIX: &str = "jumpstarter.dev/";
 /// First wait of Dial while the exporter is still `Available` (0.9.0 value).
 pub const DIAL_WAIT_INITIAL: StdDuration = StdDuration::from_millis(500);
 /// Longest single wait of Dial (0.9.0 value).
@@ -67,7 +66,7 @@ impl<S: Store> ControllerApi<S> {
         let own_labels: BTreeMap<String, String> = request
             .labels
             .iter()
-            .filter(|(k, _)| k.starts_with(REGISTER_LABEL_PREFIX))
+            .filter(|(k, _)| k.starts_with(vocabulary::PREFIX))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         write::modify::<S, Exporter, _>(
@@ -78,7 +77,7 @@ impl<S: Store> ControllerApi<S> {
             |e| {
                 let labels = e.metadata.labels.get_or_insert_with(BTreeMap::new);
                 let before = labels.clone();
-                labels.retain(|k, _| !k.starts_with(REGISTER_LABEL_PREFIX));
+                labels.retain(|k, _| !k.starts_with(vocabulary::PREFIX));
                 labels.extend(own_labels.clone());
                 *labels != before
             },
@@ -176,14 +175,22 @@ impl<S: Store> ControllerApi<S> {
                 let status = e.status.get_or_insert_with(Default::default);
                 status.exporter_status = Some(value);
                 status.status_message = Some(message.clone());
-                status.last_seen = Some(wire::now_time());
+                status.last_seen = Some(vocabulary::now_time());
                 let conditions = status.conditions.get_or_insert_with(Vec::new);
-                let (reason, text) = if online {
-                    ("StatusReported", message.as_str())
+                let reason = if online {
+                    exporter_condition::reason::STATUS_REPORTED
                 } else {
-                    ("Offline", message.as_str())
+                    exporter_condition::reason::OFFLINE
                 };
-                write::set_condition(conditions, wire::ONLINE, online, reason, text, generation);
+                vocabulary::set_condition(
+                    conditions,
+                    exporter_condition::ONLINE,
+                    online,
+                    reason,
+                    &message,
+                    generation,
+                    OffsetDateTime::now_utc(),
+                );
                 true
             },
         )
@@ -538,7 +545,7 @@ impl<S: Store> ControllerApi<S> {
         request: Request<pb::ListLeasesRequest>,
     ) -> Result<pb::ListLeasesResponse, Status> {
         let (caller, _) = self.services.shared.auth.client(request.metadata()).await?;
-        let selector = format!("!{}", wire::LEASE_ENDED_LABEL);
+        let selector = format!("!{}", vocabulary::LEASE_ENDED_LABEL);
         let leases: Vec<Lease> = store::list_all(self.store(), &caller.namespace, Some(&selector))
             .await
             .map_err(store_status)?;

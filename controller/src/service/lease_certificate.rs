@@ -28,6 +28,7 @@ use jumpstarter_lease::scheduler;
 
 use super::{Services, router_choice, store_status};
 use crate::auth::{CallMetadata, Caller};
+use crate::crd::vocabulary::time_of;
 use crate::crd::{Exporter, Lease};
 use crate::store::Store;
 
@@ -85,24 +86,20 @@ impl LeaseFacts {
     /// `spec.beginTime + duration`, else `status.beginTime + duration`.
     pub fn of(lease: &Lease) -> LeaseFacts {
         let status = lease.status.clone().unwrap_or_default();
-        let time = |t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time| {
-            OffsetDateTime::from_unix_timestamp_nanos(t.0.as_nanosecond())
-                .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-        };
         let spec = scheduler::LeaseSpec {
             duration: lease
                 .spec
                 .duration
                 .as_deref()
                 .and_then(|text| scheduler::duration::parse(text).ok()),
-            begin_time: lease.spec.begin_time.as_ref().map(time),
-            end_time: lease.spec.end_time.as_ref().map(time),
+            begin_time: lease.spec.begin_time.as_ref().map(time_of),
+            end_time: lease.spec.end_time.as_ref().map(time_of),
             ..scheduler::LeaseSpec::default()
         };
         let expiry = status
             .begin_time
             .as_ref()
-            .map(time)
+            .map(time_of)
             .and_then(|begin| scheduler::planner::started_expiry(&spec, begin));
         LeaseFacts {
             client: lease.spec.client_ref.name.clone(),

@@ -14,6 +14,7 @@ use jumpstarter_lease::{Change, LeaseState};
 use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
 
 use super::{lease_error, wire};
+use crate::crd::vocabulary;
 use crate::crd::{Lease, LeaseSpec};
 
 /// A `CreateLease` body as a domain request (times and durations decoded and range-checked).
@@ -120,8 +121,8 @@ pub fn state_of(lease: &Lease) -> LeaseState {
             .filter(|name| !name.is_empty()),
         release_requested: lease.spec.release == Some(true),
         ended: status.is_some_and(|s| s.ended),
-        begin_time: lease.spec.begin_time.as_ref().map(wire::offset_of),
-        end_time: lease.spec.end_time.as_ref().map(wire::offset_of),
+        begin_time: lease.spec.begin_time.as_ref().map(vocabulary::time_of),
+        end_time: lease.spec.end_time.as_ref().map(vocabulary::time_of),
         duration: lease
             .spec
             .duration

@@ -15,8 +15,9 @@ use jumpstarter_proto::jumpstarter::v1::StatusResponse;
 
 use super::metrics::GaugeGuard;
 use super::write::{self, Part};
-use super::{Shared, store_status, wire};
+use super::{Shared, store_status};
 use crate::auth::Caller;
+use crate::crd::vocabulary;
 use crate::crd::{Exporter, ExporterStatusValue, Lease};
 use crate::store::{Store, StoreError, WatchEvent};
 
@@ -34,7 +35,7 @@ pub(super) async fn open<S: Store>(
     let exporter =
         write::modify::<S, Exporter, _>(&shared.store, &namespace, &name, Part::Status, |e| {
             let status = e.status.get_or_insert_with(Default::default);
-            status.last_seen = Some(wire::now_time());
+            status.last_seen = Some(vocabulary::now_time());
             // A recent connection after a graceful shutdown: forget the Offline report so an
             // old exporter that never reports a status again is not stuck offline.
             if status.exporter_status == Some(ExporterStatusValue::Offline) {
@@ -79,7 +80,7 @@ async fn run<S: Store>(
             () = shared.shutdown.cancelled() => break None,
             _ = heartbeat.tick() => {
                 let beat = write::modify::<S, Exporter, _>(&shared.store, &namespace, &name, Part::Status, |e| {
-                    e.status.get_or_insert_with(Default::default).last_seen = Some(wire::now_time());
+                    e.status.get_or_insert_with(Default::default).last_seen = Some(vocabulary::now_time());
                     true
                 })
                 .await;

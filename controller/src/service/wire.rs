@@ -1,10 +1,11 @@
 //! Conversions between the stored objects and their protobuf forms (0.9.0 `ToProtobuf`),
-//! plus the time, duration and selector conversions they need.
+//! plus the protobuf time, duration and selector conversions they need. The stored forms
+//! themselves (keys, conditions, `metav1` times and selectors) are spelled in
+//! [`crate::crd::vocabulary`].
 
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
-use k8s_openapi::jiff;
 use time::{Duration, OffsetDateTime};
 use tonic::Status;
 
@@ -12,18 +13,12 @@ use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
 use jumpstarter_proto::jumpstarter::v1 as pb;
 
 use super::names;
+use crate::crd::vocabulary::{
+    self, TAG_LABEL_PREFIX, exporter_condition, operator_of, selector_from_k8s, time_of,
+};
 use crate::crd::{Exporter, ExporterStatusValue, Lease};
 use jumpstarter_lease::scheduler::duration as go_duration;
-use jumpstarter_lease::selector::{self, Operator, Requirement};
-
-/// Condition type of an exporter's liveness.
-pub const ONLINE: &str = "Online";
-/// Label that marks an ended lease.
-pub const LEASE_ENDED_LABEL: &str = "jumpstarter.dev/lease-ended";
-/// Prefix of lease labels that hold tags.
-pub const TAG_LABEL_PREFIX: &str = "metadata.jumpstarter.dev/";
-/// Largest duration a lease may ask for: Go's `time.Duration` range (about 292 years).
-pub const MAX_DURATION: Duration = Duration::nanoseconds(i64::MAX);
+use jumpstarter_lease::selector::{self, Requirement};
 
 /// A lease as the client API shows it.
 pub fn lease_to_proto(lease: &Lease, now: OffsetDateTime) -> client_pb::Lease {
@@ -31,17 +26,15 @@ pub fn lease_to_proto(lease: &Lease, now: OffsetDateTime) -> client_pb::Lease {
     let name = lease.metadata.name.clone().unwrap_or_default();
     let spec = &lease.spec;
     let status = lease.status.clone().unwrap_or_default();
-    let begin = status.begin_time.as_ref().map(offset_of);
-    let end = status.end_time.as_ref().map(offset_of);
+    let begin = status.begin_time.as_ref().map(time_of);
+    let end = status.end_time.as_ref().map(time_of);
     let effective_duration = begin.map(|begin| {
         let elapsed = end.unwrap_or(now) - begin;
         proto_duration(elapsed.max(Duration::ZERO))
     });
     client_pb::Lease {
         name: names::format(&namespace, names::LEASES, &name),
-        selector: selector_from_k8s(&spec.selector)
-            .map(|s| selector::format(&s))
-            .unwrap_or_else(|_| "<error>".to_owned()),
+        selector: selector::format(&selector_from_k8s(&spec.selector)),
         duration: spec
             .duration
             .as_deref()
@@ -102,11 +95,10 @@ pub fn exporter_to_proto(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let status = exporter.status.clone().unwrap_or_default();
-    let online = status
-        .conditions
-        .iter()
-        .flatten()
-        .any(|c| c.type_ == ONLINE && c.status == "True");
+    let online = vocabulary::is_true(
+        status.conditions.as_deref().unwrap_or_default(),
+        exporter_condition::ONLINE,
+    );
     client_pb::Exporter {
         name: names::format(&namespace, names::EXPORTERS, &name),
         labels,
@@ -167,39 +159,8 @@ pub fn status_from_proto(value: i32) -> Result<ExporterStatusValue, Status> {
     })
 }
 
-/// A stored selector in the selector module's form.
-pub fn selector_from_k8s(stored: &meta::LabelSelector) -> Result<selector::LabelSelector, String> {
-    let mut out = selector::LabelSelector {
-        match_labels: stored.match_labels.clone().unwrap_or_default(),
-        match_expressions: Vec::new(),
-    };
-    for requirement in stored.match_expressions.iter().flatten() {
-        out.match_expressions.push(Requirement {
-            key: requirement.key.clone(),
-            operator: operator_of(&requirement.operator)?,
-            values: requirement.values.clone().unwrap_or_default(),
-        });
-    }
-    Ok(out)
-}
-
-/// A selector in the stored (`metav1.LabelSelector`) form.
-pub fn selector_to_k8s(selector: &selector::LabelSelector) -> meta::LabelSelector {
-    meta::LabelSelector {
-        match_labels: (!selector.match_labels.is_empty()).then(|| selector.match_labels.clone()),
-        match_expressions: (!selector.match_expressions.is_empty()).then(|| {
-            selector
-                .match_expressions
-                .iter()
-                .map(|r| meta::LabelSelectorRequirement {
-                    key: r.key.clone(),
-                    operator: operator_name(r.operator).to_owned(),
-                    values: (!r.values.is_empty()).then(|| r.values.clone()),
-                })
-                .collect()
-        }),
-    }
-}
+/// A selector in the stored form, for the lease-request builder.
+pub use crate::crd::vocabulary::selector_to_k8s;
 
 /// A protobuf selector (legacy `RequestLease`), validated.
 pub fn selector_from_proto(proto: &pb::LabelSelector) -> Result<selector::LabelSelector, Status> {
@@ -214,7 +175,12 @@ pub fn selector_from_proto(proto: &pb::LabelSelector) -> Result<selector::LabelS
     for requirement in &proto.match_expressions {
         out.match_expressions.push(Requirement {
             key: requirement.key.clone(),
-            operator: operator_of(&requirement.operator).map_err(Status::invalid_argument)?,
+            operator: operator_of(&requirement.operator).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "unknown label selector operator {}",
+                    jumpstarter_lease::name::quoted(&requirement.operator)
+                ))
+            })?,
             values: requirement.values.clone(),
         });
     }
@@ -244,45 +210,9 @@ pub fn selector_to_proto(stored: &meta::LabelSelector) -> pb::LabelSelector {
     }
 }
 
-fn operator_of(name: &str) -> Result<Operator, String> {
-    match name {
-        "In" => Ok(Operator::In),
-        "NotIn" => Ok(Operator::NotIn),
-        "Exists" => Ok(Operator::Exists),
-        "DoesNotExist" => Ok(Operator::DoesNotExist),
-        other => Err(format!(
-            "unknown label selector operator {}",
-            jumpstarter_lease::name::quoted(other)
-        )),
-    }
-}
-
-fn operator_name(operator: Operator) -> &'static str {
-    match operator {
-        Operator::In => "In",
-        Operator::NotIn => "NotIn",
-        Operator::Exists => "Exists",
-        Operator::DoesNotExist => "DoesNotExist",
-    }
-}
-
-/// A stored time as an `OffsetDateTime`.
-pub fn offset_of(time: &meta::Time) -> OffsetDateTime {
-    // jiff's range (years -9999..=9999) fits inside time's; UNIX_EPOCH is only a fallback.
-    OffsetDateTime::from_unix_timestamp_nanos(time.0.as_nanosecond())
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
-
-/// A time for storing; fails for times outside the representable range.
+/// A time a caller asked for, in stored form; `InvalidArgument` when it is out of range.
 pub fn k8s_time(time: OffsetDateTime) -> Result<meta::Time, Status> {
-    jiff::Timestamp::from_nanosecond(time.unix_timestamp_nanos())
-        .map(meta::Time)
-        .map_err(|_| Status::invalid_argument(format!("time {time} is out of range")))
-}
-
-/// The current time, in the stored form.
-pub fn now_time() -> meta::Time {
-    meta::Time(jiff::Timestamp::now())
+    vocabulary::checked_time(time).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 /// A stored time as a protobuf timestamp.
@@ -319,7 +249,7 @@ pub fn duration_from_proto(d: &prost_types::Duration, field: &str) -> Result<Dur
     if total.abs() > i128::from(i64::MAX) {
         return Err(Status::invalid_argument(format!(
             "{field} is too long (at most {})",
-            go_duration::format(MAX_DURATION)
+            go_duration::format(jumpstarter_lease::request::MAX_DURATION)
         )));
     }
     Ok(Duration::nanoseconds_i128(total))

@@ -1,9 +1,5 @@
-//! Read-modify-write of stored objects with a bounded retry on `Conflict`, and the
-//! `SetStatusCondition` rule for status conditions.
+//! Read-modify-write of stored objects with a bounded retry on `Conflict`.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-
-use super::wire;
 use crate::store::{Object, Store, StoreError};
 
 /// Attempts of one read-modify-write before a conflict is given up on. Conflicts come
@@ -55,98 +51,5 @@ where
             Err(StoreError::Conflict { .. }) if attempt < CONFLICT_ATTEMPTS => continue,
             other => return other,
         }
-    }
-}
-
-/// Sets a condition as Kubernetes `SetStatusCondition` does: new types are appended,
-/// existing ones updated in place, and `lastTransitionTime` moves only when the status
-/// flips. Returns whether anything changed.
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-) -> bool {
-    let status = if status { "True" } else { "False" };
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        None => {
-            conditions.push(Condition {
-                type_: type_.to_owned(),
-                status: status.to_owned(),
-                reason: reason.to_owned(),
-                message: message.to_owned(),
-                observed_generation: generation,
-                last_transition_time: wire::now_time(),
-            });
-            true
-        }
-        Some(existing) => {
-            let before = existing.clone();
-            if existing.status != status {
-                existing.status = status.to_owned();
-                existing.last_transition_time = wire::now_time();
-            }
-            existing.reason = reason.to_owned();
-            existing.message = message.to_owned();
-            existing.observed_generation = generation;
-            *existing != before
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn set_condition_appends_then_updates_in_place() {
-        let mut conditions = Vec::new();
-        assert!(set_condition(
-            &mut conditions,
-            "Registered",
-            true,
-            "Register",
-            "",
-            None
-        ));
-        assert!(set_condition(
-            &mut conditions,
-            "Online",
-            true,
-            "Seen",
-            "",
-            None
-        ));
-        let first_time = conditions[1].last_transition_time.clone();
-        assert!(!set_condition(
-            &mut conditions,
-            "Online",
-            true,
-            "Seen",
-            "",
-            None
-        ));
-        assert!(set_condition(
-            &mut conditions,
-            "Online",
-            true,
-            "StatusReported",
-            "m",
-            None
-        ));
-        assert_eq!(conditions[1].last_transition_time, first_time);
-        assert!(set_condition(
-            &mut conditions,
-            "Online",
-            false,
-            "Offline",
-            "",
-            None
-        ));
-        assert_eq!(conditions.len(), 2);
-        assert_eq!(conditions[1].type_, "Online");
-        assert_eq!(conditions[1].status, "False");
     }
 }
