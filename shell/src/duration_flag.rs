@@ -30,6 +30,24 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
 
+/// A duration flag's value (`value_parser = DurationArg::parse`); its `Display` is what
+/// [`parse`] reads back, so constants can be `default_value_t`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationArg(pub Duration);
+
+impl DurationArg {
+    /// The flag's value parser.
+    pub fn parse(text: &str) -> Result<DurationArg, String> {
+        parse(text).map(DurationArg)
+    }
+}
+
+impl std::fmt::Display for DurationArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&format(self.0))
+    }
+}
+
 /// `duration` as a flag value that [`parse`] reads back, for defaults in `--help`.
 pub fn format(duration: Duration) -> String {
     if duration.is_zero() {

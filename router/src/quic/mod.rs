@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use jumpstarter_certs::{
     ClientAuth, Expectation, LeaseIdentity, TlsCredentials, server_config, verify_lease_cert,
 };
+use jumpstarter_shell::error_chain::error_chain;
 use jumpstarter_tunnel::renewal::{self, Reply};
 use jumpstarter_tunnel::{ALPN, Opening, code, read_opening};
 use quinn::crypto::rustls::QuicServerConfig;
@@ -542,16 +543,4 @@ impl ConnectionHandler {
             .instrument(span)
             .await;
     }
-}
-
-/// An error and its sources, one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
