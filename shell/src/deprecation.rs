@@ -25,11 +25,17 @@ pub fn take() -> Vec<String> {
     )
 }
 
-/// Logs every pending notice as a warning (for binaries that start no subscriber of their
-/// own, [`crate::logging::init`] does it).
+/// Logs every pending notice as a warning ([`crate::logging::init`] calls it).
 pub fn warn_pending() {
     for notice in take() {
         tracing::warn!("deprecated: {notice}");
+    }
+}
+
+/// Prints every pending notice to standard error, for binaries without a log subscriber.
+pub fn print_pending() {
+    for notice in take() {
+        eprintln!("warning: deprecated: {notice}");
     }
 }
 

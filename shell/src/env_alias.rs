@@ -4,7 +4,7 @@
 //! router's `ROUTER_*`, the load test's `LOADTEST_*`, …) are listed per binary as
 //! [`EnvAlias`]es: when only the old name is set, the flag reads it, and a deprecation
 //! notice is logged once logging is up. When both are set, the new name wins. `--help`
-//! names only the new ones (unless an old one is in the environment).
+//! names only the new ones.
 
 use clap::{Command, Parser};
 
@@ -54,7 +54,8 @@ fn with_aliases_in(
             "environment variable {} is read; rename it {}",
             alias.old, alias.new
         ));
-        arg.env(alias.old)
+        // `--help` keeps naming only `JUMPSTARTER_…` names.
+        arg.env(alias.old).hide_env(true)
     });
     command.mut_subcommands(|sub| with_aliases_in(sub, aliases, is_set))
 }

@@ -36,6 +36,27 @@ pub fn env_names(binary: &Path, env: &[(&str, &str)]) -> Vec<(String, String)> {
     found
 }
 
+/// The environment names of [`env_names`], after checking that there are some and that
+/// every one is `JUMPSTARTER_…` (panics otherwise, naming the culprits).
+pub fn assert_prefixed(binary: &Path, env: &[(&str, &str)]) -> Vec<(String, String)> {
+    let names = env_names(binary, env);
+    assert!(
+        !names.is_empty(),
+        "{} --help names no environment variable",
+        binary.display()
+    );
+    let foreign: Vec<_> = names
+        .iter()
+        .filter(|(_, name)| !name.starts_with("JUMPSTARTER_"))
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "{} --help names environment variables without the JUMPSTARTER_ prefix: {foreign:?}",
+        binary.display()
+    );
+    names
+}
+
 /// The names listed under `Commands:` (but `help`).
 fn subcommands(help: &str) -> Vec<String> {
     help.lines()

@@ -447,6 +447,20 @@ mod tests {
     }
 
     #[test]
+    fn durations_are_go_durations_and_integer_seconds_are_deprecated_aliases() {
+        let serve = |value: &str| {
+            let cli = Cli::try_parse_from(["jumpstarter", "serve", "--token-lifetime", value])
+                .expect("parse");
+            let Command::Serve(args) = cli.command else {
+                panic!("serve")
+            };
+            args.lifetimes.token_lifetime.0
+        };
+        assert_eq!(serve("1h30m"), time::Duration::minutes(90));
+        assert_eq!(serve("3600"), time::Duration::hours(1));
+    }
+
+    #[test]
     fn controller_quic_listen_and_no_quic_exclude_each_other() {
         let cli = Cli::try_parse_from([
             "jumpstarter",
