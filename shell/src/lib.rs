@@ -9,8 +9,8 @@
 //! - [`duration_flag`]: duration flag values (`10s`, `1h30m`), integer seconds accepted
 //!   as a deprecated form;
 //! - [`deprecation`]: the deprecated forms met while parsing, logged once logging is up;
-//! - [`logging`]: `--log-format` (the [`logging::LogArgs`] group every server flattens)
-//!   and the subscriber;
+//! - [`logging`]: the subscriber and `--log-format` (the `LogArgs` group every server
+//!   flattens);
 //! - [`signal`]: SIGTERM/SIGINT stop gracefully, a second one exits at once;
 //! - [`error_chain`]: an error and its causes on one line;
 //! - [`private_file`]: files only the owner may read (mode 0600, also when they exist);
