@@ -370,18 +370,36 @@ async fn router_cert(args: RouterCertArgs) -> anyhow::Result<()> {
     let cert = keys
         .router_server_cert(&args.endpoint, &args.sans.tls_sans, now)
         .with_context(|| format!("mint the router certificate for {}", args.endpoint))?;
-    std::fs::create_dir_all(&args.out_dir)
-        .with_context(|| format!("create {}", args.out_dir.display()))?;
-    write_public(&args.out_dir.join("tls.crt"), &cert.chain_pem)?;
-    // Owner only, also when an earlier run left the file with another mode.
-    private_file::write(&args.out_dir.join("tls.key"), cert.key_pem.as_bytes())?;
-    write_public(&args.out_dir.join("ca.crt"), keys.ca.cert_pem())?;
-    write_public(
-        &args.out_dir.join("router-token-keys.pem"),
-        keys.router_key.verifying_key().to_public_pem(),
+    write_router_files(
+        &args.out_dir,
+        &RouterFiles {
+            chain_pem: &cert.chain_pem,
+            key_pem: &cert.key_pem,
+            ca_pem: keys.ca.cert_pem(),
+            token_keys_pem: &keys.router_key.verifying_key().to_public_pem(),
+        },
     )?;
     tracing::info!(endpoint = %args.endpoint, dir = %args.out_dir.display(), "router certificate written");
     Ok(())
+}
+
+/// What `router-cert` writes.
+#[derive(Debug)]
+struct RouterFiles<'a> {
+    chain_pem: &'a str,
+    key_pem: &'a str,
+    ca_pem: &'a str,
+    token_keys_pem: &'a str,
+}
+
+/// Writes `tls.crt`, `tls.key` (owner only, also when an earlier run left the file with
+/// another mode), `ca.crt` and `router-token-keys.pem` into `dir`.
+fn write_router_files(dir: &Path, files: &RouterFiles<'_>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    write_public(&dir.join("tls.crt"), files.chain_pem)?;
+    private_file::write(&dir.join("tls.key"), files.key_pem.as_bytes())?;
+    write_public(&dir.join("ca.crt"), files.ca_pem)?;
+    write_public(&dir.join("router-token-keys.pem"), files.token_keys_pem)
 }
 
 /// Writes a certificate or public key: readable by everyone (mode 0644 when created).
@@ -470,6 +488,34 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn router_cert_rewrites_an_existing_world_readable_key_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let temporary = tempfile::tempdir().unwrap();
+        let dir = temporary.path().join("router");
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("tls.key");
+        std::fs::write(&key, "old key").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let files = RouterFiles {
+            chain_pem: "chain",
+            key_pem: "new key",
+            ca_pem: "ca",
+            token_keys_pem: "keys",
+        };
+        write_router_files(&dir, &files).unwrap();
+        let mode = |name: &str| {
+            std::fs::metadata(dir.join(name))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("tls.key"), 0o600);
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), "new key");
+        assert_eq!(mode("ca.crt") & 0o044, 0o044, "public files stay readable");
     }
 
     #[test]
