@@ -376,7 +376,7 @@ async fn router_cert(args: RouterCertArgs) -> anyhow::Result<()> {
             chain_pem: &cert.chain_pem,
             key_pem: &cert.key_pem,
             ca_pem: keys.ca.cert_pem(),
-            token_keys_pem: &keys.router_key.verifying_key().to_public_pem(),
+            token_keys_pem: keys.router_key.verifying_key().to_public_pem(),
         },
     )?;
     tracing::info!(endpoint = %args.endpoint, dir = %args.out_dir.display(), "router certificate written");
