@@ -108,10 +108,10 @@ struct EdgeArgs {
 }
 
 /// The environment names of earlier releases, deprecated.
-const ENV_ALIASES: &[EnvAlias] = &[EnvAlias {
-    old: "JUMPSTARTER_EDGE_LOG_FORMAT",
-    new: "JUMPSTARTER_LOG_FORMAT",
-}];
+const ENV_ALIASES: &[EnvAlias] = &[EnvAlias::new(
+    "JUMPSTARTER_EDGE_LOG_FORMAT",
+    "JUMPSTARTER_LOG_FORMAT",
+)];
 
 fn main() -> ExitCode {
     let cli: Cli = env_alias::parse(ENV_ALIASES);

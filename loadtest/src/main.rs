@@ -146,41 +146,37 @@ struct Options {
 
 /// The environment names of earlier releases, deprecated.
 const ENV_ALIASES: &[EnvAlias] = &[
-    alias("LOADTEST_SMOKE", "JUMPSTARTER_LOADTEST_SMOKE"),
-    alias("LOADTEST_OUT", "JUMPSTARTER_LOADTEST_OUT"),
-    alias("LOADTEST_ROUTER_BIN", "JUMPSTARTER_LOADTEST_ROUTER_BIN"),
-    alias(
+    EnvAlias::new("LOADTEST_SMOKE", "JUMPSTARTER_LOADTEST_SMOKE"),
+    EnvAlias::new("LOADTEST_OUT", "JUMPSTARTER_LOADTEST_OUT"),
+    EnvAlias::new("LOADTEST_ROUTER_BIN", "JUMPSTARTER_LOADTEST_ROUTER_BIN"),
+    EnvAlias::new(
         "LOADTEST_STANDALONE_BIN",
         "JUMPSTARTER_LOADTEST_STANDALONE_BIN",
     ),
-    alias("LOADTEST_WORK_DIR", "JUMPSTARTER_LOADTEST_WORK_DIR"),
-    alias("LOADTEST_EXPORTERS", "JUMPSTARTER_LOADTEST_EXPORTERS"),
-    alias("LOADTEST_KUBECONFIG", "JUMPSTARTER_LOADTEST_KUBECONFIG"),
-    alias(
+    EnvAlias::new("LOADTEST_WORK_DIR", "JUMPSTARTER_LOADTEST_WORK_DIR"),
+    EnvAlias::new("LOADTEST_EXPORTERS", "JUMPSTARTER_LOADTEST_EXPORTERS"),
+    EnvAlias::new("LOADTEST_KUBECONFIG", "JUMPSTARTER_LOADTEST_KUBECONFIG"),
+    EnvAlias::new(
         "LOADTEST_KUBE_EXPORTERS",
         "JUMPSTARTER_LOADTEST_KUBE_EXPORTERS",
     ),
-    alias(
+    EnvAlias::new(
         "LOADTEST_CONTROLLER_BIN",
         "JUMPSTARTER_LOADTEST_CONTROLLER_BIN",
     ),
-    alias(
+    EnvAlias::new(
         "LOADTEST_REFERENCE_ROUTER",
         "JUMPSTARTER_LOADTEST_REFERENCE_ROUTER",
     ),
-    alias(
+    EnvAlias::new(
         "LOADTEST_REFERENCE_KUBECONFIG",
         "JUMPSTARTER_LOADTEST_REFERENCE_KUBECONFIG",
     ),
-    alias(
+    EnvAlias::new(
         "LOADTEST_REFERENCE_NAMESPACE",
         "JUMPSTARTER_LOADTEST_REFERENCE_NAMESPACE",
     ),
 ];
-
-const fn alias(old: &'static str, new: &'static str) -> EnvAlias {
-    EnvAlias { old, new }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
 enum Command {

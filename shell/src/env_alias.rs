@@ -15,6 +15,13 @@ pub struct EnvAlias {
     pub new: &'static str,
 }
 
+impl EnvAlias {
+    /// `old` read as a deprecated alias of `new`.
+    pub const fn new(old: &'static str, new: &'static str) -> EnvAlias {
+        EnvAlias { old, new }
+    }
+}
+
 /// Parses the process's arguments into `P` like [`Parser::parse`] (printing help or the
 /// error and exiting when they call for it), reading `aliases` where only the old name is
 /// set.

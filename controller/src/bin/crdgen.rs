@@ -16,14 +16,8 @@ use jumpstarter_shell::env_alias::{self, EnvAlias};
 
 /// The environment names of earlier releases, deprecated.
 const ENV_ALIASES: &[EnvAlias] = &[
-    EnvAlias {
-        old: "CRDGEN_OUT_DIR",
-        new: "JUMPSTARTER_CRDGEN_OUT_DIR",
-    },
-    EnvAlias {
-        old: "CRDGEN_CHECK",
-        new: "JUMPSTARTER_CRDGEN_CHECK",
-    },
+    EnvAlias::new("CRDGEN_OUT_DIR", "JUMPSTARTER_CRDGEN_OUT_DIR"),
+    EnvAlias::new("CRDGEN_CHECK", "JUMPSTARTER_CRDGEN_CHECK"),
 ];
 
 /// Generate the jumpstarter.dev CustomResourceDefinition manifests.
