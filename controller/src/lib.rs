@@ -5,6 +5,7 @@
 //! - [`crd`]: the `jumpstarter.dev/v1alpha1` custom resources and their generated YAML.
 //! - [`store`]: the object store abstraction and its Kubernetes backend.
 //! - [`settings`]: deployment settings passed down from the binary.
+//! - [`flags`]: the flag groups of the controller binaries (defaults from [`settings`]).
 //! - [`keys`]: CA, token signing keys and certificates, created at first start.
 //! - [`reconcile`]: the loop that applies plans: lease status, exporter status, credentials.
 //! - [`leader`]: leader election over a coordination.k8s.io Lease.
@@ -17,6 +18,7 @@
 pub mod admin;
 pub mod auth;
 pub mod crd;
+pub mod flags;
 pub mod keys;
 pub mod leader;
 pub mod reconcile;

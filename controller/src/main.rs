@@ -11,7 +11,9 @@
 //!   public key into a directory, so a router can be started next to the controller.
 //!
 //! Every flag can also be set through its `JUMPSTARTER_*` environment variable. This is the
-//! only place that reads the environment; everything below gets plain values.
+//! only place that reads the environment; everything below gets plain values. Logging,
+//! signals, the kube client and the key file writer come from `jumpstarter_shell`; the
+//! credential-lifetime and TLS-SAN flag groups from `jumpstarter_controller::flags`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,18 +21,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
+use jumpstarter_controller::flags::{GoDuration, LifetimeArgs, TlsSanArgs};
 use jumpstarter_controller::reconcile;
 use jumpstarter_controller::runtime::{self, ControllerMetrics, GrpcServer};
 use jumpstarter_controller::server::Readiness;
 use jumpstarter_controller::settings::{self, RouterEntry, Settings};
 use jumpstarter_controller::store::kube::KubeStore;
 use jumpstarter_controller::{keys, leader};
-use jumpstarter_lease::scheduler::duration as go_duration;
+use jumpstarter_shell::logging::{self, LogArgs};
+use jumpstarter_shell::{kube_client, private_file, signal};
 
 /// Where Kubernetes mounts the pod's namespace.
 const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -63,9 +67,8 @@ struct CommonArgs {
     /// Kubeconfig file [default: in-cluster configuration, else `$KUBECONFIG` / `~/.kube/config`].
     #[arg(long, env = "JUMPSTARTER_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
-    /// Log output format.
-    #[arg(long, env = "JUMPSTARTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
     /// Take the CA from this `kubernetes.io/tls` Secret (`tls.crt`, `tls.key` PKCS#8), e.g.
     /// one cert-manager maintains, instead of the generated one [default: generated].
     #[arg(long, env = "JUMPSTARTER_CA_SECRET")]
@@ -79,12 +82,6 @@ impl CommonArgs {
             None => keys::CaSource::Generated,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Json,
-    Text,
 }
 
 #[derive(Debug, Args)]
@@ -111,9 +108,8 @@ struct RunArgs {
     /// comma-separated list in the environment) for several routers.
     #[arg(long = "router", env = "JUMPSTARTER_ROUTERS", value_delimiter = ',', value_parser = parse_router)]
     routers: Vec<RouterEntry>,
-    /// Extra subject alternative names (DNS names or IPs) of the serving certificate.
-    #[arg(long = "tls-san", env = "JUMPSTARTER_TLS_SANS", value_delimiter = ',')]
-    tls_sans: Vec<String>,
+    #[command(flatten)]
+    sans: TlsSanArgs,
     /// Address of the HTTP probes (`/healthz`, `/readyz`; `/metrics` is served here too).
     #[arg(long, env = "JUMPSTARTER_PROBE_LISTEN", default_value = "0.0.0.0:8081")]
     probe_listen: SocketAddr,
@@ -131,12 +127,16 @@ struct RunArgs {
     /// Identity in the leader election [default: `<hostname>_<pid>`].
     #[arg(long, env = "JUMPSTARTER_IDENTITY")]
     identity: Option<String>,
-    /// Lifetime of client and exporter credentials, as a Go duration.
-    #[arg(long, env = "JUMPSTARTER_TOKEN_LIFETIME", default_value = "43800h", value_parser = parse_duration)]
-    token_lifetime: time::Duration,
+    #[command(flatten)]
+    lifetimes: LifetimeArgs,
     /// Lifetime of router stream tokens, as a Go duration.
-    #[arg(long, env = "JUMPSTARTER_ROUTER_TOKEN_LIFETIME", default_value = "2m", value_parser = parse_duration)]
-    router_token_lifetime: time::Duration,
+    #[arg(
+        long,
+        env = "JUMPSTARTER_ROUTER_TOKEN_LIFETIME",
+        default_value_t = GoDuration(settings::DEFAULT_ROUTER_TOKEN_LIFETIME),
+        value_parser = GoDuration::parse
+    )]
+    router_token_lifetime: GoDuration,
     /// Most tags a lease may carry.
     #[arg(long, env = "JUMPSTARTER_MAX_TAGS", default_value_t = settings::DEFAULT_MAX_TAGS)]
     max_tags: usize,
@@ -151,10 +151,6 @@ struct RunArgs {
     /// that run as pods and mount it); checked at start and every few hours.
     #[arg(long, env = "JUMPSTARTER_ROUTER_CERT_SECRETS", default_value_t = false)]
     router_cert_secrets: bool,
-    /// Longest validity of one per-lease certificate, as a Go duration. Peers renew before it
-    /// ends; a released lease's QUIC traffic stops within it.
-    #[arg(long, env = "JUMPSTARTER_LEASE_CERT_MAX_VALIDITY", default_value = "10s", value_parser = parse_duration)]
-    lease_cert_max_validity: time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -164,9 +160,8 @@ struct RouterCertArgs {
     /// Advertised router endpoint `host:port`; its host becomes the certificate's SAN.
     #[arg(long, env = "JUMPSTARTER_ROUTER_ENDPOINT")]
     endpoint: String,
-    /// Extra subject alternative names (DNS names or IPs) of the router certificate.
-    #[arg(long = "tls-san", env = "JUMPSTARTER_TLS_SANS", value_delimiter = ',')]
-    tls_sans: Vec<String>,
+    #[command(flatten)]
+    sans: TlsSanArgs,
     /// Directory to write `tls.crt`, `tls.key`, `ca.crt` and `router-token-keys.pem` into.
     #[arg(long, env = "JUMPSTARTER_OUT_DIR")]
     out_dir: PathBuf,
@@ -177,11 +172,11 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     match cli.command {
         Command::Run(args) => {
-            init_logging(args.common.log_format);
+            logging::init(args.common.log.log_format, "info");
             runtime.block_on(run(*args))
         }
         Command::RouterCert(args) => {
-            init_logging(args.common.log_format);
+            logging::init(args.common.log.log_format, "info");
             runtime.block_on(router_cert(args))
         }
     }
@@ -189,10 +184,10 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    signal::spawn_watch(shutdown.clone());
 
     let namespace = namespace(&args.common);
-    let client = kube_client(args.common.kubeconfig.as_deref()).await?;
+    let client = kube_client::connect(args.common.kubeconfig.as_deref()).await?;
     let store = KubeStore::new(client.clone());
     if args.routers.is_empty() {
         tracing::warn!("no --router given: every Dial will fail with \"no router available\"");
@@ -201,11 +196,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         namespace: namespace.clone(),
         grpc_endpoint: args.grpc_endpoint.clone(),
         routers: args.routers.clone(),
-        token_lifetime: args.token_lifetime,
-        router_token_lifetime: args.router_token_lifetime,
+        token_lifetime: args.lifetimes.token_lifetime.0,
+        router_token_lifetime: args.router_token_lifetime.0,
         max_tags: args.max_tags,
         hidden_labels: args.hidden_labels.clone(),
-        lease_cert_max_validity: args.lease_cert_max_validity,
+        lease_cert_max_validity: args.lifetimes.lease_cert_max_validity.0,
     });
     let identity = args.identity.clone().unwrap_or_else(default_identity);
 
@@ -248,7 +243,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             store: store.clone(),
             settings: settings.clone(),
             keys: keys.clone(),
-            tls_sans: args.tls_sans.clone(),
+            tls_sans: args.sans.tls_sans.clone(),
             listen: args.grpc_listen,
             quic_listen: args.grpc_quic_listen,
         },
@@ -356,7 +351,7 @@ async fn renew_router_secrets(
 
 async fn router_cert(args: RouterCertArgs) -> anyhow::Result<()> {
     let namespace = namespace(&args.common);
-    let client = kube_client(args.common.kubeconfig.as_deref()).await?;
+    let client = kube_client::connect(args.common.kubeconfig.as_deref()).await?;
     let store = KubeStore::new(client);
     let settings = Settings {
         namespace: namespace.clone(),
@@ -373,31 +368,49 @@ async fn router_cert(args: RouterCertArgs) -> anyhow::Result<()> {
         .await
         .context("load the controller keys")?;
     let cert = keys
-        .router_server_cert(&args.endpoint, &args.tls_sans, now)
+        .router_server_cert(&args.endpoint, &args.sans.tls_sans, now)
         .with_context(|| format!("mint the router certificate for {}", args.endpoint))?;
-    std::fs::create_dir_all(&args.out_dir)
-        .with_context(|| format!("create {}", args.out_dir.display()))?;
-    write_file(&args.out_dir.join("tls.crt"), &cert.chain_pem, false)?;
-    write_file(&args.out_dir.join("tls.key"), &cert.key_pem, true)?;
-    write_file(&args.out_dir.join("ca.crt"), keys.ca.cert_pem(), false)?;
-    write_file(
-        &args.out_dir.join("router-token-keys.pem"),
-        keys.router_key.verifying_key().to_public_pem(),
-        false,
+    write_router_files(
+        &args.out_dir,
+        &RouterFiles {
+            chain_pem: &cert.chain_pem,
+            key_pem: &cert.key_pem,
+            ca_pem: keys.ca.cert_pem(),
+            token_keys_pem: keys.router_key.verifying_key().to_public_pem(),
+        },
     )?;
     tracing::info!(endpoint = %args.endpoint, dir = %args.out_dir.display(), "router certificate written");
     Ok(())
 }
 
-fn write_file(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
+/// What `router-cert` writes.
+#[derive(Debug)]
+struct RouterFiles<'a> {
+    chain_pem: &'a str,
+    key_pem: &'a str,
+    ca_pem: &'a str,
+    token_keys_pem: &'a str,
+}
+
+/// Writes `tls.crt`, `tls.key` (owner only, also when an earlier run left the file with
+/// another mode), `ca.crt` and `router-token-keys.pem` into `dir`.
+fn write_router_files(dir: &Path, files: &RouterFiles<'_>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    write_public(&dir.join("tls.crt"), files.chain_pem)?;
+    private_file::write(&dir.join("tls.key"), files.key_pem.as_bytes())?;
+    write_public(&dir.join("ca.crt"), files.ca_pem)?;
+    write_public(&dir.join("router-token-keys.pem"), files.token_keys_pem)
+}
+
+/// Writes a certificate or public key: readable by everyone (mode 0644 when created).
+fn write_public(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mode = if secret { 0o600 } else { 0o644 };
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(mode)
+        .mode(0o644)
         .open(path)
         .with_context(|| format!("open {}", path.display()))?;
     file.write_all(contents.as_bytes())
@@ -417,22 +430,6 @@ fn namespace(common: &CommonArgs) -> String {
         .unwrap_or_else(|| "default".to_owned())
 }
 
-async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("read kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-                .await
-                .context("load the kubeconfig")?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("find a Kubernetes configuration (in-cluster or kubeconfig)")?,
-    };
-    kube::Client::try_from(config).context("create the Kubernetes client")
-}
-
 fn default_identity() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -440,35 +437,6 @@ fn default_identity() -> String {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "controller".to_owned());
     format!("{host}_{}", std::process::id())
-}
-
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        () = shutdown.cancelled() => return,
-    }
-    shutdown.cancel();
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
 }
 
 /// `name=host:port[;key=value...]`; the key `quic` gives the QUIC endpoint `host:port`.
@@ -511,14 +479,6 @@ fn parse_router(text: &str) -> Result<RouterEntry, String> {
     })
 }
 
-fn parse_duration(text: &str) -> Result<time::Duration, String> {
-    let duration = go_duration::parse(text).map_err(|e| e.to_string())?;
-    if !duration.is_positive() {
-        return Err(format!("duration {text:?} must be positive"));
-    }
-    Ok(duration)
-}
-
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -528,6 +488,34 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn router_cert_rewrites_an_existing_world_readable_key_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let temporary = tempfile::tempdir().unwrap();
+        let dir = temporary.path().join("router");
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("tls.key");
+        std::fs::write(&key, "old key").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let files = RouterFiles {
+            chain_pem: "chain",
+            key_pem: "new key",
+            ca_pem: "ca",
+            token_keys_pem: "keys",
+        };
+        write_router_files(&dir, &files).unwrap();
+        let mode = |name: &str| {
+            std::fs::metadata(dir.join(name))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("tls.key"), 0o600);
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), "new key");
+        assert_eq!(mode("ca.crt") & 0o044, 0o044, "public files stay readable");
     }
 
     #[test]
@@ -552,9 +540,16 @@ mod tests {
             panic!("run")
         };
         assert_eq!(args.grpc_listen.port(), 8082);
-        assert_eq!(args.token_lifetime, time::Duration::hours(43_800));
+        assert_eq!(
+            args.lifetimes.token_lifetime.0,
+            time::Duration::hours(43_800)
+        );
         assert!(!args.leader_elect);
-        assert_eq!(args.lease_cert_max_validity, time::Duration::seconds(10));
+        assert_eq!(
+            args.lifetimes.lease_cert_max_validity.0,
+            time::Duration::seconds(10)
+        );
+        assert_eq!(args.router_token_lifetime.0, time::Duration::minutes(2));
         assert!(!args.router_cert_secrets);
         assert_eq!(args.common.ca_source(), keys::CaSource::Generated);
         let cli = Cli::try_parse_from([

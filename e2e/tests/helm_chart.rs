@@ -202,7 +202,7 @@ async fn lint_render_and_schema() {
                     format!("{FULLNAME}-router-1-tls")
                 );
                 let rargs = container_args(router);
-                assert!(rargs.contains(&"--shutdown-delay=5".to_owned()));
+                assert!(rargs.contains(&"--shutdown-delay=5s".to_owned()));
                 assert!(rargs.contains(&"--quic-listen=0.0.0.0:8083".to_owned()));
                 let pdb = find(&docs, "PodDisruptionBudget", &format!("{FULLNAME}-router"));
                 assert_eq!(pdb["spec"]["maxUnavailable"], 1);

@@ -76,7 +76,7 @@ impl Forwarder {
                 }
             }
             Err(error) => {
-                let error = crate::error_chain(&error);
+                let error = jumpstarter_shell::error_chain::error_chain(&error);
                 tracing::warn!(%path, %error, "the controller is unreachable");
                 Status::unavailable(format!("the edge cannot reach the controller: {error}"))
                     .into_http()

@@ -21,6 +21,10 @@
 //!   `lease`; `token_ledger`: the tokens the controller handed out through this edge (the
 //!   only ones served); `lease_link`: per-lease certificates and router connections;
 //! - `child`: the tool run as a child.
+//!
+//! Logging, signals, the advertised address, error chains and the TLS accept loop come
+//! from `jumpstarter_shell`. The log format is `JUMPSTARTER_LOG_FORMAT` (the earlier
+//! `JUMPSTARTER_EDGE_LOG_FORMAT` still works, deprecated).
 
 mod child;
 mod config;
@@ -34,13 +38,18 @@ mod session;
 mod token_ledger;
 mod upstream;
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+use jumpstarter_shell::advertised_address::advertised;
+use jumpstarter_shell::env_alias::{self, EnvAlias};
+use jumpstarter_shell::error_chain::error_chain;
+use jumpstarter_shell::logging::{self, LogArgs};
+use jumpstarter_shell::signal;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -91,27 +100,26 @@ struct EdgeArgs {
     /// UDP `host:port` of the controller's QUIC listener [default: the config's endpoint].
     #[arg(long, env = "JUMPSTARTER_EDGE_CONTROLLER_QUIC")]
     controller_quic: Option<String>,
-    /// Log output format (the level comes from RUST_LOG, default info).
-    #[arg(long, env = "JUMPSTARTER_EDGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
     /// The tool to run with the written configuration; the edge exits with its status.
     #[arg(last = true, requires = "write_config", value_name = "COMMAND")]
     command: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Json,
-    Text,
-}
+/// The environment names of earlier releases, deprecated.
+const ENV_ALIASES: &[EnvAlias] = &[EnvAlias::new(
+    "JUMPSTARTER_EDGE_LOG_FORMAT",
+    "JUMPSTARTER_LOG_FORMAT",
+)];
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = env_alias::parse(ENV_ALIASES);
     let (role, args) = match cli.command {
         Command::Exporter(args) => (Role::Exporter, args),
         Command::Client(args) => (Role::Client, args),
     };
-    init_logging(args.log_format);
+    logging::init(args.log.log_format, "info");
     let result = tokio::runtime::Runtime::new()
         .context("start the async runtime")
         .and_then(|runtime| runtime.block_on(run(role, args)));
@@ -172,7 +180,7 @@ async fn run(role: Role, args: EdgeArgs) -> anyhow::Result<u8> {
     );
 
     let stop = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(stop.clone()));
+    signal::spawn_watch(stop.clone());
     let code = if args.command.is_empty() {
         stop.cancelled().await;
         0
@@ -188,58 +196,6 @@ async fn run(role: Role, args: EdgeArgs) -> anyhow::Result<u8> {
         Err(error) => tracing::warn!(%error, "local listener task failed"),
     }
     Ok(code)
-}
-
-/// The address the tool dials: `listen`, with an unspecified IP replaced by loopback.
-fn advertised(listen: SocketAddr) -> SocketAddr {
-    let mut addr = listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    addr
-}
-
-async fn cancel_on_signal(stop: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
-    }
-    stop.cancel();
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
-/// An error and its causes on one line.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -288,18 +244,6 @@ mod tests {
         assert_eq!(
             without_config.kind(),
             clap::error::ErrorKind::MissingRequiredArgument
-        );
-    }
-
-    #[test]
-    fn unspecified_listen_addresses_advertise_loopback() {
-        assert_eq!(
-            advertised("0.0.0.0:5".parse().unwrap()),
-            "127.0.0.1:5".parse().unwrap()
-        );
-        assert_eq!(
-            advertised("10.0.0.1:5".parse().unwrap()),
-            "10.0.0.1:5".parse().unwrap()
         );
     }
 }

@@ -119,7 +119,7 @@ impl LocalRouter {
             .connection(&claims.lease)
             .await
             .map_err(|error| {
-                tracing::warn!(error = %crate::error_chain(&error), "no router connection");
+                tracing::warn!(error = %jumpstarter_shell::error_chain::error_chain(&error), "no router connection");
                 error.status()
             })?;
         let header = jumpstarter_tunnel::Header::new(&claims.session)
@@ -129,7 +129,7 @@ impl LocalRouter {
             .open_with_header(&header)
             .await
             .map_err(|error| {
-                tracing::warn!(error = %crate::error_chain(&error), "cannot open the QUIC session");
+                tracing::warn!(error = %jumpstarter_shell::error_chain::error_chain(&error), "cannot open the QUIC session");
                 Status::unavailable(format!("cannot open the QUIC session: {error}"))
             })?;
         tracing::info!("session open over QUIC");

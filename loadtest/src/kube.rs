@@ -27,13 +27,7 @@ impl KubeTarget {
     /// Connects with `kubeconfig` and applies the jumpstarter CRDs (server-side apply,
     /// so an installed chart's CRDs are left as they are when identical).
     pub(crate) async fn connect(kubeconfig: &Path) -> anyhow::Result<KubeTarget> {
-        let file = kube::config::Kubeconfig::read_from(kubeconfig)
-            .with_context(|| format!("reading the kubeconfig {}", kubeconfig.display()))?;
-        let config =
-            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-                .await
-                .context("using the kubeconfig")?;
-        let client = kube::Client::try_from(config).context("a Kubernetes client")?;
+        let client = jumpstarter_shell::kube_client::connect(Some(kubeconfig)).await?;
         let target = KubeTarget {
             kubeconfig: kubeconfig.to_owned(),
             client,

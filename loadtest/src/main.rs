@@ -6,7 +6,8 @@
 //! `jumpstarter serve` (the controller, over its gRPC API), each scenario with its baseline
 //! in the same run; with `--reference-router`, the h2 rows also run against the upstream Go
 //! router. Every transfer is checked end to end. Progress goes to standard error;
-//! the report (`results.json`, `report.md`, `*.svg`) to `--out`.
+//! the report (`results.json`, `report.md`, `*.svg`) to `--out`. Flags can be set through
+//! `JUMPSTARTER_LOADTEST_*` environment variables (`LOADTEST_*` still work, deprecated).
 //!
 //! Map:
 //! - [`lab`]: CA, certificates, router tokens; [`router_process`]: the router process and
@@ -49,6 +50,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use jumpstarter_shell::deprecation;
+use jumpstarter_shell::env_alias::{self, EnvAlias};
 
 use crate::harness::Harness;
 use crate::preset::Sizes;
@@ -68,65 +71,70 @@ struct Cli {
 #[derive(Debug, Args)]
 struct Options {
     /// Tiny sizes: the whole suite runs in seconds (what CI runs).
-    #[arg(long, env = "LOADTEST_SMOKE", global = true)]
+    #[arg(long, env = "JUMPSTARTER_LOADTEST_SMOKE", global = true)]
     smoke: bool,
     /// Folder the report is written to (results.json, report.md, *.svg).
     #[arg(
         long,
-        env = "LOADTEST_OUT",
+        env = "JUMPSTARTER_LOADTEST_OUT",
         default_value = "loadtest/report",
         global = true
     )]
     out: PathBuf,
     /// The `jumpstarter-router` binary [default: next to this binary].
-    #[arg(long, env = "LOADTEST_ROUTER_BIN", global = true)]
+    #[arg(long, env = "JUMPSTARTER_LOADTEST_ROUTER_BIN", global = true)]
     router_bin: Option<PathBuf>,
     /// The `jumpstarter` (standalone) binary [default: next to this binary].
-    #[arg(long, env = "LOADTEST_STANDALONE_BIN", global = true)]
+    #[arg(long, env = "JUMPSTARTER_LOADTEST_STANDALONE_BIN", global = true)]
     standalone_bin: Option<PathBuf>,
     /// Scratch folder for keys, state and logs, kept afterwards [default: a temporary
     /// folder, removed at the end].
-    #[arg(long, env = "LOADTEST_WORK_DIR", global = true)]
+    #[arg(long, env = "JUMPSTARTER_LOADTEST_WORK_DIR", global = true)]
     work_dir: Option<PathBuf>,
     /// Registered exporter counts of the controller scenario, comma-separated
     /// [default: 1000,10000; smoke: 10].
-    #[arg(long, env = "LOADTEST_EXPORTERS", value_delimiter = ',', global = true)]
+    #[arg(
+        long,
+        env = "JUMPSTARTER_LOADTEST_EXPORTERS",
+        value_delimiter = ',',
+        global = true
+    )]
     exporters: Vec<usize>,
     /// Kubeconfig of a Kubernetes API server: the controller scenario also runs
     /// `jumpstarter-controller` against it, in a namespace of its own per size (it applies
     /// the jumpstarter CRDs and creates namespaces, so it needs those permissions).
-    #[arg(long, env = "LOADTEST_KUBECONFIG", global = true)]
+    #[arg(long, env = "JUMPSTARTER_LOADTEST_KUBECONFIG", global = true)]
     kubeconfig: Option<PathBuf>,
     /// Registered exporter counts of the controller scenario on Kubernetes,
     /// comma-separated [default: 1000; smoke: 10].
     #[arg(
         long,
-        env = "LOADTEST_KUBE_EXPORTERS",
+        env = "JUMPSTARTER_LOADTEST_KUBE_EXPORTERS",
         value_delimiter = ',',
         global = true
     )]
     kube_exporters: Vec<usize>,
     /// The `jumpstarter-controller` binary [default: next to this binary].
-    #[arg(long, env = "LOADTEST_CONTROLLER_BIN", global = true)]
+    #[arg(long, env = "JUMPSTARTER_LOADTEST_CONTROLLER_BIN", global = true)]
     controller_bin: Option<PathBuf>,
     /// The upstream Go router binary (`cmd/router` of jumpstarter-controller v0.7.1, as
     /// tools/reference-router.sh builds it): the h2 rows of scenarios 1–4 are repeated
     /// against it. It listens on TCP port 8083, which must be free.
     #[arg(
         long,
-        env = "LOADTEST_REFERENCE_ROUTER",
+        env = "JUMPSTARTER_LOADTEST_REFERENCE_ROUTER",
         global = true,
         requires = "reference_kubeconfig"
     )]
     reference_router: Option<PathBuf>,
     /// Kubeconfig of the API server holding the Go router's ConfigMap
     /// `jumpstarter-controller` (entry `config` with `grpc.keepalive`).
-    #[arg(long, env = "LOADTEST_REFERENCE_KUBECONFIG", global = true)]
+    #[arg(long, env = "JUMPSTARTER_LOADTEST_REFERENCE_KUBECONFIG", global = true)]
     reference_kubeconfig: Option<PathBuf>,
     /// Namespace of that ConfigMap.
     #[arg(
         long,
-        env = "LOADTEST_REFERENCE_NAMESPACE",
+        env = "JUMPSTARTER_LOADTEST_REFERENCE_NAMESPACE",
         default_value = "jumpstarter-loadtest",
         global = true
     )]
@@ -135,6 +143,40 @@ struct Options {
     #[arg(long, global = true, conflicts_with = "reference_router")]
     reference_unavailable: Option<String>,
 }
+
+/// The environment names of earlier releases, deprecated.
+const ENV_ALIASES: &[EnvAlias] = &[
+    EnvAlias::new("LOADTEST_SMOKE", "JUMPSTARTER_LOADTEST_SMOKE"),
+    EnvAlias::new("LOADTEST_OUT", "JUMPSTARTER_LOADTEST_OUT"),
+    EnvAlias::new("LOADTEST_ROUTER_BIN", "JUMPSTARTER_LOADTEST_ROUTER_BIN"),
+    EnvAlias::new(
+        "LOADTEST_STANDALONE_BIN",
+        "JUMPSTARTER_LOADTEST_STANDALONE_BIN",
+    ),
+    EnvAlias::new("LOADTEST_WORK_DIR", "JUMPSTARTER_LOADTEST_WORK_DIR"),
+    EnvAlias::new("LOADTEST_EXPORTERS", "JUMPSTARTER_LOADTEST_EXPORTERS"),
+    EnvAlias::new("LOADTEST_KUBECONFIG", "JUMPSTARTER_LOADTEST_KUBECONFIG"),
+    EnvAlias::new(
+        "LOADTEST_KUBE_EXPORTERS",
+        "JUMPSTARTER_LOADTEST_KUBE_EXPORTERS",
+    ),
+    EnvAlias::new(
+        "LOADTEST_CONTROLLER_BIN",
+        "JUMPSTARTER_LOADTEST_CONTROLLER_BIN",
+    ),
+    EnvAlias::new(
+        "LOADTEST_REFERENCE_ROUTER",
+        "JUMPSTARTER_LOADTEST_REFERENCE_ROUTER",
+    ),
+    EnvAlias::new(
+        "LOADTEST_REFERENCE_KUBECONFIG",
+        "JUMPSTARTER_LOADTEST_REFERENCE_KUBECONFIG",
+    ),
+    EnvAlias::new(
+        "LOADTEST_REFERENCE_NAMESPACE",
+        "JUMPSTARTER_LOADTEST_REFERENCE_NAMESPACE",
+    ),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
 enum Command {
@@ -159,7 +201,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = env_alias::parse(ENV_ALIASES);
+    deprecation::print_pending();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

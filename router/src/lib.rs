@@ -43,5 +43,8 @@ pub mod telemetry;
 
 pub use authentication::{KeyBundleError, public_keys_from_pem};
 pub use quic::{QuicRouter, QuicRouterConfig, QuicSetupError, ResetKey};
-pub use server::{MAX_MESSAGE_BYTES, Readiness, Router, RouterConfig, ServeError};
+pub use server::{
+    DEFAULT_DRAIN_TIMEOUT, DEFAULT_PAIR_TIMEOUT, MAX_MESSAGE_BYTES, Readiness, Router,
+    RouterConfig, ServeError,
+};
 pub use telemetry::serve_telemetry;

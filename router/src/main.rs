@@ -1,19 +1,28 @@
 //! `jumpstarter-router`: the stream router as a standalone process. Parses flags, loads
 //! the TLS certificate and the token public keys, and runs [`jumpstarter_router::Router`]
-//! plus the telemetry listener until SIGTERM or SIGINT.
+//! plus the telemetry listener until SIGTERM or SIGINT (a second signal exits at once).
+//!
+//! Every flag can be set through its `JUMPSTARTER_ROUTER_*` environment variable (the log
+//! format through `JUMPSTARTER_LOG_FORMAT`); the `ROUTER_*` names of earlier releases still
+//! work, deprecated. Durations are Go durations (`30s`); integer seconds still work,
+//! deprecated.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use jumpstarter_certs::{ClientAuth, TlsCredentials, server_config};
 use jumpstarter_router::telemetry::Probe;
+use jumpstarter_router::{DEFAULT_DRAIN_TIMEOUT, DEFAULT_PAIR_TIMEOUT};
 use jumpstarter_router::{
     QuicRouter, QuicRouterConfig, Router, RouterConfig, public_keys_from_pem, serve_telemetry,
 };
+use jumpstarter_shell::duration_flag::DurationArg;
+use jumpstarter_shell::env_alias::{self, EnvAlias};
+use jumpstarter_shell::logging::{self, LogArgs};
+use jumpstarter_shell::signal;
 use prometheus_client::registry::Registry;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -26,58 +35,95 @@ use tracing::info;
 #[command(name = "jumpstarter-router", version)]
 struct Cli {
     /// Address of the gRPC (TLS) listener.
-    #[arg(long, env = "ROUTER_LISTEN", default_value = "0.0.0.0:8083")]
+    #[arg(
+        long,
+        env = "JUMPSTARTER_ROUTER_LISTEN",
+        default_value = "0.0.0.0:8083"
+    )]
     listen: SocketAddr,
     /// PEM file with the server certificate chain, leaf first.
-    #[arg(long, env = "ROUTER_TLS_CERT")]
+    #[arg(long, env = "JUMPSTARTER_ROUTER_TLS_CERT")]
     tls_cert: PathBuf,
     /// PEM file with the server certificate's private key.
-    #[arg(long, env = "ROUTER_TLS_KEY")]
+    #[arg(long, env = "JUMPSTARTER_ROUTER_TLS_KEY")]
     tls_key: PathBuf,
     /// PEM file with one or more PUBLIC KEY blocks that may sign router tokens.
-    #[arg(long, env = "ROUTER_TOKEN_PUBLIC_KEYS")]
+    #[arg(long, env = "JUMPSTARTER_ROUTER_TOKEN_PUBLIC_KEYS")]
     token_public_keys: PathBuf,
     /// UDP address of the QUIC session listener (off unless given; needs --client-ca).
-    #[arg(long, env = "ROUTER_QUIC_LISTEN", requires = "client_ca")]
+    #[arg(long, env = "JUMPSTARTER_ROUTER_QUIC_LISTEN", requires = "client_ca")]
     quic_listen: Option<SocketAddr>,
     /// PEM bundle of the lease CA: QUIC peers must present a lease certificate from it.
-    #[arg(long, env = "ROUTER_CLIENT_CA")]
+    #[arg(long, env = "JUMPSTARTER_ROUTER_CLIENT_CA")]
     client_ca: Option<PathBuf>,
-    /// Seconds a stream waits for its peer before it ends with DEADLINE_EXCEEDED.
-    #[arg(long, env = "ROUTER_PAIR_TIMEOUT", default_value_t = 30)]
-    pair_timeout: u64,
+    /// How long a stream waits for its peer before it ends with DEADLINE_EXCEEDED, as a Go
+    /// duration.
+    #[arg(
+        long,
+        env = "JUMPSTARTER_ROUTER_PAIR_TIMEOUT",
+        default_value_t = DurationArg(DEFAULT_PAIR_TIMEOUT),
+        value_parser = DurationArg::parse
+    )]
+    pair_timeout: DurationArg,
     /// Streams that may wait for a peer at once; beyond, RESOURCE_EXHAUSTED.
-    #[arg(long, env = "ROUTER_MAX_PENDING", default_value_t = jumpstarter_router::pairing::DEFAULT_MAX_PENDING)]
+    #[arg(long, env = "JUMPSTARTER_ROUTER_MAX_PENDING", default_value_t = jumpstarter_router::pairing::DEFAULT_MAX_PENDING)]
     max_pending: usize,
     /// Paired stream ids remembered (until their token expires) to refuse replayed tokens.
-    #[arg(long, env = "ROUTER_MAX_REMEMBERED", default_value_t = jumpstarter_router::pairing::DEFAULT_MAX_REMEMBERED)]
+    #[arg(long, env = "JUMPSTARTER_ROUTER_MAX_REMEMBERED", default_value_t = jumpstarter_router::pairing::DEFAULT_MAX_REMEMBERED)]
     max_remembered: usize,
-    /// Seconds between SIGTERM and the start of the drain: `/readyz` fails at once, but the
-    /// router keeps accepting streams meanwhile, so peers routed here just before the load
-    /// balancer noticed still pair.
-    #[arg(long, env = "ROUTER_SHUTDOWN_DELAY", default_value_t = 0)]
-    shutdown_delay: u64,
-    /// Seconds live pairs may go on after SIGTERM before they are stopped.
-    #[arg(long, env = "ROUTER_DRAIN_TIMEOUT", default_value_t = 30)]
-    drain_timeout: u64,
+    /// Time between SIGTERM and the start of the drain, as a Go duration: `/readyz` fails at
+    /// once, but the router keeps accepting streams meanwhile, so peers routed here just
+    /// before the load balancer noticed still pair.
+    #[arg(
+        long,
+        env = "JUMPSTARTER_ROUTER_SHUTDOWN_DELAY",
+        default_value_t = DurationArg(std::time::Duration::ZERO),
+        value_parser = DurationArg::parse
+    )]
+    shutdown_delay: DurationArg,
+    /// How long live pairs may go on after SIGTERM before they are stopped, as a Go duration.
+    #[arg(
+        long,
+        env = "JUMPSTARTER_ROUTER_DRAIN_TIMEOUT",
+        default_value_t = DurationArg(DEFAULT_DRAIN_TIMEOUT),
+        value_parser = DurationArg::parse
+    )]
+    drain_timeout: DurationArg,
     /// Address of the plain-HTTP listener for /metrics, /healthz and /readyz.
-    #[arg(long, env = "ROUTER_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    #[arg(
+        long,
+        env = "JUMPSTARTER_ROUTER_METRICS_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
     metrics_listen: SocketAddr,
-    /// Log line format.
-    #[arg(long, env = "ROUTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Json,
-    Text,
-}
+/// The environment names of earlier releases, deprecated.
+const ENV_ALIASES: &[EnvAlias] = &[
+    EnvAlias::new("ROUTER_LISTEN", "JUMPSTARTER_ROUTER_LISTEN"),
+    EnvAlias::new("ROUTER_TLS_CERT", "JUMPSTARTER_ROUTER_TLS_CERT"),
+    EnvAlias::new("ROUTER_TLS_KEY", "JUMPSTARTER_ROUTER_TLS_KEY"),
+    EnvAlias::new(
+        "ROUTER_TOKEN_PUBLIC_KEYS",
+        "JUMPSTARTER_ROUTER_TOKEN_PUBLIC_KEYS",
+    ),
+    EnvAlias::new("ROUTER_QUIC_LISTEN", "JUMPSTARTER_ROUTER_QUIC_LISTEN"),
+    EnvAlias::new("ROUTER_CLIENT_CA", "JUMPSTARTER_ROUTER_CLIENT_CA"),
+    EnvAlias::new("ROUTER_PAIR_TIMEOUT", "JUMPSTARTER_ROUTER_PAIR_TIMEOUT"),
+    EnvAlias::new("ROUTER_MAX_PENDING", "JUMPSTARTER_ROUTER_MAX_PENDING"),
+    EnvAlias::new("ROUTER_MAX_REMEMBERED", "JUMPSTARTER_ROUTER_MAX_REMEMBERED"),
+    EnvAlias::new("ROUTER_SHUTDOWN_DELAY", "JUMPSTARTER_ROUTER_SHUTDOWN_DELAY"),
+    EnvAlias::new("ROUTER_DRAIN_TIMEOUT", "JUMPSTARTER_ROUTER_DRAIN_TIMEOUT"),
+    EnvAlias::new("ROUTER_METRICS_LISTEN", "JUMPSTARTER_ROUTER_METRICS_LISTEN"),
+    EnvAlias::new("ROUTER_LOG_FORMAT", "JUMPSTARTER_LOG_FORMAT"),
+];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    init_logs(cli.log_format);
+    let cli: Cli = env_alias::parse(ENV_ALIASES);
+    logging::init(cli.log.log_format, "info");
 
     let cert = read(&cli.tls_cert)?;
     let key = read(&cli.tls_key)?;
@@ -89,10 +135,10 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("loading {}", cli.token_public_keys.display()))?;
 
     let mut config = RouterConfig::new(tls, keys);
-    config.pair_timeout = Duration::from_secs(cli.pair_timeout);
+    config.pair_timeout = cli.pair_timeout.0;
     config.max_pending = cli.max_pending;
     config.max_remembered = cli.max_remembered;
-    config.drain_timeout = Duration::from_secs(cli.drain_timeout);
+    config.drain_timeout = cli.drain_timeout.0;
 
     let mut registry = Registry::with_prefix("jumpstarter");
     let router = Router::new(config, &mut registry);
@@ -110,10 +156,10 @@ async fn main() -> anyhow::Result<()> {
                 TlsCredentials::from_pem(&cert, &key).context("loading the TLS certificate")?;
             let mut quic_config = QuicRouterConfig::new(credentials, roots)
                 .context("building the QUIC TLS configuration")?;
-            quic_config.pair_timeout = Duration::from_secs(cli.pair_timeout);
+            quic_config.pair_timeout = cli.pair_timeout.0;
             quic_config.max_pending = cli.max_pending;
             quic_config.max_remembered = cli.max_remembered;
-            quic_config.drain_timeout = Duration::from_secs(cli.drain_timeout);
+            quic_config.drain_timeout = cli.drain_timeout.0;
             let mut quic = QuicRouter::bind(quic_config, addr, &mut registry)
                 .with_context(|| format!("starting the QUIC listener on {addr}"))?;
             // QUIC sessions carrying a router token pair with 0.9.0 h2 streams.
@@ -142,11 +188,13 @@ async fn main() -> anyhow::Result<()> {
         stopping.clone().cancelled_owned(),
     ));
     let terminated = CancellationToken::new();
-    let shutdown_delay = Duration::from_secs(cli.shutdown_delay);
+    let shutdown_delay = cli.shutdown_delay.0;
+    let signalled = CancellationToken::new();
+    signal::spawn_watch(signalled.clone());
     tokio::spawn({
         let terminated = terminated.clone();
         async move {
-            termination().await;
+            signalled.cancelled().await;
             probe.start_draining();
             if !shutdown_delay.is_zero() {
                 info!(
@@ -178,41 +226,6 @@ fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
-fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
-/// Completes on SIGTERM or SIGINT.
-async fn termination() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => info!("SIGTERM received"),
-                    _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                info!("SIGINT received");
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        info!("SIGINT received");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -233,10 +246,11 @@ mod tests {
         ])
         .expect("parse");
         assert_eq!(cli.listen.port(), 8083);
-        assert_eq!(cli.pair_timeout, 30);
+        assert_eq!(cli.pair_timeout.0, std::time::Duration::from_secs(30));
         assert_eq!(cli.max_pending, 10_000);
         assert_eq!(cli.quic_listen, None);
-        assert_eq!(cli.shutdown_delay, 0);
+        assert_eq!(cli.shutdown_delay.0, std::time::Duration::ZERO);
+        assert_eq!(cli.drain_timeout.0, std::time::Duration::from_secs(30));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The router as a server: TLS (ALPN h2) accept loop, tonic with the router and health
-//! services, graceful shutdown with a drain period.
+//! The router as a server: TLS (ALPN h2) through the shared bounded accept loop
+//! (`jumpstarter_shell::accept_loop`, failures counted in the metrics), tonic with the
+//! router and health services, graceful shutdown with a drain period.
 
 use std::future::Future;
 use std::pin::pin;
@@ -7,17 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
 use jumpstarter_proto::jumpstarter::v1::router_service_server::RouterServiceServer;
+use jumpstarter_shell::accept_loop::{AcceptLimits, TlsIncoming};
 use jumpstarter_token::VerifyingKey;
 use prometheus_client::registry::Registry;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::metrics::Metrics;
 use crate::pairing::{DEFAULT_MAX_PENDING, DEFAULT_MAX_REMEMBERED, Limits};
@@ -41,15 +38,6 @@ pub(crate) const DEFAULT_QUEUE_FRAMES: usize = 16;
 /// setting (16 KiB for gRPC's defaults).
 const MAX_FRAME_BYTES: u32 = 1024 * 1024;
 
-/// How long a TLS handshake may take before the connection is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// TLS handshakes running at once; more connections wait in the kernel's backlog.
-const MAX_CONCURRENT_HANDSHAKES: usize = 256;
-
-/// Handshaken connections waiting for tonic to pick them up.
-const ACCEPTED_QUEUE: usize = 64;
-
 /// Interval of the router's own HTTP/2 PINGs, to notice peers that vanished without a
 /// FIN. Clients ping every 20 s themselves; the router accepts their pings at any rate.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
@@ -60,6 +48,14 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long relays that were stopped at the end of the drain period get to send their
 /// final status.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a stream waits for its peer by default: a peer that has not arrived after
+/// half a minute (0.9.0 exporters answer a Dial within seconds) is not coming.
+pub const DEFAULT_PAIR_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long live pairs may go on after a shutdown signal by default: long enough for
+/// short transfers to finish, well within Kubernetes' grace periods.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Everything a router needs; parse flags or embed it with [`RouterConfig::new`].
 #[derive(Debug, Clone)]
@@ -86,11 +82,11 @@ impl RouterConfig {
         RouterConfig {
             tls,
             token_keys,
-            pair_timeout: Duration::from_secs(30),
+            pair_timeout: DEFAULT_PAIR_TIMEOUT,
             max_pending: DEFAULT_MAX_PENDING,
             max_remembered: DEFAULT_MAX_REMEMBERED,
             queue_frames: DEFAULT_QUEUE_FRAMES,
-            drain_timeout: Duration::from_secs(30),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }
@@ -184,15 +180,16 @@ impl Router {
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
         let stop_accepting = CancellationToken::new();
-        let (accepted_tx, accepted_rx) = mpsc::channel(ACCEPTED_QUEUE);
-        let accept_task = tokio::spawn(accept_loop(
+        let metrics = self.metrics.clone();
+        let incoming = TlsIncoming::start(
             listener,
-            TlsAcceptor::from(self.tls.clone()),
-            accepted_tx,
-            self.metrics.clone(),
+            self.tls.clone(),
+            AcceptLimits::default(),
+            Some(Arc::new(move |failure| {
+                metrics.tls_handshake_failed(failure.label())
+            })),
             stop_accepting.clone(),
-        ));
-        let incoming = ReceiverStream::new(accepted_rx).map(Ok::<_, std::io::Error>);
+        );
 
         let server = tonic::transport::Server::builder()
             .max_frame_size(MAX_FRAME_BYTES)
@@ -236,65 +233,7 @@ impl Router {
         };
         stop_accepting.cancel();
         self.stop_relays.cancel();
-        accept_task.abort();
         info!("router stopped");
         result.map_err(ServeError::Transport)
-    }
-}
-
-/// Accepts TCP connections and runs their TLS handshakes concurrently (bounded, with a
-/// timeout); hands the finished ones to tonic.
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    accepted: mpsc::Sender<TlsStream<TcpStream>>,
-    metrics: Metrics,
-    stop: CancellationToken,
-) {
-    let handshakes = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
-    loop {
-        let permit = tokio::select! {
-            () = stop.cancelled() => return,
-            permit = handshakes.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                // Invariant: the semaphore is never closed.
-                Err(_) => return,
-            },
-        };
-        let (tcp, peer) = tokio::select! {
-            () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Usually out of file descriptors: back off instead of spinning.
-                    warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        if let Err(error) = tcp.set_nodelay(true) {
-            debug!(%peer, %error, "cannot set TCP_NODELAY");
-        }
-        let acceptor = acceptor.clone();
-        let accepted = accepted.clone();
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
-                    // Fails only when the server stopped; the connection is then dropped.
-                    let _ = accepted.send(tls).await;
-                }
-                Ok(Err(error)) => {
-                    metrics.tls_handshake_failed("error");
-                    debug!(%peer, %error, "TLS handshake failed");
-                }
-                Err(_) => {
-                    metrics.tls_handshake_failed("timeout");
-                    debug!(%peer, "TLS handshake timed out");
-                }
-            }
-        });
     }
 }

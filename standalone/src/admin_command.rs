@@ -7,11 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::Context;
 use jumpstarter_controller::admin::{self, Admin, Kind, LeaseOrder, Objects, OutputFormat};
 use jumpstarter_controller::store::kube::KubeStore;
+use jumpstarter_shell::{kube_client, private_file};
 
 use crate::admin_api::client::AdminClient;
 use crate::data_dir::DataDir;
@@ -59,7 +59,7 @@ pub(crate) struct Target {
 impl Backend {
     pub(crate) async fn connect(target: &Target) -> anyhow::Result<Backend> {
         if target.kubernetes || target.kubeconfig.is_some() {
-            let client = kube_client(target.kubeconfig.as_deref()).await?;
+            let client = kube_client::connect(target.kubeconfig.as_deref()).await?;
             let namespace = target
                 .namespace
                 .clone()
@@ -167,7 +167,8 @@ pub(crate) async fn run(target: &Target, command: AdminCommand) -> anyhow::Resul
             };
             match out {
                 Some(path) => {
-                    write_private(&path, &yaml)?;
+                    // It holds a token: owner only, also when the file exists.
+                    private_file::write(&path, yaml.as_bytes())?;
                     eprintln!(
                         "{} {name} created; configuration written to {}",
                         kind.singular(),
@@ -199,37 +200,4 @@ pub(crate) async fn run(target: &Target, command: AdminCommand) -> anyhow::Resul
     }
     stdout.flush()?;
     Ok(())
-}
-
-/// Writes `text` to `path`, readable and writable by the owner only (it holds a token).
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("open {}", path.display()))?;
-    // An existing file keeps its mode on open: restrict it too.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("restrict the permissions of {}", path.display()))?;
-    file.write_all(text.as_bytes())
-        .with_context(|| format!("write {}", path.display()))
-}
-
-async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("read kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-                .await
-                .context("load the kubeconfig")?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("find a Kubernetes configuration (in-cluster or kubeconfig)")?,
-    };
-    kube::Client::try_from(config).context("create the Kubernetes client")
 }

@@ -8,7 +8,10 @@
 //!   running service's admin socket, or with `--kubeconfig`/`--kubernetes` through the
 //!   Kubernetes API of a cluster running `jumpstarter-controller`.
 //!
-//! Every flag can also be set through its `JUMPSTARTER_*` environment variable.
+//! Every flag can also be set through its `JUMPSTARTER_*` environment variable. The
+//! credential-lifetime and TLS-SAN flags are the controller's groups
+//! (`jumpstarter_controller::flags`), the log format the shell's
+//! (`jumpstarter_shell::logging`).
 //!
 //! Map:
 //! - `serve`: the service process;
@@ -28,7 +31,8 @@ use std::process::ExitCode;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use jumpstarter_controller::admin::{self as admin_ops, Kind, LeaseOrder, OutputFormat};
-use jumpstarter_lease::scheduler::duration as go_duration;
+use jumpstarter_controller::flags::{LifetimeArgs, TlsSanArgs};
+use jumpstarter_shell::logging::{self, LogArgs, LogFormat};
 
 use crate::admin_command::{AdminCommand, Target};
 use crate::data_dir::DataDir;
@@ -108,25 +112,12 @@ struct ServeArgs {
     /// [default: --router-listen, 0.0.0.0 → 127.0.0.1].
     #[arg(long, env = "JUMPSTARTER_ROUTER_ENDPOINT")]
     router_endpoint: Option<String>,
-    /// Extra subject alternative names (DNS names or IPs) of both serving certificates.
-    #[arg(long = "tls-san", env = "JUMPSTARTER_TLS_SANS", value_delimiter = ',')]
-    tls_sans: Vec<String>,
-    /// Lifetime of client and exporter credentials, as a Go duration.
-    #[arg(long, env = "JUMPSTARTER_TOKEN_LIFETIME", default_value = "43800h", value_parser = parse_duration)]
-    token_lifetime: time::Duration,
-    /// Longest validity of one per-lease certificate, as a Go duration. Peers renew before it
-    /// ends; a released lease's QUIC traffic stops within it.
-    #[arg(long, env = "JUMPSTARTER_LEASE_CERT_MAX_VALIDITY", default_value = "10s", value_parser = parse_duration)]
-    lease_cert_max_validity: time::Duration,
-    /// Log output format.
-    #[arg(long, env = "JUMPSTARTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Json,
-    Text,
+    #[command(flatten)]
+    sans: TlsSanArgs,
+    #[command(flatten)]
+    lifetimes: LifetimeArgs,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 #[derive(Debug, Args)]
@@ -280,11 +271,11 @@ fn main() -> ExitCode {
     let result = match tokio::runtime::Runtime::new() {
         Ok(runtime) => match cli.command {
             Command::Serve(args) => {
-                init_logging(args.log_format, "info");
+                logging::init(args.log.log_format, "info");
                 runtime.block_on(serve_command(args))
             }
             Command::Admin(args) => {
-                init_logging(LogFormat::Text, "warn");
+                logging::init(LogFormat::Text, "warn");
                 runtime.block_on(admin(args))
             }
         },
@@ -318,9 +309,9 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
         http_listen: args.http_listen,
         grpc_endpoint: args.grpc_endpoint,
         router_endpoint: args.router_endpoint,
-        tls_sans: args.tls_sans,
-        token_lifetime: args.token_lifetime,
-        lease_cert_max_validity: args.lease_cert_max_validity,
+        tls_sans: args.sans.tls_sans,
+        token_lifetime: args.lifetimes.token_lifetime.0,
+        lease_cert_max_validity: args.lifetimes.lease_cert_max_validity.0,
     };
     serve::serve(options).await
 }
@@ -381,18 +372,6 @@ fn lease_command(args: CreateLeaseArgs) -> AdminCommand {
     }
 }
 
-fn init_logging(format: LogFormat, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
 /// `key=value`.
 fn parse_label(text: &str) -> Result<(String, String), String> {
     let Some((key, value)) = text.split_once('=') else {
@@ -427,14 +406,6 @@ fn parse_end_time(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-fn parse_duration(text: &str) -> Result<time::Duration, String> {
-    let duration = go_duration::parse(text).map_err(|e| e.to_string())?;
-    if !duration.is_positive() {
-        return Err(format!("duration {text:?} must be positive"));
-    }
-    Ok(duration)
-}
-
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -466,10 +437,27 @@ mod tests {
         assert_eq!(args.router_listen, "127.0.0.1:8083".parse().unwrap());
         assert_eq!(args.http_listen, "127.0.0.1:8081".parse().unwrap());
         assert_eq!(args.namespace, "default");
-        assert_eq!(args.token_lifetime, settings::DEFAULT_TOKEN_LIFETIME);
+        assert_eq!(
+            args.lifetimes.token_lifetime.0,
+            settings::DEFAULT_TOKEN_LIFETIME
+        );
         assert_eq!(args.quic_listen, None);
         assert_eq!(args.controller_quic_listen, None);
         assert!(!args.no_quic);
+    }
+
+    #[test]
+    fn durations_are_go_durations_and_integer_seconds_are_deprecated_aliases() {
+        let serve = |value: &str| {
+            let cli = Cli::try_parse_from(["jumpstarter", "serve", "--token-lifetime", value])
+                .expect("parse");
+            let Command::Serve(args) = cli.command else {
+                panic!("serve")
+            };
+            args.lifetimes.token_lifetime.0
+        };
+        assert_eq!(serve("1h30m"), time::Duration::minutes(90));
+        assert_eq!(serve("3600"), time::Duration::hours(1));
     }
 
     #[test]

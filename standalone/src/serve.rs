@@ -24,6 +24,7 @@ use jumpstarter_controller::server::Readiness;
 use jumpstarter_controller::settings::{self, RouterEntry, Settings};
 use jumpstarter_controller::store::embedded::EmbeddedStore;
 use jumpstarter_router::{QuicRouter, QuicRouterConfig, ResetKey, Router, RouterConfig};
+use jumpstarter_shell::{advertised_address, private_file, signal};
 use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
@@ -53,26 +54,15 @@ pub(crate) struct ServeOptions {
     pub(crate) lease_cert_max_validity: time::Duration,
 }
 
-/// The endpoint clients should use for a listen address: the address itself, with an
-/// unspecified IP (0.0.0.0, ::) replaced by loopback.
-pub(crate) fn advertised(listen: SocketAddr) -> String {
-    advertised_addr(listen).to_string()
-}
-
-fn advertised_addr(listen: SocketAddr) -> SocketAddr {
-    let mut addr = listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    addr
+/// The endpoint clients should use for a listen address (see
+/// [`advertised_address::advertised`]).
+fn advertised(listen: SocketAddr) -> String {
+    advertised_address::advertised(listen).to_string()
 }
 
 pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    signal::spawn_watch(shutdown.clone());
 
     let data_dir = options.data_dir.clone();
     data_dir
@@ -88,11 +78,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("{e}"))?
     };
     // It holds the CA key and the signing keys: owner only, whatever the umask was.
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&state_file, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("restrict the permissions of {}", state_file.display()))?;
-    }
+    private_file::restrict(&state_file)?;
 
     let grpc_endpoint = options
         .grpc_endpoint
@@ -130,7 +116,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         // (duplicate names are dropped when the certificate is minted).
         let mut sans = options.tls_sans.clone();
         if let Some(quic) = options.quic_listen {
-            sans.push(advertised_addr(quic).ip().to_string());
+            sans.push(advertised_address::advertised(quic).ip().to_string());
         }
         keys.router_server_cert(&router_endpoint, &sans, now)
             .with_context(|| format!("mint the router certificate for {router_endpoint}"))?
@@ -290,23 +276,6 @@ fn print_banner(
         socket = dir.admin_socket().display(),
         http = options.http_listen,
     );
-}
-
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        () = shutdown.cancelled() => return,
-    }
-    shutdown.cancel();
 }
 
 #[cfg(test)]

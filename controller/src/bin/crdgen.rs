@@ -11,21 +11,30 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use jumpstarter_controller::crd;
+use jumpstarter_shell::deprecation;
+use jumpstarter_shell::env_alias::{self, EnvAlias};
+
+/// The environment names of earlier releases, deprecated.
+const ENV_ALIASES: &[EnvAlias] = &[
+    EnvAlias::new("CRDGEN_OUT_DIR", "JUMPSTARTER_CRDGEN_OUT_DIR"),
+    EnvAlias::new("CRDGEN_CHECK", "JUMPSTARTER_CRDGEN_CHECK"),
+];
 
 /// Generate the jumpstarter.dev CustomResourceDefinition manifests.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
     /// Directory that receives `jumpstarter.dev_<plural>.yaml`.
-    #[arg(long, env = "CRDGEN_OUT_DIR", default_value = "helm/crds")]
+    #[arg(long, env = "JUMPSTARTER_CRDGEN_OUT_DIR", default_value = "helm/crds")]
     out_dir: PathBuf,
     /// Write nothing; exit with status 1 and list the files that are missing or differ.
-    #[arg(long, env = "CRDGEN_CHECK")]
+    #[arg(long, env = "JUMPSTARTER_CRDGEN_CHECK")]
     check: bool,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
-    let args = Args::parse();
+    let args: Args = env_alias::parse(ENV_ALIASES);
+    deprecation::print_pending();
     let rendered = crd::render_all();
 
     if args.check {

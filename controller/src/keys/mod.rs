@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use jumpstarter_certs::{Ca, IssuedCert, ServerCertParams, TlsCredentials};
+use jumpstarter_shell::error_chain::error_chain;
 use jumpstarter_token::internal::{DEFAULT_AUDIENCE, DEFAULT_ISSUER, Issuer};
 use jumpstarter_token::{SigningKey, TokenError};
 use k8s_openapi::ByteString;
@@ -550,18 +551,6 @@ fn corrupt(namespace: &str, key: &'static str, reason: String) -> KeysError {
         key,
         reason,
     }
-}
-
-/// An error and its sources, joined, for a one-line reason.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ pub mod pass;
 mod reflection;
 mod view;
 
-use crate::keys::error_chain;
+use jumpstarter_shell::error_chain::error_chain;
 use std::sync::Arc;
 use std::time::Duration;
 

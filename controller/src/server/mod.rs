@@ -5,26 +5,22 @@
 //!   [`MAX_MESSAGE_SIZE`] are refused with RESOURCE_EXHAUSTED (grpc-go's code for it).
 //!   HTTP/2 PINGs are answered whatever their rate, with or without calls in flight
 //!   (0.9.0 clients ping every 20 s on idle connections). `LeaseCertificateService` is
-//!   served on the same port when the services carry a CA.
+//!   served on the same port when the services carry a CA. TLS handshakes go through
+//!   the shared bounded accept loop (`jumpstarter_shell::accept_loop`).
 //! - [`serve_http`]: plain HTTP `/healthz`, `/readyz` (see [`Readiness`]) and `/metrics`
 //!   (the process's one prometheus-client registry).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
+use jumpstarter_shell::accept_loop::{AcceptLimits, TlsIncoming};
 use prometheus_client::registry::Registry;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
-use tracing::Instrument;
 
 use jumpstarter_proto::jumpstarter::client::v1::client_service_server::ClientServiceServer;
 use jumpstarter_proto::jumpstarter::quic::v1::lease_certificate_service_server::LeaseCertificateServiceServer;
@@ -35,8 +31,6 @@ use crate::store::Store;
 
 /// Largest gRPC message accepted: gRPC's customary 4 MiB default, which 0.9.0 keeps.
 pub const MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
-/// A TLS handshake that takes longer than this is dropped, so stalled peers hold nothing.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// ALPN protocols of the gRPC port.
 pub const ALPN: &[&[u8]] = &[b"h2"];
 
@@ -138,6 +132,7 @@ async fn oversized_is_resource_exhausted(
 }
 
 /// Serves `routes` over TLS on `listener` until `shutdown`, then drains connections.
+/// Connections come through the shared bounded accept loop.
 pub async fn serve_grpc(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -148,59 +143,27 @@ pub async fn serve_grpc(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".to_owned());
-    let (tx, rx) = mpsc::channel::<Result<TlsStream<TcpStream>, std::io::Error>>(64);
-    let accept = tokio::spawn(
-        accept_loop(listener, TlsAcceptor::from(tls), tx, shutdown.clone())
-            .instrument(tracing::info_span!("grpc_accept", %addr)),
-    );
+    let incoming = {
+        let _span = tracing::info_span!("grpc_accept", %addr).entered();
+        TlsIncoming::start(
+            listener,
+            tls,
+            AcceptLimits::default(),
+            None,
+            shutdown.clone(),
+        )
+    };
     tracing::info!(%addr, "gRPC server listening");
     let result = tonic::transport::Server::builder()
         .add_routes(routes)
-        .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
         .map_err(|source| ServerError::Grpc {
             addr: addr.clone(),
             source,
         });
-    accept.abort();
     tracing::info!(%addr, "gRPC server stopped");
     result
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    tx: mpsc::Sender<Result<TlsStream<TcpStream>, std::io::Error>>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(err) => {
-                    tracing::warn!("accept failed: {err}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let tx = tx.clone();
-        tokio::spawn(
-            async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
-                    }
-                    Ok(Err(err)) => tracing::debug!("TLS handshake failed: {err}"),
-                    Err(_) => tracing::debug!("TLS handshake timed out"),
-                }
-            }
-            .instrument(tracing::debug_span!("tls_handshake", %peer)),
-        );
-    }
 }
 
 /// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until `shutdown`.

@@ -12,11 +12,11 @@ use time::OffsetDateTime;
 use tracing::{Instrument, debug, info, info_span};
 
 use super::admission::{self, Admission, AdmissionError};
-use super::error_chain;
 use crate::metrics::QuicMetrics;
 use crate::refusal::Refusal;
 use crate::side::Side;
 use crate::switchboard::{Switchboard, refuse_session};
+use jumpstarter_shell::error_chain::error_chain;
 
 /// How long a QUIC handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

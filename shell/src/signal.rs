@@ -1,0 +1,36 @@
+//! Stopping on SIGTERM or SIGINT: the first signal cancels the process's shutdown token,
+//! so everything stops gracefully; a second one (an impatient operator, or a supervisor
+//! repeating itself) exits at once, since a drain can take long.
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+/// Exit status of a forced exit: 128 + SIGTERM's number, as a shell reports it.
+const FORCED_EXIT: i32 = 128 + 15;
+
+/// Spawns the watcher: the first SIGTERM/SIGINT cancels `shutdown`; any signal after
+/// `shutdown` was cancelled (by a signal or otherwise) exits the process at once.
+pub fn spawn_watch(shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(watch(shutdown))
+}
+
+async fn watch(shutdown: CancellationToken) {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down (a second signal exits at once)"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down (a second signal exits at once)"),
+        () = shutdown.cancelled() => {}
+    }
+    shutdown.cancel();
+    tokio::select! {
+        _ = term.recv() => tracing::warn!("second SIGTERM: exiting now"),
+        _ = int.recv() => tracing::warn!("second SIGINT: exiting now"),
+    }
+    std::process::exit(FORCED_EXIT);
+}
