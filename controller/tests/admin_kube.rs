@@ -145,7 +145,7 @@ async fn create_client_writes_a_working_0_9_0_config() {
 
     // The written YAML has the 0.9.0 field names and reads back unchanged.
     let yaml = config.to_yaml().expect("yaml");
-    let value: serde_yaml::Value = serde_yaml::from_str(&yaml).expect("parse");
+    let value: serde_norway::Value = serde_norway::from_str(&yaml).expect("parse");
     for key in [
         "apiVersion",
         "kind",
@@ -159,7 +159,7 @@ async fn create_client_writes_a_working_0_9_0_config() {
         assert!(value.get(key).is_some(), "{key} in\n{yaml}");
     }
     assert_eq!(value["drivers"]["unsafe"].as_bool(), Some(true));
-    let back: ClientConfig = serde_yaml::from_str(&yaml).expect("read back");
+    let back: ClientConfig = serde_norway::from_str(&yaml).expect("read back");
     assert_eq!(back, config);
 
     // The object carries the labels; a second create is refused.
@@ -193,7 +193,7 @@ async fn create_exporter_labels_it_and_leaves_export_to_fill_in() {
         Some(labels(&[("board", "mock"), ("site", "lab")]))
     );
     let yaml = config.to_yaml().expect("yaml");
-    let back: ExporterConfig = serde_yaml::from_str(&yaml).expect("read back");
+    let back: ExporterConfig = serde_norway::from_str(&yaml).expect("read back");
     assert_eq!(back, config);
 }
 
@@ -260,7 +260,7 @@ async fn get_list_and_delete() {
     };
     assert_eq!(items.len(), 1);
     let yaml = one.render(OutputFormat::Yaml, true).unwrap();
-    let value: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
+    let value: serde_norway::Value = serde_norway::from_str(&yaml).unwrap();
     assert_eq!(value["kind"].as_str(), Some("Client"));
     assert!(value["metadata"].get("managedFields").is_none(), "{yaml}");
     let missing = admin.get(Kind::Exporter, "nope").await;

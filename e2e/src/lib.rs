@@ -22,6 +22,7 @@ use anyhow::{Context, bail};
 use jumpstarter_controller::crd::{Exporter, Lease};
 use jumpstarter_testenv::TestEnv;
 use kube::api::Api;
+pub use nix::sys::signal::Signal;
 use tokio::process::{Child, Command};
 
 /// The cached venv with jumpstarter 0.9.0 (see `tools/python-venv.sh`).
@@ -93,20 +94,19 @@ impl Proc {
         self.child.id().unwrap_or(0)
     }
 
-    /// Sends a signal by PID (this process started the child).
-    pub fn signal(&self, sig: &str) {
-        let pid = self.pid();
-        if pid != 0 {
-            let _ = std::process::Command::new("kill")
-                .arg(format!("-{sig}"))
-                .arg(pid.to_string())
-                .status();
+    /// Sends a signal by PID (this process started the child). Best effort: a child that
+    /// has exited already is not an error.
+    pub fn signal(&self, signal: Signal) {
+        if let Ok(pid) = i32::try_from(self.pid())
+            && pid != 0
+        {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
         }
     }
 
     /// SIGTERM and wait up to `grace` for the exit; SIGKILL after that.
     pub async fn stop(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
-        self.signal("TERM");
+        self.signal(Signal::SIGTERM);
         match tokio::time::timeout(grace, self.child.wait()).await {
             Ok(status) => status.ok(),
             Err(_) => {
@@ -130,7 +130,7 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         if self.running() {
-            self.signal("TERM");
+            self.signal(Signal::SIGTERM);
             std::thread::sleep(Duration::from_millis(200));
             let _ = self.child.start_kill();
         }
@@ -649,8 +649,9 @@ impl Lab {
 
     /// Writes the lab's driver tree into the `export:` of the exporter config at `path`.
     fn add_drivers(path: &Path) -> anyhow::Result<()> {
-        let mut config: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path)?)?;
-        let export: serde_yaml::Value = serde_yaml::from_str(
+        let mut config: serde_norway::Value =
+            serde_norway::from_str(&std::fs::read_to_string(path)?)?;
+        let export: serde_norway::Value = serde_norway::from_str(
             r#"
 power: {type: jumpstarter_driver_power.driver.MockPower}
 echo: {type: jumpstarter_driver_network.driver.EchoNetwork}
@@ -660,7 +661,7 @@ sh:
 "#,
         )?;
         config["export"] = export;
-        std::fs::write(path, serde_yaml::to_string(&config)?)?;
+        std::fs::write(path, serde_norway::to_string(&config)?)?;
         Ok(())
     }
 
@@ -776,8 +777,8 @@ pub struct RawClient {
 impl RawClient {
     pub async fn from_config(path: &Path) -> anyhow::Result<RawClient> {
         use base64::Engine;
-        let config: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path)?)?;
-        let s = |v: &serde_yaml::Value| v.as_str().map(str::to_owned).unwrap_or_default();
+        let config: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(path)?)?;
+        let s = |v: &serde_norway::Value| v.as_str().map(str::to_owned).unwrap_or_default();
         let ca = base64::engine::general_purpose::STANDARD.decode(s(&config["tls"]["ca"]))?;
         let endpoint = s(&config["endpoint"]);
         let host = endpoint

@@ -121,7 +121,7 @@ fn write_values(dir: &Path, name: &str, content: &str) -> PathBuf {
 fn documents(rendered: &str) -> Vec<serde_json::Value> {
     rendered
         .split("\n---")
-        .filter_map(|doc| serde_yaml::from_str::<serde_json::Value>(doc).ok())
+        .filter_map(|doc| serde_norway::from_str::<serde_json::Value>(doc).ok())
         .filter(|v| v.is_object())
         .collect()
 }
@@ -671,7 +671,7 @@ fn expected_rules() -> Vec<(Vec<&'static str>, Vec<&'static str>, Vec<&'static s
 
 /// A kubeconfig for `token` on the test API server (cluster section of the admin's).
 fn token_kubeconfig(env: &TestEnv, token: &str, path: &Path) {
-    let admin: serde_yaml::Value = serde_yaml::from_str(
+    let admin: serde_norway::Value = serde_norway::from_str(
         &std::fs::read_to_string(&env.admin_kubeconfig).expect("admin kubeconfig"),
     )
     .expect("kubeconfig YAML");
@@ -684,7 +684,7 @@ fn token_kubeconfig(env: &TestEnv, token: &str, path: &Path) {
         "contexts": [{"name": "controller", "context": {"cluster": "testenv", "user": "controller"}}],
         "current-context": "controller",
     });
-    let text = serde_yaml::to_string(&config).expect("kubeconfig YAML");
+    let text = serde_norway::to_string(&config).expect("kubeconfig YAML");
     std::fs::write(path, text).expect("write kubeconfig");
 }
 
@@ -1048,7 +1048,7 @@ routers:
     // Graceful drain: on SIGTERM the router's readiness fails at once while it keeps
     // running for the chart's shutdown delay.
     let router = lab.router.as_mut().unwrap();
-    router.signal("TERM");
+    router.signal(jumpstarter_e2e::Signal::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
         let code = std::process::Command::new("curl")

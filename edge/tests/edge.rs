@@ -18,11 +18,11 @@ const SHELL_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// A copy of the tool configuration at `path` whose controller endpoint is `endpoint`.
 fn with_endpoint(path: &Path, endpoint: &str) -> PathBuf {
-    let mut config: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(path).expect("read config")).expect("yaml");
+    let mut config: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(path).expect("read config")).expect("yaml");
     config["endpoint"] = endpoint.into();
     let copy = path.with_extension("udp.yaml");
-    std::fs::write(&copy, serde_yaml::to_string(&config).expect("yaml")).expect("write config");
+    std::fs::write(&copy, serde_norway::to_string(&config).expect("yaml")).expect("write config");
     copy
 }
 
@@ -81,8 +81,8 @@ async fn forged_router_token_is_refused(edge_config: &Path) {
     use jumpstarter_proto::jumpstarter::v1::router_service_client::RouterServiceClient;
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
-    let config: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(edge_config).expect("read")).expect("yaml");
+    let config: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(edge_config).expect("read")).expect("yaml");
     let b64 = base64::engine::general_purpose::STANDARD;
     let ca = b64
         .decode(config["tls"]["ca"].as_str().expect("tls.ca"))

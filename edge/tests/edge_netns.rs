@@ -71,13 +71,13 @@ impl World {
             .await
             .expect("exporter config");
         if !extra.is_empty() {
-            let mut yaml: serde_yaml::Value =
-                serde_yaml::from_str(&std::fs::read_to_string(&config).expect("read"))
+            let mut yaml: serde_norway::Value =
+                serde_norway::from_str(&std::fs::read_to_string(&config).expect("read"))
                     .expect("yaml");
             for (method, command) in extra {
                 yaml["export"]["sh"]["config"]["methods"][*method] = (*command).into();
             }
-            std::fs::write(&config, serde_yaml::to_string(&yaml).expect("yaml")).expect("write");
+            std::fs::write(&config, serde_norway::to_string(&yaml).expect("yaml")).expect("write");
         }
         let endpoint = tool_endpoint(&config);
         assert!(
@@ -314,8 +314,8 @@ impl World {
 
 /// The `endpoint` of a 0.9.0 tool configuration.
 fn tool_endpoint(path: &Path) -> String {
-    let config: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(path).expect("read config")).expect("yaml");
+    let config: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(path).expect("read config")).expect("yaml");
     config["endpoint"].as_str().unwrap_or_default().to_owned()
 }
 

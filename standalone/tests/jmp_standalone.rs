@@ -99,12 +99,12 @@ async fn jmp_run_and_jmp_shell_work_with_the_standalone_service() {
         "create exporter",
     )
     .await;
-    let mut config: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&board).expect("read")).expect("YAML");
+    let mut config: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(&board).expect("read")).expect("YAML");
     config["export"] =
-        serde_yaml::from_str("power: {type: jumpstarter_driver_power.driver.MockPower}")
+        serde_norway::from_str("power: {type: jumpstarter_driver_power.driver.MockPower}")
             .expect("export");
-    std::fs::write(&board, serde_yaml::to_string(&config).expect("YAML")).expect("write");
+    std::fs::write(&board, serde_norway::to_string(&config).expect("YAML")).expect("write");
     let mut exporter = Proc::spawn(
         "jmp run",
         jmp(

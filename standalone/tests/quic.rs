@@ -143,9 +143,9 @@ struct Caller {
 
 impl Caller {
     async fn from_config(path: &Path, kind: &'static str) -> Caller {
-        let config: serde_yaml::Value =
-            serde_yaml::from_str(&std::fs::read_to_string(path).expect("config")).expect("yaml");
-        let s = |v: &serde_yaml::Value| v.as_str().expect("string field").to_owned();
+        let config: serde_norway::Value =
+            serde_norway::from_str(&std::fs::read_to_string(path).expect("config")).expect("yaml");
+        let s = |v: &serde_norway::Value| v.as_str().expect("string field").to_owned();
         let ca = base64::engine::general_purpose::STANDARD
             .decode(s(&config["tls"]["ca"]))
             .expect("base64 CA");

@@ -94,11 +94,12 @@ impl Service {
 
     /// SIGTERM, then waits for a clean exit.
     fn stop(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
+        let pid = i32::try_from(self.child.id()).expect("a PID fits in pid_t");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM to serve");
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -163,16 +164,16 @@ fn ok(output: Output) -> String {
     String::from_utf8(output.stdout).expect("utf-8")
 }
 
-fn yaml(text: &str) -> serde_yaml::Value {
-    serde_yaml::from_str(text).expect("YAML")
+fn yaml(text: &str) -> serde_norway::Value {
+    serde_norway::from_str(text).expect("YAML")
 }
 
-fn s(value: &serde_yaml::Value) -> String {
+fn s(value: &serde_norway::Value) -> String {
     value.as_str().map(str::to_owned).unwrap_or_default()
 }
 
 /// A TLS channel to `endpoint` trusting the configuration's CA, checking the endpoint's host.
-async fn channel(config: &serde_yaml::Value, endpoint: &str) -> Channel {
+async fn channel(config: &serde_norway::Value, endpoint: &str) -> Channel {
     let ca = base64::engine::general_purpose::STANDARD
         .decode(s(&config["tls"]["ca"]))
         .expect("tls.ca is base64");
@@ -192,7 +193,7 @@ async fn channel(config: &serde_yaml::Value, endpoint: &str) -> Channel {
 }
 
 /// ClientService.ListExporters with the configuration's credentials, as 0.9.0 sends them.
-async fn list_exporters(config: &serde_yaml::Value) -> Result<Vec<String>, tonic::Status> {
+async fn list_exporters(config: &serde_norway::Value) -> Result<Vec<String>, tonic::Status> {
     let endpoint = s(&config["endpoint"]);
     let mut client = ClientServiceClient::new(channel(config, &endpoint).await);
     let namespace = s(&config["metadata"]["namespace"]);
@@ -379,7 +380,7 @@ async fn serve_and_admin_work_together_and_survive_a_restart() {
     // The old configuration still works against the restarted service (same CA and
     // token key), once its endpoint is the new port.
     let mut moved = client.clone();
-    moved["endpoint"] = serde_yaml::Value::String(restarted.grpc.clone());
+    moved["endpoint"] = serde_norway::Value::String(restarted.grpc.clone());
     let exporters = list_exporters(&moved)
         .await
         .expect("ListExporters after restart");
