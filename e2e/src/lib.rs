@@ -765,58 +765,111 @@ pub async fn wait_http_ok(url: &str, timeout: Duration, proc: &mut Proc) -> anyh
     }
 }
 
-/// A gRPC channel and credentials built from a 0.9.0 ClientConfig file, for raw calls.
+/// What a raw gRPC caller needs from a 0.9.0 `ClientConfig` or `ExporterConfig`, read the
+/// way the Python tools read it (`tls.ca` is base64 of PEM).
 #[derive(Debug, Clone)]
-pub struct RawClient {
-    pub channel: tonic::transport::Channel,
+pub struct ConfigCredentials {
+    pub endpoint: String,
+    pub ca_pem: Vec<u8>,
     pub token: String,
     pub namespace: String,
     pub name: String,
 }
 
-impl RawClient {
-    pub async fn from_config(path: &Path) -> anyhow::Result<RawClient> {
+impl ConfigCredentials {
+    /// Reads the configuration file at `path`.
+    pub fn read(path: &Path) -> anyhow::Result<ConfigCredentials> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        ConfigCredentials::from_yaml(&serde_norway::from_str(&text)?)
+    }
+
+    /// From a parsed configuration; every field must be a string.
+    pub fn from_yaml(config: &serde_norway::Value) -> anyhow::Result<ConfigCredentials> {
         use base64::Engine;
-        let config: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(path)?)?;
-        let s = |v: &serde_norway::Value| v.as_str().map(str::to_owned).unwrap_or_default();
-        let ca = base64::engine::general_purpose::STANDARD.decode(s(&config["tls"]["ca"]))?;
-        let endpoint = s(&config["endpoint"]);
+        let s = |v: &serde_norway::Value, field: &str| {
+            v.as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("{field} is not a string"))
+        };
+        let ca_pem = base64::engine::general_purpose::STANDARD
+            .decode(s(&config["tls"]["ca"], "tls.ca")?)
+            .context("tls.ca is not base64")?;
+        Ok(ConfigCredentials {
+            endpoint: s(&config["endpoint"], "endpoint")?,
+            ca_pem,
+            token: s(&config["token"], "token")?,
+            namespace: s(&config["metadata"]["namespace"], "metadata.namespace")?,
+            name: s(&config["metadata"]["name"], "metadata.name")?,
+        })
+    }
+
+    /// A TLS endpoint for `endpoint` (`host:port`) that trusts the configuration's CA and
+    /// checks the host name, with a 5 s connect timeout.
+    pub fn tls_endpoint(&self, endpoint: &str) -> anyhow::Result<tonic::transport::Endpoint> {
         let host = endpoint
             .rsplit_once(':')
             .map(|(h, _)| h.to_owned())
-            .unwrap_or_default();
+            .with_context(|| format!("{endpoint} is not host:port"))?;
         let tls = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+            .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_pem))
             .domain_name(host);
-        let channel = tonic::transport::Endpoint::from_shared(format!("https://{endpoint}"))?
-            .tls_config(tls)?
-            .connect_timeout(Duration::from_secs(5))
+        Ok(
+            tonic::transport::Endpoint::from_shared(format!("https://{endpoint}"))?
+                .tls_config(tls)?
+                .connect_timeout(Duration::from_secs(5)),
+        )
+    }
+
+    /// A request with these credentials as 0.9.0 sends them; `kind` is `Client` or
+    /// `Exporter`.
+    pub fn request<T>(&self, kind: &str, message: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        let md = req.metadata_mut();
+        let value = |v: &str| v.parse().expect("ASCII metadata");
+        md.insert("authorization", value(&format!("Bearer {}", self.token)));
+        md.insert("jumpstarter-kind", value(kind));
+        md.insert("jumpstarter-namespace", value(&self.namespace));
+        md.insert("jumpstarter-name", value(&self.name));
+        req
+    }
+}
+
+/// A gRPC channel and credentials built from a 0.9.0 ClientConfig file, for raw calls.
+#[derive(Debug, Clone)]
+pub struct RawClient {
+    pub channel: tonic::transport::Channel,
+    pub credentials: ConfigCredentials,
+}
+
+impl RawClient {
+    pub async fn from_config(path: &Path) -> anyhow::Result<RawClient> {
+        let credentials = ConfigCredentials::read(path)?;
+        let channel = credentials
+            .tls_endpoint(&credentials.endpoint)?
             .connect()
             .await?;
         Ok(RawClient {
             channel,
-            token: s(&config["token"]),
-            namespace: s(&config["metadata"]["namespace"]),
-            name: s(&config["metadata"]["name"]),
+            credentials,
         })
     }
 
     /// A request with this client's credentials as 0.9.0 sends them.
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut req = tonic::Request::new(message);
-        let md = req.metadata_mut();
-        md.insert(
-            "authorization",
-            format!("Bearer {}", self.token)
-                .parse()
-                .expect("ascii token"),
-        );
-        md.insert("jumpstarter-kind", "Client".parse().expect("ascii"));
-        md.insert(
-            "jumpstarter-namespace",
-            self.namespace.parse().expect("ascii"),
-        );
-        md.insert("jumpstarter-name", self.name.parse().expect("ascii"));
-        req
+        self.credentials.request("Client", message)
     }
+}
+
+/// The stdout of a finished command, which must have succeeded (else a panic naming `what`
+/// with its status and output).
+pub fn stdout_of(what: &str, output: &std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).expect("UTF-8 output")
 }

@@ -27,14 +27,7 @@ fn admin(env: &TestEnv, ns: &str, args: &[&str]) -> Output {
 }
 
 fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "admin failed ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("utf-8")
+    jumpstarter_e2e::stdout_of("admin", &output)
 }
 
 #[tokio::test(flavor = "multi_thread")]

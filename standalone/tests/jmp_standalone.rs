@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use jumpstarter_e2e::{Proc, free_port, venv};
+use jumpstarter_e2e::{Proc, free_port, stdout_of, venv};
 use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_jumpstarter");
@@ -40,14 +40,7 @@ async fn run_ok(mut cmd: Command, what: &str) -> String {
         .await
         .unwrap_or_else(|_| panic!("{what} timed out"))
         .unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    stdout_of(what, &out)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
+use jumpstarter_e2e::{ConfigCredentials, free_port};
 use jumpstarter_proto::jumpstarter::client::v1::client_service_client::ClientServiceClient;
 use jumpstarter_proto::jumpstarter::client::v1::{
     CreateLeaseRequest, DeleteLeaseRequest, GetLeaseRequest, Lease,
@@ -26,7 +26,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 use tokio::time::timeout;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 
 const BIN: &str = env!("CARGO_BIN_EXE_jumpstarter");
 /// Upper bound of every wait.
@@ -34,13 +34,6 @@ const WAIT: Duration = Duration::from_secs(60);
 const BLOCK: usize = 64 * 1024;
 /// 16 MiB in blocks.
 const BLOCKS: u64 = 16 * 1024 * 1024 / BLOCK as u64;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
 
 fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
@@ -136,31 +129,17 @@ impl Drop for Service {
 struct Caller {
     channel: Channel,
     kind: &'static str,
-    token: String,
-    namespace: String,
-    name: String,
+    credentials: ConfigCredentials,
 }
 
 impl Caller {
     async fn from_config(path: &Path, kind: &'static str) -> Caller {
-        let config: serde_norway::Value =
-            serde_norway::from_str(&std::fs::read_to_string(path).expect("config")).expect("yaml");
-        let s = |v: &serde_norway::Value| v.as_str().expect("string field").to_owned();
-        let ca = base64::engine::general_purpose::STANDARD
-            .decode(s(&config["tls"]["ca"]))
-            .expect("base64 CA");
-        let endpoint = s(&config["endpoint"]);
-        let host = endpoint.rsplit_once(':').expect("host:port").0.to_owned();
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(ca))
-            .domain_name(host);
+        let credentials = ConfigCredentials::read(path).expect("config");
         let channel = timeout(
             WAIT,
-            Endpoint::from_shared(format!("https://{endpoint}"))
+            credentials
+                .tls_endpoint(&credentials.endpoint)
                 .expect("endpoint")
-                .tls_config(tls)
-                .expect("tls")
-                .connect_timeout(Duration::from_secs(5))
                 .timeout(WAIT)
                 .connect(),
         )
@@ -170,21 +149,12 @@ impl Caller {
         Caller {
             channel,
             kind,
-            token: s(&config["token"]),
-            namespace: s(&config["metadata"]["namespace"]),
-            name: s(&config["metadata"]["name"]),
+            credentials,
         }
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut req = tonic::Request::new(message);
-        let md = req.metadata_mut();
-        let value = |v: &str| v.parse().expect("ascii metadata");
-        md.insert("authorization", value(&format!("Bearer {}", self.token)));
-        md.insert("jumpstarter-kind", value(self.kind));
-        md.insert("jumpstarter-namespace", value(&self.namespace));
-        md.insert("jumpstarter-name", value(&self.name));
-        req
+        self.credentials.request(self.kind, message)
     }
 
     /// A CSR signed for `lease`: the issued certificate response and the private key.
@@ -214,8 +184,8 @@ impl Caller {
         tonic::Status,
     > {
         let csr = match key_pem {
-            Some(pem) => jumpstarter_certs::renewal_csr(pem, &self.name).expect("CSR"),
-            None => jumpstarter_certs::generate_csr(&self.name).expect("CSR"),
+            Some(pem) => jumpstarter_certs::renewal_csr(pem, &self.credentials.name).expect("CSR"),
+            None => jumpstarter_certs::generate_csr(&self.credentials.name).expect("CSR"),
         };
         let mut service = LeaseCertificateServiceClient::new(self.channel.clone());
         let response = service

@@ -6,21 +6,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
+use jumpstarter_e2e::{ConfigCredentials, free_port, stdout_of};
 use jumpstarter_proto::jumpstarter::client::v1::ListExportersRequest;
 use jumpstarter_proto::jumpstarter::client::v1::client_service_client::ClientServiceClient;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 
 const BIN: &str = env!("CARGO_BIN_EXE_jumpstarter");
 /// Upper bound of every wait; a start normally takes well under a second.
 const WAIT: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
 
 /// A running `jumpstarter serve`; killed when dropped.
 struct Service {
@@ -154,14 +147,7 @@ fn admin(data_dir: &Path, args: &[&str]) -> Output {
 }
 
 fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "admin failed ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("utf-8")
+    stdout_of("admin", &output)
 }
 
 fn yaml(text: &str) -> serde_norway::Value {
@@ -174,19 +160,10 @@ fn s(value: &serde_norway::Value) -> String {
 
 /// A TLS channel to `endpoint` trusting the configuration's CA, checking the endpoint's host.
 async fn channel(config: &serde_norway::Value, endpoint: &str) -> Channel {
-    let ca = base64::engine::general_purpose::STANDARD
-        .decode(s(&config["tls"]["ca"]))
-        .expect("tls.ca is base64");
-    let host = endpoint.rsplit_once(':').expect("host:port").0.to_owned();
-    Endpoint::from_shared(format!("https://{endpoint}"))
-        .expect("endpoint")
-        .tls_config(
-            ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(ca))
-                .domain_name(host),
-        )
-        .expect("TLS config")
-        .connect_timeout(Duration::from_secs(5))
+    ConfigCredentials::from_yaml(config)
+        .expect("configuration")
+        .tls_endpoint(endpoint)
+        .expect("TLS endpoint")
         .connect()
         .await
         .expect("connect over TLS")
@@ -194,22 +171,15 @@ async fn channel(config: &serde_norway::Value, endpoint: &str) -> Channel {
 
 /// ClientService.ListExporters with the configuration's credentials, as 0.9.0 sends them.
 async fn list_exporters(config: &serde_norway::Value) -> Result<Vec<String>, tonic::Status> {
-    let endpoint = s(&config["endpoint"]);
-    let mut client = ClientServiceClient::new(channel(config, &endpoint).await);
-    let namespace = s(&config["metadata"]["namespace"]);
-    let mut request = tonic::Request::new(ListExportersRequest {
-        parent: format!("namespaces/{namespace}"),
-        ..Default::default()
-    });
-    let md = request.metadata_mut();
-    let header = |v: String| v.parse().expect("ASCII metadata");
-    md.insert(
-        "authorization",
-        header(format!("Bearer {}", s(&config["token"]))),
+    let credentials = ConfigCredentials::from_yaml(config).expect("configuration");
+    let mut client = ClientServiceClient::new(channel(config, &credentials.endpoint).await);
+    let request = credentials.request(
+        "Client",
+        ListExportersRequest {
+            parent: format!("namespaces/{}", credentials.namespace),
+            ..Default::default()
+        },
     );
-    md.insert("jumpstarter-kind", header("Client".into()));
-    md.insert("jumpstarter-namespace", header(namespace));
-    md.insert("jumpstarter-name", header(s(&config["metadata"]["name"])));
     let response = client.list_exporters(request).await?.into_inner();
     Ok(response
         .exporters
