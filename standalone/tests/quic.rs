@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use jumpstarter_e2e::{ConfigCredentials, free_port};
@@ -28,7 +28,10 @@ use sha2::{Digest, Sha256};
 use tokio::time::timeout;
 use tonic::transport::Channel;
 
-const BIN: &str = env!("CARGO_BIN_EXE_jumpstarter");
+mod support;
+
+use support::{BIN, ServeProcess};
+
 /// Upper bound of every wait.
 const WAIT: Duration = Duration::from_secs(60);
 const BLOCK: usize = 64 * 1024;
@@ -42,17 +45,16 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
-/// A running `jumpstarter serve`; killed when dropped.
+/// A running `jumpstarter serve` with QUIC; killed when dropped.
 struct Service {
-    child: Child,
+    process: ServeProcess,
     data_dir: PathBuf,
-    log: PathBuf,
 }
 
 impl Service {
     fn start(data_dir: &Path, quic_listen: &str, extra: &[&str]) -> Service {
-        let log = data_dir.with_file_name("serve.log");
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--grpc-listen", &format!("127.0.0.1:{}", free_port())])
@@ -62,35 +64,16 @@ impl Service {
             .args(extra)
             .env_remove("JUMPSTARTER_NAMESPACE")
             .env_remove("JUMPSTARTER_NO_QUIC")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).expect("log file"))
-            .stderr(std::fs::File::create(log.with_extension("err")).expect("log file"))
-            .spawn()
-            .expect("spawn jumpstarter serve");
-        let mut service = Service {
-            child,
+            .stdin(Stdio::null());
+        let log = data_dir.with_file_name("serve.log");
+        Service {
+            process: ServeProcess::spawn(command, data_dir, log, WAIT),
             data_dir: data_dir.to_owned(),
-            log,
-        };
-        let deadline = Instant::now() + WAIT;
-        let socket = data_dir.join("admin.sock");
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            if let Some(status) = service.child.try_wait().expect("try_wait") {
-                panic!("serve exited with {status}:\n{}", service.logs());
-            }
-            assert!(Instant::now() < deadline, "not ready:\n{}", service.logs());
-            std::thread::sleep(Duration::from_millis(100));
         }
-        service
     }
 
     fn logs(&self) -> String {
-        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-        format!(
-            "--- stdout\n{}--- stderr\n{}",
-            read(&self.log),
-            read(&self.log.with_extension("err"))
-        )
+        self.process.logs()
     }
 
     /// `jumpstarter admin create KIND NAME ARGS --out FILE`; the written configuration.
@@ -115,13 +98,6 @@ impl Service {
             String::from_utf8_lossy(&output.stderr)
         );
         out
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -289,7 +265,7 @@ async fn leased(service: &Service, quic_listen: &str) -> Leased {
     let exporter_config = service.create("exporter", "e1", &["-l", "board=q"]);
     // The start-up message (printed right after the admin socket opens) names the endpoint.
     let deadline = Instant::now() + WAIT;
-    while !std::fs::read_to_string(&service.log)
+    while !std::fs::read_to_string(&service.process.log)
         .unwrap_or_default()
         .contains(&format!("QUIC router: {quic_listen} (QUIC"))
     {
@@ -604,8 +580,8 @@ async fn after_a_crash_the_restarted_service_resets_the_old_quic_connections() {
     leased.heartbeat.abort();
 
     // SIGKILL: no CONNECTION_CLOSE reaches the peer.
-    service.child.kill().expect("kill the service");
-    service.child.wait().expect("reap the service");
+    service.process.child.kill().expect("kill the service");
+    service.process.child.wait().expect("reap the service");
     let service = Service::start(&data_dir, &quic_listen, &[]);
 
     // The peer's next packet (a new session) meets the new process.

@@ -2,8 +2,8 @@
 //! data directory, `admin` through its socket, the written configurations used for real
 //! TLS gRPC calls, the data-file lock, restarts, and the errors a user sees.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use jumpstarter_e2e::{ConfigCredentials, free_port, stdout_of};
@@ -11,18 +11,19 @@ use jumpstarter_proto::jumpstarter::client::v1::ListExportersRequest;
 use jumpstarter_proto::jumpstarter::client::v1::client_service_client::ClientServiceClient;
 use tonic::transport::Channel;
 
-const BIN: &str = env!("CARGO_BIN_EXE_jumpstarter");
+mod support;
+
+use support::{BIN, ServeProcess};
+
 /// Upper bound of every wait; a start normally takes well under a second.
 const WAIT: Duration = Duration::from_secs(60);
 
-/// A running `jumpstarter serve`; killed when dropped.
+/// A running `jumpstarter serve` on free loopback ports; killed when dropped.
 struct Service {
-    child: Child,
-    data_dir: PathBuf,
+    process: ServeProcess,
     grpc: String,
     router: String,
     http: String,
-    log: PathBuf,
 }
 
 impl Service {
@@ -37,57 +38,23 @@ impl Service {
             .map(|d| d.count())
             .unwrap_or(0);
         let log = data_dir.with_file_name(format!("serve-{n}.log"));
-        let child = serve_command(data_dir, &grpc, &router, &http)
-            .stdout(std::fs::File::create(&log).expect("log file"))
-            .stderr(std::fs::File::create(log.with_extension("err")).expect("log file"))
-            .spawn()
-            .expect("spawn jumpstarter serve");
-        let mut service = Service {
-            child,
-            data_dir: data_dir.to_owned(),
+        let process = ServeProcess::spawn(
+            serve_command(data_dir, &grpc, &router, &http),
+            data_dir,
+            log,
+            WAIT,
+        );
+        Service {
+            process,
             grpc,
             router,
             http,
-            log,
-        };
-        service.wait_ready();
-        service
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + WAIT;
-        let socket = self.data_dir.join("admin.sock");
-        loop {
-            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!(
-                    "serve exited with {status} before it was ready:\n{}",
-                    self.logs()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve not ready:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(100));
         }
-    }
-
-    fn logs(&self) -> String {
-        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-        format!(
-            "--- stdout\n{}--- stderr\n{}",
-            read(&self.log),
-            read(&self.log.with_extension("err"))
-        )
     }
 
     /// SIGTERM, then waits for a clean exit.
     fn stop(mut self) {
-        let pid = i32::try_from(self.child.id()).expect("a PID fits in pid_t");
+        let pid = i32::try_from(self.process.child.id()).expect("a PID fits in pid_t");
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGTERM,
@@ -95,28 +62,21 @@ impl Service {
         .expect("SIGTERM to serve");
         let deadline = Instant::now() + WAIT;
         loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
+            if let Some(status) = self.process.child.try_wait().expect("try_wait") {
                 assert!(
                     status.success(),
                     "serve exited with {status}:\n{}",
-                    self.logs()
+                    self.process.logs()
                 );
                 return;
             }
             assert!(
                 Instant::now() < deadline,
                 "serve did not stop:\n{}",
-                self.logs()
+                self.process.logs()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -198,7 +158,7 @@ async fn serve_and_admin_work_together_and_survive_a_restart() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data_dir = tmp.path().join("data");
     let service = Service::start(&data_dir);
-    let banner = std::fs::read_to_string(&service.log).unwrap_or_default();
+    let banner = std::fs::read_to_string(&service.process.log).unwrap_or_default();
     assert!(
         banner.contains(&format!("{}", data_dir.join("state.redb").display())),
         "{banner}"
