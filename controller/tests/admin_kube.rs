@@ -2,6 +2,8 @@
 //! reconcile loop running in this process to issue credentials, as `jmp admin` sees a
 //! cluster with a controller.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +17,6 @@ use jumpstarter_controller::reconcile::{self, ReconcileMetrics};
 use jumpstarter_controller::settings::Settings;
 use jumpstarter_controller::store::Store;
 use jumpstarter_controller::store::kube::KubeStore;
-use jumpstarter_testenv::TestEnv;
 use jumpstarter_token::internal::{ObjectKind, Subject};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{LocalObjectReference, Secret};
@@ -35,12 +36,7 @@ struct Fixture {
 impl Fixture {
     /// A fresh namespace with the controller's keys; with `reconcile`, a running loop.
     async fn new(prefix: &str, reconcile: bool) -> Fixture {
-        let env = TestEnv::shared();
-        env.install_crds(&jumpstarter_controller::crd::definitions())
-            .await
-            .expect("install CRDs");
-        let ns = env.namespace(prefix).await;
-        let store = KubeStore::new(env.admin_client().await);
+        let (ns, store) = support::kube_namespace(prefix).await;
         let settings = Arc::new(Settings::example(
             &ns,
             GRPC_ENDPOINT,

@@ -5,8 +5,9 @@
 //! Each test works in its own namespace. The reconcile loop does not run here: the tests
 //! write the lease and exporter status the loop would write.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
@@ -15,17 +16,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::ObjectMeta;
 use prometheus_client::registry::Registry;
 use time::{Duration, OffsetDateTime};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
-use jumpstarter_certs::{Ca, ClientAuth, ServerCertParams, server_config};
 use jumpstarter_controller::auth::AuthMetrics;
 use jumpstarter_controller::crd::{
     self, Client, ClientSpec, Exporter, ExporterSpec, ExporterStatusValue, Lease, LeaseStatus,
 };
-use jumpstarter_controller::server;
 use jumpstarter_controller::service::{ServiceMetrics, Services, TokenSigners, wire};
 use jumpstarter_controller::settings::Settings;
 use jumpstarter_controller::store::Store;
@@ -34,9 +32,8 @@ use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
 use jumpstarter_proto::jumpstarter::client::v1::client_service_client::ClientServiceClient;
 use jumpstarter_proto::jumpstarter::v1 as pb;
 use jumpstarter_proto::jumpstarter::v1::controller_service_client::ControllerServiceClient;
-use jumpstarter_testenv::TestEnv;
 use jumpstarter_token::SigningKey;
-use jumpstarter_token::internal::{DEFAULT_AUDIENCE, DEFAULT_ISSUER, Issuer, ObjectKind, Subject};
+use jumpstarter_token::internal::{Issuer, ObjectKind, Subject};
 
 /// Upper bound of every wait in these tests.
 const WAIT: StdDuration = StdDuration::from_secs(20);
@@ -69,30 +66,9 @@ impl Drop for Harness {
 
 impl Harness {
     async fn start(prefix: &str) -> Harness {
-        let env = TestEnv::shared();
-        env.install_crds(&crd::definitions())
-            .await
-            .expect("install CRDs");
-        let namespace = env.namespace(prefix).await;
-        let store = KubeStore::new(env.admin_client().await);
-        let now = OffsetDateTime::now_utc();
-        let ca = Ca::generate("grpc-test-ca", now, Duration::days(1)).expect("CA");
-        let cert = ca
-            .issue_server_cert(
-                &ServerCertParams {
-                    dns_names: vec!["localhost".into()],
-                    ip_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-                    validity: Duration::days(1),
-                },
-                now,
-            )
-            .expect("server cert");
-        let issuer = Issuer {
-            key: SigningKey::generate().expect("token key"),
-            issuer: DEFAULT_ISSUER.into(),
-            audience: DEFAULT_AUDIENCE.into(),
-            lifetime: Duration::hours(1),
-        };
+        let (namespace, store) = support::kube_namespace(prefix).await;
+        let (ca, cert) = support::localhost_pki("grpc-test-ca", OffsetDateTime::now_utc());
+        let issuer = support::token_issuer();
         let router_key = SigningKey::generate().expect("router key");
         let settings = Arc::new(Settings::example(
             &namespace,
@@ -114,17 +90,7 @@ impl Harness {
             service_metrics,
             shutdown.clone(),
         );
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let tls =
-            server_config(cert.credentials(), vec![b"h2".to_vec()], ClientAuth::None).expect("tls");
-        let routes = server::grpc_routes(&services).await;
-        tokio::spawn(server::serve_grpc(
-            listener,
-            Arc::new(tls),
-            routes,
-            shutdown.clone(),
-        ));
+        let port = support::serve_grpc_on_loopback(&services, &cert, &shutdown).await;
         Harness {
             namespace,
             store,
@@ -138,15 +104,7 @@ impl Harness {
     }
 
     fn endpoint(&self) -> Endpoint {
-        Endpoint::from_shared(format!("https://localhost:{}", self.port))
-            .expect("endpoint")
-            .tls_config(
-                ClientTlsConfig::new()
-                    .ca_certificate(Certificate::from_pem(&self.ca_pem))
-                    .domain_name("localhost"),
-            )
-            .expect("client tls")
-            .connect_timeout(WAIT)
+        support::localhost_endpoint(self.port, &self.ca_pem, WAIT)
     }
 
     async fn channel(&self) -> Channel {
