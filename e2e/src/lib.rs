@@ -873,3 +873,41 @@ pub fn stdout_of(what: &str, output: &std::process::Output) -> String {
     );
     String::from_utf8(output.stdout.clone()).expect("UTF-8 output")
 }
+
+/// A `j`-side Python script (run inside `jmp shell`): 64 MiB of random data through the
+/// exporter's `echo` driver in 64 KiB chunks; prints both SHA-256 digests and exits 0 only
+/// when every byte came back intact.
+pub const ECHO_SCRIPT: &str = r#"
+import hashlib, os, sys
+from jumpstarter.utils.env import env
+total = 64 * 1024 * 1024
+chunk = 64 * 1024
+data = os.urandom(total)
+received = bytearray()
+with env() as client:
+    with client.echo.stream() as conn:
+        for off in range(0, total, chunk):
+            part = data[off:off + chunk]
+            conn.send(part)
+            want = off + len(part)
+            while len(received) < want:
+                received.extend(conn.receive())
+sent, got = hashlib.sha256(data).hexdigest(), hashlib.sha256(bytes(received)).hexdigest()
+print("sent", sent, "received", got, "bytes", len(received))
+sys.exit(0 if sent == got and len(received) == total else 3)
+"#;
+
+/// The sum of the samples of `metric` (a counter family) in the metrics text.
+pub fn metric_sum(metrics: &str, metric: &str, label: Option<&str>) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| {
+            line.split(['{', ' '])
+                .next()
+                .is_some_and(|name| name == metric)
+        })
+        .filter(|line| label.is_none_or(|label| line.contains(label)))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -209,26 +209,6 @@ async fn exporter_online_and_shell_drives_power_and_shell_drivers(mode: Mode) {
         .expect("unregistered");
 }
 
-const ECHO_SCRIPT: &str = r#"
-import hashlib, os, sys
-from jumpstarter.utils.env import env
-total = 64 * 1024 * 1024
-chunk = 64 * 1024
-data = os.urandom(total)
-received = bytearray()
-with env() as client:
-    with client.echo.stream() as conn:
-        for off in range(0, total, chunk):
-            part = data[off:off + chunk]
-            conn.send(part)
-            want = off + len(part)
-            while len(received) < want:
-                received.extend(conn.receive())
-sent, got = hashlib.sha256(data).hexdigest(), hashlib.sha256(bytes(received)).hexdigest()
-print("sent", sent, "received", got, "bytes", len(received))
-sys.exit(0 if sent == got and len(received) == total else 3)
-"#;
-
 async fn sixty_four_mib_echo_through_the_router_is_intact(mode: Mode) {
     let mut lab = Lab::start(mode, "e2e-echo").await.expect("start lab");
     lab.start_exporter("board-1", &["board=mock"])
@@ -239,7 +219,7 @@ async fn sixty_four_mib_echo_through_the_router_is_intact(mode: Mode) {
         .expect("online");
     let c1 = lab.create_client("c1").await.expect("client");
     let script = lab.path("echo.py");
-    std::fs::write(&script, ECHO_SCRIPT).expect("write script");
+    std::fs::write(&script, jumpstarter_e2e::ECHO_SCRIPT).expect("write script");
     let python = jumpstarter_e2e::venv().join("bin/python");
     let output = shell(
         &lab,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use jumpstarter_e2e::{Lab, Mode, Output, Proc, free_port};
+use jumpstarter_e2e::{Lab, Mode, Output, Proc, free_port, metric_sum};
 
 const EDGE: &str = env!("CARGO_BIN_EXE_jumpstarter-edge");
 const ONLINE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -115,21 +115,6 @@ async fn forged_router_token_is_refused(edge_config: &Path) {
         .await
         .expect_err("a forged token is refused");
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
-}
-
-/// The sum of the samples of `metric` (a counter family) in the metrics text.
-fn metric_sum(metrics: &str, metric: &str, label: Option<&str>) -> f64 {
-    metrics
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter(|line| {
-            line.split(['{', ' '])
-                .next()
-                .is_some_and(|name| name == metric)
-        })
-        .filter(|line| label.is_none_or(|label| line.contains(label)))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test]

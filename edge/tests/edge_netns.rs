@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use jumpstarter_e2e::netns::{Netns, Traffic};
-use jumpstarter_e2e::{Lab, Output, Proc};
+use jumpstarter_e2e::{Lab, Output, Proc, metric_sum};
 
 const EDGE: &str = env!("CARGO_BIN_EXE_jumpstarter-edge");
 const ONLINE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -319,21 +319,6 @@ fn tool_endpoint(path: &Path) -> String {
     config["endpoint"].as_str().unwrap_or_default().to_owned()
 }
 
-/// The sum of the samples of `metric` (a counter family) in the metrics text.
-fn metric_sum(metrics: &str, metric: &str, label: Option<&str>) -> f64 {
-    metrics
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter(|line| {
-            line.split(['{', ' '])
-                .next()
-                .is_some_and(|name| name == metric)
-        })
-        .filter(|line| label.is_none_or(|label| line.contains(label)))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// A lease as JSON.
 type Lease = serde_json::Value;
 
@@ -468,26 +453,6 @@ async fn power_and_shell_by_selector_over_udp_only() {
     world.assert_tcp_to_the_service_is_dropped().await;
 }
 
-const ECHO_SCRIPT: &str = r#"
-import hashlib, os, sys
-from jumpstarter.utils.env import env
-total = 64 * 1024 * 1024
-chunk = 64 * 1024
-data = os.urandom(total)
-received = bytearray()
-with env() as client:
-    with client.echo.stream() as conn:
-        for off in range(0, total, chunk):
-            part = data[off:off + chunk]
-            conn.send(part)
-            want = off + len(part)
-            while len(received) < want:
-                received.extend(conn.receive())
-sent, got = hashlib.sha256(data).hexdigest(), hashlib.sha256(bytes(received)).hexdigest()
-print("sent", sent, "received", got, "bytes", len(received))
-sys.exit(0 if sent == got and len(received) == total else 3)
-"#;
-
 /// 64 MiB through the echo driver and back, intact, and all of it over UDP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_mib_echo_is_intact_over_udp_only() {
@@ -496,7 +461,7 @@ async fn sixty_four_mib_echo_is_intact_over_udp_only() {
     world.start_exporter("board-1", &["board=mock"], &[]).await;
     let c1 = world.lab.create_client("c1").await.expect("client");
     let script = world.lab.path("echo.py");
-    std::fs::write(&script, ECHO_SCRIPT).expect("write script");
+    std::fs::write(&script, jumpstarter_e2e::ECHO_SCRIPT).expect("write script");
     let python = jumpstarter_e2e::venv().join("bin/python");
     let output = world
         .shell(
