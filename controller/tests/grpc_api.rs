@@ -814,31 +814,21 @@ async fn dial_hands_the_same_router_token_to_client_and_exporter() {
         lease_name: lease.into(),
     };
 
-    assert_status(
-        api.dial(call(dial("l1"), &alice)).await,
-        Code::Unavailable,
-        "exporter is not listening on lease l1",
-    );
-    assert_status(
-        api.dial(call(dial("l1"), &bob)).await,
-        Code::Unknown,
-        "permission denied",
-    );
-    assert_status(
-        api.dial(call(dial("nope"), &alice)).await,
-        Code::NotFound,
-        "nope",
-    );
-    assert_status(
-        api.dial(call(dial("pending"), &alice)).await,
-        Code::Unknown,
-        "lease not active",
-    );
-    assert_status(
-        api.dial(call(dial(""), &alice)).await,
-        Code::InvalidArgument,
-        "lease_name",
-    );
+    let refusals = [
+        (
+            "l1",
+            &alice,
+            Code::Unavailable,
+            "exporter is not listening on lease l1",
+        ),
+        ("l1", &bob, Code::Unknown, "permission denied"),
+        ("nope", &alice, Code::NotFound, "nope"),
+        ("pending", &alice, Code::Unknown, "lease not active"),
+        ("", &alice, Code::InvalidArgument, "lease_name"),
+    ];
+    for (lease, caller, code, message) in refusals {
+        assert_status(api.dial(call(dial(lease), caller)).await, code, message);
+    }
 
     // The exporter may only listen on its own lease.
     let mut exporter_api = h.controller().await;
