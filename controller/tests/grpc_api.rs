@@ -7,6 +7,8 @@
 
 mod support;
 
+use support::{Identity, call};
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -48,14 +50,6 @@ struct Harness {
     router_key: SigningKey,
     registry: Arc<Registry>,
     shutdown: CancellationToken,
-}
-
-#[derive(Clone)]
-struct Identity {
-    kind: ObjectKind,
-    namespace: String,
-    name: String,
-    token: String,
 }
 
 impl Drop for Harness {
@@ -141,12 +135,13 @@ impl Harness {
             .await
             .expect("create client");
         let uid = created.metadata.uid.expect("uid");
-        Identity {
-            kind: ObjectKind::Client,
-            namespace: self.namespace.clone(),
-            name: name.into(),
-            token: self.token(ObjectKind::Client, name, &uid, OffsetDateTime::now_utc()),
-        }
+        Identity::issued(
+            &self.issuer,
+            ObjectKind::Client,
+            &self.namespace,
+            name,
+            &uid,
+        )
     }
 
     async fn exporter(&self, name: &str, labels: &[(&str, &str)]) -> Identity {
@@ -164,12 +159,13 @@ impl Harness {
             .await
             .expect("create exporter");
         let uid = created.metadata.uid.expect("uid");
-        Identity {
-            kind: ObjectKind::Exporter,
-            namespace: self.namespace.clone(),
-            name: name.into(),
-            token: self.token(ObjectKind::Exporter, name, &uid, OffsetDateTime::now_utc()),
-        }
+        Identity::issued(
+            &self.issuer,
+            ObjectKind::Exporter,
+            &self.namespace,
+            name,
+            &uid,
+        )
     }
 
     fn meta(&self, name: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
@@ -263,22 +259,6 @@ impl Harness {
 }
 
 /// `message` with the identity's metadata, as the Python call credentials add it.
-fn call<T>(message: T, id: &Identity) -> Request<T> {
-    let mut request = Request::new(message);
-    let md = request.metadata_mut();
-    md.insert(
-        "authorization",
-        format!("Bearer {}", id.token).parse().expect("ascii"),
-    );
-    md.insert("jumpstarter-kind", id.kind.as_str().parse().expect("ascii"));
-    md.insert(
-        "jumpstarter-namespace",
-        id.namespace.parse().expect("ascii"),
-    );
-    md.insert("jumpstarter-name", id.name.parse().expect("ascii"));
-    request
-}
-
 async fn bounded<F: std::future::Future>(what: &str, future: F) -> F::Output {
     tokio::time::timeout(WAIT, future)
         .await

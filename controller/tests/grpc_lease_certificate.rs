@@ -7,6 +7,8 @@
 
 mod support;
 
+use support::Identity;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -32,7 +34,7 @@ use jumpstarter_controller::store::kube::KubeStore;
 use jumpstarter_proto::jumpstarter::quic::v1 as pb;
 use jumpstarter_proto::jumpstarter::quic::v1::lease_certificate_service_client::LeaseCertificateServiceClient;
 use jumpstarter_token::SigningKey;
-use jumpstarter_token::internal::{Issuer, ObjectKind, Subject};
+use jumpstarter_token::internal::{Issuer, ObjectKind};
 
 /// Upper bound of every wait in these tests.
 const WAIT: StdDuration = StdDuration::from_secs(20);
@@ -46,13 +48,6 @@ struct Harness {
     ca_pem: String,
     issuer: Issuer,
     shutdown: CancellationToken,
-}
-
-struct Identity {
-    kind: ObjectKind,
-    namespace: String,
-    name: String,
-    token: String,
 }
 
 impl Drop for Harness {
@@ -132,22 +127,7 @@ impl Harness {
     }
 
     fn identity(&self, kind: ObjectKind, name: &str, uid: String) -> Identity {
-        let subject = Subject {
-            kind,
-            namespace: self.namespace.clone(),
-            name: name.into(),
-            uid,
-        };
-        Identity {
-            kind,
-            namespace: self.namespace.clone(),
-            name: name.into(),
-            token: self
-                .issuer
-                .issue(&subject, OffsetDateTime::now_utc())
-                .expect("issue")
-                .0,
-        }
+        Identity::issued(&self.issuer, kind, &self.namespace, name, &uid)
     }
 
     async fn client(&self, name: &str) -> Identity {
@@ -240,22 +220,13 @@ fn time(t: OffsetDateTime) -> Time {
 }
 
 fn call(lease: &str, csr: Vec<u8>, id: &Identity) -> Request<pb::IssueLeaseCertificateRequest> {
-    let mut request = Request::new(pb::IssueLeaseCertificateRequest {
-        lease_name: lease.into(),
-        csr,
-    });
-    let md = request.metadata_mut();
-    md.insert(
-        "authorization",
-        format!("Bearer {}", id.token).parse().expect("ascii"),
-    );
-    md.insert("jumpstarter-kind", id.kind.as_str().parse().expect("ascii"));
-    md.insert(
-        "jumpstarter-namespace",
-        id.namespace.parse().expect("ascii"),
-    );
-    md.insert("jumpstarter-name", id.name.parse().expect("ascii"));
-    request
+    support::call(
+        pb::IssueLeaseCertificateRequest {
+            lease_name: lease.into(),
+            csr,
+        },
+        id,
+    )
 }
 
 async fn issue(

@@ -15,10 +15,11 @@ use jumpstarter_controller::service::Services;
 use jumpstarter_controller::store::kube::KubeStore;
 use jumpstarter_testenv::TestEnv;
 use jumpstarter_token::SigningKey;
-use jumpstarter_token::internal::{DEFAULT_AUDIENCE, DEFAULT_ISSUER, Issuer};
+use jumpstarter_token::internal::{DEFAULT_AUDIENCE, DEFAULT_ISSUER, Issuer, ObjectKind, Subject};
 use time::{Duration, OffsetDateTime};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::Request;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 /// A fresh namespace named after `prefix`, with the CRDs installed, and an admin store.
@@ -91,4 +92,57 @@ pub fn localhost_endpoint(port: u16, ca_pem: &str, connect_timeout: StdDuration)
         )
         .expect("client tls")
         .connect_timeout(connect_timeout)
+}
+
+/// A caller of the gRPC port: the object it speaks for and its bearer token.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub kind: ObjectKind,
+    pub namespace: String,
+    pub name: String,
+    pub token: String,
+}
+
+impl Identity {
+    /// The object `kind` `namespace/name` (with `uid`) and a token `issuer` issues for it now.
+    pub fn issued(
+        issuer: &Issuer,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+    ) -> Identity {
+        let subject = Subject {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: uid.into(),
+        };
+        Identity {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+            token: issuer
+                .issue(&subject, OffsetDateTime::now_utc())
+                .expect("issue")
+                .0,
+        }
+    }
+}
+
+/// `message` with `id`'s credentials in the metadata, as the 0.9.0 tools send them.
+pub fn call<T>(message: T, id: &Identity) -> Request<T> {
+    let mut request = Request::new(message);
+    let md = request.metadata_mut();
+    md.insert(
+        "authorization",
+        format!("Bearer {}", id.token).parse().expect("ascii"),
+    );
+    md.insert("jumpstarter-kind", id.kind.as_str().parse().expect("ascii"));
+    md.insert(
+        "jumpstarter-namespace",
+        id.namespace.parse().expect("ascii"),
+    );
+    md.insert("jumpstarter-name", id.name.parse().expect("ascii"));
+    request
 }
