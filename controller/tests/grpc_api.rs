@@ -7,7 +7,7 @@
 
 mod support;
 
-use support::{Identity, call};
+use support::{Identity, assert_status, call};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use prometheus_client::registry::Registry;
 use time::{Duration, OffsetDateTime};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request, Status};
+use tonic::{Code, Request};
 
 use jumpstarter_controller::auth::AuthMetrics;
 use jumpstarter_controller::crd::{
@@ -263,16 +263,6 @@ async fn bounded<F: std::future::Future>(what: &str, future: F) -> F::Output {
     tokio::time::timeout(WAIT, future)
         .await
         .unwrap_or_else(|_| panic!("{what} did not finish within {WAIT:?}"))
-}
-
-fn assert_status(result: Result<impl std::fmt::Debug, Status>, code: Code, text: &str) {
-    let status = result.expect_err("call should fail");
-    assert_eq!(status.code(), code, "{status:?}");
-    assert!(
-        status.message().contains(text),
-        "message {:?} should contain {text:?}",
-        status.message()
-    );
 }
 
 #[tokio::test]

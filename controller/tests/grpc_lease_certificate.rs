@@ -7,7 +7,7 @@
 
 mod support;
 
-use support::Identity;
+use support::{Identity, assert_status};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -237,16 +237,6 @@ async fn issue(
         .await
         .expect("call finishes in time")
         .map(tonic::Response::into_inner)
-}
-
-fn assert_status(result: Result<impl std::fmt::Debug, Status>, code: Code, text: &str) {
-    let status = result.expect_err("call should fail");
-    assert_eq!(status.code(), code, "{status:?}");
-    assert!(
-        status.message().contains(text),
-        "message {:?} should contain {text:?}",
-        status.message()
-    );
 }
 
 fn fresh_csr() -> Vec<u8> {

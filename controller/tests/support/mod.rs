@@ -19,8 +19,8 @@ use jumpstarter_token::internal::{DEFAULT_AUDIENCE, DEFAULT_ISSUER, Issuer, Obje
 use time::{Duration, OffsetDateTime};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::Request;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use tonic::{Code, Request, Status};
 
 /// A fresh namespace named after `prefix`, with the CRDs installed, and an admin store.
 pub async fn kube_namespace(prefix: &str) -> (String, KubeStore) {
@@ -145,4 +145,15 @@ pub fn call<T>(message: T, id: &Identity) -> Request<T> {
     );
     md.insert("jumpstarter-name", id.name.parse().expect("ascii"));
     request
+}
+
+/// `result` is an error with `code` and a message containing `text`.
+pub fn assert_status(result: Result<impl std::fmt::Debug, Status>, code: Code, text: &str) {
+    let status = result.expect_err("call should fail");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(
+        status.message().contains(text),
+        "message {:?} should contain {text:?}",
+        status.message()
+    );
 }
