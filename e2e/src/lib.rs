@@ -146,6 +146,20 @@ pub struct Output {
 }
 
 impl Output {
+    /// The lease that `jmp create lease -o name` printed (`…/leases/<name>` or `<name>`);
+    /// panics when it printed none.
+    pub fn lease_name(&self) -> String {
+        let name = self
+            .stdout
+            .trim()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(!name.is_empty(), "no lease name printed: {self}");
+        name
+    }
+
     pub fn ok(&self) -> bool {
         self.code == Some(0)
     }

@@ -54,15 +54,7 @@ async fn create_lease(
         .await
         .expect("jmp create lease");
     assert!(out.ok(), "jmp create lease failed: {out}\n{}", lab.logs());
-    let name = out
-        .stdout
-        .trim()
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(!name.is_empty(), "no lease name printed: {out}");
-    name
+    out.lease_name()
 }
 
 async fn wait_lease<F: Fn(&Lease) -> bool>(

@@ -195,15 +195,7 @@ impl World {
             "jmp create lease failed: {out}\n{}",
             self.lab.logs()
         );
-        let name = out
-            .stdout
-            .trim()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        assert!(!name.is_empty(), "no lease name printed: {out}");
-        name
+        out.lease_name()
     }
 
     /// Lease `name` as JSON (its 0.9.0 shape: `status.exporterRef`, `status.ended`, …).
