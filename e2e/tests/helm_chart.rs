@@ -488,13 +488,7 @@ async fn install_upgrade_uninstall_leaves_only_the_crds() {
         install.stdout.contains("jmp admin create client"),
         "NOTES: {install}"
     );
-    for crd in ["clients", "exporters", "leases", "exporteraccesspolicies"] {
-        let out = chart
-            .kubectl(&["get", "crd", &format!("{crd}.jumpstarter.dev")], None)
-            .await
-            .expect("kubectl");
-        assert!(out.ok(), "CRD {crd} after install: {out}");
-    }
+    assert_crds_present(&chart, "after install").await;
     let names = |list: Vec<Deployment>| -> Vec<String> {
         let mut names: Vec<String> = list.into_iter().filter_map(|d| d.metadata.name).collect();
         names.sort();
@@ -618,13 +612,7 @@ routers:
         cluster_wide.ok() && cluster_wide.stdout.trim().is_empty(),
         "{cluster_wide}"
     );
-    for crd in ["clients", "exporters", "leases", "exporteraccesspolicies"] {
-        let out = chart
-            .kubectl(&["get", "crd", &format!("{crd}.jumpstarter.dev")], None)
-            .await
-            .expect("kubectl");
-        assert!(out.ok(), "CRD {crd} must stay after uninstall: {out}");
-    }
+    assert_crds_present(&chart, "must stay after uninstall").await;
 }
 
 /// The rules the chart's Role must hold: exactly what the controller uses.
@@ -1100,4 +1088,15 @@ routers:
         );
     }
     drop(lab);
+}
+
+/// The four CRDs exist (`when` names the moment, for the failure message).
+async fn assert_crds_present(chart: &Chart, when: &str) {
+    for crd in ["clients", "exporters", "leases", "exporteraccesspolicies"] {
+        let out = chart
+            .kubectl(&["get", "crd", &format!("{crd}.jumpstarter.dev")], None)
+            .await
+            .expect("kubectl");
+        assert!(out.ok(), "CRD {crd} {when}: {out}");
+    }
 }
