@@ -13,7 +13,7 @@
 #![allow(clippy::await_holding_lock)]
 
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -43,6 +43,15 @@ struct World {
 }
 
 impl World {
+    /// A world with exporter `board-1` (`board=mock`) online behind its edge, and client
+    /// `c1`'s configuration.
+    async fn with_board_and_client(prefix: &str) -> (World, PathBuf) {
+        let mut world = World::start(prefix, &[]).await;
+        world.start_exporter("board-1", &["board=mock"], &[]).await;
+        let c1 = world.lab.create_client("c1").await.expect("c1");
+        (world, c1)
+    }
+
     async fn start(prefix: &str, serve_args: &[&str]) -> World {
         let exporters = Netns::create("exp").expect("the exporter namespace");
         let clients = Netns::create("cli").expect("the client namespace");
@@ -449,9 +458,7 @@ async fn power_and_shell_by_selector_over_udp_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_mib_echo_is_intact_over_udp_only() {
     let _serial = serial();
-    let mut world = World::start("netns-echo", &[]).await;
-    world.start_exporter("board-1", &["board=mock"], &[]).await;
-    let c1 = world.lab.create_client("c1").await.expect("client");
+    let (world, c1) = World::with_board_and_client("netns-echo").await;
     let script = world.lab.path("echo.py");
     std::fs::write(&script, jumpstarter_e2e::ECHO_SCRIPT).expect("write script");
     let python = jumpstarter_e2e::venv().join("bin/python");
@@ -491,9 +498,7 @@ async fn sixty_four_mib_echo_is_intact_over_udp_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exclusive_lease_queues_the_second_client_over_udp_only() {
     let _serial = serial();
-    let mut world = World::start("netns-exclusive", &[]).await;
-    world.start_exporter("board-1", &["board=mock"], &[]).await;
-    let c1 = world.lab.create_client("c1").await.expect("c1");
+    let (world, c1) = World::with_board_and_client("netns-exclusive").await;
     let c2 = world.lab.create_client("c2").await.expect("c2");
 
     let l1 = world.create_lease(&c1, &["-l", "board=mock"], "10m").await;
@@ -540,9 +545,7 @@ async fn exclusive_lease_queues_the_second_client_over_udp_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_expires_on_time_over_udp_only() {
     let _serial = serial();
-    let mut world = World::start("netns-expiry", &[]).await;
-    world.start_exporter("board-1", &["board=mock"], &[]).await;
-    let c1 = world.lab.create_client("c1").await.expect("c1");
+    let (world, c1) = World::with_board_and_client("netns-expiry").await;
     let l1 = world.create_lease(&c1, &["-l", "board=mock"], "8s").await;
     let ready = world.wait_lease(&l1, "Ready", is_ready).await;
     let begin = status_time(&ready, "beginTime");
@@ -571,9 +574,7 @@ async fn lease_expires_on_time_over_udp_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_restart_keeps_the_active_lease_over_udp_only() {
     let _serial = serial();
-    let mut world = World::start("netns-restart", &[]).await;
-    world.start_exporter("board-1", &["board=mock"], &[]).await;
-    let c1 = world.lab.create_client("c1").await.expect("c1");
+    let (mut world, c1) = World::with_board_and_client("netns-restart").await;
     let l1 = world.create_lease(&c1, &["-l", "board=mock"], "10m").await;
     world.wait_lease(&l1, "Ready", is_ready).await;
     world
