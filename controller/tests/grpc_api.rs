@@ -124,6 +124,12 @@ impl Harness {
         self.issuer.issue(&subject, now).expect("issue").0
     }
 
+    /// The caller for the object just created (`uid` as the API server assigned it).
+    fn identity(&self, kind: ObjectKind, name: &str, uid: Option<String>) -> Identity {
+        let uid = uid.expect("uid");
+        Identity::issued(&self.issuer, kind, &self.namespace, name, &uid)
+    }
+
     async fn client(&self, name: &str) -> Identity {
         let created = self
             .store
@@ -134,14 +140,7 @@ impl Harness {
             })
             .await
             .expect("create client");
-        let uid = created.metadata.uid.expect("uid");
-        Identity::issued(
-            &self.issuer,
-            ObjectKind::Client,
-            &self.namespace,
-            name,
-            &uid,
-        )
+        self.identity(ObjectKind::Client, name, created.metadata.uid)
     }
 
     async fn exporter(&self, name: &str, labels: &[(&str, &str)]) -> Identity {
@@ -158,14 +157,7 @@ impl Harness {
             })
             .await
             .expect("create exporter");
-        let uid = created.metadata.uid.expect("uid");
-        Identity::issued(
-            &self.issuer,
-            ObjectKind::Exporter,
-            &self.namespace,
-            name,
-            &uid,
-        )
+        self.identity(ObjectKind::Exporter, name, created.metadata.uid)
     }
 
     fn meta(&self, name: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
