@@ -489,17 +489,22 @@ async fn install_upgrade_uninstall_leaves_only_the_crds() {
         "NOTES: {install}"
     );
     assert_crds_present(&chart, "after install").await;
-    let names = |list: Vec<Deployment>| -> Vec<String> {
-        let mut names: Vec<String> = list.into_iter().filter_map(|d| d.metadata.name).collect();
+    // The Deployments' names, sorted.
+    let names = || async {
+        let listed = deployments
+            .list(&ListParams::default())
+            .await
+            .expect("list");
+        let mut names: Vec<String> = listed
+            .items
+            .into_iter()
+            .filter_map(|d: Deployment| d.metadata.name)
+            .collect();
         names.sort();
         names
     };
-    let listed = deployments
-        .list(&ListParams::default())
-        .await
-        .expect("list");
     assert_eq!(
-        names(listed.items),
+        names().await,
         [
             format!("{FULLNAME}-controller"),
             format!("{FULLNAME}-router-0"),
@@ -575,12 +580,8 @@ routers:
         .await
         .expect("helm upgrade");
     assert!(shrink.ok(), "helm upgrade: {shrink}");
-    let listed = deployments
-        .list(&ListParams::default())
-        .await
-        .expect("list");
     assert_eq!(
-        names(listed.items),
+        names().await,
         [
             format!("{FULLNAME}-controller"),
             format!("{FULLNAME}-router-0")
