@@ -1,38 +1,16 @@
-//! PEM encoding (RFC 7468) of DER blobs; parsing is left to `rustls-pki-types`.
+//! PEM encoding (RFC 7468) of DER blobs with the layout rustls, Go and Python read; parsing is
+//! left to `rustls-pki-types`.
 
 /// RFC 7468 PEM with 64-character lines and LF line endings.
 pub(crate) fn encode(label: &str, der: &[u8]) -> String {
-    let body = base64_encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in body.as_bytes().chunks(64) {
-        // Base64 output is ASCII, so every chunk is valid UTF-8.
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+    let config = ::pem::EncodeConfig::new()
+        .set_line_ending(::pem::LineEnding::LF)
+        .set_line_wrap(LINE_WIDTH);
+    ::pem::encode_config(&::pem::Pem::new(label, der), config)
 }
 
-fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 0x3f) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
+/// Base64 characters per PEM line: RFC 7468 §2 requires exactly 64 on every line but the last.
+const LINE_WIDTH: usize = 64;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -41,6 +19,16 @@ mod tests {
     use rustls_pki_types::pem::PemObject;
 
     use super::*;
+
+    /// The body of `encode(label, input)` for a short input: its one base64 line.
+    fn body(input: &[u8]) -> String {
+        let pem = encode("X", input);
+        let inner = pem
+            .strip_prefix("-----BEGIN X-----\n")
+            .and_then(|rest| rest.strip_suffix("-----END X-----\n"))
+            .unwrap();
+        inner.trim_end_matches('\n').to_owned()
+    }
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
@@ -54,8 +42,31 @@ mod tests {
             ("foobar", "Zm9vYmFy"),
         ];
         for (input, expected) in vectors {
-            assert_eq!(base64_encode(input.as_bytes()), expected);
+            assert_eq!(body(input.as_bytes()), expected);
         }
+        // The standard alphabet (`+` and `/`), not the URL-safe one.
+        assert_eq!(body(&[0xfb, 0xff]), "+/8=");
+    }
+
+    #[test]
+    fn armour_is_byte_for_byte_the_rfc_7468_layout() {
+        // An empty body has no lines between the boundaries.
+        assert_eq!(
+            encode("CERTIFICATE", &[]),
+            "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"
+        );
+        // 48 bytes fill exactly one 64-character line; 49 start a second one.
+        let full = "A".repeat(64);
+        assert_eq!(
+            encode("CERTIFICATE REQUEST", &[0u8; 48]),
+            format!(
+                "-----BEGIN CERTIFICATE REQUEST-----\n{full}\n-----END CERTIFICATE REQUEST-----\n"
+            )
+        );
+        assert_eq!(
+            encode("CERTIFICATE", &[0u8; 49]),
+            format!("-----BEGIN CERTIFICATE-----\n{full}\nAA==\n-----END CERTIFICATE-----\n")
+        );
     }
 
     #[test]

@@ -96,29 +96,13 @@ fn server_cert_verifies_with_openssl_and_expires_when_stated() {
     assert_eq!(issued.not_after, datetime!(2025-07-01 12:00:00 UTC));
     assert_eq!(validity(&issued.chain_der[0]).1, issued.not_after);
 
-    let (ok, out) = openssl_verify(
-        dir.path(),
-        ca.cert_pem(),
-        &issued.cert_pem,
-        NOW,
-        "sslserver",
-    );
+    let verify =
+        |at, purpose| openssl_verify(dir.path(), ca.cert_pem(), &issued.cert_pem, at, purpose);
+    let (ok, out) = verify(NOW, "sslserver");
     assert!(ok, "{out}");
-    let (ok, out) = openssl_verify(
-        dir.path(),
-        ca.cert_pem(),
-        &issued.cert_pem,
-        issued.not_after + Duration::seconds(1),
-        "sslserver",
-    );
+    let (ok, out) = verify(issued.not_after + Duration::seconds(1), "sslserver");
     assert!(!ok && out.contains("expired"), "{out}");
-    let (ok, out) = openssl_verify(
-        dir.path(),
-        ca.cert_pem(),
-        &issued.cert_pem,
-        NOW,
-        "sslclient",
-    );
+    let (ok, out) = verify(NOW, "sslclient");
     assert!(
         !ok,
         "a serverAuth-only certificate passed as sslclient: {out}"
@@ -211,32 +195,16 @@ fn lease_cert_verifies_with_openssl_as_client_only() {
     let issued = ca
         .sign_lease_csr(&request.csr_der, &identity(Role::Client), &policy(), NOW)
         .unwrap();
-    let (ok, out) = openssl_verify(
-        dir.path(),
-        ca.cert_pem(),
-        &issued.cert_pem,
-        NOW,
-        "sslclient",
-    );
+    let verify =
+        |at, purpose| openssl_verify(dir.path(), ca.cert_pem(), &issued.cert_pem, at, purpose);
+    let (ok, out) = verify(NOW, "sslclient");
     assert!(ok, "{out}");
-    let (ok, out) = openssl_verify(
-        dir.path(),
-        ca.cert_pem(),
-        &issued.cert_pem,
-        NOW,
-        "sslserver",
-    );
+    let (ok, out) = verify(NOW, "sslserver");
     assert!(
         !ok,
         "a clientAuth-only certificate passed as sslserver: {out}"
     );
-    let (ok, out) = openssl_verify(
-        dir.path(),
-        ca.cert_pem(),
-        &issued.cert_pem,
-        issued.not_after + Duration::seconds(1),
-        "sslclient",
-    );
+    let (ok, out) = verify(issued.not_after + Duration::seconds(1), "sslclient");
     assert!(!ok && out.contains("expired"), "{out}");
 
     let text = openssl_text(dir.path(), &issued.cert_pem);

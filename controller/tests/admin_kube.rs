@@ -2,6 +2,8 @@
 //! reconcile loop running in this process to issue credentials, as `jmp admin` sees a
 //! cluster with a controller.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +17,6 @@ use jumpstarter_controller::reconcile::{self, ReconcileMetrics};
 use jumpstarter_controller::settings::Settings;
 use jumpstarter_controller::store::Store;
 use jumpstarter_controller::store::kube::KubeStore;
-use jumpstarter_testenv::TestEnv;
 use jumpstarter_token::internal::{ObjectKind, Subject};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{LocalObjectReference, Secret};
@@ -35,12 +36,7 @@ struct Fixture {
 impl Fixture {
     /// A fresh namespace with the controller's keys; with `reconcile`, a running loop.
     async fn new(prefix: &str, reconcile: bool) -> Fixture {
-        let env = TestEnv::shared();
-        env.install_crds(&jumpstarter_controller::crd::definitions())
-            .await
-            .expect("install CRDs");
-        let ns = env.namespace(prefix).await;
-        let store = KubeStore::new(env.admin_client().await);
+        let (ns, store) = support::kube_namespace(prefix).await;
         let settings = Arc::new(Settings::example(
             &ns,
             GRPC_ENDPOINT,
@@ -145,7 +141,7 @@ async fn create_client_writes_a_working_0_9_0_config() {
 
     // The written YAML has the 0.9.0 field names and reads back unchanged.
     let yaml = config.to_yaml().expect("yaml");
-    let value: serde_yaml::Value = serde_yaml::from_str(&yaml).expect("parse");
+    let value: serde_norway::Value = serde_norway::from_str(&yaml).expect("parse");
     for key in [
         "apiVersion",
         "kind",
@@ -159,7 +155,7 @@ async fn create_client_writes_a_working_0_9_0_config() {
         assert!(value.get(key).is_some(), "{key} in\n{yaml}");
     }
     assert_eq!(value["drivers"]["unsafe"].as_bool(), Some(true));
-    let back: ClientConfig = serde_yaml::from_str(&yaml).expect("read back");
+    let back: ClientConfig = serde_norway::from_str(&yaml).expect("read back");
     assert_eq!(back, config);
 
     // The object carries the labels; a second create is refused.
@@ -193,7 +189,7 @@ async fn create_exporter_labels_it_and_leaves_export_to_fill_in() {
         Some(labels(&[("board", "mock"), ("site", "lab")]))
     );
     let yaml = config.to_yaml().expect("yaml");
-    let back: ExporterConfig = serde_yaml::from_str(&yaml).expect("read back");
+    let back: ExporterConfig = serde_norway::from_str(&yaml).expect("read back");
     assert_eq!(back, config);
 }
 
@@ -260,7 +256,7 @@ async fn get_list_and_delete() {
     };
     assert_eq!(items.len(), 1);
     let yaml = one.render(OutputFormat::Yaml, true).unwrap();
-    let value: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
+    let value: serde_norway::Value = serde_norway::from_str(&yaml).unwrap();
     assert_eq!(value["kind"].as_str(), Some("Client"));
     assert!(value["metadata"].get("managedFields").is_none(), "{yaml}");
     let missing = admin.get(Kind::Exporter, "nope").await;

@@ -137,7 +137,7 @@ fn reference_crds() -> BTreeMap<String, Value> {
             continue;
         }
         let text = std::fs::read_to_string(&path).expect("fixture readable");
-        let doc: Value = serde_yaml::from_str(&text).expect("fixture is YAML");
+        let doc: Value = serde_norway::from_str(&text).expect("fixture is YAML");
         crds.insert(crd_name(&doc), doc);
     }
     assert_eq!(
@@ -153,7 +153,8 @@ fn generated_crds() -> BTreeMap<String, Value> {
     crd::render_all()
         .into_iter()
         .map(|(file, text)| {
-            let doc: Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let doc: Value =
+                serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
             (crd_name(&doc), doc)
         })
         .collect()

@@ -5,8 +5,11 @@
 //! Each test works in its own namespace. The reconcile loop does not run here: the tests
 //! write the lease and exporter status the loop would write.
 
+mod support;
+
+use support::{Identity, assert_status, call};
+
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
@@ -15,18 +18,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::ObjectMeta;
 use prometheus_client::registry::Registry;
 use time::{Duration, OffsetDateTime};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-use tonic::{Code, Request, Status};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request};
 
-use jumpstarter_certs::{Ca, ClientAuth, ServerCertParams, server_config};
 use jumpstarter_controller::auth::AuthMetrics;
 use jumpstarter_controller::crd::vocabulary;
 use jumpstarter_controller::crd::{
     self, Client, ClientSpec, Exporter, ExporterSpec, ExporterStatusValue, Lease, LeaseStatus,
 };
-use jumpstarter_controller::server;
 use jumpstarter_controller::service::{ServiceMetrics, Services, TokenSigners};
 use jumpstarter_controller::settings::Settings;
 use jumpstarter_controller::store::Store;
@@ -35,9 +35,8 @@ use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
 use jumpstarter_proto::jumpstarter::client::v1::client_service_client::ClientServiceClient;
 use jumpstarter_proto::jumpstarter::v1 as pb;
 use jumpstarter_proto::jumpstarter::v1::controller_service_client::ControllerServiceClient;
-use jumpstarter_testenv::TestEnv;
 use jumpstarter_token::SigningKey;
-use jumpstarter_token::internal::{DEFAULT_AUDIENCE, DEFAULT_ISSUER, Issuer, ObjectKind, Subject};
+use jumpstarter_token::internal::{Issuer, ObjectKind, Subject};
 
 /// Upper bound of every wait in these tests.
 const WAIT: StdDuration = StdDuration::from_secs(20);
@@ -54,14 +53,6 @@ struct Harness {
     shutdown: CancellationToken,
 }
 
-#[derive(Clone)]
-struct Identity {
-    kind: ObjectKind,
-    namespace: String,
-    name: String,
-    token: String,
-}
-
 impl Drop for Harness {
     fn drop(&mut self) {
         self.shutdown.cancel();
@@ -70,30 +61,9 @@ impl Drop for Harness {
 
 impl Harness {
     async fn start(prefix: &str) -> Harness {
-        let env = TestEnv::shared();
-        env.install_crds(&crd::definitions())
-            .await
-            .expect("install CRDs");
-        let namespace = env.namespace(prefix).await;
-        let store = KubeStore::new(env.admin_client().await);
-        let now = OffsetDateTime::now_utc();
-        let ca = Ca::generate("grpc-test-ca", now, Duration::days(1)).expect("CA");
-        let cert = ca
-            .issue_server_cert(
-                &ServerCertParams {
-                    dns_names: vec!["localhost".into()],
-                    ip_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-                    validity: Duration::days(1),
-                },
-                now,
-            )
-            .expect("server cert");
-        let issuer = Issuer {
-            key: SigningKey::generate().expect("token key"),
-            issuer: DEFAULT_ISSUER.into(),
-            audience: DEFAULT_AUDIENCE.into(),
-            lifetime: Duration::hours(1),
-        };
+        let (namespace, store) = support::kube_namespace(prefix).await;
+        let (ca, cert) = support::localhost_pki("grpc-test-ca", OffsetDateTime::now_utc());
+        let issuer = support::token_issuer();
         let router_key = SigningKey::generate().expect("router key");
         let settings = Arc::new(Settings::example(
             &namespace,
@@ -115,17 +85,7 @@ impl Harness {
             service_metrics,
             shutdown.clone(),
         );
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let tls =
-            server_config(cert.credentials(), vec![b"h2".to_vec()], ClientAuth::None).expect("tls");
-        let routes = server::grpc_routes(&services).await;
-        tokio::spawn(server::serve_grpc(
-            listener,
-            Arc::new(tls),
-            routes,
-            shutdown.clone(),
-        ));
+        let port = support::serve_grpc_on_loopback(&services, &cert, &shutdown).await;
         Harness {
             namespace,
             store,
@@ -139,15 +99,7 @@ impl Harness {
     }
 
     fn endpoint(&self) -> Endpoint {
-        Endpoint::from_shared(format!("https://localhost:{}", self.port))
-            .expect("endpoint")
-            .tls_config(
-                ClientTlsConfig::new()
-                    .ca_certificate(Certificate::from_pem(&self.ca_pem))
-                    .domain_name("localhost"),
-            )
-            .expect("client tls")
-            .connect_timeout(WAIT)
+        support::localhost_endpoint(self.port, &self.ca_pem, WAIT)
     }
 
     async fn channel(&self) -> Channel {
@@ -173,6 +125,12 @@ impl Harness {
         self.issuer.issue(&subject, now).expect("issue").0
     }
 
+    /// The caller for the object just created (`uid` as the API server assigned it).
+    fn identity(&self, kind: ObjectKind, name: &str, uid: Option<String>) -> Identity {
+        let uid = uid.expect("uid");
+        Identity::issued(&self.issuer, kind, &self.namespace, name, &uid)
+    }
+
     async fn client(&self, name: &str) -> Identity {
         let created = self
             .store
@@ -183,13 +141,7 @@ impl Harness {
             })
             .await
             .expect("create client");
-        let uid = created.metadata.uid.expect("uid");
-        Identity {
-            kind: ObjectKind::Client,
-            namespace: self.namespace.clone(),
-            name: name.into(),
-            token: self.token(ObjectKind::Client, name, &uid, OffsetDateTime::now_utc()),
-        }
+        self.identity(ObjectKind::Client, name, created.metadata.uid)
     }
 
     async fn exporter(&self, name: &str, labels: &[(&str, &str)]) -> Identity {
@@ -206,13 +158,7 @@ impl Harness {
             })
             .await
             .expect("create exporter");
-        let uid = created.metadata.uid.expect("uid");
-        Identity {
-            kind: ObjectKind::Exporter,
-            namespace: self.namespace.clone(),
-            name: name.into(),
-            token: self.token(ObjectKind::Exporter, name, &uid, OffsetDateTime::now_utc()),
-        }
+        self.identity(ObjectKind::Exporter, name, created.metadata.uid)
     }
 
     fn meta(&self, name: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
@@ -306,36 +252,10 @@ impl Harness {
 }
 
 /// `message` with the identity's metadata, as the Python call credentials add it.
-fn call<T>(message: T, id: &Identity) -> Request<T> {
-    let mut request = Request::new(message);
-    let md = request.metadata_mut();
-    md.insert(
-        "authorization",
-        format!("Bearer {}", id.token).parse().expect("ascii"),
-    );
-    md.insert("jumpstarter-kind", id.kind.as_str().parse().expect("ascii"));
-    md.insert(
-        "jumpstarter-namespace",
-        id.namespace.parse().expect("ascii"),
-    );
-    md.insert("jumpstarter-name", id.name.parse().expect("ascii"));
-    request
-}
-
 async fn bounded<F: std::future::Future>(what: &str, future: F) -> F::Output {
     tokio::time::timeout(WAIT, future)
         .await
         .unwrap_or_else(|_| panic!("{what} did not finish within {WAIT:?}"))
-}
-
-fn assert_status(result: Result<impl std::fmt::Debug, Status>, code: Code, text: &str) {
-    let status = result.expect_err("call should fail");
-    assert_eq!(status.code(), code, "{status:?}");
-    assert!(
-        status.message().contains(text),
-        "message {:?} should contain {text:?}",
-        status.message()
-    );
 }
 
 #[tokio::test]
@@ -857,31 +777,21 @@ async fn dial_hands_the_same_router_token_to_client_and_exporter() {
         lease_name: lease.into(),
     };
 
-    assert_status(
-        api.dial(call(dial("l1"), &alice)).await,
-        Code::Unavailable,
-        "exporter is not listening on lease l1",
-    );
-    assert_status(
-        api.dial(call(dial("l1"), &bob)).await,
-        Code::Unknown,
-        "permission denied",
-    );
-    assert_status(
-        api.dial(call(dial("nope"), &alice)).await,
-        Code::NotFound,
-        "nope",
-    );
-    assert_status(
-        api.dial(call(dial("pending"), &alice)).await,
-        Code::Unknown,
-        "lease not active",
-    );
-    assert_status(
-        api.dial(call(dial(""), &alice)).await,
-        Code::InvalidArgument,
-        "lease_name",
-    );
+    let refusals = [
+        (
+            "l1",
+            &alice,
+            Code::Unavailable,
+            "exporter is not listening on lease l1",
+        ),
+        ("l1", &bob, Code::Unknown, "permission denied"),
+        ("nope", &alice, Code::NotFound, "nope"),
+        ("pending", &alice, Code::Unknown, "lease not active"),
+        ("", &alice, Code::InvalidArgument, "lease_name"),
+    ];
+    for (lease, caller, code, message) in refusals {
+        assert_status(api.dial(call(dial(lease), caller)).await, code, message);
+    }
 
     // The exporter may only listen on its own lease.
     let mut exporter_api = h.controller().await;

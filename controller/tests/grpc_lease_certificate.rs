@@ -5,8 +5,11 @@
 //! Each test works in its own namespace. The reconcile loop does not run here: the tests
 //! write the lease status the loop would write.
 
+mod support;
+
+use support::{Identity, assert_status};
+
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
@@ -17,27 +20,21 @@ use prometheus_client::registry::Registry;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use time::{Duration, OffsetDateTime};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-use jumpstarter_certs::{
-    Ca, ClientAuth, Expectation, LeaseIdentity, Role, ServerCertParams, generate_csr,
-    server_config, verify_lease_cert,
-};
+use jumpstarter_certs::{Expectation, LeaseIdentity, Role, generate_csr, verify_lease_cert};
 use jumpstarter_controller::auth::AuthMetrics;
 use jumpstarter_controller::crd::{self, Client, ClientSpec, Exporter, ExporterSpec, Lease};
-use jumpstarter_controller::server;
 use jumpstarter_controller::service::{ServiceMetrics, Services, TokenSigners};
 use jumpstarter_controller::settings::{RouterEntry, Settings};
 use jumpstarter_controller::store::Store;
 use jumpstarter_controller::store::kube::KubeStore;
 use jumpstarter_proto::jumpstarter::quic::v1 as pb;
 use jumpstarter_proto::jumpstarter::quic::v1::lease_certificate_service_client::LeaseCertificateServiceClient;
-use jumpstarter_testenv::TestEnv;
 use jumpstarter_token::SigningKey;
-use jumpstarter_token::internal::{DEFAULT_AUDIENCE, DEFAULT_ISSUER, Issuer, ObjectKind, Subject};
+use jumpstarter_token::internal::{Issuer, ObjectKind};
 
 /// Upper bound of every wait in these tests.
 const WAIT: StdDuration = StdDuration::from_secs(20);
@@ -51,13 +48,6 @@ struct Harness {
     ca_pem: String,
     issuer: Issuer,
     shutdown: CancellationToken,
-}
-
-struct Identity {
-    kind: ObjectKind,
-    namespace: String,
-    name: String,
-    token: String,
 }
 
 impl Drop for Harness {
@@ -83,30 +73,9 @@ enum Assignment {
 
 impl Harness {
     async fn start(prefix: &str) -> Harness {
-        let env = TestEnv::shared();
-        env.install_crds(&crd::definitions())
-            .await
-            .expect("install CRDs");
-        let namespace = env.namespace(prefix).await;
-        let store = KubeStore::new(env.admin_client().await);
-        let now = OffsetDateTime::now_utc();
-        let ca = Ca::generate("lease-cert-test-ca", now, Duration::days(1)).expect("CA");
-        let cert = ca
-            .issue_server_cert(
-                &ServerCertParams {
-                    dns_names: vec!["localhost".into()],
-                    ip_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-                    validity: Duration::days(1),
-                },
-                now,
-            )
-            .expect("server cert");
-        let issuer = Issuer {
-            key: SigningKey::generate().expect("token key"),
-            issuer: DEFAULT_ISSUER.into(),
-            audience: DEFAULT_AUDIENCE.into(),
-            lifetime: Duration::hours(1),
-        };
+        let (namespace, store) = support::kube_namespace(prefix).await;
+        let (ca, cert) = support::localhost_pki("lease-cert-test-ca", OffsetDateTime::now_utc());
+        let issuer = support::token_issuer();
         let mut settings = Settings::example(&namespace, "localhost:8082", "router:443");
         settings.routers = vec![RouterEntry {
             name: "default".into(),
@@ -130,17 +99,7 @@ impl Harness {
             shutdown.clone(),
         )
         .with_lease_ca(Arc::new(ca));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let tls =
-            server_config(cert.credentials(), vec![b"h2".to_vec()], ClientAuth::None).expect("tls");
-        let routes = server::grpc_routes(&services).await;
-        tokio::spawn(server::serve_grpc(
-            listener,
-            Arc::new(tls),
-            routes,
-            shutdown.clone(),
-        ));
+        let port = support::serve_grpc_on_loopback(&services, &cert, &shutdown).await;
         Harness {
             namespace,
             store,
@@ -152,15 +111,7 @@ impl Harness {
     }
 
     async fn service(&self) -> LeaseCertificateServiceClient<Channel> {
-        let channel = Endpoint::from_shared(format!("https://localhost:{}", self.port))
-            .expect("endpoint")
-            .tls_config(
-                ClientTlsConfig::new()
-                    .ca_certificate(Certificate::from_pem(&self.ca_pem))
-                    .domain_name("localhost"),
-            )
-            .expect("client tls")
-            .connect_timeout(WAIT)
+        let channel = support::localhost_endpoint(self.port, &self.ca_pem, WAIT)
             .connect()
             .await
             .expect("connect over TLS");
@@ -176,22 +127,7 @@ impl Harness {
     }
 
     fn identity(&self, kind: ObjectKind, name: &str, uid: String) -> Identity {
-        let subject = Subject {
-            kind,
-            namespace: self.namespace.clone(),
-            name: name.into(),
-            uid,
-        };
-        Identity {
-            kind,
-            namespace: self.namespace.clone(),
-            name: name.into(),
-            token: self
-                .issuer
-                .issue(&subject, OffsetDateTime::now_utc())
-                .expect("issue")
-                .0,
-        }
+        Identity::issued(&self.issuer, kind, &self.namespace, name, &uid)
     }
 
     async fn client(&self, name: &str) -> Identity {
@@ -284,22 +220,13 @@ fn time(t: OffsetDateTime) -> Time {
 }
 
 fn call(lease: &str, csr: Vec<u8>, id: &Identity) -> Request<pb::IssueLeaseCertificateRequest> {
-    let mut request = Request::new(pb::IssueLeaseCertificateRequest {
-        lease_name: lease.into(),
-        csr,
-    });
-    let md = request.metadata_mut();
-    md.insert(
-        "authorization",
-        format!("Bearer {}", id.token).parse().expect("ascii"),
-    );
-    md.insert("jumpstarter-kind", id.kind.as_str().parse().expect("ascii"));
-    md.insert(
-        "jumpstarter-namespace",
-        id.namespace.parse().expect("ascii"),
-    );
-    md.insert("jumpstarter-name", id.name.parse().expect("ascii"));
-    request
+    support::call(
+        pb::IssueLeaseCertificateRequest {
+            lease_name: lease.into(),
+            csr,
+        },
+        id,
+    )
 }
 
 async fn issue(
@@ -310,16 +237,6 @@ async fn issue(
         .await
         .expect("call finishes in time")
         .map(tonic::Response::into_inner)
-}
-
-fn assert_status(result: Result<impl std::fmt::Debug, Status>, code: Code, text: &str) {
-    let status = result.expect_err("call should fail");
-    assert_eq!(status.code(), code, "{status:?}");
-    assert!(
-        status.message().contains(text),
-        "message {:?} should contain {text:?}",
-        status.message()
-    );
 }
 
 fn fresh_csr() -> Vec<u8> {

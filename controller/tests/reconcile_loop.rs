@@ -2,6 +2,8 @@
 //! scheduling (assignment, queueing, release, expiry), idempotency, and exclusivity with
 //! several loops writing at once.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -15,7 +17,6 @@ use jumpstarter_controller::reconcile::{self, ReconcileMetrics, Reconciler};
 use jumpstarter_controller::settings::Settings;
 use jumpstarter_controller::store::kube::KubeStore;
 use jumpstarter_controller::store::{Object, Store, StoreError, list_all};
-use jumpstarter_testenv::TestEnv;
 use jumpstarter_token::internal::{ObjectKind, Subject};
 use k8s_openapi::api::core::v1::{LocalObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{self as meta, LabelSelector};
@@ -37,12 +38,7 @@ struct Fixture {
 
 impl Fixture {
     async fn new(prefix: &str) -> Fixture {
-        let env = TestEnv::shared();
-        env.install_crds(&jumpstarter_controller::crd::definitions())
-            .await
-            .expect("install CRDs");
-        let ns = env.namespace(prefix).await;
-        let store = KubeStore::new(env.admin_client().await);
+        let (ns, store) = support::kube_namespace(prefix).await;
         let settings = Arc::new(Settings::example(
             &ns,
             "controller.example.com:8082",

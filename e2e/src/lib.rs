@@ -22,6 +22,7 @@ use anyhow::{Context, bail};
 use jumpstarter_controller::crd::{Exporter, Lease};
 use jumpstarter_testenv::TestEnv;
 use kube::api::Api;
+pub use nix::sys::signal::Signal;
 use tokio::process::{Child, Command};
 
 /// The cached venv with jumpstarter 0.9.0 (see `tools/python-venv.sh`).
@@ -93,20 +94,19 @@ impl Proc {
         self.child.id().unwrap_or(0)
     }
 
-    /// Sends a signal by PID (this process started the child).
-    pub fn signal(&self, sig: &str) {
-        let pid = self.pid();
-        if pid != 0 {
-            let _ = std::process::Command::new("kill")
-                .arg(format!("-{sig}"))
-                .arg(pid.to_string())
-                .status();
+    /// Sends a signal by PID (this process started the child). Best effort: a child that
+    /// has exited already is not an error.
+    pub fn signal(&self, signal: Signal) {
+        if let Ok(pid) = i32::try_from(self.pid())
+            && pid != 0
+        {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
         }
     }
 
     /// SIGTERM and wait up to `grace` for the exit; SIGKILL after that.
     pub async fn stop(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
-        self.signal("TERM");
+        self.signal(Signal::SIGTERM);
         match tokio::time::timeout(grace, self.child.wait()).await {
             Ok(status) => status.ok(),
             Err(_) => {
@@ -130,7 +130,7 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         if self.running() {
-            self.signal("TERM");
+            self.signal(Signal::SIGTERM);
             std::thread::sleep(Duration::from_millis(200));
             let _ = self.child.start_kill();
         }
@@ -146,6 +146,20 @@ pub struct Output {
 }
 
 impl Output {
+    /// The lease that `jmp create lease -o name` printed (`…/leases/<name>` or `<name>`);
+    /// panics when it printed none.
+    pub fn lease_name(&self) -> String {
+        let name = self
+            .stdout
+            .trim()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(!name.is_empty(), "no lease name printed: {self}");
+        name
+    }
+
     pub fn ok(&self) -> bool {
         self.code == Some(0)
     }
@@ -649,8 +663,9 @@ impl Lab {
 
     /// Writes the lab's driver tree into the `export:` of the exporter config at `path`.
     fn add_drivers(path: &Path) -> anyhow::Result<()> {
-        let mut config: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path)?)?;
-        let export: serde_yaml::Value = serde_yaml::from_str(
+        let mut config: serde_norway::Value =
+            serde_norway::from_str(&std::fs::read_to_string(path)?)?;
+        let export: serde_norway::Value = serde_norway::from_str(
             r#"
 power: {type: jumpstarter_driver_power.driver.MockPower}
 echo: {type: jumpstarter_driver_network.driver.EchoNetwork}
@@ -660,7 +675,7 @@ sh:
 "#,
         )?;
         config["export"] = export;
-        std::fs::write(path, serde_yaml::to_string(&config)?)?;
+        std::fs::write(path, serde_norway::to_string(&config)?)?;
         Ok(())
     }
 
@@ -764,58 +779,149 @@ pub async fn wait_http_ok(url: &str, timeout: Duration, proc: &mut Proc) -> anyh
     }
 }
 
-/// A gRPC channel and credentials built from a 0.9.0 ClientConfig file, for raw calls.
+/// What a raw gRPC caller needs from a 0.9.0 `ClientConfig` or `ExporterConfig`, read the
+/// way the Python tools read it (`tls.ca` is base64 of PEM).
 #[derive(Debug, Clone)]
-pub struct RawClient {
-    pub channel: tonic::transport::Channel,
+pub struct ConfigCredentials {
+    pub endpoint: String,
+    pub ca_pem: Vec<u8>,
     pub token: String,
     pub namespace: String,
     pub name: String,
 }
 
-impl RawClient {
-    pub async fn from_config(path: &Path) -> anyhow::Result<RawClient> {
+impl ConfigCredentials {
+    /// Reads the configuration file at `path`.
+    pub fn read(path: &Path) -> anyhow::Result<ConfigCredentials> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        ConfigCredentials::from_yaml(&serde_norway::from_str(&text)?)
+    }
+
+    /// From a parsed configuration; every field must be a string.
+    pub fn from_yaml(config: &serde_norway::Value) -> anyhow::Result<ConfigCredentials> {
         use base64::Engine;
-        let config: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path)?)?;
-        let s = |v: &serde_yaml::Value| v.as_str().map(str::to_owned).unwrap_or_default();
-        let ca = base64::engine::general_purpose::STANDARD.decode(s(&config["tls"]["ca"]))?;
-        let endpoint = s(&config["endpoint"]);
+        let s = |v: &serde_norway::Value, field: &str| {
+            v.as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("{field} is not a string"))
+        };
+        let ca_pem = base64::engine::general_purpose::STANDARD
+            .decode(s(&config["tls"]["ca"], "tls.ca")?)
+            .context("tls.ca is not base64")?;
+        Ok(ConfigCredentials {
+            endpoint: s(&config["endpoint"], "endpoint")?,
+            ca_pem,
+            token: s(&config["token"], "token")?,
+            namespace: s(&config["metadata"]["namespace"], "metadata.namespace")?,
+            name: s(&config["metadata"]["name"], "metadata.name")?,
+        })
+    }
+
+    /// A TLS endpoint for `endpoint` (`host:port`) that trusts the configuration's CA and
+    /// checks the host name, with a 5 s connect timeout.
+    pub fn tls_endpoint(&self, endpoint: &str) -> anyhow::Result<tonic::transport::Endpoint> {
         let host = endpoint
             .rsplit_once(':')
             .map(|(h, _)| h.to_owned())
-            .unwrap_or_default();
+            .with_context(|| format!("{endpoint} is not host:port"))?;
         let tls = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+            .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_pem))
             .domain_name(host);
-        let channel = tonic::transport::Endpoint::from_shared(format!("https://{endpoint}"))?
-            .tls_config(tls)?
-            .connect_timeout(Duration::from_secs(5))
+        Ok(
+            tonic::transport::Endpoint::from_shared(format!("https://{endpoint}"))?
+                .tls_config(tls)?
+                .connect_timeout(Duration::from_secs(5)),
+        )
+    }
+
+    /// A request with these credentials as 0.9.0 sends them; `kind` is `Client` or
+    /// `Exporter`.
+    pub fn request<T>(&self, kind: &str, message: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        let md = req.metadata_mut();
+        let value = |v: &str| v.parse().expect("ASCII metadata");
+        md.insert("authorization", value(&format!("Bearer {}", self.token)));
+        md.insert("jumpstarter-kind", value(kind));
+        md.insert("jumpstarter-namespace", value(&self.namespace));
+        md.insert("jumpstarter-name", value(&self.name));
+        req
+    }
+}
+
+/// A gRPC channel and credentials built from a 0.9.0 ClientConfig file, for raw calls.
+#[derive(Debug, Clone)]
+pub struct RawClient {
+    pub channel: tonic::transport::Channel,
+    pub credentials: ConfigCredentials,
+}
+
+impl RawClient {
+    pub async fn from_config(path: &Path) -> anyhow::Result<RawClient> {
+        let credentials = ConfigCredentials::read(path)?;
+        let channel = credentials
+            .tls_endpoint(&credentials.endpoint)?
             .connect()
             .await?;
         Ok(RawClient {
             channel,
-            token: s(&config["token"]),
-            namespace: s(&config["metadata"]["namespace"]),
-            name: s(&config["metadata"]["name"]),
+            credentials,
         })
     }
 
     /// A request with this client's credentials as 0.9.0 sends them.
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut req = tonic::Request::new(message);
-        let md = req.metadata_mut();
-        md.insert(
-            "authorization",
-            format!("Bearer {}", self.token)
-                .parse()
-                .expect("ascii token"),
-        );
-        md.insert("jumpstarter-kind", "Client".parse().expect("ascii"));
-        md.insert(
-            "jumpstarter-namespace",
-            self.namespace.parse().expect("ascii"),
-        );
-        md.insert("jumpstarter-name", self.name.parse().expect("ascii"));
-        req
+        self.credentials.request("Client", message)
     }
+}
+
+/// The stdout of a finished command, which must have succeeded (else a panic naming `what`
+/// with its status and output).
+pub fn stdout_of(what: &str, output: &std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).expect("UTF-8 output")
+}
+
+/// A `j`-side Python script (run inside `jmp shell`): 64 MiB of random data through the
+/// exporter's `echo` driver in 64 KiB chunks; prints both SHA-256 digests and exits 0 only
+/// when every byte came back intact.
+pub const ECHO_SCRIPT: &str = r#"
+import hashlib, os, sys
+from jumpstarter.utils.env import env
+total = 64 * 1024 * 1024
+chunk = 64 * 1024
+data = os.urandom(total)
+received = bytearray()
+with env() as client:
+    with client.echo.stream() as conn:
+        for off in range(0, total, chunk):
+            part = data[off:off + chunk]
+            conn.send(part)
+            want = off + len(part)
+            while len(received) < want:
+                received.extend(conn.receive())
+sent, got = hashlib.sha256(data).hexdigest(), hashlib.sha256(bytes(received)).hexdigest()
+print("sent", sent, "received", got, "bytes", len(received))
+sys.exit(0 if sent == got and len(received) == total else 3)
+"#;
+
+/// The sum of the samples of `metric` (a counter family) in the metrics text.
+pub fn metric_sum(metrics: &str, metric: &str, label: Option<&str>) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| {
+            line.split(['{', ' '])
+                .next()
+                .is_some_and(|name| name == metric)
+        })
+        .filter(|line| label.is_none_or(|label| line.contains(label)))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

@@ -121,7 +121,7 @@ fn write_values(dir: &Path, name: &str, content: &str) -> PathBuf {
 fn documents(rendered: &str) -> Vec<serde_json::Value> {
     rendered
         .split("\n---")
-        .filter_map(|doc| serde_yaml::from_str::<serde_json::Value>(doc).ok())
+        .filter_map(|doc| serde_norway::from_str::<serde_json::Value>(doc).ok())
         .filter(|v| v.is_object())
         .collect()
 }
@@ -488,24 +488,23 @@ async fn install_upgrade_uninstall_leaves_only_the_crds() {
         install.stdout.contains("jmp admin create client"),
         "NOTES: {install}"
     );
-    for crd in ["clients", "exporters", "leases", "exporteraccesspolicies"] {
-        let out = chart
-            .kubectl(&["get", "crd", &format!("{crd}.jumpstarter.dev")], None)
+    assert_crds_present(&chart, "after install").await;
+    // The Deployments' names, sorted.
+    let names = || async {
+        let listed = deployments
+            .list(&ListParams::default())
             .await
-            .expect("kubectl");
-        assert!(out.ok(), "CRD {crd} after install: {out}");
-    }
-    let names = |list: Vec<Deployment>| -> Vec<String> {
-        let mut names: Vec<String> = list.into_iter().filter_map(|d| d.metadata.name).collect();
+            .expect("list");
+        let mut names: Vec<String> = listed
+            .items
+            .into_iter()
+            .filter_map(|d: Deployment| d.metadata.name)
+            .collect();
         names.sort();
         names
     };
-    let listed = deployments
-        .list(&ListParams::default())
-        .await
-        .expect("list");
     assert_eq!(
-        names(listed.items),
+        names().await,
         [
             format!("{FULLNAME}-controller"),
             format!("{FULLNAME}-router-0"),
@@ -581,12 +580,8 @@ routers:
         .await
         .expect("helm upgrade");
     assert!(shrink.ok(), "helm upgrade: {shrink}");
-    let listed = deployments
-        .list(&ListParams::default())
-        .await
-        .expect("list");
     assert_eq!(
-        names(listed.items),
+        names().await,
         [
             format!("{FULLNAME}-controller"),
             format!("{FULLNAME}-router-0")
@@ -618,13 +613,7 @@ routers:
         cluster_wide.ok() && cluster_wide.stdout.trim().is_empty(),
         "{cluster_wide}"
     );
-    for crd in ["clients", "exporters", "leases", "exporteraccesspolicies"] {
-        let out = chart
-            .kubectl(&["get", "crd", &format!("{crd}.jumpstarter.dev")], None)
-            .await
-            .expect("kubectl");
-        assert!(out.ok(), "CRD {crd} must stay after uninstall: {out}");
-    }
+    assert_crds_present(&chart, "must stay after uninstall").await;
 }
 
 /// The rules the chart's Role must hold: exactly what the controller uses.
@@ -671,7 +660,7 @@ fn expected_rules() -> Vec<(Vec<&'static str>, Vec<&'static str>, Vec<&'static s
 
 /// A kubeconfig for `token` on the test API server (cluster section of the admin's).
 fn token_kubeconfig(env: &TestEnv, token: &str, path: &Path) {
-    let admin: serde_yaml::Value = serde_yaml::from_str(
+    let admin: serde_norway::Value = serde_norway::from_str(
         &std::fs::read_to_string(&env.admin_kubeconfig).expect("admin kubeconfig"),
     )
     .expect("kubeconfig YAML");
@@ -684,7 +673,7 @@ fn token_kubeconfig(env: &TestEnv, token: &str, path: &Path) {
         "contexts": [{"name": "controller", "context": {"cluster": "testenv", "user": "controller"}}],
         "current-context": "controller",
     });
-    let text = serde_yaml::to_string(&config).expect("kubeconfig YAML");
+    let text = serde_norway::to_string(&config).expect("kubeconfig YAML");
     std::fs::write(path, text).expect("write kubeconfig");
 }
 
@@ -1048,7 +1037,7 @@ routers:
     // Graceful drain: on SIGTERM the router's readiness fails at once while it keeps
     // running for the chart's shutdown delay.
     let router = lab.router.as_mut().unwrap();
-    router.signal("TERM");
+    router.signal(jumpstarter_e2e::Signal::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
         let code = std::process::Command::new("curl")
@@ -1100,4 +1089,15 @@ routers:
         );
     }
     drop(lab);
+}
+
+/// The four CRDs exist (`when` names the moment, for the failure message).
+async fn assert_crds_present(chart: &Chart, when: &str) {
+    for crd in ["clients", "exporters", "leases", "exporteraccesspolicies"] {
+        let out = chart
+            .kubectl(&["get", "crd", &format!("{crd}.jumpstarter.dev")], None)
+            .await
+            .expect("kubectl");
+        assert!(out.ok(), "CRD {crd} {when}: {out}");
+    }
 }

@@ -54,15 +54,19 @@ async fn create_lease(
         .await
         .expect("jmp create lease");
     assert!(out.ok(), "jmp create lease failed: {out}\n{}", lab.logs());
-    let name = out
-        .stdout
-        .trim()
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(!name.is_empty(), "no lease name printed: {out}");
-    name
+    out.lease_name()
+}
+
+/// A lab with exporter `board-1` (`board=mock`) running and Online.
+async fn lab_with_online_board(mode: Mode, prefix: &str) -> Lab {
+    let mut lab = Lab::start(mode, prefix).await.expect("start lab");
+    lab.start_exporter("board-1", &["board=mock"])
+        .await
+        .expect("exporter");
+    lab.wait_exporter_condition("board-1", "Online", "True", ONLINE_TIMEOUT)
+        .await
+        .expect("online");
+    lab
 }
 
 async fn wait_lease<F: Fn(&Lease) -> bool>(
@@ -209,37 +213,11 @@ async fn exporter_online_and_shell_drives_power_and_shell_drivers(mode: Mode) {
         .expect("unregistered");
 }
 
-const ECHO_SCRIPT: &str = r#"
-import hashlib, os, sys
-from jumpstarter.utils.env import env
-total = 64 * 1024 * 1024
-chunk = 64 * 1024
-data = os.urandom(total)
-received = bytearray()
-with env() as client:
-    with client.echo.stream() as conn:
-        for off in range(0, total, chunk):
-            part = data[off:off + chunk]
-            conn.send(part)
-            want = off + len(part)
-            while len(received) < want:
-                received.extend(conn.receive())
-sent, got = hashlib.sha256(data).hexdigest(), hashlib.sha256(bytes(received)).hexdigest()
-print("sent", sent, "received", got, "bytes", len(received))
-sys.exit(0 if sent == got and len(received) == total else 3)
-"#;
-
 async fn sixty_four_mib_echo_through_the_router_is_intact(mode: Mode) {
-    let mut lab = Lab::start(mode, "e2e-echo").await.expect("start lab");
-    lab.start_exporter("board-1", &["board=mock"])
-        .await
-        .expect("exporter");
-    lab.wait_exporter_condition("board-1", "Online", "True", ONLINE_TIMEOUT)
-        .await
-        .expect("online");
+    let lab = lab_with_online_board(mode, "e2e-echo").await;
     let c1 = lab.create_client("c1").await.expect("client");
     let script = lab.path("echo.py");
-    std::fs::write(&script, ECHO_SCRIPT).expect("write script");
+    std::fs::write(&script, jumpstarter_e2e::ECHO_SCRIPT).expect("write script");
     let python = jumpstarter_e2e::venv().join("bin/python");
     let output = shell(
         &lab,
@@ -252,13 +230,7 @@ async fn sixty_four_mib_echo_through_the_router_is_intact(mode: Mode) {
 }
 
 async fn exclusive_lease_queues_second_client_until_release(mode: Mode) {
-    let mut lab = Lab::start(mode, "e2e-exclusive").await.expect("start lab");
-    lab.start_exporter("board-1", &["board=mock"])
-        .await
-        .expect("exporter");
-    lab.wait_exporter_condition("board-1", "Online", "True", ONLINE_TIMEOUT)
-        .await
-        .expect("online");
+    let lab = lab_with_online_board(mode, "e2e-exclusive").await;
     let c1 = lab.create_client("c1").await.expect("c1");
     let c2 = lab.create_client("c2").await.expect("c2");
 
@@ -311,13 +283,7 @@ async fn exclusive_lease_queues_second_client_until_release(mode: Mode) {
 }
 
 async fn lease_expires_on_time(mode: Mode) {
-    let mut lab = Lab::start(mode, "e2e-expiry").await.expect("start lab");
-    lab.start_exporter("board-1", &["board=mock"])
-        .await
-        .expect("exporter");
-    lab.wait_exporter_condition("board-1", "Online", "True", ONLINE_TIMEOUT)
-        .await
-        .expect("online");
+    let lab = lab_with_online_board(mode, "e2e-expiry").await;
     let c1 = lab.create_client("c1").await.expect("c1");
     let l1 = create_lease(&lab, &c1, &["-l", "board=mock"], "8s").await;
     let ready = wait_lease(&lab, &l1, "Ready", Duration::from_secs(30), is_ready).await;
@@ -350,13 +316,7 @@ async fn lease_expires_on_time(mode: Mode) {
 }
 
 async fn controller_restart_keeps_the_active_lease(mode: Mode) {
-    let mut lab = Lab::start(mode, "e2e-restart").await.expect("start lab");
-    lab.start_exporter("board-1", &["board=mock"])
-        .await
-        .expect("exporter");
-    lab.wait_exporter_condition("board-1", "Online", "True", ONLINE_TIMEOUT)
-        .await
-        .expect("online");
+    let mut lab = lab_with_online_board(mode, "e2e-restart").await;
     let c1 = lab.create_client("c1").await.expect("c1");
     let l1 = create_lease(&lab, &c1, &["-l", "board=mock"], "10m").await;
     wait_lease(&lab, &l1, "Ready", Duration::from_secs(30), is_ready).await;

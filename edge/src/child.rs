@@ -5,6 +5,8 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use anyhow::Context;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
@@ -26,12 +28,11 @@ pub(crate) async fn run(command: &[String], stop: CancellationToken) -> anyhow::
         status = child.wait() => return status.with_context(|| format!("wait for {program}")),
         () = stop.cancelled() => {}
     }
-    if let Some(pid) = pid {
+    if let Some(pid) = pid.and_then(|pid| i32::try_from(pid).ok()) {
         tracing::info!(pid, "stopping the tool (SIGTERM)");
-        // The child is ours; `kill` avoids unsafe signal calls in this crate.
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
+        // The child is ours and not yet reaped, so the PID still names it. A failure (it has
+        // just exited) is covered by the wait below.
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
     }
     match tokio::time::timeout(STOP_GRACE, child.wait()).await {
         Ok(status) => status.with_context(|| format!("wait for {program}")),

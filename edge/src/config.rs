@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use serde_yaml::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 
 /// Which tool the edge stands beside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +72,7 @@ pub(crate) enum ConfigError {
     Yaml {
         path: PathBuf,
         #[source]
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
     #[error("{path} is not a YAML mapping")]
     NotAMapping { path: PathBuf },
@@ -89,7 +89,7 @@ pub(crate) enum ConfigError {
     #[error("{path}: neither tls.ca nor tls.insecure is set; the edge needs one of them")]
     NoTrust { path: PathBuf },
     #[error("cannot encode the configuration for the tool")]
-    Encode(#[source] serde_yaml::Error),
+    Encode(#[source] serde_norway::Error),
     #[error("cannot write {path}")]
     Write {
         path: PathBuf,
@@ -110,7 +110,7 @@ impl ToolConfig {
 
     /// Parses `text` (read from `path`, named in errors) for `role`.
     pub(crate) fn parse(text: &str, role: Role, path: &Path) -> Result<ToolConfig, ConfigError> {
-        let value: Value = serde_yaml::from_str(text).map_err(|source| ConfigError::Yaml {
+        let value: Value = serde_norway::from_str(text).map_err(|source| ConfigError::Yaml {
             path: path.to_owned(),
             source,
         })?;
@@ -195,7 +195,7 @@ impl ToolConfig {
             tls.insert("ca".into(), ca.into());
             tls.insert("insecure".into(), false.into());
         }
-        serde_yaml::to_string(&Value::Mapping(document)).map_err(ConfigError::Encode)
+        serde_norway::to_string(&Value::Mapping(document)).map_err(ConfigError::Encode)
     }
 
     /// Writes [`ToolConfig::for_edge`] to `path`, readable by the owner only (it holds the
@@ -283,7 +283,7 @@ mod tests {
         assert_eq!(config.tls.roots.len(), 1);
 
         let copy = config.for_edge("127.0.0.1:4000", "EDGE PEM").unwrap();
-        let copy: Value = serde_yaml::from_str(&copy).unwrap();
+        let copy: Value = serde_norway::from_str(&copy).unwrap();
         assert_eq!(copy["endpoint"], "127.0.0.1:4000");
         assert_eq!(
             copy["tls"]["ca"],
@@ -298,6 +298,82 @@ mod tests {
             copy["export"]["power"]["type"],
             "jumpstarter_driver_power.driver.MockPower"
         );
+    }
+
+    /// A JWT-shaped token (dots, URL-safe alphabet) as `jmp` writes it.
+    const TOKEN: &str = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl";
+
+    /// A 0.9.0 `ClientConfig` in the block layout `jmp` writes (keys in model order).
+    fn client_file(ca: &str) -> String {
+        format!(
+            "apiVersion: jumpstarter.dev/v1alpha1\n\
+             kind: ClientConfig\n\
+             metadata:\n  namespace: lab\n  name: alice\n\
+             endpoint: 127.0.0.1:8082\n\
+             tls:\n  ca: {ca}\n  insecure: false\n\
+             token: {TOKEN}\n\
+             grpcOptions: {{}}\n\
+             drivers:\n  allow: []\n  unsafe: true\n\
+             shell:\n  use_profiles: false\n\
+             leases:\n  acquisition_timeout: 7200\n  retry_timeout: 300.0\n"
+        )
+    }
+
+    /// A 0.9.0 `ExporterConfig` in the block layout `jmp` writes, with a nested driver tree.
+    fn exporter_file(ca: &str) -> String {
+        format!(
+            "apiVersion: jumpstarter.dev/v1alpha1\n\
+             kind: ExporterConfig\n\
+             metadata:\n  namespace: lab\n  name: board-1\n\
+             endpoint: controller.example:8082\n\
+             tls:\n  ca: {ca}\n  insecure: false\n\
+             token: {TOKEN}\n\
+             grpcOptions: {{}}\n\
+             description: bench board\n\
+             export:\n\
+             \x20 power:\n    type: jumpstarter_driver_power.driver.MockPower\n\
+             \x20 sh:\n    type: jumpstarter_driver_shell.driver.Shell\n\
+             \x20   config:\n      methods:\n        hello: echo hello-from-exporter $1\n\
+             \x20 serial:\n    ref: sh\n"
+        )
+    }
+
+    #[test]
+    fn unchanged_fields_round_trip_byte_for_byte() {
+        let ca = ca_b64();
+        let ca_pem = String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(&ca)
+                .unwrap(),
+        )
+        .unwrap();
+        let path = Path::new("config.yaml");
+        for (role, text, endpoint) in [
+            (Role::Client, client_file(&ca), "127.0.0.1:8082"),
+            (
+                Role::Exporter,
+                exporter_file(&ca),
+                "controller.example:8082",
+            ),
+        ] {
+            let config = ToolConfig::parse(&text, role, path).unwrap();
+            // Same endpoint and CA: the copy is the file itself.
+            assert_eq!(
+                config.for_edge(endpoint, &ca_pem).unwrap(),
+                text,
+                "{role:?}"
+            );
+            // Another endpoint: only that line differs.
+            let moved = config.for_edge("127.0.0.1:4000", &ca_pem).unwrap();
+            assert_eq!(
+                moved,
+                text.replace(
+                    &format!("endpoint: {endpoint}\n"),
+                    "endpoint: 127.0.0.1:4000\n"
+                ),
+                "{role:?}"
+            );
+        }
     }
 
     #[test]

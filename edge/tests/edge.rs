@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use jumpstarter_e2e::{Lab, Mode, Output, Proc, free_port};
+use jumpstarter_e2e::{Lab, Mode, Output, Proc, free_port, metric_sum};
 
 const EDGE: &str = env!("CARGO_BIN_EXE_jumpstarter-edge");
 const ONLINE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -18,11 +18,11 @@ const SHELL_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// A copy of the tool configuration at `path` whose controller endpoint is `endpoint`.
 fn with_endpoint(path: &Path, endpoint: &str) -> PathBuf {
-    let mut config: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(path).expect("read config")).expect("yaml");
+    let mut config: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(path).expect("read config")).expect("yaml");
     config["endpoint"] = endpoint.into();
     let copy = path.with_extension("udp.yaml");
-    std::fs::write(&copy, serde_yaml::to_string(&config).expect("yaml")).expect("write config");
+    std::fs::write(&copy, serde_norway::to_string(&config).expect("yaml")).expect("write config");
     copy
 }
 
@@ -81,8 +81,8 @@ async fn forged_router_token_is_refused(edge_config: &Path) {
     use jumpstarter_proto::jumpstarter::v1::router_service_client::RouterServiceClient;
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
-    let config: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(edge_config).expect("read")).expect("yaml");
+    let config: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(edge_config).expect("read")).expect("yaml");
     let b64 = base64::engine::general_purpose::STANDARD;
     let ca = b64
         .decode(config["tls"]["ca"].as_str().expect("tls.ca"))
@@ -115,21 +115,6 @@ async fn forged_router_token_is_refused(edge_config: &Path) {
         .await
         .expect_err("a forged token is refused");
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
-}
-
-/// The sum of the samples of `metric` (a counter family) in the metrics text.
-fn metric_sum(metrics: &str, metric: &str, label: Option<&str>) -> f64 {
-    metrics
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter(|line| {
-            line.split(['{', ' '])
-                .next()
-                .is_some_and(|name| name == metric)
-        })
-        .filter(|line| label.is_none_or(|label| line.contains(label)))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test]

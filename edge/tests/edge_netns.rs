@@ -13,14 +13,14 @@
 #![allow(clippy::await_holding_lock)]
 
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use jumpstarter_e2e::netns::{Netns, Traffic};
-use jumpstarter_e2e::{Lab, Output, Proc};
+use jumpstarter_e2e::{Lab, Output, Proc, metric_sum};
 
 const EDGE: &str = env!("CARGO_BIN_EXE_jumpstarter-edge");
 const ONLINE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -43,6 +43,15 @@ struct World {
 }
 
 impl World {
+    /// A world with exporter `board-1` (`board=mock`) online behind its edge, and client
+    /// `c1`'s configuration.
+    async fn with_board_and_client(prefix: &str) -> (World, PathBuf) {
+        let mut world = World::start(prefix, &[]).await;
+        world.start_exporter("board-1", &["board=mock"], &[]).await;
+        let c1 = world.lab.create_client("c1").await.expect("c1");
+        (world, c1)
+    }
+
     async fn start(prefix: &str, serve_args: &[&str]) -> World {
         let exporters = Netns::create("exp").expect("the exporter namespace");
         let clients = Netns::create("cli").expect("the client namespace");
@@ -71,13 +80,13 @@ impl World {
             .await
             .expect("exporter config");
         if !extra.is_empty() {
-            let mut yaml: serde_yaml::Value =
-                serde_yaml::from_str(&std::fs::read_to_string(&config).expect("read"))
+            let mut yaml: serde_norway::Value =
+                serde_norway::from_str(&std::fs::read_to_string(&config).expect("read"))
                     .expect("yaml");
             for (method, command) in extra {
                 yaml["export"]["sh"]["config"]["methods"][*method] = (*command).into();
             }
-            std::fs::write(&config, serde_yaml::to_string(&yaml).expect("yaml")).expect("write");
+            std::fs::write(&config, serde_norway::to_string(&yaml).expect("yaml")).expect("write");
         }
         let endpoint = tool_endpoint(&config);
         assert!(
@@ -195,15 +204,7 @@ impl World {
             "jmp create lease failed: {out}\n{}",
             self.lab.logs()
         );
-        let name = out
-            .stdout
-            .trim()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        assert!(!name.is_empty(), "no lease name printed: {out}");
-        name
+        out.lease_name()
     }
 
     /// Lease `name` as JSON (its 0.9.0 shape: `status.exporterRef`, `status.ended`, …).
@@ -314,24 +315,9 @@ impl World {
 
 /// The `endpoint` of a 0.9.0 tool configuration.
 fn tool_endpoint(path: &Path) -> String {
-    let config: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(path).expect("read config")).expect("yaml");
+    let config: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(path).expect("read config")).expect("yaml");
     config["endpoint"].as_str().unwrap_or_default().to_owned()
-}
-
-/// The sum of the samples of `metric` (a counter family) in the metrics text.
-fn metric_sum(metrics: &str, metric: &str, label: Option<&str>) -> f64 {
-    metrics
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter(|line| {
-            line.split(['{', ' '])
-                .next()
-                .is_some_and(|name| name == metric)
-        })
-        .filter(|line| label.is_none_or(|label| line.contains(label)))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// A lease as JSON.
@@ -468,35 +454,13 @@ async fn power_and_shell_by_selector_over_udp_only() {
     world.assert_tcp_to_the_service_is_dropped().await;
 }
 
-const ECHO_SCRIPT: &str = r#"
-import hashlib, os, sys
-from jumpstarter.utils.env import env
-total = 64 * 1024 * 1024
-chunk = 64 * 1024
-data = os.urandom(total)
-received = bytearray()
-with env() as client:
-    with client.echo.stream() as conn:
-        for off in range(0, total, chunk):
-            part = data[off:off + chunk]
-            conn.send(part)
-            want = off + len(part)
-            while len(received) < want:
-                received.extend(conn.receive())
-sent, got = hashlib.sha256(data).hexdigest(), hashlib.sha256(bytes(received)).hexdigest()
-print("sent", sent, "received", got, "bytes", len(received))
-sys.exit(0 if sent == got and len(received) == total else 3)
-"#;
-
 /// 64 MiB through the echo driver and back, intact, and all of it over UDP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_mib_echo_is_intact_over_udp_only() {
     let _serial = serial();
-    let mut world = World::start("netns-echo", &[]).await;
-    world.start_exporter("board-1", &["board=mock"], &[]).await;
-    let c1 = world.lab.create_client("c1").await.expect("client");
+    let (world, c1) = World::with_board_and_client("netns-echo").await;
     let script = world.lab.path("echo.py");
-    std::fs::write(&script, ECHO_SCRIPT).expect("write script");
+    std::fs::write(&script, jumpstarter_e2e::ECHO_SCRIPT).expect("write script");
     let python = jumpstarter_e2e::venv().join("bin/python");
     let output = world
         .shell(
@@ -534,9 +498,7 @@ async fn sixty_four_mib_echo_is_intact_over_udp_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exclusive_lease_queues_the_second_client_over_udp_only() {
     let _serial = serial();
-    let mut world = World::start("netns-exclusive", &[]).await;
-    world.start_exporter("board-1", &["board=mock"], &[]).await;
-    let c1 = world.lab.create_client("c1").await.expect("c1");
+    let (world, c1) = World::with_board_and_client("netns-exclusive").await;
     let c2 = world.lab.create_client("c2").await.expect("c2");
 
     let l1 = world.create_lease(&c1, &["-l", "board=mock"], "10m").await;
@@ -583,9 +545,7 @@ async fn exclusive_lease_queues_the_second_client_over_udp_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_expires_on_time_over_udp_only() {
     let _serial = serial();
-    let mut world = World::start("netns-expiry", &[]).await;
-    world.start_exporter("board-1", &["board=mock"], &[]).await;
-    let c1 = world.lab.create_client("c1").await.expect("c1");
+    let (world, c1) = World::with_board_and_client("netns-expiry").await;
     let l1 = world.create_lease(&c1, &["-l", "board=mock"], "8s").await;
     let ready = world.wait_lease(&l1, "Ready", is_ready).await;
     let begin = status_time(&ready, "beginTime");
@@ -614,9 +574,7 @@ async fn lease_expires_on_time_over_udp_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_restart_keeps_the_active_lease_over_udp_only() {
     let _serial = serial();
-    let mut world = World::start("netns-restart", &[]).await;
-    world.start_exporter("board-1", &["board=mock"], &[]).await;
-    let c1 = world.lab.create_client("c1").await.expect("c1");
+    let (mut world, c1) = World::with_board_and_client("netns-restart").await;
     let l1 = world.create_lease(&c1, &["-l", "board=mock"], "10m").await;
     world.wait_lease(&l1, "Ready", is_ready).await;
     world

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use base64::Engine as _;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde::Serialize;
 use tokio::process::{Child, Command};
@@ -227,16 +226,10 @@ fn random_hex(bytes: usize) -> anyhow::Result<String> {
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// A certificate as PEM.
+/// A certificate as PEM (64-column lines, LF), as the Go router's `--ca` file.
 fn pem(der: &CertificateDer<'_>) -> String {
-    let text = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in text.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
+    let config = ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF);
+    ::pem::encode_config(&::pem::Pem::new("CERTIFICATE", der.as_ref()), config)
 }
 
 /// The leaf certificate the server at `addr` presents. The Go router makes a new
@@ -300,6 +293,7 @@ mod tests {
 
     #[test]
     fn pem_wraps_base64_at_64_columns() {
+        use base64::Engine as _;
         let text = pem(&CertificateDer::from(vec![0u8; 100]));
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "-----BEGIN CERTIFICATE-----");

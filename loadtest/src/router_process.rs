@@ -103,12 +103,9 @@ impl RouterProcess {
         if kill {
             child.start_kill().context("killing the router")?;
         } else if let Some(pid) = child.id() {
-            let status = Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status()
-                .await
-                .context("running kill")?;
-            anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+            use nix::sys::signal::{Signal, kill as send};
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).context("the router's PID")?);
+            send(pid, Signal::SIGTERM).with_context(|| format!("SIGTERM to {pid}"))?;
         }
         tokio::time::timeout(Duration::from_secs(30), child.wait())
             .await

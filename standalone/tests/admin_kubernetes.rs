@@ -27,14 +27,7 @@ fn admin(env: &TestEnv, ns: &str, args: &[&str]) -> Output {
 }
 
 fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "admin failed ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("utf-8")
+    jumpstarter_e2e::stdout_of("admin", &output)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -75,8 +68,8 @@ async fn admin_works_through_the_kubernetes_api() {
             out.to_str().unwrap(),
         ],
     ));
-    let config: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&out).expect("config")).expect("YAML");
+    let config: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(&out).expect("config")).expect("YAML");
     assert_eq!(config["kind"].as_str(), Some("ExporterConfig"));
     assert_eq!(config["metadata"]["namespace"].as_str(), Some(ns.as_str()));
     assert_eq!(config["endpoint"].as_str(), Some("127.0.0.1:8082"));

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use jumpstarter_e2e::{Proc, free_port, venv};
+use jumpstarter_e2e::{Proc, free_port, stdout_of, venv};
 use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_jumpstarter");
@@ -40,14 +40,7 @@ async fn run_ok(mut cmd: Command, what: &str) -> String {
         .await
         .unwrap_or_else(|_| panic!("{what} timed out"))
         .unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    stdout_of(what, &out)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -99,12 +92,12 @@ async fn jmp_run_and_jmp_shell_work_with_the_standalone_service() {
         "create exporter",
     )
     .await;
-    let mut config: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&board).expect("read")).expect("YAML");
+    let mut config: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(&board).expect("read")).expect("YAML");
     config["export"] =
-        serde_yaml::from_str("power: {type: jumpstarter_driver_power.driver.MockPower}")
+        serde_norway::from_str("power: {type: jumpstarter_driver_power.driver.MockPower}")
             .expect("export");
-    std::fs::write(&board, serde_yaml::to_string(&config).expect("YAML")).expect("write");
+    std::fs::write(&board, serde_norway::to_string(&config).expect("YAML")).expect("write");
     let mut exporter = Proc::spawn(
         "jmp run",
         jmp(

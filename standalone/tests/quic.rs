@@ -6,10 +6,10 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
+use jumpstarter_e2e::{ConfigCredentials, free_port};
 use jumpstarter_proto::jumpstarter::client::v1::client_service_client::ClientServiceClient;
 use jumpstarter_proto::jumpstarter::client::v1::{
     CreateLeaseRequest, DeleteLeaseRequest, GetLeaseRequest, Lease,
@@ -26,21 +26,17 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 use tokio::time::timeout;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 
-const BIN: &str = env!("CARGO_BIN_EXE_jumpstarter");
+mod support;
+
+use support::{BIN, ServeProcess};
+
 /// Upper bound of every wait.
 const WAIT: Duration = Duration::from_secs(60);
 const BLOCK: usize = 64 * 1024;
 /// 16 MiB in blocks.
 const BLOCKS: u64 = 16 * 1024 * 1024 / BLOCK as u64;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
 
 fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
@@ -49,17 +45,16 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
-/// A running `jumpstarter serve`; killed when dropped.
+/// A running `jumpstarter serve` with QUIC; killed when dropped.
 struct Service {
-    child: Child,
+    process: ServeProcess,
     data_dir: PathBuf,
-    log: PathBuf,
 }
 
 impl Service {
     fn start(data_dir: &Path, quic_listen: &str, extra: &[&str]) -> Service {
-        let log = data_dir.with_file_name("serve.log");
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--grpc-listen", &format!("127.0.0.1:{}", free_port())])
@@ -69,35 +64,16 @@ impl Service {
             .args(extra)
             .env_remove("JUMPSTARTER_NAMESPACE")
             .env_remove("JUMPSTARTER_NO_QUIC")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).expect("log file"))
-            .stderr(std::fs::File::create(log.with_extension("err")).expect("log file"))
-            .spawn()
-            .expect("spawn jumpstarter serve");
-        let mut service = Service {
-            child,
+            .stdin(Stdio::null());
+        let log = data_dir.with_file_name("serve.log");
+        Service {
+            process: ServeProcess::spawn(command, data_dir, log, WAIT),
             data_dir: data_dir.to_owned(),
-            log,
-        };
-        let deadline = Instant::now() + WAIT;
-        let socket = data_dir.join("admin.sock");
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            if let Some(status) = service.child.try_wait().expect("try_wait") {
-                panic!("serve exited with {status}:\n{}", service.logs());
-            }
-            assert!(Instant::now() < deadline, "not ready:\n{}", service.logs());
-            std::thread::sleep(Duration::from_millis(100));
         }
-        service
     }
 
     fn logs(&self) -> String {
-        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-        format!(
-            "--- stdout\n{}--- stderr\n{}",
-            read(&self.log),
-            read(&self.log.with_extension("err"))
-        )
+        self.process.logs()
     }
 
     /// `jumpstarter admin create KIND NAME ARGS --out FILE`; the written configuration.
@@ -125,42 +101,21 @@ impl Service {
     }
 }
 
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A client or exporter talking gRPC with the credentials of its configuration file.
 struct Caller {
     channel: Channel,
     kind: &'static str,
-    token: String,
-    namespace: String,
-    name: String,
+    credentials: ConfigCredentials,
 }
 
 impl Caller {
     async fn from_config(path: &Path, kind: &'static str) -> Caller {
-        let config: serde_yaml::Value =
-            serde_yaml::from_str(&std::fs::read_to_string(path).expect("config")).expect("yaml");
-        let s = |v: &serde_yaml::Value| v.as_str().expect("string field").to_owned();
-        let ca = base64::engine::general_purpose::STANDARD
-            .decode(s(&config["tls"]["ca"]))
-            .expect("base64 CA");
-        let endpoint = s(&config["endpoint"]);
-        let host = endpoint.rsplit_once(':').expect("host:port").0.to_owned();
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(ca))
-            .domain_name(host);
+        let credentials = ConfigCredentials::read(path).expect("config");
         let channel = timeout(
             WAIT,
-            Endpoint::from_shared(format!("https://{endpoint}"))
+            credentials
+                .tls_endpoint(&credentials.endpoint)
                 .expect("endpoint")
-                .tls_config(tls)
-                .expect("tls")
-                .connect_timeout(Duration::from_secs(5))
                 .timeout(WAIT)
                 .connect(),
         )
@@ -170,21 +125,12 @@ impl Caller {
         Caller {
             channel,
             kind,
-            token: s(&config["token"]),
-            namespace: s(&config["metadata"]["namespace"]),
-            name: s(&config["metadata"]["name"]),
+            credentials,
         }
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut req = tonic::Request::new(message);
-        let md = req.metadata_mut();
-        let value = |v: &str| v.parse().expect("ascii metadata");
-        md.insert("authorization", value(&format!("Bearer {}", self.token)));
-        md.insert("jumpstarter-kind", value(self.kind));
-        md.insert("jumpstarter-namespace", value(&self.namespace));
-        md.insert("jumpstarter-name", value(&self.name));
-        req
+        self.credentials.request(self.kind, message)
     }
 
     /// A CSR signed for `lease`: the issued certificate response and the private key.
@@ -214,8 +160,8 @@ impl Caller {
         tonic::Status,
     > {
         let csr = match key_pem {
-            Some(pem) => jumpstarter_certs::renewal_csr(pem, &self.name).expect("CSR"),
-            None => jumpstarter_certs::generate_csr(&self.name).expect("CSR"),
+            Some(pem) => jumpstarter_certs::renewal_csr(pem, &self.credentials.name).expect("CSR"),
+            None => jumpstarter_certs::generate_csr(&self.credentials.name).expect("CSR"),
         };
         let mut service = LeaseCertificateServiceClient::new(self.channel.clone());
         let response = service
@@ -319,7 +265,7 @@ async fn leased(service: &Service, quic_listen: &str) -> Leased {
     let exporter_config = service.create("exporter", "e1", &["-l", "board=q"]);
     // The start-up message (printed right after the admin socket opens) names the endpoint.
     let deadline = Instant::now() + WAIT;
-    while !std::fs::read_to_string(&service.log)
+    while !std::fs::read_to_string(&service.process.log)
         .unwrap_or_default()
         .contains(&format!("QUIC router: {quic_listen} (QUIC"))
     {
@@ -634,8 +580,8 @@ async fn after_a_crash_the_restarted_service_resets_the_old_quic_connections() {
     leased.heartbeat.abort();
 
     // SIGKILL: no CONNECTION_CLOSE reaches the peer.
-    service.child.kill().expect("kill the service");
-    service.child.wait().expect("reap the service");
+    service.process.child.kill().expect("kill the service");
+    service.process.child.wait().expect("reap the service");
     let service = Service::start(&data_dir, &quic_listen, &[]);
 
     // The peer's next packet (a new session) meets the new process.

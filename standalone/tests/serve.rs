@@ -2,34 +2,28 @@
 //! data directory, `admin` through its socket, the written configurations used for real
 //! TLS gRPC calls, the data-file lock, restarts, and the errors a user sees.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
+use jumpstarter_e2e::{ConfigCredentials, free_port, stdout_of};
 use jumpstarter_proto::jumpstarter::client::v1::ListExportersRequest;
 use jumpstarter_proto::jumpstarter::client::v1::client_service_client::ClientServiceClient;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 
-const BIN: &str = env!("CARGO_BIN_EXE_jumpstarter");
+mod support;
+
+use support::{BIN, ServeProcess};
+
 /// Upper bound of every wait; a start normally takes well under a second.
 const WAIT: Duration = Duration::from_secs(60);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-/// A running `jumpstarter serve`; killed when dropped.
+/// A running `jumpstarter serve` on free loopback ports; killed when dropped.
 struct Service {
-    child: Child,
-    data_dir: PathBuf,
+    process: ServeProcess,
     grpc: String,
     router: String,
     http: String,
-    log: PathBuf,
 }
 
 impl Service {
@@ -44,85 +38,45 @@ impl Service {
             .map(|d| d.count())
             .unwrap_or(0);
         let log = data_dir.with_file_name(format!("serve-{n}.log"));
-        let child = serve_command(data_dir, &grpc, &router, &http)
-            .stdout(std::fs::File::create(&log).expect("log file"))
-            .stderr(std::fs::File::create(log.with_extension("err")).expect("log file"))
-            .spawn()
-            .expect("spawn jumpstarter serve");
-        let mut service = Service {
-            child,
-            data_dir: data_dir.to_owned(),
+        let process = ServeProcess::spawn(
+            serve_command(data_dir, &grpc, &router, &http),
+            data_dir,
+            log,
+            WAIT,
+        );
+        Service {
+            process,
             grpc,
             router,
             http,
-            log,
-        };
-        service.wait_ready();
-        service
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + WAIT;
-        let socket = self.data_dir.join("admin.sock");
-        loop {
-            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!(
-                    "serve exited with {status} before it was ready:\n{}",
-                    self.logs()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve not ready:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(100));
         }
-    }
-
-    fn logs(&self) -> String {
-        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-        format!(
-            "--- stdout\n{}--- stderr\n{}",
-            read(&self.log),
-            read(&self.log.with_extension("err"))
-        )
     }
 
     /// SIGTERM, then waits for a clean exit.
     fn stop(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
+        let pid = i32::try_from(self.process.child.id()).expect("a PID fits in pid_t");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM to serve");
         let deadline = Instant::now() + WAIT;
         loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
+            if let Some(status) = self.process.child.try_wait().expect("try_wait") {
                 assert!(
                     status.success(),
                     "serve exited with {status}:\n{}",
-                    self.logs()
+                    self.process.logs()
                 );
                 return;
             }
             assert!(
                 Instant::now() < deadline,
                 "serve did not stop:\n{}",
-                self.logs()
+                self.process.logs()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -153,62 +107,39 @@ fn admin(data_dir: &Path, args: &[&str]) -> Output {
 }
 
 fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "admin failed ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("utf-8")
+    stdout_of("admin", &output)
 }
 
-fn yaml(text: &str) -> serde_yaml::Value {
-    serde_yaml::from_str(text).expect("YAML")
+fn yaml(text: &str) -> serde_norway::Value {
+    serde_norway::from_str(text).expect("YAML")
 }
 
-fn s(value: &serde_yaml::Value) -> String {
+fn s(value: &serde_norway::Value) -> String {
     value.as_str().map(str::to_owned).unwrap_or_default()
 }
 
 /// A TLS channel to `endpoint` trusting the configuration's CA, checking the endpoint's host.
-async fn channel(config: &serde_yaml::Value, endpoint: &str) -> Channel {
-    let ca = base64::engine::general_purpose::STANDARD
-        .decode(s(&config["tls"]["ca"]))
-        .expect("tls.ca is base64");
-    let host = endpoint.rsplit_once(':').expect("host:port").0.to_owned();
-    Endpoint::from_shared(format!("https://{endpoint}"))
-        .expect("endpoint")
-        .tls_config(
-            ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(ca))
-                .domain_name(host),
-        )
-        .expect("TLS config")
-        .connect_timeout(Duration::from_secs(5))
+async fn channel(config: &serde_norway::Value, endpoint: &str) -> Channel {
+    ConfigCredentials::from_yaml(config)
+        .expect("configuration")
+        .tls_endpoint(endpoint)
+        .expect("TLS endpoint")
         .connect()
         .await
         .expect("connect over TLS")
 }
 
 /// ClientService.ListExporters with the configuration's credentials, as 0.9.0 sends them.
-async fn list_exporters(config: &serde_yaml::Value) -> Result<Vec<String>, tonic::Status> {
-    let endpoint = s(&config["endpoint"]);
-    let mut client = ClientServiceClient::new(channel(config, &endpoint).await);
-    let namespace = s(&config["metadata"]["namespace"]);
-    let mut request = tonic::Request::new(ListExportersRequest {
-        parent: format!("namespaces/{namespace}"),
-        ..Default::default()
-    });
-    let md = request.metadata_mut();
-    let header = |v: String| v.parse().expect("ASCII metadata");
-    md.insert(
-        "authorization",
-        header(format!("Bearer {}", s(&config["token"]))),
+async fn list_exporters(config: &serde_norway::Value) -> Result<Vec<String>, tonic::Status> {
+    let credentials = ConfigCredentials::from_yaml(config).expect("configuration");
+    let mut client = ClientServiceClient::new(channel(config, &credentials.endpoint).await);
+    let request = credentials.request(
+        "Client",
+        ListExportersRequest {
+            parent: format!("namespaces/{}", credentials.namespace),
+            ..Default::default()
+        },
     );
-    md.insert("jumpstarter-kind", header("Client".into()));
-    md.insert("jumpstarter-namespace", header(namespace));
-    md.insert("jumpstarter-name", header(s(&config["metadata"]["name"])));
     let response = client.list_exporters(request).await?.into_inner();
     Ok(response
         .exporters
@@ -227,7 +158,7 @@ async fn serve_and_admin_work_together_and_survive_a_restart() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data_dir = tmp.path().join("data");
     let service = Service::start(&data_dir);
-    let banner = std::fs::read_to_string(&service.log).unwrap_or_default();
+    let banner = std::fs::read_to_string(&service.process.log).unwrap_or_default();
     assert!(
         banner.contains(&format!("{}", data_dir.join("state.redb").display())),
         "{banner}"
@@ -379,7 +310,7 @@ async fn serve_and_admin_work_together_and_survive_a_restart() {
     // The old configuration still works against the restarted service (same CA and
     // token key), once its endpoint is the new port.
     let mut moved = client.clone();
-    moved["endpoint"] = serde_yaml::Value::String(restarted.grpc.clone());
+    moved["endpoint"] = serde_norway::Value::String(restarted.grpc.clone());
     let exporters = list_exporters(&moved)
         .await
         .expect("ListExporters after restart");

@@ -122,7 +122,7 @@ impl ClientConfig {
     }
 
     pub fn to_yaml(&self) -> Result<String, AdminError> {
-        serde_yaml::to_string(self).map_err(|e| AdminError::Render(e.to_string()))
+        serde_norway::to_string(self).map_err(|e| AdminError::Render(e.to_string()))
     }
 }
 
@@ -143,7 +143,7 @@ impl ExporterConfig {
 
     /// The YAML, preceded by a comment saying what to fill in when `export` is empty.
     pub fn to_yaml(&self) -> Result<String, AdminError> {
-        let yaml = serde_yaml::to_string(self).map_err(|e| AdminError::Render(e.to_string()))?;
+        let yaml = serde_norway::to_string(self).map_err(|e| AdminError::Render(e.to_string()))?;
         if self.export.is_empty() {
             Ok(format!("{EXPORTER_HINT}{yaml}"))
         } else {
@@ -154,22 +154,8 @@ impl ExporterConfig {
 
 /// Standard base64 with padding (RFC 4648 §4), as Python's `base64.b64decode` expects.
 fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let sextet = |shift: u32| char::from(ALPHABET[((n >> shift) & 0x3f) as usize]);
-        out.push(sextet(18));
-        out.push(sextet(12));
-        out.push(if chunk.len() > 1 { sextet(6) } else { '=' });
-        out.push(if chunk.len() > 2 { sextet(0) } else { '=' });
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[cfg(test)]
@@ -206,7 +192,7 @@ mod tests {
     #[test]
     fn client_config_has_the_0_9_0_shape() {
         let yaml = ClientConfig::new(&credentials()).to_yaml().unwrap();
-        let value: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
+        let value: serde_norway::Value = serde_norway::from_str(&yaml).unwrap();
         assert_eq!(
             value["apiVersion"].as_str(),
             Some("jumpstarter.dev/v1alpha1")
@@ -230,11 +216,11 @@ mod tests {
     fn exporter_config_has_an_empty_export_and_a_hint() {
         let yaml = ExporterConfig::new(&credentials()).to_yaml().unwrap();
         assert!(yaml.starts_with("# "));
-        let value: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
+        let value: serde_norway::Value = serde_norway::from_str(&yaml).unwrap();
         assert_eq!(value["kind"].as_str(), Some("ExporterConfig"));
         assert!(value["export"].as_mapping().unwrap().is_empty());
         assert!(value.get("drivers").is_none());
-        let back: ExporterConfig = serde_yaml::from_str(&yaml).unwrap();
+        let back: ExporterConfig = serde_norway::from_str(&yaml).unwrap();
         assert_eq!(back, ExporterConfig::new(&credentials()));
     }
 }

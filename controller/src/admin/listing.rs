@@ -90,7 +90,7 @@ impl Objects {
             }
             OutputFormat::Yaml => {
                 let value = self.document(single)?;
-                serde_yaml::to_string(&value).map_err(|e| AdminError::Render(e.to_string()))
+                serde_norway::to_string(&value).map_err(|e| AdminError::Render(e.to_string()))
             }
         }
     }
@@ -319,8 +319,8 @@ mod tests {
             serde_json::from_str(&objects.render(OutputFormat::Json, true).unwrap()).unwrap();
         assert_eq!(one["kind"], "Client");
         assert_eq!(one["metadata"]["name"], "alice");
-        let list: serde_yaml::Value =
-            serde_yaml::from_str(&objects.render(OutputFormat::Yaml, false).unwrap()).unwrap();
+        let list: serde_norway::Value =
+            serde_norway::from_str(&objects.render(OutputFormat::Yaml, false).unwrap()).unwrap();
         assert_eq!(list["kind"].as_str(), Some("List"));
         assert_eq!(list["items"][0]["metadata"]["name"].as_str(), Some("alice"));
     }

@@ -56,26 +56,12 @@ async fn quic(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
     let swarm = Arc::new(Swarm::new(h.lab.clone(), router.quic, 16)?);
     let wanted = h.sizes.idle_quic_connections;
     step(format!("idle: {wanted} QUIC connections"));
-    let before = settled_rss(&router).await?;
-    let connections: Vec<quinn::Connection> = futures::stream::iter(0..wanted)
-        .map(|_| {
-            let swarm = swarm.clone();
-            let lease = h.lab.fresh("idle");
-            async move { swarm.connect(&lease, Role::Exporter).await }
-        })
-        .buffer_unordered(CONNECTING)
-        .filter_map(|c| async move { c.ok() })
-        .collect()
-        .await;
-    let after = settled_rss(&router).await?;
-    record(
-        s,
-        QUIC_CONNECTIONS,
-        wanted,
-        connections.len(),
-        before,
-        after,
-    );
+    let connections: Vec<quinn::Connection> = hold(s, &router, QUIC_CONNECTIONS, wanted, |_| {
+        let swarm = swarm.clone();
+        let lease = h.lab.fresh("idle");
+        async move { swarm.connect(&lease, Role::Exporter).await }
+    })
+    .await?;
 
     let sessions = h.sizes.idle_quic_sessions;
     step(format!("idle: {sessions} QUIC sessions"));
@@ -88,32 +74,18 @@ async fn quic(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
             swarm.connect(&lease, Role::Exporter)
         )?);
     }
-    let before = settled_rss(&router).await?;
-    let opened: Vec<(End, End)> = futures::stream::iter(0..sessions)
-        .map(|i| {
-            let (client, exporter) = pairs[i % leases].clone();
-            let id = h.lab.fresh("idle-s");
-            async move {
-                let (c, e) =
-                    futures::try_join!(open_session(&client, &id), open_session(&exporter, &id))?;
-                let client = End::new(Sink::Quic(c.0), Source::Quic(c.1));
-                let exporter = End::new(Sink::Quic(e.0), Source::Quic(e.1));
-                deliver_one_byte(client, exporter).await
-            }
-        })
-        .buffer_unordered(CONNECTING)
-        .filter_map(|c| async move { c.ok() })
-        .collect()
-        .await;
-    let after = settled_rss(&router).await?;
-    record(
-        s,
-        "QUIC: idle sessions",
-        sessions,
-        opened.len(),
-        before,
-        after,
-    );
+    let opened: Vec<(End, End)> = hold(s, &router, "QUIC: idle sessions", sessions, |i| {
+        let (client, exporter) = pairs[i % leases].clone();
+        let id = h.lab.fresh("idle-s");
+        async move {
+            let (c, e) =
+                futures::try_join!(open_session(&client, &id), open_session(&exporter, &id))?;
+            let client = End::new(Sink::Quic(c.0), Source::Quic(c.1));
+            let exporter = End::new(Sink::Quic(e.0), Source::Quic(e.1));
+            deliver_one_byte(client, exporter).await
+        }
+    })
+    .await?;
     drop(opened);
     drop(connections);
     Ok(())
@@ -124,25 +96,11 @@ async fn h2(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
     let fabric = h.fabric.with_router(router.h2);
     let wanted = h.sizes.idle_h2_connections;
     step(format!("idle: {wanted} h2 connections"));
-    let before = settled_rss(&router).await?;
-    let channels: Vec<Channel> = futures::stream::iter(0..wanted)
-        .map(|_| {
-            let fabric = fabric.clone();
-            async move { fabric.h2_channel().await }
-        })
-        .buffer_unordered(CONNECTING)
-        .filter_map(|c| async move { c.ok() })
-        .collect()
-        .await;
-    let after = settled_rss(&router).await?;
-    record(
-        s,
-        "h2: idle connections",
-        wanted,
-        channels.len(),
-        before,
-        after,
-    );
+    let channels: Vec<Channel> = hold(s, &router, "h2: idle connections", wanted, |_| {
+        let fabric = fabric.clone();
+        async move { fabric.h2_channel().await }
+    })
+    .await?;
 
     let sessions = h.sizes.idle_h2_sessions;
     step(format!("idle: {sessions} h2 sessions"));
@@ -154,29 +112,15 @@ async fn h2(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
             fabric.h2_channel()
         )?);
     }
-    let before = settled_rss(&router).await?;
-    let opened: Vec<(End, End)> = futures::stream::iter(0..sessions)
-        .map(|i| {
-            let (a, b) = pairs[i % leases].clone();
-            let fabric: Fabric = fabric.clone();
-            async move {
-                let (client, exporter) = fabric.h2_session(&a, &b).await?;
-                deliver_one_byte(client, exporter).await
-            }
-        })
-        .buffer_unordered(CONNECTING)
-        .filter_map(|c| async move { c.ok() })
-        .collect()
-        .await;
-    let after = settled_rss(&router).await?;
-    record(
-        s,
-        "h2: idle sessions",
-        sessions,
-        opened.len(),
-        before,
-        after,
-    );
+    let opened: Vec<(End, End)> = hold(s, &router, "h2: idle sessions", sessions, |i| {
+        let (a, b) = pairs[i % leases].clone();
+        let fabric: Fabric = fabric.clone();
+        async move {
+            let (client, exporter) = fabric.h2_session(&a, &b).await?;
+            deliver_one_byte(client, exporter).await
+        }
+    })
+    .await?;
     drop(opened);
     drop(channels);
     Ok(())
@@ -196,6 +140,31 @@ async fn deliver_one_byte(mut client: End, mut exporter: End) -> anyhow::Result<
     crate::payload::record_check(ok);
     anyhow::ensure!(ok, "integrity: the byte changed");
     Ok((client, exporter))
+}
+
+/// Opens `wanted` items with `open` ([`CONNECTING`] at a time; failures are counted, not
+/// kept) between two readings of the router's settled memory, and records the row `name`.
+async fn hold<T, E, F, Fut>(
+    s: &mut Scenario,
+    router: &RouterProcess,
+    name: &str,
+    wanted: usize,
+    open: F,
+) -> anyhow::Result<Vec<T>>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let before = settled_rss(router).await?;
+    let held: Vec<T> = futures::stream::iter(0..wanted)
+        .map(open)
+        .buffer_unordered(CONNECTING)
+        .filter_map(|c| async move { c.ok() })
+        .collect()
+        .await;
+    let after = settled_rss(router).await?;
+    record(s, name, wanted, held.len(), before, after);
+    Ok(held)
 }
 
 async fn settled_rss(router: &RouterProcess) -> anyhow::Result<u64> {

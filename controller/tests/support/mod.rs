@@ -1,0 +1,159 @@
+//! Fixtures shared by the controller's integration tests: a fresh namespace on the shared
+//! kube-apiserver with the CRDs installed, and the controller's gRPC port served in-process
+//! on 127.0.0.1 over real TLS (h2) with a certificate for `localhost`.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use jumpstarter_certs::{Ca, ClientAuth, IssuedCert, ServerCertParams, server_config};
+use jumpstarter_controller::crd;
+use jumpstarter_controller::server;
+use jumpstarter_controller::service::Services;
+use jumpstarter_controller::store::kube::KubeStore;
+use jumpstarter_testenv::TestEnv;
+use jumpstarter_token::SigningKey;
+use jumpstarter_token::internal::{DEFAULT_AUDIENCE, DEFAULT_ISSUER, Issuer, ObjectKind, Subject};
+use time::{Duration, OffsetDateTime};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use tonic::{Code, Request, Status};
+
+/// A fresh namespace named after `prefix`, with the CRDs installed, and an admin store.
+pub async fn kube_namespace(prefix: &str) -> (String, KubeStore) {
+    let env = TestEnv::shared();
+    env.install_crds(&crd::definitions())
+        .await
+        .expect("install CRDs");
+    let namespace = env.namespace(prefix).await;
+    let store = KubeStore::new(env.admin_client().await);
+    (namespace, store)
+}
+
+/// A CA named `ca_name` and a server certificate for `localhost` and 127.0.0.1, both valid
+/// for a day from `now`.
+pub fn localhost_pki(ca_name: &str, now: OffsetDateTime) -> (Ca, IssuedCert) {
+    let ca = Ca::generate(ca_name, now, Duration::days(1)).expect("CA");
+    let cert = ca
+        .issue_server_cert(
+            &ServerCertParams {
+                dns_names: vec!["localhost".into()],
+                ip_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+                validity: Duration::days(1),
+            },
+            now,
+        )
+        .expect("server cert");
+    (ca, cert)
+}
+
+/// An internal token issuer with a fresh key and the default issuer and audience; tokens
+/// live an hour.
+pub fn token_issuer() -> Issuer {
+    Issuer {
+        key: SigningKey::generate().expect("token key"),
+        issuer: DEFAULT_ISSUER.into(),
+        audience: DEFAULT_AUDIENCE.into(),
+        lifetime: Duration::hours(1),
+    }
+}
+
+/// Serves `services` on 127.0.0.1 port 0 over TLS with `cert` until `shutdown`; the port.
+pub async fn serve_grpc_on_loopback(
+    services: &Services<KubeStore>,
+    cert: &IssuedCert,
+    shutdown: &CancellationToken,
+) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let tls =
+        server_config(cert.credentials(), vec![b"h2".to_vec()], ClientAuth::None).expect("tls");
+    let routes = server::grpc_routes(services).await;
+    tokio::spawn(server::serve_grpc(
+        listener,
+        Arc::new(tls),
+        routes,
+        shutdown.clone(),
+    ));
+    port
+}
+
+/// A TLS endpoint for `https://localhost:<port>` trusting `ca_pem`.
+pub fn localhost_endpoint(port: u16, ca_pem: &str, connect_timeout: StdDuration) -> Endpoint {
+    Endpoint::from_shared(format!("https://localhost:{port}"))
+        .expect("endpoint")
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(ca_pem))
+                .domain_name("localhost"),
+        )
+        .expect("client tls")
+        .connect_timeout(connect_timeout)
+}
+
+/// A caller of the gRPC port: the object it speaks for and its bearer token.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub kind: ObjectKind,
+    pub namespace: String,
+    pub name: String,
+    pub token: String,
+}
+
+impl Identity {
+    /// The object `kind` `namespace/name` (with `uid`) and a token `issuer` issues for it now.
+    pub fn issued(
+        issuer: &Issuer,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+    ) -> Identity {
+        let subject = Subject {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: uid.into(),
+        };
+        Identity {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+            token: issuer
+                .issue(&subject, OffsetDateTime::now_utc())
+                .expect("issue")
+                .0,
+        }
+    }
+}
+
+/// `message` with `id`'s credentials in the metadata, as the 0.9.0 tools send them.
+pub fn call<T>(message: T, id: &Identity) -> Request<T> {
+    let mut request = Request::new(message);
+    let md = request.metadata_mut();
+    md.insert(
+        "authorization",
+        format!("Bearer {}", id.token).parse().expect("ascii"),
+    );
+    md.insert("jumpstarter-kind", id.kind.as_str().parse().expect("ascii"));
+    md.insert(
+        "jumpstarter-namespace",
+        id.namespace.parse().expect("ascii"),
+    );
+    md.insert("jumpstarter-name", id.name.parse().expect("ascii"));
+    request
+}
+
+/// `result` is an error with `code` and a message containing `text`.
+pub fn assert_status(result: Result<impl std::fmt::Debug, Status>, code: Code, text: &str) {
+    let status = result.expect_err("call should fail");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(
+        status.message().contains(text),
+        "message {:?} should contain {text:?}",
+        status.message()
+    );
+}
