@@ -8,18 +8,19 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::ObjectMeta;
 use time::OffsetDateTime;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Status};
 
 use jumpstarter_lease::{Change, LeaseError, LeaseState, command, selector};
 use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
 use jumpstarter_proto::jumpstarter::client::v1::client_service_server::ClientService;
 
+use super::metrics::observed_service;
 use super::write::{self, Part};
 use super::{Services, lease_error, lease_request, names, store_status, wire};
 use crate::auth::{Caller, ObjectIdentity};
 use crate::crd::vocabulary;
 use crate::crd::{Client, Exporter, Lease};
-use crate::store::{ListParams, Store, StoreError};
+use crate::store::{ListParams, Object, ObjectList, Store, StoreError};
 
 /// Largest page a list call returns, whatever the caller asks for.
 pub const MAX_PAGE_SIZE: u32 = 1000;
@@ -93,17 +94,9 @@ impl<S: Store> ClientApi<S> {
     ) -> Result<client_pb::ListExportersResponse, Status> {
         let (caller, _) = self.caller(&request).await?;
         let request = request.into_inner();
-        let namespace = self.resolve_parent(&caller, &request.parent)?;
-        let mut pieces = Vec::new();
-        if let Some(filter) = parse_filter(&request.filter, "filter")? {
-            pieces.push(selector::format(&filter));
-        }
-        let params = list_params(&pieces, request.page_size, &request.page_token)?;
         let page = self
-            .store()
-            .list::<Exporter>(&namespace, &params)
-            .await
-            .map_err(list_status)?;
+            .list_page::<Exporter>(&caller, page_query!(request), |_| Ok(()))
+            .await?;
         let hidden = &self.services.shared.settings.hidden_labels;
         Ok(client_pb::ListExportersResponse {
             exporters: page
@@ -131,23 +124,17 @@ impl<S: Store> ClientApi<S> {
     ) -> Result<client_pb::ListLeasesResponse, Status> {
         let (caller, _) = self.caller(&request).await?;
         let request = request.into_inner();
-        let namespace = self.resolve_parent(&caller, &request.parent)?;
-        let mut pieces = Vec::new();
-        if let Some(filter) = parse_filter(&request.filter, "filter")? {
-            pieces.push(selector::format(&filter));
-        }
-        if let Some(tags) = parse_filter(&request.tag_filter, "tag_filter")? {
-            pieces.push(selector::format(&prefix_tag_keys(tags)));
-        }
-        if request.only_active.unwrap_or(true) {
-            pieces.push(format!("!{}", vocabulary::LEASE_ENDED_LABEL));
-        }
-        let params = list_params(&pieces, request.page_size, &request.page_token)?;
         let page = self
-            .store()
-            .list::<Lease>(&namespace, &params)
-            .await
-            .map_err(list_status)?;
+            .list_page::<Lease>(&caller, page_query!(request), |pieces| {
+                if let Some(tags) = parse_filter(&request.tag_filter, "tag_filter")? {
+                    pieces.push(selector::format(&prefix_tag_keys(tags)));
+                }
+                if request.only_active.unwrap_or(true) {
+                    pieces.push(format!("!{}", vocabulary::LEASE_ENDED_LABEL));
+                }
+                Ok(())
+            })
+            .await?;
         let now = OffsetDateTime::now_utc();
         Ok(client_pb::ListLeasesResponse {
             leases: page
@@ -334,6 +321,27 @@ impl<S: Store> ClientApi<S> {
         }
     }
 
+    /// One page of `K` in the caller's namespace `query.parent`, selected by the user's
+    /// `query.filter` and then the selector pieces `more_pieces` adds (checked in that order).
+    async fn list_page<K: Object>(
+        &self,
+        caller: &Caller,
+        query: PageQuery<'_>,
+        more_pieces: impl FnOnce(&mut Vec<String>) -> Result<(), Status>,
+    ) -> Result<ObjectList<K>, Status> {
+        let namespace = self.resolve_parent(caller, query.parent)?;
+        let mut pieces = Vec::new();
+        if let Some(filter) = parse_filter(query.filter, "filter")? {
+            pieces.push(selector::format(&filter));
+        }
+        more_pieces(&mut pieces)?;
+        let params = list_params(&pieces, query.page_size, query.page_token)?;
+        self.store()
+            .list::<K>(&namespace, &params)
+            .await
+            .map_err(list_status)
+    }
+
     async fn lease(&self, namespace: &str, name: &str) -> Result<Lease, Status> {
         self.store()
             .get::<Lease>(namespace, name)
@@ -375,6 +383,29 @@ impl<S: Store> ClientApi<S> {
         }
     }
 }
+
+/// The paging and filter fields every list request carries.
+struct PageQuery<'a> {
+    /// `namespaces/{ns}`.
+    parent: &'a str,
+    /// The user's label selector.
+    filter: &'a str,
+    page_size: i32,
+    page_token: &'a str,
+}
+
+/// The [`PageQuery`] of a list request (any message with those four fields).
+macro_rules! page_query {
+    ($request:expr) => {
+        PageQuery {
+            parent: &$request.parent,
+            filter: &$request.filter,
+            page_size: $request.page_size,
+            page_token: &$request.page_token,
+        }
+    };
+}
+use page_query;
 
 /// A user selector string; `None` when empty.
 fn parse_filter(text: &str, field: &str) -> Result<Option<selector::LabelSelector>, Status> {
@@ -432,93 +463,20 @@ fn list_status(err: StoreError) -> Status {
     }
 }
 
-#[tonic::async_trait]
-impl<S: Store> ClientService for ClientApi<S> {
-    async fn get_exporter(
-        &self,
-        request: Request<client_pb::GetExporterRequest>,
-    ) -> Result<Response<client_pb::Exporter>, Status> {
-        let result = self.get_exporter_inner(request).await.map(Response::new);
-        self.services
-            .shared
-            .metrics
-            .observe("ClientService/GetExporter", result)
-    }
-
-    async fn list_exporters(
-        &self,
-        request: Request<client_pb::ListExportersRequest>,
-    ) -> Result<Response<client_pb::ListExportersResponse>, Status> {
-        let result = self.list_exporters_inner(request).await.map(Response::new);
-        self.services
-            .shared
-            .metrics
-            .observe("ClientService/ListExporters", result)
-    }
-
-    async fn get_lease(
-        &self,
-        request: Request<client_pb::GetLeaseRequest>,
-    ) -> Result<Response<client_pb::Lease>, Status> {
-        let result = self.get_lease_inner(request).await.map(Response::new);
-        self.services
-            .shared
-            .metrics
-            .observe("ClientService/GetLease", result)
-    }
-
-    async fn list_leases(
-        &self,
-        request: Request<client_pb::ListLeasesRequest>,
-    ) -> Result<Response<client_pb::ListLeasesResponse>, Status> {
-        let result = self.list_leases_inner(request).await.map(Response::new);
-        self.services
-            .shared
-            .metrics
-            .observe("ClientService/ListLeases", result)
-    }
-
-    async fn create_lease(
-        &self,
-        request: Request<client_pb::CreateLeaseRequest>,
-    ) -> Result<Response<client_pb::Lease>, Status> {
-        let result = self.create_lease_inner(request).await.map(Response::new);
-        self.services
-            .shared
-            .metrics
-            .observe("ClientService/CreateLease", result)
-    }
-
-    async fn update_lease(
-        &self,
-        request: Request<client_pb::UpdateLeaseRequest>,
-    ) -> Result<Response<client_pb::Lease>, Status> {
-        let result = self.update_lease_inner(request).await.map(Response::new);
-        self.services
-            .shared
-            .metrics
-            .observe("ClientService/UpdateLease", result)
-    }
-
-    async fn delete_lease(
-        &self,
-        request: Request<client_pb::DeleteLeaseRequest>,
-    ) -> Result<Response<()>, Status> {
-        let result = self.delete_lease_inner(request).await.map(Response::new);
-        self.services
-            .shared
-            .metrics
-            .observe("ClientService/DeleteLease", result)
-    }
-
-    async fn rotate_token(
-        &self,
-        request: Request<client_pb::RotateTokenRequest>,
-    ) -> Result<Response<client_pb::RotateTokenResponse>, Status> {
-        let result = self.rotate_token_inner(request).await.map(Response::new);
-        self.services
-            .shared
-            .metrics
-            .observe("ClientService/RotateToken", result)
-    }
+observed_service! {
+    ClientService for ClientApi, "ClientService";
+    "GetExporter": get_exporter,
+        get_exporter_inner(client_pb::GetExporterRequest) -> client_pb::Exporter;
+    "ListExporters": list_exporters,
+        list_exporters_inner(client_pb::ListExportersRequest) -> client_pb::ListExportersResponse;
+    "GetLease": get_lease, get_lease_inner(client_pb::GetLeaseRequest) -> client_pb::Lease;
+    "ListLeases": list_leases,
+        list_leases_inner(client_pb::ListLeasesRequest) -> client_pb::ListLeasesResponse;
+    "CreateLease": create_lease,
+        create_lease_inner(client_pb::CreateLeaseRequest) -> client_pb::Lease;
+    "UpdateLease": update_lease,
+        update_lease_inner(client_pb::UpdateLeaseRequest) -> client_pb::Lease;
+    "DeleteLease": delete_lease, delete_lease_inner(client_pb::DeleteLeaseRequest) -> ();
+    "RotateToken": rotate_token,
+        rotate_token_inner(client_pb::RotateTokenRequest) -> client_pb::RotateTokenResponse;
 }

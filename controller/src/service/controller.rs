@@ -9,7 +9,7 @@ use futures::Stream;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Status, Streaming};
 use tracing::Instrument;
 
 use jumpstarter_lease::{LeaseError, command};
@@ -18,14 +18,14 @@ use jumpstarter_proto::jumpstarter::v1::controller_service_server::ControllerSer
 use jumpstarter_token::router::{self, StreamGrant};
 
 use super::listen::OfferError;
-use super::metrics::{GaugeGuard, OfferLabels};
+use super::metrics::{GaugeGuard, OfferLabels, observed_service};
 use super::write::{self, Part};
 use super::{
     Services, lease_error, lease_request, router_choice, status_stream, store_status, wire,
 };
-use crate::auth::KIND;
+use crate::auth::{Caller, KIND};
 use crate::crd::vocabulary::{self, exporter_condition};
-use crate::crd::{Device, Exporter, ExporterStatusValue, Lease};
+use crate::crd::{Client, Device, Exporter, ExporterStatusValue, Lease};
 use crate::store::{self, Store};
 
 /// First wait of Dial while the exporter is still `Available` (0.9.0 value).
@@ -52,16 +52,33 @@ impl<S: Store> ControllerApi<S> {
         &self.services.shared.store
     }
 
+    /// The calling exporter, authenticated.
+    async fn exporter_caller<T>(&self, request: &Request<T>) -> Result<(Caller, Exporter), Status> {
+        self.services.shared.auth.exporter(request.metadata()).await
+    }
+
+    /// The calling client, authenticated.
+    async fn client_caller<T>(&self, request: &Request<T>) -> Result<(Caller, Client), Status> {
+        self.services.shared.auth.client(request.metadata()).await
+    }
+
+    /// Lets `change` edit the calling exporter's object and writes `part` back.
+    async fn modify_exporter(
+        &self,
+        caller: &Caller,
+        part: Part,
+        change: impl FnMut(&mut Exporter) -> bool,
+    ) -> Result<Exporter, Status> {
+        write::modify::<S, Exporter, _>(self.store(), &caller.namespace, &caller.name, part, change)
+            .await
+            .map_err(store_status)
+    }
+
     async fn register_inner(
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<pb::RegisterResponse, Status> {
-        let (caller, exporter) = self
-            .services
-            .shared
-            .auth
-            .exporter(request.metadata())
-            .await?;
+        let (caller, exporter) = self.exporter_caller(&request).await?;
         let request = request.into_inner();
         let own_labels: BTreeMap<String, String> = request
             .labels
@@ -69,21 +86,14 @@ impl<S: Store> ControllerApi<S> {
             .filter(|(k, _)| k.starts_with(vocabulary::PREFIX))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        write::modify::<S, Exporter, _>(
-            self.store(),
-            &caller.namespace,
-            &caller.name,
-            Part::Object,
-            |e| {
-                let labels = e.metadata.labels.get_or_insert_with(BTreeMap::new);
-                let before = labels.clone();
-                labels.retain(|k, _| !k.starts_with(vocabulary::PREFIX));
-                labels.extend(own_labels.clone());
-                *labels != before
-            },
-        )
-        .await
-        .map_err(store_status)?;
+        self.modify_exporter(&caller, Part::Object, |e| {
+            let labels = e.metadata.labels.get_or_insert_with(BTreeMap::new);
+            let before = labels.clone();
+            labels.retain(|k, _| !k.starts_with(vocabulary::PREFIX));
+            labels.extend(own_labels.clone());
+            *labels != before
+        })
+        .await?;
         let devices: Vec<Device> = request
             .reports
             .iter()
@@ -98,21 +108,14 @@ impl<S: Store> ControllerApi<S> {
                 }),
             })
             .collect();
-        write::modify::<S, Exporter, _>(
-            self.store(),
-            &caller.namespace,
-            &caller.name,
-            Part::Status,
-            |e| {
-                let status = e.status.get_or_insert_with(Default::default);
-                let new = (!devices.is_empty()).then(|| devices.clone());
-                let changed = status.devices != new;
-                status.devices = new;
-                changed
-            },
-        )
-        .await
-        .map_err(store_status)?;
+        self.modify_exporter(&caller, Part::Status, |e| {
+            let status = e.status.get_or_insert_with(Default::default);
+            let new = (!devices.is_empty()).then(|| devices.clone());
+            let changed = status.devices != new;
+            status.devices = new;
+            changed
+        })
+        .await?;
         tracing::info!(exporter = %caller.name, namespace = %caller.namespace, devices = devices.len(), "exporter registered");
         Ok(pb::RegisterResponse {
             uuid: exporter.metadata.uid.unwrap_or_default(),
@@ -123,27 +126,15 @@ impl<S: Store> ControllerApi<S> {
         &self,
         request: Request<pb::UnregisterRequest>,
     ) -> Result<pb::UnregisterResponse, Status> {
-        let (caller, _) = self
-            .services
-            .shared
-            .auth
-            .exporter(request.metadata())
-            .await?;
+        let (caller, _) = self.exporter_caller(&request).await?;
         let reason = request.into_inner().reason;
-        write::modify::<S, Exporter, _>(
-            self.store(),
-            &caller.namespace,
-            &caller.name,
-            Part::Status,
-            |e| {
-                let status = e.status.get_or_insert_with(Default::default);
-                let changed = status.devices.is_some();
-                status.devices = None;
-                changed
-            },
-        )
-        .await
-        .map_err(store_status)?;
+        self.modify_exporter(&caller, Part::Status, |e| {
+            let status = e.status.get_or_insert_with(Default::default);
+            let changed = status.devices.is_some();
+            status.devices = None;
+            changed
+        })
+        .await?;
         tracing::info!(exporter = %caller.name, namespace = %caller.namespace, reason = %jumpstarter_lease::name::quoted(&reason), "exporter unregistered");
         Ok(pb::UnregisterResponse {})
     }
@@ -152,12 +143,7 @@ impl<S: Store> ControllerApi<S> {
         &self,
         request: Request<pb::ReportStatusRequest>,
     ) -> Result<pb::ReportStatusResponse, Status> {
-        let (caller, _) = self
-            .services
-            .shared
-            .auth
-            .exporter(request.metadata())
-            .await?;
+        let (caller, _) = self.exporter_caller(&request).await?;
         let request = request.into_inner();
         let value = wire::status_from_proto(request.status)?;
         let message = request.message.clone().unwrap_or_default();
@@ -165,12 +151,8 @@ impl<S: Store> ControllerApi<S> {
             value,
             ExporterStatusValue::Offline | ExporterStatusValue::Unspecified
         );
-        let updated = write::modify::<S, Exporter, _>(
-            self.store(),
-            &caller.namespace,
-            &caller.name,
-            Part::Status,
-            |e| {
+        let updated = self
+            .modify_exporter(&caller, Part::Status, |e| {
                 let generation = e.metadata.generation;
                 let status = e.status.get_or_insert_with(Default::default);
                 status.exporter_status = Some(value);
@@ -192,10 +174,8 @@ impl<S: Store> ControllerApi<S> {
                     OffsetDateTime::now_utc(),
                 );
                 true
-            },
-        )
-        .await
-        .map_err(store_status)?;
+            })
+            .await?;
         if request.release_lease == Some(true) {
             let lease_name = updated
                 .status
@@ -256,12 +236,7 @@ impl<S: Store> ControllerApi<S> {
         &self,
         request: Request<pb::ListenRequest>,
     ) -> Result<ResponseStream<pb::ListenResponse>, Status> {
-        let (caller, _) = self
-            .services
-            .shared
-            .auth
-            .exporter(request.metadata())
-            .await?;
+        let (caller, _) = self.exporter_caller(&request).await?;
         let lease_name = request.into_inner().lease_name;
         if lease_name.is_empty() {
             return Err(Status::invalid_argument("lease_name is required"));
@@ -314,12 +289,7 @@ impl<S: Store> ControllerApi<S> {
         &self,
         request: Request<pb::StatusRequest>,
     ) -> Result<ResponseStream<pb::StatusResponse>, Status> {
-        let (caller, _) = self
-            .services
-            .shared
-            .auth
-            .exporter(request.metadata())
-            .await?;
+        let (caller, _) = self.exporter_caller(&request).await?;
         let stream = status_stream::open(self.services.shared.clone(), caller).await?;
         Ok(Box::pin(stream))
     }
@@ -328,7 +298,7 @@ impl<S: Store> ControllerApi<S> {
         &self,
         request: Request<pb::DialRequest>,
     ) -> Result<pb::DialResponse, Status> {
-        let (caller, _) = self.services.shared.auth.client(request.metadata()).await?;
+        let (caller, _) = self.client_caller(&request).await?;
         let lease_name = request.into_inner().lease_name;
         if lease_name.is_empty() {
             return Err(Status::invalid_argument("lease_name is required"));
@@ -451,7 +421,7 @@ impl<S: Store> ControllerApi<S> {
         &self,
         request: Request<pb::GetLeaseRequest>,
     ) -> Result<pb::GetLeaseResponse, Status> {
-        let (caller, _) = self.services.shared.auth.client(request.metadata()).await?;
+        let (caller, _) = self.client_caller(&request).await?;
         let name = request.into_inner().name;
         let lease = self.lease(&caller.namespace, &name).await?;
         command::check_owner(
@@ -493,7 +463,7 @@ impl<S: Store> ControllerApi<S> {
         &self,
         request: Request<pb::RequestLeaseRequest>,
     ) -> Result<pb::RequestLeaseResponse, Status> {
-        let (caller, _) = self.services.shared.auth.client(request.metadata()).await?;
+        let (caller, _) = self.client_caller(&request).await?;
         let request = request.into_inner();
         let selector = match &request.selector {
             Some(s) => wire::selector_from_proto(s)?,
@@ -520,16 +490,11 @@ impl<S: Store> ControllerApi<S> {
         let as_exporter =
             request.metadata().get(KIND).and_then(|v| v.to_str().ok()) == Some("Exporter");
         let (caller, command_caller) = if as_exporter {
-            let (caller, _) = self
-                .services
-                .shared
-                .auth
-                .exporter(request.metadata())
-                .await?;
+            let (caller, _) = self.exporter_caller(&request).await?;
             let exporter = command::Caller::Exporter(caller.name.clone());
             (caller, exporter)
         } else {
-            let (caller, _) = self.services.shared.auth.client(request.metadata()).await?;
+            let (caller, _) = self.client_caller(&request).await?;
             let client = command::Caller::Client(caller.name.clone());
             (caller, client)
         };
@@ -540,11 +505,19 @@ impl<S: Store> ControllerApi<S> {
         Ok(pb::ReleaseLeaseResponse {})
     }
 
+    /// 0.9.0 does not implement AuditStream either.
+    async fn audit_stream_inner(
+        &self,
+        _request: Request<Streaming<pb::AuditStreamRequest>>,
+    ) -> Result<(), Status> {
+        Err(Status::unimplemented("AuditStream is not implemented"))
+    }
+
     async fn list_leases_inner(
         &self,
         request: Request<pb::ListLeasesRequest>,
     ) -> Result<pb::ListLeasesResponse, Status> {
-        let (caller, _) = self.services.shared.auth.client(request.metadata()).await?;
+        let (caller, _) = self.client_caller(&request).await?;
         let selector = format!("!{}", vocabulary::LEASE_ENDED_LABEL);
         let leases: Vec<Lease> = store::list_all(self.store(), &caller.namespace, Some(&selector))
             .await
@@ -581,132 +554,25 @@ pub fn dial_readiness(status: Option<ExporterStatusValue>) -> Result<(), Status>
     }
 }
 
-#[tonic::async_trait]
-impl<S: Store> ControllerService for ControllerApi<S> {
-    async fn register(
-        &self,
-        request: Request<pb::RegisterRequest>,
-    ) -> Result<Response<pb::RegisterResponse>, Status> {
-        let result = self.register_inner(request).await.map(Response::new);
-        self.services
-            .shared
-            .metrics
-            .observe("ControllerService/Register", result)
-    }
-
-    async fn unregister(
-        &self,
-        request: Request<pb::UnregisterRequest>,
-    ) -> Result<Response<pb::UnregisterResponse>, Status> {
-        let result = self.unregister_inner(request).await.map(Response::new);
-        self.services
-            .shared
-            .metrics
-            .observe("ControllerService/Unregister", result)
-    }
-
-    async fn report_status(
-        &self,
-        request: Request<pb::ReportStatusRequest>,
-    ) -> Result<Response<pb::ReportStatusResponse>, Status> {
-        let result = self.report_status_inner(request).await.map(Response::new);
-        self.services
-            .shared
-            .metrics
-            .observe("ControllerService/ReportStatus", result)
-    }
-
+observed_service! {
+    ControllerService for ControllerApi, "ControllerService";
     type ListenStream = ResponseStream<pb::ListenResponse>;
-
-    async fn listen(
-        &self,
-        request: Request<pb::ListenRequest>,
-    ) -> Result<Response<Self::ListenStream>, Status> {
-        let result = self.listen_inner(request).await.map(Response::new);
-        self.services
-            .shared
-            .metrics
-            .observe("ControllerService/Listen", result)
-    }
-
     type StatusStream = ResponseStream<pb::StatusResponse>;
-
-    async fn status(
-        &self,
-        request: Request<pb::StatusRequest>,
-    ) -> Result<Response<Self::StatusStream>, Status> {
-        let result = self.status_inner(request).await.map(Response::new);
-        self.services
-            .shared
-            .metrics
-            .observe("ControllerService/Status", result)
-    }
-
-    async fn dial(
-        &self,
-        request: Request<pb::DialRequest>,
-    ) -> Result<Response<pb::DialResponse>, Status> {
-        let result = self.dial_inner(request).await.map(Response::new);
-        self.services
-            .shared
-            .metrics
-            .observe("ControllerService/Dial", result)
-    }
-
-    async fn audit_stream(
-        &self,
-        _request: Request<Streaming<pb::AuditStreamRequest>>,
-    ) -> Result<Response<()>, Status> {
-        let result = Err(Status::unimplemented("AuditStream is not implemented"));
-        self.services
-            .shared
-            .metrics
-            .observe("ControllerService/AuditStream", result)
-    }
-
-    async fn get_lease(
-        &self,
-        request: Request<pb::GetLeaseRequest>,
-    ) -> Result<Response<pb::GetLeaseResponse>, Status> {
-        let result = self.get_lease_inner(request).await.map(Response::new);
-        self.services
-            .shared
-            .metrics
-            .observe("ControllerService/GetLease", result)
-    }
-
-    async fn request_lease(
-        &self,
-        request: Request<pb::RequestLeaseRequest>,
-    ) -> Result<Response<pb::RequestLeaseResponse>, Status> {
-        let result = self.request_lease_inner(request).await.map(Response::new);
-        self.services
-            .shared
-            .metrics
-            .observe("ControllerService/RequestLease", result)
-    }
-
-    async fn release_lease(
-        &self,
-        request: Request<pb::ReleaseLeaseRequest>,
-    ) -> Result<Response<pb::ReleaseLeaseResponse>, Status> {
-        let result = self.release_lease_inner(request).await.map(Response::new);
-        self.services
-            .shared
-            .metrics
-            .observe("ControllerService/ReleaseLease", result)
-    }
-
-    async fn list_leases(
-        &self,
-        request: Request<pb::ListLeasesRequest>,
-    ) -> Result<Response<pb::ListLeasesResponse>, Status> {
-        let result = self.list_leases_inner(request).await.map(Response::new);
-        self.services
-            .shared
-            .metrics
-            .observe("ControllerService/ListLeases", result)
-    }
+    "Register": register, register_inner(pb::RegisterRequest) -> pb::RegisterResponse;
+    "Unregister": unregister, unregister_inner(pb::UnregisterRequest) -> pb::UnregisterResponse;
+    "ReportStatus": report_status,
+        report_status_inner(pb::ReportStatusRequest) -> pb::ReportStatusResponse;
+    "Listen": listen, listen_inner(pb::ListenRequest) -> Self::ListenStream;
+    "Status": status, status_inner(pb::StatusRequest) -> Self::StatusStream;
+    "Dial": dial, dial_inner(pb::DialRequest) -> pb::DialResponse;
+    "AuditStream": audit_stream,
+        audit_stream_inner(Streaming<pb::AuditStreamRequest>) -> ();
+    "GetLease": get_lease, get_lease_inner(pb::GetLeaseRequest) -> pb::GetLeaseResponse;
+    "RequestLease": request_lease,
+        request_lease_inner(pb::RequestLeaseRequest) -> pb::RequestLeaseResponse;
+    "ReleaseLease": release_lease,
+        release_lease_inner(pb::ReleaseLeaseRequest) -> pb::ReleaseLeaseResponse;
+    "ListLeases": list_leases, list_leases_inner(pb::ListLeasesRequest) -> pb::ListLeasesResponse;
 }
 
 #[cfg(test)]

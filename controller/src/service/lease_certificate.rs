@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Status};
 
 use jumpstarter_certs::{Ca, LeaseCertPolicy, LeaseIdentity, Role};
 use jumpstarter_proto::jumpstarter::quic::v1 as pb;
@@ -26,6 +26,7 @@ use jumpstarter_token::internal::ObjectKind;
 
 use jumpstarter_lease::scheduler;
 
+use super::metrics::observed_service;
 use super::{Services, router_choice, store_status};
 use crate::auth::{CallMetadata, Caller};
 use crate::crd::vocabulary::time_of;
@@ -34,9 +35,6 @@ use crate::store::Store;
 
 /// How far a certificate's `notBefore` lies before the time it is issued.
 pub const BACKDATE: Duration = Duration::seconds(30);
-
-/// Metric name of the one RPC.
-const METHOD: &str = "LeaseCertificateService/IssueLeaseCertificate";
 
 /// The `LeaseCertificateService` implementation.
 #[derive(Debug)]
@@ -248,15 +246,10 @@ impl<S: Store> LeaseCertificateApi<S> {
     }
 }
 
-#[tonic::async_trait]
-impl<S: Store> LeaseCertificateService for LeaseCertificateApi<S> {
-    async fn issue_lease_certificate(
-        &self,
-        request: Request<pb::IssueLeaseCertificateRequest>,
-    ) -> Result<Response<pb::IssueLeaseCertificateResponse>, Status> {
-        let result = self.issue(request).await.map(Response::new);
-        self.services.shared.metrics.observe(METHOD, result)
-    }
+observed_service! {
+    LeaseCertificateService for LeaseCertificateApi, "LeaseCertificateService";
+    "IssueLeaseCertificate": issue_lease_certificate,
+        issue(pb::IssueLeaseCertificateRequest) -> pb::IssueLeaseCertificateResponse;
 }
 
 #[cfg(test)]

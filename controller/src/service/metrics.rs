@@ -86,6 +86,44 @@ impl ServiceMetrics {
     }
 }
 
+/// Implements a tonic service trait over an API type with a `services` field: each listed
+/// method runs its `*_inner` counterpart and counts the outcome under `"<Service>/<Method>"`
+/// with [`ServiceMetrics::observe`]; streams are answered in the stream types given first.
+///
+/// ```ignore
+/// observed_service! {
+///     ControllerService for ControllerApi, "ControllerService";
+///     type ListenStream = ResponseStream<pb::ListenResponse>;
+///     "Register": register, register_inner(pb::RegisterRequest) -> pb::RegisterResponse;
+/// }
+/// ```
+macro_rules! observed_service {
+    (
+        $service:ident for $api:ident, $prefix:literal;
+        $(type $stream:ident = $stream_ty:ty;)*
+        $($method_name:literal: $method:ident, $inner:ident($request:ty) -> $response:ty;)+
+    ) => {
+        #[tonic::async_trait]
+        impl<S: $crate::store::Store> $service for $api<S> {
+            $(type $stream = $stream_ty;)*
+
+            $(
+                async fn $method(
+                    &self,
+                    request: tonic::Request<$request>,
+                ) -> Result<tonic::Response<$response>, tonic::Status> {
+                    let result = self.$inner(request).await.map(tonic::Response::new);
+                    self.services
+                        .shared
+                        .metrics
+                        .observe(concat!($prefix, "/", $method_name), result)
+                }
+            )+
+        }
+    };
+}
+pub(crate) use observed_service;
+
 /// Decrements a gauge when dropped (one per open stream).
 #[derive(Debug)]
 pub(crate) struct GaugeGuard(Gauge);
