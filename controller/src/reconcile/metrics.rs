@@ -4,8 +4,10 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::registrar::Registrar;
 
 /// Labels of the lease gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -39,6 +41,11 @@ pub struct ReconcileMetrics {
     pub pass_duration: Histogram,
 }
 
+/// A histogram with exponential buckets `(start, factor, count)`.
+fn exponential_histogram((start, factor, count): (f64, f64, u16)) -> Histogram {
+    Histogram::new(exponential_buckets(start, factor, count))
+}
+
 /// Histogram buckets for pass durations: 1 ms to about 16 s (exponential, x2).
 const PASS_BUCKETS: (f64, f64, u16) = (0.001, 2.0, 15);
 
@@ -48,54 +55,35 @@ const LATENCY_BUCKETS: (f64, f64, u16) = (0.05, 3.0, 11);
 impl ReconcileMetrics {
     /// Creates the metrics and registers them.
     pub fn new(registry: &mut Registry) -> ReconcileMetrics {
-        let (start, factor, count) = LATENCY_BUCKETS;
-        let m = ReconcileMetrics {
-            leases: Family::default(),
-            scheduling_latency: Histogram::new(
-                prometheus_client::metrics::histogram::exponential_buckets(start, factor, count),
+        let mut r = Registrar(registry);
+        ReconcileMetrics {
+            leases: r.add(
+                "jumpstarter_controller_leases",
+                "Leases by state (pending, ready, ended)",
             ),
-            passes: Counter::default(),
-            errors: Family::default(),
-            writes: Counter::default(),
-            pass_duration: Histogram::new(
-                prometheus_client::metrics::histogram::exponential_buckets(
-                    PASS_BUCKETS.0,
-                    PASS_BUCKETS.1,
-                    PASS_BUCKETS.2,
-                ),
+            scheduling_latency: r.with(
+                "jumpstarter_controller_lease_scheduling_seconds",
+                "Time from lease creation until an exporter was assigned",
+                exponential_histogram(LATENCY_BUCKETS),
             ),
-        };
-        registry.register(
-            "jumpstarter_controller_leases",
-            "Leases by state (pending, ready, ended)",
-            m.leases.clone(),
-        );
-        registry.register(
-            "jumpstarter_controller_lease_scheduling_seconds",
-            "Time from lease creation until an exporter was assigned",
-            m.scheduling_latency.clone(),
-        );
-        registry.register(
-            "jumpstarter_controller_reconcile_passes",
-            "Reconcile passes started",
-            m.passes.clone(),
-        );
-        registry.register(
-            "jumpstarter_controller_reconcile_errors",
-            "Failed operations in reconcile passes by reason",
-            m.errors.clone(),
-        );
-        registry.register(
-            "jumpstarter_controller_reconcile_writes",
-            "Objects written by the reconcile loop",
-            m.writes.clone(),
-        );
-        registry.register(
-            "jumpstarter_controller_reconcile_pass_duration_seconds",
-            "Time each reconcile pass took (reading the namespace, planning, writing)",
-            m.pass_duration.clone(),
-        );
-        m
+            passes: r.add(
+                "jumpstarter_controller_reconcile_passes",
+                "Reconcile passes started",
+            ),
+            errors: r.add(
+                "jumpstarter_controller_reconcile_errors",
+                "Failed operations in reconcile passes by reason",
+            ),
+            writes: r.add(
+                "jumpstarter_controller_reconcile_writes",
+                "Objects written by the reconcile loop",
+            ),
+            pass_duration: r.with(
+                "jumpstarter_controller_reconcile_pass_duration_seconds",
+                "Time each reconcile pass took (reading the namespace, planning, writing)",
+                exponential_histogram(PASS_BUCKETS),
+            ),
+        }
     }
 
     /// Metrics that are not registered anywhere (tests, tools).

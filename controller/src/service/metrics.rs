@@ -7,6 +7,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tonic::{Code, Status};
 
+use crate::registrar::Registrar;
+
 /// Labels of the RPC counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RpcLabels {
@@ -41,33 +43,29 @@ pub struct ServiceMetrics {
 impl ServiceMetrics {
     /// Creates the metrics and registers them.
     pub fn new(registry: &mut Registry) -> ServiceMetrics {
-        let m = ServiceMetrics::default();
-        registry.register(
-            "jumpstarter_controller_status_streams",
-            "Open exporter Status streams",
-            m.status_streams.clone(),
-        );
-        registry.register(
-            "jumpstarter_controller_listen_streams",
-            "Open exporter Listen streams",
-            m.listen_streams.clone(),
-        );
-        registry.register(
-            "jumpstarter_controller_grpc_requests",
-            "gRPC calls by method and status code",
-            m.rpcs.clone(),
-        );
-        registry.register(
-            "jumpstarter_controller_listen_offers",
-            "Dial offers to exporter listen queues by outcome",
-            m.listen_offers.clone(),
-        );
-        registry.register(
-            "jumpstarter_controller_dial_wait_timeouts",
-            "Dials that timed out waiting for the exporter to become ready",
-            m.dial_wait_timeouts.clone(),
-        );
-        m
+        let mut r = Registrar(registry);
+        ServiceMetrics {
+            status_streams: r.add(
+                "jumpstarter_controller_status_streams",
+                "Open exporter Status streams",
+            ),
+            listen_streams: r.add(
+                "jumpstarter_controller_listen_streams",
+                "Open exporter Listen streams",
+            ),
+            rpcs: r.add(
+                "jumpstarter_controller_grpc_requests",
+                "gRPC calls by method and status code",
+            ),
+            listen_offers: r.add(
+                "jumpstarter_controller_listen_offers",
+                "Dial offers to exporter listen queues by outcome",
+            ),
+            dial_wait_timeouts: r.add(
+                "jumpstarter_controller_dial_wait_timeouts",
+                "Dials that timed out waiting for the exporter to become ready",
+            ),
+        }
     }
 
     /// Counts one call's outcome and passes the result through.
