@@ -18,8 +18,17 @@ impl std::fmt::Display for GoDuration {
     }
 }
 
+/// The flags' value parser (clap's default for a `FromStr` type).
+impl std::str::FromStr for GoDuration {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<GoDuration, String> {
+        GoDuration::parse(text)
+    }
+}
+
 impl GoDuration {
-    /// The flag's value parser.
+    /// A positive Go duration, or (deprecated) integer seconds.
     pub fn parse(text: &str) -> Result<GoDuration, String> {
         let duration = match jumpstarter_shell::duration_flag::legacy_seconds(text) {
             Some(seconds) => i64::try_from(seconds)
@@ -41,8 +50,7 @@ pub struct LifetimeArgs {
     #[arg(
         long,
         env = "JUMPSTARTER_TOKEN_LIFETIME",
-        default_value_t = GoDuration(settings::DEFAULT_TOKEN_LIFETIME),
-        value_parser = GoDuration::parse
+        default_value_t = GoDuration(settings::DEFAULT_TOKEN_LIFETIME)
     )]
     pub token_lifetime: GoDuration,
     /// Longest validity of one per-lease certificate, as a Go duration. Peers renew before it
@@ -50,8 +58,7 @@ pub struct LifetimeArgs {
     #[arg(
         long,
         env = "JUMPSTARTER_LEASE_CERT_MAX_VALIDITY",
-        default_value_t = GoDuration(settings::DEFAULT_LEASE_CERT_MAX_VALIDITY),
-        value_parser = GoDuration::parse
+        default_value_t = GoDuration(settings::DEFAULT_LEASE_CERT_MAX_VALIDITY)
     )]
     pub lease_cert_max_validity: GoDuration,
 }

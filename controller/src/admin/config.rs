@@ -173,19 +173,12 @@ mod tests {
     }
 
     #[test]
-    fn base64_matches_rfc4648_vectors() {
-        let cases = [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ];
-        for (plain, encoded) in cases {
-            assert_eq!(base64_encode(plain.as_bytes()), encoded, "{plain:?}");
-        }
+    fn base64_is_the_padded_standard_alphabet() {
+        // What Python's `b64decode` needs: all three paddings and `+`/`/` (the full RFC 4648
+        // table is the PEM encoder's test in the certificate crate).
+        assert_eq!(base64_encode(b"f"), "Zg==");
+        assert_eq!(base64_encode(b"fo"), "Zm8=");
+        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
         assert_eq!(base64_encode(&[0xfb, 0xff]), "+/8=");
     }
 

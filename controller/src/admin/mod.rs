@@ -409,37 +409,25 @@ trait Credentialed {
     fn endpoint(&self) -> Option<String>;
 }
 
-impl Credentialed for Client {
-    const KIND: Kind = Kind::Client;
+/// Implements [`Credentialed`] for objects whose status has `credential` and `endpoint`.
+macro_rules! credentialed {
+    ($($kind:ident),+) => {$(
+        impl Credentialed for $kind {
+            const KIND: Kind = Kind::$kind;
 
-    fn credential(&self) -> Option<&LocalObjectReference> {
-        self.status.as_ref()?.credential.as_ref()
-    }
+            fn credential(&self) -> Option<&LocalObjectReference> {
+                self.status.as_ref()?.credential.as_ref()
+            }
 
-    fn endpoint(&self) -> Option<String> {
-        self.status
-            .as_ref()?
-            .endpoint
-            .clone()
-            .filter(|e| !e.is_empty())
-    }
+            fn endpoint(&self) -> Option<String> {
+                let endpoint = self.status.as_ref()?.endpoint.clone();
+                endpoint.filter(|e| !e.is_empty())
+            }
+        }
+    )+};
 }
 
-impl Credentialed for Exporter {
-    const KIND: Kind = Kind::Exporter;
-
-    fn credential(&self) -> Option<&LocalObjectReference> {
-        self.status.as_ref()?.credential.as_ref()
-    }
-
-    fn endpoint(&self) -> Option<String> {
-        self.status
-            .as_ref()?
-            .endpoint
-            .clone()
-            .filter(|e| !e.is_empty())
-    }
-}
+credentialed!(Client, Exporter);
 
 /// A DNS subdomain name (RFC 1123), short enough for the credential Secret's name.
 pub fn validate_name(name: &str) -> Result<(), AdminError> {

@@ -275,56 +275,43 @@ mod tests {
         assert_eq!(TAG_LABEL_PREFIX, "metadata.jumpstarter.dev/");
     }
 
+    /// [`set_condition`] without a generation, `seconds` after [`at`]`(0)`.
+    fn set(
+        conditions: &mut Vec<meta::Condition>,
+        type_: &str,
+        status: bool,
+        reason: &str,
+        message: &str,
+        seconds: i64,
+    ) -> bool {
+        set_condition(
+            conditions,
+            type_,
+            status,
+            reason,
+            message,
+            None,
+            at(seconds),
+        )
+    }
+
     #[test]
     fn set_condition_appends_then_updates_in_place() {
         let mut conditions = Vec::new();
-        assert!(set_condition(
+        assert!(set(
             &mut conditions,
             exporter_condition::REGISTERED,
             true,
             "Register",
             "",
-            None,
-            at(0),
+            0
         ));
-        assert!(set_condition(
-            &mut conditions,
-            ONLINE,
-            true,
-            "Seen",
-            "",
-            None,
-            at(0)
-        ));
+        assert!(set(&mut conditions, ONLINE, true, "Seen", "", 0));
         let first_time = conditions[1].last_transition_time.clone();
-        assert!(!set_condition(
-            &mut conditions,
-            ONLINE,
-            true,
-            "Seen",
-            "",
-            None,
-            at(1)
-        ));
-        assert!(set_condition(
-            &mut conditions,
-            ONLINE,
-            true,
-            "StatusReported",
-            "m",
-            None,
-            at(2)
-        ));
+        assert!(!set(&mut conditions, ONLINE, true, "Seen", "", 1));
+        assert!(set(&mut conditions, ONLINE, true, "StatusReported", "m", 2));
         assert_eq!(conditions[1].last_transition_time, first_time);
-        assert!(set_condition(
-            &mut conditions,
-            ONLINE,
-            false,
-            "Offline",
-            "",
-            None,
-            at(3)
-        ));
+        assert!(set(&mut conditions, ONLINE, false, "Offline", "", 3));
         assert_eq!(conditions.len(), 2);
         assert_eq!(conditions[1].type_, "Online");
         assert_eq!(conditions[1].status, "False");

@@ -183,15 +183,13 @@ mod tests {
         lease.tags = HashMap::from([("team".to_owned(), "qa".to_owned())]);
         let checked = validate(&lease, 10).unwrap();
         let built = build(&checked, "lab", "l1", "alice").unwrap();
+        // The selector's labels and the tags, never a tag-prefixed selector label.
         let labels = built.metadata.labels.clone().unwrap();
-        assert_eq!(labels.get("board").map(String::as_str), Some("mock"));
+        let expected = [("board", "mock"), ("metadata.jumpstarter.dev/team", "qa")];
         assert_eq!(
-            labels
-                .get("metadata.jumpstarter.dev/team")
-                .map(String::as_str),
-            Some("qa")
+            labels,
+            expected.map(|(k, v)| (k.to_owned(), v.to_owned())).into()
         );
-        assert!(!labels.contains_key("metadata.jumpstarter.dev/x"));
         assert_eq!(built.spec.client_ref.name, "alice");
         assert_eq!(built.spec.duration.as_deref(), Some("10m0s"));
         let exprs = built.spec.selector.match_expressions.clone().unwrap();
@@ -216,21 +214,13 @@ mod tests {
 
     #[test]
     fn rejects_bad_tags() {
-        for (k, v) in [
-            ("jumpstarter.dev/x", "a"),
-            ("metadata.jumpstarter.dev/x", "a"),
-            ("a/b", "c"),
-            ("bad key", "v"),
-            ("k", "bad value!"),
-        ] {
-            let mut lease = request("a=b");
-            lease.tags = HashMap::from([(k.to_owned(), v.to_owned())]);
-            assert_eq!(
-                validate(&lease, 10).unwrap_err().code(),
-                Code::InvalidArgument,
-                "{k}"
-            );
-        }
+        // Which tags are refused is the lease domain's test; here: how a refusal answers.
+        let mut lease = request("a=b");
+        lease.tags = HashMap::from([("bad key".to_owned(), "v".to_owned())]);
+        assert_eq!(
+            validate(&lease, 10).unwrap_err().code(),
+            Code::InvalidArgument
+        );
         let mut lease = request("a=b");
         lease.tags = (0..3).map(|i| (format!("k{i}"), "v".to_owned())).collect();
         assert!(validate(&lease, 2).is_err());
