@@ -42,37 +42,40 @@ pub struct DriversConfig {
     pub allow_any: bool,
 }
 
-/// A 0.9.0 `ClientConfig`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ClientConfig {
-    pub api_version: String,
-    pub kind: String,
-    pub metadata: ConfigMetadata,
-    /// Controller gRPC endpoint, bare `host:port`.
-    pub endpoint: String,
-    pub tls: TlsConfig,
-    pub token: String,
-    /// Channel options merged over the client's defaults.
-    pub grpc_options: BTreeMap<String, serde_json::Value>,
-    pub drivers: DriversConfig,
+/// Declares a 0.9.0 configuration kind: the fields both kinds share, then its own.
+macro_rules! tool_config {
+    ($(#[$meta:meta])* $name:ident { $($(#[$field_meta:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct $name {
+            pub api_version: String,
+            pub kind: String,
+            pub metadata: ConfigMetadata,
+            /// Controller gRPC endpoint, bare `host:port`.
+            pub endpoint: String,
+            pub tls: TlsConfig,
+            pub token: String,
+            /// Channel options merged over the tool's defaults.
+            pub grpc_options: BTreeMap<String, serde_json::Value>,
+            $($(#[$field_meta])* pub $field: $ty,)*
+        }
+    };
 }
 
-/// A 0.9.0 `ExporterConfig`; the user fills in `export`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ExporterConfig {
-    pub api_version: String,
-    pub kind: String,
-    pub metadata: ConfigMetadata,
-    /// Controller gRPC endpoint, bare `host:port`.
-    pub endpoint: String,
-    pub tls: TlsConfig,
-    pub token: String,
-    /// Channel options merged over the exporter's defaults.
-    pub grpc_options: BTreeMap<String, serde_json::Value>,
-    /// The driver tree (the root Composite's children).
-    pub export: BTreeMap<String, serde_json::Value>,
+tool_config! {
+    /// A 0.9.0 `ClientConfig`.
+    ClientConfig {
+        drivers: DriversConfig,
+    }
+}
+
+tool_config! {
+    /// A 0.9.0 `ExporterConfig`; the user fills in `export`.
+    ExporterConfig {
+        /// The driver tree (the root Composite's children).
+        export: BTreeMap<String, serde_json::Value>,
+    }
 }
 
 /// What every configuration carries: who, where and how to authenticate.
