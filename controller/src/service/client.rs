@@ -23,7 +23,7 @@ use crate::crd::{Client, Exporter, Lease};
 use crate::store::{ListParams, Object, ObjectList, Store, StoreError};
 
 /// Largest page a list call returns, whatever the caller asks for.
-pub const MAX_PAGE_SIZE: u32 = 1000;
+pub(crate) const MAX_PAGE_SIZE: u32 = 1000;
 
 /// The ClientService over a [`Store`].
 #[derive(Debug)]

@@ -29,11 +29,11 @@ use crate::crd::{Client, Device, Exporter, ExporterStatusValue, Lease};
 use crate::store::{self, Store};
 
 /// First wait of Dial while the exporter is still `Available` (0.9.0 value).
-pub const DIAL_WAIT_INITIAL: StdDuration = StdDuration::from_millis(500);
+pub(crate) const DIAL_WAIT_INITIAL: StdDuration = StdDuration::from_millis(500);
 /// Longest single wait of Dial (0.9.0 value).
-pub const DIAL_WAIT_MAX_STEP: StdDuration = StdDuration::from_secs(3);
+pub(crate) const DIAL_WAIT_MAX_STEP: StdDuration = StdDuration::from_secs(3);
 /// Total time Dial waits for an `Available` exporter to become ready (0.9.0 value).
-pub const DIAL_WAIT_TOTAL: StdDuration = StdDuration::from_secs(30);
+pub(crate) const DIAL_WAIT_TOTAL: StdDuration = StdDuration::from_secs(30);
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -532,7 +532,7 @@ impl<S: Store> ControllerApi<S> {
 }
 
 /// Whether a Dial may proceed for an exporter in `status` (0.9.0 texts).
-pub fn dial_readiness(status: Option<ExporterStatusValue>) -> Result<(), Status> {
+pub(crate) fn dial_readiness(status: Option<ExporterStatusValue>) -> Result<(), Status> {
     match status {
         None
         | Some(ExporterStatusValue::Unspecified)

@@ -34,7 +34,7 @@ use crate::crd::{Exporter, Lease};
 use crate::store::Store;
 
 /// How far a certificate's `notBefore` lies before the time it is issued.
-pub const BACKDATE: Duration = Duration::seconds(30);
+pub(crate) const BACKDATE: Duration = Duration::seconds(30);
 
 /// The `LeaseCertificateService` implementation.
 #[derive(Debug)]
@@ -54,7 +54,7 @@ impl<S> Clone for LeaseCertificateApi<S> {
 
 /// Why a lease cannot get certificates now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Inactive {
+pub(crate) enum Inactive {
     Ended,
     NotAssigned,
 }
@@ -71,7 +71,7 @@ impl Inactive {
 
 /// The facts about a lease this service decides on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaseFacts {
+pub(crate) struct LeaseFacts {
     pub client: String,
     pub exporter: Option<String>,
     pub ended: bool,
@@ -82,7 +82,7 @@ pub struct LeaseFacts {
 impl LeaseFacts {
     /// Reads the stored lease. The expiry follows the scheduler: `spec.endTime`, else
     /// `spec.beginTime + duration`, else `status.beginTime + duration`.
-    pub fn of(lease: &Lease) -> LeaseFacts {
+    pub(crate) fn of(lease: &Lease) -> LeaseFacts {
         let status = lease.status.clone().unwrap_or_default();
         let spec = scheduler::LeaseSpec {
             duration: lease
@@ -113,7 +113,7 @@ impl LeaseFacts {
     }
 
     /// The role `caller` plays in this lease, or `None` when it is not a party.
-    pub fn role_of(&self, kind: ObjectKind, name: &str) -> Option<Role> {
+    pub(crate) fn role_of(&self, kind: ObjectKind, name: &str) -> Option<Role> {
         match kind {
             ObjectKind::Client if self.client == name => Some(Role::Client),
             ObjectKind::Exporter if self.exporter.as_deref() == Some(name) => Some(Role::Exporter),
@@ -122,7 +122,7 @@ impl LeaseFacts {
     }
 
     /// Fails unless the lease is assigned and not ended.
-    pub fn check_active(&self) -> Result<&str, Inactive> {
+    pub(crate) fn check_active(&self) -> Result<&str, Inactive> {
         if self.ended {
             return Err(Inactive::Ended);
         }

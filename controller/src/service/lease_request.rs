@@ -20,7 +20,10 @@ use crate::crd::{Lease, LeaseSpec};
 /// A `CreateLease` body as a domain request (times and durations decoded and range-checked).
 /// A body whose time fields do not decode is refused by the domain's target rules first,
 /// when they refuse it (0.9.0's order).
-pub fn from_proto(lease: &client_pb::Lease, max_tags: usize) -> Result<LeaseRequest, Status> {
+pub(crate) fn from_proto(
+    lease: &client_pb::Lease,
+    max_tags: usize,
+) -> Result<LeaseRequest, Status> {
     let mut request = LeaseRequest {
         selector: lease.selector.clone(),
         exporter_name: lease.exporter_name.clone(),
@@ -64,18 +67,20 @@ fn decode_times(lease: &client_pb::Lease) -> Result<DecodedTimes, Status> {
 
 /// A requested duration, decoded and range-checked (zero stays zero: the domain reads it as
 /// absent).
-pub fn duration_from_proto(d: Option<&prost_types::Duration>) -> Result<Option<Duration>, Status> {
+pub(crate) fn duration_from_proto(
+    d: Option<&prost_types::Duration>,
+) -> Result<Option<Duration>, Status> {
     d.map(|d| wire::duration_from_proto(d, "duration"))
         .transpose()
 }
 
 /// The name of a new lease: the one asked for, else a fresh UUIDv7.
-pub fn name_or_new(name: Option<String>) -> String {
+pub(crate) fn name_or_new(name: Option<String>) -> String {
     name.unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
 }
 
 /// The Lease object for a checked request.
-pub fn build(
+pub(crate) fn build(
     request: &CheckedLease,
     namespace: &str,
     name: &str,
@@ -110,7 +115,7 @@ pub fn build(
 }
 
 /// What the lease commands need to know about a stored lease.
-pub fn state_of(lease: &Lease) -> LeaseState {
+pub(crate) fn state_of(lease: &Lease) -> LeaseState {
     let status = lease.status.as_ref();
     LeaseState {
         name: lease.metadata.name.clone().unwrap_or_default(),
@@ -132,7 +137,7 @@ pub fn state_of(lease: &Lease) -> LeaseState {
 }
 
 /// Writes `change` into `lease`; whether the stored object changes.
-pub fn apply(change: &Change, lease: &mut Lease) -> Result<bool, Status> {
+pub(crate) fn apply(change: &Change, lease: &mut Lease) -> Result<bool, Status> {
     let before = lease.spec.clone();
     match change {
         Change::Nothing => {}

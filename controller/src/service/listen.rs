@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use jumpstarter_proto::jumpstarter::v1::ListenResponse;
 
 /// Buffered responses per lease (0.9.0 value).
-pub const QUEUE_SIZE: usize = 8;
+pub(crate) const QUEUE_SIZE: usize = 8;
 
 /// Why an offer was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

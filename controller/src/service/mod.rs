@@ -18,18 +18,18 @@
 //! [`router_choice`] (router scoring), [`write`] (read-modify-write with retry),
 //! [`status_stream`] (the exporter Status stream), [`metrics`].
 
-pub mod client;
-pub mod controller;
-pub mod lease_certificate;
-pub mod lease_error;
-pub mod lease_request;
-pub mod listen;
-pub mod metrics;
-pub mod names;
-pub mod router_choice;
-pub mod status_stream;
-pub mod wire;
-pub mod write;
+pub(crate) mod client;
+pub(crate) mod controller;
+pub(crate) mod lease_certificate;
+pub(crate) mod lease_error;
+pub(crate) mod lease_request;
+pub(crate) mod listen;
+pub(crate) mod metrics;
+pub(crate) mod names;
+pub(crate) mod router_choice;
+pub(crate) mod status_stream;
+pub(crate) mod wire;
+pub(crate) mod write;
 
 use std::sync::Arc;
 
@@ -40,9 +40,9 @@ use jumpstarter_certs::Ca;
 use jumpstarter_token::SigningKey;
 use jumpstarter_token::internal::Issuer;
 
-pub use client::ClientApi;
-pub use controller::ControllerApi;
-pub use lease_certificate::LeaseCertificateApi;
+pub(crate) use client::ClientApi;
+pub(crate) use controller::ControllerApi;
+pub(crate) use lease_certificate::LeaseCertificateApi;
 pub use metrics::ServiceMetrics;
 
 use crate::auth::{AuthMetrics, Authenticator, store_code};

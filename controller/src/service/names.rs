@@ -7,19 +7,19 @@ use tonic::Status;
 use jumpstarter_lease::name::{is_object_name, parse_resource, quoted};
 
 /// Collection segment of exporter names.
-pub const EXPORTERS: &str = "exporters";
+pub(crate) const EXPORTERS: &str = "exporters";
 /// Collection segment of lease names.
-pub const LEASES: &str = "leases";
+pub(crate) const LEASES: &str = "leases";
 /// Collection segment of client names.
-pub const CLIENTS: &str = "clients";
+pub(crate) const CLIENTS: &str = "clients";
 
 /// `namespaces/{ns}/{collection}/{name}`.
-pub fn format(namespace: &str, collection: &str, name: &str) -> String {
+pub(crate) fn format(namespace: &str, collection: &str, name: &str) -> String {
     format!("namespaces/{namespace}/{collection}/{name}")
 }
 
 /// The namespace of a parent `namespaces/{ns}`.
-pub fn parse_parent(parent: &str) -> Result<String, Status> {
+pub(crate) fn parse_parent(parent: &str) -> Result<String, Status> {
     match parent.split('/').collect::<Vec<_>>().as_slice() {
         ["namespaces", ns] if is_object_name(ns) => Ok((*ns).to_owned()),
         _ => Err(Status::invalid_argument(format!(
@@ -30,7 +30,7 @@ pub fn parse_parent(parent: &str) -> Result<String, Status> {
 }
 
 /// `(namespace, name)` of `namespaces/{ns}/{collection}/{name}`.
-pub fn parse(name: &str, collection: &str) -> Result<(String, String), Status> {
+pub(crate) fn parse(name: &str, collection: &str) -> Result<(String, String), Status> {
     parse_resource(name, collection).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use crate::settings::RouterEntry;
 
 /// The 0.9.0 label score of one router for an exporter.
-pub fn score(router: &BTreeMap<String, String>, exporter: &BTreeMap<String, String>) -> i64 {
+pub(crate) fn score(router: &BTreeMap<String, String>, exporter: &BTreeMap<String, String>) -> i64 {
     let mut count = 0;
     for (key, value) in exporter {
         match router.get(key) {
@@ -23,7 +23,7 @@ pub fn score(router: &BTreeMap<String, String>, exporter: &BTreeMap<String, Stri
 }
 
 /// The router for `lease` (`<namespace>/<name>`), or `None` when there are none.
-pub fn choose<'a>(
+pub(crate) fn choose<'a>(
     routers: &'a [RouterEntry],
     exporter_labels: &BTreeMap<String, String>,
     lease: &str,

@@ -23,7 +23,7 @@ use crate::store::{Store, StoreError, WatchEvent};
 
 /// How often an open Status stream refreshes `lastSeen` (0.9.0 value; the reconciler
 /// calls an exporter offline after a minute without it).
-pub const HEARTBEAT: StdDuration = StdDuration::from_secs(10);
+pub(crate) const HEARTBEAT: StdDuration = StdDuration::from_secs(10);
 
 /// Opens the stream for `caller` (an authenticated exporter).
 pub(super) async fn open<S: Store>(

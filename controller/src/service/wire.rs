@@ -21,7 +21,7 @@ use jumpstarter_lease::scheduler::duration as go_duration;
 use jumpstarter_lease::selector::{self, Requirement};
 
 /// A lease as the client API shows it.
-pub fn lease_to_proto(lease: &Lease, now: OffsetDateTime) -> client_pb::Lease {
+pub(crate) fn lease_to_proto(lease: &Lease, now: OffsetDateTime) -> client_pb::Lease {
     let namespace = lease.metadata.namespace.clone().unwrap_or_default();
     let name = lease.metadata.name.clone().unwrap_or_default();
     let spec = &lease.spec;
@@ -79,7 +79,7 @@ pub fn lease_to_proto(lease: &Lease, now: OffsetDateTime) -> client_pb::Lease {
 
 /// An exporter as the client API shows it; `hidden` label keys are dropped unless
 /// `show_hidden` is set.
-pub fn exporter_to_proto(
+pub(crate) fn exporter_to_proto(
     exporter: &Exporter,
     hidden: &[String],
     show_hidden: bool,
@@ -114,7 +114,7 @@ pub fn exporter_to_proto(
 }
 
 /// A stored condition as a protobuf condition.
-pub fn condition_to_proto(condition: &meta::Condition) -> pb::Condition {
+pub(crate) fn condition_to_proto(condition: &meta::Condition) -> pb::Condition {
     let ts = &condition.last_transition_time.0;
     pb::Condition {
         r#type: Some(condition.type_.clone()),
@@ -130,7 +130,7 @@ pub fn condition_to_proto(condition: &meta::Condition) -> pb::Condition {
 }
 
 /// The CRD's PascalCase status as the protobuf enum.
-pub fn status_to_proto(value: ExporterStatusValue) -> pb::ExporterStatus {
+pub(crate) fn status_to_proto(value: ExporterStatusValue) -> pb::ExporterStatus {
     match value {
         ExporterStatusValue::Unspecified => pb::ExporterStatus::Unspecified,
         ExporterStatusValue::Offline => pb::ExporterStatus::Offline,
@@ -144,7 +144,7 @@ pub fn status_to_proto(value: ExporterStatusValue) -> pb::ExporterStatus {
 }
 
 /// The protobuf enum (as sent, an `i32`) as the CRD's PascalCase status.
-pub fn status_from_proto(value: i32) -> Result<ExporterStatusValue, Status> {
+pub(crate) fn status_from_proto(value: i32) -> Result<ExporterStatusValue, Status> {
     let status = pb::ExporterStatus::try_from(value)
         .map_err(|_| Status::invalid_argument(format!("unknown exporter status {value}")))?;
     Ok(match status {
@@ -160,10 +160,12 @@ pub fn status_from_proto(value: i32) -> Result<ExporterStatusValue, Status> {
 }
 
 /// A selector in the stored form, for the lease-request builder.
-pub use crate::crd::vocabulary::selector_to_k8s;
+pub(crate) use crate::crd::vocabulary::selector_to_k8s;
 
 /// A protobuf selector (legacy `RequestLease`), validated.
-pub fn selector_from_proto(proto: &pb::LabelSelector) -> Result<selector::LabelSelector, Status> {
+pub(crate) fn selector_from_proto(
+    proto: &pb::LabelSelector,
+) -> Result<selector::LabelSelector, Status> {
     let mut out = selector::LabelSelector {
         match_labels: proto
             .match_labels
@@ -189,7 +191,7 @@ pub fn selector_from_proto(proto: &pb::LabelSelector) -> Result<selector::LabelS
 }
 
 /// A stored selector as a protobuf selector (legacy `GetLease`).
-pub fn selector_to_proto(stored: &meta::LabelSelector) -> pb::LabelSelector {
+pub(crate) fn selector_to_proto(stored: &meta::LabelSelector) -> pb::LabelSelector {
     pb::LabelSelector {
         match_expressions: stored
             .match_expressions
@@ -211,12 +213,12 @@ pub fn selector_to_proto(stored: &meta::LabelSelector) -> pb::LabelSelector {
 }
 
 /// A time a caller asked for, in stored form; `InvalidArgument` when it is out of range.
-pub fn k8s_time(time: OffsetDateTime) -> Result<meta::Time, Status> {
+pub(crate) fn k8s_time(time: OffsetDateTime) -> Result<meta::Time, Status> {
     vocabulary::checked_time(time).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 /// A stored time as a protobuf timestamp.
-pub fn timestamp_of(time: &meta::Time) -> prost_types::Timestamp {
+pub(crate) fn timestamp_of(time: &meta::Time) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: time.0.as_second(),
         nanos: time.0.subsec_nanosecond(),
@@ -224,7 +226,10 @@ pub fn timestamp_of(time: &meta::Time) -> prost_types::Timestamp {
 }
 
 /// A protobuf timestamp as an `OffsetDateTime`, validated.
-pub fn time_from_proto(ts: &prost_types::Timestamp, field: &str) -> Result<OffsetDateTime, Status> {
+pub(crate) fn time_from_proto(
+    ts: &prost_types::Timestamp,
+    field: &str,
+) -> Result<OffsetDateTime, Status> {
     let bad = || Status::invalid_argument(format!("{field} is not a valid timestamp"));
     if !(0..1_000_000_000).contains(&ts.nanos) {
         return Err(bad());
@@ -237,7 +242,10 @@ pub fn time_from_proto(ts: &prost_types::Timestamp, field: &str) -> Result<Offse
 }
 
 /// A protobuf duration as a `time::Duration`, validated against Go's range.
-pub fn duration_from_proto(d: &prost_types::Duration, field: &str) -> Result<Duration, Status> {
+pub(crate) fn duration_from_proto(
+    d: &prost_types::Duration,
+    field: &str,
+) -> Result<Duration, Status> {
     let bad = || Status::invalid_argument(format!("{field} is not a valid duration"));
     if d.nanos <= -1_000_000_000 || d.nanos >= 1_000_000_000 {
         return Err(bad());
@@ -256,7 +264,7 @@ pub fn duration_from_proto(d: &prost_types::Duration, field: &str) -> Result<Dur
 }
 
 /// A `time::Duration` as a protobuf duration.
-pub fn proto_duration(d: Duration) -> prost_types::Duration {
+pub(crate) fn proto_duration(d: Duration) -> prost_types::Duration {
     prost_types::Duration {
         seconds: d.whole_seconds(),
         nanos: d.subsec_nanoseconds(),
@@ -264,7 +272,7 @@ pub fn proto_duration(d: Duration) -> prost_types::Duration {
 }
 
 /// Lease labels from a selector's `matchLabels` (minus tag keys) and the tags.
-pub fn lease_labels(
+pub(crate) fn lease_labels(
     selector: &selector::LabelSelector,
     tags: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {

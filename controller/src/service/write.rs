@@ -5,11 +5,11 @@ use crate::store::{Object, Store, StoreError};
 /// Attempts of one read-modify-write before a conflict is given up on. Conflicts come
 /// from the reconciler and the heartbeat writing the same object; a handful of re-reads
 /// always settles them.
-pub const CONFLICT_ATTEMPTS: usize = 5;
+pub(crate) const CONFLICT_ATTEMPTS: usize = 5;
 
 /// Which part of the object a write replaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Part {
+pub(crate) enum Part {
     /// Metadata and spec.
     Object,
     /// The status subresource.
@@ -18,7 +18,7 @@ pub enum Part {
 
 /// Reads `namespace/name`, lets `change` edit it (returning whether it changed anything)
 /// and writes `part` back, re-reading on conflict. Returns the stored object.
-pub async fn modify<S, K, F>(
+pub(crate) async fn modify<S, K, F>(
     store: &S,
     namespace: &str,
     name: &str,
