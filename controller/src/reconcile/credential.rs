@@ -18,7 +18,7 @@ use super::ReconcileError;
 use crate::store::Store;
 
 /// Key of the credential Secret holding the token.
-pub const TOKEN_KEY: &str = "token";
+pub(crate) const TOKEN_KEY: &str = "token";
 
 /// The Client or Exporter a credential belongs to.
 #[derive(Debug, Clone)]
@@ -57,7 +57,7 @@ impl Holder {
 }
 
 /// The credential Secret name of a Client or Exporter.
-pub fn secret_name(kind: ObjectKind, name: &str) -> String {
+pub(crate) fn secret_name(kind: ObjectKind, name: &str) -> String {
     match kind {
         ObjectKind::Client => format!("{name}-client"),
         ObjectKind::Exporter => format!("{name}-exporter"),

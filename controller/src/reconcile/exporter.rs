@@ -14,13 +14,14 @@ use crate::crd::{self, ExporterStatusValue};
 
 /// An exporter silent for longer than this is offline (0.9.0 value; its Status stream
 /// heartbeat runs every 10 s, so this tolerates several missed beats).
-pub const OFFLINE_AFTER: Duration = Duration::minutes(1);
+pub(crate) const OFFLINE_AFTER: Duration = Duration::minutes(1);
 /// `statusMessage` written when an exporter is found offline (0.9.0 text).
-pub const CONNECTION_LOST_MESSAGE: &str = "Connection lost - last seen more than 1 minute ago";
+pub(crate) const CONNECTION_LOST_MESSAGE: &str =
+    "Connection lost - last seen more than 1 minute ago";
 
 /// The status the controller wants for `exporter` at `now`, keeping `status.leaseRef` as it
 /// is (see [`lease_ref`]). Everything the exporter reports (devices, lastSeen, ...) is kept.
-pub fn desired_status(
+pub(crate) fn desired_status(
     exporter: &crd::Exporter,
     credential: Option<&str>,
     endpoint: &str,
@@ -109,7 +110,7 @@ pub fn desired_status(
 /// exporter; else a claim still pending (the named lease exists, is not ended or released,
 /// and has no exporter yet); else none.
 /// `holders` is [`holders`] of `leases`.
-pub fn lease_ref(
+pub(crate) fn lease_ref(
     name: &str,
     current: Option<&LocalObjectReference>,
     leases: &BTreeMap<String, Arc<crd::Lease>>,
@@ -134,7 +135,7 @@ pub fn lease_ref(
 
 /// The active lease holding each exporter (by `status.exporterRef`; the first by lease
 /// name if several claim one).
-pub fn holders(leases: &BTreeMap<String, Arc<crd::Lease>>) -> HashMap<&str, &crd::Lease> {
+pub(crate) fn holders(leases: &BTreeMap<String, Arc<crd::Lease>>) -> HashMap<&str, &crd::Lease> {
     let mut holders = HashMap::new();
     for lease in leases.values().map(Arc::as_ref).filter(|l| is_active(l)) {
         if let Some(exporter) = lease.status.as_ref().and_then(|s| s.exporter_ref.as_ref()) {
@@ -145,7 +146,7 @@ pub fn holders(leases: &BTreeMap<String, Arc<crd::Lease>>) -> HashMap<&str, &crd
 }
 
 /// Not ended (neither in status nor by label).
-pub fn is_active(lease: &crd::Lease) -> bool {
+pub(crate) fn is_active(lease: &crd::Lease) -> bool {
     !lease.status.as_ref().is_some_and(|s| s.ended)
         && !lease.labels().contains_key(LEASE_ENDED_LABEL)
 }

@@ -19,11 +19,11 @@
 //! namespace (e.g. during a leader hand-over) without ever giving one exporter to two
 //! leases; see the `lease` module.
 
-pub mod credential;
-pub mod exporter;
+pub(crate) mod credential;
+pub(crate) mod exporter;
 mod lease;
-pub mod metrics;
-pub mod pass;
+pub(crate) mod metrics;
+pub(crate) mod pass;
 mod reflection;
 mod view;
 
@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use metrics::ReconcileMetrics;
-pub use pass::{Outcome, Reconciler};
+pub use pass::Reconciler;
 
 use crate::keys::Keys;
 use crate::settings::Settings;
