@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::AdminError;
 
 /// `apiVersion` of both configuration kinds (0.9.0 gives them the resources' version).
-pub const CONFIG_API_VERSION: &str = crate::crd::vocabulary::API_VERSION;
+pub(crate) const CONFIG_API_VERSION: &str = crate::crd::vocabulary::API_VERSION;
 
 /// Comment put at the top of a new exporter configuration.
 const EXPORTER_HINT: &str = "# Describe the exporter's drivers under `export:` (e.g. \

@@ -14,9 +14,9 @@
 //! - [`lease`]: [`LeaseOrder`], what `create lease` asks for.
 //! - [`listing`]: [`Objects`] (the result of get and list) as a table, YAML or JSON.
 
-pub mod config;
+pub(crate) mod config;
 pub mod lease;
-pub mod listing;
+pub(crate) mod listing;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

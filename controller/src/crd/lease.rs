@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::schema;
 
 /// Most tags a lease may carry (CRD `maxProperties`).
-pub const MAX_LEASE_TAGS: u32 = 10;
+pub(crate) const MAX_LEASE_TAGS: u32 = 10;
 
 /// Desired state of a Lease.
 // Several printer columns share `type_ = "string"`, which clippy mistakes for a repeated attribute.
@@ -101,12 +101,12 @@ pub struct LeaseStatus {
 }
 
 /// CEL rule: a lease names its exporter either by selector or by `exporterRef.name`.
-pub const RULE_SELECTOR_OR_EXPORTER: &str = "((has(self.selector.matchLabels) && size(self.selector.matchLabels) > 0) \
+pub(crate) const RULE_SELECTOR_OR_EXPORTER: &str = "((has(self.selector.matchLabels) && size(self.selector.matchLabels) > 0) \
      || (has(self.selector.matchExpressions) && size(self.selector.matchExpressions) > 0)) \
      || (has(self.exporterRef) && has(self.exporterRef.name) && size(self.exporterRef.name) > 0)";
 
 /// CEL transition rule: tags cannot change once set.
-pub const RULE_TAGS_IMMUTABLE: &str = "!has(oldSelf.tags) || self.tags == oldSelf.tags";
+pub(crate) const RULE_TAGS_IMMUTABLE: &str = "!has(oldSelf.tags) || self.tags == oldSelf.tags";
 
 /// Adds the spec-level CEL rules (`x-kubernetes-validations`) to the `LeaseSpec` schema.
 fn lease_spec_rules(schema: &mut Schema) {

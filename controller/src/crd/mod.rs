@@ -16,10 +16,10 @@
 //! [`definitions`] and [`render_all`] produce the CRD manifests committed under `helm/crds`;
 //! the `crdgen` binary writes them.
 
-pub mod client;
-pub mod exporter;
-pub mod exporter_access_policy;
-pub mod lease;
+pub(crate) mod client;
+pub(crate) mod exporter;
+pub(crate) mod exporter_access_policy;
+pub(crate) mod lease;
 mod schema;
 pub mod vocabulary;
 
