@@ -24,14 +24,14 @@ use crate::store::{Store, StoreError};
 /// Name of the election Lease in the controller's namespace.
 pub const LEASE_NAME: &str = "jumpstarter-controller-leader";
 /// How long a silent holder keeps the lease (client-go / controller-runtime default).
-pub const LEASE_DURATION: Duration = Duration::from_secs(15);
+pub(crate) const LEASE_DURATION: Duration = Duration::from_secs(15);
 /// How often the holder renews: three chances before the lease runs out.
-pub const RENEW_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const RENEW_INTERVAL: Duration = Duration::from_secs(5);
 /// A holder that has not renewed for this long stops its work: comfortably before
 /// [`LEASE_DURATION`], so its work has ended before a contender can take over.
-pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const RENEW_DEADLINE: Duration = Duration::from_secs(10);
 /// How often a contender looks at the lease.
-pub const RETRY_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const RETRY_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Timing and naming of an election; [`Election::default`] is what the controller uses.
 #[derive(Debug, Clone)]

@@ -26,7 +26,7 @@ use crate::settings::Settings;
 use crate::store::Store;
 
 /// A spawned listener; it ends at shutdown (or when it fails).
-pub type ServerTask = JoinHandle<Result<(), ServerError>>;
+pub(crate) type ServerTask = JoinHandle<Result<(), ServerError>>;
 
 /// The controller's metrics, registered in the process's one registry.
 #[derive(Debug, Clone)]

@@ -30,7 +30,7 @@ use crate::crd::{Client, Exporter};
 use crate::store::{Object, Store, StoreError};
 
 /// Metadata key of the bearer token.
-pub const AUTHORIZATION: &str = "authorization";
+pub(crate) const AUTHORIZATION: &str = "authorization";
 /// Metadata key naming the caller's object kind (`Client` or `Exporter`).
 pub const KIND: &str = "jumpstarter-kind";
 /// Metadata key naming the caller's namespace.
@@ -38,7 +38,7 @@ pub const NAMESPACE: &str = "jumpstarter-namespace";
 /// Metadata key naming the caller's object.
 pub const NAME: &str = "jumpstarter-name";
 /// Prefix of usernames derived from internal tokens (hard-coded in 0.9.0 as well).
-pub const INTERNAL_PREFIX: &str = "internal:";
+pub(crate) const INTERNAL_PREFIX: &str = "internal:";
 
 /// Why a call was refused. The variant decides the gRPC code; [`AuthError::reason`] is
 /// the metric label.
@@ -131,7 +131,7 @@ impl From<AuthError> for Status {
 }
 
 /// The gRPC code for a store failure (Kubernetes → gRPC as 0.9.0 maps it).
-pub fn store_code(err: &StoreError) -> Code {
+pub(crate) fn store_code(err: &StoreError) -> Code {
     match err {
         StoreError::NotFound { .. } => Code::NotFound,
         StoreError::AlreadyExists { .. } => Code::AlreadyExists,
@@ -154,7 +154,7 @@ pub struct CallMetadata {
 
 impl CallMetadata {
     /// Reads the four headers; values that are not visible ASCII count as absent.
-    pub fn from_metadata(metadata: &MetadataMap) -> CallMetadata {
+    pub(crate) fn from_metadata(metadata: &MetadataMap) -> CallMetadata {
         let all = |key: &str| -> Vec<String> {
             metadata
                 .get_all(key)
@@ -180,7 +180,7 @@ pub struct Target {
 }
 
 /// The token from `authorization: Bearer <token>` (scheme compared case-insensitively).
-pub fn bearer_token(metadata: &CallMetadata) -> Result<&str, AuthError> {
+pub(crate) fn bearer_token(metadata: &CallMetadata) -> Result<&str, AuthError> {
     let value = match metadata.authorization.as_slice() {
         [] => return Err(AuthError::MissingAuthorization),
         [value] => value,
@@ -225,7 +225,7 @@ pub fn target(metadata: &CallMetadata, required: ObjectKind) -> Result<Target, A
 
 /// What authorization needs to know about the stored Client or Exporter.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectIdentity {
+pub(crate) struct ObjectIdentity {
     pub kind: ObjectKind,
     pub namespace: String,
     pub name: String,
@@ -240,7 +240,7 @@ pub struct ObjectIdentity {
 
 impl ObjectIdentity {
     /// The subject internal tokens of this object carry (migration annotations applied).
-    pub fn internal_subject(&self) -> Subject {
+    pub(crate) fn internal_subject(&self) -> Subject {
         Subject {
             kind: self.kind,
             namespace: self
@@ -276,12 +276,12 @@ impl ObjectIdentity {
     }
 
     /// The identity of a stored Client.
-    pub fn of_client(client: &Client) -> Self {
+    pub(crate) fn of_client(client: &Client) -> Self {
         Self::from_object(ObjectKind::Client, client, client.spec.username.clone())
     }
 
     /// The identity of a stored Exporter.
-    pub fn of_exporter(exporter: &Exporter) -> Self {
+    pub(crate) fn of_exporter(exporter: &Exporter) -> Self {
         Self::from_object(
             ObjectKind::Exporter,
             exporter,
@@ -314,7 +314,7 @@ impl Caller {
 
 /// Allows `username` to act as `object` when it is the object's internal subject or its
 /// `spec.username`.
-pub fn authorize(
+pub(crate) fn authorize(
     username: &str,
     target: &Target,
     object: &ObjectIdentity,
@@ -381,7 +381,7 @@ impl AuthMetrics {
 
 /// Authenticates calls against a [`Store`] with one token verifier.
 #[derive(Debug)]
-pub struct Authenticator<S> {
+pub(crate) struct Authenticator<S> {
     store: S,
     /// Clients call often with the same token (a `jmp shell` polls its lease): after the
     /// first call, checking it is a lookup.
@@ -393,7 +393,7 @@ pub struct Authenticator<S> {
 const VERIFIED_TOKENS: usize = 16_384;
 
 impl<S: Store> Authenticator<S> {
-    pub fn new(store: S, verifier: Verifier, metrics: std::sync::Arc<AuthMetrics>) -> Self {
+    pub(crate) fn new(store: S, verifier: Verifier, metrics: std::sync::Arc<AuthMetrics>) -> Self {
         Authenticator {
             store,
             verifier: CachedVerifier::new(verifier, VERIFIED_TOKENS),
@@ -402,7 +402,7 @@ impl<S: Store> Authenticator<S> {
     }
 
     /// Authenticates the call as a Client; returns the caller and its stored object.
-    pub async fn client(&self, metadata: &MetadataMap) -> Result<(Caller, Client), Status> {
+    pub(crate) async fn client(&self, metadata: &MetadataMap) -> Result<(Caller, Client), Status> {
         let result = self.run(metadata, ObjectKind::Client).await;
         let (caller, object) = self.count(result)?;
         match object {
@@ -412,7 +412,10 @@ impl<S: Store> Authenticator<S> {
     }
 
     /// Authenticates the call as an Exporter; returns the caller and its stored object.
-    pub async fn exporter(&self, metadata: &MetadataMap) -> Result<(Caller, Exporter), Status> {
+    pub(crate) async fn exporter(
+        &self,
+        metadata: &MetadataMap,
+    ) -> Result<(Caller, Exporter), Status> {
         let result = self.run(metadata, ObjectKind::Exporter).await;
         let (caller, object) = self.count(result)?;
         match object {
@@ -422,7 +425,7 @@ impl<S: Store> Authenticator<S> {
     }
 
     /// Counts a refusal (by reason) and turns it into a status.
-    pub fn count<T>(&self, result: Result<T, AuthError>) -> Result<T, Status> {
+    pub(crate) fn count<T>(&self, result: Result<T, AuthError>) -> Result<T, Status> {
         result.map_err(|err| {
             self.metrics
                 .failures

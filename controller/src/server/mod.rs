@@ -30,7 +30,7 @@ use crate::service::Services;
 use crate::store::Store;
 
 /// Largest gRPC message accepted: gRPC's customary 4 MiB default, which 0.9.0 keeps.
-pub const MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 /// ALPN protocols of the gRPC port.
 pub const ALPN: &[&[u8]] = &[b"h2"];
 
@@ -71,7 +71,7 @@ impl Readiness {
         self.keys_loaded.store(true, Ordering::SeqCst);
     }
 
-    pub fn set_grpc_bound(&self) {
+    pub(crate) fn set_grpc_bound(&self) {
         self.grpc_bound.store(true, Ordering::SeqCst);
     }
 
@@ -167,7 +167,7 @@ pub async fn serve_grpc(
 }
 
 /// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until `shutdown`.
-pub async fn serve_http(
+pub(crate) async fn serve_http(
     listener: TcpListener,
     readiness: Arc<Readiness>,
     registry: Arc<Registry>,
