@@ -35,7 +35,7 @@ pub use lease::LeaseOrder;
 pub use listing::{Objects, OutputFormat};
 
 /// How long `create` waits for the reconciler to issue the credential (0.9.0: 10 s).
-pub const CREDENTIAL_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const CREDENTIAL_WAIT: Duration = Duration::from_secs(10);
 /// Interval between two looks at the object while waiting.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Longest object name: the credential Secret `<name>-exporter` must stay a valid name.

@@ -33,10 +33,10 @@ pub const GROUP: &str = group!();
 /// API version of every custom resource.
 pub const VERSION: &str = version!();
 /// `apiVersion` of the custom resources and of the 0.9.0 configuration files.
-pub const API_VERSION: &str = concat!(group!(), "/", version!());
+pub(crate) const API_VERSION: &str = concat!(group!(), "/", version!());
 /// Prefix of the label and annotation keys that belong to jumpstarter: users may not set
 /// them as lease tags, and an exporter may set only these on itself at Register.
-pub const PREFIX: &str = concat!(group!(), "/");
+pub(crate) const PREFIX: &str = concat!(group!(), "/");
 
 /// Label (value `"true"`) that marks an ended lease, so listings can leave ended leases out
 /// with a label selector.
@@ -47,34 +47,34 @@ pub use jumpstarter_lease::request::TAG_LABEL_PREFIX;
 
 /// Annotation that overrides the namespace of an object's internal token subject (set on
 /// objects migrated from another namespace, so their tokens stay valid).
-pub const MIGRATED_NAMESPACE_ANNOTATION: &str = concat!(group!(), "/migrated-namespace");
+pub(crate) const MIGRATED_NAMESPACE_ANNOTATION: &str = concat!(group!(), "/migrated-namespace");
 /// Annotation that overrides the UID of an object's internal token subject.
-pub const MIGRATED_UID_ANNOTATION: &str = concat!(group!(), "/migrated-uid");
+pub(crate) const MIGRATED_UID_ANNOTATION: &str = concat!(group!(), "/migrated-uid");
 /// Annotation of the router Secret: the endpoints (`endpoint;quic-endpoint`) its
 /// certificate was minted for.
-pub const ROUTER_ENDPOINTS_ANNOTATION: &str = concat!(group!(), "/router-endpoints");
+pub(crate) const ROUTER_ENDPOINTS_ANNOTATION: &str = concat!(group!(), "/router-endpoints");
 /// Annotation of the router Secret: its certificate's `notAfter`, Unix seconds.
-pub const NOT_AFTER_ANNOTATION: &str = concat!(group!(), "/not-after");
+pub(crate) const NOT_AFTER_ANNOTATION: &str = concat!(group!(), "/not-after");
 
 /// The conditions of an exporter's status.
 pub mod exporter_condition {
     /// Condition type: the exporter has reported its devices.
-    pub const REGISTERED: &str = "Registered";
+    pub(crate) const REGISTERED: &str = "Registered";
     /// Condition type: the exporter talked to the controller recently.
-    pub const ONLINE: &str = "Online";
+    pub(crate) const ONLINE: &str = "Online";
 
     /// Reason strings, exactly as jumpstarter 0.9.0 writes them.
     pub mod reason {
         /// `Registered=True`: the exporter has devices.
-        pub const REGISTER: &str = "Register";
+        pub(crate) const REGISTER: &str = "Register";
         /// `Registered=False`: the exporter has no devices.
-        pub const UNREGISTER: &str = "Unregister";
+        pub(crate) const UNREGISTER: &str = "Unregister";
         /// `Online`: decided by when the exporter was last seen.
-        pub const SEEN: &str = "Seen";
+        pub(crate) const SEEN: &str = "Seen";
         /// `Online=False`: the exporter reported itself offline.
-        pub const OFFLINE: &str = "Offline";
+        pub(crate) const OFFLINE: &str = "Offline";
         /// `Online=True`: the exporter reported a status.
-        pub const STATUS_REPORTED: &str = "StatusReported";
+        pub(crate) const STATUS_REPORTED: &str = "StatusReported";
     }
 }
 
@@ -88,7 +88,7 @@ pub mod lease_condition {
 }
 
 /// True when `conditions` has one of `type_` whose status is `True`.
-pub fn is_true(conditions: &[meta::Condition], type_: &str) -> bool {
+pub(crate) fn is_true(conditions: &[meta::Condition], type_: &str) -> bool {
     conditions
         .iter()
         .any(|c| c.type_ == type_ && c.status == ConditionStatus::True.as_str())
@@ -97,7 +97,7 @@ pub fn is_true(conditions: &[meta::Condition], type_: &str) -> bool {
 /// Sets a condition as Kubernetes `meta.SetStatusCondition` does: a new type is appended,
 /// an existing one updated in place, and `lastTransitionTime` moves (to `now`) only when the
 /// status flips. Returns whether anything changed.
-pub fn set_condition(
+pub(crate) fn set_condition(
     conditions: &mut Vec<meta::Condition>,
     type_: &str,
     status: bool,
@@ -136,10 +136,10 @@ pub fn set_condition(
 /// A time that cannot be stored (`metav1.Time` reaches from year -9999 to 9999).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("time {0} is out of range")]
-pub struct TimeOutOfRange(pub OffsetDateTime);
+pub(crate) struct TimeOutOfRange(pub OffsetDateTime);
 
 /// A stored time as an `OffsetDateTime`.
-pub fn time_of(time: &meta::Time) -> OffsetDateTime {
+pub(crate) fn time_of(time: &meta::Time) -> OffsetDateTime {
     // jiff's range (years -9999..=9999) fits inside time's; UNIX_EPOCH is only a fallback.
     OffsetDateTime::from_unix_timestamp_nanos(time.0.as_nanosecond())
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
@@ -147,7 +147,7 @@ pub fn time_of(time: &meta::Time) -> OffsetDateTime {
 
 /// `time` in stored form, truncated to whole seconds as Kubernetes stores it; for times
 /// from the clock or derived from stored times, which are always in range.
-pub fn stored_time(time: OffsetDateTime) -> meta::Time {
+pub(crate) fn stored_time(time: OffsetDateTime) -> meta::Time {
     // Out-of-range times (beyond year 9999) cannot come from the clock or the API.
     meta::Time(
         jiff::Timestamp::from_second(time.unix_timestamp()).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
@@ -155,7 +155,7 @@ pub fn stored_time(time: OffsetDateTime) -> meta::Time {
 }
 
 /// `time` in stored form, exactly; for times a caller asked for, which may be out of range.
-pub fn checked_time(time: OffsetDateTime) -> Result<meta::Time, TimeOutOfRange> {
+pub(crate) fn checked_time(time: OffsetDateTime) -> Result<meta::Time, TimeOutOfRange> {
     jiff::Timestamp::from_nanosecond(time.unix_timestamp_nanos())
         .map(meta::Time)
         .map_err(|_| TimeOutOfRange(time))
@@ -169,7 +169,7 @@ pub fn now_time() -> meta::Time {
 /// A stored selector in the domain form. An operator Kubernetes does not define becomes a
 /// requirement whose key (`"<key> <operator>"`) is invalid, so [`selector::validate`]
 /// rejects the selector and names the operator, and [`selector::format`] shows `<error>`.
-pub fn selector_from_k8s(stored: &meta::LabelSelector) -> selector::LabelSelector {
+pub(crate) fn selector_from_k8s(stored: &meta::LabelSelector) -> selector::LabelSelector {
     selector::LabelSelector {
         match_labels: stored.match_labels.clone().unwrap_or_default(),
         match_expressions: stored
@@ -193,7 +193,7 @@ pub fn selector_from_k8s(stored: &meta::LabelSelector) -> selector::LabelSelecto
 }
 
 /// A domain selector in the stored (`metav1.LabelSelector`) form; empty parts are left out.
-pub fn selector_to_k8s(selector: &selector::LabelSelector) -> meta::LabelSelector {
+pub(crate) fn selector_to_k8s(selector: &selector::LabelSelector) -> meta::LabelSelector {
     meta::LabelSelector {
         match_labels: (!selector.match_labels.is_empty()).then(|| selector.match_labels.clone()),
         match_expressions: (!selector.match_expressions.is_empty()).then(|| {
@@ -212,7 +212,7 @@ pub fn selector_to_k8s(selector: &selector::LabelSelector) -> meta::LabelSelecto
 
 /// A `metav1.LabelSelectorOperator` by its Kubernetes name (`In`, `NotIn`, `Exists`,
 /// `DoesNotExist`); `None` for any other name.
-pub fn operator_of(name: &str) -> Option<Operator> {
+pub(crate) fn operator_of(name: &str) -> Option<Operator> {
     match name {
         "In" => Some(Operator::In),
         "NotIn" => Some(Operator::NotIn),
@@ -223,7 +223,7 @@ pub fn operator_of(name: &str) -> Option<Operator> {
 }
 
 /// The Kubernetes name of an operator.
-pub fn operator_name(operator: Operator) -> &'static str {
+pub(crate) fn operator_name(operator: Operator) -> &'static str {
     match operator {
         Operator::In => "In",
         Operator::NotIn => "NotIn",

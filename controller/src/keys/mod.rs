@@ -57,17 +57,17 @@ pub const ROUTER_KEYS_CONFIG_MAP: &str = "jumpstarter-router-token-keys";
 pub const ROUTER_KEYS_KEY: &str = "keys.pem";
 
 /// Common name of the generated CA.
-pub const CA_COMMON_NAME: &str = "jumpstarter-controller-ca";
+pub(crate) const CA_COMMON_NAME: &str = "jumpstarter-controller-ca";
 /// The CA outlives any deployment we expect; rotating it re-issues every certificate.
-pub const CA_VALIDITY: Duration = Duration::days(3650);
+pub(crate) const CA_VALIDITY: Duration = Duration::days(3650);
 /// Serving certificates are minted at every start from the stored CA, so one year leaves a
 /// process ample room; a restart renews them.
-pub const SERVER_CERT_VALIDITY: Duration = Duration::days(365);
+pub(crate) const SERVER_CERT_VALIDITY: Duration = Duration::days(365);
 
 /// Key of a `kubernetes.io/tls` Secret: the certificate, PEM.
-pub const TLS_CERT_KEY: &str = "tls.crt";
+pub(crate) const TLS_CERT_KEY: &str = "tls.crt";
 /// Key of a `kubernetes.io/tls` Secret: the private key, PEM.
-pub const TLS_KEY_KEY: &str = "tls.key";
+pub(crate) const TLS_KEY_KEY: &str = "tls.key";
 
 /// Where the CA that signs serving and lease certificates comes from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

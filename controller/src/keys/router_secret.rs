@@ -29,7 +29,7 @@ pub const RENEW_BEFORE: Duration = Duration::days(30);
 const WRITE_ATTEMPTS: usize = 5;
 
 /// The name of the certificate Secret of router `router`.
-pub fn secret_name(router: &str) -> String {
+pub(crate) fn secret_name(router: &str) -> String {
     format!("{router}-tls")
 }
 
