@@ -48,17 +48,17 @@ use reflection::{Reflection, Reflections};
 
 /// Longest time between passes. Exporters go offline one minute after their last
 /// heartbeat; checking every 5 s notices it within a few seconds.
-pub const MAX_IDLE: Duration = Duration::from_secs(5);
+pub(crate) const MAX_IDLE: Duration = Duration::from_secs(5);
 /// How long a pass waits after a change for more changes, so that the writes of one burst
 /// (an exporter registering, a client creating several leases) land in one pass. Kept
 /// short: it adds to every lease's time to Ready. Changes that arrive while a pass runs
 /// are coalesced into the next pass anyway, so under load passes batch by themselves.
-pub const DEBOUNCE: Duration = Duration::from_millis(5);
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(5);
 /// Delay before re-running a pass that met a concurrent write; short, since the conflict
 /// is already resolved by the time we re-read.
-pub const CONFLICT_RETRY: Duration = Duration::from_millis(20);
+pub(crate) const CONFLICT_RETRY: Duration = Duration::from_millis(20);
 /// First and longest delay after a failed pass (store unavailable, forbidden, ...).
-pub const ERROR_BACKOFF: (Duration, Duration) =
+pub(crate) const ERROR_BACKOFF: (Duration, Duration) =
     (Duration::from_millis(200), Duration::from_secs(10));
 
 /// Why a pass failed.

@@ -38,7 +38,7 @@ pub(crate) const BACKDATE: Duration = Duration::seconds(30);
 
 /// The `LeaseCertificateService` implementation.
 #[derive(Debug)]
-pub struct LeaseCertificateApi<S> {
+pub(crate) struct LeaseCertificateApi<S> {
     services: Services<S>,
     ca: Arc<Ca>,
 }
@@ -143,7 +143,7 @@ fn signing_status(lease: &str, err: jumpstarter_certs::Error) -> Status {
 }
 
 impl<S: Store> LeaseCertificateApi<S> {
-    pub fn new(services: Services<S>, ca: Arc<Ca>) -> Self {
+    pub(crate) fn new(services: Services<S>, ca: Arc<Ca>) -> Self {
         LeaseCertificateApi { services, ca }
     }
 

@@ -130,7 +130,7 @@ impl<S: Store> Services<S> {
 
     /// The `jumpstarter.quic.v1.LeaseCertificateService` implementation, when the
     /// services carry a CA.
-    pub fn lease_certificates(&self) -> Option<LeaseCertificateApi<S>> {
+    pub(crate) fn lease_certificates(&self) -> Option<LeaseCertificateApi<S>> {
         let ca = self.lease_ca.clone()?;
         Some(LeaseCertificateApi::new(self.clone(), ca))
     }
