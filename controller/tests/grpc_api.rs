@@ -7,7 +7,7 @@
 
 mod support;
 
-use support::{Identity, assert_status, call};
+use support::{Identity, LoopbackGrpc, assert_status, call};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -45,18 +45,10 @@ const ROUTER_ENDPOINT: &str = "router.example.test:443";
 struct Harness {
     namespace: String,
     store: KubeStore,
-    port: u16,
-    ca_pem: String,
     issuer: Issuer,
     router_key: SigningKey,
     registry: Arc<Registry>,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    grpc: LoopbackGrpc,
 }
 
 impl Harness {
@@ -85,21 +77,18 @@ impl Harness {
             service_metrics,
             shutdown.clone(),
         );
-        let port = support::serve_grpc_on_loopback(&services, &cert, &shutdown).await;
         Harness {
             namespace,
             store,
-            port,
-            ca_pem: ca.cert_pem().to_owned(),
             issuer,
             router_key,
             registry: Arc::new(registry),
-            shutdown,
+            grpc: LoopbackGrpc::serve(&services, &cert, &ca, shutdown).await,
         }
     }
 
     fn endpoint(&self) -> Endpoint {
-        support::localhost_endpoint(self.port, &self.ca_pem, WAIT)
+        self.grpc.endpoint(WAIT)
     }
 
     async fn channel(&self) -> Channel {
