@@ -232,6 +232,15 @@ impl Fixture {
     }
 }
 
+/// Cancels a loop of [`Fixture::spawn_loop`] and waits, at most [`WAIT`], for it to end.
+async fn stop_loop(stop: &CancellationToken, handle: JoinHandle<()>) {
+    stop.cancel();
+    tokio::time::timeout(WAIT, handle)
+        .await
+        .expect("loop stops")
+        .expect("loop task");
+}
+
 /// Polls `check` every 100 ms until it returns `Some`, for at most [`WAIT`].
 async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
 where
@@ -413,11 +422,7 @@ async fn client_and_exporter_credentials_are_provisioned_and_resigned() {
         Some("False")
     );
 
-    stop.cancel();
-    tokio::time::timeout(WAIT, handle)
-        .await
-        .expect("loop stops")
-        .expect("loop task");
+    stop_loop(&stop, handle).await;
 }
 
 #[tokio::test]
@@ -576,11 +581,7 @@ async fn leases_are_assigned_queued_oldest_first_released_and_expired() {
     .await;
     assert_exclusive(&fx.leases().await);
 
-    stop.cancel();
-    tokio::time::timeout(WAIT, handle)
-        .await
-        .expect("loop stops")
-        .expect("loop task");
+    stop_loop(&stop, handle).await;
 }
 
 #[tokio::test]

@@ -549,22 +549,9 @@ mod tests {
 
     #[test]
     fn admin_flags_parse_anywhere() {
-        let cli = Cli::try_parse_from([
-            "jumpstarter",
-            "admin",
-            "create",
-            "exporter",
-            "board-1",
-            "-l",
-            "board=mock",
-            "--label",
-            "site=lab",
-            "--data-dir",
-            "/tmp/x",
-            "--out",
-            "b.yaml",
-        ])
-        .unwrap();
+        let line = "jumpstarter admin create exporter board-1 -l board=mock --label site=lab \
+                    --data-dir /tmp/x --out b.yaml";
+        let cli = Cli::try_parse_from(line.split_whitespace()).unwrap();
         let Command::Admin(args) = cli.command else {
             panic!("admin")
         };
