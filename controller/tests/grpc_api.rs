@@ -543,13 +543,9 @@ async fn leases_are_created_read_listed_and_released() {
 
     let stored = h.stored_lease(&id).await;
     let labels = stored.metadata.labels.unwrap_or_default();
-    assert_eq!(labels.get("board").map(String::as_str), Some("mock"));
-    assert_eq!(
-        labels
-            .get("metadata.jumpstarter.dev/team")
-            .map(String::as_str),
-        Some("qa")
-    );
+    for (key, value) in [("board", "mock"), ("metadata.jumpstarter.dev/team", "qa")] {
+        assert_eq!(labels.get(key).map(String::as_str), Some(value), "{key}");
+    }
     assert_eq!(stored.spec.client_ref.name, "alice");
 
     // Any client of the namespace may read it.
