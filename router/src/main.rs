@@ -7,7 +7,7 @@
 //! work, deprecated. Durations are Go durations (`30s`); integer seconds still work,
 //! deprecated.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -30,6 +30,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+/// The router's gRPC port, as the Helm chart's `routers.port` and `jumpstarter serve` use it,
+/// on every interface.
+const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8083);
+
 /// Pairs client and exporter streams by router token and relays frames between them.
 #[derive(Debug, Parser)]
 #[command(name = "jumpstarter-router", version)]
@@ -38,7 +42,7 @@ struct Cli {
     #[arg(
         long,
         env = "JUMPSTARTER_ROUTER_LISTEN",
-        default_value = "0.0.0.0:8083"
+        default_value_t = DEFAULT_LISTEN
     )]
     listen: SocketAddr,
     /// PEM file with the server certificate chain, leaf first.
