@@ -486,11 +486,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cli_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
     fn router_cert_rewrites_an_existing_world_readable_key_owner_only() {
         use std::os::unix::fs::PermissionsExt;
         let temporary = tempfile::tempdir().unwrap();
@@ -534,7 +529,7 @@ mod tests {
     }
 
     #[test]
-    fn run_defaults() {
+    fn flags_are_consistent_and_run_has_defaults() {
         let cli = Cli::try_parse_from(["jumpstarter-controller", "run"]).unwrap();
         let Command::Run(args) = cli.command else {
             panic!("run")
@@ -568,5 +563,6 @@ mod tests {
             args.common.ca_source(),
             keys::CaSource::Secret("lab-ca".into())
         );
+        Cli::command().debug_assert();
     }
 }

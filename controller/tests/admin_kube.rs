@@ -69,6 +69,14 @@ impl Fixture {
         Admin::new(self.store.clone(), self.ns.clone())
     }
 
+    /// Creates the client `name` (no labels) through the admin operations.
+    async fn create_client(&self, name: &str) {
+        self.admin()
+            .create_client(name, &BTreeMap::new())
+            .await
+            .expect("create client");
+    }
+
     /// The token must verify with the controller's key for exactly this object.
     async fn assert_token_for<K: jumpstarter_controller::store::Object>(
         &self,
@@ -338,10 +346,7 @@ async fn invalid_names_and_labels_are_refused_before_writing() {
 async fn create_lease_by_selector_and_by_exporter() {
     let f = Fixture::new("admin-lease", true).await;
     let admin = f.admin();
-    admin
-        .create_client("alice", &BTreeMap::new())
-        .await
-        .expect("create client");
+    f.create_client("alice").await;
     admin
         .create_exporter("board-1", &labels(&[("board", "mock")]))
         .await
@@ -441,10 +446,7 @@ async fn create_lease_by_selector_and_by_exporter() {
 async fn create_lease_refuses_bad_orders_precisely() {
     let f = Fixture::new("admin-lease-bad", true).await;
     let admin = f.admin();
-    admin
-        .create_client("alice", &BTreeMap::new())
-        .await
-        .expect("create client");
+    f.create_client("alice").await;
     let order = |change: &dyn Fn(&mut LeaseOrder)| {
         let mut order = LeaseOrder {
             client: "alice".into(),

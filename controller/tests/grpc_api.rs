@@ -7,7 +7,7 @@
 
 mod support;
 
-use support::{Identity, assert_status, call};
+use support::{Identity, LoopbackGrpc, assert_status, call};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -45,18 +45,10 @@ const ROUTER_ENDPOINT: &str = "router.example.test:443";
 struct Harness {
     namespace: String,
     store: KubeStore,
-    port: u16,
-    ca_pem: String,
     issuer: Issuer,
     router_key: SigningKey,
     registry: Arc<Registry>,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    grpc: LoopbackGrpc,
 }
 
 impl Harness {
@@ -85,21 +77,18 @@ impl Harness {
             service_metrics,
             shutdown.clone(),
         );
-        let port = support::serve_grpc_on_loopback(&services, &cert, &shutdown).await;
         Harness {
             namespace,
             store,
-            port,
-            ca_pem: ca.cert_pem().to_owned(),
             issuer,
             router_key,
             registry: Arc::new(registry),
-            shutdown,
+            grpc: LoopbackGrpc::serve(&services, &cert, &ca, shutdown).await,
         }
     }
 
     fn endpoint(&self) -> Endpoint {
-        support::localhost_endpoint(self.port, &self.ca_pem, WAIT)
+        self.grpc.endpoint(WAIT)
     }
 
     async fn channel(&self) -> Channel {
@@ -129,6 +118,15 @@ impl Harness {
     fn identity(&self, kind: ObjectKind, name: &str, uid: Option<String>) -> Identity {
         let uid = uid.expect("uid");
         Identity::issued(&self.issuer, kind, &self.namespace, name, &uid)
+    }
+
+    /// The clients `names`, created in this order.
+    async fn clients_named<const N: usize>(&self, names: [&str; N]) -> [Identity; N] {
+        let mut made = Vec::with_capacity(N);
+        for name in names {
+            made.push(self.client(name).await);
+        }
+        made.try_into().expect("one identity per name")
     }
 
     async fn client(&self, name: &str) -> Identity {
@@ -236,6 +234,14 @@ impl Harness {
         panic!("exporter status kept conflicting");
     }
 
+    async fn stored_lease(&self, name: &str) -> Lease {
+        self.store
+            .get(&self.namespace, name)
+            .await
+            .expect("get")
+            .expect("lease")
+    }
+
     async fn stored_exporter(&self, name: &str) -> Exporter {
         self.store
             .get(&self.namespace, name)
@@ -258,43 +264,38 @@ async fn bounded<F: std::future::Future>(what: &str, future: F) -> F::Output {
         .unwrap_or_else(|_| panic!("{what} did not finish within {WAIT:?}"))
 }
 
+/// The next message of a `Status` stream, within [`WAIT`].
+async fn next_status(
+    stream: &mut tonic::Streaming<pb::StatusResponse>,
+    what: &str,
+) -> pb::StatusResponse {
+    bounded(what, stream.message())
+        .await
+        .expect("ok")
+        .expect("message")
+}
+
 #[tokio::test]
 async fn auth_failures_have_0_9_0_codes_and_the_server_keeps_serving() {
     let h = Harness::start("grpc-auth").await;
-    let alice = h.client("alice").await;
-    let bob = h.client("bob").await;
+    let [alice, bob] = h.clients_named(["alice", "bob"]).await;
     let mut api = h.clients().await;
     let list = || client_pb::ListExportersRequest {
         parent: h.parent(),
         ..Default::default()
     };
 
-    let bare = Request::new(list());
-    assert_status(
-        api.list_exporters(bare).await,
-        Code::Unauthenticated,
-        "missing authorization header",
-    );
-
+    // Each refused call, in order: the request, the code 0.9.0 answers with and a piece of
+    // its message.
+    let as_alice = |change: &dyn Fn(&mut Identity)| {
+        let mut identity = alice.clone();
+        change(&mut identity);
+        call(list(), &identity)
+    };
     let mut basic = call(list(), &alice);
     basic
         .metadata_mut()
         .insert("authorization", "Basic abc".parse().expect("ascii"));
-    assert_status(
-        api.list_exporters(basic).await,
-        Code::InvalidArgument,
-        "malformed authorization header",
-    );
-
-    let garbage = call(
-        list(),
-        &Identity {
-            token: "not.a.jwt".into(),
-            ..alice.clone()
-        },
-    );
-    assert_status(api.list_exporters(garbage).await, Code::Unknown, "");
-
     let alice_uid: Client = h
         .store
         .get(&h.namespace, "alice")
@@ -307,74 +308,33 @@ async fn auth_failures_have_0_9_0_codes_and_the_server_keeps_serving() {
         alice_uid.metadata.uid.as_deref().expect("uid"),
         OffsetDateTime::now_utc() - Duration::hours(2),
     );
-    let expired = call(
-        list(),
-        &Identity {
-            token: expired_token,
-            ..alice.clone()
-        },
-    );
-    assert_status(
-        api.list_exporters(expired).await,
-        Code::Unknown,
-        "token is expired",
-    );
-
     let mut no_namespace = call(list(), &alice);
     no_namespace.metadata_mut().remove("jumpstarter-namespace");
-    assert_status(
-        api.list_exporters(no_namespace).await,
-        Code::InvalidArgument,
-        "missing metadata: jumpstarter-namespace",
-    );
-
-    let wrong_kind = call(
-        list(),
-        &Identity {
-            kind: ObjectKind::Exporter,
-            ..alice.clone()
-        },
-    );
-    assert_status(
-        api.list_exporters(wrong_kind).await,
-        Code::InvalidArgument,
-        "object kind mismatch",
-    );
-
-    let as_bob = call(
-        list(),
-        &Identity {
-            name: "bob".into(),
-            ..alice.clone()
-        },
-    );
-    assert_status(
-        api.list_exporters(as_bob).await,
-        Code::PermissionDenied,
-        &format!("permission denied for client {}/bob", h.namespace),
-    );
-
-    let nobody = call(
-        list(),
-        &Identity {
-            name: "nobody".into(),
-            ..alice.clone()
-        },
-    );
-    assert_status(api.list_exporters(nobody).await, Code::NotFound, "nobody");
-
-    let other_ns = call(
-        client_pb::ListExportersRequest {
-            parent: "namespaces/somewhere-else".into(),
-            ..Default::default()
-        },
-        &alice,
-    );
-    assert_status(
-        api.list_exporters(other_ns).await,
-        Code::PermissionDenied,
-        "namespace mismatch",
-    );
+    let elsewhere = client_pb::ListExportersRequest {
+        parent: "namespaces/somewhere-else".into(),
+        ..Default::default()
+    };
+    let bob_denied = format!("permission denied for client {}/bob", h.namespace);
+    let garbage = as_alice(&|id| id.token = "not.a.jwt".into());
+    let expired = as_alice(&|id| id.token.clone_from(&expired_token));
+    let wrong_kind = as_alice(&|id| id.kind = ObjectKind::Exporter);
+    let as_bob = as_alice(&|id| id.name = "bob".into());
+    let nobody = as_alice(&|id| id.name = "nobody".into());
+    #[rustfmt::skip]
+    let refused = [
+        (Request::new(list()), Code::Unauthenticated, "missing authorization header"),
+        (basic, Code::InvalidArgument, "malformed authorization header"),
+        (garbage, Code::Unknown, ""),
+        (expired, Code::Unknown, "token is expired"),
+        (no_namespace, Code::InvalidArgument, "missing metadata: jumpstarter-namespace"),
+        (wrong_kind, Code::InvalidArgument, "object kind mismatch"),
+        (as_bob, Code::PermissionDenied, bob_denied.as_str()),
+        (nobody, Code::NotFound, "nobody"),
+        (call(elsewhere, &alice), Code::PermissionDenied, "namespace mismatch"),
+    ];
+    for (request, code, text) in refused {
+        assert_status(api.list_exporters(request).await, code, text);
+    }
 
     // The same connection still serves good calls.
     let ok = api
@@ -490,10 +450,7 @@ async fn exporter_registers_reports_status_and_streams_its_lease_state() {
         .await
         .expect("status stream")
         .into_inner();
-    let first = bounded("first status", stream.message())
-        .await
-        .expect("ok")
-        .expect("message");
+    let first = next_status(&mut stream, "first status").await;
     assert_eq!(
         first,
         pb::StatusResponse {
@@ -504,10 +461,7 @@ async fn exporter_registers_reports_status_and_streams_its_lease_state() {
     );
 
     h.lease("l1", "alice", Some("exp1")).await;
-    let leased = bounded("leased status", stream.message())
-        .await
-        .expect("ok")
-        .expect("message");
+    let leased = next_status(&mut stream, "leased status").await;
     assert_eq!(
         leased,
         pb::StatusResponse {
@@ -518,10 +472,7 @@ async fn exporter_registers_reports_status_and_streams_its_lease_state() {
     );
 
     h.set_exporter("exp1", |s| s.lease_ref = None).await;
-    let released = bounded("released status", stream.message())
-        .await
-        .expect("ok")
-        .expect("message");
+    let released = next_status(&mut stream, "released status").await;
     assert!(!released.leased);
 
     api.unregister(call(
@@ -544,8 +495,7 @@ async fn exporter_registers_reports_status_and_streams_its_lease_state() {
 #[tokio::test]
 async fn leases_are_created_read_listed_and_released() {
     let h = Harness::start("grpc-lease").await;
-    let alice = h.client("alice").await;
-    let bob = h.client("bob").await;
+    let [alice, bob] = h.clients_named(["alice", "bob"]).await;
     let mut api = h.clients().await;
 
     let request = |selector: &str, lease_id: &str| client_pb::CreateLeaseRequest {
@@ -591,20 +541,11 @@ async fn leases_are_created_read_listed_and_released() {
     assert_eq!(created.tags.get("team").map(String::as_str), Some("qa"));
     assert!(created.conditions.is_empty());
 
-    let stored: Lease = h
-        .store
-        .get(&h.namespace, &id)
-        .await
-        .expect("get")
-        .expect("lease");
+    let stored = h.stored_lease(&id).await;
     let labels = stored.metadata.labels.unwrap_or_default();
-    assert_eq!(labels.get("board").map(String::as_str), Some("mock"));
-    assert_eq!(
-        labels
-            .get("metadata.jumpstarter.dev/team")
-            .map(String::as_str),
-        Some("qa")
-    );
+    for (key, value) in [("board", "mock"), ("metadata.jumpstarter.dev/team", "qa")] {
+        assert_eq!(labels.get(key).map(String::as_str), Some(value), "{key}");
+    }
     assert_eq!(stored.spec.client_ref.name, "alice");
 
     // Any client of the namespace may read it.
@@ -725,12 +666,7 @@ async fn leases_are_created_read_listed_and_released() {
     api.delete_lease(call(delete(&created.name), &alice))
         .await
         .expect("delete lease");
-    let stored: Lease = h
-        .store
-        .get(&h.namespace, &id)
-        .await
-        .expect("get")
-        .expect("lease");
+    let stored = h.stored_lease(&id).await;
     assert_eq!(stored.spec.release, Some(true));
     assert_status(
         api.delete_lease(call(delete(&created.name), &alice)).await,
@@ -763,8 +699,7 @@ async fn leases_are_created_read_listed_and_released() {
 #[tokio::test]
 async fn dial_hands_the_same_router_token_to_client_and_exporter() {
     let h = Harness::start("grpc-dial").await;
-    let alice = h.client("alice").await;
-    let bob = h.client("bob").await;
+    let [alice, bob] = h.clients_named(["alice", "bob"]).await;
     let exp = h.exporter("exp1", &[("board", "mock")]).await;
     h.lease("l1", "alice", Some("exp1")).await;
     h.lease("pending", "alice", None).await;
@@ -894,47 +829,33 @@ async fn oversized_messages_are_resource_exhausted_and_health_is_serving() {
     let h = Harness::start("grpc-limits").await;
     let alice = h.client("alice").await;
     let mut api = h.controller().await;
-    let huge = pb::DialRequest {
-        lease_name: "x".repeat(5 * 1024 * 1024),
-    };
-    assert_status(
-        api.dial(call(huge, &alice)).await,
-        Code::ResourceExhausted,
-        "",
-    );
-    // Just under the limit is decoded (and then refused as a bad name).
-    let big = pb::DialRequest {
-        lease_name: "x".repeat(3 * 1024 * 1024),
-    };
-    assert_status(
-        api.dial(call(big, &alice)).await,
-        Code::InvalidArgument,
-        "invalid lease name",
-    );
+    // Over the limit is refused; just under it is decoded (and then refused as a bad name).
+    for (mib, code, text) in [
+        (5, Code::ResourceExhausted, ""),
+        (3, Code::InvalidArgument, "invalid lease name"),
+    ] {
+        let request = pb::DialRequest {
+            lease_name: "x".repeat(mib * 1024 * 1024),
+        };
+        assert_status(api.dial(call(request, &alice)).await, code, text);
+    }
 
     let mut health = tonic_health::pb::health_client::HealthClient::new(h.channel().await);
-    let answer = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .expect("health check")
-        .into_inner();
-    assert_eq!(
-        answer.status(),
-        tonic_health::pb::health_check_response::ServingStatus::Serving
-    );
-    let answer = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "jumpstarter.v1.ControllerService".into(),
-        })
-        .await
-        .expect("health check")
-        .into_inner();
-    assert_eq!(
-        answer.status(),
-        tonic_health::pb::health_check_response::ServingStatus::Serving
-    );
+    // The server as a whole, then the controller service.
+    for service in ["", "jumpstarter.v1.ControllerService"] {
+        let answer = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health check")
+            .into_inner();
+        assert_eq!(
+            answer.status(),
+            tonic_health::pb::health_check_response::ServingStatus::Serving,
+            "{service:?}"
+        );
+    }
 
     let mut audit = api.clone();
     let stream = futures::stream::iter(Vec::<pb::AuditStreamRequest>::new());

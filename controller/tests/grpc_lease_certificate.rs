@@ -7,7 +7,7 @@
 
 mod support;
 
-use support::{Identity, assert_status};
+use support::{Identity, LoopbackGrpc, assert_status};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,16 +44,8 @@ const MAX_VALIDITY: Duration = Duration::minutes(30);
 struct Harness {
     namespace: String,
     store: KubeStore,
-    port: u16,
-    ca_pem: String,
     issuer: Issuer,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    grpc: LoopbackGrpc,
 }
 
 /// How the test lease's spec bounds it.
@@ -86,7 +78,7 @@ impl Harness {
         settings.lease_cert_max_validity = MAX_VALIDITY;
         let mut registry = Registry::default();
         let shutdown = CancellationToken::new();
-        let ca_pem = ca.cert_pem().to_owned();
+        let lease_ca = Arc::new(ca);
         let services = Services::new(
             store.clone(),
             Arc::new(settings),
@@ -98,20 +90,19 @@ impl Harness {
             Arc::new(ServiceMetrics::new(&mut registry)),
             shutdown.clone(),
         )
-        .with_lease_ca(Arc::new(ca));
-        let port = support::serve_grpc_on_loopback(&services, &cert, &shutdown).await;
+        .with_lease_ca(lease_ca.clone());
         Harness {
             namespace,
             store,
-            port,
-            ca_pem,
             issuer,
-            shutdown,
+            grpc: LoopbackGrpc::serve(&services, &cert, &lease_ca, shutdown).await,
         }
     }
 
     async fn service(&self) -> LeaseCertificateServiceClient<Channel> {
-        let channel = support::localhost_endpoint(self.port, &self.ca_pem, WAIT)
+        let channel = self
+            .grpc
+            .endpoint(WAIT)
             .connect()
             .await
             .expect("connect over TLS");

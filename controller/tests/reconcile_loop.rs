@@ -80,6 +80,44 @@ impl Fixture {
         (token, handle)
     }
 
+    /// `token` verifies with the current issuer and speaks for the object `name` (`uid`).
+    fn assert_token(&self, token: &str, kind: ObjectKind, name: &str, uid: &str) {
+        let claims = self
+            .keys
+            .issuer
+            .verifier()
+            .verify(token, OffsetDateTime::now_utc())
+            .expect("token verifies with the current issuer");
+        let subject = Subject {
+            kind,
+            namespace: self.ns.clone(),
+            name: name.into(),
+            uid: uid.into(),
+        };
+        assert_eq!(claims.sub, subject.to_string());
+    }
+
+    /// Waits until the object `name` has a credential in its status (`parts` reads the
+    /// credential and the endpoint there), checks that they are `secret` and the
+    /// controller's endpoint, and returns the object.
+    async fn wait_credential<K: Object>(
+        &self,
+        name: &str,
+        secret: &str,
+        parts: impl Fn(&K) -> (Option<&LocalObjectReference>, Option<&str>),
+    ) -> K {
+        let object: K = wait_for(&format!("{name}'s credential in its status"), || async {
+            let object: K = self.get(name).await?;
+            parts(&object).0?;
+            Some(object)
+        })
+        .await;
+        let (credential, endpoint) = parts(&object);
+        assert_eq!(credential.map(|c| c.name.as_str()), Some(secret));
+        assert_eq!(endpoint, Some(self.settings.grpc_endpoint.as_str()));
+        object
+    }
+
     async fn get<K: Object>(&self, name: &str) -> Option<K> {
         self.store.get::<K>(&self.ns, name).await.expect("get")
     }
@@ -194,6 +232,15 @@ impl Fixture {
     }
 }
 
+/// Cancels a loop of [`Fixture::spawn_loop`] and waits, at most [`WAIT`], for it to end.
+async fn stop_loop(stop: &CancellationToken, handle: JoinHandle<()>) {
+    stop.cancel();
+    tokio::time::timeout(WAIT, handle)
+        .await
+        .expect("loop stops")
+        .expect("loop task");
+}
+
 /// Polls `check` every 100 ms until it returns `Some`, for at most [`WAIT`].
 async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
 where
@@ -242,21 +289,6 @@ fn token_of(secret: &Secret) -> String {
     String::from_utf8(bytes.0.clone()).expect("utf-8 token")
 }
 
-fn assert_token_for(keys: &Keys, token: &str, kind: ObjectKind, ns: &str, name: &str, uid: &str) {
-    let claims = keys
-        .issuer
-        .verifier()
-        .verify(token, OffsetDateTime::now_utc())
-        .expect("token verifies with the current issuer");
-    let subject = Subject {
-        kind,
-        namespace: ns.into(),
-        name: name.into(),
-        uid: uid.into(),
-    };
-    assert_eq!(claims.sub, subject.to_string());
-}
-
 /// Fails when two non-ended leases hold one exporter.
 fn assert_exclusive(leases: &[Lease]) {
     let mut holders: BTreeMap<&str, &str> = BTreeMap::new();
@@ -277,21 +309,13 @@ async fn client_and_exporter_credentials_are_provisioned_and_resigned() {
     let exporter = fx.create_exporter("bench-1", &[("dut", "a")]).await;
     let (stop, handle) = fx.spawn_loop();
 
-    let client = wait_for("client status", || async {
-        let c: Client = fx.get("alice").await?;
-        c.status.as_ref()?.credential.as_ref()?;
-        Some(c)
-    })
-    .await;
-    let status = client.status.as_ref().expect("status");
-    assert_eq!(
-        status.credential.as_ref().map(|c| c.name.as_str()),
-        Some("alice-client")
-    );
-    assert_eq!(
-        status.endpoint.as_deref(),
-        Some(fx.settings.grpc_endpoint.as_str())
-    );
+    let client: Client = fx
+        .wait_credential("alice", "alice-client", |c: &Client| {
+            c.status.as_ref().map_or((None, None), |s| {
+                (s.credential.as_ref(), s.endpoint.as_deref())
+            })
+        })
+        .await;
     let uid = client.uid().expect("uid");
     let secret: Secret = fx.get("alice-client").await.expect("client secret");
     assert_eq!(secret.type_.as_deref(), Some("Opaque"));
@@ -305,30 +329,16 @@ async fn client_and_exporter_credentials_are_provisioned_and_resigned() {
         ("Client", uid.as_str(), Some(true))
     );
     let first_secret_uid = secret.uid().expect("secret uid");
-    assert_token_for(
-        &fx.keys,
-        &token_of(&secret),
-        ObjectKind::Client,
-        &fx.ns,
-        "alice",
-        &uid,
-    );
+    fx.assert_token(&token_of(&secret), ObjectKind::Client, "alice", &uid);
 
-    let exporter = wait_for("exporter status", || async {
-        let e: Exporter = fx.get(&exporter.name_any()).await?;
-        e.status.as_ref()?.credential.as_ref()?;
-        Some(e)
-    })
-    .await;
+    let exporter: Exporter = fx
+        .wait_credential(&exporter.name_any(), "bench-1-exporter", |e: &Exporter| {
+            e.status.as_ref().map_or((None, None), |s| {
+                (s.credential.as_ref(), s.endpoint.as_deref())
+            })
+        })
+        .await;
     let status = exporter.status.as_ref().expect("status");
-    assert_eq!(
-        status.credential.as_ref().map(|c| c.name.as_str()),
-        Some("bench-1-exporter")
-    );
-    assert_eq!(
-        status.endpoint.as_deref(),
-        Some(fx.settings.grpc_endpoint.as_str())
-    );
     assert_eq!(status.lease_ref, None);
     let registered = condition(status.conditions.as_ref(), "Registered").expect("Registered");
     assert_eq!(
@@ -342,11 +352,9 @@ async fn client_and_exporter_credentials_are_provisioned_and_resigned() {
     );
     let secret: Secret = fx.get("bench-1-exporter").await.expect("exporter secret");
     let exporter_uid = exporter.uid().expect("uid");
-    assert_token_for(
-        &fx.keys,
+    fx.assert_token(
         &token_of(&secret),
         ObjectKind::Exporter,
-        &fx.ns,
         "bench-1",
         &exporter_uid,
     );
@@ -362,14 +370,7 @@ async fn client_and_exporter_credentials_are_provisioned_and_resigned() {
         (s.uid()? != first_secret_uid).then(|| token_of(&s))
     })
     .await;
-    assert_token_for(
-        &fx.keys,
-        &rotated,
-        ObjectKind::Client,
-        &fx.ns,
-        "alice",
-        &uid,
-    );
+    fx.assert_token(&rotated, ObjectKind::Client, "alice", &uid);
 
     // A token that does not verify is replaced too.
     fx.modify::<Secret>("bench-1-exporter", |s| {
@@ -385,14 +386,7 @@ async fn client_and_exporter_credentials_are_provisioned_and_resigned() {
         (token != "not-a-token").then_some(token)
     })
     .await;
-    assert_token_for(
-        &fx.keys,
-        &resigned,
-        ObjectKind::Exporter,
-        &fx.ns,
-        "bench-1",
-        &exporter_uid,
-    );
+    fx.assert_token(&resigned, ObjectKind::Exporter, "bench-1", &exporter_uid);
 
     // Registration and heartbeat make the exporter Registered and Online.
     fx.report_online("bench-1").await;
@@ -428,11 +422,7 @@ async fn client_and_exporter_credentials_are_provisioned_and_resigned() {
         Some("False")
     );
 
-    stop.cancel();
-    tokio::time::timeout(WAIT, handle)
-        .await
-        .expect("loop stops")
-        .expect("loop task");
+    stop_loop(&stop, handle).await;
 }
 
 #[tokio::test]
@@ -591,11 +581,7 @@ async fn leases_are_assigned_queued_oldest_first_released_and_expired() {
     .await;
     assert_exclusive(&fx.leases().await);
 
-    stop.cancel();
-    tokio::time::timeout(WAIT, handle)
-        .await
-        .expect("loop stops")
-        .expect("loop task");
+    stop_loop(&stop, handle).await;
 }
 
 #[tokio::test]

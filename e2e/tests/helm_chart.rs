@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use jumpstarter_e2e::chart::Chart;
-use jumpstarter_e2e::{Lab, Mode, Proc, bin_path, free_port, wait_http_ok};
+use jumpstarter_e2e::{Lab, Mode, Output, Proc, bin_path, free_port, wait_http_ok};
 use jumpstarter_testenv::TestEnv;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -130,6 +130,24 @@ fn find<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_
     docs.iter()
         .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
         .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+/// `helm <verb> RELEASE [<chart>] -n <namespace> <rest...>` (the chart for `install` and
+/// `upgrade`), which must succeed; its output.
+async fn release(chart: &Chart, verb: &str, namespace: &str, rest: &[&str]) -> Output {
+    let chart_dir = chart.dir.to_string_lossy();
+    let mut args = vec![verb, RELEASE];
+    if verb != "uninstall" {
+        args.push(&chart_dir);
+    }
+    args.extend(["-n", namespace]);
+    args.extend_from_slice(rest);
+    let out = chart
+        .helm(&args)
+        .await
+        .unwrap_or_else(|e| panic!("helm {verb}: {e:#}"));
+    assert!(out.ok(), "helm {verb}: {out}");
+    out
 }
 
 fn container_args(deployment: &serde_json::Value) -> Vec<String> {
@@ -467,23 +485,10 @@ async fn install_upgrade_uninstall_leaves_only_the_crds() {
     let chart = Chart::new(env);
     let namespace = env.namespace("helm-lifecycle").await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let chart_dir = chart.dir.to_string_lossy().into_owned();
     let client = env.admin_client().await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
 
-    let install = chart
-        .helm(&[
-            "install",
-            RELEASE,
-            &chart_dir,
-            "-n",
-            &namespace,
-            "--timeout",
-            "60s",
-        ])
-        .await
-        .expect("helm install");
-    assert!(install.ok(), "helm install: {install}");
+    let install = release(&chart, "install", &namespace, &["--timeout", "60s"]).await;
     assert!(
         install.stdout.contains("jmp admin create client"),
         "NOTES: {install}"
@@ -522,19 +527,8 @@ routers:
   exposure: {type: NodePort, nodePort: {host: 192.0.2.7, base: 31700}}
 "#,
     );
-    let upgrade = chart
-        .helm(&[
-            "upgrade",
-            RELEASE,
-            &chart_dir,
-            "-n",
-            &namespace,
-            "-f",
-            &values.to_string_lossy(),
-        ])
-        .await
-        .expect("helm upgrade");
-    assert!(upgrade.ok(), "helm upgrade: {upgrade}");
+    let values = values.to_string_lossy();
+    release(&chart, "upgrade", &namespace, &["-f", &values]).await;
     let controller = deployments
         .get(&format!("{FULLNAME}-controller"))
         .await
@@ -566,20 +560,8 @@ routers:
         .expect("kubectl");
     assert_eq!(svc.stdout.trim(), "NodePort 31702 31702", "{svc}");
 
-    let shrink = chart
-        .helm(&[
-            "upgrade",
-            RELEASE,
-            &chart_dir,
-            "-n",
-            &namespace,
-            "--reuse-values",
-            "--set",
-            "routers.replicas=1",
-        ])
-        .await
-        .expect("helm upgrade");
-    assert!(shrink.ok(), "helm upgrade: {shrink}");
+    let one_router = ["--reuse-values", "--set", "routers.replicas=1"];
+    release(&chart, "upgrade", &namespace, &one_router).await;
     assert_eq!(
         names().await,
         [
@@ -588,11 +570,7 @@ routers:
         ]
     );
 
-    let uninstall = chart
-        .helm(&["uninstall", RELEASE, "-n", &namespace, "--timeout", "60s"])
-        .await
-        .expect("helm uninstall");
-    assert!(uninstall.ok(), "helm uninstall: {uninstall}");
+    release(&chart, "uninstall", &namespace, &["--timeout", "60s"]).await;
     let left = chart.objects_in(&namespace).await.expect("list");
     assert!(left.is_empty(), "left after uninstall: {left:?}");
     let cluster_wide = chart
@@ -759,19 +737,8 @@ routers:
 "#
         ),
     );
-    let install = chart
-        .helm(&[
-            "install",
-            RELEASE,
-            &chart.dir.to_string_lossy(),
-            "-n",
-            &namespace,
-            "-f",
-            &values.to_string_lossy(),
-        ])
-        .await
-        .expect("helm install");
-    assert!(install.ok(), "helm install: {install}");
+    let values = values.to_string_lossy();
+    release(&chart, "install", &namespace, &["-f", &values]).await;
 
     // The Role holds exactly the expected rules, and nothing cluster-wide names the SA.
     let sa_name = format!("{FULLNAME}-controller");
@@ -1065,11 +1032,7 @@ routers:
     assert!(router.running(), "router exited before its shutdown delay");
 
     // Uninstall removes every chart object; what the controller made stays on purpose.
-    let uninstall = chart
-        .helm(&["uninstall", RELEASE, "-n", &namespace])
-        .await
-        .expect("helm uninstall");
-    assert!(uninstall.ok(), "{uninstall}");
+    release(&chart, "uninstall", &namespace, &[]).await;
     let left = chart.objects_in(&namespace).await.expect("list");
     let kept = [
         "secret/jumpstarter-controller-keys".to_owned(),

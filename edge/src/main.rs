@@ -44,7 +44,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser};
 use jumpstarter_shell::advertised_address::advertised;
 use jumpstarter_shell::env_alias::{self, EnvAlias};
 use jumpstarter_shell::error_chain::error_chain;
@@ -69,13 +69,7 @@ use crate::upstream::{Credentials, Transport};
     about = "Runs beside a jumpstarter 0.9.0 exporter or client and carries its traffic over QUIC",
     arg_required_else_help = true
 )]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
+enum Cli {
     /// Beside an exporter (`jmp run`): reads its ExporterConfig.
     Exporter(EdgeArgs),
     /// Beside a client (`jmp`, `j`): reads its ClientConfig.
@@ -115,9 +109,9 @@ const ENV_ALIASES: &[EnvAlias] = &[EnvAlias::new(
 
 fn main() -> ExitCode {
     let cli: Cli = env_alias::parse(ENV_ALIASES);
-    let (role, args) = match cli.command {
-        Command::Exporter(args) => (Role::Exporter, args),
-        Command::Client(args) => (Role::Client, args),
+    let (role, args) = match cli {
+        Cli::Exporter(args) => (Role::Exporter, args),
+        Cli::Client(args) => (Role::Client, args),
     };
     logging::init(args.log.log_format, "info");
     let result = tokio::runtime::Runtime::new()
@@ -205,12 +199,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cli_is_consistent() {
+    fn flags_are_consistent_with_defaults_and_the_child_command() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn defaults_and_the_child_command() {
         let cli = Cli::try_parse_from([
             "jumpstarter-edge",
             "client",
@@ -225,7 +215,7 @@ mod tests {
             "a=b",
         ])
         .unwrap();
-        let Command::Client(args) = cli.command else {
+        let Cli::Client(args) = cli else {
             panic!("client")
         };
         assert_eq!(args.listen, "127.0.0.1:0".parse().unwrap());

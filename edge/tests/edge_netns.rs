@@ -94,27 +94,11 @@ impl World {
             "the exporter's configuration names {endpoint}, not the service's veth address"
         );
         let edge_config = self.lab.path(&format!("{name}.edge.yaml"));
-        let edge_config = edge_config.to_string_lossy();
-        let config = config.to_string_lossy();
-        let jmp = jumpstarter_e2e::venv().join("bin/jmp");
-        let jmp = jmp.to_string_lossy();
-        let args = self.exporters.exec_args(
-            EDGE,
-            &[
-                "exporter",
-                "--config",
-                &config,
-                "--write-config",
-                &edge_config,
-                "--controller-transport",
-                "quic",
-                "--",
-                &jmp,
-                "run",
-                "--exporter-config",
-                &edge_config,
-            ],
-        );
+        let mut edge_args = edge_args("exporter", &config, &edge_config);
+        edge_args.extend(["run", "--exporter-config"].map(str::to_owned));
+        edge_args.push(edge_config.to_string_lossy().into_owned());
+        let edge_args: Vec<&str> = edge_args.iter().map(String::as_str).collect();
+        let args = self.exporters.exec_args(EDGE, &edge_args);
         let mut command = self.lab.tool_command("ip", &args);
         command.env("RUST_LOG", "info,jumpstarter_edge=debug");
         let proc = Proc::spawn(
@@ -140,24 +124,12 @@ impl World {
     async fn jmp(&self, client: &Path, sub: &[&str], rest: &[&str]) -> Output {
         let n = self.edge_configs.fetch_add(1, Ordering::Relaxed);
         let edge_config = self.lab.path(&format!("client-{n}.edge.yaml"));
-        let edge_config = edge_config.to_string_lossy();
-        let client = client.to_string_lossy();
-        let jmp = jumpstarter_e2e::venv().join("bin/jmp");
-        let jmp = jmp.to_string_lossy();
-        let mut edge_args = vec![
-            "client",
-            "--config",
-            &client,
-            "--write-config",
-            &edge_config,
-            "--controller-transport",
-            "quic",
-            "--",
-            &jmp,
-        ];
-        edge_args.extend_from_slice(sub);
-        edge_args.extend(["--client-config", &edge_config]);
-        edge_args.extend_from_slice(rest);
+        let mut edge_args = edge_args("client", client, &edge_config);
+        edge_args.extend(sub.iter().map(|s| (*s).to_owned()));
+        edge_args.push("--client-config".to_owned());
+        edge_args.push(edge_config.to_string_lossy().into_owned());
+        edge_args.extend(rest.iter().map(|s| (*s).to_owned()));
+        let edge_args: Vec<&str> = edge_args.iter().map(String::as_str).collect();
         let args = self.clients.exec_args(EDGE, &edge_args);
         let mut command = self.lab.tool_command("ip", &args);
         command
@@ -192,6 +164,11 @@ impl World {
             self.lab.logs()
         );
         out.stdout + &out.stderr
+    }
+
+    /// `jmp shell <target> -- j power <state>` behind the client's edge.
+    async fn power(&self, client: &Path, target: &[&str], state: &str) -> String {
+        self.shell(client, target, &["j", "power", state]).await
     }
 
     /// `jmp create lease … -o name` behind the client's edge; the lease's name.
@@ -353,6 +330,24 @@ fn status_time(lease: &Lease, field: &str) -> time::OffsetDateTime {
         .unwrap_or_else(|e| panic!("status.{field} {text}: {e}"))
 }
 
+/// `jumpstarter-edge <role>`'s arguments in these tests, up to the tool it runs: the tool's
+/// configuration `config`, the edge's own `edge_config`, QUIC towards the service, and the
+/// venv's 0.9.0 `jmp`.
+fn edge_args(role: &str, config: &Path, edge_config: &Path) -> Vec<String> {
+    let jmp = jumpstarter_e2e::venv().join("bin/jmp");
+    vec![
+        role.to_owned(),
+        "--config".to_owned(),
+        config.to_string_lossy().into_owned(),
+        "--write-config".to_owned(),
+        edge_config.to_string_lossy().into_owned(),
+        "--controller-transport".to_owned(),
+        "quic".to_owned(),
+        "--".to_owned(),
+        jmp.to_string_lossy().into_owned(),
+    ]
+}
+
 /// The fixture itself: from inside a namespace, TCP to a listener in the root namespace is
 /// dropped (and counted) while UDP to the same address arrives (and is counted).
 #[tokio::test]
@@ -445,9 +440,7 @@ async fn power_and_shell_by_selector_over_udp_only() {
         .shell(&c1, &["-l", "site=lab"], &["j", "sh", "hello", "netns"])
         .await;
     assert!(output.contains("hello-from-exporter netns"), "{output}");
-    world
-        .shell(&c1, &["-n", "board-1"], &["j", "power", "off"])
-        .await;
+    world.power(&c1, &["-n", "board-1"], "off").await;
 
     // Each session is two QUIC streams (client and exporter side) at the router.
     world.assert_only_quic(6.0);
@@ -524,18 +517,14 @@ async fn exclusive_lease_queues_the_second_client_over_udp_only() {
         pending["status"]
     );
 
-    world
-        .shell(&c1, &["--lease", &l1], &["j", "power", "on"])
-        .await;
+    world.power(&c1, &["--lease", &l1], "on").await;
     let out = world.jmp(&c1, &["delete", "leases"], &[&l1]).await;
     assert!(out.ok(), "jmp delete leases: {out}");
     world.wait_lease(&l1, "ended", is_ended).await;
 
     let lease2 = world.wait_lease(&l2, "Ready", is_ready).await;
     assert_eq!(exporter_of(&lease2).as_deref(), Some("board-1"));
-    world
-        .shell(&c2, &["--lease", &l2], &["j", "power", "on"])
-        .await;
+    world.power(&c2, &["--lease", &l2], "on").await;
 
     world.assert_only_quic(4.0);
 }
@@ -562,9 +551,7 @@ async fn lease_expires_on_time_over_udp_only() {
         (&"False".into(), &"Expired".into()),
         "{ended}"
     );
-    world
-        .shell(&c1, &["-l", "board=mock"], &["j", "power", "on"])
-        .await;
+    world.power(&c1, &["-l", "board=mock"], "on").await;
     world.assert_only_quic(2.0);
 }
 
@@ -577,9 +564,7 @@ async fn service_restart_keeps_the_active_lease_over_udp_only() {
     let (mut world, c1) = World::with_board_and_client("netns-restart").await;
     let l1 = world.create_lease(&c1, &["-l", "board=mock"], "10m").await;
     world.wait_lease(&l1, "Ready", is_ready).await;
-    world
-        .shell(&c1, &["--lease", &l1], &["j", "power", "on"])
-        .await;
+    world.power(&c1, &["--lease", &l1], "on").await;
 
     let mut service = world.lab.controller.take().expect("the service process");
     let status = service.stop(Duration::from_secs(20)).await;
@@ -602,9 +587,7 @@ async fn service_restart_keeps_the_active_lease_over_udp_only() {
         .wait_exporter_condition("board-1", "Online", "True", ONLINE_TIMEOUT)
         .await
         .expect("online again");
-    world
-        .shell(&c1, &["--lease", &l1], &["j", "power", "off"])
-        .await;
+    world.power(&c1, &["--lease", &l1], "off").await;
     // The restarted process counts from zero: the session after the restart went over QUIC.
     world.assert_only_quic(2.0);
 }

@@ -89,15 +89,14 @@ pub(crate) async fn bulk(pair: Pair, seed: u64, budget: Budget) -> anyhow::Resul
 }
 
 async fn send_pattern(
-    client: End,
+    End {
+        mut sink,
+        mut source,
+    }: End,
     pattern: Pattern,
     budget: Budget,
     start: Instant,
 ) -> anyhow::Result<u64> {
-    let End {
-        mut sink,
-        mut source,
-    } = client;
     let deadline = start + budget.time;
     let stopped = || {
         budget

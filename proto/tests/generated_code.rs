@@ -7,21 +7,25 @@ use prost::Message as _;
 
 #[test]
 fn services_have_their_grpc_names() {
+    use client_v1::client_service_server as client;
+    use v1::{
+        controller_service_server as controller, exporter_service_server as exporter,
+        router_service_server as router,
+    };
+    let generated = [
+        controller::SERVICE_NAME,
+        exporter::SERVICE_NAME,
+        router::SERVICE_NAME,
+        client::SERVICE_NAME,
+    ];
     assert_eq!(
-        v1::controller_service_server::SERVICE_NAME,
-        "jumpstarter.v1.ControllerService"
-    );
-    assert_eq!(
-        v1::exporter_service_server::SERVICE_NAME,
-        "jumpstarter.v1.ExporterService"
-    );
-    assert_eq!(
-        v1::router_service_server::SERVICE_NAME,
-        "jumpstarter.v1.RouterService"
-    );
-    assert_eq!(
-        client_v1::client_service_server::SERVICE_NAME,
-        "jumpstarter.client.v1.ClientService"
+        generated,
+        [
+            "jumpstarter.v1.ControllerService",
+            "jumpstarter.v1.ExporterService",
+            "jumpstarter.v1.RouterService",
+            "jumpstarter.client.v1.ClientService",
+        ]
     );
 }
 

@@ -7,7 +7,7 @@
 //! work, deprecated. Durations are Go durations (`30s`); integer seconds still work,
 //! deprecated.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -30,6 +30,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+/// The router's gRPC port, as the Helm chart's `routers.port` and `jumpstarter serve` use it,
+/// on every interface.
+const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8083);
+
 /// Pairs client and exporter streams by router token and relays frames between them.
 #[derive(Debug, Parser)]
 #[command(name = "jumpstarter-router", version)]
@@ -38,7 +42,7 @@ struct Cli {
     #[arg(
         long,
         env = "JUMPSTARTER_ROUTER_LISTEN",
-        default_value = "0.0.0.0:8083"
+        default_value_t = DEFAULT_LISTEN
     )]
     listen: SocketAddr,
     /// PEM file with the server certificate chain, leaf first.
@@ -62,7 +66,6 @@ struct Cli {
         long,
         env = "JUMPSTARTER_ROUTER_PAIR_TIMEOUT",
         default_value_t = DurationArg(DEFAULT_PAIR_TIMEOUT),
-        value_parser = DurationArg::parse
     )]
     pair_timeout: DurationArg,
     /// Streams that may wait for a peer at once; beyond, RESOURCE_EXHAUSTED.
@@ -78,7 +81,6 @@ struct Cli {
         long,
         env = "JUMPSTARTER_ROUTER_SHUTDOWN_DELAY",
         default_value_t = DurationArg(std::time::Duration::ZERO),
-        value_parser = DurationArg::parse
     )]
     shutdown_delay: DurationArg,
     /// How long live pairs may go on after SIGTERM before they are stopped, as a Go duration.
@@ -86,7 +88,6 @@ struct Cli {
         long,
         env = "JUMPSTARTER_ROUTER_DRAIN_TIMEOUT",
         default_value_t = DurationArg(DEFAULT_DRAIN_TIMEOUT),
-        value_parser = DurationArg::parse
     )]
     drain_timeout: DurationArg,
     /// Address of the plain-HTTP listener for /metrics, /healthz and /readyz.
@@ -232,19 +233,21 @@ mod tests {
 
     use super::*;
 
+    /// The binary's name and the flags without defaults.
+    const REQUIRED: [&str; 7] = [
+        "jumpstarter-router",
+        "--tls-cert",
+        "c.pem",
+        "--tls-key",
+        "k.pem",
+        "--token-public-keys",
+        "keys.pem",
+    ];
+
     #[test]
     fn flags_are_consistent_and_have_defaults() {
         Cli::command().debug_assert();
-        let cli = Cli::try_parse_from([
-            "jumpstarter-router",
-            "--tls-cert",
-            "c.pem",
-            "--tls-key",
-            "k.pem",
-            "--token-public-keys",
-            "keys.pem",
-        ])
-        .expect("parse");
+        let cli = Cli::try_parse_from(REQUIRED).expect("parse");
         assert_eq!(cli.listen.port(), 8083);
         assert_eq!(cli.pair_timeout.0, std::time::Duration::from_secs(30));
         assert_eq!(cli.max_pending, 10_000);
@@ -255,20 +258,11 @@ mod tests {
 
     #[test]
     fn quic_listen_needs_the_client_ca() {
-        let base = [
-            "jumpstarter-router",
-            "--tls-cert",
-            "c.pem",
-            "--tls-key",
-            "k.pem",
-            "--token-public-keys",
-            "keys.pem",
-            "--quic-listen",
-            "127.0.0.1:8443",
-        ];
-        assert!(Cli::try_parse_from(base).is_err());
-        let cli =
-            Cli::try_parse_from(base.into_iter().chain(["--client-ca", "ca.pem"])).expect("parse");
+        let base = REQUIRED
+            .into_iter()
+            .chain(["--quic-listen", "127.0.0.1:8443"]);
+        assert!(Cli::try_parse_from(base.clone()).is_err());
+        let cli = Cli::try_parse_from(base.chain(["--client-ca", "ca.pem"])).expect("parse");
         assert_eq!(cli.quic_listen.map(|a| a.port()), Some(8443));
     }
 }

@@ -329,8 +329,9 @@ impl Netns {
             .sum()
     }
 
-    /// Runs `body` on a runtime whose threads, and so every socket, live in the namespace.
-    fn run<T: Send>(&self, body: impl FnOnce() -> T + Send) -> T {
+    /// Runs the future `body` makes on a runtime whose threads, and so every socket, live
+    /// in the namespace.
+    fn block_on<T: Send, F: Future<Output = T>>(&self, body: impl FnOnce() -> F + Send) -> T {
         let path = format!("/var/run/netns/{}", self.name);
         std::thread::scope(|scope| {
             scope
@@ -338,7 +339,12 @@ impl Netns {
                     let file = std::fs::File::open(&path).expect("open the namespace");
                     nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
                         .expect("enter the network namespace");
-                    body()
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .enable_all()
+                        .build()
+                        .expect("runtime")
+                        .block_on(body())
                 })
                 .join()
                 .expect("namespace thread")
@@ -354,26 +360,16 @@ impl Drop for Netns {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 /// 25 ms each way between a peer and the router: 50 ms round trip.
 const DELAY: Duration = Duration::from_millis(25);
 
 #[test]
 fn quic_moves_16_mib_at_1_percent_loss_and_50_ms_rtt() {
     let netns = Netns::create("quic");
-    let seconds = netns.run(|| {
-        runtime().block_on(async {
-            let lab = lab(Some(DELAY)).await;
-            netns.drop_randomly("udp", lab.quic_addr.port(), 1);
-            quic_transfer(&lab).await
-        })
+    let seconds = netns.block_on(|| async {
+        let lab = lab(Some(DELAY)).await;
+        netns.drop_randomly("udp", lab.quic_addr.port(), 1);
+        quic_transfer(&lab).await
     });
     let dropped = netns.dropped();
     report(
@@ -386,12 +382,10 @@ fn quic_moves_16_mib_at_1_percent_loss_and_50_ms_rtt() {
 #[test]
 fn h2_moves_16_mib_at_1_percent_loss_and_50_ms_rtt() {
     let netns = Netns::create("h2");
-    let seconds = netns.run(|| {
-        runtime().block_on(async {
-            let lab = lab(Some(DELAY)).await;
-            netns.drop_randomly("tcp", lab.h2_addr.port(), 1);
-            h2_transfer(&lab).await
-        })
+    let seconds = netns.block_on(|| async {
+        let lab = lab(Some(DELAY)).await;
+        netns.drop_randomly("tcp", lab.h2_addr.port(), 1);
+        h2_transfer(&lab).await
     });
     let dropped = netns.dropped();
     report(

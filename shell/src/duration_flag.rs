@@ -30,8 +30,8 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
 
-/// A duration flag's value (`value_parser = DurationArg::parse`); its `Display` is what
-/// [`parse`] reads back, so constants can be `default_value_t`s.
+/// A duration flag's value: clap parses it through its `FromStr` (no `value_parser` needed);
+/// its `Display` is what [`parse`] reads back, so constants can be `default_value_t`s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DurationArg(pub Duration);
 
@@ -39,6 +39,14 @@ impl DurationArg {
     /// The flag's value parser.
     pub fn parse(text: &str) -> Result<DurationArg, String> {
         parse(text).map(DurationArg)
+    }
+}
+
+impl std::str::FromStr for DurationArg {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<DurationArg, String> {
+        DurationArg::parse(text)
     }
 }
 

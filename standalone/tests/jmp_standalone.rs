@@ -17,6 +17,13 @@ fn jumpstarter(data_dir: &Path, args: &[&str]) -> Command {
     cmd
 }
 
+/// The words of the command line `line`, with `path` where `{}` stands.
+fn words<'a>(line: &'a str, path: &'a str) -> Vec<&'a str> {
+    line.split_whitespace()
+        .map(|word| if word == "{}" { path } else { word })
+        .collect()
+}
+
 fn jmp(home: &Path, args: &[&str]) -> Command {
     let venv = venv();
     let mut cmd = Command::new(venv.join("bin/jmp"));
@@ -78,16 +85,10 @@ async fn jmp_run_and_jmp_shell_work_with_the_standalone_service() {
     run_ok(
         jumpstarter(
             &data_dir,
-            &[
-                "admin",
-                "create",
-                "exporter",
-                "board-1",
-                "-l",
-                "board=mock",
-                "--out",
+            &words(
+                "admin create exporter board-1 -l board=mock --out {}",
                 &board.to_string_lossy(),
-            ],
+            ),
         ),
         "create exporter",
     )
@@ -112,14 +113,10 @@ async fn jmp_run_and_jmp_shell_work_with_the_standalone_service() {
     run_ok(
         jumpstarter(
             &data_dir,
-            &[
-                "admin",
-                "create",
-                "client",
-                "alice",
-                "--out",
+            &words(
+                "admin create client alice --out {}",
                 &alice.to_string_lossy(),
-            ],
+            ),
         ),
         "create client",
     )
@@ -152,12 +149,7 @@ async fn jmp_run_and_jmp_shell_work_with_the_standalone_service() {
     let listed = run_ok(
         jmp(
             &home,
-            &[
-                "get",
-                "exporters",
-                "--client-config",
-                &alice.to_string_lossy(),
-            ],
+            &words("get exporters --client-config {}", &alice.to_string_lossy()),
         ),
         "jmp get exporters",
     )
@@ -166,17 +158,10 @@ async fn jmp_run_and_jmp_shell_work_with_the_standalone_service() {
     run_ok(
         jmp(
             &home,
-            &[
-                "shell",
-                "--client-config",
+            &words(
+                "shell --client-config {} -l board=mock -- j power on",
                 &alice.to_string_lossy(),
-                "-l",
-                "board=mock",
-                "--",
-                "j",
-                "power",
-                "on",
-            ],
+            ),
         ),
         "jmp shell -- j power on",
     )

@@ -448,6 +448,19 @@ mod tests {
         (addr, task)
     }
 
+    /// The QUIC connection the connector's channel currently runs on.
+    async fn live_connection(connector: &CarrierConnector) -> quinn::Connection {
+        connector
+            .shared
+            .live
+            .lock()
+            .await
+            .as_ref()
+            .expect("a live connection")
+            .0
+            .clone()
+    }
+
     #[tokio::test]
     async fn grpc_calls_travel_over_quic_streams_and_survive_a_reconnect() {
         let (tls, ca) = pki(&["127.0.0.1"]);
@@ -475,15 +488,7 @@ mod tests {
         assert_eq!(unknown.code(), tonic::Code::NotFound);
 
         // Kill the QUIC connection under the channel: the next calls reconnect.
-        let first = connector
-            .shared
-            .live
-            .lock()
-            .await
-            .as_ref()
-            .unwrap()
-            .0
-            .clone();
+        let first = live_connection(&connector).await;
         first.close(VarInt::from_u32(0), b"test");
         let deadline = std::time::Instant::now() + WAIT;
         loop {
@@ -496,15 +501,7 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let second = connector
-            .shared
-            .live
-            .lock()
-            .await
-            .as_ref()
-            .unwrap()
-            .0
-            .clone();
+        let second = live_connection(&connector).await;
         assert_ne!(first.stable_id(), second.stable_id(), "a new connection");
         task.abort();
     }

@@ -61,37 +61,58 @@ pub fn token_issuer() -> Issuer {
     }
 }
 
-/// Serves `services` on 127.0.0.1 port 0 over TLS with `cert` until `shutdown`; the port.
-pub async fn serve_grpc_on_loopback(
-    services: &Services<KubeStore>,
-    cert: &IssuedCert,
-    shutdown: &CancellationToken,
-) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let tls =
-        server_config(cert.credentials(), vec![b"h2".to_vec()], ClientAuth::None).expect("tls");
-    let routes = server::grpc_routes(services).await;
-    tokio::spawn(server::serve_grpc(
-        listener,
-        Arc::new(tls),
-        routes,
-        shutdown.clone(),
-    ));
-    port
+/// The controller's gRPC port served in-process on 127.0.0.1 over TLS; it stops when this is
+/// dropped (or when the `shutdown` it was started with is cancelled).
+pub struct LoopbackGrpc {
+    pub port: u16,
+    ca_pem: String,
+    shutdown: CancellationToken,
 }
 
-/// A TLS endpoint for `https://localhost:<port>` trusting `ca_pem`.
-pub fn localhost_endpoint(port: u16, ca_pem: &str, connect_timeout: StdDuration) -> Endpoint {
-    Endpoint::from_shared(format!("https://localhost:{port}"))
-        .expect("endpoint")
-        .tls_config(
-            ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(ca_pem))
-                .domain_name("localhost"),
-        )
-        .expect("client tls")
-        .connect_timeout(connect_timeout)
+impl LoopbackGrpc {
+    /// Serves `services` on 127.0.0.1 port 0 with `cert`, which `ca` issued for `localhost`.
+    pub async fn serve(
+        services: &Services<KubeStore>,
+        cert: &IssuedCert,
+        ca: &Ca,
+        shutdown: CancellationToken,
+    ) -> LoopbackGrpc {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let tls =
+            server_config(cert.credentials(), vec![b"h2".to_vec()], ClientAuth::None).expect("tls");
+        let routes = server::grpc_routes(services).await;
+        tokio::spawn(server::serve_grpc(
+            listener,
+            Arc::new(tls),
+            routes,
+            shutdown.clone(),
+        ));
+        LoopbackGrpc {
+            port,
+            ca_pem: ca.cert_pem().to_owned(),
+            shutdown,
+        }
+    }
+
+    /// A TLS endpoint for `https://localhost:<port>` trusting the CA.
+    pub fn endpoint(&self, connect_timeout: StdDuration) -> Endpoint {
+        Endpoint::from_shared(format!("https://localhost:{}", self.port))
+            .expect("endpoint")
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(&self.ca_pem))
+                    .domain_name("localhost"),
+            )
+            .expect("client tls")
+            .connect_timeout(connect_timeout)
+    }
+}
+
+impl Drop for LoopbackGrpc {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
 }
 
 /// A caller of the gRPC port: the object it speaks for and its bearer token.

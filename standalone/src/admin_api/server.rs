@@ -1,19 +1,21 @@
 //! The admin API server: [`Admin`] over the service's store, on a Unix socket.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{FromRequestParts, Path as UrlPath, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use jumpstarter_controller::admin::{Admin, AdminError, Kind, LeaseOrder};
 use jumpstarter_controller::store::{Store, StoreError};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
@@ -99,48 +101,55 @@ fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
     })
 }
 
-async fn list<S: Store>(
-    State(admin): Shared<S>,
-    UrlPath(kind): UrlPath<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(refusal) = check_namespace(&admin, &headers) {
-        return refusal;
-    }
-    match Kind::parse(&kind) {
-        Some(kind) => respond(admin.list(kind).await, StatusCode::OK),
-        None => unknown_kind(&kind),
+async fn list<S: Store>(on: Admitted<S>) -> Response {
+    respond(on.admin.list(on.kind).await, StatusCode::OK)
+}
+
+async fn get_one<S: Store>(on: Admitted<S>, UrlPath(target): UrlPath<Target>) -> Response {
+    respond(on.admin.get(on.kind, &target.name).await, StatusCode::OK)
+}
+
+async fn delete<S: Store>(on: Admitted<S>, UrlPath(target): UrlPath<Target>) -> Response {
+    match on.admin.delete(on.kind, &target.name).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => admin_failure(&e),
     }
 }
 
-async fn get_one<S: Store>(
-    State(admin): Shared<S>,
-    UrlPath((kind, name)): UrlPath<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(refusal) = check_namespace(&admin, &headers) {
-        return refusal;
-    }
-    match Kind::parse(&kind) {
-        Some(kind) => respond(admin.get(kind, &name).await, StatusCode::OK),
-        None => unknown_kind(&kind),
-    }
+/// The path of one object: `/v1/{kind}/{name}`.
+#[derive(Deserialize)]
+struct Target {
+    name: String,
 }
 
-async fn delete<S: Store>(
-    State(admin): Shared<S>,
-    UrlPath((kind, name)): UrlPath<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(refusal) = check_namespace(&admin, &headers) {
-        return refusal;
-    }
-    match Kind::parse(&kind) {
-        Some(kind) => match admin.delete(kind, &name).await {
-            Ok(()) => StatusCode::NO_CONTENT.into_response(),
-            Err(e) => admin_failure(&e),
-        },
-        None => unknown_kind(&kind),
+/// A request this service answers: about its own namespace (checked first) and a known
+/// kind (the path's `{kind}`); the refusal otherwise.
+struct Admitted<S: Store> {
+    admin: Arc<Admin<S>>,
+    kind: Kind,
+}
+
+impl<S: Store> FromRequestParts<Arc<Admin<S>>> for Admitted<S> {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        admin: &Arc<Admin<S>>,
+    ) -> Result<Self, Response> {
+        if let Some(refusal) = check_namespace(admin, &parts.headers) {
+            return Err(refusal);
+        }
+        let UrlPath(params) = UrlPath::<HashMap<String, String>>::from_request_parts(parts, admin)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let kind = params.get("kind").map(String::as_str).unwrap_or_default();
+        match Kind::parse(kind) {
+            Some(kind) => Ok(Admitted {
+                admin: Arc::clone(admin),
+                kind,
+            }),
+            None => Err(unknown_kind(kind)),
+        }
     }
 }
 
