@@ -45,16 +45,27 @@ pub fn venv() -> PathBuf {
     path
 }
 
-/// A binary of this workspace, built next to the test executable.
+/// A binary of this workspace: next to the test executable, or, when Cargo keeps its
+/// intermediate files in a separate build directory (`build.build-dir`), in the target
+/// directory (`CARGO_TARGET_DIR`, by default the workspace's `target/`).
 pub fn bin_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let path = dir.join(name);
+    let beside = dir.join(name);
+    if beside.is_file() {
+        return beside;
+    }
+    let profile = dir.file_name().expect("profile directory");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join(profile).join(name);
     assert!(
         path.is_file(),
-        "{} is missing; build it with `cargo build --workspace --bins` (cargo test --workspace does)",
-        path.display()
+        "{name} is missing (looked in {} and {}); build it with `cargo build --workspace --bins` (cargo test --workspace does)",
+        dir.display(),
+        target.join(profile).display()
     );
     path
 }
