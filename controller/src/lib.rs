@@ -12,7 +12,6 @@
 //! - [`auth`]: authentication and authorization of gRPC calls.
 //! - [`service`]: the gRPC services (ControllerService, ClientService).
 //! - [`server`]: TLS gRPC server, probes and metrics listeners.
-//! - `registrar`: registration of the Prometheus metrics.
 //! - [`runtime`]: the wiring of a controller process (metrics, listeners, gRPC server).
 //! - [`admin`]: create, get, list and delete clients, exporters and leases; 0.9.0 configs.
 
@@ -23,7 +22,6 @@ pub mod flags;
 pub mod keys;
 pub mod leader;
 pub mod reconcile;
-mod registrar;
 pub mod runtime;
 pub mod server;
 pub mod service;

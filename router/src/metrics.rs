@@ -7,7 +7,9 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::{Metric, Registry};
+use prometheus_client::registry::Registry;
+
+use jumpstarter_shell::metrics_registrar::Registrar;
 
 use crate::refusal::Refusal;
 
@@ -76,23 +78,6 @@ impl Direction {
     }
 }
 
-/// Registers metrics under one prefix, each as it is created.
-pub(crate) struct Registrar<'a>(&'a mut Registry);
-
-impl<'a> Registrar<'a> {
-    /// Registers under `prefix` in `registry`.
-    pub(crate) fn new(registry: &'a mut Registry, prefix: &str) -> Self {
-        Registrar(registry.sub_registry_with_prefix(prefix))
-    }
-
-    /// A new metric, registered as `name` with `help`.
-    pub(crate) fn add<M: Metric + Clone + Default>(&mut self, name: &str, help: &str) -> M {
-        let metric = M::default();
-        self.0.register(name, help, metric.clone());
-        metric
-    }
-}
-
 /// Sets a gauge to a count (saturating: a count beyond `i64::MAX` cannot happen).
 pub(crate) fn set_count(gauge: &Gauge, count: usize) {
     gauge.set(i64::try_from(count).unwrap_or(i64::MAX));
@@ -116,7 +101,7 @@ pub(crate) struct Metrics {
 impl Metrics {
     /// Creates the metrics and registers them in `registry` under the `router` prefix.
     pub(crate) fn register(registry: &mut Registry) -> Self {
-        let mut r = Registrar::new(registry, "router");
+        let mut r = Registrar::with_prefix(registry, "router");
         Metrics {
             pending_streams: r.add("pending_streams", "Streams waiting for their peer"),
             active_pairs: r.add("active_pairs", "Pairs of streams currently relaying"),
@@ -225,7 +210,7 @@ pub(crate) struct QuicMetrics {
 impl QuicMetrics {
     /// Creates the metrics and registers them in `registry` under the `router_quic` prefix.
     pub(crate) fn register(registry: &mut Registry) -> Self {
-        let mut r = Registrar::new(registry, "router_quic");
+        let mut r = Registrar::with_prefix(registry, "router_quic");
         QuicMetrics {
             connections: r.add("connections", "Admitted QUIC connections currently open"),
             pending_sessions: r.add("pending_sessions", "Session streams waiting for their peer"),

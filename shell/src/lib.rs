@@ -15,6 +15,7 @@
 //! - [`error_chain`]: an error and its causes on one line;
 //! - [`private_file`]: files only the owner may read (mode 0600, also when they exist);
 //! - [`advertised_address`]: the address peers dial for a listen address;
+//! - [`metrics_registrar`]: Prometheus metrics registered where their fields are made;
 //! - [`accept_loop`]: the one bounded TLS accept loop (handshake cap and timeout), a
 //!   stream for tonic's `serve_with_incoming*`;
 //! - [`help_env`]: what the binaries' tests check in `--help` (environment names);
@@ -39,5 +40,6 @@ pub mod help_env;
 #[cfg(feature = "kube")]
 pub mod kube_client;
 pub mod logging;
+pub mod metrics_registrar;
 pub mod private_file;
 pub mod signal;

@@ -43,7 +43,9 @@ pub fn write(path: &Path, contents: &[u8]) -> Result<(), PrivateFileError> {
             path: path.to_owned(),
             source,
         })?;
-    restrict_open(&file, path)?;
+    // The descriptor, not the path: the mode lands on the file just opened.
+    file.set_permissions(std::fs::Permissions::from_mode(MODE))
+        .map_err(restrict_failed(path))?;
     file.write_all(contents)
         .map_err(|source| PrivateFileError::Write {
             path: path.to_owned(),
@@ -53,20 +55,15 @@ pub fn write(path: &Path, contents: &[u8]) -> Result<(), PrivateFileError> {
 
 /// Sets mode [`MODE`] on an existing file (e.g. one another library created).
 pub fn restrict(path: &Path) -> Result<(), PrivateFileError> {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(MODE)).map_err(|source| {
-        PrivateFileError::Restrict {
-            path: path.to_owned(),
-            source,
-        }
-    })
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(MODE))
+        .map_err(restrict_failed(path))
 }
 
-fn restrict_open(file: &std::fs::File, path: &Path) -> Result<(), PrivateFileError> {
-    file.set_permissions(std::fs::Permissions::from_mode(MODE))
-        .map_err(|source| PrivateFileError::Restrict {
-            path: path.to_owned(),
-            source,
-        })
+fn restrict_failed(path: &Path) -> impl FnOnce(std::io::Error) -> PrivateFileError + '_ {
+    |source| PrivateFileError::Restrict {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::registrar::Registrar;
+use jumpstarter_shell::metrics_registrar::Registrar;
 
 /// Labels of the lease gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,7 +55,7 @@ const LATENCY_BUCKETS: (f64, f64, u16) = (0.05, 3.0, 11);
 impl ReconcileMetrics {
     /// Creates the metrics and registers them.
     pub fn new(registry: &mut Registry) -> ReconcileMetrics {
-        let mut r = Registrar(registry);
+        let mut r = Registrar::new(registry);
         ReconcileMetrics {
             leases: r.add(
                 "jumpstarter_controller_leases",

@@ -99,7 +99,7 @@ pub(crate) fn build(
                 name: client.to_owned(),
             },
             duration: Some(go_duration::format(request.duration)),
-            selector: wire::selector_to_k8s(&request.selector),
+            selector: vocabulary::selector_to_k8s(&request.selector),
             exporter_ref: request
                 .exporter_name
                 .as_ref()

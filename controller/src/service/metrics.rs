@@ -7,7 +7,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tonic::{Code, Status};
 
-use crate::registrar::Registrar;
+use jumpstarter_shell::metrics_registrar::Registrar;
 
 /// Labels of the RPC counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,7 +43,7 @@ pub struct ServiceMetrics {
 impl ServiceMetrics {
     /// Creates the metrics and registers them.
     pub fn new(registry: &mut Registry) -> ServiceMetrics {
-        let mut r = Registrar(registry);
+        let mut r = Registrar::new(registry);
         ServiceMetrics {
             status_streams: r.add(
                 "jumpstarter_controller_status_streams",

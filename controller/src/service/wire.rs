@@ -159,9 +159,6 @@ pub(crate) fn status_from_proto(value: i32) -> Result<ExporterStatusValue, Statu
     })
 }
 
-/// A selector in the stored form, for the lease-request builder.
-pub(crate) use crate::crd::vocabulary::selector_to_k8s;
-
 /// A protobuf selector (legacy `RequestLease`), validated.
 pub(crate) fn selector_from_proto(
     proto: &pb::LabelSelector,

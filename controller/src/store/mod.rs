@@ -22,20 +22,29 @@ use futures::stream::BoxStream;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Declares `$name` as an alias of `$bounds`: the trait and its blanket impl, from one list.
-macro_rules! trait_alias {
-    ($(#[$meta:meta])* $vis:vis trait $name:ident = $($bounds:tt)+) => {
-        $(#[$meta])*
-        $vis trait $name: $($bounds)+ {}
-
-        impl<T> $name for T where T: $($bounds)+ {}
-    };
+/// A namespaced API object the store can hold.
+pub trait Object:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
 }
 
-trait_alias! {
-    /// A namespaced API object the store can hold.
-    pub trait Object = Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static
+impl<T> Object for T where
+    T: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
 }
 
 /// Why a store operation failed. Each variant names the object it was about.
