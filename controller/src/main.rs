@@ -151,6 +151,8 @@ struct RunArgs {
     /// that run as pods and mount it); checked at start and every few hours.
     #[arg(long, env = "JUMPSTARTER_ROUTER_CERT_SECRETS", default_value_t = false)]
     router_cert_secrets: bool,
+    #[command(flatten)]
+    limits: jumpstarter_shell::port_limits::PortLimits,
 }
 
 #[derive(Debug, Args)]
@@ -246,6 +248,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             tls_sans: args.sans.tls_sans.clone(),
             listen: args.grpc_listen,
             quic_listen: args.grpc_quic_listen,
+            limits: args.limits,
         },
         &metrics,
         &readiness,

@@ -10,6 +10,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use jumpstarter_certs::{Ca, ClientAuth, TlsCredentials, server_config};
+use jumpstarter_shell::accept_loop::AcceptMetrics;
+use jumpstarter_shell::port_limits::PortLimits;
 use jumpstarter_tunnel::{CarrierError, CarrierServer};
 use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
@@ -34,6 +36,10 @@ pub struct ControllerMetrics {
     pub auth: Arc<AuthMetrics>,
     pub service: Arc<ServiceMetrics>,
     pub reconcile: Arc<ReconcileMetrics>,
+    /// The gRPC port's accept loop (`jumpstarter_controller_grpc_*`).
+    pub accept: AcceptMetrics,
+    /// The gRPC-over-QUIC listener's connections (`jumpstarter_controller_grpc_quic_*`).
+    pub quic_accept: AcceptMetrics,
 }
 
 impl ControllerMetrics {
@@ -42,6 +48,8 @@ impl ControllerMetrics {
             auth: Arc::new(AuthMetrics::new(registry)),
             service: Arc::new(ServiceMetrics::new(registry)),
             reconcile: Arc::new(ReconcileMetrics::new(registry)),
+            accept: AcceptMetrics::register(registry, "jumpstarter_controller_grpc"),
+            quic_accept: AcceptMetrics::register(registry, "jumpstarter_controller_grpc_quic"),
         }
     }
 }
@@ -109,6 +117,8 @@ pub struct GrpcServer<S> {
     pub listen: SocketAddr,
     /// UDP address for the same services over QUIC; `None` serves TCP only.
     pub quic_listen: Option<SocketAddr>,
+    /// Connection, handshake and HTTP/2 limits of both listeners.
+    pub limits: PortLimits,
 }
 
 /// The gRPC listener tasks: TCP, and QUIC when asked for.
@@ -152,6 +162,7 @@ pub async fn spawn_grpc<S: Store>(
         mut tls_sans,
         listen,
         quic_listen,
+        limits,
     } = server;
     // The QUIC listener presents the same certificate: it must name that address too.
     if let Some(quic) = quic_listen
@@ -200,7 +211,12 @@ pub async fn spawn_grpc<S: Store>(
             let tls = server_config(quic_credentials, Vec::new(), ClientAuth::None)
                 .map_err(RuntimeError::Tls)?;
             let carrier = CarrierServer::bind(addr, tls)
-                .map_err(|source| RuntimeError::Quic { addr, source })?;
+                .map_err(|source| RuntimeError::Quic { addr, source })?
+                .with_limits(
+                    limits.accept.max_connections,
+                    limits.http2,
+                    Some(metrics.quic_accept.clone()),
+                );
             Some((addr, carrier))
         }
         None => None,
@@ -222,8 +238,17 @@ pub async fn spawn_grpc<S: Store>(
         })
     });
     let shutdown = shutdown.clone();
+    let accept_metrics = metrics.accept.clone();
     let tcp = tokio::spawn(async move {
-        let result = server::serve_grpc(listener, Arc::new(tls), routes, shutdown.clone()).await;
+        let result = server::serve_grpc(
+            listener,
+            Arc::new(tls),
+            routes,
+            limits,
+            Some(accept_metrics),
+            shutdown.clone(),
+        )
+        .await;
         // Whatever ended the server ends the process.
         shutdown.cancel();
         result

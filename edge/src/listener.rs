@@ -1,5 +1,6 @@
 //! The edge's local listener: TLS (the local CA's certificate, ALPN h2) on a TCP port for
-//! the tool, through the shared bounded accept loop (`jumpstarter_shell::accept_loop`).
+//! the tool, through the shared bounded accept loop (`jumpstarter_shell::accept_loop`),
+//! with the default HTTP/2 limits (`jumpstarter_shell::http2_limits`).
 //! `RouterService` is served locally; every other call goes to the controller.
 
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use axum::body::Body as AxumBody;
 use jumpstarter_proto::jumpstarter::v1::router_service_server::RouterServiceServer;
 use jumpstarter_shell::accept_loop::{AcceptLimits, TlsIncoming};
+use jumpstarter_shell::http2_limits::Http2Limits;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::codegen::http::Request;
@@ -47,7 +49,8 @@ pub(crate) async fn serve(
             shutdown.clone(),
         )
     };
-    tonic::transport::Server::builder()
+    Http2Limits::default()
+        .apply(tonic::transport::Server::builder())
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await

@@ -99,6 +99,8 @@ struct Cli {
     metrics_listen: SocketAddr,
     #[command(flatten)]
     log: LogArgs,
+    #[command(flatten)]
+    limits: jumpstarter_shell::port_limits::PortLimits,
 }
 
 /// The environment names of earlier releases, deprecated.
@@ -140,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
     config.max_pending = cli.max_pending;
     config.max_remembered = cli.max_remembered;
     config.drain_timeout = cli.drain_timeout.0;
+    config.limits = cli.limits;
 
     let mut registry = Registry::with_prefix("jumpstarter");
     let router = Router::new(config, &mut registry);

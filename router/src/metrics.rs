@@ -95,7 +95,6 @@ pub(crate) struct Metrics {
     auth_failures: Family<ReasonLabel, Counter>,
     pairing_timeouts: Counter,
     replay_evictions: Counter,
-    tls_handshake_failures: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -123,10 +122,6 @@ impl Metrics {
             replay_evictions: r.add(
                 "replay_evictions",
                 "Paired stream ids forgotten before their token expired because the memory was full",
-            ),
-            tls_handshake_failures: r.add(
-                "tls_handshake_failures",
-                "Connections dropped during the TLS handshake, by reason",
             ),
         }
     }
@@ -166,12 +161,6 @@ impl Metrics {
             .get_or_create(&label)
             .inc_by(u64::try_from(bytes).unwrap_or(u64::MAX));
         self.relayed_frames.get_or_create(&label).inc();
-    }
-
-    pub(crate) fn tls_handshake_failed(&self, reason: &'static str) {
-        self.tls_handshake_failures
-            .get_or_create(&ReasonLabel { reason })
-            .inc();
     }
 
     /// Mirrors the pairing table's sizes.

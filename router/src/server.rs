@@ -1,6 +1,8 @@
 //! The router as a server: TLS (ALPN h2) through the shared bounded accept loop
-//! (`jumpstarter_shell::accept_loop`, failures counted in the metrics), tonic with the
-//! router and health services, graceful shutdown with a drain period.
+//! (`jumpstarter_shell::accept_loop`: connection and handshake caps, refusals and failures
+//! counted in the metrics), tonic with the port's HTTP/2 limits
+//! (`jumpstarter_shell::http2_limits`) and the router and health services, graceful
+//! shutdown with a drain period.
 
 use std::future::Future;
 use std::pin::pin;
@@ -9,7 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use jumpstarter_proto::jumpstarter::v1::router_service_server::RouterServiceServer;
-use jumpstarter_shell::accept_loop::{AcceptLimits, TlsIncoming};
+use jumpstarter_shell::accept_loop::{AcceptMetrics, TlsIncoming};
+use jumpstarter_shell::port_limits::PortLimits;
 use jumpstarter_token::VerifyingKey;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -37,13 +40,6 @@ pub(crate) const DEFAULT_QUEUE_FRAMES: usize = 16;
 /// instead of four 16 KiB ones; what the router sends is bounded by each peer's own
 /// setting (16 KiB for gRPC's defaults).
 const MAX_FRAME_BYTES: u32 = 1024 * 1024;
-
-/// Interval of the router's own HTTP/2 PINGs, to notice peers that vanished without a
-/// FIN. Clients ping every 20 s themselves; the router accepts their pings at any rate.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
-
-/// How long the router waits for a PING acknowledgement before closing the connection.
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long relays that were stopped at the end of the drain period get to send their
 /// final status.
@@ -74,6 +70,9 @@ pub struct RouterConfig {
     pub queue_frames: usize,
     /// After a shutdown signal, how long live pairs may go on before they are stopped.
     pub drain_timeout: Duration,
+    /// Connection, handshake and HTTP/2 limits of the port (keepalive PINGs notice peers
+    /// that vanished without a FIN; peers' own pings are accepted at any rate).
+    pub limits: PortLimits,
 }
 
 impl RouterConfig {
@@ -87,6 +86,7 @@ impl RouterConfig {
             max_remembered: DEFAULT_MAX_REMEMBERED,
             queue_frames: DEFAULT_QUEUE_FRAMES,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            limits: PortLimits::default(),
         }
     }
 }
@@ -118,8 +118,9 @@ impl Readiness {
 pub struct Router {
     tls: Arc<rustls::ServerConfig>,
     drain_timeout: Duration,
+    limits: PortLimits,
     switchboard: Switchboard,
-    metrics: Metrics,
+    accept_metrics: AcceptMetrics,
     stop_relays: CancellationToken,
     readiness: Readiness,
 }
@@ -130,6 +131,7 @@ impl Router {
         let mut tls = config.tls;
         tls.alpn_protocols = vec![b"h2".to_vec()];
         let metrics = Metrics::register(registry);
+        let accept_metrics = AcceptMetrics::register(registry, "router");
         let stop_relays = CancellationToken::new();
         let limits = Limits {
             pair_timeout: config.pair_timeout,
@@ -140,14 +142,15 @@ impl Router {
             config.token_keys,
             limits,
             config.queue_frames,
-            metrics.clone(),
+            metrics,
             stop_relays.clone(),
         );
         Router {
             tls: Arc::new(tls),
             drain_timeout: config.drain_timeout,
+            limits: config.limits,
             switchboard,
-            metrics,
+            accept_metrics,
             stop_relays,
             readiness: Readiness::default(),
         }
@@ -180,21 +183,19 @@ impl Router {
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
         let stop_accepting = CancellationToken::new();
-        let metrics = self.metrics.clone();
         let incoming = TlsIncoming::start(
             listener,
             self.tls.clone(),
-            AcceptLimits::default(),
-            Some(Arc::new(move |failure| {
-                metrics.tls_handshake_failed(failure.label())
-            })),
+            self.limits.accept,
+            Some(self.accept_metrics.clone()),
             stop_accepting.clone(),
         );
 
-        let server = tonic::transport::Server::builder()
+        let server = self
+            .limits
+            .http2
+            .apply(tonic::transport::Server::builder())
             .max_frame_size(MAX_FRAME_BYTES)
-            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .add_service(health_service)
             .add_service(router_service)
             .serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned());

@@ -16,8 +16,10 @@
 //! - [`private_file`]: files only the owner may read (mode 0600, also when they exist);
 //! - [`advertised_address`]: the address peers dial for a listen address;
 //! - [`metrics_registrar`]: Prometheus metrics registered where their fields are made;
-//! - [`accept_loop`]: the one bounded TLS accept loop (handshake cap and timeout), a
-//!   stream for tonic's `serve_with_incoming*`;
+//! - [`accept_loop`]: the one bounded TLS accept loop (connection and handshake caps,
+//!   total and per source, refusals counted), a stream for tonic's `serve_with_incoming*`;
+//! - [`http2_limits`]: the HTTP/2 limits every tonic server applies;
+//! - [`port_limits`]: both, as the one flag group of a public port;
 //! - [`help_env`]: what the binaries' tests check in `--help` (environment names);
 //! - `kube_client` (feature `kube`): the Kubernetes client from a kubeconfig or the
 //!   environment. The router never enables the feature, so it never links kube.
@@ -37,9 +39,11 @@ pub mod duration_flag;
 pub mod env_alias;
 pub mod error_chain;
 pub mod help_env;
+pub mod http2_limits;
 #[cfg(feature = "kube")]
 pub mod kube_client;
 pub mod logging;
 pub mod metrics_registrar;
+pub mod port_limits;
 pub mod private_file;
 pub mod signal;

@@ -118,6 +118,8 @@ struct ServeArgs {
     lifetimes: LifetimeArgs,
     #[command(flatten)]
     log: LogArgs,
+    #[command(flatten)]
+    limits: jumpstarter_shell::port_limits::PortLimits,
 }
 
 #[derive(Debug, Args)]
@@ -312,6 +314,7 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
         tls_sans: args.sans.tls_sans,
         token_lifetime: args.lifetimes.token_lifetime.0,
         lease_cert_max_validity: args.lifetimes.lease_cert_max_validity.0,
+        limits: args.limits,
     };
     serve::serve(options).await
 }

@@ -52,6 +52,8 @@ pub(crate) struct ServeOptions {
     pub(crate) tls_sans: Vec<String>,
     pub(crate) token_lifetime: time::Duration,
     pub(crate) lease_cert_max_validity: time::Duration,
+    /// Limits of the controller's and the router's ports alike.
+    pub(crate) limits: jumpstarter_shell::port_limits::PortLimits,
 }
 
 /// The endpoint clients should use for a listen address (see
@@ -130,8 +132,11 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
 
     let mut registry = Registry::default();
     let metrics = ControllerMetrics::register(&mut registry);
+    let mut router_config =
+        RouterConfig::new(router_tls, vec![keys.router_key.verifying_key().clone()]);
+    router_config.limits = options.limits;
     let router = Router::new(
-        RouterConfig::new(router_tls, vec![keys.router_key.verifying_key().clone()]),
+        router_config,
         registry.sub_registry_with_prefix("jumpstarter"),
     );
     let quic_router = match options.quic_listen {
@@ -167,6 +172,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         tls_sans: options.tls_sans.clone(),
         listen: options.grpc_listen,
         quic_listen: options.controller_quic_listen,
+        limits: options.limits,
     };
     let grpc = runtime::spawn_grpc(grpc_server, &metrics, &readiness, &shutdown).await?;
     let router_listener = TcpListener::bind(options.router_listen)

@@ -7,6 +7,10 @@
 //! - Server: [`CarrierServer::bind`] a UDP socket, then [`CarrierServer::serve`] tonic
 //!   [`Routes`] on it (or take [`CarrierServer::incoming`], a stream of [`CarrierStream`]s for
 //!   `serve_with_incoming`). Each accepted bidirectional stream is one HTTP/2 connection.
+//!   The server holds at most a configured number of QUIC connections (more are refused
+//!   with CONNECTION_REFUSED and counted), asks unvalidated peers for a Retry (address
+//!   validation) while many handshakes are in flight, and applies the port's HTTP/2
+//!   limits ([`CarrierServer::with_limits`]).
 //! - Client: [`channel`] returns a tonic [`Channel`] whose connector ([`CarrierConnector`])
 //!   opens a bidirectional stream on one shared QUIC connection, reconnecting when that
 //!   connection has died.
@@ -22,10 +26,13 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use jumpstarter_shell::accept_loop::{AcceptMetrics, MAX_CONNECTIONS, Refusal};
+use jumpstarter_shell::http2_limits::Http2Limits;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{RecvStream, SendStream, VarInt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -48,6 +55,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Accepted streams waiting for the HTTP/2 server: a short queue, the server takes them
 /// immediately; a full queue only delays the next accept.
 const ACCEPT_QUEUE: usize = 64;
+
+/// QUIC handshakes in flight above which peers whose address is not validated yet are
+/// asked for a Retry first: a spoofed source cannot answer it, so a flood of forged
+/// Initial packets then costs one stateless packet each instead of a handshake. Honest
+/// peers pay one round trip more, only while the listener is that busy.
+const RETRY_ABOVE_HANDSHAKES: usize = 64;
 
 /// HTTP/2 connections one client may keep open at once. A tonic channel uses one; the rest
 /// absorb reconnects and several channels sharing a peer address.
@@ -167,6 +180,9 @@ impl Connected for CarrierStream {
 #[derive(Debug)]
 pub struct CarrierServer {
     endpoint: quinn::Endpoint,
+    max_connections: usize,
+    http2: Http2Limits,
+    metrics: Option<AcceptMetrics>,
 }
 
 impl CarrierServer {
@@ -182,7 +198,26 @@ impl CarrierServer {
         server.transport_config(Arc::new(transport));
         let endpoint = quinn::Endpoint::server(server, addr)
             .map_err(|source| CarrierError::Bind { addr, source })?;
-        Ok(CarrierServer { endpoint })
+        Ok(CarrierServer {
+            endpoint,
+            max_connections: MAX_CONNECTIONS,
+            http2: Http2Limits::default(),
+            metrics: None,
+        })
+    }
+
+    /// Holds at most `max_connections` QUIC connections (refusals and counts go to
+    /// `metrics`) and serves with the HTTP/2 limits `http2`.
+    pub fn with_limits(
+        mut self,
+        max_connections: usize,
+        http2: Http2Limits,
+        metrics: Option<AcceptMetrics>,
+    ) -> Self {
+        self.max_connections = max_connections.max(1);
+        self.http2 = http2;
+        self.metrics = metrics;
+        self
     }
 
     /// The bound UDP address.
@@ -194,7 +229,13 @@ impl CarrierServer {
     /// Dropping the returned stream stops accepting and closes the endpoint.
     pub fn incoming(self) -> ReceiverStream<Result<CarrierStream, io::Error>> {
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
-        tokio::spawn(accept_loop(self.endpoint, tx));
+        let counts = Arc::new(Counts {
+            max_connections: self.max_connections,
+            metrics: self.metrics,
+            connections: AtomicUsize::new(0),
+            handshakes: AtomicUsize::new(0),
+        });
+        tokio::spawn(accept_loop(self.endpoint, counts, tx));
         ReceiverStream::new(rx)
     }
 
@@ -207,7 +248,8 @@ impl CarrierServer {
     ) -> Result<(), CarrierError> {
         let addr = self.local_addr().ok();
         tracing::info!(?addr, "gRPC over QUIC listening");
-        let result = tonic::transport::Server::builder()
+        let mut server = self.http2.apply(tonic::transport::Server::builder());
+        let result = server
             .add_routes(routes)
             .serve_with_incoming_shutdown(self.incoming(), shutdown)
             .await
@@ -217,8 +259,75 @@ impl CarrierServer {
     }
 }
 
+/// The listener's open connections and handshakes in flight.
+#[derive(Debug)]
+struct Counts {
+    max_connections: usize,
+    metrics: Option<AcceptMetrics>,
+    connections: AtomicUsize,
+    handshakes: AtomicUsize,
+}
+
+impl Counts {
+    /// Takes a connection slot (and a handshake slot), or `None` when all are taken.
+    fn admit(self: &Arc<Self>) -> Option<Slot> {
+        let admitted = self
+            .connections
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| {
+                (open < self.max_connections).then_some(open + 1)
+            })
+            .is_ok();
+        if !admitted {
+            if let Some(metrics) = &self.metrics {
+                metrics.refused(Refusal::Connections);
+            }
+            return None;
+        }
+        self.handshakes.fetch_add(1, Ordering::SeqCst);
+        self.publish();
+        Some(Slot {
+            counts: self.clone(),
+            handshaking: true,
+        })
+    }
+
+    fn publish(&self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.counts(
+                self.connections.load(Ordering::SeqCst),
+                self.handshakes.load(Ordering::SeqCst),
+            );
+        }
+    }
+}
+
+/// One connection's place in [`Counts`], released when dropped.
+#[derive(Debug)]
+struct Slot {
+    counts: Arc<Counts>,
+    handshaking: bool,
+}
+
+impl Slot {
+    fn handshake_ended(&mut self) {
+        if std::mem::take(&mut self.handshaking) {
+            self.counts.handshakes.fetch_sub(1, Ordering::SeqCst);
+            self.counts.publish();
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.handshake_ended();
+        self.counts.connections.fetch_sub(1, Ordering::SeqCst);
+        self.counts.publish();
+    }
+}
+
 async fn accept_loop(
     endpoint: quinn::Endpoint,
+    counts: Arc<Counts>,
     tx: mpsc::Sender<Result<CarrierStream, io::Error>>,
 ) {
     loop {
@@ -229,17 +338,35 @@ async fn accept_loop(
                 None => break,
             },
         };
-        tokio::spawn(serve_connection(incoming, tx.clone()));
+        if !incoming.remote_address_validated()
+            && incoming.may_retry()
+            && counts.handshakes.load(Ordering::SeqCst) >= RETRY_ABOVE_HANDSHAKES
+        {
+            // Stateless: the peer comes back with a token proving its address.
+            if let Err(error) = incoming.retry() {
+                tracing::debug!(?error, "cannot send a QUIC Retry");
+            }
+            continue;
+        }
+        let Some(slot) = counts.admit() else {
+            tracing::debug!(remote = %incoming.remote_address(), "QUIC connection refused: listener full");
+            incoming.refuse();
+            continue;
+        };
+        tokio::spawn(serve_connection(incoming, slot, tx.clone()));
     }
     endpoint.close(VarInt::from_u32(crate::code::SHUTTING_DOWN), b"stopped");
 }
 
 async fn serve_connection(
     incoming: quinn::Incoming,
+    mut slot: Slot,
     tx: mpsc::Sender<Result<CarrierStream, io::Error>>,
 ) {
     let remote = incoming.remote_address();
-    let connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await;
+    slot.handshake_ended();
+    let connection = match handshake {
         Ok(Ok(connection)) => connection,
         Ok(Err(error)) => {
             tracing::debug!(%remote, %error, "QUIC handshake failed");

@@ -5,8 +5,11 @@
 //!   [`MAX_MESSAGE_SIZE`] are refused with RESOURCE_EXHAUSTED (grpc-go's code for it).
 //!   HTTP/2 PINGs are answered whatever their rate, with or without calls in flight
 //!   (0.9.0 clients ping every 20 s on idle connections). `LeaseCertificateService` is
-//!   served on the same port when the services carry a CA. TLS handshakes go through
-//!   the shared bounded accept loop (`jumpstarter_shell::accept_loop`).
+//!   served on the same port when the services carry a CA. Connections go through the
+//!   shared bounded accept loop (`jumpstarter_shell::accept_loop`: connection and
+//!   handshake caps, refusals counted); the server applies the port's HTTP/2 limits
+//!   (`jumpstarter_shell::http2_limits`), keepalive PINGs included, so a connection whose
+//!   peer vanished is closed and its streams end.
 //! - [`serve_http`]: plain HTTP `/healthz`, `/readyz` (see [`Readiness`]) and `/metrics`
 //!   (the process's one prometheus-client registry).
 
@@ -16,7 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
-use jumpstarter_shell::accept_loop::{AcceptLimits, TlsIncoming};
+use jumpstarter_shell::accept_loop::{AcceptMetrics, TlsIncoming};
+use jumpstarter_shell::port_limits::PortLimits;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -132,11 +136,14 @@ async fn oversized_is_resource_exhausted(
 }
 
 /// Serves `routes` over TLS on `listener` until `shutdown`, then drains connections.
-/// Connections come through the shared bounded accept loop.
+/// Connections come through the shared bounded accept loop with `limits` (refusals and
+/// counts in `metrics`); the server applies the HTTP/2 limits.
 pub async fn serve_grpc(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     routes: Routes,
+    limits: PortLimits,
+    metrics: Option<AcceptMetrics>,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let addr = listener
@@ -145,16 +152,12 @@ pub async fn serve_grpc(
         .unwrap_or_else(|_| "?".to_owned());
     let incoming = {
         let _span = tracing::info_span!("grpc_accept", %addr).entered();
-        TlsIncoming::start(
-            listener,
-            tls,
-            AcceptLimits::default(),
-            None,
-            shutdown.clone(),
-        )
+        TlsIncoming::start(listener, tls, limits.accept, metrics, shutdown.clone())
     };
     tracing::info!(%addr, "gRPC server listening");
-    let result = tonic::transport::Server::builder()
+    let result = limits
+        .http2
+        .apply(tonic::transport::Server::builder())
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await

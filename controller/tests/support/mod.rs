@@ -86,6 +86,8 @@ impl LoopbackGrpc {
             listener,
             Arc::new(tls),
             routes,
+            jumpstarter_shell::port_limits::PortLimits::default(),
+            None,
             shutdown.clone(),
         ));
         LoopbackGrpc {
