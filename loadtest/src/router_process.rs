@@ -183,11 +183,23 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
     bail!("no free port with a free UDP twin")
 }
 
+/// Public-port limits lifted for the load test: its whole load comes from one host and
+/// shares few connections, so per-source and per-connection caps would measure the caps,
+/// not the service (the Go router ignores these variables).
+const LIFTED_LIMITS: &[(&str, &str)] = &[
+    ("JUMPSTARTER_MAX_CONNECTIONS", "1000000"),
+    ("JUMPSTARTER_MAX_CONNECTIONS_PER_SOURCE", "1000000"),
+    ("JUMPSTARTER_MAX_HANDSHAKES_PER_SOURCE", "1000000"),
+    ("JUMPSTARTER_HTTP2_MAX_CONCURRENT_STREAMS", "1000000"),
+];
+
 /// Starts `command` with no input, its output appended to `log`, warnings-only logging
-/// (`RUST_LOG=warn`, which the Go router ignores), and killed when its handle is dropped.
+/// (`RUST_LOG=warn`, which the Go router ignores), the public-port limits lifted
+/// ([`LIFTED_LIMITS`]), and killed when its handle is dropped.
 pub(crate) fn spawn_logged(command: &mut Command, log: std::fs::File) -> std::io::Result<Child> {
     command
         .env("RUST_LOG", "warn")
+        .envs(LIFTED_LIMITS.iter().copied())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

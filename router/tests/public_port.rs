@@ -39,7 +39,7 @@ const SILENT: usize = 1_000;
 /// The default limits the tests expect (`jumpstarter_shell`'s flag defaults).
 const MAX_CONCURRENT_STREAMS: usize = 100;
 const MAX_LOCAL_ERROR_RESETS: usize = 1_024;
-const MAX_HANDSHAKES_PER_SOURCE: usize = 16;
+const MAX_HANDSHAKES_PER_SOURCE: usize = 32;
 
 /// Every wait of these tests is bounded by this, unless the test promises less.
 const WAIT: Duration = Duration::from_secs(20);

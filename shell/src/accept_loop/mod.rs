@@ -48,10 +48,11 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONCURRENT_HANDSHAKES: usize = 256;
 
 /// TLS handshakes one source may have in flight. Honest peers handshake once per
-/// connection and finish within milliseconds; 16 absorb a reconnect storm of a site behind
-/// one NAT, while a silent peer holds at most 16 of the [`MAX_CONCURRENT_HANDSHAKES`]
-/// slots, each for at most [`HANDSHAKE_TIMEOUT`].
-pub const MAX_HANDSHAKES_PER_SOURCE: usize = 16;
+/// connection and finish within milliseconds; 32 absorb a reconnect storm of a site behind
+/// one NAT (refused peers retry with their backoff), while a silent source holds at most
+/// an eighth of the [`MAX_CONCURRENT_HANDSHAKES`] slots, each for at most
+/// [`HANDSHAKE_TIMEOUT`].
+pub const MAX_HANDSHAKES_PER_SOURCE: usize = 32;
 
 /// Open connections a listener holds. An idle HTTP/2 connection over TLS costs some tens
 /// of KiB; 16,384 keep memory in the hundreds of MiB and stay below common descriptor
