@@ -63,6 +63,10 @@ impl Drop for Port {
 }
 
 async fn serve() -> Port {
+    serve_with(PortLimits::default()).await
+}
+
+async fn serve_with(limits: PortLimits) -> Port {
     let (ca, cert) = support::localhost_pki("public port CA", time::OffsetDateTime::now_utc());
     let server_tls = jumpstarter_certs::server_config(
         cert.credentials(),
@@ -83,7 +87,7 @@ async fn serve() -> Port {
         listener,
         Arc::new(server_tls),
         Routes::new(health),
-        PortLimits::default(),
+        limits,
         Some(metrics.clone()),
         shutdown.clone(),
     ));
@@ -208,25 +212,32 @@ async fn a_peer_that_stops_answering_pings_is_disconnected() {
     );
 }
 
-#[tokio::test]
-async fn one_connection_runs_a_bounded_number_of_streams() {
-    let port = serve().await;
+type H2Connection = tokio::task::JoinHandle<Result<(), h2::Error>>;
+
+/// A raw HTTP/2 client on a new TLS connection; its connection task ends with the
+/// connection.
+async fn h2_client(port: &Port) -> (h2::client::SendRequest<Bytes>, H2Connection) {
     let tls = tls_connect(port.addr, None, port.tls.clone())
         .await
         .expect("TLS connect");
     let (send, connection) = h2::client::handshake(tls).await.expect("h2 handshake");
-    let connection = tokio::spawn(connection);
-    // One complete call: once it is answered, the server's SETTINGS are here.
+    (send, tokio::spawn(connection))
+}
+
+/// Calls `Health/<method>` on `send` and waits for the answer's headers; the request
+/// stream is returned (a Watch goes on).
+async fn h2_call(send: &h2::client::SendRequest<Bytes>, method: &str) -> h2::SendStream<Bytes> {
     let mut ready = timeout(WAIT, send.clone().ready())
         .await
         .expect("ready in time")
         .expect("ready");
-    let request = Request::post("https://localhost/grpc.health.v1.Health/Check")
+    let request = Request::post(format!("https://localhost/grpc.health.v1.Health/{method}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .body(())
         .expect("request");
     let (answer, mut body) = ready.send_request(request, false).expect("send");
+    // An empty HealthCheckRequest: no compression, length 0.
     body.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), true)
         .expect("body");
     let answer = timeout(WAIT, answer)
@@ -234,6 +245,40 @@ async fn one_connection_runs_a_bounded_number_of_streams() {
         .expect("in time")
         .expect("answer");
     assert_eq!(answer.status(), StatusCode::OK);
+    body
+}
+
+#[tokio::test]
+async fn a_connection_without_streams_is_closed_after_the_idle_timeout() {
+    let idle_timeout = Duration::from_secs(1);
+    let mut limits = PortLimits::default();
+    limits.accept.idle_timeout = idle_timeout;
+    let port = serve_with(limits).await;
+    let (idle, idle_connection) = h2_client(&port).await;
+    h2_call(&idle, "Check").await;
+    let (busy, busy_connection) = h2_client(&port).await;
+    let _watch = h2_call(&busy, "Watch").await;
+
+    // The connection whose call ended is closed; the one with a stream open is not.
+    timeout(idle_timeout + WAIT, idle_connection)
+        .await
+        .expect("the idle connection is closed")
+        .expect("connection task")
+        .expect("closed cleanly");
+    tokio::time::sleep(3 * idle_timeout).await;
+    assert!(
+        !busy_connection.is_finished(),
+        "a connection with a stream stays open"
+    );
+    h2_call(&busy, "Check").await;
+}
+
+#[tokio::test]
+async fn one_connection_runs_a_bounded_number_of_streams() {
+    let port = serve().await;
+    let (send, connection) = h2_client(&port).await;
+    // One complete call: once it is answered, the server's SETTINGS are here.
+    h2_call(&send, "Check").await;
     assert_eq!(
         send.current_max_send_streams(),
         usize::try_from(MAX_CONCURRENT_STREAMS).expect("count")

@@ -15,10 +15,13 @@
 //! - keepalive: the server PINGs every interval and closes a connection whose peer does
 //!   not answer within the timeout, ending its streams (an exporter whose host lost power
 //!   or network is noticed within interval + timeout);
-//! - idle timeout: a connection without streams for that long is closed (see
-//!   [`crate::accept_loop`], which enforces it, since tonic has no such knob).
+//! - idle timeout: a connection without streams for that long is closed; tonic has no
+//!   such knob, so the accept loop's connections enforce it (`--idle-timeout`), with the
+//!   request-tracking layer [`Http2Limits::apply`] adds.
 
 use std::time::Duration;
+
+use crate::accept_loop::StreamTracking;
 
 /// Concurrent streams per connection: RFC 9113 (6.5.2) recommends at least 100 so as not
 /// to limit parallelism; a 0.9.0 exporter keeps two long streams (Status, Listen) and a
@@ -115,10 +118,15 @@ impl Default for Http2Limits {
 }
 
 impl Http2Limits {
-    /// `server` with these limits set.
-    pub fn apply<L>(&self, server: tonic::transport::Server<L>) -> tonic::transport::Server<L> {
+    /// `server` with these limits set, and with the layer that tracks requests in flight
+    /// for the accept loop's idle timeout.
+    pub fn apply<L>(
+        &self,
+        server: tonic::transport::Server<L>,
+    ) -> tonic::transport::Server<tower_layer::Stack<StreamTracking, L>> {
         let keepalive = (!self.keepalive_interval.is_zero()).then_some(self.keepalive_interval);
         server
+            .layer(StreamTracking)
             .max_concurrent_streams(self.max_concurrent_streams)
             .http2_max_local_error_reset_streams(Some(self.max_local_error_resets))
             .http2_max_pending_accept_reset_streams(Some(self.max_pending_accept_resets))

@@ -43,6 +43,7 @@ mod tests {
             "--max-handshakes=4",
             "--max-handshakes-per-source=2",
             "--handshake-timeout=3s",
+            "--idle-timeout=0s",
             "--http2-max-concurrent-streams=7",
             "--http2-max-local-error-resets=8",
             "--http2-max-pending-accept-resets=9",
@@ -59,8 +60,9 @@ mod tests {
                 accept.max_handshakes,
                 accept.max_handshakes_per_source,
                 accept.handshake_timeout.as_secs(),
+                accept.idle_timeout.as_secs(),
             ),
-            (10, 5, 4, 2, 3)
+            (10, 5, 4, 2, 3, 0)
         );
         assert_eq!(
             (

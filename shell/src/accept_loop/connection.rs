@@ -11,9 +11,10 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
-use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
+use tonic::transport::server::Connected;
 
 use super::admission::{Admission, Refusal, Source};
+use super::idle::{ConnectionInfo, IdleTimer, Streams};
 use super::metrics::AcceptMetrics;
 
 /// The listener's counts, shared by the loop and every admitted connection.
@@ -100,17 +101,28 @@ impl Drop for Ticket {
     }
 }
 
-/// A handshaken TLS connection of the accept loop; it counts as open until dropped.
+/// A handshaken TLS connection of the accept loop; it counts as open until dropped. With
+/// an idle timeout, it reads end-of-stream once it has had no request in flight for that
+/// long (see [`super::StreamTracking`]).
 #[derive(Debug)]
 pub struct TlsConnection {
     stream: TlsStream<TcpStream>,
+    streams: Streams,
+    idle: Option<IdleTimer>,
     _ticket: Ticket,
 }
 
 impl TlsConnection {
-    pub(crate) fn new(stream: TlsStream<TcpStream>, ticket: Ticket) -> TlsConnection {
+    pub(crate) fn new(
+        stream: TlsStream<TcpStream>,
+        ticket: Ticket,
+        idle_timeout: Option<std::time::Duration>,
+    ) -> TlsConnection {
+        let streams = Streams::new();
         TlsConnection {
             stream,
+            idle: idle_timeout.map(|timeout| IdleTimer::new(streams.clone(), timeout)),
+            streams,
             _ticket: ticket,
         }
     }
@@ -127,7 +139,17 @@ impl AsyncRead for TlsConnection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let this = &mut *self;
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if read.is_pending()
+            && let Some(idle) = &mut this.idle
+            && idle.poll_expired(cx).is_ready()
+        {
+            // End-of-stream: the HTTP/2 server closes the connection.
+            tracing::debug!("closing a connection without streams (idle timeout)");
+            return Poll::Ready(Ok(()));
+        }
+        read
     }
 }
 
@@ -162,9 +184,9 @@ impl AsyncWrite for TlsConnection {
 }
 
 impl Connected for TlsConnection {
-    type ConnectInfo = TlsConnectInfo<TcpConnectInfo>;
+    type ConnectInfo = ConnectionInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        ConnectionInfo::new(self.stream.connect_info(), self.streams.clone())
     }
 }

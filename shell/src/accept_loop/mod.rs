@@ -16,6 +16,7 @@
 
 mod admission;
 mod connection;
+mod idle;
 mod metrics;
 
 use std::net::SocketAddr;
@@ -34,6 +35,7 @@ use tracing::Instrument;
 
 pub use admission::Refusal;
 pub use connection::TlsConnection;
+pub use idle::{ConnectionInfo, StreamTracking, Tracked};
 pub use metrics::AcceptMetrics;
 
 use admission::{Admission, Caps};
@@ -63,6 +65,12 @@ pub const MAX_CONNECTIONS: usize = 16_384;
 /// controller and one per session to a router, so 1,024 serve hundreds of exporters behind
 /// one NAT, while one host cannot take the whole listener.
 pub const MAX_CONNECTIONS_PER_SOURCE: usize = 1_024;
+
+/// How long a connection may go without a request in flight before it is closed: an
+/// abandoned connection holds its slot and a few tens of KiB for at most five minutes,
+/// while clients between calls keep their connection (0.9.0 exporters always have their
+/// Status and Listen streams open).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// Handshaken connections waiting for the HTTP/2 server to pick them up.
 pub const ACCEPTED_QUEUE: usize = 64;
@@ -113,6 +121,15 @@ pub struct AcceptLimits {
         value_parser = crate::duration_flag::parse
     )]
     pub handshake_timeout: Duration,
+    /// How long a connection may go without a call in flight (PINGs do not count) before
+    /// it is closed, as a Go duration; `0s` never closes idle connections.
+    #[arg(
+        long = "idle-timeout",
+        env = "JUMPSTARTER_IDLE_TIMEOUT",
+        default_value = "5m",
+        value_parser = crate::duration_flag::parse
+    )]
+    pub idle_timeout: Duration,
     /// Handshaken connections waiting for the HTTP/2 server (not a flag).
     #[arg(skip = ACCEPTED_QUEUE)]
     pub accepted_queue: usize,
@@ -126,6 +143,7 @@ impl Default for AcceptLimits {
             max_handshakes: MAX_CONCURRENT_HANDSHAKES,
             max_handshakes_per_source: MAX_HANDSHAKES_PER_SOURCE,
             handshake_timeout: HANDSHAKE_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
             accepted_queue: ACCEPTED_QUEUE,
         }
     }
@@ -191,7 +209,10 @@ impl TlsIncoming {
             accept(
                 listener,
                 TlsAcceptor::from(tls),
-                limits.handshake_timeout,
+                Timeouts {
+                    handshake: limits.handshake_timeout,
+                    idle: (!limits.idle_timeout.is_zero()).then_some(limits.idle_timeout),
+                },
                 ledger,
                 tx,
                 stop,
@@ -216,10 +237,17 @@ impl Drop for TlsIncoming {
     }
 }
 
+/// The loop's timeouts: of handshakes, and of connections without streams (if any).
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    handshake: Duration,
+    idle: Option<Duration>,
+}
+
 async fn accept(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    handshake_timeout: Duration,
+    timeouts: Timeouts,
     ledger: Arc<Ledger>,
     accepted: mpsc::Sender<TlsConnection>,
     stop: CancellationToken,
@@ -252,7 +280,7 @@ async fn accept(
                 tcp,
                 ticket,
                 acceptor.clone(),
-                handshake_timeout,
+                timeouts,
                 ledger.clone(),
                 accepted.clone(),
             )
@@ -274,15 +302,16 @@ async fn handshake(
     tcp: TcpStream,
     mut ticket: Ticket,
     acceptor: TlsAcceptor,
-    timeout: Duration,
+    timeouts: Timeouts,
     ledger: Arc<Ledger>,
     accepted: mpsc::Sender<TlsConnection>,
 ) {
-    let failure = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+    let failure = match tokio::time::timeout(timeouts.handshake, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => {
             ticket.handshake_done();
+            let connection = TlsConnection::new(tls, ticket, timeouts.idle);
             // Fails only when the server stopped; the connection is dropped.
-            let _ = accepted.send(TlsConnection::new(tls, ticket)).await;
+            let _ = accepted.send(connection).await;
             return;
         }
         Ok(Err(error)) => {
