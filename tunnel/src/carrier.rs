@@ -634,6 +634,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn connections_over_the_cap_are_refused_and_counted() {
+        let (tls, ca) = pki(&["127.0.0.1"]);
+        let (_reporter, service) = tonic_health::server::health_reporter();
+        let metrics = AcceptMetrics::default();
+        let server = CarrierServer::bind("127.0.0.1:0".parse().unwrap(), tls)
+            .unwrap()
+            .with_limits(1, Http2Limits::default(), Some(metrics.clone()));
+        let addr = server.local_addr().unwrap();
+        let task = tokio::spawn(server.serve(Routes::new(service), std::future::pending()));
+        let connector = || {
+            let client_tls = client_config(vec![ca.cert_der().clone()], None, Vec::new()).unwrap();
+            CarrierConnector::new(&addr.to_string(), "127.0.0.1", client_tls).unwrap()
+        };
+        let first = connector();
+        tokio::time::timeout(WAIT, first.open())
+            .await
+            .expect("in time")
+            .expect("the first connection is admitted");
+        let second = tokio::time::timeout(WAIT, connector().open())
+            .await
+            .expect("in time")
+            .expect_err("the listener is full");
+        assert!(
+            matches!(
+                &second,
+                CarrierError::Handshake {
+                    source: quinn::ConnectionError::ConnectionClosed(close),
+                    ..
+                } if close.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED
+            ),
+            "{second:?}"
+        );
+        assert_eq!(metrics.refusals(Refusal::Connections), 1);
+        // The admitted connection is still served.
+        tokio::time::timeout(WAIT, first.open())
+            .await
+            .expect("in time")
+            .expect("a new stream on the admitted connection");
+        task.abort();
+    }
+
+    #[tokio::test]
     async fn a_server_certificate_for_another_name_is_refused() {
         let (tls, ca) = pki(&["carrier.example"]);
         let (addr, task) = health_server(tls).await;
