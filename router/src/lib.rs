@@ -13,7 +13,7 @@
 //!
 //! Map:
 //! - `pairing`: the sans-IO pairing table (offer, cancel, expire with explicit `now`); its
-//!   default limits are public.
+//!   default limits are public. [`bounds`]: the memory and connection bounds as flags.
 //! - `authentication`: bearer header and token verification, public key bundles.
 //! - `switchboard`: the pairing front-end of h2 and QUIC streams (the `RouterService`
 //!   implementation), `refusal`: why a stream is refused and how each transport hears it.
@@ -29,6 +29,7 @@
 //! can embed the same [`Router`] in its own process.
 
 mod authentication;
+pub mod bounds;
 mod bridge;
 mod metrics;
 pub mod pairing;
@@ -42,6 +43,7 @@ mod switchboard;
 pub mod telemetry;
 
 pub use authentication::{KeyBundleError, public_keys_from_pem};
+pub use pairing::PairLimits;
 pub use quic::{QuicRouter, QuicRouterConfig, QuicSetupError, ResetKey};
 pub use server::{
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_PAIR_TIMEOUT, MAX_MESSAGE_BYTES, Readiness, Router,
