@@ -17,7 +17,7 @@
 
 use jumpstarter_proto::jumpstarter::v1::{FrameType, StreamRequest, StreamResponse};
 use jumpstarter_tunnel::code;
-use std::time::Instant;
+use std::future::Future;
 
 use quinn::{ReadError, RecvStream, SendStream, VarInt, WriteError};
 use tokio_util::sync::CancellationToken;
@@ -26,7 +26,7 @@ use tracing::{debug, info};
 
 use crate::metrics::{Direction, Metrics, Outcome};
 use crate::refusal::Refusal;
-use crate::relay::{Half, Queue, lease_ended};
+use crate::relay::{Half, Queue};
 use crate::side::{CHUNK, Side};
 
 /// How a direction broke.
@@ -41,7 +41,7 @@ enum Break {
 }
 
 /// Relays between the h2 stream `h2` and the QUIC stream `quic` until both directions
-/// ended, one side broke, `stop` is cancelled or `lease_end` passes. `h2_waited` says
+/// ended, one side broke, `stop` is cancelled or `lease_ended` resolves. `h2_waited` says
 /// which stream arrived first, for the direction labels of the byte counters. Returns
 /// whether both directions ended normally.
 pub(crate) async fn run(
@@ -50,7 +50,7 @@ pub(crate) async fn run(
     h2_waited: bool,
     metrics: &Metrics,
     stop: &CancellationToken,
-    lease_end: Option<Instant>,
+    lease_ended: impl Future<Output = ()>,
 ) -> bool {
     let (mut inbound, outbound, verdict) = h2.into_parts();
     let Side { send, recv } = quic;
@@ -67,7 +67,7 @@ pub(crate) async fn run(
         tokio::select! {
             result = futures::future::try_join(up, down) => result.map(|_| ()),
             () = stop.cancelled() => Err(Break::Shutdown),
-            () = lease_ended(lease_end) => Err(Break::LeaseEnded),
+            () = lease_ended => Err(Break::LeaseEnded),
         }
     };
     let (h2_status, quic_code, h2_outcome) = match ended {

@@ -18,7 +18,8 @@
 //! - `switchboard`: the pairing front-end of h2 and QUIC streams (the `RouterService`
 //!   implementation), `refusal`: why a stream is refused and how each transport hears it.
 //! - `relay` (h2 ↔ h2), `bridge` (h2 ↔ QUIC), `splice` (QUIC ↔ QUIC): the relays of
-//!   a pair; `side`: a QUIC stream, its chunk size and its refusal.
+//!   a pair; `side`: a QUIC stream, its chunk size and its refusal; `lease_clock`: when
+//!   each lease ends, from the newest router token seen, so pairs end with their lease.
 //! - `server`: [`Router`], [`RouterConfig`], the TLS accept loop and graceful shutdown.
 //! - `quic`: [`QuicRouter`], the QUIC listener beside the h2 one: mutual-TLS admission by
 //!   lease certificate, raw session streams paired by lease and session id, [`ResetKey`].
@@ -31,6 +32,7 @@
 mod authentication;
 pub mod bounds;
 mod bridge;
+mod lease_clock;
 mod metrics;
 pub mod pairing;
 mod quic;

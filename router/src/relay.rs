@@ -14,9 +14,9 @@
 //! both RPCs end: that side with its own error, the other with CANCELLED "peer went away".
 //! When the lease ends (the router token's `lease_end`), both end with PERMISSION_DENIED.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures::Stream;
 use jumpstarter_proto::jumpstarter::v1::{StreamRequest, StreamResponse};
@@ -118,22 +118,14 @@ impl Half {
     }
 }
 
-/// Resolves at `lease_end`, never without one.
-pub(crate) async fn lease_ended(lease_end: Option<Instant>) {
-    match lease_end {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Relays between `waiting` (the stream that arrived first) and `arriving` until both
-/// directions end, one side breaks, `stop` is cancelled or `lease_end` passes.
+/// directions end, one side breaks, `stop` is cancelled or `lease_ended` resolves.
 pub(crate) async fn run(
     waiting: Half,
     arriving: Half,
     metrics: &Metrics,
     stop: &CancellationToken,
-    lease_end: Option<Instant>,
+    lease_ended: impl Future<Output = ()>,
 ) {
     let Half {
         inbound: mut waiting_in,
@@ -163,7 +155,7 @@ pub(crate) async fn run(
     let ended = tokio::select! {
         result = futures::future::try_join(forward, backward) => result.map(|_| ()),
         () = stop.cancelled() => Err(Break::Shutdown),
-        () = lease_ended(lease_end) => Err(Break::LeaseEnded),
+        () = lease_ended => Err(Break::LeaseEnded),
     };
 
     let (waiting_status, arriving_status, waiting_outcome, arriving_outcome) = match ended {

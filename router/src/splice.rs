@@ -3,7 +3,7 @@
 //! router token end at the token's `lease_end` (both reset with [`code::LEASE_ENDED`]);
 //! the others end with their connection at the lease certificate's end.
 
-use std::time::Instant;
+use std::future::Future;
 
 use jumpstarter_tunnel::code;
 use quinn::{ReadError, RecvStream, SendStream, VarInt, WriteError};
@@ -11,17 +11,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::QuicMetrics;
 use crate::refusal::Refusal;
-use crate::relay::lease_ended;
 use crate::side::{CHUNK, Side, refuse};
 
-/// Relays both ways until both directions ended (or `stop` fires, or `lease_end` passes);
+/// Relays both ways until both directions ended (or `stop` fires, or `lease_ended` resolves);
 /// returns whether both directions ended with a FIN.
 pub(crate) async fn run(
     client: Side,
     exporter: Side,
     metrics: &QuicMetrics,
     stop: &CancellationToken,
-    lease_end: Option<Instant>,
+    lease_ended: impl Future<Output = ()>,
 ) -> bool {
     let Side {
         send: mut client_send,
@@ -47,7 +46,7 @@ pub(crate) async fn run(
         tokio::select! {
             (up, down) = async { tokio::join!(upstream, downstream) } => Some(up && down),
             () = stop.cancelled() => Some(false),
-            () = lease_ended(lease_end) => None,
+            () = lease_ended => None,
         }
     };
     match ended {

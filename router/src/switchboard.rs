@@ -22,6 +22,7 @@
 //! it comes from there.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::authentication::authenticate;
 use crate::bridge;
+use crate::lease_clock::LeaseClock;
 use crate::metrics::QuicMetrics;
 use crate::metrics::{Metrics, Outcome};
 use crate::pairing::{DEFAULT_PAIR_QUEUE_BYTES, Limits, Offer, PairLimits, PairingTable, Ticket};
@@ -73,6 +75,8 @@ struct Shared {
     queue_frames: usize,
     /// Cancelled when live relays must stop (the drain period is over).
     stop_relays: CancellationToken,
+    /// When each lease ends, by the newest token seen (streams only).
+    leases: LeaseClock,
     state: Mutex<State>,
 }
 
@@ -197,6 +201,7 @@ impl Switchboard {
                 keys,
                 queue_frames,
                 stop_relays,
+                leases: LeaseClock::default(),
                 state: Mutex::new(State {
                     table: PairingTable::new(limits),
                     waiters: HashMap::new(),
@@ -346,7 +351,7 @@ impl Switchboard {
                     return self.refused(peer, Refusal::PeerGone);
                 };
                 info!("paired");
-                self.spawn_relay(waiter.peer, peer);
+                self.spawn_relay(lease, waiter.peer, peer);
                 let _ = waiter.wake.send(Ok(()));
                 Arrival::Paired
             }
@@ -411,15 +416,18 @@ impl Switchboard {
         drop(guard);
     }
 
-    fn spawn_relay(&self, waiting: Peer, arriving: Peer) {
+    /// Relays a new pair of `lease` until it ends, at the latest when the lease does.
+    fn spawn_relay(&self, lease: &str, waiting: Peer, arriving: Peer) {
         let shared = self.shared.clone();
         let lease_end = earliest(waiting.lease_end(), arriving.lease_end());
+        let lease = lease.to_owned();
         if let Kind::Streams(metrics) = &shared.kind {
             metrics.pair_started();
         }
         tokio::spawn(
             async move {
                 let stop = &shared.stop_relays;
+                let lease_end = shared.leases.ended(&lease, lease_end);
                 // Invariant: h2 peers only reach a streams switchboard (the RouterService
                 // of a sessions switchboard refuses them), so the `Kind::Streams` matches
                 // below always hold when an h2 peer is paired.
@@ -438,8 +446,7 @@ impl Switchboard {
                         },
                     ) => {
                         if let Kind::Streams(metrics) = &shared.kind {
-                            let ends = (stop, lease_end);
-                            bridged(h2, side, true, metrics, &quic, ends).await;
+                            bridged(h2, side, true, metrics, &quic, (stop, lease_end)).await;
                         }
                     }
                     (
@@ -451,8 +458,7 @@ impl Switchboard {
                         Peer::H2 { half: h2, .. },
                     ) => {
                         if let Kind::Streams(metrics) = &shared.kind {
-                            let ends = (stop, lease_end);
-                            bridged(h2, side, false, metrics, &quic, ends).await;
+                            bridged(h2, side, false, metrics, &quic, (stop, lease_end)).await;
                         }
                     }
                     (
@@ -536,7 +542,7 @@ impl Switchboard {
             side,
             role,
             metrics,
-            lease_end: claims.lease_end.map(|end| now + remaining(end)),
+            lease_end: self.lease_end(&claims, now),
         };
         let arrival = self.arrive(lease, &claims.sub, peer, token_expiry, now);
         self.park_quic(arrival, connection).instrument(span).await;
@@ -568,6 +574,15 @@ impl Switchboard {
         self.park_quic(arrival, connection).await;
     }
 
+    /// When the lease of verified `claims` ends, if they say; the lease clock learns it.
+    fn lease_end(&self, claims: &Claims, now: Instant) -> Option<Instant> {
+        let end = now + remaining(claims.lease_end?);
+        if let Some(lease) = &claims.lease {
+            self.shared.leases.observe(lease, claims.iat, end, now);
+        }
+        Some(end)
+    }
+
     /// An h2 stream with verified `claims`: paired, refused, or parked until either.
     async fn open(
         &self,
@@ -581,7 +596,7 @@ impl Switchboard {
         let peer = Peer::H2 {
             half,
             role: claims.role.map(role_of),
-            lease_end: claims.lease_end.map(|end| now + remaining(end)),
+            lease_end: self.lease_end(claims, now),
         };
         // Tokens of 0.9.0's layout name no lease: they share one allowance.
         let lease = claims.lease.as_deref().unwrap_or("-");
@@ -614,7 +629,7 @@ async fn bridged(
     h2_waited: bool,
     metrics: &Metrics,
     quic: &QuicMetrics,
-    (stop, lease_end): (&CancellationToken, Option<Instant>),
+    (stop, lease_end): (&CancellationToken, impl Future<Output = ()>),
 ) {
     quic.pair_started();
     let ok = bridge::run(h2, side, h2_waited, metrics, stop, lease_end).await;
@@ -627,7 +642,7 @@ async fn spliced(
     (a, a_role): (Side, Role),
     (b, b_role): (Side, Role),
     quic: &QuicMetrics,
-    (stop, lease_end): (&CancellationToken, Option<Instant>),
+    (stop, lease_end): (&CancellationToken, impl Future<Output = ()>),
 ) {
     if a_role == b_role {
         info!(role = %a_role, "refused: both streams of the session hold the same role");

@@ -4,7 +4,8 @@
 //! streams on each of 10 connections, each sent 1.2 MB, leave the router process's RSS
 //! bounded; one lease cannot fill the pending table; two h2 streams of the same role do
 //! not pair; an h2 pair queues a bounded number of bytes for a reader that does not read;
-//! an h2 session ends at its lease's end. Every wait is bounded.
+//! an h2 session ends at its lease's end (or later, when a newer token of the lease says the
+//! lease was extended). Every wait is bounded.
 
 mod support;
 
@@ -301,6 +302,58 @@ async fn an_h2_session_ends_within_seconds_of_its_lease_end() {
         .err()
         .expect("refused");
     assert_eq!(refused.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn an_h2_session_outlives_its_token_lease_end_when_a_newer_token_extends_the_lease() {
+    let router = support::start(|_| {}).await;
+    let now = OffsetDateTime::now_utc();
+    let tokens = router.token_pair(
+        "first",
+        "lab/lease-1",
+        Some(now + time::Duration::seconds(3)),
+    );
+    let client_header = format!("Bearer {}", tokens.client);
+    let exporter_header = format!("Bearer {}", tokens.exporter);
+    let mut client_channel = router.client().await;
+    let mut exporter_channel = router.client().await;
+    let (client, exporter) = timeout(
+        WAIT,
+        futures::future::join(
+            open(&mut client_channel, Some(&client_header), 4),
+            open(&mut exporter_channel, Some(&exporter_header), 4),
+        ),
+    )
+    .await
+    .expect("pairing in time");
+    let client = client.expect("client");
+    let mut exporter = exporter.expect("exporter");
+
+    // The lease is extended; a later Dial's token, with the new end, reaches the router.
+    let extended = router.token_pair(
+        "second",
+        "lab/lease-1",
+        Some(now + time::Duration::minutes(10)),
+    );
+    let header = format!("Bearer {}", extended.client);
+    let mut channel = router.client().await;
+    let _waiting = tokio::spawn(async move { open(&mut channel, Some(&header), 4).await });
+    assert!(
+        eventually(WAIT, || router.metric("router_pending_streams") >= 1.0).await,
+        "the newer token arrived"
+    );
+
+    // Past the first token's lease end, the first pair still relays.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    send(&client.tx, frame(FrameType::Data, b"after".to_vec())).await;
+    assert_eq!(
+        recv(&mut exporter.rx)
+            .await
+            .expect("still relaying")
+            .expect("frame")
+            .payload,
+        b"after"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
