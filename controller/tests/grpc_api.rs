@@ -697,7 +697,7 @@ async fn leases_are_created_read_listed_and_released() {
 }
 
 #[tokio::test]
-async fn dial_hands_the_same_router_token_to_client_and_exporter() {
+async fn dial_hands_client_and_exporter_one_router_token_each_for_the_same_stream() {
     let h = Harness::start("grpc-dial").await;
     let [alice, bob] = h.clients_named(["alice", "bob"]).await;
     let exp = h.exporter("exp1", &[("board", "mock")]).await;

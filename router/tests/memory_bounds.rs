@@ -278,7 +278,7 @@ async fn an_h2_session_ends_within_seconds_of_its_lease_end() {
         let ended = timeout(Duration::from_secs(10), rx.message())
             .await
             .unwrap_or_else(|_| panic!("the {side}'s stream still runs 7 s after the lease end"));
-        let status = ended.err().expect("ended with an error status");
+        let status = ended.expect_err("ended with an error status");
         assert_eq!(status.code(), Code::PermissionDenied, "{side}: {status:?}");
         assert_eq!(status.message(), "the lease ended");
     }
@@ -464,7 +464,7 @@ async fn quic_connections_beyond_the_cap_are_refused_and_established_ones_go_on(
         now + time::Duration::hours(1),
     );
     let refused = router.connect(third).await;
-    let error = refused.err().expect("a third connection is refused");
+    let error = refused.expect_err("a third connection is refused");
     assert!(
         format!("{error:?}").contains("CONNECTION_REFUSED"),
         "{error:?}"
