@@ -697,7 +697,7 @@ async fn leases_are_created_read_listed_and_released() {
 }
 
 #[tokio::test]
-async fn dial_hands_the_same_router_token_to_client_and_exporter() {
+async fn dial_hands_client_and_exporter_one_router_token_each_for_the_same_stream() {
     let h = Harness::start("grpc-dial").await;
     let [alice, bob] = h.clients_named(["alice", "bob"]).await;
     let exp = h.exporter("exp1", &[("board", "mock")]).await;
@@ -761,7 +761,6 @@ async fn dial_hands_the_same_router_token_to_client_and_exporter() {
         .expect("ok")
         .expect("message");
     assert_eq!(heard.router_endpoint, dialed.router_endpoint);
-    assert_eq!(heard.router_token, dialed.router_token);
     let claims = jumpstarter_token::router::verify(
         std::slice::from_ref(h.router_key.verifying_key()),
         &dialed.router_token,
@@ -772,6 +771,18 @@ async fn dial_hands_the_same_router_token_to_client_and_exporter() {
         claims.lease.as_deref(),
         Some(format!("{}/l1", h.namespace).as_str())
     );
+    // One token per side of the same stream: the router pairs only opposite roles.
+    let heard_claims = jumpstarter_token::router::verify(
+        std::slice::from_ref(h.router_key.verifying_key()),
+        &heard.router_token,
+        OffsetDateTime::now_utc(),
+    )
+    .expect("the exporter's router token verifies");
+    assert_eq!(heard_claims.sub, claims.sub);
+    use jumpstarter_token::router::StreamRole;
+    assert_eq!(claims.role, Some(StreamRole::Client));
+    assert_eq!(heard_claims.role, Some(StreamRole::Exporter));
+    assert_eq!(heard_claims.lease_end, claims.lease_end);
     let second = api
         .dial(call(dial("l1"), &alice))
         .await

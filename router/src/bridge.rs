@@ -12,18 +12,21 @@
 //!
 //! and back: bytes become `DATA` frames of at most [`CHUNK`] bytes, a FIN becomes an empty
 //! `GOAWAY` frame. The h2 RPC ends with OK once both directions ended; if either side fails,
-//! the other is told (`CANCELLED "peer went away"` on h2, [`code::PEER_GONE`] on QUIC).
+//! the other is told (`CANCELLED "peer went away"` on h2, [`code::PEER_GONE`] on QUIC). At
+//! the lease's end both are ended ([`Refusal::LeaseEnded`]).
 
 use jumpstarter_proto::jumpstarter::v1::{FrameType, StreamRequest, StreamResponse};
 use jumpstarter_tunnel::code;
+use std::future::Future;
+
 use quinn::{ReadError, RecvStream, SendStream, VarInt, WriteError};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 use tracing::{debug, info};
 
 use crate::metrics::{Direction, Metrics, Outcome};
-use crate::relay::Half;
+use crate::refusal::Refusal;
+use crate::relay::{Half, Queue};
 use crate::side::{CHUNK, Side};
 
 /// How a direction broke.
@@ -34,18 +37,20 @@ enum Break {
     /// The QUIC side reset its stream or its connection ended.
     Quic(VarInt),
     Shutdown,
+    LeaseEnded,
 }
 
 /// Relays between the h2 stream `h2` and the QUIC stream `quic` until both directions
-/// ended, one side broke, or `stop` is cancelled. `h2_waited` says which stream arrived
-/// first, for the direction labels of the byte counters. Returns whether both directions
-/// ended normally.
+/// ended, one side broke, `stop` is cancelled or `lease_ended` resolves. `h2_waited` says
+/// which stream arrived first, for the direction labels of the byte counters. Returns
+/// whether both directions ended normally.
 pub(crate) async fn run(
     h2: Half,
     quic: Side,
     h2_waited: bool,
     metrics: &Metrics,
     stop: &CancellationToken,
+    lease_ended: impl Future<Output = ()>,
 ) -> bool {
     let (mut inbound, outbound, verdict) = h2.into_parts();
     let Side { send, recv } = quic;
@@ -62,6 +67,7 @@ pub(crate) async fn run(
         tokio::select! {
             result = futures::future::try_join(up, down) => result.map(|_| ()),
             () = stop.cancelled() => Err(Break::Shutdown),
+            () = lease_ended => Err(Break::LeaseEnded),
         }
     };
     let (h2_status, quic_code, h2_outcome) = match ended {
@@ -77,6 +83,11 @@ pub(crate) async fn run(
                 code::SHUTTING_DOWN,
                 Outcome::ShuttingDown,
             )
+        }
+        Err(Break::LeaseEnded) => {
+            info!("relay stopped: the lease ended");
+            let refusal = Refusal::LeaseEnded;
+            (refusal.status(), refusal.code(), Outcome::LeaseEnded)
         }
         Err(Break::H2(status)) => {
             info!(code = ?status.code(), "relay ended by the h2 side: {}", status.message());
@@ -158,7 +169,7 @@ async fn h2_to_quic(
 /// QUIC bytes → h2 `DATA` frames, until FIN (then an empty GOAWAY frame).
 async fn quic_to_h2(
     from: &mut RecvStream,
-    to: &mpsc::Sender<StreamResponse>,
+    to: &Queue,
     direction: Direction,
     metrics: &Metrics,
 ) -> Result<(), Break> {

@@ -13,12 +13,13 @@
 //!
 //! Map:
 //! - `pairing`: the sans-IO pairing table (offer, cancel, expire with explicit `now`); its
-//!   default limits are public.
+//!   default limits are public. [`bounds`]: the memory and connection bounds as flags.
 //! - `authentication`: bearer header and token verification, public key bundles.
 //! - `switchboard`: the pairing front-end of h2 and QUIC streams (the `RouterService`
 //!   implementation), `refusal`: why a stream is refused and how each transport hears it.
 //! - `relay` (h2 ↔ h2), `bridge` (h2 ↔ QUIC), `splice` (QUIC ↔ QUIC): the relays of
-//!   a pair; `side`: a QUIC stream, its chunk size and its refusal.
+//!   a pair; `side`: a QUIC stream, its chunk size and its refusal; `lease_clock`: when
+//!   each lease ends, from the newest router token seen, so pairs end with their lease.
 //! - `server`: [`Router`], [`RouterConfig`], the TLS accept loop and graceful shutdown.
 //! - `quic`: [`QuicRouter`], the QUIC listener beside the h2 one: mutual-TLS admission by
 //!   lease certificate, raw session streams paired by lease and session id, [`ResetKey`].
@@ -29,7 +30,9 @@
 //! can embed the same [`Router`] in its own process.
 
 mod authentication;
+pub mod bounds;
 mod bridge;
+mod lease_clock;
 mod metrics;
 pub mod pairing;
 mod quic;
@@ -42,6 +45,7 @@ mod switchboard;
 pub mod telemetry;
 
 pub use authentication::{KeyBundleError, public_keys_from_pem};
+pub use pairing::PairLimits;
 pub use quic::{QuicRouter, QuicRouterConfig, QuicSetupError, ResetKey};
 pub use server::{
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_PAIR_TIMEOUT, MAX_MESSAGE_BYTES, Readiness, Router,

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use jumpstarter_certs::{ClientAuth, TlsCredentials, server_config};
+use jumpstarter_router::bounds::BoundsArgs;
 use jumpstarter_router::telemetry::Probe;
 use jumpstarter_router::{DEFAULT_DRAIN_TIMEOUT, DEFAULT_PAIR_TIMEOUT};
 use jumpstarter_router::{
@@ -98,6 +99,8 @@ struct Cli {
     )]
     metrics_listen: SocketAddr,
     #[command(flatten)]
+    bounds: BoundsArgs,
+    #[command(flatten)]
     log: LogArgs,
     #[command(flatten)]
     limits: jumpstarter_shell::port_limits::PortLimits,
@@ -146,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
 
     let mut registry = Registry::with_prefix("jumpstarter");
     let router = Router::new(config, &mut registry);
+    router.set_pair_limits(cli.bounds.pair_limits());
     let quic = match (cli.quic_listen, &cli.client_ca) {
         (Some(addr), Some(client_ca)) => {
             let roots = CertificateDer::pem_slice_iter(read(client_ca)?.as_bytes())
@@ -164,6 +168,7 @@ async fn main() -> anyhow::Result<()> {
             quic_config.max_pending = cli.max_pending;
             quic_config.max_remembered = cli.max_remembered;
             quic_config.drain_timeout = cli.drain_timeout.0;
+            cli.bounds.apply_quic(&mut quic_config);
             let mut quic = QuicRouter::bind(quic_config, addr, &mut registry)
                 .with_context(|| format!("starting the QUIC listener on {addr}"))?;
             // QUIC sessions carrying a router token pair with 0.9.0 h2 streams.

@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 
 use jumpstarter_shell::metrics_registrar::Registrar;
 
-use crate::refusal::Refusal;
+use crate::refusal::{Intake, Refusal};
 
 /// Label for counters split by a low-cardinality reason.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -47,6 +47,8 @@ pub(crate) enum Outcome {
     Unauthenticated,
     /// The router shut down.
     ShuttingDown,
+    /// The lease ended (the router token's `lease_end`).
+    LeaseEnded,
 }
 
 impl Outcome {
@@ -58,6 +60,7 @@ impl Outcome {
             Outcome::CancelledWaiting => "cancelled_waiting",
             Outcome::Unauthenticated => "unauthenticated",
             Outcome::ShuttingDown => "shutting_down",
+            Outcome::LeaseEnded => "lease_ended",
         }
     }
 }
@@ -194,6 +197,8 @@ pub(crate) struct QuicMetrics {
     pairing_timeouts: Counter,
     renewals: Family<OutcomeLabel, Counter>,
     expired_connections: Counter,
+    connection_attempts: Family<OutcomeLabel, Counter>,
+    unvalidated_handshakes: Gauge,
 }
 
 impl QuicMetrics {
@@ -225,7 +230,28 @@ impl QuicMetrics {
                 "expired_connections",
                 "Connections closed because their lease certificate ended without a renewal",
             ),
+            connection_attempts: r.add(
+                "connection_attempts",
+                "Connection attempts before their handshake: accepted, asked to validate their \
+                 address (retry), or refused (refused_too_many_connections)",
+            ),
+            unvalidated_handshakes: r.add(
+                "unvalidated_handshakes",
+                "Handshakes in flight from peers whose address is not validated",
+            ),
         }
+    }
+
+    pub(crate) fn connection_attempt(&self, intake: Intake) {
+        self.connection_attempts
+            .get_or_create(&OutcomeLabel {
+                outcome: intake.label(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn unvalidated_handshakes(&self, count: usize) {
+        set_count(&self.unvalidated_handshakes, count);
     }
 
     pub(crate) fn renewal(&self, outcome: &'static str) {

@@ -6,7 +6,9 @@
 //!
 //! State, all bounded:
 //! - *pending*: at most one waiting arrival per stream id, at most
-//!   [`Limits::max_pending`] in total, each with a deadline of `now + pair_timeout`;
+//!   [`Limits::max_pending`] in total and [`PairingTable::max_pending_per_lease`] per lease
+//!   (so that the parties of one lease cannot fill the table and lock out every other
+//!   lease), each with a deadline of `now + pair_timeout`;
 //! - *remembered*: stream ids that were paired, kept until their token expires so that a
 //!   replayed token cannot open a second pair. At most [`Limits::max_remembered`]
 //!   entries; beyond that the entry whose token expires first is forgotten (and counted in
@@ -21,9 +23,40 @@ use std::time::{Duration, Instant};
 /// leases a lab runs at once and still small in memory.
 pub const DEFAULT_MAX_PENDING: usize = 10_000;
 
+/// Default number of streams of one lease that may wait for a peer at the same time. A
+/// 0.9.0 client dials once per connection it opens to the exporter, a QUIC peer opens one
+/// stream per session, at most 256 at once on one connection (the router's
+/// `max_sessions_per_connection`); a lease needs far fewer waiting at the same moment, and
+/// 256 keeps any one lease to a fortieth of [`DEFAULT_MAX_PENDING`].
+pub const DEFAULT_MAX_PENDING_PER_LEASE: usize = 256;
+
 /// Default number of paired stream ids remembered against replay. Tokens live 30 minutes;
 /// 100 000 entries (a few MiB) cover more than 50 new pairs per second for that long.
 pub const DEFAULT_MAX_REMEMBERED: usize = 100_000;
+
+/// Default payload bytes queued per direction of an h2 pair for a reader that does not
+/// keep up (on top of the frame-count bound). 0.9.0 peers send at most 64 KiB per frame, so
+/// this is what sixteen such frames held before; a peer sending 4 MiB messages no longer
+/// parks 64 MiB per direction. HTTP/2 flow-control windows come on top.
+pub const DEFAULT_PAIR_QUEUE_BYTES: usize = 1024 * 1024;
+
+/// Limits of pairing per lease and per pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PairLimits {
+    /// Streams of one lease that may wait for a peer at once; beyond, RESOURCE_EXHAUSTED.
+    pub max_pending_per_lease: usize,
+    /// Payload bytes queued per direction of an h2 pair.
+    pub pair_queue_bytes: usize,
+}
+
+impl Default for PairLimits {
+    fn default() -> Self {
+        PairLimits {
+            max_pending_per_lease: DEFAULT_MAX_PENDING_PER_LEASE,
+            pair_queue_bytes: DEFAULT_PAIR_QUEUE_BYTES,
+        }
+    }
+}
 
 /// Identifies one arrival that waits for its peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -49,6 +82,9 @@ pub(crate) enum Rejection {
     /// The router holds as many waiting streams as it allows.
     #[error("too many streams are waiting for a peer (limit {limit})")]
     TooManyPending { limit: usize },
+    /// The router holds as many waiting streams of this lease as it allows.
+    #[error("too many streams of lease {lease} are waiting for a peer (limit {limit})")]
+    TooManyPendingForLease { lease: String, limit: usize },
 }
 
 /// A waiting arrival whose deadline passed without a peer.
@@ -83,6 +119,9 @@ impl Default for Limits {
 #[derive(Debug)]
 pub(crate) struct PairingTable {
     limits: Limits,
+    max_pending_per_lease: usize,
+    /// Lease → its arrivals waiting (entries leave at zero).
+    pending_per_lease: HashMap<String, usize>,
     next_ticket: u64,
     /// Stream id → the arrival waiting on it.
     pending: HashMap<String, Waiting>,
@@ -100,6 +139,7 @@ pub(crate) struct PairingTable {
 #[derive(Debug)]
 struct Waiting {
     ticket: Ticket,
+    lease: String,
     deadline: Instant,
     token_expiry: Instant,
 }
@@ -109,6 +149,8 @@ impl PairingTable {
     pub(crate) fn new(limits: Limits) -> Self {
         PairingTable {
             limits,
+            max_pending_per_lease: DEFAULT_MAX_PENDING_PER_LEASE,
+            pending_per_lease: HashMap::new(),
             next_ticket: 0,
             pending: HashMap::new(),
             tickets: HashMap::new(),
@@ -124,11 +166,22 @@ impl PairingTable {
         self.limits
     }
 
-    /// An arrival for `stream_id`, whose token is valid until `token_expiry`.
+    /// Waiting arrivals of one lease, at most (at least one).
+    pub(crate) fn set_max_pending_per_lease(&mut self, max: usize) {
+        self.max_pending_per_lease = max.max(1);
+    }
+
+    /// An arrival for `stream_id` of `lease`, whose token is valid until `token_expiry`.
     ///
     /// A waiting arrival stays pairable until [`PairingTable::expire`] or
     /// [`PairingTable::cancel`] removes it, even if its deadline has passed.
-    pub(crate) fn offer(&mut self, stream_id: &str, token_expiry: Instant, now: Instant) -> Offer {
+    pub(crate) fn offer(
+        &mut self,
+        lease: &str,
+        stream_id: &str,
+        token_expiry: Instant,
+        now: Instant,
+    ) -> Offer {
         self.forget_expired(now);
         if self.remembered.contains_key(stream_id) {
             return Offer::Reject(Rejection::AlreadyPaired {
@@ -138,6 +191,7 @@ impl PairingTable {
         if let Some(waiting) = self.pending.remove(stream_id) {
             self.tickets.remove(&waiting.ticket);
             self.deadlines.remove(&(waiting.deadline, waiting.ticket));
+            self.release_lease_slot(&waiting.lease);
             self.remember(stream_id, waiting.token_expiry.max(token_expiry));
             return Offer::Paired {
                 waiting: waiting.ticket,
@@ -148,6 +202,14 @@ impl PairingTable {
                 limit: self.limits.max_pending,
             });
         }
+        let of_lease = self.pending_per_lease.get(lease).copied().unwrap_or(0);
+        if of_lease >= self.max_pending_per_lease {
+            return Offer::Reject(Rejection::TooManyPendingForLease {
+                lease: lease.to_owned(),
+                limit: self.max_pending_per_lease,
+            });
+        }
+        *self.pending_per_lease.entry(lease.to_owned()).or_insert(0) += 1;
         let ticket = Ticket(self.next_ticket);
         self.next_ticket += 1;
         let deadline = now + self.limits.pair_timeout;
@@ -155,6 +217,7 @@ impl PairingTable {
             stream_id.to_owned(),
             Waiting {
                 ticket,
+                lease: lease.to_owned(),
                 deadline,
                 token_expiry,
             },
@@ -172,6 +235,7 @@ impl PairingTable {
         };
         if let Some(waiting) = self.pending.remove(&stream_id) {
             self.deadlines.remove(&(waiting.deadline, waiting.ticket));
+            self.release_lease_slot(&waiting.lease);
         }
         true
     }
@@ -187,7 +251,9 @@ impl PairingTable {
             }
             self.deadlines.pop_first();
             if let Some(stream_id) = self.tickets.remove(&ticket) {
-                self.pending.remove(&stream_id);
+                if let Some(waiting) = self.pending.remove(&stream_id) {
+                    self.release_lease_slot(&waiting.lease);
+                }
                 expired.push(Expired { ticket, stream_id });
             }
         }
@@ -218,6 +284,16 @@ impl PairingTable {
     /// Remembered stream ids forgotten early because the memory was full.
     pub(crate) fn evictions(&self) -> u64 {
         self.evictions
+    }
+
+    /// One waiting arrival of `lease` left the table.
+    fn release_lease_slot(&mut self, lease: &str) {
+        if let Some(count) = self.pending_per_lease.get_mut(lease) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.pending_per_lease.remove(lease);
+            }
+        }
     }
 
     fn remember(&mut self, stream_id: &str, until: Instant) {
@@ -257,6 +333,7 @@ mod tests {
 
     const TIMEOUT: Duration = Duration::from_secs(30);
     const TOKEN: Duration = Duration::from_secs(1800);
+    const LEASE: &str = "lab/lease-1";
 
     fn table(max_pending: usize, max_remembered: usize) -> PairingTable {
         PairingTable::new(Limits {
@@ -277,19 +354,19 @@ mod tests {
     fn second_arrival_pairs_with_the_first_and_a_third_is_refused() {
         let t0 = Instant::now();
         let mut table = table(10, 10);
-        let first = table.offer("s1", t0 + TOKEN, t0);
+        let first = table.offer(LEASE, "s1", t0 + TOKEN, t0);
         let Offer::Wait { ticket, deadline } = first else {
             panic!("expected Wait, got {first:?}");
         };
         assert_eq!(deadline, t0 + TIMEOUT);
         assert_eq!(table.pending_len(), 1);
         assert_eq!(
-            table.offer("s1", t0 + TOKEN, t0 + Duration::from_secs(1)),
+            table.offer(LEASE, "s1", t0 + TOKEN, t0 + Duration::from_secs(1)),
             Offer::Paired { waiting: ticket }
         );
         assert_eq!(table.pending_len(), 0);
         assert_eq!(
-            table.offer("s1", t0 + TOKEN, t0 + Duration::from_secs(2)),
+            table.offer(LEASE, "s1", t0 + TOKEN, t0 + Duration::from_secs(2)),
             Offer::Reject(Rejection::AlreadyPaired {
                 stream_id: "s1".into()
             })
@@ -304,18 +381,18 @@ mod tests {
         let t0 = Instant::now();
         let mut table = table(10, 10);
         let expiry = t0 + Duration::from_secs(60);
-        wait_ticket(table.offer("s1", expiry, t0));
+        wait_ticket(table.offer(LEASE, "s1", expiry, t0));
         assert!(matches!(
-            table.offer("s1", expiry, t0),
+            table.offer(LEASE, "s1", expiry, t0),
             Offer::Paired { .. }
         ));
         assert!(matches!(
-            table.offer("s1", expiry, expiry - Duration::from_millis(1)),
+            table.offer(LEASE, "s1", expiry, expiry - Duration::from_millis(1)),
             Offer::Reject(Rejection::AlreadyPaired { .. })
         ));
         // After the token's expiry the router would refuse the token itself; the table
         // forgets the id.
-        wait_ticket(table.offer("s1", expiry, expiry));
+        wait_ticket(table.offer(LEASE, "s1", expiry, expiry));
         assert_eq!(table.remembered_len(), 0);
     }
 
@@ -323,8 +400,8 @@ mod tests {
     fn waiting_arrivals_expire_at_their_deadline() {
         let t0 = Instant::now();
         let mut table = table(10, 10);
-        let a = wait_ticket(table.offer("a", t0 + TOKEN, t0));
-        let b = wait_ticket(table.offer("b", t0 + TOKEN, t0 + Duration::from_secs(5)));
+        let a = wait_ticket(table.offer(LEASE, "a", t0 + TOKEN, t0));
+        let b = wait_ticket(table.offer(LEASE, "b", t0 + TOKEN, t0 + Duration::from_secs(5)));
         assert_eq!(table.next_deadline(), Some(t0 + TIMEOUT));
         assert!(
             table
@@ -347,37 +424,66 @@ mod tests {
         );
         assert_eq!(table.pending_len(), 0);
         // An expired id was never paired: a new arrival waits again.
-        wait_ticket(table.offer("a", t0 + TOKEN, t0 + Duration::from_secs(61)));
+        wait_ticket(table.offer(LEASE, "a", t0 + TOKEN, t0 + Duration::from_secs(61)));
     }
 
     #[test]
     fn cancel_withdraws_a_waiting_arrival() {
         let t0 = Instant::now();
         let mut table = table(10, 10);
-        let a = wait_ticket(table.offer("a", t0 + TOKEN, t0));
+        let a = wait_ticket(table.offer(LEASE, "a", t0 + TOKEN, t0));
         assert!(table.cancel(a));
         assert!(!table.cancel(a));
         assert_eq!(table.pending_len(), 0);
         assert!(table.expire(t0 + TIMEOUT).is_empty());
-        wait_ticket(table.offer("a", t0 + TOKEN, t0));
+        wait_ticket(table.offer(LEASE, "a", t0 + TOKEN, t0));
     }
 
     #[test]
     fn pending_is_bounded_per_router() {
         let t0 = Instant::now();
         let mut table = table(2, 10);
-        wait_ticket(table.offer("a", t0 + TOKEN, t0));
-        wait_ticket(table.offer("b", t0 + TOKEN, t0));
+        wait_ticket(table.offer(LEASE, "a", t0 + TOKEN, t0));
+        wait_ticket(table.offer(LEASE, "b", t0 + TOKEN, t0));
         assert_eq!(
-            table.offer("c", t0 + TOKEN, t0),
+            table.offer(LEASE, "c", t0 + TOKEN, t0),
             Offer::Reject(Rejection::TooManyPending { limit: 2 })
         );
         // A peer for a waiting id still pairs when the table is full.
         assert!(matches!(
-            table.offer("a", t0 + TOKEN, t0),
+            table.offer(LEASE, "a", t0 + TOKEN, t0),
             Offer::Paired { .. }
         ));
-        wait_ticket(table.offer("c", t0 + TOKEN, t0));
+        wait_ticket(table.offer(LEASE, "c", t0 + TOKEN, t0));
+    }
+
+    #[test]
+    fn pending_is_bounded_per_lease_and_other_leases_still_wait() {
+        let t0 = Instant::now();
+        let mut table = table(10, 10);
+        table.set_max_pending_per_lease(2);
+        wait_ticket(table.offer("lab/a", "a1", t0 + TOKEN, t0));
+        let a2 = wait_ticket(table.offer("lab/a", "a2", t0 + TOKEN, t0));
+        assert_eq!(
+            table.offer("lab/a", "a3", t0 + TOKEN, t0),
+            Offer::Reject(Rejection::TooManyPendingForLease {
+                lease: "lab/a".into(),
+                limit: 2
+            })
+        );
+        // Another lease waits, and a peer of a waiting stream of the full lease pairs.
+        wait_ticket(table.offer("lab/b", "b1", t0 + TOKEN, t0));
+        assert!(matches!(
+            table.offer("lab/a", "a1", t0 + TOKEN, t0),
+            Offer::Paired { .. }
+        ));
+        // Pairing, cancelling and expiring give the slots back.
+        wait_ticket(table.offer("lab/a", "a3", t0 + TOKEN, t0));
+        assert!(table.cancel(a2));
+        wait_ticket(table.offer("lab/a", "a4", t0 + TOKEN, t0));
+        assert_eq!(table.expire(t0 + TIMEOUT).len(), 3);
+        wait_ticket(table.offer("lab/a", "a5", t0 + TOKEN, t0 + TIMEOUT));
+        wait_ticket(table.offer("lab/a", "a6", t0 + TOKEN, t0 + TIMEOUT));
     }
 
     #[test]
@@ -386,16 +492,19 @@ mod tests {
         let mut table = table(10, 2);
         for (id, secs) in [("x", 300), ("y", 100), ("z", 200)] {
             let expiry = t0 + Duration::from_secs(secs);
-            wait_ticket(table.offer(id, expiry, t0));
-            assert!(matches!(table.offer(id, expiry, t0), Offer::Paired { .. }));
+            wait_ticket(table.offer(LEASE, id, expiry, t0));
+            assert!(matches!(
+                table.offer(LEASE, id, expiry, t0),
+                Offer::Paired { .. }
+            ));
         }
         assert_eq!(table.remembered_len(), 2);
         assert_eq!(table.evictions(), 1);
         // "y" expired first, so it was evicted; "x" and "z" are still refused.
-        wait_ticket(table.offer("y", t0 + TOKEN, t0));
+        wait_ticket(table.offer(LEASE, "y", t0 + TOKEN, t0));
         for id in ["x", "z"] {
             assert!(matches!(
-                table.offer(id, t0 + TOKEN, t0),
+                table.offer(LEASE, id, t0 + TOKEN, t0),
                 Offer::Reject(Rejection::AlreadyPaired { .. })
             ));
         }
@@ -442,7 +551,7 @@ mod tests {
                         let expiry = now + Duration::from_secs(token_secs);
                         let waiting_for_id = waiting.iter().find(|(_, (w, _, _))| *w == id).map(|(t, _)| *t);
                         let still_paired = paired.get(&id).is_some_and(|until| *until > now);
-                        match table.offer(&id, expiry, now) {
+                        match table.offer(LEASE, &id, expiry, now) {
                             Offer::Wait { ticket, deadline } => {
                                 prop_assert!(waiting_for_id.is_none());
                                 prop_assert!(!still_paired);
@@ -467,6 +576,10 @@ mod tests {
                                 prop_assert_eq!(limit, max_pending);
                                 prop_assert_eq!(waiting.len(), max_pending);
                                 prop_assert!(waiting_for_id.is_none());
+                            }
+                            Offer::Reject(Rejection::TooManyPendingForLease { limit, .. }) => {
+                                // One lease, whose limit is above the table's: never.
+                                prop_assert!(false, "refused per lease (limit {})", limit);
                             }
                         }
                     }

@@ -1,5 +1,6 @@
 //! Why the router refuses a stream or session, and how each transport hears it: one
-//! function each for the metric label, the QUIC reset code and the gRPC status.
+//! function each for the metric label, the QUIC reset code and the gRPC status. Also what
+//! becomes of a QUIC connection attempt ([`Intake`]), as a metric label.
 
 use std::time::Duration;
 
@@ -20,15 +21,22 @@ pub(crate) enum Refusal {
     /// The router holds as many waiting streams as it allows.
     #[error("too many streams are waiting for a peer (limit {limit})")]
     TooManyPending { limit: usize },
+    /// The router holds as many waiting streams of this lease as it allows.
+    #[error("too many streams of lease {lease} are waiting for a peer (limit {limit})")]
+    TooManyPendingForLease { lease: String, limit: usize },
     /// No peer arrived within the pairing timeout.
     #[error("no peer arrived for stream {stream_id} within {}", seconds(*.timeout))]
     TimedOut {
         stream_id: String,
         timeout: Duration,
     },
-    /// Both streams of a session hold the same role (QUIC only: h2 streams have no role).
+    /// Both streams of a session hold the same role (QUIC: the certificate's role; h2: the
+    /// router token's `role` claim).
     #[error("both streams of the session hold the same role")]
     SameRole,
+    /// The lease of the stream ended (the router token's `lease_end` claim).
+    #[error("the lease ended")]
+    LeaseEnded,
     /// The waiting peer vanished from the table (an invariant broke).
     #[error("the waiting peer is gone")]
     PeerGone,
@@ -46,6 +54,9 @@ impl From<Rejection> for Refusal {
         match rejection {
             Rejection::AlreadyPaired { stream_id } => Refusal::AlreadyPaired { stream_id },
             Rejection::TooManyPending { limit } => Refusal::TooManyPending { limit },
+            Rejection::TooManyPendingForLease { lease, limit } => {
+                Refusal::TooManyPendingForLease { lease, limit }
+            }
         }
     }
 }
@@ -57,8 +68,10 @@ impl Refusal {
             Refusal::ShuttingDown => "shutting_down",
             Refusal::AlreadyPaired { .. } => "already_paired",
             Refusal::TooManyPending { .. } => "too_many_pending",
+            Refusal::TooManyPendingForLease { .. } => "too_many_pending_for_lease",
             Refusal::TimedOut { .. } => "timed_out",
             Refusal::SameRole => "same_role",
+            Refusal::LeaseEnded => "lease_ended",
             Refusal::PeerGone => "peer_gone",
             Refusal::BadToken => "bad_token",
             Refusal::BadHeader => "bad_header",
@@ -70,9 +83,12 @@ impl Refusal {
         match self {
             Refusal::ShuttingDown => code::SHUTTING_DOWN,
             Refusal::AlreadyPaired { .. } => code::ALREADY_PAIRED,
-            Refusal::TooManyPending { .. } => code::TOO_MANY_PENDING,
+            Refusal::TooManyPending { .. } | Refusal::TooManyPendingForLease { .. } => {
+                code::TOO_MANY_PENDING
+            }
             Refusal::TimedOut { .. } => code::PAIR_TIMEOUT,
             Refusal::SameRole => code::SAME_ROLE,
+            Refusal::LeaseEnded => code::LEASE_ENDED,
             Refusal::PeerGone => code::PEER_GONE,
             Refusal::BadToken => code::BAD_TOKEN,
             Refusal::BadHeader => code::BAD_HEADER,
@@ -85,12 +101,39 @@ impl Refusal {
         match self {
             Refusal::ShuttingDown => Status::unavailable(message),
             Refusal::AlreadyPaired { .. } => Status::already_exists(message),
-            Refusal::TooManyPending { .. } => Status::resource_exhausted(message),
+            Refusal::TooManyPending { .. } | Refusal::TooManyPendingForLease { .. } => {
+                Status::resource_exhausted(message)
+            }
             Refusal::TimedOut { .. } => Status::deadline_exceeded(message),
             Refusal::SameRole => Status::failed_precondition(message),
+            Refusal::LeaseEnded => Status::permission_denied(message),
             Refusal::PeerGone => Status::internal(message),
             Refusal::BadToken => Status::unauthenticated(message),
             Refusal::BadHeader => Status::invalid_argument(message),
+        }
+    }
+}
+
+/// What became of a QUIC connection attempt before its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Intake {
+    /// Handshake started.
+    Accepted,
+    /// Asked to prove its address first (a QUIC Retry): too many handshakes from
+    /// unvalidated addresses are in flight.
+    Retried,
+    /// Refused (QUIC `CONNECTION_REFUSED`): the listener holds as many connections as it
+    /// allows.
+    TooManyConnections,
+}
+
+impl Intake {
+    /// The `outcome` label of the connection-attempt counter.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Intake::Accepted => "accepted",
+            Intake::Retried => "retry",
+            Intake::TooManyConnections => "refused_too_many_connections",
         }
     }
 }
@@ -142,5 +185,29 @@ mod tests {
 
         assert_eq!(Refusal::PeerGone.status().code(), tonic::Code::Internal);
         assert_eq!(Refusal::SameRole.code(), code::SAME_ROLE);
+        assert_eq!(
+            Refusal::SameRole.status().code(),
+            tonic::Code::FailedPrecondition
+        );
+
+        let lease_full = Refusal::from(Rejection::TooManyPendingForLease {
+            lease: "lab/l1".into(),
+            limit: 2,
+        });
+        assert_eq!(lease_full.label(), "too_many_pending_for_lease");
+        assert_eq!(lease_full.code(), code::TOO_MANY_PENDING);
+        assert_eq!(lease_full.status().code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            lease_full.status().message(),
+            "too many streams of lease lab/l1 are waiting for a peer (limit 2)"
+        );
+
+        assert_eq!(Refusal::LeaseEnded.label(), "lease_ended");
+        assert_eq!(Refusal::LeaseEnded.code(), code::LEASE_ENDED);
+        assert_eq!(
+            Refusal::LeaseEnded.status().code(),
+            tonic::Code::PermissionDenied
+        );
+        assert_eq!(Intake::Retried.label(), "retry");
     }
 }

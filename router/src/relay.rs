@@ -1,25 +1,32 @@
 //! Relaying frames between the two streams of a pair.
 //!
 //! Each stream is a [`Half`]: its inbound request stream, the sending end of its bounded
-//! outbound queue, and a slot for its final status. One task per pair runs two pumps,
+//! outbound [`Queue`], and a slot for its final status. One task per pair runs two pumps,
 //! one per direction. A pump moves frames verbatim (payload and frame type, never
 //! inspected) and waits when the receiving side's queue is full, so a slow reader slows
-//! its sender through HTTP/2 flow control instead of growing a buffer.
+//! its sender through HTTP/2 flow control instead of growing a buffer. A queue is bounded
+//! in frames and in payload bytes: a frame takes its size from the queue's byte budget
+//! until its caller's response stream takes it out (a frame larger than the whole budget
+//! takes all of it, so it waits for an empty queue).
 //!
 //! Ending, as 0.9.0 does it: an end-of-stream on one side stops only that direction; the
 //! two RPCs end with OK once both directions have ended. If a side fails or goes away,
 //! both RPCs end: that side with its own error, the other with CANCELLED "peer went away".
+//! When the lease ends (the router token's `lease_end`), both end with PERMISSION_DENIED.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::Stream;
 use jumpstarter_proto::jumpstarter::v1::{StreamRequest, StreamResponse};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status, Streaming};
 use tracing::{debug, info};
 
 use crate::metrics::{Direction, Metrics, Outcome};
+use crate::refusal::Refusal;
 
 /// The response stream tonic sends to one peer.
 pub(crate) type Outbound = Pin<Box<dyn Stream<Item = Result<StreamResponse, Status>> + Send>>;
@@ -28,44 +35,97 @@ pub(crate) type Outbound = Pin<Box<dyn Stream<Item = Result<StreamResponse, Stat
 #[derive(Debug)]
 pub(crate) struct Half {
     inbound: Streaming<StreamRequest>,
-    outbound: mpsc::Sender<StreamResponse>,
+    outbound: Queue,
     verdict: oneshot::Sender<Status>,
+}
+
+/// The frames waiting for one caller to read them, bounded in count and in payload bytes.
+#[derive(Debug)]
+pub(crate) struct Queue {
+    frames: mpsc::Sender<Queued>,
+    /// Payload bytes the queue may still take.
+    budget: Arc<Semaphore>,
+    /// The whole budget: what one frame takes at most.
+    limit: u32,
+}
+
+/// A queued frame and its share of the byte budget, given back when the caller takes it.
+#[derive(Debug)]
+struct Queued {
+    frame: StreamResponse,
+    _bytes: OwnedSemaphorePermit,
+}
+
+/// The caller of a queue stopped reading for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Closed;
+
+impl Queue {
+    /// Queues `frame`; waits while the queue is full (in frames or bytes).
+    pub(crate) async fn send(&self, frame: StreamResponse) -> Result<(), Closed> {
+        let size = u32::try_from(frame.payload.len()).unwrap_or(u32::MAX);
+        let bytes = tokio::select! {
+            bytes = self.budget.clone().acquire_many_owned(size.min(self.limit)) => {
+                // The semaphore is never closed.
+                bytes.map_err(|_| Closed)?
+            }
+            () = self.frames.closed() => return Err(Closed),
+        };
+        self.frames
+            .send(Queued {
+                frame,
+                _bytes: bytes,
+            })
+            .await
+            .map_err(|_| Closed)
+    }
+
+    /// Resolves when the caller stopped reading for good.
+    pub(crate) async fn closed(&self) {
+        self.frames.closed().await;
+    }
 }
 
 impl Half {
     /// Wraps an inbound stream; returns the half and the response stream for its caller.
-    /// `queue` is the number of frames that may wait for the caller to read them.
-    pub(crate) fn new(inbound: Streaming<StreamRequest>, queue: usize) -> (Half, Outbound) {
-        let (outbound, frames) = mpsc::channel(queue.max(1));
+    /// `frames` frames and `bytes` payload bytes (at least one frame) may wait for the
+    /// caller to read them.
+    pub(crate) fn new(
+        inbound: Streaming<StreamRequest>,
+        frames: usize,
+        bytes: usize,
+    ) -> (Half, Outbound) {
+        let (sender, receiver) = mpsc::channel(frames.max(1));
+        let limit = u32::try_from(bytes).unwrap_or(u32::MAX).max(1);
+        let outbound = Queue {
+            frames: sender,
+            budget: Arc::new(Semaphore::new(limit as usize)),
+            limit,
+        };
         let (verdict, final_status) = oneshot::channel();
         let half = Half {
             inbound,
             outbound,
             verdict,
         };
-        (half, outbound_stream(frames, final_status))
+        (half, outbound_stream(receiver, final_status))
     }
 
     /// The inbound stream, the outbound queue and the final-status slot, for relays that
     /// drive a half themselves (the h2↔QUIC bridge).
-    pub(crate) fn into_parts(
-        self,
-    ) -> (
-        Streaming<StreamRequest>,
-        mpsc::Sender<StreamResponse>,
-        oneshot::Sender<Status>,
-    ) {
+    pub(crate) fn into_parts(self) -> (Streaming<StreamRequest>, Queue, oneshot::Sender<Status>) {
         (self.inbound, self.outbound, self.verdict)
     }
 }
 
 /// Relays between `waiting` (the stream that arrived first) and `arriving` until both
-/// directions end, one side breaks, or `stop` is cancelled.
+/// directions end, one side breaks, `stop` is cancelled or `lease_ended` resolves.
 pub(crate) async fn run(
     waiting: Half,
     arriving: Half,
     metrics: &Metrics,
     stop: &CancellationToken,
+    lease_ended: impl Future<Output = ()>,
 ) {
     let Half {
         inbound: mut waiting_in,
@@ -95,6 +155,7 @@ pub(crate) async fn run(
     let ended = tokio::select! {
         result = futures::future::try_join(forward, backward) => result.map(|_| ()),
         () = stop.cancelled() => Err(Break::Shutdown),
+        () = lease_ended => Err(Break::LeaseEnded),
     };
 
     let (waiting_status, arriving_status, waiting_outcome, arriving_outcome) = match ended {
@@ -113,6 +174,11 @@ pub(crate) async fn run(
                 Outcome::ShuttingDown,
                 Outcome::ShuttingDown,
             )
+        }
+        Err(Break::LeaseEnded) => {
+            info!("relay stopped: the lease ended");
+            let status = || Refusal::LeaseEnded.status();
+            (status(), status(), Outcome::LeaseEnded, Outcome::LeaseEnded)
         }
         Err(Break::Side { side, status }) => {
             info!(
@@ -159,13 +225,14 @@ enum Break {
         status: Status,
     },
     Shutdown,
+    LeaseEnded,
 }
 
 /// Moves frames from `from` (the stream of `side`) to the other side's queue `to` until
 /// `from` ends. Fails when `from` errors or the other side stops reading for good.
 async fn pump(
     from: &mut Streaming<StreamRequest>,
-    to: &mpsc::Sender<StreamResponse>,
+    to: &Queue,
     side: Side,
     direction: Direction,
     metrics: &Metrics,
@@ -220,9 +287,9 @@ fn inbound_failure(status: Status) -> Status {
 }
 
 /// The frames queued for one caller, then its final status if the relay set one (none
-/// means OK).
+/// means OK). A frame gives its bytes back to the queue's budget as it is taken.
 fn outbound_stream(
-    frames: mpsc::Receiver<StreamResponse>,
+    frames: mpsc::Receiver<Queued>,
     final_status: oneshot::Receiver<Status>,
 ) -> Outbound {
     Box::pin(futures::stream::unfold(
@@ -230,7 +297,7 @@ fn outbound_stream(
         |state| async move {
             let (mut frames, final_status) = state?;
             match frames.recv().await {
-                Some(frame) => Some((Ok(frame), Some((frames, final_status)))),
+                Some(Queued { frame, .. }) => Some((Ok(frame), Some((frames, final_status)))),
                 None => match final_status.await {
                     Ok(status) => Some((Err(status), None)),
                     Err(_) => None,

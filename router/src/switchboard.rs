@@ -13,10 +13,16 @@
 //! - *sessions*, keyed by lease and session id: QUIC sessions without a router token (or
 //!   on a QUIC listener that does not pair with h2), counted in the [`QuicMetrics`].
 //!
+//! Pairing rules beyond the table's: two streams pair only if they hold different roles
+//! (a QUIC stream's role is its certificate's, an h2 stream's the router token's `role`
+//! claim; tokens without one pair as in 0.9.0), and a pair ends at its lease's end when
+//! its router token names one (`lease_end`).
+//!
 //! Every refusal is a [`Refusal`]; what an h2 caller, a QUIC stream and the metrics see of
 //! it comes from there.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -24,6 +30,7 @@ use jumpstarter_certs::Role;
 use jumpstarter_proto::jumpstarter::v1::StreamRequest;
 use jumpstarter_proto::jumpstarter::v1::router_service_server::RouterService;
 use jumpstarter_token::VerifyingKey;
+use jumpstarter_token::router::{Claims, StreamRole};
 use jumpstarter_tunnel::code;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
@@ -33,9 +40,10 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::authentication::authenticate;
 use crate::bridge;
+use crate::lease_clock::LeaseClock;
 use crate::metrics::QuicMetrics;
 use crate::metrics::{Metrics, Outcome};
-use crate::pairing::{Limits, Offer, PairingTable, Ticket};
+use crate::pairing::{DEFAULT_PAIR_QUEUE_BYTES, Limits, Offer, PairLimits, PairingTable, Ticket};
 use crate::refusal::Refusal;
 use crate::relay::{self, Half, Outbound};
 use crate::side::{Side, refuse};
@@ -67,6 +75,8 @@ struct Shared {
     queue_frames: usize,
     /// Cancelled when live relays must stop (the drain period is over).
     stop_relays: CancellationToken,
+    /// When each lease ends, by the newest token seen (streams only).
+    leases: LeaseClock,
     state: Mutex<State>,
 }
 
@@ -75,6 +85,8 @@ struct State {
     table: PairingTable,
     waiters: HashMap<Ticket, Waiter>,
     closed: bool,
+    /// Payload bytes queued per direction of an h2 stream.
+    queue_bytes: usize,
 }
 
 /// What became of a new arrival.
@@ -100,13 +112,52 @@ struct Waiter {
 #[derive(Debug)]
 enum Peer {
     /// A 0.9.0 `RouterService.Stream`.
-    H2(Half),
+    H2 {
+        half: Half,
+        /// The router token's `role`, if it has one.
+        role: Option<Role>,
+        /// The router token's `lease_end`, if it has one.
+        lease_end: Option<Instant>,
+    },
     /// A QUIC session stream.
     Quic {
         side: Side,
         role: Role,
         metrics: QuicMetrics,
+        /// The router token's `lease_end` (sessions paired by token only).
+        lease_end: Option<Instant>,
     },
+}
+
+impl Peer {
+    fn role(&self) -> Option<Role> {
+        match self {
+            Peer::H2 { role, .. } => *role,
+            Peer::Quic { role, .. } => Some(*role),
+        }
+    }
+
+    fn lease_end(&self) -> Option<Instant> {
+        match self {
+            Peer::H2 { lease_end, .. } | Peer::Quic { lease_end, .. } => *lease_end,
+        }
+    }
+}
+
+/// The certificate role a token's `role` claim stands for.
+fn role_of(role: StreamRole) -> Role {
+    match role {
+        StreamRole::Client => Role::Client,
+        StreamRole::Exporter => Role::Exporter,
+    }
+}
+
+/// The earlier of two optional instants (`None` is never).
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 impl Switchboard {
@@ -150,10 +201,12 @@ impl Switchboard {
                 keys,
                 queue_frames,
                 stop_relays,
+                leases: LeaseClock::default(),
                 state: Mutex::new(State {
                     table: PairingTable::new(limits),
                     waiters: HashMap::new(),
                     closed: false,
+                    queue_bytes: DEFAULT_PAIR_QUEUE_BYTES,
                 }),
             }),
         }
@@ -175,6 +228,15 @@ impl Switchboard {
         for waiter in waiters {
             self.end(waiter, Refusal::ShuttingDown);
         }
+    }
+
+    /// Applies the per-lease and per-pair limits to arrivals from now on.
+    pub(crate) fn set_pair_limits(&self, limits: PairLimits) {
+        let mut state = self.lock();
+        state
+            .table
+            .set_max_pending_per_lease(limits.max_pending_per_lease);
+        state.queue_bytes = limits.pair_queue_bytes;
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -244,28 +306,34 @@ impl Switchboard {
         }
     }
 
-    /// Offers a new arrival to the table and acts on the answer, under the lock.
-    fn arrive(&self, key: &str, peer: Peer, token_expiry: Instant, now: Instant) -> Arrival {
+    /// Offers a new arrival of `lease` to the table and acts on the answer, under the lock.
+    fn arrive(
+        &self,
+        lease: &str,
+        key: &str,
+        peer: Peer,
+        token_expiry: Instant,
+        now: Instant,
+    ) -> Arrival {
+        if peer.lease_end().is_some_and(|end| end <= now) {
+            info!("refused: the lease ended");
+            return self.refused(peer, Refusal::LeaseEnded);
+        }
         let mut state = self.lock();
         if state.closed {
             drop(state);
             return self.refused(peer, Refusal::ShuttingDown);
         }
-        if let (Kind::Sessions(_), Peer::Quic { role, .. }) = (&self.shared.kind, &peer)
+        if let Some(role) = peer.role()
             && let Some(waiting) = state.table.waiting(key)
-            && let Some(Waiter {
-                peer: Peer::Quic {
-                    role: waiting_role, ..
-                },
-                ..
-            }) = state.waiters.get(&waiting)
-            && waiting_role == role
+            && let Some(waiter) = state.waiters.get(&waiting)
+            && waiter.peer.role() == Some(role)
         {
             drop(state);
             info!(role = %role, "refused: a stream of the same role already waits");
             return self.refused(peer, Refusal::SameRole);
         }
-        let offer = state.table.offer(key, token_expiry, now);
+        let offer = state.table.offer(lease, key, token_expiry, now);
         self.update_gauges(&state);
         match offer {
             Offer::Reject(rejection) => {
@@ -283,7 +351,7 @@ impl Switchboard {
                     return self.refused(peer, Refusal::PeerGone);
                 };
                 info!("paired");
-                self.spawn_relay(waiter.peer, peer);
+                self.spawn_relay(lease, waiter.peer, peer);
                 let _ = waiter.wake.send(Ok(()));
                 Arrival::Paired
             }
@@ -348,25 +416,29 @@ impl Switchboard {
         drop(guard);
     }
 
-    fn spawn_relay(&self, waiting: Peer, arriving: Peer) {
+    /// Relays a new pair of `lease` until it ends, at the latest when the lease does.
+    fn spawn_relay(&self, lease: &str, waiting: Peer, arriving: Peer) {
         let shared = self.shared.clone();
+        let lease_end = earliest(waiting.lease_end(), arriving.lease_end());
+        let lease = lease.to_owned();
         if let Kind::Streams(metrics) = &shared.kind {
             metrics.pair_started();
         }
         tokio::spawn(
             async move {
                 let stop = &shared.stop_relays;
+                let lease_end = shared.leases.ended(&lease, lease_end);
                 // Invariant: h2 peers only reach a streams switchboard (the RouterService
                 // of a sessions switchboard refuses them), so the `Kind::Streams` matches
                 // below always hold when an h2 peer is paired.
                 match (waiting, arriving) {
-                    (Peer::H2(waiting), Peer::H2(arriving)) => {
+                    (Peer::H2 { half: waiting, .. }, Peer::H2 { half: arriving, .. }) => {
                         if let Kind::Streams(metrics) = &shared.kind {
-                            relay::run(waiting, arriving, metrics, stop).await;
+                            relay::run(waiting, arriving, metrics, stop, lease_end).await;
                         }
                     }
                     (
-                        Peer::H2(h2),
+                        Peer::H2 { half: h2, .. },
                         Peer::Quic {
                             side,
                             metrics: quic,
@@ -374,7 +446,7 @@ impl Switchboard {
                         },
                     ) => {
                         if let Kind::Streams(metrics) = &shared.kind {
-                            bridged(h2, side, true, metrics, &quic, stop).await;
+                            bridged(h2, side, true, metrics, &quic, (stop, lease_end)).await;
                         }
                     }
                     (
@@ -383,10 +455,10 @@ impl Switchboard {
                             metrics: quic,
                             ..
                         },
-                        Peer::H2(h2),
+                        Peer::H2 { half: h2, .. },
                     ) => {
                         if let Kind::Streams(metrics) = &shared.kind {
-                            bridged(h2, side, false, metrics, &quic, stop).await;
+                            bridged(h2, side, false, metrics, &quic, (stop, lease_end)).await;
                         }
                     }
                     (
@@ -394,13 +466,14 @@ impl Switchboard {
                             side: a,
                             role: a_role,
                             metrics: quic,
+                            ..
                         },
                         Peer::Quic {
                             side: b,
                             role: b_role,
                             ..
                         },
-                    ) => spliced((a, a_role), (b, b_role), &quic, stop).await,
+                    ) => spliced((a, a_role), (b, b_role), &quic, (stop, lease_end)).await,
                 }
                 if let Kind::Streams(metrics) = &shared.kind {
                     metrics.pair_ended();
@@ -451,6 +524,17 @@ impl Switchboard {
             refuse_session(side, &metrics, &Refusal::BadToken);
             return;
         }
+        if let Some(token_role) = claims.role.map(role_of)
+            && token_role != role
+        {
+            info!(
+                %token_role,
+                "session refused: the router token is for another role than the certificate"
+            );
+            h2_metrics.auth_failed("role_mismatch");
+            refuse_session(side, &metrics, &Refusal::BadToken);
+            return;
+        }
         let now = Instant::now();
         let token_expiry = now + remaining(claims.exp);
         let span = info_span!("stream", stream_id = %claims.sub, lease, transport = "quic");
@@ -458,17 +542,19 @@ impl Switchboard {
             side,
             role,
             metrics,
+            lease_end: self.lease_end(&claims, now),
         };
-        let arrival = self.arrive(&claims.sub, peer, token_expiry, now);
+        let arrival = self.arrive(lease, &claims.sub, peer, token_expiry, now);
         self.park_quic(arrival, connection).instrument(span).await;
     }
 
     /// Pairs a QUIC session stream by `key` (`namespace/lease/uid/session`) with the stream
     /// of the other role, or parks it until that one comes, its deadline passes or
     /// `connection` closes. The key is remembered as paired until `remember_until` (the
-    /// certificate's end).
+    /// certificate's end). `lease` (`namespace/lease/uid`) is what the per-lease limit counts.
     pub(crate) async fn arrive_quic_session(
         &self,
+        lease: &str,
         key: &str,
         role: Role,
         side: Side,
@@ -482,22 +568,39 @@ impl Switchboard {
             side,
             role,
             metrics: metrics.clone(),
+            lease_end: None,
         };
-        let arrival = self.arrive(key, peer, remember_until, Instant::now());
+        let arrival = self.arrive(lease, key, peer, remember_until, Instant::now());
         self.park_quic(arrival, connection).await;
     }
 
-    /// An authenticated h2 stream: paired, refused, or parked until either.
+    /// When the lease of verified `claims` ends, if they say; the lease clock learns it.
+    fn lease_end(&self, claims: &Claims, now: Instant) -> Option<Instant> {
+        let end = now + remaining(claims.lease_end?);
+        if let Some(lease) = &claims.lease {
+            self.shared.leases.observe(lease, claims.iat, end, now);
+        }
+        Some(end)
+    }
+
+    /// An h2 stream with verified `claims`: paired, refused, or parked until either.
     async fn open(
         &self,
-        stream_id: String,
-        token_exp: i64,
+        claims: &Claims,
         inbound: Streaming<StreamRequest>,
     ) -> Result<Outbound, Status> {
-        let (half, outbound) = Half::new(inbound, self.shared.queue_frames);
+        let queue_bytes = self.lock().queue_bytes;
+        let (half, outbound) = Half::new(inbound, self.shared.queue_frames, queue_bytes);
         let now = Instant::now();
-        let token_expiry = now + remaining(token_exp);
-        match self.arrive(&stream_id, Peer::H2(half), token_expiry, now) {
+        let token_expiry = now + remaining(claims.exp);
+        let peer = Peer::H2 {
+            half,
+            role: claims.role.map(role_of),
+            lease_end: self.lease_end(claims, now),
+        };
+        // Tokens of 0.9.0's layout name no lease: they share one allowance.
+        let lease = claims.lease.as_deref().unwrap_or("-");
+        match self.arrive(lease, &claims.sub, peer, token_expiry, now) {
             Arrival::Refused(refusal) => Err(refusal.status()),
             Arrival::Paired => Ok(outbound),
             Arrival::Waiting {
@@ -526,10 +629,10 @@ async fn bridged(
     h2_waited: bool,
     metrics: &Metrics,
     quic: &QuicMetrics,
-    stop: &CancellationToken,
+    (stop, lease_end): (&CancellationToken, impl Future<Output = ()>),
 ) {
     quic.pair_started();
-    let ok = bridge::run(h2, side, h2_waited, metrics, stop).await;
+    let ok = bridge::run(h2, side, h2_waited, metrics, stop, lease_end).await;
     quic.pair_ended();
     quic.session_ended(if ok { "completed" } else { "broken" });
 }
@@ -539,7 +642,7 @@ async fn spliced(
     (a, a_role): (Side, Role),
     (b, b_role): (Side, Role),
     quic: &QuicMetrics,
-    stop: &CancellationToken,
+    (stop, lease_end): (&CancellationToken, impl Future<Output = ()>),
 ) {
     if a_role == b_role {
         info!(role = %a_role, "refused: both streams of the session hold the same role");
@@ -556,7 +659,7 @@ async fn spliced(
         (b, a)
     };
     quic.pair_started();
-    let ok = splice::run(client, exporter, quic, stop).await;
+    let ok = splice::run(client, exporter, quic, stop, lease_end).await;
     quic.pair_ended();
     let outcome = if ok { "completed" } else { "broken" };
     // Two streams per pair.
@@ -608,10 +711,19 @@ impl RouterService for Switchboard {
             lease = claims.lease.as_deref().unwrap_or("-"),
         );
         let inbound = request.into_inner();
-        self.open(claims.sub, claims.exp, inbound)
+        self.open(&claims, inbound)
             .instrument(span)
             .await
             .map(Response::new)
+    }
+}
+
+impl crate::Router {
+    /// Applies per-lease and per-pair limits to the h2 streams of this router (and to the
+    /// QUIC sessions that pair with them by router token); [`PairLimits::default`] applies
+    /// until then.
+    pub fn set_pair_limits(&self, limits: PairLimits) {
+        self.switchboard().set_pair_limits(limits);
     }
 }
 

@@ -3,8 +3,18 @@
 //!
 //! Claims keep 0.9.0's layout — `iss` = [`ISSUER`], `aud` = [[`AUDIENCE`]], `sub` = the
 //! stream id both peers pair on, `iat`, `nbf`, `exp`, `jti` — plus `lease`
-//! (`<namespace>/<lease>`) for logs and metrics. The same token goes to both peers.
-//! Expiry is checked when a stream opens; a running stream outlives its token.
+//! (`<namespace>/<lease>`) for logs, metrics and per-lease limits. [`mint`] gives one token
+//! for both peers, as 0.9.0 does. [`mint_pair`] adds two claims:
+//! - `role` (`client` or `exporter`): one token per side of a stream (the client gets its
+//!   own in the `DialResponse`, the exporter its own in the `ListenResponse`), and the
+//!   router pairs a stream only with one of the other role. 0.9.0 peers treat the token as
+//!   opaque and send nothing but `authorization` to the router, so the role can only come
+//!   from the token; tokens without it pair as in 0.9.0.
+//! - `lease_end` (Unix seconds): when the lease ends, as the controller knew it at Dial;
+//!   the router ends the stream then.
+//!
+//! Expiry (`exp`) is checked when a stream opens; a running stream outlives its token but
+//! not its `lease_end`.
 
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
@@ -33,6 +43,30 @@ pub struct Claims {
     /// `<namespace>/<lease name>` the stream belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<String>,
+    /// Which side of the stream the token is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<StreamRole>,
+    /// When the lease ends (Unix seconds), as known when the token was minted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_end: Option<i64>,
+}
+
+/// The side of a stream a token is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamRole {
+    Client,
+    Exporter,
+}
+
+impl StreamRole {
+    /// The claim's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamRole::Client => "client",
+            StreamRole::Exporter => "exporter",
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -45,6 +79,8 @@ struct RawClaims {
     exp: Option<i64>,
     jti: Option<String>,
     lease: Option<String>,
+    role: Option<StreamRole>,
+    lease_end: Option<i64>,
 }
 
 /// What a new stream token is for.
@@ -55,15 +91,51 @@ pub struct StreamGrant {
     pub lease: String,
 }
 
-/// Mints a router token valid from `now` for `lifetime`.
+/// The two tokens of one stream, from [`mint_pair`].
+#[derive(Debug, Clone)]
+pub struct PairTokens {
+    /// For the client (the `DialResponse`).
+    pub client: String,
+    /// For the exporter (the `ListenResponse`).
+    pub exporter: String,
+}
+
+/// Mints the two tokens of one stream, valid from `now` for `lifetime`: the same claims
+/// but `role` (and `jti`, suffixed with the role), plus `lease_end` if given.
+pub fn mint_pair(
+    key: &SigningKey,
+    grant: &StreamGrant,
+    lease_end: Option<OffsetDateTime>,
+    lifetime: Duration,
+    now: OffsetDateTime,
+) -> Result<PairTokens, TokenError> {
+    let one = |role: StreamRole| {
+        let mut claims = claims_of(grant, lifetime, now);
+        claims.jti = format!("{}-{}", grant.token_id, role.as_str());
+        claims.role = Some(role);
+        claims.lease_end = lease_end.map(OffsetDateTime::unix_timestamp);
+        jws::sign(key, &claims)
+    };
+    Ok(PairTokens {
+        client: one(StreamRole::Client)?,
+        exporter: one(StreamRole::Exporter)?,
+    })
+}
+
+/// Mints one router token for both sides, without role nor lease end (0.9.0's layout),
+/// valid from `now` for `lifetime`.
 pub fn mint(
     key: &SigningKey,
     grant: &StreamGrant,
     lifetime: Duration,
     now: OffsetDateTime,
 ) -> Result<String, TokenError> {
+    jws::sign(key, &claims_of(grant, lifetime, now))
+}
+
+fn claims_of(grant: &StreamGrant, lifetime: Duration, now: OffsetDateTime) -> Claims {
     let now_s = now.unix_timestamp();
-    let claims = Claims {
+    Claims {
         iss: ISSUER.into(),
         aud: vec![AUDIENCE.into()],
         sub: grant.stream_id.clone(),
@@ -72,8 +144,9 @@ pub fn mint(
         exp: (now + lifetime).unix_timestamp(),
         jti: grant.token_id.clone(),
         lease: Some(grant.lease.clone()),
-    };
-    jws::sign(key, &claims)
+        role: None,
+        lease_end: None,
+    }
 }
 
 /// Verifies a router token as a router does when a stream opens.
@@ -119,6 +192,8 @@ pub fn verify(
         exp,
         jti: raw.jti.unwrap_or_default(),
         lease: raw.lease,
+        role: raw.role,
+        lease_end: raw.lease_end,
     })
 }
 
@@ -185,6 +260,27 @@ mod tests {
             verify(&keys, &client_token, now),
             Err(TokenError::WrongIssuer(_))
         ));
+    }
+
+    #[test]
+    fn a_pair_has_one_token_per_role_with_the_lease_end() {
+        let key = SigningKey::generate().expect("key");
+        let keys = [key.verifying_key().clone()];
+        let now = datetime!(2026-11-29 12:00 UTC);
+        let end = now + Duration::minutes(10);
+        let pair = mint_pair(&key, &grant(), Some(end), Duration::minutes(30), now).expect("mint");
+        let client = verify(&keys, &pair.client, now).expect("client");
+        let exporter = verify(&keys, &pair.exporter, now).expect("exporter");
+        assert_eq!(client.role, Some(StreamRole::Client));
+        assert_eq!(exporter.role, Some(StreamRole::Exporter));
+        assert_eq!(client.sub, exporter.sub);
+        assert_eq!(client.lease_end, Some(end.unix_timestamp()));
+        assert_eq!(exporter.lease_end, client.lease_end);
+        assert_ne!(client.jti, exporter.jti);
+        // The single token of 0.9.0's layout has neither.
+        let single = mint(&key, &grant(), Duration::minutes(2), now).expect("mint");
+        let single = verify(&keys, &single, now).expect("single");
+        assert_eq!((single.role, single.lease_end), (None, None));
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub const SHUTTING_DOWN: u32 = 0x207;
 pub const BAD_TOKEN: u32 = 0x208;
 /// Connection close: the lease certificate ended and no renewal came in time.
 pub const CERTIFICATE_EXPIRED: u32 = 0x102;
+/// Stream: the lease the session's router token is for has ended.
+pub const LEASE_ENDED: u32 = 0x209;
 
 /// A stable name for a code, for messages and metrics.
 pub fn name(code: u64) -> &'static str {
@@ -43,6 +45,7 @@ pub fn name(code: u64) -> &'static str {
         Ok(SHUTTING_DOWN) => "shutting_down",
         Ok(BAD_TOKEN) => "bad_token",
         Ok(CERTIFICATE_EXPIRED) => "certificate_expired",
+        Ok(LEASE_ENDED) => "lease_ended",
         _ => "unknown",
     }
 }

@@ -255,10 +255,31 @@ impl Connection {
     }
 }
 
-/// Transport settings of both ends: keep-alives below the idle timeout.
+/// Bytes a peer may send on one stream before the receiver reads them: quinn's default
+/// (1.25 MB) rounded down to 1 MiB. One stream's bulk throughput is about this window per
+/// round trip (100 MiB/s at 10 ms), and a receiver that does not read a stream (a router
+/// holding a session until its peer comes) buffers at most this much of it.
+pub const STREAM_RECEIVE_WINDOW: u32 = 1024 * 1024;
+
+/// Bytes a peer may send on all streams of a connection before the receiver reads them.
+/// quinn's default is unlimited, so a peer could make a receiver buffer the stream window
+/// times the number of streams; four stream windows keep several sessions of one
+/// connection at full speed while bounding what one connection can park in memory.
+pub const RECEIVE_WINDOW: u32 = 4 * STREAM_RECEIVE_WINDOW;
+
+/// Bytes written by the application that a connection keeps until the peer acknowledges
+/// them (quinn's default is 10 MB): the connection's receive window, which is what a
+/// peer of the same configuration accepts at once anyway.
+pub const SEND_WINDOW: u64 = RECEIVE_WINDOW as u64;
+
+/// Transport settings of both ends: keep-alives below the idle timeout, explicit flow
+/// control windows ([`STREAM_RECEIVE_WINDOW`], [`RECEIVE_WINDOW`], [`SEND_WINDOW`]).
 pub fn transport_config() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(KEEP_ALIVE));
+    transport.stream_receive_window(STREAM_RECEIVE_WINDOW.into());
+    transport.receive_window(RECEIVE_WINDOW.into());
+    transport.send_window(SEND_WINDOW);
     // BBR, not loss-based Cubic: lab networks drop packets for reasons other than
     // congestion (Wi-Fi, VPNs), and Cubic halves its window at every such loss.
     transport.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));

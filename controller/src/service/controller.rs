@@ -326,16 +326,20 @@ impl<S: Store> ControllerApi<S> {
             token_id: uuid::Uuid::new_v4().to_string(),
             lease: key.clone(),
         };
-        let token = router::mint(
+        // One token per side (the router pairs only opposite roles), each naming the
+        // lease's end (the router ends the stream then).
+        let lease_end = super::lease_certificate::LeaseFacts::of(&lease).expiry;
+        let tokens = router::mint_pair(
             &self.services.shared.signers.router_key,
             &grant,
+            lease_end,
             settings.router_token_lifetime,
             OffsetDateTime::now_utc(),
         )
         .map_err(|e| Status::internal(format!("cannot mint router token: {e}")))?;
         let response = pb::ListenResponse {
             router_endpoint: router_entry.endpoint.clone(),
-            router_token: token.clone(),
+            router_token: tokens.exporter,
         };
         let metrics = &self.services.shared.metrics;
         let offered = self.services.shared.listeners.offer(&key, response);
@@ -364,7 +368,7 @@ impl<S: Store> ControllerApi<S> {
         tracing::debug!(lease = %key, router = %router_entry.name, stream = %grant.stream_id, "dial");
         Ok(pb::DialResponse {
             router_endpoint: router_entry.endpoint.clone(),
-            router_token: token,
+            router_token: tokens.client,
         })
     }
 

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use tracing::{Instrument, debug, info, info_span};
 
 use super::admission::{self, Admission, AdmissionError};
+use super::intake::Unvalidated;
 use crate::metrics::QuicMetrics;
 use crate::refusal::Refusal;
 use crate::side::Side;
@@ -45,9 +46,17 @@ struct Admitted {
 }
 
 impl ConnectionHandler {
-    pub(super) async fn run(self, incoming: quinn::Incoming) {
-        let remote = incoming.remote_address();
-        let connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+    /// Completes the handshake of `connecting` (from `remote`; `unvalidated` counts it
+    /// among the handshakes of unvalidated addresses until it ends), then serves it.
+    pub(super) async fn run(
+        self,
+        connecting: quinn::Connecting,
+        remote: std::net::SocketAddr,
+        unvalidated: Option<Unvalidated>,
+    ) {
+        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await;
+        drop(unvalidated);
+        let connection = match handshake {
             Ok(Ok(connection)) => connection,
             Ok(Err(error)) => {
                 self.metrics.admission_failed("handshake");
@@ -230,16 +239,21 @@ impl ConnectionHandler {
         if header.token().is_some() {
             debug!("this router does not pair with h2: the session's router token is not used");
         }
-        let key = format!(
-            "{}/{}/{}/{}",
-            identity.namespace,
-            identity.lease_name,
-            identity.lease_uid,
-            header.session_id()
+        let lease = format!(
+            "{}/{}/{}",
+            identity.namespace, identity.lease_name, identity.lease_uid
         );
+        let key = format!("{lease}/{}", header.session_id());
         let remember_until = *admitted.deadline.borrow();
         self.sessions
-            .arrive_quic_session(&key, identity.role, side, remember_until, connection)
+            .arrive_quic_session(
+                &lease,
+                &key,
+                identity.role,
+                side,
+                remember_until,
+                connection,
+            )
             .instrument(span)
             .await;
     }

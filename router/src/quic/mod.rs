@@ -13,12 +13,22 @@
 //! is mirrored). Refusals reset only the stream concerned, with a code from
 //! [`jumpstarter_tunnel::code`].
 //!
+//! Memory is bounded by configuration: every connection has explicit flow-control windows
+//! ([`QuicRouterConfig::stream_receive_window`], [`QuicRouterConfig::receive_window`]; a
+//! session stream waiting for its peer is read up to its header only, so at most its
+//! stream window of payload waits in the router, and all of a connection's waiting
+//! streams together at most its connection window), at most
+//! [`QuicRouterConfig::max_sessions_per_connection`] streams each, at most
+//! [`QuicRouterConfig::max_connections`] connections.
+//!
 //! Map: [`reset_key`] (the stateless-reset secret), `admission` (the pure check of a
-//! presented chain), `connection` (handshake, renewals, session streams). Pairing is the
-//! crate's `switchboard`, the QUIC ↔ QUIC pumps its `splice`, the metrics its `metrics`.
+//! presented chain), `intake` (connection cap and address validation before a handshake),
+//! `connection` (handshake, renewals, session streams). Pairing is the crate's
+//! `switchboard`, the QUIC ↔ QUIC pumps its `splice`, the metrics its `metrics`.
 
 mod admission;
 mod connection;
+mod intake;
 mod reset_key;
 
 use std::future::Future;
@@ -35,10 +45,39 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::metrics::QuicMetrics;
-use crate::pairing::{DEFAULT_MAX_PENDING, DEFAULT_MAX_REMEMBERED, Limits};
+use crate::pairing::{
+    DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_PER_LEASE, DEFAULT_MAX_REMEMBERED, Limits, PairLimits,
+};
+use crate::refusal::Intake;
 use crate::switchboard::Switchboard;
 use connection::ConnectionHandler;
+use intake::{Handshakes, IntakeLimits};
 pub use reset_key::ResetKey;
+
+/// Default bytes a peer may send on one session stream before the router reads them: the
+/// tunnel's window ([`jumpstarter_tunnel::quic::STREAM_RECEIVE_WINDOW`], 1 MiB), about
+/// quinn's default (1.25 MB). One session carries about this much per round trip (100 MiB/s
+/// at 10 ms), and a stream waiting for its peer parks at most this much in the router.
+pub(crate) const DEFAULT_STREAM_RECEIVE_WINDOW: u32 =
+    jumpstarter_tunnel::quic::STREAM_RECEIVE_WINDOW;
+
+/// Default bytes a peer may send on all streams of a connection before the router reads
+/// them (quinn's default is unlimited): two streams at full speed. It bounds what one
+/// connection parks in the router, however many waiting streams it opens; the router
+/// keeps as much again of what it sends to the peer (its send window).
+pub(crate) const DEFAULT_RECEIVE_WINDOW: u32 = 2 * DEFAULT_STREAM_RECEIVE_WINDOW;
+
+/// Default connections (handshaking or established) at most. A leased exporter and its
+/// client hold one connection each per lease; 2,048 connections serve a thousand leases
+/// at once and bound flow-control buffers to about 8 GiB in the worst case (every
+/// connection's receive and send windows full), far less in practice.
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 2048;
+
+/// Default handshakes from unvalidated addresses in flight beyond which new peers must
+/// prove their address with a Retry. Peers reconnecting after a router restart handshake
+/// at once, so this is well above a normal burst's concurrency; beyond it a Retry costs a
+/// real peer one round trip, and a flood of spoofed Initials no handshake state.
+pub(crate) const DEFAULT_RETRY_THRESHOLD: usize = 64;
 
 /// How long the endpoint keeps running after closing every connection at the end of the
 /// drain period: long enough to send the CONNECTION_CLOSE packets, which go out at once.
@@ -65,6 +104,18 @@ pub struct QuicRouterConfig {
     /// may open, so this bounds an idle connection's memory too: 256 gives about 60 KB per
     /// idle connection (1,024 gave about 132 KB; `jumpstarter-loadtest idle`).
     pub max_sessions_per_connection: u32,
+    /// Bytes a peer may send on one stream before the router reads them.
+    pub stream_receive_window: u32,
+    /// Bytes a peer may send on all streams of one connection before the router reads
+    /// them; also the router's send window per connection.
+    pub receive_window: u32,
+    /// Connections, handshaking or established, at most; beyond, new attempts are refused.
+    pub max_connections: usize,
+    /// Handshakes from unvalidated addresses in flight beyond which new peers must
+    /// validate their address with a Retry first (0: always).
+    pub retry_threshold: usize,
+    /// Session streams of one lease that may wait for a peer at once.
+    pub max_pending_per_lease: usize,
     /// After a shutdown signal, how long live pairs may go on.
     pub drain_timeout: Duration,
     /// Secret of the stateless-reset tokens. Derived from the server key, so a router
@@ -93,6 +144,11 @@ impl QuicRouterConfig {
             max_pending: DEFAULT_MAX_PENDING,
             max_remembered: DEFAULT_MAX_REMEMBERED,
             max_sessions_per_connection: 256,
+            stream_receive_window: DEFAULT_STREAM_RECEIVE_WINDOW,
+            receive_window: DEFAULT_RECEIVE_WINDOW,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            retry_threshold: DEFAULT_RETRY_THRESHOLD,
+            max_pending_per_lease: DEFAULT_MAX_PENDING_PER_LEASE,
             drain_timeout: Duration::from_secs(30),
             reset_key,
         })
@@ -122,6 +178,8 @@ pub struct QuicRouter {
     stop_relays: CancellationToken,
     drain_timeout: Duration,
     switchboard: Option<Switchboard>,
+    intake: IntakeLimits,
+    handshakes: Handshakes,
 }
 
 impl QuicRouter {
@@ -138,7 +196,15 @@ impl QuicRouter {
         let mut transport = jumpstarter_tunnel::quic::transport_config();
         transport.max_concurrent_bidi_streams(config.max_sessions_per_connection.into());
         transport.max_concurrent_uni_streams(VarInt::from_u32(0));
+        transport.stream_receive_window(config.stream_receive_window.into());
+        // A connection window below the stream window would only shrink the stream's.
+        let receive_window = config.receive_window.max(config.stream_receive_window);
+        transport.receive_window(receive_window.into());
+        transport.send_window(receive_window.into());
         server.transport_config(Arc::new(transport));
+        // quinn's own bound on attempts not yet decided (65,536 by default) and their
+        // buffers: attempts are decided at once, a connection cap's worth is plenty.
+        server.max_incoming(config.max_connections.clamp(1, 1 << 16));
         let socket = jumpstarter_tunnel::socket::bind(addr)
             .map_err(|source| QuicSetupError::Bind { addr, source })?;
         let endpoint = quinn::Endpoint::new(
@@ -155,14 +221,24 @@ impl QuicRouter {
             max_pending: config.max_pending,
             max_remembered: config.max_remembered,
         };
+        let sessions = Switchboard::for_sessions(limits, metrics.clone(), stop_relays.clone());
+        sessions.set_pair_limits(PairLimits {
+            max_pending_per_lease: config.max_pending_per_lease,
+            ..PairLimits::default()
+        });
         Ok(QuicRouter {
             endpoint,
             client_ca: Arc::new(config.client_ca),
-            sessions: Switchboard::for_sessions(limits, metrics.clone(), stop_relays.clone()),
+            sessions,
+            handshakes: Handshakes::new(metrics.clone()),
             metrics,
             stop_relays,
             drain_timeout: config.drain_timeout,
             switchboard: None,
+            intake: IntakeLimits {
+                max_connections: config.max_connections,
+                retry_threshold: config.retry_threshold,
+            },
         })
     }
 
@@ -179,6 +255,52 @@ impl QuicRouter {
         self.endpoint.local_addr()
     }
 
+    /// Decides about a connection attempt (see `intake`) and starts its handshake, if any.
+    fn admit(&self, incoming: quinn::Incoming) {
+        let validated = incoming.remote_address_validated();
+        let verdict = intake::decide(
+            self.intake,
+            self.endpoint.open_connections(),
+            self.handshakes.in_flight(),
+            validated,
+            incoming.may_retry(),
+        );
+        self.metrics.connection_attempt(verdict);
+        let remote = incoming.remote_address();
+        match verdict {
+            Intake::TooManyConnections => {
+                tracing::debug!(%remote, "connection refused: too many connections");
+                incoming.refuse();
+            }
+            Intake::Retried => {
+                // Invariant: `decide` answers Retried only when quinn may send a Retry.
+                if let Err(error) = incoming.retry() {
+                    error.into_incoming().ignore();
+                }
+            }
+            Intake::Accepted => {
+                let unvalidated = (!validated).then(|| self.handshakes.start());
+                // Accepting here, not in the task, counts the connection at once in
+                // `open_connections`, so a burst cannot overshoot the cap.
+                let connecting = match incoming.accept() {
+                    Ok(connecting) => connecting,
+                    Err(error) => {
+                        self.metrics.admission_failed("handshake");
+                        tracing::debug!(%remote, %error, "QUIC connection attempt failed");
+                        return;
+                    }
+                };
+                let handler = ConnectionHandler {
+                    client_ca: self.client_ca.clone(),
+                    sessions: self.sessions.clone(),
+                    streams: self.switchboard.clone(),
+                    metrics: self.metrics.clone(),
+                };
+                tokio::spawn(handler.run(connecting, remote, unvalidated));
+            }
+        }
+    }
+
     /// Serves until `shutdown` completes; then refuses new connections and sessions, resets
     /// waiting streams, lets live pairs go on for the drain timeout and closes the rest.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
@@ -190,13 +312,7 @@ impl QuicRouter {
                 () = &mut shutdown => break,
             };
             let Some(incoming) = incoming else { break };
-            let handler = ConnectionHandler {
-                client_ca: self.client_ca.clone(),
-                sessions: self.sessions.clone(),
-                streams: self.switchboard.clone(),
-                metrics: self.metrics.clone(),
-            };
-            tokio::spawn(handler.run(incoming));
+            self.admit(incoming);
         }
         info!(drain_timeout = ?self.drain_timeout, "QUIC router shutting down");
         self.endpoint.set_server_config(None);

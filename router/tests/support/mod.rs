@@ -15,9 +15,9 @@ use authority::{HOST, authority};
 use jumpstarter_certs::{ClientAuth, server_config};
 use jumpstarter_proto::jumpstarter::v1::router_service_client::RouterServiceClient;
 use jumpstarter_proto::jumpstarter::v1::{FrameType, StreamRequest, StreamResponse};
-use jumpstarter_router::{Router, RouterConfig, ServeError};
+use jumpstarter_router::{PairLimits, Router, RouterConfig, ServeError};
 use jumpstarter_token::SigningKey;
-use jumpstarter_token::router::{StreamGrant, mint};
+use jumpstarter_token::router::{PairTokens, StreamGrant, mint, mint_pair};
 use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
@@ -41,6 +41,14 @@ pub struct TestRouter {
 
 /// Starts a router; `configure` adjusts the default configuration.
 pub async fn start(configure: impl FnOnce(&mut RouterConfig)) -> TestRouter {
+    start_with(configure, PairLimits::default()).await
+}
+
+/// Starts a router with `pair_limits`; `configure` adjusts the default configuration.
+pub async fn start_with(
+    configure: impl FnOnce(&mut RouterConfig),
+    pair_limits: PairLimits,
+) -> TestRouter {
     let (ca, server) = authority("router test CA");
     let tls = server_config(server.credentials(), vec![b"h2".to_vec()], ClientAuth::None)
         .expect("tls config");
@@ -51,6 +59,7 @@ pub async fn start(configure: impl FnOnce(&mut RouterConfig)) -> TestRouter {
 
     let mut registry = Registry::default();
     let router = Router::new(config, &mut registry);
+    router.set_pair_limits(pair_limits);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (shutdown, signal) = oneshot::channel::<()>();
@@ -110,6 +119,40 @@ impl TestRouter {
             lease: "lab/lease-1".to_owned(),
         };
         mint(&self.key, &grant, lifetime, at).expect("mint")
+    }
+
+    /// The client's and the exporter's tokens for `stream_id` of `lease` (`namespace/name`),
+    /// valid for 30 minutes, for a lease ending at `lease_end`.
+    pub fn token_pair(
+        &self,
+        stream_id: &str,
+        lease: &str,
+        lease_end: Option<OffsetDateTime>,
+    ) -> PairTokens {
+        let grant = StreamGrant {
+            stream_id: stream_id.to_owned(),
+            token_id: format!("jti-{stream_id}"),
+            lease: lease.to_owned(),
+        };
+        let now = OffsetDateTime::now_utc();
+        mint_pair(
+            &self.key,
+            &grant,
+            lease_end,
+            time::Duration::minutes(30),
+            now,
+        )
+        .expect("mint")
+    }
+
+    /// The value of the metric line starting with `prefix` (0 when absent).
+    pub fn metric(&self, prefix: &str) -> f64 {
+        self.metrics_text()
+            .lines()
+            .find(|line| line.starts_with(prefix))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// Triggers the shutdown signal.

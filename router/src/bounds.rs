@@ -1,0 +1,92 @@
+//! The router's memory and connection bounds as command-line flags (`JUMPSTARTER_ROUTER_*`
+//! environment names), for the binaries that run a router: what one lease, one pair and one
+//! QUIC connection may hold, how many QUIC connections there may be, and when QUIC peers
+//! must validate their address. Sizes are in bytes.
+
+use crate::pairing::{DEFAULT_MAX_PENDING_PER_LEASE, DEFAULT_PAIR_QUEUE_BYTES, PairLimits};
+use crate::quic::{
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_RECEIVE_WINDOW, DEFAULT_RETRY_THRESHOLD,
+    DEFAULT_STREAM_RECEIVE_WINDOW, QuicRouterConfig,
+};
+
+/// Per-lease, per-pair and QUIC bounds.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BoundsArgs {
+    /// Streams (h2 or QUIC) of one lease that may wait for a peer at once; beyond,
+    /// RESOURCE_EXHAUSTED (QUIC: reset with TOO_MANY_PENDING).
+    #[arg(
+        long,
+        env = "JUMPSTARTER_ROUTER_MAX_PENDING_PER_LEASE",
+        default_value_t = DEFAULT_MAX_PENDING_PER_LEASE,
+        value_parser = clap::value_parser!(usize)
+    )]
+    pub max_pending_per_lease: usize,
+    /// Payload bytes queued per direction of an h2 pair for a reader that does not keep up.
+    #[arg(
+        long,
+        env = "JUMPSTARTER_ROUTER_PAIR_QUEUE_BYTES",
+        default_value_t = DEFAULT_PAIR_QUEUE_BYTES
+    )]
+    pub pair_queue_bytes: usize,
+    /// Bytes a QUIC peer may send on one stream before the router reads them.
+    #[arg(
+        long,
+        env = "JUMPSTARTER_ROUTER_QUIC_STREAM_RECEIVE_WINDOW",
+        default_value_t = DEFAULT_STREAM_RECEIVE_WINDOW,
+        value_parser = clap::value_parser!(u32).range(1024..)
+    )]
+    pub quic_stream_receive_window: u32,
+    /// Bytes a QUIC peer may send on all streams of one connection before the router reads
+    /// them (also the router's send window per connection).
+    #[arg(
+        long,
+        env = "JUMPSTARTER_ROUTER_QUIC_RECEIVE_WINDOW",
+        default_value_t = DEFAULT_RECEIVE_WINDOW,
+        value_parser = clap::value_parser!(u32).range(1024..)
+    )]
+    pub quic_receive_window: u32,
+    /// Concurrent session streams per QUIC connection.
+    #[arg(
+        long,
+        env = "JUMPSTARTER_ROUTER_QUIC_MAX_STREAMS_PER_CONNECTION",
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub quic_max_streams_per_connection: u32,
+    /// QUIC connections (handshaking or established) at most; beyond, new attempts are
+    /// refused (CONNECTION_REFUSED).
+    #[arg(
+        long,
+        env = "JUMPSTARTER_ROUTER_QUIC_MAX_CONNECTIONS",
+        default_value_t = DEFAULT_MAX_CONNECTIONS
+    )]
+    pub quic_max_connections: usize,
+    /// QUIC handshakes from unvalidated addresses in flight beyond which new peers must
+    /// validate their address with a Retry first (0: always).
+    #[arg(
+        long,
+        env = "JUMPSTARTER_ROUTER_QUIC_RETRY_THRESHOLD",
+        default_value_t = DEFAULT_RETRY_THRESHOLD
+    )]
+    pub quic_retry_threshold: usize,
+}
+
+impl BoundsArgs {
+    /// The limits of h2 pairs (see [`crate::Router::set_pair_limits`]).
+    pub fn pair_limits(&self) -> PairLimits {
+        PairLimits {
+            max_pending_per_lease: self.max_pending_per_lease,
+            pair_queue_bytes: self.pair_queue_bytes,
+        }
+    }
+
+    /// Sets the QUIC bounds of `config`.
+    pub fn apply_quic(&self, config: &mut QuicRouterConfig) {
+        config.max_pending_per_lease = self.max_pending_per_lease;
+        config.stream_receive_window = self.quic_stream_receive_window;
+        config.receive_window = self.quic_receive_window;
+        config.max_sessions_per_connection = self.quic_max_streams_per_connection;
+        config.max_connections = self.quic_max_connections;
+        config.retry_threshold = self.quic_retry_threshold;
+    }
+}
