@@ -18,6 +18,7 @@ use anyhow::Context;
 use jumpstarter_certs::{ClientAuth, server_config};
 use jumpstarter_controller::admin::Admin;
 use jumpstarter_controller::keys;
+use jumpstarter_controller::limits::Limits;
 use jumpstarter_controller::reconcile;
 use jumpstarter_controller::runtime::{self, ControllerMetrics, GrpcServer};
 use jumpstarter_controller::server::Readiness;
@@ -52,6 +53,7 @@ pub(crate) struct ServeOptions {
     pub(crate) tls_sans: Vec<String>,
     pub(crate) token_lifetime: time::Duration,
     pub(crate) lease_cert_max_validity: time::Duration,
+    pub(crate) limits: Limits,
 }
 
 /// The endpoint clients should use for a listen address (see
@@ -103,6 +105,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         max_tags: settings::DEFAULT_MAX_TAGS,
         hidden_labels: Vec::new(),
         lease_cert_max_validity: options.lease_cert_max_validity,
+        limits: options.limits.clone(),
     });
 
     let now = OffsetDateTime::now_utc();

@@ -31,6 +31,12 @@ use crate::store::Store;
 
 /// Largest gRPC message accepted: gRPC's customary 4 MiB default, which 0.9.0 keeps.
 pub(crate) const MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+/// How often the server PINGs each connection: the evidence that a peer with an open
+/// Status stream is alive (its heartbeat stops when the connection is closed).
+pub(crate) const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// A connection whose PING is not acknowledged within this is closed: a peer cut off
+/// without a FIN is let go within interval + timeout (30 s).
+pub(crate) const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 /// ALPN protocols of the gRPC port.
 pub const ALPN: &[&[u8]] = &[b"h2"];
 
@@ -155,6 +161,8 @@ pub async fn serve_grpc(
     };
     tracing::info!(%addr, "gRPC server listening");
     let result = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
