@@ -17,9 +17,9 @@ use jumpstarter_controller::crd::Exporter;
 use jumpstarter_controller::keys;
 use jumpstarter_controller::reconcile::{self, ReconcileMetrics};
 use jumpstarter_controller::settings::Settings;
-use jumpstarter_controller::store::{Store, WatchEvent};
 use jumpstarter_controller::store::embedded::EmbeddedStore;
 use jumpstarter_controller::store::kube::KubeStore;
+use jumpstarter_controller::store::{Store, WatchEvent};
 
 /// How long each test watches the failing server.
 const OBSERVE: Duration = Duration::from_secs(3);

@@ -166,42 +166,15 @@ impl<S: Store> ClientApi<S> {
             OffsetDateTime::now_utc(),
         )
         .map_err(lease_error::status)?;
-        self.check_pending_cap(&namespace, &caller.name).await?;
+        self.services
+            .shared
+            .check_pending_leases(&namespace, &caller.name)
+            .await?;
         let name = lease_request::name_or_new(new.name);
         let object = lease_request::build(&new.lease, &namespace, &name, &new.client)?;
         let created = self.store().create(&object).await.map_err(store_status)?;
         tracing::info!(lease = %format!("{namespace}/{name}"), client = %caller.name, "lease created");
         Ok(wire::lease_to_proto(&created, OffsetDateTime::now_utc()))
-    }
-
-    /// Refuses a new lease of `client` when it already has as many pending leases (not
-    /// ended, no exporter assigned yet) as `limits.max_pending_leases_per_client`.
-    async fn check_pending_cap(&self, namespace: &str, client: &str) -> Result<(), Status> {
-        let max = self
-            .services
-            .shared
-            .settings
-            .limits
-            .max_pending_leases_per_client;
-        let selector = format!("!{}", vocabulary::LEASE_ENDED_LABEL);
-        let active: Vec<Lease> = crate::store::list_all(self.store(), namespace, Some(&selector))
-            .await
-            .map_err(store_status)?;
-        let pending = active
-            .iter()
-            .filter(|l| l.spec.client_ref.name == client && is_pending(l))
-            .count();
-        if pending >= max {
-            self.services
-                .shared
-                .metrics
-                .refused("pending_leases_per_client");
-            return Err(Status::resource_exhausted(format!(
-                "client {namespace}/{client} already has {pending} leases waiting for an \
-                 exporter (the limit is {max}); release some or wait until they are ready"
-            )));
-        }
-        Ok(())
     }
 
     async fn update_lease_inner(
@@ -516,12 +489,4 @@ observed_service! {
     "DeleteLease": delete_lease, delete_lease_inner(client_pb::DeleteLeaseRequest) -> ();
     "RotateToken": rotate_token,
         rotate_token_inner(client_pb::RotateTokenRequest) -> client_pb::RotateTokenResponse;
-}
-
-/// A lease that is neither ended nor released and has no exporter yet.
-fn is_pending(lease: &Lease) -> bool {
-    let status = lease.status.as_ref();
-    !status.is_some_and(|s| s.ended)
-        && !lease.spec.release.unwrap_or(false)
-        && status.and_then(|s| s.exporter_ref.as_ref()).is_none()
 }

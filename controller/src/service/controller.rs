@@ -502,6 +502,10 @@ impl<S: Store> ControllerApi<S> {
         }
         let checked = jumpstarter_lease::request::check_legacy(selector, duration?)
             .map_err(lease_error::status)?;
+        self.services
+            .shared
+            .check_pending_leases(&caller.namespace, &caller.name)
+            .await?;
         let name = uuid::Uuid::now_v7().to_string();
         let lease = lease_request::build(&checked, &caller.namespace, &name, &caller.name)?;
         self.store().create(&lease).await.map_err(store_status)?;

@@ -49,6 +49,7 @@ pub(crate) use lease_certificate::LeaseCertificateApi;
 pub use metrics::ServiceMetrics;
 
 use crate::auth::{AuthMetrics, Authenticator, store_code};
+use crate::crd::Lease;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
 use listen::ListenRegistry;
@@ -152,6 +153,38 @@ impl<S: Store> Services<S> {
     pub fn listeners(&self) -> &ListenRegistry {
         &self.shared.listeners
     }
+}
+
+impl<S: Store> Shared<S> {
+    /// Refuses a new lease of `client` (CreateLease, and the legacy RequestLease) when it
+    /// already has `limits.max_pending_leases_per_client` leases waiting for an exporter.
+    async fn check_pending_leases(&self, namespace: &str, client: &str) -> Result<(), Status> {
+        let max = self.settings.limits.max_pending_leases_per_client;
+        let selector = format!("!{}", crate::crd::vocabulary::LEASE_ENDED_LABEL);
+        let active: Vec<Lease> = crate::store::list_all(&self.store, namespace, Some(&selector))
+            .await
+            .map_err(store_status)?;
+        let pending = active
+            .iter()
+            .filter(|l| l.spec.client_ref.name == client && is_pending(l))
+            .count();
+        if pending >= max {
+            self.metrics.refused("pending_leases_per_client");
+            return Err(Status::resource_exhausted(format!(
+                "client {namespace}/{client} already has {pending} leases waiting for an \
+                 exporter (the limit is {max}); release some or wait until they are ready"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A lease that is neither ended nor released and has no exporter yet.
+fn is_pending(lease: &Lease) -> bool {
+    let status = lease.status.as_ref();
+    !status.is_some_and(|s| s.ended)
+        && !lease.spec.release.unwrap_or(false)
+        && status.and_then(|s| s.exporter_ref.as_ref()).is_none()
 }
 
 /// RESOURCE_EXHAUSTED for a call over its rate: says which limit and when to retry, also as

@@ -97,7 +97,12 @@ impl LoopbackGrpc {
 
     /// A TLS endpoint for `https://localhost:<port>` trusting the CA.
     pub fn endpoint(&self, connect_timeout: StdDuration) -> Endpoint {
-        Endpoint::from_shared(format!("https://localhost:{}", self.port))
+        self.endpoint_via(self.port, connect_timeout)
+    }
+
+    /// A TLS endpoint for this server reached on another local `port` (e.g. a proxy's).
+    pub fn endpoint_via(&self, port: u16, connect_timeout: StdDuration) -> Endpoint {
+        Endpoint::from_shared(format!("https://localhost:{port}"))
             .expect("endpoint")
             .tls_config(
                 ClientTlsConfig::new()
