@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use jumpstarter_controller::keys;
 use jumpstarter_controller::leader::{self, Election};
+use jumpstarter_controller::reconcile::{self, ReconcileMetrics};
+use jumpstarter_controller::settings::Settings;
 use jumpstarter_controller::store::Store;
 use jumpstarter_controller::store::kube::KubeStore;
 use jumpstarter_testenv::TestEnv;
@@ -326,4 +329,35 @@ async fn a_leader_whose_api_calls_hang_stops_acting_before_another_takes_over() 
             .expect("stops")
             .expect("task");
     }
+}
+
+#[tokio::test]
+async fn a_reconcile_loop_stuck_on_a_silent_api_stops_when_told() {
+    let env = TestEnv::shared();
+    let (namespace, direct) = support::kube_namespace("leader-loop").await;
+    let settings = Arc::new(Settings::example(&namespace, "ctl:8082", "router:8083"));
+    let keys = keys::bootstrap(&direct, &settings, time::OffsetDateTime::now_utc())
+        .await
+        .expect("keys");
+    let proxy = support::SilentProxy::start(SocketAddr::from(([127, 0, 0, 1], env.api_port))).await;
+    let proxied = KubeStore::new(client_through(env, &proxy).await);
+    // Its API server answers nothing from the start: the first pass hangs reading.
+    proxy.go_silent();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(reconcile::run(
+        proxied,
+        Arc::new(keys),
+        settings,
+        Arc::new(ReconcileMetrics::unregistered()),
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!task.is_finished());
+    // Leadership lost: the loop must stop acting now, not when the API call gives up.
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the loop stops while its API call hangs")
+        .expect("task")
+        .expect("loop result");
 }

@@ -124,7 +124,13 @@ pub async fn run<S: Store>(
     loop {
         let now = whole_seconds(OffsetDateTime::now_utc());
         let started = Instant::now();
-        let result = reconciler.pass(now).await;
+        // A pass stuck on an API call that does not answer is abandoned when the loop is
+        // told to stop (e.g. leadership lost): its writes are conditional, so a pass cut
+        // short is like a crash, which the next pass (anyone's) repairs.
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            result = reconciler.pass(now) => result,
+        };
         metrics
             .pass_duration
             .observe(started.elapsed().as_secs_f64());
