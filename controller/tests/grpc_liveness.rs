@@ -17,6 +17,7 @@ use support::{Identity, LoopbackGrpc, SilentProxy, assert_status, call};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration as StdDuration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
 
+use futures::stream::BoxStream;
 use jumpstarter_controller::auth::AuthMetrics;
 use jumpstarter_controller::crd::{Client, ClientSpec, Exporter, ExporterSpec, Lease};
 use jumpstarter_controller::keys;
@@ -34,8 +36,11 @@ use jumpstarter_controller::limits::{Limits, Rate};
 use jumpstarter_controller::reconcile::{ReconcileMetrics, Reconciler};
 use jumpstarter_controller::service::{ServiceMetrics, Services, TokenSigners};
 use jumpstarter_controller::settings::Settings;
-use jumpstarter_controller::store::Store;
+use jumpstarter_controller::store::embedded::EmbeddedStore;
 use jumpstarter_controller::store::kube::KubeStore;
+use jumpstarter_controller::store::{
+    ListParams, Object, ObjectList, Store, StoreError, WatchEvent,
+};
 use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
 use jumpstarter_proto::jumpstarter::client::v1::client_service_client::ClientServiceClient;
 use jumpstarter_proto::jumpstarter::v1 as pb;
@@ -652,4 +657,141 @@ async fn pending_leases_per_client_are_capped() {
     api.create_lease(call(h.lease_request(), &alice))
         .await
         .expect("room again after a release");
+}
+
+/// The embedded store, counting the watches opened on it.
+#[derive(Clone)]
+struct CountingStore {
+    inner: EmbeddedStore,
+    watches: Arc<AtomicUsize>,
+}
+
+impl Store for CountingStore {
+    async fn get<K: Object>(&self, namespace: &str, name: &str) -> Result<Option<K>, StoreError> {
+        self.inner.get(namespace, name).await
+    }
+
+    async fn list<K: Object>(
+        &self,
+        namespace: &str,
+        params: &ListParams,
+    ) -> Result<ObjectList<K>, StoreError> {
+        self.inner.list(namespace, params).await
+    }
+
+    async fn create<K: Object>(&self, object: &K) -> Result<K, StoreError> {
+        self.inner.create(object).await
+    }
+
+    async fn replace<K: Object>(&self, object: &K) -> Result<K, StoreError> {
+        self.inner.replace(object).await
+    }
+
+    async fn replace_status<K: Object>(&self, object: &K) -> Result<K, StoreError> {
+        self.inner.replace_status(object).await
+    }
+
+    async fn delete<K: Object>(&self, namespace: &str, name: &str) -> Result<(), StoreError> {
+        self.inner.delete::<K>(namespace, name).await
+    }
+
+    fn watch<K: Object>(
+        &self,
+        namespace: &str,
+        name: Option<&str>,
+    ) -> BoxStream<'static, Result<WatchEvent<K>, StoreError>> {
+        self.watches.fetch_add(1, Ordering::SeqCst);
+        self.inner.watch(namespace, name)
+    }
+}
+
+#[tokio::test]
+async fn status_streams_share_one_watch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = CountingStore {
+        inner: EmbeddedStore::open(&dir.path().join("store.redb")).expect("store"),
+        watches: Arc::new(AtomicUsize::new(0)),
+    };
+    let namespace = "default";
+    let (ca, cert) = support::localhost_pki("liveness-test-ca", OffsetDateTime::now_utc());
+    let issuer = support::token_issuer();
+    let settings = Arc::new(Settings::example(
+        namespace,
+        "localhost:8082",
+        "router.test:443",
+    ));
+    let mut registry = Registry::default();
+    let services = Services::new(
+        store.clone(),
+        settings,
+        TokenSigners {
+            issuer: issuer.clone(),
+            router_key: SigningKey::generate().expect("router key"),
+        },
+        Arc::new(AuthMetrics::new(&mut registry)),
+        Arc::new(ServiceMetrics::new(&mut registry)),
+        CancellationToken::new(),
+    );
+    let grpc = LoopbackGrpc::serve(&services, &cert, &ca, CancellationToken::new()).await;
+    let mut api =
+        ControllerServiceClient::new(grpc.endpoint(WAIT).connect().await.expect("connect"));
+    let mut streams = Vec::new();
+    for name in ["exp1", "exp2", "exp3"] {
+        let created = store
+            .create(&Exporter {
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    namespace: Some(namespace.into()),
+                    ..ObjectMeta::default()
+                },
+                spec: ExporterSpec::default(),
+                status: None,
+            })
+            .await
+            .expect("create exporter");
+        let uid = created.metadata.uid.expect("uid");
+        let id = Identity::issued(&issuer, ObjectKind::Exporter, namespace, name, &uid);
+        for _ in 0..2 {
+            let mut stream = api
+                .status(call(pb::StatusRequest {}, &id))
+                .await
+                .expect("status stream")
+                .into_inner();
+            bounded("first status", WAIT, stream.message())
+                .await
+                .expect("ok");
+            streams.push((name, stream));
+        }
+    }
+    assert_eq!(
+        store.watches.load(Ordering::SeqCst),
+        1,
+        "six Status streams of three exporters opened more than one watch"
+    );
+    // Each stream still sees only its own exporter's changes.
+    let mut exporter: Exporter = store
+        .get(namespace, "exp2")
+        .await
+        .expect("get")
+        .expect("exp2");
+    exporter
+        .status
+        .get_or_insert_with(Default::default)
+        .lease_ref = Some(k8s_openapi::api::core::v1::LocalObjectReference {
+        name: "lease-of-exp2".into(),
+    });
+    store.replace_status(&exporter).await.expect("lease ref");
+    for (name, stream) in &mut streams {
+        if *name == "exp2" {
+            let message = bounded("the change", WAIT, stream.message())
+                .await
+                .expect("ok")
+                .expect("message");
+            assert_eq!(message.lease_name.as_deref(), Some("lease-of-exp2"));
+        } else {
+            let nothing =
+                tokio::time::timeout(StdDuration::from_millis(300), stream.message()).await;
+            assert!(nothing.is_err(), "{name} was told about exp2: {nothing:?}");
+        }
+    }
 }

@@ -71,8 +71,8 @@ pub struct LoopbackGrpc {
 
 impl LoopbackGrpc {
     /// Serves `services` on 127.0.0.1 port 0 with `cert`, which `ca` issued for `localhost`.
-    pub async fn serve(
-        services: &Services<KubeStore>,
+    pub async fn serve<S: jumpstarter_controller::store::Store>(
+        services: &Services<S>,
         cert: &IssuedCert,
         ca: &Ca,
         shutdown: CancellationToken,
