@@ -123,10 +123,11 @@ where
     loop {
         // Contend until we hold the lease.
         loop {
-            if shutdown.is_cancelled() {
-                return Ok(());
-            }
-            match elector.try_acquire().await {
+            let attempt = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                attempt = elector.try_acquire() => attempt,
+            };
+            match attempt {
                 Ok(true) => break,
                 Ok(false) => {}
                 Err(source @ StoreError::Forbidden { .. }) => return Err(elector.forbidden(source)),
@@ -146,21 +147,44 @@ where
         let lost = loop {
             tokio::select! {
                 () = &mut running => break false,
-                _ = tokio::time::sleep(election.renew_interval) => {
-                    match elector.try_acquire().await {
-                        Ok(true) => renewed = Instant::now(),
-                        Ok(false) => break true,
-                        Err(error) if renewed.elapsed() >= election.renew_deadline => {
-                            tracing::warn!(%error, "could not renew the leader lease in time");
-                            break true;
-                        }
-                        Err(error) => tracing::warn!(%error, "renewing the leader lease failed; retrying"),
-                    }
+                _ = tokio::time::sleep(election.renew_interval) => {}
+            }
+            // The work goes on while the renewal runs, but only until the renew deadline: a
+            // renewal that has not succeeded by then (failed, or hung on an API server that
+            // does not answer) ends the work before a contender may take over.
+            let deadline = renewed + election.renew_deadline;
+            let renewal = tokio::time::timeout_at(deadline, elector.try_acquire());
+            let result = tokio::select! {
+                () = &mut running => break false,
+                result = renewal => result,
+            };
+            match result {
+                Ok(Ok(true)) => renewed = Instant::now(),
+                Ok(Ok(false)) => break true,
+                Ok(Err(error)) if Instant::now() >= deadline => {
+                    tracing::warn!(%error, "could not renew the leader lease in time");
+                    break true;
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "renewing the leader lease failed; retrying")
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        deadline = ?election.renew_deadline,
+                        "renewing the leader lease did not finish within the renew deadline"
+                    );
+                    break true;
                 }
             }
         };
         if !lost {
-            elector.release().await;
+            // Bounded: an API server that does not answer must not keep the process up.
+            if tokio::time::timeout(election.renew_deadline, elector.release())
+                .await
+                .is_err()
+            {
+                tracing::warn!("releasing the leader lease timed out; it will expire");
+            }
             tracing::info!(identity, "work finished; leadership released");
             return Ok(());
         }

@@ -6,6 +6,7 @@
 //! - [`store`]: the object store abstraction and its Kubernetes backend.
 //! - [`settings`]: deployment settings passed down from the binary.
 //! - [`flags`]: the flag groups of the controller binaries (defaults from [`settings`]).
+//! - [`limits`]: per-caller limits of the services and their flags.
 //! - [`keys`]: CA, token signing keys and certificates, created at first start.
 //! - [`reconcile`]: the loop that applies plans: lease status, exporter status, credentials.
 //! - [`leader`]: leader election over a coordination.k8s.io Lease.
@@ -21,6 +22,7 @@ pub mod crd;
 pub mod flags;
 pub mod keys;
 pub mod leader;
+pub mod limits;
 pub mod reconcile;
 pub mod runtime;
 pub mod server;

@@ -27,6 +27,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use jumpstarter_controller::flags::{GoDuration, LifetimeArgs, TlsSanArgs};
+use jumpstarter_controller::limits::LimitArgs;
 use jumpstarter_controller::reconcile;
 use jumpstarter_controller::runtime::{self, ControllerMetrics, GrpcServer};
 use jumpstarter_controller::server::Readiness;
@@ -129,6 +130,8 @@ struct RunArgs {
     identity: Option<String>,
     #[command(flatten)]
     lifetimes: LifetimeArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// Lifetime of router stream tokens, as a Go duration.
     #[arg(
         long,
@@ -203,6 +206,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_tags: args.max_tags,
         hidden_labels: args.hidden_labels.clone(),
         lease_cert_max_validity: args.lifetimes.lease_cert_max_validity.0,
+        limits: args.limits.limits(),
     });
     let identity = args.identity.clone().unwrap_or_else(default_identity);
 
@@ -365,6 +369,7 @@ async fn router_cert(args: RouterCertArgs) -> anyhow::Result<()> {
         max_tags: settings::DEFAULT_MAX_TAGS,
         hidden_labels: Vec::new(),
         lease_cert_max_validity: settings::DEFAULT_LEASE_CERT_MAX_VALIDITY,
+        limits: Default::default(),
     };
     let now = OffsetDateTime::now_utc();
     let keys = keys::bootstrap_with(&store, &settings, &args.common.ca_source(), now)

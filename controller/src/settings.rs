@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use time::Duration;
 
+use crate::limits::Limits;
+
 /// A router the controller can hand sessions to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouterEntry {
@@ -39,6 +41,8 @@ pub struct Settings {
     pub hidden_labels: Vec<String>,
     /// Longest validity of one per-lease certificate (it never outlives the lease either).
     pub lease_cert_max_validity: Duration,
+    /// What one client or exporter may ask of the services.
+    pub limits: Limits,
 }
 
 impl Settings {
@@ -58,6 +62,7 @@ impl Settings {
             max_tags: DEFAULT_MAX_TAGS,
             hidden_labels: Vec::new(),
             lease_cert_max_validity: DEFAULT_LEASE_CERT_MAX_VALIDITY,
+            limits: Limits::default(),
         }
     }
 }

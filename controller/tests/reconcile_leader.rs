@@ -1,15 +1,23 @@
 //! Leader election against a real kube-apiserver: one holder at a time, hand-over on
-//! release and on expiry.
+//! release and on expiry, and a leader whose API calls hang stops acting within its renew
+//! deadline.
 
+mod support;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use jumpstarter_controller::keys;
 use jumpstarter_controller::leader::{self, Election};
+use jumpstarter_controller::reconcile::{self, ReconcileMetrics};
+use jumpstarter_controller::settings::Settings;
 use jumpstarter_controller::store::Store;
 use jumpstarter_controller::store::kube::KubeStore;
 use jumpstarter_testenv::TestEnv;
 use k8s_openapi::api::coordination::v1::Lease;
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -43,8 +51,18 @@ fn contender(
     board: Arc<Board>,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
+    contender_with(store, namespace, identity, fast(), board, shutdown)
+}
+
+fn contender_with(
+    store: KubeStore,
+    namespace: String,
+    identity: &'static str,
+    election: Election,
+    board: Arc<Board>,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let election = fast();
         leader::run_elected_with(store, &namespace, identity, &election, shutdown, |token| {
             let board = Arc::clone(&board);
             async move {
@@ -226,4 +244,120 @@ async fn run_elected_with_defaults_runs_work_and_releases_on_shutdown() {
         .expect("task")
         .expect("no error");
     assert_eq!(holder(&store, &namespace).await, None);
+}
+
+/// A client of the shared API server that reaches it through `proxy`.
+async fn client_through(env: &TestEnv, proxy: &support::SilentProxy) -> kube::Client {
+    let kubeconfig = Kubeconfig::read_from(&env.admin_kubeconfig).expect("read kubeconfig");
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("kube config");
+    config.cluster_url = format!("https://127.0.0.1:{}", proxy.port)
+        .parse()
+        .expect("proxy url");
+    kube::Client::try_from(config).expect("kube client")
+}
+
+#[tokio::test]
+async fn a_leader_whose_api_calls_hang_stops_acting_before_another_takes_over() {
+    let env = TestEnv::shared();
+    let namespace = env.namespace("leader-hung").await;
+    let direct = KubeStore::new(env.admin_client().await);
+    let proxy = support::SilentProxy::start(SocketAddr::from(([127, 0, 0, 1], env.api_port))).await;
+    let proxied = KubeStore::new(client_through(env, &proxy).await);
+    let board = Arc::new(Board::default());
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+
+    // The replica behind the proxy leads and renews for a while.
+    let hung = contender(
+        proxied,
+        namespace.clone(),
+        "replica-behind-proxy",
+        Arc::clone(&board),
+        shutdown.clone(),
+    );
+    assert_eq!(wait_for_leader(&board, None).await, "replica-behind-proxy");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        board.current.lock().await.as_deref(),
+        Some("replica-behind-proxy")
+    );
+
+    // Its API server stops answering: connections stay open, requests hang.
+    proxy.go_silent();
+    let cut = Instant::now();
+    let other = contender(
+        direct.clone(),
+        namespace.clone(),
+        "replica-direct",
+        Arc::clone(&board),
+        shutdown.clone(),
+    );
+    let deadline = cut + WAIT;
+    while board.current.lock().await.as_deref() == Some("replica-behind-proxy") {
+        assert!(
+            Instant::now() < deadline,
+            "the hung leader never stopped acting"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopped_after = cut.elapsed();
+    // It stopped within its renew deadline of its last renewal, so before its lease ran
+    // out and anybody could take over.
+    assert!(
+        stopped_after < fast().lease_duration,
+        "the hung leader acted for {stopped_after:?} after its API went silent"
+    );
+    assert_eq!(
+        wait_for_leader(&board, Some("replica-behind-proxy")).await,
+        "replica-direct"
+    );
+    assert!(
+        !board.overlap.load(Ordering::SeqCst),
+        "two replicas ran work at once"
+    );
+    assert_eq!(
+        holder(&direct, &namespace).await.as_deref(),
+        Some("replica-direct")
+    );
+    shutdown.cancel();
+    for task in [hung, other] {
+        tokio::time::timeout(WAIT, task)
+            .await
+            .expect("stops")
+            .expect("task");
+    }
+}
+
+#[tokio::test]
+async fn a_reconcile_loop_stuck_on_a_silent_api_stops_when_told() {
+    let env = TestEnv::shared();
+    let (namespace, direct) = support::kube_namespace("leader-loop").await;
+    let settings = Arc::new(Settings::example(&namespace, "ctl:8082", "router:8083"));
+    let keys = keys::bootstrap(&direct, &settings, time::OffsetDateTime::now_utc())
+        .await
+        .expect("keys");
+    let proxy = support::SilentProxy::start(SocketAddr::from(([127, 0, 0, 1], env.api_port))).await;
+    let proxied = KubeStore::new(client_through(env, &proxy).await);
+    // Its API server answers nothing from the start: the first pass hangs reading.
+    proxy.go_silent();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(reconcile::run(
+        proxied,
+        Arc::new(keys),
+        settings,
+        Arc::new(ReconcileMetrics::unregistered()),
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!task.is_finished());
+    // Leadership lost: the loop must stop acting now, not when the API call gives up.
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the loop stops while its API call hangs")
+        .expect("task")
+        .expect("loop result");
 }

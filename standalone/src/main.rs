@@ -32,6 +32,7 @@ use std::process::ExitCode;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use jumpstarter_controller::admin::{self as admin_ops, Kind, LeaseOrder, OutputFormat};
 use jumpstarter_controller::flags::{LifetimeArgs, TlsSanArgs};
+use jumpstarter_controller::limits::LimitArgs;
 use jumpstarter_shell::logging::{self, LogArgs, LogFormat};
 
 use crate::admin_command::{AdminCommand, Target};
@@ -116,6 +117,8 @@ struct ServeArgs {
     sans: TlsSanArgs,
     #[command(flatten)]
     lifetimes: LifetimeArgs,
+    #[command(flatten)]
+    caller_limits: LimitArgs,
     #[command(flatten)]
     log: LogArgs,
     #[command(flatten)]
@@ -315,6 +318,7 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
         token_lifetime: args.lifetimes.token_lifetime.0,
         lease_cert_max_validity: args.lifetimes.lease_cert_max_validity.0,
         limits: args.limits,
+        caller_limits: args.caller_limits.limits(),
     };
     serve::serve(options).await
 }

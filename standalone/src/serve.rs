@@ -18,6 +18,7 @@ use anyhow::Context;
 use jumpstarter_certs::{ClientAuth, server_config};
 use jumpstarter_controller::admin::Admin;
 use jumpstarter_controller::keys;
+use jumpstarter_controller::limits::Limits;
 use jumpstarter_controller::reconcile;
 use jumpstarter_controller::runtime::{self, ControllerMetrics, GrpcServer};
 use jumpstarter_controller::server::Readiness;
@@ -54,6 +55,8 @@ pub(crate) struct ServeOptions {
     pub(crate) lease_cert_max_validity: time::Duration,
     /// Limits of the controller's and the router's ports alike.
     pub(crate) limits: jumpstarter_shell::port_limits::PortLimits,
+    /// Per-caller limits of the controller's services.
+    pub(crate) caller_limits: Limits,
 }
 
 /// The endpoint clients should use for a listen address (see
@@ -105,6 +108,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         max_tags: settings::DEFAULT_MAX_TAGS,
         hidden_labels: Vec::new(),
         lease_cert_max_validity: options.lease_cert_max_validity,
+        limits: options.caller_limits.clone(),
     });
 
     let now = OffsetDateTime::now_utc();

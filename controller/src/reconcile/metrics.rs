@@ -23,6 +23,13 @@ pub struct ErrorLabels {
     pub reason: &'static str,
 }
 
+/// Labels of the watch error counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    /// The watched kind: `Client`, `Exporter`, `Lease`, `ExporterAccessPolicy`, `Secret`.
+    pub kind: String,
+}
+
 /// Metrics of the reconcile loop; registered once per process.
 #[derive(Debug)]
 pub struct ReconcileMetrics {
@@ -39,6 +46,8 @@ pub struct ReconcileMetrics {
     pub writes: Counter,
     /// Seconds each reconcile pass took (read, plan, write), failed ones included.
     pub pass_duration: Histogram,
+    /// Errors of the loop's watches by kind (each restarts with backoff).
+    pub watch_errors: Family<WatchLabels, Counter>,
 }
 
 /// A histogram with exponential buckets `(start, factor, count)`.
@@ -83,12 +92,24 @@ impl ReconcileMetrics {
                 "Time each reconcile pass took (reading the namespace, planning, writing)",
                 exponential_histogram(PASS_BUCKETS),
             ),
+            watch_errors: r.add(
+                "jumpstarter_controller_reconcile_watch_errors",
+                "Errors of the reconcile loop's watches by kind (each restarts with backoff)",
+            ),
         }
     }
 
     /// Metrics that are not registered anywhere (tests, tools).
     pub fn unregistered() -> ReconcileMetrics {
         ReconcileMetrics::new(&mut Registry::default())
+    }
+
+    pub(crate) fn watch_error(&self, kind: &str) {
+        self.watch_errors
+            .get_or_create(&WatchLabels {
+                kind: kind.to_owned(),
+            })
+            .inc();
     }
 
     pub(crate) fn error(&self, reason: &'static str) {

@@ -43,6 +43,7 @@ pub use pass::Reconciler;
 
 use crate::keys::Keys;
 use crate::settings::Settings;
+use crate::store::warning_throttle::WarningThrottle;
 use crate::store::{Object, Store, StoreError};
 use reflection::{Reflection, Reflections};
 
@@ -115,7 +116,7 @@ pub async fn run<S: Store>(
     shutdown: CancellationToken,
 ) -> Result<(), ReconcileError> {
     let namespace = settings.namespace.clone();
-    let (changed, reflections) = watch_all(&store, &namespace, &shutdown);
+    let (changed, reflections) = watch_all(&store, &namespace, &metrics, &shutdown);
     let reconciler = Reconciler::new(store, keys, Arc::clone(&settings), Arc::clone(&metrics))
         .with_reflections(reflections);
     let mut backoff = ERROR_BACKOFF.0;
@@ -123,7 +124,13 @@ pub async fn run<S: Store>(
     loop {
         let now = whole_seconds(OffsetDateTime::now_utc());
         let started = Instant::now();
-        let result = reconciler.pass(now).await;
+        // A pass stuck on an API call that does not answer is abandoned when the loop is
+        // told to stop (e.g. leadership lost): its writes are conditional, so a pass cut
+        // short is like a crash, which the next pass (anyone's) repairs.
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            result = reconciler.pass(now) => result,
+        };
         metrics
             .pass_duration
             .observe(started.elapsed().as_secs_f64());
@@ -170,16 +177,18 @@ pub async fn run<S: Store>(
 fn watch_all<S: Store>(
     store: &S,
     namespace: &str,
+    metrics: &Arc<ReconcileMetrics>,
     shutdown: &CancellationToken,
 ) -> (Arc<Notify>, Arc<Reflections>) {
     let changed = Arc::new(Notify::new());
     let reflections = Arc::new(Reflections::new());
     let r = &reflections;
-    spawn_watch(store, namespace, &changed, shutdown, r, |r| &r.clients);
-    spawn_watch(store, namespace, &changed, shutdown, r, |r| &r.exporters);
-    spawn_watch(store, namespace, &changed, shutdown, r, |r| &r.leases);
-    spawn_watch(store, namespace, &changed, shutdown, r, |r| &r.policies);
-    spawn_watch::<S, Secret>(store, namespace, &changed, shutdown, r, |r| &r.secrets);
+    let m = metrics;
+    spawn_watch(store, namespace, &changed, m, shutdown, r, |r| &r.clients);
+    spawn_watch(store, namespace, &changed, m, shutdown, r, |r| &r.exporters);
+    spawn_watch(store, namespace, &changed, m, shutdown, r, |r| &r.leases);
+    spawn_watch(store, namespace, &changed, m, shutdown, r, |r| &r.policies);
+    spawn_watch::<S, Secret>(store, namespace, &changed, m, shutdown, r, |r| &r.secrets);
     (changed, reflections)
 }
 
@@ -187,6 +196,7 @@ fn spawn_watch<S: Store, K: Object>(
     store: &S,
     namespace: &str,
     changed: &Arc<Notify>,
+    metrics: &Arc<ReconcileMetrics>,
     shutdown: &CancellationToken,
     reflections: &Arc<Reflections>,
     reflection: fn(&Reflections) -> &Reflection<K>,
@@ -196,7 +206,9 @@ fn spawn_watch<S: Store, K: Object>(
     let (changed, shutdown) = (Arc::clone(changed), shutdown.clone());
     let kind = K::kind(&());
     let namespace = namespace.to_owned();
+    let metrics = Arc::clone(metrics);
     tokio::spawn(async move {
+        let mut throttle = WarningThrottle::default();
         loop {
             let event = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -208,8 +220,15 @@ fn spawn_watch<S: Store, K: Object>(
                     changed.notify_one();
                 }
                 Some(Err(error)) => {
-                    // The stream restarts itself; the periodic pass covers the gap.
-                    tracing::debug!(%kind, %error, "watch interrupted");
+                    // The stream restarts itself with backoff; the periodic pass covers
+                    // the gap.
+                    metrics.watch_error(kind.as_ref());
+                    match throttle.check(std::time::Instant::now()) {
+                        Some(suppressed) => {
+                            tracing::warn!(%kind, %namespace, %error, suppressed, "watch failed; it restarts with backoff");
+                        }
+                        None => tracing::debug!(%kind, %error, "watch interrupted"),
+                    }
                 }
                 None => {
                     // Streams restart themselves, so this is unexpected. The copy can no

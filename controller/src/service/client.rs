@@ -16,7 +16,7 @@ use jumpstarter_proto::jumpstarter::client::v1::client_service_server::ClientSer
 
 use super::metrics::observed_service;
 use super::write::{self, Part};
-use super::{Services, lease_error, lease_request, names, store_status, wire};
+use super::{Services, lease_error, lease_request, names, rate_limited, store_status, wire};
 use crate::auth::{Caller, ObjectIdentity};
 use crate::crd::vocabulary;
 use crate::crd::{Client, Exporter, Lease};
@@ -166,6 +166,10 @@ impl<S: Store> ClientApi<S> {
             OffsetDateTime::now_utc(),
         )
         .map_err(lease_error::status)?;
+        self.services
+            .shared
+            .check_pending_leases(&namespace, &caller.name)
+            .await?;
         let name = lease_request::name_or_new(new.name);
         let object = lease_request::build(&new.lease, &namespace, &name, &new.client)?;
         let created = self.store().create(&object).await.map_err(store_status)?;
@@ -250,6 +254,12 @@ impl<S: Store> ClientApi<S> {
     ) -> Result<client_pb::RotateTokenResponse, Status> {
         let (caller, client) = self.caller(&request).await?;
         self.resolve_parent(&caller, &request.get_ref().parent)?;
+        let shared = &self.services.shared;
+        let key = format!("Client/{}/{}", caller.namespace, caller.name);
+        if let Err(retry_after) = shared.rotate_limiter.check(&key, std::time::Instant::now()) {
+            shared.metrics.refused("rotate_token_rate");
+            return Err(rate_limited("RotateToken", retry_after));
+        }
         let subject = ObjectIdentity::of_client(&client).internal_subject();
         let (token, expiry) = self
             .services

@@ -21,7 +21,8 @@ use super::listen::OfferError;
 use super::metrics::{GaugeGuard, OfferLabels, observed_service};
 use super::write::{self, Part};
 use super::{
-    Services, lease_error, lease_request, router_choice, status_stream, store_status, wire,
+    Services, heartbeat, lease_error, lease_request, rate_limited, router_choice, status_stream,
+    store_status, wire,
 };
 use crate::auth::{Caller, KIND};
 use crate::crd::vocabulary::{self, exporter_condition};
@@ -151,13 +152,26 @@ impl<S: Store> ControllerApi<S> {
             value,
             ExporterStatusValue::Offline | ExporterStatusValue::Unspecified
         );
+        let mut wrote = false;
         let updated = self
             .modify_exporter(&caller, Part::Status, |e| {
+                let now = OffsetDateTime::now_utc();
                 let generation = e.metadata.generation;
                 let status = e.status.get_or_insert_with(Default::default);
+                // Only a new report is written; the same report again refreshes lastSeen
+                // at most once per heartbeat interval.
+                let same = status.exporter_status == Some(value)
+                    && status.status_message.as_deref() == Some(message.as_str());
+                if same {
+                    wrote = heartbeat::is_due(status.last_seen.as_ref(), now);
+                    if wrote {
+                        status.last_seen = Some(vocabulary::stored_time(now));
+                    }
+                    return wrote;
+                }
                 status.exporter_status = Some(value);
                 status.status_message = Some(message.clone());
-                status.last_seen = Some(vocabulary::now_time());
+                status.last_seen = Some(vocabulary::stored_time(now));
                 let conditions = status.conditions.get_or_insert_with(Vec::new);
                 let reason = if online {
                     exporter_condition::reason::STATUS_REPORTED
@@ -171,11 +185,16 @@ impl<S: Store> ControllerApi<S> {
                     reason,
                     &message,
                     generation,
-                    OffsetDateTime::now_utc(),
+                    now,
                 );
+                wrote = true;
                 true
             })
             .await?;
+        self.services
+            .shared
+            .metrics
+            .status_write("report_status", wrote);
         if request.release_lease == Some(true) {
             let lease_name = updated
                 .status
@@ -299,6 +318,12 @@ impl<S: Store> ControllerApi<S> {
         request: Request<pb::DialRequest>,
     ) -> Result<pb::DialResponse, Status> {
         let (caller, _) = self.client_caller(&request).await?;
+        let shared = &self.services.shared;
+        let key = format!("Client/{}/{}", caller.namespace, caller.name);
+        if let Err(retry_after) = shared.dial_limiter.check(&key, std::time::Instant::now()) {
+            shared.metrics.refused("dial_rate");
+            return Err(rate_limited("Dial", retry_after));
+        }
         let lease_name = request.into_inner().lease_name;
         if lease_name.is_empty() {
             return Err(Status::invalid_argument("lease_name is required"));
@@ -481,6 +506,10 @@ impl<S: Store> ControllerApi<S> {
         }
         let checked = jumpstarter_lease::request::check_legacy(selector, duration?)
             .map_err(lease_error::status)?;
+        self.services
+            .shared
+            .check_pending_leases(&caller.namespace, &caller.name)
+            .await?;
         let name = uuid::Uuid::now_v7().to_string();
         let lease = lease_request::build(&checked, &caller.namespace, &name, &caller.name)?;
         self.store().create(&lease).await.map_err(store_status)?;

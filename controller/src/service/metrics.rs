@@ -25,6 +25,23 @@ pub struct OfferLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of the refusal counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// The limit that refused the call: `status_streams_per_exporter`,
+    /// `pending_leases_per_client`, `dial_rate` or `rotate_token_rate`.
+    pub limit: &'static str,
+}
+
+/// Labels of the exporter-status write counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    /// What asked for the write: `report_status`, `status_open` or `status_heartbeat`.
+    pub call: &'static str,
+    /// `written`, or `unchanged` when nothing needed writing.
+    pub outcome: &'static str,
+}
+
 /// Metrics of the services; registered once per process.
 #[derive(Debug, Default)]
 pub struct ServiceMetrics {
@@ -38,6 +55,12 @@ pub struct ServiceMetrics {
     pub listen_offers: Family<OfferLabels, Counter>,
     /// Dials that gave up waiting for an exporter to become ready.
     pub dial_wait_timeouts: Counter,
+    /// Calls refused by a per-caller limit, by limit.
+    pub limit_refusals: Family<LimitLabels, Counter>,
+    /// Exporter status writes asked for by exporters' calls, by call and outcome.
+    pub exporter_status_writes: Family<WriteLabels, Counter>,
+    /// Errors of the Exporter watch the Status streams share (it restarts with backoff).
+    pub status_watch_errors: Counter,
 }
 
 impl ServiceMetrics {
@@ -65,7 +88,34 @@ impl ServiceMetrics {
                 "jumpstarter_controller_dial_wait_timeouts",
                 "Dials that timed out waiting for the exporter to become ready",
             ),
+            limit_refusals: r.add(
+                "jumpstarter_controller_limit_refusals",
+                "Calls refused by a per-caller limit, by limit",
+            ),
+            exporter_status_writes: r.add(
+                "jumpstarter_controller_exporter_status_writes",
+                "Exporter status writes asked for by exporter calls, by call and outcome",
+            ),
+            status_watch_errors: r.add(
+                "jumpstarter_controller_status_watch_errors",
+                "Errors of the Exporter watch shared by the Status streams",
+            ),
         }
+    }
+
+    /// Counts one refusal by the limit `limit`.
+    pub(crate) fn refused(&self, limit: &'static str) {
+        self.limit_refusals
+            .get_or_create(&LimitLabels { limit })
+            .inc();
+    }
+
+    /// Counts one exporter-status write decision of `call`.
+    pub(crate) fn status_write(&self, call: &'static str, wrote: bool) {
+        let outcome = if wrote { "written" } else { "unchanged" };
+        self.exporter_status_writes
+            .get_or_create(&WriteLabels { call, outcome })
+            .inc();
     }
 
     /// Counts one call's outcome and passes the result through.

@@ -16,16 +16,19 @@
 //! [`lease_request`] (wire ↔ lease domain ↔ Lease objects), [`lease_error`] (the one
 //! `LeaseError` → status mapping), [`listen`] (Dial ↔ Listen queues),
 //! [`router_choice`] (router scoring), [`write`] (read-modify-write with retry),
-//! [`status_stream`] (the exporter Status stream), [`metrics`].
+//! [`status_stream`] (the exporter Status stream), [`heartbeat`] (when `lastSeen` is
+//! refreshed), [`rate_limiter`] (per-caller token buckets), [`metrics`].
 
 pub(crate) mod client;
 pub(crate) mod controller;
+pub(crate) mod heartbeat;
 pub(crate) mod lease_certificate;
 pub(crate) mod lease_error;
 pub(crate) mod lease_request;
 pub(crate) mod listen;
 pub(crate) mod metrics;
 pub(crate) mod names;
+pub(crate) mod rate_limiter;
 pub(crate) mod router_choice;
 pub(crate) mod status_stream;
 pub(crate) mod wire;
@@ -46,9 +49,12 @@ pub(crate) use lease_certificate::LeaseCertificateApi;
 pub use metrics::ServiceMetrics;
 
 use crate::auth::{AuthMetrics, Authenticator, store_code};
+use crate::crd::Lease;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
 use listen::ListenRegistry;
+use rate_limiter::RateLimiter;
+use status_stream::StatusStreams;
 
 /// The signing keys the services use.
 #[derive(Debug, Clone)]
@@ -83,6 +89,11 @@ struct Shared<S> {
     signers: TokenSigners,
     auth: Authenticator<S>,
     listeners: ListenRegistry,
+    status_streams: StatusStreams,
+    /// Dials per client ([`crate::limits::Limits::dial`]).
+    dial_limiter: RateLimiter,
+    /// Token rotations per client ([`crate::limits::Limits::rotate_token`]).
+    rotate_limiter: RateLimiter,
     metrics: Arc<ServiceMetrics>,
     /// Cancelled at shutdown: every open stream ends.
     shutdown: CancellationToken,
@@ -100,11 +111,14 @@ impl<S: Store> Services<S> {
         let auth = Authenticator::new(store.clone(), signers.issuer.verifier(), auth_metrics);
         Services {
             shared: Arc::new(Shared {
+                dial_limiter: RateLimiter::new(settings.limits.dial),
+                rotate_limiter: RateLimiter::new(settings.limits.rotate_token),
                 store,
                 settings,
                 signers,
                 auth,
                 listeners: ListenRegistry::default(),
+                status_streams: StatusStreams::default(),
                 metrics,
                 shutdown,
             }),
@@ -139,6 +153,51 @@ impl<S: Store> Services<S> {
     pub fn listeners(&self) -> &ListenRegistry {
         &self.shared.listeners
     }
+}
+
+impl<S: Store> Shared<S> {
+    /// Refuses a new lease of `client` (CreateLease, and the legacy RequestLease) when it
+    /// already has `limits.max_pending_leases_per_client` leases waiting for an exporter.
+    async fn check_pending_leases(&self, namespace: &str, client: &str) -> Result<(), Status> {
+        let max = self.settings.limits.max_pending_leases_per_client;
+        let selector = format!("!{}", crate::crd::vocabulary::LEASE_ENDED_LABEL);
+        let active: Vec<Lease> = crate::store::list_all(&self.store, namespace, Some(&selector))
+            .await
+            .map_err(store_status)?;
+        let pending = active
+            .iter()
+            .filter(|l| l.spec.client_ref.name == client && is_pending(l))
+            .count();
+        if pending >= max {
+            self.metrics.refused("pending_leases_per_client");
+            return Err(Status::resource_exhausted(format!(
+                "client {namespace}/{client} already has {pending} leases waiting for an \
+                 exporter (the limit is {max}); release some or wait until they are ready"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A lease that is neither ended nor released and has no exporter yet.
+fn is_pending(lease: &Lease) -> bool {
+    let status = lease.status.as_ref();
+    !status.is_some_and(|s| s.ended)
+        && !lease.spec.release.unwrap_or(false)
+        && status.and_then(|s| s.exporter_ref.as_ref()).is_none()
+}
+
+/// RESOURCE_EXHAUSTED for a call over its rate: says which limit and when to retry, also as
+/// the `retry-after-ms` metadata entry.
+pub(crate) fn rate_limited(what: &str, retry_after: std::time::Duration) -> Status {
+    let millis = retry_after.as_millis().max(1);
+    let mut status = Status::resource_exhausted(format!(
+        "too many {what} calls from this caller; retry in {millis} ms"
+    ));
+    if let Ok(value) = millis.to_string().parse() {
+        status.metadata_mut().insert("retry-after-ms", value);
+    }
+    status
 }
 
 /// A store failure as a gRPC status (the message names the object).

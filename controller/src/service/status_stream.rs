@@ -1,29 +1,144 @@
 //! The exporter's Status stream: its current lease state at once and after every change
 //! (never twice in a row the same), with the stream doubling as the heartbeat that keeps
-//! `status.lastSeen` fresh.
+//! `status.lastSeen` fresh while its connection lives (see [`heartbeat`]).
+//!
+//! Streams are bounded and cheap: one exporter may hold at most
+//! `limits.max_status_streams_per_exporter` of them (more are refused with
+//! RESOURCE_EXHAUSTED), and all streams of a namespace share one watch of its Exporters
+//! ([`StatusStreams`]), instead of one API watch each.
 
-use std::sync::Arc;
-use std::time::Duration as StdDuration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use time::OffsetDateTime;
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tracing::Instrument;
 
 use jumpstarter_proto::jumpstarter::v1::StatusResponse;
 
+use super::heartbeat::{self, HEARTBEAT};
 use super::metrics::GaugeGuard;
 use super::write::{self, Part};
 use super::{Shared, store_status};
 use crate::auth::Caller;
-use crate::crd::vocabulary;
 use crate::crd::{Exporter, ExporterStatusValue, Lease};
+use crate::store::warning_throttle::WarningThrottle;
 use crate::store::{Store, StoreError, WatchEvent};
 
-/// How often an open Status stream refreshes `lastSeen` (0.9.0 value; the reconciler
-/// calls an exporter offline after a minute without it).
-pub(crate) const HEARTBEAT: StdDuration = StdDuration::from_secs(10);
+/// Exporter changes the shared watch may hold for a slow stream before that stream misses
+/// some; a stream that missed changes re-reads its exporter, so this only needs to cover
+/// a burst.
+pub(crate) const WATCH_BUFFER: usize = 256;
+/// Pause before the shared watch is opened again after it ended (it restarts itself
+/// after errors; ending is unexpected).
+const WATCH_RESTART: std::time::Duration = std::time::Duration::from_secs(1);
+
+type Event = Arc<WatchEvent<Exporter>>;
+
+/// The open Status streams per exporter and the shared Exporter watch per namespace.
+#[derive(Debug, Default)]
+pub(crate) struct StatusStreams {
+    open: Arc<Mutex<HashMap<String, usize>>>,
+    watches: Mutex<HashMap<String, broadcast::Sender<Event>>>,
+}
+
+/// One open stream's place in the per-exporter count; frees it when dropped.
+#[derive(Debug)]
+struct Slot {
+    open: Arc<Mutex<HashMap<String, usize>>>,
+    key: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = lock(&self.open);
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Each critical section is a single map operation: a panic cannot leave it half done.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl StatusStreams {
+    /// Takes one of the `max` stream places of exporter `key`.
+    fn take_slot(&self, key: &str, max: usize) -> Option<Slot> {
+        let mut open = lock(&self.open);
+        let n = open.entry(key.to_owned()).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            open: Arc::clone(&self.open),
+            key: key.to_owned(),
+        })
+    }
+
+    /// Changes of the Exporters of `namespace`, from the one shared watch (started on first
+    /// use; it runs until shutdown).
+    fn subscribe<S: Store>(shared: &Arc<Shared<S>>, namespace: &str) -> broadcast::Receiver<Event> {
+        let mut watches = lock(&shared.status_streams.watches);
+        if let Some(sender) = watches.get(namespace) {
+            return sender.subscribe();
+        }
+        let (sender, receiver) = broadcast::channel(WATCH_BUFFER);
+        watches.insert(namespace.to_owned(), sender.clone());
+        let span = tracing::info_span!("status_watch", %namespace);
+        tokio::spawn(
+            share_watch(Arc::clone(shared), namespace.to_owned(), sender).instrument(span),
+        );
+        receiver
+    }
+}
+
+/// Feeds `sender` from one watch of the Exporters of `namespace` until shutdown.
+async fn share_watch<S: Store>(
+    shared: Arc<Shared<S>>,
+    namespace: String,
+    sender: broadcast::Sender<Event>,
+) {
+    let mut throttle = WarningThrottle::default();
+    loop {
+        let mut watch = shared.store.watch::<Exporter>(&namespace, None);
+        loop {
+            let event = tokio::select! {
+                () = shared.shutdown.cancelled() => return,
+                event = watch.next() => event,
+            };
+            match event {
+                // No receiver is fine: no stream is open right now.
+                Some(Ok(event)) => _ = sender.send(Arc::new(event)),
+                Some(Err(err)) => {
+                    shared.metrics.status_watch_errors.inc();
+                    match throttle.check(Instant::now()) {
+                        Some(suppressed) => tracing::warn!(
+                            suppressed,
+                            "exporter watch error (it restarts with backoff): {err}"
+                        ),
+                        None => tracing::debug!("exporter watch error: {err}"),
+                    }
+                }
+                None => break,
+            }
+        }
+        tracing::warn!("exporter watch ended; opening it again");
+        tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            () = tokio::time::sleep(WATCH_RESTART) => {}
+        }
+    }
+}
 
 /// Opens the stream for `caller` (an authenticated exporter).
 pub(super) async fn open<S: Store>(
@@ -32,18 +147,18 @@ pub(super) async fn open<S: Store>(
 ) -> Result<ReceiverStream<Result<StatusResponse, Status>>, Status> {
     let namespace = caller.namespace.clone();
     let name = caller.name.clone();
-    let exporter =
-        write::modify::<S, Exporter, _>(&shared.store, &namespace, &name, Part::Status, |e| {
-            let status = e.status.get_or_insert_with(Default::default);
-            status.last_seen = Some(vocabulary::now_time());
-            // A recent connection after a graceful shutdown: forget the Offline report so an
-            // old exporter that never reports a status again is not stuck offline.
-            if status.exporter_status == Some(ExporterStatusValue::Offline) {
-                status.exporter_status = None;
-                status.status_message = None;
-            }
-            true
-        })
+    let key = format!("{namespace}/{name}");
+    let max = shared.settings.limits.max_status_streams_per_exporter;
+    let Some(slot) = shared.status_streams.take_slot(&key, max) else {
+        shared.metrics.refused("status_streams_per_exporter");
+        return Err(Status::resource_exhausted(format!(
+            "exporter {key} already has {max} Status streams open (the limit); close one or \
+             wait for dead connections to time out"
+        )));
+    };
+    // Subscribe before reading, so that no change after the read is missed.
+    let events = StatusStreams::subscribe(&shared, &namespace);
+    let exporter = refresh(&shared, &namespace, &name, true, "status_open")
         .await
         .map_err(store_status)?;
     let first = state_of(&shared.store, &namespace, &exporter).await;
@@ -51,15 +166,51 @@ pub(super) async fn open<S: Store>(
     // Capacity 4 and nothing sent yet: this cannot fail for lack of room.
     let _ = tx.try_send(Ok(first.clone()));
     let guard = GaugeGuard::new(&shared.metrics.status_streams);
-    let span = tracing::info_span!("status", exporter = %format!("{namespace}/{name}"));
+    let span = tracing::info_span!("status", exporter = %key);
     tokio::spawn(
         async move {
             let _guard = guard;
-            run(shared, namespace, name, first, tx).await;
+            let _slot = slot;
+            run(shared, namespace, name, first, events, tx).await;
         }
         .instrument(span),
     );
     Ok(ReceiverStream::new(rx))
+}
+
+/// Refreshes `lastSeen` of exporter `namespace/name` if it is due (see [`heartbeat`]); at
+/// the opening of a stream (`opening`) also forgets an Offline report. Returns the stored
+/// exporter.
+async fn refresh<S: Store>(
+    shared: &Shared<S>,
+    namespace: &str,
+    name: &str,
+    opening: bool,
+    call: &'static str,
+) -> Result<Exporter, StoreError> {
+    let mut wrote = false;
+    let exporter =
+        write::modify::<S, Exporter, _>(&shared.store, namespace, name, Part::Status, |e| {
+            let now = OffsetDateTime::now_utc();
+            let status = e.status.get_or_insert_with(Default::default);
+            let mut changed = false;
+            if heartbeat::is_due(status.last_seen.as_ref(), now) {
+                status.last_seen = Some(crate::crd::vocabulary::stored_time(now));
+                changed = true;
+            }
+            // A recent connection after a graceful shutdown: forget the Offline report so
+            // an old exporter that never reports a status again is not stuck offline.
+            if opening && status.exporter_status == Some(ExporterStatusValue::Offline) {
+                status.exporter_status = None;
+                status.status_message = None;
+                changed = true;
+            }
+            wrote = changed;
+            changed
+        })
+        .await?;
+    shared.metrics.status_write(call, wrote);
+    Ok(exporter)
 }
 
 async fn run<S: Store>(
@@ -67,52 +218,77 @@ async fn run<S: Store>(
     namespace: String,
     name: String,
     mut last: StatusResponse,
+    mut events: broadcast::Receiver<Event>,
     tx: mpsc::Sender<Result<StatusResponse, Status>>,
 ) {
     tracing::debug!("status stream opened");
-    let mut watch = shared.store.watch::<Exporter>(&namespace, Some(&name));
-    let mut heartbeat =
-        tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deleted = || Status::not_found(format!("exporter {namespace}/{name} was deleted"));
     let end: Option<Status> = loop {
-        tokio::select! {
+        // The exporter as changed, when it must be looked at again.
+        let changed: Option<Exporter> = tokio::select! {
+            // The connection is gone (closed, or found dead by keepalive): no more
+            // heartbeats on its behalf.
             () = tx.closed() => break None,
             () = shared.shutdown.cancelled() => break None,
-            _ = heartbeat.tick() => {
-                let beat = write::modify::<S, Exporter, _>(&shared.store, &namespace, &name, Part::Status, |e| {
-                    e.status.get_or_insert_with(Default::default).last_seen = Some(vocabulary::now_time());
-                    true
-                })
-                .await;
-                match beat {
+            _ = beat.tick() => {
+                match refresh(&shared, &namespace, &name, false, "status_heartbeat").await {
                     Ok(_) => {}
-                    Err(StoreError::NotFound { .. }) => break Some(Status::not_found(format!("exporter {namespace}/{name} was deleted"))),
+                    Err(StoreError::NotFound { .. }) => break Some(deleted()),
                     Err(err) => tracing::warn!("heartbeat failed: {err}"),
                 }
+                None
             }
-            event = watch.next() => match event {
-                Some(Ok(WatchEvent::Applied(exporter))) => {
-                    let state = state_of(&shared.store, &namespace, &exporter).await;
-                    if state != last {
-                        if tx.send(Ok(state.clone())).await.is_err() {
-                            break None;
+            event = events.recv() => match event {
+                Ok(event) => match &*event {
+                    WatchEvent::Applied(e) if is_named(e, &name) => Some(e.clone()),
+                    WatchEvent::Deleted(e) if is_named(e, &name) => break Some(deleted()),
+                    // After a re-list, deletions during the gap are not reported: look.
+                    WatchEvent::Listed => match shared.store.get::<Exporter>(&namespace, &name).await {
+                        Ok(Some(e)) => Some(e),
+                        Ok(None) => break Some(deleted()),
+                        Err(err) => {
+                            tracing::debug!("cannot re-read the exporter: {err}");
+                            None
                         }
-                        last = state;
+                    },
+                    _ => None,
+                },
+                // Missed changes: read the exporter as it is now.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    match shared.store.get::<Exporter>(&namespace, &name).await {
+                        Ok(Some(e)) => Some(e),
+                        Ok(None) => break Some(deleted()),
+                        Err(err) => {
+                            tracing::debug!("cannot re-read the exporter: {err}");
+                            None
+                        }
                     }
                 }
-                Some(Ok(WatchEvent::Deleted(_))) => {
-                    break Some(Status::not_found(format!("exporter {namespace}/{name} was deleted")));
+                Err(broadcast::error::RecvError::Closed) => {
+                    break Some(Status::unavailable("exporter watch ended"))
                 }
-                Some(Ok(WatchEvent::Relisting | WatchEvent::Listed)) => {}
-                Some(Err(err)) => tracing::warn!("exporter watch error (it restarts): {err}"),
-                None => break Some(Status::unavailable("exporter watch ended")),
             },
+        };
+        if let Some(exporter) = changed {
+            let state = state_of(&shared.store, &namespace, &exporter).await;
+            if state != last {
+                if tx.send(Ok(state.clone())).await.is_err() {
+                    break None;
+                }
+                last = state;
+            }
         }
     };
     if let Some(status) = end {
         let _ = tx.send(Err(status)).await;
     }
     tracing::debug!("status stream closed");
+}
+
+fn is_named(exporter: &Exporter, name: &str) -> bool {
+    exporter.metadata.name.as_deref() == Some(name)
 }
 
 /// `{leased, lease_name, client_name}` of an exporter.

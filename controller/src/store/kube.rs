@@ -3,7 +3,7 @@
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 
 use super::{ListParams, Object, ObjectList, Store, StoreError, WatchEvent};
 
@@ -166,7 +166,10 @@ impl Store for KubeStore {
             config = config.fields(&format!("metadata.name={name}"));
         }
         let namespace = namespace.to_owned();
+        // Backs off after errors (kube-rs' default: exponential from 800 ms to 30 s, with
+        // jitter), so an unreachable or failing API server is not hammered by reconnects.
         watcher::watcher(self.api::<K>(&namespace), config)
+            .default_backoff()
             .filter_map(move |event| {
                 let namespace = namespace.clone();
                 async move {

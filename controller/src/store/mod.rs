@@ -12,6 +12,7 @@
 
 pub mod embedded;
 pub mod kube;
+pub mod warning_throttle;
 
 use std::fmt::Debug;
 use std::future::Future;

@@ -71,8 +71,8 @@ pub struct LoopbackGrpc {
 
 impl LoopbackGrpc {
     /// Serves `services` on 127.0.0.1 port 0 with `cert`, which `ca` issued for `localhost`.
-    pub async fn serve(
-        services: &Services<KubeStore>,
+    pub async fn serve<S: jumpstarter_controller::store::Store>(
+        services: &Services<S>,
         cert: &IssuedCert,
         ca: &Ca,
         shutdown: CancellationToken,
@@ -99,7 +99,12 @@ impl LoopbackGrpc {
 
     /// A TLS endpoint for `https://localhost:<port>` trusting the CA.
     pub fn endpoint(&self, connect_timeout: StdDuration) -> Endpoint {
-        Endpoint::from_shared(format!("https://localhost:{}", self.port))
+        self.endpoint_via(self.port, connect_timeout)
+    }
+
+    /// A TLS endpoint for this server reached on another local `port` (e.g. a proxy's).
+    pub fn endpoint_via(&self, port: u16, connect_timeout: StdDuration) -> Endpoint {
+        Endpoint::from_shared(format!("https://localhost:{port}"))
             .expect("endpoint")
             .tls_config(
                 ClientTlsConfig::new()
@@ -179,4 +184,94 @@ pub fn assert_status(result: Result<impl std::fmt::Debug, Status>, code: Code, t
         "message {:?} should contain {text:?}",
         status.message()
     );
+}
+
+/// A TCP proxy on 127.0.0.1 in front of `target` that can go silent: from then on it
+/// forwards nothing in either direction and answers no new connection, but closes nothing
+/// (no FIN, no RST), like a peer that lost power or a cable pulled between two switches.
+/// Everything closes when it is dropped.
+pub struct SilentProxy {
+    pub port: u16,
+    silent: Arc<std::sync::atomic::AtomicBool>,
+    stop: CancellationToken,
+}
+
+impl SilentProxy {
+    pub async fn start(target: std::net::SocketAddr) -> SilentProxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let silent = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
+        let (flag, token) = (Arc::clone(&silent), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    () = token.cancelled() => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((inbound, _)) = accepted else { continue };
+                let (flag, token) = (Arc::clone(&flag), token.clone());
+                tokio::spawn(async move {
+                    // Held, not closed, until the proxy stops.
+                    let held = inbound;
+                    if flag.load(Ordering::SeqCst) {
+                        token.cancelled().await;
+                        drop(held);
+                        return;
+                    }
+                    let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (in_read, in_write) = held.into_split();
+                    let (out_read, out_write) = outbound.into_split();
+                    let pipe =
+                        |flag: Arc<AtomicBool>,
+                         mut from: tokio::net::tcp::OwnedReadHalf,
+                         mut to: tokio::net::tcp::OwnedWriteHalf| async move {
+                            let mut buf = vec![0u8; 16 * 1024];
+                            loop {
+                                let n = match from.read(&mut buf).await {
+                                    Ok(0) | Err(_) => break,
+                                    Ok(n) => n,
+                                };
+                                if flag.load(Ordering::SeqCst) {
+                                    // Swallow everything from now on, keep both ends open.
+                                    std::future::pending::<()>().await;
+                                }
+                                if to.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                            let _ = to.shutdown().await;
+                            // Keep the halves alive until both directions are done.
+                            (from, to)
+                        };
+                    tokio::select! {
+                        () = token.cancelled() => {}
+                        _ = async {
+                            tokio::join!(
+                                pipe(Arc::clone(&flag), in_read, out_write),
+                                pipe(flag, out_read, in_write),
+                            )
+                        } => {}
+                    }
+                });
+            }
+        });
+        SilentProxy { port, silent, stop }
+    }
+
+    /// From now on nothing passes and nothing is closed.
+    pub fn go_silent(&self) {
+        self.silent.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for SilentProxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
