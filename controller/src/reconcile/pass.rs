@@ -10,6 +10,7 @@ use futures::StreamExt;
 use jumpstarter_token::internal::{CachedVerifier, ObjectKind};
 use k8s_openapi::api::core::v1::LocalObjectReference;
 use kube::ResourceExt;
+use kube::api::ObjectMeta;
 use time::OffsetDateTime;
 
 use jumpstarter_lease::scheduler;
@@ -177,12 +178,8 @@ impl<S: Store> Reconciler<S> {
             let Some(client) = view.clients.get(&name) else {
                 continue;
             };
-            let Some(holder) = holder(
-                ObjectKind::Client,
-                namespace,
-                client.metadata.uid.as_deref(),
-                &name,
-            ) else {
+            let Some(holder) = holder(ObjectKind::Client, namespace, &client.metadata, &name)
+            else {
                 continue;
             };
             let secret_name = holder.secret_name();
@@ -229,8 +226,10 @@ impl<S: Store> Reconciler<S> {
             .exporters
             .iter()
             .filter_map(|(name, exporter)| {
-                let uid = exporter.metadata.uid.as_deref();
-                Some((name, holder(ObjectKind::Exporter, namespace, uid, name)?))
+                Some((
+                    name,
+                    holder(ObjectKind::Exporter, namespace, &exporter.metadata, name)?,
+                ))
             })
             .collect();
         // Most are in place (a lookup); the others need a Secret written, concurrently.
@@ -327,12 +326,16 @@ enum CredentialState {
     Conflict,
 }
 
-fn holder(kind: ObjectKind, namespace: &str, uid: Option<&str>, name: &str) -> Option<Holder> {
+/// The credential holder of an object with `meta`; `None` without a UID. A malformed
+/// generation annotation counts as 0: authentication refuses every token of that object
+/// until it is fixed, and the Secret is re-signed at the fixed generation then.
+fn holder(kind: ObjectKind, namespace: &str, meta: &ObjectMeta, name: &str) -> Option<Holder> {
     Some(Holder {
         kind,
         namespace: namespace.to_owned(),
         name: name.to_owned(),
-        uid: uid?.to_owned(),
+        uid: meta.uid.clone()?,
+        generation: crate::auth::revocation::generation(meta).unwrap_or(0),
     })
 }
 
