@@ -1,5 +1,8 @@
 //! Who may open a stream: the `authorization: Bearer <router token>` header, verified
-//! against the controller's public keys.
+//! against the controller's public keys ([`TokenKeys`], replaceable while the router runs:
+//! the controller's new key signs, old keys verify until they leave the bundle).
+
+use std::sync::{Arc, RwLock};
 
 use jumpstarter_token::router::Claims;
 use jumpstarter_token::{TokenError, VerifyingKey};
@@ -48,6 +51,30 @@ pub enum KeyBundleError {
     Unterminated { index: usize },
     #[error("the bundle holds no PUBLIC KEY block")]
     Empty,
+}
+
+/// The public keys router tokens may be signed with, shared by every stream and replaced as
+/// a whole when the key bundle changes. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct TokenKeys(Arc<RwLock<Arc<Vec<VerifyingKey>>>>);
+
+impl TokenKeys {
+    /// The keys accepted now.
+    pub fn current(&self) -> Arc<Vec<VerifyingKey>> {
+        // Writers only swap a complete bundle in; a poisoned lock still holds a whole one.
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Accepts `keys` instead, from the next stream on.
+    pub fn replace(&self, keys: Vec<VerifyingKey>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+    }
+}
+
+impl From<Vec<VerifyingKey>> for TokenKeys {
+    fn from(keys: Vec<VerifyingKey>) -> Self {
+        TokenKeys(Arc::new(RwLock::new(Arc::new(keys))))
+    }
 }
 
 /// Verifies the bearer token of a stream's call metadata at `now` and returns its claims.
