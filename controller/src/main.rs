@@ -151,6 +151,8 @@ struct RunArgs {
     /// that run as pods and mount it); checked at start and every few hours.
     #[arg(long, env = "JUMPSTARTER_ROUTER_CERT_SECRETS", default_value_t = false)]
     router_cert_secrets: bool,
+    #[command(flatten)]
+    key_reload: keys::refresh::KeyReloadArgs,
 }
 
 #[derive(Debug, Args)]
@@ -237,6 +239,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             shutdown.clone(),
         ));
     }
+    tokio::spawn(keys::refresh::follow_keys(
+        store.clone(),
+        settings.clone(),
+        keys.clone(),
+        args.key_reload.interval(),
+        metrics.refresh.clone(),
+        shutdown.clone(),
+    ));
     readiness.set_keys_loaded();
     let grpc = runtime::spawn_grpc(
         GrpcServer {
@@ -376,7 +386,7 @@ async fn router_cert(args: RouterCertArgs) -> anyhow::Result<()> {
             chain_pem: &cert.chain_pem,
             key_pem: &cert.key_pem,
             ca_pem: keys.ca.cert_pem(),
-            token_keys_pem: keys.router_key.verifying_key().to_public_pem(),
+            token_keys_pem: &keys.tokens.current().router_public_pem(),
         },
     )?;
     tracing::info!(endpoint = %args.endpoint, dir = %args.out_dir.display(), "router certificate written");

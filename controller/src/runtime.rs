@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use jumpstarter_certs::{Ca, ClientAuth, TlsCredentials, server_config};
+use jumpstarter_certs::{Ca, ServingCert, reloadable_server_config};
 use jumpstarter_tunnel::{CarrierError, CarrierServer};
 use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
@@ -18,10 +18,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::AuthMetrics;
+use crate::keys::refresh::{RENEW_CHECK_INTERVAL, RefreshMetrics, renew_serving_cert};
 use crate::keys::{Keys, KeysError};
 use crate::reconcile::ReconcileMetrics;
 use crate::server::{self, Readiness, ServerError};
-use crate::service::{ServiceMetrics, Services, TokenSigners};
+use crate::service::{ServiceMetrics, Services};
 use crate::settings::Settings;
 use crate::store::Store;
 
@@ -34,6 +35,7 @@ pub struct ControllerMetrics {
     pub auth: Arc<AuthMetrics>,
     pub service: Arc<ServiceMetrics>,
     pub reconcile: Arc<ReconcileMetrics>,
+    pub refresh: RefreshMetrics,
 }
 
 impl ControllerMetrics {
@@ -42,6 +44,7 @@ impl ControllerMetrics {
             auth: Arc::new(AuthMetrics::new(registry)),
             service: Arc::new(ServiceMetrics::new(registry)),
             reconcile: Arc::new(ReconcileMetrics::new(registry)),
+            refresh: RefreshMetrics::new(registry),
         }
     }
 }
@@ -163,26 +166,31 @@ pub async fn spawn_grpc<S: Store>(
     let credentials = keys
         .controller_server_cert(&settings, &tls_sans, OffsetDateTime::now_utc())
         .map_err(RuntimeError::Certificate)?;
-    let quic_credentials = TlsCredentials {
-        chain: credentials.chain.clone(),
-        key: credentials.key.clone_key(),
-    };
-    let tls = server_config(
-        credentials,
+    // Both transports present what this holds; it is renewed before it expires.
+    let serving = ServingCert::new(credentials).map_err(RuntimeError::Tls)?;
+    let tls = reloadable_server_config(
+        serving.clone(),
         server::ALPN.iter().map(|p| p.to_vec()).collect(),
-        ClientAuth::None,
+        None,
     )
     .map_err(RuntimeError::Tls)?;
+    tokio::spawn(renew_serving_cert(
+        serving.clone(),
+        {
+            let (keys, settings, tls_sans) = (keys.clone(), settings.clone(), tls_sans.clone());
+            move |now| keys.controller_server_cert(&settings, &tls_sans, now)
+        },
+        RENEW_CHECK_INTERVAL,
+        metrics.refresh.clone(),
+        shutdown.clone(),
+    ));
     let lease_ca =
         Ca::from_pem(keys.ca.cert_pem(), &keys.ca.key_pem()).map_err(RuntimeError::LeaseCa)?;
 
     let services = Services::new(
         store,
         settings,
-        TokenSigners {
-            issuer: keys.issuer.clone(),
-            router_key: keys.router_key.clone(),
-        },
+        keys.tokens.clone(),
         metrics.auth.clone(),
         metrics.service.clone(),
         shutdown.clone(),
@@ -197,7 +205,7 @@ pub async fn spawn_grpc<S: Store>(
         })?;
     let carrier = match quic_listen {
         Some(addr) => {
-            let tls = server_config(quic_credentials, Vec::new(), ClientAuth::None)
+            let tls = reloadable_server_config(serving.clone(), Vec::new(), None)
                 .map_err(RuntimeError::Tls)?;
             let carrier = CarrierServer::bind(addr, tls)
                 .map_err(|source| RuntimeError::Quic { addr, source })?;

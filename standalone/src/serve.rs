@@ -131,7 +131,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = ControllerMetrics::register(&mut registry);
     let router = Router::new(
-        RouterConfig::new(router_tls, vec![keys.router_key.verifying_key().clone()]),
+        RouterConfig::new(router_tls, router_token_keys(&keys.tokens.current())),
         registry.sub_registry_with_prefix("jumpstarter"),
     );
     let quic_router = match options.quic_listen {
@@ -276,6 +276,17 @@ fn print_banner(
         socket = dir.admin_socket().display(),
         http = options.http_listen,
     );
+}
+
+/// The public keys the embedded router accepts router tokens from: the signing key's and
+/// the extra ones of the keys Secret.
+fn router_token_keys(
+    tokens: &jumpstarter_controller::keys::live::TokenKeySet,
+) -> jumpstarter_router::TokenKeys {
+    std::iter::once(tokens.router_key.verifying_key().clone())
+        .chain(tokens.router_verify_keys.iter().cloned())
+        .collect::<Vec<_>>()
+        .into()
 }
 
 #[cfg(test)]

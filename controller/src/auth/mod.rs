@@ -24,12 +24,13 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
 use jumpstarter_token::TokenError;
-use jumpstarter_token::internal::{CachedVerifier, ObjectKind, Subject, Verifier};
+use jumpstarter_token::internal::{ObjectKind, Subject};
 
 pub(crate) mod revocation;
 
 use crate::crd::vocabulary::{MIGRATED_NAMESPACE_ANNOTATION, MIGRATED_UID_ANNOTATION};
 use crate::crd::{Client, Exporter};
+use crate::keys::live::{LiveKeys, LiveVerifier};
 use crate::store::{Object, Store, StoreError};
 
 /// Metadata key of the bearer token.
@@ -441,8 +442,8 @@ impl AuthMetrics {
 pub(crate) struct Authenticator<S> {
     store: S,
     /// Clients call often with the same token (a `jmp shell` polls its lease): after the
-    /// first call, checking it is a lookup.
-    verifier: CachedVerifier,
+    /// first call, checking it is a lookup (until the token keys change).
+    verifier: LiveVerifier,
     metrics: std::sync::Arc<AuthMetrics>,
 }
 
@@ -450,10 +451,10 @@ pub(crate) struct Authenticator<S> {
 const VERIFIED_TOKENS: usize = 16_384;
 
 impl<S: Store> Authenticator<S> {
-    pub(crate) fn new(store: S, verifier: Verifier, metrics: std::sync::Arc<AuthMetrics>) -> Self {
+    pub(crate) fn new(store: S, keys: LiveKeys, metrics: std::sync::Arc<AuthMetrics>) -> Self {
         Authenticator {
             store,
-            verifier: CachedVerifier::new(verifier, VERIFIED_TOKENS),
+            verifier: LiveVerifier::new(keys, VERIFIED_TOKENS),
             metrics,
         }
     }
@@ -504,6 +505,7 @@ impl<S: Store> Authenticator<S> {
         let token = bearer_token(&call)?;
         let claims = self
             .verifier
+            .current()
             .verify(token, OffsetDateTime::now_utc())
             .map_err(AuthError::Token)?;
         let username = format!("{INTERNAL_PREFIX}{}", claims.sub);

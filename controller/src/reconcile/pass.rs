@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
-use jumpstarter_token::internal::{CachedVerifier, ObjectKind};
+use jumpstarter_token::internal::ObjectKind;
 use k8s_openapi::api::core::v1::LocalObjectReference;
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
@@ -24,6 +24,7 @@ use super::view::View;
 use super::{ReconcileError, ReconcileMetrics};
 use crate::crd;
 use crate::keys::Keys;
+use crate::keys::live::LiveVerifier;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
 
@@ -49,8 +50,9 @@ pub struct Reconciler<S> {
     keys: Arc<Keys>,
     settings: Arc<Settings>,
     metrics: Arc<ReconcileMetrics>,
-    /// Every pass checks every credential token; after the first, a check is a lookup.
-    credentials: Arc<CachedVerifier>,
+    /// Every pass checks every credential token; after the first, a check is a lookup
+    /// (until the token keys change).
+    credentials: Arc<LiveVerifier>,
     /// Watch-fed copies of the namespace, read instead of the store once complete.
     reflections: Option<Arc<Reflections>>,
 }
@@ -62,10 +64,7 @@ impl<S: Store> Reconciler<S> {
         settings: Arc<Settings>,
         metrics: Arc<ReconcileMetrics>,
     ) -> Self {
-        let credentials = Arc::new(CachedVerifier::new(
-            keys.issuer.verifier(),
-            VERIFIED_CREDENTIALS,
-        ));
+        let credentials = Arc::new(LiveVerifier::new(keys.tokens.clone(), VERIFIED_CREDENTIALS));
         Reconciler {
             store,
             keys,
@@ -235,7 +234,7 @@ impl<S: Store> Reconciler<S> {
         // Most are in place (a lookup); the others need a Secret written, concurrently.
         let (ready, missing): (Vec<_>, Vec<_>) = holders.iter().partition(|(_, holder)| {
             let existing = view.secrets.get(&holder.secret_name()).map(Arc::as_ref);
-            credential::in_place(holder, existing, &self.credentials, now)
+            credential::in_place(holder, existing, &self.credentials.current(), now)
         });
         for (name, holder) in ready {
             result.secrets.insert((*name).clone(), holder.secret_name());
@@ -270,8 +269,8 @@ impl<S: Store> Reconciler<S> {
             &self.store,
             holder,
             existing,
-            &self.keys.issuer,
-            &self.credentials,
+            &self.keys.tokens.current().issuer,
+            &self.credentials.current(),
             now,
         )
         .await

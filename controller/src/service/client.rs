@@ -282,6 +282,7 @@ impl<S: Store> ClientApi<S> {
             .services
             .shared
             .signers
+            .current()
             .issuer
             .issue_generation(&subject, generation, OffsetDateTime::now_utc())
             .map_err(|e| Status::internal(format!("cannot issue token: {e}")))?;

@@ -327,7 +327,7 @@ impl<S: Store> ControllerApi<S> {
             lease: key.clone(),
         };
         let token = router::mint(
-            &self.services.shared.signers.router_key,
+            &self.services.shared.signers.current().router_key,
             &grant,
             settings.router_token_lifetime,
             OffsetDateTime::now_utc(),
