@@ -178,7 +178,116 @@ pub async fn renew_serving_cert<F>(
 
 #[cfg(test)]
 mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use jumpstarter_certs::{Ca, ServerCertParams, client_config, reloadable_server_config};
+    use rustls::pki_types::ServerName;
+
     use super::*;
+
+    fn issue(ca: &Ca, days: i64) -> jumpstarter_certs::IssuedCert {
+        ca.issue_server_cert(
+            &ServerCertParams {
+                dns_names: vec!["localhost".into()],
+                ip_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+                validity: Duration::days(days),
+            },
+            OffsetDateTime::now_utc(),
+        )
+        .expect("cert")
+    }
+
+    /// notAfter of what a new TLS connection to `addr` is served.
+    async fn served_not_after(addr: std::net::SocketAddr, ca: &Ca) -> i64 {
+        let config = client_config(vec![ca.cert_der().clone()], None, vec![b"h2".to_vec()])
+            .expect("client config");
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").expect("name"), tcp)
+            .await
+            .expect("handshake");
+        let leaf = tls.get_ref().1.peer_certificates().expect("certs")[0].clone();
+        let (_, parsed) = x509_parser::parse_x509_certificate(&leaf).expect("parse");
+        parsed.validity().not_after.timestamp()
+    }
+
+    #[tokio::test]
+    async fn a_certificate_close_to_expiry_is_renewed_for_new_connections() {
+        let ca =
+            Ca::generate("renewal-ca", OffsetDateTime::now_utc(), Duration::days(800)).expect("ca");
+        let short = issue(&ca, 10);
+        let serving = ServingCert::new(short.credentials()).expect("serving");
+        let config = Arc::new(
+            reloadable_server_config(serving.clone(), vec![b"h2".to_vec()], None).expect("tls"),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let _stop = shutdown.clone().drop_guard();
+        tokio::spawn({
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            async move {
+                while let Ok((tcp, _)) = listener.accept().await {
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        // The handshake is all the test needs; keep it open briefly.
+                        if let Ok(tls) = acceptor.accept(tcp).await {
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                            drop(tls);
+                        }
+                    });
+                }
+            }
+        });
+        let before = served_not_after(addr, &ca).await;
+        assert_eq!(before, short.not_after.unix_timestamp());
+
+        let mut registry = Registry::default();
+        let metrics = RefreshMetrics::new(&mut registry);
+        let mint_ca = Ca::from_pem(ca.cert_pem(), &ca.key_pem()).expect("ca copy");
+        tokio::spawn(renew_serving_cert(
+            serving.clone(),
+            move |now| {
+                mint_ca
+                    .issue_server_cert(
+                        &ServerCertParams {
+                            dns_names: vec!["localhost".into()],
+                            ip_addresses: vec![],
+                            validity: Duration::days(365),
+                        },
+                        now,
+                    )
+                    .map(|c| c.credentials())
+                    .map_err(|source| super::super::KeysError::Certificate {
+                        subject: "localhost".into(),
+                        source: Box::new(source),
+                    })
+            },
+            std::time::Duration::from_millis(20),
+            metrics,
+            shutdown.clone(),
+        ));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let after = loop {
+            let seen = served_not_after(addr, &ca).await;
+            if seen != before {
+                break seen;
+            }
+            assert!(std::time::Instant::now() < deadline, "not renewed");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert!(after > before + 300 * 86_400, "{after} vs {before}");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        assert!(
+            text.contains(&format!(
+                "jumpstarter_controller_tls_certificate_expiry_timestamp_seconds {after}"
+            )),
+            "{text}"
+        );
+    }
 
     #[test]
     fn renewal_is_due_a_month_ahead() {
