@@ -116,10 +116,14 @@ fn install(provider: &CryptoProvider, credentials: TlsCredentials) -> Result<Ins
 /// The roots client certificates must chain to, replaceable while the server runs.
 #[derive(Debug)]
 pub struct TrustedRoots {
-    current: RwLock<(
-        Arc<dyn ClientCertVerifier>,
-        Arc<Vec<CertificateDer<'static>>>,
-    )>,
+    current: RwLock<Trusted>,
+}
+
+/// The roots and the verifier built from them, replaced together.
+#[derive(Debug, Clone)]
+struct Trusted {
+    verifier: Arc<dyn ClientCertVerifier>,
+    roots: Arc<Vec<CertificateDer<'static>>>,
 }
 
 impl TrustedRoots {
@@ -127,32 +131,33 @@ impl TrustedRoots {
     pub fn new(roots: Vec<CertificateDer<'static>>) -> Result<Arc<TrustedRoots>> {
         let verifier = verifier(&roots)?;
         Ok(Arc::new(TrustedRoots {
-            current: RwLock::new((verifier, Arc::new(roots))),
+            current: RwLock::new(Trusted {
+                verifier,
+                roots: Arc::new(roots),
+            }),
         }))
     }
 
     /// Trusts `roots` instead, from the next handshake on. On error nothing changes.
     pub fn replace(&self, roots: Vec<CertificateDer<'static>>) -> Result<()> {
         let verifier = verifier(&roots)?;
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = (verifier, Arc::new(roots));
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Trusted {
+            verifier,
+            roots: Arc::new(roots),
+        };
         Ok(())
     }
 
     /// The roots trusted now.
     pub fn roots(&self) -> Arc<Vec<CertificateDer<'static>>> {
-        self.read().1
+        self.read().roots
     }
 
     fn verifier(&self) -> Arc<dyn ClientCertVerifier> {
-        self.read().0
+        self.read().verifier
     }
 
-    fn read(
-        &self,
-    ) -> (
-        Arc<dyn ClientCertVerifier>,
-        Arc<Vec<CertificateDer<'static>>>,
-    ) {
+    fn read(&self) -> Trusted {
         // Writers only swap a complete pair in; a poisoned lock still holds a whole one.
         self.current
             .read()

@@ -82,7 +82,7 @@ pub enum ReloadError {
         what: &'static str,
         path: PathBuf,
         #[source]
-        source: jumpstarter_certs::Error,
+        source: Box<jumpstarter_certs::Error>,
     },
     #[error("token public keys from {path} cannot be used")]
     TokenKeys {
@@ -173,7 +173,7 @@ impl Reloader {
                 ReloadError::Certificate {
                     what: "the serving certificate",
                     path: files.tls_cert.clone(),
-                    source,
+                    source: Box::new(source),
                 }
             })?;
         let (client_ca, seen_client_ca) = match &files.client_ca {
@@ -183,7 +183,7 @@ impl Reloader {
                     ReloadError::Certificate {
                         what: "the client CA",
                         path: path.clone(),
-                        source,
+                        source: Box::new(source),
                     }
                 })?;
                 (Some(roots), bytes)
@@ -259,7 +259,7 @@ impl Reloader {
                 .map_err(|source| ReloadError::Certificate {
                     what: "the serving certificate",
                     path: self.files.tls_cert.clone(),
-                    source,
+                    source: Box::new(source),
                 })
         });
         self.seen_tls = (cert_bytes, key_bytes);
@@ -295,7 +295,7 @@ impl Reloader {
                 .map_err(|source| ReloadError::Certificate {
                     what: "the client CA",
                     path: path.clone(),
-                    source,
+                    source: Box::new(source),
                 })
         });
         self.seen_client_ca = bytes;
@@ -373,10 +373,10 @@ fn text<'a>(path: &Path, bytes: &'a [u8], what: &'static str) -> Result<&'a str,
     std::str::from_utf8(bytes).map_err(|_| ReloadError::Certificate {
         what,
         path: path.to_owned(),
-        source: jumpstarter_certs::Error::CertificateParse {
+        source: Box::new(jumpstarter_certs::Error::CertificateParse {
             what,
             reason: "not UTF-8 text".to_owned(),
-        },
+        }),
     })
 }
 
@@ -390,7 +390,7 @@ fn credentials(
     TlsCredentials::from_pem(cert_text, key_text).map_err(|source| ReloadError::Certificate {
         what: "the serving certificate and key",
         path: files.tls_cert.clone(),
-        source,
+        source: Box::new(source),
     })
 }
 
@@ -400,10 +400,10 @@ fn roots(path: &Path, bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, Relo
         .map_err(|e| ReloadError::Certificate {
             what: "the client CA",
             path: path.to_owned(),
-            source: jumpstarter_certs::Error::CertificateParse {
+            source: Box::new(jumpstarter_certs::Error::CertificateParse {
                 what: "root certificate",
                 reason: e.to_string(),
-            },
+            }),
         })
 }
 
