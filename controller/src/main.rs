@@ -245,6 +245,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         keys.clone(),
         args.key_reload.interval(),
         metrics.refresh.clone(),
+        |_| {},
         shutdown.clone(),
     ));
     readiness.set_keys_loaded();

@@ -100,6 +100,7 @@ async fn signing_keys_rotate_while_the_controller_runs() {
         keys.clone(),
         StdDuration::from_millis(200),
         refresh_metrics,
+        |_| {},
         shutdown.clone(),
     ));
 

@@ -24,6 +24,7 @@ use time::{Duration, OffsetDateTime};
 use tokio_util::sync::CancellationToken;
 
 use super::Keys;
+use super::live::TokenKeySet;
 use crate::flags::GoDuration;
 use crate::settings::Settings;
 use crate::store::Store;
@@ -100,13 +101,15 @@ impl RefreshMetrics {
     }
 }
 
-/// Re-reads the keys Secret every `interval` until `shutdown`.
+/// Re-reads the keys Secret every `interval` until `shutdown`; `on_change` hears every
+/// key set installed (an embedded router takes its router token keys from it).
 pub async fn follow_keys<S: Store>(
     store: S,
     settings: Arc<Settings>,
     keys: Arc<Keys>,
     interval: std::time::Duration,
     metrics: RefreshMetrics,
+    on_change: impl Fn(&TokenKeySet) + Send + 'static,
     shutdown: CancellationToken,
 ) {
     let mut last_error: Option<String> = None;
@@ -118,6 +121,7 @@ pub async fn follow_keys<S: Store>(
         match super::reload(&store, &settings, &keys).await {
             Ok(true) => {
                 metrics.count("applied");
+                on_change(&keys.tokens.current());
                 last_error = None;
             }
             Ok(false) => last_error = None,
