@@ -230,6 +230,13 @@ pub enum Error {
     /// The client-certificate verifier for a server configuration could not be built.
     #[error("building the client certificate verifier failed")]
     ClientVerifier(#[source] rustls::server::VerifierBuilderError),
+
+    /// The private key given for a serving certificate is not the key of its leaf.
+    #[error("the private key does not belong to the certificate (leaf {subject:?})")]
+    ServerKeyMismatch {
+        /// Subject of the leaf certificate.
+        subject: String,
+    },
 }
 
 /// Shorthand for results of this crate.

@@ -12,6 +12,8 @@
 //! - [`verification`]: [`verify_lease_cert`] with an [`Expectation`] about role and lease.
 //! - [`tls`]: rustls [`server_config`] and [`client_config`], TLS 1.3 only, ring provider passed
 //!   explicitly.
+//! - [`reloadable`]: [`ServingCert`] and [`TrustedRoots`], server TLS material replaced while
+//!   a server runs, and [`reloadable_server_config`].
 //! - [`error`]: the crate's [`Error`].
 //!
 //! Keys are ECDSA P-256. A router using [`server_config`] with [`ClientAuth::Required`] has the
@@ -24,6 +26,7 @@ pub mod authority;
 pub mod error;
 pub mod identity;
 mod pem;
+pub mod reloadable;
 pub mod request;
 pub mod tls;
 pub mod verification;
@@ -34,6 +37,7 @@ pub use authority::{
 };
 pub use error::{Error, Result};
 pub use identity::{IDENTITY_URI_PREFIX, LeaseIdentity, Role};
+pub use reloadable::{ServingCert, TrustedRoots, reloadable_server_config};
 pub use request::{CertificateRequest, generate_csr, renewal_csr};
 pub use tls::{ClientAuth, TlsCredentials, client_config, server_config};
 pub use verification::{Expectation, verify_lease_cert};

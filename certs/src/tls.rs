@@ -54,7 +54,7 @@ impl TlsCredentials {
 }
 
 /// The crypto provider every configuration of this crate uses.
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -115,7 +115,7 @@ pub fn client_config(
     Ok(config)
 }
 
-fn root_store(roots: Vec<CertificateDer<'static>>) -> Result<RootCertStore> {
+pub(crate) fn root_store(roots: Vec<CertificateDer<'static>>) -> Result<RootCertStore> {
     let mut store = RootCertStore::empty();
     for root in roots {
         store.add(root).map_err(|e| Error::CertificateParse {

@@ -131,7 +131,7 @@ struct RunArgs {
     #[command(flatten)]
     lifetimes: LifetimeArgs,
     #[command(flatten)]
-    limits: LimitArgs,
+    caller_limits: LimitArgs,
     /// Lifetime of router stream tokens, as a Go duration.
     #[arg(
         long,
@@ -156,6 +156,8 @@ struct RunArgs {
     router_cert_secrets: bool,
     #[command(flatten)]
     limits: jumpstarter_shell::port_limits::PortLimits,
+    #[command(flatten)]
+    key_reload: keys::refresh::KeyReloadArgs,
 }
 
 #[derive(Debug, Args)]
@@ -206,7 +208,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_tags: args.max_tags,
         hidden_labels: args.hidden_labels.clone(),
         lease_cert_max_validity: args.lifetimes.lease_cert_max_validity.0,
-        limits: args.limits.limits(),
+        limits: args.caller_limits.limits(),
     });
     let identity = args.identity.clone().unwrap_or_else(default_identity);
 
@@ -243,6 +245,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             shutdown.clone(),
         ));
     }
+    tokio::spawn(keys::refresh::follow_keys(
+        store.clone(),
+        settings.clone(),
+        keys.clone(),
+        args.key_reload.interval(),
+        metrics.refresh.clone(),
+        |_| {},
+        shutdown.clone(),
+    ));
     readiness.set_keys_loaded();
     let grpc = runtime::spawn_grpc(
         GrpcServer {
@@ -384,7 +395,7 @@ async fn router_cert(args: RouterCertArgs) -> anyhow::Result<()> {
             chain_pem: &cert.chain_pem,
             key_pem: &cert.key_pem,
             ca_pem: keys.ca.cert_pem(),
-            token_keys_pem: keys.router_key.verifying_key().to_public_pem(),
+            token_keys_pem: &keys.tokens.current().router_public_pem(),
         },
     )?;
     tracing::info!(endpoint = %args.endpoint, dir = %args.out_dir.display(), "router certificate written");

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use jumpstarter_certs::{Ca, ClientAuth, TlsCredentials, server_config};
+use jumpstarter_certs::{Ca, ServingCert, reloadable_server_config};
 use jumpstarter_shell::accept_loop::AcceptMetrics;
 use jumpstarter_shell::port_limits::PortLimits;
 use jumpstarter_tunnel::{CarrierError, CarrierServer};
@@ -20,10 +20,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::AuthMetrics;
+use crate::keys::refresh::{RENEW_CHECK_INTERVAL, RefreshMetrics, renew_serving_cert};
 use crate::keys::{Keys, KeysError};
 use crate::reconcile::ReconcileMetrics;
 use crate::server::{self, Readiness, ServerError};
-use crate::service::{ServiceMetrics, Services, TokenSigners};
+use crate::service::{ServiceMetrics, Services};
 use crate::settings::Settings;
 use crate::store::Store;
 
@@ -40,6 +41,7 @@ pub struct ControllerMetrics {
     pub accept: AcceptMetrics,
     /// The gRPC-over-QUIC listener's connections (`jumpstarter_controller_grpc_quic_*`).
     pub quic_accept: AcceptMetrics,
+    pub refresh: RefreshMetrics,
 }
 
 impl ControllerMetrics {
@@ -50,6 +52,7 @@ impl ControllerMetrics {
             reconcile: Arc::new(ReconcileMetrics::new(registry)),
             accept: AcceptMetrics::register(registry, "jumpstarter_controller_grpc"),
             quic_accept: AcceptMetrics::register(registry, "jumpstarter_controller_grpc_quic"),
+            refresh: RefreshMetrics::new(registry),
         }
     }
 }
@@ -174,26 +177,31 @@ pub async fn spawn_grpc<S: Store>(
     let credentials = keys
         .controller_server_cert(&settings, &tls_sans, OffsetDateTime::now_utc())
         .map_err(RuntimeError::Certificate)?;
-    let quic_credentials = TlsCredentials {
-        chain: credentials.chain.clone(),
-        key: credentials.key.clone_key(),
-    };
-    let tls = server_config(
-        credentials,
+    // Both transports present what this holds; it is renewed before it expires.
+    let serving = ServingCert::new(credentials).map_err(RuntimeError::Tls)?;
+    let tls = reloadable_server_config(
+        serving.clone(),
         server::ALPN.iter().map(|p| p.to_vec()).collect(),
-        ClientAuth::None,
+        None,
     )
     .map_err(RuntimeError::Tls)?;
+    tokio::spawn(renew_serving_cert(
+        serving.clone(),
+        {
+            let (keys, settings, tls_sans) = (keys.clone(), settings.clone(), tls_sans.clone());
+            move |now| keys.controller_server_cert(&settings, &tls_sans, now)
+        },
+        RENEW_CHECK_INTERVAL,
+        metrics.refresh.clone(),
+        shutdown.clone(),
+    ));
     let lease_ca =
         Ca::from_pem(keys.ca.cert_pem(), &keys.ca.key_pem()).map_err(RuntimeError::LeaseCa)?;
 
     let services = Services::new(
         store,
         settings,
-        TokenSigners {
-            issuer: keys.issuer.clone(),
-            router_key: keys.router_key.clone(),
-        },
+        keys.tokens.clone(),
         metrics.auth.clone(),
         metrics.service.clone(),
         shutdown.clone(),
@@ -208,7 +216,7 @@ pub async fn spawn_grpc<S: Store>(
         })?;
     let carrier = match quic_listen {
         Some(addr) => {
-            let tls = server_config(quic_credentials, Vec::new(), ClientAuth::None)
+            let tls = reloadable_server_config(serving.clone(), Vec::new(), None)
                 .map_err(RuntimeError::Tls)?;
             let carrier = CarrierServer::bind(addr, tls)
                 .map_err(|source| RuntimeError::Quic { addr, source })?

@@ -92,7 +92,8 @@ impl Fixture {
             .expect("object exists");
         let claims = self
             .keys
-            .issuer
+            .tokens
+            .current()
             .verifier()
             .verify(token, OffsetDateTime::now_utc())
             .expect("the token verifies");

@@ -75,12 +75,12 @@ async fn first_start_creates_and_later_starts_reload_the_same_keys() {
         .expect("second bootstrap");
     assert_eq!(second.ca.cert_pem(), first.ca.cert_pem());
     assert_eq!(
-        second.issuer.key.to_pkcs8_pem(),
-        first.issuer.key.to_pkcs8_pem()
+        second.tokens.current().issuer.key.to_pkcs8_pem(),
+        first.tokens.current().issuer.key.to_pkcs8_pem()
     );
     assert_eq!(
-        second.router_key.to_pkcs8_pem(),
-        first.router_key.to_pkcs8_pem()
+        second.tokens.current().router_key.to_pkcs8_pem(),
+        first.tokens.current().router_key.to_pkcs8_pem()
     );
     let subject = Subject {
         kind: ObjectKind::Client,
@@ -88,9 +88,15 @@ async fn first_start_creates_and_later_starts_reload_the_same_keys() {
         name: "alice".into(),
         uid: "uid-1".into(),
     };
-    let (token, _) = first.issuer.issue(&subject, now).expect("issue");
-    let claims = second
+    let (token, _) = first
+        .tokens
+        .current()
         .issuer
+        .issue(&subject, now)
+        .expect("issue");
+    let claims = second
+        .tokens
+        .current()
         .verifier()
         .verify(&token, now)
         .expect("token from the first start verifies");
@@ -121,7 +127,14 @@ async fn first_start_creates_and_later_starts_reload_the_same_keys() {
         .cloned();
     assert_eq!(
         published.as_deref(),
-        Some(first.router_key.verifying_key().to_public_pem())
+        Some(
+            first
+                .tokens
+                .current()
+                .router_key
+                .verifying_key()
+                .to_public_pem()
+        )
     );
     assert!(!published.unwrap_or_default().contains("PRIVATE"));
 
@@ -143,7 +156,10 @@ async fn concurrent_first_starts_agree_on_one_set_of_keys() {
     );
     let (a, b) = (a.expect("bootstrap a"), b.expect("bootstrap b"));
     assert_eq!(a.ca.cert_pem(), b.ca.cert_pem());
-    assert_eq!(a.issuer.key.to_pkcs8_pem(), b.issuer.key.to_pkcs8_pem());
+    assert_eq!(
+        a.tokens.current().issuer.key.to_pkcs8_pem(),
+        b.tokens.current().issuer.key.to_pkcs8_pem()
+    );
 }
 
 #[tokio::test]

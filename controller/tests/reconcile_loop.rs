@@ -84,7 +84,8 @@ impl Fixture {
     fn assert_token(&self, token: &str, kind: ObjectKind, name: &str, uid: &str) {
         let claims = self
             .keys
-            .issuer
+            .tokens
+            .current()
             .verifier()
             .verify(token, OffsetDateTime::now_utc())
             .expect("token verifies with the current issuer");

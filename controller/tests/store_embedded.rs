@@ -374,7 +374,7 @@ fn keys_bootstrap_on_the_embedded_store_survives_reopen() {
         assert!(secret.is_some(), "the keys Secret is created");
         (
             keys.ca.cert_pem().to_owned(),
-            keys.issuer.key.to_pkcs8_pem().to_string(),
+            keys.tokens.current().issuer.key.to_pkcs8_pem().to_string(),
         )
     });
     runtime().block_on(async {
@@ -383,7 +383,10 @@ fn keys_bootstrap_on_the_embedded_store_survives_reopen() {
             .await
             .expect("second bootstrap");
         assert_eq!(keys.ca.cert_pem(), ca);
-        assert_eq!(keys.issuer.key.to_pkcs8_pem().to_string(), key);
+        assert_eq!(
+            keys.tokens.current().issuer.key.to_pkcs8_pem().to_string(),
+            key
+        );
     });
 }
 

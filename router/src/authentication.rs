@@ -1,6 +1,10 @@
 //! Who may open a stream: the `authorization: Bearer <router token>` header, verified
-//! against the controller's public keys.
+//! against the controller's public keys ([`TokenKeys`], replaceable while the router runs:
+//! the controller's new key signs, old keys verify until they leave the bundle).
 
+use std::sync::{Arc, RwLock};
+
+pub use jumpstarter_token::key::{KeyBundleError, public_keys_from_pem};
 use jumpstarter_token::router::Claims;
 use jumpstarter_token::{TokenError, VerifyingKey};
 use time::OffsetDateTime;
@@ -35,19 +39,28 @@ impl From<AuthError> for tonic::Status {
     }
 }
 
-/// Why a PEM bundle of public keys could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyBundleError {
-    #[error("public key #{index} in the bundle is not usable")]
-    BadKey {
-        index: usize,
-        #[source]
-        source: TokenError,
-    },
-    #[error("public key #{index} in the bundle has no END line")]
-    Unterminated { index: usize },
-    #[error("the bundle holds no PUBLIC KEY block")]
-    Empty,
+/// The public keys router tokens may be signed with, shared by every stream and replaced as
+/// a whole when the key bundle changes. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct TokenKeys(Arc<RwLock<Arc<Vec<VerifyingKey>>>>);
+
+impl TokenKeys {
+    /// The keys accepted now.
+    pub fn current(&self) -> Arc<Vec<VerifyingKey>> {
+        // Writers only swap a complete bundle in; a poisoned lock still holds a whole one.
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Accepts `keys` instead, from the next stream on.
+    pub fn replace(&self, keys: Vec<VerifyingKey>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+    }
+}
+
+impl From<Vec<VerifyingKey>> for TokenKeys {
+    fn from(keys: Vec<VerifyingKey>) -> Self {
+        TokenKeys(Arc::new(RwLock::new(Arc::new(keys))))
+    }
 }
 
 /// Verifies the bearer token of a stream's call metadata at `now` and returns its claims.
@@ -73,39 +86,6 @@ pub(crate) fn authenticate(
         return Err(AuthError::MalformedHeader("the token is empty"));
     }
     jumpstarter_token::router::verify(keys, token, now).map_err(AuthError::InvalidToken)
-}
-
-/// Reads every `PUBLIC KEY` block of a PEM bundle; several keys allow rotation (a token
-/// signed by any of them is accepted). Other block types are ignored.
-pub fn public_keys_from_pem(bundle: &str) -> Result<Vec<VerifyingKey>, KeyBundleError> {
-    const BEGIN: &str = "-----BEGIN PUBLIC KEY-----";
-    const END: &str = "-----END PUBLIC KEY-----";
-    let mut keys = Vec::new();
-    let mut block: Option<String> = None;
-    for line in bundle.lines().map(str::trim) {
-        match block.as_mut() {
-            None if line == BEGIN => block = Some(format!("{BEGIN}\n")),
-            None => {}
-            Some(pem) => {
-                pem.push_str(line);
-                pem.push('\n');
-                if line == END {
-                    let index = keys.len();
-                    let key = VerifyingKey::from_public_pem(pem)
-                        .map_err(|source| KeyBundleError::BadKey { index, source })?;
-                    keys.push(key);
-                    block = None;
-                }
-            }
-        }
-    }
-    if block.is_some() {
-        return Err(KeyBundleError::Unterminated { index: keys.len() });
-    }
-    if keys.is_empty() {
-        return Err(KeyBundleError::Empty);
-    }
-    Ok(keys)
 }
 
 #[cfg(test)]
@@ -164,30 +144,5 @@ mod tests {
             "{late}"
         );
         assert!(!late.to_string().contains(&token));
-    }
-
-    #[test]
-    fn bundles_hold_several_keys() {
-        let a = SigningKey::generate().expect("key");
-        let b = SigningKey::generate().expect("key");
-        let bundle = format!(
-            "# rotation\n{}\n{}",
-            a.verifying_key().to_public_pem(),
-            b.verifying_key().to_public_pem()
-        );
-        let keys = public_keys_from_pem(&bundle).expect("bundle");
-        assert_eq!(keys.len(), 2);
-        assert!(matches!(
-            public_keys_from_pem("nothing here"),
-            Err(KeyBundleError::Empty)
-        ));
-        assert!(matches!(
-            public_keys_from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n"),
-            Err(KeyBundleError::Unterminated { index: 0 })
-        ));
-        assert!(matches!(
-            public_keys_from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"),
-            Err(KeyBundleError::BadKey { index: 0, .. })
-        ));
     }
 }

@@ -21,6 +21,8 @@
 //!   a pair; `side`: a QUIC stream, its chunk size and its refusal; `lease_clock`: when
 //!   each lease ends, from the newest router token seen, so pairs end with their lease.
 //! - `server`: [`Router`], [`RouterConfig`], the TLS accept loop and graceful shutdown.
+//! - `reloader`: [`Reloader`], the certificate, client CA and token key files re-read while
+//!   the router runs, and their metrics.
 //! - `quic`: [`QuicRouter`], the QUIC listener beside the h2 one: mutual-TLS admission by
 //!   lease certificate, raw session streams paired by lease and session id, [`ResetKey`].
 //! - `metrics`: Prometheus metrics of both listeners; [`telemetry`]: `/metrics`,
@@ -38,15 +40,17 @@ pub mod pairing;
 mod quic;
 mod refusal;
 mod relay;
+mod reloader;
 mod server;
 mod side;
 mod splice;
 mod switchboard;
 pub mod telemetry;
 
-pub use authentication::{KeyBundleError, public_keys_from_pem};
+pub use authentication::{KeyBundleError, TokenKeys, public_keys_from_pem};
 pub use pairing::PairLimits;
 pub use quic::{QuicRouter, QuicRouterConfig, QuicSetupError, ResetKey};
+pub use reloader::{CredentialFiles, DEFAULT_RELOAD_INTERVAL, ReloadArgs, ReloadError, Reloader};
 pub use server::{
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_PAIR_TIMEOUT, MAX_MESSAGE_BYTES, Readiness, Router,
     RouterConfig, ServeError,

@@ -1,6 +1,7 @@
 //! `jumpstarter-router`: the stream router as a standalone process. Parses flags, loads
-//! the TLS certificate and the token public keys, and runs [`jumpstarter_router::Router`]
-//! plus the telemetry listener until SIGTERM or SIGINT (a second signal exits at once).
+//! the TLS certificate and the token public keys (and re-reads them when they change, see
+//! [`jumpstarter_router::Reloader`]), and runs [`jumpstarter_router::Router`] plus the
+//! telemetry listener until SIGTERM or SIGINT (a second signal exits at once).
 //!
 //! Every flag can be set through its `JUMPSTARTER_ROUTER_*` environment variable (the log
 //! format through `JUMPSTARTER_LOG_FORMAT`); the `ROUTER_*` names of earlier releases still
@@ -13,20 +14,19 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use jumpstarter_certs::{ClientAuth, TlsCredentials, server_config};
+use jumpstarter_certs::{TlsCredentials, reloadable_server_config};
 use jumpstarter_router::bounds::BoundsArgs;
 use jumpstarter_router::telemetry::Probe;
-use jumpstarter_router::{DEFAULT_DRAIN_TIMEOUT, DEFAULT_PAIR_TIMEOUT};
 use jumpstarter_router::{
-    QuicRouter, QuicRouterConfig, Router, RouterConfig, public_keys_from_pem, serve_telemetry,
+    CredentialFiles, QuicRouter, QuicRouterConfig, ReloadArgs, Reloader, ResetKey, Router,
+    RouterConfig, serve_telemetry,
 };
+use jumpstarter_router::{DEFAULT_DRAIN_TIMEOUT, DEFAULT_PAIR_TIMEOUT};
 use jumpstarter_shell::duration_flag::DurationArg;
 use jumpstarter_shell::env_alias::{self, EnvAlias};
 use jumpstarter_shell::logging::{self, LogArgs};
 use jumpstarter_shell::signal;
 use prometheus_client::registry::Registry;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -101,6 +101,8 @@ struct Cli {
     #[command(flatten)]
     bounds: BoundsArgs,
     #[command(flatten)]
+    reload: ReloadArgs,
+    #[command(flatten)]
     log: LogArgs,
     #[command(flatten)]
     limits: jumpstarter_shell::port_limits::PortLimits,
@@ -131,39 +133,36 @@ async fn main() -> anyhow::Result<()> {
     let cli: Cli = env_alias::parse(ENV_ALIASES);
     logging::init(cli.log.log_format, "info");
 
-    let cert = read(&cli.tls_cert)?;
-    let key = read(&cli.tls_key)?;
-    let credentials =
-        TlsCredentials::from_pem(&cert, &key).context("loading the TLS certificate")?;
-    let tls = server_config(credentials, vec![b"h2".to_vec()], ClientAuth::None)
+    let mut registry = Registry::with_prefix("jumpstarter");
+    let files = CredentialFiles {
+        tls_cert: cli.tls_cert.clone(),
+        tls_key: cli.tls_key.clone(),
+        token_public_keys: cli.token_public_keys.clone(),
+        client_ca: cli.quic_listen.and(cli.client_ca.clone()),
+    };
+    let reloader = Reloader::load(files, &mut registry).context("loading the credential files")?;
+    let tls = reloadable_server_config(reloader.serving_cert(), vec![b"h2".to_vec()], None)
         .context("building the TLS configuration")?;
-    let keys = public_keys_from_pem(&read(&cli.token_public_keys)?)
-        .with_context(|| format!("loading {}", cli.token_public_keys.display()))?;
 
-    let mut config = RouterConfig::new(tls, keys);
+    let mut config = RouterConfig::new(tls, reloader.token_keys());
     config.pair_timeout = cli.pair_timeout.0;
     config.max_pending = cli.max_pending;
     config.max_remembered = cli.max_remembered;
     config.drain_timeout = cli.drain_timeout.0;
     config.limits = cli.limits;
 
-    let mut registry = Registry::with_prefix("jumpstarter");
     let router = Router::new(config, &mut registry);
     router.set_pair_limits(cli.bounds.pair_limits());
-    let quic = match (cli.quic_listen, &cli.client_ca) {
+    let quic = match (cli.quic_listen, reloader.client_ca()) {
         (Some(addr), Some(client_ca)) => {
-            let roots = CertificateDer::pem_slice_iter(read(client_ca)?.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .with_context(|| format!("reading certificates from {}", client_ca.display()))?;
-            anyhow::ensure!(
-                !roots.is_empty(),
-                "{} holds no certificate",
-                client_ca.display()
-            );
-            let credentials =
-                TlsCredentials::from_pem(&cert, &key).context("loading the TLS certificate")?;
-            let mut quic_config = QuicRouterConfig::new(credentials, roots)
-                .context("building the QUIC TLS configuration")?;
+            // Stateless resets are keyed by the key the router starts with.
+            let key = read(&cli.tls_key)?;
+            let credentials = TlsCredentials::from_pem(&read(&cli.tls_cert)?, &key)
+                .context("loading the TLS certificate")?;
+            let reset_key = ResetKey::derive(credentials.key.secret_der());
+            let mut quic_config =
+                QuicRouterConfig::reloadable(reloader.serving_cert(), client_ca, reset_key)
+                    .context("building the QUIC TLS configuration")?;
             quic_config.pair_timeout = cli.pair_timeout.0;
             quic_config.max_pending = cli.max_pending;
             quic_config.max_remembered = cli.max_remembered;
@@ -189,6 +188,7 @@ async fn main() -> anyhow::Result<()> {
     info!(listen = %cli.listen, metrics = %cli.metrics_listen, "starting");
 
     let stopping = CancellationToken::new();
+    tokio::spawn(reloader.run(cli.reload.reload_interval.0, stopping.clone()));
     let probe = Probe::new(router.readiness());
     let telemetry = tokio::spawn(serve_telemetry(
         metrics_listener,
@@ -262,6 +262,10 @@ mod tests {
         assert_eq!(cli.quic_listen, None);
         assert_eq!(cli.shutdown_delay.0, std::time::Duration::ZERO);
         assert_eq!(cli.drain_timeout.0, std::time::Duration::from_secs(30));
+        assert_eq!(
+            cli.reload.reload_interval.0,
+            jumpstarter_router::DEFAULT_RELOAD_INTERVAL
+        );
     }
 
     #[test]

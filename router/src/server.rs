@@ -13,12 +13,12 @@ use std::time::Duration;
 use jumpstarter_proto::jumpstarter::v1::router_service_server::RouterServiceServer;
 use jumpstarter_shell::accept_loop::{AcceptMetrics, TlsIncoming};
 use jumpstarter_shell::port_limits::PortLimits;
-use jumpstarter_token::VerifyingKey;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::authentication::TokenKeys;
 use crate::metrics::Metrics;
 use crate::pairing::{DEFAULT_MAX_PENDING, DEFAULT_MAX_REMEMBERED, Limits};
 use crate::switchboard::Switchboard;
@@ -58,8 +58,9 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct RouterConfig {
     /// TLS server configuration; the router sets its ALPN to `h2`.
     pub tls: rustls::ServerConfig,
-    /// Public keys a router token may be signed with (several during rotation).
-    pub token_keys: Vec<VerifyingKey>,
+    /// Public keys a router token may be signed with (several during rotation); replace
+    /// them through a clone of this handle while the router runs.
+    pub token_keys: TokenKeys,
     /// How long a stream waits for its peer.
     pub pair_timeout: Duration,
     /// Streams waiting for a peer, at most.
@@ -77,10 +78,10 @@ pub struct RouterConfig {
 
 impl RouterConfig {
     /// A configuration with default limits.
-    pub fn new(tls: rustls::ServerConfig, token_keys: Vec<VerifyingKey>) -> Self {
+    pub fn new(tls: rustls::ServerConfig, token_keys: impl Into<TokenKeys>) -> Self {
         RouterConfig {
             tls,
-            token_keys,
+            token_keys: token_keys.into(),
             pair_timeout: DEFAULT_PAIR_TIMEOUT,
             max_pending: DEFAULT_MAX_PENDING,
             max_remembered: DEFAULT_MAX_REMEMBERED,

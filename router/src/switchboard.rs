@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 use jumpstarter_certs::Role;
 use jumpstarter_proto::jumpstarter::v1::StreamRequest;
 use jumpstarter_proto::jumpstarter::v1::router_service_server::RouterService;
-use jumpstarter_token::VerifyingKey;
 use jumpstarter_token::router::{Claims, StreamRole};
 use jumpstarter_tunnel::code;
 use time::OffsetDateTime;
@@ -38,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::authentication::authenticate;
+use crate::authentication::{TokenKeys, authenticate};
 use crate::bridge;
 use crate::lease_clock::LeaseClock;
 use crate::metrics::QuicMetrics;
@@ -70,7 +69,7 @@ enum Kind {
 struct Shared {
     kind: Kind,
     /// Public keys of router tokens (streams only).
-    keys: Vec<VerifyingKey>,
+    keys: TokenKeys,
     /// Frames queued per direction of an h2 stream.
     queue_frames: usize,
     /// Cancelled when live relays must stop (the drain period is over).
@@ -164,7 +163,7 @@ impl Switchboard {
     /// The switchboard of router-token stream ids (h2 streams, and QUIC sessions with a
     /// token).
     pub(crate) fn for_streams(
-        keys: Vec<VerifyingKey>,
+        keys: TokenKeys,
         limits: Limits,
         queue_frames: usize,
         metrics: Metrics,
@@ -185,12 +184,18 @@ impl Switchboard {
         metrics: QuicMetrics,
         stop_relays: CancellationToken,
     ) -> Self {
-        Self::new(Kind::Sessions(metrics), Vec::new(), limits, 1, stop_relays)
+        Self::new(
+            Kind::Sessions(metrics),
+            TokenKeys::default(),
+            limits,
+            1,
+            stop_relays,
+        )
     }
 
     fn new(
         kind: Kind,
-        keys: Vec<VerifyingKey>,
+        keys: TokenKeys,
         limits: Limits,
         queue_frames: usize,
         stop_relays: CancellationToken,
@@ -500,7 +505,7 @@ impl Switchboard {
             return;
         };
         let claims = match jumpstarter_token::router::verify(
-            &self.shared.keys,
+            &self.shared.keys.current(),
             token,
             OffsetDateTime::now_utc(),
         ) {
@@ -695,7 +700,7 @@ impl RouterService for Switchboard {
         };
         let claims = match authenticate(
             request.metadata(),
-            &self.shared.keys,
+            &self.shared.keys.current(),
             OffsetDateTime::now_utc(),
         ) {
             Ok(claims) => claims,

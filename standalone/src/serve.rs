@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use jumpstarter_certs::{ClientAuth, server_config};
+use jumpstarter_certs::{ServingCert, TrustedRoots, reloadable_server_config};
 use jumpstarter_controller::admin::Admin;
 use jumpstarter_controller::keys;
 use jumpstarter_controller::limits::Limits;
@@ -117,27 +117,25 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             .await
             .context("load the controller keys")?,
     );
-    let router_cert = {
-        // The QUIC listener presents the same certificate: it must name that host too
-        // (duplicate names are dropped when the certificate is minted).
-        let mut sans = options.tls_sans.clone();
-        if let Some(quic) = options.quic_listen {
-            sans.push(advertised_address::advertised(quic).ip().to_string());
-        }
-        keys.router_server_cert(&router_endpoint, &sans, now)
-            .with_context(|| format!("mint the router certificate for {router_endpoint}"))?
-    };
-    let router_tls = server_config(
-        router_cert.credentials(),
-        vec![b"h2".to_vec()],
-        ClientAuth::None,
-    )
-    .context("build the router TLS configuration")?;
+    // The QUIC listener presents the same certificate: it must name that host too
+    // (duplicate names are dropped when the certificate is minted).
+    let mut router_sans = options.tls_sans.clone();
+    if let Some(quic) = options.quic_listen {
+        router_sans.push(advertised_address::advertised(quic).ip().to_string());
+    }
+    let router_cert = keys
+        .router_server_cert(&router_endpoint, &router_sans, now)
+        .with_context(|| format!("mint the router certificate for {router_endpoint}"))?;
+    // Renewed before it expires, like the controller's own certificate.
+    let router_serving =
+        ServingCert::new(router_cert.credentials()).context("load the router certificate")?;
+    let router_tls = reloadable_server_config(router_serving.clone(), vec![b"h2".to_vec()], None)
+        .context("build the router TLS configuration")?;
 
     let mut registry = Registry::default();
     let metrics = ControllerMetrics::register(&mut registry);
-    let mut router_config =
-        RouterConfig::new(router_tls, vec![keys.router_key.verifying_key().clone()]);
+    let router_keys = router_token_keys(&keys.tokens.current());
+    let mut router_config = RouterConfig::new(router_tls, router_keys.clone());
     router_config.limits = options.limits;
     let router = Router::new(
         router_config,
@@ -145,12 +143,13 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     );
     let quic_router = match options.quic_listen {
         Some(addr) => {
-            let mut config =
-                QuicRouterConfig::new(router_cert.credentials(), vec![keys.ca.cert_der().clone()])
-                    .context("build the QUIC router TLS configuration")?;
+            let lease_ca =
+                TrustedRoots::new(vec![keys.ca.cert_der().clone()]).context("load the lease CA")?;
             // The router certificate is minted afresh at every start; the CA key is kept in
             // the store, so resets stay recognisable across restarts.
-            config.reset_key = ResetKey::derive(keys.ca.key_pem().as_bytes());
+            let reset_key = ResetKey::derive(keys.ca.key_pem().as_bytes());
+            let config = QuicRouterConfig::reloadable(router_serving.clone(), lease_ca, reset_key)
+                .context("build the QUIC router TLS configuration")?;
             let mut quic = QuicRouter::bind(
                 config,
                 addr,
@@ -166,6 +165,29 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let registry = Arc::new(registry);
     let readiness = Arc::new(Readiness::default());
     readiness.set_keys_loaded();
+    tokio::spawn(keys::refresh::follow_keys(
+        store.clone(),
+        settings.clone(),
+        keys.clone(),
+        std::time::Duration::try_from(keys::refresh::DEFAULT_KEYS_RELOAD_INTERVAL)
+            .unwrap_or(std::time::Duration::from_secs(10)),
+        metrics.refresh.clone(),
+        move |tokens| router_keys.replace(router_token_keys(tokens).current().to_vec()),
+        shutdown.clone(),
+    ));
+    tokio::spawn(keys::refresh::renew_serving_cert(
+        router_serving,
+        {
+            let (keys, endpoint, sans) = (keys.clone(), router_endpoint.clone(), router_sans);
+            move |now| {
+                keys.router_server_cert(&endpoint, &sans, now)
+                    .map(|cert| cert.credentials())
+            }
+        },
+        keys::refresh::RENEW_CHECK_INTERVAL,
+        keys::refresh::RefreshMetrics::default(),
+        shutdown.clone(),
+    ));
 
     let http_tasks =
         runtime::spawn_http(&[options.http_listen], &readiness, &registry, &shutdown).await?;
@@ -286,6 +308,17 @@ fn print_banner(
         socket = dir.admin_socket().display(),
         http = options.http_listen,
     );
+}
+
+/// The public keys the embedded router accepts router tokens from: the signing key's and
+/// the extra ones of the keys Secret.
+fn router_token_keys(
+    tokens: &jumpstarter_controller::keys::live::TokenKeySet,
+) -> jumpstarter_router::TokenKeys {
+    std::iter::once(tokens.router_key.verifying_key().clone())
+        .chain(tokens.router_verify_keys.iter().cloned())
+        .collect::<Vec<_>>()
+        .into()
 }
 
 #[cfg(test)]

@@ -74,7 +74,8 @@ async fn admin_works_through_the_kubernetes_api() {
     assert_eq!(config["metadata"]["namespace"].as_str(), Some(ns.as_str()));
     assert_eq!(config["endpoint"].as_str(), Some("127.0.0.1:8082"));
     let claims = keys
-        .issuer
+        .tokens
+        .current()
         .verifier()
         .verify(
             config["token"].as_str().unwrap_or_default(),

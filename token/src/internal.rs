@@ -3,6 +3,11 @@
 //! Claims follow 0.9.0: `iss`, `aud` (array), `sub` = [`Subject`], `iat`, `exp`; no `nbf`.
 //! The subject embeds the object's UID, so deleting and re-creating a Client or Exporter
 //! with the same name invalidates the old tokens.
+//!
+//! One claim is ours: `gen`, the credential generation of the object when the token was
+//! issued (absent, i.e. 0, in tokens of 0.9.0 and of earlier releases). Rotating a
+//! credential raises the object's generation; the controller refuses tokens of a lower
+//! generation ([`Claims::generation`]), which is what makes rotation revoke.
 
 use std::fmt;
 use std::str::FromStr;
@@ -101,6 +106,13 @@ pub struct Claims {
     pub sub: String,
     pub iat: i64,
     pub exp: i64,
+    /// Credential generation (`gen`); 0 when absent.
+    #[serde(default, rename = "gen", skip_serializing_if = "is_zero")]
+    pub generation: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Deserialize)]
@@ -110,6 +122,8 @@ struct RawClaims {
     sub: Option<String>,
     iat: Option<i64>,
     exp: Option<i64>,
+    #[serde(rename = "gen")]
+    generation: Option<u64>,
 }
 
 /// Signs internal tokens.
@@ -122,10 +136,21 @@ pub struct Issuer {
 }
 
 impl Issuer {
-    /// Issues a token for `subject`, valid from `now` for the configured lifetime.
+    /// Issues a token for `subject` of credential generation 0, valid from `now` for the
+    /// configured lifetime.
     pub fn issue(
         &self,
         subject: &Subject,
+        now: OffsetDateTime,
+    ) -> Result<(String, OffsetDateTime), TokenError> {
+        self.issue_generation(subject, 0, now)
+    }
+
+    /// Issues a token for `subject` of credential generation `generation`.
+    pub fn issue_generation(
+        &self,
+        subject: &Subject,
+        generation: u64,
         now: OffsetDateTime,
     ) -> Result<(String, OffsetDateTime), TokenError> {
         let exp = now + self.lifetime;
@@ -135,6 +160,7 @@ impl Issuer {
             sub: subject.to_string(),
             iat: now.unix_timestamp(),
             exp: exp.unix_timestamp(),
+            generation,
         };
         Ok((jws::sign(&self.key, &claims)?, exp))
     }
@@ -181,6 +207,7 @@ impl Verifier {
             sub,
             iat: raw.iat.unwrap_or(0),
             exp,
+            generation: raw.generation.unwrap_or(0),
         })
     }
 }

@@ -1,4 +1,5 @@
-//! ES256 key pairs: generated, stored as PKCS#8 PEM, public half as SPKI PEM.
+//! ES256 key pairs: generated, stored as PKCS#8 PEM, public half as SPKI PEM; bundles of
+//! public keys (several during a key rotation) as concatenated PEM blocks.
 
 use jsonwebtoken::{DecodingKey, EncodingKey};
 
@@ -93,5 +94,83 @@ impl VerifyingKey {
 
     pub(crate) fn decoding(&self) -> &DecodingKey {
         &self.decoding
+    }
+}
+
+/// Why a PEM bundle of public keys could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyBundleError {
+    #[error("public key #{index} in the bundle is not usable")]
+    BadKey {
+        index: usize,
+        #[source]
+        source: TokenError,
+    },
+    #[error("public key #{index} in the bundle has no END line")]
+    Unterminated { index: usize },
+    #[error("the bundle holds no PUBLIC KEY block")]
+    Empty,
+}
+
+/// Reads every `PUBLIC KEY` block of a PEM bundle; several keys allow rotation (a token
+/// signed by any of them is accepted). Other block types are ignored.
+pub fn public_keys_from_pem(bundle: &str) -> Result<Vec<VerifyingKey>, KeyBundleError> {
+    const BEGIN: &str = "-----BEGIN PUBLIC KEY-----";
+    const END: &str = "-----END PUBLIC KEY-----";
+    let mut keys = Vec::new();
+    let mut block: Option<String> = None;
+    for line in bundle.lines().map(str::trim) {
+        match block.as_mut() {
+            None if line == BEGIN => block = Some(format!("{BEGIN}\n")),
+            None => {}
+            Some(pem) => {
+                pem.push_str(line);
+                pem.push('\n');
+                if line == END {
+                    let index = keys.len();
+                    let key = VerifyingKey::from_public_pem(pem)
+                        .map_err(|source| KeyBundleError::BadKey { index, source })?;
+                    keys.push(key);
+                    block = None;
+                }
+            }
+        }
+    }
+    if block.is_some() {
+        return Err(KeyBundleError::Unterminated { index: keys.len() });
+    }
+    if keys.is_empty() {
+        return Err(KeyBundleError::Empty);
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundles_hold_several_keys() {
+        let a = SigningKey::generate().expect("key");
+        let b = SigningKey::generate().expect("key");
+        let bundle = format!(
+            "# rotation\n{}\n{}",
+            a.verifying_key().to_public_pem(),
+            b.verifying_key().to_public_pem()
+        );
+        let keys = public_keys_from_pem(&bundle).expect("bundle");
+        assert_eq!(keys.len(), 2);
+        assert!(matches!(
+            public_keys_from_pem("nothing here"),
+            Err(KeyBundleError::Empty)
+        ));
+        assert!(matches!(
+            public_keys_from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n"),
+            Err(KeyBundleError::Unterminated { index: 0 })
+        ));
+        assert!(matches!(
+            public_keys_from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"),
+            Err(KeyBundleError::BadKey { index: 0, .. })
+        ));
     }
 }

@@ -26,6 +26,10 @@ pub enum TokenError {
     Malformed(String),
     #[error("token signature is invalid")]
     BadSignature,
+    /// The header names another algorithm than ES256 (`none`, an HMAC, another curve):
+    /// refused before any key is used, so no key can be misused as an HMAC secret.
+    #[error("token algorithm {0:?} is not accepted, only ES256")]
+    Algorithm(String),
     #[error("token is expired (exp {exp}, now {now})")]
     Expired { exp: i64, now: i64 },
     #[error("token is not valid yet (nbf {nbf}, now {now})")]
@@ -50,6 +54,7 @@ impl TokenError {
         match self {
             TokenError::Malformed(_) => "malformed",
             TokenError::BadSignature => "bad_signature",
+            TokenError::Algorithm(_) => "bad_algorithm",
             TokenError::Expired { .. } => "expired",
             TokenError::NotYetValid { .. } => "not_yet_valid",
             TokenError::IssuedInFuture { .. } => "issued_in_future",

@@ -11,6 +11,7 @@
 //!   [`ObjectIdentity`] and [`authorize`], plus [`AuthError`] with its gRPC mapping.
 //! - The shell: [`Authenticator`], which verifies the token, loads the object from the
 //!   [`Store`] and counts failures in [`AuthMetrics`].
+//! - [`revocation`]: credential generations, which make a rotated token invalid.
 //!
 //! Tokens are never logged.
 
@@ -23,10 +24,13 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
 use jumpstarter_token::TokenError;
-use jumpstarter_token::internal::{CachedVerifier, ObjectKind, Subject, Verifier};
+use jumpstarter_token::internal::{ObjectKind, Subject};
+
+pub(crate) mod revocation;
 
 use crate::crd::vocabulary::{MIGRATED_NAMESPACE_ANNOTATION, MIGRATED_UID_ANNOTATION};
 use crate::crd::{Client, Exporter};
+use crate::keys::live::{LiveKeys, LiveVerifier};
 use crate::store::{Object, Store, StoreError};
 
 /// Metadata key of the bearer token.
@@ -82,6 +86,26 @@ pub enum AuthError {
     },
     #[error("namespace mismatch")]
     NamespaceMismatch,
+    /// The token was issued before the credential was rotated.
+    #[error(
+        "token was revoked: {kind} {namespace}/{name} rotated its credential (token generation {presented}, current {required})"
+    )]
+    Revoked {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        presented: u64,
+        required: u64,
+    },
+    /// The object's credential generation cannot be read: every token is refused.
+    #[error("{kind} {namespace}/{name}: {source}")]
+    Generation {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: revocation::GenerationError,
+    },
 }
 
 impl AuthError {
@@ -92,7 +116,14 @@ impl AuthError {
             AuthError::MultipleAuthorization => "multiple_authorization",
             AuthError::MalformedAuthorization => "malformed_authorization",
             AuthError::Token(TokenError::Expired { .. }) => "token_expired",
+            AuthError::Token(TokenError::Algorithm(_)) => "token_bad_algorithm",
+            AuthError::Token(TokenError::BadSignature) => "token_bad_signature",
+            AuthError::Token(TokenError::Malformed(_)) => "token_malformed",
+            AuthError::Token(TokenError::WrongIssuer(_)) => "token_wrong_issuer",
+            AuthError::Token(TokenError::WrongAudience(_)) => "token_wrong_audience",
             AuthError::Token(_) => "token_invalid",
+            AuthError::Revoked { .. } => "token_revoked",
+            AuthError::Generation { .. } => "bad_token_generation",
             AuthError::MissingMetadata(_) => "missing_metadata",
             AuthError::MultipleMetadata(_) => "multiple_metadata",
             AuthError::NameRequired => "name_required",
@@ -120,6 +151,10 @@ impl AuthError {
             AuthError::NotFound { .. } => Code::NotFound,
             AuthError::Store { source, .. } => store_code(source),
             AuthError::Denied { .. } | AuthError::NamespaceMismatch => Code::PermissionDenied,
+            // New in this service (0.9.0 cannot revoke): the token is no longer a
+            // credential, which is what UNAUTHENTICATED means.
+            AuthError::Revoked { .. } => Code::Unauthenticated,
+            AuthError::Generation { .. } => Code::FailedPrecondition,
         }
     }
 }
@@ -236,6 +271,8 @@ pub(crate) struct ObjectIdentity {
     pub migrated_namespace: Option<String>,
     /// `jumpstarter.dev/migrated-uid`.
     pub migrated_uid: Option<String>,
+    /// The credential generation tokens must carry at least ([`revocation`]).
+    pub token_generation: Result<u64, revocation::GenerationError>,
 }
 
 impl ObjectIdentity {
@@ -272,6 +309,7 @@ impl ObjectIdentity {
             username,
             migrated_namespace: annotation(MIGRATED_NAMESPACE_ANNOTATION),
             migrated_uid: annotation(MIGRATED_UID_ANNOTATION),
+            token_generation: revocation::generation(meta),
         }
     }
 
@@ -312,10 +350,12 @@ impl Caller {
     }
 }
 
-/// Allows `username` to act as `object` when it is the object's internal subject or its
-/// `spec.username`.
+/// Allows `username` (from a token of credential generation `generation`) to act as
+/// `object` when it is the object's internal subject or its `spec.username`, and the
+/// token was not revoked by a rotation.
 pub(crate) fn authorize(
     username: &str,
+    generation: u64,
     target: &Target,
     object: &ObjectIdentity,
 ) -> Result<Caller, AuthError> {
@@ -326,6 +366,24 @@ pub(crate) fn authorize(
             kind: kind_word(target.kind),
             namespace: target.namespace.clone(),
             name: target.name.clone(),
+        });
+    }
+    let required = object
+        .token_generation
+        .clone()
+        .map_err(|source| AuthError::Generation {
+            kind: kind_word(target.kind),
+            namespace: target.namespace.clone(),
+            name: target.name.clone(),
+            source,
+        })?;
+    if !revocation::is_current(generation, required) {
+        return Err(AuthError::Revoked {
+            kind: kind_word(target.kind),
+            namespace: target.namespace.clone(),
+            name: target.name.clone(),
+            presented: generation,
+            required,
         });
     }
     Ok(Caller {
@@ -384,8 +442,8 @@ impl AuthMetrics {
 pub(crate) struct Authenticator<S> {
     store: S,
     /// Clients call often with the same token (a `jmp shell` polls its lease): after the
-    /// first call, checking it is a lookup.
-    verifier: CachedVerifier,
+    /// first call, checking it is a lookup (until the token keys change).
+    verifier: LiveVerifier,
     metrics: std::sync::Arc<AuthMetrics>,
 }
 
@@ -393,10 +451,10 @@ pub(crate) struct Authenticator<S> {
 const VERIFIED_TOKENS: usize = 16_384;
 
 impl<S: Store> Authenticator<S> {
-    pub(crate) fn new(store: S, verifier: Verifier, metrics: std::sync::Arc<AuthMetrics>) -> Self {
+    pub(crate) fn new(store: S, keys: LiveKeys, metrics: std::sync::Arc<AuthMetrics>) -> Self {
         Authenticator {
             store,
-            verifier: CachedVerifier::new(verifier, VERIFIED_TOKENS),
+            verifier: LiveVerifier::new(keys, VERIFIED_TOKENS),
             metrics,
         }
     }
@@ -447,6 +505,7 @@ impl<S: Store> Authenticator<S> {
         let token = bearer_token(&call)?;
         let claims = self
             .verifier
+            .current()
             .verify(token, OffsetDateTime::now_utc())
             .map_err(AuthError::Token)?;
         let username = format!("{INTERNAL_PREFIX}{}", claims.sub);
@@ -467,7 +526,7 @@ impl<S: Store> Authenticator<S> {
                 )
             }
         };
-        let caller = authorize(&username, &target, &identity)?;
+        let caller = authorize(&username, claims.generation, &target, &identity)?;
         Ok((caller, loaded))
     }
 

@@ -26,7 +26,32 @@ fn identity() -> ObjectIdentity {
         username: Some("dex:alice".into()),
         migrated_namespace: None,
         migrated_uid: None,
+        token_generation: Ok(0),
     }
+}
+
+#[test]
+fn tokens_below_the_objects_generation_are_revoked() {
+    let rotated = ObjectIdentity {
+        token_generation: Ok(2),
+        ..identity()
+    };
+    let user = "internal:client:lab:alice:u-1";
+    let err = authorize(user, 1, &alice(), &rotated).unwrap_err();
+    assert_eq!(err.reason(), "token_revoked");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    assert!(
+        err.to_string().contains("token generation 1, current 2"),
+        "{err}"
+    );
+    authorize(user, 2, &alice(), &rotated).unwrap();
+    authorize(user, 3, &alice(), &rotated).unwrap();
+    let broken = ObjectIdentity {
+        token_generation: Err(revocation::GenerationError { value: "x".into() }),
+        ..identity()
+    };
+    let err = authorize(user, 5, &alice(), &broken).unwrap_err();
+    assert_eq!(err.reason(), "bad_token_generation");
 }
 
 fn alice() -> Target {
@@ -96,10 +121,10 @@ fn target_requires_namespace_kind_and_name() {
 
 #[test]
 fn authorize_accepts_internal_subject_and_username() {
-    let caller = authorize("internal:client:lab:alice:u-1", &alice(), &identity()).unwrap();
+    let caller = authorize("internal:client:lab:alice:u-1", 0, &alice(), &identity()).unwrap();
     assert_eq!(caller.name, "alice");
     assert_eq!(caller.uid, "u-1");
-    authorize("dex:alice", &alice(), &identity()).unwrap();
+    authorize("dex:alice", 0, &alice(), &identity()).unwrap();
 }
 
 #[test]
@@ -111,13 +136,13 @@ fn authorize_denies_other_subjects() {
         "client:lab:alice:u-1",
         "alice",
     ] {
-        let err = authorize(username, &alice(), &identity()).unwrap_err();
+        let err = authorize(username, 0, &alice(), &identity()).unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied, "{username}");
         assert_eq!(err.to_string(), "permission denied for client lab/alice");
     }
     let mut no_username = identity();
     no_username.username = None;
-    assert!(authorize("dex:alice", &alice(), &no_username).is_err());
+    assert!(authorize("dex:alice", 0, &alice(), &no_username).is_err());
 }
 
 #[test]
@@ -125,8 +150,8 @@ fn migration_annotations_override_the_subject() {
     let mut migrated = identity();
     migrated.migrated_namespace = Some("old".into());
     migrated.migrated_uid = Some("u-old".into());
-    authorize("internal:client:old:alice:u-old", &alice(), &migrated).unwrap();
-    assert!(authorize("internal:client:lab:alice:u-1", &alice(), &migrated).is_err());
+    authorize("internal:client:old:alice:u-old", 0, &alice(), &migrated).unwrap();
+    assert!(authorize("internal:client:lab:alice:u-1", 0, &alice(), &migrated).is_err());
 }
 
 #[test]

@@ -50,6 +50,10 @@ pub use jumpstarter_lease::request::TAG_LABEL_PREFIX;
 pub(crate) const MIGRATED_NAMESPACE_ANNOTATION: &str = concat!(group!(), "/migrated-namespace");
 /// Annotation that overrides the UID of an object's internal token subject.
 pub(crate) const MIGRATED_UID_ANNOTATION: &str = concat!(group!(), "/migrated-uid");
+/// Annotation of a Client or Exporter: its credential generation (decimal). Rotating the
+/// credential raises it; tokens carrying a lower generation (claim `gen`, 0 when absent)
+/// are refused, so a rotated token stops working at once, on every replica.
+pub(crate) const TOKEN_GENERATION_ANNOTATION: &str = concat!(group!(), "/token-generation");
 /// Annotation of the router Secret: the endpoints (`endpoint;quic-endpoint`) its
 /// certificate was minted for.
 pub(crate) const ROUTER_ENDPOINTS_ANNOTATION: &str = concat!(group!(), "/router-endpoints");
@@ -253,6 +257,7 @@ mod tests {
             LEASE_ENDED_LABEL,
             MIGRATED_NAMESPACE_ANNOTATION,
             MIGRATED_UID_ANNOTATION,
+            TOKEN_GENERATION_ANNOTATION,
             ROUTER_ENDPOINTS_ANNOTATION,
             NOT_AFTER_ANNOTATION,
         ] {

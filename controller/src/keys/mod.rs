@@ -19,8 +19,19 @@
 //! [`router_secret`] keeps one serving-certificate Secret per configured router, so router
 //! pods mount their certificate and never see the CA key.
 //!
+//! Signing keys rotate without a restart ([`live`], [`reload`]): besides the two signing
+//! keys the Secret may hold [`TOKEN_VERIFY_KEYS_KEY`] and [`ROUTER_TOKEN_VERIFY_KEYS_KEY`],
+//! public keys that still verify. The controller re-reads the Secret while it runs; a
+//! changed Secret that parses replaces the keys in use (and the routers' ConfigMap), one
+//! that does not is logged and the keys in use stay. Rotating the router key safely: add
+//! the new public key to the router verify keys, wait for routers to load it, then make
+//! the new key the signing key and keep the old public key among the verify keys until
+//! the tokens it signed have expired.
+//!
 //! Key material is never logged.
 
+pub mod live;
+pub mod refresh;
 pub mod router_secret;
 
 use std::collections::BTreeMap;
@@ -29,10 +40,12 @@ use std::net::IpAddr;
 use jumpstarter_certs::{Ca, IssuedCert, ServerCertParams, TlsCredentials};
 use jumpstarter_shell::error_chain::error_chain;
 use jumpstarter_token::internal::{DEFAULT_AUDIENCE, DEFAULT_ISSUER, Issuer};
+use jumpstarter_token::key::public_keys_from_pem;
 use jumpstarter_token::{SigningKey, TokenError};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::ObjectMeta;
+use live::TokenKeySet;
 use time::{Duration, OffsetDateTime};
 
 use crate::settings::Settings;
@@ -48,6 +61,12 @@ pub const CA_KEY_KEY: &str = "ca.key";
 pub const TOKEN_KEY_KEY: &str = "token-signing-key.pem";
 /// Key of [`KEYS_SECRET`]: the signing key of router stream tokens, PKCS#8 PEM.
 pub const ROUTER_TOKEN_KEY_KEY: &str = "router-token-signing-key.pem";
+/// Optional key of [`KEYS_SECRET`]: public keys (SPKI PEM blocks) whose client and
+/// exporter tokens are still accepted, e.g. the previous signing key's.
+pub const TOKEN_VERIFY_KEYS_KEY: &str = "token-verify-keys.pem";
+/// Optional key of [`KEYS_SECRET`]: public keys routers accept besides the router signing
+/// key's, published in [`ROUTER_KEYS_CONFIG_MAP`].
+pub const ROUTER_TOKEN_VERIFY_KEYS_KEY: &str = "router-token-verify-keys.pem";
 
 /// ConfigMap with the CA certificate under [`CA_CERT_KEY`] (0.9.0 name; `jmp admin` reads it).
 pub const CA_CONFIG_MAP: &str = "jumpstarter-service-ca-cert";
@@ -85,10 +104,9 @@ pub enum CaSource {
 pub struct Keys {
     /// Signs serving certificates (controller and routers) and lease certificates.
     pub ca: Ca,
-    /// Signs and verifies client and exporter credentials.
-    pub issuer: Issuer,
-    /// Signs router stream tokens; its public half is in [`ROUTER_KEYS_CONFIG_MAP`].
-    pub router_key: SigningKey,
+    /// The token keys in use now: they sign and verify client and exporter credentials
+    /// and sign router stream tokens (public halves in [`ROUTER_KEYS_CONFIG_MAP`]).
+    pub tokens: live::LiveKeys,
 }
 
 /// Why the key material could not be loaded, created or used.
@@ -315,6 +333,8 @@ struct Material {
     ca_key: String,
     token_key: String,
     router_key: String,
+    token_verify_keys: Option<String>,
+    router_verify_keys: Option<String>,
 }
 
 impl Material {
@@ -339,6 +359,8 @@ impl Material {
             router_key: signing_key("the router token signing key")?
                 .to_pkcs8_pem()
                 .to_owned(),
+            token_verify_keys: None,
+            router_verify_keys: None,
         })
     }
 
@@ -379,11 +401,17 @@ impl Material {
             String::from_utf8(bytes.0.clone())
                 .map_err(|_| corrupt(namespace, key, "not UTF-8 text".to_owned()))
         };
+        let optional = |key: &'static str| match data.and_then(|d| d.get(key)) {
+            None => Ok(None),
+            Some(_) => text(key).map(Some),
+        };
         Ok(Material {
             ca_cert: text(CA_CERT_KEY)?,
             ca_key: text(CA_KEY_KEY)?,
             token_key: text(TOKEN_KEY_KEY)?,
             router_key: text(ROUTER_TOKEN_KEY_KEY)?,
+            token_verify_keys: optional(TOKEN_VERIFY_KEYS_KEY)?,
+            router_verify_keys: optional(ROUTER_TOKEN_VERIFY_KEYS_KEY)?,
         })
     }
 
@@ -397,21 +425,90 @@ impl Material {
             };
             corrupt(namespace, key, error_chain(&e))
         })?;
+        let tokens = self.token_keys(namespace, settings)?;
+        Ok(Keys {
+            ca,
+            tokens: live::LiveKeys::new(tokens),
+        })
+    }
+
+    /// The token keys of the Secret: both signing keys and the optional verify keys.
+    fn token_keys(&self, namespace: &str, settings: &Settings) -> Result<TokenKeySet, KeysError> {
         let token_key = SigningKey::from_pkcs8_pem(&self.token_key)
             .map_err(|e| corrupt(namespace, TOKEN_KEY_KEY, e.to_string()))?;
         let router_key = SigningKey::from_pkcs8_pem(&self.router_key)
             .map_err(|e| corrupt(namespace, ROUTER_TOKEN_KEY_KEY, e.to_string()))?;
-        Ok(Keys {
-            ca,
+        let bundle = |text: &Option<String>, key: &'static str| match text {
+            None => Ok(Vec::new()),
+            Some(text) if text.trim().is_empty() => Ok(Vec::new()),
+            Some(text) => {
+                public_keys_from_pem(text).map_err(|e| corrupt(namespace, key, error_chain(&e)))
+            }
+        };
+        Ok(TokenKeySet {
             issuer: Issuer {
                 key: token_key,
                 issuer: DEFAULT_ISSUER.to_owned(),
                 audience: DEFAULT_AUDIENCE.to_owned(),
                 lifetime: settings.token_lifetime,
             },
+            verify_keys: bundle(&self.token_verify_keys, TOKEN_VERIFY_KEYS_KEY)?,
             router_key,
+            router_verify_keys: bundle(&self.router_verify_keys, ROUTER_TOKEN_VERIFY_KEYS_KEY)?,
         })
     }
+}
+
+/// Re-reads the token keys of [`KEYS_SECRET`] and, when they differ from the keys in use
+/// and parse, installs them and republishes [`ROUTER_KEYS_CONFIG_MAP`]. Returns whether
+/// the keys changed. On error the keys in use stay.
+pub async fn reload<S: Store>(
+    store: &S,
+    settings: &Settings,
+    keys: &Keys,
+) -> Result<bool, KeysError> {
+    let namespace = settings.namespace.as_str();
+    let secret = match store.get::<Secret>(namespace, KEYS_SECRET).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => {
+            return Err(secret_error(
+                "read",
+                namespace,
+                StoreError::NotFound {
+                    kind: "Secret".into(),
+                    namespace: namespace.to_owned(),
+                    name: KEYS_SECRET.to_owned(),
+                },
+            ));
+        }
+        Err(source) => return Err(secret_error("read", namespace, source)),
+    };
+    let fresh = Material::from_secret(namespace, &secret)?.token_keys(namespace, settings)?;
+    let current = keys.tokens.current();
+    if same_keys(&current, &fresh) {
+        return Ok(false);
+    }
+    keys.tokens.replace(fresh);
+    publish(store, namespace, keys).await?;
+    let now = keys.tokens.current();
+    tracing::info!(
+        namespace,
+        secret = KEYS_SECRET,
+        credential_verify_keys = now.verify_keys.len(),
+        router_verify_keys = now.router_verify_keys.len(),
+        "token keys reloaded"
+    );
+    Ok(true)
+}
+
+fn same_keys(a: &TokenKeySet, b: &TokenKeySet) -> bool {
+    let publics = |keys: &[jumpstarter_token::VerifyingKey]| -> Vec<String> {
+        keys.iter().map(|k| k.to_public_pem().to_owned()).collect()
+    };
+    a.issuer.key.to_pkcs8_pem() == b.issuer.key.to_pkcs8_pem()
+        && a.router_key.to_pkcs8_pem() == b.router_key.to_pkcs8_pem()
+        && publics(&a.verify_keys) == publics(&b.verify_keys)
+        && publics(&a.router_verify_keys) == publics(&b.router_verify_keys)
 }
 
 async fn create_keys_secret<S: Store>(
@@ -459,13 +556,13 @@ async fn publish<S: Store>(store: &S, namespace: &str, keys: &Keys) -> Result<()
         keys.ca.cert_pem(),
     )
     .await?;
-    let router_public = keys.router_key.verifying_key().to_public_pem();
+    let router_public = keys.tokens.current().router_public_pem();
     ensure_config_map(
         store,
         namespace,
         ROUTER_KEYS_CONFIG_MAP,
         ROUTER_KEYS_KEY,
-        router_public,
+        &router_public,
     )
     .await
 }
@@ -580,9 +677,10 @@ mod tests {
         let settings = Settings::example("lab", "controller.lab:8082", "router.lab:8083");
         let keys = loaded.into_keys("lab", &settings).expect("keys");
         assert_eq!(keys.ca.cert_pem(), material.ca_cert);
-        assert_eq!(keys.issuer.key.to_pkcs8_pem(), material.token_key);
-        assert_eq!(keys.router_key.to_pkcs8_pem(), material.router_key);
-        assert_eq!(keys.issuer.lifetime, settings.token_lifetime);
+        let tokens = keys.tokens.current();
+        assert_eq!(tokens.issuer.key.to_pkcs8_pem(), material.token_key);
+        assert_eq!(tokens.router_key.to_pkcs8_pem(), material.router_key);
+        assert_eq!(tokens.issuer.lifetime, settings.token_lifetime);
 
         let creds = keys
             .controller_server_cert(

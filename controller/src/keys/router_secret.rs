@@ -8,7 +8,9 @@
 //! certificate has less than [`RENEW_BEFORE`] left; otherwise it is left alone, so every
 //! controller replica may run this at start and periodically.
 //!
-//! Routers read their certificate at start: after a re-mint they must be restarted.
+//! Routers re-read the mounted files while they run (`--reload-interval`), so a re-minted
+//! certificate is served to new connections without a restart once the kubelet has
+//! updated the mount.
 
 use std::collections::BTreeMap;
 

@@ -3,7 +3,8 @@
 //!
 //! A token is re-signed when the Secret is missing, or its token does not verify with the
 //! current issuer for the object's subject (`client:<ns>:<name>:<uid>`), e.g. after the
-//! object was re-created with a new UID or the token expired.
+//! object was re-created with a new UID or the token expired, or its token is of an older
+//! credential generation than the object's (an administrator raised it to revoke).
 
 use std::collections::BTreeMap;
 
@@ -27,6 +28,9 @@ pub(crate) struct Holder {
     pub(crate) namespace: String,
     pub(crate) name: String,
     pub(crate) uid: String,
+    /// The object's credential generation (`crate::auth::revocation`): tokens below it
+    /// are revoked, new ones are issued at it.
+    pub(crate) generation: u64,
 }
 
 impl Holder {
@@ -75,7 +79,7 @@ pub(crate) fn in_place(
     now: OffsetDateTime,
 ) -> bool {
     existing.is_some_and(|secret| {
-        owned_by(secret, holder) && token_is_valid(secret, verifier, &holder.subject(), now)
+        owned_by(secret, holder) && token_is_valid(secret, verifier, holder, now)
     })
 }
 
@@ -97,7 +101,7 @@ pub(crate) async fn ensure<S: Store>(
     now: OffsetDateTime,
 ) -> Result<bool, ReconcileError> {
     let subject = holder.subject();
-    let valid = existing.is_some_and(|secret| token_is_valid(secret, verifier, &subject, now));
+    let valid = existing.is_some_and(|secret| token_is_valid(secret, verifier, holder, now));
     if valid && existing.is_some_and(|secret| owned_by(secret, holder)) {
         return Ok(false);
     }
@@ -118,15 +122,14 @@ pub(crate) async fn ensure<S: Store>(
         ..Secret::default()
     });
     if !valid {
-        let (token, _expiry) =
-            issuer
-                .issue(&subject, now)
-                .map_err(|source| ReconcileError::Token {
-                    kind: holder.kind.as_str(),
-                    namespace: holder.namespace.clone(),
-                    name: holder.name.clone(),
-                    source,
-                })?;
+        let (token, _expiry) = issuer
+            .issue_generation(&subject, holder.generation, now)
+            .map_err(|source| ReconcileError::Token {
+                kind: holder.kind.as_str(),
+                namespace: holder.namespace.clone(),
+                name: holder.name.clone(),
+                source,
+            })?;
         secret
             .data
             .get_or_insert_with(BTreeMap::new)
@@ -186,7 +189,7 @@ async fn still_exists<S: Store>(store: &S, holder: &Holder) -> Result<bool, Reco
 fn token_is_valid(
     secret: &Secret,
     verifier: &CachedVerifier,
-    subject: &Subject,
+    holder: &Holder,
     now: OffsetDateTime,
 ) -> bool {
     let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(TOKEN_KEY)) else {
@@ -195,7 +198,8 @@ fn token_is_valid(
     let Ok(token) = std::str::from_utf8(&bytes.0) else {
         return false;
     };
-    verifier
-        .verify(token.trim(), now)
-        .is_ok_and(|claims| claims.sub == subject.to_string())
+    verifier.verify(token.trim(), now).is_ok_and(|claims| {
+        claims.sub == holder.subject().to_string()
+            && crate::auth::revocation::is_current(claims.generation, holder.generation)
+    })
 }

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
-use jumpstarter_token::internal::{CachedVerifier, ObjectKind};
+use jumpstarter_token::internal::ObjectKind;
 use k8s_openapi::api::core::v1::LocalObjectReference;
 use kube::ResourceExt;
+use kube::api::ObjectMeta;
 use time::OffsetDateTime;
 
 use jumpstarter_lease::scheduler;
@@ -23,6 +24,7 @@ use super::view::View;
 use super::{ReconcileError, ReconcileMetrics};
 use crate::crd;
 use crate::keys::Keys;
+use crate::keys::live::LiveVerifier;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
 
@@ -48,8 +50,9 @@ pub struct Reconciler<S> {
     keys: Arc<Keys>,
     settings: Arc<Settings>,
     metrics: Arc<ReconcileMetrics>,
-    /// Every pass checks every credential token; after the first, a check is a lookup.
-    credentials: Arc<CachedVerifier>,
+    /// Every pass checks every credential token; after the first, a check is a lookup
+    /// (until the token keys change).
+    credentials: Arc<LiveVerifier>,
     /// Watch-fed copies of the namespace, read instead of the store once complete.
     reflections: Option<Arc<Reflections>>,
 }
@@ -61,10 +64,7 @@ impl<S: Store> Reconciler<S> {
         settings: Arc<Settings>,
         metrics: Arc<ReconcileMetrics>,
     ) -> Self {
-        let credentials = Arc::new(CachedVerifier::new(
-            keys.issuer.verifier(),
-            VERIFIED_CREDENTIALS,
-        ));
+        let credentials = Arc::new(LiveVerifier::new(keys.tokens.clone(), VERIFIED_CREDENTIALS));
         Reconciler {
             store,
             keys,
@@ -177,12 +177,8 @@ impl<S: Store> Reconciler<S> {
             let Some(client) = view.clients.get(&name) else {
                 continue;
             };
-            let Some(holder) = holder(
-                ObjectKind::Client,
-                namespace,
-                client.metadata.uid.as_deref(),
-                &name,
-            ) else {
+            let Some(holder) = holder(ObjectKind::Client, namespace, &client.metadata, &name)
+            else {
                 continue;
             };
             let secret_name = holder.secret_name();
@@ -229,14 +225,16 @@ impl<S: Store> Reconciler<S> {
             .exporters
             .iter()
             .filter_map(|(name, exporter)| {
-                let uid = exporter.metadata.uid.as_deref();
-                Some((name, holder(ObjectKind::Exporter, namespace, uid, name)?))
+                Some((
+                    name,
+                    holder(ObjectKind::Exporter, namespace, &exporter.metadata, name)?,
+                ))
             })
             .collect();
         // Most are in place (a lookup); the others need a Secret written, concurrently.
         let (ready, missing): (Vec<_>, Vec<_>) = holders.iter().partition(|(_, holder)| {
             let existing = view.secrets.get(&holder.secret_name()).map(Arc::as_ref);
-            credential::in_place(holder, existing, &self.credentials, now)
+            credential::in_place(holder, existing, &self.credentials.current(), now)
         });
         for (name, holder) in ready {
             result.secrets.insert((*name).clone(), holder.secret_name());
@@ -271,8 +269,8 @@ impl<S: Store> Reconciler<S> {
             &self.store,
             holder,
             existing,
-            &self.keys.issuer,
-            &self.credentials,
+            &self.keys.tokens.current().issuer,
+            &self.credentials.current(),
             now,
         )
         .await
@@ -327,12 +325,16 @@ enum CredentialState {
     Conflict,
 }
 
-fn holder(kind: ObjectKind, namespace: &str, uid: Option<&str>, name: &str) -> Option<Holder> {
+/// The credential holder of an object with `meta`; `None` without a UID. A malformed
+/// generation annotation counts as 0: authentication refuses every token of that object
+/// until it is fixed, and the Secret is re-signed at the fixed generation then.
+fn holder(kind: ObjectKind, namespace: &str, meta: &ObjectMeta, name: &str) -> Option<Holder> {
     Some(Holder {
         kind,
         namespace: namespace.to_owned(),
         name: name.to_owned(),
-        uid: uid?.to_owned(),
+        uid: meta.uid.clone()?,
+        generation: crate::auth::revocation::generation(meta).unwrap_or(0),
     })
 }
 

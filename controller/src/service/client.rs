@@ -17,7 +17,7 @@ use jumpstarter_proto::jumpstarter::client::v1::client_service_server::ClientSer
 use super::metrics::observed_service;
 use super::write::{self, Part};
 use super::{Services, lease_error, lease_request, names, rate_limited, store_status, wire};
-use crate::auth::{Caller, ObjectIdentity};
+use crate::auth::{Caller, ObjectIdentity, revocation};
 use crate::crd::vocabulary;
 use crate::crd::{Client, Exporter, Lease};
 use crate::store::{ListParams, Object, ObjectList, Store, StoreError};
@@ -248,6 +248,9 @@ impl<S: Store> ClientApi<S> {
         Ok(())
     }
 
+    /// Rotation revokes: the Client's credential generation is raised first (from then on
+    /// every replica refuses the caller's current token), then a token of the new
+    /// generation is issued and stored in the credential Secret.
     async fn rotate_token_inner(
         &self,
         request: Request<client_pb::RotateTokenRequest>,
@@ -260,16 +263,41 @@ impl<S: Store> ClientApi<S> {
             shared.metrics.refused("rotate_token_rate");
             return Err(rate_limited("RotateToken", retry_after));
         }
+        let uid = client.metadata.uid.clone();
+        let mut generation = 0;
+        let client: Client = write::modify(
+            self.store(),
+            &caller.namespace,
+            &caller.name,
+            Part::Object,
+            |c: &mut Client| {
+                // The same object the caller authenticated as, not a re-created namesake.
+                if c.metadata.uid != uid {
+                    return false;
+                }
+                generation = revocation::raise(&mut c.metadata);
+                true
+            },
+        )
+        .await
+        .map_err(store_status)?;
+        if client.metadata.uid != uid || generation == 0 {
+            return Err(Status::not_found(format!(
+                "client {}/{} was re-created meanwhile",
+                caller.namespace, caller.name
+            )));
+        }
         let subject = ObjectIdentity::of_client(&client).internal_subject();
         let (token, expiry) = self
             .services
             .shared
             .signers
+            .current()
             .issuer
-            .issue(&subject, OffsetDateTime::now_utc())
+            .issue_generation(&subject, generation, OffsetDateTime::now_utc())
             .map_err(|e| Status::internal(format!("cannot issue token: {e}")))?;
         self.store_client_token(&client, &token).await?;
-        tracing::info!(client = %format!("{}/{}", caller.namespace, caller.name), "client token rotated");
+        tracing::info!(client = %format!("{}/{}", caller.namespace, caller.name), generation, "client token rotated; earlier tokens revoked");
         Ok(client_pb::RotateTokenResponse {
             token,
             expiry: Some(prost_types::Timestamp {

@@ -355,7 +355,7 @@ impl<S: Store> ControllerApi<S> {
         // lease's end (the router ends the stream then).
         let lease_end = super::lease_certificate::LeaseFacts::of(&lease).expiry;
         let tokens = router::mint_pair(
-            &self.services.shared.signers.router_key,
+            &self.services.shared.signers.current().router_key,
             &grant,
             lease_end,
             settings.router_token_lifetime,

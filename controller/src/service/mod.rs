@@ -50,19 +50,27 @@ pub use metrics::ServiceMetrics;
 
 use crate::auth::{AuthMetrics, Authenticator, store_code};
 use crate::crd::Lease;
+use crate::keys::live::{LiveKeys, TokenKeySet};
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
 use listen::ListenRegistry;
 use rate_limiter::RateLimiter;
 use status_stream::StatusStreams;
 
-/// The signing keys the services use.
+/// Fixed signing keys for the services (tests, embedders); the controller passes its
+/// [`LiveKeys`] instead, which follow the keys Secret.
 #[derive(Debug, Clone)]
 pub struct TokenSigners {
     /// Issues and verifies client and exporter tokens (RotateToken, authentication).
     pub issuer: Issuer,
     /// Signs router stream tokens at Dial.
     pub router_key: SigningKey,
+}
+
+impl From<TokenSigners> for LiveKeys {
+    fn from(signers: TokenSigners) -> Self {
+        LiveKeys::new(TokenKeySet::new(signers.issuer, signers.router_key))
+    }
 }
 
 /// The shared context of both services. Cheap to clone.
@@ -86,7 +94,8 @@ impl<S> Clone for Services<S> {
 struct Shared<S> {
     store: S,
     settings: Arc<Settings>,
-    signers: TokenSigners,
+    /// The token keys in use now (read at each use: they change with the keys Secret).
+    signers: LiveKeys,
     auth: Authenticator<S>,
     listeners: ListenRegistry,
     status_streams: StatusStreams,
@@ -103,12 +112,13 @@ impl<S: Store> Services<S> {
     pub fn new(
         store: S,
         settings: Arc<Settings>,
-        signers: TokenSigners,
+        signers: impl Into<LiveKeys>,
         auth_metrics: Arc<AuthMetrics>,
         metrics: Arc<ServiceMetrics>,
         shutdown: CancellationToken,
     ) -> Self {
-        let auth = Authenticator::new(store.clone(), signers.issuer.verifier(), auth_metrics);
+        let signers = signers.into();
+        let auth = Authenticator::new(store.clone(), signers.clone(), auth_metrics);
         Services {
             shared: Arc::new(Shared {
                 dial_limiter: RateLimiter::new(settings.limits.dial),

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use jumpstarter_certs::TrustedRoots;
 use jumpstarter_tunnel::renewal::{self, Reply};
 use jumpstarter_tunnel::{Opening, code, read_opening};
 use quinn::{RecvStream, SendStream, VarInt};
@@ -28,7 +29,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Admits one connection and serves its session streams.
 #[derive(Clone)]
 pub(super) struct ConnectionHandler {
-    pub(super) client_ca: Arc<Vec<CertificateDer<'static>>>,
+    pub(super) client_ca: Arc<TrustedRoots>,
     /// QUIC sessions paired by lease and session id.
     pub(super) sessions: Switchboard,
     /// Router-token stream ids shared with the h2 router, if this listener pairs with it.
@@ -99,7 +100,7 @@ impl ConnectionHandler {
             .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok())
             .ok_or(AdmissionError::NoCertificate)?;
         let now = OffsetDateTime::now_utc();
-        let admission = admission::check(&self.client_ca, &chain, now)?;
+        let admission = admission::check(&self.client_ca.roots(), &chain, now)?;
         let deadline = instant_of(admission.not_after, now);
         Ok(Admitted {
             admission,
@@ -177,8 +178,9 @@ impl ConnectionHandler {
     /// connection's end to the new certificate's end.
     fn renew(&self, mut send: SendStream, chain: &[CertificateDer<'static>], admitted: &Admitted) {
         let now = OffsetDateTime::now_utc();
-        let verdict = admission::check_renewal(&self.client_ca, chain, &admitted.admission, now)
-            .map(|renewed| instant_of(renewed.not_after, now));
+        let verdict =
+            admission::check_renewal(&self.client_ca.roots(), chain, &admitted.admission, now)
+                .map(|renewed| instant_of(renewed.not_after, now));
         let reply = match verdict {
             Ok(until) => {
                 admitted.deadline.send_replace(until);

@@ -36,7 +36,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jumpstarter_certs::{ClientAuth, TlsCredentials, server_config};
+use jumpstarter_certs::{ServingCert, TlsCredentials, TrustedRoots, reloadable_server_config};
 use jumpstarter_tunnel::{ALPN, code};
 use quinn::VarInt;
 use quinn::crypto::rustls::QuicServerConfig;
@@ -92,8 +92,10 @@ pub struct QuicRouterConfig {
     /// TLS server configuration requiring client certificates from the lease CA; see
     /// [`QuicRouterConfig::new`]. Its ALPN is set to [`ALPN`].
     pub tls: rustls::ServerConfig,
-    /// The lease CA bundle, to re-verify the peer leaf and read its identity.
-    pub client_ca: Vec<CertificateDer<'static>>,
+    /// The lease CA bundle, to re-verify the peer leaf and read its identity; the same
+    /// handle the TLS configuration verifies client certificates with, so replacing its
+    /// roots takes effect for both at once.
+    pub client_ca: Arc<TrustedRoots>,
     /// How long a session stream waits for its peer.
     pub pair_timeout: Duration,
     /// Session streams waiting for a peer, at most.
@@ -132,11 +134,22 @@ impl QuicRouterConfig {
         client_ca: Vec<CertificateDer<'static>>,
     ) -> Result<Self, jumpstarter_certs::Error> {
         let reset_key = ResetKey::derive(credentials.key.secret_der());
-        let tls = server_config(
-            credentials,
-            vec![ALPN.to_vec()],
-            ClientAuth::Required(client_ca.clone()),
-        )?;
+        Self::reloadable(
+            ServingCert::new(credentials)?,
+            TrustedRoots::new(client_ca)?,
+            reset_key,
+        )
+    }
+
+    /// Like [`QuicRouterConfig::new`], with certificate and lease CA replaceable while the
+    /// router runs: every new connection is served with what `cert` and `client_ca` hold
+    /// at its handshake.
+    pub fn reloadable(
+        cert: Arc<ServingCert>,
+        client_ca: Arc<TrustedRoots>,
+        reset_key: ResetKey,
+    ) -> Result<Self, jumpstarter_certs::Error> {
+        let tls = reloadable_server_config(cert, vec![ALPN.to_vec()], Some(client_ca.clone()))?;
         Ok(QuicRouterConfig {
             tls,
             client_ca,
@@ -172,7 +185,7 @@ pub enum QuicSetupError {
 #[derive(Debug)]
 pub struct QuicRouter {
     endpoint: quinn::Endpoint,
-    client_ca: Arc<Vec<CertificateDer<'static>>>,
+    client_ca: Arc<TrustedRoots>,
     sessions: Switchboard,
     metrics: QuicMetrics,
     stop_relays: CancellationToken,
@@ -228,7 +241,7 @@ impl QuicRouter {
         });
         Ok(QuicRouter {
             endpoint,
-            client_ca: Arc::new(config.client_ca),
+            client_ca: config.client_ca,
             sessions,
             handshakes: Handshakes::new(metrics.clone()),
             metrics,
