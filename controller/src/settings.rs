@@ -39,6 +39,9 @@ pub struct Settings {
     pub hidden_labels: Vec<String>,
     /// Longest validity of one per-lease certificate (it never outlives the lease either).
     pub lease_cert_max_validity: Duration,
+    /// Label key prefixes under which exporters may set labels on themselves at Register
+    /// (never reserved keys, keys policies or routers read, or keys an admin set).
+    pub exporter_label_prefixes: Vec<String>,
 }
 
 impl Settings {
@@ -58,6 +61,7 @@ impl Settings {
             max_tags: DEFAULT_MAX_TAGS,
             hidden_labels: Vec::new(),
             lease_cert_max_validity: DEFAULT_LEASE_CERT_MAX_VALIDITY,
+            exporter_label_prefixes: Vec::new(),
         }
     }
 }

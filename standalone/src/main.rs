@@ -31,6 +31,7 @@ use std::process::ExitCode;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use jumpstarter_controller::admin::{self as admin_ops, Kind, LeaseOrder, OutputFormat};
+use jumpstarter_controller::flags::exporter_labels::ExporterLabelArgs;
 use jumpstarter_controller::flags::{LifetimeArgs, TlsSanArgs};
 use jumpstarter_shell::logging::{self, LogArgs, LogFormat};
 
@@ -116,6 +117,8 @@ struct ServeArgs {
     sans: TlsSanArgs,
     #[command(flatten)]
     lifetimes: LifetimeArgs,
+    #[command(flatten)]
+    exporter_labels: ExporterLabelArgs,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -312,6 +315,7 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
         tls_sans: args.sans.tls_sans,
         token_lifetime: args.lifetimes.token_lifetime.0,
         lease_cert_max_validity: args.lifetimes.lease_cert_max_validity.0,
+        exporter_label_prefixes: args.exporter_labels.exporter_label_prefixes,
     };
     serve::serve(options).await
 }

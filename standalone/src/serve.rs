@@ -52,6 +52,8 @@ pub(crate) struct ServeOptions {
     pub(crate) tls_sans: Vec<String>,
     pub(crate) token_lifetime: time::Duration,
     pub(crate) lease_cert_max_validity: time::Duration,
+    /// Label key prefixes exporters may set on themselves.
+    pub(crate) exporter_label_prefixes: Vec<String>,
 }
 
 /// The endpoint clients should use for a listen address (see
@@ -103,6 +105,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         max_tags: settings::DEFAULT_MAX_TAGS,
         hidden_labels: Vec::new(),
         lease_cert_max_validity: options.lease_cert_max_validity,
+        exporter_label_prefixes: options.exporter_label_prefixes.clone(),
     });
 
     let now = OffsetDateTime::now_utc();

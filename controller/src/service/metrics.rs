@@ -25,6 +25,13 @@ pub struct OfferLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of the counter of labels refused at Register.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabelLabels {
+    /// `reserved`, `not_allowed`, `selected`, `admin_set` or `invalid`.
+    pub reason: &'static str,
+}
+
 /// Metrics of the services; registered once per process.
 #[derive(Debug, Default)]
 pub struct ServiceMetrics {
@@ -38,6 +45,8 @@ pub struct ServiceMetrics {
     pub listen_offers: Family<OfferLabels, Counter>,
     /// Dials that gave up waiting for an exporter to become ready.
     pub dial_wait_timeouts: Counter,
+    /// Labels exporters reported at Register that were not applied, by reason.
+    pub register_labels_refused: Family<RefusedLabelLabels, Counter>,
 }
 
 impl ServiceMetrics {
@@ -64,6 +73,10 @@ impl ServiceMetrics {
             dial_wait_timeouts: r.add(
                 "jumpstarter_controller_dial_wait_timeouts",
                 "Dials that timed out waiting for the exporter to become ready",
+            ),
+            register_labels_refused: r.add(
+                "jumpstarter_controller_register_labels_refused",
+                "Labels exporters reported at Register that were not applied, by reason",
             ),
         }
     }
