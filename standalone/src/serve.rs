@@ -31,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin_api;
+use crate::admin_api::peer::{AdminSocketMetrics, PeerCheck};
 use crate::data_dir::DataDir;
 
 /// What `serve` needs, parsed from flags.
@@ -67,9 +68,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     signal::spawn_watch(shutdown.clone());
 
     let data_dir = options.data_dir.clone();
-    data_dir
-        .create()
-        .with_context(|| format!("create the data directory {}", data_dir.path().display()))?;
+    data_dir.prepare()?;
     let state_file = data_dir.state_file();
     let store = {
         let path = state_file.clone();
@@ -157,6 +156,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let admin_socket_metrics = AdminSocketMetrics::register(&mut registry);
     let registry = Arc::new(registry);
     let readiness = Arc::new(Readiness::default());
     readiness.set_keys_loaded();
@@ -195,6 +195,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let admin_task = tokio::spawn(admin_api::server::serve(
         socket,
         Admin::new(store.clone(), options.namespace.clone()).with_max_tags(settings.max_tags),
+        PeerCheck::new(admin_socket_metrics),
         shutdown.clone(),
     ));
 
