@@ -181,12 +181,11 @@ async fn register_keeps_admin_labels_and_refuses_reserved_keys_by_default() {
     let stored = h.stored("exp1").await;
     assert_eq!(stored.metadata.labels, Some(map(&admin)));
     assert!(
-        stored
+        !stored
             .metadata
             .annotations
             .unwrap_or_default()
-            .get(RECORD)
-            .is_none()
+            .contains_key(RECORD)
     );
     let metrics = h.metrics_text();
     for (reason, count) in [("reserved", 2), ("not_allowed", 2)] {
@@ -277,12 +276,11 @@ async fn allowed_labels_belong_to_the_exporter_but_never_selected_or_admin_keys(
         Some(map(&[("board", "mock"), ("lab.example.com/rack", "r1")]))
     );
     assert!(
-        stored
+        !stored
             .metadata
             .annotations
             .unwrap_or_default()
-            .get(RECORD)
-            .is_none()
+            .contains_key(RECORD)
     );
 }
 

@@ -128,6 +128,17 @@ fn the_admin_socket_serves_only_the_service_user_and_root() {
         "{stderr}"
     );
 
+    // Names are checked before the store is asked (the CLI checks them too; this is the
+    // socket's own check).
+    let invalid = Command::new("curl")
+        .args(["-s", "--unix-socket"])
+        .arg(data_dir.join("admin.sock"))
+        .arg("http://localhost/v1/clients/Alice")
+        .output()
+        .expect("curl");
+    let body = String::from_utf8_lossy(&invalid.stdout);
+    assert!(body.contains("must be an object name"), "{body}");
+
     // The service's own user (root here) is served, and nothing was created.
     let clients = run(admin_command(&data_dir, &["list", "clients"]));
     assert!(clients.status.success(), "{}", service.logs());
