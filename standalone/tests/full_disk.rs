@@ -193,19 +193,23 @@ impl Api {
         self.client.create_lease(request).await.map(|_| ())
     }
 
-    async fn list_leases(&mut self) -> Result<usize, tonic::Status> {
+    /// The names of every lease (ended ones too), over ClientService.ListLeases.
+    async fn list_leases(&mut self) -> Result<Vec<String>, tonic::Status> {
         let request = client_pb::ListLeasesRequest {
             parent: format!("namespaces/{}", self.credentials.namespace),
+            page_size: 1000,
+            only_active: Some(false),
             ..Default::default()
         };
         let request = self.credentials.request("Client", request);
-        Ok(self
-            .client
-            .list_leases(request)
-            .await?
-            .into_inner()
-            .leases
-            .len())
+        let leases = self.client.list_leases(request).await?.into_inner().leases;
+        let prefix = format!("namespaces/{}/leases/", self.credentials.namespace);
+        let mut names: Vec<String> = leases
+            .into_iter()
+            .map(|l| l.name.strip_prefix(&prefix).unwrap_or(&l.name).to_owned())
+            .collect();
+        names.sort();
+        Ok(names)
     }
 }
 
@@ -283,7 +287,7 @@ async fn a_full_disk_refuses_writes_clearly_loses_nothing_and_recovers() {
     }
     assert_eq!(
         api.list_leases().await.expect("ListLeases on a full disk"),
-        stored.len()
+        stored
     );
     service.assert_running();
 

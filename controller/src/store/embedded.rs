@@ -24,8 +24,9 @@
 //! A write that fails with an I/O error (a full disk, above all) is refused with
 //! `Unavailable` naming the cause ("no space left"); redb then refuses every later call
 //! until the database is reopened, so the next call reopens it (integrity-checked) and reads
-//! go on; writes succeed again once space returns. Nothing committed is lost: the failed
-//! commit never became the latest one.
+//! go on; writes succeed again once space returns. Nothing acknowledged is lost. (A commit
+//! whose error came after its data reached the file may be there after all: the decoded
+//! cache is reset at reopen, but watchers are not told of it until they re-list.)
 //!
 //! Objects with `ownerReferences` are not garbage-collected when their owner is deleted:
 //! the Kubernetes test environment has no garbage collector either, and the controller
@@ -381,6 +382,11 @@ impl Inner {
         self.broken.store(true, Ordering::Release);
         drop(slot.take());
         let db = open_database(&self.path)?;
+        let version = {
+            let txn = db.begin_read().map_err(|e| self.db_error(e))?;
+            self.snapshot_version(&txn)?
+        };
+        self.decoded.reset(version);
         *slot = Some(db);
         self.broken.store(false, Ordering::Release);
         tracing::warn!(path = %self.path.display(), "store reopened after an I/O error");
