@@ -26,6 +26,7 @@ use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
+use jumpstarter_controller::flags::exporter_labels::ExporterLabelArgs;
 use jumpstarter_controller::flags::{GoDuration, LifetimeArgs, TlsSanArgs};
 use jumpstarter_controller::limits::LimitArgs;
 use jumpstarter_controller::reconcile;
@@ -111,6 +112,8 @@ struct RunArgs {
     routers: Vec<RouterEntry>,
     #[command(flatten)]
     sans: TlsSanArgs,
+    #[command(flatten)]
+    exporter_labels: ExporterLabelArgs,
     /// Address of the HTTP probes (`/healthz`, `/readyz`; `/metrics` is served here too).
     #[arg(long, env = "JUMPSTARTER_PROBE_LISTEN", default_value = "0.0.0.0:8081")]
     probe_listen: SocketAddr,
@@ -209,6 +212,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         hidden_labels: args.hidden_labels.clone(),
         lease_cert_max_validity: args.lifetimes.lease_cert_max_validity.0,
         limits: args.caller_limits.limits(),
+        exporter_label_prefixes: args.exporter_labels.exporter_label_prefixes.clone(),
     });
     let identity = args.identity.clone().unwrap_or_else(default_identity);
 
@@ -381,6 +385,7 @@ async fn router_cert(args: RouterCertArgs) -> anyhow::Result<()> {
         hidden_labels: Vec::new(),
         lease_cert_max_validity: settings::DEFAULT_LEASE_CERT_MAX_VALIDITY,
         limits: Default::default(),
+        exporter_label_prefixes: Vec::new(),
     };
     let now = OffsetDateTime::now_utc();
     let keys = keys::bootstrap_with(&store, &settings, &args.common.ca_source(), now)

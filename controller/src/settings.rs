@@ -43,6 +43,9 @@ pub struct Settings {
     pub lease_cert_max_validity: Duration,
     /// What one client or exporter may ask of the services.
     pub limits: Limits,
+    /// Label key prefixes under which exporters may set labels on themselves at Register
+    /// (never reserved keys, keys policies or routers read, or keys an admin set).
+    pub exporter_label_prefixes: Vec<String>,
 }
 
 impl Settings {
@@ -63,6 +66,7 @@ impl Settings {
             hidden_labels: Vec::new(),
             lease_cert_max_validity: DEFAULT_LEASE_CERT_MAX_VALIDITY,
             limits: Limits::default(),
+            exporter_label_prefixes: Vec::new(),
         }
     }
 }

@@ -3,6 +3,8 @@
 
 /// Longest Kubernetes object name (RFC 1123 subdomain).
 const MAX_OBJECT_NAME: usize = 253;
+/// Longest Kubernetes namespace name (RFC 1123 label).
+const MAX_NAMESPACE_NAME: usize = 63;
 /// Longest piece of caller input quoted back in a message (names come from the network).
 const MAX_QUOTED: usize = 80;
 
@@ -23,7 +25,9 @@ pub struct ResourceNameError {
 /// `(namespace, name)` of `namespaces/{ns}/{collection}/{name}`.
 pub fn parse_resource(name: &str, collection: &str) -> Result<(String, String), ResourceNameError> {
     match name.split('/').collect::<Vec<_>>().as_slice() {
-        ["namespaces", ns, c, n] if *c == collection && is_object_name(ns) && is_object_name(n) => {
+        ["namespaces", ns, c, n]
+            if *c == collection && is_namespace_name(ns) && is_object_name(n) =>
+        {
             Ok(((*ns).to_owned(), (*n).to_owned()))
         }
         _ => Err(ResourceNameError {
@@ -42,6 +46,12 @@ pub fn is_object_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// Whether `name` can be a Kubernetes namespace (RFC 1123 label: an object name without
+/// dots, at most 63 characters), as the API server requires.
+pub fn is_namespace_name(name: &str) -> bool {
+    name.len() <= MAX_NAMESPACE_NAME && !name.contains('.') && is_object_name(name)
 }
 
 /// The input, quoted and cut to a readable length.
@@ -82,9 +92,22 @@ mod tests {
             "namespaces/a/exporters/b",
             "namespaces/a/leases/b/c",
             "namespaces/A/leases/b",
+            "namespaces/a.b/leases/c",
+            "namespaces/../leases/c",
         ] {
             assert!(parse_resource(bad, "leases").is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn namespaces_are_rfc_1123_labels() {
+        assert!(is_namespace_name("lab-1"));
+        for bad in ["", "a.b", "-a", "a-", "A", "a/b", ".."] {
+            assert!(!is_namespace_name(bad), "{bad:?}");
+        }
+        assert!(is_namespace_name(&"a".repeat(63)));
+        assert!(!is_namespace_name(&"a".repeat(64)));
+        assert!(is_object_name(&"a".repeat(64)));
     }
 
     #[test]

@@ -75,13 +75,98 @@ impl DataDir {
         }
     }
 
-    /// Creates the directory (owner-only when new).
-    pub(crate) fn create(&self) -> std::io::Result<()> {
-        use std::os::unix::fs::DirBuilderExt;
+    /// Creates the directory, or takes an existing one, and makes it the running user's
+    /// alone (mode 0700): it holds the CA key and the admin socket. Refuses a directory
+    /// another user owns.
+    pub(crate) fn prepare(&self) -> Result<(), DataDirError> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        let path = self.path.clone();
         std::fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o700)
-            .create(&self.path)
+            .mode(PRIVATE_MODE)
+            .create(&path)
+            .map_err(|source| DataDirError::Create {
+                path: path.clone(),
+                source,
+            })?;
+        let meta = std::fs::metadata(&path).map_err(|source| DataDirError::Create {
+            path: path.clone(),
+            source,
+        })?;
+        match access_fix(meta.uid(), meta.mode(), nix::unistd::getuid().as_raw()) {
+            AccessFix::None => Ok(()),
+            AccessFix::Restrict => {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(PRIVATE_MODE))
+                    .map_err(|source| DataDirError::Restrict {
+                        path: path.clone(),
+                        mode: meta.mode() & 0o7777,
+                        source,
+                    })?;
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{:o}", meta.mode() & 0o7777),
+                    "the data directory was open to others; restricted it to mode 700"
+                );
+                Ok(())
+            }
+            AccessFix::Refuse { owner, uid } => {
+                Err(DataDirError::ForeignOwner { path, owner, uid })
+            }
+        }
+    }
+}
+
+/// Mode of the data directory: owner only.
+const PRIVATE_MODE: u32 = 0o700;
+
+/// Why the data directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DataDirError {
+    #[error("cannot create the data directory {}: {source}", path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the data directory {} has mode {mode:o} and cannot be restricted to 700: {source}",
+        path.display()
+    )]
+    Restrict {
+        path: PathBuf,
+        mode: u32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the data directory {} belongs to uid {owner}, not to uid {uid} that runs the service; \
+         run the service as its owner or pass another --data-dir",
+        path.display()
+    )]
+    ForeignOwner { path: PathBuf, owner: u32, uid: u32 },
+}
+
+/// What a data directory owned by `owner` with `mode` needs before the process running as
+/// `uid` uses it.
+#[derive(Debug, PartialEq, Eq)]
+enum AccessFix {
+    None,
+    /// Open to group or others: chmod 700.
+    Restrict,
+    /// Another user's: refuse (even root would hand its secrets to that user).
+    Refuse {
+        owner: u32,
+        uid: u32,
+    },
+}
+
+fn access_fix(owner: u32, mode: u32, uid: u32) -> AccessFix {
+    if owner != uid {
+        AccessFix::Refuse { owner, uid }
+    } else if mode & 0o7777 != PRIVATE_MODE {
+        AccessFix::Restrict
+    } else {
+        AccessFix::None
     }
 }
 
@@ -102,6 +187,21 @@ mod tests {
             Path::new("/home/u/.local/share/jumpstarter/state.redb")
         );
         assert!(DataDir::resolve(None, None, None).is_err());
+    }
+
+    #[test]
+    fn only_the_owner_may_use_it_and_only_alone() {
+        assert_eq!(access_fix(1000, 0o40700, 1000), AccessFix::None);
+        assert_eq!(access_fix(1000, 0o40755, 1000), AccessFix::Restrict);
+        assert_eq!(access_fix(1000, 0o41777, 1000), AccessFix::Restrict);
+        assert_eq!(access_fix(0, 0o40500, 0), AccessFix::Restrict);
+        assert_eq!(
+            access_fix(1000, 0o40700, 0),
+            AccessFix::Refuse {
+                owner: 1000,
+                uid: 0
+            }
+        );
     }
 
     #[test]

@@ -31,6 +31,7 @@ use std::process::ExitCode;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use jumpstarter_controller::admin::{self as admin_ops, Kind, LeaseOrder, OutputFormat};
+use jumpstarter_controller::flags::exporter_labels::ExporterLabelArgs;
 use jumpstarter_controller::flags::{LifetimeArgs, TlsSanArgs};
 use jumpstarter_controller::limits::LimitArgs;
 use jumpstarter_shell::logging::{self, LogArgs, LogFormat};
@@ -119,6 +120,8 @@ struct ServeArgs {
     lifetimes: LifetimeArgs,
     #[command(flatten)]
     caller_limits: LimitArgs,
+    #[command(flatten)]
+    exporter_labels: ExporterLabelArgs,
     #[command(flatten)]
     log: LogArgs,
     #[command(flatten)]
@@ -319,6 +322,7 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
         lease_cert_max_validity: args.lifetimes.lease_cert_max_validity.0,
         limits: args.limits,
         caller_limits: args.caller_limits.limits(),
+        exporter_label_prefixes: args.exporter_labels.exporter_label_prefixes,
     };
     serve::serve(options).await
 }

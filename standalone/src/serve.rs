@@ -32,6 +32,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin_api;
+use crate::admin_api::peer::{AdminSocketMetrics, PeerCheck};
 use crate::data_dir::DataDir;
 
 /// What `serve` needs, parsed from flags.
@@ -57,6 +58,8 @@ pub(crate) struct ServeOptions {
     pub(crate) limits: jumpstarter_shell::port_limits::PortLimits,
     /// Per-caller limits of the controller's services.
     pub(crate) caller_limits: Limits,
+    /// Label key prefixes exporters may set on themselves.
+    pub(crate) exporter_label_prefixes: Vec<String>,
 }
 
 /// The endpoint clients should use for a listen address (see
@@ -70,9 +73,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     signal::spawn_watch(shutdown.clone());
 
     let data_dir = options.data_dir.clone();
-    data_dir
-        .create()
-        .with_context(|| format!("create the data directory {}", data_dir.path().display()))?;
+    data_dir.prepare()?;
     let state_file = data_dir.state_file();
     let store = {
         let path = state_file.clone();
@@ -109,6 +110,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         hidden_labels: Vec::new(),
         lease_cert_max_validity: options.lease_cert_max_validity,
         limits: options.caller_limits.clone(),
+        exporter_label_prefixes: options.exporter_label_prefixes.clone(),
     });
 
     let now = OffsetDateTime::now_utc();
@@ -162,6 +164,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let admin_socket_metrics = AdminSocketMetrics::register(&mut registry);
     let registry = Arc::new(registry);
     let readiness = Arc::new(Readiness::default());
     readiness.set_keys_loaded();
@@ -224,6 +227,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let admin_task = tokio::spawn(admin_api::server::serve(
         socket,
         Admin::new(store.clone(), options.namespace.clone()).with_max_tags(settings.max_tags),
+        PeerCheck::new(admin_socket_metrics),
         shutdown.clone(),
     ));
 

@@ -188,6 +188,7 @@ impl<S: Store> Admin<S> {
 
     /// The one object `name` of `kind`.
     pub async fn get(&self, kind: Kind, name: &str) -> Result<Objects, AdminError> {
+        check_object_name(name)?;
         let not_found = || self.not_found(kind, name);
         Ok(match kind {
             Kind::Client => Objects::Clients(vec![
@@ -214,6 +215,7 @@ impl<S: Store> Admin<S> {
     /// Deletes object `name` of `kind` (and the credential Secret of a client or
     /// exporter); a missing object is [`AdminError::NotFound`].
     pub async fn delete(&self, kind: Kind, name: &str) -> Result<(), AdminError> {
+        check_object_name(name)?;
         let exists = match kind {
             Kind::Client => self.read::<Client>(name).await?.is_some(),
             Kind::Exporter => self.read::<Exporter>(name).await?.is_some(),
@@ -428,6 +430,21 @@ macro_rules! credentialed {
 }
 
 credentialed!(Client, Exporter);
+
+/// A name that can name a stored object (RFC 1123 subdomain), checked before any store
+/// call. Names of new clients and exporters are held to [`validate_name`] instead.
+fn check_object_name(name: &str) -> Result<(), AdminError> {
+    if jumpstarter_lease::name::is_object_name(name) {
+        Ok(())
+    } else {
+        Err(AdminError::InvalidName {
+            name: name.to_owned(),
+            reason: "must be an object name (RFC 1123 subdomain: lowercase letters, digits, \
+                     '-' and '.', at most 253)"
+                .to_owned(),
+        })
+    }
+}
 
 /// A DNS subdomain name (RFC 1123), short enough for the credential Secret's name.
 pub fn validate_name(name: &str) -> Result<(), AdminError> {

@@ -23,6 +23,7 @@ use time::OffsetDateTime;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
+use jumpstarter_lease::name::{is_namespace_name, is_object_name, quoted};
 use jumpstarter_token::TokenError;
 use jumpstarter_token::internal::{ObjectKind, Subject};
 
@@ -41,6 +42,12 @@ pub const KIND: &str = "jumpstarter-kind";
 pub const NAMESPACE: &str = "jumpstarter-namespace";
 /// Metadata key naming the caller's object.
 pub const NAME: &str = "jumpstarter-name";
+/// What a namespace header must be, as refusals say it.
+const NAMESPACE_RULE: &str =
+    "a namespace name (RFC 1123 label: lowercase letters, digits and '-', at most 63)";
+/// What a name header must be, as refusals say it.
+const NAME_RULE: &str =
+    "an object name (RFC 1123 subdomain: lowercase letters, digits, '-' and '.', at most 253)";
 /// Prefix of usernames derived from internal tokens (hard-coded in 0.9.0 as well).
 pub(crate) const INTERNAL_PREFIX: &str = "internal:";
 
@@ -62,6 +69,14 @@ pub enum AuthError {
     MultipleMetadata(&'static str),
     #[error("resource name required for pre-existing authentication")]
     NameRequired,
+    /// A namespace or name header that cannot name a Kubernetes object; refused before
+    /// any store call.
+    #[error("invalid metadata {key}: {} is not {rule}", quoted(.value))]
+    InvalidMetadata {
+        key: &'static str,
+        value: String,
+        rule: &'static str,
+    },
     #[error("object kind mismatch")]
     KindMismatch,
     #[error("{kind} {namespace}/{name} not found")]
@@ -127,6 +142,7 @@ impl AuthError {
             AuthError::MissingMetadata(_) => "missing_metadata",
             AuthError::MultipleMetadata(_) => "multiple_metadata",
             AuthError::NameRequired => "name_required",
+            AuthError::InvalidMetadata { .. } => "invalid_metadata",
             AuthError::KindMismatch => "kind_mismatch",
             AuthError::NotFound { .. } => "object_not_found",
             AuthError::Store { .. } => "store_error",
@@ -144,6 +160,7 @@ impl AuthError {
             | AuthError::MissingMetadata(_)
             | AuthError::MultipleMetadata(_)
             | AuthError::NameRequired
+            | AuthError::InvalidMetadata { .. }
             | AuthError::KindMismatch => Code::InvalidArgument,
             // 0.9.0 returns the authenticator's error unwrapped, which grpc-go sends as
             // UNKNOWN; clients look for "token is expired" in it.
@@ -250,6 +267,20 @@ pub fn target(metadata: &CallMetadata, required: ObjectKind) -> Result<Target, A
     };
     if kind != required.as_str() {
         return Err(AuthError::KindMismatch);
+    }
+    if !is_namespace_name(&namespace) {
+        return Err(AuthError::InvalidMetadata {
+            key: NAMESPACE,
+            value: namespace,
+            rule: NAMESPACE_RULE,
+        });
+    }
+    if !is_object_name(&name) {
+        return Err(AuthError::InvalidMetadata {
+            key: NAME,
+            value: name,
+            rule: NAME_RULE,
+        });
     }
     Ok(Target {
         kind: required,

@@ -35,7 +35,9 @@ pub const VERSION: &str = version!();
 /// `apiVersion` of the custom resources and of the 0.9.0 configuration files.
 pub(crate) const API_VERSION: &str = concat!(group!(), "/", version!());
 /// Prefix of the label and annotation keys that belong to jumpstarter: users may not set
-/// them as lease tags, and an exporter may set only these on itself at Register.
+/// them as lease tags, and an exporter may not set them on itself at Register (the lease
+/// domain and the Register rules check it by their own constants; the tests tie them).
+#[cfg(test)]
 pub(crate) const PREFIX: &str = concat!(group!(), "/");
 
 /// Label (value `"true"`) that marks an ended lease, so listings can leave ended leases out
@@ -54,6 +56,9 @@ pub(crate) const MIGRATED_UID_ANNOTATION: &str = concat!(group!(), "/migrated-ui
 /// credential raises it; tokens carrying a lower generation (claim `gen`, 0 when absent)
 /// are refused, so a rotated token stops working at once, on every replica.
 pub(crate) const TOKEN_GENERATION_ANNOTATION: &str = concat!(group!(), "/token-generation");
+/// Annotation of an Exporter: the labels the exporter itself set at Register (a JSON object
+/// of keys and values), so that it may later change or remove those and no others.
+pub(crate) const REPORTED_LABELS_ANNOTATION: &str = concat!(group!(), "/reported-labels");
 /// Annotation of the router Secret: the endpoints (`endpoint;quic-endpoint`) its
 /// certificate was minted for.
 pub(crate) const ROUTER_ENDPOINTS_ANNOTATION: &str = concat!(group!(), "/router-endpoints");

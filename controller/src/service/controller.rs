@@ -18,7 +18,8 @@ use jumpstarter_proto::jumpstarter::v1::controller_service_server::ControllerSer
 use jumpstarter_token::router::{self, StreamGrant};
 
 use super::listen::OfferError;
-use super::metrics::{GaugeGuard, OfferLabels, observed_service};
+use super::metrics::{GaugeGuard, OfferLabels, RefusedLabelLabels, observed_service};
+use super::reported_labels::{self, LabelPolicy};
 use super::write::{self, Part};
 use super::{
     Services, heartbeat, lease_error, lease_request, rate_limited, router_choice, status_stream,
@@ -26,7 +27,7 @@ use super::{
 };
 use crate::auth::{Caller, KIND};
 use crate::crd::vocabulary::{self, exporter_condition};
-use crate::crd::{Client, Device, Exporter, ExporterStatusValue, Lease};
+use crate::crd::{Client, Device, Exporter, ExporterAccessPolicy, ExporterStatusValue, Lease};
 use crate::store::{self, Store};
 
 /// First wait of Dial while the exporter is still `Available` (0.9.0 value).
@@ -81,20 +82,7 @@ impl<S: Store> ControllerApi<S> {
     ) -> Result<pb::RegisterResponse, Status> {
         let (caller, exporter) = self.exporter_caller(&request).await?;
         let request = request.into_inner();
-        let own_labels: BTreeMap<String, String> = request
-            .labels
-            .iter()
-            .filter(|(k, _)| k.starts_with(vocabulary::PREFIX))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        self.modify_exporter(&caller, Part::Object, |e| {
-            let labels = e.metadata.labels.get_or_insert_with(BTreeMap::new);
-            let before = labels.clone();
-            labels.retain(|k, _| !k.starts_with(vocabulary::PREFIX));
-            labels.extend(own_labels.clone());
-            *labels != before
-        })
-        .await?;
+        self.apply_reported_labels(&caller, &request.labels).await?;
         let devices: Vec<Device> = request
             .reports
             .iter()
@@ -121,6 +109,91 @@ impl<S: Store> ControllerApi<S> {
         Ok(pb::RegisterResponse {
             uuid: exporter.metadata.uid.unwrap_or_default(),
         })
+    }
+
+    /// Applies the labels an exporter reported about itself, as far as
+    /// [`reported_labels`] allows; refused ones are logged and counted, not fatal.
+    async fn apply_reported_labels(
+        &self,
+        caller: &Caller,
+        reported: &std::collections::HashMap<String, String>,
+    ) -> Result<(), Status> {
+        let reported: BTreeMap<String, String> = reported
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let settings = &self.services.shared.settings;
+        let mut policy = LabelPolicy {
+            allowed_prefixes: &settings.exporter_label_prefixes,
+            selected_keys: settings
+                .routers
+                .iter()
+                .flat_map(|r| r.labels.keys().cloned())
+                .collect(),
+        };
+        // Policies matter only when some reported key could be applied at all.
+        if !reported.is_empty() && !policy.allowed_prefixes.is_empty() {
+            let policies: Vec<ExporterAccessPolicy> =
+                store::list_all(self.store(), &caller.namespace, None)
+                    .await
+                    .map_err(store_status)?;
+            policy
+                .selected_keys
+                .extend(policies.iter().flat_map(selector_keys));
+        }
+        let mut refused = Vec::new();
+        self.modify_exporter(caller, Part::Object, |e| {
+            let labels = e.metadata.labels.clone().unwrap_or_default();
+            let annotations = e.metadata.annotations.get_or_insert_with(BTreeMap::new);
+            let merged = reported_labels::merge(
+                &labels,
+                annotations
+                    .get(vocabulary::REPORTED_LABELS_ANNOTATION)
+                    .map(String::as_str),
+                &reported,
+                &policy,
+            );
+            refused = merged.refused;
+            let before = annotations
+                .get(vocabulary::REPORTED_LABELS_ANNOTATION)
+                .cloned();
+            match &merged.annotation {
+                Some(record) => {
+                    annotations.insert(
+                        vocabulary::REPORTED_LABELS_ANNOTATION.to_owned(),
+                        record.clone(),
+                    );
+                }
+                None => {
+                    annotations.remove(vocabulary::REPORTED_LABELS_ANNOTATION);
+                }
+            }
+            if annotations.is_empty() {
+                e.metadata.annotations = None;
+            }
+            let changed = merged.labels != labels || merged.annotation != before;
+            e.metadata.labels = (!merged.labels.is_empty()).then_some(merged.labels);
+            changed
+        })
+        .await?;
+        let metrics = &self.services.shared.metrics;
+        for (key, refusal) in refused {
+            metrics
+                .register_labels_refused
+                .get_or_create(&RefusedLabelLabels {
+                    reason: refusal.reason(),
+                })
+                .inc();
+            tracing::warn!(
+                exporter = %caller.name,
+                namespace = %caller.namespace,
+                key = %jumpstarter_lease::name::quoted(&key),
+                reason = refusal.reason(),
+                "label reported at Register not applied: {}",
+                refusal.describe()
+            );
+        }
+        Ok(())
     }
 
     async fn unregister_inner(
@@ -562,6 +635,20 @@ impl<S: Store> ControllerApi<S> {
             .collect();
         Ok(pb::ListLeasesResponse { names })
     }
+}
+
+/// The label keys an access policy's exporter selector reads.
+fn selector_keys(policy: &ExporterAccessPolicy) -> Vec<String> {
+    let Some(selector) = &policy.spec.exporter_selector else {
+        return Vec::new();
+    };
+    let labels = selector.match_labels.iter().flat_map(|m| m.keys().cloned());
+    let expressions = selector
+        .match_expressions
+        .iter()
+        .flatten()
+        .map(|e| e.key.clone());
+    labels.chain(expressions).collect()
 }
 
 /// Whether a Dial may proceed for an exporter in `status` (0.9.0 texts).

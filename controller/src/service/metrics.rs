@@ -42,6 +42,13 @@ pub struct WriteLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of the counter of labels refused at Register.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabelLabels {
+    /// `reserved`, `not_allowed`, `selected`, `admin_set` or `invalid`.
+    pub reason: &'static str,
+}
+
 /// Metrics of the services; registered once per process.
 #[derive(Debug, Default)]
 pub struct ServiceMetrics {
@@ -61,6 +68,8 @@ pub struct ServiceMetrics {
     pub exporter_status_writes: Family<WriteLabels, Counter>,
     /// Errors of the Exporter watch the Status streams share (it restarts with backoff).
     pub status_watch_errors: Counter,
+    /// Labels exporters reported at Register that were not applied, by reason.
+    pub register_labels_refused: Family<RefusedLabelLabels, Counter>,
 }
 
 impl ServiceMetrics {
@@ -99,6 +108,10 @@ impl ServiceMetrics {
             status_watch_errors: r.add(
                 "jumpstarter_controller_status_watch_errors",
                 "Errors of the Exporter watch shared by the Status streams",
+            ),
+            register_labels_refused: r.add(
+                "jumpstarter_controller_register_labels_refused",
+                "Labels exporters reported at Register that were not applied, by reason",
             ),
         }
     }

@@ -15,9 +15,10 @@
 //! Helpers, one concept each: [`names`] (resource names), [`wire`] (object ↔ protobuf),
 //! [`lease_request`] (wire ↔ lease domain ↔ Lease objects), [`lease_error`] (the one
 //! `LeaseError` → status mapping), [`listen`] (Dial ↔ Listen queues),
-//! [`router_choice`] (router scoring), [`write`] (read-modify-write with retry),
-//! [`status_stream`] (the exporter Status stream), [`heartbeat`] (when `lastSeen` is
-//! refreshed), [`rate_limiter`] (per-caller token buckets), [`metrics`].
+//! [`router_choice`] (router scoring), [`reported_labels`] (what an exporter may label
+//! itself with), [`write`] (read-modify-write with retry), [`status_stream`] (the exporter
+//! Status stream), [`heartbeat`] (when `lastSeen` is refreshed), [`rate_limiter`]
+//! (per-caller token buckets), [`metrics`].
 
 pub(crate) mod client;
 pub(crate) mod controller;
@@ -29,6 +30,7 @@ pub(crate) mod listen;
 pub(crate) mod metrics;
 pub(crate) mod names;
 pub(crate) mod rate_limiter;
+pub(crate) mod reported_labels;
 pub(crate) mod router_choice;
 pub(crate) mod status_stream;
 pub(crate) mod wire;

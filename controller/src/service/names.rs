@@ -4,7 +4,7 @@
 
 use tonic::Status;
 
-use jumpstarter_lease::name::{is_object_name, parse_resource, quoted};
+use jumpstarter_lease::name::{is_namespace_name, parse_resource, quoted};
 
 /// Collection segment of exporter names.
 pub(crate) const EXPORTERS: &str = "exporters";
@@ -21,7 +21,7 @@ pub(crate) fn format(namespace: &str, collection: &str, name: &str) -> String {
 /// The namespace of a parent `namespaces/{ns}`.
 pub(crate) fn parse_parent(parent: &str) -> Result<String, Status> {
     match parent.split('/').collect::<Vec<_>>().as_slice() {
-        ["namespaces", ns] if is_object_name(ns) => Ok((*ns).to_owned()),
+        ["namespaces", ns] if is_namespace_name(ns) => Ok((*ns).to_owned()),
         _ => Err(Status::invalid_argument(format!(
             "invalid parent {}: expected namespaces/{{namespace}}",
             quoted(parent)
@@ -63,6 +63,7 @@ mod tests {
         );
         assert!(parse_parent("namespaces/a/b").is_err());
         assert!(parse_parent("ns/a").is_err());
+        assert!(parse_parent("namespaces/a.b").is_err());
         let long = "x".repeat(10_000);
         assert!(parse_parent(&long).unwrap_err().message().len() < 200);
     }

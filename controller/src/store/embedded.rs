@@ -21,6 +21,13 @@
 //! tokio's blocking pool. Watches are fed by a broadcast of committed changes (see
 //! [`watch`]).
 //!
+//! A write that fails with an I/O error (a full disk, above all) is refused with
+//! `Unavailable` naming the cause ("no space left"); redb then refuses every later call
+//! until the database is reopened, so the next call reopens it (integrity-checked) and reads
+//! go on; writes succeed again once space returns. Nothing acknowledged is lost. (A commit
+//! whose error came after its data reached the file may be there after all: the decoded
+//! cache is reset at reopen, but watchers are not told of it until they re-list.)
+//!
 //! Objects with `ownerReferences` are not garbage-collected when their owner is deleted:
 //! the Kubernetes test environment has no garbage collector either, and the controller
 //! deletes what it owns itself.
@@ -32,7 +39,8 @@ mod watch;
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 
 use futures::stream::BoxStream;
 use redb::{
@@ -83,7 +91,11 @@ impl std::fmt::Debug for EmbeddedStore {
 
 struct Inner {
     path: PathBuf,
-    db: Database,
+    /// The open database. After an I/O error redb refuses every later call until the
+    /// database is reopened: the failing call sets `broken`, and the next call reopens
+    /// (under the write lock, so no transaction is open). `None` while reopening fails.
+    db: RwLock<Option<Database>>,
+    broken: AtomicBool,
     /// Held from the start of a write transaction until its change is broadcast, so that
     /// watchers receive changes in commit order.
     writer: Mutex<()>,
@@ -118,7 +130,8 @@ impl EmbeddedStore {
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
-                db,
+                db: RwLock::new(Some(db)),
+                broken: AtomicBool::new(false),
                 writer: Mutex::new(()),
                 changes,
                 decoded: Decoded::new(version),
@@ -241,6 +254,29 @@ fn initialise(db: &Database, path: &Path) -> Result<u64, StoreError> {
     Ok(version)
 }
 
+/// Whether an I/O error means the file system is full (or the quota used up).
+fn is_out_of_space(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// A read guard over an open database (checked when made).
+struct OpenDatabase<'a>(RwLockReadGuard<'a, Option<Database>>);
+
+impl std::ops::Deref for OpenDatabase<'_> {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        // Invariant: `Inner::database` makes one only over `Some`, and the read guard keeps
+        // it so.
+        self.0
+            .as_ref()
+            .expect("an OpenDatabase holds an open database")
+    }
+}
+
 fn type_info<K: Object>() -> TypeInfo {
     TypeInfo {
         api_version: K::api_version(&()).into_owned(),
@@ -291,8 +327,70 @@ fn decode(bytes: &[u8]) -> Result<Value, StoreError> {
 }
 
 impl Inner {
-    fn db_error(&self, err: impl std::fmt::Display) -> StoreError {
-        StoreError::Unavailable(format!("store {}: {err}", self.path.display()))
+    /// A database failure as a store error. An I/O error (the disk full, among others)
+    /// leaves the database unusable until reopened: it is marked for the next call.
+    fn db_error(&self, err: impl Into<redb::Error>) -> StoreError {
+        let err = err.into();
+        let path = self.path.display();
+        match &err {
+            redb::Error::Io(io) if is_out_of_space(io) => {
+                self.broken.store(true, Ordering::Release);
+                StoreError::Unavailable(format!(
+                    "store {path}: no space left on its file system ({io}); writes fail until \
+                     space is freed, reads go on"
+                ))
+            }
+            redb::Error::Io(_) | redb::Error::PreviousIo => {
+                self.broken.store(true, Ordering::Release);
+                StoreError::Unavailable(format!("store {path}: I/O error: {err}"))
+            }
+            _ => StoreError::Unavailable(format!("store {path}: {err}")),
+        }
+    }
+
+    /// The open database, reopened first if an I/O error left it unusable. Hold the guard
+    /// for as long as a transaction from it lives (declare it first).
+    fn database(&self) -> Result<OpenDatabase<'_>, StoreError> {
+        if self.broken.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
+        let guard = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        if guard.is_some() {
+            return Ok(OpenDatabase(guard));
+        }
+        drop(guard);
+        self.reopen()?;
+        let guard = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        if guard.is_some() {
+            Ok(OpenDatabase(guard))
+        } else {
+            Err(StoreError::Unavailable(format!(
+                "store {}: closed after an I/O error and not reopened yet",
+                self.path.display()
+            )))
+        }
+    }
+
+    /// Closes the database and opens it again (redb's cure after an I/O error). With the
+    /// write lock held no transaction is open, so the file lock is released in between.
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_some() && !self.broken.load(Ordering::Acquire) {
+            // Another call reopened it meanwhile.
+            return Ok(());
+        }
+        self.broken.store(true, Ordering::Release);
+        drop(slot.take());
+        let db = open_database(&self.path)?;
+        let version = {
+            let txn = db.begin_read().map_err(|e| self.db_error(e))?;
+            self.snapshot_version(&txn)?
+        };
+        self.decoded.reset(version);
+        *slot = Some(db);
+        self.broken.store(false, Ordering::Release);
+        tracing::warn!(path = %self.path.display(), "store reopened after an I/O error");
+        Ok(())
     }
 
     fn rejection(&self, info: &TypeInfo, namespace: &str, name: &str, r: Rejection) -> StoreError {
@@ -327,7 +425,8 @@ impl Inner {
         namespace: &str,
         name: &str,
     ) -> Result<Option<K>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.db_error(e))?;
+        let db = self.database()?;
+        let txn = db.begin_read().map_err(|e| self.db_error(e))?;
         let version = self.snapshot_version(&txn)?;
         let key = object_key(info, namespace, name);
         if let Some(object) = self.decoded.reader(version).get::<K>(&key) {
@@ -359,7 +458,8 @@ impl Inner {
         namespace: &str,
         name: Option<&str>,
     ) -> Result<(u64, BTreeMap<String, Arc<Value>>), StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.db_error(e))?;
+        let db = self.database()?;
+        let txn = db.begin_read().map_err(|e| self.db_error(e))?;
         let version = self.snapshot_version(&txn)?;
         let objects = txn.open_table(OBJECTS).map_err(|e| self.db_error(e))?;
         let prefix = prefix_key(type_key, namespace);
@@ -414,7 +514,8 @@ impl Inner {
         };
         let limit = params.limit.filter(|&l| l > 0).map(|l| l as usize);
 
-        let txn = self.db.begin_read().map_err(|e| self.db_error(e))?;
+        let db = self.database()?;
+        let txn = db.begin_read().map_err(|e| self.db_error(e))?;
         let version = self.snapshot_version(&txn)?;
         let objects = txn.open_table(OBJECTS).map_err(|e| self.db_error(e))?;
         let prefix = prefix_key(&info.key(), namespace);
@@ -498,7 +599,8 @@ impl Inner {
     ) -> Result<T, StoreError> {
         // The guarded value is `()`: a panic elsewhere cannot leave it inconsistent.
         let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut txn = self.db.begin_write().map_err(|e| self.db_error(e))?;
+        let db = self.database()?;
+        let mut txn = db.begin_write().map_err(|e| self.db_error(e))?;
         txn.set_two_phase_commit(true);
         let key = object_key(info, namespace, name);
         let current = Self::read_version(&txn).map_err(|e| self.db_error(e))?;

@@ -1,5 +1,6 @@
 //! The admin API of a running standalone service: HTTP/1.1 with JSON bodies on a Unix
-//! socket in the data directory (mode 0600, so only its owner can use it). The admin CLI
+//! socket in the data directory (mode 0600 in a 0700 directory, and the peer's uid checked:
+//! only the service's user and root can use it). The admin CLI
 //! goes through it because the running service holds the lock on the data file.
 //!
 //! Routes (the namespace is the service's unless the `jumpstarter-namespace` header names
@@ -17,8 +18,10 @@
 //!
 //! - [`server`]: the API on [`Admin`](jumpstarter_controller::admin::Admin) over the store.
 //! - [`client`]: what the CLI calls.
+//! - [`peer`]: who may connect.
 
 pub(crate) mod client;
+pub(crate) mod peer;
 pub(crate) mod server;
 
 use std::collections::BTreeMap;

@@ -5,13 +5,13 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path as UrlPath, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Router, middleware};
 use jumpstarter_controller::admin::{Admin, AdminError, Kind, LeaseOrder};
 use jumpstarter_controller::store::{Store, StoreError};
 use serde::de::DeserializeOwned;
@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
+use super::peer::{self, CredentialListener, Peer, PeerCheck};
 use super::{CreateRequest, ErrorBody, NAMESPACE_HEADER};
 
 /// Binds the socket at `path`, readable and writable by the owner only. A file left at
@@ -42,19 +43,24 @@ pub(crate) fn bind(path: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves the admin API on `listener` until `shutdown`.
+/// Serves the admin API on `listener` until `shutdown`, to the peers `check` admits.
 pub(crate) async fn serve<S: Store>(
     listener: UnixListener,
     admin: Admin<S>,
+    check: PeerCheck,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let app = Router::new()
         .route("/v1/{kind}", get(list::<S>).post(create::<S>))
         .route("/v1/{kind}/{name}", get(get_one::<S>).delete(delete::<S>))
-        .with_state(Arc::new(admin));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+        .with_state(Arc::new(admin))
+        .layer(middleware::from_fn_with_state(Arc::new(check), peer::check));
+    axum::serve(
+        CredentialListener(listener),
+        app.into_make_service_with_connect_info::<Peer>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
 }
 
 type Shared<S> = State<Arc<Admin<S>>>;

@@ -46,6 +46,14 @@ impl Decoded {
         state.objects.remove(key);
     }
 
+    /// Forgets everything: the store was reopened at `version`, and a commit that failed
+    /// with an I/O error may have reached the file all the same.
+    pub(super) fn reset(&self, version: u64) {
+        let mut state = self.lock();
+        state.version = version;
+        state.objects.clear();
+    }
+
     /// A view of the cache for a read whose snapshot is at `version`; it finds nothing if
     /// the cache is at another version. Hold it briefly: commits wait for it.
     pub(super) fn reader(&self, version: u64) -> Reader<'_> {
