@@ -345,6 +345,17 @@ pub fn seeds() -> Vec<Seed> {
     add(Target::LeaseCsr, "pem", csr.csr_pem().into_bytes());
     let renewal_csr = jumpstarter_certs::renewal_csr(&csr.key_pem, "board-1").expect("renewal CSR");
     add(Target::LeaseCsr, "renewal_der", renewal_csr.csr_der);
+    // Requests for keys of other algorithms, correctly self-signed.
+    for (name, algorithm) in [
+        ("p384_der", &rcgen::PKCS_ECDSA_P384_SHA384),
+        ("ed25519_der", &rcgen::PKCS_ED25519),
+    ] {
+        let key = rcgen::KeyPair::generate_for(algorithm).expect("seed key");
+        let request = rcgen::CertificateParams::default()
+            .serialize_request(&key)
+            .expect("seed request");
+        add(Target::LeaseCsr, name, request.der().to_vec());
+    }
     add(
         Target::LeaseCsr,
         "truncated",
@@ -443,6 +454,19 @@ pub fn seeds() -> Vec<Seed> {
         Target::ToolConfig,
         "alias_fan_out",
         b"a: &a [x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c]\n".to_vec(),
+    );
+    // Nine levels of nine aliases: 387 million nodes if aliases were expanded without a limit.
+    let mut laughs = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x]\n");
+    for level in 1..10 {
+        let refs = vec![format!("*a{}", level - 1); 9].join(", ");
+        laughs.push_str(&format!("a{level}: &a{level} [{refs}]\n"));
+    }
+    laughs.push_str("kind: ClientConfig\n");
+    add(Target::ToolConfig, "billion_laughs", laughs.into_bytes());
+    add(
+        Target::ToolConfig,
+        "deep_nesting",
+        format!("a: {}{}\n", "[".repeat(10_000), "]".repeat(10_000)).into_bytes(),
     );
     add(Target::ToolConfig, "not_a_mapping", b"- a\n- b\n".to_vec());
     add(
