@@ -82,6 +82,7 @@ if [ -z "$out" ]; then
   out="$(mktemp -d "${TMPDIR:-/tmp}/jumpstarter-fuzz.XXXXXX")"
   trap 'rm -rf "$out"' EXIT
 fi
+mkdir -p "$out"
 
 # afl-fuzz without a terminal, on a shared machine: no UI, no CPU pinning, no checks of the
 # CPU governor; crashes are seen by the fuzzer itself, so the core-dump handler may stay.

@@ -7,6 +7,10 @@
 //! and the corpus replay (`tests/corpus.rs`, ordinary `cargo test`) run the same functions,
 //! so every seed and every input that ever failed is a regression test.
 //!
+//! Inputs: `fuzz/corpus/<target>/` holds the seeds the fuzzer starts from (and the tests
+//! replay); `fuzz/regressions/<target>/` holds inputs only the tests replay: what the fuzzer
+//! found (`tools/fuzz.sh` copies crashes and hangs there) and seeds too slow to mutate.
+//!
 //! Map: [`Target`] (the list, by name), one module per decoder, [`fixture`] (the fixed
 //! keys, CA and clock the targets use), [`seed`] (the structured seed corpus).
 //!
