@@ -96,7 +96,7 @@ for target in "${targets[@]}"; do
   seeds="fuzz/corpus/$target"
   [ -d "$seeds" ] || { say "FATAL: no corpus folder $seeds"; exit 1; }
   say "fuzzing $target for ${seconds}s"
-  if ! afl-fuzz -i "$seeds" -o "$out/$target" -V "$seconds" -t "$INPUT_TIMEOUT_MS" \
+  if ! cargo afl fuzz -i "$seeds" -o "$out/$target" -V "$seconds" -t "$INPUT_TIMEOUT_MS" \
       -m "$MEMORY_LIMIT_MB" -- "$binary" "$target" > "$out/$target.log" 2>&1; then
     tail -n 30 "$out/$target.log" >&2
     say "FATAL: afl-fuzz did not run $target"
