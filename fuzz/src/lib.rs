@@ -22,6 +22,7 @@ mod go_duration;
 mod identity_uri;
 mod lease_csr;
 mod renewal;
+mod resource_name;
 pub mod seed;
 mod selector;
 mod session_header;

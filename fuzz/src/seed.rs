@@ -495,6 +495,27 @@ pub fn seeds() -> Vec<Seed> {
         b"!!map {kind: !!str ClientConfig}\n".to_vec(),
     );
 
+    // Resource names of the client API.
+    for (name, text) in [
+        (
+            "lease",
+            "namespaces/default/leases/7b922f9b-ac04-4d3b-a4da-3821187dbe16",
+        ),
+        ("exporter", "namespaces/default/exporters/exp1"),
+        ("dotted_name", "namespaces/lab/exporters/board.rack-2"),
+        ("dotted_namespace", "namespaces/lab.x/leases/l-1"),
+        ("empty_label", "namespaces/lab/leases/a..b"),
+        ("label_ends_with_dash", "namespaces/lab/leases/a-.b"),
+        ("uppercase", "namespaces/Lab/leases/l-1"),
+        ("extra_segment", "namespaces/lab/leases/l-1/x"),
+        (
+            "long_name",
+            &format!("namespaces/lab/leases/{}", "a".repeat(300)),
+        ),
+    ] {
+        add(Target::ResourceName, name, text.as_bytes().to_vec());
+    }
+
     // Listen and Dial response bodies.
     let frame = |message: Vec<u8>| {
         let mut out = vec![0];

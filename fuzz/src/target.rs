@@ -28,11 +28,13 @@ pub enum Target {
     ToolConfig,
     /// The edge's rewriting of Listen / Dial response bodies.
     EndpointRewrite,
+    /// Resource names of the client API (`namespaces/{ns}/leases/{name}`).
+    ResourceName,
 }
 
 impl Target {
     /// Every target, in the order runs report them.
-    pub const ALL: [Target; 11] = [
+    pub const ALL: [Target; 12] = [
         Target::SessionHeader,
         Target::RenewalRequest,
         Target::RenewalReply,
@@ -44,6 +46,7 @@ impl Target {
         Target::IdentityUri,
         Target::ToolConfig,
         Target::EndpointRewrite,
+        Target::ResourceName,
     ];
 
     /// The name of the target's corpus folder and of its fuzzer argument.
@@ -60,6 +63,7 @@ impl Target {
             Target::IdentityUri => "identity_uri",
             Target::ToolConfig => "tool_config",
             Target::EndpointRewrite => "endpoint_rewrite",
+            Target::ResourceName => "resource_name",
         }
     }
 
@@ -82,6 +86,7 @@ impl Target {
             Target::IdentityUri => crate::identity_uri::check(data),
             Target::ToolConfig => crate::tool_config::check(data),
             Target::EndpointRewrite => crate::endpoint_rewrite::check(data),
+            Target::ResourceName => crate::resource_name::check(data),
         }
     }
 }

@@ -95,6 +95,7 @@ corpus_tests! {
     identity_uri => Target::IdentityUri,
     tool_config => Target::ToolConfig,
     endpoint_rewrite => Target::EndpointRewrite,
+    resource_name => Target::ResourceName,
 }
 
 #[test]
