@@ -7,8 +7,9 @@
 use jumpstarter_certs::{LeaseIdentity, Role};
 use jumpstarter_lease::name::{self, ResourceNameError};
 
-/// Longest message about a refused name: the input is quoted cut to a readable length.
-const MAX_MESSAGE_LEN: usize = 200;
+/// Longest message about a refused name: the input is quoted cut to 80 bytes, each of
+/// them rendered as at most a 10-character escape (`\u{10ffff}`), within fixed text.
+const MAX_MESSAGE_LEN: usize = 80 * 10 + 200;
 
 pub(crate) fn check(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
