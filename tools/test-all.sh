@@ -8,7 +8,8 @@
 # 2. installs the real jumpstarter 0.9.0 Python tools from PyPI into a cached venv;
 # 3. starts etcd + kube-apiserver on loopback, and stops them (by PID) on exit;
 # 4. runs `cargo test --workspace` — including the tests that need the parts above;
-# 5. runs the README's walkthrough as written (tools/readme-walkthrough.sh).
+# 5. runs the README's walkthrough as written (tools/readme-walkthrough.sh);
+# 6. fuzzes every decoder of network and file input for a bounded time (tools/fuzz.sh).
 # Nothing is skipped: a missing part fails the run with the reason.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -73,5 +74,12 @@ done_step "tests"
 say "running the README walkthrough as written"
 tools/readme-walkthrough.sh
 done_step "README walkthrough"
+
+# A separate, bounded step: coverage-guided fuzzing of the decoders (AFL++ via afl.rs; the
+# first run installs cargo-afl and builds the instrumented binary into a cache, ~12 min of
+# CPU; later runs reuse both). Every target gets JUMPSTARTER_FUZZ_SECONDS (default 15 s).
+say "fuzzing the decoders (bounded)"
+tools/fuzz.sh --seconds "${JUMPSTARTER_FUZZ_SECONDS:-15}"
+done_step "fuzzing"
 
 printf '\nall tests passed in %ss; steps:%b\n' "$(( $(date +%s) - t0 ))" "$timings" >&2

@@ -3,8 +3,9 @@
 
 /// Longest Kubernetes object name (RFC 1123 subdomain).
 const MAX_OBJECT_NAME: usize = 253;
-/// Longest Kubernetes namespace name (RFC 1123 label).
-const MAX_NAMESPACE_NAME: usize = 63;
+/// Longest namespace name (RFC 1123 label). Labels of object names have no limit of their
+/// own in Kubernetes, only the name's total length.
+const MAX_NAMESPACE: usize = 63;
 /// Longest piece of caller input quoted back in a message (names come from the network).
 const MAX_QUOTED: usize = 80;
 
@@ -37,21 +38,25 @@ pub fn parse_resource(name: &str, collection: &str) -> Result<(String, String), 
     }
 }
 
-/// Whether `name` can be a Kubernetes object name (RFC 1123 subdomain).
+/// Whether `name` can be a Kubernetes object name (RFC 1123 subdomain): at most 253
+/// characters, dot-separated labels.
 pub fn is_object_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_OBJECT_NAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+    name.len() <= MAX_OBJECT_NAME && name.split('.').all(is_label)
 }
 
-/// Whether `name` can be a Kubernetes namespace (RFC 1123 label: an object name without
-/// dots, at most 63 characters), as the API server requires.
+/// Whether `name` can be a namespace name (RFC 1123 label).
 pub fn is_namespace_name(name: &str) -> bool {
-    name.len() <= MAX_NAMESPACE_NAME && !name.contains('.') && is_object_name(name)
+    name.len() <= MAX_NAMESPACE && is_label(name)
+}
+
+/// The characters of an RFC 1123 label: lowercase letters, digits and '-', starting and
+/// ending with a letter or digit.
+fn is_label(label: &str) -> bool {
+    let alphanumeric = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let bytes = label.as_bytes();
+    bytes.iter().all(|b| alphanumeric(b) || *b == b'-')
+        && bytes.first().is_some_and(alphanumeric)
+        && bytes.last().is_some_and(alphanumeric)
 }
 
 /// The input, quoted and cut to a readable length.
@@ -108,6 +113,24 @@ mod tests {
         assert!(is_namespace_name(&"a".repeat(63)));
         assert!(!is_namespace_name(&"a".repeat(64)));
         assert!(is_object_name(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn names_follow_the_rfc_1123_rules_label_by_label() {
+        assert!(parse_resource("namespaces/lab/exporters/board.rack-2", "exporters").is_ok());
+        assert!(is_object_name(&format!("{}.b", "a".repeat(100))));
+        assert!(!is_object_name(&"a".repeat(254)));
+        for bad in [
+            // Found by fuzzing: empty labels and labels ending or starting with '-'.
+            "namespaces/lab/leases/a..b",
+            "namespaces/lab/leases/a-.b",
+            "namespaces/lab/leases/a.-b",
+            // A namespace is a single label of at most 63 characters.
+            "namespaces/lab.x/leases/l-1",
+            &format!("namespaces/{}/leases/l-1", "a".repeat(64)),
+        ] {
+            assert!(parse_resource(bad, "leases").is_err(), "{bad}");
+        }
     }
 
     #[test]
