@@ -37,6 +37,8 @@ mod progress;
 mod reference;
 mod report;
 mod route;
+#[cfg(test)]
+mod router_crash;
 mod router_process;
 mod scenario;
 mod service;
