@@ -28,6 +28,8 @@ mod impairment;
 mod kube;
 mod lab;
 mod latency;
+#[cfg(test)]
+mod lease_storm;
 mod netns;
 mod payload;
 mod pipe;
@@ -45,6 +47,8 @@ mod service;
 mod swarm;
 mod targets;
 mod transfer;
+#[cfg(test)]
+mod workspace_binary;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -9,12 +9,9 @@
 //! [`RouterProcess`] (the process, killed and respawned on its ports), [`Fabric`] (session
 //! pairs) and [`transfer::bulk`].
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-use anyhow::Context;
 
 use crate::lab::Lab;
 use crate::payload::{BLOCK, Pattern};
@@ -103,33 +100,6 @@ async fn stream_until_broken(
     (ending, keep)
 }
 
-/// The `jumpstarter-router` binary of this workspace: beside the test executable's
-/// folder, or in the target directory when Cargo builds in a separate build directory.
-fn router_binary() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating the test executable")?;
-    // <dir>/<profile>/deps/<test> -> <dir>/<profile>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("the test executable's profile folder")?;
-    let beside = profile_dir.join("jumpstarter-router");
-    if beside.is_file() {
-        return Ok(beside);
-    }
-    let profile = profile_dir.file_name().context("profile folder name")?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join(profile).join("jumpstarter-router");
-    anyhow::ensure!(
-        path.is_file(),
-        "jumpstarter-router is missing (looked in {} and {}): cargo build -p jumpstarter-router",
-        profile_dir.display(),
-        path.display()
-    );
-    Ok(path)
-}
-
 /// A session pair on `route`, retried until [`RECONNECT_LIMIT`] (the new process may
 /// still be starting, a QUIC peer may still hold a dead connection's state).
 async fn reconnect(fabric: &Fabric, route: Route) -> anyhow::Result<(Pair, u32)> {
@@ -155,7 +125,8 @@ async fn reconnect(fabric: &Fabric, route: Route) -> anyhow::Result<(Pair, u32)>
 async fn router_sigkill_mid_transfer_delivers_intact_prefixes_and_peers_reconnect() {
     let work = tempfile::tempdir().expect("work dir");
     let lab = Arc::new(Lab::new(&work.path().join("pki")).expect("lab"));
-    let binary = router_binary().expect("router binary");
+    let binary = crate::workspace_binary::path("jumpstarter-router", "jumpstarter-router")
+        .expect("router binary");
     let mut router = RouterProcess::start(&binary, &lab, work.path())
         .await
         .expect("start the router");
