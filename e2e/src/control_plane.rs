@@ -32,6 +32,8 @@ pub struct PrivateControlPlane {
     state: PathBuf,
     /// The API server's command line, noted when it was stopped.
     api_command: Option<Vec<OsString>>,
+    /// The API server started again by this process (reaped on drop).
+    api_child: Option<std::process::Child>,
     _dir: tempfile::TempDir,
 }
 
@@ -55,6 +57,7 @@ impl PrivateControlPlane {
             env,
             state,
             api_command: None,
+            api_child: None,
             _dir: dir,
         })
     }
@@ -114,6 +117,7 @@ impl PrivateControlPlane {
             self.state.join("kube-apiserver.pid"),
             child.id().to_string(),
         )?;
+        self.api_child = Some(child);
         let token = std::fs::read_to_string(self.state.join("env"))?
             .lines()
             .find_map(|l| l.strip_prefix("KTE_ADMIN_TOKEN=").map(str::to_owned))
@@ -177,5 +181,11 @@ fn script(state: &Path, action: &str) -> anyhow::Result<std::process::Output> {
 impl Drop for PrivateControlPlane {
     fn drop(&mut self) {
         let _ = script(&self.state, "stop");
+        // The script stopped it; make sure (our own child, by its handle) and reap it, so
+        // no zombie is left.
+        if let Some(mut child) = self.api_child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
