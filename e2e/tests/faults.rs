@@ -8,6 +8,10 @@
 //!   stopped for 60 s while a session streams through the router and leases wait and
 //!   expire.
 //!
+//! The router crash and the lease storm are fault tests of the load test crate, built
+//! from its session and service parts (`loadtest/src/router_crash.rs`,
+//! `loadtest/src/lease_storm.rs`).
+//!
 //! Tests run one at a time (each starts Python processes that need the CPU).
 #![allow(clippy::await_holding_lock)]
 
