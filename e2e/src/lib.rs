@@ -10,6 +10,7 @@
 //! TCP can leave, for proving traffic went over QUIC).
 
 pub mod chart;
+pub mod control_plane;
 pub mod netns;
 
 use std::collections::BTreeMap;
@@ -211,8 +212,11 @@ pub struct Lab {
     pub probe_port: u16,
     pub kubeconfig: PathBuf,
     pub exporters: BTreeMap<String, Proc>,
-    /// Extra arguments of `jumpstarter serve` (standalone mode).
+    /// Extra arguments of the service process: `jumpstarter serve` (standalone mode) or
+    /// `jumpstarter-controller run` (Kubernetes mode).
     pub serve_args: Vec<String>,
+    /// The control plane of a Kubernetes-mode lab (else the shared one is assumed).
+    pub kube_env: Option<TestEnv>,
 }
 
 impl Lab {
@@ -224,7 +228,25 @@ impl Lab {
 
     /// [`Lab::start`], with extra arguments for `jumpstarter serve` (standalone mode).
     pub async fn start_with(mode: Mode, prefix: &str, serve_args: &[&str]) -> anyhow::Result<Lab> {
-        let env = TestEnv::shared();
+        Lab::start_on(TestEnv::shared(), mode, prefix, serve_args).await
+    }
+
+    /// A Kubernetes-mode lab on the control plane `env` (e.g. a private one a test may
+    /// stop), with extra arguments for `jumpstarter-controller run`.
+    pub async fn start_kubernetes_on(
+        env: &TestEnv,
+        prefix: &str,
+        controller_args: &[&str],
+    ) -> anyhow::Result<Lab> {
+        Lab::start_on(env, Mode::Kubernetes, prefix, controller_args).await
+    }
+
+    async fn start_on(
+        env: &TestEnv,
+        mode: Mode,
+        prefix: &str,
+        serve_args: &[&str],
+    ) -> anyhow::Result<Lab> {
         let namespace = match mode {
             Mode::Kubernetes => {
                 env.install_crds(&jumpstarter_controller::crd::definitions())
@@ -248,6 +270,7 @@ impl Lab {
             kubeconfig: env.admin_kubeconfig.clone(),
             exporters: BTreeMap::new(),
             serve_args: serve_args.iter().map(|a| (*a).to_owned()).collect(),
+            kube_env: (mode == Mode::Kubernetes).then(|| env.clone()),
         };
         lab.start_controller().await?;
         lab.start_router().await?;
@@ -287,6 +310,7 @@ impl Lab {
             kubeconfig: PathBuf::new(),
             exporters: BTreeMap::new(),
             serve_args: args,
+            kube_env: None,
         };
         lab.start_serve_as_given().await?;
         Ok(lab)
@@ -346,7 +370,8 @@ impl Lab {
             .arg("--metrics-listen")
             .arg(format!("127.0.0.1:{}", self.probe_port))
             .arg("--log-format")
-            .arg("text");
+            .arg("text")
+            .args(&self.serve_args);
         self.spawn_controller("controller", "controller", cmd).await
     }
 
@@ -704,7 +729,10 @@ sh:
     }
 
     pub async fn kube(&self) -> kube::Client {
-        TestEnv::shared().admin_client().await
+        match &self.kube_env {
+            Some(env) => env.admin_client().await,
+            None => TestEnv::shared().admin_client().await,
+        }
     }
 
     /// Waits until the Exporter CR has condition `type` with `status`.

@@ -1,13 +1,17 @@
-//! A Linux network namespace from which no TCP can leave, for tests that must prove a
-//! process reached the service over UDP (QUIC) only.
+//! A Linux network namespace with a veth pair to the root namespace: one from which no TCP
+//! can leave, for tests that must prove a process reached the service over UDP (QUIC) only,
+//! or an open one whose link a test can cut and heal (a pulled cable: packets vanish, no
+//! FIN, no RST).
 //!
 //! [`Netns::create`] makes a namespace `jsr-<tag>-<pid>-<k>` with `lo` up and one veth pair
 //! to the root namespace, addressed from a private /30 of 10.213.0.0/16 (root side `.1`,
 //! namespace side `.2`, the namespace's default route via the root side). An nftables table
 //! inside the namespace drops every TCP packet that leaves through the veth (to the service
 //! or anywhere else) and counts it, and counts the UDP packets that leave. Programs run
-//! inside with `ip netns exec` ([`Netns::exec_args`]). Dropping the value deletes the
-//! namespace, its veth pair and its table.
+//! inside with `ip netns exec` ([`Netns::exec_args`]). [`Netns::create_open`] makes the
+//! same namespace without that table; [`Netns::cut`] then drops every packet in and out
+//! of the veth (table `jsrcut`, counted) until [`Netns::heal`] deletes it. Dropping the
+//! value deletes the namespace, its veth pair and its tables.
 //!
 //! Needs root, `ip` (iproute2) and `nft` (nftables); without them [`Netns::create`] fails
 //! with the reason. Every command it runs is bounded by [`COMMAND_TIMEOUT`].
@@ -37,6 +41,18 @@ static CREATED: AtomicU32 = AtomicU32::new(0);
 /// The nftables table inside each namespace.
 const TABLE: &str = "jsr";
 
+/// The nftables table of a cut link ([`Netns::cut`]).
+const CUT_TABLE: &str = "jsrcut";
+
+/// What the namespace lets through its veth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Policy {
+    /// TCP dropped and counted, UDP counted.
+    UdpOnly,
+    /// Everything passes (until [`Netns::cut`]).
+    Open,
+}
+
 /// A network namespace with a veth pair to the root namespace and TCP dropped on it.
 #[derive(Debug)]
 pub struct Netns {
@@ -61,6 +77,16 @@ impl Netns {
     /// Creates the namespace `jsr-<tag>-<pid>-<k>` with its veth pair, addresses, default
     /// route and TCP-dropping table. `tag` must be short (namespace names are file names).
     pub fn create(tag: &str) -> anyhow::Result<Netns> {
+        Netns::create_with(tag, Policy::UdpOnly)
+    }
+
+    /// Creates the namespace as [`Netns::create`] does, with nothing dropped: TCP and UDP
+    /// pass both ways until [`Netns::cut`].
+    pub fn create_open(tag: &str) -> anyhow::Result<Netns> {
+        Netns::create_with(tag, Policy::Open)
+    }
+
+    fn create_with(tag: &str, policy: Policy) -> anyhow::Result<Netns> {
         preflight()?;
         remove_stale();
         let pid = std::process::id();
@@ -75,8 +101,65 @@ impl Netns {
             inside: Ipv4Addr::UNSPECIFIED,
         };
         netns.claim_subnet(pid.wrapping_mul(31).wrapping_add(k.wrapping_mul(97)))?;
-        netns.configure()?;
+        netns.configure(policy)?;
         Ok(netns)
+    }
+
+    /// Cuts the link: every packet that would enter or leave through the veth is dropped
+    /// silently (no FIN, no RST, no ICMP), as if the cable were pulled. Loopback inside the
+    /// namespace keeps working.
+    pub fn cut(&self) -> anyhow::Result<()> {
+        let ruleset = format!(
+            r#"table inet {CUT_TABLE} {{
+    counter dropped {{ }}
+    chain input {{
+        type filter hook input priority -100; policy accept;
+        iifname "veth0" counter name "dropped" drop
+    }}
+    chain output {{
+        type filter hook output priority -100; policy accept;
+        oifname "veth0" counter name "dropped" drop
+    }}
+}}
+"#
+        );
+        run_with_input(
+            "ip",
+            &["netns", "exec", &self.name, "nft", "-f", "-"],
+            &ruleset,
+        )
+        .context("install the link-cutting nftables table")?;
+        Ok(())
+    }
+
+    /// Packets dropped by the cut so far (both directions).
+    pub fn cut_dropped_packets(&self) -> anyhow::Result<u64> {
+        let json = run(
+            "ip",
+            &[
+                "netns", "exec", &self.name, "nft", "-j", "list", "counter", "inet", CUT_TABLE,
+                "dropped",
+            ],
+        )?;
+        let value: serde_json::Value = serde_json::from_str(&json)
+            .with_context(|| format!("parse `nft -j list counter`: {json}"))?;
+        value["nftables"]
+            .as_array()
+            .and_then(|items| items.iter().find_map(|item| item.get("counter")))
+            .and_then(|c| c["packets"].as_u64())
+            .with_context(|| format!("no counter dropped in {json}"))
+    }
+
+    /// Heals a [`Netns::cut`]: deletes the dropping table.
+    pub fn heal(&self) -> anyhow::Result<()> {
+        run(
+            "ip",
+            &[
+                "netns", "exec", &self.name, "nft", "delete", "table", "inet", CUT_TABLE,
+            ],
+        )
+        .context("delete the link-cutting nftables table")?;
+        Ok(())
     }
 
     /// The namespace's name (for `ip netns exec`, `ip -n`).
@@ -163,7 +246,7 @@ impl Netns {
             .with_context(|| format!("no free /30 in 10.213.0.0/16 for {}", self.name))
     }
 
-    fn configure(&self) -> anyhow::Result<()> {
+    fn configure(&self, policy: Policy) -> anyhow::Result<()> {
         let host = format!("{}/30", self.host);
         let inside = format!("{}/30", self.inside);
         let gateway = self.host.to_string();
@@ -177,6 +260,9 @@ impl Netns {
             "ip",
             &["-n", ns, "route", "add", "default", "via", &gateway],
         )?;
+        if policy == Policy::Open {
+            return Ok(());
+        }
         let ruleset = format!(
             r#"table inet {TABLE} {{
     counter tcp_dropped {{ }}

@@ -897,6 +897,7 @@ routers:
         kubeconfig: env.admin_kubeconfig.clone(),
         exporters: BTreeMap::new(),
         serve_args: Vec::new(),
+        kube_env: None,
     };
     lab.start_exporter("board-1", &["board=mock"])
         .await

@@ -28,6 +28,8 @@ mod impairment;
 mod kube;
 mod lab;
 mod latency;
+#[cfg(test)]
+mod lease_storm;
 mod netns;
 mod payload;
 mod pipe;
@@ -37,12 +39,16 @@ mod progress;
 mod reference;
 mod report;
 mod route;
+#[cfg(test)]
+mod router_crash;
 mod router_process;
 mod scenario;
 mod service;
 mod swarm;
 mod targets;
 mod transfer;
+#[cfg(test)]
+mod workspace_binary;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

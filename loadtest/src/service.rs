@@ -56,6 +56,31 @@ pub(crate) struct Service {
     /// Probes and metrics.
     http: SocketAddr,
     pub(crate) ca_pem: String,
+    /// How to start the process again ([`Service::restart`]).
+    launch: Option<Launch>,
+}
+
+/// The command line of a `jumpstarter serve` process and where its output goes.
+#[derive(Debug, Clone)]
+struct Launch {
+    binary: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    /// Log file, appended to by every start.
+    log: PathBuf,
+    /// Names the process (and its log) in errors.
+    name: String,
+}
+
+impl Launch {
+    fn spawn(&self) -> anyhow::Result<Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("opening {}", self.log.display()))?;
+        spawn_logged(Command::new(&self.binary).args(&self.args), log)
+            .with_context(|| format!("starting {} serve", self.binary.display()))
+    }
 }
 
 /// Who calls the controller: a client or an exporter and its token.
@@ -93,19 +118,24 @@ impl Service {
         let grpc: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let router: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let http: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-        let log = std::fs::File::create(work.join(format!("{name}.log")))?;
-        let child = spawn_logged(
-            Command::new(binary)
-                .arg("serve")
-                .arg("--data-dir")
-                .arg(&data_dir)
-                .args(["--grpc-listen", &grpc.to_string()])
-                .args(["--router-listen", &router.to_string()])
-                .args(["--http-listen", &http.to_string()])
-                .arg("--no-quic"),
-            log,
-        )
-        .with_context(|| format!("starting {} serve", binary.display()))?;
+        let launch = Launch {
+            binary: binary.to_owned(),
+            args: vec![
+                "serve".into(),
+                "--data-dir".into(),
+                data_dir.clone().into(),
+                "--grpc-listen".into(),
+                grpc.to_string().into(),
+                "--router-listen".into(),
+                router.to_string().into(),
+                "--http-listen".into(),
+                http.to_string().into(),
+                "--no-quic".into(),
+            ],
+            log: work.join(format!("{name}.log")),
+            name: name.to_owned(),
+        };
+        let child = launch.spawn()?;
         let mut service = Service {
             child,
             admin: AdminPath::Socket(data_dir.join("admin.sock")),
@@ -113,9 +143,49 @@ impl Service {
             grpc,
             http,
             ca_pem: String::new(),
+            launch: Some(launch),
         };
         service.wait_started("jumpstarter serve", name).await?;
         Ok(service)
+    }
+
+    /// Stops a `jumpstarter serve` started by [`Service::start`] (SIGKILL, a crash, or
+    /// SIGTERM, a graceful stop), starts it again with the same data directory and ports,
+    /// and waits until it takes admin calls.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "only the storm fault test restarts the service")
+    )]
+    pub(crate) async fn restart(&mut self, kill: bool) -> anyhow::Result<()> {
+        let launch = self
+            .launch
+            .clone()
+            .context("only a `jumpstarter serve` started here can be restarted")?;
+        if kill {
+            self.child.start_kill().context("killing the service")?;
+        } else if let Some(pid) = self.child.id() {
+            use nix::sys::signal::{Signal, kill as send};
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).context("the service's PID")?);
+            send(pid, Signal::SIGTERM).with_context(|| format!("SIGTERM to {pid}"))?;
+        }
+        tokio::time::timeout(START_WAIT, self.child.wait())
+            .await
+            .context("the service did not exit")?
+            .context("waiting for the service")?;
+        self.child = launch.spawn()?;
+        self.wait_started("jumpstarter serve", &launch.name).await
+    }
+
+    /// The admin socket of `jumpstarter serve` (none on Kubernetes).
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "only the storm fault test lists leases")
+    )]
+    pub(crate) fn admin_socket(&self) -> Option<&Path> {
+        match &self.admin {
+            AdminPath::Socket(socket) => Some(socket),
+            AdminPath::Kube(_) => None,
+        }
     }
 
     /// Starts `binary run` (the Kubernetes controller) for `namespace` of the API server
@@ -154,6 +224,7 @@ impl Service {
             grpc,
             http,
             ca_pem: String::new(),
+            launch: None,
         };
         service
             .wait_started("jumpstarter-controller", namespace)
@@ -378,10 +449,21 @@ pub(crate) async fn create_lease(
     client: &Identity,
     selector: &str,
 ) -> anyhow::Result<String> {
+    create_lease_for(channel, client, selector, Duration::from_secs(1800)).await
+}
+
+/// Creates a lease of `duration` on any exporter matching `selector`; returns its full
+/// name.
+pub(crate) async fn create_lease_for(
+    channel: &Channel,
+    client: &Identity,
+    selector: &str,
+    duration: Duration,
+) -> anyhow::Result<String> {
     let lease = client_pb::Lease {
         selector: selector.to_owned(),
         duration: Some(prost_types::Duration {
-            seconds: 1800,
+            seconds: i64::try_from(duration.as_secs()).context("lease duration")?,
             nanos: 0,
         }),
         ..Default::default()
@@ -475,8 +557,37 @@ pub(crate) fn short_name(full: &str) -> &str {
     full.rsplit('/').next().unwrap_or(full)
 }
 
+/// Every lease of the namespace of the `jumpstarter serve` whose admin socket is
+/// `socket`, bounded by the pipe's stall limit.
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "only the storm fault test lists leases")
+)]
+pub(crate) async fn list_leases(
+    socket: &Path,
+) -> anyhow::Result<Vec<jumpstarter_controller::crd::Lease>> {
+    let answer = crate::pipe::bounded(
+        "listing leases",
+        admin_request(socket, hyper::Method::GET, "/v1/leases", Vec::new()),
+    )
+    .await?;
+    let mut list: serde_json::Value =
+        serde_json::from_slice(&answer).context("reading the lease list")?;
+    serde_json::from_value(list["items"].take()).context("reading the leases")
+}
+
 /// One POST to the admin API on `socket`; the answer's body.
 async fn admin_call(socket: &Path, path: &str, body: Vec<u8>) -> anyhow::Result<Bytes> {
+    admin_request(socket, hyper::Method::POST, path, body).await
+}
+
+/// One request to the admin API on `socket`; the answer's body.
+async fn admin_request(
+    socket: &Path,
+    method: hyper::Method,
+    path: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<Bytes> {
     let stream = UnixStream::connect(socket)
         .await
         .with_context(|| format!("connecting to {}", socket.display()))?;
@@ -484,7 +595,7 @@ async fn admin_call(socket: &Path, path: &str, body: Vec<u8>) -> anyhow::Result<
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     let driver = tokio::spawn(connection);
     let request = hyper::Request::builder()
-        .method(hyper::Method::POST)
+        .method(method)
         .uri(path)
         .header(hyper::header::HOST, "localhost")
         .header(hyper::header::CONTENT_TYPE, "application/json")

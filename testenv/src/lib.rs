@@ -62,6 +62,12 @@ impl TestEnv {
         })
     }
 
+    /// The control plane `testenv.sh start` started with `KTE_DIR=dir` (for a test that
+    /// runs a private one, e.g. to stop its API server without disturbing other tests).
+    pub fn from_dir(dir: &Path) -> anyhow::Result<TestEnv> {
+        read_env(dir)
+    }
+
     /// A client authenticated as cluster admin.
     pub async fn admin_client(&self) -> kube::Client {
         client_from(&self.admin_kubeconfig)
