@@ -183,14 +183,17 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
     bail!("no free port with a free UDP twin")
 }
 
-/// Public-port limits lifted for the load test: its whole load comes from one host and
-/// shares few connections, so per-source and per-connection caps would measure the caps,
-/// not the service (the Go router ignores these variables).
+/// Public-port and per-caller limits lifted for the load test: its whole load comes from
+/// one host, few connections and few clients, so per-source, per-connection and per-client
+/// caps would measure the caps, not the service (the Go router ignores these variables).
 const LIFTED_LIMITS: &[(&str, &str)] = &[
     ("JUMPSTARTER_MAX_CONNECTIONS", "1000000"),
     ("JUMPSTARTER_MAX_CONNECTIONS_PER_SOURCE", "1000000"),
     ("JUMPSTARTER_MAX_HANDSHAKES_PER_SOURCE", "1000000"),
     ("JUMPSTARTER_HTTP2_MAX_CONCURRENT_STREAMS", "1000000"),
+    ("JUMPSTARTER_DIAL_BURST", "1000000"),
+    ("JUMPSTARTER_DIAL_INTERVAL", "1us"),
+    ("JUMPSTARTER_MAX_PENDING_LEASES_PER_CLIENT", "1000000"),
 ];
 
 /// Starts `command` with no input, its output appended to `log`, warnings-only logging
