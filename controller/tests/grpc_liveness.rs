@@ -568,10 +568,16 @@ async fn dial_and_rotate_token_are_rate_limited_per_client() {
 
     let mut clients = ClientServiceClient::new(h.channel().await);
     let rotate = || client_pb::RotateTokenRequest { parent: h.parent() };
-    clients
+    let rotated = clients
         .rotate_token(call(rotate(), &alice))
         .await
-        .expect("first rotation");
+        .expect("first rotation")
+        .into_inner();
+    // Rotation revoked the old token: the second call presents the new one.
+    let alice = Identity {
+        token: rotated.token,
+        ..alice
+    };
     assert_status(
         clients.rotate_token(call(rotate(), &alice)).await,
         Code::ResourceExhausted,
