@@ -272,7 +272,29 @@ struct DialPath {
     listener: Arc<tokio::task::JoinHandle<()>>,
 }
 
+/// Arrivals by stream id: the client's and the exporter's router tokens differ (one per
+/// role) but name the same stream.
 type Arrivals = Arc<Mutex<HashMap<String, Arrival>>>;
+
+/// The stream id (`sub`) a router token names, read without verifying it (the router
+/// does that); a token that cannot be read stands for itself.
+fn stream_of(token: &str) -> String {
+    use base64::Engine as _;
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        sub: String,
+    }
+    token
+        .split('.')
+        .nth(1)
+        .and_then(|payload| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .ok()
+        })
+        .and_then(|json| serde_json::from_slice::<Claims>(&json).ok())
+        .map_or_else(|| token.to_owned(), |claims| claims.sub)
+}
 
 /// The exporter side of a dialed session, by router token: the Dial caller may ask for
 /// it before or after the simulated exporter has opened it.
@@ -330,12 +352,15 @@ impl DialPath {
                         }
                         .await;
                         if let Ok(mut arrivals) = arrivals.lock() {
-                            match arrivals.remove(&message.router_token) {
+                            match arrivals.remove(&stream_of(&message.router_token)) {
                                 Some(Arrival::Wanted(waiter)) => {
                                     let _ = waiter.send(end);
                                 }
                                 _ => {
-                                    arrivals.insert(message.router_token, Arrival::Opened(end));
+                                    arrivals.insert(
+                                        stream_of(&message.router_token),
+                                        Arrival::Opened(end),
+                                    );
                                 }
                             }
                         }
@@ -369,12 +394,12 @@ impl DialPath {
         .await?;
         let (tx, rx) = oneshot::channel();
         if let Ok(mut arrivals) = self.arrivals.lock() {
-            match arrivals.remove(&dialed.router_token) {
+            match arrivals.remove(&stream_of(&dialed.router_token)) {
                 Some(Arrival::Opened(end)) => {
                     let _ = tx.send(end);
                 }
                 _ => {
-                    arrivals.insert(dialed.router_token.clone(), Arrival::Wanted(tx));
+                    arrivals.insert(stream_of(&dialed.router_token), Arrival::Wanted(tx));
                 }
             }
         }
