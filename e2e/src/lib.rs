@@ -13,7 +13,7 @@ pub mod chart;
 pub mod control_plane;
 pub mod netns;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -72,11 +72,23 @@ pub fn bin_path(name: &str) -> PathBuf {
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough on loopback).
+///
+/// The kernel may hand the same ephemeral port to two quick binds once the first listener
+/// is closed, so ports already returned in this process are never returned again (two
+/// listeners of one lab on the same port would fail to start).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static GIVEN: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.insert(port) {
+            return port;
+        }
+    }
+    panic!("no port that this process has not used yet after 1000 binds")
 }
 
 /// A child process that is terminated (SIGTERM, then SIGKILL) when dropped.
