@@ -10,7 +10,7 @@
 
 mod support;
 
-use support::{Identity, LoopbackGrpc, assert_status, call};
+use support::{Identity, LoopbackGrpc, assert_status, call, created_client, created_exporter};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,7 +18,6 @@ use std::time::Duration as StdDuration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use kube::api::ObjectMeta;
 use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +25,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use jumpstarter_controller::auth::AuthMetrics;
-use jumpstarter_controller::crd::{Client, ClientSpec, Exporter, ExporterSpec};
+use jumpstarter_controller::crd::{Client, Exporter};
 use jumpstarter_controller::service::{ServiceMetrics, Services, TokenSigners};
 use jumpstarter_controller::settings::Settings;
 use jumpstarter_controller::store::Store;
@@ -91,52 +90,12 @@ impl Harness {
             .expect("connect over TLS")
     }
 
-    fn meta(&self, name: &str) -> ObjectMeta {
-        ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(self.namespace.clone()),
-            ..ObjectMeta::default()
-        }
-    }
-
     async fn client(&self, name: &str) -> Identity {
-        let created = self
-            .store
-            .create(&Client {
-                metadata: self.meta(name),
-                spec: ClientSpec::default(),
-                status: None,
-            })
-            .await
-            .expect("create client");
-        let uid = created.metadata.uid.expect("uid");
-        Identity::issued(
-            &self.issuer,
-            ObjectKind::Client,
-            &self.namespace,
-            name,
-            &uid,
-        )
+        created_client(&self.store, &self.issuer, &self.namespace, name).await
     }
 
     async fn exporter(&self, name: &str) -> Identity {
-        let created = self
-            .store
-            .create(&Exporter {
-                metadata: self.meta(name),
-                spec: ExporterSpec::default(),
-                status: None,
-            })
-            .await
-            .expect("create exporter");
-        let uid = created.metadata.uid.expect("uid");
-        Identity::issued(
-            &self.issuer,
-            ObjectKind::Exporter,
-            &self.namespace,
-            name,
-            &uid,
-        )
+        created_exporter(&self.store, &self.issuer, &self.namespace, name, &[]).await
     }
 
     fn list(&self) -> client_pb::ListExportersRequest {

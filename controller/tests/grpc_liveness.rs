@@ -12,7 +12,9 @@
 
 mod support;
 
-use support::{Identity, LoopbackGrpc, SilentProxy, assert_status, call};
+use support::{
+    Identity, LoopbackGrpc, SilentProxy, assert_status, call, created_client, created_exporter,
+};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,7 +32,7 @@ use tonic::transport::Channel;
 
 use futures::stream::BoxStream;
 use jumpstarter_controller::auth::AuthMetrics;
-use jumpstarter_controller::crd::{Client, ClientSpec, Exporter, ExporterSpec, Lease};
+use jumpstarter_controller::crd::{Exporter, ExporterSpec, Lease};
 use jumpstarter_controller::keys;
 use jumpstarter_controller::limits::{Limits, Rate};
 use jumpstarter_controller::reconcile::{ReconcileMetrics, Reconciler};
@@ -104,58 +106,19 @@ impl Harness {
         self.grpc.endpoint(WAIT).connect().await.expect("connect")
     }
 
-    fn meta(&self, name: &str, labels: &[(&str, &str)]) -> ObjectMeta {
-        ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(self.namespace.clone()),
-            labels: Some(
-                labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ),
-            ..ObjectMeta::default()
-        }
-    }
-
     async fn client(&self, name: &str) -> Identity {
-        let created = self
-            .store
-            .create(&Client {
-                metadata: self.meta(name, &[]),
-                spec: ClientSpec::default(),
-                status: None,
-            })
-            .await
-            .expect("create client");
-        let uid = created.metadata.uid.expect("uid");
-        Identity::issued(
-            &self.issuer,
-            ObjectKind::Client,
-            &self.namespace,
-            name,
-            &uid,
-        )
+        created_client(&self.store, &self.issuer, &self.namespace, name).await
     }
 
     async fn exporter(&self, name: &str) -> Identity {
-        let created = self
-            .store
-            .create(&Exporter {
-                metadata: self.meta(name, &[("board", "mock")]),
-                spec: ExporterSpec::default(),
-                status: None,
-            })
-            .await
-            .expect("create exporter");
-        let uid = created.metadata.uid.expect("uid");
-        Identity::issued(
+        created_exporter(
+            &self.store,
             &self.issuer,
-            ObjectKind::Exporter,
             &self.namespace,
             name,
-            &uid,
+            &[("board", "mock")],
         )
+        .await
     }
 
     async fn stored_exporter(&self, name: &str) -> Exporter {

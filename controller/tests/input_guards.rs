@@ -8,7 +8,7 @@
 
 mod support;
 
-use support::{Identity, LoopbackGrpc, assert_status, call};
+use support::{Identity, LoopbackGrpc, assert_status, call, created_exporter};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,9 +23,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use jumpstarter_controller::auth::AuthMetrics;
-use jumpstarter_controller::crd::{
-    Exporter, ExporterAccessPolicy, ExporterAccessPolicySpec, ExporterSpec,
-};
+use jumpstarter_controller::crd::{Exporter, ExporterAccessPolicy, ExporterAccessPolicySpec};
 use jumpstarter_controller::service::{ServiceMetrics, Services, TokenSigners};
 use jumpstarter_controller::settings::Settings;
 use jumpstarter_controller::store::Store;
@@ -33,7 +31,7 @@ use jumpstarter_controller::store::kube::KubeStore;
 use jumpstarter_proto::jumpstarter::v1 as pb;
 use jumpstarter_proto::jumpstarter::v1::controller_service_client::ControllerServiceClient;
 use jumpstarter_token::SigningKey;
-use jumpstarter_token::internal::{Issuer, ObjectKind};
+use jumpstarter_token::internal::Issuer;
 
 /// Upper bound of every connection attempt.
 const WAIT: StdDuration = StdDuration::from_secs(20);
@@ -90,28 +88,7 @@ impl Harness {
     }
 
     async fn exporter(&self, name: &str, labels: &[(&str, &str)]) -> Identity {
-        let created = self
-            .store
-            .create(&Exporter {
-                metadata: ObjectMeta {
-                    name: Some(name.into()),
-                    namespace: Some(self.namespace.clone()),
-                    labels: Some(map(labels)),
-                    ..ObjectMeta::default()
-                },
-                spec: ExporterSpec::default(),
-                status: None,
-            })
-            .await
-            .expect("create exporter");
-        let uid = created.metadata.uid.expect("uid");
-        Identity::issued(
-            &self.issuer,
-            ObjectKind::Exporter,
-            &self.namespace,
-            name,
-            &uid,
-        )
+        created_exporter(&self.store, &self.issuer, &self.namespace, name, labels).await
     }
 
     async fn stored(&self, name: &str) -> Exporter {

@@ -10,12 +10,15 @@ use std::time::Duration as StdDuration;
 
 use jumpstarter_certs::{Ca, ClientAuth, IssuedCert, ServerCertParams, server_config};
 use jumpstarter_controller::crd;
+use jumpstarter_controller::crd::{Client, ClientSpec, Exporter, ExporterSpec};
 use jumpstarter_controller::server;
 use jumpstarter_controller::service::Services;
+use jumpstarter_controller::store::Store;
 use jumpstarter_controller::store::kube::KubeStore;
 use jumpstarter_testenv::TestEnv;
 use jumpstarter_token::SigningKey;
 use jumpstarter_token::internal::{DEFAULT_AUDIENCE, DEFAULT_ISSUER, Issuer, ObjectKind, Subject};
+use kube::api::ObjectMeta;
 use time::{Duration, OffsetDateTime};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -155,6 +158,61 @@ impl Identity {
                 .expect("issue")
                 .0,
         }
+    }
+}
+
+/// Creates Client `namespace/name` in `store` and returns it with a token from `issuer`.
+pub async fn created_client<S: Store>(
+    store: &S,
+    issuer: &Issuer,
+    namespace: &str,
+    name: &str,
+) -> Identity {
+    let created = store
+        .create(&Client {
+            metadata: object_meta(namespace, name, &[]),
+            spec: ClientSpec::default(),
+            status: None,
+        })
+        .await
+        .expect("create client");
+    let uid = created.metadata.uid.expect("uid");
+    Identity::issued(issuer, ObjectKind::Client, namespace, name, &uid)
+}
+
+/// Creates Exporter `namespace/name` with `labels` in `store` and returns it with a token
+/// from `issuer`.
+pub async fn created_exporter<S: Store>(
+    store: &S,
+    issuer: &Issuer,
+    namespace: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Identity {
+    let created = store
+        .create(&Exporter {
+            metadata: object_meta(namespace, name, labels),
+            spec: ExporterSpec::default(),
+            status: None,
+        })
+        .await
+        .expect("create exporter");
+    let uid = created.metadata.uid.expect("uid");
+    Identity::issued(issuer, ObjectKind::Exporter, namespace, name, &uid)
+}
+
+/// Metadata of object `namespace/name` with `labels` (none when empty).
+pub fn object_meta(namespace: &str, name: &str, labels: &[(&str, &str)]) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(namespace.into()),
+        labels: (!labels.is_empty()).then(|| {
+            labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        }),
+        ..ObjectMeta::default()
     }
 }
 
