@@ -484,6 +484,31 @@ impl Lab {
             .with_context(|| format!("lease {name} does not exist"))
     }
 
+    /// Lease `name` once `pred` holds of it (polled every 250 ms); panics with its status
+    /// and the lab's logs when `what` is not reached within `timeout`.
+    pub async fn wait_lease(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Lease) -> bool,
+    ) -> Lease {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let lease = self.lease(name).await.expect("get lease");
+            if pred(&lease) {
+                return lease;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lease {name}: {what} not reached within {timeout:?}; status: {}\n{}",
+                serde_json::to_string(&lease.status).unwrap_or_default(),
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Every Lease of the lab.
     pub async fn leases(&self) -> anyhow::Result<Vec<Lease>> {
         match self.mode {

@@ -84,30 +84,6 @@ async fn create_lease(lab: &Lab, client: &Path, target: &[&str], duration: &str)
     out.lease_name()
 }
 
-/// Polls lease `name` until `pred` holds; panics with the lab's logs after `timeout`.
-async fn wait_lease(
-    lab: &Lab,
-    name: &str,
-    what: &str,
-    timeout: Duration,
-    pred: impl Fn(&Lease) -> bool,
-) -> Lease {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let lease = lab.lease(name).await.expect("get lease");
-        if pred(&lease) {
-            return lease;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "lease {name}: {what} not reached within {timeout:?}; status: {}\n{}",
-            serde_json::to_string(&lease.status).unwrap_or_default(),
-            lab.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 /// The exporter cut off without a FIN: `jmp run` in its own network namespace reaches
 /// `jumpstarter serve` over a veth; nftables then drops every packet of that veth in both
 /// directions. The exporter must go Offline within two minutes, a lease created meanwhile
@@ -183,7 +159,9 @@ async fn exporter_cut_off_goes_offline_and_back() {
         .await
         .unwrap_or_else(|e| panic!("exporter not back online: {e:#}\n{}", lab.logs()));
     let to_online = healed_at.elapsed();
-    let ready = wait_lease(&lab, &lease, "Ready", Duration::from_secs(60), is_ready).await;
+    let ready = lab
+        .wait_lease(&lease, "Ready", Duration::from_secs(60), is_ready)
+        .await;
     assert_eq!(exporter_of(&ready).as_deref(), Some("board-1"));
     println!(
         "figure: cut → Offline {:.1} s; {dropped} packets dropped while cut; heal → Online {:.1} s; the waiting lease then Ready on board-1",
@@ -279,7 +257,8 @@ async fn api_server_down_for_a_minute() {
 
     // A live session on board-1.
     let live = create_lease(&lab, &c1, &["-l", "board=one"], "10m").await;
-    wait_lease(&lab, &live, "Ready", Duration::from_secs(60), is_ready).await;
+    lab.wait_lease(&live, "Ready", Duration::from_secs(60), is_ready)
+        .await;
     let script = lab.path("session.py");
     std::fs::write(&script, SESSION_SCRIPT).expect("write the session script");
     let python = venv().join("bin/python");
@@ -307,7 +286,8 @@ async fn api_server_down_for_a_minute() {
     // On board-2: a short lease that will expire during the outage, and one queued
     // behind it.
     let short = create_lease(&lab, &c1, &["-l", "board=two"], "20s").await;
-    wait_lease(&lab, &short, "Ready", Duration::from_secs(60), is_ready).await;
+    lab.wait_lease(&short, "Ready", Duration::from_secs(60), is_ready)
+        .await;
     let queued = create_lease(&lab, &c1, &["-l", "board=two"], "10m").await;
     let waiting = lab.lease(&queued).await.expect("get the queued lease");
     assert!(
@@ -345,7 +325,9 @@ async fn api_server_down_for_a_minute() {
     assert_eq!(controller_pid, lab.controller.as_ref().map(Proc::pid));
 
     // The expiry that fell into the outage is recorded, and the queue moves on.
-    let ended = wait_lease(&lab, &short, "ended", Duration::from_secs(90), is_ended).await;
+    let ended = lab
+        .wait_lease(&short, "ended", Duration::from_secs(90), is_ended)
+        .await;
     let reason = ended
         .status
         .as_ref()
@@ -353,7 +335,9 @@ async fn api_server_down_for_a_minute() {
         .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
         .map(|c| c.reason.clone());
     assert_eq!(reason.as_deref(), Some("Expired"), "{:?}", ended.status);
-    let served = wait_lease(&lab, &queued, "Ready", Duration::from_secs(90), is_ready).await;
+    let served = lab
+        .wait_lease(&queued, "Ready", Duration::from_secs(90), is_ready)
+        .await;
     assert_eq!(exporter_of(&served).as_deref(), Some("board-2"));
     let queue_moved = restarting_at.elapsed();
 
@@ -387,7 +371,8 @@ async fn api_server_down_for_a_minute() {
         .await
         .expect("jmp delete lease");
     assert!(out.ok(), "{out}");
-    wait_lease(&lab, &fresh, "Ready", Duration::from_secs(60), is_ready).await;
+    lab.wait_lease(&fresh, "Ready", Duration::from_secs(60), is_ready)
+        .await;
 
     let summary = output
         .lines()

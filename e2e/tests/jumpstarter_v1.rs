@@ -69,29 +69,6 @@ async fn lab_with_online_board(mode: Mode, prefix: &str) -> Lab {
     lab
 }
 
-async fn wait_lease<F: Fn(&Lease) -> bool>(
-    lab: &Lab,
-    name: &str,
-    what: &str,
-    timeout: Duration,
-    pred: F,
-) -> Lease {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let lease = lab.lease(name).await.expect("get lease");
-        if pred(&lease) {
-            return lease;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "lease {name}: {what} not reached within {timeout:?}; status: {}\n{}",
-            serde_json::to_string(&lease.status).unwrap_or_default(),
-            lab.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 fn is_ready(lease: &Lease) -> bool {
     lease
         .status
@@ -235,7 +212,9 @@ async fn exclusive_lease_queues_second_client_until_release(mode: Mode) {
     let c2 = lab.create_client("c2").await.expect("c2");
 
     let l1 = create_lease(&lab, &c1, &["-l", "board=mock"], "10m").await;
-    let lease1 = wait_lease(&lab, &l1, "Ready", Duration::from_secs(30), is_ready).await;
+    let lease1 = lab
+        .wait_lease(&l1, "Ready", Duration::from_secs(30), is_ready)
+        .await;
     assert_eq!(exporter_of(&lease1).as_deref(), Some("board-1"));
 
     // Client 2 cannot Dial client 1's lease.
@@ -274,10 +253,13 @@ async fn exclusive_lease_queues_second_client_until_release(mode: Mode) {
         .await
         .expect("jmp delete lease");
     assert!(out.ok(), "{out}");
-    wait_lease(&lab, &l1, "ended", Duration::from_secs(30), is_ended).await;
+    lab.wait_lease(&l1, "ended", Duration::from_secs(30), is_ended)
+        .await;
 
     // Now client 2 gets the exporter and can use it.
-    let lease2 = wait_lease(&lab, &l2, "Ready", Duration::from_secs(30), is_ready).await;
+    let lease2 = lab
+        .wait_lease(&l2, "Ready", Duration::from_secs(30), is_ready)
+        .await;
     assert_eq!(exporter_of(&lease2).as_deref(), Some("board-1"));
     shell(&lab, &c2, &["--lease", &l2], &["j", "power", "on"]).await;
 }
@@ -286,14 +268,18 @@ async fn lease_expires_on_time(mode: Mode) {
     let lab = lab_with_online_board(mode, "e2e-expiry").await;
     let c1 = lab.create_client("c1").await.expect("c1");
     let l1 = create_lease(&lab, &c1, &["-l", "board=mock"], "8s").await;
-    let ready = wait_lease(&lab, &l1, "Ready", Duration::from_secs(30), is_ready).await;
+    let ready = lab
+        .wait_lease(&l1, "Ready", Duration::from_secs(30), is_ready)
+        .await;
     let begin = ready
         .status
         .as_ref()
         .and_then(|s| s.begin_time.clone())
         .expect("beginTime")
         .0;
-    let ended = wait_lease(&lab, &l1, "ended", Duration::from_secs(30), is_ended).await;
+    let ended = lab
+        .wait_lease(&l1, "ended", Duration::from_secs(30), is_ended)
+        .await;
     let status = ended.status.expect("status");
     let end = status.end_time.expect("endTime").0;
     let lasted = (end.as_millisecond() - begin.as_millisecond()) as f64 / 1000.0;
@@ -319,7 +305,8 @@ async fn controller_restart_keeps_the_active_lease(mode: Mode) {
     let mut lab = lab_with_online_board(mode, "e2e-restart").await;
     let c1 = lab.create_client("c1").await.expect("c1");
     let l1 = create_lease(&lab, &c1, &["-l", "board=mock"], "10m").await;
-    wait_lease(&lab, &l1, "Ready", Duration::from_secs(30), is_ready).await;
+    lab.wait_lease(&l1, "Ready", Duration::from_secs(30), is_ready)
+        .await;
     shell(&lab, &c1, &["--lease", &l1], &["j", "power", "on"]).await;
 
     let mut controller = lab.controller.take().expect("controller");
@@ -327,7 +314,9 @@ async fn controller_restart_keeps_the_active_lease(mode: Mode) {
     drop(controller);
     lab.start_controller().await.expect("restart controller");
 
-    let lease = wait_lease(&lab, &l1, "still Ready", Duration::from_secs(10), is_ready).await;
+    let lease = lab
+        .wait_lease(&l1, "still Ready", Duration::from_secs(10), is_ready)
+        .await;
     assert_eq!(exporter_of(&lease).as_deref(), Some("board-1"));
     lab.wait_exporter_condition("board-1", "Online", "True", ONLINE_TIMEOUT)
         .await
