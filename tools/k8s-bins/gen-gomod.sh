@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates go.mod/go.sum for building kube-apiserver (and kubectl) of one
+# Regenerates go.mod/go.sum for building kube-apiserver, kubectl and the node parts
+# (kubelet, kube-proxy, kube-controller-manager, kube-scheduler) of one
 # Kubernetes release from the Go module proxy. k8s.io/kubernetes requires its
 # staging modules at v0.0.0, so this module must replace every one of them
 # with the matching published v0.X.Y release.
@@ -25,5 +26,7 @@ upstream_gomod=$(go mod download -json "k8s.io/kubernetes@v${version}" \
   echo ")"
 } >> go.mod
 go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@v${version}"
-go get -tool "k8s.io/kubernetes/cmd/kubectl@v${version}"
+for cmd in kubectl kubelet kube-proxy kube-controller-manager kube-scheduler; do
+  go get -tool "k8s.io/kubernetes/cmd/${cmd}@v${version}"
+done
 go mod tidy

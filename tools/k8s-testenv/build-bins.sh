@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes parts the tests use — kube-apiserver, kubectl,
-# etcd and helm — from the Go module proxy into a cache directory, and reuses
+# etcd and helm, and the node's kubelet, kube-proxy, kube-controller-manager and
+# kube-scheduler (same k8s.io/kubernetes pin) — from the Go module proxy into a cache directory, and reuses
 # them when the cached binaries already report the pinned versions.
 #
 #   tools/k8s-testenv/build-bins.sh          # prints the bin directory on its last line
@@ -59,6 +60,10 @@ build helm helm-bin "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
   "-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION -X helm.sh/helm/v3/internal/version.metadata="
 build kube-apiserver k8s-bins "$KUBE_VERSION" k8s.io/kubernetes/cmd/kube-apiserver "$(kube_ldflags)"
 build kubectl k8s-bins "$KUBE_VERSION" k8s.io/kubernetes/cmd/kubectl "$(kube_ldflags)"
+# The single-node cluster for the Helm chart (testenv.sh start --node).
+for node_part in kubelet kube-proxy kube-controller-manager kube-scheduler; do
+  build "$node_part" k8s-bins "$KUBE_VERSION" "k8s.io/kubernetes/cmd/$node_part" "$(kube_ldflags)"
+done
 
 "$out/kube-apiserver" --version >&2
 echo "$out"
