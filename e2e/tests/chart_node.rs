@@ -533,8 +533,9 @@ async fn upgrade_during_a_live_session_then_uninstall_keeps_only_crds_and_user_o
             "{object} gone after uninstall: {left:?}"
         );
     }
-    // What the cluster itself keeps in every namespace, and the user's objects with the
-    // credentials the controller issued to them.
+    // What the cluster itself keeps in every namespace, the user's objects with the
+    // credentials the controller issued to them, and the keys those credentials hang on
+    // (the CA and token keys: a reinstall serves the same clients and exporters).
     let credentials = release
         .kubectl(&[
             "get",
@@ -548,7 +549,14 @@ async fn upgrade_during_a_live_session_then_uninstall_keeps_only_crds_and_user_o
     let unexpected: Vec<&String> = left
         .iter()
         .filter(|l| !l.contains(".jumpstarter.dev/"))
-        .filter(|l| *l != "configmap/kube-root-ca.crt" && *l != "serviceaccount/default")
+        .filter(|l| {
+            ![
+                "configmap/kube-root-ca.crt",
+                "serviceaccount/default",
+                "secret/jumpstarter-controller-keys",
+            ]
+            .contains(&l.as_str())
+        })
         .filter(|l| !credentials.contains(&l.as_str()))
         .collect();
     assert!(
