@@ -49,6 +49,12 @@ node_preflight() {
   for b in kubelet kube-proxy kube-scheduler kube-controller-manager kubectl; do
     [ -x "$bin/$b" ] || die "$bin/$b not found; build it with tools/k8s-testenv/build-bins.sh"
   done
+  # Pod -> Service -> pod on the same bridge: replies must pass iptables (br_netfilter).
+  if ! [ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]; then
+    modprobe br_netfilter 2>/dev/null || true
+    [ -e /proc/sys/net/bridge/bridge-nf-call-iptables ] \
+      || die "the kernel module br_netfilter is not loaded (and modprobe br_netfilter failed); Services between pods on the node's bridge need it"
+  fi
   if ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then
     die "$NODE_BRIDGE already exists: another test node runs on this machine (stop it with its testenv.sh stop)"
   fi
