@@ -5,6 +5,8 @@
 //!   type, unknown keys, a missing image and malformed escape hatches;
 //! - every rendered set passes a server-side dry run;
 //! - install, upgrade with changed values, uninstall: nothing left but the CRDs;
+//! - with `values-node.yaml`, the controller run with the chart's arguments writes router
+//!   certificates naming 127.0.0.1, the advertised node-port host;
 //! - RBAC proof: the controller binary runs out of cluster with a token of the chart's
 //!   ServiceAccount (not admin), with the arguments of the chart's Deployment; the router
 //!   runs with the certificate Secret the controller wrote for it; the real 0.9.0 client and
@@ -1520,6 +1522,106 @@ routers:
         );
     }
     drop(lab);
+}
+
+/// With `values-node.yaml` (routers on node ports of 127.0.0.1), the controller run with the
+/// chart's arguments writes router certificates that name 127.0.0.1, the address the host's
+/// tools dial, and are signed by the CA it hands out.
+#[tokio::test]
+async fn values_node_router_certificates_name_the_advertised_host() {
+    let env = TestEnv::shared();
+    env.install_crds(&jumpstarter_controller::crd::definitions())
+        .await
+        .expect("CRDs");
+    let chart = Chart::new(env);
+    let namespace = env.namespace("helm-node-certs").await;
+    let admin = env.admin_client().await;
+    let dir = tempfile::Builder::new()
+        .prefix("e2e-helm-node-certs-")
+        .tempdir()
+        .expect("tempdir");
+    let image = image_values(dir.path());
+    let node = jumpstarter_testenv::repo_root().join("helm/values-node.yaml");
+    let docs = documents(
+        &chart
+            .render(RELEASE, &namespace, &[&image, &node])
+            .await
+            .expect("render values-node.yaml"),
+    );
+    let chart_args = container_args(find(&docs, "Deployment", &format!("{FULLNAME}-controller")));
+
+    // The controller out of cluster with the chart's arguments, listeners on free loopback
+    // ports (the advertised endpoints stay as rendered).
+    let probe_port = free_port();
+    let args = rewrite_args(
+        &chart_args,
+        &BTreeMap::from([
+            ("--grpc-listen", format!("127.0.0.1:{}", free_port())),
+            ("--grpc-quic-listen", format!("127.0.0.1:{}", free_port())),
+            ("--probe-listen", format!("127.0.0.1:{probe_port}")),
+            ("--metrics-listen", format!("127.0.0.1:{}", free_port())),
+        ]),
+    );
+    let mut cmd = Command::new(bin_path("jumpstarter-controller"));
+    cmd.args(&args)
+        .arg("--kubeconfig")
+        .arg(&env.admin_kubeconfig)
+        .env("JUMPSTARTER_IDENTITY", "controller-pod-0")
+        .env("RUST_LOG", "info");
+    let mut controller = Proc::spawn("controller", cmd, dir.path().join("controller.log"))
+        .expect("spawn controller");
+    wait_http_ok(
+        &format!("http://127.0.0.1:{probe_port}/readyz"),
+        Duration::from_secs(60),
+        &mut controller,
+    )
+    .await
+    .expect("controller ready");
+
+    let secrets: Api<Secret> = Api::namespaced(admin, &namespace);
+    for i in 0..2 {
+        let name = format!("{FULLNAME}-router-{i}-tls");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let secret = loop {
+            if let Some(secret) = secrets.get_opt(&name).await.expect("get Secret") {
+                break secret;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {name} within 30 s:\n{}",
+                controller.output()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let data = secret.data.unwrap_or_default();
+        let cert = dir.path().join(format!("router-{i}.crt"));
+        let ca = dir.path().join(format!("router-{i}-ca.crt"));
+        std::fs::write(&cert, &data["tls.crt"].0).expect("write cert");
+        std::fs::write(&ca, &data["ca.crt"].0).expect("write CA");
+        let sans = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+            .arg(&cert)
+            .output()
+            .expect("openssl x509");
+        let sans = String::from_utf8_lossy(&sans.stdout);
+        assert!(
+            sans.contains("IP Address:127.0.0.1"),
+            "router {i} certificate SANs: {sans}"
+        );
+        let verify = std::process::Command::new("openssl")
+            .arg("verify")
+            .arg("-CAfile")
+            .arg(&ca)
+            .arg(&cert)
+            .output()
+            .expect("openssl verify");
+        assert!(
+            verify.status.success(),
+            "router {i}: {}",
+            String::from_utf8_lossy(&verify.stdout)
+        );
+    }
+    drop(controller);
 }
 
 /// The four CRDs exist (`when` names the moment, for the failure message).
