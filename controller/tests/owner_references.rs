@@ -124,10 +124,10 @@ where
 {
     let deadline = Instant::now() + WAIT;
     loop {
-        if let Some(object) = store.get::<K>(namespace, name).await.expect("get") {
-            if let Some(found) = check(&object) {
-                return found;
-            }
+        if let Some(object) = store.get::<K>(namespace, name).await.expect("get")
+            && let Some(found) = check(&object)
+        {
+            return found;
         }
         if let Some(status) = controller.child.try_wait().expect("wait") {
             panic!("controller exited ({status}):\n{}", controller.log());
