@@ -357,6 +357,7 @@ async fn lint_render_and_schema() {
             "{name}: {args:?}"
         );
         assert!(args.contains(&"--router-cert-secrets".to_owned()));
+        assert!(args.contains(&format!("--owner-deployment={FULLNAME}-controller")));
         let routers: Vec<&String> = args.iter().filter(|a| a.starts_with("--router=")).collect();
         let security = &controller["spec"]["template"]["spec"]["containers"][0]["securityContext"];
         assert_eq!(security["readOnlyRootFilesystem"], true);
@@ -1081,6 +1082,7 @@ fn expected_rules() -> Vec<(Vec<&'static str>, Vec<&'static str>, Vec<&'static s
             vec!["leases"],
             vec!["get", "create", "update"],
         ),
+        (vec!["apps"], vec!["deployments"], vec!["get"]),
         (
             vec!["jumpstarter.dev"],
             vec!["clients", "exporteraccesspolicies"],
@@ -1215,9 +1217,13 @@ routers:
         .get(&sa_name)
         .await
         .expect("Role");
-    let rules: Vec<_> = role
-        .rules
-        .unwrap_or_default()
+    let role_rules = role.rules.unwrap_or_default();
+    // The one rule on Deployments reads only the controller's own.
+    assert!(role_rules.iter().all(|r| {
+        !r.resources.iter().flatten().any(|x| x == "deployments")
+            || r.resource_names.as_deref() == Some(std::slice::from_ref(&sa_name))
+    }));
+    let rules: Vec<_> = role_rules
         .into_iter()
         .map(|r| {
             (
@@ -1308,6 +1314,18 @@ routers:
         .await
         .expect("router certificate Secret");
     assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    // Owned by the controller's Deployment, so `helm uninstall` removes it with it.
+    let controller_uid = deployments
+        .get(&sa_name)
+        .await
+        .expect("controller")
+        .metadata
+        .uid;
+    let owners: Vec<_> = secret.metadata.owner_references.iter().flatten().collect();
+    assert!(
+        owners.len() == 1 && Some(&owners[0].uid) == controller_uid.as_ref(),
+        "{owners:?}"
+    );
     let tls_dir = dir.path().join("tls");
     std::fs::create_dir_all(&tls_dir).unwrap();
     let data = secret.data.unwrap_or_default();
