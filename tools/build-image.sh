@@ -172,6 +172,11 @@ stamp="$(pkg_stamp)" || {
   apt-get update -qq >&2 || die "apt-get update failed"
   stamp="$(pkg_stamp)" || die "apt-cache knows none of: ${base_pkgs[*]}"
 }
+libc_installed="$(dpkg-query -W -f '${Version}' libc6 2>/dev/null || true)"
+libc_base="$(sed -n 's/.*libc6=\([^ ]*\).*/\1/p' <<<"$stamp")"
+if [ -n "$libc_installed" ] && dpkg --compare-versions "$libc_installed" gt "$libc_base"; then
+  say "WARNING: the installed glibc ($libc_installed) is newer than the one apt offers for the base ($libc_base); binaries linked here may need symbols the base lacks"
+fi
 have_stamp="$(bh inspect --type image --format "{{index .OCIv1.Config.Labels \"$base_label\"}}" \
   "$base_image" 2>/dev/null || true)"
 if [ "$have_stamp" = "$stamp" ]; then
@@ -229,7 +234,14 @@ bh bud --layers --pull=never \
   || die "buildah bud failed (see above)"
 image_id="$(sed 's/^sha256://' "$scratch/iid")"
 # A dirty tree's tag also names the image's content, so every rebuilt image gets a new ref.
-if [ "$dirty" = 1 ]; then tag="$tag-dirty-${image_id:0:12}"; fi
+if [ "$dirty" = 1 ]; then
+  tag="$tag-dirty-${image_id:0:12}"
+  # Earlier builds of the same dirty tree are superseded: untag them so work in progress does
+  # not fill the disk with images (their layers go when no tag holds them).
+  bh images --format '{{.Name}}:{{.Tag}}' "$image_repo" 2>/dev/null \
+    | grep -F "$image_repo:${tag%-*}-" | grep -vFx "$image_repo:$tag" \
+    | while read -r old; do bh rmi "$old" >/dev/null 2>&1 || true; done || true
+fi
 ref="$image_repo:$tag"
 bh tag "$image_id" "$ref"
 size="$(bh images --format '{{.Size}}' "$ref" | head -n 1)"
@@ -237,7 +249,7 @@ say "built $ref (id ${image_id:0:12}, $size) in $(( $(date +%s) - started ))s"
 
 # --- 4. load into containerd --------------------------------------------------------------
 load_into() { # socket
-  local sock="$1" tar="$scratch/image.tar" names
+  local sock="${1#unix://}" tar="$scratch/image.tar" names
   [ -S "$sock" ] || die "no containerd socket at $sock"
   rm -f "$tar"
   bh push --quiet "$ref" "oci-archive:$tar:$ref" >&2 || die "buildah push to an OCI archive failed"
