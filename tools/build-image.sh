@@ -43,7 +43,8 @@ Options:
   -h, --help              this help
 
 The image is localhost/jumpstarter-service:<tag>; the base is
-localhost/jumpstarter-base:debian<N>, rebuilt only when the Debian package versions change.
+localhost/jumpstarter-base:<os><version> (e.g. debian12), rebuilt only when the versions of its
+Debian packages change.
 EOF
 }
 
@@ -142,9 +143,10 @@ for b in "${bins[@]}"; do
     say "staged $b ($(du -h "$stage_dir/$b" | cut -f1))"
   fi
 done
-# Only the binaries belong in the image (the .from notes stay out of it).
-find "$stage_dir" -mindepth 1 -maxdepth 1 ! -name '.*' \
-  $(printf '! -name %s ' "${bins[@]}") -exec rm -rf {} +
+# Only the binaries belong in the image (the .from notes stay out of it: .dockerignore).
+for f in "$stage_dir"/*; do
+  case " ${bins[*]} " in *" ${f##*/} "*) ;; *) rm -rf "$f" ;; esac
+done
 
 # --- 2. runtime base from Debian packages -------------------------------------------------
 # glibc and libgcc are what the binaries link (ldd); CA certificates for TLS to services that
@@ -152,11 +154,13 @@ find "$stage_dir" -mindepth 1 -maxdepth 1 ! -name '.*' \
 # would install on this machine, so the base's glibc is never older than the one the binaries
 # were linked against.
 base_pkgs=(libc6 libgcc-s1 ca-certificates netbase)
-debian_version="$(. /etc/os-release && echo "${VERSION_ID:-unknown}")"
-base_image="localhost/jumpstarter-base:debian${debian_version%%.*}"
+# shellcheck source=/dev/null
+os_release="$(. /etc/os-release && echo "${ID:-linux}${VERSION_ID:-}")"
+base_image="localhost/jumpstarter-base:${os_release%%.*}"
 base_label=io.jumpstarter.base.packages
-command -v apt-cache >/dev/null && command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null \
-  || die "apt-get, apt-cache and dpkg-deb are needed to make the base image (a Debian system)"
+for tool in apt-cache apt-get dpkg-deb dpkg-query; do
+  command -v "$tool" >/dev/null || die "$tool is needed to make the base image from Debian packages"
+done
 pkg_stamp() { # "pkg=version ..." in base_pkgs order, or fails when apt does not know one
   local versions p v out=""
   versions="$(apt-cache show --no-all-versions "${base_pkgs[@]}" 2>/dev/null \
@@ -170,7 +174,7 @@ pkg_stamp() { # "pkg=version ..." in base_pkgs order, or fails when apt does not
 stamp="$(pkg_stamp)" || {
   say "apt has no package lists; running apt-get update"
   apt-get update -qq >&2 || die "apt-get update failed"
-  stamp="$(pkg_stamp)" || die "apt-cache knows none of: ${base_pkgs[*]}"
+  stamp="$(pkg_stamp)" || die "apt-cache does not know all of: ${base_pkgs[*]}"
 }
 libc_installed="$(dpkg-query -W -f '${Version}' libc6 2>/dev/null || true)"
 libc_base="$(sed -n 's/.*libc6=\([^ ]*\).*/\1/p' <<<"$stamp")"
@@ -189,8 +193,8 @@ else
     || die "apt-get download of the base packages failed: $stamp"
   for deb in "$scratch"/debs/*.deb; do dpkg-deb -x "$deb" "$scratch/rootfs"; done
   r="$scratch/rootfs"
-  rm -rf "$r/usr/share/doc" "$r/usr/share/man" "$r/usr/share/info" "$r/usr/share/locale" \
-    "$r/usr/share/lintian" "$r/usr/sbin" "$r/usr/bin" "$r/sbin" "$r/bin"
+  rm -rf "${r:?}/usr/share/doc" "$r/usr/share/man" "$r/usr/share/info" "$r/usr/share/locale" \
+    "$r/usr/share/lintian" "${r:?}/usr/sbin" "${r:?}/usr/bin" "${r:?}/sbin" "${r:?}/bin"
   # What update-ca-certificates would write with every bundled certificate enabled (no
   # maintainer scripts run in an unpacked root).
   mkdir -p "$r/etc/ssl/certs"
@@ -253,10 +257,12 @@ load_into() { # socket
   [ -S "$sock" ] || die "no containerd socket at $sock"
   rm -f "$tar"
   bh push --quiet "$ref" "oci-archive:$tar:$ref" >&2 || die "buildah push to an OCI archive failed"
-  ctr --address "$sock" -n k8s.io images import "$tar" >&2 || die "ctr images import into $sock failed"
-  names="$(ctr --address "$sock" -n k8s.io images ls -q)"
+  timeout 300 ctr --address "$sock" -n k8s.io images import "$tar" >&2 \
+    || die "ctr images import into $sock failed (or took over 5 minutes)"
+  names="$(timeout 60 ctr --address "$sock" -n k8s.io images ls -q)" \
+    || die "ctr images ls on $sock failed"
   grep -Fxq "$ref" <<<"$names" \
-    || die "after the import, containerd at $sock has no image named $ref (it has: $(echo $names))"
+    || die "after the import, containerd at $sock has no image named $ref (it has: $(tr '\n' ' ' <<<"$names"))"
   rm -f "$tar"
   say "loaded $ref into containerd at $sock (namespace k8s.io)"
 }
@@ -287,7 +293,7 @@ EOF
     # Shims of containers that did not finish (a timed-out run), then containerd itself.
     for f in "$d"/state/io.containerd.runtime.v2.task/*/*/init.pid \
              "$d"/state/io.containerd.runtime.v2.task/*/*/shim.pid; do
-      [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true
+      if [ -f "$f" ]; then kill -9 "$(cat "$f")" 2>/dev/null || true; fi
     done
     if kill -0 "$cd_pid" 2>/dev/null; then
       kill "$cd_pid"; for _ in $(seq 1 50); do kill -0 "$cd_pid" 2>/dev/null || break; sleep 0.1; done
@@ -298,11 +304,11 @@ EOF
     rm -rf "$scratch"
   }
   for _ in $(seq 1 100); do
-    ctr --address "$d/containerd.sock" version >/dev/null 2>&1 && break
+    timeout 5 ctr --address "$d/containerd.sock" version >/dev/null 2>&1 && break
     kill -0 "$cd_pid" 2>/dev/null || { cat "$d/containerd.log" >&2; die "the self-test containerd exited"; }
     sleep 0.1
   done
-  ctr --address "$d/containerd.sock" version >/dev/null 2>&1 \
+  timeout 5 ctr --address "$d/containerd.sock" version >/dev/null 2>&1 \
     || { tail -n 20 "$d/containerd.log" >&2; die "the self-test containerd did not answer in 10s"; }
   say "self-test: containerd (pid $cd_pid) at $d/containerd.sock"
   load_into "$d/containerd.sock"
