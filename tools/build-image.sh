@@ -248,7 +248,7 @@ if [ "$dirty" = 1 ]; then
 fi
 ref="$image_repo:$tag"
 bh tag "$image_id" "$ref"
-size="$(bh images --format '{{.Size}}' "$ref" | head -n 1)"
+size="$(bh images --format '{{.Size}}' "$ref" | sed -n 1p)"
 say "built $ref (id ${image_id:0:12}, $size) in $(( $(date +%s) - started ))s"
 
 # --- 4. load into containerd --------------------------------------------------------------
@@ -319,7 +319,7 @@ EOF
     out="$(timeout 60 ctr --address "$d/containerd.sock" -n k8s.io run --rm --read-only \
       --mount type=bind,src=/bin/busybox,dst=/busybox,options=rbind:ro \
       "$ref" "self-test-$id" "$@" 2>&1)" || got=$?
-    printf '%s\n' "$out" | head -n 6 | sed 's/^/    | /' >&2
+    sed -n 's/^/    | /; p; 6q' <<<"$out" >&2
     [ "$got" = "$want" ] || die "self-test: '${*:-default command}' exited $got, expected $want"
   }
   say "self-test: the image's default command (jumpstarter-controller --help)"
