@@ -107,6 +107,14 @@ scratch="$(mktemp -d "${TMPDIR:-/tmp}/jumpstarter-image.XXXXXX")"
 cleanup() { rm -rf "$scratch"; }
 trap cleanup EXIT
 
+# One build at a time per checkout: the staged binaries are shared.
+mkdir -p "$stage_dir"
+exec 9>"$stage_dir/.lock"
+if ! flock -n 9; then
+  say "another image build of this checkout is running; waiting for it"
+  flock 9
+fi
+
 # --- 1. binaries --------------------------------------------------------------------------
 command -v cargo >/dev/null || die "cargo is not installed"
 target_dir="$(cd "$repo" && cargo metadata --format-version 1 --no-deps 2>/dev/null \
