@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the service image with buildah from the repository's Dockerfile, without a registry:
 # the binaries come from a cargo build on this machine (the Dockerfile's `host-binaries`
-# stage) and the runtime base is made locally from Debian packages (glibc, libgcc, CA
+# target) and the runtime base is made locally from Debian packages (glibc, libgcc, CA
 # certificates; user 65532, no shell). Then loads the image into a containerd (by default the
 # test node's, see tools/k8s-testenv) for pods that use it with imagePullPolicy: Never.
 #
@@ -82,7 +82,7 @@ if [ "$self_test" = 1 ] && [ -n "$address" ]; then
 fi
 
 # The three binaries the Dockerfile's build stage produces, and where the `host-binaries`
-# stage takes them from (a path inside the build context; .dockerignore lets it through).
+# target takes them from (a path inside the build context; .dockerignore lets it through).
 bins=(jumpstarter-controller jumpstarter-router jumpstarter)
 stage_dir="$repo/target/image-bin"
 image_repo=localhost/jumpstarter-service
@@ -238,10 +238,10 @@ if [ -z "$tag" ]; then
 else
   dirty=0
 fi
-say "building $image_repo from $repo/Dockerfile (BINARIES=host-binaries, BASE_IMAGE=$base_image)"
+say "building $image_repo from $repo/Dockerfile (target host-binaries, BASE_IMAGE=$base_image)"
 started=$(date +%s)
 bh bud --layers --pull=never \
-  --build-arg BINARIES=host-binaries --build-arg "BASE_IMAGE=$base_image" \
+  --target host-binaries --build-arg "BASE_IMAGE=$base_image" \
   --iidfile "$scratch/iid" -f "$repo/Dockerfile" "$repo" >&2 \
   || die "buildah bud failed (see above)"
 image_id="$(sed 's/^sha256://' "$scratch/iid")"
