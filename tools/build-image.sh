@@ -97,6 +97,16 @@ if [ "$self_test" = 1 ]; then
   command -v runc >/dev/null || die "runc is not installed (Debian package: runc)"
   [ -x /bin/busybox ] || die "/bin/busybox is missing (Debian package: busybox-static); the self-test mounts it to check the user and the read-only root"
 fi
+# Where to load, found before any build so a wrong setting fails fast.
+if [ "$load" = 1 ] && [ "$self_test" = 0 ]; then
+  if [ -z "$address" ]; then
+    env_file="${KTE_DIR:-$repo/target/k8s-testenv}/env"
+    [ -f "$env_file" ] || die "no --containerd-address and no test node env file at $env_file (start the node: tools/k8s-testenv/testenv.sh start --node; or use --no-load)"
+    address="$(sed -n 's/^KTE_CONTAINERD_ADDRESS=//p' "$env_file" | tail -n 1)"
+    [ -n "$address" ] || die "$env_file has no KTE_CONTAINERD_ADDRESS (is the node started with --node?)"
+  fi
+  [ -S "${address#unix://}" ] || die "no containerd socket at ${address#unix://} (is the node's containerd running?)"
+fi
 buildah_args=()
 if [ -n "${JUMPSTARTER_BUILDAH_ROOT:-}" ]; then
   buildah_args=(--root "$JUMPSTARTER_BUILDAH_ROOT/storage" --runroot "$JUMPSTARTER_BUILDAH_ROOT/run")
@@ -348,12 +358,6 @@ EOF
   grep -q 'Read-only file system' <<<"$out" || die "self-test: writing to the root failed for another reason: $out"
   say "self-test: passed"
 elif [ "$load" = 1 ]; then
-  if [ -z "$address" ]; then
-    env_file="${KTE_DIR:-$repo/target/k8s-testenv}/env"
-    [ -f "$env_file" ] || die "no --containerd-address and no test node env file at $env_file (start the node: tools/k8s-testenv/testenv.sh start --node; or use --no-load)"
-    address="$(sed -n 's/^KTE_CONTAINERD_ADDRESS=//p' "$env_file" | tail -n 1)"
-    [ -n "$address" ] || die "$env_file has no KTE_CONTAINERD_ADDRESS (is the node started with --node?)"
-  fi
   load_into "$address"
 fi
 
