@@ -18,8 +18,10 @@
 //! - `router/<name>/tcp`: the router endpoint answers TLS (ALPN h2) with a certificate for
 //!   its host that chains to the CA;
 //! - `router/<name>/udp`: for a router advertised with a QUIC endpoint, a QUIC handshake
-//!   over UDP reaches it and its certificate verifies the same way. The router then asks
-//!   for a lease certificate this check does not hold; that refusal is expected.
+//!   over UDP reaches it and its certificate verifies the same way. Sessions need a lease
+//!   certificate this check does not hold; a server certificate that verified proves the
+//!   UDP path and the router's identity, whatever the router does next with the anonymous
+//!   peer (it may close the connection: that is still a pass).
 //!
 //! Text output by default, `-o json` for programs; the exit status is non-zero when any
 //! check fails. Every API call and network step is bounded by `--timeout`.

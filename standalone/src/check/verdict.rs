@@ -394,40 +394,43 @@ pub(crate) fn tls(
     alpn: &[u8],
     outcome: &TlsOutcome,
 ) -> Check {
+    let place = match outcome {
+        TlsOutcome::Unreachable { addr, .. }
+        | TlsOutcome::TimedOut { addr, .. }
+        | TlsOutcome::Refused { addr, .. }
+        | TlsOutcome::Broken { addr, .. }
+        | TlsOutcome::Secured { addr, .. } => at(endpoint, addr),
+        TlsOutcome::BadEndpoint(_) | TlsOutcome::NoAddress(_) => endpoint.to_owned(),
+    };
     match outcome {
         TlsOutcome::BadEndpoint(e) => Check::fail(name, e.clone()),
         TlsOutcome::NoAddress(e) => Check::fail(name, format!("{endpoint}: {e}")),
-        TlsOutcome::Unreachable { addr, error } => Check::fail(
-            name,
-            format!("TCP connect to {endpoint} ({addr}) failed: {error}"),
-        ),
-        TlsOutcome::TimedOut { addr, step } => {
-            Check::fail(name, format!("{step} with {endpoint} ({addr}) timed out"))
+        TlsOutcome::Unreachable { error, .. } => {
+            Check::fail(name, format!("TCP connect to {place} failed: {error}"))
         }
-        TlsOutcome::Refused { addr, error } => Check::fail(
+        TlsOutcome::TimedOut { step, .. } => {
+            Check::fail(name, format!("{step} with {place} timed out"))
+        }
+        TlsOutcome::Refused { error, .. } => Check::fail(
             name,
-            format!(
-                "TLS with {endpoint} ({addr}): {}",
-                describe_tls_error(host, error)
-            ),
+            format!("TLS with {place}: {}", describe_tls_error(host, error)),
         ),
-        TlsOutcome::Broken { addr, error } => Check::fail(
-            name,
-            format!("TLS with {endpoint} ({addr}) failed: {error}"),
-        ),
-        TlsOutcome::Secured { addr, alpn: agreed } => {
+        TlsOutcome::Broken { error, .. } => {
+            Check::fail(name, format!("TLS with {place} failed: {error}"))
+        }
+        TlsOutcome::Secured { alpn: agreed, .. } => {
             let expected = String::from_utf8_lossy(alpn);
             match agreed {
                 Some(p) if p == alpn => Check::pass(
                     name,
                     format!(
-                        "TCP {endpoint} ({addr}) reachable; certificate valid for {host}, chains to the CA; ALPN {expected}"
+                        "TCP {place} reachable; certificate valid for {host}, chains to the CA; ALPN {expected}"
                     ),
                 ),
                 other => Check::fail(
                     name,
                     format!(
-                        "TLS with {endpoint} ({addr}) agreed on ALPN {} instead of {expected}",
+                        "TLS with {place} agreed on ALPN {} instead of {expected}",
                         other
                             .as_ref()
                             .map_or("none".to_owned(), |p| String::from_utf8_lossy(p)
@@ -456,6 +459,7 @@ pub(crate) fn quic(name: &str, endpoint: &str, host: &str, outcome: &QuicOutcome
             end,
         } => (addr, server_cert, end),
     };
+    let place = at(endpoint, addr);
     match server_cert {
         Some(Ok(())) => {
             let after = match end {
@@ -471,38 +475,31 @@ pub(crate) fn quic(name: &str, endpoint: &str, host: &str, outcome: &QuicOutcome
             Check::pass(
                 name,
                 format!(
-                    "QUIC {endpoint} ({addr}) answered over UDP; certificate valid for {host}, chains to the CA; {after}"
+                    "QUIC {place} answered over UDP; certificate valid for {host}, chains to the CA; {after}"
                 ),
             )
         }
         Some(Err(error)) => Check::fail(
             name,
-            format!(
-                "QUIC {endpoint} ({addr}): {}",
-                describe_tls_error(host, error)
-            ),
+            format!("QUIC {place}: {}", describe_tls_error(host, error)),
         ),
         None => match end {
             QuicEnd::TimedOut => Check::fail(
                 name,
                 format!(
-                    "no QUIC answer from {endpoint} ({addr}) over UDP: nothing listens, or UDP is filtered on the way"
+                    "no QUIC answer from {place} over UDP: nothing listens, or UDP is filtered on the way"
                 ),
             ),
             QuicEnd::ClosedByPeer(reason) => Check::fail(
                 name,
                 format!(
-                    "QUIC {endpoint} ({addr}) refused the handshake before showing a certificate: {reason}"
+                    "QUIC {place} refused the handshake before showing a certificate: {reason}"
                 ),
             ),
-            QuicEnd::Local(reason) => {
-                Check::fail(name, format!("QUIC {endpoint} ({addr}): {reason}"))
-            }
+            QuicEnd::Local(reason) => Check::fail(name, format!("QUIC {place}: {reason}")),
             QuicEnd::Established => Check::fail(
                 name,
-                format!(
-                    "QUIC {endpoint} ({addr}): handshake complete without a verified certificate"
-                ),
+                format!("QUIC {place}: handshake complete without a verified certificate"),
             ),
         },
     }
@@ -520,6 +517,15 @@ pub(crate) fn health(endpoint: &str, answer: &Result<String, String>) -> Check {
     }
 }
 
+/// `endpoint`, and the address it resolved to when that says more.
+fn at(endpoint: &str, addr: &str) -> String {
+    if endpoint == addr {
+        endpoint.to_owned()
+    } else {
+        format!("{endpoint} ({addr})")
+    }
+}
+
 /// A server-facing reason for a TLS error.
 fn describe_tls_error(host: &str, error: &TlsError) -> String {
     match error {
@@ -532,7 +538,11 @@ fn describe_tls_error(host: &str, error: &TlsError) -> String {
                 if presented.is_empty() {
                     "nothing".to_owned()
                 } else {
-                    presented.join(", ")
+                    presented
+                        .iter()
+                        .map(|name| bare_name(name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 }
             )
         }
@@ -549,6 +559,15 @@ fn describe_tls_error(host: &str, error: &TlsError) -> String {
         TlsError::AlertReceived(alert) => format!("the server refused the handshake ({alert:?})"),
         other => other.to_string(),
     }
+}
+
+/// `DnsName("a.example")` (how rustls shows a presented name) as `a.example`.
+fn bare_name(presented: &str) -> &str {
+    presented
+        .split_once('(')
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .map(|inner| inner.trim_matches('"'))
+        .unwrap_or(presented)
 }
 
 /// Every check of an endpoint that could not be tried because the CA is unknown.
@@ -785,7 +804,7 @@ mod tests {
         assert!(
             check
                 .detail
-                .contains("not valid for 127.0.0.1: it names DnsName(\"wrong.example\")"),
+                .contains("not valid for 127.0.0.1: it names wrong.example"),
             "{}",
             check.detail
         );
