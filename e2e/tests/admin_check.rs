@@ -597,6 +597,19 @@ routers:
         assert!(run.checks[name].0, "{name}: {}", run.out);
     }
 
+    // By hand, as admin, without naming the Deployment: found by its labels.
+    let by_hand = check(&env.admin_kubeconfig, Some(&namespace), &[]).await;
+    assert_eq!(
+        by_hand.failed(),
+        BTreeSet::from(["controller/deployment"]),
+        "{}",
+        by_hand.out
+    );
+    assert_eq!(
+        by_hand.detail("controller/endpoints"),
+        run.detail("controller/endpoints")
+    );
+
     let uninstall = chart
         .helm(&["uninstall", "js", "-n", &namespace])
         .await

@@ -361,3 +361,70 @@ async fn endpoint_checks(
     }
     checks
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        check: CheckArgs,
+    }
+
+    fn args(line: &[&str]) -> CheckArgs {
+        let mut argv = vec!["check"];
+        argv.extend_from_slice(line);
+        Cli::try_parse_from(argv).expect("flags").check
+    }
+
+    fn deployment() -> Option<Result<Advertised, String>> {
+        Some(advertised::from_container(
+            &[
+                "--grpc-endpoint=c.lab:8082".to_owned(),
+                "--router=r0=r0.lab:8083;quic=r0.lab:8083".to_owned(),
+            ],
+            &[],
+        ))
+    }
+
+    #[test]
+    fn the_command_line_overrides_what_the_deployment_advertises() {
+        let (all, source) = merge(&args(&[]), deployment());
+        let all = all.unwrap();
+        assert_eq!(all.controller, "c.lab:8082");
+        assert_eq!(all.routers[0].name, "r0");
+        assert_eq!(source, "from the controller Deployment's arguments");
+
+        let (mixed, source) = merge(&args(&["--controller-endpoint=127.0.0.1:9"]), deployment());
+        let mixed = mixed.unwrap();
+        assert_eq!(
+            (mixed.controller.as_str(), mixed.routers.len()),
+            ("127.0.0.1:9", 1)
+        );
+        assert!(source.starts_with("controller from the command line"));
+
+        let given = args(&[
+            "--controller-endpoint=127.0.0.1:9",
+            "--router-endpoint=a=127.0.0.1:1",
+            "--router-endpoint=127.0.0.1:2",
+        ]);
+        let (only, _) = merge(&given, None);
+        assert_eq!(only.unwrap().routers.len(), 2);
+        let (unknown, _) = merge(&args(&[]), Some(Err("unreadable".into())));
+        assert_eq!(unknown.unwrap_err(), "unreadable");
+    }
+
+    #[test]
+    fn flags_have_their_defaults_and_reject_bad_values() {
+        let parsed = args(&[]);
+        assert_eq!(parsed.timeout.0, DEFAULT_TIMEOUT);
+        assert_eq!(parsed.output, CheckOutput::Text);
+        assert!(Cli::try_parse_from(["check", "--timeout=0s"]).is_err());
+        assert!(Cli::try_parse_from(["check", "--router-endpoint=https://x:1"]).is_err());
+        assert!(Cli::try_parse_from(["check", "--controller-endpoint=nohost"]).is_err());
+        assert_eq!(args(&["-o", "json"]).output, CheckOutput::Json);
+    }
+}
