@@ -146,32 +146,40 @@ async fn checks(
     let mut checks = Vec::new();
 
     let group_version = format!("{GROUP}/{VERSION}");
+    // The reads are independent: together they take one timeout at most.
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let mut discovery = None;
-    for definition in crd::definitions() {
-        let name = definition.metadata.name.unwrap_or_default();
-        let plural = definition.spec.names.plural;
-        let object = probe::get(&crds, &name, timeout).await;
-        if matches!(object, Fetched::Denied(_)) && discovery.is_none() {
-            discovery = Some(probe::discovery(client, &group_version, timeout).await);
-        }
-        let discovered = discovery.as_ref().unwrap_or(&Fetched::Missing);
+    let definitions: Vec<(String, String)> = crd::definitions()
+        .into_iter()
+        .map(|d| (d.metadata.name.unwrap_or_default(), d.spec.names.plural))
+        .collect();
+    let objects = futures::future::join_all(
+        definitions
+            .iter()
+            .map(|(name, _)| probe::get(&crds, name, timeout)),
+    );
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), namespace);
+    let leases = Api::<Lease>::namespaced(client.clone(), namespace);
+    let (objects, config_map, lease) = tokio::join!(
+        objects,
+        probe::get(&config_maps, CA_CONFIG_MAP, timeout),
+        probe::get(&leases, LEASE_NAME, timeout),
+    );
+    let discovery = if objects.iter().any(|o| matches!(o, Fetched::Denied(_))) {
+        probe::discovery(client, &group_version, timeout).await
+    } else {
+        Fetched::Missing
+    };
+    for ((name, plural), object) in definitions.iter().zip(&objects) {
         checks.push(verdict::crd(
-            &name,
-            &plural,
+            name,
+            plural,
             &group_version,
             VERSION,
-            &object,
-            discovered,
+            object,
+            &discovery,
         ));
     }
 
-    let config_map = probe::get(
-        &Api::<ConfigMap>::namespaced(client.clone(), namespace),
-        CA_CONFIG_MAP,
-        timeout,
-    )
-    .await;
     let (ca_check, roots) = verdict::ca(namespace, CA_CONFIG_MAP, CA_CERT_KEY, &config_map, now);
     checks.push(ca_check);
     let ca_pem = match &config_map {
@@ -183,13 +191,6 @@ async fn checks(
             .unwrap_or_default(),
         _ => String::new(),
     };
-
-    let lease = probe::get(
-        &Api::<Lease>::namespaced(client.clone(), namespace),
-        LEASE_NAME,
-        timeout,
-    )
-    .await;
     checks.push(verdict::leader(namespace, LEASE_NAME, &lease, now));
 
     let uses_deployment = args.controller_deployment.is_some()

@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use jumpstarter_shell::error_chain::error_chain;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, ListParams};
 use rustls::client::WebPkiServerVerifier;
@@ -78,7 +79,7 @@ fn api_error<K>(error: kube::Error) -> Fetched<K> {
     match error {
         kube::Error::Api(status) if status.code == 404 => Fetched::Missing,
         kube::Error::Api(status) if status.code == 403 => Fetched::Denied(status.message),
-        other => Fetched::Failed(other.to_string()),
+        other => Fetched::Failed(error_chain(&other)),
     }
 }
 
@@ -251,17 +252,6 @@ pub(crate) async fn health(
             .map(|s| s.as_str_name().to_owned())
             .unwrap_or_else(|_| "an unknown status".to_owned())),
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The first address `host` resolves to.
