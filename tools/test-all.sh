@@ -8,8 +8,11 @@
 # 2. installs the real jumpstarter 0.9.0 Python tools from PyPI into a cached venv;
 # 3. starts etcd + kube-apiserver on loopback, and stops them (by PID) on exit;
 # 4. runs `cargo test --workspace` — including the tests that need the parts above;
-# 5. runs the README's walkthrough as written (tools/readme-walkthrough.sh);
-# 6. fuzzes every decoder of network and file input for a bounded time (tools/fuzz.sh).
+# 5. restarts the API server with a real node (containerd, kubelet, kube-proxy, ...),
+#    builds the image from the Dockerfile with buildah, and runs the Helm chart's tests
+#    on that node (`cargo test -p jumpstarter-e2e --features node --test chart_node`);
+# 6. runs the README's walkthroughs as written (tools/readme-walkthrough.sh);
+# 7. fuzzes every decoder of network and file input for a bounded time (tools/fuzz.sh).
 # Nothing is skipped: a missing part fails the run with the reason.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -35,14 +38,22 @@ for tool in cargo go python3 openssl curl flock; do
   command -v "$tool" >/dev/null || { echo "FATAL: '$tool' is required but not installed" >&2; exit 1; }
 done
 
-# The network-namespace tests (edge suite, impairment) run as root with `ip` and `nft`.
+# The network-namespace tests (edge suite, impairment) run as root with `ip` and `nft`;
+# the node runs containerd, runc and the CNI plugins, and images are built with buildah.
 missing=""
 command -v nft >/dev/null || missing="$missing nftables"
 command -v ip >/dev/null || missing="$missing iproute2"
+command -v containerd >/dev/null || missing="$missing containerd"
+command -v runc >/dev/null || missing="$missing runc"
+[ -x /usr/lib/cni/bridge ] || missing="$missing containernetworking-plugins"
+command -v buildah >/dev/null || missing="$missing buildah"
+command -v iptables >/dev/null || missing="$missing iptables"
+command -v conntrack >/dev/null || missing="$missing conntrack"
+command -v busybox >/dev/null || missing="$missing busybox-static"
 if [ -n "$missing" ]; then
-  say "installing$missing (for the network-namespace tests)"
-  if [ "$(id -u)" != 0 ] || ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing; }; then
-    echo "FATAL: the network-namespace tests need root and the packages:$missing" >&2
+  say "installing$missing (for the network-namespace tests and the node)"
+  if [ "$(id -u)" != 0 ] || ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing; }; then
+    echo "FATAL: the network-namespace and node tests need root and the packages:$missing" >&2
     exit 1
   fi
 fi
@@ -60,6 +71,7 @@ done_step "Python venv"
 say "building Rust workspace and tests"
 cargo build --workspace --bins --locked
 cargo test --workspace --locked --no-run "$@"
+cargo test -p jumpstarter-e2e --features node --test chart_node --locked --no-run "$@"
 done_step "Rust build"
 
 say "starting the test Kubernetes API server"
@@ -71,8 +83,28 @@ say "running tests"
 cargo test --workspace --locked "$@"
 done_step "tests"
 
-say "running the README walkthrough as written"
-tools/readme-walkthrough.sh
+# The chart on a real node: the API server restarts with a node next to it; the image is
+# built from the Dockerfile with the binaries built above and loaded into the node.
+say "starting the test API server with a real node"
+tools/k8s-testenv/testenv.sh start --node
+done_step "node start"
+say "building the image with buildah"
+JUMPSTARTER_IMAGE="$(tools/build-image.sh --profile dev | tail -n 1)"
+export JUMPSTARTER_IMAGE
+done_step "image build"
+say "running the Helm chart's tests on the node ($JUMPSTARTER_IMAGE)"
+cargo test -p jumpstarter-e2e --features node --test chart_node --locked "$@"
+tools/k8s-testenv/testenv.sh stop
+# stop must leave nothing of the node behind.
+if ip link show jsnode0 >/dev/null 2>&1 || nft list table inet jumpstarter_node >/dev/null 2>&1; then
+  echo "FATAL: testenv.sh stop left the node's bridge or firewall table behind" >&2
+  exit 1
+fi
+done_step "node tests"
+
+say "running the README walkthroughs as written"
+# The image of the Kubernetes walkthrough from the debug binaries built above.
+JUMPSTARTER_IMAGE_PROFILE=dev tools/readme-walkthrough.sh
 done_step "README walkthrough"
 
 # A separate, bounded step: coverage-guided fuzzing of the decoders (AFL++ via afl.rs; the

@@ -8,12 +8,15 @@
 //! it. Every write is conditional on the resourceVersion read, so two contenders never both
 //! win. A holder that cannot renew for [`RENEW_DEADLINE`] stops its work before anybody
 //! else may take over.
+//!
+//! Given an owner ([`Election::owner`], see [`crate::owner`]) the Lease carries a reference
+//! to it from its creation, or from the next renewal when it was created without one.
 
 use std::future::Future;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, OwnerReference};
 use kube::api::ObjectMeta;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +44,8 @@ pub struct Election {
     pub renew_interval: Duration,
     pub renew_deadline: Duration,
     pub retry_interval: Duration,
+    /// Owner of the Lease, which is deleted with it; `None`: no owner.
+    pub owner: Option<OwnerReference>,
 }
 
 impl Default for Election {
@@ -51,6 +56,7 @@ impl Default for Election {
             renew_interval: RENEW_INTERVAL,
             renew_deadline: RENEW_DEADLINE,
             retry_interval: RETRY_INTERVAL,
+            owner: None,
         }
     }
 }
@@ -70,7 +76,8 @@ pub enum LeaderError {
     },
 }
 
-/// Runs `work` only while holding the election Lease [`LEASE_NAME`] in `namespace`.
+/// Runs `work` only while holding the election Lease [`LEASE_NAME`] in `namespace`, owned
+/// by `owner`.
 ///
 /// `work` receives a token that is cancelled when leadership is lost or `shutdown` is
 /// cancelled, and must then return promptly. After a loss this replica contends again and
@@ -81,6 +88,7 @@ pub async fn run_elected<F, Fut>(
     client: kube::Client,
     namespace: &str,
     identity: &str,
+    owner: Option<OwnerReference>,
     shutdown: CancellationToken,
     work: F,
 ) -> Result<(), LeaderError>
@@ -92,7 +100,10 @@ where
         KubeStore::new(client),
         namespace,
         identity,
-        &Election::default(),
+        &Election {
+            owner,
+            ..Election::default()
+        },
         shutdown,
         work,
     )
@@ -210,8 +221,9 @@ impl<S: Store> Elector<'_, S> {
         let name = self.election.lease_name.as_str();
         let duration_seconds =
             i32::try_from(self.election.lease_duration.as_secs()).unwrap_or(i32::MAX);
+        let owner = self.election.owner.as_ref();
         let Some(mut lease) = self.store.get::<Lease>(self.namespace, name).await? else {
-            let lease = Lease {
+            let mut lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(name.to_owned()),
                     namespace: Some(self.namespace.to_owned()),
@@ -226,6 +238,7 @@ impl<S: Store> Elector<'_, S> {
                     ..LeaseSpec::default()
                 }),
             };
+            crate::owner::adopt_if(&mut lease.metadata, owner);
             return match self.store.create(&lease).await {
                 Ok(_) => Ok(true),
                 Err(StoreError::AlreadyExists { .. }) => Ok(false),
@@ -267,6 +280,7 @@ impl<S: Store> Elector<'_, S> {
         }
         spec.lease_duration_seconds = Some(duration_seconds);
         spec.renew_time = Some(now);
+        crate::owner::adopt_if(&mut lease.metadata, owner);
         match self.store.replace(&lease).await {
             Ok(written) => {
                 self.observed = written

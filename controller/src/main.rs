@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use jumpstarter_controller::flags::exporter_labels::ExporterLabelArgs;
 use jumpstarter_controller::flags::{GoDuration, LifetimeArgs, TlsSanArgs};
 use jumpstarter_controller::limits::LimitArgs;
+use jumpstarter_controller::owner::OwnerArgs;
 use jumpstarter_controller::reconcile;
 use jumpstarter_controller::runtime::{self, ControllerMetrics, GrpcServer};
 use jumpstarter_controller::server::Readiness;
@@ -160,6 +161,8 @@ struct RunArgs {
     limits: jumpstarter_shell::port_limits::PortLimits,
     #[command(flatten)]
     key_reload: keys::refresh::KeyReloadArgs,
+    #[command(flatten)]
+    owner: OwnerArgs,
 }
 
 #[derive(Debug, Args)]
@@ -198,6 +201,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let namespace = namespace(&args.common);
     let client = kube_client::connect(args.common.kubeconfig.as_deref()).await?;
     let store = KubeStore::new(client.clone());
+    let owner = args.owner.resolve(&store, &namespace).await?;
     if args.routers.is_empty() {
         tracing::warn!("no --router given: every Dial will fail with \"no router available\"");
     }
@@ -212,6 +216,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         lease_cert_max_validity: args.lifetimes.lease_cert_max_validity.0,
         limits: args.caller_limits.limits(),
         exporter_label_prefixes: args.exporter_labels.exporter_label_prefixes.clone(),
+        owner,
     });
     let identity = args.identity.clone().unwrap_or_else(default_identity);
 
@@ -232,15 +237,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let keys = Arc::new(keys);
     if args.router_cert_secrets {
-        keys::router_secret::publish(
-            &store,
-            &namespace,
-            &keys,
-            &settings.routers,
-            OffsetDateTime::now_utc(),
-        )
-        .await
-        .context("write the router certificate Secrets")?;
+        keys::router_secret::publish(&store, &settings, &keys, OffsetDateTime::now_utc())
+            .await
+            .context("write the router certificate Secrets")?;
         tokio::spawn(renew_router_secrets(
             store.clone(),
             keys.clone(),
@@ -295,8 +294,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     if args.leader_elect {
         tracing::info!(%identity, "leader election enabled");
-        if let Err(error) =
-            leader::run_elected(client, &namespace, &identity, shutdown.clone(), &work).await
+        if let Err(error) = leader::run_elected(
+            client,
+            &namespace,
+            &identity,
+            settings.owner.clone(),
+            shutdown.clone(),
+            &work,
+        )
+        .await
         {
             tracing::error!(%error, "leader election failed");
             shutdown.cancel();
@@ -357,10 +363,7 @@ async fn renew_router_secrets(
             () = tokio::time::sleep(ROUTER_SECRET_CHECK) => {}
         }
         let now = OffsetDateTime::now_utc();
-        if let Err(error) =
-            keys::router_secret::publish(&store, &settings.namespace, &keys, &settings.routers, now)
-                .await
-        {
+        if let Err(error) = keys::router_secret::publish(&store, &settings, &keys, now).await {
             let error = anyhow::Error::new(error);
             tracing::warn!(
                 error = format!("{error:#}"),
@@ -385,6 +388,7 @@ async fn router_cert(args: RouterCertArgs) -> anyhow::Result<()> {
         lease_cert_max_validity: settings::DEFAULT_LEASE_CERT_MAX_VALIDITY,
         limits: Default::default(),
         exporter_label_prefixes: Vec::new(),
+        owner: None,
     };
     let now = OffsetDateTime::now_utc();
     let keys = keys::bootstrap_with(&store, &settings, &args.common.ca_source(), now)

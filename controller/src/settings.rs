@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use time::Duration;
 
 use crate::limits::Limits;
@@ -92,6 +93,10 @@ pub struct Settings {
     /// Label key prefixes under which exporters may set labels on themselves at Register
     /// (never reserved keys, keys policies or routers read, or keys an admin set).
     pub exporter_label_prefixes: Vec<String>,
+    /// Owner of the objects the controller creates while it runs (router certificate
+    /// Secrets, the public ConfigMaps, the election Lease), so they are deleted with it;
+    /// see [`crate::owner`]. `None`: no owner.
+    pub owner: Option<OwnerReference>,
 }
 
 impl Settings {
@@ -113,6 +118,7 @@ impl Settings {
             lease_cert_max_validity: DEFAULT_LEASE_CERT_MAX_VALIDITY,
             limits: Limits::default(),
             exporter_label_prefixes: Vec::new(),
+            owner: None,
         }
     }
 }

@@ -32,6 +32,7 @@ fn fast() -> Election {
         renew_interval: Duration::from_millis(500),
         renew_deadline: Duration::from_secs(2),
         retry_interval: Duration::from_millis(200),
+        owner: None,
     }
 }
 
@@ -214,13 +215,20 @@ async fn run_elected_with_defaults_runs_work_and_releases_on_shutdown() {
         let (shutdown, started, namespace) =
             (shutdown.clone(), Arc::clone(&started), namespace.clone());
         tokio::spawn(async move {
-            leader::run_elected(client, &namespace, "only-replica", shutdown, |token| {
-                let started = Arc::clone(&started);
-                async move {
-                    started.store(true, Ordering::SeqCst);
-                    token.cancelled().await;
-                }
-            })
+            leader::run_elected(
+                client,
+                &namespace,
+                "only-replica",
+                None,
+                shutdown,
+                |token| {
+                    let started = Arc::clone(&started);
+                    async move {
+                        started.store(true, Ordering::SeqCst);
+                        token.cancelled().await;
+                    }
+                },
+            )
             .await
         })
     };

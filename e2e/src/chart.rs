@@ -14,6 +14,10 @@ use tokio::process::Command;
 
 use crate::Output;
 
+/// Kubernetes version `helm template` renders for: the chart's minimum (`kubeVersion` in
+/// Chart.yaml). Offline, a `helm` built from source assumes 1.20, which the chart refuses.
+pub const KUBE_VERSION: &str = "1.26.0";
+
 /// Longest a single `helm` or `kubectl` call may take against the loopback API server.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -75,19 +79,37 @@ impl Chart {
         namespace: &str,
         values: &Path,
     ) -> anyhow::Result<String> {
-        let out = self
-            .helm(&[
-                "template",
-                release,
-                &self.dir.to_string_lossy(),
-                "-n",
-                namespace,
-                "-f",
-                &values.to_string_lossy(),
-            ])
-            .await?;
+        self.render(release, namespace, &[values]).await
+    }
+
+    /// `helm template RELEASE CHART -n NAMESPACE --kube-version KUBE_VERSION -f V1 -f V2 ...`
+    /// (later files win), failing on a non-zero exit.
+    pub async fn render(
+        &self,
+        release: &str,
+        namespace: &str,
+        values: &[&Path],
+    ) -> anyhow::Result<String> {
+        let chart_dir = self.dir.to_string_lossy();
+        let mut args = vec![
+            "template",
+            release,
+            &chart_dir,
+            "-n",
+            namespace,
+            "--kube-version",
+            KUBE_VERSION,
+        ];
+        let files: Vec<String> = values
+            .iter()
+            .map(|v| v.to_string_lossy().into_owned())
+            .collect();
+        for file in &files {
+            args.extend(["-f", file.as_str()]);
+        }
+        let out = self.helm(&args).await?;
         if !out.ok() {
-            bail!("helm template with {} failed: {out}", values.display());
+            bail!("helm template with {files:?} failed: {out}");
         }
         Ok(out.stdout)
     }

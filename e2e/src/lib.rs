@@ -12,6 +12,7 @@
 pub mod chart;
 pub mod control_plane;
 pub mod netns;
+pub mod node;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
@@ -826,6 +827,58 @@ sh:
             }
         }
         s
+    }
+}
+
+/// A `j`-side script (run inside `jmp shell`): round trips of 16 KiB messages through the
+/// exporter's `echo` driver for `argv[1]` seconds, every answer compared with what was
+/// sent. Prints `streaming` once the first round trip is back, and exits 0 only when every
+/// message came back intact.
+pub const SESSION_SCRIPT: &str = r#"
+import hashlib, sys, time
+from jumpstarter.utils.env import env
+seconds = float(sys.argv[1])
+total = messages = 0
+with env() as client:
+    with client.echo.stream() as conn:
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            data = hashlib.sha256(str(messages).encode()).digest() * 512
+            conn.send(data)
+            got = bytearray()
+            while len(got) < len(data):
+                got.extend(conn.receive())
+            if bytes(got) != data:
+                print("corrupted message", messages, flush=True)
+                sys.exit(3)
+            messages += 1
+            total += len(data)
+            if messages == 1:
+                print("streaming", flush=True)
+            time.sleep(0.05)
+print("intact messages", messages, "bytes", total, flush=True)
+"#;
+
+/// Waits until `proc`'s output contains `marker`; panics when it exits first or after
+/// `timeout`, with `context` (e.g. the other processes' logs) in the message.
+pub async fn wait_output(proc: &mut Proc, marker: &str, timeout: Duration, context: &str) {
+    let deadline = Instant::now() + timeout;
+    while !proc.output().contains(marker) {
+        assert!(
+            proc.running(),
+            "{} exited before printing {marker:?}:\n{}\n{}",
+            proc.name,
+            proc.output(),
+            context
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{} did not print {marker:?} within {timeout:?}:\n{}\n{}",
+            proc.name,
+            proc.output(),
+            context
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use jumpstarter_controller::crd::Lease;
 use jumpstarter_e2e::control_plane::PrivateControlPlane;
 use jumpstarter_e2e::netns::Netns;
-use jumpstarter_e2e::{Lab, Proc, venv};
+use jumpstarter_e2e::{Lab, Proc, SESSION_SCRIPT, venv, wait_output};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -177,58 +177,6 @@ const API_OUTAGE: Duration = Duration::from_secs(60);
 /// server's restart, so it spans both.
 const SESSION_SECONDS: u32 = 100;
 
-/// A `j`-side script (run inside `jmp shell`): round trips of 16 KiB messages through the
-/// exporter's `echo` driver for `argv[1]` seconds, every answer compared with what was
-/// sent. Prints `streaming` once the first round trip is back, and exits 0 only when every
-/// message came back intact.
-const SESSION_SCRIPT: &str = r#"
-import hashlib, sys, time
-from jumpstarter.utils.env import env
-seconds = float(sys.argv[1])
-total = messages = 0
-with env() as client:
-    with client.echo.stream() as conn:
-        start = time.monotonic()
-        while time.monotonic() - start < seconds:
-            data = hashlib.sha256(str(messages).encode()).digest() * 512
-            conn.send(data)
-            got = bytearray()
-            while len(got) < len(data):
-                got.extend(conn.receive())
-            if bytes(got) != data:
-                print("corrupted message", messages, flush=True)
-                sys.exit(3)
-            messages += 1
-            total += len(data)
-            if messages == 1:
-                print("streaming", flush=True)
-            time.sleep(0.05)
-print("intact messages", messages, "bytes", total, flush=True)
-"#;
-
-/// Waits until `proc`'s output contains `marker`; panics when it exits first or after
-/// `timeout`.
-async fn wait_output(proc: &mut Proc, marker: &str, timeout: Duration, lab: &Lab) {
-    let deadline = Instant::now() + timeout;
-    while !proc.output().contains(marker) {
-        assert!(
-            proc.running(),
-            "{} exited before printing {marker:?}:\n{}\n{}",
-            proc.name,
-            proc.output(),
-            lab.logs()
-        );
-        assert!(
-            Instant::now() < deadline,
-            "{} did not print {marker:?} within {timeout:?}:\n{}\n{}",
-            proc.name,
-            proc.output(),
-            lab.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 /// The kube-apiserver stopped for a minute under a Kubernetes-mode controller (with leader
 /// election, as the Helm chart runs it) on a private control plane: a session that
 /// streams through the router meanwhile must go on intact; a lease that expires during
@@ -281,7 +229,13 @@ async fn api_server_down_for_a_minute() {
         lab.path("session.log"),
     )
     .expect("start the session");
-    wait_output(&mut session, "streaming", Duration::from_secs(120), &lab).await;
+    wait_output(
+        &mut session,
+        "streaming",
+        Duration::from_secs(120),
+        &lab.logs(),
+    )
+    .await;
 
     // On board-2: a short lease that will expire during the outage, and one queued
     // behind it.

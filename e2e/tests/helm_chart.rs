@@ -1,9 +1,12 @@
 //! The Helm chart in `helm/`, against the real kube-apiserver of the test environment.
 //!
-//! - lint (`--strict`), render every documented option set, and the schema rejects a wrong
-//!   type and unknown keys;
+//! - lint (`--strict`), render every documented option set and the values files shipped
+//!   with the chart (`values-ha.yaml`, `values-node.yaml`), and the schema rejects a wrong
+//!   type, unknown keys, a missing image and malformed escape hatches;
 //! - every rendered set passes a server-side dry run;
 //! - install, upgrade with changed values, uninstall: nothing left but the CRDs;
+//! - with `values-node.yaml`, the controller run with the chart's arguments writes router
+//!   certificates naming 127.0.0.1, the advertised node-port host;
 //! - RBAC proof: the controller binary runs out of cluster with a token of the chart's
 //!   ServiceAccount (not admin), with the arguments of the chart's Deployment; the router
 //!   runs with the certificate Secret the controller wrote for it; the real 0.9.0 client and
@@ -17,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use jumpstarter_e2e::chart::Chart;
+use jumpstarter_e2e::chart::{Chart, KUBE_VERSION};
 use jumpstarter_e2e::{Lab, Mode, Output, Proc, bin_path, free_port, wait_http_ok};
 use jumpstarter_testenv::TestEnv;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -35,6 +38,11 @@ const RELEASE: &str = "js";
 const FULLNAME: &str = "js-jumpstarter";
 const ONLINE_TIMEOUT: Duration = Duration::from_secs(90);
 const SHELL_TIMEOUT: Duration = Duration::from_secs(180);
+/// The image every render and install uses: the chart has no default (the project
+/// publishes no image), and nothing here pulls it.
+const IMAGE_REPOSITORY: &str = "registry.example.com/jumpstarter-service";
+/// A well-formed image digest.
+const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 /// The documented option sets: name and values file content.
 fn option_sets() -> Vec<(&'static str, String)> {
@@ -108,7 +116,84 @@ serviceMonitor: {enabled: true, labels: {release: prometheus}}
 "#
             .to_owned(),
         ),
+        (
+            "escape-hatches",
+            format!(
+                r#"
+image: {{tag: 0.1.0-rc1, digest: "{DIGEST}"}}
+controller:
+  service:
+    type: LoadBalancer
+    loadBalancerSourceRanges: [192.0.2.0/24, "2001:db8::/32"]
+  extraArgs: [--hidden-label=internal.example.com/owner]
+  extraEnv:
+    - {{name: HTTPS_PROXY, value: "http://proxy.lab.example.com:3128"}}
+    - {{name: NODE_NAME, valueFrom: {{fieldRef: {{fieldPath: spec.nodeName}}}}}}
+  podLabels: {{team: lab-infra}}
+  podAnnotations: {{example.com/owner: lab-infra}}
+  priorityClassName: lab-high
+  topologySpreadConstraints:
+    - {{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway}}
+routers:
+  exposure:
+    type: LoadBalancer
+    hostTemplate: "router-{{{{ .index }}}}.lab.example.com"
+    loadBalancer: {{loadBalancerSourceRanges: [198.51.100.0/24]}}
+  extraArgs: [--max-pending=20000]
+  extraEnv: [{{name: RUST_BACKTRACE, value: "1"}}]
+  podLabels: {{team: lab-infra}}
+  priorityClassName: lab-high
+  topologySpreadConstraints:
+    - maxSkew: 1
+      topologyKey: kubernetes.io/hostname
+      whenUnsatisfiable: DoNotSchedule
+      labelSelector: {{matchLabels: {{app.kubernetes.io/component: router}}}}
+"#
+            ),
+        ),
+        ("values-ha", chart_file("values-ha.yaml")),
+        ("values-node", chart_file("values-node.yaml")),
     ]
+}
+
+/// A values file shipped with the chart.
+fn chart_file(name: &str) -> String {
+    let path = jumpstarter_testenv::repo_root().join("helm").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The values every render starts from: the required image repository.
+fn image_values(dir: &Path) -> PathBuf {
+    write_values(
+        dir,
+        "image",
+        &format!("image: {{repository: {IMAGE_REPOSITORY}}}\n"),
+    )
+}
+
+/// The named Service's ports as (name, port, protocol).
+fn service_ports(svc: &serde_json::Value) -> Vec<(String, i64, String)> {
+    svc["spec"]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap_or_default().to_owned(),
+                p["port"].as_i64().expect("port"),
+                p["protocol"].as_str().unwrap_or("TCP").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The selector labels of a component's pods in release [`RELEASE`].
+fn component_selector(component: &str) -> serde_json::Value {
+    serde_json::json!({
+        "app.kubernetes.io/name": "jumpstarter",
+        "app.kubernetes.io/instance": RELEASE,
+        "app.kubernetes.io/component": component,
+    })
 }
 
 fn write_values(dir: &Path, name: &str, content: &str) -> PathBuf {
@@ -141,6 +226,10 @@ async fn release(chart: &Chart, verb: &str, namespace: &str, rest: &[&str]) -> O
         args.push(&chart_dir);
     }
     args.extend(["-n", namespace]);
+    let image = format!("image.repository={IMAGE_REPOSITORY}");
+    if verb != "uninstall" {
+        args.extend(["--set", &image]);
+    }
     args.extend_from_slice(rest);
     let out = chart
         .helm(&args)
@@ -159,12 +248,86 @@ fn container_args(deployment: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// The "escape-hatches" option set: each value reaches the objects it names.
+fn escape_hatches(docs: &[serde_json::Value], controller_args: &[String]) {
+    let controller = find(docs, "Deployment", &format!("{FULLNAME}-controller"));
+    let pod = &controller["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["image"],
+        format!("{IMAGE_REPOSITORY}:0.1.0-rc1@{DIGEST}")
+    );
+    assert_eq!(
+        controller_args.last().map(String::as_str),
+        Some("--hidden-label=internal.example.com/owner"),
+        "extraArgs come last"
+    );
+    let env = container["env"].as_array().expect("env");
+    assert_eq!(env[0]["name"], "RUST_LOG");
+    assert_eq!(env[2]["name"], "HTTPS_PROXY");
+    assert_eq!(env[2]["value"], "http://proxy.lab.example.com:3128");
+    assert_eq!(
+        env[3]["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
+    let meta = &controller["spec"]["template"]["metadata"];
+    assert_eq!(meta["labels"]["team"], "lab-infra");
+    assert_eq!(meta["annotations"]["example.com/owner"], "lab-infra");
+    assert_eq!(pod["priorityClassName"], "lab-high");
+    let spread = &pod["topologySpreadConstraints"];
+    assert_eq!(spread[0]["topologyKey"], "topology.kubernetes.io/zone");
+    assert_eq!(
+        spread[0]["labelSelector"]["matchLabels"],
+        component_selector("controller"),
+        "a constraint without labelSelector counts the controller pods"
+    );
+    let svc = find(docs, "Service", &format!("{FULLNAME}-controller"));
+    assert_eq!(svc["spec"]["type"], "LoadBalancer");
+    assert_eq!(
+        svc["spec"]["loadBalancerSourceRanges"],
+        serde_json::json!(["192.0.2.0/24", "2001:db8::/32"])
+    );
+    for i in 0..2 {
+        let router = find(docs, "Deployment", &format!("{FULLNAME}-router-{i}"));
+        let pod = &router["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        assert_eq!(
+            container["image"],
+            format!("{IMAGE_REPOSITORY}:0.1.0-rc1@{DIGEST}")
+        );
+        let args = container_args(router);
+        assert_eq!(args.last().map(String::as_str), Some("--max-pending=20000"));
+        let env = container["env"].as_array().expect("env");
+        assert_eq!(
+            env.last().map(|e| e["name"].clone()),
+            Some("RUST_BACKTRACE".into())
+        );
+        assert_eq!(
+            router["spec"]["template"]["metadata"]["labels"]["team"],
+            "lab-infra"
+        );
+        assert_eq!(pod["priorityClassName"], "lab-high");
+        assert_eq!(
+            pod["topologySpreadConstraints"][0]["labelSelector"],
+            serde_json::json!({"matchLabels": {"app.kubernetes.io/component": "router"}}),
+            "a given labelSelector is kept"
+        );
+        let svc = find(docs, "Service", &format!("{FULLNAME}-router-{i}"));
+        assert_eq!(svc["spec"]["type"], "LoadBalancer");
+        assert_eq!(
+            svc["spec"]["loadBalancerSourceRanges"],
+            serde_json::json!(["198.51.100.0/24"])
+        );
+    }
+}
+
 #[tokio::test]
 async fn lint_render_and_schema() {
     let env = TestEnv::shared();
     let chart = Chart::new(env);
     let dir = tempfile::tempdir().expect("tempdir");
     let chart_dir = chart.dir.to_string_lossy().into_owned();
+    let image = image_values(dir.path());
 
     for (name, values) in option_sets() {
         let file = write_values(dir.path(), name, &values);
@@ -174,12 +337,19 @@ async fn lint_render_and_schema() {
                 "--strict",
                 &chart_dir,
                 "-f",
+                &image.to_string_lossy(),
+                "-f",
                 &file.to_string_lossy(),
             ])
             .await
             .expect("helm lint");
         assert!(lint.ok(), "helm lint --strict ({name}): {lint}");
-        let docs = documents(&chart.template(RELEASE, "lab", &file).await.expect(name));
+        let docs = documents(
+            &chart
+                .render(RELEASE, "lab", &[&image, &file])
+                .await
+                .expect(name),
+        );
         let controller = find(&docs, "Deployment", &format!("{FULLNAME}-controller"));
         let args = container_args(controller);
         assert!(
@@ -187,6 +357,7 @@ async fn lint_render_and_schema() {
             "{name}: {args:?}"
         );
         assert!(args.contains(&"--router-cert-secrets".to_owned()));
+        assert!(args.contains(&format!("--owner-deployment={FULLNAME}-controller")));
         let routers: Vec<&String> = args.iter().filter(|a| a.starts_with("--router=")).collect();
         let security = &controller["spec"]["template"]["spec"]["containers"][0]["securityContext"];
         assert_eq!(security["readOnlyRootFilesystem"], true);
@@ -197,8 +368,64 @@ async fn lint_render_and_schema() {
             true
         );
 
+        // Metrics only on in-cluster Services: the controller's gRPC Service (maybe a
+        // LoadBalancer or NodePort) and the routers' client-facing Services carry none.
+        let grpc_svc = find(&docs, "Service", &format!("{FULLNAME}-controller"));
+        assert!(
+            service_ports(grpc_svc)
+                .iter()
+                .all(|(port_name, port, _)| port_name != "metrics" && *port != 8080),
+            "{name}: metrics on the controller's gRPC Service: {grpc_svc}"
+        );
+        let metrics = find(&docs, "Service", &format!("{FULLNAME}-controller-metrics"));
+        assert_eq!(metrics["spec"]["type"], "ClusterIP", "{name}");
+        assert_eq!(
+            service_ports(metrics),
+            [("metrics".to_owned(), 8080, "TCP".to_owned())]
+        );
+        assert_eq!(
+            metrics["spec"]["selector"],
+            component_selector("controller")
+        );
+        let router_metrics = find(&docs, "Service", &format!("{FULLNAME}-router-metrics"));
+        assert_eq!(router_metrics["spec"]["type"], "ClusterIP");
+        assert_eq!(
+            router_metrics["spec"]["selector"],
+            component_selector("router")
+        );
+        for svc in docs.iter().filter(|d| d["kind"] == "Service") {
+            let is_metrics = svc["metadata"]["labels"]["jumpstarter.dev/metrics"] == "true";
+            let has_metrics = service_ports(svc)
+                .iter()
+                .any(|(port_name, _, _)| port_name == "metrics");
+            assert_eq!(is_metrics, has_metrics, "{name}: {svc}");
+            assert!(
+                !has_metrics || svc["spec"]["type"] == "ClusterIP",
+                "{name}: {svc}"
+            );
+        }
+        // Pod labels always hold the selector, whatever podLabels say.
+        for deployment in docs.iter().filter(|d| d["kind"] == "Deployment") {
+            let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+            let selector = deployment["spec"]["selector"]["matchLabels"]
+                .as_object()
+                .expect("matchLabels");
+            for (key, value) in selector {
+                assert_eq!(&labels[key], value, "{name}: {deployment}");
+            }
+        }
+
         match name {
             "default" => {
+                assert_eq!(
+                    controller["spec"]["template"]["spec"]["containers"][0]["image"],
+                    format!("{IMAGE_REPOSITORY}:0.1.0"),
+                    "the tag defaults to the appVersion"
+                );
+                let pod = &controller["spec"]["template"]["spec"];
+                assert!(pod["priorityClassName"].is_null());
+                assert!(pod["topologySpreadConstraints"].is_null());
+                assert!(grpc_svc["spec"]["loadBalancerSourceRanges"].is_null());
                 assert_eq!(routers.len(), 2);
                 assert!(args.contains(&"--log-format=json".to_owned()));
                 assert!(args.contains(&format!(
@@ -325,10 +552,100 @@ async fn lint_render_and_schema() {
             "no-quic-servicemonitor-text-logs" => {
                 assert!(routers.iter().all(|r| !r.contains("quic=")));
                 assert!(args.contains(&"--log-format=text".to_owned()));
-                find(&docs, "ServiceMonitor", FULLNAME);
+                let monitor = find(&docs, "ServiceMonitor", FULLNAME);
+                assert_eq!(
+                    monitor["spec"]["selector"]["matchLabels"]["jumpstarter.dev/metrics"], "true",
+                    "the ServiceMonitor selects only the metrics Services"
+                );
                 let svc = find(&docs, "Service", &format!("{FULLNAME}-router-0"));
                 assert_eq!(svc["spec"]["ports"].as_array().unwrap().len(), 1);
                 assert!(!docs.iter().any(|d| d["kind"] == "PodDisruptionBudget"));
+            }
+            "escape-hatches" => escape_hatches(&docs, &args),
+            "values-ha" => {
+                assert_eq!(controller["spec"]["replicas"], 2);
+                let pod = &controller["spec"]["template"]["spec"];
+                let spread = &pod["topologySpreadConstraints"];
+                assert_eq!(spread.as_array().unwrap().len(), 1);
+                assert_eq!(spread[0]["topologyKey"], "kubernetes.io/hostname");
+                assert_eq!(spread[0]["whenUnsatisfiable"], "DoNotSchedule");
+                assert_eq!(
+                    spread[0]["labelSelector"]["matchLabels"],
+                    component_selector("controller")
+                );
+                find(
+                    &docs,
+                    "PodDisruptionBudget",
+                    &format!("{FULLNAME}-controller"),
+                );
+                let pdb = find(&docs, "PodDisruptionBudget", &format!("{FULLNAME}-router"));
+                assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+                assert_eq!(
+                    pdb["spec"]["selector"]["matchLabels"],
+                    component_selector("router")
+                );
+                assert_eq!(routers.len(), 3);
+                for i in 0..3 {
+                    let router = find(&docs, "Deployment", &format!("{FULLNAME}-router-{i}"));
+                    let spread = &router["spec"]["template"]["spec"]["topologySpreadConstraints"];
+                    assert_eq!(spread[0]["topologyKey"], "kubernetes.io/hostname");
+                    // Every router pod of the release, not only this Deployment's one.
+                    assert_eq!(
+                        spread[0]["labelSelector"]["matchLabels"],
+                        component_selector("router"),
+                        "router {i}"
+                    );
+                }
+            }
+            "values-node" => {
+                let container = &controller["spec"]["template"]["spec"]["containers"][0];
+                assert_eq!(container["imagePullPolicy"], "Never");
+                assert_eq!(container["image"], format!("{IMAGE_REPOSITORY}:0.1.0"));
+                for expected in [
+                    "--grpc-endpoint=127.0.0.1:30082",
+                    "--grpc-quic-listen=0.0.0.0:8082",
+                    "--tls-san=127.0.0.1",
+                ] {
+                    assert!(args.contains(&expected.to_owned()), "{expected}: {args:?}");
+                }
+                assert_eq!(
+                    routers,
+                    [
+                        &format!(
+                            "--router={FULLNAME}-router-0=127.0.0.1:30083;quic=127.0.0.1:30083"
+                        ),
+                        &format!(
+                            "--router={FULLNAME}-router-1=127.0.0.1:30084;quic=127.0.0.1:30084"
+                        ),
+                    ]
+                );
+                let svc = find(&docs, "Service", &format!("{FULLNAME}-controller"));
+                assert_eq!(svc["spec"]["type"], "NodePort");
+                let node_ports: Vec<(&str, i64)> = svc["spec"]["ports"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| {
+                        (
+                            p["protocol"].as_str().unwrap(),
+                            p["nodePort"].as_i64().unwrap(),
+                        )
+                    })
+                    .collect();
+                assert_eq!(node_ports, [("TCP", 30082), ("UDP", 30082)]);
+                for i in 0..2 {
+                    let svc = find(&docs, "Service", &format!("{FULLNAME}-router-{i}"));
+                    assert_eq!(svc["spec"]["type"], "NodePort");
+                    for port in svc["spec"]["ports"].as_array().unwrap() {
+                        assert_eq!(port["nodePort"], 30083 + i, "router {i}: {svc}");
+                    }
+                    assert_eq!(svc["spec"]["ports"].as_array().unwrap().len(), 2);
+                    let router = find(&docs, "Deployment", &format!("{FULLNAME}-router-{i}"));
+                    assert_eq!(
+                        router["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
+                        "Never"
+                    );
+                }
             }
             other => panic!("unchecked option set {other}"),
         }
@@ -340,8 +657,10 @@ async fn lint_render_and_schema() {
         }
     }
 
-    // The schema rejects a wrong type, an unknown top-level key, an unknown nested key and
-    // a value outside an enum; a missing required host fails with a message naming it.
+    // The schema rejects a wrong type, an unknown top-level key, an unknown nested key, a
+    // value outside an enum and malformed image and escape-hatch values; a missing required
+    // host fails with a message naming it.
+    let image_set = format!("image.repository={IMAGE_REPOSITORY}");
     for (set, expect) in [
         (
             "routers.replicas=many",
@@ -361,9 +680,55 @@ async fn lint_render_and_schema() {
             "'/routers/exposure/type': value must be one of",
         ),
         ("logFormat=xml", "'/logFormat': value must be one of"),
+        (
+            "image.digest=sha256:0123",
+            "'/image/digest': 'sha256:0123' does not match",
+        ),
+        (
+            "image.repository=registry.example.com/js:0.1.0",
+            "'/image/repository': 'registry.example.com/js:0.1.0' does not match",
+        ),
+        (
+            "controller.podLabels.app\\.kubernetes\\.io/component=other",
+            "invalid propertyName 'app.kubernetes.io/component'",
+        ),
+        (
+            "routers.podLabels.jumpstarter\\.dev/router=other",
+            "invalid propertyName 'jumpstarter.dev/router'",
+        ),
+        (
+            "controller.podLabels.team=not a label value",
+            "'/controller/podLabels/team': 'not a label value' does not match",
+        ),
+        (
+            "routers.extraEnv[0].value=1",
+            "'/routers/extraEnv/0': missing property 'name'",
+        ),
+        (
+            "controller.extraArgs=--verbose",
+            "'/controller/extraArgs': got string, want array",
+        ),
+        (
+            "controller.service.loadBalancerSourceRanges[0]=10.0.0.1",
+            "'/controller/service/loadBalancerSourceRanges/0': '10.0.0.1' does not match",
+        ),
+        (
+            "routers.exposure.loadBalancer.loadBalancerSourceRanges[0]=any",
+            "'/routers/exposure/loadBalancer/loadBalancerSourceRanges/0': 'any' does not match",
+        ),
+        (
+            "routers.topologySpreadConstraints[0].maxSkew=1",
+            "'/routers/topologySpreadConstraints/0': missing properties 'topologyKey', 'whenUnsatisfiable'",
+        ),
+        (
+            "controller.priorityClassName=High_Priority",
+            "'/controller/priorityClassName': 'High_Priority' does not match",
+        ),
     ] {
         let out = chart
-            .helm(&["template", RELEASE, &chart_dir, "--set", set])
+            .helm(&[
+                "template", RELEASE, &chart_dir, "--set", &image_set, "--set", set,
+            ])
             .await
             .expect("helm template");
         assert!(!out.ok(), "--set {set} was accepted");
@@ -377,6 +742,10 @@ async fn lint_render_and_schema() {
             "template",
             RELEASE,
             &chart_dir,
+            "--kube-version",
+            KUBE_VERSION,
+            "--set",
+            &image_set,
             "--set",
             "routers.exposure.type=LoadBalancer",
         ])
@@ -385,6 +754,106 @@ async fn lint_render_and_schema() {
     assert!(
         !out.ok() && out.stderr.contains("hostTemplate"),
         "LoadBalancer without hosts: {out}"
+    );
+
+    // No image, no install: the schema says what to do, and so do the templates when the
+    // schema is skipped.
+    let out = chart
+        .helm(&["template", RELEASE, &chart_dir])
+        .await
+        .expect("helm template");
+    assert!(
+        !out.ok()
+            && out.stderr.contains(
+                "'/image': missing property 'repository: set image.repository to the image built from this repository Dockerfile"
+            ),
+        "no image repository: {out}"
+    );
+    let out = chart
+        .helm(&[
+            "template",
+            RELEASE,
+            &chart_dir,
+            "--kube-version",
+            KUBE_VERSION,
+            "--skip-schema-validation",
+        ])
+        .await
+        .expect("helm template");
+    assert!(
+        !out.ok()
+            && out.stderr.contains(
+                "image.repository is required: build the image from this repository's Dockerfile"
+            ),
+        "no image repository, schema skipped: {out}"
+    );
+    // Even with the schema skipped, podLabels cannot change what the selectors match.
+    let out = chart
+        .helm(&[
+            "template",
+            RELEASE,
+            &chart_dir,
+            "--kube-version",
+            KUBE_VERSION,
+            "--skip-schema-validation",
+            "--set",
+            &image_set,
+            "--set",
+            "controller.podLabels.app\\.kubernetes\\.io/component=other",
+            "--set",
+            "routers.podLabels.jumpstarter\\.dev/router=other",
+        ])
+        .await
+        .expect("helm template");
+    assert!(out.ok(), "{out}");
+    let docs = documents(&out.stdout);
+    for deployment in ["controller", "router-0", "router-1"] {
+        let deployment = find(&docs, "Deployment", &format!("{FULLNAME}-{deployment}"));
+        let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+        for (key, value) in deployment["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .unwrap()
+        {
+            assert_eq!(&labels[key], value, "{deployment}");
+        }
+    }
+    // An image by digest alone.
+    let out = chart
+        .helm(&[
+            "template",
+            RELEASE,
+            &chart_dir,
+            "--kube-version",
+            KUBE_VERSION,
+            "--set",
+            &image_set,
+            "--set",
+            &format!("image.digest={DIGEST}"),
+        ])
+        .await
+        .expect("helm template");
+    assert!(out.ok(), "{out}");
+    assert!(
+        out.stdout
+            .contains(&format!("image: {IMAGE_REPOSITORY}@{DIGEST}\n")),
+        "{out}"
+    );
+    // The minimum Kubernetes version: mixed TCP/UDP LoadBalancer Services need 1.26.
+    let out = chart
+        .helm(&[
+            "template",
+            RELEASE,
+            &chart_dir,
+            "--kube-version",
+            "1.25.9",
+            "--set",
+            &image_set,
+        ])
+        .await
+        .expect("helm template");
+    assert!(
+        !out.ok() && out.stderr.contains("requires kubeVersion: >=1.26.0-0"),
+        "rendered for Kubernetes 1.25: {out}"
     );
 }
 
@@ -452,11 +921,12 @@ async fn every_rendered_set_passes_a_server_side_dry_run() {
         .expect("kubectl wait");
     assert!(established.ok(), "{established}");
 
+    let image = image_values(dir.path());
     for (name, values) in option_sets() {
         let namespace = env.namespace(&format!("helm-dry-{name}")).await;
         let file = write_values(dir.path(), name, &values);
         let rendered = chart
-            .template(RELEASE, &namespace, &file)
+            .render(RELEASE, &namespace, &[&image, &file])
             .await
             .expect(name);
         let out = chart
@@ -612,6 +1082,7 @@ fn expected_rules() -> Vec<(Vec<&'static str>, Vec<&'static str>, Vec<&'static s
             vec!["leases"],
             vec!["get", "create", "update"],
         ),
+        (vec!["apps"], vec!["deployments"], vec!["get"]),
         (
             vec!["jumpstarter.dev"],
             vec!["clients", "exporteraccesspolicies"],
@@ -746,9 +1217,13 @@ routers:
         .get(&sa_name)
         .await
         .expect("Role");
-    let rules: Vec<_> = role
-        .rules
-        .unwrap_or_default()
+    let role_rules = role.rules.unwrap_or_default();
+    // The one rule on Deployments reads only the controller's own.
+    assert!(role_rules.iter().all(|r| {
+        !r.resources.iter().flatten().any(|x| x == "deployments")
+            || r.resource_names.as_deref() == Some(std::slice::from_ref(&sa_name))
+    }));
+    let rules: Vec<_> = role_rules
         .into_iter()
         .map(|r| {
             (
@@ -839,6 +1314,18 @@ routers:
         .await
         .expect("router certificate Secret");
     assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    // Owned by the controller's Deployment, so `helm uninstall` removes it with it.
+    let controller_uid = deployments
+        .get(&sa_name)
+        .await
+        .expect("controller")
+        .metadata
+        .uid;
+    let owners: Vec<_> = secret.metadata.owner_references.iter().flatten().collect();
+    assert!(
+        owners.len() == 1 && Some(&owners[0].uid) == controller_uid.as_ref(),
+        "{owners:?}"
+    );
     let tls_dir = dir.path().join("tls");
     std::fs::create_dir_all(&tls_dir).unwrap();
     let data = secret.data.unwrap_or_default();
@@ -1053,6 +1540,106 @@ routers:
         );
     }
     drop(lab);
+}
+
+/// With `values-node.yaml` (routers on node ports of 127.0.0.1), the controller run with the
+/// chart's arguments writes router certificates that name 127.0.0.1, the address the host's
+/// tools dial, and are signed by the CA it hands out.
+#[tokio::test]
+async fn values_node_router_certificates_name_the_advertised_host() {
+    let env = TestEnv::shared();
+    env.install_crds(&jumpstarter_controller::crd::definitions())
+        .await
+        .expect("CRDs");
+    let chart = Chart::new(env);
+    let namespace = env.namespace("helm-node-certs").await;
+    let admin = env.admin_client().await;
+    let dir = tempfile::Builder::new()
+        .prefix("e2e-helm-node-certs-")
+        .tempdir()
+        .expect("tempdir");
+    let image = image_values(dir.path());
+    let node = jumpstarter_testenv::repo_root().join("helm/values-node.yaml");
+    let docs = documents(
+        &chart
+            .render(RELEASE, &namespace, &[&image, &node])
+            .await
+            .expect("render values-node.yaml"),
+    );
+    let chart_args = container_args(find(&docs, "Deployment", &format!("{FULLNAME}-controller")));
+
+    // The controller out of cluster with the chart's arguments, listeners on free loopback
+    // ports (the advertised endpoints stay as rendered).
+    let probe_port = free_port();
+    let args = rewrite_args(
+        &chart_args,
+        &BTreeMap::from([
+            ("--grpc-listen", format!("127.0.0.1:{}", free_port())),
+            ("--grpc-quic-listen", format!("127.0.0.1:{}", free_port())),
+            ("--probe-listen", format!("127.0.0.1:{probe_port}")),
+            ("--metrics-listen", format!("127.0.0.1:{}", free_port())),
+        ]),
+    );
+    let mut cmd = Command::new(bin_path("jumpstarter-controller"));
+    cmd.args(&args)
+        .arg("--kubeconfig")
+        .arg(&env.admin_kubeconfig)
+        .env("JUMPSTARTER_IDENTITY", "controller-pod-0")
+        .env("RUST_LOG", "info");
+    let mut controller = Proc::spawn("controller", cmd, dir.path().join("controller.log"))
+        .expect("spawn controller");
+    wait_http_ok(
+        &format!("http://127.0.0.1:{probe_port}/readyz"),
+        Duration::from_secs(60),
+        &mut controller,
+    )
+    .await
+    .expect("controller ready");
+
+    let secrets: Api<Secret> = Api::namespaced(admin, &namespace);
+    for i in 0..2 {
+        let name = format!("{FULLNAME}-router-{i}-tls");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let secret = loop {
+            if let Some(secret) = secrets.get_opt(&name).await.expect("get Secret") {
+                break secret;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {name} within 30 s:\n{}",
+                controller.output()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let data = secret.data.unwrap_or_default();
+        let cert = dir.path().join(format!("router-{i}.crt"));
+        let ca = dir.path().join(format!("router-{i}-ca.crt"));
+        std::fs::write(&cert, &data["tls.crt"].0).expect("write cert");
+        std::fs::write(&ca, &data["ca.crt"].0).expect("write CA");
+        let sans = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+            .arg(&cert)
+            .output()
+            .expect("openssl x509");
+        let sans = String::from_utf8_lossy(&sans.stdout);
+        assert!(
+            sans.contains("IP Address:127.0.0.1"),
+            "router {i} certificate SANs: {sans}"
+        );
+        let verify = std::process::Command::new("openssl")
+            .arg("verify")
+            .arg("-CAfile")
+            .arg(&ca)
+            .arg(&cert)
+            .output()
+            .expect("openssl verify");
+        assert!(
+            verify.status.success(),
+            "router {i}: {}",
+            String::from_utf8_lossy(&verify.stdout)
+        );
+    }
+    drop(controller);
 }
 
 /// The four CRDs exist (`when` names the moment, for the failure message).

@@ -30,8 +30,36 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: jumpstarter
 {{- end -}}
 
+{{/* The image reference: repository:tag, repository@digest, or repository:tag@digest
+     (a digest with an explicit tag keeps the tag for readers; the digest decides). */}}
 {{- define "jumpstarter.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- $img := .Values.image -}}
+{{- $repo := required "image.repository is required: build the image from this repository's Dockerfile, push it to your registry and set image.repository (see the chart README)" $img.repository -}}
+{{- if and $img.digest (not $img.tag) -}}
+{{- printf "%s@%s" $repo $img.digest -}}
+{{- else if $img.digest -}}
+{{- printf "%s:%s@%s" $repo $img.tag $img.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repo (default .Chart.AppVersion $img.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Pod labels: the selector labels (.selector) merged over the user's podLabels (.labels),
+     so a user label can never change which pods a Deployment or Service selects. */}}
+{{- define "jumpstarter.podLabels" -}}
+{{- toYaml (merge (deepCopy .selector) (default dict .labels)) -}}
+{{- end -}}
+
+{{/* topologySpreadConstraints (.constraints); one without a labelSelector gets the
+     component's pods (.selector), so `values-ha.yaml` needs no release name. */}}
+{{- define "jumpstarter.topologySpread" -}}
+{{- range .constraints }}
+{{- $c := deepCopy . }}
+{{- if not (hasKey $c "labelSelector") }}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" $.selector) }}
+{{- end }}
+- {{ toYaml $c | nindent 2 | trim }}
+{{- end }}
 {{- end -}}
 
 {{- define "jumpstarter.controllerName" -}}

@@ -111,6 +111,8 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         lease_cert_max_validity: options.lease_cert_max_validity,
         limits: options.caller_limits.clone(),
         exporter_label_prefixes: options.exporter_label_prefixes.clone(),
+        // Nothing here is deleted by a Kubernetes garbage collector.
+        owner: None,
     });
 
     let now = OffsetDateTime::now_utc();

@@ -9,9 +9,12 @@
 //! There is no skip: when the binaries are missing or the server does not come up, the
 //! fixture panics with the reason and the command that fixes it.
 //!
-//! Each test should work in its own namespace ([`TestEnv::namespace`]): there is no
-//! kube-controller-manager, so namespaces are never really deleted and nothing is
-//! garbage-collected.
+//! Each test should work in its own namespace ([`TestEnv::namespace`]): without a node
+//! there is no kube-controller-manager, so namespaces are never really deleted and nothing
+//! is garbage-collected.
+//!
+//! [`TestEnv::shared_node`] is the same control plane with a real single node (containerd,
+//! kubelet, kube-proxy, scheduler, controller-manager), for the Helm chart's tests.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,9 +45,27 @@ pub struct TestEnv {
     pub controller_kubeconfig: PathBuf,
     /// Directory of the built binaries (etcd, kube-apiserver, kubectl, helm).
     pub bin_dir: PathBuf,
+    /// The single-node cluster, when the control plane was started with `--node`.
+    pub node: Option<Node>,
+}
+
+/// The real node of a control plane started with `testenv.sh start --node`: containerd,
+/// kubelet, kube-proxy, kube-scheduler and kube-controller-manager on this machine.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The Node object's name.
+    pub name: String,
+    /// The node's address (the gateway of its pod bridge); NodePorts answer on it and on
+    /// 127.0.0.1.
+    pub ip: String,
+    /// containerd's socket, for loading locally built images (`ctr -n k8s.io images import`).
+    pub containerd_address: PathBuf,
+    /// Directory of the node components' logs.
+    pub logs: PathBuf,
 }
 
 static SHARED: OnceLock<TestEnv> = OnceLock::new();
+static SHARED_NODE: OnceLock<TestEnv> = OnceLock::new();
 
 impl TestEnv {
     /// The control plane of this test process: started (or found running) on first use.
@@ -58,6 +79,28 @@ impl TestEnv {
                 "the real Kubernetes API server for this test is not available: {err:#}\n\
                  build it with `tools/k8s-testenv/build-bins.sh` (or run the repository's test \
                  command, which builds and starts it)"
+            ),
+        })
+    }
+
+    /// The control plane with its node, started (or found running) on first use. When a
+    /// control plane without a node is already running, it is restarted with one.
+    ///
+    /// # Panics
+    /// When the node cannot be started; the message says why.
+    pub fn shared_node() -> &'static TestEnv {
+        SHARED_NODE.get_or_init(|| match ensure_running_with(&["--node"]) {
+            Ok(env) if env.node.is_some() => env,
+            Ok(env) => panic!(
+                "the test environment in {} runs without a node; restart it with \
+                 `tools/k8s-testenv/testenv.sh start --node`",
+                env.dir.display()
+            ),
+            Err(err) => panic!(
+                "the real Kubernetes node for this test is not available: {err:#}\n\
+                 build its parts with `tools/k8s-testenv/build-bins.sh` and start it with \
+                 `tools/k8s-testenv/testenv.sh start --node` (the repository's test command \
+                 does both)"
             ),
         })
     }
@@ -170,9 +213,14 @@ async fn client_from(path: &Path) -> anyhow::Result<kube::Client> {
 }
 
 fn ensure_running() -> anyhow::Result<TestEnv> {
+    ensure_running_with(&[])
+}
+
+fn ensure_running_with(args: &[&str]) -> anyhow::Result<TestEnv> {
     let script = repo_root().join("tools/k8s-testenv/testenv.sh");
     let output = Command::new(&script)
         .arg("ensure")
+        .args(args)
         .output()
         .with_context(|| format!("run {}", script.display()))?;
     if !output.status.success() {
@@ -206,5 +254,14 @@ fn read_env(dir: &Path) -> anyhow::Result<TestEnv> {
         admin_kubeconfig: var("KTE_ADMIN_KUBECONFIG")?.into(),
         controller_kubeconfig: var("KTE_CONTROLLER_KUBECONFIG")?.into(),
         bin_dir: var("KTE_BIN_DIR")?.into(),
+        node: match vars.get("KTE_NODE") {
+            Some(&"1") => Some(Node {
+                name: var("KTE_NODE_NAME")?,
+                ip: var("KTE_NODE_IP")?,
+                containerd_address: var("KTE_CONTAINERD_ADDRESS")?.into(),
+                logs: var("KTE_NODE_LOGS")?.into(),
+            }),
+            _ => None,
+        },
     })
 }

@@ -12,6 +12,9 @@
 //! - ConfigMap [`ROUTER_KEYS_CONFIG_MAP`] (`keys.pem`), the public router-token key that
 //!   routers mount to verify stream tokens.
 //!
+//! Given an owner ([`Settings::owner`]), both ConfigMaps carry a reference to it and are
+//! deleted with it; [`KEYS_SECRET`] never does, so issued credentials survive a reinstall.
+//!
 //! The CA can come from elsewhere instead ([`CaSource::Secret`], e.g. a cert-manager
 //! Certificate): then the CA in [`KEYS_SECRET`] is ignored and the named
 //! `kubernetes.io/tls` Secret is read (never written).
@@ -44,6 +47,7 @@ use jumpstarter_token::key::public_keys_from_pem;
 use jumpstarter_token::{SigningKey, TokenError};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::ObjectMeta;
 use live::TokenKeySet;
 use time::{Duration, OffsetDateTime};
@@ -193,7 +197,7 @@ pub async fn bootstrap_with<S: Store>(
     if let Some(ca) = external_ca {
         keys.ca = ca;
     }
-    publish(store, namespace, &keys).await?;
+    publish(store, namespace, settings.owner.as_ref(), &keys).await?;
     tracing::info!(namespace, secret = KEYS_SECRET, ca = ?ca, "controller keys loaded");
     Ok(keys)
 }
@@ -489,7 +493,7 @@ pub async fn reload<S: Store>(
         return Ok(false);
     }
     keys.tokens.replace(fresh);
-    publish(store, namespace, keys).await?;
+    publish(store, namespace, settings.owner.as_ref(), keys).await?;
     let now = keys.tokens.current();
     tracing::info!(
         namespace,
@@ -546,11 +550,17 @@ async fn create_keys_secret<S: Store>(
     }
 }
 
-/// Creates or updates the two public ConfigMaps.
-async fn publish<S: Store>(store: &S, namespace: &str, keys: &Keys) -> Result<(), KeysError> {
+/// Creates or updates the two public ConfigMaps, owned by `owner` (see [`crate::owner`]).
+async fn publish<S: Store>(
+    store: &S,
+    namespace: &str,
+    owner: Option<&OwnerReference>,
+    keys: &Keys,
+) -> Result<(), KeysError> {
     ensure_config_map(
         store,
         namespace,
+        owner,
         CA_CONFIG_MAP,
         CA_CERT_KEY,
         keys.ca.cert_pem(),
@@ -560,6 +570,7 @@ async fn publish<S: Store>(store: &S, namespace: &str, keys: &Keys) -> Result<()
     ensure_config_map(
         store,
         namespace,
+        owner,
         ROUTER_KEYS_CONFIG_MAP,
         ROUTER_KEYS_KEY,
         &router_public,
@@ -573,6 +584,7 @@ const CONFIG_MAP_ATTEMPTS: usize = 5;
 async fn ensure_config_map<S: Store>(
     store: &S,
     namespace: &str,
+    owner: Option<&OwnerReference>,
     name: &str,
     key: &str,
     value: &str,
@@ -591,7 +603,7 @@ async fn ensure_config_map<S: Store>(
             .map_err(|e| err("read", e))?
         {
             None => {
-                let config_map = ConfigMap {
+                let mut config_map = ConfigMap {
                     metadata: ObjectMeta {
                         name: Some(name.to_owned()),
                         namespace: Some(namespace.to_owned()),
@@ -600,6 +612,7 @@ async fn ensure_config_map<S: Store>(
                     data: Some(BTreeMap::from([(key.to_owned(), value.to_owned())])),
                     ..ConfigMap::default()
                 };
+                crate::owner::adopt_if(&mut config_map.metadata, owner);
                 match store.create(&config_map).await {
                     Ok(_) => return Ok(()),
                     Err(StoreError::AlreadyExists { .. }) => continue,
@@ -607,8 +620,10 @@ async fn ensure_config_map<S: Store>(
                 }
             }
             Some(mut existing) => {
+                // An object written before the owner was configured gets it now.
+                let adopted = crate::owner::adopt_if(&mut existing.metadata, owner);
                 let data = existing.data.get_or_insert_with(BTreeMap::new);
-                if data.get(key).map(String::as_str) == Some(value) {
+                if data.get(key).map(String::as_str) == Some(value) && !adopted {
                     return Ok(());
                 }
                 data.insert(key.to_owned(), value.to_owned());

@@ -11,17 +11,22 @@
 //! Routers re-read the mounted files while they run (`--reload-interval`), so a re-minted
 //! certificate is served to new connections without a restart once the kubelet has
 //! updated the mount.
+//!
+//! Given an owner ([`Settings::owner`]) every Secret carries a reference to it: new ones
+//! from the start, current ones written before the owner was configured get it without
+//! being re-minted.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::ObjectMeta;
 use time::{Duration, OffsetDateTime};
 
 use super::{CA_CERT_KEY, Keys, KeysError, TLS_CERT_KEY, TLS_KEY_KEY};
 use crate::crd::vocabulary::{NOT_AFTER_ANNOTATION, ROUTER_ENDPOINTS_ANNOTATION};
-use crate::settings::RouterEntry;
+use crate::settings::{RouterEntry, Settings};
 use crate::store::{Store, StoreError};
 
 /// Certificates last [`super::SERVER_CERT_VALIDITY`] (a year); renewing a month ahead
@@ -35,18 +40,18 @@ pub(crate) fn secret_name(router: &str) -> String {
     format!("{router}-tls")
 }
 
-/// Makes sure every router in `routers` has a current certificate Secret in `namespace`.
-/// Returns how many Secrets were written.
+/// Makes sure every router of `settings` has a current certificate Secret in its
+/// namespace, owned by [`Settings::owner`]. Returns how many Secrets were written.
 pub async fn publish<S: Store>(
     store: &S,
-    namespace: &str,
+    settings: &Settings,
     keys: &Keys,
-    routers: &[RouterEntry],
     now: OffsetDateTime,
 ) -> Result<usize, KeysError> {
+    let (namespace, owner) = (settings.namespace.as_str(), settings.owner.as_ref());
     let mut written = 0;
-    for router in routers {
-        if ensure(store, namespace, keys, router, now).await? {
+    for router in &settings.routers {
+        if ensure(store, namespace, owner, keys, router, now).await? {
             written += 1;
         }
     }
@@ -56,6 +61,7 @@ pub async fn publish<S: Store>(
 async fn ensure<S: Store>(
     store: &S,
     namespace: &str,
+    owner: Option<&OwnerReference>,
     keys: &Keys,
     router: &RouterEntry,
     now: OffsetDateTime,
@@ -78,11 +84,23 @@ async fn ensure<S: Store>(
             .get::<Secret>(namespace, &name)
             .await
             .map_err(|e| err("read", e))?;
-        if existing
+        if let Some(current) = existing
             .as_ref()
-            .is_some_and(|s| is_current(s, keys, &endpoints, now))
+            .filter(|s| is_current(s, keys, &endpoints, now))
         {
-            return Ok(false);
+            // Still good: only an owner it lacks is added, the certificate stays.
+            let mut current = current.clone();
+            if !crate::owner::adopt_if(&mut current.metadata, owner) {
+                return Ok(false);
+            }
+            match store.replace(&current).await {
+                Ok(_) => {
+                    tracing::info!(router = %router.name, secret = %name, "router certificate Secret given its owner");
+                    return Ok(true);
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(err("write", e)),
+            }
         }
         let extra: Vec<String> = router
             .quic_endpoint
@@ -99,6 +117,7 @@ async fn ensure<S: Store>(
             type_: Some("kubernetes.io/tls".to_owned()),
             ..Secret::default()
         });
+        crate::owner::adopt_if(&mut secret.metadata, owner);
         secret
             .metadata
             .labels
@@ -179,7 +198,6 @@ fn is_current(secret: &Secret, keys: &Keys, endpoints: &str, now: OffsetDateTime
 mod tests {
     use super::*;
     use crate::keys::Material;
-    use crate::settings::Settings;
 
     fn keys(now: OffsetDateTime) -> Keys {
         let settings = Settings::example("lab", "c.lab:8082", "r.lab:8083");
