@@ -424,12 +424,7 @@ async fn the_helm_test_pod_s_service_account_may_read_all_the_check_needs() {
     env.install_crds(&jumpstarter_controller::crd::definitions())
         .await
         .expect("CRDs");
-    // The chart next to this test (a build directory shared between checkouts may hand
-    // the test fixtures another checkout's path).
-    let chart = Chart {
-        dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../helm"),
-        ..Chart::new(env)
-    };
+    let chart = Chart::new(env);
     let namespace = env.namespace("check-rbac").await;
     let admin = env.admin_client().await;
     let dir = tempfile::Builder::new()
@@ -464,6 +459,23 @@ routers:
         .template("js", &namespace, Path::new(&values))
         .await
         .expect("render");
+    let hook = chart
+        .helm(&[
+            "template",
+            "js",
+            &chart_dir,
+            "-n",
+            &namespace,
+            "-f",
+            &values,
+            "--kube-version",
+            jumpstarter_e2e::chart::KUBE_VERSION,
+            "--show-only",
+            "templates/tests/check.yaml",
+        ])
+        .await
+        .expect("render the test hook");
+    assert!(hook.ok(), "{hook}");
 
     // The controller and the router with the chart's arguments, on loopback.
     let mut cmd = Command::new(bin_path("jumpstarter-controller"));
@@ -555,7 +567,7 @@ routers:
         .token;
     let kubeconfig: PathBuf = dir.path().join("test-pod.kubeconfig");
     token_kubeconfig(env, &token, &kubeconfig);
-    let pod_args = rendered_args(&rendered, "Pod", "js-jumpstarter-test-check");
+    let pod_args = rendered_args(&hook.stdout, "Pod", "js-jumpstarter-test-check");
     assert_eq!(&pod_args[..2], ["admin", "check"], "{pod_args:?}");
     let run = check(&kubeconfig, None, &pod_args[2..]).await;
 

@@ -1656,18 +1656,14 @@ async fn assert_crds_present(chart: &Chart, when: &str) {
 #[tokio::test]
 async fn the_test_hook_runs_the_check_unprivileged_with_read_only_rights() {
     let env = TestEnv::shared();
-    // The chart next to this test (a build directory shared between checkouts may hand
-    // the fixtures another checkout's path).
-    let chart = Chart {
-        dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../helm"),
-        ..Chart::new(env)
-    };
+    let chart = Chart::new(env);
     let chart_dir = chart.dir.to_string_lossy().into_owned();
     let render = |extra: &'static [&'static str]| {
         let chart = chart.clone();
         let chart_dir = chart_dir.clone();
         async move {
             let mut args = vec!["template", RELEASE, &chart_dir, "-n", "lab"];
+            args.extend(["--kube-version", KUBE_VERSION]);
             args.extend(["--set", "image.repository=registry.example/jumpstarter"]);
             args.extend_from_slice(extra);
             let out = chart.helm(&args).await.expect("helm template");
@@ -1680,6 +1676,8 @@ async fn the_test_hook_runs_the_check_unprivileged_with_read_only_rights() {
             "lint",
             "--strict",
             &chart_dir,
+            "--set",
+            "image.repository=registry.example/jumpstarter",
             "--set",
             "tests.hostNetwork=true",
         ])
