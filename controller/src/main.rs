@@ -15,7 +15,6 @@
 //! signals, the kube client and the key file writer come from `jumpstarter_shell`; the
 //! credential-lifetime and TLS-SAN flag groups from `jumpstarter_controller::flags`.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -109,7 +108,7 @@ struct RunArgs {
     /// A router as `name=host:port`, optionally followed by `;key=value` labels and by
     /// `;quic=host:port`, its QUIC data-plane endpoint; repeat the flag (or give a
     /// comma-separated list in the environment) for several routers.
-    #[arg(long = "router", env = "JUMPSTARTER_ROUTERS", value_delimiter = ',', value_parser = parse_router)]
+    #[arg(long = "router", env = "JUMPSTARTER_ROUTERS", value_delimiter = ',', value_parser = RouterEntry::parse)]
     routers: Vec<RouterEntry>,
     #[command(flatten)]
     sans: TlsSanArgs,
@@ -467,46 +466,6 @@ fn default_identity() -> String {
     format!("{host}_{}", std::process::id())
 }
 
-/// `name=host:port[;key=value...]`; the key `quic` gives the QUIC endpoint `host:port`.
-fn parse_router(text: &str) -> Result<RouterEntry, String> {
-    let mut parts = text.split(';');
-    let head = parts.next().unwrap_or_default();
-    let Some((name, endpoint)) = head.split_once('=') else {
-        return Err(format!("router {text:?}: expected name=host:port"));
-    };
-    let (name, endpoint) = (name.trim(), endpoint.trim());
-    if name.is_empty() || endpoint.is_empty() || !endpoint.contains(':') || endpoint.contains("://")
-    {
-        return Err(format!(
-            "router {text:?}: expected name=host:port (no scheme)"
-        ));
-    }
-    let mut labels = BTreeMap::new();
-    let mut quic_endpoint = None;
-    for label in parts {
-        let Some((key, value)) = label.split_once('=') else {
-            return Err(format!("router {text:?}: label {label:?} is not key=value"));
-        };
-        let (key, value) = (key.trim(), value.trim());
-        if key == "quic" {
-            if value.is_empty() || !value.contains(':') || value.contains("://") {
-                return Err(format!(
-                    "router {text:?}: expected quic=host:port (no scheme)"
-                ));
-            }
-            quic_endpoint = Some(value.to_owned());
-        } else {
-            labels.insert(key.to_owned(), value.to_owned());
-        }
-    }
-    Ok(RouterEntry {
-        name: name.to_owned(),
-        endpoint: endpoint.to_owned(),
-        labels,
-        quic_endpoint,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -539,21 +498,6 @@ mod tests {
         assert_eq!(mode("tls.key"), 0o600);
         assert_eq!(std::fs::read_to_string(&key).unwrap(), "new key");
         assert_eq!(mode("ca.crt") & 0o044, 0o044, "public files stay readable");
-    }
-
-    #[test]
-    fn routers_parse() {
-        let r = parse_router("router-1=r1.example.com:443;router-index=1").unwrap();
-        assert_eq!(r.name, "router-1");
-        assert_eq!(r.endpoint, "r1.example.com:443");
-        assert_eq!(r.labels.get("router-index").map(String::as_str), Some("1"));
-        assert!(parse_router("r1.example.com:443").is_err());
-        assert!(parse_router("r=https://x:1").is_err());
-        assert_eq!(r.quic_endpoint, None);
-        let q = parse_router("r2=r2.example.com:443;quic=r2.example.com:4433;zone=a").unwrap();
-        assert_eq!(q.quic_endpoint.as_deref(), Some("r2.example.com:4433"));
-        assert_eq!(q.labels.len(), 1);
-        assert!(parse_router("r=x:1;quic=nope").is_err());
     }
 
     #[test]

@@ -22,6 +22,52 @@ pub struct RouterEntry {
     pub quic_endpoint: Option<String>,
 }
 
+impl RouterEntry {
+    /// Parses the controller's `--router` value `name=host:port[;key=value...]`, where the
+    /// key `quic` gives the QUIC endpoint `host:port` and every other key is a label.
+    pub fn parse(text: &str) -> Result<RouterEntry, String> {
+        let mut parts = text.split(';');
+        let head = parts.next().unwrap_or_default();
+        let Some((name, endpoint)) = head.split_once('=') else {
+            return Err(format!("router {text:?}: expected name=host:port"));
+        };
+        let (name, endpoint) = (name.trim(), endpoint.trim());
+        if name.is_empty()
+            || endpoint.is_empty()
+            || !endpoint.contains(':')
+            || endpoint.contains("://")
+        {
+            return Err(format!(
+                "router {text:?}: expected name=host:port (no scheme)"
+            ));
+        }
+        let mut labels = BTreeMap::new();
+        let mut quic_endpoint = None;
+        for label in parts {
+            let Some((key, value)) = label.split_once('=') else {
+                return Err(format!("router {text:?}: label {label:?} is not key=value"));
+            };
+            let (key, value) = (key.trim(), value.trim());
+            if key == "quic" {
+                if value.is_empty() || !value.contains(':') || value.contains("://") {
+                    return Err(format!(
+                        "router {text:?}: expected quic=host:port (no scheme)"
+                    ));
+                }
+                quic_endpoint = Some(value.to_owned());
+            } else {
+                labels.insert(key.to_owned(), value.to_owned());
+            }
+        }
+        Ok(RouterEntry {
+            name: name.to_owned(),
+            endpoint: endpoint.to_owned(),
+            labels,
+            quic_endpoint,
+        })
+    }
+}
+
 /// Everything the services and reconcilers need to know about their deployment.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -90,3 +136,24 @@ pub const DEFAULT_MAX_TAGS: usize = 10;
 /// price is one CSR signature per peer every few seconds, and sessions that end if the
 /// controller is unreachable for longer than this.
 pub const DEFAULT_LEASE_CERT_MAX_VALIDITY: Duration = Duration::seconds(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routers_parse() {
+        let r = RouterEntry::parse("router-1=r1.example.com:443;router-index=1").unwrap();
+        assert_eq!(r.name, "router-1");
+        assert_eq!(r.endpoint, "r1.example.com:443");
+        assert_eq!(r.labels.get("router-index").map(String::as_str), Some("1"));
+        assert!(RouterEntry::parse("r1.example.com:443").is_err());
+        assert!(RouterEntry::parse("r=https://x:1").is_err());
+        assert_eq!(r.quic_endpoint, None);
+        let q =
+            RouterEntry::parse("r2=r2.example.com:443;quic=r2.example.com:4433;zone=a").unwrap();
+        assert_eq!(q.quic_endpoint.as_deref(), Some("r2.example.com:4433"));
+        assert_eq!(q.labels.len(), 1);
+        assert!(RouterEntry::parse("r=x:1;quic=nope").is_err());
+    }
+}

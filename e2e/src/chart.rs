@@ -72,7 +72,7 @@ impl Chart {
         run(cmd, stdin, &format!("kubectl {}", args.join(" "))).await
     }
 
-    /// `helm template RELEASE CHART -n NAMESPACE -f VALUES`, failing on a non-zero exit.
+    /// [`Chart::render`] with one values file.
     pub async fn template(
         &self,
         release: &str,
@@ -82,8 +82,9 @@ impl Chart {
         self.render(release, namespace, &[values]).await
     }
 
-    /// `helm template RELEASE CHART -n NAMESPACE --kube-version KUBE_VERSION -f V1 -f V2 ...`
-    /// (later files win), failing on a non-zero exit.
+    /// `helm template RELEASE CHART -n NAMESPACE --kube-version KUBE_VERSION --skip-tests
+    /// -f V1 -f V2 ...` (later files win), failing on a non-zero exit: what `helm install`
+    /// applies (`helm test` creates the test pod later, once its ServiceAccount exists).
     pub async fn render(
         &self,
         release: &str,
@@ -99,6 +100,7 @@ impl Chart {
             namespace,
             "--kube-version",
             KUBE_VERSION,
+            "--skip-tests",
         ];
         let files: Vec<String> = values
             .iter()

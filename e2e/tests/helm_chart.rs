@@ -1652,3 +1652,112 @@ async fn assert_crds_present(chart: &Chart, when: &str) {
         assert!(out.ok(), "CRD {crd} {when}: {out}");
     }
 }
+
+#[tokio::test]
+async fn the_test_hook_runs_the_check_unprivileged_with_read_only_rights() {
+    let env = TestEnv::shared();
+    let chart = Chart::new(env);
+    let chart_dir = chart.dir.to_string_lossy().into_owned();
+    let render = |extra: &'static [&'static str]| {
+        let chart = chart.clone();
+        let chart_dir = chart_dir.clone();
+        async move {
+            let mut args = vec!["template", RELEASE, &chart_dir, "-n", "lab"];
+            args.extend(["--kube-version", KUBE_VERSION]);
+            args.extend(["--set", "image.repository=registry.example/jumpstarter"]);
+            args.extend_from_slice(extra);
+            let out = chart.helm(&args).await.expect("helm template");
+            assert!(out.ok(), "{out}");
+            documents(&out.stdout)
+        }
+    };
+    let lint = chart
+        .helm(&[
+            "lint",
+            "--strict",
+            &chart_dir,
+            "--set",
+            "image.repository=registry.example/jumpstarter",
+            "--set",
+            "tests.hostNetwork=true",
+        ])
+        .await
+        .expect("helm lint");
+    assert!(lint.ok(), "{lint}");
+
+    let docs = render(&[
+        "--set",
+        "tests.hostNetwork=true",
+        "--set",
+        "tests.timeout=3s",
+    ])
+    .await;
+    let pod = find(&docs, "Pod", &format!("{FULLNAME}-test-check"));
+    let annotations = &pod["metadata"]["annotations"];
+    assert_eq!(annotations["helm.sh/hook"], "test");
+    assert_eq!(
+        annotations["helm.sh/hook-delete-policy"],
+        "before-hook-creation,hook-succeeded"
+    );
+    let spec = &pod["spec"];
+    assert_eq!(spec["serviceAccountName"], format!("{FULLNAME}-test"));
+    assert_eq!(spec["restartPolicy"], "Never");
+    assert_eq!(spec["hostNetwork"], true);
+    assert_eq!(spec["dnsPolicy"], "ClusterFirstWithHostNet");
+    assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+    let container = &spec["containers"][0];
+    let controller = find(&docs, "Deployment", &format!("{FULLNAME}-controller"));
+    assert_eq!(
+        container["image"],
+        controller["spec"]["template"]["spec"]["containers"][0]["image"]
+    );
+    assert_eq!(container["command"][0], "/usr/local/bin/jumpstarter");
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "admin",
+            "check",
+            "--namespace=lab",
+            &format!("--controller-deployment={FULLNAME}-controller"),
+            "--timeout=3s"
+        ]
+    );
+    let security = &container["securityContext"];
+    assert_eq!(security["runAsNonRoot"], true);
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["capabilities"]["drop"][0], "ALL");
+    // Read-only, object by object, in the namespace only.
+    let role = find(&docs, "Role", &format!("{FULLNAME}-test"));
+    for rule in role["rules"].as_array().unwrap() {
+        assert_eq!(rule["verbs"], serde_json::json!(["get"]), "{rule}");
+        assert_eq!(
+            rule["resourceNames"].as_array().map(Vec::len),
+            Some(1),
+            "{rule}"
+        );
+    }
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["kind"] == "ClusterRole" || d["kind"] == "ClusterRoleBinding")
+    );
+
+    let default = render(&[]).await;
+    let pod = find(&default, "Pod", &format!("{FULLNAME}-test-check"));
+    assert!(pod["spec"].get("hostNetwork").is_none());
+    let disabled = render(&["--set", "tests.enabled=false"]).await;
+    assert!(
+        !disabled.iter().any(|d| d["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .contains("-test")),
+        "tests.enabled=false renders no test object"
+    );
+}

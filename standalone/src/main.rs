@@ -17,10 +17,12 @@
 //! - `serve`: the service process;
 //! - `admin_command`: the admin commands and their two backends;
 //! - `admin_api`: the service's admin API on a Unix socket (server and client);
+//! - `check`: `admin check`, the health report of a Kubernetes installation;
 //! - `data_dir`: the data directory's default location and layout.
 
 mod admin_api;
 mod admin_command;
+mod check;
 mod data_dir;
 mod serve;
 
@@ -159,6 +161,8 @@ enum AdminSubcommand {
     List(GetArgs),
     /// Delete an object (a client's or exporter's credential goes with it).
     Delete(DeleteArgs),
+    /// Check a Kubernetes installation: CRDs, controller, CA and every advertised router.
+    Check(check::CheckArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -349,6 +353,9 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
             kind: args.kind.into(),
             name: args.name,
         },
+        AdminSubcommand::Check(args) => {
+            return check::run(target.kubeconfig.as_deref(), target.namespace, args).await;
+        }
     };
     admin_command::run(&target, command).await
 }
