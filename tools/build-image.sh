@@ -9,7 +9,7 @@
 #
 # Run `tools/build-image.sh --help` for the options. Needs root, buildah (Debian package
 # buildah), ctr (package containerd) to load, apt-get and dpkg-deb for the base image.
-# Env: JUMPSTARTER_BUILDAH_ROOT (buildah storage, default: buildah's own, /var/lib/containers),
+# Env: JUMPSTARTER_IMAGE_PROFILE (default --profile), JUMPSTARTER_BUILDAH_ROOT (buildah storage, default: buildah's own, /var/lib/containers),
 #      KTE_DIR (test node's directory; default <repo>/target/k8s-testenv).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -48,7 +48,9 @@ Debian packages change.
 EOF
 }
 
-profile=release
+# JUMPSTARTER_IMAGE_PROFILE sets the default profile (the test command uses the dev binaries
+# it built already).
+profile="${JUMPSTARTER_IMAGE_PROFILE:-release}"
 build=1
 tag=""
 load=1

@@ -89,7 +89,7 @@ say "starting the test API server with a real node"
 tools/k8s-testenv/testenv.sh start --node
 done_step "node start"
 say "building the image with buildah"
-JUMPSTARTER_IMAGE="$(tools/build-image.sh --profile dev | tail -n 1)"
+JUMPSTARTER_IMAGE="$(tools/build-image.sh --profile dev --no-build | tail -n 1)"
 export JUMPSTARTER_IMAGE
 done_step "image build"
 say "running the Helm chart's tests on the node ($JUMPSTARTER_IMAGE)"
