@@ -73,6 +73,32 @@ pub struct Release {
     /// The real tools, pointed at this release (no processes of the service: those run
     /// in pods).
     pub lab: Lab,
+    /// Set once `helm uninstall` ran; otherwise dropping the release uninstalls it.
+    pub uninstalled: bool,
+}
+
+impl Drop for Release {
+    /// A test that failed half-way leaves no release behind: its node ports would refuse
+    /// the next install. (Blocking, but `helm uninstall` without `--wait` returns as soon
+    /// as the objects are deleted.)
+    fn drop(&mut self) {
+        if self.uninstalled {
+            return;
+        }
+        let _ = std::process::Command::new(&self.chart.helm)
+            .args([
+                "uninstall",
+                &self.name,
+                "-n",
+                &self.namespace,
+                "--timeout",
+                "60s",
+            ])
+            .env("KUBECONFIG", &self.chart.kubeconfig)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
 }
 
 impl Release {
@@ -115,6 +141,7 @@ impl Release {
             namespace,
             ports,
             lab,
+            uninstalled: false,
         };
         let out = release.helm_release("install", extra).await?;
         if !out.ok() {
@@ -292,7 +319,8 @@ impl Release {
     }
 
     /// `helm uninstall --wait`, then waits until no pod of the release is left.
-    pub async fn uninstall(&self) -> anyhow::Result<()> {
+    pub async fn uninstall(&mut self) -> anyhow::Result<()> {
+        self.uninstalled = true;
         let out = self
             .chart
             .helm(&[

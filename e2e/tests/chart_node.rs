@@ -376,7 +376,8 @@ async fn installed_chart_serves_the_real_tools_over_h2_and_quic_and_passes_helm_
         "the session did not complete over QUIC ({quic_before} -> {quic_after})"
     );
 
-    // `helm test`: `jumpstarter admin check` in a pod.
+    // `helm test`: `jumpstarter admin check` in a pod (deleted when it succeeds, so no
+    // `--logs`: a failed one stays for its logs in the diagnostics).
     let out = release
         .chart
         .helm(&[
@@ -384,7 +385,6 @@ async fn installed_chart_serves_the_real_tools_over_h2_and_quic_and_passes_helm_
             &release.name,
             "-n",
             &release.namespace,
-            "--logs",
             "--timeout",
             "180s",
         ])
@@ -395,6 +395,39 @@ async fn installed_chart_serves_the_real_tools_over_h2_and_quic_and_passes_helm_
         "helm test failed: {out}\n{}",
         release.diagnostics().await
     );
+
+    // The same check by hand from this machine, as JSON: every check passed, among them
+    // both routers over TCP and UDP.
+    let out = tokio::process::Command::new(bin_path("jumpstarter"))
+        .args(["admin", "check", "--kubeconfig"])
+        .arg(&release.env.admin_kubeconfig)
+        .args(["-n", &release.namespace, "-o", "json"])
+        .output()
+        .await
+        .expect("run jumpstarter admin check");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "admin check printed no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(out.status.success() && report["ok"] == true, "{report:#}");
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    for router in ["js-jumpstarter-router-0", "js-jumpstarter-router-1"] {
+        for transport in ["tcp", "udp"] {
+            let name = format!("router/{router}/{transport}");
+            assert!(
+                names.contains(&name.as_str()),
+                "{name} not checked: {report:#}"
+            );
+        }
+    }
 
     // Nothing restarted along the way.
     let pods = release.pods().await.expect("pods");
@@ -409,7 +442,7 @@ async fn controller_pod_loss_and_router_restarts_keep_leases_and_sessions() {
         controller: 30110,
         router_base: 30111,
     };
-    let (release, c1) = release_with_board("node-loss", ports).await;
+    let (mut release, c1) = release_with_board("node-loss", ports).await;
     let lease = create_lease(&release, &c1, "board=mock").await;
     let held = release
         .lab
@@ -466,7 +499,7 @@ async fn upgrade_during_a_live_session_then_uninstall_keeps_only_crds_and_user_o
         controller: 30120,
         router_base: 30121,
     };
-    let (release, c1) = release_with_board("node-upgrade", ports).await;
+    let (mut release, c1) = release_with_board("node-upgrade", ports).await;
     let lease = create_lease(&release, &c1, "board=mock").await;
     release
         .lab
