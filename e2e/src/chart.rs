@@ -157,6 +157,51 @@ impl Chart {
     }
 }
 
+/// Writes to `path` a kubeconfig for ServiceAccount `namespace/name` of the API server of
+/// `env`: a real token from the TokenRequest API (one hour), with the admin kubeconfig's
+/// cluster section. For proving what an identity the chart creates may do.
+pub async fn service_account_kubeconfig(
+    env: &TestEnv,
+    namespace: &str,
+    name: &str,
+    path: &Path,
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use kube::api::{Api, PostParams};
+
+    let accounts: Api<ServiceAccount> = Api::namespaced(env.admin_client().await, namespace);
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            expiration_seconds: Some(3600),
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    };
+    let token = accounts
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .with_context(|| format!("TokenRequest for {namespace}/{name}"))?
+        .status
+        .context("TokenRequest without status")?
+        .token;
+    let admin: serde_json::Value =
+        serde_norway::from_str(&std::fs::read_to_string(&env.admin_kubeconfig)?)
+            .context("admin kubeconfig YAML")?;
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "testenv", "cluster": admin["clusters"][0]["cluster"].clone()}],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": "testenv", "user": name}}],
+        "current-context": name,
+    });
+    std::fs::write(path, serde_norway::to_string(&config)?)
+        .with_context(|| format!("write {}", path.display()))?;
+    Ok(())
+}
+
 async fn run(mut cmd: Command, stdin: Option<&str>, what: &str) -> anyhow::Result<Output> {
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()

@@ -629,6 +629,54 @@ impl Lab {
         cmd
     }
 
+    /// `EDGE client --config C --write-config <lab>/client.edge.yaml -- jmp shell
+    /// --client-config <that> <target> -- <cmd>`: a `jmp shell` whose controller calls and
+    /// sessions go through a client edge (`edge` is the `jumpstarter-edge` binary); its
+    /// output, whatever its exit status.
+    pub async fn shell_behind_edge(
+        &self,
+        edge: &Path,
+        client: &Path,
+        target: &[&str],
+        cmd: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<Output> {
+        let client = client.to_string_lossy().into_owned();
+        let edge_config = self.path("client.edge.yaml").to_string_lossy().into_owned();
+        let jmp = venv().join("bin/jmp").to_string_lossy().into_owned();
+        let mut args = vec![
+            "client",
+            "--config",
+            &client,
+            "--write-config",
+            &edge_config,
+            "--",
+            &jmp,
+            "shell",
+            "--client-config",
+            &edge_config,
+        ];
+        args.extend_from_slice(target);
+        args.push("--");
+        args.extend_from_slice(cmd);
+        let mut command = self.tool_command(edge, &args);
+        command
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = command.spawn().context("spawn the client edge")?;
+        let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+            Ok(out) => out?,
+            Err(_) => bail!("`{}` did not finish within {timeout:?}", args.join(" ")),
+        };
+        Ok(Output {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
     /// `jmp admin create client NAME` (standalone: `jumpstarter admin create client`);
     /// returns the path of the written ClientConfig.
     pub async fn create_client(&self, name: &str) -> anyhow::Result<PathBuf> {

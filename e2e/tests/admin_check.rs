@@ -16,14 +16,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use jumpstarter_e2e::chart::Chart;
+use jumpstarter_e2e::chart::{Chart, service_account_kubeconfig};
 use jumpstarter_e2e::control_plane::PrivateControlPlane;
 use jumpstarter_e2e::{Lab, Output, Proc, bin_path, free_port, wait_http_ok};
 use jumpstarter_testenv::TestEnv;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::Api;
 use tokio::process::Command;
 
 /// Longest one `jumpstarter admin check` run may take (its own steps are bounded by
@@ -363,23 +362,6 @@ async fn a_missing_crd_fails_its_check_whoever_asks() {
     }
 }
 
-/// A kubeconfig for `token` on the API server of `env`.
-fn token_kubeconfig(env: &TestEnv, token: &str, path: &Path) {
-    let admin: serde_json::Value = serde_norway::from_str(
-        &std::fs::read_to_string(&env.admin_kubeconfig).expect("admin kubeconfig"),
-    )
-    .expect("kubeconfig YAML");
-    let config = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "testenv", "cluster": admin["clusters"][0]["cluster"].clone()}],
-        "users": [{"name": "check", "user": {"token": token}}],
-        "contexts": [{"name": "check", "context": {"cluster": "testenv", "user": "check"}}],
-        "current-context": "check",
-    });
-    std::fs::write(path, serde_norway::to_string(&config).expect("YAML")).expect("write");
-}
-
 /// The container arguments of the first `kind` in a rendered stream.
 fn rendered_args(rendered: &str, kind: &str, name: &str) -> Vec<String> {
     let doc = rendered
@@ -547,26 +529,10 @@ routers:
     .expect("router ready");
 
     // The test pod's ServiceAccount token, and the pod's own arguments.
-    let token = Api::<ServiceAccount>::namespaced(admin.clone(), &namespace)
-        .create_token_request(
-            "js-jumpstarter-test",
-            &PostParams::default(),
-            &TokenRequest {
-                spec: TokenRequestSpec {
-                    audiences: vec![],
-                    expiration_seconds: Some(3600),
-                    ..TokenRequestSpec::default()
-                },
-                ..TokenRequest::default()
-            },
-        )
-        .await
-        .expect("TokenRequest")
-        .status
-        .expect("token")
-        .token;
     let kubeconfig: PathBuf = dir.path().join("test-pod.kubeconfig");
-    token_kubeconfig(env, &token, &kubeconfig);
+    service_account_kubeconfig(env, &namespace, "js-jumpstarter-test", &kubeconfig)
+        .await
+        .expect("the test pod's kubeconfig");
     let pod_args = rendered_args(&hook.stdout, "Pod", "js-jumpstarter-test-check");
     assert_eq!(&pod_args[..2], ["admin", "check"], "{pod_args:?}");
     let run = check(&kubeconfig, None, &pod_args[2..]).await;

@@ -10,15 +10,12 @@
 #![allow(clippy::await_holding_lock)]
 
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use jumpstarter_controller::crd::Lease;
 use jumpstarter_e2e::node::{NodePorts, Release, restarts};
-use jumpstarter_e2e::{
-    ECHO_SCRIPT, Output, Proc, SESSION_SCRIPT, bin_path, metric_sum, venv, wait_output,
-};
+use jumpstarter_e2e::{ECHO_SCRIPT, Proc, SESSION_SCRIPT, bin_path, metric_sum, venv, wait_output};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -185,57 +182,23 @@ async fn assert_session_intact(release: &Release, mut session: Proc, within: Dur
     );
 }
 
-/// `jumpstarter-edge client --config C --write-config E -- jmp shell --client-config E
-/// <target> -- <cmd>`: the client's controller calls and its session over QUIC (UDP).
+/// [`jumpstarter_e2e::Lab::shell_behind_edge`] (controller calls and the session over QUIC,
+/// UDP), asserting success; its output.
 async fn shell_behind_edge(
     release: &Release,
     client: &Path,
     target: &[&str],
     cmd: &[&str],
 ) -> String {
-    let client = client.to_string_lossy().into_owned();
-    let edge_config = release
-        .path("client.edge.yaml")
-        .to_string_lossy()
-        .into_owned();
-    let jmp = venv().join("bin/jmp").to_string_lossy().into_owned();
-    let mut args = vec![
-        "client",
-        "--config",
-        &client,
-        "--write-config",
-        &edge_config,
-        "--",
-        &jmp,
-        "shell",
-        "--client-config",
-        &edge_config,
-    ];
-    args.extend_from_slice(target);
-    args.push("--");
-    args.extend_from_slice(cmd);
-    let mut command = release
+    let edge = bin_path("jumpstarter-edge");
+    let out = release
         .lab
-        .tool_command(bin_path("jumpstarter-edge"), &args);
-    command
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let child = command.spawn().expect("spawn the client edge");
-    let out = tokio::time::timeout(SHELL_TIMEOUT, child.wait_with_output())
+        .shell_behind_edge(&edge, client, target, cmd, SHELL_TIMEOUT)
         .await
-        .unwrap_or_else(|_| panic!("`{}` did not finish in time", args.join(" ")))
-        .expect("client edge output");
-    let out = Output {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+        .expect("jmp shell behind the edge");
     assert!(
         out.ok(),
-        "{} failed: {out}\n{}",
-        args.join(" "),
+        "jmp shell behind the edge failed: {out}\n{}",
         release.diagnostics().await
     );
     out.stdout + &out.stderr

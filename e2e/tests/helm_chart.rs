@@ -20,15 +20,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use jumpstarter_e2e::chart::{Chart, KUBE_VERSION};
+use jumpstarter_e2e::chart::{Chart, KUBE_VERSION, service_account_kubeconfig};
 use jumpstarter_e2e::{Lab, Mode, Output, Proc, bin_path, free_port, wait_http_ok};
 use jumpstarter_testenv::TestEnv;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role};
 use kube::api::{Api, ListParams, PostParams};
 use tokio::process::Command;
@@ -1107,25 +1106,6 @@ fn expected_rules() -> Vec<(Vec<&'static str>, Vec<&'static str>, Vec<&'static s
     ]
 }
 
-/// A kubeconfig for `token` on the test API server (cluster section of the admin's).
-fn token_kubeconfig(env: &TestEnv, token: &str, path: &Path) {
-    let admin: serde_norway::Value = serde_norway::from_str(
-        &std::fs::read_to_string(&env.admin_kubeconfig).expect("admin kubeconfig"),
-    )
-    .expect("kubeconfig YAML");
-    let cluster = admin["clusters"][0]["cluster"].clone();
-    let config = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "testenv", "cluster": cluster}],
-        "users": [{"name": "controller", "user": {"token": token}}],
-        "contexts": [{"name": "controller", "context": {"cluster": "testenv", "user": "controller"}}],
-        "current-context": "controller",
-    });
-    let text = serde_norway::to_string(&config).expect("kubeconfig YAML");
-    std::fs::write(path, text).expect("write kubeconfig");
-}
-
 /// `args` with each `--flag=...` in `replace` given the new value, and `0.0.0.0` listeners
 /// on loopback.
 fn rewrite_args(args: &[String], replace: &BTreeMap<&str, String>) -> Vec<String> {
@@ -1253,26 +1233,10 @@ routers:
     }));
 
     // A real ServiceAccount token (TokenRequest), not admin.
-    let token = Api::<ServiceAccount>::namespaced(admin.clone(), &namespace)
-        .create_token_request(
-            &sa_name,
-            &PostParams::default(),
-            &TokenRequest {
-                spec: TokenRequestSpec {
-                    audiences: vec![],
-                    expiration_seconds: Some(3600),
-                    ..TokenRequestSpec::default()
-                },
-                ..TokenRequest::default()
-            },
-        )
-        .await
-        .expect("TokenRequest")
-        .status
-        .expect("token")
-        .token;
     let sa_kubeconfig = dir.path().join("controller.kubeconfig");
-    token_kubeconfig(env, &token, &sa_kubeconfig);
+    service_account_kubeconfig(env, &namespace, &sa_name, &sa_kubeconfig)
+        .await
+        .expect("the ServiceAccount's kubeconfig");
 
     // The controller with the chart's arguments (listeners on loopback).
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &namespace);

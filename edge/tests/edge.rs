@@ -7,10 +7,9 @@
 //! QUIC router: its metrics count them, and the h2 router's count stays zero.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use jumpstarter_e2e::{Lab, Mode, Output, Proc, free_port, metric_sum};
+use jumpstarter_e2e::{Lab, Mode, Proc, free_port, metric_sum};
 
 const EDGE: &str = env!("CARGO_BIN_EXE_jumpstarter-edge");
 const ONLINE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -26,51 +25,17 @@ fn with_endpoint(path: &Path, endpoint: &str) -> PathBuf {
     copy
 }
 
-/// `jumpstarter-edge client --config C --write-config E -- jmp shell --client-config E
-/// <target> -- <cmd>`, asserting success; its output.
+/// [`Lab::shell_behind_edge`], asserting success; its output.
 async fn shell_behind_edge(lab: &Lab, client: &Path, target: &[&str], cmd: &[&str]) -> String {
-    let client = client.to_string_lossy().into_owned();
-    let edge_config = lab.path("client.edge.yaml").to_string_lossy().into_owned();
-    let jmp = jumpstarter_e2e::venv().join("bin/jmp");
-    let jmp = jmp.to_string_lossy().into_owned();
-    let mut args = vec![
-        "client",
-        "--config",
-        &client,
-        "--write-config",
-        &edge_config,
-        "--",
-        &jmp,
-        "shell",
-        "--client-config",
-        &edge_config,
-    ];
-    args.extend_from_slice(target);
-    args.push("--");
-    args.extend_from_slice(cmd);
-    let mut command = lab.tool_command(EDGE, &args);
-    command
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let child = command.spawn().expect("spawn the client edge");
-    let out = tokio::time::timeout(SHELL_TIMEOUT, child.wait_with_output())
+    let out = lab
+        .shell_behind_edge(Path::new(EDGE), client, target, cmd, SHELL_TIMEOUT)
         .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "`{}` did not finish in time\n{}",
-                args.join(" "),
-                lab.logs()
-            )
-        })
-        .expect("client edge output");
-    let out = Output {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(out.ok(), "{} failed: {out}\n{}", args.join(" "), lab.logs());
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
+    assert!(
+        out.ok(),
+        "jmp shell behind the edge failed: {out}\n{}",
+        lab.logs()
+    );
     out.stdout + &out.stderr
 }
 
