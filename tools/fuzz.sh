@@ -3,6 +3,7 @@
 # bounded time per target, with AFL++ through afl.rs on the stable toolchain:
 #
 #   tools/fuzz.sh [--seconds N] [TARGET...]     # default: 20 s for every target
+#   tools/fuzz.sh --build-only                   # steps 1 and 2 only (e.g. ahead of time)
 #
 # 1. installs cargo-afl (and the AFL++ runtime it builds) into a cache directory, reused
 #    when present;
@@ -31,8 +32,10 @@ MEMORY_LIMIT_MB=1024
 
 seconds=20
 targets=()
+build_only=0
 while [ $# -gt 0 ]; do
   case "$1" in
+    --build-only) build_only=1; shift ;;
     --seconds) seconds="$2"; shift 2 ;;
     --seconds=*) seconds="${1#*=}"; shift ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
@@ -76,6 +79,7 @@ t=$(date +%s)
 cargo afl build --release --locked -p jumpstarter-fuzz --features afl --bin jumpstarter-fuzz
 say "built in $(( $(date +%s) - t ))s"
 binary="$CARGO_TARGET_DIR/release/jumpstarter-fuzz"
+if [ "$build_only" = 1 ]; then exit 0; fi
 
 out="${JUMPSTARTER_FUZZ_OUT:-}"
 if [ -z "$out" ]; then
