@@ -92,6 +92,16 @@ say "running tests"
 cargo test --workspace --locked "$@"
 done_step "tests"
 
+# `testenv.sh stop` must leave nothing of a node behind (no bridge, no firewall table, no
+# node process of its state directories).
+assert_no_node() {
+  if ip link show jsnode0 >/dev/null 2>&1 || nft list table inet jumpstarter_node >/dev/null 2>&1 \
+    || pgrep -f -- '--config [^ ]*/node/containerd/config.toml' >/dev/null; then
+    echo "FATAL: $*: testenv.sh stop left the node's bridge, firewall table or containerd behind" >&2
+    exit 1
+  fi
+}
+
 # The chart on a real node: the API server restarts with a node next to it; the image is
 # built from the Dockerfile with the binaries built above and loaded into the node.
 say "starting the test API server with a real node"
@@ -104,16 +114,13 @@ done_step "image build"
 say "running the Helm chart's tests on the node ($JUMPSTARTER_IMAGE)"
 cargo test -p jumpstarter-e2e --features node --test chart_node --locked "$@"
 tools/k8s-testenv/testenv.sh stop
-# stop must leave nothing of the node behind.
-if ip link show jsnode0 >/dev/null 2>&1 || nft list table inet jumpstarter_node >/dev/null 2>&1; then
-  echo "FATAL: testenv.sh stop left the node's bridge or firewall table behind" >&2
-  exit 1
-fi
+assert_no_node after the node tests
 done_step "node tests"
 
 say "running the README walkthroughs as written"
 # The image of the Kubernetes walkthrough from the debug binaries built above.
 JUMPSTARTER_IMAGE_PROFILE=dev tools/readme-walkthrough.sh
+assert_no_node after the Kubernetes walkthrough
 done_step "README walkthrough"
 
 # A separate, bounded step: coverage-guided fuzzing of the decoders (AFL++ via afl.rs; the

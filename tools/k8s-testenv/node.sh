@@ -323,10 +323,12 @@ node_stop() {
     # Every container and sandbox of the node, killed through the containerd this script
     # started; the sandboxes' network namespaces are collected first.
     local netns id
+    # (An app container joins its sandbox's namespace and names none: grep finds nothing
+    # there, which must not end the stop.)
     netns="$(for id in $(ctr --address "$node_sock" -n k8s.io containers ls -q 2>/dev/null); do
       ctr --address "$node_sock" -n k8s.io containers info "$id" 2>/dev/null \
-        | grep -o '"/var/run/netns/cni-[0-9a-f-]*"' | tr -d '"'
-    done | sort -u)"
+        | grep -o '"/var/run/netns/cni-[0-9a-f-]*"' | tr -d '"' || true
+    done | sort -u)" || true
     for id in $(ctr --address "$node_sock" -n k8s.io tasks ls -q 2>/dev/null); do
       ctr --address "$node_sock" -n k8s.io tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true
     done
