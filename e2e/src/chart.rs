@@ -202,6 +202,43 @@ pub async fn service_account_kubeconfig(
     Ok(())
 }
 
+/// Writes what a router pod of the chart mounts into `dir`, for running the router binary
+/// on the host with the chart's arguments: `dir/tls` with the router certificate Secret's
+/// `tls.crt`, `tls.key` and `ca.crt`, and `dir/router-token-keys/keys.pem` from the
+/// controller's ConfigMap in `namespace`. Returns both directories.
+pub async fn write_router_mounts(
+    client: &kube::Client,
+    namespace: &str,
+    secret: &k8s_openapi::api::core::v1::Secret,
+    dir: &Path,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::Api;
+
+    let tls_dir = dir.join("tls");
+    std::fs::create_dir_all(&tls_dir)?;
+    let data = secret.data.clone().unwrap_or_default();
+    for key in ["tls.crt", "tls.key", "ca.crt"] {
+        let value = data
+            .get(key)
+            .with_context(|| format!("router Secret without {key}"))?;
+        std::fs::write(tls_dir.join(key), &value.0)?;
+    }
+    let keys_dir = dir.join("router-token-keys");
+    std::fs::create_dir_all(&keys_dir)?;
+    let keys = Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .get("jumpstarter-router-token-keys")
+        .await
+        .context("router token keys ConfigMap")?;
+    let pem = keys
+        .data
+        .unwrap_or_default()
+        .remove("keys.pem")
+        .context("router token keys ConfigMap without keys.pem")?;
+    std::fs::write(keys_dir.join("keys.pem"), pem)?;
+    Ok((tls_dir, keys_dir))
+}
+
 async fn run(mut cmd: Command, stdin: Option<&str>, what: &str) -> anyhow::Result<Output> {
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()

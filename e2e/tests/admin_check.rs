@@ -16,12 +16,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use jumpstarter_e2e::chart::{Chart, service_account_kubeconfig};
+use jumpstarter_e2e::chart::{Chart, service_account_kubeconfig, write_router_mounts};
 use jumpstarter_e2e::control_plane::PrivateControlPlane;
 use jumpstarter_e2e::{Lab, Output, Proc, bin_path, free_port, wait_http_ok};
 use jumpstarter_testenv::TestEnv;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use tokio::process::Command;
 
@@ -486,23 +486,9 @@ routers:
         .get("js-jumpstarter-router-0-tls")
         .await
         .expect("router certificate Secret");
-    let tls_dir = dir.path().join("tls");
-    std::fs::create_dir_all(&tls_dir).expect("mkdir");
-    let data = secret.data.unwrap_or_default();
-    for key in ["tls.crt", "tls.key", "ca.crt"] {
-        std::fs::write(tls_dir.join(key), &data[key].0).expect("write");
-    }
-    let keys_dir = dir.path().join("keys");
-    std::fs::create_dir_all(&keys_dir).expect("mkdir");
-    let keys = Api::<ConfigMap>::namespaced(admin.clone(), &namespace)
-        .get("jumpstarter-router-token-keys")
+    let (tls_dir, keys_dir) = write_router_mounts(&admin, &namespace, &secret, dir.path())
         .await
-        .expect("router token keys");
-    std::fs::write(
-        keys_dir.join("keys.pem"),
-        &keys.data.unwrap_or_default()["keys.pem"],
-    )
-    .expect("write");
+        .expect("the router's mounts");
     let metrics_port = free_port();
     let router_args = on_host(
         &rendered_args(&rendered, "Deployment", "js-jumpstarter-router-0"),

@@ -20,14 +20,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use jumpstarter_e2e::chart::{Chart, KUBE_VERSION, service_account_kubeconfig};
+use jumpstarter_e2e::chart::{
+    Chart, KUBE_VERSION, service_account_kubeconfig, write_router_mounts,
+};
 use jumpstarter_e2e::{Lab, Mode, Output, Proc, bin_path, free_port, wait_http_ok};
 use jumpstarter_testenv::TestEnv;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role};
 use kube::api::{Api, ListParams, PostParams};
 use tokio::process::Command;
@@ -1290,27 +1292,16 @@ routers:
         owners.len() == 1 && Some(&owners[0].uid) == controller_uid.as_ref(),
         "{owners:?}"
     );
-    let tls_dir = dir.path().join("tls");
-    std::fs::create_dir_all(&tls_dir).unwrap();
-    let data = secret.data.unwrap_or_default();
     assert!(
-        !data.contains_key("ca.key"),
+        !secret
+            .data
+            .as_ref()
+            .is_some_and(|d| d.contains_key("ca.key")),
         "router Secret holds no CA key"
     );
-    for key in ["tls.crt", "tls.key", "ca.crt"] {
-        std::fs::write(tls_dir.join(key), &data[key].0).unwrap();
-    }
-    let keys_dir = dir.path().join("router-token-keys");
-    std::fs::create_dir_all(&keys_dir).unwrap();
-    let keys = Api::<ConfigMap>::namespaced(admin.clone(), &namespace)
-        .get("jumpstarter-router-token-keys")
+    let (tls_dir, keys_dir) = write_router_mounts(&admin, &namespace, &secret, dir.path())
         .await
-        .expect("router token keys");
-    std::fs::write(
-        keys_dir.join("keys.pem"),
-        &keys.data.unwrap_or_default()["keys.pem"],
-    )
-    .unwrap();
+        .expect("the router's mounts");
     let metrics_port = free_port();
     let router_args: Vec<String> = rewrite_args(
         &container(deployments.get(&router_name).await.expect("router")),
