@@ -12,6 +12,7 @@
 
 mod support;
 
+use support::counting::CountingStore;
 use support::{
     Identity, LoopbackGrpc, SilentProxy, assert_status, call, created_client, created_exporter,
 };
@@ -19,7 +20,7 @@ use support::{
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration as StdDuration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -30,7 +31,6 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use futures::stream::BoxStream;
 use jumpstarter_controller::auth::AuthMetrics;
 use jumpstarter_controller::crd::{Exporter, ExporterSpec, Lease};
 use jumpstarter_controller::keys;
@@ -38,11 +38,9 @@ use jumpstarter_controller::limits::{Limits, Rate};
 use jumpstarter_controller::reconcile::{ReconcileMetrics, Reconciler};
 use jumpstarter_controller::service::{ServiceMetrics, Services, TokenSigners};
 use jumpstarter_controller::settings::Settings;
+use jumpstarter_controller::store::Store;
 use jumpstarter_controller::store::embedded::EmbeddedStore;
 use jumpstarter_controller::store::kube::KubeStore;
-use jumpstarter_controller::store::{
-    ListParams, Object, ObjectList, Store, StoreError, WatchEvent,
-};
 use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
 use jumpstarter_proto::jumpstarter::client::v1::client_service_client::ClientServiceClient;
 use jumpstarter_proto::jumpstarter::v1 as pb;
@@ -628,59 +626,11 @@ async fn pending_leases_per_client_are_capped() {
         .expect("room again after a release");
 }
 
-/// The embedded store, counting the watches opened on it.
-#[derive(Clone)]
-struct CountingStore {
-    inner: EmbeddedStore,
-    watches: Arc<AtomicUsize>,
-}
-
-impl Store for CountingStore {
-    async fn get<K: Object>(&self, namespace: &str, name: &str) -> Result<Option<K>, StoreError> {
-        self.inner.get(namespace, name).await
-    }
-
-    async fn list<K: Object>(
-        &self,
-        namespace: &str,
-        params: &ListParams,
-    ) -> Result<ObjectList<K>, StoreError> {
-        self.inner.list(namespace, params).await
-    }
-
-    async fn create<K: Object>(&self, object: &K) -> Result<K, StoreError> {
-        self.inner.create(object).await
-    }
-
-    async fn replace<K: Object>(&self, object: &K) -> Result<K, StoreError> {
-        self.inner.replace(object).await
-    }
-
-    async fn replace_status<K: Object>(&self, object: &K) -> Result<K, StoreError> {
-        self.inner.replace_status(object).await
-    }
-
-    async fn delete<K: Object>(&self, namespace: &str, name: &str) -> Result<(), StoreError> {
-        self.inner.delete::<K>(namespace, name).await
-    }
-
-    fn watch<K: Object>(
-        &self,
-        namespace: &str,
-        name: Option<&str>,
-    ) -> BoxStream<'static, Result<WatchEvent<K>, StoreError>> {
-        self.watches.fetch_add(1, Ordering::SeqCst);
-        self.inner.watch(namespace, name)
-    }
-}
-
 #[tokio::test]
 async fn status_streams_share_one_watch() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = CountingStore {
-        inner: EmbeddedStore::open(&dir.path().join("store.redb")).expect("store"),
-        watches: Arc::new(AtomicUsize::new(0)),
-    };
+    let store =
+        CountingStore::new(EmbeddedStore::open(&dir.path().join("store.redb")).expect("store"));
     let namespace = "default";
     let (ca, cert) = support::localhost_pki("liveness-test-ca", OffsetDateTime::now_utc());
     let issuer = support::token_issuer();
@@ -732,10 +682,12 @@ async fn status_streams_share_one_watch() {
             streams.push((name, stream));
         }
     }
+    // The read cache's watches, one per kind it keeps (Exporters, Leases, Clients); the
+    // streams follow its Exporter watch instead of opening their own.
     assert_eq!(
         store.watches.load(Ordering::SeqCst),
-        1,
-        "six Status streams of three exporters opened more than one watch"
+        3,
+        "six Status streams of three exporters opened watches of their own"
     );
     // Each stream still sees only its own exporter's changes.
     let mut exporter: Exporter = store

@@ -8,7 +8,7 @@
 //!
 //! - [`pass`]: one pass ([`Reconciler::pass`]).
 //! - `view`: the namespace as read, and the planner's snapshot of it.
-//! - `reflection`: the loop's watch-fed copy of the namespace, which passes read instead of
+//! - `reflections`: the loop's watch-fed copy of the namespace, which passes read instead of
 //!   listing the store.
 //! - [`credential`]: Client and Exporter credential Secrets.
 //! - [`exporter`]: the exporter status the controller maintains.
@@ -24,7 +24,7 @@ pub(crate) mod exporter;
 mod lease;
 pub(crate) mod metrics;
 pub(crate) mod pass;
-mod reflection;
+mod reflections;
 mod view;
 
 use jumpstarter_shell::error_chain::error_chain;
@@ -43,9 +43,10 @@ pub use pass::Reconciler;
 
 use crate::keys::Keys;
 use crate::settings::Settings;
+use crate::store::reflection::Reflection;
 use crate::store::warning_throttle::WarningThrottle;
 use crate::store::{Object, Store, StoreError};
-use reflection::{Reflection, Reflections};
+use reflections::Reflections;
 
 /// Longest time between passes. Exporters go offline one minute after their last
 /// heartbeat; checking every 5 s notices it within a few seconds.

@@ -19,7 +19,7 @@ use super::credential::{self, Holder};
 use super::exporter::{desired_status, is_active};
 use super::lease::{Applied, WRITES_IN_FLIGHT, apply_plan, exporter_updates, reconcile_metadata};
 use super::metrics::LeaseStateLabels;
-use super::reflection::Reflections;
+use super::reflections::Reflections;
 use super::view::View;
 use super::{ReconcileError, ReconcileMetrics};
 use crate::crd;

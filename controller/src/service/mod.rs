@@ -9,10 +9,12 @@
 //!   certificates signed from a party's CSR; served when the services carry a CA
 //!   ([`Services::with_lease_ca`]).
 //!
-//! Both share one [`Services`] context: store, settings, token signers, the
-//! [`Authenticator`], the in-memory [`listen::ListenRegistry`] and metrics.
+//! Both share one [`Services`] context: store, the watch-fed [`cache::ReadCache`] they
+//! read from, settings, token signers, the [`Authenticator`], the in-memory
+//! [`listen::ListenRegistry`] and metrics.
 //!
-//! Helpers, one concept each: [`names`] (resource names), [`wire`] (object ↔ protobuf),
+//! Helpers, one concept each: [`cache`] (the watch-fed read cache), [`paging`] (list
+//! pages and their tokens), [`names`] (resource names), [`wire`] (object ↔ protobuf),
 //! [`lease_request`] (wire ↔ lease domain ↔ Lease objects), [`lease_error`] (the one
 //! `LeaseError` → status mapping), [`listen`] (Dial ↔ Listen queues),
 //! [`router_choice`] (router scoring), [`reported_labels`] (what an exporter may label
@@ -20,6 +22,7 @@
 //! Status stream), [`heartbeat`] (when `lastSeen` is refreshed), [`rate_limiter`]
 //! (per-caller token buckets), [`metrics`].
 
+pub(crate) mod cache;
 pub(crate) mod client;
 pub(crate) mod controller;
 pub(crate) mod heartbeat;
@@ -29,6 +32,7 @@ pub(crate) mod lease_request;
 pub(crate) mod listen;
 pub(crate) mod metrics;
 pub(crate) mod names;
+pub(crate) mod paging;
 pub(crate) mod rate_limiter;
 pub(crate) mod reported_labels;
 pub(crate) mod router_choice;
@@ -55,6 +59,7 @@ use crate::crd::Lease;
 use crate::keys::live::{LiveKeys, TokenKeySet};
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
+use cache::ReadCache;
 use listen::ListenRegistry;
 use rate_limiter::RateLimiter;
 use status_stream::StatusStreams;
@@ -95,6 +100,8 @@ impl<S> Clone for Services<S> {
 #[derive(Debug)]
 struct Shared<S> {
     store: S,
+    /// The watch-fed copies the services read (and put their own writes into).
+    cache: Arc<ReadCache<S>>,
     settings: Arc<Settings>,
     /// The token keys in use now (read at each use: they change with the keys Secret).
     signers: LiveKeys,
@@ -120,12 +127,18 @@ impl<S: Store> Services<S> {
         shutdown: CancellationToken,
     ) -> Self {
         let signers = signers.into();
-        let auth = Authenticator::new(store.clone(), signers.clone(), auth_metrics);
+        let cache = Arc::new(ReadCache::new(
+            store.clone(),
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        ));
+        let auth = Authenticator::new(Arc::clone(&cache), signers.clone(), auth_metrics);
         Services {
             shared: Arc::new(Shared {
                 dial_limiter: RateLimiter::new(settings.limits.dial),
                 rotate_limiter: RateLimiter::new(settings.limits.rotate_token),
                 store,
+                cache,
                 settings,
                 signers,
                 auth,
@@ -161,6 +174,14 @@ impl<S: Store> Services<S> {
         Some(LeaseCertificateApi::new(self.clone(), ca))
     }
 
+    /// Whether the services' read cache has caught up with `object` as written to the store
+    /// by someone else (the watch has reported that version or a newer one). For tests and
+    /// embedders that write behind the services' back and must know when the services
+    /// read it.
+    pub fn has_seen<K: crate::store::Object>(&self, object: &K) -> bool {
+        self.shared.cache.has_seen(object)
+    }
+
     /// The Dial ↔ Listen queues.
     pub fn listeners(&self) -> &ListenRegistry {
         &self.shared.listeners
@@ -172,11 +193,12 @@ impl<S: Store> Shared<S> {
     /// already has `limits.max_pending_leases_per_client` leases waiting for an exporter.
     async fn check_pending_leases(&self, namespace: &str, client: &str) -> Result<(), Status> {
         let max = self.settings.limits.max_pending_leases_per_client;
-        let selector = format!("!{}", crate::crd::vocabulary::LEASE_ENDED_LABEL);
-        let active: Vec<Lease> = crate::store::list_all(&self.store, namespace, Some(&selector))
+        let leases = self
+            .cache
+            .list::<Lease>(namespace)
             .await
             .map_err(store_status)?;
-        let pending = active
+        let pending = leases
             .iter()
             .filter(|l| l.spec.client_ref.name == client && is_pending(l))
             .count();

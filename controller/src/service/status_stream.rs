@@ -4,14 +4,12 @@
 //!
 //! Streams are bounded and cheap: one exporter may hold at most
 //! `limits.max_status_streams_per_exporter` of them (more are refused with
-//! RESOURCE_EXHAUSTED), and all streams of a namespace share one watch of its Exporters
-//! ([`StatusStreams`]), instead of one API watch each.
+//! RESOURCE_EXHAUSTED), and all streams of a namespace follow the read cache's one watch of
+//! its Exporters ([`ReadCache::exporter_events`]), instead of one API watch each.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
-use futures::StreamExt;
 use time::OffsetDateTime;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,30 +18,19 @@ use tracing::Instrument;
 
 use jumpstarter_proto::jumpstarter::v1::StatusResponse;
 
+use super::cache::{ExporterEvent, ReadCache};
 use super::heartbeat::{self, HEARTBEAT};
 use super::metrics::GaugeGuard;
 use super::write::{self, Part};
 use super::{Shared, store_status};
 use crate::auth::Caller;
 use crate::crd::{Exporter, ExporterStatusValue, Lease};
-use crate::store::warning_throttle::WarningThrottle;
 use crate::store::{Store, StoreError, WatchEvent};
 
-/// Exporter changes the shared watch may hold for a slow stream before that stream misses
-/// some; a stream that missed changes re-reads its exporter, so this only needs to cover
-/// a burst.
-pub(crate) const WATCH_BUFFER: usize = 256;
-/// Pause before the shared watch is opened again after it ended (it restarts itself
-/// after errors; ending is unexpected).
-const WATCH_RESTART: std::time::Duration = std::time::Duration::from_secs(1);
-
-type Event = Arc<WatchEvent<Exporter>>;
-
-/// The open Status streams per exporter and the shared Exporter watch per namespace.
+/// The open Status streams per exporter.
 #[derive(Debug, Default)]
 pub(crate) struct StatusStreams {
     open: Arc<Mutex<HashMap<String, usize>>>,
-    watches: Mutex<HashMap<String, broadcast::Sender<Event>>>,
 }
 
 /// One open stream's place in the per-exporter count; frees it when dropped.
@@ -84,60 +71,6 @@ impl StatusStreams {
             key: key.to_owned(),
         })
     }
-
-    /// Changes of the Exporters of `namespace`, from the one shared watch (started on first
-    /// use; it runs until shutdown).
-    fn subscribe<S: Store>(shared: &Arc<Shared<S>>, namespace: &str) -> broadcast::Receiver<Event> {
-        let mut watches = lock(&shared.status_streams.watches);
-        if let Some(sender) = watches.get(namespace) {
-            return sender.subscribe();
-        }
-        let (sender, receiver) = broadcast::channel(WATCH_BUFFER);
-        watches.insert(namespace.to_owned(), sender.clone());
-        let span = tracing::info_span!("status_watch", %namespace);
-        tokio::spawn(
-            share_watch(Arc::clone(shared), namespace.to_owned(), sender).instrument(span),
-        );
-        receiver
-    }
-}
-
-/// Feeds `sender` from one watch of the Exporters of `namespace` until shutdown.
-async fn share_watch<S: Store>(
-    shared: Arc<Shared<S>>,
-    namespace: String,
-    sender: broadcast::Sender<Event>,
-) {
-    let mut throttle = WarningThrottle::default();
-    loop {
-        let mut watch = shared.store.watch::<Exporter>(&namespace, None);
-        loop {
-            let event = tokio::select! {
-                () = shared.shutdown.cancelled() => return,
-                event = watch.next() => event,
-            };
-            match event {
-                // No receiver is fine: no stream is open right now.
-                Some(Ok(event)) => _ = sender.send(Arc::new(event)),
-                Some(Err(err)) => {
-                    shared.metrics.status_watch_errors.inc();
-                    match throttle.check(Instant::now()) {
-                        Some(suppressed) => tracing::warn!(
-                            suppressed,
-                            "exporter watch error (it restarts with backoff): {err}"
-                        ),
-                        None => tracing::debug!("exporter watch error: {err}"),
-                    }
-                }
-                None => break,
-            }
-        }
-        tracing::warn!("exporter watch ended; opening it again");
-        tokio::select! {
-            () = shared.shutdown.cancelled() => return,
-            () = tokio::time::sleep(WATCH_RESTART) => {}
-        }
-    }
 }
 
 /// Opens the stream for `caller` (an authenticated exporter).
@@ -157,11 +90,11 @@ pub(super) async fn open<S: Store>(
         )));
     };
     // Subscribe before reading, so that no change after the read is missed.
-    let events = StatusStreams::subscribe(&shared, &namespace);
+    let events = shared.cache.exporter_events(&namespace);
     let exporter = refresh(&shared, &namespace, &name, true, "status_open")
         .await
         .map_err(store_status)?;
-    let first = state_of(&shared.store, &namespace, &exporter).await;
+    let first = state_of(&shared.cache, &namespace, &exporter).await;
     let (tx, rx) = mpsc::channel(4);
     // Capacity 4 and nothing sent yet: this cannot fail for lack of room.
     let _ = tx.try_send(Ok(first.clone()));
@@ -190,7 +123,7 @@ async fn refresh<S: Store>(
 ) -> Result<Exporter, StoreError> {
     let mut wrote = false;
     let exporter =
-        write::modify::<S, Exporter, _>(&shared.store, namespace, name, Part::Status, |e| {
+        write::modify_cached::<S, Exporter, _>(&shared.cache, namespace, name, Part::Status, |e| {
             let now = OffsetDateTime::now_utc();
             let status = e.status.get_or_insert_with(Default::default);
             let mut changed = false;
@@ -218,7 +151,7 @@ async fn run<S: Store>(
     namespace: String,
     name: String,
     mut last: StatusResponse,
-    mut events: broadcast::Receiver<Event>,
+    mut events: broadcast::Receiver<ExporterEvent>,
     tx: mpsc::Sender<Result<StatusResponse, Status>>,
 ) {
     tracing::debug!("status stream opened");
@@ -245,7 +178,7 @@ async fn run<S: Store>(
                     WatchEvent::Applied(e) if is_named(e, &name) => Some(e.clone()),
                     WatchEvent::Deleted(e) if is_named(e, &name) => break Some(deleted()),
                     // After a re-list, deletions during the gap are not reported: look.
-                    WatchEvent::Listed => match shared.store.get::<Exporter>(&namespace, &name).await {
+                    WatchEvent::Listed => match shared.cache.get::<Exporter>(&namespace, &name).await {
                         Ok(Some(e)) => Some(e),
                         Ok(None) => break Some(deleted()),
                         Err(err) => {
@@ -257,7 +190,7 @@ async fn run<S: Store>(
                 },
                 // Missed changes: read the exporter as it is now.
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    match shared.store.get::<Exporter>(&namespace, &name).await {
+                    match shared.cache.get::<Exporter>(&namespace, &name).await {
                         Ok(Some(e)) => Some(e),
                         Ok(None) => break Some(deleted()),
                         Err(err) => {
@@ -272,7 +205,7 @@ async fn run<S: Store>(
             },
         };
         if let Some(exporter) = changed {
-            let state = state_of(&shared.store, &namespace, &exporter).await;
+            let state = state_of(&shared.cache, &namespace, &exporter).await;
             if state != last {
                 if tx.send(Ok(state.clone())).await.is_err() {
                     break None;
@@ -292,7 +225,11 @@ fn is_named(exporter: &Exporter, name: &str) -> bool {
 }
 
 /// `{leased, lease_name, client_name}` of an exporter.
-async fn state_of<S: Store>(store: &S, namespace: &str, exporter: &Exporter) -> StatusResponse {
+async fn state_of<S: Store>(
+    cache: &ReadCache<S>,
+    namespace: &str,
+    exporter: &Exporter,
+) -> StatusResponse {
     let lease_name = exporter
         .status
         .as_ref()
@@ -306,7 +243,7 @@ async fn state_of<S: Store>(store: &S, namespace: &str, exporter: &Exporter) -> 
             client_name: None,
         };
     };
-    let client_name = match store.get::<Lease>(namespace, &lease_name).await {
+    let client_name = match cache.get::<Lease>(namespace, &lease_name).await {
         Ok(Some(lease)) => Some(lease.spec.client_ref.name),
         Ok(None) => None,
         Err(err) => {
