@@ -30,6 +30,7 @@ use jumpstarter_controller::flags::{GoDuration, LifetimeArgs, TlsSanArgs};
 use jumpstarter_controller::limits::LimitArgs;
 use jumpstarter_controller::owner::OwnerArgs;
 use jumpstarter_controller::reconcile;
+use jumpstarter_controller::replica::{self, ReplicaId, ReplicaRegistry, record::RecordConfig};
 use jumpstarter_controller::runtime::{self, ControllerMetrics, GrpcServer};
 use jumpstarter_controller::server::Readiness;
 use jumpstarter_controller::settings::{self, RouterEntry, Settings};
@@ -219,6 +220,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         owner,
     });
     let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let replicas = ReplicaRegistry::new(ReplicaId::new(&identity));
 
     let mut registry = Registry::default();
     let metrics = ControllerMetrics::register(&mut registry);
@@ -266,12 +268,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             listen: args.grpc_listen,
             quic_listen: args.grpc_quic_listen,
             limits: args.limits,
+            replicas: replicas.clone(),
         },
         &metrics,
         &readiness,
         &shutdown,
     )
     .await?;
+
+    let record = replica::record::spawn(
+        store.clone(),
+        replicas.clone(),
+        RecordConfig::new(&namespace, None, settings.owner.clone()),
+        shutdown.clone(),
+    );
 
     let work = {
         let store = store.clone();
@@ -314,6 +324,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     shutdown.cancel();
 
     let grpc_result = grpc.join().await;
+    record.await.context("replica record task")?;
     for task in http_tasks {
         task.await.context("HTTP server task")??;
     }

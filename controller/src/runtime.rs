@@ -23,6 +23,7 @@ use crate::auth::AuthMetrics;
 use crate::keys::refresh::{RENEW_CHECK_INTERVAL, RefreshMetrics, renew_serving_cert};
 use crate::keys::{Keys, KeysError};
 use crate::reconcile::ReconcileMetrics;
+use crate::replica::ReplicaRegistry;
 use crate::server::{self, Readiness, ServerError};
 use crate::service::{ServiceMetrics, Services};
 use crate::settings::Settings;
@@ -122,6 +123,8 @@ pub struct GrpcServer<S> {
     pub quic_listen: Option<SocketAddr>,
     /// Connection, handshake and HTTP/2 limits of both listeners.
     pub limits: PortLimits,
+    /// The controller replicas this process is one of.
+    pub replicas: Arc<ReplicaRegistry>,
 }
 
 /// The gRPC listener tasks: TCP, and QUIC when asked for.
@@ -166,6 +169,7 @@ pub async fn spawn_grpc<S: Store>(
         listen,
         quic_listen,
         limits,
+        replicas,
     } = server;
     // The QUIC listener presents the same certificate: it must name that address too.
     if let Some(quic) = quic_listen
@@ -206,7 +210,8 @@ pub async fn spawn_grpc<S: Store>(
         metrics.service.clone(),
         shutdown.clone(),
     )
-    .with_lease_ca(Arc::new(lease_ca));
+    .with_lease_ca(Arc::new(lease_ca))
+    .with_replicas(replicas);
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| RuntimeError::Bind {

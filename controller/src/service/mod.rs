@@ -57,6 +57,7 @@ pub use metrics::ServiceMetrics;
 use crate::auth::{AuthMetrics, Authenticator, store_code};
 use crate::crd::Lease;
 use crate::keys::live::{LiveKeys, TokenKeySet};
+use crate::replica::{ReplicaId, ReplicaRegistry};
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
 use cache::ReadCache;
@@ -86,6 +87,8 @@ pub struct Services<S> {
     shared: Arc<Shared<S>>,
     /// The CA that signs per-lease certificates; without it that service is not offered.
     lease_ca: Option<Arc<Ca>>,
+    /// The controller replicas ([`Services::with_replicas`]); one alone by default.
+    replicas: Arc<ReplicaRegistry>,
 }
 
 impl<S> Clone for Services<S> {
@@ -93,6 +96,7 @@ impl<S> Clone for Services<S> {
         Services {
             shared: self.shared.clone(),
             lease_ca: self.lease_ca.clone(),
+            replicas: self.replicas.clone(),
         }
     }
 }
@@ -148,6 +152,7 @@ impl<S: Store> Services<S> {
                 shutdown,
             }),
             lease_ca: None,
+            replicas: ReplicaRegistry::single(ReplicaId::new("controller")),
         }
     }
 
@@ -155,6 +160,17 @@ impl<S: Store> Services<S> {
     pub fn with_lease_ca(mut self, ca: Arc<Ca>) -> Self {
         self.lease_ca = Some(ca);
         self
+    }
+
+    /// These services as one replica of `replicas`.
+    pub fn with_replicas(mut self, replicas: Arc<ReplicaRegistry>) -> Self {
+        self.replicas = replicas;
+        self
+    }
+
+    /// The controller replicas these services belong to.
+    pub fn replicas(&self) -> &Arc<ReplicaRegistry> {
+        &self.replicas
     }
 
     /// The `jumpstarter.v1.ControllerService` implementation.
