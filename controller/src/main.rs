@@ -288,15 +288,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let keys = keys.clone();
         let settings = settings.clone();
         let metrics = metrics.reconcile.clone();
+        let replicas = replicas.clone();
         move |cancel: CancellationToken| {
-            let (store, keys, settings, metrics) = (
+            let (store, keys, settings, metrics, replicas) = (
                 store.clone(),
                 keys.clone(),
                 settings.clone(),
                 metrics.clone(),
+                replicas.clone(),
             );
             async move {
-                if let Err(error) = reconcile::run(store, keys, settings, metrics, cancel).await {
+                let run = reconcile::run(store, keys, settings, metrics, replicas, cancel);
+                if let Err(error) = run.await {
                     tracing::error!(%error, "reconcile loop stopped");
                 }
             }

@@ -258,6 +258,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         keys.clone(),
         settings.clone(),
         metrics.reconcile.clone(),
+        replicas.clone(),
         shutdown.clone(),
     )
     .await

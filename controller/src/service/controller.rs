@@ -243,7 +243,7 @@ impl<S: Store> ControllerApi<S> {
                 let generation = e.metadata.generation;
                 let status = e.status.get_or_insert_with(Default::default);
                 // Only a new report is written; the same report again refreshes lastSeen
-                // at most once per heartbeat interval.
+                // at most once per `heartbeat::REFRESH_MIN_AGE`.
                 let same = status.exporter_status == Some(value)
                     && status.status_message.as_deref() == Some(message.as_str());
                 if same {
@@ -396,7 +396,8 @@ impl<S: Store> ControllerApi<S> {
         request: Request<pb::StatusRequest>,
     ) -> Result<ResponseStream<pb::StatusResponse>, Status> {
         let (caller, _) = self.exporter_caller(&request).await?;
-        let stream = status_stream::open(self.services.shared.clone(), caller).await?;
+        let me: std::sync::Arc<str> = self.services.replicas().me().text().into();
+        let stream = status_stream::open(self.services.shared.clone(), me, caller).await?;
         Ok(Box::pin(stream))
     }
 

@@ -36,7 +36,9 @@ pub struct LimitLabels {
 /// Labels of the exporter-status write counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {
-    /// What asked for the write: `report_status`, `status_open` or `status_heartbeat`.
+    /// What asked for the write: `report_status`, `status_open` (lastSeen at a stream's
+    /// start), `status_close` (lastSeen at the end of a replica's last stream of the
+    /// exporter), `stream_mark` or `stream_unmark` (the stream annotation).
     pub call: &'static str,
     /// `written`, or `unchanged` when nothing needed writing.
     pub outcome: &'static str,
