@@ -14,6 +14,9 @@
 //!   background, retried a bounded number of times). The exporter is then offline a minute
 //!   later unless it reconnects; if this replica dies instead, its record expires and the
 //!   exporter is offline a minute after its last `lastSeen`.
+//! - When the replica shuts down, its streams end without these writes (they would be one
+//!   per exporter at once); its record is gone, so the exporters are offline until they
+//!   reconnect to another replica (which names itself and refreshes `lastSeen`).
 //! - Every [`HEAL_INTERVAL`], each replica compares the annotations in its read cache with
 //!   the streams it holds and fixes what a lost write or a race left wrong.
 //!
@@ -177,7 +180,9 @@ pub(super) async fn open<S: Store>(
                 tx,
             )
             .await;
-            if slot.release() {
+            // At shutdown, every stream ends at once: no write per exporter then. The
+            // replica's record goes, and the exporters reconnect to another replica.
+            if slot.release() && !shared.shutdown.is_cancelled() {
                 farewell(&shared, &namespace, &name, &me).await;
             }
         }
