@@ -43,17 +43,24 @@ pub struct PeerArgs {
     pub peer_endpoint: Option<String>,
 }
 
-/// A bare `host:port` (no scheme), as the other endpoint flags take.
+/// A bare `host:port` (no scheme), as the other endpoint flags take. The port follows the
+/// last `:`; a bare IPv6 host before it (what `$(POD_IP):8082` gives on an IPv6 pod) is put
+/// in brackets.
 fn parse_endpoint(text: &str) -> Result<String, String> {
     let text = text.trim();
-    let port = text.rsplit_once(':').map(|(_, port)| port);
-    match port {
-        _ if text.contains("://") => Err(format!("{text:?}: expected host:port (no scheme)")),
-        Some(port) if !text.starts_with(':') && port.parse::<u16>().is_ok_and(|p| p > 0) => {
-            Ok(text.to_owned())
-        }
-        _ => Err(format!("{text:?}: expected host:port")),
+    if text.contains("://") {
+        return Err(format!("{text:?}: expected host:port (no scheme)"));
     }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("{text:?}: expected host:port"));
+    };
+    if host.is_empty() || !port.parse::<u16>().is_ok_and(|p| p > 0) {
+        return Err(format!("{text:?}: expected host:port"));
+    }
+    if host.contains(':') && !host.starts_with('[') {
+        return Ok(format!("[{host}]:{port}"));
+    }
+    Ok(text.to_owned())
 }
 
 #[cfg(test)]
@@ -64,6 +71,7 @@ mod tests {
     fn peer_endpoints_are_host_and_port() {
         assert_eq!(parse_endpoint("10.1.2.3:8082").unwrap(), "10.1.2.3:8082");
         assert_eq!(parse_endpoint("[fd00::1]:8082").unwrap(), "[fd00::1]:8082");
+        assert_eq!(parse_endpoint("fd00::1:8082").unwrap(), "[fd00::1]:8082");
         for bad in ["10.1.2.3", "https://a:1", ":8082", "a:0", "a:x", ""] {
             assert!(parse_endpoint(bad).is_err(), "{bad:?}");
         }
