@@ -29,6 +29,7 @@ use jumpstarter_controller::flags::exporter_labels::ExporterLabelArgs;
 use jumpstarter_controller::flags::{GoDuration, LifetimeArgs, TlsSanArgs};
 use jumpstarter_controller::limits::LimitArgs;
 use jumpstarter_controller::owner::OwnerArgs;
+use jumpstarter_controller::peer::PeerArgs;
 use jumpstarter_controller::reconcile;
 use jumpstarter_controller::replica::{self, ReplicaId, ReplicaRegistry, record::RecordConfig};
 use jumpstarter_controller::runtime::{self, ControllerMetrics, GrpcServer};
@@ -129,7 +130,7 @@ struct RunArgs {
     /// Run the reconcile loop only while holding the leader election Lease.
     #[arg(long, env = "JUMPSTARTER_LEADER_ELECT", default_value_t = false)]
     leader_elect: bool,
-    /// Identity in the leader election [default: `<hostname>_<pid>`].
+    /// Identity of this replica (leader election, replica record, peers) [default: `<hostname>_<pid>`].
     #[arg(long, env = "JUMPSTARTER_IDENTITY")]
     identity: Option<String>,
     #[command(flatten)]
@@ -164,6 +165,8 @@ struct RunArgs {
     key_reload: keys::refresh::KeyReloadArgs,
     #[command(flatten)]
     owner: OwnerArgs,
+    #[command(flatten)]
+    peers: PeerArgs,
 }
 
 #[derive(Debug, Args)]
@@ -279,7 +282,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let record = replica::record::spawn(
         store.clone(),
         replicas.clone(),
-        RecordConfig::new(&namespace, None, settings.owner.clone()),
+        RecordConfig::new(
+            &namespace,
+            args.peers.peer_endpoint.clone(),
+            settings.owner.clone(),
+        ),
         shutdown.clone(),
     );
 

@@ -8,6 +8,8 @@
 //! - [`LeaseCertificateApi`] (`jumpstarter.quic.v1.LeaseCertificateService`): per-lease
 //!   certificates signed from a party's CSR; served when the services carry a CA
 //!   ([`Services::with_lease_ca`]).
+//! - [`PeerApi`] (`jumpstarter.peer.v1.PeerService`): Dial offers forwarded by peer
+//!   replicas, for peers only (see [`crate::peer`]).
 //!
 //! Both share one [`Services`] context: store, the watch-fed [`cache::ReadCache`] they
 //! read from, settings, token signers, the [`Authenticator`], the in-memory
@@ -33,6 +35,7 @@ pub(crate) mod listen;
 pub(crate) mod metrics;
 pub(crate) mod names;
 pub(crate) mod paging;
+pub(crate) mod peer;
 pub(crate) mod rate_limiter;
 pub(crate) mod reported_labels;
 pub(crate) mod router_choice;
@@ -53,10 +56,12 @@ pub(crate) use client::ClientApi;
 pub(crate) use controller::ControllerApi;
 pub(crate) use lease_certificate::LeaseCertificateApi;
 pub use metrics::ServiceMetrics;
+pub(crate) use peer::PeerApi;
 
 use crate::auth::{AuthMetrics, Authenticator, store_code};
 use crate::crd::Lease;
 use crate::keys::live::{LiveKeys, TokenKeySet};
+use crate::peer::{Forwarder, PeerMetrics};
 use crate::replica::{ReplicaId, ReplicaRegistry};
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
@@ -89,6 +94,10 @@ pub struct Services<S> {
     lease_ca: Option<Arc<Ca>>,
     /// The controller replicas ([`Services::with_replicas`]); one alone by default.
     replicas: Arc<ReplicaRegistry>,
+    /// Offers Dials to peer replicas ([`Services::with_forwarder`]); `None`: never.
+    forwarder: Option<Arc<Forwarder>>,
+    /// Counts offers received from peers (the forwarder's, when there is one).
+    peer_metrics: Arc<PeerMetrics>,
 }
 
 impl<S> Clone for Services<S> {
@@ -97,6 +106,8 @@ impl<S> Clone for Services<S> {
             shared: self.shared.clone(),
             lease_ca: self.lease_ca.clone(),
             replicas: self.replicas.clone(),
+            forwarder: self.forwarder.clone(),
+            peer_metrics: self.peer_metrics.clone(),
         }
     }
 }
@@ -153,6 +164,8 @@ impl<S: Store> Services<S> {
             }),
             lease_ca: None,
             replicas: ReplicaRegistry::single(ReplicaId::new("controller")),
+            forwarder: None,
+            peer_metrics: Arc::default(),
         }
     }
 
@@ -166,6 +179,23 @@ impl<S: Store> Services<S> {
     pub fn with_replicas(mut self, replicas: Arc<ReplicaRegistry>) -> Self {
         self.replicas = replicas;
         self
+    }
+
+    /// These services, offering Dials nobody listens to here to the peers `forwarder`
+    /// knows.
+    pub fn with_forwarder(mut self, forwarder: Arc<Forwarder>) -> Self {
+        self.peer_metrics = forwarder.metrics().clone();
+        self.forwarder = Some(forwarder);
+        self
+    }
+
+    /// The `jumpstarter.peer.v1.PeerService` implementation.
+    pub(crate) fn peer(&self) -> PeerApi<S> {
+        PeerApi::new(self.clone())
+    }
+
+    fn peer_metrics(&self) -> &PeerMetrics {
+        &self.peer_metrics
     }
 
     /// The controller replicas these services belong to.
