@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::Lease as CoordinationLease;
 use k8s_openapi::api::core::v1::LocalObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
 use tokio::task::JoinHandle;
@@ -28,6 +30,7 @@ use tonic::{Code, Request};
 use jumpstarter_controller::crd::vocabulary;
 use jumpstarter_controller::crd::{self, Exporter, ExporterStatusValue, Lease, LeaseStatus};
 use jumpstarter_controller::keys::{self, Keys};
+use jumpstarter_controller::peer::metrics::OutcomeLabels;
 use jumpstarter_controller::replica::record::{self, RecordConfig};
 use jumpstarter_controller::replica::{
     INCARNATION_ANNOTATION, ReplicaId, ReplicaRegistry, record_name,
@@ -78,6 +81,7 @@ fn free_port() -> u16 {
 /// One in-process replica: the real gRPC server wiring and the real record keeper.
 struct Replica {
     port: u16,
+    metrics: ControllerMetrics,
     registry: Arc<ReplicaRegistry>,
     record: Option<JoinHandle<()>>,
     shutdown: CancellationToken,
@@ -119,6 +123,7 @@ impl Replica {
         .expect("gRPC server");
         Replica {
             port,
+            metrics,
             registry,
             record: Some(record),
             shutdown,
@@ -302,6 +307,16 @@ async fn a_dial_on_one_replica_reaches_the_listen_on_another() {
             "the exporter on A got the token of the Dial on {via}"
         );
     }
+
+    // Counted where they happened: B and C forwarded one Dial each, A queued both.
+    let count = |family: &Family<OutcomeLabels, Counter>, outcome: &'static str| {
+        family.get_or_create(&OutcomeLabels { outcome }).get()
+    };
+    for replica in [&b, &c] {
+        assert_eq!(count(&replica.metrics.peer.forwarded, "queued"), 1);
+    }
+    assert_eq!(count(&a.metrics.peer.received, "queued"), 2);
+    assert_eq!(count(&b.metrics.peer.forwarded, "not_listening"), 1);
 
     // PeerService takes peer tokens only.
     let mut peer_on_a = PeerServiceClient::new(channel(a.port, &ca_pem).await);
