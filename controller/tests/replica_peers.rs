@@ -2,9 +2,9 @@
 //! coordination Lease) and sees the others'; a client's Dial on one replica reaches the
 //! exporter's Listen stream on another over the peer channel (real TLS on loopback, peer
 //! tokens); nobody listening anywhere is UNAVAILABLE with the 0.9.0 text; PeerService takes
-//! peer tokens only and peer tokens are no client credentials; a replica's record goes at a
-//! graceful stop, and a replica killed with SIGKILL stops being live when its record
-//! expires.
+//! peer tokens only and peer tokens are no client credentials; a live but unreachable peer
+//! costs a counted call failure, not the Dial; a replica's record goes at a graceful stop,
+//! and a replica killed with SIGKILL stops being live when its record expires.
 
 mod support;
 
@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::Lease as CoordinationLease;
 use k8s_openapi::api::core::v1::LocalObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
 use tokio::task::JoinHandle;
@@ -28,9 +30,10 @@ use tonic::{Code, Request};
 use jumpstarter_controller::crd::vocabulary;
 use jumpstarter_controller::crd::{self, Exporter, ExporterStatusValue, Lease, LeaseStatus};
 use jumpstarter_controller::keys::{self, Keys};
+use jumpstarter_controller::peer::metrics::{FailureLabels, OutcomeLabels};
 use jumpstarter_controller::replica::record::{self, RecordConfig};
 use jumpstarter_controller::replica::{
-    INCARNATION_ANNOTATION, ReplicaId, ReplicaRegistry, record_name,
+    ENDPOINT_ANNOTATION, INCARNATION_ANNOTATION, ReplicaId, ReplicaRegistry, record_name,
 };
 use jumpstarter_controller::runtime::{self, ControllerMetrics, GrpcServer};
 use jumpstarter_controller::server::Readiness;
@@ -78,6 +81,7 @@ fn free_port() -> u16 {
 /// One in-process replica: the real gRPC server wiring and the real record keeper.
 struct Replica {
     port: u16,
+    metrics: ControllerMetrics,
     registry: Arc<ReplicaRegistry>,
     record: Option<JoinHandle<()>>,
     shutdown: CancellationToken,
@@ -119,6 +123,7 @@ impl Replica {
         .expect("gRPC server");
         Replica {
             port,
+            metrics,
             registry,
             record: Some(record),
             shutdown,
@@ -303,6 +308,16 @@ async fn a_dial_on_one_replica_reaches_the_listen_on_another() {
         );
     }
 
+    // Counted where they happened: B and C forwarded one Dial each, A queued both.
+    let count = |family: &Family<OutcomeLabels, Counter>, outcome: &'static str| {
+        family.get_or_create(&OutcomeLabels { outcome }).get()
+    };
+    for replica in [&b, &c] {
+        assert_eq!(count(&replica.metrics.peer.forwarded, "queued"), 1);
+    }
+    assert_eq!(count(&a.metrics.peer.received, "queued"), 2);
+    assert_eq!(count(&b.metrics.peer.forwarded, "not_listening"), 1);
+
     // PeerService takes peer tokens only.
     let mut peer_on_a = PeerServiceClient::new(channel(a.port, &ca_pem).await);
     for (what, token) in [
@@ -370,8 +385,77 @@ async fn a_dial_on_one_replica_reaches_the_listen_on_another() {
         })
         .await;
     }
+
+    // A peer that is live by its record but unreachable (a pod gone without its record
+    // expiring yet): it counts as a call failure, and the others still decide.
+    let ghost_port = free_port();
+    store
+        .create(&ghost_record(
+            &namespace,
+            &format!("127.0.0.1:{ghost_port}"),
+        ))
+        .await
+        .expect("ghost record");
+    let registry = b.registry.clone();
+    eventually("B sees the ghost", WAIT, async || {
+        registry.live_peers(OffsetDateTime::now_utc()).len() == 2
+    })
+    .await;
+    assert_status(
+        bounded("dial", on_b.dial(call(dial("l1"), &alice))).await,
+        Code::Unavailable,
+        "exporter is not listening on lease l1",
+    );
+    let failures = b
+        .metrics
+        .peer
+        .call_failures
+        .get_or_create(&FailureLabels {
+            reason: "unreachable",
+        })
+        .get();
+    assert!(failures >= 1, "the unreachable peer is counted");
+    let mut listen = on_a
+        .listen(call(
+            pb::ListenRequest {
+                lease_name: "l1".into(),
+            },
+            &exp,
+        ))
+        .await
+        .expect("listen on A")
+        .into_inner();
+    bounded("dial", on_b.dial(call(dial("l1"), &alice)))
+        .await
+        .expect("A queues it whatever the ghost does");
+    bounded("listen", listen.message())
+        .await
+        .expect("listen stream")
+        .expect("a message");
+
     a.stop().await;
     b.stop().await;
+}
+
+/// The record of a replica that is live by its record (renewed now) but whose endpoint
+/// nobody serves.
+fn ghost_record(namespace: &str, endpoint: &str) -> CoordinationLease {
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    let mut meta = object_meta(namespace, &record_name("ghost"), &[]);
+    meta.annotations = Some(BTreeMap::from([
+        (INCARNATION_ANNOTATION.to_owned(), "0000dead".to_owned()),
+        (ENDPOINT_ANNOTATION.to_owned(), endpoint.to_owned()),
+    ]));
+    CoordinationLease {
+        metadata: meta,
+        spec: Some(LeaseSpec {
+            holder_identity: Some("ghost".into()),
+            lease_duration_seconds: Some(20),
+            renew_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
+            ..LeaseSpec::default()
+        }),
+    }
 }
 
 /// A `jumpstarter-controller run` process of this test, killed (by its PID) if the test
