@@ -22,6 +22,7 @@
 pub(crate) mod credential;
 pub(crate) mod exporter;
 mod lease;
+mod memory;
 pub(crate) mod metrics;
 pub(crate) mod pass;
 mod reflection;

@@ -8,7 +8,7 @@
 //! stale object makes its write conflict, and the pass runs again), exactly as with a list
 //! that raced a write.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -39,6 +39,7 @@ impl Reflections {
     }
 
     /// The namespace as the copies have it, once every copy is complete.
+    #[allow(dead_code)] // Passes take the changes instead; kept for readers of the whole copy.
     pub(crate) fn view(&self) -> Option<View> {
         Some(View {
             exporters: self.exporters.objects()?,
@@ -63,6 +64,18 @@ struct State<K> {
     listing: Option<BTreeMap<String, Arc<K>>>,
     /// A full listing has completed: `objects` is everything (as of the watch's delay).
     complete: bool,
+    /// Names changed since [`Reflection::take_changes`] last ran, unless `all_changed`.
+    changed: BTreeSet<String>,
+    /// Everything may have changed (a re-listing, an abandoned copy, nobody took any yet).
+    all_changed: bool,
+}
+
+/// What changed in a copy since the last look: everything, or these names (with the
+/// object now, `None` when deleted).
+#[derive(Debug)]
+pub(crate) enum Changes<K> {
+    All(BTreeMap<String, Arc<K>>),
+    Names(Vec<(String, Option<Arc<K>>)>),
 }
 
 impl<K> State<K> {
@@ -79,6 +92,8 @@ impl<K: Object> Reflection<K> {
                 objects: BTreeMap::new(),
                 listing: None,
                 complete: false,
+                changed: BTreeSet::new(),
+                all_changed: true,
             }),
         }
     }
@@ -89,10 +104,12 @@ impl<K: Object> Reflection<K> {
         match event {
             WatchEvent::Applied(object) => {
                 let name = object.meta().name.clone().unwrap_or_default();
+                state.changed.insert(name.clone());
                 state.receiving().insert(name, Arc::new(object));
             }
             WatchEvent::Deleted(object) => {
                 let name = object.meta().name.as_deref().unwrap_or_default();
+                state.changed.insert(name.to_owned());
                 state.receiving().remove(name);
             }
             WatchEvent::Relisting => state.listing = Some(BTreeMap::new()),
@@ -101,6 +118,7 @@ impl<K: Object> Reflection<K> {
                     state.objects = listing;
                 }
                 state.complete = true;
+                state.all_changed = true;
             }
         }
     }
@@ -111,6 +129,29 @@ impl<K: Object> Reflection<K> {
         let mut state = self.lock();
         state.complete = false;
         state.listing = None;
+        state.all_changed = true;
+    }
+
+    /// What changed since the last call (everything at the first call, after a re-listing,
+    /// or when `all` asks for it), or `None` before the first full listing.
+    pub(crate) fn take_changes(&self, all: bool) -> Option<Changes<K>> {
+        let mut state = self.lock();
+        if !state.complete {
+            return None;
+        }
+        let changed = std::mem::take(&mut state.changed);
+        if all || std::mem::take(&mut state.all_changed) {
+            state.all_changed = false;
+            return Some(Changes::All(state.objects.clone()));
+        }
+        let names = changed
+            .into_iter()
+            .map(|name| {
+                let object = state.objects.get(&name).cloned();
+                (name, object)
+            })
+            .collect();
+        Some(Changes::Names(names))
     }
 
     /// Every object (shared, not copied), or `None` before the first full listing.
@@ -203,5 +244,34 @@ mod tests {
         assert_eq!(names(&reflection), pairs(&[("a", "1"), ("gone", "2")]));
         reflection.apply(WatchEvent::Listed);
         assert_eq!(names(&reflection), pairs(&[("a", "5")]));
+    }
+
+    fn changed(reflection: &Reflection<ConfigMap>) -> Option<Vec<(String, bool)>> {
+        match reflection.take_changes(false)? {
+            Changes::All(objects) => Some(objects.into_keys().map(|n| (n, true)).collect()),
+            Changes::Names(names) => {
+                Some(names.into_iter().map(|(n, o)| (n, o.is_some())).collect())
+            }
+        }
+    }
+
+    #[test]
+    fn changes_are_everything_at_first_and_after_a_relisting_then_the_changed_names() {
+        let reflection = Reflection::new();
+        reflection.apply(WatchEvent::Applied(object("a", "1")));
+        assert_eq!(changed(&reflection), None, "nothing before the listing");
+        reflection.apply(WatchEvent::Applied(object("b", "2")));
+        reflection.apply(WatchEvent::Listed);
+        let all = Some(vec![("a".to_owned(), true), ("b".to_owned(), true)]);
+        assert_eq!(changed(&reflection), all);
+        assert_eq!(changed(&reflection), Some(vec![]));
+        reflection.apply(WatchEvent::Applied(object("a", "3")));
+        reflection.apply(WatchEvent::Deleted(object("b", "4")));
+        let some = Some(vec![("a".to_owned(), true), ("b".to_owned(), false)]);
+        assert_eq!(changed(&reflection), some);
+        reflection.apply(WatchEvent::Relisting);
+        reflection.apply(WatchEvent::Applied(object("c", "5")));
+        reflection.apply(WatchEvent::Listed);
+        assert_eq!(changed(&reflection), Some(vec![("c".to_owned(), true)]));
     }
 }
