@@ -223,6 +223,7 @@ impl<S: Store> Reconciler<S> {
             };
             let secret = memory.credentials.get(name).map(String::as_str);
             let status = desired_status(&exporter, secret, &self.settings.grpc_endpoint, now);
+            self.metrics.exporter_statuses.inc();
             memory.set_desired(name, &exporter, status, now);
         }
         for name in &dirty.clients {
