@@ -286,6 +286,9 @@ impl<S: Store> Reconciler<S> {
             touched.extend(memory.claimants(&update.name).cloned());
         }
         if applied == Applied::Stale {
+            // What this pass did not get to is the next one's to do.
+            memory.written.leases.extend(leases);
+            memory.written.exporters.extend(touched);
             return Ok(self.outcome(memory, plan.next_wakeup, true, writes_before));
         }
 
@@ -326,6 +329,7 @@ impl<S: Store> Reconciler<S> {
                 }
                 Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => {
                     self.metrics.error("conflict");
+                    memory.written.exporters.insert(name);
                     again = true;
                 }
                 Err(source) => return Err(write_error("Exporter", namespace, &name, source)),
