@@ -1,13 +1,18 @@
 //! The reconcile loop: applies the controller's decisions to the stored objects.
 //!
-//! Level-triggered, in the style of a status index with a single writer: every pass reads
-//! the whole namespace fresh, computes what should be stored, and writes only what differs.
+//! Level-triggered, in the style of a status index with a single writer: a pass computes
+//! what should be stored and writes only what differs. Passes work on what changed since
+//! the last one (the names the watches report, the leases and exporters whose time has
+//! come), so an idle namespace of thousands of exporters costs almost nothing per pass;
+//! see [`pass`].
 //! Passes run when a watched object changes (Clients, Exporters, Leases,
 //! ExporterAccessPolicies, Secrets; bursts are debounced), at the planner's next wake-up,
 //! and at least every [`MAX_IDLE`] (exporters go offline by the clock, not by an event).
 //!
 //! - [`pass`]: one pass ([`Reconciler::pass`]).
-//! - `view`: the namespace as read, and the planner's snapshot of it.
+//! - `view`: the namespace as read, and the planner's view of its objects.
+//! - `memory`: what a pass keeps for the next (the view, the planner's index, desired
+//!   exporter statuses, claims, holders).
 //! - `reflection`: the loop's watch-fed copy of the namespace, which passes read instead of
 //!   listing the store.
 //! - [`credential`]: Client and Exporter credential Secrets.

@@ -1,6 +1,16 @@
-//! One reconcile pass over a namespace: read everything, then credentials, exporter
-//! statuses, the lease plan and lease metadata. Level-triggered: a pass looks only at what
-//! is stored now, so it can run at any time, any number of times.
+//! One reconcile pass over a namespace: credentials, exporter statuses, the lease plan,
+//! lease metadata and exporter statuses written, each for what changed. Level-triggered:
+//! what a pass writes depends only on what is stored now, so it can run at any time, any
+//! number of times.
+//!
+//! Incremental: a pass fed by the loop's watch copies takes the names they report changed
+//! and keeps its state for the next pass ([`Memory`]); credentials are checked for changed
+//! Clients, Exporters and Secrets (all after a key change), exporter statuses computed for
+//! changed exporters and those whose `Online` condition turns by the clock (all when told
+//! liveness changed), the planner plans pending, changed and due leases only
+//! ([`scheduler::Index`]), and only what differs is written. A pass with everything
+//! changed (the first, after a re-list or a failed pass, every [`RESYNC`], and every pass
+//! without watch copies) does all of it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -8,6 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
 
+#[cfg(doc)]
+use jumpstarter_lease::scheduler;
 use jumpstarter_token::internal::ObjectKind;
 use k8s_openapi::api::core::v1::{LocalObjectReference, Secret};
 use kube::ResourceExt;

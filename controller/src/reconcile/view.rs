@@ -1,5 +1,6 @@
-//! One pass's picture of the namespace: every object read fresh, and the planner's
-//! [`Snapshot`] built from it.
+//! The namespace as passes see it (read fresh, or kept current from the watches), and the
+//! planner's view of each object (`exporter`, `lease`, `client`, `policy`; a whole
+//! `Snapshot` in tests, the reference the incremental index is checked against).
 //!
 //! Exporters are read before leases. Together with exporter claims (see the
 //! [`lease`](super::lease) module) this is what keeps two concurrent passes from giving one
