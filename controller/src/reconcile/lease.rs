@@ -6,7 +6,7 @@
 //!    `status.leaseRef` = the lease, conditional on the resourceVersion of `E` it planned
 //!    with. Of two passes claiming `E` from the same read, one fails with a conflict; a
 //!    pass that read `E` after a claim sees it and treats the claimed lease as holding `E`
-//!    (see [`View::snapshot`](super::view::View::snapshot)).
+//!    (see [`Memory`](super::memory::Memory): claims).
 //! 2. Then it writes the lease status, conditional on the lease's resourceVersion.
 //!
 //! The updates of one plan are written concurrently (they touch distinct objects). A

@@ -190,8 +190,8 @@ impl Memory {
     }
 
     /// Re-reads lease `name` from the view into the planner's index (with the exporter it
-    /// holds by a pending claim, see [`claimed`]), the holder index and the gauge; returns
-    /// the exporters it held by `status.exporterRef` before and now.
+    /// holds by a pending claim, see [`Memory::claimed`]), the holder index and the gauge;
+    /// returns the exporters it held by `status.exporterRef` before and now.
     pub(crate) fn refresh_lease(&mut self, name: &str) -> Vec<String> {
         let before = self.holds.remove(name);
         if let Some(exporter) = &before
