@@ -28,6 +28,7 @@ use super::{
 use crate::auth::{Caller, KIND};
 use crate::crd::vocabulary::{self, exporter_condition};
 use crate::crd::{Client, Device, Exporter, ExporterAccessPolicy, ExporterStatusValue, Lease};
+use crate::peer::forward::Forwarded;
 use crate::store::{self, Store};
 
 /// First wait of Dial while the exporter is still `Available` (0.9.0 value).
@@ -440,7 +441,7 @@ impl<S: Store> ControllerApi<S> {
             router_token: tokens.exporter,
         };
         let metrics = &self.services.shared.metrics;
-        let offered = self.services.shared.listeners.offer(&key, response);
+        let offered = self.services.shared.listeners.offer(&key, response.clone());
         let outcome = match offered {
             Ok(()) => "queued",
             Err(OfferError::NotListening) => "not_listening",
@@ -450,6 +451,17 @@ impl<S: Store> ControllerApi<S> {
             .listen_offers
             .get_or_create(&OfferLabels { outcome })
             .inc();
+        // Nobody listens here: the exporter's Listen stream may be on a peer replica.
+        let offered = match (offered, &self.services.forwarder) {
+            (Err(OfferError::NotListening), Some(forwarder)) => {
+                match forwarder.offer(&key, &response).await {
+                    Forwarded::Queued => Ok(()),
+                    Forwarded::Full => Err(OfferError::Full),
+                    Forwarded::NotListening => Err(OfferError::NotListening),
+                }
+            }
+            (offered, _) => offered,
+        };
         match offered {
             Ok(()) => {}
             Err(OfferError::NotListening) => {

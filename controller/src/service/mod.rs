@@ -8,6 +8,8 @@
 //! - [`LeaseCertificateApi`] (`jumpstarter.quic.v1.LeaseCertificateService`): per-lease
 //!   certificates signed from a party's CSR; served when the services carry a CA
 //!   ([`Services::with_lease_ca`]).
+//! - [`PeerApi`] (`jumpstarter.peer.v1.PeerService`): Dial offers forwarded by peer
+//!   replicas, for peers only (see [`crate::peer`]).
 //!
 //! Both share one [`Services`] context: store, settings, token signers, the
 //! [`Authenticator`], the in-memory [`listen::ListenRegistry`] and metrics.
@@ -29,6 +31,7 @@ pub(crate) mod lease_request;
 pub(crate) mod listen;
 pub(crate) mod metrics;
 pub(crate) mod names;
+pub(crate) mod peer;
 pub(crate) mod rate_limiter;
 pub(crate) mod reported_labels;
 pub(crate) mod router_choice;
@@ -49,10 +52,13 @@ pub(crate) use client::ClientApi;
 pub(crate) use controller::ControllerApi;
 pub(crate) use lease_certificate::LeaseCertificateApi;
 pub use metrics::ServiceMetrics;
+pub(crate) use peer::PeerApi;
 
 use crate::auth::{AuthMetrics, Authenticator, store_code};
 use crate::crd::Lease;
 use crate::keys::live::{LiveKeys, TokenKeySet};
+use crate::peer::{Forwarder, PeerMetrics};
+use crate::replica::{ReplicaId, ReplicaRegistry};
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
 use listen::ListenRegistry;
@@ -81,6 +87,12 @@ pub struct Services<S> {
     shared: Arc<Shared<S>>,
     /// The CA that signs per-lease certificates; without it that service is not offered.
     lease_ca: Option<Arc<Ca>>,
+    /// The controller replicas ([`Services::with_replicas`]); one alone by default.
+    replicas: Arc<ReplicaRegistry>,
+    /// Offers Dials to peer replicas ([`Services::with_forwarder`]); `None`: never.
+    forwarder: Option<Arc<Forwarder>>,
+    /// Counts offers received from peers (the forwarder's, when there is one).
+    peer_metrics: Arc<PeerMetrics>,
 }
 
 impl<S> Clone for Services<S> {
@@ -88,6 +100,9 @@ impl<S> Clone for Services<S> {
         Services {
             shared: self.shared.clone(),
             lease_ca: self.lease_ca.clone(),
+            replicas: self.replicas.clone(),
+            forwarder: self.forwarder.clone(),
+            peer_metrics: self.peer_metrics.clone(),
         }
     }
 }
@@ -135,6 +150,9 @@ impl<S: Store> Services<S> {
                 shutdown,
             }),
             lease_ca: None,
+            replicas: ReplicaRegistry::single(ReplicaId::new("controller")),
+            forwarder: None,
+            peer_metrics: Arc::default(),
         }
     }
 
@@ -142,6 +160,34 @@ impl<S: Store> Services<S> {
     pub fn with_lease_ca(mut self, ca: Arc<Ca>) -> Self {
         self.lease_ca = Some(ca);
         self
+    }
+
+    /// These services as one replica of `replicas`.
+    pub fn with_replicas(mut self, replicas: Arc<ReplicaRegistry>) -> Self {
+        self.replicas = replicas;
+        self
+    }
+
+    /// These services, offering Dials nobody listens to here to the peers `forwarder`
+    /// knows.
+    pub fn with_forwarder(mut self, forwarder: Arc<Forwarder>) -> Self {
+        self.peer_metrics = forwarder.metrics().clone();
+        self.forwarder = Some(forwarder);
+        self
+    }
+
+    /// The `jumpstarter.peer.v1.PeerService` implementation.
+    pub(crate) fn peer(&self) -> PeerApi<S> {
+        PeerApi::new(self.clone())
+    }
+
+    fn peer_metrics(&self) -> &PeerMetrics {
+        &self.peer_metrics
+    }
+
+    /// The controller replicas these services belong to.
+    pub fn replicas(&self) -> &Arc<ReplicaRegistry> {
+        &self.replicas
     }
 
     /// The `jumpstarter.v1.ControllerService` implementation.
