@@ -9,7 +9,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use futures::future::join_all;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use time::OffsetDateTime;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request};
@@ -93,7 +94,8 @@ impl Forwarder {
     }
 
     /// Offers `response` for the lease `lease_key` (`<namespace>/<lease>`) to every live
-    /// peer at once and combines the answers with [`decide`].
+    /// peer at once and combines the answers with [`decide`], without waiting for the
+    /// others once one peer has queued it.
     pub async fn offer(&self, lease_key: &str, response: &ListenResponse) -> Forwarded {
         let now = OffsetDateTime::now_utc();
         let peers = self.replicas.live_peers(now);
@@ -137,7 +139,18 @@ impl Forwarder {
                 answer
             }
         });
-        let answers = join_all(calls).await;
+        // The first peer that queues it ends the offer: the others (one may be a peer gone
+        // without its record, costing a connect timeout) are not waited for.
+        let mut pending: FuturesUnordered<_> = calls.collect();
+        let mut answers = Vec::with_capacity(peers.len());
+        while let Some(answer) = pending.next().await {
+            let queued = answer == PeerAnswer::Answered(Outcome::Queued);
+            answers.push(answer);
+            if queued {
+                break;
+            }
+        }
+        drop(pending);
         self.forget_others(&peers);
         let forwarded = decide(&answers);
         self.metrics.forwarded(match forwarded {

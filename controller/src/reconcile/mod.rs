@@ -203,21 +203,19 @@ pub async fn run<S: Store>(
 }
 
 /// Which replicas count as live at an instant: whether their records have been listed yet
-/// (before that, every named replica counts as live), and the live peers.
+/// (before that, every named replica counts as live), and the others that count as live.
 #[derive(Debug, PartialEq, Eq)]
 struct LiveReplicas {
     complete: bool,
-    peers: Vec<crate::replica::ReplicaId>,
+    holders: Vec<crate::replica::ReplicaId>,
 }
 
 impl LiveReplicas {
     fn of(replicas: &ReplicaRegistry, now: OffsetDateTime) -> LiveReplicas {
         let view = replicas.view();
-        let mut peers: Vec<_> = view.live_peers(now).into_iter().map(|p| p.id).collect();
-        peers.sort();
         LiveReplicas {
             complete: view.is_complete(),
-            peers,
+            holders: view.live_holders(now),
         }
     }
 }

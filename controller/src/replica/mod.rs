@@ -40,6 +40,11 @@ pub const RENEW_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5
 /// Added to a record's validity before it counts as expired, for clock skew between the
 /// replica that renews it and the one that reads it.
 pub const EXPIRY_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a replica whose record was deleted (a graceful stop) still counts as holding
+/// the exporters' Status streams it held: long enough for them to reconnect to another
+/// replica (0.9.0 exporters retry a stream within a second), so that a rolling restart
+/// does not flap them offline. Dials are not offered to it meanwhile.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
 /// Records expired for longer than this are deleted by whichever replica sees them (a
 /// replica killed without a graceful stop leaves its record behind).
 pub const STALE_RECORD_AGE: std::time::Duration = std::time::Duration::from_secs(3600);

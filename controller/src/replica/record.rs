@@ -5,7 +5,9 @@
 //! [`super::RENEW_INTERVAL`]; every write is conditional on the resourceVersion it read, and
 //! a conflict or a missing record makes it read again. Each round it also deletes records
 //! that expired long ago. At shutdown it deletes its record (if it still names this
-//! incarnation), so peers stop counting it at once instead of at expiry. The watcher
+//! incarnation), so peers stop offering it Dials at once instead of at expiry (they count
+//! the Status streams it held for [`super::STOP_GRACE`] more, while the exporters
+//! reconnect elsewhere). The watcher
 //! feeds every Lease event of the namespace into the [`ReplicaRegistry`].
 
 use std::collections::BTreeMap;

@@ -13,7 +13,7 @@ use time::{Duration, OffsetDateTime};
 
 use super::{
     ENDPOINT_ANNOTATION, EXPIRY_GRACE, INCARNATION_ANNOTATION, RECORD_DURATION, RECORD_PREFIX,
-    ReplicaId, STALE_RECORD_AGE, record_name,
+    ReplicaId, STALE_RECORD_AGE, STOP_GRACE, record_name,
 };
 use crate::store::WatchEvent;
 
@@ -89,6 +89,10 @@ pub struct Replicas {
     listing: Option<BTreeMap<String, Record>>,
     /// A full listing has been seen.
     complete: bool,
+    /// Replicas whose record was deleted while live (a graceful stop), until when they
+    /// still count as holding the Status streams they held: their exporters reconnect to
+    /// another replica meanwhile, and are not called offline in between.
+    stopped: BTreeMap<String, (ReplicaId, OffsetDateTime)>,
 }
 
 impl Replicas {
@@ -99,6 +103,7 @@ impl Replicas {
             records: BTreeMap::new(),
             listing: None,
             complete: false,
+            stopped: BTreeMap::new(),
         }
     }
 
@@ -116,6 +121,7 @@ impl Replicas {
     /// Takes one watch event of the Leases of the namespace (others than records are
     /// ignored). Returns whether the live replicas or their endpoints changed at `now`.
     pub fn apply(&mut self, event: WatchEvent<Lease>, now: OffsetDateTime) -> bool {
+        self.stopped.retain(|_, (_, until)| *until > now);
         let before = self.live_set(now);
         match event {
             WatchEvent::Applied(lease) => {
@@ -134,7 +140,12 @@ impl Replicas {
             }
             WatchEvent::Deleted(lease) => {
                 if let Some(name) = lease.metadata.name.as_deref() {
-                    self.records.remove(name);
+                    if let Some(record) = self.records.remove(name)
+                        && record.is_live(now)
+                    {
+                        let until = record.expires.min(now + to_time(STOP_GRACE));
+                        self.stopped.insert(name.to_owned(), (record.id, until));
+                    }
                     if let Some(listing) = self.listing.as_mut() {
                         listing.remove(name);
                     }
@@ -167,9 +178,35 @@ impl Replicas {
         if id == self.me {
             return true;
         }
+        let name = record_name(&id.identity);
         self.records
-            .get(&record_name(&id.identity))
+            .get(&name)
             .is_some_and(|r| r.id == id && r.is_live(now))
+            || self
+                .stopped
+                .get(&name)
+                .is_some_and(|(stopped, until)| *stopped == id && *until > now)
+    }
+
+    /// Every replica that [`is_live`](Self::is_live) counts at `now` (records live, and
+    /// replicas stopped within [`STOP_GRACE`]), this one excepted, ordered: when this
+    /// changes, so may the liveness of exporters.
+    pub fn live_holders(&self, now: OffsetDateTime) -> Vec<ReplicaId> {
+        let mut ids: Vec<ReplicaId> = self
+            .records
+            .values()
+            .filter(|r| r.id != self.me && r.is_live(now))
+            .map(|r| r.id.clone())
+            .chain(
+                self.stopped
+                    .values()
+                    .filter(|(_, until)| *until > now)
+                    .map(|(id, _)| id.clone()),
+            )
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
     }
 
     /// The live replicas other than this one that name an endpoint, ordered by id.
@@ -197,6 +234,12 @@ impl Replicas {
             .values()
             .filter(|r| r.id.identity != self.me.identity && r.is_live(now))
             .map(|r| r.expires)
+            .chain(
+                self.stopped
+                    .values()
+                    .map(|(_, until)| *until)
+                    .filter(|until| *until > now),
+            )
             .min()
     }
 
@@ -344,7 +387,10 @@ mod tests {
             WatchEvent::Deleted(record("b", "0000000b", 0, Some("b:1"))),
             at(1)
         ));
-        assert!(!view.is_live("b/0000000b", at(1)));
+        // Deleted while live: no longer a peer; its streams count for the stop grace.
+        assert!(view.live_peers(at(1)).iter().all(|p| p.id.identity != "b"));
+        assert!(view.is_live("b/0000000b", at(1)));
+        assert!(!view.is_live("b/0000000b", at(1) + to_time(STOP_GRACE)));
         // A relisting without c: c was deleted while the watch was down.
         view.apply(WatchEvent::Relisting, at(2));
         assert!(view.apply(WatchEvent::Listed, at(2)));
@@ -381,5 +427,29 @@ mod tests {
         );
         assert!(view.stale_records(at(25 + 3600)).is_empty());
         assert_eq!(view.stale_records(at(26 + 3600)), vec![record_name("b")]);
+    }
+
+    #[test]
+    fn a_replica_stopped_gracefully_holds_its_streams_for_the_stop_grace_only() {
+        let mut view = Replicas::new(me());
+        let t0 = at(0);
+        let other = record("other", "abcd0001", 0, Some("10.0.0.2:8082"));
+        view.apply(WatchEvent::Applied(other.clone()), t0);
+        view.apply(WatchEvent::Listed, t0);
+        let text = "other/abcd0001";
+        assert!(view.is_live(text, t0));
+        assert_eq!(view.live_peers(t0).len(), 1);
+        let stop = t0 + Duration::seconds(2);
+        view.apply(WatchEvent::Deleted(other), stop);
+        // No Dial goes to it any more, but its exporters are still held ...
+        assert!(view.live_peers(stop).is_empty());
+        assert!(view.is_live(text, stop));
+        assert_eq!(view.live_holders(stop).len(), 1);
+        let until = stop + to_time(STOP_GRACE);
+        assert_eq!(view.next_expiry(stop), Some(until));
+        // ... until the grace ends.
+        assert!(view.is_live(text, until - Duration::seconds(1)));
+        assert!(!view.is_live(text, until));
+        assert!(view.live_holders(until).is_empty());
     }
 }
