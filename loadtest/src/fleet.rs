@@ -67,12 +67,9 @@ impl Fleet {
         anyhow::ensure!(!controllers.is_empty(), "no controller to connect to");
         let mut channels: Vec<Vec<Channel>> = Vec::with_capacity(controllers.len());
         let mut connections = 0;
+        let replicas = controllers.len();
         for (r, controller) in controllers.iter().enumerate() {
-            let assigned = exporters
-                .len()
-                .saturating_sub(r)
-                .div_ceil(controllers.len());
-            let wanted = assigned.div_ceil(STREAMS_PER_CONNECTION).max(1);
+            let wanted = connections_of(r, replicas, exporters.len());
             let opened: Vec<anyhow::Result<Channel>> = futures::stream::iter(0..wanted)
                 .map(|_| controller.channel())
                 .buffer_unordered(CONNECTING)
@@ -87,8 +84,8 @@ impl Fleet {
         let mut tasks = JoinSet::new();
         let mut started = Vec::with_capacity(exporters.len());
         for (i, who) in exporters.iter().enumerate() {
-            let on = &channels[i % controllers.len()];
-            let channel = on[(i / controllers.len()) / STREAMS_PER_CONNECTION % on.len()].clone();
+            let (r, c) = place(i, replicas);
+            let channel = channels[r][c].clone();
             let (tx, rx) = oneshot::channel();
             tasks.spawn(exporter(
                 channel,
@@ -130,6 +127,20 @@ impl Fleet {
     pub(crate) fn reopened(&self) -> u64 {
         self.counters.reopened.load(Ordering::Relaxed)
     }
+}
+
+/// Where exporter `i` of a fleet over `replicas` controllers talks: (controller,
+/// connection on it). Round-robin over the controllers, then
+/// [`STREAMS_PER_CONNECTION`] exporters per connection.
+fn place(i: usize, replicas: usize) -> (usize, usize) {
+    (i % replicas, (i / replicas) / STREAMS_PER_CONNECTION)
+}
+
+/// Connections to open to controller `r` of `replicas` for `exporters` exporters: enough
+/// for every [`place`] on it, at least one.
+fn connections_of(r: usize, replicas: usize, exporters: usize) -> usize {
+    let assigned = exporters.saturating_sub(r).div_ceil(replicas);
+    assigned.div_ceil(STREAMS_PER_CONNECTION).max(1)
 }
 
 /// One simulated exporter: starts (with a place of `starting`), says how that went on
@@ -210,4 +221,37 @@ async fn bounded<T>(
     tokio::time::timeout(CALL_LIMIT, call)
         .await
         .with_context(|| format!("{what} took longer than {}s", CALL_LIMIT.as_secs()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn exporters_alternate_replicas_and_fill_connections_up_to_the_limit() {
+        for replicas in [1, 2, 3] {
+            for exporters in [1, 10, 99, 100, 101, 1_000, 10_000, 10_001] {
+                let mut per: BTreeMap<(usize, usize), usize> = BTreeMap::new();
+                for i in 0..exporters {
+                    let (r, c) = place(i, replicas);
+                    assert_eq!(r, i % replicas);
+                    assert!(
+                        c < connections_of(r, replicas, exporters),
+                        "{i}/{exporters}"
+                    );
+                    *per.entry((r, c)).or_default() += 1;
+                }
+                assert!(per.values().all(|&n| n <= STREAMS_PER_CONNECTION));
+                let opened: usize = (0..replicas)
+                    .map(|r| connections_of(r, replicas, exporters))
+                    .sum();
+                // No connection is opened for nothing, beyond one per idle replica.
+                assert!(opened <= per.len() + replicas, "{opened} for {exporters}");
+            }
+        }
+        assert_eq!(connections_of(0, 1, 10_000), 100);
+        assert_eq!(connections_of(2, 3, 10_000), 34);
+    }
 }
