@@ -176,9 +176,29 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
         ),
     }
     let mut failed = None;
+    // Ctrl-C (SIGINT) ends the scenario early: the row in progress is abandoned (its
+    // processes killed, its namespace cleaned up), the rows measured so far are reported.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     for (mode, n) in runs {
         let name = mode.row(n);
-        match size(h, s, mode, n).await {
+        let outcome = tokio::select! {
+            outcome = size(h, s, mode, n) => Some(outcome),
+            _ = &mut interrupted => None,
+        };
+        let Some(outcome) = outcome else {
+            step(format!("controller: interrupted during {name}"));
+            if let (Mode::Kube { replicas }, Some(kube)) = (mode, &h.kube) {
+                kube.target
+                    .delete_namespace(&namespace_of(n, replicas))
+                    .await;
+            }
+            s.note(format!(
+                "Interrupted (SIGINT) during \"{name}\": it and the rows after it were not measured."
+            ));
+            return Err(failed.unwrap_or_else(|| anyhow::anyhow!("interrupted during {name}")));
+        };
+        match outcome {
             Ok(measured) => {
                 step(format!("controller: {name}: {}", measured.summary()));
                 s.point(
@@ -254,7 +274,7 @@ async fn size(h: &Harness, s: &mut Scenario, mode: Mode, n: usize) -> anyhow::Re
                 "controller: {row}: starting {} on Kubernetes, creating exporters",
                 replicas_text(replicas)
             ));
-            let namespace = format!("loadtest-{}-{n}-r{replicas}", std::process::id());
+            let namespace = namespace_of(n, replicas);
             kube.target.create_namespace(&namespace).await?;
             let measured = async {
                 let mut started = start_replicas(h, kube, &namespace, replicas).await?;
@@ -266,6 +286,11 @@ async fn size(h: &Harness, s: &mut Scenario, mode: Mode, n: usize) -> anyhow::Re
             measured
         }
     }
+}
+
+/// The namespace of the Kubernetes row with `n` exporters and `replicas` replicas.
+fn namespace_of(n: usize, replicas: usize) -> String {
+    format!("loadtest-{}-{n}-r{replicas}", std::process::id())
 }
 
 /// Starts `replicas` controllers for `namespace`: the first alone (it creates the shared
