@@ -137,7 +137,7 @@ struct Options {
     )]
     kube_replicas: Vec<u16>,
     /// How long the controller scenario on Kubernetes counts the API server's writes with
-    /// every exporter online and idle, as a duration (`30s`) [default: 30s; smoke: 1s].
+    /// every exporter online and idle, as a duration (`30s`) [default: 30s; smoke: 250ms].
     #[arg(
         long,
         env = "JUMPSTARTER_LOADTEST_IDLE_WINDOW",

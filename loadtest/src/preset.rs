@@ -42,6 +42,9 @@ pub(crate) struct Sizes {
     pub(crate) idle_window: Duration,
     pub(crate) lease_samples: u64,
     pub(crate) grant_burst: usize,
+    /// Pause between the last timed lease's release and the burst, so that the burst
+    /// finds the released exporters free.
+    pub(crate) burst_pause: Duration,
     /// Scenario 8: seconds of each timed transfer, round trips per path, loss levels.
     pub(crate) impairment_seconds: f64,
     pub(crate) impairment_round_trips: u64,
@@ -71,6 +74,7 @@ impl Sizes {
             idle_window: Duration::from_secs(30),
             lease_samples: 200,
             grant_burst: 500,
+            burst_pause: Duration::from_millis(500),
             impairment_seconds: 4.0,
             impairment_round_trips: 20,
             losses: vec![0.0, 1.0, 5.0],
@@ -96,9 +100,10 @@ impl Sizes {
             exporters: vec![10],
             kube_exporters: vec![10],
             kube_replicas: vec![1],
-            idle_window: Duration::from_secs(1),
+            idle_window: Duration::from_millis(250),
             lease_samples: 5,
             grant_burst: 5,
+            burst_pause: Duration::from_millis(50),
             impairment_seconds: 0.3,
             impairment_round_trips: 3,
             losses: vec![0.0, 1.0],

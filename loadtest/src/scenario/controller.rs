@@ -53,7 +53,8 @@ const BURST_LIMIT: Duration = Duration::from_secs(30);
 /// when the last Status stream opened); the window is measured anyway afterwards, and
 /// the note says how many were online.
 const SETTLE_LIMIT: Duration = Duration::from_secs(120);
-/// How often the exporters' online state is listed while settling.
+/// How often the exporters' online state is listed while settling (at most once per idle
+/// window, for the smoke preset's short one).
 const SETTLE_POLL: Duration = Duration::from_secs(2);
 
 /// Row name of the standalone service with `n` exporters.
@@ -293,8 +294,9 @@ fn namespace_of(n: usize, replicas: usize) -> String {
     format!("loadtest-{}-{n}-r{replicas}", std::process::id())
 }
 
-/// Starts `replicas` controllers for `namespace`: the first alone (it creates the shared
-/// keys), then the others; with more than one, each under leader election.
+/// Starts `replicas` controllers for `namespace` at once, like a Deployment's pods (the
+/// first to start creates the shared keys, the others read them); with more than one,
+/// each under leader election with an identity of its own.
 async fn start_replicas(
     h: &Harness,
     kube: &KubeRun,
@@ -302,35 +304,20 @@ async fn start_replicas(
     replicas: usize,
 ) -> anyhow::Result<Vec<Service>> {
     anyhow::ensure!(replicas >= 1, "--kube-replicas: at least 1 replica");
-    let identity = |r: usize| (replicas > 1).then(|| format!("replica-{r}"));
-    let first = identity(0);
-    let mut started = vec![
-        Service::start_kube(
-            &kube.controller_bin,
-            &h.work,
-            &kube.target,
-            namespace,
-            first.as_deref(),
-        )
-        .await?,
-    ];
-    let others: Vec<anyhow::Result<Service>> =
-        futures::future::join_all((1..replicas).map(|r| async move {
-            let id = identity(r);
+    let started: Vec<anyhow::Result<Service>> =
+        futures::future::join_all((0..replicas).map(|r| async move {
+            let identity = (replicas > 1).then(|| format!("replica-{r}"));
             Service::start_kube(
                 &kube.controller_bin,
                 &h.work,
                 &kube.target,
                 namespace,
-                id.as_deref(),
+                identity.as_deref(),
             )
             .await
         }))
         .await;
-    for other in others {
-        started.push(other?);
-    }
-    Ok(started)
+    started.into_iter().collect()
 }
 
 async fn populate_and_lease(
@@ -483,7 +470,7 @@ async fn idle_writes(
         if online >= n {
             break;
         }
-        tokio::time::sleep(SETTLE_POLL).await;
+        tokio::time::sleep(SETTLE_POLL.min(h.sizes.idle_window)).await;
     }
     let settled_s = start.elapsed().as_secs_f64();
     tokio::time::sleep(quiet(h)).await;
@@ -557,7 +544,7 @@ async fn leases(
     let burst = h.sizes.grant_burst.min(n / 2).max(1);
     step(format!("controller: {row}: burst of {burst} leases"));
     // Let the releases settle so the burst finds free exporters.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(h.sizes.burst_pause).await;
     let start = Instant::now();
     let stop_starting = start + BURST_LIMIT;
     let granted: Vec<anyhow::Result<(usize, String)>> = futures::stream::iter(0..burst)
