@@ -264,7 +264,12 @@ async fn size(h: &Harness, s: &mut Scenario, mode: Mode, n: usize) -> anyhow::Re
             let mut service =
                 Service::start(&h.standalone_bin, &h.work, &format!("controller-{n}")).await?;
             let mut controllers = vec![&mut service];
-            populate_and_lease(h, s, &mut controllers, None, &row, n).await
+            let (measured, fleet) =
+                populate_and_lease(h, s, &mut controllers, None, &row, n).await?;
+            // The service first, so that it does not react to every stream closing.
+            drop(service);
+            drop(fleet);
+            Ok(measured)
         }
         Mode::Kube { replicas } => {
             let kube = h
@@ -280,7 +285,13 @@ async fn size(h: &Harness, s: &mut Scenario, mode: Mode, n: usize) -> anyhow::Re
             let measured = async {
                 let mut started = start_replicas(h, kube, &namespace, replicas).await?;
                 let mut controllers: Vec<&mut Service> = started.iter_mut().collect();
-                populate_and_lease(h, s, &mut controllers, Some(kube), &row, n).await
+                let (measured, fleet) =
+                    populate_and_lease(h, s, &mut controllers, Some(kube), &row, n).await?;
+                // The controllers first, so that they do not write for every stream
+                // closing.
+                drop(started);
+                drop(fleet);
+                anyhow::Ok(measured)
             }
             .await;
             kube.target.delete_namespace(&namespace).await;
@@ -327,7 +338,7 @@ async fn populate_and_lease(
     kube: Option<&KubeRun>,
     row: &str,
     n: usize,
-) -> anyhow::Result<Measured> {
+) -> anyhow::Result<(Measured, Fleet)> {
     let replicas = controllers.len();
     // One client per replica, each talking to its own (round-robin).
     let mut clients: Vec<Identity> = Vec::with_capacity(replicas);
@@ -388,7 +399,6 @@ async fn populate_and_lease(
         })
         .collect();
     let (open, reopened, connections) = (fleet.open(), fleet.reopened(), fleet.connections);
-    drop(fleet);
     let (latency, grants) = result?;
     let summary = latency.summary();
     let (before, after) = (passes_before?, passes_after?);
@@ -426,11 +436,12 @@ async fn populate_and_lease(
     if let Some(total) = rss_total {
         row = row.num("RSS MiB", mib(total));
     }
-    Ok(Measured {
+    let measured = Measured {
         row: row.num("samples", summary.count as f64),
         p50_ms: summary.p50_us / 1000.0,
         p99_ms: summary.p99_us / 1000.0,
-    })
+    };
+    Ok((measured, fleet))
 }
 
 /// Reconcile passes and their seconds, summed over the replicas (only the leader runs
