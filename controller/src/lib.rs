@@ -10,6 +10,8 @@
 //! - [`keys`]: CA, token signing keys and certificates, created at first start.
 //! - [`reconcile`]: the loop that applies plans: lease status, exporter status, credentials.
 //! - [`leader`]: leader election over a coordination.k8s.io Lease.
+//! - [`peer`]: the channel between replicas that forwards a Dial to the Listen's holder.
+//! - [`replica`]: the controller replicas and which are alive (one record Lease each).
 //! - [`owner`]: the Deployment that owns the objects the controller creates while it runs.
 //! - [`auth`]: authentication and authorization of gRPC calls.
 //! - [`service`]: the gRPC services (ControllerService, ClientService).
@@ -25,7 +27,9 @@ pub mod keys;
 pub mod leader;
 pub mod limits;
 pub mod owner;
+pub mod peer;
 pub mod reconcile;
+pub mod replica;
 pub mod runtime;
 pub mod server;
 pub mod service;

@@ -29,7 +29,9 @@ use jumpstarter_controller::flags::exporter_labels::ExporterLabelArgs;
 use jumpstarter_controller::flags::{GoDuration, LifetimeArgs, TlsSanArgs};
 use jumpstarter_controller::limits::LimitArgs;
 use jumpstarter_controller::owner::OwnerArgs;
+use jumpstarter_controller::peer::PeerArgs;
 use jumpstarter_controller::reconcile;
+use jumpstarter_controller::replica::{self, ReplicaId, ReplicaRegistry, record::RecordConfig};
 use jumpstarter_controller::runtime::{self, ControllerMetrics, GrpcServer};
 use jumpstarter_controller::server::Readiness;
 use jumpstarter_controller::settings::{self, RouterEntry, Settings};
@@ -128,7 +130,7 @@ struct RunArgs {
     /// Run the reconcile loop only while holding the leader election Lease.
     #[arg(long, env = "JUMPSTARTER_LEADER_ELECT", default_value_t = false)]
     leader_elect: bool,
-    /// Identity in the leader election [default: `<hostname>_<pid>`].
+    /// Identity of this replica (leader election, replica record, peers) [default: `<hostname>_<pid>`].
     #[arg(long, env = "JUMPSTARTER_IDENTITY")]
     identity: Option<String>,
     #[command(flatten)]
@@ -163,6 +165,8 @@ struct RunArgs {
     key_reload: keys::refresh::KeyReloadArgs,
     #[command(flatten)]
     owner: OwnerArgs,
+    #[command(flatten)]
+    peers: PeerArgs,
 }
 
 #[derive(Debug, Args)]
@@ -219,6 +223,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         owner,
     });
     let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let replicas = ReplicaRegistry::new(ReplicaId::new(&identity));
 
     let mut registry = Registry::default();
     let metrics = ControllerMetrics::register(&mut registry);
@@ -266,6 +271,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             listen: args.grpc_listen,
             quic_listen: args.grpc_quic_listen,
             limits: args.limits,
+            replicas: replicas.clone(),
         },
         &metrics,
         &readiness,
@@ -273,20 +279,34 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     )
     .await?;
 
+    let record = replica::record::spawn(
+        store.clone(),
+        replicas.clone(),
+        RecordConfig::new(
+            &namespace,
+            args.peers.peer_endpoint.clone(),
+            settings.owner.clone(),
+        ),
+        shutdown.clone(),
+    );
+
     let work = {
         let store = store.clone();
         let keys = keys.clone();
         let settings = settings.clone();
         let metrics = metrics.reconcile.clone();
+        let replicas = replicas.clone();
         move |cancel: CancellationToken| {
-            let (store, keys, settings, metrics) = (
+            let (store, keys, settings, metrics, replicas) = (
                 store.clone(),
                 keys.clone(),
                 settings.clone(),
                 metrics.clone(),
+                replicas.clone(),
             );
             async move {
-                if let Err(error) = reconcile::run(store, keys, settings, metrics, cancel).await {
+                let run = reconcile::run(store, keys, settings, metrics, replicas, cancel);
+                if let Err(error) = run.await {
                     tracing::error!(%error, "reconcile loop stopped");
                 }
             }
@@ -314,6 +334,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     shutdown.cancel();
 
     let grpc_result = grpc.join().await;
+    record.await.context("replica record task")?;
     for task in http_tasks {
         task.await.context("HTTP server task")??;
     }

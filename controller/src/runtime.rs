@@ -22,7 +22,9 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::AuthMetrics;
 use crate::keys::refresh::{RENEW_CHECK_INTERVAL, RefreshMetrics, renew_serving_cert};
 use crate::keys::{Keys, KeysError};
+use crate::peer::{Forwarder, PeerMetrics};
 use crate::reconcile::ReconcileMetrics;
+use crate::replica::ReplicaRegistry;
 use crate::server::{self, Readiness, ServerError};
 use crate::service::{ServiceMetrics, Services};
 use crate::settings::Settings;
@@ -42,6 +44,8 @@ pub struct ControllerMetrics {
     /// The gRPC-over-QUIC listener's connections (`jumpstarter_controller_grpc_quic_*`).
     pub quic_accept: AcceptMetrics,
     pub refresh: RefreshMetrics,
+    /// The channel between replicas (`jumpstarter_controller_peer_*`).
+    pub peer: Arc<PeerMetrics>,
 }
 
 impl ControllerMetrics {
@@ -53,6 +57,7 @@ impl ControllerMetrics {
             accept: AcceptMetrics::register(registry, "jumpstarter_controller_grpc"),
             quic_accept: AcceptMetrics::register(registry, "jumpstarter_controller_grpc_quic"),
             refresh: RefreshMetrics::new(registry),
+            peer: Arc::new(PeerMetrics::new(registry)),
         }
     }
 }
@@ -122,6 +127,8 @@ pub struct GrpcServer<S> {
     pub quic_listen: Option<SocketAddr>,
     /// Connection, handshake and HTTP/2 limits of both listeners.
     pub limits: PortLimits,
+    /// The controller replicas this process is one of.
+    pub replicas: Arc<ReplicaRegistry>,
 }
 
 /// The gRPC listener tasks: TCP, and QUIC when asked for.
@@ -166,6 +173,7 @@ pub async fn spawn_grpc<S: Store>(
         listen,
         quic_listen,
         limits,
+        replicas,
     } = server;
     // The QUIC listener presents the same certificate: it must name that address too.
     if let Some(quic) = quic_listen
@@ -198,6 +206,18 @@ pub async fn spawn_grpc<S: Store>(
     let lease_ca =
         Ca::from_pem(keys.ca.cert_pem(), &keys.ca.key_pem()).map_err(RuntimeError::LeaseCa)?;
 
+    // Peers present certificates for the same endpoint host as this replica's (minting
+    // the serving certificate above has checked that there is one).
+    let peer_server_name = crate::keys::endpoint_host(&settings.grpc_endpoint)
+        .unwrap_or_default()
+        .to_owned();
+    let forwarder = Forwarder::new(
+        replicas.clone(),
+        keys.tokens.clone(),
+        keys.ca.cert_pem(),
+        &peer_server_name,
+        metrics.peer.clone(),
+    );
     let services = Services::new(
         store,
         settings,
@@ -206,7 +226,9 @@ pub async fn spawn_grpc<S: Store>(
         metrics.service.clone(),
         shutdown.clone(),
     )
-    .with_lease_ca(Arc::new(lease_ca));
+    .with_lease_ca(Arc::new(lease_ca))
+    .with_replicas(replicas)
+    .with_forwarder(Arc::new(forwarder));
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| RuntimeError::Bind {

@@ -54,6 +54,9 @@ impl Fixture {
                 keys.clone(),
                 settings,
                 Arc::new(ReconcileMetrics::unregistered()),
+                jumpstarter_controller::replica::ReplicaRegistry::single(
+                    jumpstarter_controller::replica::ReplicaId::new("test"),
+                ),
                 stop.clone(),
             ));
         }

@@ -221,11 +221,17 @@ async fn raising_the_generation_annotation_revokes_an_exporter() {
         .get_or_insert_with(BTreeMap::new)
         .insert(GENERATION.into(), "1".into());
     h.store.replace(&object).await.expect("annotate");
-    assert_status(
-        api.report_status(call(report(), &exporter)).await,
-        Code::Unauthenticated,
-        "token was revoked",
-    );
+    // Callers are authenticated against the controller's watch-fed copy: the revocation
+    // holds as soon as the watch reports the change.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let refused = loop {
+        let result = api.report_status(call(report(), &exporter)).await;
+        if result.is_err() || tokio::time::Instant::now() >= deadline {
+            break result;
+        }
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+    };
+    assert_status(refused, Code::Unauthenticated, "token was revoked");
     let uid = object.metadata.uid.clone().expect("uid");
     let subject = jumpstarter_token::internal::Subject {
         kind: ObjectKind::Exporter,

@@ -49,6 +49,7 @@ struct Harness {
     router_key: SigningKey,
     registry: Arc<Registry>,
     grpc: LoopbackGrpc,
+    services: Services<KubeStore>,
 }
 
 impl Harness {
@@ -84,6 +85,20 @@ impl Harness {
             router_key,
             registry: Arc::new(registry),
             grpc: LoopbackGrpc::serve(&services, &cert, &ca, shutdown).await,
+            services,
+        }
+    }
+
+    /// Waits until the services read what the test wrote behind their back (as the
+    /// reconciler on the leader would), at most for [`WAIT`].
+    async fn settle<K: jumpstarter_controller::store::Object>(&self, written: &K) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !self.services.has_seen(written) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the services' read cache did not catch up with a write"
+            );
+            tokio::time::sleep(StdDuration::from_millis(10)).await;
         }
     }
 
@@ -205,10 +220,12 @@ impl Harness {
                 ended: false,
                 ..LeaseStatus::default()
             });
-            self.store
+            let written = self
+                .store
                 .replace_status(&created)
                 .await
                 .expect("lease status");
+            self.settle(&written).await;
             self.set_exporter(exporter, |s| {
                 s.lease_ref = Some(LocalObjectReference { name: name.into() });
             })
@@ -226,7 +243,7 @@ impl Harness {
                 .expect("exporter exists");
             change(exporter.status.get_or_insert_with(Default::default));
             match self.store.replace_status(&exporter).await {
-                Ok(_) => return,
+                Ok(written) => return self.settle(&written).await,
                 Err(jumpstarter_controller::store::StoreError::Conflict { .. }) => continue,
                 Err(e) => panic!("exporter status: {e}"),
             }
@@ -679,7 +696,8 @@ async fn leases_are_created_read_listed_and_released() {
         .labels
         .get_or_insert_with(BTreeMap::new)
         .insert(vocabulary::LEASE_ENDED_LABEL.into(), "true".into());
-    h.store.replace(&ended).await.expect("mark ended");
+    let ended = h.store.replace(&ended).await.expect("mark ended");
+    h.settle(&ended).await;
     assert_eq!(listed("", "").await, 1);
     let mut all = list("", "");
     all.only_active = Some(false);

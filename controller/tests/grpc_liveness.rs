@@ -2,8 +2,12 @@
 //! kube-apiserver, with the services served in-process on 127.0.0.1 over real TLS (h2) by
 //! the production server (`server::serve_grpc`, with its HTTP/2 keepalive).
 //!
+//! - An exporter with an open Status stream is named as held by the replica serving it and
+//!   stays Online however long it is connected, with no write at all while it is; it goes
+//!   Offline when that replica's record expires (and Online again if it is renewed), and a
+//!   minute after its stream ended.
 //! - An exporter whose connection goes silent (a proxy that stops forwarding without
-//!   closing anything) is no longer refreshed once keepalive finds the connection dead, is
+//!   closing anything) is no longer held once keepalive finds the connection dead, is
 //!   found Offline by the reconciler within two minutes of the cut and gets no new lease;
 //!   it is Online again and gets the lease when it reconnects.
 //! - ReportStatus with an unchanged report writes nothing.
@@ -12,6 +16,7 @@
 
 mod support;
 
+use support::counting::CountingStore;
 use support::{
     Identity, LoopbackGrpc, SilentProxy, assert_status, call, created_client, created_exporter,
 };
@@ -19,7 +24,7 @@ use support::{
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration as StdDuration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -30,25 +35,28 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use futures::stream::BoxStream;
 use jumpstarter_controller::auth::AuthMetrics;
 use jumpstarter_controller::crd::{Exporter, ExporterSpec, Lease};
 use jumpstarter_controller::keys;
 use jumpstarter_controller::limits::{Limits, Rate};
 use jumpstarter_controller::reconcile::{ReconcileMetrics, Reconciler};
+use jumpstarter_controller::replica::{self, ReplicaId, ReplicaRegistry};
 use jumpstarter_controller::service::{ServiceMetrics, Services, TokenSigners};
 use jumpstarter_controller::settings::Settings;
+use jumpstarter_controller::store::Store;
+use jumpstarter_controller::store::WatchEvent;
 use jumpstarter_controller::store::embedded::EmbeddedStore;
 use jumpstarter_controller::store::kube::KubeStore;
-use jumpstarter_controller::store::{
-    ListParams, Object, ObjectList, Store, StoreError, WatchEvent,
-};
 use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
 use jumpstarter_proto::jumpstarter::client::v1::client_service_client::ClientServiceClient;
 use jumpstarter_proto::jumpstarter::v1 as pb;
 use jumpstarter_proto::jumpstarter::v1::controller_service_client::ControllerServiceClient;
 use jumpstarter_token::SigningKey;
 use jumpstarter_token::internal::ObjectKind;
+use k8s_openapi::api::coordination::v1::{
+    Lease as CoordinationLease, LeaseSpec as CoordinationLeaseSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 
 /// Upper bound of ordinary waits.
 const WAIT: StdDuration = StdDuration::from_secs(20);
@@ -67,6 +75,8 @@ struct Harness {
     issuer: jumpstarter_token::internal::Issuer,
     registry: Arc<Registry>,
     grpc: LoopbackGrpc,
+    /// The replica the services are (they always count themselves live).
+    replica: Arc<ReplicaRegistry>,
 }
 
 impl Harness {
@@ -81,6 +91,7 @@ impl Harness {
         let auth_metrics = Arc::new(AuthMetrics::new(&mut registry));
         let service_metrics = Arc::new(ServiceMetrics::new(&mut registry));
         let shutdown = CancellationToken::new();
+        let replica = ReplicaRegistry::single(ReplicaId::new("replica-r"));
         let services = Services::new(
             store.clone(),
             Arc::clone(&settings),
@@ -91,8 +102,10 @@ impl Harness {
             auth_metrics,
             service_metrics,
             shutdown.clone(),
-        );
+        )
+        .with_replicas(Arc::clone(&replica));
         Harness {
+            replica,
             grpc: LoopbackGrpc::serve(&services, &cert, &ca, shutdown).await,
             namespace,
             store,
@@ -173,6 +186,16 @@ fn condition<'a>(exporter: &'a Exporter, type_: &str) -> Option<&'a Condition> {
         .find(|c| c.type_ == type_)
 }
 
+/// The replica named as holding a Status stream of `exporter`.
+fn stream_holder(exporter: &Exporter) -> Option<String> {
+    exporter
+        .metadata
+        .annotations
+        .as_ref()?
+        .get("jumpstarter.dev/status-stream")
+        .cloned()
+}
+
 fn is_online(exporter: &Exporter) -> bool {
     condition(exporter, "Online").is_some_and(|c| c.status == "True")
 }
@@ -187,18 +210,158 @@ async fn bounded<F: std::future::Future>(what: &str, limit: StdDuration, future:
         .unwrap_or_else(|_| panic!("{what} did not happen within {limit:?}"))
 }
 
+/// The record of replica `id` as renewed at `renewed` (20 s lease, as every replica keeps).
+fn replica_record(id: &ReplicaId, renewed: OffsetDateTime) -> WatchEvent<CoordinationLease> {
+    let mut lease = CoordinationLease::default();
+    lease.metadata.name = Some(replica::record_name(&id.identity));
+    lease.metadata.annotations = Some(BTreeMap::from([(
+        replica::INCARNATION_ANNOTATION.to_owned(),
+        id.incarnation.clone(),
+    )]));
+    lease.spec = Some(CoordinationLeaseSpec {
+        holder_identity: Some(id.identity.clone()),
+        lease_duration_seconds: Some(20),
+        renew_time: Some(MicroTime(
+            k8s_openapi::jiff::Timestamp::from_second(renewed.unix_timestamp()).expect("in range"),
+        )),
+        ..CoordinationLeaseSpec::default()
+    });
+    WatchEvent::Applied(lease)
+}
+
+#[tokio::test]
+async fn a_held_stream_keeps_an_exporter_online_without_writes_until_it_or_its_replica_ends() {
+    let h = Harness::start("liveness-held", Limits::default()).await;
+    let keys = keys::bootstrap(&h.store, &h.settings, OffsetDateTime::now_utc())
+        .await
+        .expect("keys");
+    // The leader is another replica: it knows the stream's replica by its record only.
+    let leader = ReplicaRegistry::new(ReplicaId::new("leader"));
+    let reconciler = Reconciler::new(
+        h.store.clone(),
+        Arc::new(keys),
+        Arc::clone(&h.settings),
+        Arc::new(ReconcileMetrics::unregistered()),
+    )
+    .with_replicas(Arc::clone(&leader));
+    let r = h.replica.me();
+    let exp = h.exporter("exp1").await;
+    let mut api = ControllerServiceClient::new(h.channel().await);
+    let mut status = api
+        .status(call(pb::StatusRequest {}, &exp))
+        .await
+        .expect("status stream")
+        .into_inner();
+    bounded("first status", WAIT, status.message())
+        .await
+        .expect("ok")
+        .expect("message");
+    let started = Instant::now();
+    let opened = loop {
+        let exporter = h.stored_exporter("exp1").await;
+        if stream_holder(&exporter).as_deref() == Some(r.text().as_str()) {
+            break exporter;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the stream's replica was not named: {:?}",
+            exporter.metadata.annotations
+        );
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    };
+    let last_seen_at_open = opened.status.as_ref().and_then(|s| s.last_seen.clone());
+    assert!(
+        last_seen_at_open.is_some(),
+        "lastSeen refreshed at the open"
+    );
+
+    let t0 = OffsetDateTime::now_utc();
+    leader.apply(replica_record(&r, t0), t0);
+    leader.apply(WatchEvent::Listed, t0);
+    reconciler.pass(t0).await.expect("pass");
+    let online = h.stored_exporter("exp1").await;
+    assert!(is_online(&online), "{:?}", online.status);
+    let version = online.metadata.resource_version.clone();
+
+    // Connected for longer than 0.9.0's 10 s heartbeat: nothing is written.
+    tokio::time::sleep(StdDuration::from_secs(12)).await;
+    // Three minutes on, the replica still renewing its record: still Online, unwritten.
+    let later = t0 + Duration::minutes(3);
+    leader.apply(replica_record(&r, later), later);
+    reconciler.pass(later).await.expect("pass");
+    let still = h.stored_exporter("exp1").await;
+    assert!(is_online(&still), "{:?}", still.status);
+    assert_eq!(
+        still.metadata.resource_version, version,
+        "the exporter was written while its stream was held"
+    );
+    assert_eq!(
+        still.status.as_ref().and_then(|s| s.last_seen.clone()),
+        last_seen_at_open
+    );
+
+    // The replica stops renewing (it died): once its record expires, Offline.
+    let dead_at = later + Duration::seconds(26);
+    reconciler.pass(dead_at).await.expect("pass");
+    let lost = h.stored_exporter("exp1").await;
+    assert!(!is_online(&lost), "{:?}", lost.status);
+    assert_eq!(
+        lost.status.as_ref().and_then(|s| s.exporter_status),
+        Some(jumpstarter_controller::crd::ExporterStatusValue::Offline)
+    );
+    // Its record was only late: Online again.
+    leader.apply(replica_record(&r, dead_at), dead_at);
+    reconciler.pass(dead_at).await.expect("pass");
+    assert!(is_online(&h.stored_exporter("exp1").await));
+
+    // The stream ends: the replica records its end and no longer names itself.
+    drop(status);
+    let started = Instant::now();
+    let ended = loop {
+        let exporter = h.stored_exporter("exp1").await;
+        if stream_holder(&exporter).is_none() {
+            break exporter;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the stream's end was not recorded"
+        );
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    };
+    let closed_at = ended
+        .status
+        .as_ref()
+        .and_then(|s| s.last_seen.as_ref())
+        .map(time_of)
+        .expect("lastSeen");
+    assert!(closed_at >= t0, "lastSeen at the stream's end: {closed_at}");
+    reconciler
+        .pass(closed_at + Duration::seconds(30))
+        .await
+        .expect("pass");
+    assert!(is_online(&h.stored_exporter("exp1").await));
+    reconciler
+        .pass(closed_at + OFFLINE_AFTER + Duration::seconds(1))
+        .await
+        .expect("pass");
+    let gone = h.stored_exporter("exp1").await;
+    assert!(!is_online(&gone), "{:?}", gone.status);
+}
+
 #[tokio::test]
 async fn a_silent_exporter_goes_offline_gets_no_lease_and_comes_back() {
     let h = Harness::start("liveness-silent", Limits::default()).await;
     let keys = keys::bootstrap(&h.store, &h.settings, OffsetDateTime::now_utc())
         .await
         .expect("keys");
+    // The services' replica leads: it knows its own streams.
     let reconciler = Reconciler::new(
         h.store.clone(),
         Arc::new(keys),
         Arc::clone(&h.settings),
         Arc::new(ReconcileMetrics::unregistered()),
-    );
+    )
+    .with_replicas(Arc::clone(&h.replica));
     let exp = h.exporter("exp1").await;
     let alice = h.client("alice").await;
 
@@ -257,12 +420,14 @@ async fn a_silent_exporter_goes_offline_gets_no_lease_and_comes_back() {
     proxy.go_silent();
     let cut = OffsetDateTime::now_utc();
     let started = Instant::now();
-    // Keepalive finds the connection dead and the server closes it, ending the stream and
-    // its heartbeats.
-    while h.metric("jumpstarter_controller_status_streams") != Some(0.0) {
+    // Keepalive finds the connection dead and the server closes it, ending the stream; the
+    // replica records the end (lastSeen) and no longer names itself as the holder.
+    while h.metric("jumpstarter_controller_status_streams") != Some(0.0)
+        || stream_holder(&h.stored_exporter("exp1").await).is_some()
+    {
         assert!(
             started.elapsed() < KEEPALIVE_BOUND,
-            "the dead exporter's Status stream is still open {KEEPALIVE_BOUND:?} after the cut"
+            "the dead exporter's Status stream is still held {KEEPALIVE_BOUND:?} after the cut"
         );
         tokio::time::sleep(StdDuration::from_millis(200)).await;
     }
@@ -628,59 +793,11 @@ async fn pending_leases_per_client_are_capped() {
         .expect("room again after a release");
 }
 
-/// The embedded store, counting the watches opened on it.
-#[derive(Clone)]
-struct CountingStore {
-    inner: EmbeddedStore,
-    watches: Arc<AtomicUsize>,
-}
-
-impl Store for CountingStore {
-    async fn get<K: Object>(&self, namespace: &str, name: &str) -> Result<Option<K>, StoreError> {
-        self.inner.get(namespace, name).await
-    }
-
-    async fn list<K: Object>(
-        &self,
-        namespace: &str,
-        params: &ListParams,
-    ) -> Result<ObjectList<K>, StoreError> {
-        self.inner.list(namespace, params).await
-    }
-
-    async fn create<K: Object>(&self, object: &K) -> Result<K, StoreError> {
-        self.inner.create(object).await
-    }
-
-    async fn replace<K: Object>(&self, object: &K) -> Result<K, StoreError> {
-        self.inner.replace(object).await
-    }
-
-    async fn replace_status<K: Object>(&self, object: &K) -> Result<K, StoreError> {
-        self.inner.replace_status(object).await
-    }
-
-    async fn delete<K: Object>(&self, namespace: &str, name: &str) -> Result<(), StoreError> {
-        self.inner.delete::<K>(namespace, name).await
-    }
-
-    fn watch<K: Object>(
-        &self,
-        namespace: &str,
-        name: Option<&str>,
-    ) -> BoxStream<'static, Result<WatchEvent<K>, StoreError>> {
-        self.watches.fetch_add(1, Ordering::SeqCst);
-        self.inner.watch(namespace, name)
-    }
-}
-
 #[tokio::test]
 async fn status_streams_share_one_watch() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = CountingStore {
-        inner: EmbeddedStore::open(&dir.path().join("store.redb")).expect("store"),
-        watches: Arc::new(AtomicUsize::new(0)),
-    };
+    let store =
+        CountingStore::new(EmbeddedStore::open(&dir.path().join("store.redb")).expect("store"));
     let namespace = "default";
     let (ca, cert) = support::localhost_pki("liveness-test-ca", OffsetDateTime::now_utc());
     let issuer = support::token_issuer();
@@ -732,10 +849,12 @@ async fn status_streams_share_one_watch() {
             streams.push((name, stream));
         }
     }
+    // The read cache's watches, one per kind it keeps (Exporters, Leases, Clients); the
+    // streams follow its Exporter watch instead of opening their own.
     assert_eq!(
         store.watches.load(Ordering::SeqCst),
-        1,
-        "six Status streams of three exporters opened more than one watch"
+        3,
+        "six Status streams of three exporters opened watches of their own"
     );
     // Each stream still sees only its own exporter's changes.
     let mut exporter: Exporter = store

@@ -357,6 +357,9 @@ async fn a_reconcile_loop_stuck_on_a_silent_api_stops_when_told() {
         Arc::new(keys),
         settings,
         Arc::new(ReconcileMetrics::unregistered()),
+        jumpstarter_controller::replica::ReplicaRegistry::single(
+            jumpstarter_controller::replica::ReplicaId::new("test"),
+        ),
         stop.clone(),
     ));
     tokio::time::sleep(Duration::from_secs(1)).await;

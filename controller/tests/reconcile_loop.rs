@@ -72,6 +72,9 @@ impl Fixture {
             Arc::clone(&self.keys),
             Arc::clone(&self.settings),
             Arc::new(ReconcileMetrics::unregistered()),
+            jumpstarter_controller::replica::ReplicaRegistry::single(
+                jumpstarter_controller::replica::ReplicaId::new("test"),
+            ),
             token.clone(),
         ));
         let handle = tokio::spawn(async move {

@@ -98,6 +98,9 @@ async fn the_reconcile_loop_counts_watch_errors_and_keeps_running() {
         Arc::new(keys),
         settings,
         Arc::clone(&metrics),
+        jumpstarter_controller::replica::ReplicaRegistry::single(
+            jumpstarter_controller::replica::ReplicaId::new("test"),
+        ),
         shutdown.clone(),
     ));
     tokio::time::sleep(OBSERVE).await;

@@ -154,6 +154,10 @@ routers:
         ),
         ("values-ha", chart_file("values-ha.yaml")),
         ("values-node", chart_file("values-node.yaml")),
+        (
+            "three-controllers",
+            "controller: {replicas: 3}\n".to_owned(),
+        ),
     ]
 }
 
@@ -265,10 +269,10 @@ fn escape_hatches(docs: &[serde_json::Value], controller_args: &[String]) {
     );
     let env = container["env"].as_array().expect("env");
     assert_eq!(env[0]["name"], "RUST_LOG");
-    assert_eq!(env[2]["name"], "HTTPS_PROXY");
-    assert_eq!(env[2]["value"], "http://proxy.lab.example.com:3128");
+    assert_eq!(env[3]["name"], "HTTPS_PROXY");
+    assert_eq!(env[3]["value"], "http://proxy.lab.example.com:3128");
     assert_eq!(
-        env[3]["valueFrom"]["fieldRef"]["fieldPath"],
+        env[4]["valueFrom"]["fieldRef"]["fieldPath"],
         "spec.nodeName"
     );
     let meta = &controller["spec"]["template"]["metadata"];
@@ -359,6 +363,23 @@ async fn lint_render_and_schema() {
         );
         assert!(args.contains(&"--router-cert-secrets".to_owned()));
         assert!(args.contains(&format!("--owner-deployment={FULLNAME}-controller")));
+        // Peers reach each replica on its pod IP, from the downward API.
+        let grpc_port =
+            controller["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+                .as_i64()
+                .expect("gRPC port");
+        assert!(
+            args.contains(&format!("--peer-endpoint=$(POD_IP):{grpc_port}")),
+            "{name}: {args:?}"
+        );
+        let env = controller["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .expect("env");
+        assert!(
+            env.iter().any(|e| e["name"] == "POD_IP"
+                && e["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"),
+            "{name}: {env:?}"
+        );
         let routers: Vec<&String> = args.iter().filter(|a| a.starts_with("--router=")).collect();
         let security = &controller["spec"]["template"]["spec"]["containers"][0]["securityContext"];
         assert_eq!(security["readOnlyRootFilesystem"], true);
@@ -563,6 +584,15 @@ async fn lint_render_and_schema() {
                 assert!(!docs.iter().any(|d| d["kind"] == "PodDisruptionBudget"));
             }
             "escape-hatches" => escape_hatches(&docs, &args),
+            "three-controllers" => {
+                assert_eq!(controller["spec"]["replicas"], 3);
+                let pdb = find(
+                    &docs,
+                    "PodDisruptionBudget",
+                    &format!("{FULLNAME}-controller"),
+                );
+                assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+            }
             "values-ha" => {
                 assert_eq!(controller["spec"]["replicas"], 2);
                 let pod = &controller["spec"]["template"]["spec"];
@@ -1081,7 +1111,7 @@ fn expected_rules() -> Vec<(Vec<&'static str>, Vec<&'static str>, Vec<&'static s
         (
             vec!["coordination.k8s.io"],
             vec!["leases"],
-            vec!["get", "create", "update"],
+            vec!["get", "list", "watch", "create", "update", "delete"],
         ),
         (vec!["apps"], vec!["deployments"], vec!["get"]),
         (
@@ -1254,6 +1284,7 @@ routers:
         &BTreeMap::from([
             ("--probe-listen", format!("127.0.0.1:{probe_port}")),
             ("--metrics-listen", format!("127.0.0.1:{probe_port}")),
+            ("--peer-endpoint", format!("127.0.0.1:{grpc_port}")),
         ]),
     );
     let mut cmd = Command::new(bin_path("jumpstarter-controller"));
@@ -1414,12 +1445,6 @@ routers:
         (namespace.as_str(), "jumpstarter.dev", "clients", "delete"),
         (namespace.as_str(), "jumpstarter.dev", "exporters", "create"),
         ("", "jumpstarter.dev", "leases", "list"),
-        (
-            namespace.as_str(),
-            "coordination.k8s.io",
-            "leases",
-            "delete",
-        ),
     ] {
         assert!(
             !access(&admin, &user, &groups, attrs(ns, group, resource, verb)).await,
@@ -1430,6 +1455,9 @@ routers:
     for (group, resource, verb) in [
         ("", "secrets", "watch"),
         ("coordination.k8s.io", "leases", "update"),
+        // Replica records: watched, and deleted at shutdown or when long expired.
+        ("coordination.k8s.io", "leases", "watch"),
+        ("coordination.k8s.io", "leases", "delete"),
         ("jumpstarter.dev", "leases/status", "update"),
     ] {
         assert!(
@@ -1489,8 +1517,12 @@ routers:
         "exporter.jumpstarter.dev/board-1".to_owned(),
     ];
     for object in &left {
+        // The running controller's replica record is owned by its Deployment: the
+        // garbage collector (which the test API server lacks) removes it with it.
         assert!(
-            kept.contains(object) || object.starts_with("lease.jumpstarter.dev/"),
+            kept.contains(object)
+                || object.starts_with("lease.jumpstarter.dev/")
+                || object.starts_with("lease.coordination.k8s.io/jumpstarter-controller-replica-"),
             "{object} left after uninstall"
         );
     }
@@ -1533,6 +1565,7 @@ async fn values_node_router_certificates_name_the_advertised_host() {
             ("--grpc-quic-listen", format!("127.0.0.1:{}", free_port())),
             ("--probe-listen", format!("127.0.0.1:{probe_port}")),
             ("--metrics-listen", format!("127.0.0.1:{}", free_port())),
+            ("--peer-endpoint", format!("127.0.0.1:{}", free_port())),
         ]),
     );
     // Only the templates are rendered here, so the Deployment the controller would take as

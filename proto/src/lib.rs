@@ -15,6 +15,9 @@
 //! - [`jumpstarter::quic::v1`]: `LeaseCertificateService`, which signs a
 //!   party's CSR for one lease (this project's extension for the QUIC data
 //!   plane).
+//! - [`jumpstarter::peer::v1`]: `PeerService`, the channel between controller
+//!   replicas that forwards a Dial to the replica holding the exporter's Listen
+//!   stream (this project's extension).
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of all of the above and
 //!   their imports, for gRPC reflection and compatibility tests.
 
@@ -39,6 +42,15 @@ pub mod jumpstarter {
         /// data plane (an extension of this project, not part of 0.9.0).
         pub mod v1 {
             tonic::include_proto!("jumpstarter.quic.v1");
+        }
+    }
+
+    /// Generated code for the `jumpstarter.peer.*` packages.
+    pub mod peer {
+        /// Package `jumpstarter.peer.v1`: calls between controller replicas
+        /// (an extension of this project, not part of 0.9.0).
+        pub mod v1 {
+            tonic::include_proto!("jumpstarter.peer.v1");
         }
     }
 }

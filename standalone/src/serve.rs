@@ -20,6 +20,7 @@ use jumpstarter_controller::admin::Admin;
 use jumpstarter_controller::keys;
 use jumpstarter_controller::limits::Limits;
 use jumpstarter_controller::reconcile;
+use jumpstarter_controller::replica::{ReplicaId, ReplicaRegistry};
 use jumpstarter_controller::runtime::{self, ControllerMetrics, GrpcServer};
 use jumpstarter_controller::server::Readiness;
 use jumpstarter_controller::settings::{self, RouterEntry, Settings};
@@ -34,6 +35,9 @@ use tokio_util::sync::CancellationToken;
 use crate::admin_api;
 use crate::admin_api::peer::{AdminSocketMetrics, PeerCheck};
 use crate::data_dir::DataDir;
+
+/// The identity of the standalone service's one replica (it keeps no record).
+const STANDALONE_IDENTITY: &str = "standalone";
 
 /// What `serve` needs, parsed from flags.
 #[derive(Debug, Clone)]
@@ -196,6 +200,8 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
 
     let http_tasks =
         runtime::spawn_http(&[options.http_listen], &readiness, &registry, &shutdown).await?;
+    // One process: one replica, always live, without peers or a record.
+    let replicas = ReplicaRegistry::single(ReplicaId::new(STANDALONE_IDENTITY));
     let grpc_server = GrpcServer {
         store: store.clone(),
         settings: settings.clone(),
@@ -204,6 +210,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         listen: options.grpc_listen,
         quic_listen: options.controller_quic_listen,
         limits: options.limits,
+        replicas: replicas.clone(),
     };
     let grpc = runtime::spawn_grpc(grpc_server, &metrics, &readiness, &shutdown).await?;
     let router_listener = TcpListener::bind(options.router_listen)
@@ -251,6 +258,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         keys.clone(),
         settings.clone(),
         metrics.reconcile.clone(),
+        replicas.clone(),
         shutdown.clone(),
     )
     .await

@@ -50,6 +50,9 @@ async fn admin_works_through_the_kubernetes_api() {
         keys.clone(),
         settings,
         Arc::new(ReconcileMetrics::unregistered()),
+        jumpstarter_controller::replica::ReplicaRegistry::single(
+            jumpstarter_controller::replica::ReplicaId::new("test"),
+        ),
         stop.clone(),
     ));
 

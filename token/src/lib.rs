@@ -8,10 +8,14 @@
 //! - [`router`]: short-lived stream tokens minted at Dial; the same token goes to the
 //!   client and the exporter, and the router pairs the two streams by its `sub`.
 //!
-//! Map: [`key`] (key pairs, PEM), [`internal`], [`router`], [`TokenError`].
+//! - [`peer`]: short-lived tokens controller replicas present to each other (signed with
+//!   the internal key, for their own audience).
+//!
+//! Map: [`key`] (key pairs, PEM), [`internal`], [`router`], [`peer`], [`TokenError`].
 
 pub mod internal;
 pub mod key;
+pub mod peer;
 pub mod router;
 
 mod jws;

@@ -32,6 +32,7 @@ pub(crate) mod revocation;
 use crate::crd::vocabulary::{MIGRATED_NAMESPACE_ANNOTATION, MIGRATED_UID_ANNOTATION};
 use crate::crd::{Client, Exporter};
 use crate::keys::live::{LiveKeys, LiveVerifier};
+use crate::service::cache::{Cached, ReadCache};
 use crate::store::{Object, Store, StoreError};
 
 /// Metadata key of the bearer token.
@@ -471,7 +472,8 @@ impl AuthMetrics {
 /// Authenticates calls against a [`Store`] with one token verifier.
 #[derive(Debug)]
 pub(crate) struct Authenticator<S> {
-    store: S,
+    /// Callers' objects are read from the services' watch-fed copy (the store on a miss).
+    cache: std::sync::Arc<ReadCache<S>>,
     /// Clients call often with the same token (a `jmp shell` polls its lease): after the
     /// first call, checking it is a lookup (until the token keys change).
     verifier: LiveVerifier,
@@ -482,9 +484,13 @@ pub(crate) struct Authenticator<S> {
 const VERIFIED_TOKENS: usize = 16_384;
 
 impl<S: Store> Authenticator<S> {
-    pub(crate) fn new(store: S, keys: LiveKeys, metrics: std::sync::Arc<AuthMetrics>) -> Self {
+    pub(crate) fn new(
+        cache: std::sync::Arc<ReadCache<S>>,
+        keys: LiveKeys,
+        metrics: std::sync::Arc<AuthMetrics>,
+    ) -> Self {
         Authenticator {
-            store,
+            cache,
             verifier: LiveVerifier::new(keys, VERIFIED_TOKENS),
             metrics,
         }
@@ -561,9 +567,9 @@ impl<S: Store> Authenticator<S> {
         Ok((caller, loaded))
     }
 
-    async fn load<K: Object>(&self, target: &Target) -> Result<K, AuthError> {
+    async fn load<K: Cached>(&self, target: &Target) -> Result<K, AuthError> {
         let kind = kind_word(target.kind);
-        match self.store.get::<K>(&target.namespace, &target.name).await {
+        match self.cache.get::<K>(&target.namespace, &target.name).await {
             Ok(Some(object)) => Ok(object),
             Ok(None) | Err(StoreError::NotFound { .. }) => Err(AuthError::NotFound {
                 kind,

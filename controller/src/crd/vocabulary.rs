@@ -59,6 +59,11 @@ pub(crate) const TOKEN_GENERATION_ANNOTATION: &str = concat!(group!(), "/token-g
 /// Annotation of an Exporter: the labels the exporter itself set at Register (a JSON object
 /// of keys and values), so that it may later change or remove those and no others.
 pub(crate) const REPORTED_LABELS_ANNOTATION: &str = concat!(group!(), "/reported-labels");
+/// Annotation of an Exporter: the controller replica (`<identity>/<incarnation>`) that holds
+/// an open Status stream of the exporter. While that replica is live, the exporter is
+/// online without any `lastSeen` refresh; the replica removes it when its last stream of
+/// the exporter ends.
+pub(crate) const STATUS_STREAM_ANNOTATION: &str = concat!(group!(), "/status-stream");
 /// Annotation of the router Secret: the endpoints (`endpoint;quic-endpoint`) its
 /// certificate was minted for.
 pub(crate) const ROUTER_ENDPOINTS_ANNOTATION: &str = concat!(group!(), "/router-endpoints");
@@ -265,6 +270,7 @@ mod tests {
             TOKEN_GENERATION_ANNOTATION,
             ROUTER_ENDPOINTS_ANNOTATION,
             NOT_AFTER_ANNOTATION,
+            STATUS_STREAM_ANNOTATION,
         ] {
             assert!(key.starts_with(PREFIX), "{key}");
         }

@@ -316,7 +316,7 @@ impl Keys {
 }
 
 /// The host of `host:port`, `[v6]:port`, or a bare host; `None` when it is empty.
-fn endpoint_host(endpoint: &str) -> Option<&str> {
+pub(crate) fn endpoint_host(endpoint: &str) -> Option<&str> {
     let endpoint = endpoint.trim();
     let host = if let Some(rest) = endpoint.strip_prefix('[') {
         rest.split_once(']').map(|(host, _)| host)?

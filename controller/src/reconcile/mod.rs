@@ -4,11 +4,13 @@
 //! the whole namespace fresh, computes what should be stored, and writes only what differs.
 //! Passes run when a watched object changes (Clients, Exporters, Leases,
 //! ExporterAccessPolicies, Secrets; bursts are debounced), at the planner's next wake-up,
-//! and at least every [`MAX_IDLE`] (exporters go offline by the clock, not by an event).
+//! when the live controller replicas change or a replica's record expires (exporters whose
+//! Status stream it held go offline), and at least every [`MAX_IDLE`] (exporters go offline
+//! by the clock, not by an event).
 //!
 //! - [`pass`]: one pass ([`Reconciler::pass`]).
 //! - `view`: the namespace as read, and the planner's snapshot of it.
-//! - `reflection`: the loop's watch-fed copy of the namespace, which passes read instead of
+//! - `reflections`: the loop's watch-fed copy of the namespace, which passes read instead of
 //!   listing the store.
 //! - [`credential`]: Client and Exporter credential Secrets.
 //! - [`exporter`]: the exporter status the controller maintains.
@@ -24,7 +26,7 @@ pub(crate) mod exporter;
 mod lease;
 pub(crate) mod metrics;
 pub(crate) mod pass;
-mod reflection;
+mod reflections;
 mod view;
 
 use jumpstarter_shell::error_chain::error_chain;
@@ -42,13 +44,15 @@ pub use metrics::ReconcileMetrics;
 pub use pass::Reconciler;
 
 use crate::keys::Keys;
+use crate::replica::ReplicaRegistry;
 use crate::settings::Settings;
+use crate::store::reflection::Reflection;
 use crate::store::warning_throttle::WarningThrottle;
 use crate::store::{Object, Store, StoreError};
-use reflection::{Reflection, Reflections};
+use reflections::Reflections;
 
 /// Longest time between passes. Exporters go offline one minute after their last
-/// heartbeat; checking every 5 s notices it within a few seconds.
+/// connection event or status report; checking every 5 s notices it within a few seconds.
 pub(crate) const MAX_IDLE: Duration = Duration::from_secs(5);
 /// How long a pass waits after a change for more changes, so that the writes of one burst
 /// (an exporter registering, a client creating several leases) land in one pass. Kept
@@ -106,6 +110,10 @@ impl ReconcileError {
 
 /// Runs passes over `settings.namespace` until `shutdown` is cancelled.
 ///
+/// Exporter liveness follows `replicas` (exporters whose Status stream a live replica
+/// holds are online): passes also run when the live replicas change and when a record
+/// expires.
+///
 /// A failed pass is logged, counted and retried with backoff; the loop itself only returns
 /// when `shutdown` is cancelled.
 pub async fn run<S: Store>(
@@ -113,12 +121,15 @@ pub async fn run<S: Store>(
     keys: Arc<Keys>,
     settings: Arc<Settings>,
     metrics: Arc<ReconcileMetrics>,
+    replicas: Arc<ReplicaRegistry>,
     shutdown: CancellationToken,
 ) -> Result<(), ReconcileError> {
     let namespace = settings.namespace.clone();
     let (changed, reflections) = watch_all(&store, &namespace, &metrics, &shutdown);
+    let mut replica_changes = replicas.subscribe();
     let reconciler = Reconciler::new(store, keys, Arc::clone(&settings), Arc::clone(&metrics))
-        .with_reflections(reflections);
+        .with_reflections(reflections)
+        .with_replicas(Arc::clone(&replicas));
     let mut backoff = ERROR_BACKOFF.0;
     tracing::info!(%namespace, "reconcile loop started");
     loop {
@@ -140,7 +151,12 @@ pub async fn run<S: Store>(
                 if outcome.again {
                     CONFLICT_RETRY
                 } else {
-                    until(outcome.next_wakeup, now).min(MAX_IDLE)
+                    let expiry = replicas.next_expiry(now);
+                    let wakeup = match (outcome.next_wakeup, expiry) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    until(wakeup, now).min(MAX_IDLE)
                 }
             }
             Err(error) => {
@@ -155,6 +171,8 @@ pub async fn run<S: Store>(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep_until(deadline) => {}
+            // A sender gone (never, while the registry lives) only ends these wake-ups.
+            Ok(()) = replica_changes.changed() => {}
             () = changed.notified() => {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,

@@ -16,15 +16,16 @@ use time::OffsetDateTime;
 use jumpstarter_lease::scheduler;
 
 use super::credential::{self, Holder};
-use super::exporter::{desired_status, is_active};
+use super::exporter::{desired_status, holds_stream, is_active};
 use super::lease::{Applied, WRITES_IN_FLIGHT, apply_plan, exporter_updates, reconcile_metadata};
 use super::metrics::LeaseStateLabels;
-use super::reflection::Reflections;
+use super::reflections::Reflections;
 use super::view::View;
 use super::{ReconcileError, ReconcileMetrics};
 use crate::crd;
 use crate::keys::Keys;
 use crate::keys::live::LiveVerifier;
+use crate::replica::ReplicaRegistry;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
 
@@ -55,6 +56,9 @@ pub struct Reconciler<S> {
     credentials: Arc<LiveVerifier>,
     /// Watch-fed copies of the namespace, read instead of the store once complete.
     reflections: Option<Arc<Reflections>>,
+    /// The controller replicas, whose Status streams keep exporters online; without them,
+    /// only `lastSeen` does.
+    replicas: Option<Arc<ReplicaRegistry>>,
 }
 
 impl<S: Store> Reconciler<S> {
@@ -72,6 +76,15 @@ impl<S: Store> Reconciler<S> {
             metrics,
             credentials,
             reflections: None,
+            replicas: None,
+        }
+    }
+
+    /// Exporters whose Status stream a live replica holds are online ([`holds_stream`]).
+    pub fn with_replicas(self, replicas: Arc<ReplicaRegistry>) -> Self {
+        Reconciler {
+            replicas: Some(replicas),
+            ..self
         }
     }
 
@@ -107,14 +120,16 @@ impl<S: Store> Reconciler<S> {
 
         // What this pass wants each exporter's status to be (leaseRef aside); the planner
         // sees these, so an exporter found offline now is not assigned now.
+        let replicas = self.replicas.as_ref().map(|r| r.view());
         let desired: BTreeMap<String, crd::ExporterStatus> = view
             .exporters
             .iter()
             .map(|(name, e)| {
                 let secret = credentials.secrets.get(name).map(String::as_str);
+                let held = holds_stream(e, replicas.as_ref(), now);
                 (
                     name.clone(),
-                    desired_status(e, secret, &self.settings.grpc_endpoint, now),
+                    desired_status(e, secret, &self.settings.grpc_endpoint, held, now),
                 )
             })
             .collect();

@@ -5,7 +5,8 @@
 //!   [`MAX_MESSAGE_SIZE`] are refused with RESOURCE_EXHAUSTED (grpc-go's code for it).
 //!   HTTP/2 PINGs are answered whatever their rate, with or without calls in flight
 //!   (0.9.0 clients ping every 20 s on idle connections). `LeaseCertificateService` is
-//!   served on the same port when the services carry a CA. Connections go through the
+//!   served on the same port when the services carry a CA, and so is `PeerService`, the
+//!   channel between controller replicas (peer tokens only). Connections go through the
 //!   shared bounded accept loop (`jumpstarter_shell::accept_loop`: connection and
 //!   handshake caps, refusals counted); the server applies the port's HTTP/2 limits
 //!   (`jumpstarter_shell::http2_limits`), keepalive PINGs included, so a connection whose
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 use jumpstarter_proto::jumpstarter::client::v1::client_service_server::ClientServiceServer;
+use jumpstarter_proto::jumpstarter::peer::v1::peer_service_server::PeerServiceServer;
 use jumpstarter_proto::jumpstarter::quic::v1::lease_certificate_service_server::LeaseCertificateServiceServer;
 use jumpstarter_proto::jumpstarter::v1::controller_service_server::ControllerServiceServer;
 
@@ -97,9 +99,11 @@ pub async fn grpc_routes<S: Store>(services: &Services<S>) -> Routes {
         .max_decoding_message_size(MAX_MESSAGE_SIZE);
     let client =
         ClientServiceServer::new(services.client()).max_decoding_message_size(MAX_MESSAGE_SIZE);
+    let peer = PeerServiceServer::new(services.peer()).max_decoding_message_size(MAX_MESSAGE_SIZE);
     let mut routes = Routes::new(health_service)
         .add_service(controller)
-        .add_service(client);
+        .add_service(client)
+        .add_service(peer);
     if let Some(lease_certificates) = services.lease_certificates() {
         health
             .set_serving::<LeaseCertificateServiceServer<crate::service::LeaseCertificateApi<S>>>()

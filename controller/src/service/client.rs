@@ -14,16 +14,16 @@ use jumpstarter_lease::{Change, LeaseError, LeaseState, command, selector};
 use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
 use jumpstarter_proto::jumpstarter::client::v1::client_service_server::ClientService;
 
+use super::cache::{Cached, ReadCache};
 use super::metrics::observed_service;
 use super::write::{self, Part};
-use super::{Services, lease_error, lease_request, names, rate_limited, store_status, wire};
+use super::{
+    Services, lease_error, lease_request, names, paging, rate_limited, store_status, wire,
+};
 use crate::auth::{Caller, ObjectIdentity, revocation};
 use crate::crd::vocabulary;
 use crate::crd::{Client, Exporter, Lease};
-use crate::store::{ListParams, Object, ObjectList, Store, StoreError};
-
-/// Largest page a list call returns, whatever the caller asks for.
-pub(crate) const MAX_PAGE_SIZE: u32 = 1000;
+use crate::store::{Store, StoreError};
 
 /// The ClientService over a [`Store`].
 #[derive(Debug)]
@@ -38,6 +38,10 @@ impl<S: Store> ClientApi<S> {
 
     fn store(&self) -> &S {
         &self.services.shared.store
+    }
+
+    fn cache(&self) -> &ReadCache<S> {
+        &self.services.shared.cache
     }
 
     async fn caller<T>(&self, request: &Request<T>) -> Result<(Caller, Client), Status> {
@@ -76,7 +80,7 @@ impl<S: Store> ClientApi<S> {
         let request = request.into_inner();
         let (namespace, name) = self.resolve(&caller, &request.name, names::EXPORTERS)?;
         let exporter: Exporter = self
-            .store()
+            .cache()
             .get(&namespace, &name)
             .await
             .map_err(store_status)?
@@ -104,7 +108,7 @@ impl<S: Store> ClientApi<S> {
                 .iter()
                 .map(|e| wire::exporter_to_proto(e, hidden, request.show_hidden_labels))
                 .collect(),
-            next_page_token: page.continue_token.unwrap_or_default(),
+            next_page_token: page.next_page_token,
         })
     }
 
@@ -127,10 +131,10 @@ impl<S: Store> ClientApi<S> {
         let page = self
             .list_page::<Lease>(&caller, page_query!(request), |pieces| {
                 if let Some(tags) = parse_filter(&request.tag_filter, "tag_filter")? {
-                    pieces.push(selector::format(&prefix_tag_keys(tags)));
+                    pieces.push(prefix_tag_keys(tags));
                 }
                 if request.only_active.unwrap_or(true) {
-                    pieces.push(format!("!{}", vocabulary::LEASE_ENDED_LABEL));
+                    pieces.push(not_ended());
                 }
                 Ok(())
             })
@@ -142,7 +146,7 @@ impl<S: Store> ClientApi<S> {
                 .iter()
                 .map(|l| wire::lease_to_proto(l, now))
                 .collect(),
-            next_page_token: page.continue_token.unwrap_or_default(),
+            next_page_token: page.next_page_token,
         })
     }
 
@@ -173,6 +177,7 @@ impl<S: Store> ClientApi<S> {
         let name = lease_request::name_or_new(new.name);
         let object = lease_request::build(&new.lease, &namespace, &name, &new.client)?;
         let created = self.store().create(&object).await.map_err(store_status)?;
+        self.cache().put(&created);
         tracing::info!(lease = %format!("{namespace}/{name}"), client = %caller.name, "lease created");
         Ok(wire::lease_to_proto(&created, OffsetDateTime::now_utc()))
     }
@@ -205,7 +210,7 @@ impl<S: Store> ClientApi<S> {
                 let client_name = command::transfer_target(&namespace, &client_ns, &client_name)
                     .map_err(lease_error::status)?;
                 let exists = self
-                    .store()
+                    .cache()
                     .get::<Client>(&namespace, &client_name)
                     .await
                     .map_err(store_status)?
@@ -281,6 +286,8 @@ impl<S: Store> ClientApi<S> {
         )
         .await
         .map_err(store_status)?;
+        // Read at once by this replica's authentication (others see it by their watch).
+        self.cache().put(&client);
         if client.metadata.uid != uid || generation == 0 {
             return Err(Status::not_found(format!(
                 "client {}/{} was re-created meanwhile",
@@ -360,28 +367,37 @@ impl<S: Store> ClientApi<S> {
     }
 
     /// One page of `K` in the caller's namespace `query.parent`, selected by the user's
-    /// `query.filter` and then the selector pieces `more_pieces` adds (checked in that order).
-    async fn list_page<K: Object>(
+    /// `query.filter` and then the selectors `more_pieces` adds (checked in that order).
+    /// Served from the read cache (the store while it is not complete), in name order, with
+    /// this service's own page tokens ([`paging`]).
+    async fn list_page<K: Cached>(
         &self,
         caller: &Caller,
         query: PageQuery<'_>,
-        more_pieces: impl FnOnce(&mut Vec<String>) -> Result<(), Status>,
-    ) -> Result<ObjectList<K>, Status> {
+        more_pieces: impl FnOnce(&mut Vec<selector::LabelSelector>) -> Result<(), Status>,
+    ) -> Result<paging::Page<K>, Status> {
         let namespace = self.resolve_parent(caller, query.parent)?;
         let mut pieces = Vec::new();
         if let Some(filter) = parse_filter(query.filter, "filter")? {
-            pieces.push(selector::format(&filter));
+            pieces.push(filter);
         }
         more_pieces(&mut pieces)?;
-        let params = list_params(&pieces, query.page_size, query.page_token)?;
-        self.store()
-            .list::<K>(&namespace, &params)
+        let window = paging::Window::parse(query.page_size, query.page_token)?;
+        let objects = self
+            .cache()
+            .list::<K>(&namespace)
             .await
-            .map_err(list_status)
+            .map_err(store_status)?;
+        Ok(paging::page(objects, &window, |object| {
+            let labels = object.meta().labels.as_ref();
+            let empty = BTreeMap::new();
+            let labels = labels.unwrap_or(&empty);
+            pieces.iter().all(|piece| selector::matches(piece, labels))
+        }))
     }
 
     async fn lease(&self, namespace: &str, name: &str) -> Result<Lease, Status> {
-        self.store()
+        self.cache()
             .get::<Lease>(namespace, name)
             .await
             .map_err(store_status)?
@@ -397,8 +413,12 @@ impl<S: Store> ClientApi<S> {
         mut command: impl FnMut(&LeaseState) -> Result<Change, LeaseError> + Send,
     ) -> Result<Lease, Status> {
         let mut refusal: Option<Status> = None;
-        let written =
-            write::modify::<S, Lease, _>(self.store(), namespace, name, Part::Object, |lease| {
+        let written = write::modify_cached::<S, Lease, _>(
+            self.cache(),
+            namespace,
+            name,
+            Part::Object,
+            |lease| {
                 refusal = None;
                 let applied = command(&lease_request::state_of(lease))
                     .map_err(lease_error::status)
@@ -407,14 +427,15 @@ impl<S: Store> ClientApi<S> {
                     refusal = Some(status);
                     false
                 })
-            })
-            .await
-            .map_err(|e| match e {
-                StoreError::NotFound { .. } => {
-                    Status::not_found(format!("lease {namespace}/{name} not found"))
-                }
-                other => store_status(other),
-            })?;
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound { .. } => {
+                Status::not_found(format!("lease {namespace}/{name} not found"))
+            }
+            other => store_status(other),
+        })?;
         match refusal {
             Some(status) => Err(status),
             None => Ok(written),
@@ -451,8 +472,9 @@ fn parse_filter(text: &str, field: &str) -> Result<Option<selector::LabelSelecto
     if text.is_empty() {
         return Ok(None);
     }
-    let parsed =
-        selector::parse(text).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))?;
+    let parsed = selector::parse(text)
+        .and_then(|parsed| selector::validate(&parsed).map(|()| parsed))
+        .map_err(|e| Status::invalid_argument(format!("{field}: {e}")))?;
     Ok((!parsed.is_empty()).then_some(parsed))
 }
 
@@ -475,29 +497,15 @@ fn prefix_tag_keys(tags: selector::LabelSelector) -> selector::LabelSelector {
     }
 }
 
-fn list_params(pieces: &[String], page_size: i32, page_token: &str) -> Result<ListParams, Status> {
-    if page_size < 0 {
-        return Err(Status::invalid_argument("page_size must not be negative"));
-    }
-    let limit = u32::try_from(page_size)
-        .ok()
-        .filter(|&n| n > 0)
-        .map(|n| n.min(MAX_PAGE_SIZE));
-    Ok(ListParams {
-        label_selector: (!pieces.is_empty()).then(|| pieces.join(",")),
-        limit,
-        continue_token: (!page_token.is_empty()).then(|| page_token.to_owned()),
-    })
-}
-
-/// List failures: a bad continue token or selector is the caller's mistake.
-fn list_status(err: StoreError) -> Status {
-    match err {
-        StoreError::Invalid { message, .. } => Status::invalid_argument(message),
-        StoreError::Other(message) if message.contains("(410)") => {
-            Status::invalid_argument(format!("page_token has expired: {message}"))
-        }
-        other => store_status(other),
+/// Leases whose ended label is absent (0.9.0's `only_active`).
+fn not_ended() -> selector::LabelSelector {
+    selector::LabelSelector {
+        match_labels: BTreeMap::new(),
+        match_expressions: vec![selector::Requirement {
+            key: vocabulary::LEASE_ENDED_LABEL.to_owned(),
+            operator: selector::Operator::DoesNotExist,
+            values: Vec::new(),
+        }],
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration as StdDuration;
 
 use futures::Stream;
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status, Streaming};
 use tracing::Instrument;
@@ -17,6 +17,7 @@ use jumpstarter_proto::jumpstarter::v1 as pb;
 use jumpstarter_proto::jumpstarter::v1::controller_service_server::ControllerService;
 use jumpstarter_token::router::{self, StreamGrant};
 
+use super::cache::{ExporterEvent, ReadCache};
 use super::listen::OfferError;
 use super::metrics::{GaugeGuard, OfferLabels, RefusedLabelLabels, observed_service};
 use super::reported_labels::{self, LabelPolicy};
@@ -28,7 +29,8 @@ use super::{
 use crate::auth::{Caller, KIND};
 use crate::crd::vocabulary::{self, exporter_condition};
 use crate::crd::{Client, Device, Exporter, ExporterAccessPolicy, ExporterStatusValue, Lease};
-use crate::store::{self, Store};
+use crate::peer::forward::Forwarded;
+use crate::store::{self, Store, WatchEvent};
 
 /// First wait of Dial while the exporter is still `Available` (0.9.0 value).
 pub(crate) const DIAL_WAIT_INITIAL: StdDuration = StdDuration::from_millis(500);
@@ -54,6 +56,10 @@ impl<S: Store> ControllerApi<S> {
         &self.services.shared.store
     }
 
+    fn cache(&self) -> &ReadCache<S> {
+        &self.services.shared.cache
+    }
+
     /// The calling exporter, authenticated.
     async fn exporter_caller<T>(&self, request: &Request<T>) -> Result<(Caller, Exporter), Status> {
         self.services.shared.auth.exporter(request.metadata()).await
@@ -71,9 +77,15 @@ impl<S: Store> ControllerApi<S> {
         part: Part,
         change: impl FnMut(&mut Exporter) -> bool,
     ) -> Result<Exporter, Status> {
-        write::modify::<S, Exporter, _>(self.store(), &caller.namespace, &caller.name, part, change)
-            .await
-            .map_err(store_status)
+        write::modify_cached::<S, Exporter, _>(
+            self.cache(),
+            &caller.namespace,
+            &caller.name,
+            part,
+            change,
+        )
+        .await
+        .map_err(store_status)
     }
 
     async fn register_inner(
@@ -232,7 +244,7 @@ impl<S: Store> ControllerApi<S> {
                 let generation = e.metadata.generation;
                 let status = e.status.get_or_insert_with(Default::default);
                 // Only a new report is written; the same report again refreshes lastSeen
-                // at most once per heartbeat interval.
+                // at most once per `heartbeat::REFRESH_MIN_AGE`.
                 let same = status.exporter_status == Some(value)
                     && status.status_message.as_deref() == Some(message.as_str());
                 if same {
@@ -303,7 +315,7 @@ impl<S: Store> ControllerApi<S> {
         lenient: bool,
     ) -> Result<(), Status> {
         let mut refusal: Option<Status> = None;
-        write::modify::<S, Lease, _>(self.store(), namespace, lease, Part::Object, |l| {
+        write::modify_cached::<S, Lease, _>(self.cache(), namespace, lease, Part::Object, |l| {
             refusal = None;
             let state = lease_request::state_of(l);
             match command::release(&state, caller, OffsetDateTime::now_utc()) {
@@ -333,13 +345,16 @@ impl<S: Store> ControllerApi<S> {
         if lease_name.is_empty() {
             return Err(Status::invalid_argument("lease_name is required"));
         }
+        let holder = |lease: &Lease| {
+            lease
+                .status
+                .as_ref()
+                .and_then(|s| s.exporter_ref.as_ref())
+                .is_some_and(|r| r.name == caller.name)
+        };
         let lease = self.lease(&caller.namespace, &lease_name).await?;
-        let holder = lease
-            .status
-            .as_ref()
-            .and_then(|s| s.exporter_ref.as_ref())
-            .map(|r| r.name.as_str());
-        if holder != Some(caller.name.as_str()) {
+        // A refusal is confirmed by the store (the copy may trail an assignment).
+        if !holder(&lease) && !holder(&self.fresh_lease(&caller.namespace, &lease_name).await?) {
             return Err(Status::unknown("permission denied"));
         }
         let key = format!("{}/{}", caller.namespace, lease_name);
@@ -382,7 +397,8 @@ impl<S: Store> ControllerApi<S> {
         request: Request<pb::StatusRequest>,
     ) -> Result<ResponseStream<pb::StatusResponse>, Status> {
         let (caller, _) = self.exporter_caller(&request).await?;
-        let stream = status_stream::open(self.services.shared.clone(), caller).await?;
+        let me: std::sync::Arc<str> = self.services.replicas().me().text().into();
+        let stream = status_stream::open(self.services.shared.clone(), me, caller).await?;
         Ok(Box::pin(stream))
     }
 
@@ -401,7 +417,11 @@ impl<S: Store> ControllerApi<S> {
         if lease_name.is_empty() {
             return Err(Status::invalid_argument("lease_name is required"));
         }
-        let lease = self.lease(&caller.namespace, &lease_name).await?;
+        let mut lease = self.lease(&caller.namespace, &lease_name).await?;
+        if !is_dialable(&lease, &caller.name) {
+            // A refusal is confirmed by the store (the copy may trail an assignment).
+            lease = self.fresh_lease(&caller.namespace, &lease_name).await?;
+        }
         if lease.spec.client_ref.name != caller.name {
             return Err(Status::unknown("permission denied"));
         }
@@ -440,7 +460,7 @@ impl<S: Store> ControllerApi<S> {
             router_token: tokens.exporter,
         };
         let metrics = &self.services.shared.metrics;
-        let offered = self.services.shared.listeners.offer(&key, response);
+        let offered = self.services.shared.listeners.offer(&key, response.clone());
         let outcome = match offered {
             Ok(()) => "queued",
             Err(OfferError::NotListening) => "not_listening",
@@ -450,6 +470,17 @@ impl<S: Store> ControllerApi<S> {
             .listen_offers
             .get_or_create(&OfferLabels { outcome })
             .inc();
+        // Nobody listens here: the exporter's Listen stream may be on a peer replica.
+        let offered = match (offered, &self.services.forwarder) {
+            (Err(OfferError::NotListening), Some(forwarder)) => {
+                match forwarder.offer(&key, &response).await {
+                    Forwarded::Queued => Ok(()),
+                    Forwarded::Full => Err(OfferError::Full),
+                    Forwarded::NotListening => Err(OfferError::NotListening),
+                }
+            }
+            (offered, _) => offered,
+        };
         match offered {
             Ok(()) => {}
             Err(OfferError::NotListening) => {
@@ -470,20 +501,25 @@ impl<S: Store> ControllerApi<S> {
         })
     }
 
-    /// Re-reads the exporter until its status allows a Dial; waits only while it is
-    /// `Available` (the exporter is still starting its session).
+    /// Reads the exporter until its status allows a Dial; waits only while it is
+    /// `Available` (the exporter is still starting its session), woken by its changes (as
+    /// the read cache's watch reports them) or, at the latest, after 0.9.0's growing steps.
     async fn wait_until_ready(&self, namespace: &str, name: &str) -> Result<Exporter, Status> {
         let started = tokio::time::Instant::now();
         let mut step = DIAL_WAIT_INITIAL;
+        // Subscribed before each read, so that no change after the read is missed.
+        let mut changes = self.cache().exporter_events(namespace);
+        // Whether to read the store: a refusal is confirmed there (the copy may trail).
+        let mut fresh = false;
         loop {
-            let exporter: Exporter = self
-                .store()
-                .get(namespace, name)
-                .await
-                .map_err(store_status)?
-                .ok_or_else(|| {
-                    Status::not_found(format!("exporter {namespace}/{name} not found"))
-                })?;
+            let read = if fresh {
+                self.cache().get_fresh(namespace, name).await
+            } else {
+                self.cache().get(namespace, name).await
+            };
+            let exporter: Exporter = read.map_err(store_status)?.ok_or_else(|| {
+                Status::not_found(format!("exporter {namespace}/{name} not found"))
+            })?;
             let value = exporter.status.as_ref().and_then(|s| s.exporter_status);
             match dial_readiness(value) {
                 Ok(()) => return Ok(exporter),
@@ -493,13 +529,18 @@ impl<S: Store> ControllerApi<S> {
                         self.services.shared.metrics.dial_wait_timeouts.inc();
                         return Err(status);
                     }
-                    let wait = step.min(DIAL_WAIT_TOTAL - elapsed);
+                    let deadline =
+                        tokio::time::Instant::now() + step.min(DIAL_WAIT_TOTAL - elapsed);
                     tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
+                        () = tokio::time::sleep_until(deadline) => {
+                            step = (step * 2).min(DIAL_WAIT_MAX_STEP);
+                        }
+                        () = changed(&mut changes, name) => {}
                         () = self.services.shared.shutdown.cancelled() => return Err(status),
                     }
-                    step = (step * 2).min(DIAL_WAIT_MAX_STEP);
+                    fresh = false;
                 }
+                Err(_) if !fresh => fresh = true,
                 Err(status) => return Err(status),
             }
         }
@@ -512,8 +553,17 @@ impl<S: Store> ControllerApi<S> {
                 jumpstarter_lease::name::quoted(name)
             )));
         }
-        self.store()
+        self.cache()
             .get::<Lease>(namespace, name)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("lease {namespace}/{name} not found")))
+    }
+
+    /// The lease as the store has it (refusals are confirmed there).
+    async fn fresh_lease(&self, namespace: &str, name: &str) -> Result<Lease, Status> {
+        self.cache()
+            .get_fresh::<Lease>(namespace, name)
             .await
             .map_err(store_status)?
             .ok_or_else(|| Status::not_found(format!("lease {namespace}/{name} not found")))
@@ -534,7 +584,7 @@ impl<S: Store> ControllerApi<S> {
         let status = lease.status.clone().unwrap_or_default();
         let exporter_uuid = match status.exporter_ref.as_ref().filter(|r| !r.name.is_empty()) {
             Some(r) => self
-                .store()
+                .cache()
                 .get::<Exporter>(&caller.namespace, &r.name)
                 .await
                 .map_err(store_status)?
@@ -585,7 +635,8 @@ impl<S: Store> ControllerApi<S> {
             .await?;
         let name = uuid::Uuid::now_v7().to_string();
         let lease = lease_request::build(&checked, &caller.namespace, &name, &caller.name)?;
-        self.store().create(&lease).await.map_err(store_status)?;
+        let created = self.store().create(&lease).await.map_err(store_status)?;
+        self.cache().put(&created);
         Ok(pb::RequestLeaseResponse { name })
     }
 
@@ -624,17 +675,57 @@ impl<S: Store> ControllerApi<S> {
         request: Request<pb::ListLeasesRequest>,
     ) -> Result<pb::ListLeasesResponse, Status> {
         let (caller, _) = self.client_caller(&request).await?;
-        let selector = format!("!{}", vocabulary::LEASE_ENDED_LABEL);
-        let leases: Vec<Lease> = store::list_all(self.store(), &caller.namespace, Some(&selector))
+        let leases = self
+            .cache()
+            .list::<Lease>(&caller.namespace)
             .await
             .map_err(store_status)?;
         let names = leases
-            .into_iter()
-            .filter(|l| l.spec.client_ref.name == caller.name)
-            .filter_map(|l| l.metadata.name)
+            .iter()
+            .filter(|l| !is_ended(l) && l.spec.client_ref.name == caller.name)
+            .filter_map(|l| l.metadata.name.clone())
             .collect();
         Ok(pb::ListLeasesResponse { names })
     }
+}
+
+/// Returns when exporter `name` may have changed: an event names it, the watch listed
+/// everything again, or changes were missed. Never returns once the feed is gone (the
+/// caller's deadline ends the wait then).
+async fn changed(changes: &mut broadcast::Receiver<ExporterEvent>, name: &str) {
+    loop {
+        match changes.recv().await {
+            Ok(event) => match &*event {
+                WatchEvent::Applied(e) | WatchEvent::Deleted(e)
+                    if e.metadata.name.as_deref() == Some(name) =>
+                {
+                    return;
+                }
+                WatchEvent::Listed => return,
+                _ => {}
+            },
+            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+        }
+    }
+}
+
+/// Whether `client` may Dial through `lease`: its own, assigned and not ended.
+fn is_dialable(lease: &Lease, client: &str) -> bool {
+    let status = lease.status.as_ref();
+    lease.spec.client_ref.name == client
+        && status.is_some_and(|s| {
+            !s.ended && s.exporter_ref.as_ref().is_some_and(|r| !r.name.is_empty())
+        })
+}
+
+/// Whether the lease has ended (its ended label, as the store's selectors see it).
+fn is_ended(lease: &Lease) -> bool {
+    lease
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(vocabulary::LEASE_ENDED_LABEL))
 }
 
 /// The label keys an access policy's exporter selector reads.

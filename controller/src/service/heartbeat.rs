@@ -1,31 +1,24 @@
-//! How often an exporter's `status.lastSeen` is refreshed, and when a refresh is due.
-//! Sans-IO.
+//! When an exporter's `status.lastSeen` is refreshed, and when a refresh is due. Sans-IO.
 //!
-//! `lastSeen` says that the exporter was alive. The evidence is the exporter's own calls
-//! (Register, ReportStatus, opening a Status stream) and, while a Status stream is open, its
-//! HTTP/2 connection: the server PINGs it every 10 s and closes it when an ack is 20 s late,
-//! which ends the stream and with it the refreshes. So an exporter cut off without a FIN is
-//! refreshed for at most about 30 s more, and the reconciler calls it offline a minute after
-//! the last refresh: well within two minutes of the cut.
+//! `lastSeen` is the time of the exporter's last connection event or status report: its
+//! own calls (Register, ReportStatus, opening a Status stream) and the end of a replica's
+//! last Status stream of it (see [`super::status_stream`]). It is not refreshed while a
+//! stream stays open: the stream annotation of a live replica stands for the exporter then,
+//! so an idle online exporter costs no write. The reconciler calls an exporter without a
+//! held stream offline a minute after `lastSeen`.
 //!
-//! Refreshes are bounded whatever the caller does: a refresh is written only when the stored
-//! `lastSeen` is older than [`REFRESH_MIN_AGE`], so several Status streams of one exporter and
-//! a stream of ReportStatus calls cost at most one write per [`HEARTBEAT`].
-
-use std::time::Duration as StdDuration;
+//! Refreshes are bounded whatever the caller does: a refresh at a call is written only
+//! when the stored `lastSeen` is older than [`REFRESH_MIN_AGE`], so reconnect storms and a
+//! stream of identical ReportStatus calls cost at most one write per 10 s per exporter.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use time::{Duration, OffsetDateTime};
 
 use crate::crd::vocabulary::time_of;
 
-/// How often an open Status stream refreshes `lastSeen` (0.9.0 value; the reconciler
-/// calls an exporter offline after a minute without it).
-pub(crate) const HEARTBEAT: StdDuration = StdDuration::from_secs(10);
-
-/// A stored `lastSeen` younger than this is fresh enough: one [`HEARTBEAT`] less the one
-/// second that Kubernetes' whole-second timestamps may lose, so that a stream's own ticks
-/// always find their refresh due, and everything else within the interval does not.
+/// A stored `lastSeen` younger than this is fresh enough for a call: well within the
+/// minute after which the reconciler acts on it, and one write per ~10 s at most (the
+/// second less than 10 allows for Kubernetes' whole-second timestamps).
 pub(crate) const REFRESH_MIN_AGE: Duration = Duration::seconds(9);
 
 /// Whether `last_seen` should be refreshed at `now`.
@@ -47,13 +40,13 @@ mod tests {
     }
 
     #[test]
-    fn due_once_per_heartbeat() {
+    fn due_once_per_ten_seconds() {
         assert!(is_due(None, at(0.0)));
         // Written at 0.9 s, stored as 0 s.
         let stored = stored_time(at(0.9));
         assert!(!is_due(Some(&stored), at(1.0)));
         assert!(!is_due(Some(&stored), at(8.9)));
-        // The writer's next tick, 10 s after its write, always finds the refresh due.
+        // A call 10 s after the write always finds the refresh due.
         assert!(is_due(Some(&stored), at(10.9)));
         assert!(is_due(Some(&stored), at(9.0)));
     }

@@ -36,10 +36,29 @@ pub struct LimitLabels {
 /// Labels of the exporter-status write counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {
-    /// What asked for the write: `report_status`, `status_open` or `status_heartbeat`.
+    /// What asked for the write: `report_status`, `status_open` (lastSeen at a stream's
+    /// start), `status_close` (lastSeen at the end of a replica's last stream of the
+    /// exporter), `stream_mark` or `stream_unmark` (the stream annotation).
     pub call: &'static str,
     /// `written`, or `unchanged` when nothing needed writing.
     pub outcome: &'static str,
+}
+
+/// Labels of the counter of object reads by the services.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadLabels {
+    /// `Exporter`, `Lease` or `Client`.
+    pub kind: &'static str,
+    /// `cache` (the watch-fed copy answered) or `store` (the copy was not complete yet, or
+    /// had no such object: the store was asked).
+    pub source: &'static str,
+}
+
+/// Labels of the counter of errors of the read cache's watches.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchKindLabels {
+    /// `Exporter`, `Lease` or `Client`.
+    pub kind: &'static str,
 }
 
 /// Labels of the counter of labels refused at Register.
@@ -66,8 +85,10 @@ pub struct ServiceMetrics {
     pub limit_refusals: Family<LimitLabels, Counter>,
     /// Exporter status writes asked for by exporters' calls, by call and outcome.
     pub exporter_status_writes: Family<WriteLabels, Counter>,
-    /// Errors of the Exporter watch the Status streams share (it restarts with backoff).
-    pub status_watch_errors: Counter,
+    /// Errors of the watches that feed the read cache (they restart with backoff), by kind.
+    pub cache_watch_errors: Family<WatchKindLabels, Counter>,
+    /// Object reads (gets and lists) of the services, by kind and by who answered.
+    pub reads: Family<ReadLabels, Counter>,
     /// Labels exporters reported at Register that were not applied, by reason.
     pub register_labels_refused: Family<RefusedLabelLabels, Counter>,
 }
@@ -105,9 +126,13 @@ impl ServiceMetrics {
                 "jumpstarter_controller_exporter_status_writes",
                 "Exporter status writes asked for by exporter calls, by call and outcome",
             ),
-            status_watch_errors: r.add(
-                "jumpstarter_controller_status_watch_errors",
-                "Errors of the Exporter watch shared by the Status streams",
+            cache_watch_errors: r.add(
+                "jumpstarter_controller_read_cache_watch_errors",
+                "Errors of the watches feeding the gRPC services' read cache, by kind",
+            ),
+            reads: r.add(
+                "jumpstarter_controller_service_reads",
+                "Object reads of the gRPC services by kind and source (cache or store)",
             ),
             register_labels_refused: r.add(
                 "jumpstarter_controller_register_labels_refused",
@@ -121,6 +146,11 @@ impl ServiceMetrics {
         self.limit_refusals
             .get_or_create(&LimitLabels { limit })
             .inc();
+    }
+
+    /// Counts one read of `kind` answered by `source` (`cache` or `store`).
+    pub(crate) fn read(&self, kind: &'static str, source: &'static str) {
+        self.reads.get_or_create(&ReadLabels { kind, source }).inc();
     }
 
     /// Counts one exporter-status write decision of `call`.

@@ -8,11 +8,15 @@
 //! - [`LeaseCertificateApi`] (`jumpstarter.quic.v1.LeaseCertificateService`): per-lease
 //!   certificates signed from a party's CSR; served when the services carry a CA
 //!   ([`Services::with_lease_ca`]).
+//! - [`PeerApi`] (`jumpstarter.peer.v1.PeerService`): Dial offers forwarded by peer
+//!   replicas, for peers only (see [`crate::peer`]).
 //!
-//! Both share one [`Services`] context: store, settings, token signers, the
-//! [`Authenticator`], the in-memory [`listen::ListenRegistry`] and metrics.
+//! Both share one [`Services`] context: store, the watch-fed [`cache::ReadCache`] they
+//! read from, settings, token signers, the [`Authenticator`], the in-memory
+//! [`listen::ListenRegistry`] and metrics.
 //!
-//! Helpers, one concept each: [`names`] (resource names), [`wire`] (object ↔ protobuf),
+//! Helpers, one concept each: [`cache`] (the watch-fed read cache), [`paging`] (list
+//! pages and their tokens), [`names`] (resource names), [`wire`] (object ↔ protobuf),
 //! [`lease_request`] (wire ↔ lease domain ↔ Lease objects), [`lease_error`] (the one
 //! `LeaseError` → status mapping), [`listen`] (Dial ↔ Listen queues),
 //! [`router_choice`] (router scoring), [`reported_labels`] (what an exporter may label
@@ -20,6 +24,7 @@
 //! Status stream), [`heartbeat`] (when `lastSeen` is refreshed), [`rate_limiter`]
 //! (per-caller token buckets), [`metrics`].
 
+pub(crate) mod cache;
 pub(crate) mod client;
 pub(crate) mod controller;
 pub(crate) mod heartbeat;
@@ -29,6 +34,8 @@ pub(crate) mod lease_request;
 pub(crate) mod listen;
 pub(crate) mod metrics;
 pub(crate) mod names;
+pub(crate) mod paging;
+pub(crate) mod peer;
 pub(crate) mod rate_limiter;
 pub(crate) mod reported_labels;
 pub(crate) mod router_choice;
@@ -49,12 +56,16 @@ pub(crate) use client::ClientApi;
 pub(crate) use controller::ControllerApi;
 pub(crate) use lease_certificate::LeaseCertificateApi;
 pub use metrics::ServiceMetrics;
+pub(crate) use peer::PeerApi;
 
 use crate::auth::{AuthMetrics, Authenticator, store_code};
 use crate::crd::Lease;
 use crate::keys::live::{LiveKeys, TokenKeySet};
+use crate::peer::{Forwarder, PeerMetrics};
+use crate::replica::{ReplicaId, ReplicaRegistry};
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
+use cache::ReadCache;
 use listen::ListenRegistry;
 use rate_limiter::RateLimiter;
 use status_stream::StatusStreams;
@@ -81,6 +92,12 @@ pub struct Services<S> {
     shared: Arc<Shared<S>>,
     /// The CA that signs per-lease certificates; without it that service is not offered.
     lease_ca: Option<Arc<Ca>>,
+    /// The controller replicas ([`Services::with_replicas`]); one alone by default.
+    replicas: Arc<ReplicaRegistry>,
+    /// Offers Dials to peer replicas ([`Services::with_forwarder`]); `None`: never.
+    forwarder: Option<Arc<Forwarder>>,
+    /// Counts offers received from peers (the forwarder's, when there is one).
+    peer_metrics: Arc<PeerMetrics>,
 }
 
 impl<S> Clone for Services<S> {
@@ -88,6 +105,9 @@ impl<S> Clone for Services<S> {
         Services {
             shared: self.shared.clone(),
             lease_ca: self.lease_ca.clone(),
+            replicas: self.replicas.clone(),
+            forwarder: self.forwarder.clone(),
+            peer_metrics: self.peer_metrics.clone(),
         }
     }
 }
@@ -95,6 +115,8 @@ impl<S> Clone for Services<S> {
 #[derive(Debug)]
 struct Shared<S> {
     store: S,
+    /// The watch-fed copies the services read (and put their own writes into).
+    cache: Arc<ReadCache<S>>,
     settings: Arc<Settings>,
     /// The token keys in use now (read at each use: they change with the keys Secret).
     signers: LiveKeys,
@@ -120,12 +142,18 @@ impl<S: Store> Services<S> {
         shutdown: CancellationToken,
     ) -> Self {
         let signers = signers.into();
-        let auth = Authenticator::new(store.clone(), signers.clone(), auth_metrics);
+        let cache = Arc::new(ReadCache::new(
+            store.clone(),
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        ));
+        let auth = Authenticator::new(Arc::clone(&cache), signers.clone(), auth_metrics);
         Services {
             shared: Arc::new(Shared {
                 dial_limiter: RateLimiter::new(settings.limits.dial),
                 rotate_limiter: RateLimiter::new(settings.limits.rotate_token),
                 store,
+                cache,
                 settings,
                 signers,
                 auth,
@@ -135,6 +163,9 @@ impl<S: Store> Services<S> {
                 shutdown,
             }),
             lease_ca: None,
+            replicas: ReplicaRegistry::single(ReplicaId::new("controller")),
+            forwarder: None,
+            peer_metrics: Arc::default(),
         }
     }
 
@@ -142,6 +173,34 @@ impl<S: Store> Services<S> {
     pub fn with_lease_ca(mut self, ca: Arc<Ca>) -> Self {
         self.lease_ca = Some(ca);
         self
+    }
+
+    /// These services as one replica of `replicas`.
+    pub fn with_replicas(mut self, replicas: Arc<ReplicaRegistry>) -> Self {
+        self.replicas = replicas;
+        self
+    }
+
+    /// These services, offering Dials nobody listens to here to the peers `forwarder`
+    /// knows.
+    pub fn with_forwarder(mut self, forwarder: Arc<Forwarder>) -> Self {
+        self.peer_metrics = forwarder.metrics().clone();
+        self.forwarder = Some(forwarder);
+        self
+    }
+
+    /// The `jumpstarter.peer.v1.PeerService` implementation.
+    pub(crate) fn peer(&self) -> PeerApi<S> {
+        PeerApi::new(self.clone())
+    }
+
+    fn peer_metrics(&self) -> &PeerMetrics {
+        &self.peer_metrics
+    }
+
+    /// The controller replicas these services belong to.
+    pub fn replicas(&self) -> &Arc<ReplicaRegistry> {
+        &self.replicas
     }
 
     /// The `jumpstarter.v1.ControllerService` implementation.
@@ -161,6 +220,14 @@ impl<S: Store> Services<S> {
         Some(LeaseCertificateApi::new(self.clone(), ca))
     }
 
+    /// Whether the services' read cache has caught up with `object` as written to the store
+    /// by someone else (the watch has reported that version or a newer one). For tests and
+    /// embedders that write behind the services' back and must know when the services
+    /// read it.
+    pub fn has_seen<K: crate::store::Object>(&self, object: &K) -> bool {
+        self.shared.cache.has_seen(object)
+    }
+
     /// The Dial ↔ Listen queues.
     pub fn listeners(&self) -> &ListenRegistry {
         &self.shared.listeners
@@ -172,11 +239,12 @@ impl<S: Store> Shared<S> {
     /// already has `limits.max_pending_leases_per_client` leases waiting for an exporter.
     async fn check_pending_leases(&self, namespace: &str, client: &str) -> Result<(), Status> {
         let max = self.settings.limits.max_pending_leases_per_client;
-        let selector = format!("!{}", crate::crd::vocabulary::LEASE_ENDED_LABEL);
-        let active: Vec<Lease> = crate::store::list_all(&self.store, namespace, Some(&selector))
+        let leases = self
+            .cache
+            .list::<Lease>(namespace)
             .await
             .map_err(store_status)?;
-        let pending = active
+        let pending = leases
             .iter()
             .filter(|l| l.spec.client_ref.name == client && is_pending(l))
             .count();

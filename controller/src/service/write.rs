@@ -1,5 +1,6 @@
 //! Read-modify-write of stored objects with a bounded retry on `Conflict`.
 
+use super::cache::{Cached, ReadCache};
 use crate::store::{Object, Store, StoreError};
 
 /// Attempts of one read-modify-write before a conflict is given up on. Conflicts come
@@ -52,4 +53,45 @@ where
             other => return other,
         }
     }
+}
+
+/// [`modify`] whose first read is from the services' copy (so a change that turns out to be
+/// needless costs no API call), and whose result is put into the copy (so the caller reads
+/// its own write). A stale copy only costs a conflict: the attempts after it re-read the
+/// store, as [`modify`] does.
+pub(crate) async fn modify_cached<S, K, F>(
+    cache: &ReadCache<S>,
+    namespace: &str,
+    name: &str,
+    part: Part,
+    mut change: F,
+) -> Result<K, StoreError>
+where
+    S: Store,
+    K: Cached,
+    F: FnMut(&mut K) -> bool,
+{
+    let Some(mut object) = cache.get::<K>(namespace, name).await? else {
+        return Err(StoreError::NotFound {
+            kind: K::KIND.to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        });
+    };
+    if !change(&mut object) {
+        return Ok(object);
+    }
+    let store = cache.store();
+    let written = match part {
+        Part::Object => store.replace(&object).await,
+        Part::Status => store.replace_status(&object).await,
+    };
+    let written = match written {
+        Err(StoreError::Conflict { .. }) => modify(store, namespace, name, part, change).await,
+        other => other,
+    };
+    if let Ok(object) = &written {
+        cache.put(object);
+    }
+    written
 }

@@ -12,6 +12,7 @@
 
 pub mod embedded;
 pub mod kube;
+pub(crate) mod reflection;
 pub mod warning_throttle;
 
 use std::fmt::Debug;

@@ -1,54 +1,23 @@
-//! The reconcile loop's copy of the objects of one type, kept current by a watch (a
-//! reflector), so that a pass reads memory instead of listing the namespace from the store
-//! (on Kubernetes, a list of every Exporter and Secret per pass is most of a pass).
+//! A copy of the objects of one type, kept current by a watch (a reflector), so that the
+//! reconcile loop's passes and the gRPC services read memory instead of the store (on
+//! Kubernetes, a list of every Exporter and Secret per pass is most of a pass).
 //!
 //! Sans-IO: [`Reflection::apply`] takes the watch's events; [`Reflection::objects`] is the
 //! copy once a full listing has been seen. A copy may trail the store by the watch's delay;
 //! passes stay correct because every write is conditional on the resourceVersion read (a
 //! stale object makes its write conflict, and the pass runs again), exactly as with a list
 //! that raced a write.
+//!
+//! A reader that writes may also [`put`](Reflection::put) what it wrote, so that it reads its
+//! own write before the watch reports it: a resourceVersion is a store-wide counter (etcd's
+//! revision on Kubernetes, the database's commit counter in standalone mode), so an object
+//! newer than every event seen so far is one the watch has yet to report, and an event
+//! older than the object in the copy is one the copy has already gone past.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use k8s_openapi::api::core::v1::Secret;
-
-use super::view::View;
-use crate::crd;
-use crate::store::{Object, WatchEvent};
-
-/// The copies of every type a pass reads.
-#[derive(Debug)]
-pub(crate) struct Reflections {
-    pub(crate) clients: Reflection<crd::Client>,
-    pub(crate) exporters: Reflection<crd::Exporter>,
-    pub(crate) leases: Reflection<crd::Lease>,
-    pub(crate) policies: Reflection<crd::ExporterAccessPolicy>,
-    pub(crate) secrets: Reflection<Secret>,
-}
-
-impl Reflections {
-    pub(crate) fn new() -> Self {
-        Reflections {
-            clients: Reflection::new(),
-            exporters: Reflection::new(),
-            leases: Reflection::new(),
-            policies: Reflection::new(),
-            secrets: Reflection::new(),
-        }
-    }
-
-    /// The namespace as the copies have it, once every copy is complete.
-    pub(crate) fn view(&self) -> Option<View> {
-        Some(View {
-            exporters: self.exporters.objects()?,
-            leases: self.leases.objects()?,
-            clients: self.clients.objects()?,
-            policies: self.policies.objects()?.into_values().collect(),
-            secrets: self.secrets.objects()?,
-        })
-    }
-}
+use super::{Object, WatchEvent};
 
 /// The objects of one type in one namespace, by name.
 #[derive(Debug)]
@@ -63,6 +32,24 @@ struct State<K> {
     listing: Option<BTreeMap<String, Arc<K>>>,
     /// A full listing has completed: `objects` is everything (as of the watch's delay).
     complete: bool,
+    /// The newest resourceVersion the watch has reported (0 before any).
+    seen: u64,
+}
+
+/// A resourceVersion as the number it is in both stores; `None` if it is not one.
+fn version_of<K: Object>(object: &K) -> Option<u64> {
+    object.meta().resource_version.as_deref()?.parse().ok()
+}
+
+/// Whether `object` may replace `current`: not when `current` is known to be newer.
+fn supersedes<K: Object>(object: &K, current: Option<&Arc<K>>) -> bool {
+    match (
+        version_of(object),
+        current.and_then(|c| version_of(c.as_ref())),
+    ) {
+        (Some(new), Some(old)) => new >= old,
+        _ => true,
+    }
 }
 
 impl<K> State<K> {
@@ -72,6 +59,10 @@ impl<K> State<K> {
     }
 }
 
+/// The copy has not seen a full listing (or was abandoned): read the store instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NotComplete;
+
 impl<K: Object> Reflection<K> {
     pub(crate) fn new() -> Self {
         Reflection {
@@ -79,6 +70,7 @@ impl<K: Object> Reflection<K> {
                 objects: BTreeMap::new(),
                 listing: None,
                 complete: false,
+                seen: 0,
             }),
         }
     }
@@ -88,10 +80,16 @@ impl<K: Object> Reflection<K> {
         let mut state = self.lock();
         match event {
             WatchEvent::Applied(object) => {
+                state.seen = state.seen.max(version_of(&object).unwrap_or(0));
                 let name = object.meta().name.clone().unwrap_or_default();
-                state.receiving().insert(name, Arc::new(object));
+                let receiving = state.receiving();
+                // Only a `put` of this reader's own write can be newer than an event.
+                if supersedes(&object, receiving.get(&name)) {
+                    receiving.insert(name, Arc::new(object));
+                }
             }
             WatchEvent::Deleted(object) => {
+                state.seen = state.seen.max(version_of(&object).unwrap_or(0));
                 let name = object.meta().name.as_deref().unwrap_or_default();
                 state.receiving().remove(name);
             }
@@ -111,6 +109,44 @@ impl<K: Object> Reflection<K> {
         let mut state = self.lock();
         state.complete = false;
         state.listing = None;
+    }
+
+    /// Puts an object this reader has just written (as the store returned it) into the copy,
+    /// unless the watch has already reported it or something newer. Objects whose version
+    /// is not a number are left to the watch.
+    pub(crate) fn put(&self, object: &K) {
+        let Some(version) = version_of(object) else {
+            return;
+        };
+        let mut state = self.lock();
+        if version <= state.seen {
+            return;
+        }
+        let name = object.meta().name.clone().unwrap_or_default();
+        let object = Arc::new(object.clone());
+        if let Some(listing) = state.listing.as_mut()
+            && supersedes(object.as_ref(), listing.get(&name))
+        {
+            listing.insert(name.clone(), Arc::clone(&object));
+        }
+        if supersedes(object.as_ref(), state.objects.get(&name)) {
+            state.objects.insert(name, object);
+        }
+    }
+
+    /// The object named `name`: `Ok(None)` when the complete copy has no such object,
+    /// `Err(NotComplete)` before the first full listing (or after the copy was abandoned).
+    pub(crate) fn get(&self, name: &str) -> Result<Option<Arc<K>>, NotComplete> {
+        let state = self.lock();
+        if !state.complete {
+            return Err(NotComplete);
+        }
+        Ok(state.objects.get(name).cloned())
+    }
+
+    /// The newest resourceVersion the watch has reported (0 before any).
+    pub(crate) fn seen(&self) -> u64 {
+        self.lock().seen
     }
 
     /// Every object (shared, not copied), or `None` before the first full listing.
@@ -158,6 +194,46 @@ mod tests {
                 .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn a_put_is_read_at_once_and_older_events_do_not_undo_it() {
+        let reflection = Reflection::new();
+        reflection.apply(WatchEvent::Applied(object("a", "5")));
+        reflection.apply(WatchEvent::Listed);
+        // This reader wrote "a" (version 7) and "b" (version 8).
+        reflection.put(&object("a", "7"));
+        reflection.put(&object("b", "8"));
+        assert_eq!(names(&reflection), pairs(&[("a", "7"), ("b", "8")]));
+        // The watch catches up: an intermediate version of "a" does not replace the newer.
+        reflection.apply(WatchEvent::Applied(object("a", "6")));
+        reflection.apply(WatchEvent::Applied(object("a", "7")));
+        assert_eq!(names(&reflection), pairs(&[("a", "7"), ("b", "8")]));
+        reflection.apply(WatchEvent::Applied(object("a", "9")));
+        assert_eq!(names(&reflection), pairs(&[("a", "9"), ("b", "8")]));
+    }
+
+    #[test]
+    fn a_put_the_watch_has_gone_past_is_ignored() {
+        let reflection = Reflection::new();
+        reflection.apply(WatchEvent::Applied(object("a", "1")));
+        reflection.apply(WatchEvent::Listed);
+        // Written at 2, then deleted at 3 by someone else, and the watch reported both
+        // before the writer got round to its put.
+        reflection.apply(WatchEvent::Applied(object("b", "2")));
+        reflection.apply(WatchEvent::Deleted(object("b", "3")));
+        reflection.put(&object("b", "2"));
+        assert_eq!(names(&reflection), pairs(&[("a", "1")]));
+        assert_eq!(reflection.get("b"), Ok(None));
+        assert!(reflection.get("a").is_ok_and(|a| a.is_some()));
+    }
+
+    #[test]
+    fn get_says_when_the_copy_cannot_answer() {
+        let reflection: Reflection<ConfigMap> = Reflection::new();
+        assert_eq!(reflection.get("a"), Err(NotComplete));
+        reflection.apply(WatchEvent::Listed);
+        assert_eq!(reflection.get("a"), Ok(None));
     }
 
     #[test]
