@@ -190,8 +190,8 @@ impl Service {
 
     /// Starts `binary run` (the Kubernetes controller) for `namespace` of the API server
     /// of `kube`, with a router endpoint nobody dials; waits until it is ready. With
-    /// `replica`, it is one of several replicas: `--leader-elect` with that identity (its
-    /// log is `<namespace>-<replica>.log`).
+    /// `replica`, it is one of several replicas: `--leader-elect` with that identity, its
+    /// gRPC address as `--peer-endpoint` (its log is `<namespace>-<replica>.log`).
     pub(crate) async fn start_kube(
         binary: &Path,
         work: &Path,
@@ -220,7 +220,9 @@ impl Service {
             .args(["--metrics-listen", &http.to_string()])
             .args(["--log-format", "text"]);
         if let Some(identity) = replica {
-            command.args(["--leader-elect", "--identity", identity]);
+            command
+                .args(["--leader-elect", "--identity", identity])
+                .args(["--peer-endpoint", &grpc.to_string()]);
         }
         let child = spawn_logged(&mut command, log)
             .with_context(|| format!("starting {} run", binary.display()))?;
