@@ -13,6 +13,7 @@ pub mod chart;
 pub mod control_plane;
 pub mod netns;
 pub mod node;
+pub mod replicas;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
@@ -254,7 +255,34 @@ impl Lab {
         Lab::start_on(env, Mode::Kubernetes, prefix, controller_args).await
     }
 
+    /// A Kubernetes-mode lab on `env` whose controller arguments are computed from the lab
+    /// (its ports and paths are chosen before `controller_args` is called).
+    pub async fn start_kubernetes_with(
+        env: &TestEnv,
+        prefix: &str,
+        controller_args: impl FnOnce(&Lab) -> Vec<String>,
+    ) -> anyhow::Result<Lab> {
+        let mut lab = Lab::prepare(env, Mode::Kubernetes, prefix, &[]).await?;
+        lab.serve_args = controller_args(&lab);
+        lab.start_controller().await?;
+        lab.start_router().await?;
+        Ok(lab)
+    }
+
     async fn start_on(
+        env: &TestEnv,
+        mode: Mode,
+        prefix: &str,
+        serve_args: &[&str],
+    ) -> anyhow::Result<Lab> {
+        let mut lab = Lab::prepare(env, mode, prefix, serve_args).await?;
+        lab.start_controller().await?;
+        lab.start_router().await?;
+        Ok(lab)
+    }
+
+    /// The lab's namespace, directory and ports, with no process started yet.
+    async fn prepare(
         env: &TestEnv,
         mode: Mode,
         prefix: &str,
@@ -271,7 +299,7 @@ impl Lab {
         let dir = tempfile::Builder::new()
             .prefix(&format!("e2e-{prefix}-"))
             .tempdir()?;
-        let mut lab = Lab {
+        let lab = Lab {
             mode,
             namespace,
             dir,
@@ -285,8 +313,6 @@ impl Lab {
             serve_args: serve_args.iter().map(|a| (*a).to_owned()).collect(),
             kube_env: (mode == Mode::Kubernetes).then(|| env.clone()),
         };
-        lab.start_controller().await?;
-        lab.start_router().await?;
         Ok(lab)
     }
 

@@ -100,7 +100,16 @@ fn exporter_of(lease: &Lease) -> Option<String> {
 /// A release with exporter `board-1` (`board=mock`, `jmp run` over h2) Online and client
 /// `c1` created; the client's configuration path.
 async fn release_with_board(prefix: &str, ports: NodePorts) -> (Release, std::path::PathBuf) {
-    let mut release = Release::install(prefix, ports, &[])
+    release_with_board_and(prefix, ports, &[]).await
+}
+
+/// [`release_with_board`] with extra `helm install` arguments.
+async fn release_with_board_and(
+    prefix: &str,
+    ports: NodePorts,
+    extra: &[&str],
+) -> (Release, std::path::PathBuf) {
+    let mut release = Release::install(prefix, ports, extra)
         .await
         .unwrap_or_else(|e| panic!("helm install: {e:#}"));
     release
@@ -399,41 +408,71 @@ async fn installed_chart_serves_the_real_tools_over_h2_and_quic_and_passes_helm_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn controller_pod_loss_and_router_restarts_keep_leases_and_sessions() {
+async fn three_controller_pods_leader_loss_and_router_restarts_keep_leases_and_sessions() {
     let _serial = serial();
     let ports = NodePorts {
         controller: 30110,
         router_base: 30111,
     };
-    let (mut release, c1) = release_with_board("node-loss", ports).await;
+    // Three controller pods behind one Service (active-active): the tools' connections are
+    // spread over them, so Dial and Listen meet across pods.
+    let (mut release, c1) =
+        release_with_board_and("node-loss", ports, &["--set", "controller.replicas=3"]).await;
+    let pods = release
+        .wait_ready_pods("controller", 3, &[], REPLACE_TIMEOUT)
+        .await
+        .expect("three controller pods");
     let lease = create_lease(&release, &c1, "board=mock").await;
     let held = release
         .lab
         .wait_lease(&lease, "Ready", Duration::from_secs(60), is_ready)
         .await;
     assert_eq!(exporter_of(&held).as_deref(), Some("board-1"));
+    for _ in 0..3 {
+        let out = shell(&release, &c1, &["--lease", &lease], &["j", "power", "on"]).await;
+        assert!(!out.contains("Traceback"), "{out}");
+    }
 
-    // The controller pod is deleted during the lease: a new pod takes over; the lease
-    // stays Ready on the same exporter, and a new session works.
-    let old = release
-        .ready_pods("controller")
+    // The leader pod is deleted during the lease: another pod takes over and the
+    // Deployment replaces the deleted one; the lease stays Ready on the same exporter, and
+    // new sessions work.
+    let leader = release
+        .kubectl(&[
+            "get",
+            "lease",
+            "jumpstarter-controller-leader",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
         .await
-        .expect("controller pod");
+        .expect("the leader election Lease");
+    let leader = leader.trim().to_owned();
+    assert!(
+        pods.contains(&leader),
+        "leader {leader:?} is not one of {pods:?}"
+    );
     release
-        .kubectl(&["delete", "pod", &old[0], "--wait=false"])
+        .kubectl(&["delete", "pod", &leader, "--wait=false"])
         .await
-        .expect("delete the controller pod");
+        .expect("delete the leader pod");
     release
-        .wait_ready_pods("controller", 1, &old, REPLACE_TIMEOUT)
+        .wait_ready_pods(
+            "controller",
+            3,
+            std::slice::from_ref(&leader),
+            REPLACE_TIMEOUT,
+        )
         .await
-        .expect("a new controller pod");
+        .expect("a replacement controller pod");
     // Long enough for the new leader to reconcile every lease.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let after = release.lab.lease(&lease).await.expect("the lease");
     assert!(is_ready(&after), "the lease lost Ready: {:?}", after.status);
     assert_eq!(exporter_of(&after).as_deref(), Some("board-1"));
-    let out = shell(&release, &c1, &["--lease", &lease], &["j", "power", "on"]).await;
-    assert!(!out.contains("Traceback"), "{out}");
+    for _ in 0..3 {
+        let out = shell(&release, &c1, &["--lease", &lease], &["j", "power", "on"]).await;
+        assert!(!out.contains("Traceback"), "{out}");
+    }
 
     // Both routers restarted (`kubectl rollout restart`) during a live session shorter
     // than the drain grace: the session completes intact; new sessions work.

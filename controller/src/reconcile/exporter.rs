@@ -9,7 +9,7 @@
 //! its record expires, a disconnected exporter a minute after its stream ended. An Offline
 //! report (graceful shutdown) wins over both.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::LocalObjectReference;
@@ -151,17 +151,15 @@ pub(crate) fn desired_status(
     status
 }
 
-/// `status.leaseRef` of exporter `name`: the active lease whose `status.exporterRef` is this
-/// exporter; else a claim still pending (the named lease exists, is not ended or released,
-/// and has no exporter yet); else none.
-/// `holders` is [`holders`] of `leases`.
+/// `status.leaseRef` of an exporter: `holder`, the active lease whose `status.exporterRef`
+/// is this exporter (the first by name if several); else a claim still pending (the named
+/// lease exists, is not ended or released, and has no exporter yet); else none.
 pub(crate) fn lease_ref(
-    name: &str,
+    holder: Option<&crd::Lease>,
     current: Option<&LocalObjectReference>,
     leases: &BTreeMap<String, Arc<crd::Lease>>,
-    holders: &HashMap<&str, &crd::Lease>,
 ) -> Option<LocalObjectReference> {
-    if let Some(lease) = holders.get(name) {
+    if let Some(lease) = holder {
         return Some(LocalObjectReference {
             name: lease.name_any(),
         });
@@ -176,18 +174,6 @@ pub(crate) fn lease_ref(
             .and_then(|s| s.exporter_ref.as_ref())
             .is_none();
     pending.then(|| claim.clone())
-}
-
-/// The active lease holding each exporter (by `status.exporterRef`; the first by lease
-/// name if several claim one).
-pub(crate) fn holders(leases: &BTreeMap<String, Arc<crd::Lease>>) -> HashMap<&str, &crd::Lease> {
-    let mut holders = HashMap::new();
-    for lease in leases.values().map(Arc::as_ref).filter(|l| is_active(l)) {
-        if let Some(exporter) = lease.status.as_ref().and_then(|s| s.exporter_ref.as_ref()) {
-            holders.entry(exporter.name.as_str()).or_insert(lease);
-        }
-    }
-    holders
 }
 
 /// Not ended (neither in status nor by label).

@@ -6,14 +6,14 @@
 //!    `status.leaseRef` = the lease, conditional on the resourceVersion of `E` it planned
 //!    with. Of two passes claiming `E` from the same read, one fails with a conflict; a
 //!    pass that read `E` after a claim sees it and treats the claimed lease as holding `E`
-//!    (see [`View::snapshot`](super::view::View::snapshot)).
+//!    (see [`Memory`](super::memory::Memory): claims).
 //! 2. Then it writes the lease status, conditional on the lease's resourceVersion.
 //!
 //! The updates of one plan are written concurrently (they touch distinct objects). A
 //! conflict makes the pass end stale once the writes in flight are done; the next pass
 //! plans again from a fresh read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -23,7 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{self as meta, OwnerReferenc
 use kube::ResourceExt;
 use time::OffsetDateTime;
 
-use super::exporter::{holders, lease_ref};
+use super::exporter::lease_ref;
 use super::view::View;
 use super::{ReconcileError, ReconcileMetrics};
 use crate::crd;
@@ -166,17 +166,19 @@ async fn write_update<S: Store>(
     })
 }
 
-/// Brings every lease's metadata in line with its status: the `lease-ended` label once ended
-/// and a controller reference to the assigned exporter (up to [`WRITES_IN_FLIGHT`] writes
-/// at once). Returns whether a write conflicted.
+/// Brings the metadata of leases `names` in line with their status: the `lease-ended`
+/// label once ended and a controller reference to the assigned exporter (up to
+/// [`WRITES_IN_FLIGHT`] writes at once). Returns whether a write conflicted, and the leases
+/// written.
 pub(crate) async fn reconcile_metadata<S: Store>(
     store: &S,
     view: &mut View,
+    names: &BTreeSet<String>,
     metrics: &ReconcileMetrics,
-) -> Result<bool, ReconcileError> {
-    let updates: Vec<crd::Lease> = view
-        .leases
-        .values()
+) -> Result<(bool, Vec<String>), ReconcileError> {
+    let updates: Vec<crd::Lease> = names
+        .iter()
+        .filter_map(|name| view.leases.get(name))
         .filter_map(|lease| desired_metadata(lease, &view.exporters))
         .collect();
     let writes: Vec<_> = updates
@@ -188,12 +190,14 @@ pub(crate) async fn reconcile_metadata<S: Store>(
         .collect()
         .await;
     let mut stale = false;
+    let mut written_names = Vec::new();
     for (updated, outcome) in updates.into_iter().zip(outcomes) {
         let name = updated.name_any();
         match outcome {
             Ok(written) => {
                 metrics.writes.inc();
-                view.leases.insert(name, Arc::new(written));
+                view.leases.insert(name.clone(), Arc::new(written));
+                written_names.push(name);
             }
             Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => {
                 metrics.error("conflict");
@@ -209,7 +213,7 @@ pub(crate) async fn reconcile_metadata<S: Store>(
             }
         }
     }
-    Ok(stale)
+    Ok((stale, written_names))
 }
 
 /// `exporter` with `status.leaseRef` = `lease` and the rest of its status as this pass
@@ -234,17 +238,22 @@ fn claim_of(
     Some(object)
 }
 
-/// The exporter statuses to write after the leases: `desired` plus the `leaseRef` that the
-/// leases in `view` call for. Only exporters whose status changes are returned.
-pub(crate) fn exporter_updates(
+/// The statuses to write for exporters `names` after the leases: `desired` plus the
+/// `leaseRef` that the leases in `view` call for (`holder` gives the active lease holding
+/// an exporter). Only exporters whose status changes are returned.
+pub(crate) fn exporter_updates<'a>(
     view: &View,
     desired: &BTreeMap<String, crd::ExporterStatus>,
+    names: impl Iterator<Item = &'a String>,
+    holder: impl Fn(&str) -> Option<&'a crd::Lease>,
 ) -> Vec<crd::Exporter> {
     let mut updates = Vec::new();
-    let holders = holders(&view.leases);
-    for (name, stored) in &view.exporters {
+    for name in names {
+        let Some(stored) = view.exporters.get(name) else {
+            continue;
+        };
         let stored_ref = stored.status.as_ref().and_then(|s| s.lease_ref.as_ref());
-        let lease_ref_now = lease_ref(name, stored_ref, &view.leases, &holders);
+        let lease_ref_now = lease_ref(holder(name), stored_ref, &view.leases);
         // The desired status carries the stored leaseRef: equal to the stored status and
         // the leaseRef unchanged means nothing to write (the common case, without clones).
         if let (Some(wanted), Some(current)) = (desired.get(name), stored.status.as_ref())

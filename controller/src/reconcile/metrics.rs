@@ -48,6 +48,9 @@ pub struct ReconcileMetrics {
     pub pass_duration: Histogram,
     /// Errors of the loop's watches by kind (each restarts with backoff).
     pub watch_errors: Family<WatchLabels, Counter>,
+    /// Exporter statuses computed by passes: for the exporters that changed or turned
+    /// offline by the clock, not for every exporter at every pass.
+    pub exporter_statuses: Counter,
 }
 
 /// A histogram with exponential buckets `(start, factor, count)`.
@@ -95,6 +98,10 @@ impl ReconcileMetrics {
             watch_errors: r.add(
                 "jumpstarter_controller_reconcile_watch_errors",
                 "Errors of the reconcile loop's watches by kind (each restarts with backoff)",
+            ),
+            exporter_statuses: r.add(
+                "jumpstarter_controller_reconcile_exporter_statuses",
+                "Exporter statuses computed by reconcile passes (those that changed or are due)",
             ),
         }
     }

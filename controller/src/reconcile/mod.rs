@@ -1,7 +1,10 @@
 //! The reconcile loop: applies the controller's decisions to the stored objects.
 //!
-//! Level-triggered, in the style of a status index with a single writer: every pass reads
-//! the whole namespace fresh, computes what should be stored, and writes only what differs.
+//! Level-triggered, in the style of a status index with a single writer: a pass computes
+//! what should be stored and writes only what differs. Passes work on what changed since
+//! the last one (the names the watches report, the leases and exporters whose time has
+//! come), so an idle namespace of thousands of exporters costs almost nothing per pass;
+//! see [`pass`].
 //! Passes run when a watched object changes (Clients, Exporters, Leases,
 //! ExporterAccessPolicies, Secrets; bursts are debounced), at the planner's next wake-up,
 //! when the live controller replicas change or a replica's record expires (exporters whose
@@ -9,7 +12,9 @@
 //! by the clock, not by an event).
 //!
 //! - [`pass`]: one pass ([`Reconciler::pass`]).
-//! - `view`: the namespace as read, and the planner's snapshot of it.
+//! - `view`: the namespace as read, and the planner's view of its objects.
+//! - `memory`: what a pass keeps for the next (the view, the planner's index, desired
+//!   exporter statuses, claims, holders).
 //! - `reflections`: the loop's watch-fed copy of the namespace, which passes read instead of
 //!   listing the store.
 //! - [`credential`]: Client and Exporter credential Secrets.
@@ -24,6 +29,7 @@
 pub(crate) mod credential;
 pub(crate) mod exporter;
 mod lease;
+mod memory;
 pub(crate) mod metrics;
 pub(crate) mod pass;
 mod reflections;
@@ -131,9 +137,18 @@ pub async fn run<S: Store>(
         .with_reflections(reflections)
         .with_replicas(Arc::clone(&replicas));
     let mut backoff = ERROR_BACKOFF.0;
+    // The live replicas as the last pass saw them: when they change, every exporter's
+    // liveness is looked at again (the exporters whose Status stream a dead replica held
+    // are offline now).
+    let mut live_seen: Option<LiveReplicas> = None;
     tracing::info!(%namespace, "reconcile loop started");
     loop {
         let now = whole_seconds(OffsetDateTime::now_utc());
+        let live = LiveReplicas::of(&replicas, now);
+        if live_seen.as_ref() != Some(&live) {
+            reconciler.recheck_liveness();
+            live_seen = Some(live);
+        }
         let started = Instant::now();
         // A pass stuck on an API call that does not answer is abandoned when the loop is
         // told to stop (e.g. leadership lost): its writes are conditional, so a pass cut
@@ -185,6 +200,26 @@ pub async fn run<S: Store>(
     }
     tracing::info!(%namespace, "reconcile loop stopped");
     Ok(())
+}
+
+/// Which replicas count as live at an instant: whether their records have been listed yet
+/// (before that, every named replica counts as live), and the live peers.
+#[derive(Debug, PartialEq, Eq)]
+struct LiveReplicas {
+    complete: bool,
+    peers: Vec<crate::replica::ReplicaId>,
+}
+
+impl LiveReplicas {
+    fn of(replicas: &ReplicaRegistry, now: OffsetDateTime) -> LiveReplicas {
+        let view = replicas.view();
+        let mut peers: Vec<_> = view.live_peers(now).into_iter().map(|p| p.id).collect();
+        peers.sort();
+        LiveReplicas {
+            complete: view.is_complete(),
+            peers,
+        }
+    }
 }
 
 /// Watches every type a pass reads, each on a task of its own that consumes its stream as

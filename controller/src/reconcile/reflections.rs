@@ -1,9 +1,8 @@
 //! The reconcile loop's watch-fed copies of the namespace (one [`Reflection`] per type a
-//! pass reads), which passes read instead of listing the store.
+//! pass reads), from which passes take what changed instead of listing the store.
 
 use k8s_openapi::api::core::v1::Secret;
 
-use super::view::View;
 use crate::crd;
 use crate::store::reflection::Reflection;
 
@@ -26,16 +25,5 @@ impl Reflections {
             policies: Reflection::new(),
             secrets: Reflection::new(),
         }
-    }
-
-    /// The namespace as the copies have it, once every copy is complete.
-    pub(crate) fn view(&self) -> Option<View> {
-        Some(View {
-            exporters: self.exporters.objects()?,
-            leases: self.leases.objects()?,
-            clients: self.clients.objects()?,
-            policies: self.policies.objects()?.into_values().collect(),
-            secrets: self.secrets.objects()?,
-        })
     }
 }

@@ -1,5 +1,6 @@
-//! One pass's picture of the namespace: every object read fresh, and the planner's
-//! [`Snapshot`] built from it.
+//! The namespace as passes see it (read fresh, or kept current from the watches), and the
+//! planner's view of each object (`exporter`, `lease`, `client`, `policy`; a whole
+//! `Snapshot` in tests, the reference the incremental index is checked against).
 //!
 //! Exporters are read before leases. Together with exporter claims (see the
 //! [`lease`](super::lease) module) this is what keeps two concurrent passes from giving one
@@ -18,7 +19,9 @@ use crate::crd;
 use crate::crd::vocabulary::exporter_condition::{ONLINE, REGISTERED};
 use crate::crd::vocabulary::{is_true, selector_from_k8s, time_of};
 use crate::store::{Store, StoreError, list_all};
-use jumpstarter_lease::scheduler::{self, Snapshot};
+use jumpstarter_lease::scheduler;
+#[cfg(test)]
+use jumpstarter_lease::scheduler::Snapshot;
 
 /// Every object of one namespace the reconciler looks at, keyed by name.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +53,7 @@ impl View {
     /// The planner's input, with each exporter's status as `desired` has it where it has
     /// one (the statuses this pass is about to write, e.g. an exporter found offline just
     /// now; their `leaseRef` is the stored one).
+    #[cfg(test)]
     pub(crate) fn snapshot(&self, desired: &BTreeMap<String, crd::ExporterStatus>) -> Snapshot {
         let statuses: Vec<(&String, &crd::Exporter, Option<&crd::ExporterStatus>)> = self
             .exporters
@@ -80,6 +84,13 @@ impl View {
     }
 }
 
+pub(crate) fn client(c: &crd::Client) -> scheduler::Client {
+    scheduler::Client {
+        name: c.name_any(),
+        labels: c.labels().clone(),
+    }
+}
+
 fn by_name<K: kube::Resource>(items: Vec<K>) -> BTreeMap<String, Arc<K>> {
     items
         .into_iter()
@@ -93,6 +104,7 @@ fn by_name<K: kube::Resource>(items: Vec<K>) -> BTreeMap<String, Arc<K>> {
 /// this pass completes the assignment. A claim is void when the lease is gone, ended,
 /// released, holds another exporter, or another lease holds the exporter: the claiming
 /// write of the lease can then no longer succeed.
+#[cfg(test)]
 fn inject_claims<'a>(
     exporters: impl Iterator<Item = (&'a String, Option<&'a crd::ExporterStatus>)>,
     leases: &mut [scheduler::Lease],
@@ -121,7 +133,10 @@ fn inject_claims<'a>(
 }
 
 /// The `Online`/`Registered` conditions decide what the planner may use.
-fn exporter(e: &crd::Exporter, status: Option<&crd::ExporterStatus>) -> scheduler::Exporter {
+pub(crate) fn exporter(
+    e: &crd::Exporter,
+    status: Option<&crd::ExporterStatus>,
+) -> scheduler::Exporter {
     let conditions = status
         .and_then(|s| s.conditions.as_deref())
         .unwrap_or_default();
@@ -138,7 +153,7 @@ fn exporter(e: &crd::Exporter, status: Option<&crd::ExporterStatus>) -> schedule
     }
 }
 
-fn lease(l: &crd::Lease) -> scheduler::Lease {
+pub(crate) fn lease(l: &crd::Lease) -> scheduler::Lease {
     let spec = &l.spec;
     let status = l.status.clone().unwrap_or_default();
     let duration = spec.duration.as_deref().and_then(|text| match scheduler::duration::parse(text) {
@@ -191,7 +206,7 @@ fn lease(l: &crd::Lease) -> scheduler::Lease {
     }
 }
 
-fn policy(p: &crd::ExporterAccessPolicy) -> scheduler::AccessPolicy {
+pub(crate) fn policy(p: &crd::ExporterAccessPolicy) -> scheduler::AccessPolicy {
     let spec = &p.spec;
     scheduler::AccessPolicy {
         exporter_selector: spec

@@ -14,7 +14,7 @@
 //! newer than every event seen so far is one the watch has yet to report, and an event
 //! older than the object in the copy is one the copy has already gone past.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::{Object, WatchEvent};
@@ -34,6 +34,18 @@ struct State<K> {
     complete: bool,
     /// The newest resourceVersion the watch has reported (0 before any).
     seen: u64,
+    /// Names changed since [`Reflection::take_changes`] last ran, unless `all_changed`.
+    changed: BTreeSet<String>,
+    /// Everything may have changed (a re-listing, an abandoned copy, nobody took any yet).
+    all_changed: bool,
+}
+
+/// What changed in a copy since the last look: everything, or these names (with the
+/// object now, `None` when deleted).
+#[derive(Debug)]
+pub(crate) enum Changes<K> {
+    All(BTreeMap<String, Arc<K>>),
+    Names(Vec<(String, Option<Arc<K>>)>),
 }
 
 /// A resourceVersion as the number it is in both stores; `None` if it is not one.
@@ -71,6 +83,8 @@ impl<K: Object> Reflection<K> {
                 listing: None,
                 complete: false,
                 seen: 0,
+                changed: BTreeSet::new(),
+                all_changed: true,
             }),
         }
     }
@@ -82,6 +96,7 @@ impl<K: Object> Reflection<K> {
             WatchEvent::Applied(object) => {
                 state.seen = state.seen.max(version_of(&object).unwrap_or(0));
                 let name = object.meta().name.clone().unwrap_or_default();
+                state.changed.insert(name.clone());
                 let receiving = state.receiving();
                 // Only a `put` of this reader's own write can be newer than an event.
                 if supersedes(&object, receiving.get(&name)) {
@@ -91,6 +106,7 @@ impl<K: Object> Reflection<K> {
             WatchEvent::Deleted(object) => {
                 state.seen = state.seen.max(version_of(&object).unwrap_or(0));
                 let name = object.meta().name.as_deref().unwrap_or_default();
+                state.changed.insert(name.to_owned());
                 state.receiving().remove(name);
             }
             WatchEvent::Relisting => state.listing = Some(BTreeMap::new()),
@@ -99,6 +115,7 @@ impl<K: Object> Reflection<K> {
                     state.objects = listing;
                 }
                 state.complete = true;
+                state.all_changed = true;
             }
         }
     }
@@ -109,6 +126,29 @@ impl<K: Object> Reflection<K> {
         let mut state = self.lock();
         state.complete = false;
         state.listing = None;
+        state.all_changed = true;
+    }
+
+    /// What changed since the last call (everything at the first call, after a re-listing,
+    /// or when `all` asks for it), or `None` before the first full listing.
+    pub(crate) fn take_changes(&self, all: bool) -> Option<Changes<K>> {
+        let mut state = self.lock();
+        if !state.complete {
+            return None;
+        }
+        let changed = std::mem::take(&mut state.changed);
+        if all || std::mem::take(&mut state.all_changed) {
+            state.all_changed = false;
+            return Some(Changes::All(state.objects.clone()));
+        }
+        let names = changed
+            .into_iter()
+            .map(|name| {
+                let object = state.objects.get(&name).cloned();
+                (name, object)
+            })
+            .collect();
+        Some(Changes::Names(names))
     }
 
     /// Puts an object this reader has just written (as the store returned it) into the copy,
@@ -279,5 +319,34 @@ mod tests {
         assert_eq!(names(&reflection), pairs(&[("a", "1"), ("gone", "2")]));
         reflection.apply(WatchEvent::Listed);
         assert_eq!(names(&reflection), pairs(&[("a", "5")]));
+    }
+
+    fn changed(reflection: &Reflection<ConfigMap>) -> Option<Vec<(String, bool)>> {
+        match reflection.take_changes(false)? {
+            Changes::All(objects) => Some(objects.into_keys().map(|n| (n, true)).collect()),
+            Changes::Names(names) => {
+                Some(names.into_iter().map(|(n, o)| (n, o.is_some())).collect())
+            }
+        }
+    }
+
+    #[test]
+    fn changes_are_everything_at_first_and_after_a_relisting_then_the_changed_names() {
+        let reflection = Reflection::new();
+        reflection.apply(WatchEvent::Applied(object("a", "1")));
+        assert_eq!(changed(&reflection), None, "nothing before the listing");
+        reflection.apply(WatchEvent::Applied(object("b", "2")));
+        reflection.apply(WatchEvent::Listed);
+        let all = Some(vec![("a".to_owned(), true), ("b".to_owned(), true)]);
+        assert_eq!(changed(&reflection), all);
+        assert_eq!(changed(&reflection), Some(vec![]));
+        reflection.apply(WatchEvent::Applied(object("a", "3")));
+        reflection.apply(WatchEvent::Deleted(object("b", "4")));
+        let some = Some(vec![("a".to_owned(), true), ("b".to_owned(), false)]);
+        assert_eq!(changed(&reflection), some);
+        reflection.apply(WatchEvent::Relisting);
+        reflection.apply(WatchEvent::Applied(object("c", "5")));
+        reflection.apply(WatchEvent::Listed);
+        assert_eq!(changed(&reflection), Some(vec![("c".to_owned(), true)]));
     }
 }

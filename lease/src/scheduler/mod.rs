@@ -8,12 +8,15 @@
 //!
 //! - [`snapshot`]: the input types.
 //! - [`planner`]: [`plan`] and its output.
+//! - [`index`]: incremental planning, [`Index`]: only the leases whose status may change,
+//!   against exporters kept between plans.
 //! - [`condition`]: `metav1.Condition`, `SetStatusCondition`, lease condition types and reasons.
 //! - [`lease_times`]: the begin/end/duration rules `CreateLease` applies.
 //! - [`duration`]: Go duration strings, the CRDs' storage form for durations.
 
 pub mod condition;
 pub mod duration;
+pub mod index;
 pub mod lease_times;
 pub mod planner;
 pub mod snapshot;
@@ -22,6 +25,7 @@ pub mod snapshot;
 mod simulation;
 
 pub use condition::{Condition, ConditionStatus};
+pub use index::Index;
 pub use lease_times::{LeaseTimes, LeaseTimesError};
 pub use planner::{LeaseUpdate, PENDING_RETRY, Plan, plan};
 pub use snapshot::{

@@ -12,7 +12,7 @@ use time::{Duration, OffsetDateTime};
 
 use super::condition::reason;
 use super::condition::{self, Condition, ConditionStatus, INVALID, PENDING, READY, UNSATISFIABLE};
-use super::snapshot::{Client, Exporter, Lease, LeaseSpec, LeaseStatus, Snapshot};
+use super::snapshot::{AccessPolicy, Client, Exporter, Lease, LeaseSpec, LeaseStatus, Snapshot};
 use crate::selector;
 
 /// How long a lease waiting for an exporter sleeps before it is looked at again; 0.9.0
@@ -53,13 +53,46 @@ pub struct LeaseUpdate {
 /// exporter held by any lease that is not ended in the snapshot, or assigned earlier in this
 /// plan, counts as leased. An exporter freed by a lease ending in this plan is therefore only
 /// offered again by the next plan, after the end has been written.
+///
+/// The reference: [`Index::plan`](super::Index::plan) plans fewer leases with the same rules
+/// and reaches the same plan (proven by property test).
 pub fn plan(snapshot: &Snapshot, now: OffsetDateTime) -> Plan {
-    let mut planner = Planner::new(snapshot, now);
-    let mut order: Vec<&Lease> = snapshot.leases.iter().filter(|l| !l.status.ended).collect();
+    let whole = Whole::new(snapshot);
+    let leases: Vec<&Lease> = snapshot.leases.iter().collect();
+    let (plan, _) = plan_leases(&whole, leases, now);
+    plan
+}
+
+/// What a plan reads besides the leases it plans: the exporters, clients and policies, and
+/// which exporters non-ended leases hold.
+pub(crate) trait Namespace {
+    /// Every exporter, sorted by name (the order Kubernetes lists them in).
+    fn exporters(&self) -> impl Iterator<Item = &Exporter>;
+    /// The exporter named `name` (the first in name order).
+    fn exporter(&self, name: &str) -> Option<&Exporter>;
+    fn client(&self, name: &str) -> Option<&Client>;
+    fn policies(&self) -> &[AccessPolicy];
+    /// `Some(spot)` when a non-ended lease holds `exporter`; `spot` is whether every lease
+    /// holding it holds it under spot access.
+    fn held(&self, exporter: &str) -> Option<bool>;
+}
+
+/// Plans `leases` (ended ones are skipped) oldest first against `namespace`. Also returns
+/// each planned lease's own next wake-up, by name.
+pub(crate) fn plan_leases<'a, N: Namespace>(
+    namespace: &'a N,
+    leases: Vec<&'a Lease>,
+    now: OffsetDateTime,
+) -> (Plan, Vec<(&'a str, Option<OffsetDateTime>)>) {
+    let mut planner = Planner::new(namespace, now);
+    let mut order: Vec<&Lease> = leases.into_iter().filter(|l| !l.status.ended).collect();
     order.sort_by(|a, b| (a.creation_time, &a.name).cmp(&(b.creation_time, &b.name)));
     let mut updates = Vec::new();
+    let mut wakeups = Vec::with_capacity(order.len());
     for lease in order {
+        planner.lease_wakeup = None;
         let status = planner.lease(lease);
+        wakeups.push((lease.name.as_str(), planner.lease_wakeup));
         if status != lease.status {
             updates.push(LeaseUpdate {
                 name: lease.name.clone(),
@@ -68,21 +101,83 @@ pub fn plan(snapshot: &Snapshot, now: OffsetDateTime) -> Plan {
             });
         }
     }
-    Plan {
+    let plan = Plan {
         updates,
         next_wakeup: planner.next_wakeup,
+    };
+    (plan, wakeups)
+}
+
+/// A whole [`Snapshot`] as a [`Namespace`].
+struct Whole<'a> {
+    /// Exporters sorted by name (stable: equal names keep snapshot order).
+    exporters: Vec<&'a Exporter>,
+    clients: BTreeMap<&'a str, &'a Client>,
+    policies: &'a [AccessPolicy],
+    /// Exporter name → whether every lease holding it holds it under spot access.
+    held: BTreeMap<&'a str, bool>,
+}
+
+impl<'a> Whole<'a> {
+    fn new(snapshot: &'a Snapshot) -> Self {
+        let mut exporters: Vec<&Exporter> = snapshot.exporters.iter().collect();
+        exporters.sort_by(|a, b| a.name.cmp(&b.name));
+        let clients = snapshot
+            .clients
+            .iter()
+            .map(|c| (c.name.as_str(), c))
+            .collect();
+        let mut held = BTreeMap::new();
+        for lease in &snapshot.leases {
+            if let (false, Some(exporter)) = (lease.status.ended, &lease.status.exporter) {
+                held.entry(exporter.as_str())
+                    .and_modify(|all_spot: &mut bool| *all_spot &= lease.status.spot_access)
+                    .or_insert(lease.status.spot_access);
+            }
+        }
+        Whole {
+            exporters,
+            clients,
+            policies: &snapshot.policies,
+            held,
+        }
     }
 }
 
-struct Planner<'a> {
-    snapshot: &'a Snapshot,
+impl Namespace for Whole<'_> {
+    fn exporters(&self) -> impl Iterator<Item = &Exporter> {
+        self.exporters.iter().copied()
+    }
+
+    fn exporter(&self, name: &str) -> Option<&Exporter> {
+        let first = self.exporters.partition_point(|e| e.name.as_str() < name);
+        self.exporters
+            .get(first)
+            .copied()
+            .filter(|e| e.name == name)
+    }
+
+    fn client(&self, name: &str) -> Option<&Client> {
+        self.clients.get(name).copied()
+    }
+
+    fn policies(&self) -> &[AccessPolicy] {
+        self.policies
+    }
+
+    fn held(&self, exporter: &str) -> Option<bool> {
+        self.held.get(exporter).copied()
+    }
+}
+
+struct Planner<'a, N> {
+    namespace: &'a N,
     now: OffsetDateTime,
-    /// Exporters sorted by name (the order Kubernetes lists them in).
-    exporters: Vec<&'a Exporter>,
-    clients: BTreeMap<&'a str, &'a Client>,
-    /// Exporter name → whether every lease holding it holds it under spot access.
-    held: BTreeMap<String, bool>,
+    /// Exporters assigned earlier in this plan → whether every such assignment is spot.
+    assigned: BTreeMap<String, bool>,
     next_wakeup: Option<OffsetDateTime>,
+    /// The wake-up asked for by the lease being planned.
+    lease_wakeup: Option<OffsetDateTime>,
 }
 
 /// An exporter a policy rule admits the lease's client to.
@@ -114,39 +209,36 @@ enum Search {
     Retry,
 }
 
-impl<'a> Planner<'a> {
-    fn new(snapshot: &'a Snapshot, now: OffsetDateTime) -> Self {
-        let mut exporters: Vec<&Exporter> = snapshot.exporters.iter().collect();
-        exporters.sort_by(|a, b| a.name.cmp(&b.name));
-        let clients = snapshot
-            .clients
-            .iter()
-            .map(|c| (c.name.as_str(), c))
-            .collect();
-        let mut held = BTreeMap::new();
-        for lease in &snapshot.leases {
-            if let (false, Some(exporter)) = (lease.status.ended, &lease.status.exporter) {
-                hold(&mut held, exporter, lease.status.spot_access);
-            }
-        }
+impl<'a, N: Namespace> Planner<'a, N> {
+    fn new(namespace: &'a N, now: OffsetDateTime) -> Self {
         Planner {
-            snapshot,
+            namespace,
             now,
-            exporters,
-            clients,
-            held,
+            assigned: BTreeMap::new(),
             next_wakeup: None,
+            lease_wakeup: None,
         }
     }
 
     fn wake_at(&mut self, at: OffsetDateTime) {
         self.next_wakeup = Some(self.next_wakeup.map_or(at, |current| current.min(at)));
+        self.lease_wakeup = Some(self.lease_wakeup.map_or(at, |current| current.min(at)));
     }
 
     fn retry(&mut self) {
         // Saturating: a `now` at the very end of the time range simply gets no retry.
         if let Some(at) = self.now.checked_add(PENDING_RETRY) {
             self.wake_at(at);
+        }
+    }
+
+    /// Whether `exporter` is held, by a lease of the namespace or by an assignment of this
+    /// plan; `Some(spot)` as [`Namespace::held`].
+    fn holder_spot(&self, exporter: &str) -> Option<bool> {
+        match (self.namespace.held(exporter), self.assigned.get(exporter)) {
+            (Some(a), Some(b)) => Some(a && *b),
+            (held, None) => held,
+            (None, Some(b)) => Some(*b),
         }
     }
 
@@ -233,7 +325,10 @@ impl<'a> Planner<'a> {
                 priority,
                 spot_access,
             } => {
-                hold(&mut self.held, &exporter, spot_access);
+                self.assigned
+                    .entry(exporter.clone())
+                    .and_modify(|all_spot| *all_spot &= spot_access)
+                    .or_insert(spot_access);
                 status.exporter = Some(exporter);
                 status.priority = priority;
                 status.spot_access = spot_access;
@@ -286,8 +381,7 @@ impl<'a> Planner<'a> {
 
         let matching: Vec<&Exporter> = match &spec.exporter_ref {
             Some(name) => {
-                let Some(exporter) = self.exporters.iter().find(|e| e.name == *name).copied()
-                else {
+                let Some(exporter) = self.namespace.exporter(name) else {
                     return unsatisfiable(
                         reason::EXPORTER_NOT_FOUND,
                         format!("Requested exporter {name} was not found"),
@@ -319,9 +413,8 @@ impl<'a> Planner<'a> {
             }
             None => {
                 let listed: Vec<&Exporter> = self
-                    .exporters
-                    .iter()
-                    .copied()
+                    .namespace
+                    .exporters()
                     .filter(|e| selector::matches(&spec.selector, &e.labels))
                     .collect();
                 let enabled: Vec<&Exporter> =
@@ -376,7 +469,7 @@ impl<'a> Planner<'a> {
         }
 
         for candidate in &mut online {
-            candidate.holder_spot = self.held.get(&candidate.exporter.name).copied();
+            candidate.holder_spot = self.holder_spot(&candidate.exporter.name);
         }
         // Not leased first, then non-spot, then higher priority, then name.
         online.sort_by_key(|c| {
@@ -453,7 +546,7 @@ impl<'a> Planner<'a> {
     /// Access policies: which (exporter, rule) pairs admit the lease's client. `None` when
     /// policies exist but the client is not in the snapshot (0.9.0 retries in that case).
     fn approve(&self, lease: &Lease, matching: &[&'a Exporter]) -> Option<Approval<'a>> {
-        let policies = &self.snapshot.policies;
+        let policies = self.namespace.policies();
         if policies.is_empty() {
             let approved = matching
                 .iter()
@@ -469,7 +562,7 @@ impl<'a> Planner<'a> {
                 unmatched: Vec::new(),
             });
         }
-        let client = self.clients.get(lease.client.as_str())?;
+        let client = self.namespace.client(&lease.client)?;
         let requested = requested_duration(&lease.spec);
         let mut approved = Vec::new();
         let mut seen = BTreeSet::new();
@@ -522,12 +615,6 @@ struct Approval<'a> {
     approved: Vec<Candidate<'a>>,
     /// Descriptions of rules for matching exporters whose client selectors did not match.
     unmatched: Vec<String>,
-}
-
-fn hold(held: &mut BTreeMap<String, bool>, exporter: &str, spot_access: bool) {
-    held.entry(exporter.to_owned())
-        .and_modify(|all_spot| *all_spot &= spot_access)
-        .or_insert(spot_access);
 }
 
 fn end(status: &mut LeaseStatus, now: OffsetDateTime) {
