@@ -12,6 +12,8 @@
 //! Map:
 //! - [`lab`]: CA, certificates, router tokens; [`router_process`]: the router process and
 //!   its memory; [`service`]: `jumpstarter serve`, its admin socket and gRPC calls;
+//!   [`fleet`]: simulated exporters holding Status streams; [`kube`]: the Kubernetes API
+//!   server of scenario 7 and its write counts;
 //!   [`reference`]: the upstream Go router, its certificate and tokens.
 //! - [`route`]: sessions through the router and on the baselines; [`swarm`]: many QUIC
 //!   connections; [`pipe`]: one session end; [`impairment`]: the impaired network of
@@ -23,6 +25,7 @@
 //!   share; [`targets`]: the targets; [`report`], [`plot`], [`progress`]: output.
 
 mod delay_line;
+mod fleet;
 mod harness;
 mod impairment;
 mod kube;
@@ -112,7 +115,8 @@ struct Options {
     #[arg(long, env = "JUMPSTARTER_LOADTEST_KUBECONFIG", global = true)]
     kubeconfig: Option<PathBuf>,
     /// Registered exporter counts of the controller scenario on Kubernetes,
-    /// comma-separated [default: 1000; smoke: 10].
+    /// comma-separated [default: 1000; smoke: 10]. Sizes of 10,000 take several minutes
+    /// each.
     #[arg(
         long,
         env = "JUMPSTARTER_LOADTEST_KUBE_EXPORTERS",
@@ -120,6 +124,27 @@ struct Options {
         global = true
     )]
     kube_exporters: Vec<usize>,
+    /// Controller replicas of the controller scenario on Kubernetes, comma-separated: each
+    /// exporter count is measured with each replica count; with more than one, every
+    /// replica runs with `--leader-elect` and clients and exporters are spread over them
+    /// [default: 1].
+    #[arg(
+        long,
+        env = "JUMPSTARTER_LOADTEST_KUBE_REPLICAS",
+        value_delimiter = ',',
+        value_parser = clap::value_parser!(u16).range(1..=16),
+        global = true
+    )]
+    kube_replicas: Vec<u16>,
+    /// How long the controller scenario on Kubernetes counts the API server's writes with
+    /// every exporter online and idle, as a duration (`30s`) [default: 30s; smoke: 250ms].
+    #[arg(
+        long,
+        env = "JUMPSTARTER_LOADTEST_IDLE_WINDOW",
+        value_parser = jumpstarter_shell::duration_flag::parse,
+        global = true
+    )]
+    idle_window: Option<std::time::Duration>,
     /// The `jumpstarter-controller` binary [default: next to this binary].
     #[arg(long, env = "JUMPSTARTER_LOADTEST_CONTROLLER_BIN", global = true)]
     controller_bin: Option<PathBuf>,
@@ -244,6 +269,17 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     }
     if !options.kube_exporters.is_empty() {
         sizes.kube_exporters = options.kube_exporters.clone();
+    }
+    if !options.kube_replicas.is_empty() {
+        sizes.kube_replicas = options
+            .kube_replicas
+            .iter()
+            .map(|&r| usize::from(r))
+            .collect();
+    }
+    if let Some(window) = options.idle_window {
+        anyhow::ensure!(!window.is_zero(), "--idle-window must be longer than 0s");
+        sizes.idle_window = window;
     }
     let (work, _temporary) = match &options.work_dir {
         Some(dir) => (dir.clone(), None),

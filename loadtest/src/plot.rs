@@ -41,6 +41,13 @@ fn spec(plot: &str) -> Spec {
             x_label: |x| format!("{x}"),
             y_log: false,
         },
+        "ready" => Spec {
+            title: "Lease create → Ready latency by registered exporters",
+            x_desc: "online exporters",
+            y_desc: "ms",
+            x_label: |x| format!("{x:.0}"),
+            y_log: true,
+        },
         _ => Spec {
             title: "",
             x_desc: "",

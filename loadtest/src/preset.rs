@@ -1,6 +1,8 @@
 //! How big each scenario runs: the standard suite (under 10 minutes on 2 cores) or the
 //! smoke preset (seconds, tiny sizes, for CI).
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 const MIB: u64 = 1024 * 1024;
@@ -32,10 +34,17 @@ pub(crate) struct Sizes {
     /// Scenario 7: registered exporter counts, leases timed one by one, leases granted
     /// in a burst.
     pub(crate) exporters: Vec<usize>,
-    /// The same on a real Kubernetes API server, when one is given.
+    /// The same on a real Kubernetes API server, when one is given, each size with each
+    /// count of controller replicas.
     pub(crate) kube_exporters: Vec<usize>,
+    pub(crate) kube_replicas: Vec<usize>,
+    /// How long the API server's writes are counted with every exporter online and idle.
+    pub(crate) idle_window: Duration,
     pub(crate) lease_samples: u64,
     pub(crate) grant_burst: usize,
+    /// Pause between the last timed lease's release and the burst, so that the burst
+    /// finds the released exporters free.
+    pub(crate) burst_pause: Duration,
     /// Scenario 8: seconds of each timed transfer, round trips per path, loss levels.
     pub(crate) impairment_seconds: f64,
     pub(crate) impairment_round_trips: u64,
@@ -61,8 +70,11 @@ impl Sizes {
             restart_kill: true,
             exporters: vec![1_000, 10_000],
             kube_exporters: vec![1_000],
+            kube_replicas: vec![1],
+            idle_window: Duration::from_secs(30),
             lease_samples: 200,
             grant_burst: 500,
+            burst_pause: Duration::from_millis(500),
             impairment_seconds: 4.0,
             impairment_round_trips: 20,
             losses: vec![0.0, 1.0, 5.0],
@@ -87,8 +99,11 @@ impl Sizes {
             restart_kill: false,
             exporters: vec![10],
             kube_exporters: vec![10],
+            kube_replicas: vec![1],
+            idle_window: Duration::from_millis(250),
             lease_samples: 5,
             grant_burst: 5,
+            burst_pause: Duration::from_millis(50),
             impairment_seconds: 0.3,
             impairment_round_trips: 3,
             losses: vec![0.0, 1.0],

@@ -108,14 +108,7 @@ impl Scenario {
 
     /// The number in column `key` of row `row`.
     pub(crate) fn figure(&self, row: &str, key: &str) -> Option<f64> {
-        self.rows
-            .iter()
-            .find(|r| r.name == row)?
-            .values
-            .iter()
-            .find(|c| c.key == key)?
-            .value
-            .as_f64()
+        self.rows.iter().find(|r| r.name == row)?.figure(key)
     }
 
     pub(crate) fn point(&mut self, plot: &'static str, name: &str, point: (f64, f64)) {
@@ -140,6 +133,11 @@ impl Row {
             name: name.into(),
             values: Vec::new(),
         }
+    }
+
+    /// The number in column `key`.
+    pub(crate) fn figure(&self, key: &str) -> Option<f64> {
+        self.values.iter().find(|c| c.key == key)?.value.as_f64()
     }
 
     /// A number, rounded to what a reader needs (4 significant digits at most).

@@ -189,32 +189,43 @@ impl Service {
     }
 
     /// Starts `binary run` (the Kubernetes controller) for `namespace` of the API server
-    /// of `kube`, with a router endpoint nobody dials; waits until it is ready.
+    /// of `kube`, with a router endpoint nobody dials; waits until it is ready. With
+    /// `replica`, it is one of several replicas: `--leader-elect` with that identity, its
+    /// gRPC address as `--peer-endpoint` (its log is `<namespace>-<replica>.log`).
     pub(crate) async fn start_kube(
         binary: &Path,
         work: &Path,
         kube: &KubeTarget,
         namespace: &str,
+        replica: Option<&str>,
     ) -> anyhow::Result<Service> {
         let grpc: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let router: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let http: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-        let log = std::fs::File::create(work.join(format!("{namespace}.log")))?;
-        let child = spawn_logged(
-            Command::new(binary)
-                .arg("run")
-                .args(["--namespace", namespace])
-                .arg("--kubeconfig")
-                .arg(&kube.kubeconfig)
-                .args(["--grpc-listen", &grpc.to_string()])
-                .args(["--grpc-endpoint", &grpc.to_string()])
-                .args(["--router", &format!("default={router}")])
-                .args(["--probe-listen", &http.to_string()])
-                .args(["--metrics-listen", &http.to_string()])
-                .args(["--log-format", "text"]),
-            log,
-        )
-        .with_context(|| format!("starting {} run", binary.display()))?;
+        let name = match replica {
+            Some(identity) => format!("{namespace}-{identity}"),
+            None => namespace.to_owned(),
+        };
+        let log = std::fs::File::create(work.join(format!("{name}.log")))?;
+        let mut command = Command::new(binary);
+        command
+            .arg("run")
+            .args(["--namespace", namespace])
+            .arg("--kubeconfig")
+            .arg(&kube.kubeconfig)
+            .args(["--grpc-listen", &grpc.to_string()])
+            .args(["--grpc-endpoint", &grpc.to_string()])
+            .args(["--router", &format!("default={router}")])
+            .args(["--probe-listen", &http.to_string()])
+            .args(["--metrics-listen", &http.to_string()])
+            .args(["--log-format", "text"]);
+        if let Some(identity) = replica {
+            command
+                .args(["--leader-elect", "--identity", identity])
+                .args(["--peer-endpoint", &grpc.to_string()]);
+        }
+        let child = spawn_logged(&mut command, log)
+            .with_context(|| format!("starting {} run", binary.display()))?;
         let admin = Admin::new(KubeStore::new(kube.client.clone()), namespace)
             .with_credential_wait(Duration::from_secs(120));
         let mut service = Service {
@@ -227,7 +238,7 @@ impl Service {
             launch: None,
         };
         service
-            .wait_started("jumpstarter-controller", namespace)
+            .wait_started("jumpstarter-controller", &name)
             .await?;
         Ok(service)
     }
@@ -550,6 +561,39 @@ pub(crate) async fn delete_lease(
         .await
         .context("DeleteLease")?;
     Ok(())
+}
+
+/// Exporters of the namespace of `client` (listed over gRPC, 1,000 a page, at most
+/// `pages` pages) and how many of them are online, as 0.9.0's `jmp get exporters` sees them.
+pub(crate) async fn online_exporters(
+    channel: &Channel,
+    client: &Identity,
+    pages: usize,
+) -> anyhow::Result<(usize, usize)> {
+    let (mut listed, mut online) = (0, 0);
+    let mut page_token = String::new();
+    for _ in 0..pages {
+        let page = ClientServiceClient::new(channel.clone())
+            .list_exporters(authed(
+                client,
+                client_pb::ListExportersRequest {
+                    parent: format!("namespaces/{}", client.namespace),
+                    page_size: 1000,
+                    page_token: page_token.clone(),
+                    ..Default::default()
+                },
+            )?)
+            .await
+            .context("ListExporters")?
+            .into_inner();
+        listed += page.exporters.len();
+        online += page.exporters.iter().filter(|e| e.online).count();
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    Ok((listed, online))
 }
 
 /// The short name of lease `namespaces/<ns>/leases/<name>`.

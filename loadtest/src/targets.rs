@@ -16,6 +16,14 @@ pub(crate) fn check(scenarios: &[Scenario]) -> Vec<Target> {
     let quic_setup = figure(setup::KEY, setup::QUIC_ROW, "p50 ms");
     let h2_dial = figure(setup::KEY, setup::H2_DIAL_ROW, "p50 ms");
     let thousand = controller::row_name(1_000);
+    // At 10,000 exporters on Kubernetes, the worst row over the replica counts measured.
+    let kube_worst = |column: &str, higher_is_worse: bool| {
+        let rows = &find(controller::KEY)?.rows;
+        rows.iter()
+            .filter(|r| controller::is_kube_row(&r.name) && r.figure("exporters") == Some(10_000.0))
+            .filter_map(|r| r.figure(column))
+            .reduce(|a, b| if (a < b) == higher_is_worse { b } else { a })
+    };
     vec![
         target(
             "QUIC single session ≥ 0.45× one raw quinn connection",
@@ -100,6 +108,45 @@ pub(crate) fn check(scenarios: &[Scenario]) -> Vec<Target> {
             "grants/s",
             100.0,
             false,
+        ),
+        target(
+            "lease create → Ready p99 ≤ 250 ms with 10,000 exporters, standalone",
+            figure(
+                controller::KEY,
+                &controller::row_name(10_000),
+                "Ready p99 ms",
+            ),
+            "ms",
+            250.0,
+            true,
+        ),
+        target(
+            "lease create → Ready p50 ≤ 100 ms with 10,000 exporters on Kubernetes (worst replica count)",
+            kube_worst("Ready p50 ms", true),
+            "ms",
+            100.0,
+            true,
+        ),
+        target(
+            "lease create → Ready p99 ≤ 500 ms with 10,000 exporters on Kubernetes (worst replica count)",
+            kube_worst("Ready p99 ms", true),
+            "ms",
+            500.0,
+            true,
+        ),
+        target(
+            "≥ 100 grants/s with 10,000 exporters on Kubernetes (worst replica count)",
+            kube_worst("grants/s", false),
+            "grants/s",
+            100.0,
+            false,
+        ),
+        target(
+            "≤ 20 API writes/s at idle with 10,000 exporters online (worst replica count)",
+            kube_worst(controller::IDLE_WRITES, true),
+            "writes/s",
+            20.0,
+            true,
         ),
     ]
 }

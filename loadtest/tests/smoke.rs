@@ -70,6 +70,8 @@ fn smoke_run_reports_every_scenario_intact() {
         .arg(&controller)
         .arg("--kubeconfig")
         .arg(&kube.admin_kubeconfig)
+        // Two replicas under leader election, clients and exporters spread over both.
+        .args(["--kube-replicas", "2"])
         .arg("all");
     let output = run_bounded(cmd, std::time::Duration::from_secs(300))
         .expect("the smoke run took longer than 300 s");
@@ -105,14 +107,33 @@ fn smoke_run_reports_every_scenario_intact() {
         .collect();
     assert_eq!(
         controller_rows,
-        ["10 exporters", "kube-apiserver: 10 exporters"],
+        ["10 exporters", "kube-apiserver, 2 replicas: 10 exporters"],
         "the controller scenario on the embedded store and on Kubernetes"
     );
+    // Only the Kubernetes row counts the API server's writes at idle; both give memory.
+    let controller_rows = scenarios[6]["rows"].as_array().expect("rows");
+    let has = |row: &Value, key: &str| {
+        row["values"]
+            .as_array()
+            .expect("values")
+            .iter()
+            .any(|c| c["key"] == key && c["value"].as_f64().is_some_and(|v| v >= 0.0))
+    };
+    assert!(!has(&controller_rows[0], "idle API writes/s"));
+    assert!(
+        has(&controller_rows[1], "idle API writes/s"),
+        "{}",
+        controller_rows[1]
+    );
+    assert!(has(&controller_rows[1], "replicas"));
+    for row in controller_rows {
+        assert!(has(row, "RSS MiB"), "{row}");
+    }
     let checked = json["integrity"]["checked"].as_u64().expect("checked");
     assert!(checked >= 50, "only {checked} transfers were checked");
     assert_eq!(json["integrity"]["failed"], 0);
     let targets = json["targets"].as_array().expect("targets");
-    assert_eq!(targets.len(), 12);
+    assert_eq!(targets.len(), 17);
     for t in targets {
         let verdict = t["verdict"].as_str().expect("verdict");
         assert!(["met", "missed", "not measured"].contains(&verdict), "{t}");
@@ -149,7 +170,7 @@ fn smoke_run_reports_every_scenario_intact() {
             "scenario {n} missing"
         );
     }
-    for plot in ["throughput", "latency", "impairment"] {
+    for plot in ["throughput", "latency", "impairment", "ready"] {
         let svg = std::fs::read_to_string(out.path().join(format!("{plot}.svg")))
             .unwrap_or_else(|e| panic!("{plot}.svg: {e}"));
         assert!(
