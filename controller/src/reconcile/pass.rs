@@ -355,8 +355,11 @@ impl<S: Store> Reconciler<S> {
                     memory.written.exporters.insert(name);
                 }
                 Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => {
+                    // Someone changed or deleted it since this pass's copy: the watch
+                    // reports that change, which makes the exporter dirty again. Retrying
+                    // from the copy now would only repeat the stale write (at 10,000
+                    // exporters, a storm of refused writes while the watch catches up).
                     self.metrics.error("conflict");
-                    memory.written.exporters.insert(name);
                     again = true;
                 }
                 Err(source) => return Err(write_error("Exporter", namespace, &name, source)),

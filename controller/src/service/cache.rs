@@ -34,10 +34,11 @@ use crate::store::reflection::Reflection;
 use crate::store::warning_throttle::WarningThrottle;
 use crate::store::{self, Object, Store, StoreError, WatchEvent};
 
-/// Exporter changes the feed may hold for a slow Status stream (or Dial) before that reader
-/// misses some; a reader that missed changes re-reads its exporter, so this only needs to
-/// cover a burst.
-pub(crate) const EXPORTER_EVENTS_BUFFER: usize = 256;
+/// Changes of one exporter the feed may hold for a slow Status stream (or Dial) before that
+/// reader misses some; a reader that missed changes re-reads its exporter, so this only
+/// needs to cover a burst of one exporter's changes (kept small: one channel per exporter
+/// waited on, 10,000 of them with every exporter connected).
+pub(crate) const EXPORTER_EVENTS_BUFFER: usize = 16;
 /// Pause before a watch is opened again after it ended (watches restart themselves after
 /// errors; ending is unexpected).
 const WATCH_RESTART: std::time::Duration = std::time::Duration::from_secs(1);
@@ -70,8 +71,7 @@ impl Cached for Exporter {
     /// copy misses nothing after its read.
     fn take(copies: &Copies, event: WatchEvent<Self>) {
         copies.exporters.apply(event.clone());
-        // No receiver is fine: nobody waits on exporters right now.
-        let _ = copies.exporter_events.send(Arc::new(event));
+        copies.route(Arc::new(event));
     }
 }
 
@@ -97,8 +97,52 @@ pub(crate) struct Copies {
     exporters: Reflection<Exporter>,
     leases: Reflection<Lease>,
     clients: Reflection<Client>,
-    /// Every Exporter event, after it is applied to `exporters`.
-    exporter_events: broadcast::Sender<ExporterEvent>,
+    /// The Exporter events of each exporter someone waits on (a Status stream, a Dial),
+    /// after they are applied to `exporters`: an event wakes only the waiters of its
+    /// exporter, not every open stream of the namespace.
+    exporter_events: Mutex<HashMap<String, broadcast::Sender<ExporterEvent>>>,
+}
+
+impl Copies {
+    /// Passes `event` on to the waiters of its exporter; the markers of a listing go to
+    /// every waiter. Channels nobody listens to any more are dropped on the way.
+    fn route(&self, event: ExporterEvent) {
+        // Each critical section is map operations only: a panic cannot leave it half done.
+        let mut channels = self
+            .exporter_events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let name = match &*event {
+            WatchEvent::Applied(e) | WatchEvent::Deleted(e) => e.metadata.name.as_deref(),
+            WatchEvent::Relisting | WatchEvent::Listed => None,
+        };
+        match name {
+            Some(name) => {
+                if let Some(sender) = channels.get(name)
+                    && sender.send(event).is_err()
+                {
+                    channels.remove(name);
+                }
+            }
+            None => channels.retain(|_, sender| sender.send(Arc::clone(&event)).is_ok()),
+        }
+    }
+
+    /// A receiver of the events of exporter `name`.
+    fn subscribe(&self, name: &str) -> broadcast::Receiver<ExporterEvent> {
+        let mut channels = self
+            .exporter_events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match channels.get(name) {
+            Some(sender) => sender.subscribe(),
+            None => {
+                let (sender, receiver) = broadcast::channel(EXPORTER_EVENTS_BUFFER);
+                channels.insert(name.to_owned(), sender);
+                receiver
+            }
+        }
+    }
 }
 
 /// The copies per namespace, and the store behind them.
@@ -136,7 +180,7 @@ impl<S: Store> ReadCache<S> {
             exporters: Reflection::new(),
             leases: Reflection::new(),
             clients: Reflection::new(),
-            exporter_events: broadcast::channel(EXPORTER_EVENTS_BUFFER).0,
+            exporter_events: Mutex::new(HashMap::new()),
         });
         namespaces.insert(namespace.to_owned(), Arc::clone(&copies));
         self.spawn_feed::<Exporter>(namespace, &copies);
@@ -234,10 +278,14 @@ impl<S: Store> ReadCache<S> {
         Ok(object)
     }
 
-    /// Exporter changes of `namespace` from now on (each applied to the copy before it is
-    /// passed on: subscribe, then read).
-    pub(crate) fn exporter_events(&self, namespace: &str) -> broadcast::Receiver<ExporterEvent> {
-        self.copies(namespace).exporter_events.subscribe()
+    /// Changes of exporter `namespace/name` from now on, and the markers of the namespace's
+    /// listings (each applied to the copy before it is passed on: subscribe, then read).
+    pub(crate) fn exporter_events(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> broadcast::Receiver<ExporterEvent> {
+        self.copies(namespace).subscribe(name)
     }
 }
 

@@ -508,7 +508,7 @@ impl<S: Store> ControllerApi<S> {
         let started = tokio::time::Instant::now();
         let mut step = DIAL_WAIT_INITIAL;
         // Subscribed before each read, so that no change after the read is missed.
-        let mut changes = self.cache().exporter_events(namespace);
+        let mut changes = self.cache().exporter_events(namespace, name);
         // Whether to read the store: a refusal is confirmed there (the copy may trail).
         let mut fresh = false;
         loop {

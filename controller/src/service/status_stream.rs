@@ -148,7 +148,7 @@ pub(super) async fn open<S: Store>(
         )));
     };
     // Subscribe before reading, so that no change after the read is missed.
-    let events = shared.cache.exporter_events(&namespace);
+    let events = shared.cache.exporter_events(&namespace, &name);
     let exporter = refresh(&shared, &namespace, &name, true, "status_open")
         .await
         .map_err(store_status)?;
