@@ -113,15 +113,15 @@ impl Copies {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let name = match &*event {
-            WatchEvent::Applied(e) | WatchEvent::Deleted(e) => e.metadata.name.as_deref(),
+            WatchEvent::Applied(e) | WatchEvent::Deleted(e) => e.metadata.name.clone(),
             WatchEvent::Relisting | WatchEvent::Listed => None,
         };
         match name {
             Some(name) => {
-                if let Some(sender) = channels.get(name)
+                if let Some(sender) = channels.get(&name)
                     && sender.send(event).is_err()
                 {
-                    channels.remove(name);
+                    channels.remove(&name);
                 }
             }
             None => channels.retain(|_, sender| sender.send(Arc::clone(&event)).is_ok()),
