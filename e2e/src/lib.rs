@@ -11,6 +11,7 @@
 
 pub mod chart;
 pub mod control_plane;
+pub mod lease;
 pub mod netns;
 pub mod node;
 pub mod replicas;

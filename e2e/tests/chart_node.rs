@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use jumpstarter_controller::crd::Lease;
+use jumpstarter_e2e::lease::{exporter_of, is_ready};
 use jumpstarter_e2e::node::{NodePorts, Release, restarts};
 use jumpstarter_e2e::{ECHO_SCRIPT, Proc, SESSION_SCRIPT, bin_path, metric_sum, venv, wait_output};
 
@@ -77,24 +77,6 @@ async fn create_lease(release: &Release, client: &Path, selector: &str) -> Strin
         release.diagnostics().await
     );
     out.lease_name()
-}
-
-fn is_ready(lease: &Lease) -> bool {
-    lease
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        && !lease.status.as_ref().is_some_and(|s| s.ended)
-}
-
-fn exporter_of(lease: &Lease) -> Option<String> {
-    lease
-        .status
-        .as_ref()?
-        .exporter_ref
-        .as_ref()
-        .map(|r| r.name.clone())
 }
 
 /// A release with exporter `board-1` (`board=mock`, `jmp run` over h2) Online and client

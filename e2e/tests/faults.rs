@@ -20,8 +20,8 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use jumpstarter_controller::crd::Lease;
 use jumpstarter_e2e::control_plane::PrivateControlPlane;
+use jumpstarter_e2e::lease::{exporter_of, is_ended, is_ready};
 use jumpstarter_e2e::netns::Netns;
 use jumpstarter_e2e::{Lab, Proc, SESSION_SCRIPT, venv, wait_output};
 
@@ -48,28 +48,6 @@ const BACK_ONLINE_BOUND: Duration = Duration::from_secs(120);
 const UNASSIGNED_WATCH: Duration = Duration::from_secs(8);
 
 /// A lease's state as the tests read it.
-fn is_ready(lease: &Lease) -> bool {
-    lease
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        && !is_ended(lease)
-}
-
-fn is_ended(lease: &Lease) -> bool {
-    lease.status.as_ref().is_some_and(|s| s.ended)
-}
-
-fn exporter_of(lease: &Lease) -> Option<String> {
-    lease
-        .status
-        .as_ref()?
-        .exporter_ref
-        .as_ref()
-        .map(|r| r.name.clone())
-}
-
 /// `jmp create lease --client-config C <target> --duration D -o name`; the lease's name.
 async fn create_lease(lab: &Lab, client: &Path, target: &[&str], duration: &str) -> String {
     let client = client.to_string_lossy().into_owned();

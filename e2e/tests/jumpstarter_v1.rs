@@ -7,7 +7,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use jumpstarter_controller::crd::Lease;
+use jumpstarter_e2e::lease::{exporter_of, is_ended, is_ready};
 use jumpstarter_e2e::{Lab, Mode, RawClient};
 use jumpstarter_proto::jumpstarter::v1::DialRequest;
 use jumpstarter_proto::jumpstarter::v1::controller_service_client::ControllerServiceClient;
@@ -67,28 +67,6 @@ async fn lab_with_online_board(mode: Mode, prefix: &str) -> Lab {
         .await
         .expect("online");
     lab
-}
-
-fn is_ready(lease: &Lease) -> bool {
-    lease
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        && !lease.status.as_ref().is_some_and(|s| s.ended)
-}
-
-fn is_ended(lease: &Lease) -> bool {
-    lease.status.as_ref().is_some_and(|s| s.ended)
-}
-
-fn exporter_of(lease: &Lease) -> Option<String> {
-    lease
-        .status
-        .as_ref()?
-        .exporter_ref
-        .as_ref()
-        .map(|r| r.name.clone())
 }
 
 async fn exporter_online_and_shell_drives_power_and_shell_drivers(mode: Mode) {

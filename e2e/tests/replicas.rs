@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use jumpstarter_controller::crd::Lease;
+use jumpstarter_e2e::lease::{exporter_of, is_ended, is_ready};
 use jumpstarter_e2e::replicas::{
     Balancer, Replica, leader, point_config_at, replica_args, start_replica, wait_leader,
 };
@@ -143,34 +144,11 @@ impl Replicated {
     }
 }
 
-fn is_ready(lease: &Lease) -> bool {
-    lease
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        && !is_ended(lease)
-}
-
-fn is_ended(lease: &Lease) -> bool {
-    lease.status.as_ref().is_some_and(|s| s.ended)
-}
-
-fn exporter_of(lease: &Lease) -> Option<String> {
-    lease
-        .status
-        .as_ref()?
-        .exporter_ref
-        .as_ref()
-        .map(|r| r.name.clone())
-        .filter(|n| !n.is_empty())
-}
-
 /// Panics when two non-ended leases hold one exporter.
 fn assert_exclusive(leases: &[Lease], context: &str) {
     let mut holders: BTreeMap<String, String> = BTreeMap::new();
     for lease in leases.iter().filter(|l| !is_ended(l)) {
-        let Some(exporter) = exporter_of(lease) else {
+        let Some(exporter) = exporter_of(lease).filter(|n| !n.is_empty()) else {
             continue;
         };
         let name = lease.metadata.name.clone().unwrap_or_default();
@@ -231,7 +209,7 @@ async fn every_replica_serves_sessions_exclusivity_and_expiry() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let pending = r.lab.lease(&l2).await.expect("get l2");
     assert!(
-        !is_ready(&pending) && exporter_of(&pending).is_none(),
+        !is_ready(&pending) && exporter_of(&pending).is_none_or(|n| n.is_empty()),
         "l2 must wait while l1 holds the board: {:?}",
         pending.status
     );

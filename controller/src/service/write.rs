@@ -35,20 +35,12 @@ where
     loop {
         attempt += 1;
         let Some(mut object) = store.get::<K>(namespace, name).await? else {
-            return Err(StoreError::NotFound {
-                kind: K::kind(&()).to_string(),
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-            });
+            return Err(not_found::<K>(namespace, name));
         };
         if !change(&mut object) {
             return Ok(object);
         }
-        let written = match part {
-            Part::Object => store.replace(&object).await,
-            Part::Status => store.replace_status(&object).await,
-        };
-        match written {
+        match write(store, &object, part).await {
             Err(StoreError::Conflict { .. }) if attempt < CONFLICT_ATTEMPTS => continue,
             other => return other,
         }
@@ -72,21 +64,13 @@ where
     F: FnMut(&mut K) -> bool,
 {
     let Some(mut object) = cache.get::<K>(namespace, name).await? else {
-        return Err(StoreError::NotFound {
-            kind: K::KIND.to_owned(),
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        });
+        return Err(not_found::<K>(namespace, name));
     };
     if !change(&mut object) {
         return Ok(object);
     }
     let store = cache.store();
-    let written = match part {
-        Part::Object => store.replace(&object).await,
-        Part::Status => store.replace_status(&object).await,
-    };
-    let written = match written {
+    let written = match write(store, &object, part).await {
         Err(StoreError::Conflict { .. }) => modify(store, namespace, name, part, change).await,
         other => other,
     };
@@ -94,4 +78,21 @@ where
         cache.put(object);
     }
     written
+}
+
+/// Writes `part` of `object` (conditional on its resourceVersion).
+async fn write<S: Store, K: Object>(store: &S, object: &K, part: Part) -> Result<K, StoreError> {
+    match part {
+        Part::Object => store.replace(object).await,
+        Part::Status => store.replace_status(object).await,
+    }
+}
+
+/// The error of a read-modify-write whose object does not exist.
+fn not_found<K: Object>(namespace: &str, name: &str) -> StoreError {
+    StoreError::NotFound {
+        kind: K::kind(&()).to_string(),
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    }
 }
