@@ -3,7 +3,8 @@
 #
 #   tools/test-all.sh [extra cargo test args]
 #
-# 1. builds the real Kubernetes test binaries (kube-apiserver, etcd, kubectl, helm) from
+# 1. builds the real Kubernetes test binaries (kube-apiserver, etcd, kubectl, helm) and Dex
+#    (the OIDC provider of the SSO tests, exported as DEX_BIN) from
 #    the Go module proxy into a cache directory (reused when present);
 # 2. installs the real jumpstarter 0.9.0 Python tools from PyPI into a cached venv;
 # 3. starts etcd + kube-apiserver on loopback, and stops them (by PID) on exit;
@@ -61,6 +62,9 @@ fi
 say "building Kubernetes test binaries (cached)"
 bin_dir="$(tools/k8s-testenv/build-bins.sh | tail -n 1)"
 export K8S_BIN_DIR="$bin_dir"
+say "building Dex, the OIDC provider of the SSO tests (cached)"
+DEX_BIN="$(tools/dex-bin/build.sh | tail -n 1)"
+export DEX_BIN
 done_step "Go test binaries"
 
 say "installing jumpstarter 0.9.0 Python tools (cached venv)"
