@@ -15,6 +15,10 @@
 //!
 //! [`TestEnv::shared_node`] is the same control plane with a real single node (containerd,
 //! kubelet, kube-proxy, scheduler, controller-manager), for the Helm chart's tests.
+//!
+//! [`oidc::Dex`] is a real OpenID Connect provider (Dex) on loopback, for the SSO tests.
+
+pub mod oidc;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
