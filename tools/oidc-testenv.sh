@@ -12,7 +12,9 @@
 #
 # The env file (KEY=VALUE lines, mode 600) holds OIDC_ISSUER, OIDC_CA_FILE,
 # OIDC_CLIENT_ID, OIDC_USERNAME, OIDC_PASSWORD (user alice) and OIDC_USERNAME_2,
-# OIDC_PASSWORD_2 (user bob); passwords are random per start. Try it with
+# OIDC_PASSWORD_2 (user bob); passwords are random per start. The login name of the
+# password grant is the user's email (Dex's password database is keyed by email):
+# alice@example.com, bob@example.com. Try it with
 #   . "$(tools/oidc-testenv.sh start | tail -n 1)"
 #   SSL_CERT_FILE=$OIDC_CA_FILE jmp login --issuer "$OIDC_ISSUER" \
 #     --username "$OIDC_USERNAME" --password "$OIDC_PASSWORD" …
@@ -39,8 +41,9 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# A bcrypt hash (the only password hash Dex accepts) through the C library's crypt(3)
-# (libxcrypt), with a random salt in bcrypt's alphabet.
+# A bcrypt hash (the only password hash Dex accepts; cost 10, the lowest Dex accepts at
+# login) through the C library's crypt(3) (libxcrypt), with a random salt in bcrypt's
+# alphabet: 21 random characters, then one whose 4 unused low bits are zero ("O").
 bcrypt_hash() { # password
   local salt
   salt="$(openssl rand -base64 16 | tr '+' '.' | cut -c1-21)O"
@@ -54,7 +57,7 @@ stop() {
   if kill -0 "$pid" 2>/dev/null; then
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+    if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid" 2>/dev/null || true; fi
   fi
   rm -f "$f"
 }
@@ -94,11 +97,13 @@ start() {
     rm -f server.csr ca.srl
   )
 
-  local port issuer pw1 pw2
+  local port issuer pw1 pw2 hash1 hash2
   port="$(free_port)"
   issuer="https://127.0.0.1:$port/dex"
   pw1="$(openssl rand -hex 12)"
   pw2="$(openssl rand -hex 12)"
+  hash1="$(bcrypt_hash "$pw1")"
+  hash2="$(bcrypt_hash "$pw2")"
   # JSON is YAML: the config is written as JSON, so no value needs YAML quoting.
   cat > "$dir/config.yaml" <<C
 {
@@ -120,10 +125,10 @@ start() {
   "staticPasswords": [
     {"email": "alice@example.com", "username": "alice", "preferredUsername": "alice",
      "emailVerified": true, "userID": "1d4f7f56-0a51-4d1c-9c57-5a2f1b2c0a01",
-     "groups": ["jumpstarter-users"], "hash": "$(bcrypt_hash "$pw1")"},
+     "groups": ["jumpstarter-users"], "hash": "$hash1"},
     {"email": "bob@example.com", "username": "bob", "preferredUsername": "bob",
      "emailVerified": true, "userID": "1d4f7f56-0a51-4d1c-9c57-5a2f1b2c0a02",
-     "groups": ["jumpstarter-users"], "hash": "$(bcrypt_hash "$pw2")"}
+     "groups": ["jumpstarter-users"], "hash": "$hash2"}
   ]
 }
 C
