@@ -282,3 +282,111 @@ async fn jmp_login_signs_in_and_refreshes() {
     let refreshed_claims = verify(&dex, &refreshed).await.unwrap();
     assert_eq!(refreshed_claims["sub"], claims["sub"]);
 }
+
+/// Stops the script's Dex however the test ends.
+struct ScriptGuard {
+    script: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for ScriptGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(&self.script)
+            .arg("stop")
+            .env("OIDC_DIR", &self.dir)
+            .status();
+    }
+}
+
+/// `tools/oidc-testenv.sh start` prints the env file on its last line; its issuer answers
+/// the password grant of OIDC_USERNAME/OIDC_PASSWORD over TLS verified with OIDC_CA_FILE,
+/// with tokens of OIDC_TOKEN_TTL; `stop` stops Dex.
+#[test]
+fn oidc_testenv_script_starts_and_stops_dex() {
+    let dir = tempfile::tempdir().unwrap();
+    let guard = ScriptGuard {
+        script: jumpstarter_testenv::repo_root().join("tools/oidc-testenv.sh"),
+        dir: dir.path().join("state"),
+    };
+    let output = std::process::Command::new(&guard.script)
+        .arg("start")
+        .env("OIDC_DIR", &guard.dir)
+        .env("OIDC_TOKEN_TTL", "7m")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "start: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let env_file = stdout.lines().last().expect("env file on the last line");
+    let env: std::collections::BTreeMap<String, String> = std::fs::read_to_string(env_file)
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect();
+    for key in [
+        "OIDC_ISSUER",
+        "OIDC_CA_FILE",
+        "OIDC_CLIENT_ID",
+        "OIDC_USERNAME",
+        "OIDC_PASSWORD",
+    ] {
+        assert!(env.contains_key(key), "{key} missing from {env_file}");
+    }
+    assert_eq!(env["OIDC_CLIENT_ID"], CLIENT_ID);
+    let token = |user: &str, password: &str| {
+        std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert", &env["OIDC_CA_FILE"]])
+            .args([
+                "-d",
+                "grant_type=password",
+                "-d",
+                "client_id=jumpstarter-cli",
+            ])
+            .args(["-d", "scope=openid profile offline_access"])
+            .args(["--data-urlencode", &format!("username={user}")])
+            .args(["--data-urlencode", &format!("password={password}")])
+            .arg(format!("{}/token", env["OIDC_ISSUER"]))
+            .output()
+            .unwrap()
+    };
+    let answer = token(&env["OIDC_USERNAME"], &env["OIDC_PASSWORD"]);
+    let answer: Value = serde_json::from_slice(&answer.stdout).expect("token response JSON");
+    let access_token = answer["access_token"].as_str().expect("access_token");
+    let claims = part(access_token, 1);
+    assert_eq!(claims["iss"], env["OIDC_ISSUER"].as_str());
+    assert_eq!(claims["aud"], CLIENT_ID);
+    assert_eq!(claims["preferred_username"], "alice");
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        420
+    );
+    let refused = token(&env["OIDC_USERNAME"], "wrong");
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("Invalid username or password"));
+
+    let pid: i32 = std::fs::read_to_string(guard.dir.join("dex.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let status = std::process::Command::new(&guard.script)
+        .arg("stop")
+        .env("OIDC_DIR", &guard.dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Gone, or a zombie waiting for its reaper (the script's shell has exited).
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(
+        state.is_empty() || state.contains(") Z "),
+        "dex {pid} still runs: {state}"
+    );
+    assert!(
+        token(&env["OIDC_USERNAME"], &env["OIDC_PASSWORD"])
+            .stdout
+            .is_empty()
+    );
+}
