@@ -259,7 +259,7 @@ impl Dex {
                 .context("writing Dex's config")?;
             let log_file = dir.path().join("dex.log");
             let log = std::fs::File::create(&log_file).context("creating Dex's log")?;
-            let child = Command::new(&bin)
+            let mut child = Command::new(&bin)
                 .arg("serve")
                 .arg(&config_file)
                 // Dex expands $VARS in parts of its config; nothing here needs it.
@@ -269,7 +269,6 @@ impl Dex {
                 .stderr(log)
                 .spawn()
                 .with_context(|| format!("running {}", bin.display()))?;
-            let mut child = child;
             let https = Https {
                 port,
                 tls: tls.clone(),
