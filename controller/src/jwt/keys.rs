@@ -155,3 +155,88 @@ fn usable(jwk: Jwk) -> Option<Key> {
         key,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    fn ec_key(
+        alg: &'static rcgen::SignatureAlgorithm,
+        jwt_alg: Algorithm,
+    ) -> (EncodingKey, serde_json::Value) {
+        let pair = rcgen::KeyPair::generate_for(alg).expect("key");
+        let encoding = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).expect("pem");
+        let jwk = Jwk::from_encoding_key(&encoding, jwt_alg).expect("jwk");
+        (encoding, serde_json::to_value(jwk).expect("json"))
+    }
+
+    fn sign(key: &EncodingKey, alg: Algorithm, kid: Option<&str>) -> String {
+        let mut header = Header::new(alg);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&header, &json!({"sub": "x"}), key).expect("sign")
+    }
+
+    #[test]
+    fn unusable_keys_are_skipped_not_fatal() {
+        let (_, p256) = ec_key(&rcgen::PKCS_ECDSA_P256_SHA256, Algorithm::ES256);
+        let mut enc = p256.clone();
+        enc["use"] = json!("enc");
+        let document = json!({"keys": [
+            p256,
+            enc,
+            {"kty": "oct", "k": "c2VjcmV0", "alg": "HS256", "kid": "hmac"},
+            {"kty": "EC", "crv": "P-521", "x": "AA", "y": "AA", "kid": "p521"},
+            {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"},
+            {"kty": "RSA", "kid": "broken"},
+            "not an object",
+        ]});
+        let (keys, skipped) = KeySet::from_jwks(document.to_string().as_bytes()).expect("jwks");
+        assert_eq!((keys.len(), skipped), (1, 6));
+        assert!(KeySet::from_jwks(b"{\"kees\": []}").is_err());
+    }
+
+    #[test]
+    fn a_key_only_verifies_the_algorithm_it_fits() {
+        let (p256_key, mut p256) = ec_key(&rcgen::PKCS_ECDSA_P256_SHA256, Algorithm::ES256);
+        let (p384_key, mut p384) = ec_key(&rcgen::PKCS_ECDSA_P384_SHA384, Algorithm::ES384);
+        p256["kid"] = json!("p256");
+        p384["kid"] = json!("p384");
+        let document = json!({"keys": [p256, p384]}).to_string();
+        let (keys, _) = KeySet::from_jwks(document.as_bytes()).expect("jwks");
+
+        let es256 = sign(&p256_key, Algorithm::ES256, Some("p256"));
+        assert_eq!(
+            keys.check(&es256, Algorithm::ES256, Some("p256")),
+            SignatureCheck::Verified
+        );
+        // Without a kid every key is tried.
+        assert_eq!(
+            keys.check(&es256, Algorithm::ES256, None),
+            SignatureCheck::Verified
+        );
+        let es384 = sign(&p384_key, Algorithm::ES384, Some("p384"));
+        assert_eq!(
+            keys.check(&es384, Algorithm::ES384, Some("p384")),
+            SignatureCheck::Verified
+        );
+        // A P-384 key named by an ES256 token does not verify it.
+        let wrong = sign(&p256_key, Algorithm::ES256, Some("p384"));
+        assert_eq!(
+            keys.check(&wrong, Algorithm::ES256, Some("p384")),
+            SignatureCheck::Invalid
+        );
+        // An unknown kid, or no kid and no key verifying: worth a refetch.
+        assert_eq!(
+            keys.check(&es256, Algorithm::ES256, Some("p999")),
+            SignatureCheck::NoMatchingKey
+        );
+        let (stranger, _) = ec_key(&rcgen::PKCS_ECDSA_P256_SHA256, Algorithm::ES256);
+        let unsigned = sign(&stranger, Algorithm::ES256, None);
+        assert_eq!(
+            keys.check(&unsigned, Algorithm::ES256, None),
+            SignatureCheck::NoMatchingKey
+        );
+    }
+}
