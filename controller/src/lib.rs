@@ -7,6 +7,7 @@
 //! - [`settings`]: deployment settings passed down from the binary.
 //! - [`flags`]: the flag groups of the controller binaries (defaults from [`settings`]).
 //! - [`limits`]: per-caller limits of the services and their flags.
+//! - [`jwt`]: JWT authenticators of external issuers (OIDC, service accounts).
 //! - [`keys`]: CA, token signing keys and certificates, created at first start.
 //! - [`reconcile`]: the loop that applies plans: lease status, exporter status, credentials.
 //! - [`leader`]: leader election over a coordination.k8s.io Lease.
@@ -23,6 +24,7 @@ pub mod admin;
 pub mod auth;
 pub mod crd;
 pub mod flags;
+pub mod jwt;
 pub mod keys;
 pub mod leader;
 pub mod limits;

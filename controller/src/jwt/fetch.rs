@@ -1,0 +1,173 @@
+//! HTTPS fetches of an issuer's OpenID discovery document and JWKS key set: bounded in time
+//! and size, TLS verified against the issuer's [`super::trust`] roots, no redirects.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt as _, Empty, Limited};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rustls::RootCertStore;
+
+/// Why an issuer's documents could not be fetched. Worth a retry: the issuer, the network
+/// or the CA file may recover.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("issuer certificate authority {path}: {message}")]
+    CertificateAuthority { path: String, message: String },
+    #[error("{0}")]
+    SystemRoots(String),
+    #[error("GET {url}: {message}")]
+    Request { url: String, message: String },
+    #[error("GET {url}: no answer within {seconds} s")]
+    Timeout { url: String, seconds: u64 },
+    #[error("GET {url}: {status}")]
+    Status { url: String, status: String },
+    #[error("GET {url}: document larger than {limit} bytes")]
+    TooLarge { url: String, limit: usize },
+    #[error("{url}: {message}")]
+    Document { url: String, message: String },
+    /// The discovery document names another issuer (go-oidc's text).
+    #[error(
+        "oidc: issuer did not match the issuer returned by provider, expected {expected:?} got {got:?}"
+    )]
+    IssuerMismatch { expected: String, got: String },
+}
+
+impl FetchError {
+    /// A stable, low-cardinality label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FetchError::CertificateAuthority { .. } => "certificate_authority",
+            FetchError::SystemRoots(_) => "system_roots",
+            FetchError::Request { .. } => "request",
+            FetchError::Timeout { .. } => "timeout",
+            FetchError::Status { .. } => "status",
+            FetchError::TooLarge { .. } => "too_large",
+            FetchError::Document { .. } => "document",
+            FetchError::IssuerMismatch { .. } => "issuer_mismatch",
+        }
+    }
+}
+
+/// Bounds of one fetch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// The whole request, connect to last byte.
+    pub(crate) timeout: Duration,
+    /// Discovery documents and key sets are a few KiB; this leaves room for large key sets
+    /// and refuses a misconfigured URL serving something else.
+    pub(crate) max_bytes: usize,
+}
+
+/// The fields of a discovery document this service uses.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct Discovery {
+    pub(crate) issuer: String,
+    pub(crate) jwks_uri: String,
+}
+
+/// Fetches and checks a discovery document. Its `issuer` must equal `expected_issuer`
+/// unless `discoveryURL` was configured (go-oidc then takes the configured URL as is).
+pub(crate) async fn discovery(
+    url: &str,
+    expected_issuer: &str,
+    check_issuer: bool,
+    roots: Arc<RootCertStore>,
+    limits: Limits,
+) -> Result<Discovery, FetchError> {
+    let body = get(url, roots, limits).await?;
+    let document: Discovery = serde_json::from_slice(&body).map_err(|e| FetchError::Document {
+        url: url.into(),
+        message: format!("not an OpenID discovery document: {e}"),
+    })?;
+    if check_issuer && document.issuer != expected_issuer {
+        return Err(FetchError::IssuerMismatch {
+            expected: expected_issuer.into(),
+            got: document.issuer,
+        });
+    }
+    if !document.jwks_uri.starts_with("https://") {
+        return Err(FetchError::Document {
+            url: url.into(),
+            message: format!("jwks_uri {:?} is not an https URL", document.jwks_uri),
+        });
+    }
+    Ok(document)
+}
+
+/// GET of a JSON document over HTTPS.
+pub(crate) async fn get(
+    url: &str,
+    roots: Arc<RootCertStore>,
+    limits: Limits,
+) -> Result<Bytes, FetchError> {
+    let request_error = |message: String| FetchError::Request {
+        url: url.into(),
+        message,
+    };
+    let uri: http::Uri = url.parse().map_err(|e| request_error(format!("{e}")))?;
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| request_error(format!("TLS configuration: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let request = http::Request::get(uri)
+        .header(http::header::ACCEPT, "application/json")
+        .body(Empty::new())
+        .map_err(|e| request_error(e.to_string()))?;
+    let exchange = async {
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| request_error(error_chain(&e)))?;
+        let status = response.status();
+        if status != http::StatusCode::OK {
+            return Err(FetchError::Status {
+                url: url.into(),
+                status: status.to_string(),
+            });
+        }
+        Limited::new(response.into_body(), limits.max_bytes)
+            .collect()
+            .await
+            .map(|body| body.to_bytes())
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    FetchError::TooLarge {
+                        url: url.into(),
+                        limit: limits.max_bytes,
+                    }
+                } else {
+                    request_error(e.to_string())
+                }
+            })
+    };
+    tokio::time::timeout(limits.timeout, exchange)
+        .await
+        .map_err(|_| FetchError::Timeout {
+            url: url.into(),
+            seconds: limits.timeout.as_secs(),
+        })?
+}
+
+/// An error with its causes (hyper's own text is only "client error (Connect)").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
