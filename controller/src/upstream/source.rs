@@ -30,6 +30,12 @@ pub async fn from_config_map<S: Store>(
     };
     let data = config_map.data.unwrap_or_default();
     let key = |k: &str| data.get(k).map(String::as_str);
+    if key("authentication").is_some() && key("config").is_some() {
+        tracing::warn!(
+            config_map = %format!("{namespace}/{name}"),
+            "the legacy key `authentication` wins: key `config` is not used (as in 0.9.0)"
+        );
+    }
     UpstreamConfig::parse(key("config"), key("router"), key("authentication")).map(Some)
 }
 
