@@ -18,6 +18,7 @@
 //! - [`service`]: the gRPC services (ControllerService, ClientService).
 //! - [`server`]: TLS gRPC server, probes and metrics listeners.
 //! - [`runtime`]: the wiring of a controller process (metrics, listeners, gRPC server).
+//! - [`upstream`]: the 0.9.0 configuration (ConfigMap `jumpstarter-controller` or a file).
 //! - [`admin`]: create, get, list and delete clients, exporters and leases; 0.9.0 configs.
 
 pub mod admin;
@@ -37,3 +38,4 @@ pub mod server;
 pub mod service;
 pub mod settings;
 pub mod store;
+pub mod upstream;

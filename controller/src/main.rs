@@ -20,12 +20,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use jumpstarter_controller::flags::exporter_labels::ExporterLabelArgs;
+use jumpstarter_controller::flags::upstream::UpstreamConfigArgs;
 use jumpstarter_controller::flags::{GoDuration, LifetimeArgs, TlsSanArgs};
 use jumpstarter_controller::limits::LimitArgs;
 use jumpstarter_controller::owner::OwnerArgs;
@@ -36,6 +37,7 @@ use jumpstarter_controller::runtime::{self, ControllerMetrics, GrpcServer};
 use jumpstarter_controller::server::Readiness;
 use jumpstarter_controller::settings::{self, RouterEntry, Settings};
 use jumpstarter_controller::store::kube::KubeStore;
+use jumpstarter_controller::upstream::GivenFlags;
 use jumpstarter_controller::{keys, leader};
 use jumpstarter_shell::logging::{self, LogArgs};
 use jumpstarter_shell::{kube_client, private_file, signal};
@@ -167,6 +169,8 @@ struct RunArgs {
     owner: OwnerArgs,
     #[command(flatten)]
     peers: PeerArgs,
+    #[command(flatten)]
+    upstream: UpstreamConfigArgs,
 }
 
 #[derive(Debug, Args)]
@@ -184,12 +188,18 @@ struct RouterCertArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Which flags were given explicitly: they win over the upstream configuration.
+    let given = matches
+        .subcommand_matches("run")
+        .map(GivenFlags::from_matches)
+        .unwrap_or_default();
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     match cli.command {
         Command::Run(args) => {
             logging::init(args.common.log.log_format, "info");
-            runtime.block_on(run(*args))
+            runtime.block_on(run(*args, given))
         }
         Command::RouterCert(args) => {
             logging::init(args.common.log.log_format, "info");
@@ -198,7 +208,7 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
+async fn run(args: RunArgs, given: GivenFlags) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     signal::spawn_watch(shutdown.clone());
 
@@ -206,10 +216,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = kube_client::connect(args.common.kubeconfig.as_deref()).await?;
     let store = KubeStore::new(client.clone());
     let owner = args.owner.resolve(&store, &namespace).await?;
-    if args.routers.is_empty() {
-        tracing::warn!("no --router given: every Dial will fail with \"no router available\"");
-    }
-    let settings = Arc::new(Settings {
+    let upstream = args
+        .upstream
+        .load(&store, &namespace)
+        .await
+        .context("read the configuration")?;
+    let mut settings = Settings {
         namespace: namespace.clone(),
         grpc_endpoint: args.grpc_endpoint.clone(),
         routers: args.routers.clone(),
@@ -217,11 +229,26 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         router_token_lifetime: args.router_token_lifetime.0,
         max_tags: args.max_tags,
         hidden_labels: args.hidden_labels.clone(),
+        deprecated_labels: Default::default(),
+        provisioning: false,
+        internal_prefix: jumpstarter_controller::upstream::DEFAULT_INTERNAL_PREFIX.to_owned(),
+        jwt: Vec::new(),
         lease_cert_max_validity: args.lifetimes.lease_cert_max_validity.0,
         limits: args.caller_limits.limits(),
         exporter_label_prefixes: args.exporter_labels.exporter_label_prefixes.clone(),
         owner,
-    });
+    };
+    upstream.apply(&mut settings, &given);
+    if settings.routers.is_empty() {
+        tracing::warn!(
+            "no router (--router or the ConfigMap's key `router`): every Dial will fail with \"no router available\""
+        );
+    }
+    let settings = Arc::new(settings);
+    let mut port_limits = args.limits;
+    for item in upstream.apply_keepalive(&mut port_limits, &given) {
+        tracing::info!("not applied: {item}");
+    }
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     let replicas = ReplicaRegistry::new(ReplicaId::new(&identity));
 
@@ -270,7 +297,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             tls_sans: args.sans.tls_sans.clone(),
             listen: args.grpc_listen,
             quic_listen: args.grpc_quic_listen,
-            limits: args.limits,
+            limits: port_limits,
             replicas: replicas.clone(),
         },
         &metrics,
@@ -406,6 +433,10 @@ async fn router_cert(args: RouterCertArgs) -> anyhow::Result<()> {
         router_token_lifetime: settings::DEFAULT_ROUTER_TOKEN_LIFETIME,
         max_tags: settings::DEFAULT_MAX_TAGS,
         hidden_labels: Vec::new(),
+        deprecated_labels: Default::default(),
+        provisioning: false,
+        internal_prefix: jumpstarter_controller::upstream::DEFAULT_INTERNAL_PREFIX.to_owned(),
+        jwt: Vec::new(),
         lease_cert_max_validity: settings::DEFAULT_LEASE_CERT_MAX_VALIDITY,
         limits: Default::default(),
         exporter_label_prefixes: Vec::new(),

@@ -86,6 +86,16 @@ pub struct Settings {
     pub max_tags: usize,
     /// Label keys hidden from ListExporters/GetExporter unless asked for.
     pub hidden_labels: Vec<String>,
+    /// Deprecated label keys and the message shown for each (0.9.0 `deprecatedLabels`):
+    /// reported in `deprecated_labels` of exporters and leases.
+    pub deprecated_labels: BTreeMap<String, String>,
+    /// The first login of an unknown user creates its Client (0.9.0 `provisioning.enabled`).
+    pub provisioning: bool,
+    /// Prefix of the usernames of internal tokens (0.9.0 `authentication.internal.prefix`).
+    pub internal_prefix: String,
+    /// JWT authenticators (0.9.0 `authentication.jwt`): Kubernetes structured-authentication
+    /// `JWTAuthenticator`s as written, checked where they are built.
+    pub jwt: Vec<serde_json::Value>,
     /// Longest validity of one per-lease certificate (it never outlives the lease either).
     pub lease_cert_max_validity: Duration,
     /// What one client or exporter may ask of the services.
@@ -115,6 +125,10 @@ impl Settings {
             router_token_lifetime: DEFAULT_ROUTER_TOKEN_LIFETIME,
             max_tags: DEFAULT_MAX_TAGS,
             hidden_labels: Vec::new(),
+            deprecated_labels: BTreeMap::new(),
+            provisioning: false,
+            internal_prefix: crate::upstream::DEFAULT_INTERNAL_PREFIX.to_owned(),
+            jwt: Vec::new(),
             lease_cert_max_validity: DEFAULT_LEASE_CERT_MAX_VALIDITY,
             limits: Limits::default(),
             exporter_label_prefixes: Vec::new(),

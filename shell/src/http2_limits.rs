@@ -102,6 +102,14 @@ pub struct Http2Limits {
         value_parser = crate::duration_flag::parse
     )]
     pub keepalive_timeout: Duration,
+    /// A connection is closed (GOAWAY) after this long, whatever it does; set from the
+    /// 0.9.0 configuration (`grpc.keepalive.maxConnectionAge`), no flag. `None`: never.
+    #[arg(skip)]
+    pub max_connection_age: Option<Duration>,
+    /// How long calls still running on a connection closed for its age may go on
+    /// (`grpc.keepalive.maxConnectionAgeGrace`). `None`: until they end.
+    #[arg(skip)]
+    pub max_connection_age_grace: Option<Duration>,
 }
 
 impl Default for Http2Limits {
@@ -113,6 +121,8 @@ impl Default for Http2Limits {
             max_header_list_size: MAX_HEADER_LIST_SIZE,
             keepalive_interval: KEEPALIVE_INTERVAL,
             keepalive_timeout: KEEPALIVE_TIMEOUT,
+            max_connection_age: None,
+            max_connection_age_grace: None,
         }
     }
 }
@@ -125,6 +135,13 @@ impl Http2Limits {
         server: tonic::transport::Server<L>,
     ) -> tonic::transport::Server<tower_layer::Stack<StreamTracking, L>> {
         let keepalive = (!self.keepalive_interval.is_zero()).then_some(self.keepalive_interval);
+        let mut server = server;
+        if let Some(age) = self.max_connection_age {
+            server = server.max_connection_age(age);
+        }
+        if let Some(grace) = self.max_connection_age_grace {
+            server = server.max_connection_age_grace(grace);
+        }
         server
             .layer(StreamTracking)
             .max_concurrent_streams(self.max_concurrent_streams)

@@ -31,11 +31,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use jumpstarter_controller::admin::{self as admin_ops, Kind, LeaseOrder, OutputFormat};
 use jumpstarter_controller::flags::exporter_labels::ExporterLabelArgs;
+use jumpstarter_controller::flags::upstream::UpstreamFileArgs;
 use jumpstarter_controller::flags::{LifetimeArgs, TlsSanArgs};
 use jumpstarter_controller::limits::LimitArgs;
+use jumpstarter_controller::upstream::GivenFlags;
 use jumpstarter_shell::logging::{self, LogArgs, LogFormat};
 
 use crate::admin_command::{AdminCommand, Target};
@@ -130,6 +132,8 @@ struct ServeArgs {
     log: LogArgs,
     #[command(flatten)]
     limits: jumpstarter_shell::port_limits::PortLimits,
+    #[command(flatten)]
+    upstream: UpstreamFileArgs,
 }
 
 #[derive(Debug, Args)]
@@ -281,12 +285,18 @@ impl From<OutputArg> for OutputFormat {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Which flags were given explicitly: they win over the configuration file.
+    let given = matches
+        .subcommand_matches("serve")
+        .map(GivenFlags::from_matches)
+        .unwrap_or_default();
     let result = match tokio::runtime::Runtime::new() {
         Ok(runtime) => match cli.command {
             Command::Serve(args) => {
                 logging::init(args.log.log_format, "info");
-                runtime.block_on(serve_command(args))
+                runtime.block_on(serve_command(args, given))
             }
             Command::Admin(args) => {
                 logging::init(LogFormat::Text, "warn");
@@ -304,7 +314,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve_command(args: ServeArgs, given: GivenFlags) -> anyhow::Result<()> {
+    let upstream = args
+        .upstream
+        .load()
+        .map_err(|e| anyhow::Error::new(e).context("read the configuration"))?;
     let options = ServeOptions {
         data_dir: DataDir::from_env(args.data_dir.as_deref())?,
         namespace: args.namespace,
@@ -329,6 +343,8 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
         limits: args.limits,
         caller_limits: args.caller_limits.limits(),
         exporter_label_prefixes: args.exporter_labels.exporter_label_prefixes,
+        upstream,
+        given,
     };
     serve::serve(options).await
 }

@@ -25,6 +25,7 @@ use jumpstarter_controller::runtime::{self, ControllerMetrics, GrpcServer};
 use jumpstarter_controller::server::Readiness;
 use jumpstarter_controller::settings::{self, RouterEntry, Settings};
 use jumpstarter_controller::store::embedded::EmbeddedStore;
+use jumpstarter_controller::upstream::{GivenFlags, UpstreamConfig};
 use jumpstarter_router::{QuicRouter, QuicRouterConfig, ResetKey, Router, RouterConfig};
 use jumpstarter_shell::{advertised_address, private_file, signal};
 use prometheus_client::registry::Registry;
@@ -64,6 +65,9 @@ pub(crate) struct ServeOptions {
     pub(crate) caller_limits: Limits,
     /// Label key prefixes exporters may set on themselves.
     pub(crate) exporter_label_prefixes: Vec<String>,
+    /// The 0.9.0 configuration (`--config`), folded in where no flag was `given`.
+    pub(crate) upstream: UpstreamConfig,
+    pub(crate) given: GivenFlags,
 }
 
 /// The endpoint clients should use for a listen address (see
@@ -99,7 +103,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| advertised(options.router_listen));
     let quic_endpoint = options.quic_listen.map(advertised);
-    let settings = Arc::new(Settings {
+    let mut settings = Settings {
         namespace: options.namespace.clone(),
         grpc_endpoint: grpc_endpoint.clone(),
         routers: vec![RouterEntry {
@@ -112,12 +116,25 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         router_token_lifetime: settings::DEFAULT_ROUTER_TOKEN_LIFETIME,
         max_tags: settings::DEFAULT_MAX_TAGS,
         hidden_labels: Vec::new(),
+        deprecated_labels: Default::default(),
+        provisioning: false,
+        internal_prefix: jumpstarter_controller::upstream::DEFAULT_INTERNAL_PREFIX.to_owned(),
+        jwt: Vec::new(),
         lease_cert_max_validity: options.lease_cert_max_validity,
         limits: options.caller_limits.clone(),
         exporter_label_prefixes: options.exporter_label_prefixes.clone(),
         // Nothing here is deleted by a Kubernetes garbage collector.
         owner: None,
-    });
+    };
+    options.upstream.apply(&mut settings, &options.given);
+    let settings = Arc::new(settings);
+    let mut limits = options.limits;
+    for item in options
+        .upstream
+        .apply_keepalive(&mut limits, &options.given)
+    {
+        tracing::info!("not applied: {item}");
+    }
 
     let now = OffsetDateTime::now_utc();
     let keys = Arc::new(
@@ -144,7 +161,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let metrics = ControllerMetrics::register(&mut registry);
     let router_keys = router_token_keys(&keys.tokens.current());
     let mut router_config = RouterConfig::new(router_tls, router_keys.clone());
-    router_config.limits = options.limits;
+    router_config.limits = limits;
     let router = Router::new(
         router_config,
         registry.sub_registry_with_prefix("jumpstarter"),
@@ -209,7 +226,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         tls_sans: options.tls_sans.clone(),
         listen: options.grpc_listen,
         quic_listen: options.controller_quic_listen,
-        limits: options.limits,
+        limits,
         replicas: replicas.clone(),
     };
     let grpc = runtime::spawn_grpc(grpc_server, &metrics, &readiness, &shutdown).await?;

@@ -44,6 +44,11 @@ impl<S: Store> ClientApi<S> {
         &self.services.shared.cache
     }
 
+    /// Deprecated label keys and their messages, reported with exporters and leases.
+    fn deprecated_labels(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.services.shared.settings.deprecated_labels
+    }
+
     async fn caller<T>(&self, request: &Request<T>) -> Result<(Caller, Client), Status> {
         self.services.shared.auth.client(request.metadata()).await
     }
@@ -85,9 +90,11 @@ impl<S: Store> ClientApi<S> {
             .await
             .map_err(store_status)?
             .ok_or_else(|| Status::not_found(format!("exporter {namespace}/{name} not found")))?;
+        let settings = &self.services.shared.settings;
         Ok(wire::exporter_to_proto(
             &exporter,
-            &self.services.shared.settings.hidden_labels,
+            &settings.hidden_labels,
+            &settings.deprecated_labels,
             request.show_hidden_labels,
         ))
     }
@@ -101,12 +108,13 @@ impl<S: Store> ClientApi<S> {
         let page = self
             .list_page::<Exporter>(&caller, page_query!(request), |_| Ok(()))
             .await?;
-        let hidden = &self.services.shared.settings.hidden_labels;
+        let settings = &self.services.shared.settings;
+        let (hidden, deprecated) = (&settings.hidden_labels, &settings.deprecated_labels);
         Ok(client_pb::ListExportersResponse {
             exporters: page
                 .items
                 .iter()
-                .map(|e| wire::exporter_to_proto(e, hidden, request.show_hidden_labels))
+                .map(|e| wire::exporter_to_proto(e, hidden, deprecated, request.show_hidden_labels))
                 .collect(),
             next_page_token: page.next_page_token,
         })
@@ -119,7 +127,11 @@ impl<S: Store> ClientApi<S> {
         let (caller, _) = self.caller(&request).await?;
         let (namespace, name) = self.resolve(&caller, &request.get_ref().name, names::LEASES)?;
         let lease = self.lease(&namespace, &name).await?;
-        Ok(wire::lease_to_proto(&lease, OffsetDateTime::now_utc()))
+        Ok(wire::lease_to_proto(
+            &lease,
+            self.deprecated_labels(),
+            OffsetDateTime::now_utc(),
+        ))
     }
 
     async fn list_leases_inner(
@@ -144,7 +156,7 @@ impl<S: Store> ClientApi<S> {
             leases: page
                 .items
                 .iter()
-                .map(|l| wire::lease_to_proto(l, now))
+                .map(|l| wire::lease_to_proto(l, self.deprecated_labels(), now))
                 .collect(),
             next_page_token: page.next_page_token,
         })
@@ -179,7 +191,11 @@ impl<S: Store> ClientApi<S> {
         let created = self.store().create(&object).await.map_err(store_status)?;
         self.cache().put(&created);
         tracing::info!(lease = %format!("{namespace}/{name}"), client = %caller.name, "lease created");
-        Ok(wire::lease_to_proto(&created, OffsetDateTime::now_utc()))
+        Ok(wire::lease_to_proto(
+            &created,
+            self.deprecated_labels(),
+            OffsetDateTime::now_utc(),
+        ))
     }
 
     async fn update_lease_inner(
@@ -235,7 +251,11 @@ impl<S: Store> ClientApi<S> {
                 command::update(state, &caller, &asked, OffsetDateTime::now_utc())
             })
             .await?;
-        Ok(wire::lease_to_proto(&updated, OffsetDateTime::now_utc()))
+        Ok(wire::lease_to_proto(
+            &updated,
+            self.deprecated_labels(),
+            OffsetDateTime::now_utc(),
+        ))
     }
 
     async fn delete_lease_inner(

@@ -20,8 +20,13 @@ use crate::crd::{Exporter, ExporterStatusValue, Lease};
 use jumpstarter_lease::scheduler::duration as go_duration;
 use jumpstarter_lease::selector::{self, Requirement};
 
-/// A lease as the client API shows it.
-pub(crate) fn lease_to_proto(lease: &Lease, now: OffsetDateTime) -> client_pb::Lease {
+/// A lease as the client API shows it. `deprecated` (label key -> message) reports which
+/// keys of its selector are deprecated (0.9.0 `deprecatedLabels`).
+pub(crate) fn lease_to_proto(
+    lease: &Lease,
+    deprecated: &BTreeMap<String, String>,
+    now: OffsetDateTime,
+) -> client_pb::Lease {
     let namespace = lease.metadata.namespace.clone().unwrap_or_default();
     let name = lease.metadata.name.clone().unwrap_or_default();
     let spec = &lease.spec;
@@ -73,26 +78,34 @@ pub(crate) fn lease_to_proto(lease: &Lease, now: OffsetDateTime) -> client_pb::L
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         allow_disabled: spec.allow_disabled.unwrap_or(false),
-        deprecated_labels: HashMap::new(),
+        deprecated_labels: selector_deprecations(&spec.selector, deprecated),
     }
 }
 
-/// An exporter as the client API shows it; `hidden` label keys are dropped unless
-/// `show_hidden` is set.
+/// An exporter as the client API shows it. Its labels whose keys are `deprecated` (label
+/// key -> message) are reported in `deprecated_labels` with their messages; unless
+/// `show_hidden` is set, those and the `hidden` keys are dropped from `labels` (as 0.9.0
+/// does).
 pub(crate) fn exporter_to_proto(
     exporter: &Exporter,
     hidden: &[String],
+    deprecated: &BTreeMap<String, String>,
     show_hidden: bool,
 ) -> client_pb::Exporter {
     let namespace = exporter.metadata.namespace.clone().unwrap_or_default();
     let name = exporter.metadata.name.clone().unwrap_or_default();
-    let labels = exporter
-        .metadata
-        .labels
-        .iter()
-        .flatten()
-        .filter(|(k, _)| show_hidden || !hidden.contains(k))
+    let all_labels = exporter.metadata.labels.iter().flatten();
+    let labels = all_labels
+        .clone()
+        .filter(|(k, _)| show_hidden || !(hidden.contains(k) || deprecated.contains_key(*k)))
         .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let deprecated_labels = all_labels
+        .filter_map(|(k, _)| {
+            deprecated
+                .get(k)
+                .map(|message| (k.clone(), message.clone()))
+        })
         .collect();
     let status = exporter.status.clone().unwrap_or_default();
     let online = vocabulary::is_true(
@@ -109,8 +122,29 @@ pub(crate) fn exporter_to_proto(
             .unwrap_or(pb::ExporterStatus::Unspecified) as i32,
         status_message: status.status_message.unwrap_or_default(),
         enabled: Some(exporter.spec.is_enabled()),
-        deprecated_labels: HashMap::new(),
+        deprecated_labels,
     }
+}
+
+/// The keys of a stored selector (`matchLabels` and `matchExpressions`) that are
+/// `deprecated`, with their messages.
+fn selector_deprecations(
+    selector: &meta::LabelSelector,
+    deprecated: &BTreeMap<String, String>,
+) -> HashMap<String, String> {
+    if deprecated.is_empty() {
+        return HashMap::new();
+    }
+    let label_keys = selector.match_labels.iter().flatten().map(|(k, _)| k);
+    let expression_keys = selector.match_expressions.iter().flatten().map(|r| &r.key);
+    label_keys
+        .chain(expression_keys)
+        .filter_map(|k| {
+            deprecated
+                .get(k)
+                .map(|message| (k.clone(), message.clone()))
+        })
+        .collect()
 }
 
 /// A stored condition as a protobuf condition.

@@ -29,7 +29,7 @@ fn lease() -> Lease {
 #[test]
 fn pending_lease_shape() {
     let now = datetime!(2026-01-01 00:00 UTC);
-    let proto = lease_to_proto(&lease(), now);
+    let proto = lease_to_proto(&lease(), &BTreeMap::new(), now);
     assert_eq!(proto.name, "namespaces/lab/leases/l1");
     assert_eq!(proto.selector, "<none>");
     assert_eq!(
@@ -61,7 +61,7 @@ fn active_lease_shape() {
         }),
         ..LeaseStatus::default()
     });
-    let proto = lease_to_proto(&l, now);
+    let proto = lease_to_proto(&l, &BTreeMap::new(), now);
     assert_eq!(proto.selector, "board=mock,env notin (a,b)");
     assert_eq!(
         proto.exporter.as_deref(),
@@ -92,13 +92,104 @@ fn exporter_shape_hides_labels() {
         }),
     };
     let hidden = vec!["secret".to_owned()];
-    let proto = exporter_to_proto(&exporter, &hidden, false);
+    let proto = exporter_to_proto(&exporter, &hidden, &BTreeMap::new(), false);
     assert_eq!(proto.name, "namespaces/lab/exporters/exp1");
     assert_eq!(proto.labels.len(), 1);
     assert_eq!(proto.status, pb::ExporterStatus::Available as i32);
     assert_eq!(proto.enabled, Some(true));
     assert!(!proto.online);
-    assert_eq!(exporter_to_proto(&exporter, &hidden, true).labels.len(), 2);
+    assert_eq!(
+        exporter_to_proto(&exporter, &hidden, &BTreeMap::new(), true)
+            .labels
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn deprecated_exporter_labels_are_reported_and_dropped_unless_hidden_ones_are_shown() {
+    let exporter = Exporter {
+        metadata: ObjectMeta {
+            name: Some("exp1".into()),
+            namespace: Some("lab".into()),
+            labels: Some(BTreeMap::from([
+                ("board".into(), "mock".into()),
+                ("pool".into(), "staging".into()),
+                ("old-key".into(), "v".into()),
+                ("secret".into(), "x".into()),
+            ])),
+            ..ObjectMeta::default()
+        },
+        spec: ExporterSpec::default(),
+        status: None,
+    };
+    let hidden = vec!["secret".to_owned()];
+    let deprecated = BTreeMap::from([
+        ("pool".to_owned(), "use env instead".to_owned()),
+        ("old-key".to_owned(), String::new()),
+        ("absent".to_owned(), "not on this exporter".to_owned()),
+    ]);
+    let proto = exporter_to_proto(&exporter, &hidden, &deprecated, false);
+    let labels: BTreeMap<_, _> = proto.labels.into_iter().collect();
+    assert_eq!(labels, BTreeMap::from([("board".into(), "mock".into())]));
+    let reported: BTreeMap<_, _> = proto.deprecated_labels.into_iter().collect();
+    assert_eq!(
+        reported,
+        BTreeMap::from([
+            ("old-key".into(), String::new()),
+            ("pool".into(), "use env instead".into()),
+        ])
+    );
+    let shown = exporter_to_proto(&exporter, &hidden, &deprecated, true);
+    assert_eq!(shown.labels.len(), 4);
+    assert_eq!(shown.deprecated_labels.len(), 2);
+    // Nothing configured: nothing reported.
+    let plain = exporter_to_proto(&exporter, &[], &BTreeMap::new(), false);
+    assert_eq!(plain.labels.len(), 4);
+    assert!(plain.deprecated_labels.is_empty());
+}
+
+#[test]
+fn deprecated_selector_keys_of_a_lease_are_reported() {
+    let mut l = lease();
+    l.spec.selector = LabelSelector {
+        match_labels: Some(BTreeMap::from([
+            ("legacy-board".into(), "rpi4".into()),
+            ("board".into(), "rpi4".into()),
+        ])),
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: "old-pool".into(),
+            operator: "In".into(),
+            values: Some(vec!["a".into(), "b".into()]),
+        }]),
+    };
+    let deprecated = BTreeMap::from([
+        ("legacy-board".to_owned(), "use board instead".to_owned()),
+        ("old-pool".to_owned(), "removed".to_owned()),
+        ("unused".to_owned(), "x".to_owned()),
+    ]);
+    let now = datetime!(2026-01-01 00:00 UTC);
+    let reported: BTreeMap<_, _> = lease_to_proto(&l, &deprecated, now)
+        .deprecated_labels
+        .into_iter()
+        .collect();
+    assert_eq!(
+        reported,
+        BTreeMap::from([
+            ("legacy-board".into(), "use board instead".into()),
+            ("old-pool".into(), "removed".into()),
+        ])
+    );
+    // The selector itself is shown unchanged.
+    assert_eq!(
+        lease_to_proto(&l, &deprecated, now).selector,
+        "board=rpi4,legacy-board=rpi4,old-pool in (a,b)"
+    );
+    assert!(
+        lease_to_proto(&lease(), &deprecated, now)
+            .deprecated_labels
+            .is_empty()
+    );
 }
 
 #[test]
