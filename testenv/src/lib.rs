@@ -15,6 +15,11 @@
 //!
 //! [`TestEnv::shared_node`] is the same control plane with a real single node (containerd,
 //! kubelet, kube-proxy, scheduler, controller-manager), for the Helm chart's tests.
+//!
+//! [`legacy_key`] makes the key and tokens of a jumpstarter 0.9.0 Go controller with the
+//! real Go code, for the tests of credentials carried over from such an installation.
+
+pub mod legacy_key;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
