@@ -4,6 +4,7 @@
 //! deprecated). The log-format group is every server's, in `jumpstarter_shell::logging`.
 
 pub mod exporter_labels;
+pub mod legacy_key;
 
 use clap::Args;
 

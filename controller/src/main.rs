@@ -26,6 +26,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use jumpstarter_controller::flags::exporter_labels::ExporterLabelArgs;
+use jumpstarter_controller::flags::legacy_key::LegacyKeyArgs;
 use jumpstarter_controller::flags::{GoDuration, LifetimeArgs, TlsSanArgs};
 use jumpstarter_controller::limits::LimitArgs;
 use jumpstarter_controller::owner::OwnerArgs;
@@ -167,6 +168,8 @@ struct RunArgs {
     owner: OwnerArgs,
     #[command(flatten)]
     peers: PeerArgs,
+    #[command(flatten)]
+    legacy_key: LegacyKeyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -240,6 +243,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     else {
         return Ok(());
     };
+    keys::legacy::accept(&store, &namespace, args.legacy_key.value(), &keys)
+        .await
+        .context("accept the tokens of a 0.9.0 controller key")?;
     let keys = Arc::new(keys);
     if args.router_cert_secrets {
         keys::router_secret::publish(&store, &settings, &keys, OffsetDateTime::now_utc())

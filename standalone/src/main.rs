@@ -130,6 +130,8 @@ struct ServeArgs {
     log: LogArgs,
     #[command(flatten)]
     limits: jumpstarter_shell::port_limits::PortLimits,
+    #[command(flatten)]
+    legacy_key: jumpstarter_controller::flags::legacy_key::LegacyKeyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -329,6 +331,7 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
         limits: args.limits,
         caller_limits: args.caller_limits.limits(),
         exporter_label_prefixes: args.exporter_labels.exporter_label_prefixes,
+        legacy_key: args.legacy_key,
     };
     serve::serve(options).await
 }
