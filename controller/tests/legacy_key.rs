@@ -277,3 +277,42 @@ async fn where_the_0_9_0_key_comes_from() {
     // It verifies credentials only: not the tokens replicas present to each other.
     assert!(current.verifier().verify(&token, now).is_err());
 }
+
+/// A controller whose identity may not read the Secret starts without the 0.9.0 key (and
+/// says why in its log) instead of failing.
+#[tokio::test]
+async fn an_unreadable_secret_gives_no_key() {
+    let (namespace, admin) = support::kube_namespace("legacy-forbidden").await;
+    admin
+        .create(&secret(
+            &namespace,
+            LEGACY_SECRET,
+            &[(LEGACY_SECRET_KEY, CONTROLLER_KEY)],
+        ))
+        .await
+        .expect("create");
+    // The RBAC-only identity of the test control plane, without a Role in this namespace.
+    let limited = KubeStore::new(
+        jumpstarter_testenv::TestEnv::shared()
+            .controller_client()
+            .await,
+    );
+    let read: Result<Option<Secret>, _> = limited.get(&namespace, LEGACY_SECRET).await;
+    assert!(
+        matches!(
+            read,
+            Err(jumpstarter_controller::store::StoreError::Forbidden { .. })
+        ),
+        "{read:?}"
+    );
+    let found = keys::legacy::find(&limited, &namespace, None)
+        .await
+        .expect("find");
+    assert!(found.is_none());
+    // Given explicitly, it needs no Secret.
+    let found = keys::legacy::find(&limited, &namespace, Some(CONTROLLER_KEY.as_bytes()))
+        .await
+        .expect("find")
+        .expect("given");
+    assert_eq!(found.source, LegacyKeySource::Given);
+}
