@@ -20,9 +20,13 @@ pub struct LegacyKeyArgs {
 }
 
 impl LegacyKeyArgs {
-    /// The key's bytes, as the 0.9.0 controller used them.
+    /// The key's bytes, as the 0.9.0 controller used them; an empty value (e.g. an unset
+    /// variable in a manifest) counts as not given.
     pub fn value(&self) -> Option<&[u8]> {
-        self.legacy_controller_key.as_deref().map(str::as_bytes)
+        self.legacy_controller_key
+            .as_deref()
+            .filter(|key| !key.is_empty())
+            .map(str::as_bytes)
     }
 }
 
@@ -57,5 +61,7 @@ mod tests {
             Cli::try_parse_from(["x", "--legacy-controller-key", "s3cr3t-value"]).expect("parse");
         assert_eq!(cli.legacy.value(), Some(&b"s3cr3t-value"[..]));
         assert!(!format!("{cli:?}").contains("s3cr3t"));
+        let cli = Cli::try_parse_from(["x", "--legacy-controller-key", ""]).expect("parse");
+        assert_eq!(cli.legacy.value(), None, "empty is not given");
     }
 }
