@@ -5,6 +5,7 @@
 
 pub mod exporter_labels;
 pub mod upstream;
+pub mod legacy_key;
 
 use clap::Args;
 

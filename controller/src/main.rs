@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use jumpstarter_controller::flags::exporter_labels::ExporterLabelArgs;
 use jumpstarter_controller::flags::upstream::UpstreamConfigArgs;
+use jumpstarter_controller::flags::legacy_key::LegacyKeyArgs;
 use jumpstarter_controller::flags::{GoDuration, LifetimeArgs, TlsSanArgs};
 use jumpstarter_controller::limits::LimitArgs;
 use jumpstarter_controller::owner::OwnerArgs;
@@ -171,6 +172,8 @@ struct RunArgs {
     peers: PeerArgs,
     #[command(flatten)]
     upstream: UpstreamConfigArgs,
+    #[command(flatten)]
+    legacy_key: LegacyKeyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -267,6 +270,9 @@ async fn run(args: RunArgs, given: GivenFlags) -> anyhow::Result<()> {
     else {
         return Ok(());
     };
+    keys::legacy::accept(&store, &namespace, args.legacy_key.value(), &keys)
+        .await
+        .context("accept the tokens of a 0.9.0 controller key")?;
     let keys = Arc::new(keys);
     if args.router_cert_secrets {
         keys::router_secret::publish(&store, &settings, &keys, OffsetDateTime::now_utc())

@@ -134,6 +134,8 @@ struct ServeArgs {
     limits: jumpstarter_shell::port_limits::PortLimits,
     #[command(flatten)]
     upstream: UpstreamFileArgs,
+    #[command(flatten)]
+    legacy_key: jumpstarter_controller::flags::legacy_key::LegacyKeyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -345,6 +347,7 @@ async fn serve_command(args: ServeArgs, given: GivenFlags) -> anyhow::Result<()>
         exporter_label_prefixes: args.exporter_labels.exporter_label_prefixes,
         upstream,
         given,
+        legacy_key: args.legacy_key,
     };
     serve::serve(options).await
 }

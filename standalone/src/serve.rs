@@ -68,6 +68,8 @@ pub(crate) struct ServeOptions {
     /// The 0.9.0 configuration (`--config`), folded in where no flag was `given`.
     pub(crate) upstream: UpstreamConfig,
     pub(crate) given: GivenFlags,
+    /// The `CONTROLLER_KEY` of a 0.9.0 controller whose credentials stay valid.
+    pub(crate) legacy_key: jumpstarter_controller::flags::legacy_key::LegacyKeyArgs,
 }
 
 /// The endpoint clients should use for a listen address (see
@@ -142,6 +144,11 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             .await
             .context("load the controller keys")?,
     );
+    if let Some(value) = options.legacy_key.value() {
+        let legacy = keys::legacy::LegacyKey::derive(value, keys::legacy::LegacyKeySource::Given)
+            .context("accept the tokens of a 0.9.0 controller key")?;
+        keys.accept_legacy(&legacy);
+    }
     // The QUIC listener presents the same certificate: it must name that host too
     // (duplicate names are dropped when the certificate is minted).
     let mut router_sans = options.tls_sans.clone();

@@ -17,7 +17,10 @@
 //! kubelet, kube-proxy, scheduler, controller-manager), for the Helm chart's tests.
 //!
 //! [`oidc::Dex`] is a real OpenID Connect provider (Dex) on loopback, for the SSO tests.
+//! [`legacy_key`] makes the key and tokens of a jumpstarter 0.9.0 Go controller with the
+//! real Go code, for the tests of credentials carried over from such an installation.
 
+pub mod legacy_key;
 pub mod oidc;
 
 use std::collections::BTreeMap;

@@ -11,10 +11,14 @@
 //! - [`peer`]: short-lived tokens controller replicas present to each other (signed with
 //!   the internal key, for their own audience).
 //!
-//! Map: [`key`] (key pairs, PEM), [`internal`], [`router`], [`peer`], [`TokenError`].
+//! - [`legacy`]: the signing key a jumpstarter 0.9.0 controller derives from its
+//!   `CONTROLLER_KEY`, so that the tokens it issued keep verifying.
+//!
+//! Map: [`key`] (key pairs, PEM), [`legacy`], [`internal`], [`router`], [`peer`], [`TokenError`].
 
 pub mod internal;
 pub mod key;
+pub mod legacy;
 pub mod peer;
 pub mod router;
 

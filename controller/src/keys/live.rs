@@ -2,8 +2,9 @@
 //!
 //! A [`TokenKeySet`] is what the keys Secret holds: the key that signs client and exporter
 //! credentials plus public keys that still verify them, and the key that signs router
-//! tokens plus public keys routers should still accept. [`LiveKeys`] is the shared handle
-//! every service and the reconcile loop read at each use; [`LiveVerifier`] keeps a
+//! tokens plus public keys routers should still accept; and, given at start, the public key
+//! of a 0.9.0 controller whose credentials stay valid ([`super::legacy`]). [`LiveKeys`] is
+//! the shared handle every service and the reconcile loop read at each use; [`LiveVerifier`] keeps a
 //! verified-token cache for the current set and starts a fresh one when the set changes, so
 //! a token of a key that was removed is refused at its next use.
 
@@ -24,6 +25,9 @@ pub struct TokenKeySet {
     /// Other public keys routers are told to accept (the previous key during a rotation,
     /// or the next one before it signs).
     pub router_verify_keys: Vec<VerifyingKey>,
+    /// The key of a 0.9.0 controller ([`super::legacy`]): it verifies client and exporter
+    /// credentials only (not peer tokens), and is kept when the keys Secret is reloaded.
+    pub legacy_verify_key: Option<VerifyingKey>,
 }
 
 impl TokenKeySet {
@@ -34,13 +38,23 @@ impl TokenKeySet {
             verify_keys: Vec::new(),
             router_key,
             router_verify_keys: Vec::new(),
+            legacy_verify_key: None,
         }
     }
 
-    /// Verifies credentials signed by the signing key or any extra key.
+    /// Verifies tokens signed by the signing key or any extra key (credentials and peer
+    /// tokens).
     pub fn verifier(&self) -> Verifier {
         let mut verifier = self.issuer.verifier();
         verifier.keys.extend(self.verify_keys.iter().cloned());
+        verifier
+    }
+
+    /// Verifies client and exporter credentials: [`TokenKeySet::verifier`], plus the key
+    /// of a 0.9.0 controller when one is accepted.
+    pub fn credential_verifier(&self) -> Verifier {
+        let mut verifier = self.verifier();
+        verifier.keys.extend(self.legacy_verify_key.iter().cloned());
         verifier
     }
 
@@ -87,7 +101,8 @@ impl From<TokenKeySet> for LiveKeys {
     }
 }
 
-/// A [`CachedVerifier`] of the current keys of a [`LiveKeys`].
+/// A [`CachedVerifier`] of the current credential keys of a [`LiveKeys`]
+/// ([`TokenKeySet::credential_verifier`]).
 #[derive(Debug)]
 pub struct LiveVerifier {
     keys: LiveKeys,
@@ -99,7 +114,7 @@ impl LiveVerifier {
     /// Remembers at most `capacity` verified tokens.
     pub fn new(keys: LiveKeys, capacity: usize) -> Self {
         let (version, set) = keys.read();
-        let cached = Arc::new(CachedVerifier::new(set.verifier(), capacity));
+        let cached = Arc::new(CachedVerifier::new(set.credential_verifier(), capacity));
         LiveVerifier {
             keys,
             capacity,
@@ -114,7 +129,10 @@ impl LiveVerifier {
         if cached.0 != version {
             *cached = (
                 version,
-                Arc::new(CachedVerifier::new(set.verifier(), self.capacity)),
+                Arc::new(CachedVerifier::new(
+                    set.credential_verifier(),
+                    self.capacity,
+                )),
             );
         }
         cached.1.clone()

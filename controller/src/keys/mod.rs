@@ -31,8 +31,12 @@
 //! the new key the signing key and keep the old public key among the verify keys until
 //! the tokens it signed have expired.
 //!
+//! [`legacy`] adds, at start, the public key of a 0.9.0 controller (derived from its
+//! `CONTROLLER_KEY`) to the keys that verify client and exporter credentials.
+//!
 //! Key material is never logged.
 
+pub mod legacy;
 pub mod live;
 pub mod refresh;
 pub mod router_secret;
@@ -459,6 +463,7 @@ impl Material {
             verify_keys: bundle(&self.token_verify_keys, TOKEN_VERIFY_KEYS_KEY)?,
             router_key,
             router_verify_keys: bundle(&self.router_verify_keys, ROUTER_TOKEN_VERIFY_KEYS_KEY)?,
+            legacy_verify_key: None,
         })
     }
 }
@@ -487,8 +492,10 @@ pub async fn reload<S: Store>(
         }
         Err(source) => return Err(secret_error("read", namespace, source)),
     };
-    let fresh = Material::from_secret(namespace, &secret)?.token_keys(namespace, settings)?;
+    let mut fresh = Material::from_secret(namespace, &secret)?.token_keys(namespace, settings)?;
     let current = keys.tokens.current();
+    // The 0.9.0 key is not in the Secret: it was given at start and stays.
+    fresh.legacy_verify_key = current.legacy_verify_key.clone();
     if same_keys(&current, &fresh) {
         return Ok(false);
     }
