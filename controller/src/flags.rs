@@ -4,8 +4,9 @@
 //! deprecated). The log-format group is every server's, in `jumpstarter_shell::logging`.
 
 pub mod exporter_labels;
-pub mod upstream;
 pub mod legacy_key;
+pub mod login;
+pub mod upstream;
 
 use clap::Args;
 

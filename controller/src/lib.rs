@@ -29,6 +29,7 @@ pub mod jwt;
 pub mod keys;
 pub mod leader;
 pub mod limits;
+pub mod login;
 pub mod owner;
 pub mod peer;
 pub mod reconcile;

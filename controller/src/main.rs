@@ -26,8 +26,9 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use jumpstarter_controller::flags::exporter_labels::ExporterLabelArgs;
-use jumpstarter_controller::flags::upstream::UpstreamConfigArgs;
 use jumpstarter_controller::flags::legacy_key::LegacyKeyArgs;
+use jumpstarter_controller::flags::login::LoginArgs;
+use jumpstarter_controller::flags::upstream::UpstreamConfigArgs;
 use jumpstarter_controller::flags::{GoDuration, LifetimeArgs, TlsSanArgs};
 use jumpstarter_controller::limits::LimitArgs;
 use jumpstarter_controller::owner::OwnerArgs;
@@ -174,6 +175,8 @@ struct RunArgs {
     upstream: UpstreamConfigArgs,
     #[command(flatten)]
     legacy_key: LegacyKeyArgs,
+    #[command(flatten)]
+    login: LoginArgs,
 }
 
 #[derive(Debug, Args)]
@@ -305,6 +308,7 @@ async fn run(args: RunArgs, given: GivenFlags) -> anyhow::Result<()> {
             quic_listen: args.grpc_quic_listen,
             limits: port_limits,
             replicas: replicas.clone(),
+            login: runtime::LoginListen::from_args(&args.login),
         },
         &metrics,
         &readiness,

@@ -46,6 +46,8 @@ pub struct ControllerMetrics {
     pub refresh: RefreshMetrics,
     /// The channel between replicas (`jumpstarter_controller_peer_*`).
     pub peer: Arc<PeerMetrics>,
+    /// Fetches of the JWT issuers' documents (`jumpstarter_controller_jwt_*`).
+    pub jwt: Arc<crate::jwt::JwtMetrics>,
 }
 
 impl ControllerMetrics {
@@ -58,6 +60,7 @@ impl ControllerMetrics {
             quic_accept: AcceptMetrics::register(registry, "jumpstarter_controller_grpc_quic"),
             refresh: RefreshMetrics::new(registry),
             peer: Arc::new(PeerMetrics::new(registry)),
+            jwt: Arc::new(crate::jwt::JwtMetrics::new(registry)),
         }
     }
 }
@@ -78,6 +81,8 @@ pub enum RuntimeError {
     Tls(#[source] jumpstarter_certs::Error),
     #[error("load the CA that signs lease certificates")]
     LeaseCa(#[source] jumpstarter_certs::Error),
+    #[error("configure the JWT authenticators (authentication.jwt)")]
+    Jwt(#[source] crate::jwt::JwtConfigError),
     #[error("start the controller QUIC listener on UDP {addr}")]
     Quic {
         addr: SocketAddr,
@@ -129,6 +134,26 @@ pub struct GrpcServer<S> {
     pub limits: PortLimits,
     /// The controller replicas this process is one of.
     pub replicas: Arc<ReplicaRegistry>,
+    /// The login service (`/v1/auth/config`), when asked for.
+    pub login: Option<LoginListen>,
+}
+
+/// Where the login service listens, and whether over TLS (the gRPC port's certificate).
+#[derive(Debug, Clone, Copy)]
+pub struct LoginListen {
+    pub addr: SocketAddr,
+    /// Plain HTTP, for an ingress that ends TLS in front of it.
+    pub plain_http: bool,
+}
+
+impl LoginListen {
+    /// From the login flags: `None` unless `--login-listen` was given.
+    pub fn from_args(args: &crate::flags::login::LoginArgs) -> Option<LoginListen> {
+        args.login_listen.map(|addr| LoginListen {
+            addr,
+            plain_http: args.login_plain_http,
+        })
+    }
 }
 
 /// The gRPC listener tasks: TCP, and QUIC when asked for.
@@ -136,6 +161,8 @@ pub struct GrpcServer<S> {
 pub struct GrpcTasks {
     pub tcp: ServerTask,
     pub quic: Option<ServerTask>,
+    /// The login service, when it was asked for.
+    pub login: Option<ServerTask>,
 }
 
 impl GrpcTasks {
@@ -145,13 +172,17 @@ impl GrpcTasks {
             .tcp
             .await
             .unwrap_or_else(|e| Err(ServerError::Task(e.to_string())));
-        let quic = match self.quic {
-            Some(task) => task
-                .await
-                .unwrap_or_else(|e| Err(ServerError::Task(e.to_string()))),
-            None => Ok(()),
+        let wait = |task: Option<ServerTask>| async move {
+            match task {
+                Some(task) => task
+                    .await
+                    .unwrap_or_else(|e| Err(ServerError::Task(e.to_string()))),
+                None => Ok(()),
+            }
         };
-        tcp.and(quic)
+        let quic = wait(self.quic).await;
+        let login = wait(self.login).await;
+        tcp.and(quic).and(login)
     }
 }
 
@@ -174,6 +205,7 @@ pub async fn spawn_grpc<S: Store>(
         quic_listen,
         limits,
         replicas,
+        login,
     } = server;
     // The QUIC listener presents the same certificate: it must name that address too.
     if let Some(quic) = quic_listen
@@ -203,6 +235,10 @@ pub async fn spawn_grpc<S: Store>(
         metrics.refresh.clone(),
         shutdown.clone(),
     ));
+    let login = match login {
+        Some(login) => Some(spawn_login(login, &settings, &keys, &serving, shutdown).await?),
+        None => None,
+    };
     let lease_ca =
         Ca::from_pem(keys.ca.cert_pem(), &keys.ca.key_pem()).map_err(RuntimeError::LeaseCa)?;
 
@@ -218,6 +254,7 @@ pub async fn spawn_grpc<S: Store>(
         &peer_server_name,
         metrics.peer.clone(),
     );
+    let jwt = jwt_authenticators(&settings, &metrics.jwt)?;
     let services = Services::new(
         store,
         settings,
@@ -229,6 +266,15 @@ pub async fn spawn_grpc<S: Store>(
     .with_lease_ca(Arc::new(lease_ca))
     .with_replicas(replicas)
     .with_forwarder(Arc::new(forwarder));
+    let services = match jwt {
+        Some(jwt) => {
+            // The first logins should not wait for the issuers' keys.
+            let prefetch = jwt.clone();
+            tokio::spawn(async move { prefetch.prefetch(OffsetDateTime::now_utc()).await });
+            services.with_jwt(jwt)
+        }
+        None => services,
+    };
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| RuntimeError::Bind {
@@ -283,5 +329,65 @@ pub async fn spawn_grpc<S: Store>(
         shutdown.cancel();
         result
     });
-    Ok(GrpcTasks { tcp, quic })
+    Ok(GrpcTasks { tcp, quic, login })
+}
+
+/// The JWT authenticators `settings` configures (`None` without any); a configuration
+/// that does not parse, or names a CA file that cannot be read, is an error.
+fn jwt_authenticators(
+    settings: &Settings,
+    metrics: &crate::jwt::JwtMetrics,
+) -> Result<Option<crate::jwt::Authenticators>, RuntimeError> {
+    if settings.jwt.is_empty() {
+        return Ok(None);
+    }
+    let configs = crate::jwt::parse_authenticators(&settings.jwt).map_err(RuntimeError::Jwt)?;
+    let issuers: Vec<&str> = configs.iter().map(|c| c.issuer.url.as_str()).collect();
+    tracing::info!(?issuers, "accepting tokens of these JWT issuers");
+    crate::jwt::Authenticators::new(configs, crate::jwt::JwtOptions::default(), metrics)
+        .map(Some)
+        .map_err(RuntimeError::Jwt)
+}
+
+/// Binds the login service and serves it until `shutdown` (ending the process if it
+/// fails), with the identity providers of `settings` (validated at start).
+async fn spawn_login(
+    login: LoginListen,
+    settings: &Settings,
+    keys: &Keys,
+    serving: &Arc<ServingCert>,
+    shutdown: &CancellationToken,
+) -> Result<ServerTask, RuntimeError> {
+    let providers = crate::jwt::parse_authenticators(&settings.jwt)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|config| (config.issuer.url, config.issuer.audiences));
+    let config = Arc::new(crate::login::LoginConfig::new(
+        &settings.grpc_endpoint,
+        settings.routers.first().map(|r| r.endpoint.as_str()),
+        &settings.namespace,
+        Some(keys.ca.cert_pem()),
+        providers,
+    ));
+    let tls = if login.plain_http {
+        None
+    } else {
+        let alpn = crate::login::ALPN.iter().map(|p| p.to_vec()).collect();
+        Some(Arc::new(
+            reloadable_server_config(serving.clone(), alpn, None).map_err(RuntimeError::Tls)?,
+        ))
+    };
+    let listener = TcpListener::bind(login.addr)
+        .await
+        .map_err(|source| RuntimeError::Bind {
+            what: "login",
+            addr: login.addr,
+            source,
+        })?;
+    let shutdown = shutdown.clone();
+    Ok(tokio::spawn(async move {
+        let result = crate::login::serve(listener, tls, config, shutdown.clone()).await;
+        shutdown.cancel();
+        result
+    }))
 }

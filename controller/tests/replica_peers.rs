@@ -114,6 +114,7 @@ impl Replica {
                 quic_listen: None,
                 limits: Default::default(),
                 replicas: registry.clone(),
+                login: None,
             },
             &metrics,
             &Arc::new(Readiness::default()),

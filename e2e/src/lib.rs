@@ -232,6 +232,9 @@ pub struct Lab {
     pub serve_args: Vec<String>,
     /// The control plane of a Kubernetes-mode lab (else the shared one is assumed).
     pub kube_env: Option<TestEnv>,
+    /// Extra arguments of `jumpstarter-controller router-cert` (Kubernetes mode), e.g.
+    /// the `--ca-secret` the controller was given.
+    pub router_cert_args: Vec<String>,
 }
 
 impl Lab {
@@ -268,6 +271,13 @@ impl Lab {
         lab.start_controller().await?;
         lab.start_router().await?;
         Ok(lab)
+    }
+
+    /// A Kubernetes-mode lab on `env` with its namespace made and nothing started: the
+    /// test puts objects in place, sets `serve_args`, then calls
+    /// [`Lab::start_controller`] and [`Lab::start_router`].
+    pub async fn kubernetes_unstarted(env: &TestEnv, prefix: &str) -> anyhow::Result<Lab> {
+        Lab::prepare(env, Mode::Kubernetes, prefix, &[]).await
     }
 
     async fn start_on(
@@ -313,6 +323,7 @@ impl Lab {
             exporters: BTreeMap::new(),
             serve_args: serve_args.iter().map(|a| (*a).to_owned()).collect(),
             kube_env: (mode == Mode::Kubernetes).then(|| env.clone()),
+            router_cert_args: Vec::new(),
         };
         Ok(lab)
     }
@@ -351,6 +362,7 @@ impl Lab {
             exporters: BTreeMap::new(),
             serve_args: args,
             kube_env: None,
+            router_cert_args: Vec::new(),
         };
         lab.start_serve_as_given().await?;
         Ok(lab)
@@ -576,6 +588,7 @@ impl Lab {
             .arg(self.router_endpoint())
             .arg("--out-dir")
             .arg(&out)
+            .args(&self.router_cert_args)
             .output()
             .await?;
         if !status.status.success() {
@@ -811,7 +824,7 @@ impl Lab {
     }
 
     /// Writes the lab's driver tree into the `export:` of the exporter config at `path`.
-    fn add_drivers(path: &Path) -> anyhow::Result<()> {
+    pub fn add_drivers(path: &Path) -> anyhow::Result<()> {
         let mut config: serde_norway::Value =
             serde_norway::from_str(&std::fs::read_to_string(path)?)?;
         let export: serde_norway::Value = serde_norway::from_str(

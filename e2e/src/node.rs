@@ -132,6 +132,7 @@ impl Release {
             exporters: BTreeMap::new(),
             serve_args: Vec::new(),
             kube_env: Some(env.clone()),
+            router_cert_args: Vec::new(),
         };
         let release = Release {
             env,

@@ -1371,6 +1371,7 @@ routers:
         exporters: BTreeMap::new(),
         serve_args: Vec::new(),
         kube_env: None,
+        router_cert_args: Vec::new(),
     };
     lab.start_exporter("board-1", &["board=mock"])
         .await

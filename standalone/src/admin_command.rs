@@ -30,6 +30,8 @@ pub(crate) enum AdminCommand {
         kind: Kind,
         name: String,
         labels: BTreeMap<String, String>,
+        /// `spec.username`: the identity-provider user that may act as the object.
+        username: Option<String>,
         out: Option<PathBuf>,
     },
     CreateLease {
@@ -81,10 +83,11 @@ impl Backend {
         &self,
         name: &str,
         labels: &BTreeMap<String, String>,
+        username: Option<&str>,
     ) -> anyhow::Result<String> {
         let config = match self {
-            Backend::Kubernetes(admin) => admin.create_client(name, labels).await?,
-            Backend::Service(client) => client.create_client(name, labels).await?,
+            Backend::Kubernetes(admin) => admin.create_client_for(name, labels, username).await?,
+            Backend::Service(client) => client.create_client(name, labels, username).await?,
         };
         Ok(config.to_yaml()?)
     }
@@ -93,10 +96,11 @@ impl Backend {
         &self,
         name: &str,
         labels: &BTreeMap<String, String>,
+        username: Option<&str>,
     ) -> anyhow::Result<String> {
         let config = match self {
-            Backend::Kubernetes(admin) => admin.create_exporter(name, labels).await?,
-            Backend::Service(client) => client.create_exporter(name, labels).await?,
+            Backend::Kubernetes(admin) => admin.create_exporter_for(name, labels, username).await?,
+            Backend::Service(client) => client.create_exporter(name, labels, username).await?,
         };
         Ok(config.to_yaml()?)
     }
@@ -156,11 +160,20 @@ pub(crate) async fn run(target: &Target, command: AdminCommand) -> anyhow::Resul
             kind,
             name,
             labels,
+            username,
             out,
         } => {
             let yaml = match kind {
-                Kind::Client => backend.create_client(&name, &labels).await?,
-                Kind::Exporter => backend.create_exporter(&name, &labels).await?,
+                Kind::Client => {
+                    backend
+                        .create_client(&name, &labels, username.as_deref())
+                        .await?
+                }
+                Kind::Exporter => {
+                    backend
+                        .create_exporter(&name, &labels, username.as_deref())
+                        .await?
+                }
                 Kind::Lease => {
                     anyhow::bail!("use `jumpstarter admin create lease` to create a lease")
                 }

@@ -136,6 +136,8 @@ struct ServeArgs {
     upstream: UpstreamFileArgs,
     #[command(flatten)]
     legacy_key: jumpstarter_controller::flags::legacy_key::LegacyKeyArgs,
+    #[command(flatten)]
+    login: jumpstarter_controller::flags::login::LoginArgs,
 }
 
 #[derive(Debug, Args)]
@@ -225,6 +227,11 @@ struct CreateArgs {
     /// Label `key=value` (repeatable); lease selectors match exporter labels.
     #[arg(short, long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
+    /// Identity-provider username that may act as the object too (`spec.username`, e.g.
+    /// `dex:alice@example.com`: the JWT authenticator's prefix and claim), as
+    /// `jmp admin create --oidc-username` sets it.
+    #[arg(long)]
+    oidc_username: Option<String>,
     /// Write the configuration to this file (mode 0600) instead of stdout.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -337,6 +344,7 @@ async fn serve_command(args: ServeArgs, given: GivenFlags) -> anyhow::Result<()>
             Some(args.controller_quic_listen.unwrap_or(args.grpc_listen))
         },
         http_listen: args.http_listen,
+        login: jumpstarter_controller::runtime::LoginListen::from_args(&args.login),
         grpc_endpoint: args.grpc_endpoint,
         router_endpoint: args.router_endpoint,
         tls_sans: args.sans.tls_sans,
@@ -386,6 +394,7 @@ fn create_command(kind: Kind, args: CreateArgs) -> AdminCommand {
         kind,
         name: args.name,
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        username: args.oidc_username,
         out: args.out,
     }
 }

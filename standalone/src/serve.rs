@@ -51,6 +51,8 @@ pub(crate) struct ServeOptions {
     pub(crate) quic_listen: Option<SocketAddr>,
     /// UDP address of the controller's gRPC-over-QUIC listener; `None` disables it.
     pub(crate) controller_quic_listen: Option<SocketAddr>,
+    /// The login service (`/v1/auth/config`), when asked for.
+    pub(crate) login: Option<jumpstarter_controller::runtime::LoginListen>,
     pub(crate) http_listen: SocketAddr,
     /// Advertised controller endpoint; `None` derives it from `grpc_listen`.
     pub(crate) grpc_endpoint: Option<String>,
@@ -235,6 +237,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         quic_listen: options.controller_quic_listen,
         limits,
         replicas: replicas.clone(),
+        login: options.login,
     };
     let grpc = runtime::spawn_grpc(grpc_server, &metrics, &readiness, &shutdown).await?;
     let router_listener = TcpListener::bind(options.router_listen)

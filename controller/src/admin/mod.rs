@@ -85,6 +85,11 @@ pub enum AdminError {
     InvalidLease(String),
     #[error("invalid label {label:?}: {reason}")]
     InvalidLabel { label: String, reason: String },
+    #[error("invalid username {username:?}: {reason}")]
+    InvalidUsername {
+        username: String,
+        reason: &'static str,
+    },
     #[error("{kind} {namespace}/{name} already exists")]
     AlreadyExists {
         kind: &'static str,
@@ -169,7 +174,19 @@ impl<S: Store> Admin<S> {
         name: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<ClientConfig, AdminError> {
-        let mut client = Client::new(name, ClientSpec::default());
+        self.create_client_for(name, labels, None).await
+    }
+
+    /// Creates Client `name` with `labels` that the identity-provider user `username`
+    /// (`spec.username`, e.g. `dex:alice`) may also act as, and returns its configuration.
+    pub async fn create_client_for(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        username: Option<&str>,
+    ) -> Result<ClientConfig, AdminError> {
+        let username = checked_username(username)?;
+        let mut client = Client::new(name, ClientSpec { username });
         let credentials = self.create_with_credential(&mut client, labels).await?;
         Ok(ClientConfig::new(&credentials))
     }
@@ -181,7 +198,25 @@ impl<S: Store> Admin<S> {
         name: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<ExporterConfig, AdminError> {
-        let mut exporter = Exporter::new(name, ExporterSpec::default());
+        self.create_exporter_for(name, labels, None).await
+    }
+
+    /// [`Admin::create_exporter`], for an exporter that may also log in as `username`
+    /// (`jmp login --exporter-config`).
+    pub async fn create_exporter_for(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        username: Option<&str>,
+    ) -> Result<ExporterConfig, AdminError> {
+        let username = checked_username(username)?;
+        let mut exporter = Exporter::new(
+            name,
+            ExporterSpec {
+                username,
+                ..ExporterSpec::default()
+            },
+        );
         let credentials = self.create_with_credential(&mut exporter, labels).await?;
         Ok(ExporterConfig::new(&credentials))
     }
@@ -550,4 +585,32 @@ mod tests {
         assert_eq!(Kind::parse("lease"), Some(Kind::Lease));
         assert_eq!(Kind::parse("pods"), None);
     }
+}
+
+/// Longest `spec.username` accepted (far above any identity provider's usernames; keeps
+/// objects small).
+const MAX_USERNAME: usize = 512;
+
+/// A `spec.username` as given: `None` stays `None`; an empty, overlong or multi-line one is
+/// refused (it could never match a token's username).
+fn checked_username(username: Option<&str>) -> Result<Option<String>, AdminError> {
+    let Some(username) = username else {
+        return Ok(None);
+    };
+    let refuse = |reason| {
+        Err(AdminError::InvalidUsername {
+            username: username.to_owned(),
+            reason,
+        })
+    };
+    if username.trim().is_empty() {
+        return refuse("it is empty");
+    }
+    if username.len() > MAX_USERNAME {
+        return refuse("it is longer than 512 bytes");
+    }
+    if username.chars().any(char::is_control) {
+        return refuse("it contains control characters");
+    }
+    Ok(Some(username.to_owned()))
 }

@@ -28,6 +28,7 @@ use jumpstarter_token::TokenError;
 use jumpstarter_token::internal::{ObjectKind, Subject};
 
 pub(crate) mod revocation;
+pub(crate) mod username;
 
 use crate::crd::vocabulary::{MIGRATED_NAMESPACE_ANNOTATION, MIGRATED_UID_ANNOTATION};
 use crate::crd::{Client, Exporter};
@@ -49,8 +50,11 @@ const NAMESPACE_RULE: &str =
 /// What a name header must be, as refusals say it.
 const NAME_RULE: &str =
     "an object name (RFC 1123 subdomain: lowercase letters, digits, '-' and '.', at most 253)";
-/// Prefix of usernames derived from internal tokens (hard-coded in 0.9.0 as well).
+/// Prefix of usernames derived from internal tokens (0.9.0 `authentication.internal.prefix`
+/// default).
 pub(crate) const INTERNAL_PREFIX: &str = "internal:";
+/// Issuer of internal tokens: a token naming it goes to the internal verifier.
+const INTERNAL_ISSUER: &str = jumpstarter_token::internal::DEFAULT_ISSUER;
 
 /// Why a call was refused. The variant decides the gRPC code; [`AuthError::reason`] is
 /// the metric label.
@@ -64,12 +68,21 @@ pub enum AuthError {
     MalformedAuthorization,
     #[error("{0}")]
     Token(#[source] TokenError),
+    /// A JWT authenticator (identity provider, service accounts) refused the token.
+    #[error("{0}")]
+    External(#[source] crate::jwt::JwtError),
     #[error("missing metadata: {0}")]
     MissingMetadata(&'static str),
     #[error("multiple metadata: {0}")]
     MultipleMetadata(&'static str),
     #[error("resource name required for pre-existing authentication")]
     NameRequired,
+    /// An external user names another object than the one its username maps to.
+    #[error("resource name mismatch: the username maps to {}, the call names {}", quoted(.derived), quoted(.given))]
+    NameMismatch { derived: String, given: String },
+    /// No authenticator accepts the token's issuer (0.9.0's text).
+    #[error("failed to authenticate token")]
+    NoAuthenticator,
     /// A namespace or name header that cannot name a Kubernetes object; refused before
     /// any store call.
     #[error("invalid metadata {key}: {} is not {rule}", quoted(.value))]
@@ -138,11 +151,14 @@ impl AuthError {
             AuthError::Token(TokenError::WrongIssuer(_)) => "token_wrong_issuer",
             AuthError::Token(TokenError::WrongAudience(_)) => "token_wrong_audience",
             AuthError::Token(_) => "token_invalid",
+            AuthError::External(err) => err.reason(),
             AuthError::Revoked { .. } => "token_revoked",
             AuthError::Generation { .. } => "bad_token_generation",
             AuthError::MissingMetadata(_) => "missing_metadata",
             AuthError::MultipleMetadata(_) => "multiple_metadata",
             AuthError::NameRequired => "name_required",
+            AuthError::NameMismatch { .. } => "name_mismatch",
+            AuthError::NoAuthenticator => "no_authenticator",
             AuthError::InvalidMetadata { .. } => "invalid_metadata",
             AuthError::KindMismatch => "kind_mismatch",
             AuthError::NotFound { .. } => "object_not_found",
@@ -161,11 +177,16 @@ impl AuthError {
             | AuthError::MissingMetadata(_)
             | AuthError::MultipleMetadata(_)
             | AuthError::NameRequired
+            | AuthError::NameMismatch { .. }
             | AuthError::InvalidMetadata { .. }
             | AuthError::KindMismatch => Code::InvalidArgument,
             // 0.9.0 returns the authenticator's error unwrapped, which grpc-go sends as
             // UNKNOWN; clients look for "token is expired" in it.
-            AuthError::Token(_) => Code::Unknown,
+            AuthError::Token(_) | AuthError::NoAuthenticator => Code::Unknown,
+            // As for internal tokens, the authenticator's text goes back as UNKNOWN; keys
+            // that cannot be fetched are the service's trouble, not the token's.
+            AuthError::External(err) if err.is_unavailable() => Code::Unavailable,
+            AuthError::External(_) => Code::Unknown,
             AuthError::NotFound { .. } => Code::NotFound,
             AuthError::Store { source, .. } => store_code(source),
             AuthError::Denied { .. } | AuthError::NamespaceMismatch => Code::PermissionDenied,
@@ -253,18 +274,33 @@ pub(crate) fn bearer_token(metadata: &CallMetadata) -> Result<&str, AuthError> {
     }
 }
 
-/// The object named by the metadata, checked against the kind the RPC requires.
+/// The object a call by `username` acts as, checked against the kind the RPC requires.
 ///
-/// `jumpstarter-namespace` and `jumpstarter-kind` are required; `jumpstarter-name` is
-/// required too, because every username here comes from an internal token.
-pub fn target(metadata: &CallMetadata, required: ObjectKind) -> Result<Target, AuthError> {
+/// `jumpstarter-namespace` and `jumpstarter-kind` are required. The name is required too
+/// for internal and service-account usernames; an external user's object is named after
+/// its username ([`username::derived_name`]), and a `jumpstarter-name` that differs is
+/// refused.
+pub fn target(
+    metadata: &CallMetadata,
+    required: ObjectKind,
+    username: &str,
+) -> Result<Target, AuthError> {
     let namespace = single(&metadata.namespace, NAMESPACE)?;
     let kind = single(&metadata.kind, KIND)?;
-    let name = match metadata.name.as_slice() {
-        [] => return Err(AuthError::NameRequired),
-        [name] if name.is_empty() => return Err(AuthError::NameRequired),
-        [name] => name.clone(),
+    let given = match metadata.name.as_slice() {
+        [] => None,
+        [name] if name.is_empty() => None,
+        [name] => Some(name.clone()),
         _ => return Err(AuthError::MultipleMetadata(NAME)),
+    };
+    let name = match (username::origin(username), given) {
+        (username::Origin::Named, Some(name)) => name,
+        (username::Origin::Named, None) => return Err(AuthError::NameRequired),
+        (username::Origin::Derived(derived), None) => derived,
+        (username::Origin::Derived(derived), Some(given)) if given == derived => derived,
+        (username::Origin::Derived(derived), Some(given)) => {
+            return Err(AuthError::NameMismatch { derived, given });
+        }
     };
     if kind != required.as_str() {
         return Err(AuthError::KindMismatch);
@@ -382,12 +418,13 @@ impl Caller {
     }
 }
 
-/// Allows `username` (from a token of credential generation `generation`) to act as
-/// `object` when it is the object's internal subject or its `spec.username`, and the
-/// token was not revoked by a rotation.
+/// Allows `username` to act as `object` when it is the object's internal subject or its
+/// `spec.username`, and, for an internal token (of credential generation `generation`),
+/// the token was not revoked by a rotation. External tokens (`generation` `None`) are
+/// revoked by their identity provider, not here.
 pub(crate) fn authorize(
     username: &str,
-    generation: u64,
+    generation: Option<u64>,
     target: &Target,
     object: &ObjectIdentity,
 ) -> Result<Caller, AuthError> {
@@ -400,6 +437,15 @@ pub(crate) fn authorize(
             name: target.name.clone(),
         });
     }
+    let Some(generation) = generation else {
+        return Ok(Caller {
+            kind: object.kind,
+            namespace: object.namespace.clone(),
+            name: object.name.clone(),
+            uid: object.uid.clone(),
+            username: username.to_owned(),
+        });
+    };
     let required = object
         .token_generation
         .clone()
@@ -477,7 +523,54 @@ pub(crate) struct Authenticator<S> {
     /// Clients call often with the same token (a `jmp shell` polls its lease): after the
     /// first call, checking it is a lookup (until the token keys change).
     verifier: LiveVerifier,
+    /// Identity providers and service-account issuers (0.9.0 `authentication.jwt`).
+    external: std::sync::OnceLock<crate::jwt::Authenticators>,
+    policy: AuthPolicy,
     metrics: std::sync::Arc<AuthMetrics>,
+}
+
+/// How usernames are formed and unknown users treated (0.9.0 `authentication.internal`
+/// and `provisioning`).
+#[derive(Debug, Clone)]
+pub struct AuthPolicy {
+    /// Prefix of usernames of internal tokens (`internal:`).
+    pub internal_prefix: String,
+    /// Create the Client of an unknown external user at its first call.
+    pub provisioning: bool,
+}
+
+impl Default for AuthPolicy {
+    fn default() -> Self {
+        AuthPolicy {
+            internal_prefix: INTERNAL_PREFIX.to_owned(),
+            provisioning: false,
+        }
+    }
+}
+
+/// Who a token authenticated.
+#[derive(Debug)]
+struct User {
+    username: String,
+    /// The credential generation of an internal token; `None` for external tokens.
+    generation: Option<u64>,
+    /// From a JWT authenticator (not an internal token).
+    external: bool,
+}
+
+/// The `iss` claim of a compact JWS, read without verifying anything: it only picks the
+/// verifier, which then checks everything.
+fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    #[derive(serde::Deserialize)]
+    struct Issuer {
+        iss: Option<String>,
+    }
+    serde_json::from_slice::<Issuer>(&bytes).ok()?.iss
 }
 
 /// Tokens whose verified claims an [`Authenticator`] remembers.
@@ -488,11 +581,21 @@ impl<S: Store> Authenticator<S> {
         cache: std::sync::Arc<ReadCache<S>>,
         keys: LiveKeys,
         metrics: std::sync::Arc<AuthMetrics>,
+        policy: AuthPolicy,
     ) -> Self {
         Authenticator {
             cache,
             verifier: LiveVerifier::new(keys, VERIFIED_TOKENS),
+            external: std::sync::OnceLock::new(),
+            policy,
             metrics,
+        }
+    }
+
+    /// Accepts the tokens of `authenticators` too (set once, before serving).
+    pub(crate) fn set_external(&self, authenticators: crate::jwt::Authenticators) {
+        if self.external.set(authenticators).is_err() {
+            tracing::warn!("JWT authenticators were already set; the new ones are ignored");
         }
     }
 
@@ -540,16 +643,16 @@ impl<S: Store> Authenticator<S> {
     ) -> Result<(Caller, Loaded), AuthError> {
         let call = CallMetadata::from_metadata(metadata);
         let token = bearer_token(&call)?;
-        let claims = self
-            .verifier
-            .current()
-            .verify(token, OffsetDateTime::now_utc())
-            .map_err(AuthError::Token)?;
-        let username = format!("{INTERNAL_PREFIX}{}", claims.sub);
-        let target = target(&call, kind)?;
+        let user = self.authenticate(token).await?;
+        let target = target(&call, kind, &user.username)?;
         let (identity, loaded) = match kind {
             ObjectKind::Client => {
-                let client: Client = self.load(&target).await?;
+                let client: Client = match self.load(&target).await {
+                    Err(AuthError::NotFound { .. }) if self.provisions(&user) => {
+                        self.provision(&target, &user.username).await?
+                    }
+                    loaded => loaded?,
+                };
                 (
                     ObjectIdentity::of_client(&client),
                     Loaded::Client(Box::new(client)),
@@ -563,8 +666,95 @@ impl<S: Store> Authenticator<S> {
                 )
             }
         };
-        let caller = authorize(&username, claims.generation, &target, &identity)?;
+        let caller = authorize(&user.username, user.generation, &target, &identity)?;
         Ok((caller, loaded))
+    }
+
+    /// The username a token authenticates as. A token of the internal issuer (or one whose
+    /// issuer cannot be read) goes to the internal verifier; any other to the JWT
+    /// authenticator configured for its issuer; with none, "failed to authenticate token".
+    async fn authenticate(&self, token: &str) -> Result<User, AuthError> {
+        let now = OffsetDateTime::now_utc();
+        match unverified_issuer(token) {
+            Some(issuer) if issuer != INTERNAL_ISSUER => {
+                let Some(external) = self.external.get() else {
+                    return Err(AuthError::NoAuthenticator);
+                };
+                match external.authenticate(token, now).await {
+                    Ok(Some(identity)) => Ok(User {
+                        username: identity.username,
+                        generation: None,
+                        external: true,
+                    }),
+                    Ok(None) => Err(AuthError::NoAuthenticator),
+                    Err(err) => Err(AuthError::External(err)),
+                }
+            }
+            _ => {
+                let claims = self
+                    .verifier
+                    .current()
+                    .verify(token, now)
+                    .map_err(AuthError::Token)?;
+                Ok(User {
+                    username: format!("{}{}", self.policy.internal_prefix, claims.sub),
+                    generation: Some(claims.generation),
+                    external: false,
+                })
+            }
+        }
+    }
+
+    /// Whether an unknown client of `user` is created at its first call: with
+    /// provisioning on, for users of an identity provider (never for internal tokens,
+    /// whose object was deleted, nor for service accounts).
+    fn provisions(&self, user: &User) -> bool {
+        self.policy.provisioning && user.external && !username::is_service_account(&user.username)
+    }
+
+    /// Creates the Client `target` for `username` (0.9.0 provisioning); a concurrent
+    /// first call that created it first is fine.
+    async fn provision(&self, target: &Target, username: &str) -> Result<Client, AuthError> {
+        let mut client = Client::new(
+            &target.name,
+            crate::crd::ClientSpec {
+                username: Some(username.to_owned()),
+            },
+        );
+        client.metadata.namespace = Some(target.namespace.clone());
+        let store_error = |source: StoreError| AuthError::Store {
+            kind: kind_word(target.kind),
+            namespace: target.namespace.clone(),
+            name: target.name.clone(),
+            source: Box::new(source),
+        };
+        match self.cache.store().create(&client).await {
+            Ok(created) => {
+                tracing::info!(
+                    namespace = %target.namespace,
+                    name = %target.name,
+                    "provisioned a client for a new user"
+                );
+                self.cache.put(&created);
+                Ok(created)
+            }
+            Err(StoreError::AlreadyExists { .. }) => {
+                match self
+                    .cache
+                    .get_fresh::<Client>(&target.namespace, &target.name)
+                    .await
+                {
+                    Ok(Some(client)) => Ok(client),
+                    Ok(None) => Err(AuthError::NotFound {
+                        kind: kind_word(target.kind),
+                        namespace: target.namespace.clone(),
+                        name: target.name.clone(),
+                    }),
+                    Err(source) => Err(store_error(source)),
+                }
+            }
+            Err(source) => Err(store_error(source)),
+        }
     }
 
     async fn load<K: Cached>(&self, target: &Target) -> Result<K, AuthError> {

@@ -17,6 +17,8 @@ fn call(auth: &[&str], kind: &[&str], ns: &[&str], name: &[&str]) -> CallMetadat
     }
 }
 
+const INTERNAL_USER: &str = "internal:client:lab:alice:u-1";
+
 fn identity() -> ObjectIdentity {
     ObjectIdentity {
         kind: ObjectKind::Client,
@@ -37,20 +39,20 @@ fn tokens_below_the_objects_generation_are_revoked() {
         ..identity()
     };
     let user = "internal:client:lab:alice:u-1";
-    let err = authorize(user, 1, &alice(), &rotated).unwrap_err();
+    let err = authorize(user, Some(1), &alice(), &rotated).unwrap_err();
     assert_eq!(err.reason(), "token_revoked");
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
     assert!(
         err.to_string().contains("token generation 1, current 2"),
         "{err}"
     );
-    authorize(user, 2, &alice(), &rotated).unwrap();
-    authorize(user, 3, &alice(), &rotated).unwrap();
+    authorize(user, Some(2), &alice(), &rotated).unwrap();
+    authorize(user, Some(3), &alice(), &rotated).unwrap();
     let broken = ObjectIdentity {
         token_generation: Err(revocation::GenerationError { value: "x".into() }),
         ..identity()
     };
-    let err = authorize(user, 5, &alice(), &broken).unwrap_err();
+    let err = authorize(user, Some(5), &alice(), &broken).unwrap_err();
     assert_eq!(err.reason(), "bad_token_generation");
 }
 
@@ -86,19 +88,35 @@ fn bearer_token_cases() {
 
 #[test]
 fn target_requires_namespace_kind_and_name() {
-    let err = target(&call(&[], &["Client"], &[], &["a"]), ObjectKind::Client).unwrap_err();
+    let err = target(
+        &call(&[], &["Client"], &[], &["a"]),
+        ObjectKind::Client,
+        INTERNAL_USER,
+    )
+    .unwrap_err();
     assert_eq!(err.to_string(), "missing metadata: jumpstarter-namespace");
     assert_eq!(err.code(), Code::InvalidArgument);
 
-    let err = target(&call(&[], &[], &["lab"], &["a"]), ObjectKind::Client).unwrap_err();
+    let err = target(
+        &call(&[], &[], &["lab"], &["a"]),
+        ObjectKind::Client,
+        INTERNAL_USER,
+    )
+    .unwrap_err();
     assert_eq!(err.to_string(), "missing metadata: jumpstarter-kind");
 
-    let err = target(&call(&[], &["Client"], &["lab"], &[]), ObjectKind::Client).unwrap_err();
+    let err = target(
+        &call(&[], &["Client"], &["lab"], &[]),
+        ObjectKind::Client,
+        INTERNAL_USER,
+    )
+    .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 
     let err = target(
         &call(&[], &["Exporter"], &["lab"], &["a"]),
         ObjectKind::Client,
+        INTERNAL_USER,
     )
     .unwrap_err();
     assert_eq!(err.to_string(), "object kind mismatch");
@@ -107,6 +125,7 @@ fn target_requires_namespace_kind_and_name() {
     let err = target(
         &call(&[], &["Client", "Client"], &["lab"], &["a"]),
         ObjectKind::Client,
+        INTERNAL_USER,
     )
     .unwrap_err();
     assert_eq!(err.to_string(), "multiple metadata: jumpstarter-kind");
@@ -114,6 +133,7 @@ fn target_requires_namespace_kind_and_name() {
     let ok = target(
         &call(&[], &["Client"], &["lab"], &["alice"]),
         ObjectKind::Client,
+        INTERNAL_USER,
     )
     .unwrap();
     assert_eq!(ok, alice());
@@ -121,10 +141,16 @@ fn target_requires_namespace_kind_and_name() {
 
 #[test]
 fn authorize_accepts_internal_subject_and_username() {
-    let caller = authorize("internal:client:lab:alice:u-1", 0, &alice(), &identity()).unwrap();
+    let caller = authorize(
+        "internal:client:lab:alice:u-1",
+        Some(0),
+        &alice(),
+        &identity(),
+    )
+    .unwrap();
     assert_eq!(caller.name, "alice");
     assert_eq!(caller.uid, "u-1");
-    authorize("dex:alice", 0, &alice(), &identity()).unwrap();
+    authorize("dex:alice", Some(0), &alice(), &identity()).unwrap();
 }
 
 #[test]
@@ -136,13 +162,13 @@ fn authorize_denies_other_subjects() {
         "client:lab:alice:u-1",
         "alice",
     ] {
-        let err = authorize(username, 0, &alice(), &identity()).unwrap_err();
+        let err = authorize(username, Some(0), &alice(), &identity()).unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied, "{username}");
         assert_eq!(err.to_string(), "permission denied for client lab/alice");
     }
     let mut no_username = identity();
     no_username.username = None;
-    assert!(authorize("dex:alice", 0, &alice(), &no_username).is_err());
+    assert!(authorize("dex:alice", Some(0), &alice(), &no_username).is_err());
 }
 
 #[test]
@@ -150,8 +176,22 @@ fn migration_annotations_override_the_subject() {
     let mut migrated = identity();
     migrated.migrated_namespace = Some("old".into());
     migrated.migrated_uid = Some("u-old".into());
-    authorize("internal:client:old:alice:u-old", 0, &alice(), &migrated).unwrap();
-    assert!(authorize("internal:client:lab:alice:u-1", 0, &alice(), &migrated).is_err());
+    authorize(
+        "internal:client:old:alice:u-old",
+        Some(0),
+        &alice(),
+        &migrated,
+    )
+    .unwrap();
+    assert!(
+        authorize(
+            "internal:client:lab:alice:u-1",
+            Some(0),
+            &alice(),
+            &migrated
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -198,4 +238,81 @@ fn token_errors_are_unknown_and_keep_the_text() {
     assert_eq!(err.reason(), "token_expired");
     let status = Status::from(err);
     assert_eq!(status.code(), Code::Unknown);
+}
+
+#[test]
+fn external_users_act_as_the_object_named_after_them() {
+    let user = "dex:Alice@Example.com";
+    // No name given: derived from the username.
+    let ok = target(
+        &call(&[], &["Client"], &["lab"], &[]),
+        ObjectKind::Client,
+        user,
+    )
+    .unwrap();
+    assert_eq!(ok.name, "alice-example-com");
+    // The same name given: fine.
+    let ok = target(
+        &call(&[], &["Client"], &["lab"], &["alice-example-com"]),
+        ObjectKind::Client,
+        user,
+    )
+    .unwrap();
+    assert_eq!(ok.name, "alice-example-com");
+    // Another name: refused, as 0.9.0 does.
+    let err = target(
+        &call(&[], &["Client"], &["lab"], &["bob"]),
+        ObjectKind::Client,
+        user,
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.to_string().starts_with("resource name mismatch"),
+        "{err}"
+    );
+    assert_eq!(err.reason(), "name_mismatch");
+    // Service accounts name their object, like internal tokens.
+    let sa = "kubernetes:system:serviceaccount:lab:ci";
+    let err = target(
+        &call(&[], &["Client"], &["lab"], &[]),
+        ObjectKind::Client,
+        sa,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "resource name required for pre-existing authentication"
+    );
+    let ok = target(
+        &call(&[], &["Client"], &["lab"], &["ci"]),
+        ObjectKind::Client,
+        sa,
+    )
+    .unwrap();
+    assert_eq!(ok.name, "ci");
+}
+
+#[test]
+fn external_tokens_are_not_subject_to_credential_generations() {
+    let rotated = ObjectIdentity {
+        token_generation: Ok(2),
+        ..identity()
+    };
+    let caller = authorize("dex:alice", None, &alice(), &rotated).unwrap();
+    assert_eq!(caller.username, "dex:alice");
+}
+
+#[test]
+fn the_issuer_is_read_without_verifying() {
+    use base64::Engine as _;
+    let encode = |json: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+    let token = format!(
+        "{}.{}.sig",
+        encode("{}"),
+        encode(r#"{"iss":"https://dex"}"#)
+    );
+    assert_eq!(unverified_issuer(&token).as_deref(), Some("https://dex"));
+    assert_eq!(unverified_issuer("garbage"), None);
+    assert_eq!(unverified_issuer(&format!("a.{}.c", encode("{}"))), None);
 }

@@ -147,7 +147,11 @@ impl<S: Store> Services<S> {
             Arc::clone(&metrics),
             shutdown.clone(),
         ));
-        let auth = Authenticator::new(Arc::clone(&cache), signers.clone(), auth_metrics);
+        let policy = crate::auth::AuthPolicy {
+            internal_prefix: settings.internal_prefix.clone(),
+            provisioning: settings.provisioning,
+        };
+        let auth = Authenticator::new(Arc::clone(&cache), signers.clone(), auth_metrics, policy);
         Services {
             shared: Arc::new(Shared {
                 dial_limiter: RateLimiter::new(settings.limits.dial),
@@ -172,6 +176,13 @@ impl<S: Store> Services<S> {
     /// These services plus `LeaseCertificateService`, signing with `ca`.
     pub fn with_lease_ca(mut self, ca: Arc<Ca>) -> Self {
         self.lease_ca = Some(ca);
+        self
+    }
+
+    /// These services accepting the tokens of the JWT authenticators `authenticators` too
+    /// (identity providers, service accounts).
+    pub fn with_jwt(self, authenticators: crate::jwt::Authenticators) -> Self {
+        self.shared.auth.set_external(authenticators);
         self
     }
 

@@ -61,16 +61,18 @@ impl AdminClient {
         &self,
         name: &str,
         labels: &BTreeMap<String, String>,
+        username: Option<&str>,
     ) -> Result<ClientConfig, ClientError> {
-        self.create(Kind::Client, name, labels).await
+        self.create(Kind::Client, name, labels, username).await
     }
 
     pub(crate) async fn create_exporter(
         &self,
         name: &str,
         labels: &BTreeMap<String, String>,
+        username: Option<&str>,
     ) -> Result<ExporterConfig, ClientError> {
-        self.create(Kind::Exporter, name, labels).await
+        self.create(Kind::Exporter, name, labels, username).await
     }
 
     pub(crate) async fn create_lease(&self, order: &LeaseOrder) -> Result<Objects, ClientError> {
@@ -100,8 +102,10 @@ impl AdminClient {
         kind: Kind,
         name: &str,
         labels: &BTreeMap<String, String>,
+        username: Option<&str>,
     ) -> Result<T, ClientError> {
         let request = CreateRequest {
+            username: username.map(str::to_owned),
             name: name.to_owned(),
             labels: labels.clone(),
         };

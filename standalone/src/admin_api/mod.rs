@@ -37,6 +37,9 @@ pub(crate) struct CreateRequest {
     pub(crate) name: String,
     #[serde(default)]
     pub(crate) labels: BTreeMap<String, String>,
+    /// `spec.username`: the identity-provider user that may act as the object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) username: Option<String>,
 }
 
 /// Body of a failed request.

@@ -77,14 +77,22 @@ async fn create<S: Store>(
     match Kind::parse(&kind) {
         Some(Kind::Client) => match parse_body::<CreateRequest>(&body) {
             Ok(request) => respond(
-                admin.create_client(&request.name, &request.labels).await,
+                admin
+                    .create_client_for(&request.name, &request.labels, request.username.as_deref())
+                    .await,
                 StatusCode::CREATED,
             ),
             Err(refusal) => *refusal,
         },
         Some(Kind::Exporter) => match parse_body::<CreateRequest>(&body) {
             Ok(request) => respond(
-                admin.create_exporter(&request.name, &request.labels).await,
+                admin
+                    .create_exporter_for(
+                        &request.name,
+                        &request.labels,
+                        request.username.as_deref(),
+                    )
+                    .await,
                 StatusCode::CREATED,
             ),
             Err(refusal) => *refusal,
@@ -193,6 +201,7 @@ fn admin_failure(error: &AdminError) -> Response {
     let status = match error {
         AdminError::InvalidName { .. }
         | AdminError::InvalidLabel { .. }
+        | AdminError::InvalidUsername { .. }
         | AdminError::InvalidLease(_) => StatusCode::BAD_REQUEST,
         AdminError::AlreadyExists { .. } => StatusCode::CONFLICT,
         AdminError::NotFound { .. } => StatusCode::NOT_FOUND,
