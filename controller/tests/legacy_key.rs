@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
 use jumpstarter_controller::auth::AuthMetrics;
-use jumpstarter_controller::crd::{Client, ClientSpec};
+use jumpstarter_controller::crd::{Client, ClientSpec, Exporter, ExporterSpec};
 use jumpstarter_controller::keys::legacy::{LEGACY_SECRET, LEGACY_SECRET_KEY, LegacyKeySource};
 use jumpstarter_controller::keys::{self, Keys};
 use jumpstarter_controller::reconcile::{ReconcileMetrics, Reconciler};
@@ -60,37 +60,58 @@ fn secret(namespace: &str, name: &str, data: &[(&str, &str)]) -> Secret {
     }
 }
 
-/// Client `name` with its credential Secret `<name>-client` holding `token` for it, made
-/// by the Go code with `controller_key`, controlled by the Client: as a 0.9.0 controller
-/// leaves them.
-async fn client_of_0_9_0(
+/// Client or Exporter `name` with its credential Secret (`<name>-client` or
+/// `<name>-exporter`) holding a token for it, made by the Go code with `controller_key`,
+/// controlled by the object: as a 0.9.0 controller leaves them.
+async fn object_of_0_9_0(
     store: &KubeStore,
     namespace: &str,
+    kind: ObjectKind,
     name: &str,
     controller_key: &str,
 ) -> Identity {
-    let created = store
-        .create(&Client {
-            metadata: support::object_meta(namespace, name, &[]),
-            spec: ClientSpec::default(),
-            status: None,
-        })
-        .await
-        .expect("create client");
-    let uid = created.metadata.uid.expect("uid");
+    let metadata = support::object_meta(namespace, name, &[]);
+    let uid = match kind {
+        ObjectKind::Client => {
+            store
+                .create(&Client {
+                    metadata,
+                    spec: ClientSpec::default(),
+                    status: None,
+                })
+                .await
+                .expect("create client")
+                .metadata
+                .uid
+        }
+        ObjectKind::Exporter => {
+            store
+                .create(&Exporter {
+                    metadata,
+                    spec: ExporterSpec::default(),
+                    status: None,
+                })
+                .await
+                .expect("create exporter")
+                .metadata
+                .uid
+        }
+    }
+    .expect("uid");
+    let prefix = kind.as_str().to_lowercase();
     let token = legacy_key::mint(
         controller_key,
-        &format!("client:{namespace}:{name}:{uid}"),
+        &format!("{prefix}:{namespace}:{name}:{uid}"),
         LIFETIME,
     );
     let mut credential = secret(
         namespace,
-        &format!("{name}-client"),
+        &format!("{name}-{prefix}"),
         &[("token", token.as_str())],
     );
     credential.metadata.owner_references = Some(vec![OwnerReference {
         api_version: "jumpstarter.dev/v1alpha1".into(),
-        kind: "Client".into(),
+        kind: kind.as_str().into(),
         name: name.into(),
         uid,
         controller: Some(true),
@@ -98,16 +119,17 @@ async fn client_of_0_9_0(
     }]);
     store.create(&credential).await.expect("create credential");
     Identity {
-        kind: ObjectKind::Client,
+        kind,
         namespace: namespace.into(),
         name: name.into(),
         token,
     }
 }
 
-async fn stored_token(store: &KubeStore, namespace: &str, name: &str) -> String {
+async fn stored_token(store: &KubeStore, id: &Identity) -> String {
+    let name = format!("{}-{}", id.name, id.kind.as_str().to_lowercase());
     let secret: Secret = store
-        .get(namespace, &format!("{name}-client"))
+        .get(&id.namespace, &name)
         .await
         .expect("get")
         .expect("credential secret");
@@ -137,9 +159,39 @@ async fn credentials_of_a_0_9_0_controller_keep_working() {
         ))
         .await
         .expect("create the 0.9.0 controller secret");
-    let alice = client_of_0_9_0(&store, &namespace, "alice", CONTROLLER_KEY).await;
-    // A credential of some other 0.9.0 installation: it must be re-signed.
-    let bob = client_of_0_9_0(&store, &namespace, "bob", "another installation").await;
+    let alice = object_of_0_9_0(
+        &store,
+        &namespace,
+        ObjectKind::Client,
+        "alice",
+        CONTROLLER_KEY,
+    )
+    .await;
+    let bench = object_of_0_9_0(
+        &store,
+        &namespace,
+        ObjectKind::Exporter,
+        "bench",
+        CONTROLLER_KEY,
+    )
+    .await;
+    // Credentials of some other 0.9.0 installation: they must be re-signed.
+    let foreign_bench = object_of_0_9_0(
+        &store,
+        &namespace,
+        ObjectKind::Exporter,
+        "foreign-bench",
+        "another installation",
+    )
+    .await;
+    let bob = object_of_0_9_0(
+        &store,
+        &namespace,
+        ObjectKind::Client,
+        "bob",
+        "another installation",
+    )
+    .await;
 
     let (settings, keys) = bootstrap(&store, &namespace).await;
     let mut registry = Registry::default();
@@ -185,7 +237,8 @@ async fn credentials_of_a_0_9_0_controller_keep_working() {
     list(&alice).await.expect("a 0.9.0 token is accepted");
     assert_status(list(&bob).await, Code::Unknown, "signature is invalid");
 
-    // A reconcile pass keeps alice's Secret (its token verifies) and re-signs bob's.
+    // A reconcile pass keeps alice's and bench's Secrets (their tokens verify) and
+    // re-signs bob's and foreign-bench's.
     let keys = Arc::new(keys);
     let reconciler = Reconciler::new(
         store.clone(),
@@ -198,12 +251,22 @@ async fn credentials_of_a_0_9_0_controller_keep_working() {
         .await
         .expect("pass");
     assert_eq!(
-        stored_token(&store, &namespace, "alice").await,
+        stored_token(&store, &alice).await,
         alice.token,
-        "the 0.9.0 credential is kept"
+        "the 0.9.0 client credential is kept"
+    );
+    assert_eq!(
+        stored_token(&store, &bench).await,
+        bench.token,
+        "the 0.9.0 exporter credential is kept"
+    );
+    assert_ne!(
+        stored_token(&store, &foreign_bench).await,
+        foreign_bench.token,
+        "the foreign exporter credential is re-signed"
     );
     let resigned = Identity {
-        token: stored_token(&store, &namespace, "bob").await,
+        token: stored_token(&store, &bob).await,
         ..bob.clone()
     };
     assert_ne!(

@@ -4,9 +4,9 @@
 //! credentials plus public keys that still verify them, and the key that signs router
 //! tokens plus public keys routers should still accept; and, given at start, the public key
 //! of a 0.9.0 controller whose credentials stay valid ([`super::legacy`]). [`LiveKeys`] is
-//! the shared handle every service and the reconcile loop read at each use; [`LiveVerifier`] keeps a
-//! verified-token cache for the current set and starts a fresh one when the set changes, so
-//! a token of a key that was removed is refused at its next use.
+//! the shared handle every service and the reconcile loop read at each use;
+//! [`LiveVerifier`] keeps a verified-token cache for the current set and starts a fresh one
+//! when the set changes, so a token of a key that was removed is refused at its next use.
 
 use std::sync::{Arc, Mutex, RwLock};
 
