@@ -122,7 +122,12 @@ pub(crate) async fn get(
         .build();
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
     let request = http::Request::get(uri)
-        .header(http::header::ACCEPT, "application/json")
+        // Key sets are `application/jwk-set+json` for some issuers (the Kubernetes API
+        // server answers 406 to a request that accepts only `application/json`).
+        .header(
+            http::header::ACCEPT,
+            "application/json, application/jwk-set+json",
+        )
         .body(Empty::new())
         .map_err(|e| request_error(e.to_string()))?;
     let exchange = async {
