@@ -345,3 +345,78 @@ async fn silent_connects_from_one_source_do_not_keep_a_client_out() {
     }
     drop(silent);
 }
+
+/// The port's limits with the upstream configuration's `grpc.keepalive` folded in, as the
+/// binaries do at start (no flag given explicitly).
+fn limits_from_upstream(keepalive: &str) -> PortLimits {
+    let config = jumpstarter_controller::upstream::UpstreamConfig::parse(
+        Some(&format!("grpc:\n  keepalive:\n{keepalive}")),
+        None,
+        None,
+    )
+    .expect("configuration");
+    let mut limits = PortLimits::default();
+    config.apply_keepalive(
+        &mut limits,
+        &jumpstarter_controller::upstream::GivenFlags::default(),
+    );
+    limits
+}
+
+#[tokio::test]
+async fn the_upstream_keepalive_interval_and_timeout_apply() {
+    let port = serve_with(limits_from_upstream(
+        "    intervalTime: 1s\n    timeout: 1s\n",
+    ))
+    .await;
+    let mut tls = tls_connect(port.addr, None, port.tls.clone())
+        .await
+        .expect("TLS connect");
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .expect("preface");
+    // The configured 1 s + 1 s, with slack; the defaults would take 30 s.
+    let bound = Duration::from_secs(8);
+    let mut received = Vec::new();
+    let closed = timeout(bound, async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match tls.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the silent peer is still connected after {bound:?}"
+    );
+    let types = frame_types(&received);
+    assert!(types.contains(&PING), "the server pinged: {types:?}");
+}
+
+#[tokio::test]
+async fn the_upstream_max_connection_age_closes_connections() {
+    let port = serve_with(limits_from_upstream(
+        "    maxConnectionAge: 1s\n    maxConnectionAgeGrace: 1s\n",
+    ))
+    .await;
+    let (send, connection) = h2_client(&port).await;
+    // A call works on the young connection.
+    let _watch = h2_call(&send, "Watch").await;
+    // Age 1 s plus 1 s of grace for the call in flight, with slack.
+    let bound = Duration::from_secs(10);
+    let ended = timeout(bound, connection).await;
+    assert!(
+        ended.is_ok(),
+        "the connection outlived its configured age by far ({bound:?})"
+    );
+
+    // Without the setting a connection of that age stays.
+    let port = serve().await;
+    let (send, connection) = h2_client(&port).await;
+    let _watch = h2_call(&send, "Watch").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!connection.is_finished(), "closed without a configured age");
+}

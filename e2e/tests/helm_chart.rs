@@ -158,8 +158,22 @@ routers:
             "three-controllers",
             "controller: {replicas: 3}\n".to_owned(),
         ),
+        ("upstream-config", UPSTREAM_CONFIG_VALUES.to_owned()),
     ]
 }
+
+/// Values with the 0.9.0 configuration under `config`, as the upstream chart takes it.
+const UPSTREAM_CONFIG_VALUES: &str = r#"
+config:
+  authentication:
+    internal: {prefix: "internal:"}
+    jwt:
+      - issuer: {url: "https://dex.lab.example.com", audiences: [jumpstarter-cli]}
+        claimMappings: {username: {claim: email, prefix: "dex:"}}
+  provisioning: {enabled: true}
+  grpc: {keepalive: {minTime: 3s, permitWithoutStream: true}}
+  deprecatedLabels: {keys: {pool: "use env instead"}}
+"#;
 
 /// A values file shipped with the chart.
 fn chart_file(name: &str) -> String {
@@ -380,6 +394,17 @@ async fn lint_render_and_schema() {
                 && e["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"),
             "{name}: {env:?}"
         );
+        // The 0.9.0 configuration: ConfigMap jumpstarter-controller (which the controller
+        // reads by default) only when `config` is set.
+        let upstream = docs.iter().find(|d| {
+            d["kind"] == "ConfigMap" && d["metadata"]["name"] == "jumpstarter-controller"
+        });
+        if name != "upstream-config" {
+            assert!(
+                upstream.is_none(),
+                "{name}: no upstream ConfigMap without `config`"
+            );
+        }
         let routers: Vec<&String> = args.iter().filter(|a| a.starts_with("--router=")).collect();
         let security = &controller["spec"]["template"]["spec"]["containers"][0]["securityContext"];
         assert_eq!(security["readOnlyRootFilesystem"], true);
@@ -677,6 +702,27 @@ async fn lint_render_and_schema() {
                         "Never"
                     );
                 }
+            }
+            "upstream-config" => {
+                // Rendered as the controller parses it.
+                let text = upstream.expect("the upstream ConfigMap")["data"]["config"]
+                    .as_str()
+                    .expect("key config");
+                let parsed =
+                    jumpstarter_controller::upstream::UpstreamConfig::parse(Some(text), None, None)
+                        .expect("the controller reads the rendered configuration");
+                assert!(parsed.provisioning);
+                assert_eq!(parsed.authentication.jwt.len(), 1);
+                assert_eq!(
+                    parsed.deprecated_labels.get("pool").map(String::as_str),
+                    Some("use env instead")
+                );
+                assert!(
+                    controller["spec"]["template"]["metadata"]["annotations"]
+                        ["checksum/upstream-config"]
+                        .is_string(),
+                    "a changed configuration restarts the controller"
+                );
             }
             other => panic!("unchecked option set {other}"),
         }

@@ -1,8 +1,8 @@
 //! The router as a server: TLS (ALPN h2) through the shared bounded accept loop
 //! (`jumpstarter_shell::accept_loop`: connection and handshake caps, refusals and failures
 //! counted in the metrics), tonic with the port's HTTP/2 limits
-//! (`jumpstarter_shell::http2_limits`) and the router and health services, graceful
-//! shutdown with a drain period.
+//! (`jumpstarter_shell::http2_limits`) and the router and health services, gRPC server
+//! reflection of them (as 0.9.0's router serves it), graceful shutdown with a drain period.
 
 use std::future::Future;
 use std::pin::pin;
@@ -22,6 +22,38 @@ use crate::authentication::TokenKeys;
 use crate::metrics::Metrics;
 use crate::pairing::{DEFAULT_MAX_PENDING, DEFAULT_MAX_REMEMBERED, Limits};
 use crate::switchboard::Switchboard;
+
+/// gRPC server reflection, both versions (grpcurl asks for `v1` and falls back to
+/// `v1alpha`), advertising the router's services only (the descriptor set also holds the
+/// controller's).
+fn reflection_services() -> (
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+) {
+    const ADVERTISED: [&str; 2] = ["jumpstarter.v1.RouterService", "grpc.health.v1.Health"];
+    let builder = |reflection: &str| {
+        ADVERTISED.into_iter().chain([reflection]).fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(jumpstarter_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+            |builder, name| builder.with_service_name(name),
+        )
+    };
+    // Invariant: both descriptor sets are compiled in and decode (the unit test below
+    // builds them); a failure is a build defect.
+    (
+        builder("grpc.reflection.v1.ServerReflection")
+            .build_v1()
+            .expect("the compiled-in descriptor sets decode"),
+        builder("grpc.reflection.v1alpha.ServerReflection")
+            .build_v1alpha()
+            .expect("the compiled-in descriptor sets decode"),
+    )
+}
 
 /// Largest gRPC message accepted or sent: 0.9.0 peers use gRPC's default 4 MiB limit, and
 /// a 4 MiB payload needs a few bytes of protobuf framing on top.
@@ -183,6 +215,7 @@ impl Router {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
+        let reflection = reflection_services();
         let stop_accepting = CancellationToken::new();
         let incoming = TlsIncoming::start(
             listener,
@@ -199,6 +232,8 @@ impl Router {
             .max_frame_size(MAX_FRAME_BYTES)
             .add_service(health_service)
             .add_service(router_service)
+            .add_service(reflection.0)
+            .add_service(reflection.1)
             .serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned());
         let mut server = pin!(server);
 

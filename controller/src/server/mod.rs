@@ -6,7 +6,9 @@
 //!   HTTP/2 PINGs are answered whatever their rate, with or without calls in flight
 //!   (0.9.0 clients ping every 20 s on idle connections). `LeaseCertificateService` is
 //!   served on the same port when the services carry a CA, and so is `PeerService`, the
-//!   channel between controller replicas (peer tokens only). Connections go through the
+//!   channel between controller replicas (peer tokens only). gRPC server reflection
+//!   (`grpc.reflection.v1` and `v1alpha`, as grpc-go serves them for 0.9.0) describes them
+//!   all, without credentials. Connections go through the
 //!   shared bounded accept loop (`jumpstarter_shell::accept_loop`: connection and
 //!   handshake caps, refusals counted); the server applies the port's HTTP/2 limits
 //!   (`jumpstarter_shell::http2_limits`), keepalive PINGs included, so a connection whose
@@ -100,10 +102,13 @@ pub async fn grpc_routes<S: Store>(services: &Services<S>) -> Routes {
     let client =
         ClientServiceServer::new(services.client()).max_decoding_message_size(MAX_MESSAGE_SIZE);
     let peer = PeerServiceServer::new(services.peer()).max_decoding_message_size(MAX_MESSAGE_SIZE);
+    let (reflection, reflection_v1alpha) = reflection_services();
     let mut routes = Routes::new(health_service)
         .add_service(controller)
         .add_service(client)
-        .add_service(peer);
+        .add_service(peer)
+        .add_service(reflection)
+        .add_service(reflection_v1alpha);
     if let Some(lease_certificates) = services.lease_certificates() {
         health
             .set_serving::<LeaseCertificateServiceServer<crate::service::LeaseCertificateApi<S>>>()
@@ -120,6 +125,33 @@ pub async fn grpc_routes<S: Store>(services: &Services<S>) -> Routes {
             oversized_is_resource_exhausted,
         ));
     Routes::from(router)
+}
+
+/// gRPC server reflection, both versions (grpcurl asks for `v1` and falls back to
+/// `v1alpha`), over every service this port may serve and the health service.
+fn reflection_services() -> (
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+) {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(jumpstarter_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    // Invariant: both descriptor sets are compiled in by protoc-free build scripts and
+    // decode (the unit test below builds them); a failure is a build defect.
+    (
+        builder()
+            .build_v1()
+            .expect("the compiled-in descriptor sets decode"),
+        builder()
+            .build_v1alpha()
+            .expect("the compiled-in descriptor sets decode"),
+    )
 }
 
 /// tonic answers an oversized message with OUT_OF_RANGE; grpc-go (and so 0.9.0) with
@@ -225,5 +257,13 @@ fn metrics_response(registry: &Registry) -> axum::response::Response {
         )
             .into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_reflection_services_build() {
+        let _ = super::reflection_services();
     }
 }

@@ -74,7 +74,7 @@ pub enum UpstreamError {
         namespace: String,
         name: String,
         #[source]
-        source: crate::store::StoreError,
+        source: Box<crate::store::StoreError>,
     },
 }
 

@@ -23,7 +23,7 @@ pub async fn from_config_map<S: Store>(
         .map_err(|source| UpstreamError::ConfigMap {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
-            source,
+            source: Box::new(source),
         })?;
     let Some(config_map) = config_map else {
         return Ok(None);
