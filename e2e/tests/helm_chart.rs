@@ -173,6 +173,8 @@ config:
   provisioning: {enabled: true}
   grpc: {keepalive: {minTime: 3s, permitWithoutStream: true}}
   deprecatedLabels: {keys: {pool: "use env instead"}}
+controller:
+  login: {enabled: true, host: login.lab.example.com}
 "#;
 
 /// A values file shipped with the chart.
@@ -722,6 +724,40 @@ async fn lint_render_and_schema() {
                         ["checksum/upstream-config"]
                         .is_string(),
                     "a changed configuration restarts the controller"
+                );
+                // The login service: its flag, its host among the certificate's names, and
+                // port `login` on the controller's Service.
+                assert!(
+                    args.contains(&"--login-listen=0.0.0.0:8086".to_owned()),
+                    "{args:?}"
+                );
+                assert!(
+                    args.contains(&"--tls-san=login.lab.example.com".to_owned()),
+                    "{args:?}"
+                );
+                let service = docs
+                    .iter()
+                    .find(|d| {
+                        d["kind"] == "Service"
+                            && d["metadata"]["name"] == controller["metadata"]["name"]
+                    })
+                    .expect("controller Service");
+                let ports = service["spec"]["ports"].as_array().expect("ports");
+                assert!(
+                    ports
+                        .iter()
+                        .any(|p| p["name"] == "login" && p["port"] == 8086),
+                    "{ports:?}"
+                );
+                // The 0.9.0 configuration decides the tag limit and token lifetime unless
+                // the chart's values set them.
+                assert!(
+                    !args.iter().any(|a| a.starts_with("--max-tags")),
+                    "{args:?}"
+                );
+                assert!(
+                    !args.iter().any(|a| a.starts_with("--token-lifetime")),
+                    "{args:?}"
                 );
             }
             other => panic!("unchecked option set {other}"),
