@@ -548,6 +548,34 @@ fn label_segment(text: &str, may_be_empty: bool) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// Longest `spec.username` accepted (far above any identity provider's usernames; keeps
+/// objects small).
+const MAX_USERNAME: usize = 512;
+
+/// A `spec.username` as given: `None` stays `None`; an empty, overlong or multi-line one is
+/// refused (it could never match a token's username).
+fn checked_username(username: Option<&str>) -> Result<Option<String>, AdminError> {
+    let Some(username) = username else {
+        return Ok(None);
+    };
+    let refuse = |reason| {
+        Err(AdminError::InvalidUsername {
+            username: username.to_owned(),
+            reason,
+        })
+    };
+    if username.trim().is_empty() {
+        return refuse("it is empty");
+    }
+    if username.len() > MAX_USERNAME {
+        return refuse("it is longer than 512 bytes");
+    }
+    if username.chars().any(char::is_control) {
+        return refuse("it contains control characters");
+    }
+    Ok(Some(username.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -585,32 +613,18 @@ mod tests {
         assert_eq!(Kind::parse("lease"), Some(Kind::Lease));
         assert_eq!(Kind::parse("pods"), None);
     }
-}
 
-/// Longest `spec.username` accepted (far above any identity provider's usernames; keeps
-/// objects small).
-const MAX_USERNAME: usize = 512;
-
-/// A `spec.username` as given: `None` stays `None`; an empty, overlong or multi-line one is
-/// refused (it could never match a token's username).
-fn checked_username(username: Option<&str>) -> Result<Option<String>, AdminError> {
-    let Some(username) = username else {
-        return Ok(None);
-    };
-    let refuse = |reason| {
-        Err(AdminError::InvalidUsername {
-            username: username.to_owned(),
-            reason,
-        })
-    };
-    if username.trim().is_empty() {
-        return refuse("it is empty");
+    #[test]
+    fn usernames_are_kept_as_given_unless_unusable() {
+        assert_eq!(checked_username(None).unwrap(), None);
+        assert_eq!(
+            checked_username(Some("dex:alice@example.com")).unwrap(),
+            Some("dex:alice@example.com".to_owned())
+        );
+        for bad in ["", "  ", "a\nb"] {
+            let err = checked_username(Some(bad)).unwrap_err();
+            assert!(err.to_string().starts_with("invalid username"), "{err}");
+        }
+        assert!(checked_username(Some(&"u".repeat(513))).is_err());
     }
-    if username.len() > MAX_USERNAME {
-        return refuse("it is longer than 512 bytes");
-    }
-    if username.chars().any(char::is_control) {
-        return refuse("it contains control characters");
-    }
-    Ok(Some(username.to_owned()))
 }
