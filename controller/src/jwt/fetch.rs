@@ -97,7 +97,7 @@ pub(crate) async fn discovery(
     Ok(document)
 }
 
-/// GET of a JSON document over HTTPS (the content type is not checked, as go-oidc).
+/// GET of a JSON document over HTTPS.
 pub(crate) async fn get(
     url: &str,
     roots: Arc<RootCertStore>,
@@ -121,9 +121,13 @@ pub(crate) async fn get(
         .enable_http1()
         .build();
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
-    // No Accept header, as go-oidc: the kube-apiserver answers 406 to `application/json`
-    // on its key set, which it serves as `application/jwk-set+json`.
     let request = http::Request::get(uri)
+        // Key sets are `application/jwk-set+json` for some issuers (the Kubernetes API
+        // server answers 406 to a request that accepts only `application/json`).
+        .header(
+            http::header::ACCEPT,
+            "application/json, application/jwk-set+json",
+        )
         .body(Empty::new())
         .map_err(|e| request_error(e.to_string()))?;
     let exchange = async {
