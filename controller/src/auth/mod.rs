@@ -274,16 +274,17 @@ pub(crate) fn bearer_token(metadata: &CallMetadata) -> Result<&str, AuthError> {
     }
 }
 
-/// The object a call by `username` acts as, checked against the kind the RPC requires.
+/// The object a call acts as, checked against the kind the RPC requires; `origin` says
+/// where its name comes from (the caller's username, [`username::origin`]).
 ///
 /// `jumpstarter-namespace` and `jumpstarter-kind` are required. The name is required too
 /// for internal and service-account usernames; an external user's object is named after
 /// its username ([`username::derived_name`]), and a `jumpstarter-name` that differs is
 /// refused.
-pub fn target(
+pub(crate) fn target(
     metadata: &CallMetadata,
     required: ObjectKind,
-    username: &str,
+    origin: username::Origin,
 ) -> Result<Target, AuthError> {
     let namespace = single(&metadata.namespace, NAMESPACE)?;
     let kind = single(&metadata.kind, KIND)?;
@@ -293,7 +294,7 @@ pub fn target(
         [name] => Some(name.clone()),
         _ => return Err(AuthError::MultipleMetadata(NAME)),
     };
-    let name = match (username::origin(username), given) {
+    let name = match (origin, given) {
         (username::Origin::Named, Some(name)) => name,
         (username::Origin::Named, None) => return Err(AuthError::NameRequired),
         (username::Origin::Derived(derived), None) => derived,
@@ -427,8 +428,9 @@ pub(crate) fn authorize(
     generation: Option<u64>,
     target: &Target,
     object: &ObjectIdentity,
+    internal_prefix: &str,
 ) -> Result<Caller, AuthError> {
-    let internal = format!("{INTERNAL_PREFIX}{}", object.internal_subject());
+    let internal = format!("{internal_prefix}{}", object.internal_subject());
     let allowed = username == internal || object.username.as_deref() == Some(username);
     if !allowed || object.kind != target.kind {
         return Err(AuthError::Denied {
@@ -644,7 +646,13 @@ impl<S: Store> Authenticator<S> {
         let call = CallMetadata::from_metadata(metadata);
         let token = bearer_token(&call)?;
         let user = self.authenticate(token).await?;
-        let target = target(&call, kind, &user.username)?;
+        // Internal tokens always name their object (whatever the internal prefix is).
+        let origin = if user.external {
+            username::origin(&user.username)
+        } else {
+            username::Origin::Named
+        };
+        let target = target(&call, kind, origin)?;
         let (identity, loaded) = match kind {
             ObjectKind::Client => {
                 let client: Client = match self.load(&target).await {
@@ -666,7 +674,13 @@ impl<S: Store> Authenticator<S> {
                 )
             }
         };
-        let caller = authorize(&user.username, user.generation, &target, &identity)?;
+        let caller = authorize(
+            &user.username,
+            user.generation,
+            &target,
+            &identity,
+            &self.policy.internal_prefix,
+        )?;
         Ok((caller, loaded))
     }
 

@@ -4,6 +4,7 @@ use kube::api::ObjectMeta;
 use tonic::Code;
 use tonic::metadata::{MetadataMap, MetadataValue};
 
+use super::username::{Origin, origin};
 use super::*;
 use crate::crd::ClientSpec;
 
@@ -16,8 +17,6 @@ fn call(auth: &[&str], kind: &[&str], ns: &[&str], name: &[&str]) -> CallMetadat
         name: owned(name),
     }
 }
-
-const INTERNAL_USER: &str = "internal:client:lab:alice:u-1";
 
 fn identity() -> ObjectIdentity {
     ObjectIdentity {
@@ -39,20 +38,20 @@ fn tokens_below_the_objects_generation_are_revoked() {
         ..identity()
     };
     let user = "internal:client:lab:alice:u-1";
-    let err = authorize(user, Some(1), &alice(), &rotated).unwrap_err();
+    let err = authorize(user, Some(1), &alice(), &rotated, INTERNAL_PREFIX).unwrap_err();
     assert_eq!(err.reason(), "token_revoked");
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
     assert!(
         err.to_string().contains("token generation 1, current 2"),
         "{err}"
     );
-    authorize(user, Some(2), &alice(), &rotated).unwrap();
-    authorize(user, Some(3), &alice(), &rotated).unwrap();
+    authorize(user, Some(2), &alice(), &rotated, INTERNAL_PREFIX).unwrap();
+    authorize(user, Some(3), &alice(), &rotated, INTERNAL_PREFIX).unwrap();
     let broken = ObjectIdentity {
         token_generation: Err(revocation::GenerationError { value: "x".into() }),
         ..identity()
     };
-    let err = authorize(user, Some(5), &alice(), &broken).unwrap_err();
+    let err = authorize(user, Some(5), &alice(), &broken, INTERNAL_PREFIX).unwrap_err();
     assert_eq!(err.reason(), "bad_token_generation");
 }
 
@@ -91,7 +90,7 @@ fn target_requires_namespace_kind_and_name() {
     let err = target(
         &call(&[], &["Client"], &[], &["a"]),
         ObjectKind::Client,
-        INTERNAL_USER,
+        Origin::Named,
     )
     .unwrap_err();
     assert_eq!(err.to_string(), "missing metadata: jumpstarter-namespace");
@@ -100,7 +99,7 @@ fn target_requires_namespace_kind_and_name() {
     let err = target(
         &call(&[], &[], &["lab"], &["a"]),
         ObjectKind::Client,
-        INTERNAL_USER,
+        Origin::Named,
     )
     .unwrap_err();
     assert_eq!(err.to_string(), "missing metadata: jumpstarter-kind");
@@ -108,7 +107,7 @@ fn target_requires_namespace_kind_and_name() {
     let err = target(
         &call(&[], &["Client"], &["lab"], &[]),
         ObjectKind::Client,
-        INTERNAL_USER,
+        Origin::Named,
     )
     .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -116,7 +115,7 @@ fn target_requires_namespace_kind_and_name() {
     let err = target(
         &call(&[], &["Exporter"], &["lab"], &["a"]),
         ObjectKind::Client,
-        INTERNAL_USER,
+        Origin::Named,
     )
     .unwrap_err();
     assert_eq!(err.to_string(), "object kind mismatch");
@@ -125,7 +124,7 @@ fn target_requires_namespace_kind_and_name() {
     let err = target(
         &call(&[], &["Client", "Client"], &["lab"], &["a"]),
         ObjectKind::Client,
-        INTERNAL_USER,
+        Origin::Named,
     )
     .unwrap_err();
     assert_eq!(err.to_string(), "multiple metadata: jumpstarter-kind");
@@ -133,7 +132,7 @@ fn target_requires_namespace_kind_and_name() {
     let ok = target(
         &call(&[], &["Client"], &["lab"], &["alice"]),
         ObjectKind::Client,
-        INTERNAL_USER,
+        Origin::Named,
     )
     .unwrap();
     assert_eq!(ok, alice());
@@ -146,11 +145,12 @@ fn authorize_accepts_internal_subject_and_username() {
         Some(0),
         &alice(),
         &identity(),
+        INTERNAL_PREFIX,
     )
     .unwrap();
     assert_eq!(caller.name, "alice");
     assert_eq!(caller.uid, "u-1");
-    authorize("dex:alice", Some(0), &alice(), &identity()).unwrap();
+    authorize("dex:alice", Some(0), &alice(), &identity(), INTERNAL_PREFIX).unwrap();
 }
 
 #[test]
@@ -162,13 +162,22 @@ fn authorize_denies_other_subjects() {
         "client:lab:alice:u-1",
         "alice",
     ] {
-        let err = authorize(username, Some(0), &alice(), &identity()).unwrap_err();
+        let err = authorize(username, Some(0), &alice(), &identity(), INTERNAL_PREFIX).unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied, "{username}");
         assert_eq!(err.to_string(), "permission denied for client lab/alice");
     }
     let mut no_username = identity();
     no_username.username = None;
-    assert!(authorize("dex:alice", Some(0), &alice(), &no_username).is_err());
+    assert!(
+        authorize(
+            "dex:alice",
+            Some(0),
+            &alice(),
+            &no_username,
+            INTERNAL_PREFIX
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -181,6 +190,7 @@ fn migration_annotations_override_the_subject() {
         Some(0),
         &alice(),
         &migrated,
+        INTERNAL_PREFIX,
     )
     .unwrap();
     assert!(
@@ -188,7 +198,8 @@ fn migration_annotations_override_the_subject() {
             "internal:client:lab:alice:u-1",
             Some(0),
             &alice(),
-            &migrated
+            &migrated,
+            INTERNAL_PREFIX,
         )
         .is_err()
     );
@@ -247,7 +258,7 @@ fn external_users_act_as_the_object_named_after_them() {
     let ok = target(
         &call(&[], &["Client"], &["lab"], &[]),
         ObjectKind::Client,
-        user,
+        origin(user),
     )
     .unwrap();
     assert_eq!(ok.name, "alice-example-com");
@@ -255,7 +266,7 @@ fn external_users_act_as_the_object_named_after_them() {
     let ok = target(
         &call(&[], &["Client"], &["lab"], &["alice-example-com"]),
         ObjectKind::Client,
-        user,
+        origin(user),
     )
     .unwrap();
     assert_eq!(ok.name, "alice-example-com");
@@ -263,7 +274,7 @@ fn external_users_act_as_the_object_named_after_them() {
     let err = target(
         &call(&[], &["Client"], &["lab"], &["bob"]),
         ObjectKind::Client,
-        user,
+        origin(user),
     )
     .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -277,7 +288,7 @@ fn external_users_act_as_the_object_named_after_them() {
     let err = target(
         &call(&[], &["Client"], &["lab"], &[]),
         ObjectKind::Client,
-        sa,
+        origin(sa),
     )
     .unwrap_err();
     assert_eq!(
@@ -287,7 +298,7 @@ fn external_users_act_as_the_object_named_after_them() {
     let ok = target(
         &call(&[], &["Client"], &["lab"], &["ci"]),
         ObjectKind::Client,
-        sa,
+        origin(sa),
     )
     .unwrap();
     assert_eq!(ok.name, "ci");
@@ -299,7 +310,7 @@ fn external_tokens_are_not_subject_to_credential_generations() {
         token_generation: Ok(2),
         ..identity()
     };
-    let caller = authorize("dex:alice", None, &alice(), &rotated).unwrap();
+    let caller = authorize("dex:alice", None, &alice(), &rotated, INTERNAL_PREFIX).unwrap();
     assert_eq!(caller.username, "dex:alice");
 }
 
