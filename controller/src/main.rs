@@ -26,7 +26,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use jumpstarter_controller::flags::exporter_labels::ExporterLabelArgs;
-use jumpstarter_controller::flags::legacy_key::LegacyKeyArgs;
+use jumpstarter_controller::flags::legacy_key::{self, LegacyKeyArgs};
 use jumpstarter_controller::flags::login::LoginArgs;
 use jumpstarter_controller::flags::upstream::UpstreamConfigArgs;
 use jumpstarter_controller::flags::{GoDuration, LifetimeArgs, TlsSanArgs};
@@ -273,7 +273,11 @@ async fn run(args: RunArgs, given: GivenFlags) -> anyhow::Result<()> {
     else {
         return Ok(());
     };
-    keys::legacy::accept(&store, &namespace, args.legacy_key.value(), &keys)
+    let legacy_key = args
+        .legacy_key
+        .clone()
+        .or_upstream(std::env::var(legacy_key::UPSTREAM_ENV).ok());
+    keys::legacy::accept(&store, &namespace, legacy_key.value(), &keys)
         .await
         .context("accept the tokens of a 0.9.0 controller key")?;
     let keys = Arc::new(keys);

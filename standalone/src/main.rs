@@ -355,7 +355,9 @@ async fn serve_command(args: ServeArgs, given: GivenFlags) -> anyhow::Result<()>
         exporter_label_prefixes: args.exporter_labels.exporter_label_prefixes,
         upstream,
         given,
-        legacy_key: args.legacy_key,
+        legacy_key: args.legacy_key.or_upstream(
+            std::env::var(jumpstarter_controller::flags::legacy_key::UPSTREAM_ENV).ok(),
+        ),
     };
     serve::serve(options).await
 }

@@ -3,16 +3,22 @@
 //! read from the environment by preference, hidden in `--help` and never printed, not even
 //! by `Debug`.
 
+/// The environment variable a 0.9.0 controller reads its key from; the binaries read it
+/// too ([`LegacyKeyArgs::or_upstream`]) when neither the flag nor
+/// `JUMPSTARTER_LEGACY_CONTROLLER_KEY` is given, so a 0.9.0 manifest works unchanged.
+pub const UPSTREAM_ENV: &str = "CONTROLLER_KEY";
+
 /// Where the `CONTROLLER_KEY` of a 0.9.0 controller comes from.
 #[derive(Clone, Default, clap::Args)]
 pub struct LegacyKeyArgs {
     /// The `CONTROLLER_KEY` of the jumpstarter 0.9.0 controller this one replaces: the
     /// credentials it issued keep working (new ones are signed with this controller's own
-    /// key). A secret: prefer the environment variable. In Kubernetes mode, when not given,
-    /// the `key` of Secret `jumpstarter-controller-secret` is used if it exists.
+    /// key). A secret: prefer the environment variable (0.9.0's `CONTROLLER_KEY` is read
+    /// too). In Kubernetes mode, when not given, the `key` of Secret
+    /// `jumpstarter-controller-secret` is used if it exists.
     #[arg(
         long = "legacy-controller-key",
-        env = "CONTROLLER_KEY",
+        env = "JUMPSTARTER_LEGACY_CONTROLLER_KEY",
         value_name = "KEY",
         hide_env_values = true
     )]
@@ -20,6 +26,15 @@ pub struct LegacyKeyArgs {
 }
 
 impl LegacyKeyArgs {
+    /// These arguments, taking `upstream` (the value of 0.9.0's `CONTROLLER_KEY`, read by
+    /// the binary) when no key was given otherwise.
+    pub fn or_upstream(mut self, upstream: Option<String>) -> LegacyKeyArgs {
+        if self.value().is_none() {
+            self.legacy_controller_key = upstream.or(self.legacy_controller_key);
+        }
+        self
+    }
+
     /// The key's bytes, as the 0.9.0 controller used them; an empty value (e.g. an unset
     /// variable in a manifest) counts as not given.
     pub fn value(&self) -> Option<&[u8]> {
@@ -63,5 +78,12 @@ mod tests {
         assert!(!format!("{cli:?}").contains("s3cr3t"));
         let cli = Cli::try_parse_from(["x", "--legacy-controller-key", ""]).expect("parse");
         assert_eq!(cli.legacy.value(), None, "empty is not given");
+        let upstream = cli.legacy.or_upstream(Some("k".into()));
+        assert_eq!(upstream.value(), Some(&b"k"[..]), "0.9.0's variable fills in");
+        let given = Cli::try_parse_from(["x", "--legacy-controller-key", "mine"])
+            .expect("parse")
+            .legacy
+            .or_upstream(Some("k".into()));
+        assert_eq!(given.value(), Some(&b"mine"[..]), "a given key wins");
     }
 }
