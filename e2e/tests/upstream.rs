@@ -51,6 +51,48 @@ grpc:
     permitWithoutStream: true
 "#;
 
+/// `jmp shell --client-config CONFIG -l board=mock -- j power on`.
+async fn shell_power_on(lab: &Lab, config: &Path) -> jumpstarter_e2e::Output {
+    let config = config.to_string_lossy().into_owned();
+    let args = [
+        "shell",
+        "--client-config",
+        &config,
+        "-l",
+        "board=mock",
+        "--",
+        "j",
+        "power",
+        "on",
+    ];
+    lab.jmp(&args, SHELL_TIMEOUT).await.expect("jmp shell")
+}
+
+/// ListExporters with `credentials` straight over gRPC; without `jumpstarter-name` when
+/// their name is empty.
+async fn list_exporters(credentials: &ConfigCredentials) -> Result<(), tonic::Status> {
+    let channel = credentials
+        .tls_endpoint(&credentials.endpoint)
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut request = credentials.request(
+        "Client",
+        ListExportersRequest {
+            parent: format!("namespaces/{}", credentials.namespace),
+            ..Default::default()
+        },
+    );
+    if credentials.name.is_empty() {
+        request.metadata_mut().remove("jumpstarter-name");
+    }
+    ClientServiceClient::new(channel)
+        .list_exporters(request)
+        .await
+        .map(|_| ())
+}
+
 fn secret(name: &str, data: &[(&str, &str)], type_: Option<&str>) -> Secret {
     Secret {
         metadata: ObjectMeta {
@@ -277,24 +319,7 @@ async fn a_0_9_0_installation_is_taken_over_in_place() {
     lab.wait_exporter_condition("board-1", "Online", "True", ONLINE_TIMEOUT)
         .await
         .unwrap_or_else(|e| panic!("board-1 online with its 0.9.0 token: {e}\n{}", lab.logs()));
-    let config_arg = client_config.to_string_lossy().into_owned();
-    let out = lab
-        .jmp(
-            &[
-                "shell",
-                "--client-config",
-                &config_arg,
-                "-l",
-                "board=mock",
-                "--",
-                "j",
-                "power",
-                "on",
-            ],
-            SHELL_TIMEOUT,
-        )
-        .await
-        .expect("jmp shell");
+    let out = shell_power_on(&lab, &client_config).await;
     assert!(
         out.ok(),
         "jmp shell with the 0.9.0 client config: {out}\n{}",
@@ -326,20 +351,7 @@ async fn a_0_9_0_installation_is_taken_over_in_place() {
     );
     let mut credentials = ConfigCredentials::read(&client_config).expect("config");
     credentials.token = forged;
-    let channel = credentials
-        .tls_endpoint(&credentials.endpoint)
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
-    let status = ClientServiceClient::new(channel)
-        .list_exporters(credentials.request(
-            "Client",
-            ListExportersRequest {
-                parent: format!("namespaces/{ns}"),
-                ..Default::default()
-            },
-        ))
+    let status = list_exporters(&credentials)
         .await
         .expect_err("a token of another key");
     assert_eq!(status.code(), Code::Unknown, "{status:?}");
@@ -485,23 +497,7 @@ async fn a_service_account_token_is_accepted_through_the_cluster_issuer() {
         "{out}\n{}",
         lab.logs()
     );
-    let out = lab
-        .jmp(
-            &[
-                "shell",
-                "--client-config",
-                &sa_arg,
-                "-l",
-                "board=mock",
-                "--",
-                "j",
-                "power",
-                "on",
-            ],
-            SHELL_TIMEOUT,
-        )
-        .await
-        .expect("jmp shell");
+    let out = shell_power_on(&lab, &sa_config).await;
     assert!(
         out.ok(),
         "jmp shell with a service-account token: {out}\n{}",
@@ -511,24 +507,7 @@ async fn a_service_account_token_is_accepted_through_the_cluster_issuer() {
     // A service account names its Client: without `jumpstarter-name` it is refused.
     let mut credentials = ConfigCredentials::read(&sa_config).expect("config");
     credentials.name = String::new();
-    let channel = credentials
-        .tls_endpoint(&credentials.endpoint)
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
-    let mut request = credentials.request(
-        "Client",
-        ListExportersRequest {
-            parent: format!("namespaces/{ns}"),
-            ..Default::default()
-        },
-    );
-    request.metadata_mut().remove("jumpstarter-name");
-    let status = ClientServiceClient::new(channel)
-        .list_exporters(request)
-        .await
-        .expect_err("no name");
+    let status = list_exporters(&credentials).await.expect_err("no name");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(
         status.message().contains("resource name required"),

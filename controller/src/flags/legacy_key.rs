@@ -79,7 +79,11 @@ mod tests {
         let cli = Cli::try_parse_from(["x", "--legacy-controller-key", ""]).expect("parse");
         assert_eq!(cli.legacy.value(), None, "empty is not given");
         let upstream = cli.legacy.or_upstream(Some("k".into()));
-        assert_eq!(upstream.value(), Some(&b"k"[..]), "0.9.0's variable fills in");
+        assert_eq!(
+            upstream.value(),
+            Some(&b"k"[..]),
+            "0.9.0's variable fills in"
+        );
         let given = Cli::try_parse_from(["x", "--legacy-controller-key", "mine"])
             .expect("parse")
             .legacy

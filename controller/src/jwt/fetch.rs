@@ -131,10 +131,10 @@ pub(crate) async fn get(
         .body(Empty::new())
         .map_err(|e| request_error(e.to_string()))?;
     let exchange = async {
-        let response = client
-            .request(request)
-            .await
-            .map_err(|e| request_error(error_chain(&e)))?;
+        let response = client.request(request).await.map_err(|e| {
+            // hyper's own text is only "client error (Connect)": add the causes.
+            request_error(jumpstarter_shell::error_chain::error_chain(&e))
+        })?;
         let status = response.status();
         if status != http::StatusCode::OK {
             return Err(FetchError::Status {
@@ -163,16 +163,4 @@ pub(crate) async fn get(
             url: url.into(),
             seconds: limits.timeout.as_secs(),
         })?
-}
-
-/// An error with its causes (hyper's own text is only "client error (Connect)").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
