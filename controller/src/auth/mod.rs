@@ -30,7 +30,7 @@ use jumpstarter_token::internal::{ObjectKind, Subject};
 pub(crate) mod revocation;
 pub(crate) mod username;
 
-use crate::crd::vocabulary::{MIGRATED_NAMESPACE_ANNOTATION, MIGRATED_UID_ANNOTATION};
+use crate::crd::vocabulary::migrated_subject;
 use crate::crd::{Client, Exporter};
 use crate::keys::live::{LiveKeys, LiveVerifier};
 use crate::service::cache::{Cached, ReadCache};
@@ -363,21 +363,15 @@ impl ObjectIdentity {
 
     fn from_object<K: Object>(kind: ObjectKind, object: &K, username: Option<String>) -> Self {
         let meta = object.meta();
-        let annotation = |key: &str| {
-            meta.annotations
-                .as_ref()
-                .and_then(|a| a.get(key))
-                .filter(|v| !v.is_empty())
-                .cloned()
-        };
+        let (migrated_namespace, migrated_uid) = migrated_subject(meta);
         ObjectIdentity {
             kind,
             namespace: meta.namespace.clone().unwrap_or_default(),
             name: meta.name.clone().unwrap_or_default(),
             uid: meta.uid.clone().unwrap_or_default(),
             username,
-            migrated_namespace: annotation(MIGRATED_NAMESPACE_ANNOTATION),
-            migrated_uid: annotation(MIGRATED_UID_ANNOTATION),
+            migrated_namespace,
+            migrated_uid,
             token_generation: revocation::generation(meta),
         }
     }

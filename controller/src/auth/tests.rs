@@ -7,6 +7,7 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use super::username::{Origin, origin};
 use super::*;
 use crate::crd::ClientSpec;
+use crate::crd::vocabulary::MIGRATED_UID_ANNOTATION;
 
 fn call(auth: &[&str], kind: &[&str], ns: &[&str], name: &[&str]) -> CallMetadata {
     let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();

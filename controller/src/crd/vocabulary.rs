@@ -52,6 +52,23 @@ pub use jumpstarter_lease::request::TAG_LABEL_PREFIX;
 pub(crate) const MIGRATED_NAMESPACE_ANNOTATION: &str = concat!(group!(), "/migrated-namespace");
 /// Annotation that overrides the UID of an object's internal token subject.
 pub(crate) const MIGRATED_UID_ANNOTATION: &str = concat!(group!(), "/migrated-uid");
+
+/// The `(namespace, uid)` an object's internal token subject names instead of its own
+/// (the non-empty migration annotations).
+pub(crate) fn migrated_subject(object: &meta::ObjectMeta) -> (Option<String>, Option<String>) {
+    let annotation = |key: &str| {
+        object
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .filter(|v| !v.is_empty())
+            .cloned()
+    };
+    (
+        annotation(MIGRATED_NAMESPACE_ANNOTATION),
+        annotation(MIGRATED_UID_ANNOTATION),
+    )
+}
 /// Annotation of a Client or Exporter: its credential generation (decimal). Rotating the
 /// credential raises it; tokens carrying a lower generation (claim `gen`, 0 when absent)
 /// are refused, so a rotated token stops working at once, on every replica.

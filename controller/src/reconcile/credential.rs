@@ -31,6 +31,11 @@ pub(crate) struct Holder {
     /// The object's credential generation (`crate::auth::revocation`): tokens below it
     /// are revoked, new ones are issued at it.
     pub(crate) generation: u64,
+    /// `jumpstarter.dev/migrated-namespace` and `-uid`: the namespace and UID its tokens
+    /// name instead (an object moved from another installation keeps its credentials,
+    /// as authentication accepts them).
+    pub(crate) migrated_namespace: Option<String>,
+    pub(crate) migrated_uid: Option<String>,
 }
 
 impl Holder {
@@ -39,12 +44,20 @@ impl Holder {
         secret_name(self.kind, &self.name)
     }
 
+    /// The subject its tokens carry: the one authentication compares with (migration
+    /// annotations applied).
     fn subject(&self) -> Subject {
         Subject {
             kind: self.kind,
-            namespace: self.namespace.clone(),
+            namespace: self
+                .migrated_namespace
+                .clone()
+                .unwrap_or_else(|| self.namespace.clone()),
             name: self.name.clone(),
-            uid: self.uid.clone(),
+            uid: self
+                .migrated_uid
+                .clone()
+                .unwrap_or_else(|| self.uid.clone()),
         }
     }
 
@@ -202,4 +215,75 @@ fn token_is_valid(
         claims.sub == holder.subject().to_string()
             && crate::auth::revocation::is_current(claims.generation, holder.generation)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use jumpstarter_token::SigningKey;
+    use jumpstarter_token::internal::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
+    use k8s_openapi::ByteString;
+    use time::macros::datetime;
+
+    use super::*;
+
+    fn holder(migrated: bool) -> Holder {
+        Holder {
+            kind: ObjectKind::Client,
+            namespace: "lab".into(),
+            name: "alice".into(),
+            uid: "u-new".into(),
+            generation: 0,
+            migrated_namespace: migrated.then(|| "old-lab".into()),
+            migrated_uid: migrated.then(|| "u-old".into()),
+        }
+    }
+
+    fn secret_with(token: &str) -> Secret {
+        Secret {
+            data: Some(BTreeMap::from([(
+                TOKEN_KEY.to_owned(),
+                ByteString(token.as_bytes().to_vec()),
+            )])),
+            ..Secret::default()
+        }
+    }
+
+    #[test]
+    fn a_migrated_objects_token_names_its_migrated_subject() {
+        let issuer = Issuer {
+            key: SigningKey::generate().unwrap(),
+            issuer: DEFAULT_ISSUER.into(),
+            audience: DEFAULT_AUDIENCE.into(),
+            lifetime: time::Duration::days(1),
+        };
+        let verifier = CachedVerifier::new(issuer.verifier(), 4);
+        let now = datetime!(2026-12-01 0:00 UTC);
+        let migrated = holder(true);
+        assert_eq!(migrated.subject().to_string(), "client:old-lab:alice:u-old");
+        // The token an earlier installation issued for the migrated subject is kept...
+        let (old, _) = issuer.issue(&migrated.subject(), now).unwrap();
+        assert!(token_is_valid(
+            &secret_with(&old),
+            &verifier,
+            &migrated,
+            now
+        ));
+        // ...and one naming the object's own namespace and UID is not what authentication
+        // accepts for it, so it is re-signed.
+        let (own, _) = issuer.issue(&holder(false).subject(), now).unwrap();
+        assert!(!token_is_valid(
+            &secret_with(&own),
+            &verifier,
+            &migrated,
+            now
+        ));
+        assert!(token_is_valid(
+            &secret_with(&own),
+            &verifier,
+            &holder(false),
+            now
+        ));
+    }
 }

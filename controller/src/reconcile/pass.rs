@@ -540,12 +540,15 @@ enum CredentialState {
 /// generation annotation counts as 0: authentication refuses every token of that object
 /// until it is fixed, and the Secret is re-signed at the fixed generation then.
 fn holder(kind: ObjectKind, namespace: &str, meta: &ObjectMeta, name: &str) -> Option<Holder> {
+    let (migrated_namespace, migrated_uid) = crate::crd::vocabulary::migrated_subject(meta);
     Some(Holder {
         kind,
         namespace: namespace.to_owned(),
         name: name.to_owned(),
         uid: meta.uid.clone()?,
         generation: crate::auth::revocation::generation(meta).unwrap_or(0),
+        migrated_namespace,
+        migrated_uid,
     })
 }
 
