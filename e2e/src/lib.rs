@@ -30,24 +30,7 @@ pub use nix::sys::signal::Signal;
 use tokio::process::{Child, Command};
 
 /// The cached venv with jumpstarter 0.9.0 (see `tools/python-venv.sh`).
-pub fn venv() -> PathBuf {
-    let path = std::env::var_os("JUMPSTARTER_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
-                });
-            cache.join("jumpstarter-rs/venv-jumpstarter-0.9.0")
-        });
-    assert!(
-        path.join("bin/jmp").is_file(),
-        "jumpstarter 0.9.0 is not installed in {}; run tools/python-venv.sh (or the repository's test command)",
-        path.display()
-    );
-    path
-}
+pub use jumpstarter_testenv::venv;
 
 /// A binary of this workspace: next to the test executable, or, when Cargo keeps its
 /// intermediate files in a separate build directory (`build.build-dir`), in the target

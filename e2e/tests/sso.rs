@@ -231,6 +231,17 @@ impl SsoLab {
             .join(format!("{alias}.yaml"))
     }
 
+    /// `jmp get exporters --client-config CONFIG` succeeds and lists `board-1`.
+    async fn assert_lists_board(&self, config: &str) {
+        let args = ["get", "exporters", "--client-config", config];
+        let out = self.jmp(&args, Duration::from_secs(60)).await;
+        assert!(
+            out.ok() && out.stdout.contains("board-1"),
+            "{out}\n{}",
+            self.lab.logs()
+        );
+    }
+
     async fn shell_power_on(&self, client_args: &[&str]) -> Output {
         let mut args = vec!["shell"];
         args.extend_from_slice(client_args);
@@ -308,17 +319,7 @@ async fn login_shell_and_refusals(mode: Mode) {
     let token = yaml_field(&config, "token").expect("token saved");
     assert!(token.split('.').count() == 3, "a JWT: {token:.20}");
     let config_arg = config.to_string_lossy().into_owned();
-    let out = sso
-        .jmp(
-            &["get", "exporters", "--client-config", &config_arg],
-            Duration::from_secs(60),
-        )
-        .await;
-    assert!(
-        out.ok() && out.stdout.contains("board-1"),
-        "{out}\n{}",
-        sso.lab.logs()
-    );
+    sso.assert_lists_board(&config_arg).await;
     let out = sso.shell_power_on(&["--client-config", &config_arg]).await;
     assert!(out.ok(), "jmp shell: {out}\n{}", sso.lab.logs());
 
@@ -582,17 +583,7 @@ async fn provisioning_creates_the_client_once(mode: Mode) {
         .await;
     assert!(out.ok(), "jmp login: {out}");
     let config_arg = config.to_string_lossy().into_owned();
-    let out = sso
-        .jmp(
-            &["get", "exporters", "--client-config", &config_arg],
-            Duration::from_secs(60),
-        )
-        .await;
-    assert!(
-        out.ok() && out.stdout.contains("board-1"),
-        "{out}\n{}",
-        sso.lab.logs()
-    );
+    sso.assert_lists_board(&config_arg).await;
     let uid = client_uid(&sso.lab, "bob").await;
     let username = client_username(&sso.lab, "bob").await;
     assert_eq!(username.as_deref(), Some("dex:bob"));

@@ -197,26 +197,6 @@ async fn token_lifetime_follows_the_option_and_users_are_configurable() {
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
 
-/// The venv with the 0.9.0 Python tools (see `tools/python-venv.sh`).
-fn venv() -> PathBuf {
-    let path = std::env::var_os("JUMPSTARTER_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
-                });
-            cache.join("jumpstarter-rs/venv-jumpstarter-0.9.0")
-        });
-    assert!(
-        path.join("bin/jmp").is_file(),
-        "jumpstarter 0.9.0 is not installed in {}; run tools/python-venv.sh (or the repository's test command)",
-        path.display()
-    );
-    path
-}
-
 /// `jmp login` (0.9.0) as a user runs it: password grant through authlib with the public
 /// client, verifying Dex's TLS with SSL_CERT_FILE; then a second `jmp login` refreshes.
 #[tokio::test]
@@ -224,7 +204,7 @@ async fn jmp_login_signs_in_and_refreshes() {
     let dex = Dex::start(DexOptions::default()).await.unwrap();
     let alice = dex.user("alice").clone();
     let home = tempfile::tempdir().unwrap();
-    let jmp = venv().join("bin/jmp");
+    let jmp = jumpstarter_testenv::venv().join("bin/jmp");
     let run = |args: &[&str]| {
         let output = std::process::Command::new(&jmp)
             .args(args)
