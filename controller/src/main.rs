@@ -103,6 +103,8 @@ struct RunArgs {
     /// service only over UDP; off unless given (usually the same port as `--grpc-listen`).
     #[arg(long, env = "JUMPSTARTER_GRPC_QUIC_LISTEN")]
     grpc_quic_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    quic_transport: jumpstarter_tunnel::QuicTransportArgs,
     /// Advertised controller endpoint `host:port` (written into Client/Exporter status and
     /// used as a SAN of the serving certificate).
     #[arg(
@@ -310,6 +312,7 @@ async fn run(args: RunArgs, given: GivenFlags) -> anyhow::Result<()> {
             tls_sans: args.sans.tls_sans.clone(),
             listen: args.grpc_listen,
             quic_listen: args.grpc_quic_listen,
+            quic_transport: args.quic_transport.transport(),
             limits: port_limits,
             replicas: replicas.clone(),
             login: runtime::LoginListen::from_args(&args.login),

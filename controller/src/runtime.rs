@@ -12,7 +12,7 @@ use std::sync::Arc;
 use jumpstarter_certs::{Ca, ServingCert, reloadable_server_config};
 use jumpstarter_shell::accept_loop::AcceptMetrics;
 use jumpstarter_shell::port_limits::PortLimits;
-use jumpstarter_tunnel::{CarrierError, CarrierServer};
+use jumpstarter_tunnel::{CarrierError, CarrierServer, QuicTransport, TransportGauges};
 use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
@@ -43,6 +43,9 @@ pub struct ControllerMetrics {
     pub accept: AcceptMetrics,
     /// The gRPC-over-QUIC listener's connections (`jumpstarter_controller_grpc_quic_*`).
     pub quic_accept: AcceptMetrics,
+    /// The QUIC transport in force (`jumpstarter_quic_*`), of every QUIC endpoint of the
+    /// process.
+    pub quic_transport: TransportGauges,
     pub refresh: RefreshMetrics,
     /// The channel between replicas (`jumpstarter_controller_peer_*`).
     pub peer: Arc<PeerMetrics>,
@@ -58,6 +61,9 @@ impl ControllerMetrics {
             reconcile: Arc::new(ReconcileMetrics::new(registry)),
             accept: AcceptMetrics::register(registry, "jumpstarter_controller_grpc"),
             quic_accept: AcceptMetrics::register(registry, "jumpstarter_controller_grpc_quic"),
+            quic_transport: TransportGauges::register(
+                registry.sub_registry_with_prefix("jumpstarter"),
+            ),
             refresh: RefreshMetrics::new(registry),
             peer: Arc::new(PeerMetrics::new(registry)),
             jwt: Arc::new(crate::jwt::JwtMetrics::new(registry)),
@@ -130,6 +136,8 @@ pub struct GrpcServer<S> {
     pub listen: SocketAddr,
     /// UDP address for the same services over QUIC; `None` serves TCP only.
     pub quic_listen: Option<SocketAddr>,
+    /// Windows and congestion controller of the QUIC listener.
+    pub quic_transport: QuicTransport,
     /// Connection, handshake and HTTP/2 limits of both listeners.
     pub limits: PortLimits,
     /// The controller replicas this process is one of.
@@ -203,6 +211,7 @@ pub async fn spawn_grpc<S: Store>(
         mut tls_sans,
         listen,
         quic_listen,
+        quic_transport,
         limits,
         replicas,
         login,
@@ -286,13 +295,14 @@ pub async fn spawn_grpc<S: Store>(
         Some(addr) => {
             let tls = reloadable_server_config(serving.clone(), Vec::new(), None)
                 .map_err(RuntimeError::Tls)?;
-            let carrier = CarrierServer::bind(addr, tls)
+            let carrier = CarrierServer::bind_with(addr, tls, quic_transport)
                 .map_err(|source| RuntimeError::Quic { addr, source })?
                 .with_limits(
                     limits.accept.max_connections,
                     limits.http2,
                     Some(metrics.quic_accept.clone()),
-                );
+                )
+                .with_gauges(metrics.quic_transport.clone());
             Some((addr, carrier))
         }
         None => None,

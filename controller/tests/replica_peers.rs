@@ -112,6 +112,7 @@ impl Replica {
                 tls_sans: Vec::new(),
                 listen: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
                 quic_listen: None,
+                quic_transport: jumpstarter_tunnel::QuicTransport::default(),
                 limits: Default::default(),
                 replicas: registry.clone(),
                 login: None,

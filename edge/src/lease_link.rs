@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use jumpstarter_certs::{generate_csr, renewal_csr};
 use jumpstarter_proto::jumpstarter::quic::v1::IssueLeaseCertificateRequest;
 use jumpstarter_proto::jumpstarter::quic::v1::lease_certificate_service_client::LeaseCertificateServiceClient;
-use jumpstarter_tunnel::{Connection, QuicPeer};
+use jumpstarter_tunnel::{Congestion, Connection, QuicPeer, QuicTransport};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::Channel;
@@ -76,6 +76,8 @@ impl LinkError {
 #[derive(Debug)]
 pub(crate) struct LeaseLinks {
     issuer: CertificateIssuer,
+    /// Windows and congestion controller of the router connections.
+    transport: QuicTransport,
     links: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Link>>>>>,
 }
 
@@ -101,8 +103,13 @@ struct Issued {
 }
 
 impl LeaseLinks {
-    pub(crate) fn new(controller: Channel, credentials: Credentials) -> LeaseLinks {
+    pub(crate) fn new(
+        controller: Channel,
+        credentials: Credentials,
+        transport: QuicTransport,
+    ) -> LeaseLinks {
         LeaseLinks {
+            transport,
             issuer: CertificateIssuer {
                 controller,
                 credentials,
@@ -176,17 +183,26 @@ impl LeaseLinks {
             .map_err(|e| endpoint_error(e.to_string()))?
             .next()
             .ok_or_else(|| endpoint_error("no address".to_owned()))?;
-        let connection = QuicPeer::connect(addr, &host, issued.roots, issued.chain, key)
-            .await
-            .map_err(|source| LinkError::Connect {
-                lease: lease.to_owned(),
-                source,
-            })?;
+        let connection = QuicPeer::connect_with_transport(
+            addr,
+            &host,
+            issued.roots,
+            issued.chain,
+            key,
+            &self.transport,
+        )
+        .await
+        .map_err(|source| LinkError::Connect {
+            lease: lease.to_owned(),
+            source,
+        })?;
+        let congestion = Congestion::in_force(connection.quic());
         tracing::info!(
             lease,
             router = %endpoint,
             role = %issued.role,
             valid_for_s = issued.not_after.duration_since(issued_at).unwrap_or_default().as_secs(),
+            congestion = congestion.map_or("unknown", Congestion::name),
             "connected to the lease's QUIC router"
         );
         let renewer = Renewer {

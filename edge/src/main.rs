@@ -50,6 +50,7 @@ use jumpstarter_shell::env_alias::{self, EnvAlias};
 use jumpstarter_shell::error_chain::error_chain;
 use jumpstarter_shell::logging::{self, LogArgs};
 use jumpstarter_shell::signal;
+use jumpstarter_tunnel::{EndpointRole, QuicTransportArgs, TransportGauges};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -95,6 +96,8 @@ struct EdgeArgs {
     #[arg(long, env = "JUMPSTARTER_EDGE_CONTROLLER_QUIC")]
     controller_quic: Option<String>,
     #[command(flatten)]
+    quic_transport: QuicTransportArgs,
+    #[command(flatten)]
     log: LogArgs,
     /// The tool to run with the written configuration; the edge exits with its status.
     #[arg(last = true, requires = "write_config", value_name = "COMMAND")]
@@ -128,10 +131,22 @@ fn main() -> ExitCode {
 
 async fn run(role: Role, args: EdgeArgs) -> anyhow::Result<u8> {
     let config = ToolConfig::load(&args.config, role)?;
+    let quic_transport = args.quic_transport.transport();
+    // What the edge's QUIC connections run with: the kernel's offloads on a socket like
+    // theirs (each connection gets its own socket).
+    let probe = jumpstarter_tunnel::socket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0).into())
+        .context("open a UDP socket")?;
+    TransportGauges::log(
+        EndpointRole::Edge,
+        &quic_transport,
+        jumpstarter_tunnel::socket::offloads(&probe),
+    );
+    drop(probe);
     let controller = upstream::channel(
         &config,
         args.controller_transport,
         args.controller_quic.as_deref(),
+        &quic_transport,
     )?;
 
     let listener = TcpListener::bind(args.listen)
@@ -143,7 +158,11 @@ async fn run(role: Role, args: EdgeArgs) -> anyhow::Result<u8> {
     let local_endpoint = local.to_string();
 
     let credentials = Credentials::of(&config);
-    let links = Arc::new(LeaseLinks::new(controller.clone(), credentials));
+    let links = Arc::new(LeaseLinks::new(
+        controller.clone(),
+        credentials,
+        quic_transport,
+    ));
     let ledger = Arc::new(TokenLedger::default());
     let routes = listener::routes(
         LocalRouter::new(links, ledger.clone()),

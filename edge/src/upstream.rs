@@ -114,6 +114,7 @@ pub(crate) fn channel(
     config: &ToolConfig,
     transport: Transport,
     quic_target: Option<&str>,
+    quic_transport: &jumpstarter_tunnel::QuicTransport,
 ) -> Result<Channel, UpstreamError> {
     let endpoint = config.endpoint.as_str();
     let host = endpoint_host(endpoint).ok_or_else(|| UpstreamError::Endpoint {
@@ -123,12 +124,12 @@ pub(crate) fn channel(
         Transport::Quic => {
             let target = quic_target.unwrap_or(endpoint);
             let tls = tls_config(&config.tls, Vec::new())?;
-            jumpstarter_tunnel::carrier::channel(target, host, tls).map_err(|source| {
-                UpstreamError::Carrier {
+            jumpstarter_tunnel::carrier::channel_with(target, host, tls, quic_transport).map_err(
+                |source| UpstreamError::Carrier {
                     target: target.to_owned(),
                     source,
-                }
-            })
+                },
+            )
         }
         Transport::Tcp => {
             let tls = tls_config(&config.tls, vec![b"h2".to_vec()])?;

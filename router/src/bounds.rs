@@ -1,13 +1,30 @@
 //! The router's memory and connection bounds as command-line flags (`JUMPSTARTER_ROUTER_*`
 //! environment names), for the binaries that run a router: what one lease, one pair and one
 //! QUIC connection may hold, how many QUIC connections there may be, and when QUIC peers
-//! must validate their address. Sizes are in bytes.
+//! must validate their address, the QUIC transport (windows, congestion controller; the
+//! `--quic-…` flags of every QUIC endpoint) and the budget of full windows. Sizes are in
+//! bytes.
 
 use crate::pairing::{DEFAULT_MAX_PENDING_PER_LEASE, DEFAULT_PAIR_QUEUE_BYTES, PairLimits};
+use jumpstarter_shell::env_alias::EnvAlias;
+use jumpstarter_tunnel::QuicTransportArgs;
+
 use crate::quic::{
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_RECEIVE_WINDOW, DEFAULT_RETRY_THRESHOLD,
-    DEFAULT_STREAM_RECEIVE_WINDOW, QuicRouterConfig,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_RETRY_THRESHOLD, DEFAULT_WINDOW_BUDGET, QuicRouterConfig,
 };
+
+/// The router's own names of the window flags' environment variables, before every QUIC
+/// endpoint shared them; deprecated.
+pub const ENV_ALIASES: &[EnvAlias] = &[
+    EnvAlias::new(
+        "JUMPSTARTER_ROUTER_QUIC_STREAM_RECEIVE_WINDOW",
+        "JUMPSTARTER_QUIC_STREAM_RECEIVE_WINDOW",
+    ),
+    EnvAlias::new(
+        "JUMPSTARTER_ROUTER_QUIC_RECEIVE_WINDOW",
+        "JUMPSTARTER_QUIC_RECEIVE_WINDOW",
+    ),
+];
 
 /// Per-lease, per-pair and QUIC bounds.
 #[derive(Debug, Clone, clap::Args)]
@@ -28,23 +45,17 @@ pub struct BoundsArgs {
         default_value_t = DEFAULT_PAIR_QUEUE_BYTES
     )]
     pub pair_queue_bytes: usize,
-    /// Bytes a QUIC peer may send on one stream before the router reads them.
+    #[command(flatten)]
+    pub quic_transport: QuicTransportArgs,
+    /// Flow-control window bytes (receive + send) the router grants in full over all its
+    /// QUIC connections; beyond, new connections get 1 MiB stream / 2 MiB connection /
+    /// 2 MiB send windows. Worst case: this + max connections × 4 MiB.
     #[arg(
         long,
-        env = "JUMPSTARTER_ROUTER_QUIC_STREAM_RECEIVE_WINDOW",
-        default_value_t = DEFAULT_STREAM_RECEIVE_WINDOW,
-        value_parser = clap::value_parser!(u32).range(1024..)
+        env = "JUMPSTARTER_ROUTER_QUIC_WINDOW_BUDGET",
+        default_value_t = DEFAULT_WINDOW_BUDGET
     )]
-    pub quic_stream_receive_window: u32,
-    /// Bytes a QUIC peer may send on all streams of one connection before the router reads
-    /// them (also the router's send window per connection).
-    #[arg(
-        long,
-        env = "JUMPSTARTER_ROUTER_QUIC_RECEIVE_WINDOW",
-        default_value_t = DEFAULT_RECEIVE_WINDOW,
-        value_parser = clap::value_parser!(u32).range(1024..)
-    )]
-    pub quic_receive_window: u32,
+    pub quic_window_budget: u64,
     /// Concurrent session streams per QUIC connection.
     #[arg(
         long,
@@ -83,8 +94,8 @@ impl BoundsArgs {
     /// Sets the QUIC bounds of `config`.
     pub fn apply_quic(&self, config: &mut QuicRouterConfig) {
         config.max_pending_per_lease = self.max_pending_per_lease;
-        config.stream_receive_window = self.quic_stream_receive_window;
-        config.receive_window = self.quic_receive_window;
+        config.transport = self.quic_transport.transport();
+        config.window_budget = self.quic_window_budget;
         config.max_sessions_per_connection = self.quic_max_streams_per_connection;
         config.max_connections = self.quic_max_connections;
         config.retry_threshold = self.quic_retry_threshold;

@@ -130,7 +130,8 @@ const ENV_ALIASES: &[EnvAlias] = &[
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli: Cli = env_alias::parse(ENV_ALIASES);
+    let aliases = [ENV_ALIASES, jumpstarter_router::bounds::ENV_ALIASES].concat();
+    let cli: Cli = env_alias::parse(&aliases);
     logging::init(cli.log.log_format, "info");
 
     let mut registry = Registry::with_prefix("jumpstarter");

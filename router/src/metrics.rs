@@ -199,6 +199,8 @@ pub(crate) struct QuicMetrics {
     expired_connections: Counter,
     connection_attempts: Family<OutcomeLabel, Counter>,
     unvalidated_handshakes: Gauge,
+    /// The flow-control window budget, `state` = `granted` or `total`.
+    pub(crate) window_budget: Family<Vec<(&'static str, &'static str)>, Gauge>,
 }
 
 impl QuicMetrics {
@@ -238,6 +240,11 @@ impl QuicMetrics {
             unvalidated_handshakes: r.add(
                 "unvalidated_handshakes",
                 "Handshakes in flight from peers whose address is not validated",
+            ),
+            window_budget: r.add(
+                "window_budget_bytes",
+                "Flow-control window bytes (receive + send) granted to QUIC connections at \
+                 their full size (state=granted) out of the budget (state=total)",
             ),
         }
     }

@@ -644,7 +644,9 @@ const PAYLOAD: usize = 1_200_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_quic_streams_leave_the_router_memory_bounded() {
-    let router = RouterProcess::start(&[]);
+    // A budget of two connections' full windows (64 MiB each by default): the other eight
+    // get the floor (2 MiB connection windows).
+    let router = RouterProcess::start(&["--quic-window-budget", "134217728"]);
     let before = router.rss_kib();
 
     // Ten connections (one lease each), 256 streams each that no peer ever answers, each

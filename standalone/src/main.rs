@@ -105,6 +105,8 @@ struct ServeArgs {
     /// Start neither QUIC listener (sessions, controller).
     #[arg(long, env = "JUMPSTARTER_NO_QUIC")]
     no_quic: bool,
+    #[command(flatten)]
+    quic_transport: jumpstarter_tunnel::QuicTransportArgs,
     /// Address of the HTTP listener: `/healthz`, `/readyz`, `/metrics`.
     #[arg(
         long,
@@ -343,6 +345,7 @@ async fn serve_command(args: ServeArgs, given: GivenFlags) -> anyhow::Result<()>
         } else {
             Some(args.controller_quic_listen.unwrap_or(args.grpc_listen))
         },
+        quic_transport: args.quic_transport.transport(),
         http_listen: args.http_listen,
         login: jumpstarter_controller::runtime::LoginListen::from_args(&args.login),
         grpc_endpoint: args.grpc_endpoint,

@@ -51,6 +51,8 @@ pub(crate) struct ServeOptions {
     pub(crate) quic_listen: Option<SocketAddr>,
     /// UDP address of the controller's gRPC-over-QUIC listener; `None` disables it.
     pub(crate) controller_quic_listen: Option<SocketAddr>,
+    /// Windows and congestion controller of both QUIC listeners.
+    pub(crate) quic_transport: jumpstarter_tunnel::QuicTransport,
     /// The login service (`/v1/auth/config`), when asked for.
     pub(crate) login: Option<jumpstarter_controller::runtime::LoginListen>,
     pub(crate) http_listen: SocketAddr,
@@ -182,8 +184,12 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             // The router certificate is minted afresh at every start; the CA key is kept in
             // the store, so resets stay recognisable across restarts.
             let reset_key = ResetKey::derive(keys.ca.key_pem().as_bytes());
-            let config = QuicRouterConfig::reloadable(router_serving.clone(), lease_ca, reset_key)
-                .context("build the QUIC router TLS configuration")?;
+            let mut config =
+                QuicRouterConfig::reloadable(router_serving.clone(), lease_ca, reset_key)
+                    .context("build the QUIC router TLS configuration")?;
+            config.transport = options.quic_transport;
+            // One registration of the transport gauges per registry: the controller's.
+            config.gauges = Some(metrics.quic_transport.clone());
             let mut quic = QuicRouter::bind(
                 config,
                 addr,
@@ -235,6 +241,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         tls_sans: options.tls_sans.clone(),
         listen: options.grpc_listen,
         quic_listen: options.controller_quic_listen,
+        quic_transport: options.quic_transport,
         limits,
         replicas: replicas.clone(),
         login: options.login,

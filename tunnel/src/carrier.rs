@@ -44,7 +44,9 @@ use tonic::service::Routes;
 use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::quic::transport_config;
+use crate::socket::Offloads;
+use crate::transport::QuicTransport;
+use crate::transport_gauges::{EndpointRole, TransportGauges};
 
 /// The ALPN protocol of gRPC carried over QUIC streams.
 pub const CARRIER_ALPN: &[u8] = b"jumpstarter-grpc/1";
@@ -180,6 +182,9 @@ impl Connected for CarrierStream {
 #[derive(Debug)]
 pub struct CarrierServer {
     endpoint: quinn::Endpoint,
+    transport: QuicTransport,
+    offloads: Offloads,
+    gauges: Option<TransportGauges>,
     max_connections: usize,
     http2: Http2Limits,
     metrics: Option<AcceptMetrics>,
@@ -188,18 +193,33 @@ pub struct CarrierServer {
 impl CarrierServer {
     /// Binds the UDP socket `addr`, presenting the certificate of `tls` (its ALPN is set to
     /// [`CARRIER_ALPN`]; it should not ask for client certificates).
-    pub fn bind(addr: SocketAddr, mut tls: rustls::ServerConfig) -> Result<Self, CarrierError> {
+    pub fn bind(addr: SocketAddr, tls: rustls::ServerConfig) -> Result<Self, CarrierError> {
+        CarrierServer::bind_with(addr, tls, QuicTransport::default())
+    }
+
+    /// Like [`CarrierServer::bind`], with the given transport settings.
+    pub fn bind_with(
+        addr: SocketAddr,
+        mut tls: rustls::ServerConfig,
+        settings: QuicTransport,
+    ) -> Result<Self, CarrierError> {
         tls.alpn_protocols = vec![CARRIER_ALPN.to_vec()];
         let crypto = QuicServerConfig::try_from(tls).map_err(CarrierError::Quic)?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        let mut transport = transport_config();
+        let mut transport = settings.to_quinn();
         transport.max_concurrent_bidi_streams(MAX_STREAMS_PER_CONNECTION.into());
         transport.max_concurrent_uni_streams(VarInt::from_u32(0));
         server.transport_config(Arc::new(transport));
-        let endpoint = quinn::Endpoint::server(server, addr)
-            .map_err(|source| CarrierError::Bind { addr, source })?;
+        let socket =
+            crate::socket::bind(addr).map_err(|source| CarrierError::Bind { addr, source })?;
+        let (endpoint, offloads) =
+            crate::socket::endpoint(settings.endpoint_config(), Some(server), socket)
+                .map_err(|source| CarrierError::Bind { addr, source })?;
         Ok(CarrierServer {
             endpoint,
+            transport: settings,
+            offloads,
+            gauges: None,
             max_connections: MAX_CONNECTIONS,
             http2: Http2Limits::default(),
             metrics: None,
@@ -220,6 +240,13 @@ impl CarrierServer {
         self
     }
 
+    /// Publishes the transport in force as the `controller` endpoint's gauges (and reads
+    /// the congestion controller of every new connection into them).
+    pub fn with_gauges(mut self, gauges: TransportGauges) -> Self {
+        self.gauges = Some(gauges);
+        self
+    }
+
     /// The bound UDP address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.endpoint.local_addr()
@@ -229,9 +256,12 @@ impl CarrierServer {
     /// Dropping the returned stream stops accepting and closes the endpoint.
     pub fn incoming(self) -> ReceiverStream<Result<CarrierStream, io::Error>> {
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
+        let gauges = self.gauges.unwrap_or_default();
+        gauges.started(EndpointRole::Controller, &self.transport, self.offloads);
         let counts = Arc::new(Counts {
             max_connections: self.max_connections,
             metrics: self.metrics,
+            gauges,
             connections: AtomicUsize::new(0),
             handshakes: AtomicUsize::new(0),
         });
@@ -264,6 +294,8 @@ impl CarrierServer {
 struct Counts {
     max_connections: usize,
     metrics: Option<AcceptMetrics>,
+    /// What the listener runs with (unregistered when nobody asked for metrics).
+    gauges: TransportGauges,
     connections: AtomicUsize,
     handshakes: AtomicUsize,
 }
@@ -377,7 +409,11 @@ async fn serve_connection(
             return;
         }
     };
-    tracing::debug!(%remote, "carrier connection open");
+    let congestion = slot
+        .counts
+        .gauges
+        .connection(EndpointRole::Controller, &connection);
+    tracing::debug!(%remote, ?congestion, "carrier connection open");
     loop {
         let accepted = tokio::select! {
             () = tx.closed() => break,
@@ -407,7 +443,17 @@ pub fn channel(
     server_name: &str,
     tls: rustls::ClientConfig,
 ) -> Result<Channel, CarrierError> {
-    let connector = CarrierConnector::new(target, server_name, tls)?;
+    channel_with(target, server_name, tls, &QuicTransport::default())
+}
+
+/// Like [`channel`], with the given transport settings.
+pub fn channel_with(
+    target: &str,
+    server_name: &str,
+    tls: rustls::ClientConfig,
+    transport: &QuicTransport,
+) -> Result<Channel, CarrierError> {
+    let connector = CarrierConnector::new_with(target, server_name, tls, transport)?;
     let endpoint =
         Endpoint::from_shared(format!("http://{target}")).map_err(|source| CarrierError::Uri {
             target: target.to_owned(),
@@ -429,6 +475,7 @@ struct ConnectorShared {
     target: String,
     server_name: String,
     config: quinn::ClientConfig,
+    transport: QuicTransport,
     /// The live connection, with the endpoint (socket) it was made on.
     live: tokio::sync::Mutex<Option<(quinn::Connection, quinn::Endpoint)>>,
 }
@@ -439,17 +486,28 @@ impl CarrierConnector {
     pub fn new(
         target: &str,
         server_name: &str,
+        tls: rustls::ClientConfig,
+    ) -> Result<Self, CarrierError> {
+        CarrierConnector::new_with(target, server_name, tls, &QuicTransport::default())
+    }
+
+    /// Like [`CarrierConnector::new`], with the given transport settings.
+    pub fn new_with(
+        target: &str,
+        server_name: &str,
         mut tls: rustls::ClientConfig,
+        transport: &QuicTransport,
     ) -> Result<Self, CarrierError> {
         tls.alpn_protocols = vec![CARRIER_ALPN.to_vec()];
         let crypto = QuicClientConfig::try_from(tls).map_err(CarrierError::Quic)?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        config.transport_config(Arc::new(transport_config()));
+        config.transport_config(Arc::new(transport.to_quinn()));
         Ok(CarrierConnector {
             shared: Arc::new(ConnectorShared {
                 target: target.to_owned(),
                 server_name: server_name.to_owned(),
                 config,
+                transport: *transport,
                 live: tokio::sync::Mutex::new(None),
             }),
         })
@@ -499,7 +557,8 @@ impl ConnectorShared {
         } else {
             (Ipv4Addr::UNSPECIFIED, 0).into()
         };
-        let endpoint = crate::socket::client_endpoint(local).map_err(CarrierError::Socket)?;
+        let (endpoint, _) = crate::socket::client_endpoint_for(local, &self.transport)
+            .map_err(CarrierError::Socket)?;
         let connecting = endpoint
             .connect_with(self.config.clone(), addr, &self.server_name)
             .map_err(|source| CarrierError::Connect { addr, source })?;

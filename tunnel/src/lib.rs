@@ -18,7 +18,11 @@
 //!   `(SendStream, RecvStream)`; [`read_header`] for the router side.
 //! - [`carrier`]: gRPC over QUIC for controller calls: [`CarrierServer`] serves tonic routes
 //!   on QUIC streams, [`carrier::channel`] is a tonic channel over them.
-//! - [`socket`]: UDP sockets with buffers sized for bulk transfers, for every endpoint.
+//! - [`socket`]: UDP sockets with buffers sized for bulk transfers, for every endpoint, and
+//!   the UDP offloads ([`socket::offloads`]).
+//! - [`transport`]: the transport settings of every endpoint ([`QuicTransport`]: windows,
+//!   congestion controller, MTU bound) and their flags ([`QuicTransportArgs`]).
+//! - [`transport_gauges`]: what an endpoint really runs with, as metrics and a log line.
 
 pub mod carrier;
 pub mod code;
@@ -26,6 +30,8 @@ pub mod header;
 pub mod quic;
 pub mod renewal;
 pub mod socket;
+pub mod transport;
+pub mod transport_gauges;
 
 pub use carrier::{CARRIER_ALPN, CarrierConnector, CarrierError, CarrierServer, CarrierStream};
 pub use header::{Decoded, Header, HeaderError, MAX_SESSION_ID_LEN, MAX_TOKEN_LEN};
@@ -33,3 +39,5 @@ pub use quic::{
     ALPN, ConnectError, Connection, Opening, QuicPeer, RenewError, SessionError, read_header,
     read_opening,
 };
+pub use transport::{Congestion, QuicTransport, QuicTransportArgs};
+pub use transport_gauges::{EndpointRole, TransportGauges};

@@ -22,6 +22,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::header::{Decoded, Header, HeaderError, MAX_HEADER_LEN};
 use crate::renewal::{self, Progress, RenewalError, Reply};
+use crate::transport::QuicTransport;
 
 /// The ALPN protocol of the session tunnel.
 pub const ALPN: &[u8] = b"jumpstarter-tunnel/1";
@@ -119,13 +120,33 @@ impl QuicPeer {
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<Connection, ConnectError> {
+        QuicPeer::connect_with_transport(
+            router_addr,
+            server_name,
+            roots,
+            chain,
+            key,
+            &QuicTransport::default(),
+        )
+        .await
+    }
+
+    /// Like [`QuicPeer::connect`], with the given transport settings.
+    pub async fn connect_with_transport(
+        router_addr: SocketAddr,
+        server_name: &str,
+        roots: Vec<CertificateDer<'static>>,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        transport: &QuicTransport,
+    ) -> Result<Connection, ConnectError> {
         let tls = client_config(
             roots,
             Some(TlsCredentials { chain, key }),
             vec![ALPN.to_vec()],
         )
         .map_err(ConnectError::Tls)?;
-        QuicPeer::connect_with_tls(router_addr, server_name, tls).await
+        QuicPeer::connect_with_tls_and_transport(router_addr, server_name, tls, transport).await
     }
 
     /// Connects with a ready TLS configuration (its ALPN is set to [`ALPN`]), from a new
@@ -135,13 +156,31 @@ impl QuicPeer {
         server_name: &str,
         tls: rustls::ClientConfig,
     ) -> Result<Connection, ConnectError> {
+        QuicPeer::connect_with_tls_and_transport(
+            router_addr,
+            server_name,
+            tls,
+            &QuicTransport::default(),
+        )
+        .await
+    }
+
+    /// Like [`QuicPeer::connect_with_tls`], with the given transport settings.
+    pub async fn connect_with_tls_and_transport(
+        router_addr: SocketAddr,
+        server_name: &str,
+        tls: rustls::ClientConfig,
+        transport: &QuicTransport,
+    ) -> Result<Connection, ConnectError> {
         let local: SocketAddr = if router_addr.is_ipv6() {
             (Ipv6Addr::UNSPECIFIED, 0).into()
         } else {
             (Ipv4Addr::UNSPECIFIED, 0).into()
         };
-        let endpoint = crate::socket::client_endpoint(local).map_err(ConnectError::Socket)?;
-        QuicPeer::connect_on(endpoint, router_addr, server_name, tls).await
+        let (endpoint, _) =
+            crate::socket::client_endpoint_for(local, transport).map_err(ConnectError::Socket)?;
+        QuicPeer::connect_on_with_transport(endpoint, router_addr, server_name, tls, transport)
+            .await
     }
 
     /// Connects from a given client `endpoint` (for a socket made elsewhere, e.g. in another
@@ -150,12 +189,30 @@ impl QuicPeer {
         endpoint: quinn::Endpoint,
         router_addr: SocketAddr,
         server_name: &str,
+        tls: rustls::ClientConfig,
+    ) -> Result<Connection, ConnectError> {
+        QuicPeer::connect_on_with_transport(
+            endpoint,
+            router_addr,
+            server_name,
+            tls,
+            &QuicTransport::default(),
+        )
+        .await
+    }
+
+    /// Like [`QuicPeer::connect_on`], with the given transport settings.
+    pub async fn connect_on_with_transport(
+        endpoint: quinn::Endpoint,
+        router_addr: SocketAddr,
+        server_name: &str,
         mut tls: rustls::ClientConfig,
+        transport: &QuicTransport,
     ) -> Result<Connection, ConnectError> {
         tls.alpn_protocols = vec![ALPN.to_vec()];
         let crypto = QuicClientConfig::try_from(tls).map_err(ConnectError::Quic)?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        config.transport_config(Arc::new(transport_config()));
+        config.transport_config(Arc::new(transport.to_quinn()));
         let connecting = endpoint
             .connect_with(config, router_addr, server_name)
             .map_err(|source| ConnectError::Start {
@@ -255,39 +312,22 @@ impl Connection {
     }
 }
 
-/// Bytes a peer may send on one stream before the receiver reads them: quinn's default
-/// (1.25 MB) rounded down to 1 MiB. One stream's bulk throughput is about this window per
-/// round trip (100 MiB/s at 10 ms), and a receiver that does not read a stream (a router
-/// holding a session until its peer comes) buffers at most this much of it.
-pub const STREAM_RECEIVE_WINDOW: u32 = 1024 * 1024;
+/// Bytes a peer may send on one stream before the receiver reads them, by default (see
+/// [`crate::transport`]).
+pub const STREAM_RECEIVE_WINDOW: u64 = crate::transport::STREAM_RECEIVE_WINDOW;
 
-/// Bytes a peer may send on all streams of a connection before the receiver reads them.
-/// quinn's default is unlimited, so a peer could make a receiver buffer the stream window
-/// times the number of streams; four stream windows keep several sessions of one
-/// connection at full speed while bounding what one connection can park in memory.
-pub const RECEIVE_WINDOW: u32 = 4 * STREAM_RECEIVE_WINDOW;
+/// Bytes a peer may send on all streams of a connection before the receiver reads them, by
+/// default.
+pub const RECEIVE_WINDOW: u64 = crate::transport::RECEIVE_WINDOW;
 
 /// Bytes written by the application that a connection keeps until the peer acknowledges
-/// them (quinn's default is 10 MB): the connection's receive window, which is what a
-/// peer of the same configuration accepts at once anyway.
-pub const SEND_WINDOW: u64 = RECEIVE_WINDOW as u64;
+/// them, by default.
+pub const SEND_WINDOW: u64 = crate::transport::SEND_WINDOW;
 
-/// Transport settings of both ends: keep-alives below the idle timeout, explicit flow
-/// control windows ([`STREAM_RECEIVE_WINDOW`], [`RECEIVE_WINDOW`], [`SEND_WINDOW`]).
+/// Transport settings of both ends by default: [`QuicTransport::default`] (windows for a
+/// 100 ms × 1 Gbit/s path, keep-alives below the idle timeout).
 pub fn transport_config() -> quinn::TransportConfig {
-    let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(KEEP_ALIVE));
-    transport.stream_receive_window(STREAM_RECEIVE_WINDOW.into());
-    transport.receive_window(RECEIVE_WINDOW.into());
-    transport.send_window(SEND_WINDOW);
-    // BBR, not loss-based Cubic: lab networks drop packets for reasons other than
-    // congestion (Wi-Fi, VPNs), and Cubic halves its window at every such loss.
-    transport.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
-    // Invariant: 30 s is far below the largest idle timeout QUIC can express.
-    if let Ok(idle) = quinn::IdleTimeout::try_from(IDLE_TIMEOUT) {
-        transport.max_idle_timeout(Some(idle));
-    }
-    transport
+    QuicTransport::default().to_quinn()
 }
 
 /// Reads what a new stream opens with (a session header or a renewal request), and nothing

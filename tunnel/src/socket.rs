@@ -6,12 +6,18 @@
 //! round trip sharing the router's socket with a bulk session waits for a retransmission
 //! timeout. [`bind`] asks for [`BUFFER_BYTES`] each way; the kernel caps the request at
 //! `net.core.rmem_max` / `net.core.wmem_max` (operators raise those for more).
+//!
+//! Endpoints are made with [`endpoint`], which also reports the UDP offloads quinn uses on
+//! the socket ([`Offloads`]: several datagrams per system call, GSO on send and GRO on
+//! receive, where the kernel offers them); [`offloads`] asks the kernel for any socket.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::transport::QuicTransport;
 
 /// Receive and send buffer asked for on every endpoint socket.
 pub const BUFFER_BYTES: usize = 4 * 1024 * 1024;
@@ -35,14 +41,57 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
-/// A client-only QUIC endpoint on a [`bind`] socket.
+/// Datagrams one system call may carry on a UDP socket: GSO segments on send, GRO
+/// segments on receive (1: no offload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offloads {
+    pub gso: usize,
+    pub gro: usize,
+}
+
+/// What the kernel offers `socket` (asking enables GRO on it, as quinn does).
+pub fn offloads(socket: &std::net::UdpSocket) -> Offloads {
+    match quinn::udp::UdpSocketState::new(socket.into()) {
+        Ok(state) => Offloads {
+            gso: state.max_gso_segments(),
+            gro: state.gro_segments(),
+        },
+        Err(error) => {
+            tracing::debug!(%error, "cannot read the UDP offloads; assuming none");
+            Offloads { gso: 1, gro: 1 }
+        }
+    }
+}
+
+/// A QUIC endpoint on `socket` (serving with `server` if given), and the offloads quinn
+/// uses on it, read from the socket quinn drives.
+pub fn endpoint(
+    config: quinn::EndpointConfig,
+    server: Option<quinn::ServerConfig>,
+    socket: std::net::UdpSocket,
+) -> io::Result<(quinn::Endpoint, Offloads)> {
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let socket = quinn::Runtime::wrap_udp_socket(&*runtime, socket)?;
+    let offloads = Offloads {
+        gso: socket.max_transmit_segments(),
+        gro: socket.max_receive_segments(),
+    };
+    let endpoint = quinn::Endpoint::new_with_abstract_socket(config, server, socket, runtime)?;
+    Ok((endpoint, offloads))
+}
+
+/// A client-only QUIC endpoint on a [`bind`] socket, accepting datagrams as large as
+/// `transport` allows.
+pub fn client_endpoint_for(
+    addr: SocketAddr,
+    transport: &QuicTransport,
+) -> io::Result<(quinn::Endpoint, Offloads)> {
+    endpoint(transport.endpoint_config(), None, bind(addr)?)
+}
+
+/// A client-only QUIC endpoint on a [`bind`] socket, with the default transport.
 pub fn client_endpoint(addr: SocketAddr) -> io::Result<quinn::Endpoint> {
-    quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        None,
-        bind(addr)?,
-        Arc::new(quinn::TokioRuntime),
-    )
+    client_endpoint_for(addr, &QuicTransport::default()).map(|(endpoint, _)| endpoint)
 }
 
 #[cfg(test)]
@@ -56,6 +105,20 @@ mod tests {
             .trim()
             .parse()
             .expect("a number")
+    }
+
+    #[tokio::test]
+    async fn the_offloads_quinn_uses_are_the_kernels() {
+        let socket = bind(([127, 0, 0, 1], 0).into()).expect("bind");
+        let kernel = offloads(&socket);
+        assert!(kernel.gso >= 1 && kernel.gro >= 1, "{kernel:?}");
+        let (_endpoint, used) = endpoint(
+            QuicTransport::default().endpoint_config(),
+            None,
+            bind(([127, 0, 0, 1], 0).into()).expect("bind"),
+        )
+        .expect("endpoint");
+        assert_eq!(used, kernel);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tracing::{Instrument, debug, info, info_span};
 
 use super::admission::{self, Admission, AdmissionError};
 use super::intake::Unvalidated;
+use super::window_budget::WindowGrant;
 use crate::metrics::QuicMetrics;
 use crate::refusal::Refusal;
 use crate::side::Side;
@@ -35,6 +36,8 @@ pub(super) struct ConnectionHandler {
     /// Router-token stream ids shared with the h2 router, if this listener pairs with it.
     pub(super) streams: Option<Switchboard>,
     pub(super) metrics: QuicMetrics,
+    /// The transport in force, refreshed from every admitted connection.
+    pub(super) gauges: jumpstarter_tunnel::TransportGauges,
 }
 
 /// What the router knows about an admitted connection: whom it admitted and until when.
@@ -48,12 +51,14 @@ struct Admitted {
 
 impl ConnectionHandler {
     /// Completes the handshake of `connecting` (from `remote`; `unvalidated` counts it
-    /// among the handshakes of unvalidated addresses until it ends), then serves it.
+    /// among the handshakes of unvalidated addresses until it ends), then serves it. A
+    /// full window `grant` returns to the budget when this ends.
     pub(super) async fn run(
         self,
         connecting: quinn::Connecting,
         remote: std::net::SocketAddr,
         unvalidated: Option<Unvalidated>,
+        grant: Option<WindowGrant>,
     ) {
         let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await;
         drop(unvalidated);
@@ -86,11 +91,20 @@ impl ConnectionHandler {
             lease = %admitted.admission.identity.lease_name,
             role = %admitted.admission.identity.role,
         );
+        let congestion = self
+            .gauges
+            .connection(jumpstarter_tunnel::EndpointRole::Router, &connection);
+        debug!(
+            ?congestion,
+            full_windows = grant.is_some(),
+            "connection admitted"
+        );
         self.metrics.connection_opened();
         self.serve(connection, Arc::new(admitted))
             .instrument(span)
             .await;
         self.metrics.connection_closed();
+        drop(grant);
     }
 
     /// The peer's lease identity and when its certificate ends, or why it is refused.

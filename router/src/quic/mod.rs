@@ -14,22 +14,24 @@
 //! [`jumpstarter_tunnel::code`].
 //!
 //! Memory is bounded by configuration: every connection has explicit flow-control windows
-//! ([`QuicRouterConfig::stream_receive_window`], [`QuicRouterConfig::receive_window`]; a
-//! session stream waiting for its peer is read up to its header only, so at most its
-//! stream window of payload waits in the router, and all of a connection's waiting
-//! streams together at most its connection window), at most
+//! ([`QuicRouterConfig::transport`]; a session stream waiting for its peer is read up to
+//! its header only, so at most its stream window of payload waits in the router, and all
+//! of a connection's waiting streams together at most its connection window), granted in
+//! full only while [`QuicRouterConfig::window_budget`] lasts (`window_budget`), at most
 //! [`QuicRouterConfig::max_sessions_per_connection`] streams each, at most
 //! [`QuicRouterConfig::max_connections`] connections.
 //!
 //! Map: [`reset_key`] (the stateless-reset secret), `admission` (the pure check of a
 //! presented chain), `intake` (connection cap and address validation before a handshake),
-//! `connection` (handshake, renewals, session streams). Pairing is the crate's
+//! `connection` (handshake, renewals, session streams), `window_budget` (the windows each
+//! connection gets). Pairing is the crate's
 //! `switchboard`, the QUIC ↔ QUIC pumps its `splice`, the metrics its `metrics`.
 
 mod admission;
 mod connection;
 mod intake;
 mod reset_key;
+mod window_budget;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,7 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jumpstarter_certs::{ServingCert, TlsCredentials, TrustedRoots, reloadable_server_config};
-use jumpstarter_tunnel::{ALPN, code};
+use jumpstarter_tunnel::{ALPN, EndpointRole, QuicTransport, TransportGauges, code};
 use quinn::VarInt;
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls_pki_types::CertificateDer;
@@ -53,19 +55,8 @@ use crate::switchboard::Switchboard;
 use connection::ConnectionHandler;
 use intake::{Handshakes, IntakeLimits};
 pub use reset_key::ResetKey;
-
-/// Default bytes a peer may send on one session stream before the router reads them: the
-/// tunnel's window ([`jumpstarter_tunnel::quic::STREAM_RECEIVE_WINDOW`], 1 MiB), about
-/// quinn's default (1.25 MB). One session carries about this much per round trip (100 MiB/s
-/// at 10 ms), and a stream waiting for its peer parks at most this much in the router.
-pub(crate) const DEFAULT_STREAM_RECEIVE_WINDOW: u32 =
-    jumpstarter_tunnel::quic::STREAM_RECEIVE_WINDOW;
-
-/// Default bytes a peer may send on all streams of a connection before the router reads
-/// them (quinn's default is unlimited): two streams at full speed. It bounds what one
-/// connection parks in the router, however many waiting streams it opens; the router
-/// keeps as much again of what it sends to the peer (its send window).
-pub(crate) const DEFAULT_RECEIVE_WINDOW: u32 = 2 * DEFAULT_STREAM_RECEIVE_WINDOW;
+pub(crate) use window_budget::DEFAULT_WINDOW_BUDGET;
+use window_budget::WindowBudget;
 
 /// Default connections (handshaking or established) at most. A leased exporter and its
 /// client hold one connection each per lease; 2,048 connections serve a thousand leases
@@ -106,11 +97,15 @@ pub struct QuicRouterConfig {
     /// may open, so this bounds an idle connection's memory too: 256 gives about 60 KB per
     /// idle connection (1,024 gave about 132 KB; `jumpstarter-loadtest idle`).
     pub max_sessions_per_connection: u32,
-    /// Bytes a peer may send on one stream before the router reads them.
-    pub stream_receive_window: u32,
-    /// Bytes a peer may send on all streams of one connection before the router reads
-    /// them; also the router's send window per connection.
-    pub receive_window: u32,
+    /// Flow-control windows, congestion controller and MTU bound of connections granted
+    /// their full windows.
+    pub transport: QuicTransport,
+    /// Window bytes (receive + send) granted in full over all connections; beyond it, new
+    /// connections get the floor (1 MiB stream / 2 MiB connection / 2 MiB send windows).
+    pub window_budget: u64,
+    /// Where the transport in force is published (`jumpstarter_quic_*{endpoint="router"}`);
+    /// `None` registers new gauges in the listener's registry.
+    pub gauges: Option<TransportGauges>,
     /// Connections, handshaking or established, at most; beyond, new attempts are refused.
     pub max_connections: usize,
     /// Handshakes from unvalidated addresses in flight beyond which new peers must
@@ -157,8 +152,9 @@ impl QuicRouterConfig {
             max_pending: DEFAULT_MAX_PENDING,
             max_remembered: DEFAULT_MAX_REMEMBERED,
             max_sessions_per_connection: 256,
-            stream_receive_window: DEFAULT_STREAM_RECEIVE_WINDOW,
-            receive_window: DEFAULT_RECEIVE_WINDOW,
+            transport: QuicTransport::default(),
+            window_budget: DEFAULT_WINDOW_BUDGET,
+            gauges: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             retry_threshold: DEFAULT_RETRY_THRESHOLD,
             max_pending_per_lease: DEFAULT_MAX_PENDING_PER_LEASE,
@@ -193,6 +189,8 @@ pub struct QuicRouter {
     switchboard: Option<Switchboard>,
     intake: IntakeLimits,
     handshakes: Handshakes,
+    budget: WindowBudget,
+    gauges: TransportGauges,
 }
 
 impl QuicRouter {
@@ -204,30 +202,54 @@ impl QuicRouter {
     ) -> Result<Self, QuicSetupError> {
         let mut tls = config.tls;
         tls.alpn_protocols = vec![ALPN.to_vec()];
-        let crypto = QuicServerConfig::try_from(tls).map_err(QuicSetupError::Tls)?;
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        let mut transport = jumpstarter_tunnel::quic::transport_config();
-        transport.max_concurrent_bidi_streams(config.max_sessions_per_connection.into());
-        transport.max_concurrent_uni_streams(VarInt::from_u32(0));
-        transport.stream_receive_window(config.stream_receive_window.into());
-        // A connection window below the stream window would only shrink the stream's.
-        let receive_window = config.receive_window.max(config.stream_receive_window);
-        transport.receive_window(receive_window.into());
-        transport.send_window(receive_window.into());
-        server.transport_config(Arc::new(transport));
-        // quinn's own bound on attempts not yet decided (65,536 by default) and their
-        // buffers: attempts are decided at once, a connection cap's worth is plenty.
-        server.max_incoming(config.max_connections.clamp(1, 1 << 16));
+        let crypto = Arc::new(QuicServerConfig::try_from(tls).map_err(QuicSetupError::Tls)?);
+        let max_sessions = config.max_sessions_per_connection;
+        let max_incoming = config.max_connections.clamp(1, 1 << 16);
+        let server = |settings: &QuicTransport| {
+            let mut server = quinn::ServerConfig::with_crypto(crypto.clone());
+            let mut transport = settings.to_quinn();
+            transport.max_concurrent_bidi_streams(max_sessions.into());
+            transport.max_concurrent_uni_streams(VarInt::from_u32(0));
+            server.transport_config(Arc::new(transport));
+            // quinn's own bound on attempts not yet decided (65,536 by default) and their
+            // buffers: attempts are decided at once, a connection cap's worth is plenty.
+            server.max_incoming(max_incoming);
+            server
+        };
         let socket = jumpstarter_tunnel::socket::bind(addr)
             .map_err(|source| QuicSetupError::Bind { addr, source })?;
-        let endpoint = quinn::Endpoint::new(
-            config.reset_key.endpoint_config(),
-            Some(server),
+        let mut endpoint_config = config.reset_key.endpoint_config();
+        config.transport.apply_endpoint(&mut endpoint_config);
+        let (endpoint, offloads) = jumpstarter_tunnel::socket::endpoint(
+            endpoint_config,
+            Some(server(&config.transport)),
             socket,
-            Arc::new(quinn::TokioRuntime),
         )
         .map_err(|source| QuicSetupError::Bind { addr, source })?;
+        let gauges = config
+            .gauges
+            .unwrap_or_else(|| TransportGauges::register(registry));
+        gauges.started(EndpointRole::Router, &config.transport, offloads);
         let metrics = QuicMetrics::register(registry);
+        let budget = WindowBudget::new(
+            config.window_budget,
+            &config.transport,
+            server,
+            metrics.window_budget.clone(),
+        );
+        info!(
+            budget = config.window_budget,
+            full_windows_per_connection = window_budget::full_bytes(&config.transport),
+            floor_windows_per_connection =
+                window_budget::full_bytes(&window_budget::floor_of(&config.transport)),
+            max_connections = config.max_connections,
+            worst_case_bytes = window_budget::worst_case(
+                config.window_budget,
+                config.max_connections,
+                &config.transport
+            ),
+            "QUIC flow-control memory: the budget in full windows, the floor beyond it"
+        );
         let stop_relays = CancellationToken::new();
         let limits = Limits {
             pair_timeout: config.pair_timeout,
@@ -252,6 +274,8 @@ impl QuicRouter {
                 max_connections: config.max_connections,
                 retry_threshold: config.retry_threshold,
             },
+            budget,
+            gauges,
         })
     }
 
@@ -295,7 +319,8 @@ impl QuicRouter {
                 let unvalidated = (!validated).then(|| self.handshakes.start());
                 // Accepting here, not in the task, counts the connection at once in
                 // `open_connections`, so a burst cannot overshoot the cap.
-                let connecting = match incoming.accept() {
+                let (server, grant) = self.budget.grant();
+                let connecting = match incoming.accept_with(server) {
                     Ok(connecting) => connecting,
                     Err(error) => {
                         self.metrics.admission_failed("handshake");
@@ -308,8 +333,9 @@ impl QuicRouter {
                     sessions: self.sessions.clone(),
                     streams: self.switchboard.clone(),
                     metrics: self.metrics.clone(),
+                    gauges: self.gauges.clone(),
                 };
-                tokio::spawn(handler.run(connecting, remote, unvalidated));
+                tokio::spawn(handler.run(connecting, remote, unvalidated, grant));
             }
         }
     }
