@@ -431,8 +431,10 @@ async fn fifty_sessions_share_a_connection_and_a_stalled_one_blocks_none() {
     // Session 0: the exporter never reads; the client writes until flow control stops it.
     let (mut stalled_send, _stalled_c_recv) = client.open_session("s-0").await.expect("s-0");
     let (_stalled_e_send, _stalled_e_recv) = exporter.open_session("s-0").await.expect("s-0");
+    // 128 MiB: more than every window on the way (the router's and the exporter's stream
+    // windows, the client's send window) holds.
     let stalled = tokio::spawn(async move {
-        for index in 0..256 {
+        for index in 0..2048 {
             if stalled_send.write_all(&block(0, index)).await.is_err() {
                 return;
             }

@@ -1,12 +1,12 @@
 //! The QUIC transport settings in force on the router binary, checked from outside: the
 //! router started with non-default settings (Cubic, a 3 MiB stream window, 1400-byte
-//! datagrams) and with the defaults (BBR, 16 MiB, 8952). For each:
+//! datagrams) and with the defaults (BBR, 16 MiB, 6550). For each:
 //! - its metrics show the configured windows and the congestion controller of the live
 //!   connection;
 //! - on the wire, a peer with a larger send window can write about the router's stream
 //!   receive window on a session stream whose partner never comes, and no more;
 //! - MTU discovery: on loopback (MTU 65,536) a peer's path MTU grows to the bound the
-//!   router accepts (8952 by default), and stays at 1400 when the router accepts no more.
+//!   router accepts (6550 by default), and stays at 1400 when the router accepts no more.
 //!
 //! Also the fairness of a shared connection: round trips on one session complete while
 //! another session of the same connection moves bulk data.

@@ -10,6 +10,7 @@
 //! MTU between 1200 bytes and [`QuicTransport::max_udp_payload`]: it settles at what the
 //! path carries (about 1452 on a 1500-byte Ethernet path, more on loopback or jumbo-frame
 //! links). The endpoint must accept datagrams that large too ([`QuicTransport::endpoint_config`]).
+//! It sends with GSO where the kernel offers it, up to [`GSO_MAX_UDP_PAYLOAD`].
 //!
 //! [`QuicTransportArgs`] is the flag group (`--quic-…`) of every binary with a QUIC
 //! endpoint; [`Congestion::in_force`] reads the controller a live connection really uses.
@@ -37,10 +38,17 @@ pub const RECEIVE_WINDOW: u64 = 32 * MIB;
 /// connection (its connection receive window).
 pub const SEND_WINDOW: u64 = 32 * MIB;
 
-/// Default upper bound of MTU discovery (UDP payload bytes): a 9000-byte jumbo-frame path
-/// minus IPv6 (40) and UDP (8) headers. quinn only probes up to it; 1500-byte paths settle
-/// at about 1452.
-pub const MAX_UDP_PAYLOAD: u16 = 8952;
+/// Largest UDP payload with which quinn can still use GSO: it sends up to 10 datagrams per
+/// system call (quinn 0.11's `MAX_TRANSMIT_SEGMENTS`), and one UDP send carries at most
+/// 65,507 payload bytes over IPv4, so 10 × 6550 is the most that fits. Above it, the kernel
+/// refuses every full batch (`EMSGSIZE`): a bulk transfer stalls. So larger values turn
+/// GSO off ([`QuicTransport::to_quinn`]).
+pub const GSO_MAX_UDP_PAYLOAD: u16 = 6550;
+
+/// Default upper bound of MTU discovery (UDP payload bytes): the largest that keeps GSO
+/// ([`GSO_MAX_UDP_PAYLOAD`]); a jumbo-frame path (9000-byte MTU) settles there, a
+/// 1500-byte path at about 1452, loopback at this bound. quinn only probes up to it.
+pub const MAX_UDP_PAYLOAD: u16 = GSO_MAX_UDP_PAYLOAD;
 
 /// The smallest UDP payload QUIC allows (RFC 9000, 14): every path must carry it.
 pub const MIN_UDP_PAYLOAD: u16 = 1200;
@@ -179,6 +187,9 @@ impl QuicTransport {
         transport.receive_window(varint(self.receive_window.max(self.stream_receive_window)));
         transport.send_window(self.send_window);
         transport.send_fairness(true);
+        // quinn batches up to 10 datagrams per GSO send; beyond GSO_MAX_UDP_PAYLOAD bytes
+        // each, a batch exceeds what one UDP send may carry and the kernel refuses it.
+        transport.enable_segmentation_offload(self.max_udp_payload <= GSO_MAX_UDP_PAYLOAD);
         transport.congestion_controller_factory(self.congestion.factory());
         let mut mtu = quinn::MtuDiscoveryConfig::default();
         mtu.upper_bound(self.max_udp_payload.max(MIN_UDP_PAYLOAD));
@@ -310,7 +321,11 @@ mod tests {
         assert!(transport.receive_window >= 2 * bdp);
         assert!(transport.send_window >= 2 * bdp);
         assert_eq!(transport.congestion, Congestion::Bbr);
-        assert_eq!(transport.max_udp_payload, 8952);
+        assert_eq!(transport.max_udp_payload, 6550);
+        assert_eq!(
+            field(&transport.to_quinn(), "enable_segmentation_offload"),
+            "true"
+        );
         assert_eq!(parse(&[]).expect("defaults parse"), transport);
     }
 
@@ -333,6 +348,16 @@ mod tests {
         assert_eq!(field(&config, "send_fairness"), "true");
         assert_eq!(field(&config, "upper_bound"), "4000");
         assert_eq!(field(&config, "keep_alive_interval"), "Some(10s)");
+        assert_eq!(field(&config, "enable_segmentation_offload"), "true");
+        // Jumbo datagrams do not fit quinn's GSO batches: GSO off.
+        let jumbo = QuicTransport {
+            max_udp_payload: 8952,
+            ..transport
+        };
+        assert_eq!(
+            field(&jumbo.to_quinn(), "enable_segmentation_offload"),
+            "false"
+        );
         // A connection window below the stream window is raised to it.
         let small = QuicTransport {
             receive_window: MIB,
