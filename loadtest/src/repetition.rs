@@ -183,12 +183,12 @@ mod tests {
 
     fn run(mib: f64, sessions: f64) -> Scenario {
         let mut s = Scenario::new(1, "bulk", "One session");
-        s.row(
-            Row::new("QUIC via router")
-                .num("MiB/s", mib)
-                .num("sessions", sessions)
-                .text("congestion", "bbr"),
-        );
+        let mut row = Row::new("QUIC via router")
+            .num("MiB/s", mib)
+            .num("sessions", sessions);
+        row.values
+            .push(Cell::single("congestion", Value::String("bbr".to_owned())));
+        s.row(row);
         s.note(format!("moved {mib} MiB/s"));
         s.point("throughput", "QUIC", (1.0, mib));
         s

@@ -196,13 +196,6 @@ impl Row {
             .push(Cell::single(&percentile_names(key), number(value)));
         self
     }
-
-    /// A text cell (a name, a setting).
-    pub(crate) fn text(mut self, key: &str, value: &str) -> Row {
-        self.values
-            .push(Cell::single(key, Value::String(value.to_owned())));
-        self
-    }
 }
 
 impl Cell {
