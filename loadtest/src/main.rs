@@ -340,7 +340,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     };
     let mut harness = Harness::start(
         sizes,
-        work,
+        work.clone(),
         router_bin,
         standalone_bin,
         reference.as_ref(),
@@ -382,14 +382,22 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         let mut scenario_runs = Vec::with_capacity(repeat);
         for run in 1..=repeat {
-            progress::set_run(run, repeat);
+            repetition::set_current(run, repeat);
+            // Scenarios keep state under the scratch folder by name (service data
+            // directories, logs): each further run gets a folder of its own.
+            harness.work = match run {
+                1 => work.clone(),
+                _ => work.join(format!("run-{run}")),
+            };
+            std::fs::create_dir_all(&harness.work)?;
             let s = run_scenario(&command, &harness).await;
             if let Some(error) = &s.error {
                 progress::step(format!("{} failed: {error}", s.key));
             }
             scenario_runs.push(s);
         }
-        progress::set_run(1, 1);
+        repetition::set_current(1, 1);
+        harness.work = work.clone();
         runs.push(scenario_runs);
     }
 

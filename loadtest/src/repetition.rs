@@ -1,10 +1,38 @@
 //! Repeated runs of one scenario merged into one: rows matched by name, every numeric
 //! cell the median of the runs with their minimum, maximum and every sample kept; plot
-//! points the median per x. Runs that failed are left out when another completed.
+//! points the median per x. Runs that failed are left out when another completed. Also
+//! which run is under way, for progress lines and for names a run must not share with
+//! the one before (a Kubernetes namespace may still be terminating).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 
 use crate::report::{Cell, Row, Scenario, Series, number};
+
+/// The run under way (from 1) and how many there are; 1 of 1 when not repeated.
+static RUN: AtomicUsize = AtomicUsize::new(1);
+static RUNS: AtomicUsize = AtomicUsize::new(1);
+
+/// Says that run `run` of `runs` is under way.
+pub(crate) fn set_current(run: usize, runs: usize) {
+    RUN.store(run, Ordering::Relaxed);
+    RUNS.store(runs, Ordering::Relaxed);
+}
+
+/// The run under way and how many there are.
+pub(crate) fn current() -> (usize, usize) {
+    (RUN.load(Ordering::Relaxed), RUNS.load(Ordering::Relaxed))
+}
+
+/// A suffix for names that must differ between runs: empty in the first run, `-run<k>`
+/// in run k after it.
+pub(crate) fn name_suffix() -> String {
+    match current().0 {
+        1 => String::new(),
+        run => format!("-run{run}"),
+    }
+}
 
 /// Merges the runs of one scenario (in run order; at least one).
 pub(crate) fn merge(mut runs: Vec<Scenario>) -> Scenario {
