@@ -98,6 +98,13 @@ const COLORS: [RGBColor; 8] = [
 /// Dash and gap lengths in pixels; (0, 0) is a solid line.
 const DASHES: [(u32, u32); 4] = [(0, 0), (10, 5), (3, 4), (18, 6)];
 
+/// Size of a plot in pixels.
+const WIDTH: u32 = 900;
+const HEIGHT: u32 = 560;
+/// Pixels of a line sample in the legend, and of one legend line.
+const LEGEND_SAMPLE: u32 = 40;
+const LEGEND_LINE: u32 = 19;
+
 /// Percentile suffixes of line names that group lines (`standalone p50`, `standalone p99`).
 const PERCENTILES: [&str; 4] = [" p50", " p90", " p99", " p99.9"];
 
@@ -272,8 +279,12 @@ fn draw(path: &Path, spec: &Spec, lines: &[&Series]) -> Result<(), Box<dyn std::
         (x_min, x_max) = (x_min.floor(), x_max.ceil().max(x_min.floor() + 1.0));
     }
     let x_pad = (x_max - x_min).abs().max(1e-9) * 0.03;
+    // Room above the data for the legend, so that it covers no line.
+    let legend = f64::from(LEGEND_LINE) * lines.len() as f64 + 24.0;
+    let plot_height = f64::from(HEIGHT) - 140.0;
+    y_max += (y_max - y_min) * legend / (plot_height - legend).max(plot_height / 4.0);
 
-    let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
+    let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(spec.title, ("sans-serif", 22))
@@ -329,14 +340,21 @@ fn draw(path: &Path, spec: &Spec, lines: &[&Series]) -> Result<(), Box<dyn std::
             .draw_series(points.iter().map(|&p| marker_at(p, marker, color)))?
             .label(series.name.clone())
             .legend(move |(lx, ly)| {
-                let sample: Vec<(i32, i32)> = vec![(lx, ly), (lx + 24, ly)];
+                let sample: Vec<(i32, i32)> = vec![(lx, ly), (lx + LEGEND_SAMPLE as i32, ly)];
+                // A solid line is one dash longer than the sample.
+                let (dash, gap) = if dash == 0 {
+                    (LEGEND_SAMPLE, 1)
+                } else {
+                    (dash, gap)
+                };
                 EmptyElement::at((0, 0))
-                    + DashedPathElement::new(sample, dash.max(30), gap, style)
-                    + marker_at((lx + 12, ly), marker, color)
+                    + DashedPathElement::new(sample, dash, gap, style)
+                    + marker_at((lx + LEGEND_SAMPLE as i32 / 2, ly), marker, color)
             });
     }
     chart
         .configure_series_labels()
+        .legend_area_size(LEGEND_SAMPLE + 6)
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .label_font(("sans-serif", 14))
