@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The standard load test suite: builds the release binaries (router, standalone service,
 # load test), runs all eight scenarios and writes the report into loadtest/report/
-# (report.md, results.json, *.svg). The run itself takes about 9 minutes on 2 cores.
+# (report.md, results.json, *.svg). Every scenario runs 3 times (--repeat; each figure is
+# the median): about 9 minutes per repetition on 2 cores. loadtest/report/analysis.md is
+# written by hand and left alone; tools/readme-table.sh then updates README.md's table.
 # Extra arguments go to jumpstarter-loadtest (e.g. --exporters 1000).
 #
 # The h2 rows of scenarios 1–4 are also run against the upstream Go router

@@ -21,10 +21,16 @@
 //!   [`delay_line`] (TUN devices joined with a delay), with nftables loss.
 //! - [`payload`]: the integrity check; [`transfer`]: bulk transfers and round trips;
 //!   [`latency`]: histograms.
-//! - [`scenario`]: the eight scenarios; [`preset`]: their sizes; [`harness`]: what they
-//!   share; [`targets`]: the targets; [`report`], [`plot`], [`progress`]: output.
+//! - [`scenario`]: the scenarios; [`preset`]: their sizes; [`harness`]: what they
+//!   share; [`targets`]: the targets.
+//! - Output: [`repetition`] merges the runs of a scenario (`--repeat`), [`percentile`]
+//!   leaves out tail percentiles too few samples support, [`environment`] says what the
+//!   run was measured on, [`report`] writes JSON and Markdown, [`plot`] the SVG plots,
+//!   [`readme_table`] the README's table from a written report; [`progress`]: progress
+//!   lines.
 
 mod delay_line;
+mod environment;
 mod fleet;
 mod harness;
 mod impairment;
@@ -35,11 +41,14 @@ mod latency;
 mod lease_storm;
 mod netns;
 mod payload;
+mod percentile;
 mod pipe;
 mod plot;
 mod preset;
 mod progress;
+mod readme_table;
 mod reference;
+mod repetition;
 mod report;
 mod route;
 #[cfg(test)]
@@ -173,7 +182,20 @@ struct Options {
     /// Why the Go router could not be prepared (said in the report instead of its rows).
     #[arg(long, global = true, conflicts_with = "reference_router")]
     reference_unavailable: Option<String>,
+    /// Runs of every scenario: each figure of the report is their median, with the lowest
+    /// and highest beside it [default: 3; smoke: 1].
+    #[arg(
+        long,
+        env = "JUMPSTARTER_LOADTEST_REPEAT",
+        value_parser = clap::value_parser!(u16).range(1..=100),
+        global = true
+    )]
+    repeat: Option<u16>,
 }
+
+/// Runs of every scenario in the standard suite: the fewest that give a median and a
+/// spread (the smoke preset runs once, to stay fast).
+const DEFAULT_REPEAT: usize = 3;
 
 /// The environment names of earlier releases, deprecated.
 const ENV_ALIASES: &[EnvAlias] = &[
@@ -209,7 +231,7 @@ const ENV_ALIASES: &[EnvAlias] = &[
     ),
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 enum Command {
     /// 1: one session, bulk transfer, vs one direct quinn / TLS-over-TCP connection.
     Bulk,
@@ -229,6 +251,9 @@ enum Command {
     Impairment,
     /// All eight scenarios, then the report.
     All,
+    /// Prints the README's load-test table (the targets) from a written report, between
+    /// the marker comments `tools/readme-table.sh` replaces; runs nothing.
+    ReadmeTable(readme_table::ReadmeTableArgs),
 }
 
 fn main() -> ExitCode {
@@ -257,6 +282,10 @@ fn main() -> ExitCode {
 /// Runs the scenarios and writes the report; true when every scenario completed and
 /// every transfer arrived intact.
 async fn run(cli: Cli) -> anyhow::Result<bool> {
+    if let Command::ReadmeTable(args) = &cli.command {
+        print!("{}", readme_table::from_file(&args.from)?);
+        return Ok(true);
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let options = cli.options;
     let mut sizes = if options.smoke {
@@ -311,7 +340,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     };
     let mut harness = Harness::start(
         sizes,
-        work,
+        work.clone(),
         router_bin,
         standalone_bin,
         reference.as_ref(),
@@ -333,38 +362,91 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
 
     let all = cli.command == Command::All;
     let wanted = |c: Command| all || cli.command == c;
-    let mut scenarios: Vec<Scenario> = Vec::new();
-    if wanted(Command::Bulk) {
-        scenarios.push(scenario::bulk::run(&harness).await);
+    let repeat = options
+        .repeat
+        .map_or(if options.smoke { 1 } else { DEFAULT_REPEAT }, usize::from);
+    // Every run of every scenario, in scenario order; a scenario's runs follow each other.
+    let mut runs: Vec<Vec<Scenario>> = Vec::new();
+    for command in [
+        Command::Bulk,
+        Command::Throughput,
+        Command::Latency,
+        Command::Setup,
+        Command::Idle,
+        Command::Restart,
+        Command::Controller,
+        Command::Impairment,
+    ] {
+        if !wanted(command.clone()) {
+            continue;
+        }
+        let mut scenario_runs = Vec::with_capacity(repeat);
+        for run in 1..=repeat {
+            repetition::set_current(run, repeat);
+            // Scenarios keep state under the scratch folder by name (service data
+            // directories, logs): each further run gets a folder of its own.
+            harness.work = match run {
+                1 => work.clone(),
+                _ => work.join(format!("run-{run}")),
+            };
+            std::fs::create_dir_all(&harness.work)?;
+            let s = run_scenario(&command, &harness).await;
+            if let Some(error) = &s.error {
+                progress::step(format!("{} failed: {error}", s.key));
+            }
+            scenario_runs.push(s);
+        }
+        repetition::set_current(1, 1);
+        harness.work = work.clone();
+        runs.push(scenario_runs);
     }
-    if wanted(Command::Throughput) {
-        scenarios.push(scenario::throughput::run(&harness).await);
-    }
-    if wanted(Command::Latency) {
-        scenarios.push(scenario::latency::run(&harness).await);
-    }
-    if wanted(Command::Setup) {
-        scenarios.push(scenario::setup::run(&harness).await);
-    }
-    if wanted(Command::Idle) {
-        scenarios.push(scenario::idle::run(&harness).await);
-    }
-    if wanted(Command::Restart) {
-        scenarios.push(scenario::restart::run(&harness).await);
-    }
-    if wanted(Command::Controller) {
-        scenarios.push(scenario::controller::run(&harness).await);
-    }
-    if wanted(Command::Impairment) {
-        scenarios.push(scenario::impairment::run(&harness).await);
-    }
-    for s in &scenarios {
-        if let Some(error) = &s.error {
-            progress::step(format!("{} failed: {error}", s.key));
+
+    // Each run as the report would show it, for the targets' spread over the runs.
+    let run_targets: Vec<Vec<report::Target>> = (0..repeat)
+        .map(|k| {
+            let scenarios: Vec<Scenario> = runs
+                .iter()
+                .filter_map(|r| r.get(k))
+                .filter(|s| s.error.is_none())
+                .cloned()
+                .map(|mut s| {
+                    percentile::apply(&mut s);
+                    s
+                })
+                .collect();
+            targets::check(&scenarios)
+        })
+        .collect();
+    let scenarios: Vec<Scenario> = runs
+        .into_iter()
+        .map(|r| {
+            let mut s = repetition::merge(r);
+            percentile::apply(&mut s);
+            plot::lines_from_rows(&mut s);
+            s
+        })
+        .collect();
+    let mut targets = targets::check(&scenarios);
+    if repeat > 1 {
+        for (i, t) in targets.iter_mut().enumerate() {
+            let measured: Vec<f64> = run_targets
+                .iter()
+                .filter_map(|run| run.get(i)?.measured)
+                .collect();
+            t.min = measured.iter().copied().reduce(f64::min);
+            t.max = measured.iter().copied().reduce(f64::max);
         }
     }
 
     let (checked, failed) = payload::integrity_counts();
+    let environment = environment::Environment::collect(&environment::RunFacts {
+        go_router: harness
+            .fabric
+            .has_reference()
+            .then_some(options.reference_router.as_deref())
+            .flatten(),
+        pinned: false,
+    });
     let report = Report {
         generated: time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
@@ -372,9 +454,11 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         preset: harness.sizes.name.to_owned(),
         cpus: std::thread::available_parallelism().map_or(1, usize::from),
         seconds: started.elapsed().as_secs_f64(),
+        repeat,
+        environment,
         integrity: Integrity { checked, failed },
         reference: harness.reference.summary(),
-        targets: targets::check(&scenarios),
+        targets,
         scenarios,
     };
     report.write(&options.out)?;
@@ -393,6 +477,24 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         progress::step(format!("target: {} → {}", t.target, t.verdict));
     }
     Ok(failed == 0 && report.scenarios.iter().all(|s| s.error.is_none()))
+}
+
+/// One run of the scenario `command` names.
+async fn run_scenario(command: &Command, harness: &Harness) -> Scenario {
+    match command {
+        Command::Bulk => scenario::bulk::run(harness).await,
+        Command::Throughput => scenario::throughput::run(harness).await,
+        Command::Latency => scenario::latency::run(harness).await,
+        Command::Setup => scenario::setup::run(harness).await,
+        Command::Idle => scenario::idle::run(harness).await,
+        Command::Restart => scenario::restart::run(harness).await,
+        Command::Controller => scenario::controller::run(harness).await,
+        Command::Impairment => scenario::impairment::run(harness).await,
+        // Invariant: the caller passes the eight scenario commands only.
+        Command::All | Command::ReadmeTable(_) => {
+            unreachable!("{command:?} is not a scenario")
+        }
+    }
 }
 
 /// `given`, or `name` next to this executable.

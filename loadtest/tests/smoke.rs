@@ -129,11 +129,46 @@ fn smoke_run_reports_every_scenario_intact() {
     for row in controller_rows {
         assert!(has(row, "RSS MiB"), "{row}");
     }
+    // Tail percentiles only where the row has the samples for them.
+    for scenario in scenarios {
+        for row in scenario["rows"].as_array().expect("rows") {
+            let cells = row["values"].as_array().expect("values");
+            let samples = cells
+                .iter()
+                .find(|c| c["key"] == "count" || c["key"] == "samples")
+                .and_then(|c| c["value"].as_f64())
+                .unwrap_or(0.0);
+            for cell in cells {
+                let key = cell["key"].as_str().expect("key");
+                if key.split(' ').any(|w| w == "p99") {
+                    assert!(samples >= 1000.0, "{key} from {samples} samples in {row}");
+                }
+                if key.split(' ').any(|w| w == "p99.9" || w == "p999") {
+                    assert!(samples >= 10_000.0, "{key} from {samples} samples in {row}");
+                }
+            }
+        }
+    }
+    let environment = &json["environment"];
+    for key in [
+        "cpu_model",
+        "kernel",
+        "tcp_congestion_control",
+        "rustc",
+        "git_commit",
+    ] {
+        assert!(
+            environment[key].as_str().is_some_and(|v| !v.is_empty()),
+            "environment.{key}: {environment}"
+        );
+    }
+    assert_eq!(environment["go"], "not used");
+    assert_eq!(json["repeat"], 1);
     let checked = json["integrity"]["checked"].as_u64().expect("checked");
     assert!(checked >= 50, "only {checked} transfers were checked");
     assert_eq!(json["integrity"]["failed"], 0);
     let targets = json["targets"].as_array().expect("targets");
-    assert_eq!(targets.len(), 17);
+    assert_eq!(targets.len(), 21);
     for t in targets {
         let verdict = t["verdict"].as_str().expect("verdict");
         assert!(["met", "missed", "not measured"].contains(&verdict), "{t}");
@@ -164,6 +199,8 @@ fn smoke_run_reports_every_scenario_intact() {
     }
 
     let markdown = std::fs::read_to_string(out.path().join("report.md")).expect("report.md");
+    assert!(markdown.contains("\n## Environment\n"));
+    assert!(markdown.contains("(analysis.md)"));
     for n in 1..=8 {
         assert!(
             markdown.contains(&format!("\n## {n}. ")),
@@ -181,6 +218,81 @@ fn smoke_run_reports_every_scenario_intact() {
     }
 }
 
+/// Two runs of one scenario merge into medians with their spread, and the README table
+/// comes from the report that makes.
+#[test]
+fn repeated_runs_merge_into_medians_and_the_readme_table() {
+    let out = tempfile::tempdir().expect("out dir");
+    let work = tempfile::tempdir().expect("work dir");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jumpstarter-loadtest"));
+    cmd.args(["--smoke", "--repeat", "2", "--out"])
+        .arg(out.path())
+        .arg("--work-dir")
+        .arg(work.path())
+        .arg("--router-bin")
+        .arg(sibling("jumpstarter-router"))
+        .arg("--standalone-bin")
+        .arg(sibling("jumpstarter"))
+        .arg("bulk");
+    let output = run_bounded(cmd, std::time::Duration::from_secs(90))
+        .expect("two smoke runs of bulk took longer than 90 s");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the run failed:\n{stderr}");
+    assert!(stderr.contains("[run 2/2]"), "{stderr}");
+    let results = out.path().join("results.json");
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(&results).expect("results.json"))
+            .expect("JSON");
+    assert_eq!(json["repeat"], 2);
+    let bulk = &json["scenarios"][0];
+    assert_eq!(bulk["runs"], 2);
+    for row in bulk["rows"].as_array().expect("rows") {
+        let speed = row["values"]
+            .as_array()
+            .expect("values")
+            .iter()
+            .find(|c| c["key"] == "MiB/s")
+            .expect("MiB/s");
+        let samples: Vec<f64> = speed["samples"]
+            .as_array()
+            .expect("samples")
+            .iter()
+            .map(|v| v.as_f64().expect("number"))
+            .collect();
+        assert_eq!(samples.len(), 2, "{row}");
+        let (lo, hi) = (samples[0].min(samples[1]), samples[0].max(samples[1]));
+        assert_eq!(speed["min"].as_f64(), Some(lo), "{row}");
+        assert_eq!(speed["max"].as_f64(), Some(hi), "{row}");
+        let median = speed["value"].as_f64().expect("median");
+        assert!(lo <= median && median <= hi, "{row}");
+    }
+    let markdown = std::fs::read_to_string(out.path().join("report.md")).expect("report.md");
+    assert!(
+        markdown.contains("median of 2 runs (min–max)"),
+        "{markdown}"
+    );
+
+    let table = Command::new(env!("CARGO_BIN_EXE_jumpstarter-loadtest"))
+        .args(["readme-table", "--from"])
+        .arg(&results)
+        .output()
+        .expect("readme-table");
+    assert!(table.status.success(), "{table:?}");
+    let table = String::from_utf8(table.stdout).expect("UTF-8");
+    assert!(table.starts_with("<!-- loadtest:table -->\n| target | measured | verdict |\n"));
+    assert!(table.ends_with("<!-- loadtest:end -->\n"), "{table}");
+    assert_eq!(
+        table.lines().count(),
+        2 + 2 + json["targets"].as_array().expect("targets").len()
+    );
+    let missing = Command::new(env!("CARGO_BIN_EXE_jumpstarter-loadtest"))
+        .args(["readme-table", "--from"])
+        .arg(out.path().join("absent.json"))
+        .output()
+        .expect("readme-table");
+    assert!(!missing.status.success());
+}
+
 #[test]
 fn every_subcommand_has_help() {
     for sub in [
@@ -193,6 +305,7 @@ fn every_subcommand_has_help() {
         "controller",
         "impairment",
         "all",
+        "readme-table",
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_jumpstarter-loadtest"))
             .args([sub, "--help"])

@@ -302,7 +302,11 @@ async fn size(h: &Harness, s: &mut Scenario, mode: Mode, n: usize) -> anyhow::Re
 
 /// The namespace of the Kubernetes row with `n` exporters and `replicas` replicas.
 fn namespace_of(n: usize, replicas: usize) -> String {
-    format!("loadtest-{}-{n}-r{replicas}", std::process::id())
+    format!(
+        "loadtest-{}-{n}-r{replicas}{}",
+        std::process::id(),
+        crate::repetition::name_suffix()
+    )
 }
 
 /// Starts `replicas` controllers for `namespace` at once, like a Deployment's pods (the
