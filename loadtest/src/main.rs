@@ -24,6 +24,7 @@
 //! - [`scenario`]: the eight scenarios; [`preset`]: their sizes; [`harness`]: what they
 //!   share; [`targets`]: the targets; [`report`], [`plot`], [`progress`]: output.
 
+mod affinity;
 mod delay_line;
 mod fleet;
 mod harness;
@@ -173,6 +174,8 @@ struct Options {
     /// Why the Go router could not be prepared (said in the report instead of its rows).
     #[arg(long, global = true, conflicts_with = "reference_router")]
     reference_unavailable: Option<String>,
+    #[command(flatten)]
+    pin: affinity::PinArgs,
 }
 
 /// The environment names of earlier releases, deprecated.
@@ -227,7 +230,9 @@ enum Command {
     Controller,
     /// 8: throughput and round trips at 0/1/5 % loss with 50 ms RTT.
     Impairment,
-    /// All eight scenarios, then the report.
+    /// 9: QUIC congestion controllers vs TCP at 20/50/150 ms RTT and 0/1/5 % loss.
+    Congestion,
+    /// All nine scenarios, then the report.
     All,
 }
 
@@ -318,6 +323,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         options.reference_unavailable.clone(),
     )
     .await?;
+    harness.pinned = options.pin.pin;
     if let Some(kubeconfig) = &options.kubeconfig {
         let controller_bin = binary(options.controller_bin.as_deref(), "jumpstarter-controller")?;
         let target = kube::KubeTarget::connect(kubeconfig)
@@ -357,6 +363,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     }
     if wanted(Command::Impairment) {
         scenarios.push(scenario::impairment::run(&harness).await);
+    }
+    if wanted(Command::Congestion) {
+        scenarios.push(scenario::congestion::run(&harness).await);
     }
     for s in &scenarios {
         if let Some(error) = &s.error {

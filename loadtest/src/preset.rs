@@ -49,6 +49,11 @@ pub(crate) struct Sizes {
     pub(crate) impairment_seconds: f64,
     pub(crate) impairment_round_trips: u64,
     pub(crate) losses: Vec<f64>,
+    /// Scenario 9: seconds of each timed transfer, round trips (ms) and loss levels
+    /// (every combination, with each congestion controller).
+    pub(crate) congestion_seconds: f64,
+    pub(crate) congestion_rtts_ms: Vec<u64>,
+    pub(crate) congestion_losses: Vec<f64>,
 }
 
 impl Sizes {
@@ -78,6 +83,9 @@ impl Sizes {
             impairment_seconds: 4.0,
             impairment_round_trips: 20,
             losses: vec![0.0, 1.0, 5.0],
+            congestion_seconds: 3.0,
+            congestion_rtts_ms: vec![20, 50, 150],
+            congestion_losses: vec![0.0, 1.0, 5.0],
         }
     }
 
@@ -107,6 +115,9 @@ impl Sizes {
             impairment_seconds: 0.3,
             impairment_round_trips: 3,
             losses: vec![0.0, 1.0],
+            congestion_seconds: 0.3,
+            congestion_rtts_ms: vec![50],
+            congestion_losses: vec![0.0, 1.0],
         }
     }
 }

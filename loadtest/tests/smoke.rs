@@ -88,7 +88,7 @@ fn smoke_run_reports_every_scenario_intact() {
         .iter()
         .map(|s| s["number"].as_u64().expect("number"))
         .collect();
-    assert_eq!(numbers, (1..=8).collect::<Vec<u64>>());
+    assert_eq!(numbers, (1..=9).collect::<Vec<u64>>());
     for scenario in scenarios {
         assert_eq!(scenario["status"], "ok", "{scenario}");
         let rows = scenario["rows"].as_array().expect("rows");
@@ -129,6 +129,49 @@ fn smoke_run_reports_every_scenario_intact() {
     for row in controller_rows {
         assert!(has(row, "RSS MiB"), "{row}");
     }
+    // Scenario 9: TLS/TCP and QUIC with each congestion controller at every loss level of
+    // the smoke preset (one round trip), each having moved data.
+    let congestion = &scenarios[8];
+    assert_eq!(congestion["key"], "congestion");
+    let congestion_rows = congestion["rows"].as_array().expect("rows");
+    let names: Vec<&str> = congestion_rows
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    let mut wanted = Vec::new();
+    for loss in [0, 1] {
+        for route in [
+            "TLS/TCP direct",
+            "QUIC direct bbr",
+            "QUIC direct cubic",
+            "QUIC direct new-reno",
+        ] {
+            wanted.push(format!("{route} at 50 ms, {loss} % loss"));
+        }
+    }
+    assert_eq!(names, wanted);
+    for row in congestion_rows {
+        assert!(
+            row["values"]
+                .as_array()
+                .expect("values")
+                .iter()
+                .any(|c| { c["key"] == "MiB/s" && c["value"].as_f64().is_some_and(|v| v > 0.0) }),
+            "no data moved in {row}"
+        );
+        let controller = row["values"]
+            .as_array()
+            .expect("values")
+            .iter()
+            .find(|c| c["key"] == "congestion")
+            .and_then(|c| c["value"].as_str())
+            .expect("a congestion cell");
+        let name = row["name"].as_str().expect("name");
+        assert!(
+            name.contains(&format!(" {controller} at ")) || name.starts_with("TLS/TCP"),
+            "{name}: {controller}"
+        );
+    }
     let checked = json["integrity"]["checked"].as_u64().expect("checked");
     assert!(checked >= 50, "only {checked} transfers were checked");
     assert_eq!(json["integrity"]["failed"], 0);
@@ -164,13 +207,13 @@ fn smoke_run_reports_every_scenario_intact() {
     }
 
     let markdown = std::fs::read_to_string(out.path().join("report.md")).expect("report.md");
-    for n in 1..=8 {
+    for n in 1..=9 {
         assert!(
             markdown.contains(&format!("\n## {n}. ")),
             "scenario {n} missing"
         );
     }
-    for plot in ["throughput", "latency", "impairment", "ready"] {
+    for plot in ["throughput", "latency", "impairment", "ready", "congestion"] {
         let svg = std::fs::read_to_string(out.path().join(format!("{plot}.svg")))
             .unwrap_or_else(|e| panic!("{plot}.svg: {e}"));
         assert!(
@@ -192,6 +235,7 @@ fn every_subcommand_has_help() {
         "restart",
         "controller",
         "impairment",
+        "congestion",
         "all",
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_jumpstarter-loadtest"))
