@@ -117,7 +117,9 @@ impl Sizes {
             losses: vec![0.0, 1.0],
             congestion_seconds: 0.3,
             congestion_rtts_ms: vec![50],
-            congestion_losses: vec![0.0, 1.0],
+            // 5 %, not 1 %: short transfers must lose some packets for the check that
+            // the loss rules apply.
+            congestion_losses: vec![0.0, 5.0],
         }
     }
 }

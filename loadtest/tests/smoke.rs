@@ -139,7 +139,7 @@ fn smoke_run_reports_every_scenario_intact() {
         .filter_map(|r| r["name"].as_str())
         .collect();
     let mut wanted = Vec::new();
-    for loss in [0, 1] {
+    for loss in [0, 5] {
         for route in [
             "TLS/TCP direct",
             "QUIC direct bbr",
