@@ -16,8 +16,11 @@ pub(crate) struct Sizes {
     /// Scenario 2: session counts, and bytes moved in all per count.
     pub(crate) sessions: Vec<usize>,
     pub(crate) throughput_bytes: u64,
-    /// Scenario 3: recorded round trips (after a warm-up of a tenth as many).
+    /// Scenario 3: recorded round trips (after a warm-up of a tenth as many), unloaded
+    /// and while another session saturates the router (each such round trip waits
+    /// milliseconds, so fewer: still ≥ 1,000 for a p99).
     pub(crate) round_trips: u64,
+    pub(crate) saturated_round_trips: u64,
     /// Scenario 4: sessions set up one after the other, and in flight for the rate.
     pub(crate) setups: u64,
     pub(crate) h2_dials: u64,
@@ -64,6 +67,7 @@ impl Sizes {
             sessions: vec![1, 10, 100],
             throughput_bytes: 512 * MIB,
             round_trips: 20_000,
+            saturated_round_trips: 5_000,
             setups: 2_000,
             h2_dials: 300,
             setup_concurrency: 32,
@@ -96,6 +100,7 @@ impl Sizes {
             sessions: vec![1, 10],
             throughput_bytes: 4 * MIB,
             round_trips: 100,
+            saturated_round_trips: 100,
             setups: 20,
             h2_dials: 5,
             setup_concurrency: 4,

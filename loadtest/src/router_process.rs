@@ -222,6 +222,8 @@ const LIFTED_LIMITS: &[(&str, &str)] = &[
     ("JUMPSTARTER_DIAL_BURST", "1000000"),
     ("JUMPSTARTER_DIAL_INTERVAL", "1us"),
     ("JUMPSTARTER_MAX_PENDING_LEASES_PER_CLIENT", "1000000"),
+    // The idle scenario holds thousands of QUIC connections (the default cap is 2,048).
+    ("JUMPSTARTER_ROUTER_QUIC_MAX_CONNECTIONS", "1000000"),
 ];
 
 /// Starts `command` with no input, its output appended to `log`, warnings-only logging

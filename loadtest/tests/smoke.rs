@@ -72,6 +72,8 @@ fn smoke_run_reports_every_scenario_intact() {
         .arg(&kube.admin_kubeconfig)
         // Two replicas under leader election, clients and exporters spread over both.
         .args(["--kube-replicas", "2"])
+        // The saturated round trips also with the router on its own CPU.
+        .arg("--pin")
         .arg("all");
     let output = run_bounded(cmd, std::time::Duration::from_secs(300))
         .expect("the smoke run took longer than 300 s");
@@ -128,6 +130,33 @@ fn smoke_run_reports_every_scenario_intact() {
     assert!(has(&controller_rows[1], "replicas"));
     for row in controller_rows {
         assert!(has(row, "RSS MiB"), "{row}");
+    }
+    // --pin: the latency scenario's saturated rows unpinned and pinned.
+    let latency_rows: Vec<&str> = scenarios[2]["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    for route in ["QUIC via router", "h2 via router"] {
+        for suffix in ["", ", pinned"] {
+            let name = format!("{route}, router saturated{suffix}");
+            assert!(
+                latency_rows.contains(&name.as_str()),
+                "{name}: {latency_rows:?}"
+            );
+        }
+    }
+    // Scenarios 1 and 2: the router's CPU time per GiB on the rows through a router.
+    for n in [0, 1] {
+        for row in scenarios[n]["rows"].as_array().expect("rows") {
+            let name = row["name"].as_str().expect("name");
+            assert_eq!(
+                has(row, "router CPU s/GiB"),
+                name.contains("via router"),
+                "{name}"
+            );
+        }
     }
     // Scenario 9: TLS/TCP and QUIC with each congestion controller at every loss level of
     // the smoke preset (one round trip), each having moved data.

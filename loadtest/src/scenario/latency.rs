@@ -30,7 +30,7 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
     let count = h.sizes.round_trips;
     let warmup = (count / 10).max(10);
     s.note(format!(
-        "{count} round trips per row after {warmup} unrecorded: the client writes 64 bytes, \
+        "{count} round trips per unloaded row after {warmup} unrecorded: the client writes 64 bytes, \
          the exporter echoes them, the client checks them. \"Saturated\": another session \
          (its own lease) pushes a bulk transfer through the same router meanwhile."
     ));
@@ -48,6 +48,12 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
     if h.fabric.has_reference() {
         loaded.push(Route::H2Reference);
     }
+    let count = h.sizes.saturated_round_trips;
+    let warmup = (count / 10).max(10);
+    s.note(format!(
+        "Saturated rows: {count} round trips after {warmup} unrecorded (each waits behind \
+         the bulk transfer, so fewer than unloaded)."
+    ));
     for &route in &loaded {
         saturated_row(h, s, route, warmup, count, false).await?;
     }
