@@ -52,11 +52,11 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
     h2(h, s).await?;
     if let Some(pid) = h.reference.pid() {
         s.note(format!(
-            "{go}: the same h2 counts on the Go router, the process that served scenarios \
-             1–4 (it always listens on port 8083, so a second one cannot run beside it; its \
-             memory after that history is the \"before\" reading, and Go's collector may \
-             reuse heap freed by then, so its bytes each can come out lower than on a fresh \
-             process).",
+            "{go}: the same h2 counts on the Go router, the one process of the whole run \
+             (it always listens on port 8083, so no second one can run beside it; after \
+             scenarios 1–4 in the same run, its memory after them is the \"before\" reading, \
+             and Go's collector may reuse heap freed by then, so its bytes each can come out \
+             lower than on a fresh process).",
             go = reference::LABEL
         ));
         h2_reference(h, s, pid).await?;
