@@ -21,7 +21,7 @@
 //!   [`delay_line`] (TUN devices joined with a delay), with nftables loss.
 //! - [`payload`]: the integrity check; [`transfer`]: bulk transfers and round trips;
 //!   [`latency`]: histograms.
-//! - [`scenario`]: the eight scenarios; [`preset`]: their sizes; [`harness`]: what they
+//! - [`scenario`]: the nine scenarios; [`preset`]: their sizes; [`harness`]: what they
 //!   share; [`targets`]: the targets; [`report`], [`plot`], [`progress`]: output.
 
 mod affinity;

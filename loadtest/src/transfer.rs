@@ -103,19 +103,7 @@ pub(crate) async fn timed(pair: Pair, seed: u64, duration: Duration) -> anyhow::
     let mut verifier = pattern.verifier();
     let start = Instant::now();
     let deadline = tokio::time::Instant::from_std(start + duration);
-    let sender = tokio::spawn(async move {
-        let End {
-            mut sink,
-            source: _kept_open,
-        } = client;
-        let mut index = 0u64;
-        loop {
-            if let Err(e) = sink.send(pattern.block(index)).await {
-                return Err::<(), _>(e);
-            }
-            index += 1;
-        }
-    });
+    let sender = tokio::spawn(send_forever(client, pattern));
     let End {
         sink: _kept_open,
         mut source,
@@ -153,6 +141,19 @@ pub(crate) async fn timed(pair: Pair, seed: u64, duration: Duration) -> anyhow::
     };
     record_check(outcome.is_ok());
     outcome
+}
+
+/// Sends `pattern`'s blocks until a send fails (or the task is aborted).
+async fn send_forever(client: End, pattern: Pattern) -> anyhow::Result<()> {
+    let End {
+        mut sink,
+        source: _kept_open,
+    } = client;
+    let mut index = 0u64;
+    loop {
+        sink.send(pattern.block(index)).await?;
+        index += 1;
+    }
 }
 
 async fn send_pattern(
