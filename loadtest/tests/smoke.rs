@@ -201,6 +201,24 @@ fn smoke_run_reports_every_scenario_intact() {
             "{name}: {controller}"
         );
     }
+    // The impaired namespaces let TCP buffers grow to 32 MiB (their own sysctls).
+    let notes: Vec<&str> = congestion["notes"]
+        .as_array()
+        .expect("notes")
+        .iter()
+        .filter_map(|n| n.as_str())
+        .collect();
+    for key in ["tcp_rmem", "tcp_wmem"] {
+        let tag = format!("`net.ipv4.{key}` = ");
+        let max: u64 = notes
+            .iter()
+            .find_map(|n| n.split(tag.as_str()).nth(1))
+            .and_then(|rest| rest.split([',', '.']).next())
+            .and_then(|fields| fields.split_whitespace().nth(2))
+            .and_then(|max| max.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in the notes: {notes:?}"));
+        assert!(max >= 32 * 1024 * 1024, "{key} max {max}");
+    }
     let checked = json["integrity"]["checked"].as_u64().expect("checked");
     assert!(checked >= 50, "only {checked} transfers were checked");
     assert_eq!(json["integrity"]["failed"], 0);
