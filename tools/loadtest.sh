@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The standard load test suite: builds the release binaries (router, standalone service,
-# load test), runs all eight scenarios and writes the report into loadtest/report/
-# (report.md, results.json, *.svg). The run itself takes about 9 minutes on 2 cores.
+# load test), runs all nine scenarios and writes the report into loadtest/report/
+# (report.md, results.json, *.svg). One repetition of the suite takes about 13 minutes on 2 cores.
 # Extra arguments go to jumpstarter-loadtest (e.g. --exporters 1000).
 #
 # The h2 rows of scenarios 1–4 are also run against the upstream Go router
@@ -89,6 +89,7 @@ else
   reference=(--reference-unavailable "$out")
 fi
 
+# --pin: the saturated round trips also with the router on a CPU of its own.
 exec "$bin/jumpstarter-loadtest" --out "${LOADTEST_OUT:-loadtest/report}" \
     --router-bin "$bin/jumpstarter-router" --standalone-bin "$bin/jumpstarter" \
-    "${kube[@]}" "${reference[@]}" all "$@"
+    --pin "${kube[@]}" "${reference[@]}" all "$@"
