@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The standard load test suite: builds the release binaries (router, standalone service,
-# load test), runs all eight scenarios and writes the report into loadtest/report/
+# load test), runs all nine scenarios and writes the report into loadtest/report/
 # (report.md, results.json, *.svg). Every scenario runs 3 times (--repeat; each figure is
-# the median): about 9 minutes per repetition on 2 cores. loadtest/report/analysis.md is
+# the median): about 12 minutes per repetition on 2 cores. loadtest/report/analysis.md is
 # written by hand and left alone; tools/readme-table.sh then updates README.md's table.
 # Extra arguments go to jumpstarter-loadtest (e.g. --exporters 1000).
 #
@@ -91,6 +91,7 @@ else
   reference=(--reference-unavailable "$out")
 fi
 
+# --pin: the saturated round trips also with the router on a CPU of its own.
 exec "$bin/jumpstarter-loadtest" --out "${LOADTEST_OUT:-loadtest/report}" \
     --router-bin "$bin/jumpstarter-router" --standalone-bin "$bin/jumpstarter" \
-    "${kube[@]}" "${reference[@]}" all "$@"
+    --pin "${kube[@]}" "${reference[@]}" all "$@"

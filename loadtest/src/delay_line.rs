@@ -1,7 +1,9 @@
 //! A packet-level delay line between two TUN devices: every IP packet read from one is
 //! written into the other a fixed one-way delay later, both directions, in order. It
 //! neither splits connections nor acknowledges anything, so TCP and QUIC both see the
-//! real round trip. It runs on a thread and runtime of its own, stopped when dropped.
+//! real round trip. The delay can be changed while it runs (packets read afterwards get
+//! the new one; a packet never overtakes an earlier one). It runs on a thread and runtime
+//! of its own, stopped when dropped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,8 +15,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tun::AsyncDevice;
 
-/// Packets one direction may hold (a few times what 25 ms carry at the highest rates
-/// seen here); beyond it a packet is dropped like at a full router queue, and counted.
+/// Packets one direction may hold: 48 MiB of full-size packets, what 75 ms (the longest
+/// one-way delay used, 150 ms RTT) carry at 650 MB/s, well above the highest rates seen
+/// here; beyond it a packet is dropped like at a full router queue, and counted.
 const QUEUE: usize = 32_768;
 /// Read buffer: larger than any packet of the devices' MTU.
 const PACKET_MAX: usize = 65_536;
@@ -25,6 +28,8 @@ pub(crate) struct DelayLine {
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
     counts: Arc<Counts>,
+    /// The one-way delay, in nanoseconds, read for every packet.
+    one_way: Arc<AtomicU64>,
 }
 
 /// What the line did with the packets it read.
@@ -46,6 +51,7 @@ impl DelayLine {
             .build()
             .context("building the delay line's runtime")?;
         let counts = Arc::new(Counts::default());
+        let delay = Arc::new(AtomicU64::new(nanos(one_way)));
         let (a, b) = {
             let _context = runtime.enter();
             (
@@ -55,7 +61,7 @@ impl DelayLine {
         };
         for (from, to) in [(a.clone(), b.clone()), (b, a)] {
             let (tx, rx) = mpsc::channel(QUEUE);
-            runtime.spawn(read_side(from, tx, one_way, counts.clone()));
+            runtime.spawn(read_side(from, tx, delay.clone(), counts.clone()));
             runtime.spawn(write_side(rx, to, counts.clone()));
         }
         let (stop, stopped) = oneshot::channel::<()>();
@@ -71,7 +77,18 @@ impl DelayLine {
             stop: Some(stop),
             thread: Some(thread),
             counts,
+            one_way: delay,
         })
+    }
+
+    /// Changes the one-way delay of packets read from now on, both ways.
+    pub(crate) fn set_one_way(&self, one_way: Duration) {
+        self.one_way.store(nanos(one_way), Ordering::Relaxed);
+    }
+
+    /// The one-way delay in force.
+    pub(crate) fn one_way(&self) -> Duration {
+        Duration::from_nanos(self.one_way.load(Ordering::Relaxed))
     }
 
     /// Packets written into the other device so far.
@@ -96,11 +113,17 @@ impl Drop for DelayLine {
     }
 }
 
-/// Reads packets from `from` and queues each with the time it is due.
+/// A delay in nanoseconds (saturating: no delay here comes near 584 years).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Reads packets from `from` and queues each with the time it is due (the delay in
+/// force when it was read).
 async fn read_side(
     from: Arc<AsyncDevice>,
     to: mpsc::Sender<(Instant, Vec<u8>)>,
-    one_way: Duration,
+    one_way: Arc<AtomicU64>,
     counts: Arc<Counts>,
 ) {
     let mut buf = vec![0u8; PACKET_MAX];
@@ -108,7 +131,8 @@ async fn read_side(
         match from.recv(&mut buf).await {
             Ok(n) => {
                 let packet = buf[..n].to_vec();
-                if to.try_send((Instant::now() + one_way, packet)).is_err() {
+                let delay = Duration::from_nanos(one_way.load(Ordering::Relaxed));
+                if to.try_send((Instant::now() + delay, packet)).is_err() {
                     counts.overflowed.fetch_add(1, Ordering::Relaxed);
                 }
             }

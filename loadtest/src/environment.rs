@@ -75,16 +75,13 @@ pub(crate) struct RunFacts<'a> {
 
 /// The QUIC settings our endpoints use by default: the tunnel library's.
 pub(crate) fn quic_settings() -> QuicSettings {
-    use jumpstarter_tunnel::quic;
+    let transport = jumpstarter_tunnel::QuicTransport::default();
     QuicSettings {
-        stream_receive_window: quic::STREAM_RECEIVE_WINDOW.into(),
-        receive_window: quic::RECEIVE_WINDOW.into(),
-        send_window: quic::SEND_WINDOW,
-        // `quic::transport_config` installs quinn's BBR.
-        congestion: "bbr".to_owned(),
-        // quinn's default MTU discovery bound (`MtuDiscoveryConfig::upper_bound`), which
-        // `quic::transport_config` keeps.
-        max_udp_payload: 1452,
+        stream_receive_window: transport.stream_receive_window,
+        receive_window: transport.receive_window,
+        send_window: transport.send_window,
+        congestion: transport.congestion.to_string(),
+        max_udp_payload: transport.max_udp_payload,
     }
 }
 
@@ -101,10 +98,10 @@ pub(crate) fn http2_windows() -> Http2Windows {
 /// UDP offloads as quinn sees them on a loopback socket of this kernel.
 pub(crate) fn udp_offload() -> std::io::Result<UdpOffload> {
     let socket = std::net::UdpSocket::bind(("127.0.0.1", 0))?;
-    let state = quinn::udp::UdpSocketState::new((&socket).into())?;
+    let offloads = jumpstarter_tunnel::socket::offloads(&socket);
     Ok(UdpOffload {
-        gso: state.max_gso_segments(),
-        gro: state.gro_segments(),
+        gso: offloads.gso,
+        gro: offloads.gro,
     })
 }
 

@@ -10,14 +10,14 @@ use crate::lab::Lab;
 use crate::preset::Sizes;
 use crate::reference::{Reference, ReferenceConfig};
 use crate::route::{Fabric, Route};
-use crate::router_process::RouterProcess;
+use crate::router_process::{RouterProcess, cpu_seconds_of};
 
 /// Shared state of a run.
 #[derive(Debug)]
 pub(crate) struct Harness {
     pub(crate) lab: Arc<Lab>,
     /// The shared router process; kept running for the whole run.
-    _router: RouterProcess,
+    pub(crate) router: RouterProcess,
     pub(crate) fabric: Fabric,
     /// The upstream Go router (kept running for the whole run), or why it is missing.
     pub(crate) reference: Reference,
@@ -27,6 +27,9 @@ pub(crate) struct Harness {
     pub(crate) standalone_bin: PathBuf,
     /// A Kubernetes API server for the controller scenario, when given.
     pub(crate) kube: Option<KubeRun>,
+    /// `--pin`: the latency scenario also measures its saturated rows with the router on
+    /// its own CPU ([`crate::affinity`]); everything else runs unpinned.
+    pub(crate) pinned: bool,
 }
 
 /// The controller scenario on Kubernetes: the API server and the controller binary.
@@ -54,7 +57,7 @@ impl Harness {
         }
         Ok(Harness {
             lab,
-            _router: router,
+            router,
             fabric,
             reference,
             sizes,
@@ -62,6 +65,7 @@ impl Harness {
             router_bin,
             standalone_bin,
             kube: None,
+            pinned: false,
         })
     }
 
@@ -80,9 +84,54 @@ impl Harness {
         routes
     }
 
+    /// The process id of the router that `route` goes through: ours, or the Go
+    /// router's; none for the direct baselines (or a router that is not running).
+    pub(crate) fn router_pid(&self, route: Route) -> Option<u32> {
+        match route {
+            Route::QuicRouter | Route::H2Router => self.router.pid(),
+            Route::H2Reference => self.reference.pid(),
+            Route::QuicDirect | Route::H2Direct => None,
+        }
+    }
+
     /// Another router process with the same keys (for memory and restart figures that
     /// must not inherit the history of the shared one).
     pub(crate) async fn fresh_router(&self) -> anyhow::Result<RouterProcess> {
         RouterProcess::start(&self.router_bin, &self.lab, &self.work).await
+    }
+}
+
+/// Column of the router's CPU time per GiB a transfer moved.
+pub(crate) const ROUTER_CPU: &str = "router CPU s/GiB";
+
+/// The CPU time of the router a route goes through, read before a transfer (none for
+/// the direct baselines).
+#[derive(Debug)]
+pub(crate) struct RouterCpu {
+    start: Option<(u32, f64)>,
+}
+
+impl RouterCpu {
+    /// What the column means, for the scenario's notes.
+    pub(crate) const NOTE: &str = "router CPU s/GiB: user + system CPU time of the router \
+         process (ours, or the Go router for its rows; /proc/<pid>/stat, clock-tick \
+         resolution) during the transfer, divided by the GiB the transfer moved (each byte \
+         counted once, though the router receives and sends it).";
+
+    pub(crate) fn start(h: &Harness, route: Route) -> anyhow::Result<RouterCpu> {
+        let start = match h.router_pid(route) {
+            Some(pid) => Some((pid, cpu_seconds_of(pid)?)),
+            None => None,
+        };
+        Ok(RouterCpu { start })
+    }
+
+    /// The router's CPU seconds since [`RouterCpu::start`] per GiB of `bytes`.
+    pub(crate) fn per_gib(self, bytes: u64) -> anyhow::Result<Option<f64>> {
+        let Some((pid, before)) = self.start else {
+            return Ok(None);
+        };
+        let used = cpu_seconds_of(pid)? - before;
+        Ok(Some(used / (bytes.max(1) as f64 / (1u64 << 30) as f64)))
     }
 }

@@ -1,6 +1,6 @@
-//! The impaired network of scenario 8: two network namespaces, "peers" and "servers",
-//! each with a TUN device, joined by a user-space [`DelayLine`] (25 ms each way), with
-//! random loss made by the kernel (nftables in both namespaces drops a share of the packets
+//! The impaired network of scenarios 8 and 9: two network namespaces, "peers" and
+//! "servers", each with a TUN device, joined by a user-space [`DelayLine`] (a one-way delay
+//! that can be changed between measurements), with random loss made by the kernel (nftables in both namespaces drops a share of the packets
 //! arriving from the TUN device, so each direction is lossy, and counts them). Peers run on a
 //! runtime in the peers namespace, the router process and baseline servers in the servers
 //! namespace. `tc netem` would do both delay and loss, but kernels this runs on may be
@@ -26,6 +26,15 @@ const MTU: u16 = 1500;
 const TABLE: &str = "jlt_loss";
 /// Threads of each namespace's runtime.
 const THREADS: usize = 2;
+/// Largest TCP receive and send buffer the kernel's autotuning may grow a socket to in
+/// both namespaces (the third field of `net.ipv4.tcp_rmem` / `tcp_wmem`): 32 MiB, above
+/// the bandwidth-delay product of the fastest path measured here (about 100 MiB/s at
+/// 150 ms), so that TCP is limited by the path and its congestion control, not by its
+/// buffers. A new namespace starts from the kernel's defaults (often a 4 MiB send
+/// buffer), not from the host's settings.
+pub(crate) const TCP_BUFFER_MAX: u64 = 32 * 1024 * 1024;
+/// The TCP buffer sysctls raised to [`TCP_BUFFER_MAX`].
+const TCP_BUFFERS: [&str; 2] = ["net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem"];
 
 /// The two namespaces, their runtimes and the delay line between them. Dropped in field
 /// order: runtimes (and with them every socket their tasks hold), line, namespaces.
@@ -38,15 +47,27 @@ pub(crate) struct ImpairedNet {
     line: DelayLine,
     peers_ns: Netns,
     servers_ns: Netns,
+    /// The TCP settings in force in both namespaces, for the report.
+    tcp: String,
 }
 
 impl ImpairedNet {
     /// Creates the namespaces `jlt-<pid>-p` and `jlt-<pid>-s`, their TUN devices and
-    /// addresses, the delay line (`one_way` each way) and the runtimes; no loss yet.
+    /// addresses, TCP buffer limits raised to [`TCP_BUFFER_MAX`], the delay line
+    /// (`one_way` each way) and the runtimes; no loss yet.
     pub(crate) fn start(one_way: Duration) -> anyhow::Result<ImpairedNet> {
         let pid = std::process::id();
         let peers_ns = Netns::create(&format!("jlt-{pid}-p"))?;
         let servers_ns = Netns::create(&format!("jlt-{pid}-s"))?;
+        for ns in [&peers_ns, &servers_ns] {
+            for key in TCP_BUFFERS {
+                let now = ns.sysctl(key)?;
+                let wanted = raised(&now, TCP_BUFFER_MAX)
+                    .with_context(|| format!("{key} of {} is `{now}`", ns.name()))?;
+                ns.set_sysctl(key, &wanted)?;
+            }
+        }
+        let tcp = tcp_settings(&peers_ns)?;
         let peers_tun = peers_ns.on_thread(|| tun_device(PEERS_IP))?;
         let servers_tun = servers_ns.on_thread(|| tun_device(SERVERS_IP))?;
         for (ns, ip) in [(&peers_ns, PEERS_IP), (&servers_ns, SERVERS_IP)] {
@@ -65,7 +86,29 @@ impl ImpairedNet {
             line,
             peers_ns,
             servers_ns,
+            tcp,
         })
+    }
+
+    /// Changes the one-way delay of the line (each way; the round trip is twice it).
+    pub(crate) fn set_one_way(&self, one_way: Duration) {
+        self.line.set_one_way(one_way);
+    }
+
+    /// The one-way delay in force.
+    pub(crate) fn one_way(&self) -> Duration {
+        self.line.one_way()
+    }
+
+    /// The TCP congestion control and buffer limits in force in both namespaces, as one
+    /// sentence.
+    pub(crate) fn tcp_settings(&self) -> &str {
+        &self.tcp
+    }
+
+    /// The TCP congestion control of the namespaces (their own per-namespace setting).
+    pub(crate) fn tcp_congestion(&self) -> anyhow::Result<String> {
+        self.peers_ns.sysctl("net.ipv4.tcp_congestion_control")
     }
 
     /// The servers' namespace name (for `ip netns exec`).
@@ -131,6 +174,35 @@ impl ImpairedNet {
     pub(crate) fn line_counts(&self) -> (u64, u64) {
         (self.line.carried(), self.line.overflowed())
     }
+}
+
+/// The TCP sysctls of `ns` that bound a transfer, as one sentence.
+fn tcp_settings(ns: &Netns) -> anyhow::Result<String> {
+    let mut parts = Vec::new();
+    for key in [
+        "net.ipv4.tcp_congestion_control",
+        TCP_BUFFERS[0],
+        TCP_BUFFERS[1],
+    ] {
+        let value = ns.sysctl(key)?;
+        let value = value.split_whitespace().collect::<Vec<_>>().join(" ");
+        parts.push(format!("`{key}` = {value}"));
+    }
+    Ok(parts.join(", "))
+}
+
+/// A `min default max` buffer sysctl with its max raised to at least `max` (min and
+/// default kept).
+fn raised(value: &str, max: u64) -> anyhow::Result<String> {
+    let fields: Vec<u64> = value
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .context("not three numbers")?;
+    let [min, default, now] = fields[..] else {
+        bail!("not three numbers");
+    };
+    Ok(format!("{min} {default} {}", now.max(max)))
 }
 
 /// The sum of the `counter packets N` of an `nft list` output.
@@ -209,5 +281,19 @@ mod tests {
         assert_eq!(counter_sum(listing).expect("sum"), 17);
         assert_eq!(counter_sum("table inet jlt_loss {\n}\n").expect("sum"), 0);
         assert!(counter_sum("counter packets many bytes 1").is_err());
+    }
+
+    #[test]
+    fn only_the_maximum_of_a_tcp_buffer_sysctl_is_raised() {
+        assert_eq!(
+            raised("4096\t16384\t4194304", 33_554_432).expect("raised"),
+            "4096 16384 33554432"
+        );
+        assert_eq!(
+            raised("4096 131072 67108864", 33_554_432).expect("kept"),
+            "4096 131072 67108864"
+        );
+        assert!(raised("4096 131072", 1).is_err());
+        assert!(raised("a b c", 1).is_err());
     }
 }

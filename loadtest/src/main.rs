@@ -21,7 +21,7 @@
 //!   [`delay_line`] (TUN devices joined with a delay), with nftables loss.
 //! - [`payload`]: the integrity check; [`transfer`]: bulk transfers and round trips;
 //!   [`latency`]: histograms.
-//! - [`scenario`]: the scenarios; [`preset`]: their sizes; [`harness`]: what they
+//! - [`scenario`]: the nine scenarios; [`preset`]: their sizes; [`harness`]: what they
 //!   share; [`targets`]: the targets.
 //! - Output: [`repetition`] merges the runs of a scenario (`--repeat`), [`percentile`]
 //!   leaves out tail percentiles too few samples support, [`environment`] says what the
@@ -29,6 +29,7 @@
 //!   [`readme_table`] the README's table from a written report; [`progress`]: progress
 //!   lines.
 
+mod affinity;
 mod delay_line;
 mod environment;
 mod fleet;
@@ -191,6 +192,8 @@ struct Options {
         global = true
     )]
     repeat: Option<u16>,
+    #[command(flatten)]
+    pin: affinity::PinArgs,
 }
 
 /// Runs of every scenario in the standard suite: the fewest that give a median and a
@@ -249,7 +252,9 @@ enum Command {
     Controller,
     /// 8: throughput and round trips at 0/1/5 % loss with 50 ms RTT.
     Impairment,
-    /// All eight scenarios, then the report.
+    /// 9: QUIC congestion controllers vs TCP at 20/50/150 ms RTT and 0/1/5 % loss.
+    Congestion,
+    /// All nine scenarios, then the report.
     All,
     /// Prints the README's load-test table (the targets) from a written report, between
     /// the marker comments `tools/readme-table.sh` replaces; runs nothing.
@@ -347,6 +352,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         options.reference_unavailable.clone(),
     )
     .await?;
+    harness.pinned = options.pin.pin;
     if let Some(kubeconfig) = &options.kubeconfig {
         let controller_bin = binary(options.controller_bin.as_deref(), "jumpstarter-controller")?;
         let target = kube::KubeTarget::connect(kubeconfig)
@@ -376,6 +382,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Restart,
         Command::Controller,
         Command::Impairment,
+        Command::Congestion,
     ] {
         if !wanted(command.clone()) {
             continue;
@@ -445,7 +452,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             .has_reference()
             .then_some(options.reference_router.as_deref())
             .flatten(),
-        pinned: false,
+        pinned: harness.pinned,
     });
     let report = Report {
         generated: time::OffsetDateTime::now_utc()
@@ -490,7 +497,8 @@ async fn run_scenario(command: &Command, harness: &Harness) -> Scenario {
         Command::Restart => scenario::restart::run(harness).await,
         Command::Controller => scenario::controller::run(harness).await,
         Command::Impairment => scenario::impairment::run(harness).await,
-        // Invariant: the caller passes the eight scenario commands only.
+        Command::Congestion => scenario::congestion::run(harness).await,
+        // Invariant: the caller passes the nine scenario commands only.
         Command::All | Command::ReadmeTable(_) => {
             unreachable!("{command:?} is not a scenario")
         }

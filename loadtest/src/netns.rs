@@ -55,6 +55,34 @@ impl Netns {
         command("ip", &all).context("running nft (needs nftables)")
     }
 
+    /// The value of sysctl `key` (e.g. `net.ipv4.tcp_wmem`) inside the namespace, as
+    /// `sysctl -n` prints it (fields separated by tabs or spaces), trimmed.
+    pub(crate) fn sysctl(&self, key: &str) -> anyhow::Result<String> {
+        let out = command("ip", &["netns", "exec", &self.name, "sysctl", "-n", key])
+            .context("running sysctl (needs procps)")?;
+        Ok(out.trim().to_owned())
+    }
+
+    /// Sets sysctl `key` to `value` inside the namespace (only the namespace's own copy
+    /// for the per-namespace ones, such as `net.ipv4.tcp_rmem`).
+    pub(crate) fn set_sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        let assignment = format!("{key}={value}");
+        command(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.name,
+                "sysctl",
+                "-q",
+                "-w",
+                &assignment,
+            ],
+        )
+        .context("running sysctl (needs procps)")?;
+        Ok(())
+    }
+
     /// Runs `body` on a new thread that entered the namespace.
     pub(crate) fn on_thread<T: Send>(
         &self,

@@ -51,7 +51,7 @@ pub(crate) struct ReferenceConfig {
 /// A running reference router.
 #[derive(Debug)]
 pub(crate) struct ReferenceRouter {
-    _child: Child,
+    child: Child,
     pub(crate) target: ReferenceTarget,
 }
 
@@ -100,6 +100,14 @@ impl Reference {
         match ReferenceRouter::start(config, log_dir).await {
             Ok(router) => Reference::Running(Box::new(router)),
             Err(e) => Reference::Unavailable(format!("{e:#}")),
+        }
+    }
+
+    /// Its process id, when it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        match self {
+            Reference::Running(router) => router.child.id(),
+            _ => None,
         }
     }
 
@@ -179,7 +187,7 @@ impl ReferenceRouter {
             .await
             .context("reading the Go router's certificate")?;
         Ok(ReferenceRouter {
-            _child: child,
+            child,
             target: ReferenceTarget {
                 addr,
                 cert_pem: pem(&cert).into(),

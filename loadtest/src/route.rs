@@ -75,7 +75,17 @@ pub(crate) struct Pair {
 #[allow(dead_code)]
 pub(crate) enum Keep {
     Quic(Connection),
+    Direct(DirectQuic),
     Channel(Channel),
+}
+
+/// A connection to the direct quinn baseline server, with its client endpoint (kept so
+/// that the socket lives as long as the connection). Closed at once when the last clone
+/// is dropped.
+#[derive(Debug, Clone)]
+pub(crate) struct DirectQuic {
+    pub(crate) connection: quinn::Connection,
+    _endpoint: quinn::Endpoint,
 }
 
 /// Everything the scenarios open sessions with: the router's addresses and the two
@@ -85,6 +95,8 @@ pub(crate) struct Fabric {
     pub(crate) lab: Arc<Lab>,
     pub(crate) router: SocketAddr,
     direct_quic: SocketAddr,
+    /// The transport settings of both ends of the direct quinn baseline.
+    direct_transport: Arc<quinn::TransportConfig>,
     direct_tls: SocketAddr,
     waiting: Waiting,
     /// The upstream Go router, when it runs.
@@ -114,13 +126,30 @@ impl Fabric {
         router: SocketAddr,
         ip: IpAddr,
     ) -> anyhow::Result<Fabric> {
+        let transport = jumpstarter_tunnel::quic::transport_config();
+        Fabric::new_with(lab, router, ip, transport).await
+    }
+
+    /// The same with `transport` on both ends of the direct quinn baseline (its server
+    /// and every connection to it).
+    pub(crate) async fn new_with(
+        lab: Arc<Lab>,
+        router: SocketAddr,
+        ip: IpAddr,
+        mut transport: quinn::TransportConfig,
+    ) -> anyhow::Result<Fabric> {
         let waiting: Waiting = Arc::default();
-        let direct_quic = start_direct_quic(&lab, waiting.clone(), ip)?;
+        // Sessions of the setup scenario in flight at once on one connection (a limit on
+        // what the peer opens: only the server's matters).
+        transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(1024));
+        let transport = Arc::new(transport);
+        let direct_quic = start_direct_quic(&lab, waiting.clone(), ip, transport.clone())?;
         let direct_tls = start_direct_tls(&lab, waiting.clone(), ip).await?;
         Ok(Fabric {
             lab,
             router,
             direct_quic,
+            direct_transport: transport,
             direct_tls,
             waiting,
             reference: None,
@@ -172,7 +201,7 @@ impl Fabric {
                 Ok(Pair {
                     client,
                     exporter,
-                    keep: vec![Keep::Quic(connection)],
+                    keep: vec![Keep::Direct(connection)],
                 })
             }
             Route::H2Router | Route::H2Reference => {
@@ -217,13 +246,28 @@ impl Fabric {
         .await
     }
 
-    /// A connection to the direct quinn baseline server (no client certificate).
-    pub(crate) async fn direct_quic_connection(&self) -> anyhow::Result<Connection> {
+    /// A connection to the direct quinn baseline server (no client certificate), from a
+    /// new UDP socket (sized like the router's), with the fabric's direct transport.
+    pub(crate) async fn direct_quic_connection(&self) -> anyhow::Result<DirectQuic> {
         let tls = client_config(self.lab.roots(), None, vec![ALPN.to_vec()])?;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(self.direct_transport.clone());
+        let local: SocketAddr = match self.direct_quic.ip() {
+            IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            IpAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let endpoint =
+            jumpstarter_tunnel::socket::client_endpoint(local).context("opening a UDP socket")?;
         bounded("a QUIC connection to the baseline server", async {
-            QuicPeer::connect_with_tls(self.direct_quic, SERVER_NAME, tls)
+            let connection = endpoint
+                .connect_with(config, self.direct_quic, SERVER_NAME)?
                 .await
-                .context("QUIC connection to the baseline server")
+                .context("QUIC connection to the baseline server")?;
+            Ok(DirectQuic {
+                connection,
+                _endpoint: endpoint,
+            })
         })
         .await
     }
@@ -231,15 +275,12 @@ impl Fabric {
     /// A session on a warm direct quinn connection.
     pub(crate) async fn direct_quic_session(
         &self,
-        connection: &Connection,
+        direct: &DirectQuic,
     ) -> anyhow::Result<(End, End)> {
         let id = self.lab.fresh("d");
         let (tx, rx) = oneshot::channel();
         self.wait_for(&id, tx);
-        let (send, recv) = bounded("opening a direct QUIC session", async {
-            Ok(connection.open_session(&id).await?)
-        })
-        .await?;
+        let (send, recv) = crate::swarm::open_session(&direct.connection, &id).await?;
         let exporter = bounded("the baseline server taking a session", async {
             rx.await.context("the baseline server dropped the session")
         })
@@ -405,9 +446,14 @@ pub(crate) async fn open_h2(channel: Channel, token: &str) -> anyhow::Result<End
     ))
 }
 
-/// The quinn baseline server: reads each stream's session header and hands the stream
-/// to whoever waits for that session.
-fn start_direct_quic(lab: &Lab, waiting: Waiting, ip: IpAddr) -> anyhow::Result<SocketAddr> {
+/// The quinn baseline server with `transport`: reads each stream's session header and
+/// hands the stream to whoever waits for that session.
+fn start_direct_quic(
+    lab: &Lab,
+    waiting: Waiting,
+    ip: IpAddr,
+    transport: Arc<quinn::TransportConfig>,
+) -> anyhow::Result<SocketAddr> {
     let mut tls = server_config(
         lab.server_credentials()?,
         vec![ALPN.to_vec()],
@@ -416,9 +462,7 @@ fn start_direct_quic(lab: &Lab, waiting: Waiting, ip: IpAddr) -> anyhow::Result<
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    let mut transport = jumpstarter_tunnel::quic::transport_config();
-    transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(1024));
-    config.transport_config(Arc::new(transport));
+    config.transport_config(transport);
     // The same socket buffers as the router's, so the baseline is not the one dropping.
     let endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),

@@ -1,6 +1,6 @@
 //! A `jumpstarter-router` process on loopback ports (or on an address of a network
 //! namespace), started with the [`Lab`]'s files: its h2 and QUIC addresses, its resident
-//! memory, and stop/kill/restart on the same ports.
+//! memory and CPU time, and stop/kill/restart on the same ports.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -89,12 +89,6 @@ impl RouterProcess {
         self.child.as_ref().and_then(Child::id)
     }
 
-    /// Resident memory of the process in bytes (`VmRSS` of `/proc/<pid>/status`).
-    pub(crate) fn rss_bytes(&self) -> anyhow::Result<u64> {
-        let pid = self.pid().context("the router is not running")?;
-        rss_of(pid)
-    }
-
     /// SIGKILL (a crash) or SIGTERM (a graceful stop), then waits for the exit.
     pub(crate) async fn stop(&mut self, kill: bool) -> anyhow::Result<()> {
         let Some(mut child) = self.child.take() else {
@@ -171,6 +165,40 @@ pub(crate) fn rss_of(pid: u32) -> anyhow::Result<u64> {
     Ok(kib * 1024)
 }
 
+/// CPU time (user + system) process `pid` has used so far, in seconds, from
+/// `/proc/<pid>/stat` (in clock ticks of `sysconf(_SC_CLK_TCK)`).
+pub(crate) fn cpu_seconds_of(pid: u32) -> anyhow::Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let ticks = cpu_ticks(&stat).with_context(|| format!("parsing {path}"))?;
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .context("sysconf(_SC_CLK_TCK)")?
+        .filter(|&t| t > 0)
+        .context("no clock tick rate")?;
+    Ok(ticks as f64 / per_second as f64)
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line, in clock ticks. The
+/// command name (field 2) is in parentheses and may contain spaces and parentheses, so
+/// fields are counted from the last `)`.
+fn cpu_ticks(stat: &str) -> anyhow::Result<u64> {
+    let (_, after) = stat
+        .rsplit_once(')')
+        .context("no `)` after the command name")?;
+    // Field 3 (state) is the first after the name: utime is the 12th from there.
+    let mut fields = after.split_whitespace().skip(11);
+    let mut next = |name: &str| -> anyhow::Result<u64> {
+        fields
+            .next()
+            .with_context(|| format!("no {name} field"))?
+            .parse()
+            .with_context(|| format!("{name} is not a number"))
+    };
+    let utime = next("utime")?;
+    let stime = next("stime")?;
+    Ok(utime + stime)
+}
+
 /// A TCP port that was free a moment ago (its UDP twin is normally free as well).
 pub(crate) fn free_port() -> anyhow::Result<u16> {
     for _ in 0..20 {
@@ -194,6 +222,8 @@ const LIFTED_LIMITS: &[(&str, &str)] = &[
     ("JUMPSTARTER_DIAL_BURST", "1000000"),
     ("JUMPSTARTER_DIAL_INTERVAL", "1us"),
     ("JUMPSTARTER_MAX_PENDING_LEASES_PER_CLIENT", "1000000"),
+    // The idle scenario holds thousands of QUIC connections (the default cap is 2,048).
+    ("JUMPSTARTER_ROUTER_QUIC_MAX_CONNECTIONS", "1000000"),
 ];
 
 /// Starts `command` with no input, its output appended to `log`, warnings-only logging
@@ -208,4 +238,32 @@ pub(crate) fn spawn_logged(command: &mut Command, log: std::fs::File) -> std::io
         .stderr(log)
         .kill_on_drop(true)
         .spawn()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_add_user_and_system_time_whatever_the_command_name() {
+        let stat = "4242 (jumpstarter-rou) S 1 4242 4242 0 -1 4194560 1234 0 0 0 \
+                    150 37 0 0 20 0 9 0 12345 123456789 5000 18446744073709551615";
+        assert_eq!(cpu_ticks(stat).expect("ticks"), 187);
+        // A name with spaces and parentheses does not shift the fields.
+        let odd = "7 (a) b (c) R 1 7 7 0 -1 0 0 0 0 0 5 6 0 0 20 0 1 0 1 1 1";
+        assert_eq!(cpu_ticks(odd).expect("ticks"), 11);
+        assert!(cpu_ticks("7 (short) R 1 2").is_err());
+        assert!(cpu_ticks("no name here").is_err());
+    }
+
+    #[test]
+    fn this_process_has_used_some_cpu_time() {
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        let seconds = cpu_seconds_of(std::process::id()).expect("cpu seconds");
+        assert!(seconds > 0.0, "{seconds}");
+    }
 }

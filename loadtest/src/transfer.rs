@@ -88,6 +88,74 @@ pub(crate) async fn bulk(pair: Pair, seed: u64, budget: Budget) -> anyhow::Resul
     })
 }
 
+/// Client → exporter transfer for `duration` of `seed`'s pattern, sent without pause; the
+/// exporter checks every byte that arrives. Counted: the bytes the exporter has checked
+/// when `duration` has passed since the first send. The session is then dropped (its
+/// connections closed) without draining what is still in flight, so that a slow path
+/// (high loss, long round trip, a large send window) costs no more than `duration`.
+pub(crate) async fn timed(pair: Pair, seed: u64, duration: Duration) -> anyhow::Result<Transfer> {
+    let Pair {
+        client,
+        exporter,
+        keep,
+    } = pair;
+    let pattern = Pattern::new(seed);
+    let mut verifier = pattern.verifier();
+    let start = Instant::now();
+    let deadline = tokio::time::Instant::from_std(start + duration);
+    let sender = tokio::spawn(send_forever(client, pattern));
+    let End {
+        sink: _kept_open,
+        mut source,
+    } = exporter;
+    let checked = loop {
+        match tokio::time::timeout_at(deadline, source.recv()).await {
+            // Time is up.
+            Err(_) => break Ok(()),
+            Ok(Ok(Some(chunk))) => {
+                if let Err(e) = verifier.feed(&chunk) {
+                    break Err(e);
+                }
+            }
+            Ok(Ok(None)) => break Err(anyhow::anyhow!("the session ended before the time was up")),
+            Ok(Err(e)) => break Err(e),
+        }
+    };
+    let failed = if sender.is_finished() {
+        match sender.await {
+            Ok(Err(e)) => Some(e.context("sending")),
+            Ok(Ok(())) => None,
+            Err(e) => Some(anyhow::Error::from(e).context("sender task")),
+        }
+    } else {
+        sender.abort();
+        None
+    };
+    drop(keep);
+    let outcome = match (checked, failed) {
+        (Err(e), _) | (Ok(()), Some(e)) => Err(e),
+        (Ok(()), None) => Ok(Transfer {
+            bytes: verifier.received(),
+            elapsed: duration,
+        }),
+    };
+    record_check(outcome.is_ok());
+    outcome
+}
+
+/// Sends `pattern`'s blocks until a send fails (or the task is aborted).
+async fn send_forever(client: End, pattern: Pattern) -> anyhow::Result<()> {
+    let End {
+        mut sink,
+        source: _kept_open,
+    } = client;
+    let mut index = 0u64;
+    loop {
+        sink.send(pattern.block(index)).await?;
+        index += 1;
+    }
+}
+
 async fn send_pattern(
     End {
         mut sink,

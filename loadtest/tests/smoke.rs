@@ -72,6 +72,8 @@ fn smoke_run_reports_every_scenario_intact() {
         .arg(&kube.admin_kubeconfig)
         // Two replicas under leader election, clients and exporters spread over both.
         .args(["--kube-replicas", "2"])
+        // The saturated round trips also with the router on its own CPU.
+        .arg("--pin")
         .arg("all");
     let output = run_bounded(cmd, std::time::Duration::from_secs(300))
         .expect("the smoke run took longer than 300 s");
@@ -88,7 +90,7 @@ fn smoke_run_reports_every_scenario_intact() {
         .iter()
         .map(|s| s["number"].as_u64().expect("number"))
         .collect();
-    assert_eq!(numbers, (1..=8).collect::<Vec<u64>>());
+    assert_eq!(numbers, (1..=9).collect::<Vec<u64>>());
     for scenario in scenarios {
         assert_eq!(scenario["status"], "ok", "{scenario}");
         let rows = scenario["rows"].as_array().expect("rows");
@@ -164,6 +166,94 @@ fn smoke_run_reports_every_scenario_intact() {
     }
     assert_eq!(environment["go"], "not used");
     assert_eq!(json["repeat"], 1);
+    // --pin: the latency scenario's saturated rows unpinned and pinned.
+    let latency_rows: Vec<&str> = scenarios[2]["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    for route in ["QUIC via router", "h2 via router"] {
+        for suffix in ["", ", pinned"] {
+            let name = format!("{route}, router saturated{suffix}");
+            assert!(
+                latency_rows.contains(&name.as_str()),
+                "{name}: {latency_rows:?}"
+            );
+        }
+    }
+    // Scenarios 1 and 2: the router's CPU time per GiB on the rows through a router.
+    for n in [0, 1] {
+        for row in scenarios[n]["rows"].as_array().expect("rows") {
+            let name = row["name"].as_str().expect("name");
+            assert_eq!(
+                has(row, "router CPU s/GiB"),
+                name.contains("via router"),
+                "{name}"
+            );
+        }
+    }
+    // Scenario 9: TLS/TCP and QUIC with each congestion controller at every loss level of
+    // the smoke preset (one round trip), each having moved data.
+    let congestion = &scenarios[8];
+    assert_eq!(congestion["key"], "congestion");
+    let congestion_rows = congestion["rows"].as_array().expect("rows");
+    let names: Vec<&str> = congestion_rows
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    let mut wanted = Vec::new();
+    for loss in [0, 5] {
+        for route in [
+            "TLS/TCP direct",
+            "QUIC direct bbr",
+            "QUIC direct cubic",
+            "QUIC direct new-reno",
+        ] {
+            wanted.push(format!("{route} at 50 ms, {loss} % loss"));
+        }
+    }
+    assert_eq!(names, wanted);
+    for row in congestion_rows {
+        assert!(
+            row["values"]
+                .as_array()
+                .expect("values")
+                .iter()
+                .any(|c| { c["key"] == "MiB/s" && c["value"].as_f64().is_some_and(|v| v > 0.0) }),
+            "no data moved in {row}"
+        );
+        let controller = row["values"]
+            .as_array()
+            .expect("values")
+            .iter()
+            .find(|c| c["key"] == "congestion")
+            .and_then(|c| c["value"].as_str())
+            .expect("a congestion cell");
+        let name = row["name"].as_str().expect("name");
+        assert!(
+            name.contains(&format!(" {controller} at ")) || name.starts_with("TLS/TCP"),
+            "{name}: {controller}"
+        );
+    }
+    // The impaired namespaces let TCP buffers grow to 32 MiB (their own sysctls).
+    let notes: Vec<&str> = congestion["notes"]
+        .as_array()
+        .expect("notes")
+        .iter()
+        .filter_map(|n| n.as_str())
+        .collect();
+    for key in ["tcp_rmem", "tcp_wmem"] {
+        let tag = format!("`net.ipv4.{key}` = ");
+        let max: u64 = notes
+            .iter()
+            .find_map(|n| n.split(tag.as_str()).nth(1))
+            .and_then(|rest| rest.split([',', '.']).next())
+            .and_then(|fields| fields.split_whitespace().nth(2))
+            .and_then(|max| max.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in the notes: {notes:?}"));
+        assert!(max >= 32 * 1024 * 1024, "{key} max {max}");
+    }
     let checked = json["integrity"]["checked"].as_u64().expect("checked");
     assert!(checked >= 50, "only {checked} transfers were checked");
     assert_eq!(json["integrity"]["failed"], 0);
@@ -201,13 +291,13 @@ fn smoke_run_reports_every_scenario_intact() {
     let markdown = std::fs::read_to_string(out.path().join("report.md")).expect("report.md");
     assert!(markdown.contains("\n## Environment\n"));
     assert!(markdown.contains("(analysis.md)"));
-    for n in 1..=8 {
+    for n in 1..=9 {
         assert!(
             markdown.contains(&format!("\n## {n}. ")),
             "scenario {n} missing"
         );
     }
-    for plot in ["throughput", "latency", "impairment", "ready"] {
+    for plot in ["throughput", "latency", "impairment", "ready", "congestion"] {
         let svg = std::fs::read_to_string(out.path().join(format!("{plot}.svg")))
             .unwrap_or_else(|e| panic!("{plot}.svg: {e}"));
         assert!(
@@ -304,6 +394,7 @@ fn every_subcommand_has_help() {
         "restart",
         "controller",
         "impairment",
+        "congestion",
         "all",
         "readme-table",
     ] {

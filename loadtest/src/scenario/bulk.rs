@@ -1,6 +1,6 @@
 //! Scenario 1: one session, bulk transfer, through the router and on the baselines.
 
-use crate::harness::Harness;
+use crate::harness::{Harness, ROUTER_CPU, RouterCpu};
 use crate::progress::step;
 use crate::reference::OURS_OVER_GO;
 use crate::report::{Row, Scenario};
@@ -29,11 +29,16 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
     for (seed, route) in h.routes().into_iter().enumerate() {
         step(format!("bulk: {} ({} MiB)", route.label(), bytes >> 20));
         let pair = h.fabric.pair(route).await?;
+        let cpu = RouterCpu::start(h, route)?;
         let transfer = bulk(pair, seed as u64 + 1, Budget::bytes(bytes)).await?;
+        let cpu = cpu.per_gib(transfer.bytes)?;
         let mut row = Row::new(route.label())
             .num("MiB/s", transfer.mib_per_s())
             .num("MiB", transfer.bytes as f64 / 1048576.0)
             .num("seconds", transfer.elapsed.as_secs_f64());
+        if let Some(cpu) = cpu {
+            row = row.num(ROUTER_CPU, cpu);
+        }
         if route != route.baseline()
             && let Some(base) = s.figure(route.baseline().label(), "MiB/s")
         {
@@ -46,6 +51,7 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
         }
         s.row(row);
     }
+    s.note(RouterCpu::NOTE);
     if h.fabric.has_reference() {
         s.note(format!(
             "{OURS_OVER_GO}: MiB/s of `h2 via router` divided by the Go router's (above 1: \

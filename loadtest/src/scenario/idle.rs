@@ -1,6 +1,6 @@
 //! Scenario 5: idle connections and idle sessions one router process holds, and its memory
 //! per idle connection and per idle session (growth of VmRSS / count), on a fresh router
-//! process per protocol.
+//! process per protocol; the h2 rows again on the upstream Go router when it runs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +14,10 @@ use tonic::transport::Channel;
 use crate::harness::Harness;
 use crate::pipe::{End, Sink, Source};
 use crate::progress::step;
+use crate::reference;
 use crate::report::{Row, Scenario};
-use crate::route::Fabric;
-use crate::router_process::RouterProcess;
+use crate::route::{Fabric, Route};
+use crate::router_process::rss_of;
 use crate::swarm::{Swarm, open_session};
 
 pub(crate) const KEY: &str = "idle";
@@ -48,7 +49,19 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
          100 per lease.",
     );
     quic(h, s).await?;
-    h2(h, s).await
+    h2(h, s).await?;
+    if let Some(pid) = h.reference.pid() {
+        s.note(format!(
+            "{go}: the same h2 counts on the Go router, the one process of the whole run \
+             (it always listens on port 8083, so no second one can run beside it; after \
+             scenarios 1–4 in the same run, its memory after them is the \"before\" reading, \
+             and Go's collector may reuse heap freed by then, so its bytes each can come out \
+             lower than on a fresh process).",
+            go = reference::LABEL
+        ));
+        h2_reference(h, s, pid).await?;
+    }
+    Ok(())
 }
 
 async fn quic(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
@@ -56,7 +69,8 @@ async fn quic(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
     let swarm = Arc::new(Swarm::new(h.lab.clone(), router.quic, 16)?);
     let wanted = h.sizes.idle_quic_connections;
     step(format!("idle: {wanted} QUIC connections"));
-    let connections: Vec<quinn::Connection> = hold(s, &router, QUIC_CONNECTIONS, wanted, |_| {
+    let pid = router.pid().context("the router is not running")?;
+    let connections: Vec<quinn::Connection> = hold(s, pid, QUIC_CONNECTIONS, wanted, |_| {
         let swarm = swarm.clone();
         let lease = h.lab.fresh("idle");
         async move { swarm.connect(&lease, Role::Exporter).await }
@@ -74,7 +88,7 @@ async fn quic(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
             swarm.connect(&lease, Role::Exporter)
         )?);
     }
-    let opened: Vec<(End, End)> = hold(s, &router, "QUIC: idle sessions", sessions, |i| {
+    let opened: Vec<(End, End)> = hold(s, pid, "QUIC: idle sessions", sessions, |i| {
         let (client, exporter) = pairs[i % leases].clone();
         let id = h.lab.fresh("idle-s");
         async move {
@@ -94,9 +108,10 @@ async fn quic(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
 async fn h2(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
     let router = h.fresh_router().await?;
     let fabric = h.fabric.with_router(router.h2);
+    let pid = router.pid().context("the router is not running")?;
     let wanted = h.sizes.idle_h2_connections;
     step(format!("idle: {wanted} h2 connections"));
-    let channels: Vec<Channel> = hold(s, &router, "h2: idle connections", wanted, |_| {
+    let channels: Vec<Channel> = hold(s, pid, "h2: idle connections", wanted, |_| {
         let fabric = fabric.clone();
         async move { fabric.h2_channel().await }
     })
@@ -112,11 +127,49 @@ async fn h2(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
             fabric.h2_channel()
         )?);
     }
-    let opened: Vec<(End, End)> = hold(s, &router, "h2: idle sessions", sessions, |i| {
+    let opened: Vec<(End, End)> = hold(s, pid, "h2: idle sessions", sessions, |i| {
         let (a, b) = pairs[i % leases].clone();
         let fabric: Fabric = fabric.clone();
         async move {
             let (client, exporter) = fabric.h2_session(&a, &b).await?;
+            deliver_one_byte(client, exporter).await
+        }
+    })
+    .await?;
+    drop(opened);
+    drop(channels);
+    Ok(())
+}
+
+/// The h2 rows on the upstream Go router (process `pid`), same counts as ours.
+async fn h2_reference(h: &Harness, s: &mut Scenario, pid: u32) -> anyhow::Result<()> {
+    let route = Route::H2Reference;
+    let fabric = &h.fabric;
+    let wanted = h.sizes.idle_h2_connections;
+    step(format!("idle: {wanted} h2 connections to the Go router"));
+    let name = format!("{}: idle connections", reference::LABEL);
+    let channels: Vec<Channel> = hold(s, pid, &name, wanted, |_| {
+        let fabric = fabric.clone();
+        async move { fabric.h2_channel_for(route).await }
+    })
+    .await?;
+
+    let sessions = h.sizes.idle_h2_sessions;
+    step(format!("idle: {sessions} h2 sessions on the Go router"));
+    let leases = sessions.div_ceil(SESSIONS_PER_LEASE);
+    let mut pairs = Vec::with_capacity(leases);
+    for _ in 0..leases {
+        pairs.push(futures::try_join!(
+            fabric.h2_channel_for(route),
+            fabric.h2_channel_for(route)
+        )?);
+    }
+    let name = format!("{}: idle sessions", reference::LABEL);
+    let opened: Vec<(End, End)> = hold(s, pid, &name, sessions, |i| {
+        let (a, b) = pairs[i % leases].clone();
+        let fabric: Fabric = fabric.clone();
+        async move {
+            let (client, exporter) = fabric.h2_session_for(route, &a, &b).await?;
             deliver_one_byte(client, exporter).await
         }
     })
@@ -143,10 +196,11 @@ async fn deliver_one_byte(mut client: End, mut exporter: End) -> anyhow::Result<
 }
 
 /// Opens `wanted` items with `open` ([`CONNECTING`] at a time; failures are counted, not
-/// kept) between two readings of the router's settled memory, and records the row `name`.
+/// kept) between two readings of the settled memory of router process `pid`, and records
+/// the row `name`.
 async fn hold<T, E, F, Fut>(
     s: &mut Scenario,
-    router: &RouterProcess,
+    pid: u32,
     name: &str,
     wanted: usize,
     open: F,
@@ -155,21 +209,21 @@ where
     F: FnMut(usize) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let before = settled_rss(router).await?;
+    let before = settled_rss(pid).await?;
     let held: Vec<T> = futures::stream::iter(0..wanted)
         .map(open)
         .buffer_unordered(CONNECTING)
         .filter_map(|c| async move { c.ok() })
         .collect()
         .await;
-    let after = settled_rss(router).await?;
+    let after = settled_rss(pid).await?;
     record(s, name, wanted, held.len(), before, after);
     Ok(held)
 }
 
-async fn settled_rss(router: &RouterProcess) -> anyhow::Result<u64> {
+async fn settled_rss(pid: u32) -> anyhow::Result<u64> {
     tokio::time::sleep(SETTLE).await;
-    router.rss_bytes()
+    rss_of(pid)
 }
 
 fn record(s: &mut Scenario, name: &str, wanted: usize, held: usize, before: u64, after: u64) {

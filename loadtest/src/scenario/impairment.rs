@@ -13,7 +13,7 @@ use crate::progress::step;
 use crate::report::{Row, Scenario};
 use crate::route::{Fabric, Pair, Route};
 use crate::router_process::RouterProcess;
-use crate::transfer::{Budget, bulk, round_trip_summary};
+use crate::transfer::{round_trip_summary, timed};
 
 pub(crate) const KEY: &str = "impairment";
 const ONE_WAY: Duration = Duration::from_millis(25);
@@ -51,8 +51,14 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
     let seconds = h.sizes.impairment_seconds;
     let count = h.sizes.impairment_round_trips;
     s.note(format!(
-        "Throughput: a transfer of {seconds} s (then drained, every byte checked); round trips: \
-         {count} of 64 bytes after 2 unrecorded. Each on fresh connections."
+        "Throughput: {seconds} s of client → exporter data sent without pause, every byte \
+         checked by the exporter; MiB/s = bytes checked when the time was up / {seconds} s \
+         (what was still in flight is not counted and the session is then dropped, so that \
+         windows sized for long paths do not leave seconds of buffered data to drain at \
+         high loss). Round trips: {count} of 64 bytes after 2 unrecorded. Each on fresh \
+         connections. QUIC peers and the direct quinn server use the project's default \
+         transport (`jumpstarter_tunnel::quic::transport_config()`), the router its default \
+         flags."
     ));
     let net = ImpairedNet::start(ONE_WAY).context("building the impaired network")?;
     let router = {
@@ -103,17 +109,15 @@ async fn measure_on(
             step(format!("impairment: {} at {loss} % loss", route.label()));
             let seed = 1000 + i as u64 * 10;
             let pair = impaired_pair(net, &fabric, route).await?;
-            let transfer = bulk(
+            let transfer = timed(
                 pair,
                 seed,
-                Budget {
-                    bytes: u64::MAX,
-                    time: Duration::from_secs_f64(h.sizes.impairment_seconds),
-                    stop: None,
-                },
+                Duration::from_secs_f64(h.sizes.impairment_seconds),
             )
             .await
             .with_context(|| format!("{} at {loss} % loss: transfer", route.label()))?;
+            // Let what the dropped session still had on the line go by.
+            tokio::time::sleep(4 * ONE_WAY + Duration::from_millis(100)).await;
             let pair = impaired_pair(net, &fabric, route).await?;
             let rtt = round_trip_summary(pair, seed + 1, 2, h.sizes.impairment_round_trips)
                 .await

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::affinity::{self, Pinned};
 use crate::harness::Harness;
 use crate::latency::Summary;
 use crate::progress::step;
@@ -29,7 +30,7 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
     let count = h.sizes.round_trips;
     let warmup = (count / 10).max(10);
     s.note(format!(
-        "{count} round trips per row after {warmup} unrecorded: the client writes 64 bytes, \
+        "{count} round trips per unloaded row after {warmup} unrecorded: the client writes 64 bytes, \
          the exporter echoes them, the client checks them. \"Saturated\": another session \
          (its own lease) pushes a bulk transfer through the same router meanwhile."
     ));
@@ -47,33 +48,27 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
     if h.fabric.has_reference() {
         loaded.push(Route::H2Reference);
     }
-    for route in loaded {
-        let name = &saturated(route);
-        step(format!("latency: {name}"));
-        let stop = Arc::new(AtomicBool::new(false));
-        let load = h.fabric.pair(route).await?;
-        let background = tokio::spawn(bulk(
-            load,
-            20,
-            Budget {
-                bytes: u64::MAX,
-                time: Duration::from_secs(600),
-                stop: Some(stop.clone()),
-            },
-        ));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let pair = h.fabric.pair(route).await?;
-        let summary = round_trip_summary(pair, 30, warmup, count).await;
-        stop.store(true, Ordering::Relaxed);
-        let load = background.await.context("background transfer")??;
-        let summary = summary?;
-        let baseline = s.figure(route.baseline().label(), "p50 µs");
-        let ours = (route == Route::H2Reference).then(|| saturated(Route::H2Router));
-        record(s, name, &summary, baseline, ours.as_deref());
+    let count = h.sizes.saturated_round_trips;
+    let warmup = (count / 10).max(10);
+    s.note(format!(
+        "Saturated rows: {count} round trips after {warmup} unrecorded (each waits behind \
+         the bulk transfer, so fewer than unloaded)."
+    ));
+    for &route in &loaded {
+        saturated_row(h, s, route, warmup, count, false).await?;
+    }
+    if h.pinned {
         s.note(format!(
-            "{name}: the saturating session moved {:.0} MiB/s meanwhile.",
-            load.mib_per_s()
+            "Rows \"…, pinned\" (--pin): measured again with the router process (ours or the \
+             Go router) on CPU {} and every thread of the load generator (clients, \
+             exporters, the saturating session) on CPU {}, set with sched_setaffinity for \
+             those rows only; the other rows run unpinned.",
+            affinity::ROUTER_CPU,
+            affinity::GENERATOR_CPU
         ));
+        for &route in &loaded {
+            saturated_row(h, s, route, warmup, count, true).await?;
+        }
     }
     if h.fabric.has_reference() {
         s.note(format!(
@@ -87,6 +82,70 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
 /// Row name of `route` while another session saturates the router.
 pub(crate) fn saturated(route: Route) -> String {
     format!("{}, router saturated", route.label())
+}
+
+/// Row name of `route` while another session saturates the router, with the router on
+/// its own CPU (`--pin`).
+pub(crate) fn saturated_pinned(route: Route) -> String {
+    format!("{}, pinned", saturated(route))
+}
+
+/// Round trips of `route` while another session (its own lease) pushes a bulk transfer
+/// through the same router; `pinned`: with the router and the load generator on CPUs of
+/// their own.
+async fn saturated_row(
+    h: &Harness,
+    s: &mut Scenario,
+    route: Route,
+    warmup: u64,
+    count: u64,
+    pinned: bool,
+) -> anyhow::Result<()> {
+    let name = &if pinned {
+        saturated_pinned(route)
+    } else {
+        saturated(route)
+    };
+    step(format!("latency: {name}"));
+    let _pinned = if pinned {
+        let pid = h
+            .router_pid(route)
+            .with_context(|| format!("{name}: the router process is not running"))?;
+        Some(Pinned::router_and_generator(pid).with_context(|| format!("{name}: --pin"))?)
+    } else {
+        None
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = h.fabric.pair(route).await?;
+    let background = tokio::spawn(bulk(
+        load,
+        20,
+        Budget {
+            bytes: u64::MAX,
+            time: Duration::from_secs(600),
+            stop: Some(stop.clone()),
+        },
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pair = h.fabric.pair(route).await?;
+    let summary = round_trip_summary(pair, 30, warmup, count).await;
+    stop.store(true, Ordering::Relaxed);
+    let load = background.await.context("background transfer")??;
+    let summary = summary?;
+    let baseline = s.figure(route.baseline().label(), "p50 µs");
+    let ours = (route == Route::H2Reference).then(|| {
+        if pinned {
+            saturated_pinned(Route::H2Router)
+        } else {
+            saturated(Route::H2Router)
+        }
+    });
+    record(s, name, &summary, baseline, ours.as_deref());
+    s.note(format!(
+        "{name}: the saturating session moved {:.0} MiB/s meanwhile.",
+        load.mib_per_s()
+    ));
+    Ok(())
 }
 
 /// Adds a row; `ours` names our h2 row that a Go router row is compared with.

@@ -1,9 +1,10 @@
-//! The eight scenarios, one module each; each `run` returns its [`Scenario`] (with the
+//! The nine scenarios, one module each; each `run` returns its [`Scenario`] (with the
 //! error, if one stopped it) and never panics.
 //!
 //! [`Scenario`]: crate::report::Scenario
 
 pub(crate) mod bulk;
+pub(crate) mod congestion;
 pub(crate) mod controller;
 pub(crate) mod idle;
 pub(crate) mod impairment;

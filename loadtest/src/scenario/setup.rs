@@ -236,7 +236,7 @@ async fn quic_setup(fabric: Fabric, lease: QuicLease) -> anyhow::Result<Duration
 
 async fn direct_setup(
     fabric: Fabric,
-    connection: jumpstarter_tunnel::Connection,
+    connection: crate::route::DirectQuic,
 ) -> anyhow::Result<Duration> {
     let start = Instant::now();
     let (client, exporter) = fabric.direct_quic_session(&connection).await?;

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::harness::Harness;
+use crate::harness::{Harness, ROUTER_CPU, RouterCpu};
 use crate::progress::step;
 use crate::reference::OURS_OVER_GO;
 use crate::report::{Row, Scenario};
@@ -38,6 +38,7 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
                 pairs.push(h.fabric.pair(route).await?);
             }
             let each = (total / n as u64).max(64 * 1024);
+            let cpu = RouterCpu::start(h, route)?;
             let start = Instant::now();
             let tasks: Vec<_> = pairs
                 .into_iter()
@@ -49,10 +50,14 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
                 bytes += task.await.context("transfer task")??.bytes;
             }
             let mib_s = bytes as f64 / 1048576.0 / start.elapsed().as_secs_f64();
+            let cpu = cpu.per_gib(bytes)?;
             let name = format!("{} × {n}", route.label());
             let mut row = Row::new(&name)
                 .num("sessions", n as f64)
                 .num("MiB/s", mib_s);
+            if let Some(cpu) = cpu {
+                row = row.num(ROUTER_CPU, cpu);
+            }
             if route != route.baseline()
                 && let Some(base) =
                     s.figure(&format!("{} × {n}", route.baseline().label()), "MiB/s")
@@ -68,6 +73,7 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
             s.point("throughput", route.label(), ((n as f64).log10(), mib_s));
         }
     }
+    s.note(RouterCpu::NOTE);
     if h.fabric.has_reference() {
         s.note(format!(
             "{OURS_OVER_GO}: aggregate MiB/s of `h2 via router` divided by the Go router's \
