@@ -412,11 +412,14 @@ pub(crate) async fn h2_channel(
     ca_pem: &str,
     server_name: &str,
 ) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(format!("https://{addr}"))?.tls_config(
-        ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(ca_pem))
-            .domain_name(server_name),
-    )?;
+    // The router's windows, so the client's receive window is not the bottleneck either.
+    let endpoint = jumpstarter_shell::http2_windows::Http2Windows::default()
+        .apply_to_endpoint(Endpoint::from_shared(format!("https://{addr}"))?)
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(ca_pem))
+                .domain_name(server_name),
+        )?;
     bounded("an h2 connection", async {
         endpoint
             .connect()

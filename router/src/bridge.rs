@@ -11,11 +11,14 @@
 //! | the RPC fails                              | the stream is reset            |
 //!
 //! and back: bytes become `DATA` frames of at most [`CHUNK`] bytes, a FIN becomes an empty
-//! `GOAWAY` frame. The h2 RPC ends with OK once both directions ended; if either side fails,
+//! `GOAWAY` frame. Only here does the router look into a message ([`Frame`], read when tonic
+//! hands the message over: a malformed one fails the h2 side with INTERNAL before any of
+//! it reaches QUIC); a payload goes to QUIC without a copy, a chunk from QUIC is copied once,
+//! into its message. The h2 RPC ends with OK once both directions ended; if either side fails,
 //! the other is told (`CANCELLED "peer went away"` on h2, [`code::PEER_GONE`] on QUIC). At
 //! the lease's end both are ended ([`Refusal::LeaseEnded`]).
 
-use jumpstarter_proto::jumpstarter::v1::{FrameType, StreamRequest, StreamResponse};
+use jumpstarter_proto::jumpstarter::v1::FrameType;
 use jumpstarter_tunnel::code;
 use std::future::Future;
 
@@ -24,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 use tracing::{debug, info};
 
+use crate::frame::Frame;
 use crate::metrics::{Direction, Metrics, Outcome};
 use crate::refusal::Refusal;
 use crate::relay::{Half, Queue};
@@ -116,7 +120,7 @@ pub(crate) async fn run(
 
 /// h2 frames → QUIC bytes, until GOAWAY or the end of the RPC (then FIN).
 async fn h2_to_quic(
-    from: &mut Streaming<StreamRequest>,
+    from: &mut Streaming<Frame>,
     to: &mut SendStream,
     direction: Direction,
     metrics: &Metrics,
@@ -129,8 +133,8 @@ async fn h2_to_quic(
                 return Err(Break::Quic(reason));
             }
         };
-        let request = match message {
-            Ok(Some(request)) => request,
+        let frame = match message {
+            Ok(Some(frame)) => frame,
             Ok(None) => {
                 debug!("h2 side: end of stream");
                 let _ = to.finish();
@@ -138,13 +142,13 @@ async fn h2_to_quic(
             }
             Err(status) => return Err(Break::H2(status)),
         };
-        match FrameType::try_from(request.frame_type) {
+        match FrameType::try_from(frame.frame_type()) {
             Ok(FrameType::Data) => {
-                let bytes = request.payload.len();
+                let bytes = frame.payload_len();
                 if bytes == 0 {
                     continue;
                 }
-                to.write_all(&request.payload)
+                to.write_chunk(frame.payload())
                     .await
                     .map_err(|error| Break::Quic(write_failure(error)))?;
                 metrics.relayed(direction, bytes);
@@ -159,7 +163,7 @@ async fn h2_to_quic(
             Err(_) => {
                 return Err(Break::H2(Status::invalid_argument(format!(
                     "unknown frame type {}",
-                    request.frame_type
+                    frame.frame_type()
                 ))));
             }
         }
@@ -182,20 +186,14 @@ async fn quic_to_h2(
         match chunk {
             Ok(Some(chunk)) => {
                 let bytes = chunk.bytes.len();
-                let frame = StreamResponse {
-                    payload: chunk.bytes.to_vec(),
-                    frame_type: FrameType::Data.into(),
-                };
-                to.send(frame).await.map_err(|_| gone())?;
+                to.send(Frame::data(&chunk.bytes))
+                    .await
+                    .map_err(|_| gone())?;
                 metrics.relayed(direction, bytes);
             }
             Ok(None) => {
                 debug!("QUIC side: FIN (half-close)");
-                let goaway = StreamResponse {
-                    payload: Vec::new(),
-                    frame_type: FrameType::Goaway.into(),
-                };
-                to.send(goaway).await.map_err(|_| gone())?;
+                to.send(Frame::goaway()).await.map_err(|_| gone())?;
                 return Ok(());
             }
             Err(ReadError::Reset(reason)) => return Err(Break::Quic(reason)),

@@ -15,8 +15,9 @@
 //! - `pairing`: the sans-IO pairing table (offer, cancel, expire with explicit `now`); its
 //!   default limits are public. [`bounds`]: the memory and connection bounds as flags.
 //! - `authentication`: bearer header and token verification, public key bundles.
-//! - `switchboard`: the pairing front-end of h2 and QUIC streams (the `RouterService`
-//!   implementation), `refusal`: why a stream is refused and how each transport hears it.
+//! - `switchboard`: the pairing front-end of h2 and QUIC streams, `stream_service`: the
+//!   `RouterService` route and its codec, which keep each message's bytes (`frame`: one
+//!   message as bytes, read only where the router needs its payload), `refusal`: why a stream is refused and how each transport hears it.
 //! - `relay` (h2 ↔ h2), `bridge` (h2 ↔ QUIC), `splice` (QUIC ↔ QUIC): the relays of
 //!   a pair; `side`: a QUIC stream, its chunk size and its refusal; `lease_clock`: when
 //!   each lease ends, from the newest router token seen, so pairs end with their lease.
@@ -34,6 +35,7 @@
 mod authentication;
 pub mod bounds;
 mod bridge;
+mod frame;
 mod lease_clock;
 mod metrics;
 pub mod pairing;
@@ -44,6 +46,7 @@ mod reloader;
 mod server;
 mod side;
 mod splice;
+mod stream_service;
 mod switchboard;
 pub mod telemetry;
 

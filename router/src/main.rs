@@ -106,6 +106,8 @@ struct Cli {
     log: LogArgs,
     #[command(flatten)]
     limits: jumpstarter_shell::port_limits::PortLimits,
+    #[command(flatten)]
+    http2_windows: jumpstarter_shell::http2_windows::Http2Windows,
 }
 
 /// The environment names of earlier releases, deprecated.
@@ -151,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
     config.max_remembered = cli.max_remembered;
     config.drain_timeout = cli.drain_timeout.0;
     config.limits = cli.limits;
+    config.http2_windows = cli.http2_windows;
 
     let router = Router::new(config, &mut registry);
     router.set_pair_limits(cli.bounds.pair_limits());

@@ -2,12 +2,14 @@
 //!
 //! Each stream is a [`Half`]: its inbound request stream, the sending end of its bounded
 //! outbound [`Queue`], and a slot for its final status. One task per pair runs two pumps,
-//! one per direction. A pump moves frames verbatim (payload and frame type, never
-//! inspected) and waits when the receiving side's queue is full, so a slow reader slows
+//! one per direction. A pump moves frames verbatim (each request message's bytes become the
+//! response message as they are, see [`Frame`]: payload, frame type and any field unknown
+//! to the router) and waits when the receiving side's queue is full, so a slow reader slows
 //! its sender through HTTP/2 flow control instead of growing a buffer. A queue is bounded
-//! in frames and in payload bytes: a frame takes its size from the queue's byte budget
-//! until its caller's response stream takes it out (a frame larger than the whole budget
-//! takes all of it, so it waits for an empty queue).
+//! in frames and in message bytes: a frame takes its message's size from the queue's byte
+//! budget until its caller's response stream takes it out (a frame larger than the whole
+//! budget takes all of it, so it waits for an empty queue). The byte counters
+//! (`router_relayed_bytes_total`) count payload bytes, as they always did.
 //!
 //! Ending, as 0.9.0 does it: an end-of-stream on one side stops only that direction; the
 //! two RPCs end with OK once both directions have ended. If a side fails or goes away,
@@ -19,31 +21,31 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use jumpstarter_proto::jumpstarter::v1::{StreamRequest, StreamResponse};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status, Streaming};
 use tracing::{debug, info};
 
+use crate::frame::Frame;
 use crate::metrics::{Direction, Metrics, Outcome};
 use crate::refusal::Refusal;
 
 /// The response stream tonic sends to one peer.
-pub(crate) type Outbound = Pin<Box<dyn Stream<Item = Result<StreamResponse, Status>> + Send>>;
+pub(crate) type Outbound = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send>>;
 
 /// One stream of a pair, as the relay sees it.
 #[derive(Debug)]
 pub(crate) struct Half {
-    inbound: Streaming<StreamRequest>,
+    inbound: Streaming<Frame>,
     outbound: Queue,
     verdict: oneshot::Sender<Status>,
 }
 
-/// The frames waiting for one caller to read them, bounded in count and in payload bytes.
+/// The frames waiting for one caller to read them, bounded in count and in message bytes.
 #[derive(Debug)]
 pub(crate) struct Queue {
     frames: mpsc::Sender<Queued>,
-    /// Payload bytes the queue may still take.
+    /// Message bytes the queue may still take.
     budget: Arc<Semaphore>,
     /// The whole budget: what one frame takes at most.
     limit: u32,
@@ -52,7 +54,7 @@ pub(crate) struct Queue {
 /// A queued frame and its share of the byte budget, given back when the caller takes it.
 #[derive(Debug)]
 struct Queued {
-    frame: StreamResponse,
+    frame: Frame,
     _bytes: OwnedSemaphorePermit,
 }
 
@@ -62,8 +64,8 @@ pub(crate) struct Closed;
 
 impl Queue {
     /// Queues `frame`; waits while the queue is full (in frames or bytes).
-    pub(crate) async fn send(&self, frame: StreamResponse) -> Result<(), Closed> {
-        let size = u32::try_from(frame.payload.len()).unwrap_or(u32::MAX);
+    pub(crate) async fn send(&self, frame: Frame) -> Result<(), Closed> {
+        let size = u32::try_from(frame.message().len()).unwrap_or(u32::MAX);
         let bytes = tokio::select! {
             bytes = self.budget.clone().acquire_many_owned(size.min(self.limit)) => {
                 // The semaphore is never closed.
@@ -88,13 +90,9 @@ impl Queue {
 
 impl Half {
     /// Wraps an inbound stream; returns the half and the response stream for its caller.
-    /// `frames` frames and `bytes` payload bytes (at least one frame) may wait for the
+    /// `frames` frames and `bytes` message bytes (at least one frame) may wait for the
     /// caller to read them.
-    pub(crate) fn new(
-        inbound: Streaming<StreamRequest>,
-        frames: usize,
-        bytes: usize,
-    ) -> (Half, Outbound) {
+    pub(crate) fn new(inbound: Streaming<Frame>, frames: usize, bytes: usize) -> (Half, Outbound) {
         let (sender, receiver) = mpsc::channel(frames.max(1));
         let limit = u32::try_from(bytes).unwrap_or(u32::MAX).max(1);
         let outbound = Queue {
@@ -113,7 +111,7 @@ impl Half {
 
     /// The inbound stream, the outbound queue and the final-status slot, for relays that
     /// drive a half themselves (the h2↔QUIC bridge).
-    pub(crate) fn into_parts(self) -> (Streaming<StreamRequest>, Queue, oneshot::Sender<Status>) {
+    pub(crate) fn into_parts(self) -> (Streaming<Frame>, Queue, oneshot::Sender<Status>) {
         (self.inbound, self.outbound, self.verdict)
     }
 }
@@ -231,7 +229,7 @@ enum Break {
 /// Moves frames from `from` (the stream of `side`) to the other side's queue `to` until
 /// `from` ends. Fails when `from` errors or the other side stops reading for good.
 async fn pump(
-    from: &mut Streaming<StreamRequest>,
+    from: &mut Streaming<Frame>,
     to: &Queue,
     side: Side,
     direction: Direction,
@@ -251,12 +249,8 @@ async fn pump(
             () = to.closed() => return Err(peer_gone()),
         };
         match message {
-            Ok(Some(request)) => {
-                let bytes = request.payload.len();
-                let frame = StreamResponse {
-                    payload: request.payload,
-                    frame_type: request.frame_type,
-                };
+            Ok(Some(frame)) => {
+                let bytes = frame.payload_len();
                 if to.send(frame).await.is_err() {
                     return Err(peer_gone());
                 }

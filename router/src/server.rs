@@ -10,17 +10,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use jumpstarter_proto::jumpstarter::v1::router_service_server::RouterServiceServer;
 use jumpstarter_shell::accept_loop::{AcceptMetrics, TlsIncoming};
+use jumpstarter_shell::http2_windows::Http2Windows;
 use jumpstarter_shell::port_limits::PortLimits;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::authentication::TokenKeys;
 use crate::metrics::Metrics;
 use crate::pairing::{DEFAULT_MAX_PENDING, DEFAULT_MAX_REMEMBERED, Limits};
+use crate::stream_service::{SERVICE_NAME, StreamService};
 use crate::switchboard::Switchboard;
 
 /// gRPC server reflection, both versions (grpcurl asks for `v1` and falls back to
@@ -106,6 +108,8 @@ pub struct RouterConfig {
     /// Connection, handshake and HTTP/2 limits of the port (keepalive PINGs notice peers
     /// that vanished without a FIN; peers' own pings are accepted at any rate).
     pub limits: PortLimits,
+    /// HTTP/2 receive windows of the port (sized for long fat paths by default).
+    pub http2_windows: Http2Windows,
 }
 
 impl RouterConfig {
@@ -120,6 +124,7 @@ impl RouterConfig {
             queue_frames: DEFAULT_QUEUE_FRAMES,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             limits: PortLimits::default(),
+            http2_windows: Http2Windows::default(),
         }
     }
 }
@@ -152,6 +157,7 @@ pub struct Router {
     tls: Arc<rustls::ServerConfig>,
     drain_timeout: Duration,
     limits: PortLimits,
+    http2_windows: Http2Windows,
     switchboard: Switchboard,
     accept_metrics: AcceptMetrics,
     stop_relays: CancellationToken,
@@ -182,6 +188,7 @@ impl Router {
             tls: Arc::new(tls),
             drain_timeout: config.drain_timeout,
             limits: config.limits,
+            http2_windows: config.http2_windows,
             switchboard,
             accept_metrics,
             stop_relays,
@@ -209,11 +216,9 @@ impl Router {
     ) -> Result<(), ServeError> {
         let (health, health_service) = tonic_health::server::health_reporter();
         health
-            .set_serving::<RouterServiceServer<Switchboard>>()
+            .set_service_status(SERVICE_NAME, ServingStatus::Serving)
             .await;
-        let router_service = RouterServiceServer::new(self.switchboard.clone())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let router_service = StreamService::new(self.switchboard.clone());
 
         let reflection = reflection_services();
         let stop_accepting = CancellationToken::new();
@@ -225,10 +230,11 @@ impl Router {
             stop_accepting.clone(),
         );
 
+        let server = tonic::transport::Server::builder();
         let server = self
             .limits
             .http2
-            .apply(tonic::transport::Server::builder())
+            .apply(self.http2_windows.apply(server))
             .max_frame_size(MAX_FRAME_BYTES)
             .add_service(health_service)
             .add_service(router_service)
@@ -252,7 +258,7 @@ impl Router {
             None => {
                 info!(drain_timeout = ?self.drain_timeout, "shutting down: draining live streams");
                 health
-                    .set_not_serving::<RouterServiceServer<Switchboard>>()
+                    .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
                     .await;
                 self.switchboard.close();
                 stop_accepting.cancel();

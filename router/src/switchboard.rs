@@ -27,8 +27,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use jumpstarter_certs::Role;
-use jumpstarter_proto::jumpstarter::v1::StreamRequest;
-use jumpstarter_proto::jumpstarter::v1::router_service_server::RouterService;
 use jumpstarter_token::router::{Claims, StreamRole};
 use jumpstarter_tunnel::code;
 use time::OffsetDateTime;
@@ -39,6 +37,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::authentication::{TokenKeys, authenticate};
 use crate::bridge;
+use crate::frame::Frame;
 use crate::lease_clock::LeaseClock;
 use crate::metrics::QuicMetrics;
 use crate::metrics::{Metrics, Outcome};
@@ -589,11 +588,7 @@ impl Switchboard {
     }
 
     /// An h2 stream with verified `claims`: paired, refused, or parked until either.
-    async fn open(
-        &self,
-        claims: &Claims,
-        inbound: Streaming<StreamRequest>,
-    ) -> Result<Outbound, Status> {
+    async fn open(&self, claims: &Claims, inbound: Streaming<Frame>) -> Result<Outbound, Status> {
         let queue_bytes = self.lock().queue_bytes;
         let (half, outbound) = Half::new(inbound, self.shared.queue_frames, queue_bytes);
         let now = Instant::now();
@@ -685,14 +680,13 @@ fn remaining(exp: i64) -> Duration {
     Duration::from_secs(u64::try_from(remaining).unwrap_or(0))
 }
 
-#[tonic::async_trait]
-impl RouterService for Switchboard {
-    type StreamStream = Outbound;
-
-    async fn stream(
+impl Switchboard {
+    /// `RouterService.Stream`: authenticates the caller, then pairs, parks or refuses its
+    /// stream (served by [`crate::stream_service`]).
+    pub(crate) async fn stream(
         &self,
-        request: Request<Streaming<StreamRequest>>,
-    ) -> Result<Response<Self::StreamStream>, Status> {
+        request: Request<Streaming<Frame>>,
+    ) -> Result<Response<Outbound>, Status> {
         let Kind::Streams(metrics) = &self.shared.kind else {
             return Err(Status::unimplemented(
                 "this switchboard pairs QUIC sessions",

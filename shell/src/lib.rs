@@ -19,6 +19,8 @@
 //! - [`accept_loop`]: the one bounded TLS accept loop (connection and handshake caps,
 //!   total and per source, refusals counted), a stream for tonic's `serve_with_incoming*`;
 //! - [`http2_limits`]: the HTTP/2 limits every tonic server applies;
+//! - [`http2_windows`]: the HTTP/2 flow-control windows of ports that carry bulk data (the
+//!   router's), and of their clients;
 //! - [`port_limits`]: both, as the one flag group of a public port;
 //! - [`help_env`]: what the binaries' tests check in `--help` (environment names);
 //! - `kube_client` (feature `kube`): the Kubernetes client from a kubeconfig or the
@@ -40,6 +42,7 @@ pub mod env_alias;
 pub mod error_chain;
 pub mod help_env;
 pub mod http2_limits;
+pub mod http2_windows;
 #[cfg(feature = "kube")]
 pub mod kube_client;
 pub mod logging;

@@ -135,6 +135,8 @@ struct ServeArgs {
     #[command(flatten)]
     limits: jumpstarter_shell::port_limits::PortLimits,
     #[command(flatten)]
+    http2_windows: jumpstarter_shell::http2_windows::Http2Windows,
+    #[command(flatten)]
     upstream: UpstreamFileArgs,
     #[command(flatten)]
     legacy_key: jumpstarter_controller::flags::legacy_key::LegacyKeyArgs,
@@ -354,6 +356,7 @@ async fn serve_command(args: ServeArgs, given: GivenFlags) -> anyhow::Result<()>
         token_lifetime: args.lifetimes.token_lifetime.0,
         lease_cert_max_validity: args.lifetimes.lease_cert_max_validity.0,
         limits: args.limits,
+        http2_windows: args.http2_windows,
         caller_limits: args.caller_limits.limits(),
         exporter_label_prefixes: args.exporter_labels.exporter_label_prefixes,
         upstream,

@@ -65,6 +65,8 @@ pub(crate) struct ServeOptions {
     pub(crate) lease_cert_max_validity: time::Duration,
     /// Limits of the controller's and the router's ports alike.
     pub(crate) limits: jumpstarter_shell::port_limits::PortLimits,
+    /// HTTP/2 receive windows of the router's port.
+    pub(crate) http2_windows: jumpstarter_shell::http2_windows::Http2Windows,
     /// Per-caller limits of the controller's services.
     pub(crate) caller_limits: Limits,
     /// Label key prefixes exporters may set on themselves.
@@ -173,6 +175,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let router_keys = router_token_keys(&keys.tokens.current());
     let mut router_config = RouterConfig::new(router_tls, router_keys.clone());
     router_config.limits = limits;
+    router_config.http2_windows = options.http2_windows;
     let router = Router::new(
         router_config,
         registry.sub_registry_with_prefix("jumpstarter"),
