@@ -85,13 +85,11 @@ pub(crate) fn quic_settings() -> QuicSettings {
     }
 }
 
-/// The HTTP/2 windows of the router's h2 server: hyper's defaults (1 MiB each), which the
-/// router keeps.
+/// The HTTP/2 windows of the router's h2 server (its defaults, which the load test keeps).
 pub(crate) fn http2_windows() -> Http2Windows {
-    const HYPER_DEFAULT_WINDOW: u32 = 1024 * 1024;
     Http2Windows {
-        stream_window: HYPER_DEFAULT_WINDOW,
-        connection_window: HYPER_DEFAULT_WINDOW,
+        stream_window: jumpstarter_shell::http2_windows::STREAM_WINDOW,
+        connection_window: jumpstarter_shell::http2_windows::CONNECTION_WINDOW,
     }
 }
 
