@@ -18,7 +18,8 @@ use crate::harness::Harness;
 use crate::impairment::{ImpairedNet, SERVERS_IP, TCP_BUFFER_MAX};
 use crate::progress::step;
 use crate::report::{Cell, Row, Scenario};
-use crate::route::{Fabric, Pair, Route};
+use crate::route::{Fabric, Route};
+use crate::scenario::impairment::impaired_pair;
 use crate::transfer::timed;
 
 pub(crate) const KEY: &str = "congestion";
@@ -202,17 +203,6 @@ async fn measure_on(h: &Harness, s: &mut Scenario, net: &ImpairedNet) -> anyhow:
 /// The one-way delay of a round trip of `rtt_ms`.
 fn one_way(rtt_ms: u64) -> Duration {
     Duration::from_millis(rtt_ms) / 2
-}
-
-/// A session pair opened from the peers namespace to the direct servers of `fabric`.
-async fn impaired_pair(net: &ImpairedNet, fabric: &Fabric, route: Route) -> anyhow::Result<Pair> {
-    let fabric = fabric.clone();
-    net.peers
-        .run("opening a session from the peers namespace", async move {
-            fabric.pair(route).await
-        })
-        .await
-        .with_context(|| format!("opening a {} session", route.label()))
 }
 
 #[cfg(test)]

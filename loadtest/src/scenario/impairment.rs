@@ -148,7 +148,11 @@ async fn measure_on(
 
 /// A session pair opened from the peers namespace (its sockets live there), to the
 /// router or the baseline servers in the servers namespace.
-async fn impaired_pair(net: &ImpairedNet, fabric: &Fabric, route: Route) -> anyhow::Result<Pair> {
+pub(crate) async fn impaired_pair(
+    net: &ImpairedNet,
+    fabric: &Fabric,
+    route: Route,
+) -> anyhow::Result<Pair> {
     let fabric = fabric.clone();
     net.peers
         .run("opening a session from the peers namespace", async move {
