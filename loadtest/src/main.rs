@@ -111,7 +111,7 @@ struct Options {
     #[arg(long, env = "JUMPSTARTER_LOADTEST_WORK_DIR", global = true)]
     work_dir: Option<PathBuf>,
     /// Registered exporter counts of the controller scenario, comma-separated
-    /// [default: 1000,10000; smoke: 10].
+    /// [default: 1000,5000; smoke: 10].
     #[arg(
         long,
         env = "JUMPSTARTER_LOADTEST_EXPORTERS",

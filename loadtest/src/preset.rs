@@ -1,6 +1,6 @@
-//! How big each scenario runs: the standard suite (about 13 minutes per repetition on 2
-//! cores, of which the controller scenario takes 6, most of it creating and connecting
-//! 10,000 exporters) or the smoke preset (seconds, tiny sizes, for CI).
+//! How big each scenario runs: the standard suite (about 12 minutes per repetition on 2
+//! cores; the controller scenario at 1,000 and 5,000 exporters, 10,000 being a separate run
+//! with `--exporters`) or the smoke preset (seconds, tiny sizes, for CI).
 
 use std::time::Duration;
 

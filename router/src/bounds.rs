@@ -6,6 +6,7 @@
 //! bytes.
 
 use crate::pairing::{DEFAULT_MAX_PENDING_PER_LEASE, DEFAULT_PAIR_QUEUE_BYTES, PairLimits};
+use jumpstarter_shell::duration_flag::DurationArg;
 use jumpstarter_shell::env_alias::EnvAlias;
 use jumpstarter_tunnel::QuicTransportArgs;
 
@@ -56,6 +57,16 @@ pub struct BoundsArgs {
         default_value_t = DEFAULT_WINDOW_BUDGET
     )]
     pub quic_window_budget: u64,
+    /// Round-trip time from which a QUIC connection keeps its full send window; a nearer
+    /// peer's is scaled down in proportion (512 KiB at least), so that the router keeps no
+    /// more in flight than the path needs (clients and exporters do the same toward the
+    /// router). `0s`: never scaled.
+    #[arg(
+        long,
+        env = "JUMPSTARTER_ROUTER_QUIC_FULL_WINDOW_RTT",
+        default_value_t = DurationArg(jumpstarter_tunnel::send_window::DEFAULT_FULL_WINDOW_RTT)
+    )]
+    pub quic_full_window_rtt: DurationArg,
     /// Concurrent session streams per QUIC connection.
     #[arg(
         long,
@@ -96,6 +107,7 @@ impl BoundsArgs {
         config.max_pending_per_lease = self.max_pending_per_lease;
         config.transport = self.quic_transport.transport();
         config.window_budget = self.quic_window_budget;
+        config.full_window_rtt = self.quic_full_window_rtt.0;
         config.max_sessions_per_connection = self.quic_max_streams_per_connection;
         config.max_connections = self.quic_max_connections;
         config.retry_threshold = self.quic_retry_threshold;

@@ -201,6 +201,7 @@ pub(crate) struct QuicMetrics {
     unvalidated_handshakes: Gauge,
     /// The flow-control window budget, `state` = `granted` or `total`.
     pub(crate) window_budget: Family<Vec<(&'static str, &'static str)>, Gauge>,
+    send_window: Gauge,
 }
 
 impl QuicMetrics {
@@ -246,7 +247,19 @@ impl QuicMetrics {
                 "Flow-control window bytes (receive + send) granted to QUIC connections at \
                  their full size (state=granted) out of the budget (state=total)",
             ),
+            send_window: r.add(
+                "send_window_bytes",
+                "Send windows in force over the open QUIC connections, each scaled to its \
+                 round-trip time: what the router may hold unacknowledged toward its peers",
+            ),
         }
+    }
+
+    /// A connection's send window changed from `old` to `new` bytes (0: none).
+    pub(crate) fn send_window(&self, old: u64, new: u64) {
+        let bytes = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.send_window.inc_by(bytes(new));
+        self.send_window.dec_by(bytes(old));
     }
 
     pub(crate) fn connection_attempt(&self, intake: Intake) {

@@ -480,3 +480,75 @@ async fn small_round_trips_do_not_wait_behind_bulk_data_on_the_same_connection()
     drain.abort();
     echo.abort();
 }
+
+/// Send windows follow the round-trip time: on loopback (far below the 100 ms design point)
+/// the client library and the router scale theirs toward the 512 KiB minimum (to at most
+/// 4 MiB here, which allows for round trips of a loaded test machine), which the router
+/// reports as `jumpstarter_router_quic_send_window_bytes` (the sum over its connections);
+/// with `--quic-full-window-rtt 0s` the router keeps the configured 32 MiB. Either way a
+/// session then moves bulk data both ways, and the gauge returns to 0 when the connections
+/// close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_windows_are_scaled_to_the_round_trip_time() {
+    use jumpstarter_tunnel::send_window::MIN_SEND_WINDOW;
+    let series = "jumpstarter_router_quic_send_window_bytes";
+    let configured = QuicTransport::default().send_window;
+    let scaled = |bytes: f64| (2.0 * MIN_SEND_WINDOW as f64..=8.0 * MIB as f64).contains(&bytes);
+    let fixed = |bytes: f64| bytes == 2.0 * configured as f64;
+    for (extra, expected) in [
+        (&[][..], &scaled as &dyn Fn(f64) -> bool),
+        (&["--quic-full-window-rtt", "0s"][..], &fixed),
+    ] {
+        let router = RouterProcess::start(extra);
+        let transport = QuicTransport::default();
+        let client = router.connect("scaled", Role::Client, &transport).await;
+        let exporter = router.connect("scaled", Role::Exporter, &transport).await;
+        assert!(
+            eventually(WAIT, || router.metric(series).is_some_and(expected)).await,
+            "{extra:?}: {series} = {:?} for two connections",
+            router.metric(series)
+        );
+        assert!(
+            eventually(WAIT, || (MIN_SEND_WINDOW..=4 * MIB)
+                .contains(&client.send_window()))
+            .await,
+            "the client library's send window: {}",
+            client.send_window()
+        );
+
+        let (mut send, mut back) = client.open_session("bulk").await.expect("open");
+        let (mut reply, mut recv) = exporter.open_session("bulk").await.expect("open");
+        let total = 16 * MIB as usize;
+        let echo = tokio::spawn(async move {
+            let mut buf = vec![0; 256 * 1024];
+            let mut moved = 0;
+            while let Some(n) = recv.read(&mut buf).await.expect("exporter reads") {
+                reply.write_all(&buf[..n]).await.expect("exporter writes");
+                moved += n;
+            }
+            reply.finish().expect("finish");
+            moved
+        });
+        let chunk = vec![0x7e; 256 * 1024];
+        let (sent, got) = tokio::join!(
+            async {
+                for _ in 0..total / chunk.len() {
+                    send.write_all(&chunk).await.expect("client writes");
+                }
+                send.finish().expect("finish");
+            },
+            timeout(Duration::from_secs(60), back.read_to_end(total + 1))
+        );
+        let () = sent;
+        let got = got.expect("echoed in time").expect("client reads");
+        assert_eq!(got.len(), total);
+        assert_eq!(echo.await.expect("echo"), total);
+        client.close();
+        exporter.close();
+        assert!(
+            eventually(WAIT, || router.metric(series) == Some(0.0)).await,
+            "{series} returns to 0 when the connections close: {:?}",
+            router.metric(series)
+        );
+    }
+}

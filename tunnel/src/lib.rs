@@ -29,6 +29,7 @@ pub mod code;
 pub mod header;
 pub mod quic;
 pub mod renewal;
+pub mod send_window;
 pub mod socket;
 pub mod transport;
 pub mod transport_gauges;

@@ -13,6 +13,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use jumpstarter_certs::{TlsCredentials, client_config};
@@ -107,6 +108,21 @@ pub struct Connection {
     connection: quinn::Connection,
     // Kept so the endpoint (and its socket) live as long as the connection handle.
     endpoint_handle: quinn::Endpoint,
+    // Scales the send window to the round-trip time while any handle lives.
+    _send_window: Arc<SendWindowTask>,
+    send_window: Arc<AtomicU64>,
+}
+
+/// The task keeping a connection's send window scaled ([`crate::send_window::follow`]); it
+/// holds a quinn handle, so it ends with the last of ours, or quinn would keep the
+/// connection open.
+#[derive(Debug)]
+struct SendWindowTask(tokio::task::AbortHandle);
+
+impl Drop for SendWindowTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl QuicPeer {
@@ -223,9 +239,25 @@ impl QuicPeer {
             addr: router_addr,
             source,
         })?;
+        let send_window = Arc::new(AtomicU64::new(transport.send_window));
+        let scaling = tokio::spawn(crate::send_window::follow(
+            connection.clone(),
+            transport.send_window,
+            crate::send_window::DEFAULT_FULL_WINDOW_RTT,
+            {
+                let send_window = send_window.clone();
+                move |_, new| {
+                    if new != 0 {
+                        send_window.store(new, Ordering::Relaxed);
+                    }
+                }
+            },
+        ));
         Ok(Connection {
             connection,
             endpoint_handle: endpoint,
+            _send_window: Arc::new(SendWindowTask(scaling.abort_handle())),
+            send_window,
         })
     }
 }
@@ -299,6 +331,12 @@ impl Connection {
     /// The local UDP address the connection uses now.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.endpoint_handle.local_addr()
+    }
+
+    /// The send window in force: the configured one scaled to the connection's round-trip
+    /// time ([`crate::send_window`]).
+    pub fn send_window(&self) -> u64 {
+        self.send_window.load(Ordering::Relaxed)
     }
 
     /// The underlying QUIC connection.

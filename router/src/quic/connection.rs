@@ -38,6 +38,10 @@ pub(super) struct ConnectionHandler {
     pub(super) metrics: QuicMetrics,
     /// The transport in force, refreshed from every admitted connection.
     pub(super) gauges: jumpstarter_tunnel::TransportGauges,
+    /// The send window this connection was granted, and the round-trip time from which it
+    /// keeps it ([`jumpstarter_tunnel::send_window`]).
+    pub(super) send_window: u64,
+    pub(super) full_window_rtt: Duration,
 }
 
 /// What the router knows about an admitted connection: whom it admitted and until when.
@@ -100,7 +104,13 @@ impl ConnectionHandler {
             "connection admitted"
         );
         self.metrics.connection_opened();
-        self.serve(connection, Arc::new(admitted))
+        let scaling = jumpstarter_tunnel::send_window::follow(
+            connection.clone(),
+            self.send_window,
+            self.full_window_rtt,
+            |old, new| self.metrics.send_window(old, new),
+        );
+        async { tokio::join!(self.serve(connection, Arc::new(admitted)), scaling) }
             .instrument(span)
             .await;
         self.metrics.connection_closed();

@@ -24,7 +24,8 @@
 //! Map: [`reset_key`] (the stateless-reset secret), `admission` (the pure check of a
 //! presented chain), `intake` (connection cap and address validation before a handshake),
 //! `connection` (handshake, renewals, session streams), `window_budget` (the windows each
-//! connection gets). Pairing is the crate's
+//! connection gets; its send window then follows its round-trip time, see
+//! [`jumpstarter_tunnel::send_window`]). Pairing is the crate's
 //! `switchboard`, the QUIC ↔ QUIC pumps its `splice`, the metrics its `metrics`.
 
 mod admission;
@@ -103,6 +104,10 @@ pub struct QuicRouterConfig {
     /// Window bytes (receive + send) granted in full over all connections; beyond it, new
     /// connections get the floor (1 MiB stream / 2 MiB connection / 2 MiB send windows).
     pub window_budget: u64,
+    /// Round-trip time from which a connection keeps the send window it was granted; a
+    /// nearer peer's is scaled down in proportion, to 512 KiB at least (zero: never
+    /// scaled). See [`jumpstarter_tunnel::send_window`].
+    pub full_window_rtt: Duration,
     /// Where the transport in force is published (`jumpstarter_quic_*{endpoint="router"}`);
     /// `None` registers new gauges in the listener's registry.
     pub gauges: Option<TransportGauges>,
@@ -154,6 +159,7 @@ impl QuicRouterConfig {
             max_sessions_per_connection: 256,
             transport: QuicTransport::default(),
             window_budget: DEFAULT_WINDOW_BUDGET,
+            full_window_rtt: jumpstarter_tunnel::send_window::DEFAULT_FULL_WINDOW_RTT,
             gauges: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             retry_threshold: DEFAULT_RETRY_THRESHOLD,
@@ -190,6 +196,10 @@ pub struct QuicRouter {
     intake: IntakeLimits,
     handshakes: Handshakes,
     budget: WindowBudget,
+    /// The send window of connections granted full windows, and of the others.
+    full_send_window: u64,
+    floor_send_window: u64,
+    full_window_rtt: Duration,
     gauges: TransportGauges,
 }
 
@@ -275,6 +285,9 @@ impl QuicRouter {
                 retry_threshold: config.retry_threshold,
             },
             budget,
+            full_send_window: config.transport.send_window,
+            floor_send_window: window_budget::floor_of(&config.transport).send_window,
+            full_window_rtt: config.full_window_rtt,
             gauges,
         })
     }
@@ -334,6 +347,12 @@ impl QuicRouter {
                     streams: self.switchboard.clone(),
                     metrics: self.metrics.clone(),
                     gauges: self.gauges.clone(),
+                    send_window: if grant.is_some() {
+                        self.full_send_window
+                    } else {
+                        self.floor_send_window
+                    },
+                    full_window_rtt: self.full_window_rtt,
                 };
                 tokio::spawn(handler.run(connecting, remote, unvalidated, grant));
             }
