@@ -2,7 +2,7 @@
 # The standard load test suite: builds the release binaries (router, standalone service,
 # load test), runs all nine scenarios and writes the report into loadtest/report/
 # (report.md, results.json, *.svg). Every scenario runs 3 times (--repeat; each figure is
-# the median): about 12 minutes per repetition on 2 cores. loadtest/report/analysis.md is
+# the median): about 10 minutes per repetition on 2 cores. loadtest/report/analysis.md is
 # written by hand and left alone; tools/readme-table.sh then updates README.md's table.
 # Extra arguments go to jumpstarter-loadtest (e.g. --exporters 1000).
 #

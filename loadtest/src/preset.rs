@@ -1,4 +1,4 @@
-//! How big each scenario runs: the standard suite (about 12 minutes per repetition on 2
+//! How big each scenario runs: the standard suite (about 10 minutes per repetition on 2
 //! cores; the controller scenario at 1,000 and 5,000 exporters, 10,000 being a separate run
 //! with `--exporters`) or the smoke preset (seconds, tiny sizes, for CI).
 

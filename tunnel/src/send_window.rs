@@ -7,9 +7,9 @@
 //! bottleneck, and the excess waits in the receiver's UDP socket. At a router that socket
 //! is shared: every other connection's datagrams queue behind it. On loopback a 64-byte
 //! round trip through the router waited 26 ms (p99) behind one bulk session with full
-//! windows, the socket's 8 MiB queue full and dropping, against 8 ms with 512 KiB in
-//! flight at most (`jumpstarter-loadtest --pin latency`, one run each; the bulk session's
-//! rate stayed about 350 MiB/s).
+//! windows, the socket's 8 MiB queue full and dropping, against 8–9 ms with the send
+//! windows scaled, the queue then under 605 KB without drops (`jumpstarter-loadtest --pin
+//! latency`; the bulk session's rate did not fall).
 //!
 //! So every endpoint (the router toward its peers, clients and exporters toward the router)
 //! scales its send window by `lowest RTT / full_rtt`, between [`MIN_SEND_WINDOW`] and the
