@@ -162,7 +162,7 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
                  ListExporters (what `jmp get exporters` shows), a quiet {:.1}s and then {:.1}s in \
                  which the API server's own `apiserver_request_total` (its /metrics) counts \
                  POST, PUT, PATCH, APPLY, DELETE and DELETECOLLECTION requests, from anyone.",
-                kube.target.kubeconfig.display(),
+                shown_path(&kube.target.kubeconfig),
                 quiet(h).as_secs_f64(),
                 h.sizes.idle_window.as_secs_f64(),
             ));
@@ -582,4 +582,39 @@ async fn leases(
         service::delete_lease(channel, client, lease).await?;
     }
     Ok((samples, rate))
+}
+
+/// How a report names a local file: relative to the working directory when under it,
+/// otherwise by its file name only (a report is committed; machine paths stay out of it).
+fn shown_path(path: &std::path::Path) -> String {
+    let relative = std::env::current_dir().ok().and_then(|dir| {
+        path.strip_prefix(dir)
+            .ok()
+            .map(std::path::Path::to_path_buf)
+    });
+    match relative {
+        Some(relative) => relative.display().to_string(),
+        None => path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod shown_path_tests {
+    use super::shown_path;
+
+    #[test]
+    fn a_report_names_files_without_machine_paths() {
+        let here = std::env::current_dir().expect("cwd");
+        assert_eq!(
+            shown_path(&here.join("target/k8s-testenv/admin.kubeconfig")),
+            "target/k8s-testenv/admin.kubeconfig"
+        );
+        assert_eq!(
+            shown_path(std::path::Path::new("/elsewhere/kte/admin.kubeconfig")),
+            "admin.kubeconfig"
+        );
+    }
 }
