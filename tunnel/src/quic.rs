@@ -109,19 +109,21 @@ pub struct Connection {
     // Kept so the endpoint (and its socket) live as long as the connection handle.
     endpoint_handle: quinn::Endpoint,
     // Scales the send window to the round-trip time while any handle lives.
-    _send_window: Arc<SendWindowTask>,
-    send_window: Arc<AtomicU64>,
+    send_window: Arc<SendWindow>,
 }
 
-/// The task keeping a connection's send window scaled ([`crate::send_window::follow`]); it
-/// holds a quinn handle, so it ends with the last of ours, or quinn would keep the
-/// connection open.
+/// A connection's send window in force, and the task keeping it scaled
+/// ([`crate::send_window::follow`]). The task holds a quinn handle, so it ends with the last
+/// of ours, or quinn would keep the connection open.
 #[derive(Debug)]
-struct SendWindowTask(tokio::task::AbortHandle);
+struct SendWindow {
+    bytes: Arc<AtomicU64>,
+    task: tokio::task::AbortHandle,
+}
 
-impl Drop for SendWindowTask {
+impl Drop for SendWindow {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
@@ -239,25 +241,25 @@ impl QuicPeer {
             addr: router_addr,
             source,
         })?;
-        let send_window = Arc::new(AtomicU64::new(transport.send_window));
-        let scaling = tokio::spawn(crate::send_window::follow(
+        let bytes = Arc::new(AtomicU64::new(transport.send_window));
+        let task = tokio::spawn(crate::send_window::follow(
             connection.clone(),
             transport.send_window,
             crate::send_window::DEFAULT_FULL_WINDOW_RTT,
             {
-                let send_window = send_window.clone();
+                let bytes = bytes.clone();
                 move |_, new| {
                     if new != 0 {
-                        send_window.store(new, Ordering::Relaxed);
+                        bytes.store(new, Ordering::Relaxed);
                     }
                 }
             },
-        ));
+        ))
+        .abort_handle();
         Ok(Connection {
             connection,
             endpoint_handle: endpoint,
-            _send_window: Arc::new(SendWindowTask(scaling.abort_handle())),
-            send_window,
+            send_window: Arc::new(SendWindow { bytes, task }),
         })
     }
 }
@@ -336,7 +338,7 @@ impl Connection {
     /// The send window in force: the configured one scaled to the connection's round-trip
     /// time ([`crate::send_window`]).
     pub fn send_window(&self) -> u64 {
-        self.send_window.load(Ordering::Relaxed)
+        self.send_window.bytes.load(Ordering::Relaxed)
     }
 
     /// The underlying QUIC connection.

@@ -68,12 +68,14 @@ pub async fn follow(
             applied(current, window);
             current = window;
         }
+        // At the smallest window a lower RTT changes nothing more: wait for the close only.
+        let settled = window == MIN_SEND_WINDOW.min(configured);
         tokio::select! {
             _ = connection.closed() => {
                 applied(current, 0);
                 return;
             }
-            () = tokio::time::sleep(RESAMPLE) => {}
+            () = tokio::time::sleep(RESAMPLE), if !settled => {}
         }
     }
 }
