@@ -53,6 +53,24 @@ pub struct Policy {
     /// Whether the rule grants only spot (preemptible) access.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spot_access: Option<bool>,
+    /// Spot access: how long a spot lease keeps its exporter once another lease needs it, as a
+    /// Go duration string (default `"60s"`). Not in 0.9.0, which ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spot_grace_period: Option<String>,
+    /// Among waiting leases of equal effective priority admitted by this rule, serve first
+    /// the client (or client group) that holds the fewest exporters. Not in 0.9.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fair_share: Option<FairShare>,
+}
+
+/// Fair share between the clients a rule admits.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FairShare {
+    /// Clients whose value of this label is the same count as one group; absent means each
+    /// client is its own group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_label: Option<String>,
 }
 
 /// A set of clients, as a label selector over Client objects.

@@ -94,7 +94,20 @@ pub struct LeaseStatus {
     /// Whether the lease was granted as spot (preemptible) access.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spot_access: Option<bool>,
-    /// Latest observations (`Pending`, `Ready`, `Unsatisfiable`, `Invalid`); order matters.
+    /// While waiting: the lease's place among the waiting leases that compete for the same
+    /// exporters (1 is next). Not in 0.9.0; it ignores the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::go_int")]
+    pub queue_position: Option<i64>,
+    /// While waiting: when the lease is expected to get an exporter, from the end times of the
+    /// leases holding or queued for the exporters it may use. Not in 0.9.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_start: Option<Time>,
+    /// A spot lease that another lease needs ends at this time (its notice). Not in 0.9.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preemption_time: Option<Time>,
+    /// Latest observations (`Pending`, `Ready`, `Unsatisfiable`, `Invalid`, `Preempted`);
+    /// order matters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::conditions")]
     pub conditions: Option<Vec<Condition>>,
