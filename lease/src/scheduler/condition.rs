@@ -13,6 +13,9 @@ pub const READY: &str = "Ready";
 pub const UNSATISFIABLE: &str = "Unsatisfiable";
 /// Condition type: the lease is malformed; it ends at once.
 pub const INVALID: &str = "Invalid";
+/// Condition type (not in 0.9.0): a spot lease has notice; another lease needs its exporter
+/// and it ends at `status.preemptionTime`.
+pub const PREEMPTED: &str = "Preempted";
 
 /// Reason strings, exactly as jumpstarter 0.9.0 writes them.
 pub mod reason {
@@ -38,8 +41,8 @@ pub mod reason {
     pub const ALL_DISABLED: &str = "AllDisabled";
     /// `Unsatisfiable`: no access policy admits this client to a matching exporter.
     pub const NO_ACCESS: &str = "NoAccess";
-    /// `Unsatisfiable`: the best option is spot access, which is not implemented.
-    pub const SPOT_ACCESS: &str = "SpotAccess";
+    /// `Preempted=True`: notice given; `Ready=False`: a spot lease ended for another lease.
+    pub const PREEMPTED: &str = "Preempted";
     /// `Invalid`: the selector is empty (and nothing is pinned) or malformed.
     pub const INVALID_SELECTOR: &str = "InvalidSelector";
 }

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use time::OffsetDateTime;
 
 use super::planner::{Namespace, Plan, plan_leases};
-use super::snapshot::{AccessPolicy, Client, Exporter, Lease, Snapshot};
+use super::snapshot::{AccessPolicy, Client, Exporter, Lease, Settings, Snapshot};
 
 /// One namespace as the planner sees it, kept between plans.
 #[derive(Clone, Debug, Default)]
@@ -23,6 +23,7 @@ pub struct Index {
     exporters: BTreeMap<String, Exporter>,
     clients: BTreeMap<String, Client>,
     policies: Vec<AccessPolicy>,
+    settings: Settings,
     leases: BTreeMap<String, Lease>,
     /// Non-ended leases without an exporter (planned at every plan).
     pending: BTreeSet<String>,
@@ -50,6 +51,7 @@ impl Index {
             index.put_client(client.clone());
         }
         index.set_policies(snapshot.policies.clone());
+        index.set_settings(snapshot.settings);
         for lease in &snapshot.leases {
             index.put_lease(lease.clone());
         }
@@ -78,6 +80,10 @@ impl Index {
 
     pub fn set_policies(&mut self, policies: Vec<AccessPolicy>) {
         self.policies = policies;
+    }
+
+    pub fn set_settings(&mut self, settings: Settings) {
+        self.settings = settings;
     }
 
     /// The lease named `name` as the index has it.
@@ -166,16 +172,16 @@ impl Index {
         );
         let leases: Vec<&Lease> = names.iter().filter_map(|n| self.leases.get(*n)).collect();
         let (mut plan, wakeups) = plan_leases(&*self, leases, now);
+        // Every lease the plan looked at: those asked for, and spot holders given notice.
         let wakeups: Vec<(String, Option<OffsetDateTime>)> = wakeups
             .into_iter()
             .map(|(name, at)| (name.to_owned(), at))
             .collect();
-        let planned: Vec<String> = names.into_iter().map(str::to_owned).collect();
 
         // Planned leases (ended ones included) get their new wake-ups; those with an
         // update stay to be planned until it is put back.
         self.dirty.clear();
-        for name in &planned {
+        for (name, _) in &wakeups {
             if let Some(at) = self.wakeup_of.remove(name) {
                 self.wakeups.remove(&(at, name.clone()));
             }
@@ -210,8 +216,25 @@ impl Namespace for Index {
         &self.policies
     }
 
-    fn held(&self, exporter: &str) -> Option<bool> {
-        let holding = self.holders.get(exporter)?;
-        Some(holding.values().all(|spot| *spot))
+    fn settings(&self) -> Settings {
+        self.settings
+    }
+
+    fn holders(&self, exporter: &str) -> impl Iterator<Item = &Lease> {
+        self.holders
+            .get(exporter)
+            .into_iter()
+            .flat_map(|holding| holding.keys())
+            .filter_map(|name| self.leases.get(name))
+    }
+
+    fn holdings(&self) -> impl Iterator<Item = (&str, Vec<&Lease>)> {
+        self.holders.iter().map(|(exporter, holding)| {
+            let leases = holding
+                .keys()
+                .filter_map(|name| self.leases.get(name))
+                .collect();
+            (exporter.as_str(), leases)
+        })
     }
 }

@@ -19,6 +19,7 @@ pub mod duration;
 pub mod index;
 pub mod lease_times;
 pub mod planner;
+pub(crate) mod queue;
 pub mod snapshot;
 
 #[cfg(test)]
@@ -29,5 +30,6 @@ pub use index::Index;
 pub use lease_times::{LeaseTimes, LeaseTimesError};
 pub use planner::{LeaseUpdate, PENDING_RETRY, Plan, plan};
 pub use snapshot::{
-    AccessPolicy, AccessRule, Client, Exporter, Lease, LeaseSpec, LeaseStatus, Snapshot,
+    AccessPolicy, AccessRule, Client, DEFAULT_AGING_INTERVAL, DEFAULT_SPOT_GRACE_PERIOD, Exporter,
+    FairShare, Lease, LeaseSpec, LeaseStatus, Settings, Snapshot,
 };

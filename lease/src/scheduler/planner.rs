@@ -1,18 +1,39 @@
 //! The lease planner: given a [`Snapshot`] and `now`, decide every lease's next status.
 //!
 //! It follows jumpstarter 0.9.0's lease reconciler step by step (assignment, begin time,
-//! ending), but looks at the whole namespace at once. That makes two guarantees possible
-//! that 0.9.0's one-lease-at-a-time reconciler lacks: an exporter is never held by two
-//! non-ended leases, and among leases competing for exporters the oldest is served first.
+//! ending), but looks at the whole namespace at once. That makes guarantees possible that
+//! 0.9.0's one-lease-at-a-time reconciler lacks:
+//!
+//! - an exporter is never held by two non-ended leases;
+//! - waiting leases form one queue, served in [`queue`](super::queue) order: booked leases
+//!   whose begin time has come, then effective priority (the admitting rule's priority,
+//!   lowered by the request, raised by aging), then fair share, then age;
+//! - a waiting lease is overtaken only by leases created less than
+//!   `aging interval × (highest priority − its priority + 1)` after it (proven by property
+//!   test in `simulation`);
+//! - spot access is granted only on exporters no waiting non-spot lease may use, and a spot
+//!   lease is the only kind ever preempted: a non-spot lease that finds nothing free gives
+//!   one spot holder notice (`Preempted` condition, `preemptionTime` = now + grace period),
+//!   and that lease ends with reason `Preempted` when the notice runs out;
+//! - a booked lease (future `beginTime`) keeps an exporter for its window: no other lease
+//!   gets that exporter if it would still hold it at the booking's begin time;
+//! - every waiting lease carries its queue position and estimated start.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
+use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
 use super::condition::reason;
-use super::condition::{self, Condition, ConditionStatus, INVALID, PENDING, READY, UNSATISFIABLE};
-use super::snapshot::{AccessPolicy, Client, Exporter, Lease, LeaseSpec, LeaseStatus, Snapshot};
+use super::condition::{
+    self, Condition, ConditionStatus, INVALID, PENDING, PREEMPTED, READY, UNSATISFIABLE,
+};
+use super::queue::{self, Estimate, Estimator};
+use super::snapshot::{
+    AccessPolicy, AccessRule, Client, DEFAULT_SPOT_GRACE_PERIOD, Exporter, FairShare, Lease,
+    LeaseSpec, LeaseStatus, Settings, Snapshot,
+};
 use crate::selector;
 
 /// How long a lease waiting for an exporter sleeps before it is looked at again; 0.9.0
@@ -32,7 +53,7 @@ pub struct Plan {
     /// New statuses, only for leases whose status changes, oldest lease first.
     pub updates: Vec<LeaseUpdate>,
     /// When to plan again even if nothing changes: the earliest future `beginTime`,
-    /// expiry, or pending retry.
+    /// expiry, notice end, or pending retry.
     pub next_wakeup: Option<OffsetDateTime>,
 }
 
@@ -49,10 +70,9 @@ pub struct LeaseUpdate {
 
 /// Plans every lease of `snapshot` at instant `now`.
 ///
-/// Leases without an exporter are considered oldest first (creation time, then name); an
-/// exporter held by any lease that is not ended in the snapshot, or assigned earlier in this
-/// plan, counts as leased. An exporter freed by a lease ending in this plan is therefore only
-/// offered again by the next plan, after the end has been written.
+/// An exporter held by any lease that is not ended in the snapshot, or assigned earlier in
+/// this plan, counts as leased. An exporter freed by a lease ending in this plan is
+/// therefore only offered again by the next plan, after the end has been written.
 ///
 /// The reference: [`Index::plan`](super::Index::plan) plans fewer leases with the same rules
 /// and reaches the same plan (proven by property test).
@@ -63,8 +83,8 @@ pub fn plan(snapshot: &Snapshot, now: OffsetDateTime) -> Plan {
     plan
 }
 
-/// What a plan reads besides the leases it plans: the exporters, clients and policies, and
-/// which exporters non-ended leases hold.
+/// What a plan reads besides the leases it plans: the exporters, clients, policies,
+/// settings, and which non-ended leases hold which exporter.
 pub(crate) trait Namespace {
     /// Every exporter, sorted by name (the order Kubernetes lists them in).
     fn exporters(&self) -> impl Iterator<Item = &Exporter>;
@@ -72,13 +92,16 @@ pub(crate) trait Namespace {
     fn exporter(&self, name: &str) -> Option<&Exporter>;
     fn client(&self, name: &str) -> Option<&Client>;
     fn policies(&self) -> &[AccessPolicy];
-    /// `Some(spot)` when a non-ended lease holds `exporter`; `spot` is whether every lease
-    /// holding it holds it under spot access.
-    fn held(&self, exporter: &str) -> Option<bool>;
+    fn settings(&self) -> Settings;
+    /// The non-ended leases holding `exporter`.
+    fn holders(&self, exporter: &str) -> impl Iterator<Item = &Lease>;
+    /// Every exporter held by a non-ended lease, with its holders.
+    fn holdings(&self) -> impl Iterator<Item = (&str, Vec<&Lease>)>;
 }
 
-/// Plans `leases` (ended ones are skipped) oldest first against `namespace`. Also returns
-/// each planned lease's own next wake-up, by name.
+/// Plans `leases` (ended ones are skipped) against `namespace`. Leases holding an exporter
+/// may also change when a planned lease gives them notice, so the result may name leases
+/// beyond `leases`. Also returns the next wake-up of every lease it planned, by name.
 pub(crate) fn plan_leases<'a, N: Namespace>(
     namespace: &'a N,
     leases: Vec<&'a Lease>,
@@ -87,12 +110,38 @@ pub(crate) fn plan_leases<'a, N: Namespace>(
     let mut planner = Planner::new(namespace, now);
     let mut order: Vec<&Lease> = leases.into_iter().filter(|l| !l.status.ended).collect();
     order.sort_by(|a, b| (a.creation_time, &a.name).cmp(&(b.creation_time, &b.name)));
-    let mut updates = Vec::new();
-    let mut wakeups = Vec::with_capacity(order.len());
+
+    let mut waiting = Vec::new();
+    let mut booked = Vec::new();
     for lease in order {
-        planner.lease_wakeup = None;
-        let status = planner.lease(lease);
-        wakeups.push((lease.name.as_str(), planner.lease_wakeup));
+        if lease.status.exporter.is_none()
+            && !lease.spec.release
+            && !window_closed(&lease.spec, now)
+        {
+            if lease.spec.begin_time.is_some() {
+                booked.push(lease);
+            }
+            if lease.spec.begin_time.is_none_or(|begin| begin <= now) {
+                waiting.push(lease);
+                continue;
+            }
+        }
+        let status = planner.settle(lease, lease.status.clone());
+        planner.planned.insert(lease.name.as_str(), (lease, status));
+    }
+    planner.claim_bookings(&booked);
+    planner.serve(waiting);
+    planner.give_notices();
+
+    let mut planned: Vec<(&Lease, LeaseStatus)> = planner.planned.into_values().collect();
+    planned.sort_by(|(a, _), (b, _)| (a.creation_time, &a.name).cmp(&(b.creation_time, &b.name)));
+    let mut updates = Vec::new();
+    let mut wakeups = Vec::with_capacity(planned.len());
+    for (lease, status) in planned {
+        wakeups.push((
+            lease.name.as_str(),
+            planner.wakeups.get(lease.name.as_str()).copied(),
+        ));
         if status != lease.status {
             updates.push(LeaseUpdate {
                 name: lease.name.clone(),
@@ -103,7 +152,7 @@ pub(crate) fn plan_leases<'a, N: Namespace>(
     }
     let plan = Plan {
         updates,
-        next_wakeup: planner.next_wakeup,
+        next_wakeup: planner.wakeups.values().min().copied(),
     };
     (plan, wakeups)
 }
@@ -114,8 +163,9 @@ struct Whole<'a> {
     exporters: Vec<&'a Exporter>,
     clients: BTreeMap<&'a str, &'a Client>,
     policies: &'a [AccessPolicy],
-    /// Exporter name → whether every lease holding it holds it under spot access.
-    held: BTreeMap<&'a str, bool>,
+    settings: Settings,
+    /// Exporter name → the non-ended leases holding it, by name.
+    held: BTreeMap<&'a str, Vec<&'a Lease>>,
 }
 
 impl<'a> Whole<'a> {
@@ -127,18 +177,20 @@ impl<'a> Whole<'a> {
             .iter()
             .map(|c| (c.name.as_str(), c))
             .collect();
-        let mut held = BTreeMap::new();
+        let mut held: BTreeMap<&str, Vec<&Lease>> = BTreeMap::new();
         for lease in &snapshot.leases {
             if let (false, Some(exporter)) = (lease.status.ended, &lease.status.exporter) {
-                held.entry(exporter.as_str())
-                    .and_modify(|all_spot: &mut bool| *all_spot &= lease.status.spot_access)
-                    .or_insert(lease.status.spot_access);
+                held.entry(exporter.as_str()).or_default().push(lease);
             }
+        }
+        for holders in held.values_mut() {
+            holders.sort_by(|a, b| a.name.cmp(&b.name));
         }
         Whole {
             exporters,
             clients,
             policies: &snapshot.policies,
+            settings: snapshot.settings,
             held,
         }
     }
@@ -165,40 +217,46 @@ impl Namespace for Whole<'_> {
         self.policies
     }
 
-    fn held(&self, exporter: &str) -> Option<bool> {
-        self.held.get(exporter).copied()
+    fn settings(&self) -> Settings {
+        self.settings
+    }
+
+    fn holders(&self, exporter: &str) -> impl Iterator<Item = &Lease> {
+        self.held.get(exporter).into_iter().flatten().copied()
+    }
+
+    fn holdings(&self) -> impl Iterator<Item = (&str, Vec<&Lease>)> {
+        self.held
+            .iter()
+            .map(|(name, leases)| (*name, leases.clone()))
     }
 }
 
-struct Planner<'a, N> {
-    namespace: &'a N,
-    now: OffsetDateTime,
-    /// Exporters assigned earlier in this plan → whether every such assignment is spot.
-    assigned: BTreeMap<String, bool>,
-    next_wakeup: Option<OffsetDateTime>,
-    /// The wake-up asked for by the lease being planned.
-    lease_wakeup: Option<OffsetDateTime>,
-}
-
 /// An exporter a policy rule admits the lease's client to.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct Candidate<'a> {
     exporter: &'a Exporter,
+    rule: Option<&'a AccessRule>,
     priority: i64,
     spot_access: bool,
-    /// Some(spot) when another lease holds the exporter; `spot` is that lease's access.
-    holder_spot: Option<bool>,
 }
 
-/// The outcome of looking for an exporter.
-enum Search {
-    /// Take this exporter under this rule.
-    Assign {
-        exporter: String,
-        priority: i64,
-        spot_access: bool,
-    },
-    /// Record why not; `retry` asks for another look after [`PENDING_RETRY`].
+/// A waiting lease the planner may serve: what it may use, and where it ranks.
+struct Entry<'a> {
+    lease: &'a Lease,
+    /// Every admitting (exporter, rule) pair.
+    approved: Vec<Candidate<'a>>,
+    /// The approved pairs whose exporter is registered and online.
+    online: Vec<Candidate<'a>>,
+    /// The admitting rules' highest priority, lowered to the requested one.
+    priority: i64,
+    /// The fair-share setting of the rule that gives `priority`.
+    fair_share: Option<&'a FairShare>,
+}
+
+/// Why a lease cannot be served at all, or not now.
+enum Refusal {
+    /// Set this condition; `retry` asks for another look after [`PENDING_RETRY`].
     Condition {
         type_: &'static str,
         reason: &'static str,
@@ -209,36 +267,58 @@ enum Search {
     Retry,
 }
 
+/// An exporter kept for a booked lease.
+#[derive(Clone, Debug)]
+struct Claim<'a> {
+    lease: &'a str,
+    begin: OffsetDateTime,
+    /// `None`: the booking never ends.
+    end: Option<OffsetDateTime>,
+}
+
+struct Planner<'a, N> {
+    namespace: &'a N,
+    now: OffsetDateTime,
+    /// Every planned lease and its new status, by name.
+    planned: BTreeMap<&'a str, (&'a Lease, LeaseStatus)>,
+    /// Each planned lease's next wake-up, by name.
+    wakeups: BTreeMap<&'a str, OffsetDateTime>,
+    /// Exporters assigned in this plan → (spot access, expected end).
+    assigned: BTreeMap<&'a str, (bool, Option<OffsetDateTime>)>,
+    /// Exporters kept for booked leases.
+    claims: BTreeMap<&'a str, Vec<Claim<'a>>>,
+    /// Exporters a waiting non-spot lease is waiting for, after a spot holder: they go to
+    /// that lease and no other.
+    preempting: BTreeMap<&'a str, &'a str>,
+    /// Spot holders to give notice, by name: (exporter, the lease that needs it).
+    notices: BTreeMap<&'a str, (&'a str, &'a str)>,
+}
+
 impl<'a, N: Namespace> Planner<'a, N> {
     fn new(namespace: &'a N, now: OffsetDateTime) -> Self {
         Planner {
             namespace,
             now,
+            planned: BTreeMap::new(),
+            wakeups: BTreeMap::new(),
             assigned: BTreeMap::new(),
-            next_wakeup: None,
-            lease_wakeup: None,
+            claims: BTreeMap::new(),
+            preempting: BTreeMap::new(),
+            notices: BTreeMap::new(),
         }
     }
 
-    fn wake_at(&mut self, at: OffsetDateTime) {
-        self.next_wakeup = Some(self.next_wakeup.map_or(at, |current| current.min(at)));
-        self.lease_wakeup = Some(self.lease_wakeup.map_or(at, |current| current.min(at)));
+    fn wake_at(&mut self, lease: &'a str, at: OffsetDateTime) {
+        self.wakeups
+            .entry(lease)
+            .and_modify(|current| *current = (*current).min(at))
+            .or_insert(at);
     }
 
-    fn retry(&mut self) {
+    fn retry(&mut self, lease: &'a str) {
         // Saturating: a `now` at the very end of the time range simply gets no retry.
         if let Some(at) = self.now.checked_add(PENDING_RETRY) {
-            self.wake_at(at);
-        }
-    }
-
-    /// Whether `exporter` is held, by a lease of the namespace or by an assignment of this
-    /// plan; `Some(spot)` as [`Namespace::held`].
-    fn holder_spot(&self, exporter: &str) -> Option<bool> {
-        match (self.namespace.held(exporter), self.assigned.get(exporter)) {
-            (Some(a), Some(b)) => Some(a && *b),
-            (held, None) => held,
-            (None, Some(b)) => Some(*b),
+            self.wake_at(lease, at);
         }
     }
 
@@ -264,21 +344,22 @@ impl<'a, N: Namespace> Planner<'a, N> {
         );
     }
 
-    /// The three 0.9.0 reconcile steps for one non-ended lease: exporter, begin time, end.
-    fn lease(&mut self, lease: &Lease) -> LeaseStatus {
+    /// 0.9.0's begin-time and ending steps for a lease whose assignment is decided: it holds
+    /// an exporter, or it waits for its begin time, or it is released, failed or too late.
+    fn settle(&mut self, lease: &'a Lease, mut status: LeaseStatus) -> LeaseStatus {
         let now = self.now;
         let spec = &lease.spec;
-        let mut status = lease.status.clone();
+        let name = lease.name.as_str();
 
-        if status.exporter.is_none() {
-            let scheduled_later = spec.begin_time.filter(|begin| *begin > now);
-            if let Some(begin) = scheduled_later {
-                self.wake_at(begin);
-            } else if !spec.release && !window_closed(spec, now) {
-                self.assign(lease, &mut status);
-            }
+        if status.exporter.is_none()
+            && let Some(begin) = spec.begin_time.filter(|begin| *begin > now)
+        {
+            self.wake_at(name, begin);
         }
-
+        if status.exporter.is_some() {
+            status.queue_position = None;
+            status.estimated_start = None;
+        }
         if status.begin_time.is_none() && status.exporter.is_some() {
             status.begin_time = Some(now);
             self.set_condition(
@@ -305,101 +386,488 @@ impl<'a, N: Namespace> Planner<'a, N> {
                 // Not started: only an explicit window can run out (see `window_closed`).
                 None => window_end(spec),
             };
-            match expiry {
-                Some(at) if at <= now => {
+            let notice = status
+                .preemption_time
+                .filter(|_| status.begin_time.is_some());
+            match (expiry, notice) {
+                (_, Some(at)) if at <= now && expiry.is_none_or(|e| at < e) => {
+                    let message = "The lease was preempted: its exporter is needed by a lease \
+                                   that is not spot access"
+                        .to_owned();
+                    let why = reason::PREEMPTED;
+                    self.set_condition(lease, &mut status, READY, false, why, message);
+                    end(&mut status, now);
+                }
+                (Some(at), _) if at <= now => {
                     let message = "The lease has expired".to_owned();
                     self.set_condition(lease, &mut status, READY, false, reason::EXPIRED, message);
                     end(&mut status, now);
                 }
-                Some(at) if status.begin_time.is_some() => self.wake_at(at),
+                (expiry, notice) if status.begin_time.is_some() => {
+                    for at in expiry.into_iter().chain(notice) {
+                        self.wake_at(name, at);
+                    }
+                }
                 _ => {}
             }
+        }
+        if status.ended {
+            status.queue_position = None;
+            status.estimated_start = None;
         }
         status
     }
 
-    fn assign(&mut self, lease: &Lease, status: &mut LeaseStatus) {
-        match self.search(lease) {
-            Search::Assign {
-                exporter,
-                priority,
-                spot_access,
-            } => {
-                self.assigned
-                    .entry(exporter.clone())
-                    .and_modify(|all_spot| *all_spot &= spot_access)
-                    .or_insert(spot_access);
-                status.exporter = Some(exporter);
-                status.priority = priority;
-                status.spot_access = spot_access;
+    /// Keeps an exporter for every booked lease not yet served (its begin time to come, or
+    /// come and waiting), earliest begin first: the first approved exporter not kept for an
+    /// overlapping booking.
+    fn claim_bookings(&mut self, booked: &[&'a Lease]) {
+        let mut booked = booked.to_vec();
+        booked.sort_by_key(|l| (l.spec.begin_time, l.creation_time, l.name.as_str()));
+        for lease in booked {
+            let Ok(entry) = self.evaluate(lease) else {
+                continue;
+            };
+            let Some(begin) = lease.spec.begin_time else {
+                continue;
+            };
+            let end = window_end(&lease.spec);
+            let free = entry.approved.iter().find(|c| {
+                self.claims
+                    .get(c.exporter.name.as_str())
+                    .is_none_or(|claims| {
+                        claims
+                            .iter()
+                            .all(|claim| !overlaps(claim.begin, claim.end, begin, end))
+                    })
+            });
+            if let Some(candidate) = free {
+                self.claims
+                    .entry(candidate.exporter.name.as_str())
+                    .or_default()
+                    .push(Claim {
+                        lease: lease.name.as_str(),
+                        begin,
+                        end,
+                    });
             }
-            Search::Condition {
+        }
+    }
+
+    /// Serves the waiting leases in queue order; those left waiting get their position and
+    /// estimated start.
+    fn serve(&mut self, waiting: Vec<&'a Lease>) {
+        let mut entries = Vec::new();
+        for lease in waiting {
+            match self.evaluate(lease) {
+                Ok(entry) if entry.online.is_empty() => {
+                    let message = format!(
+                        "While there are {} available exporters (i.e. {}), none of them are \
+                         online",
+                        entry.approved.len(),
+                        entry.approved[0].exporter.name
+                    );
+                    let refusal = Refusal::Condition {
+                        type_: PENDING,
+                        reason: reason::OFFLINE,
+                        message,
+                        retry: true,
+                    };
+                    self.refuse(lease, refusal, None);
+                }
+                Ok(entry) => entries.push(entry),
+                Err(refusal) => self.refuse(lease, refusal, None),
+            }
+        }
+        // Exporters a waiting lease may use without spot access: spot access is not
+        // granted on them.
+        let wanted: BTreeSet<&str> = entries
+            .iter()
+            .flat_map(|e| e.online.iter().filter(|c| !c.spot_access))
+            .map(|c| c.exporter.name.as_str())
+            .collect();
+
+        let aging = self.namespace.settings().aging_interval;
+        let mut holdings = BTreeMap::new();
+        let mut counted = BTreeSet::new();
+        let mut queued = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            let group = entry.fair_share.map(|share| {
+                if counted.insert(&share.group_label) {
+                    for (_, holders) in self.namespace.holdings() {
+                        for holder in holders {
+                            *holdings.entry(self.group_of(holder, share)).or_insert(0) += 1;
+                        }
+                    }
+                }
+                self.group_of(entry.lease, share)
+            });
+            let lease = entry.lease;
+            queued.push(queue::Queued {
+                item: entry,
+                rank: queue::Rank {
+                    booked: lease.spec.begin_time.is_some(),
+                    priority: queue::effective_priority(
+                        entry.priority,
+                        waiting_since(lease),
+                        self.now,
+                        aging,
+                    ),
+                    creation_time: lease.creation_time,
+                    name: &lease.name,
+                },
+                group,
+            });
+        }
+        let mut estimator = Estimator::new(self.now);
+        for entry in queue::order(queued, holdings) {
+            self.serve_one(entry, &wanted, &mut estimator);
+        }
+    }
+
+    /// The fair-share group of `lease`'s client: its value of the group label, or the client.
+    fn group_of(&self, lease: &Lease, share: &FairShare) -> String {
+        let value = share.group_label.as_ref().and_then(|key| {
+            self.namespace
+                .client(&lease.client)
+                .and_then(|c| c.labels.get(key))
+                .map(|v| format!("{key}={v}"))
+        });
+        value.unwrap_or_else(|| format!("client {}", lease.client))
+    }
+
+    fn refuse(&mut self, lease: &'a Lease, refusal: Refusal, estimate: Option<Estimate>) {
+        let mut status = lease.status.clone();
+        match refusal {
+            Refusal::Condition {
                 type_,
                 reason,
                 message,
                 retry,
             } => {
-                self.set_condition(lease, status, type_, true, reason, message);
+                let message = match &estimate {
+                    Some(estimate) => format!("{message}; {}", estimate.describe(self.now)),
+                    None => message,
+                };
+                self.set_condition(lease, &mut status, type_, true, reason, message);
                 if retry {
-                    self.retry();
+                    self.retry(lease.name.as_str());
                 }
             }
-            Search::Retry => self.retry(),
+            Refusal::Retry => self.retry(lease.name.as_str()),
+        }
+        status.queue_position = estimate.as_ref().map(|e| e.position);
+        status.estimated_start = estimate
+            .and_then(|e| e.start)
+            .filter(|start| *start > self.now);
+        let status = self.settle(lease, status);
+        self.planned.insert(lease.name.as_str(), (lease, status));
+    }
+
+    /// Assigns one waiting lease an exporter, or tells it why not and where it stands.
+    fn serve_one(&mut self, entry: &Entry<'a>, wanted: &BTreeSet<&str>, estimator: &mut Estimator) {
+        let lease = entry.lease;
+        let name = lease.name.as_str();
+        let expected_end = started_expiry(&lease.spec, self.now);
+        let mut held = 0;
+        let mut not_ready = 0;
+        let mut kept_for: Option<Claim<'a>> = None;
+        let mut spot_only_wanted = false;
+        let mut usable: Vec<Candidate<'a>> = Vec::new();
+        for c in &entry.online {
+            let exporter = c.exporter.name.as_str();
+            if self.is_held(exporter) || self.preempting.get(exporter).is_some_and(|l| *l != name) {
+                held += 1;
+                continue;
+            }
+            if let Some(claim) = self.claims.get(exporter).and_then(|claims| {
+                claims.iter().find(|claim| {
+                    claim.lease != name && overlaps(claim.begin, claim.end, self.now, expected_end)
+                })
+            }) {
+                kept_for = Some(claim.clone());
+                continue;
+            }
+            if c.spot_access && wanted.contains(exporter) {
+                spot_only_wanted = true;
+                continue;
+            }
+            if !READY_EXPORTER_STATUSES.contains(&c.exporter.exporter_status.as_str()) {
+                not_ready += 1;
+                continue;
+            }
+            usable.push(*c);
+        }
+        usable.sort_by_key(|c| (c.spot_access, Reverse(c.priority), c.exporter.name.as_str()));
+        if let Some(chosen) = usable.first() {
+            let exporter = chosen.exporter.name.as_str();
+            self.assigned
+                .entry(exporter)
+                .and_modify(|(spot, _)| *spot &= chosen.spot_access)
+                .or_insert((chosen.spot_access, expected_end));
+            self.preempting.retain(|_, waiting| *waiting != name);
+            let mut status = lease.status.clone();
+            status.exporter = Some(exporter.to_owned());
+            status.priority = chosen.priority;
+            status.spot_access = chosen.spot_access;
+            let status = self.settle(lease, status);
+            self.planned.insert(name, (lease, status));
+            return;
+        }
+
+        let preempt_at = self.preempt_for(entry);
+        let free_at = |exporter: &str| self.free_at(exporter, name, preempt_at);
+        let candidates: Vec<&str> = entry
+            .online
+            .iter()
+            .map(|c| c.exporter.name.as_str())
+            .collect();
+        let estimate = estimator.place(&candidates, free_at, requested_duration(&lease.spec));
+
+        let online = entry.online.len();
+        let first = entry.online[0].exporter.name.as_str();
+        let (why, message) = if let Some((exporter, at)) = preempt_at {
+            (
+                reason::NOT_AVAILABLE,
+                format!(
+                    "Exporter {exporter} is held under spot access; it ends at {} and goes to \
+                     this lease",
+                    rfc3339(at)
+                ),
+            )
+        } else if held == online {
+            (
+                reason::NOT_AVAILABLE,
+                format!(
+                    "There are {online} approved exporters, (i.e. {first}) but all of them are \
+                     already leased"
+                ),
+            )
+        } else if let Some(claim) = kept_for {
+            (
+                reason::NOT_AVAILABLE,
+                format!(
+                    "The free exporters are kept for booked leases (i.e. {} from {})",
+                    claim.lease,
+                    rfc3339(claim.begin)
+                ),
+            )
+        } else if spot_only_wanted && not_ready == 0 {
+            (
+                reason::NOT_AVAILABLE,
+                format!(
+                    "The free exporters (i.e. {first}) are under spot access, which is only \
+                     granted on exporters no other lease waits for"
+                ),
+            )
+        } else {
+            (
+                reason::NOT_READY,
+                format!(
+                    "There are {} online exporters, but none are ready (still cleaning up \
+                     previous lease)",
+                    online - held
+                ),
+            )
+        };
+        let refusal = Refusal::Condition {
+            type_: PENDING,
+            reason: why,
+            message,
+            retry: true,
+        };
+        self.refuse(lease, refusal, Some(estimate));
+    }
+
+    /// Whether a non-ended lease holds `exporter`, or this plan assigned it.
+    fn is_held(&self, exporter: &str) -> bool {
+        self.assigned.contains_key(exporter) || self.namespace.holders(exporter).next().is_some()
+    }
+
+    /// When `exporter` is expected to be free for the lease `for_lease`.
+    fn free_at(
+        &self,
+        exporter: &str,
+        for_lease: &str,
+        preempt_at: Option<(&str, OffsetDateTime)>,
+    ) -> Option<OffsetDateTime> {
+        if let Some((preempted, at)) = preempt_at
+            && preempted == exporter
+        {
+            return Some(at);
+        }
+        if let Some((_, end)) = self.assigned.get(exporter) {
+            return *end;
+        }
+        if self
+            .preempting
+            .get(exporter)
+            .is_some_and(|l| *l != for_lease)
+        {
+            return None;
+        }
+        let mut free = self.now;
+        for holder in self.namespace.holders(exporter) {
+            let begin = holder.status.begin_time.unwrap_or(self.now);
+            let end = started_expiry(&holder.spec, begin);
+            let end = match (end, holder.status.preemption_time) {
+                (Some(end), Some(notice)) => Some(end.min(notice)),
+                (None, notice) => notice,
+                (end, None) => end,
+            };
+            free = free.max(end?);
+        }
+        Some(free)
+    }
+
+    /// For a non-spot lease that found nothing free: the exporter it waits for after a spot
+    /// holder, and when that holder's notice ends. Gives notice if no holder has it yet.
+    fn preempt_for(&mut self, entry: &Entry<'a>) -> Option<(&'a str, OffsetDateTime)> {
+        let name = entry.lease.name.as_str();
+        let mut options: Vec<(&'a str, bool)> = Vec::new();
+        for c in entry.online.iter().filter(|c| !c.spot_access) {
+            let exporter = c.exporter.name.as_str();
+            if self.assigned.contains_key(exporter) || self.preempting.contains_key(exporter) {
+                continue;
+            }
+            let holders: Vec<&Lease> = self.namespace.holders(exporter).collect();
+            if holders.is_empty() || !holders.iter().all(|h| h.status.spot_access) {
+                continue;
+            }
+            let noticed = holders.iter().all(|h| h.status.preemption_time.is_some());
+            options.push((exporter, noticed));
+        }
+        // An exporter already under notice first, then by name.
+        options.sort_by_key(|(exporter, noticed)| (!noticed, *exporter));
+        let (exporter, _) = *options.first()?;
+        self.preempting.insert(exporter, name);
+        let holders: Vec<&'a Lease> = self.namespace.holders(exporter).collect();
+        for holder in holders {
+            if holder.status.preemption_time.is_none() {
+                self.notices.insert(holder.name.as_str(), (exporter, name));
+            }
+        }
+        self.notice_end(exporter).map(|at| (exporter, at))
+    }
+
+    /// When the spot holders of `exporter` end: their notice, or the one to give now.
+    fn notice_end(&self, exporter: &str) -> Option<OffsetDateTime> {
+        let mut end = None::<OffsetDateTime>;
+        for holder in self.namespace.holders(exporter) {
+            let at = match holder.status.preemption_time {
+                Some(at) => at,
+                None => self.now.checked_add(self.grace_period(holder, exporter))?,
+            };
+            end = Some(end.map_or(at, |e| e.max(at)));
+        }
+        end
+    }
+
+    /// The grace period of the spot rules that admit `holder`'s client to `exporter`: the
+    /// longest, or [`DEFAULT_SPOT_GRACE_PERIOD`].
+    fn grace_period(&self, holder: &Lease, exporter: &str) -> Duration {
+        let client = self.namespace.client(&holder.client);
+        let exporter = self.namespace.exporter(exporter);
+        let (Some(client), Some(exporter)) = (client, exporter) else {
+            return DEFAULT_SPOT_GRACE_PERIOD;
+        };
+        admitting_rules(self.namespace.policies(), &exporter.labels, &client.labels)
+            .filter(|rule| rule.spot_access)
+            .filter_map(|rule| rule.spot_grace_period)
+            .max()
+            .unwrap_or(DEFAULT_SPOT_GRACE_PERIOD)
+    }
+
+    /// Writes the notices decided in this plan into the spot holders' statuses.
+    fn give_notices(&mut self) {
+        let notices = std::mem::take(&mut self.notices);
+        for (holder_name, (exporter, by)) in notices {
+            let Some(holder) = self
+                .namespace
+                .holders(exporter)
+                .find(|h| h.name == holder_name)
+            else {
+                continue;
+            };
+            let base = match self.planned.get(holder_name) {
+                Some((_, status)) => status.clone(),
+                None => self.settle(holder, holder.status.clone()),
+            };
+            if base.ended || base.preemption_time.is_some() {
+                continue;
+            }
+            let Some(at) = self.now.checked_add(self.grace_period(holder, exporter)) else {
+                continue;
+            };
+            let mut status = base;
+            status.preemption_time = Some(at);
+            let message = format!(
+                "Exporter {exporter} is needed by lease {by}, which is not spot access; this \
+                 lease ends at {}",
+                rfc3339(at)
+            );
+            self.set_condition(
+                holder,
+                &mut status,
+                PREEMPTED,
+                true,
+                reason::PREEMPTED,
+                message,
+            );
+            self.wake_at(holder_name, at);
+            self.planned.insert(holder_name, (holder, status));
         }
     }
 
-    /// 0.9.0 `reconcileStatusExporterRef` for a lease that may be assigned now.
-    fn search(&self, lease: &Lease) -> Search {
+    /// The lease's admitted exporters and rank, or why it cannot be served; 0.9.0
+    /// `reconcileStatusExporterRef` up to the online check.
+    fn evaluate(&self, lease: &'a Lease) -> Result<Entry<'a>, Refusal> {
         let spec = &lease.spec;
-        let invalid = |message: String| Search::Condition {
+        let invalid = |message: String| Refusal::Condition {
             type_: INVALID,
             reason: reason::INVALID_SELECTOR,
             message,
             retry: false,
         };
-        let unsatisfiable = |reason: &'static str, message: String| Search::Condition {
+        let unsatisfiable = |reason: &'static str, message: String| Refusal::Condition {
             type_: UNSATISFIABLE,
             reason,
             message,
             retry: false,
         };
-        let pending = |reason: &'static str, message: String| Search::Condition {
-            type_: PENDING,
-            reason,
-            message,
-            retry: true,
-        };
 
         if let Err(error) = selector::validate(&spec.selector) {
-            return invalid(format!("The selector for the lease is invalid: {error}"));
+            return Err(invalid(format!(
+                "The selector for the lease is invalid: {error}"
+            )));
         }
         if spec.selector.is_empty() && spec.exporter_ref.is_none() {
-            return invalid(
+            return Err(invalid(
                 "The selector for the lease is empty, a selector is required".to_owned(),
-            );
+            ));
         }
 
-        let matching: Vec<&Exporter> = match &spec.exporter_ref {
+        let matching: Vec<&'a Exporter> = match &spec.exporter_ref {
             Some(name) => {
                 let Some(exporter) = self.namespace.exporter(name) else {
-                    return unsatisfiable(
+                    return Err(unsatisfiable(
                         reason::EXPORTER_NOT_FOUND,
                         format!("Requested exporter {name} was not found"),
-                    );
+                    ));
                 };
                 if !spec.selector.is_empty() && !selector::matches(&spec.selector, &exporter.labels)
                 {
-                    return unsatisfiable(
+                    return Err(unsatisfiable(
                         reason::SELECTOR_MISMATCH,
                         format!(
                             "Requested exporter {} does not match selector {}",
                             exporter.name,
                             selector::format(&spec.selector)
                         ),
-                    );
+                    ));
                 }
                 if !exporter.enabled && !spec.allow_disabled {
-                    return unsatisfiable(
+                    return Err(unsatisfiable(
                         reason::EXPORTER_DISABLED,
                         format!(
                             "Requested exporter {} is disabled. To lease a disabled exporter, set \
@@ -407,7 +875,7 @@ impl<'a, N: Namespace> Planner<'a, N> {
                              jmp create lease",
                             exporter.name
                         ),
-                    );
+                    ));
                 }
                 vec![exporter]
             }
@@ -420,13 +888,13 @@ impl<'a, N: Namespace> Planner<'a, N> {
                 let enabled: Vec<&Exporter> =
                     listed.iter().copied().filter(|e| e.enabled).collect();
                 if enabled.is_empty() && !listed.is_empty() {
-                    return unsatisfiable(
+                    return Err(unsatisfiable(
                         reason::ALL_DISABLED,
                         format!(
                             "All {} exporters matching the selector are disabled",
                             listed.len()
                         ),
-                    );
+                    ));
                 }
                 enabled
             }
@@ -437,7 +905,7 @@ impl<'a, N: Namespace> Planner<'a, N> {
             unmatched,
         }) = self.approve(lease, &matching)
         else {
-            return Search::Retry;
+            return Err(Refusal::Retry);
         };
         if approved.is_empty() {
             let mut message = format!(
@@ -449,98 +917,30 @@ impl<'a, N: Namespace> Planner<'a, N> {
                 message.push_str(". Matching policies: ");
                 message.push_str(&cap(&unmatched.join("; ")));
             }
-            return unsatisfiable(reason::NO_ACCESS, message);
+            return Err(unsatisfiable(reason::NO_ACCESS, message));
         }
-
-        let mut online: Vec<Candidate<'_>> = approved
+        let online: Vec<Candidate<'a>> = approved
             .iter()
             .copied()
             .filter(|c| c.exporter.registered && c.exporter.online)
             .collect();
-        if online.is_empty() {
-            return pending(
-                reason::OFFLINE,
-                format!(
-                    "While there are {} available exporters (i.e. {}), none of them are online",
-                    approved.len(),
-                    approved[0].exporter.name
-                ),
-            );
-        }
-
-        for candidate in &mut online {
-            candidate.holder_spot = self.holder_spot(&candidate.exporter.name);
-        }
-        // Not leased first, then non-spot, then higher priority, then name.
-        online.sort_by_key(|c| {
-            (
-                c.holder_spot.is_some(),
-                c.spot_access,
-                Reverse(c.priority),
-                c.exporter.name.as_str(),
-            )
-        });
-        if online[0].spot_access {
-            return unsatisfiable(
-                reason::SPOT_ACCESS,
-                format!(
-                    "The only possible exporters are under spot access (i.e. {}), but spot \
-                     access is still not implemented",
-                    online[0].exporter.name
-                ),
-            );
-        }
-
-        let available: Vec<Candidate<'_>> = online
+        // The best admitting rule gives the rank; the first such rule its fair share.
+        let best = approved
             .iter()
-            .copied()
-            .filter(|c| match c.holder_spot {
-                None => true,
-                // A spot holder could be evicted by a non-spot request (not implemented).
-                Some(holder_spot) => holder_spot && !c.spot_access,
-            })
-            .collect();
-        if available.is_empty() {
-            return pending(
-                reason::NOT_AVAILABLE,
-                format!(
-                    "There are {} approved exporters, (i.e. {}) but all of them are already leased",
-                    online.len(),
-                    online[0].exporter.name
-                ),
-            );
-        }
-
-        let ready: Vec<Candidate<'_>> = available
-            .iter()
-            .copied()
-            .filter(|c| READY_EXPORTER_STATUSES.contains(&c.exporter.exporter_status.as_str()))
-            .collect();
-        let Some(selected) = ready.first() else {
-            return pending(
-                reason::NOT_READY,
-                format!(
-                    "There are {} online exporters, but none are ready (still cleaning up \
-                     previous lease)",
-                    available.len()
-                ),
-            );
-        };
-        if selected.holder_spot.is_some() {
-            return pending(
-                reason::NOT_AVAILABLE,
-                format!(
-                    "Exporter {} is already leased by another client under spot access, but spot \
-                     access eviction still not implemented",
-                    selected.exporter.name
-                ),
-            );
-        }
-        Search::Assign {
-            exporter: selected.exporter.name.clone(),
-            priority: selected.priority,
-            spot_access: selected.spot_access,
-        }
+            .max_by_key(|c| (c.priority, Reverse(c.exporter.name.as_str())))
+            .copied();
+        let priority = best.map_or(0, |c| c.priority);
+        let priority = spec.priority.map_or(priority, |asked| asked.min(priority));
+        let fair_share = best
+            .and_then(|c| c.rule)
+            .and_then(|r| r.fair_share.as_ref());
+        Ok(Entry {
+            lease,
+            approved,
+            online,
+            priority,
+            fair_share,
+        })
     }
 
     /// Access policies: which (exporter, rule) pairs admit the lease's client. `None` when
@@ -552,9 +952,9 @@ impl<'a, N: Namespace> Planner<'a, N> {
                 .iter()
                 .map(|&exporter| Candidate {
                     exporter,
+                    rule: None,
                     priority: 0,
                     spot_access: false,
-                    holder_spot: None,
                 })
                 .collect();
             return Some(Approval {
@@ -589,9 +989,9 @@ impl<'a, N: Namespace> Planner<'a, N> {
                         }
                         approved.push(Candidate {
                             exporter,
+                            rule: Some(rule),
                             priority: rule.priority,
                             spot_access: rule.spot_access,
-                            holder_spot: None,
                         });
                     }
                     if !client_matched
@@ -615,6 +1015,51 @@ struct Approval<'a> {
     approved: Vec<Candidate<'a>>,
     /// Descriptions of rules for matching exporters whose client selectors did not match.
     unmatched: Vec<String>,
+}
+
+/// The rules of `policies` that admit a client with `client_labels` to an exporter with
+/// `exporter_labels` (duration limits aside).
+fn admitting_rules<'p>(
+    policies: &'p [AccessPolicy],
+    exporter_labels: &'p BTreeMap<String, String>,
+    client_labels: &'p BTreeMap<String, String>,
+) -> impl Iterator<Item = &'p AccessRule> {
+    policies
+        .iter()
+        .filter(|p| {
+            selector::validate(&p.exporter_selector).is_ok()
+                && selector::matches(&p.exporter_selector, exporter_labels)
+        })
+        .flat_map(|p| p.rules.iter())
+        .filter(|rule| {
+            rule.from.iter().any(|from| {
+                selector::validate(from).is_ok() && selector::matches(from, client_labels)
+            })
+        })
+}
+
+/// Since when a waiting lease has been waiting, for aging: its creation, or its requested
+/// begin time if later.
+fn waiting_since(lease: &Lease) -> OffsetDateTime {
+    match lease.spec.begin_time {
+        Some(begin) if begin > lease.creation_time => begin,
+        _ => lease.creation_time,
+    }
+}
+
+/// Whether `[a_begin, a_end)` and `[b_begin, b_end)` overlap; `None` ends never.
+fn overlaps(
+    a_begin: OffsetDateTime,
+    a_end: Option<OffsetDateTime>,
+    b_begin: OffsetDateTime,
+    b_end: Option<OffsetDateTime>,
+) -> bool {
+    a_end.is_none_or(|end| b_begin < end) && b_end.is_none_or(|end| a_begin < end)
+}
+
+/// RFC 3339, as Kubernetes writes times; the debug form if the year cannot be written.
+pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).unwrap_or_else(|_| format!("{at}"))
 }
 
 fn end(status: &mut LeaseStatus, now: OffsetDateTime) {
@@ -725,6 +1170,7 @@ mod tests {
             }],
             leases,
             policies: Vec::new(),
+            settings: Settings::default(),
         }
     }
 
@@ -806,8 +1252,11 @@ mod tests {
         assert_eq!(pending.reason, "NotAvailable");
         assert_eq!(
             pending.message,
-            "There are 1 approved exporters, (i.e. exp1) but all of them are already leased"
+            "There are 1 approved exporters, (i.e. exp1) but all of them are already leased; \
+             position 1 in the queue, estimated start 2023-11-14T22:14:25Z"
         );
+        assert_eq!(status(&p, "second").queue_position, Some(1));
+        assert_eq!(status(&p, "second").estimated_start, Some(t(65)));
         assert_eq!(p.next_wakeup, Some(t(6)));
         apply(&mut snap, &p);
 
@@ -844,6 +1293,10 @@ mod tests {
         );
         // Pending keeps its original transition time: it never flipped.
         assert_eq!(second.conditions[0].last_transition_time, t(5));
+        assert_eq!(
+            (second.queue_position, second.estimated_start),
+            (None, None)
+        );
         assert_eq!(p.next_wakeup, Some(t(68)));
     }
 
@@ -897,6 +1350,7 @@ mod tests {
             from: vec![parse(clients).expect("selector")],
             maximum_duration: None,
             spot_access,
+            ..AccessRule::default()
         }
     }
 
@@ -936,35 +1390,71 @@ mod tests {
         let p = plan(&snap, t(1));
         assert_eq!(status(&p, "l1").exporter.as_deref(), Some("a"));
 
-        // With `a` leased, the best free option is spot access: unsatisfiable.
+        // With `a` leased, the best free option is spot access on `b`, which no lease waits
+        // for under regular access: granted as spot.
         let mut holder = lease("holder", -5, "board=mock", 60);
         holder.status.exporter = Some("a".to_owned());
         holder.status.begin_time = Some(t(-5));
         snap.leases.push(holder);
         let p = plan(&snap, t(1));
-        let c = only_condition(&p, "l1");
-        assert_eq!(
-            (c.type_.as_str(), c.reason.as_str()),
-            (UNSATISFIABLE, "SpotAccess")
-        );
-        assert_eq!(
-            c.message,
-            "The only possible exporters are under spot access (i.e. b), but spot access is \
-             still not implemented"
-        );
-        assert!(status(&p, "l1").ended);
+        let l1 = status(&p, "l1");
+        assert_eq!(l1.exporter.as_deref(), Some("b"));
+        assert!(l1.spot_access);
+        assert_eq!(l1.priority, 9);
     }
 
     #[test]
-    fn spot_holder_is_not_evicted() {
+    fn spot_access_is_not_granted_on_an_exporter_a_regular_lease_waits_for() {
+        let mut snap = snapshot(
+            vec![exporter("a", "board=mock"), exporter("b", "board=mock")],
+            vec![
+                lease("regular", 0, "board=mock", 60),
+                lease("spot", 1, "board=mock", 60),
+            ],
+        );
+        snap.clients.push(Client {
+            name: "c2".to_owned(),
+            labels: labels("team=spot"),
+        });
+        snap.leases[1].client = "c2".to_owned();
+        snap.policies = vec![policy(
+            "board=mock",
+            vec![rule("team=a", 0, false), rule("team=spot", 0, true)],
+        )];
+        // `a` is held; the regular lease waits for it too and gets `b`... then the spot lease
+        // finds nothing that no regular lease wants.
+        let mut holder = lease("holder", -5, "board=mock", 600);
+        holder.status.exporter = Some("a".to_owned());
+        holder.status.begin_time = Some(t(-5));
+        snap.leases.push(holder);
+        let p = plan(&snap, t(1));
+        assert_eq!(status(&p, "regular").exporter.as_deref(), Some("b"));
+        let c = only_condition(&p, "spot");
+        assert_eq!(
+            (c.type_.as_str(), c.reason.as_str()),
+            (PENDING, "NotAvailable")
+        );
+        assert_eq!(status(&p, "spot").exporter, None);
+    }
+
+    #[test]
+    fn spot_holder_gets_notice_then_ends_as_preempted() {
         let mut snap = snapshot(
             vec![exporter("a", "board=mock")],
             vec![lease("l1", 0, "board=mock", 60)],
         );
-        let mut holder = lease("holder", -5, "board=mock", 60);
+        let mut holder = lease("holder", -5, "board=mock", 600);
         holder.status.exporter = Some("a".to_owned());
         holder.status.begin_time = Some(t(-5));
         holder.status.spot_access = true;
+        holder.status.conditions = vec![Condition {
+            type_: READY.to_owned(),
+            status: ConditionStatus::True,
+            observed_generation: 1,
+            last_transition_time: t(-5),
+            reason: "Ready".to_owned(),
+            message: "An exporter has been acquired for the client".to_owned(),
+        }];
         snap.leases.push(holder);
         let p = plan(&snap, t(1));
         let c = only_condition(&p, "l1");
@@ -974,10 +1464,194 @@ mod tests {
         );
         assert_eq!(
             c.message,
-            "Exporter a is already leased by another client under spot access, but spot access \
-             eviction still not implemented"
+            "Exporter a is held under spot access; it ends at 2023-11-14T22:14:21Z and goes to \
+             this lease; position 1 in the queue, estimated start 2023-11-14T22:14:21Z"
         );
-        assert_eq!(status(&p, "l1").exporter, None);
+        let noticed = status(&p, "holder");
+        assert_eq!(noticed.preemption_time, Some(t(61)));
+        assert!(!noticed.ended);
+        let notice = noticed.conditions.last().expect("notice");
+        assert_eq!(
+            (notice.type_.as_str(), notice.reason.as_str()),
+            ("Preempted", "Preempted")
+        );
+        assert_eq!(
+            notice.message,
+            "Exporter a is needed by lease l1, which is not spot access; this lease ends at \
+             2023-11-14T22:14:21Z"
+        );
+        assert_eq!(p.next_wakeup, Some(t(2)));
+        apply(&mut snap, &p);
+
+        // Later plans keep the notice as it is.
+        let p = plan(&snap, t(30));
+        assert!(p.updates.is_empty(), "{:?}", p.updates);
+        // The notice runs out: the holder ends as preempted; the exporter goes to l1 next.
+        let p = plan(&snap, t(61));
+        let ended = status(&p, "holder");
+        assert!(ended.ended);
+        assert_eq!(ended.end_time, Some(t(61)));
+        let ready = &ended.conditions[0];
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (ConditionStatus::False, "Preempted")
+        );
+        apply(&mut snap, &p);
+        let p = plan(&snap, t(62));
+        assert_eq!(status(&p, "l1").exporter.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_rule_sets_the_grace_period() {
+        let mut snap = snapshot(
+            vec![exporter("a", "board=mock")],
+            vec![lease("l1", 0, "board=mock", 60)],
+        );
+        snap.clients.push(Client {
+            name: "c2".to_owned(),
+            labels: labels("team=spot"),
+        });
+        let mut spot_rule = rule("team=spot", 0, true);
+        spot_rule.spot_grace_period = Some(Duration::seconds(5));
+        snap.policies = vec![policy(
+            "board=mock",
+            vec![rule("team=a", 0, false), spot_rule],
+        )];
+        let mut holder = lease("holder", -5, "board=mock", 600);
+        holder.client = "c2".to_owned();
+        holder.status.exporter = Some("a".to_owned());
+        holder.status.begin_time = Some(t(-5));
+        holder.status.spot_access = true;
+        snap.leases.push(holder);
+        let p = plan(&snap, t(1));
+        assert_eq!(status(&p, "holder").preemption_time, Some(t(6)));
+    }
+
+    #[test]
+    fn higher_priority_goes_first_and_a_request_can_only_lower_it() {
+        let mut snap = snapshot(
+            vec![exporter("a", "board=mock")],
+            vec![
+                lease("old-low", 0, "board=mock", 60),
+                lease("new-high", 5, "board=mock", 60),
+            ],
+        );
+        snap.clients.push(Client {
+            name: "vip".to_owned(),
+            labels: labels("team=vip"),
+        });
+        snap.leases[1].client = "vip".to_owned();
+        snap.policies = vec![policy(
+            "board=mock",
+            vec![rule("team=a", 1, false), rule("team=vip", 10, false)],
+        )];
+        let p = plan(&snap, t(6));
+        assert_eq!(status(&p, "new-high").exporter.as_deref(), Some("a"));
+        assert_eq!(status(&p, "new-high").priority, 10);
+        assert_eq!(status(&p, "old-low").exporter, None);
+
+        // Asking for a priority above the rule's changes nothing; below it, it ranks lower.
+        snap.leases[0].spec.priority = Some(50);
+        assert_eq!(
+            status(&plan(&snap, t(6)), "new-high").exporter.as_deref(),
+            Some("a")
+        );
+        snap.leases[1].spec.priority = Some(0);
+        assert_eq!(
+            status(&plan(&snap, t(6)), "old-low").exporter.as_deref(),
+            Some("a")
+        );
+    }
+
+    #[test]
+    fn aging_lets_an_old_low_priority_lease_overtake() {
+        let mut snap = snapshot(
+            vec![exporter("a", "board=mock")],
+            vec![
+                lease("old-low", 0, "board=mock", 60),
+                lease("new-high", 100, "board=mock", 60),
+            ],
+        );
+        snap.clients.push(Client {
+            name: "vip".to_owned(),
+            labels: labels("team=vip"),
+        });
+        snap.leases[1].client = "vip".to_owned();
+        snap.policies = vec![policy(
+            "board=mock",
+            vec![rule("team=a", 0, false), rule("team=vip", 1, false)],
+        )];
+        snap.settings.aging_interval = Some(Duration::seconds(60));
+        // At 110 s old-low has aged one step (1), new-high none (1): a tie, the older wins.
+        let p = plan(&snap, t(110));
+        assert_eq!(status(&p, "old-low").exporter.as_deref(), Some("a"));
+        // Without aging the priority alone decides.
+        snap.settings.aging_interval = None;
+        let p = plan(&snap, t(110));
+        assert_eq!(status(&p, "new-high").exporter.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_booking_keeps_its_exporter_from_its_begin_time() {
+        let mut booked = lease("booked", 0, "", 60);
+        booked.spec.exporter_ref = Some("a".to_owned());
+        booked.spec.begin_time = Some(t(100));
+        let snap = snapshot(
+            vec![exporter("a", "board=mock")],
+            vec![
+                booked,
+                lease("long", 1, "board=mock", 200),
+                lease("short", 2, "board=mock", 50),
+            ],
+        );
+        // `long` would still hold `a` at 100; `short` (ending at 60) fits before.
+        let p = plan(&snap, t(10));
+        assert_eq!(status(&p, "short").exporter.as_deref(), Some("a"));
+        let c = only_condition(&p, "long");
+        assert_eq!(
+            (c.type_.as_str(), c.reason.as_str()),
+            (PENDING, "NotAvailable")
+        );
+        assert!(p.updates.iter().all(|u| u.name != "booked"));
+        assert_eq!(p.next_wakeup, Some(t(11)));
+
+        // With `a` free at the begin time, the booking gets it before the older `long`.
+        let mut snap = snap;
+        snap.leases.retain(|l| l.name != "short");
+        let p = plan(&snap, t(100));
+        assert_eq!(status(&p, "booked").exporter.as_deref(), Some("a"));
+        assert_eq!(status(&p, "long").exporter, None);
+    }
+
+    #[test]
+    fn fair_share_serves_the_client_holding_fewer_first() {
+        let mut snap = snapshot(
+            vec![exporter("a", "board=mock"), exporter("b", "board=mock")],
+            vec![
+                lease("c1-old", 0, "board=mock", 60),
+                lease("c2-new", 5, "board=mock", 60),
+            ],
+        );
+        snap.clients.push(Client {
+            name: "c2".to_owned(),
+            labels: labels("team=a"),
+        });
+        snap.leases[1].client = "c2".to_owned();
+        let mut shared = rule("team=a", 0, false);
+        shared.fair_share = Some(FairShare::default());
+        snap.policies = vec![policy("board=mock", vec![shared])];
+        // c1 already holds `b`: c2's newer lease goes first.
+        let mut holder = lease("c1-holds", -5, "board=mock", 600);
+        holder.status.exporter = Some("b".to_owned());
+        holder.status.begin_time = Some(t(-5));
+        snap.leases.push(holder);
+        let p = plan(&snap, t(6));
+        assert_eq!(status(&p, "c2-new").exporter.as_deref(), Some("a"));
+        assert_eq!(status(&p, "c1-old").exporter, None);
+        // Without fair share, the older lease goes first.
+        snap.policies[0].rules[0].fair_share = None;
+        let p = plan(&snap, t(6));
+        assert_eq!(status(&p, "c1-old").exporter.as_deref(), Some("a"));
     }
 
     /// Plans one lease against `exporters` and returns its single condition.
@@ -1146,7 +1820,8 @@ mod tests {
         assert_eq!((c.type_.as_str(), c.reason.as_str()), (PENDING, "NotReady"));
         assert_eq!(
             c.message,
-            "There are 1 online exporters, but none are ready (still cleaning up previous lease)"
+            "There are 1 online exporters, but none are ready (still cleaning up previous \
+             lease); position 1 in the queue"
         );
         assert_eq!(p.next_wakeup, Some(t(2)));
 

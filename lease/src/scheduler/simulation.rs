@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 use time::{Duration, OffsetDateTime};
 
-use super::condition::{ConditionStatus, PENDING, READY};
+use super::condition::{self, ConditionStatus, PENDING, READY};
 use super::*;
 use crate::selector::parse;
 
@@ -76,6 +76,7 @@ fn lease_strategy(index: usize, exporters: usize) -> impl Strategy<Value = Lease
                     begin_time: begin.map(|b| t(created + b)),
                     end_time: None,
                     release: false,
+                    priority: None,
                 },
                 status: LeaseStatus::default(),
             },
@@ -95,6 +96,7 @@ fn policy_strategy() -> impl Strategy<Value = Vec<AccessPolicy>> {
             from: vec![parse(from).expect("fixed selectors parse")],
             maximum_duration: limited.then(|| Duration::seconds(20)),
             spot_access,
+            ..AccessRule::default()
         });
     let policy = (
         prop_oneof![Just("spot=yes"), Just("spot=no"), Just("")],
@@ -152,6 +154,7 @@ fn world_strategy() -> impl Strategy<Value = (Snapshot, Vec<Event>)> {
                     clients,
                     leases,
                     policies,
+                    settings: Settings::default(),
                 };
                 (snapshot, events)
             })
@@ -184,6 +187,20 @@ fn check(
         if status.exporter.is_some() {
             prop_assert!(status.begin_time.is_some());
             prop_assert!(status.conditions.iter().any(|c| c.type_ == READY));
+        }
+    }
+    for lease in &after.leases {
+        let status = &lease.status;
+        let preempted = status
+            .conditions
+            .iter()
+            .any(|c| c.reason == condition::reason::PREEMPTED);
+        if preempted || status.preemption_time.is_some() {
+            prop_assert!(
+                status.spot_access,
+                "{} preempted without spot access",
+                lease.name
+            );
         }
     }
     for (old, new) in before.leases.iter().zip(&after.leases) {
@@ -303,6 +320,7 @@ impl World {
             clients: self.clients.clone(),
             leases: self.leases.iter().flatten().cloned().collect(),
             policies: self.policies.clone(),
+            settings: Settings::default(),
         }
     }
 }
@@ -418,6 +436,318 @@ proptest! {
             }
             check(&before, &incremental, &world.snapshot(), now)?;
             wakeup = incremental.next_wakeup;
+        }
+    }
+}
+
+/// The queue's world: clients of priority 0..=3, one rule per priority, leases arriving over
+/// time (each appears in the namespace at its creation time), exporters going offline and
+/// busy. No spot access and no bookings: only ranking decides who is served first.
+#[derive(Clone, Debug)]
+struct Arrival {
+    created: i64,
+    client: usize,
+    pinned: Option<usize>,
+    duration: i64,
+    asked: Option<i64>,
+}
+
+const AGING: i64 = 10;
+const TOP_PRIORITY: i64 = 3;
+
+fn arrival_strategy(exporters: usize) -> impl Strategy<Value = Arrival> {
+    (
+        0i64..200,
+        0usize..4,
+        prop::option::weighted(0.2, 0..exporters),
+        1i64..40,
+        prop::option::weighted(0.2, 0i64..4),
+    )
+        .prop_map(|(created, client, pinned, duration, asked)| Arrival {
+            created,
+            client,
+            pinned,
+            duration,
+            asked,
+        })
+}
+
+fn queue_world() -> impl Strategy<Value = (usize, Vec<Arrival>, Vec<Event>)> {
+    (1usize..4).prop_flat_map(|exporters| {
+        (
+            Just(exporters),
+            prop::collection::vec(arrival_strategy(exporters), 1..25),
+            prop::collection::vec(event_strategy(exporters, 1), 1..120),
+        )
+    })
+}
+
+fn queue_snapshot(exporters: usize) -> Snapshot {
+    let exporters = (0..exporters)
+        .map(|i| Exporter {
+            name: format!("exp{i}"),
+            labels: [("board".to_owned(), "a".to_owned())].into_iter().collect(),
+            enabled: true,
+            registered: true,
+            online: true,
+            exporter_status: "Available".to_owned(),
+        })
+        .collect();
+    let clients = (0..4)
+        .map(|p| Client {
+            name: format!("c{p}"),
+            labels: [("prio".to_owned(), p.to_string())].into_iter().collect(),
+        })
+        .collect();
+    let rules = (0..=TOP_PRIORITY)
+        .map(|p| AccessRule {
+            description: format!("priority {p}"),
+            priority: p,
+            from: vec![parse(&format!("prio={p}")).expect("fixed selectors parse")],
+            ..AccessRule::default()
+        })
+        .collect();
+    Snapshot {
+        exporters,
+        clients,
+        leases: Vec::new(),
+        policies: vec![AccessPolicy {
+            exporter_selector: parse("board=a").expect("fixed selectors parse"),
+            rules,
+        }],
+        settings: Settings {
+            aging_interval: Some(Duration::seconds(AGING)),
+        },
+    }
+}
+
+fn arrival_lease(index: usize, arrival: &Arrival) -> Lease {
+    Lease {
+        name: format!("lease{index:02}"),
+        uid: None,
+        generation: 1,
+        creation_time: t(arrival.created),
+        client: format!("c{}", arrival.client),
+        spec: LeaseSpec {
+            selector: parse("board=a").expect("fixed selectors parse"),
+            exporter_ref: arrival.pinned.map(|i| format!("exp{i}")),
+            duration: Some(Duration::seconds(arrival.duration)),
+            priority: arrival.asked,
+            ..LeaseSpec::default()
+        },
+        status: LeaseStatus::default(),
+    }
+}
+
+/// Whether `lease` may be served by `exporter` (selector and pin; no policy differences
+/// between exporters in these worlds).
+fn admits(lease: &Lease, exporter: &str) -> bool {
+    lease
+        .spec
+        .exporter_ref
+        .as_deref()
+        .is_none_or(|pinned| pinned == exporter)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// The aging bound of `queue`: while a lease `L` of priority `p`, created at `c`, waits,
+    /// no exporter it may use goes to a lease created at or after `c + A·(P − p + 1)`, however
+    /// many higher-priority leases arrive. Leases keep arriving, exporters go offline and
+    /// busy, and clients lower their priority by request.
+    #[test]
+    fn no_lease_is_overtaken_by_one_created_past_the_aging_bound(
+        (exporters, arrivals, events) in queue_world()
+    ) {
+        let mut world = queue_snapshot(exporters);
+        let mut now = t(0);
+        let mut wakeup = None;
+        let mut next = 0;
+        let mut arrivals: Vec<(usize, Arrival)> = arrivals.into_iter().enumerate().collect();
+        arrivals.sort_by_key(|(i, a)| (a.created, *i));
+        for event in events {
+            match event {
+                Event::Advance(seconds) => now += Duration::seconds(seconds * 3),
+                Event::JumpToWakeup => now = wakeup.unwrap_or(now).max(now),
+                Event::SetOnline(i, online) => world.exporters[i].online = online,
+                Event::SetStatus(i, s) => {
+                    world.exporters[i].exporter_status = EXPORTER_STATUSES[s].to_owned();
+                }
+                Event::Release(_) => {}
+            }
+            while let Some((i, arrival)) = arrivals.get(next) {
+                if t(arrival.created) > now {
+                    break;
+                }
+                world.leases.push(arrival_lease(*i, arrival));
+                next += 1;
+            }
+            let plan = plan(&world, now);
+            let mut after = world.clone();
+            for update in &plan.updates {
+                let lease = after.leases.iter_mut().find(|l| l.name == update.name)
+                    .expect("updates name existing leases");
+                lease.status = update.status.clone();
+            }
+            for granted in &plan.updates {
+                let before = world.leases.iter().find(|l| l.name == granted.name).expect("exists");
+                let (None, Some(exporter)) = (&before.status.exporter, &granted.status.exporter)
+                else { continue };
+                for waiting in &after.leases {
+                    if waiting.status.ended || waiting.status.exporter.is_some()
+                        || !admits(waiting, exporter)
+                    {
+                        continue;
+                    }
+                    let rule = waiting.client[1..].parse::<i64>().expect("client cN");
+                    let p = waiting.spec.priority.map_or(rule, |asked| asked.min(rule));
+                    let bound = waiting.creation_time
+                        + Duration::seconds(AGING * (TOP_PRIORITY - p + 1));
+                    prop_assert!(
+                        before.creation_time < bound,
+                        "{} (created {}) got {exporter} at {now} ahead of {} (priority {p}, \
+                         created {}, bound {bound})",
+                        granted.name, before.creation_time, waiting.name, waiting.creation_time
+                    );
+                }
+            }
+            check(&world, &plan, &after, now)?;
+            wakeup = plan.next_wakeup;
+            world = after;
+        }
+    }
+}
+
+/// The bookings' world: leases pinned to an exporter with a begin time (bookings) and
+/// leases by selector, all created at the start; exporters go offline and busy.
+fn booking_world() -> impl Strategy<Value = (Snapshot, Vec<Event>)> {
+    (1usize..3, 1usize..7).prop_flat_map(|(exporters, leases)| {
+        let lease_list: Vec<_> = (0..leases)
+            .map(|i| {
+                (any::<bool>(), 0..exporters, 5i64..60, 1i64..40, 0i64..5).prop_map(
+                    move |(booking, pinned, begin, duration, created)| {
+                        let mut lease = Lease {
+                            name: format!("lease{i}"),
+                            uid: None,
+                            generation: 1,
+                            creation_time: t(created),
+                            client: "c0".to_owned(),
+                            spec: LeaseSpec {
+                                selector: parse("board=a").expect("fixed selectors parse"),
+                                duration: Some(Duration::seconds(duration)),
+                                ..LeaseSpec::default()
+                            },
+                            status: LeaseStatus::default(),
+                        };
+                        if booking {
+                            lease.spec.exporter_ref = Some(format!("exp{pinned}"));
+                            lease.spec.begin_time = Some(t(begin));
+                        }
+                        lease
+                    },
+                )
+            })
+            .collect();
+        (
+            lease_list,
+            prop::collection::vec(event_strategy(exporters, leases), 1..60),
+        )
+            .prop_map(move |(leases, events)| {
+                let mut snapshot = queue_snapshot(exporters);
+                snapshot.policies.clear();
+                snapshot.leases = leases;
+                (snapshot, events)
+            })
+    })
+}
+
+/// Whether `other` is a booking of the same exporter that comes before `booking` (earlier
+/// begin, then older) and whose window overlaps it: it may keep the exporter instead.
+fn comes_first(other: &Lease, booking: &Lease) -> bool {
+    let (Some(b1), Some(b2)) = (other.spec.begin_time, booking.spec.begin_time) else {
+        return false;
+    };
+    let key = |l: &Lease, b| (b, l.creation_time, l.name.clone());
+    let end = |l: &Lease, b: OffsetDateTime| b + l.spec.duration.unwrap_or(Duration::ZERO);
+    other.spec.exporter_ref == booking.spec.exporter_ref
+        && key(other, b1) < key(booking, b2)
+        && b1 < end(booking, b2)
+        && b2 < end(other, b1)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// A booking keeps its exporter from its begin time: once the begin time has come,
+    /// its exporter is held by no other lease still running past that time (bar an earlier
+    /// overlapping booking of the same exporter), and a booking whose exporter is online,
+    /// ready and free gets it in that plan.
+    #[test]
+    fn a_booking_starts_on_time_when_its_exporter_is_online(
+        (mut world, events) in booking_world()
+    ) {
+        let mut now = t(0);
+        let mut wakeup = None;
+        for event in events {
+            match event {
+                Event::Advance(seconds) => now += Duration::seconds(seconds * 2),
+                Event::JumpToWakeup => now = wakeup.unwrap_or(now).max(now),
+                Event::SetOnline(i, online) => world.exporters[i].online = online,
+                Event::SetStatus(i, s) => {
+                    world.exporters[i].exporter_status = EXPORTER_STATUSES[s].to_owned();
+                }
+                Event::Release(i) => world.leases[i].spec.release = true,
+            }
+            let plan = plan(&world, now);
+            let mut after = world.clone();
+            for update in &plan.updates {
+                let lease = after.leases.iter_mut().find(|l| l.name == update.name)
+                    .expect("updates name existing leases");
+                lease.status = update.status.clone();
+            }
+            for booking in &after.leases {
+                let (Some(begin), Some(exporter)) =
+                    (booking.spec.begin_time, booking.spec.exporter_ref.as_deref())
+                else { continue };
+                if begin > now || booking.status.ended || booking.spec.release
+                    || booking.status.exporter.is_some()
+                {
+                    continue;
+                }
+                let mut free = true;
+                for holder in &world.leases {
+                    if holder.status.ended || holder.status.exporter.as_deref() != Some(exporter) {
+                        continue;
+                    }
+                    free = false;
+                    if comes_first(holder, booking) {
+                        continue;
+                    }
+                    let started = holder.status.begin_time.expect("holders have begun");
+                    let expiry = super::planner::started_expiry(&holder.spec, started)
+                        .expect("finite");
+                    prop_assert!(
+                        expiry <= begin,
+                        "{} holds {exporter} until {expiry}, past the begin {begin} of {}",
+                        holder.name, booking.name
+                    );
+                }
+                let first = world.leases.iter().any(|other| {
+                    !other.status.ended && !other.spec.release && comes_first(other, booking)
+                });
+                let e = world.exporters.iter().find(|e| e.name == exporter).expect("exists");
+                let ready = e.online && e.registered && e.enabled
+                    && ["", "Available", "Unspecified"].contains(&e.exporter_status.as_str());
+                prop_assert!(
+                    !(free && ready && !first),
+                    "{} waits at {now} (begin {begin}) although {exporter} is free and ready",
+                    booking.name
+                );
+            }
+            check(&world, &plan, &after, now)?;
+            wakeup = plan.next_wakeup;
+            world = after;
         }
     }
 }

@@ -19,6 +19,30 @@ pub struct Snapshot {
     pub leases: Vec<Lease>,
     /// All `ExporterAccessPolicy` objects; none at all means "everyone may use everything".
     pub policies: Vec<AccessPolicy>,
+    /// The controller's scheduling settings.
+    pub settings: Settings,
+}
+
+/// Scheduling settings of the controller (not of any one policy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Aging: a waiting lease's effective priority rises by one for every full interval it
+    /// has waited. `None` turns aging off (and with it the bound on waiting).
+    pub aging_interval: Option<Duration>,
+}
+
+/// The default aging interval: one priority point per minute of waiting.
+pub const DEFAULT_AGING_INTERVAL: Duration = Duration::MINUTE;
+
+/// How long a spot lease keeps its exporter after its notice, unless its rule says otherwise.
+pub const DEFAULT_SPOT_GRACE_PERIOD: Duration = Duration::seconds(60);
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            aging_interval: Some(DEFAULT_AGING_INTERVAL),
+        }
+    }
 }
 
 /// An exporter as the planner sees it.
@@ -83,6 +107,9 @@ pub struct LeaseSpec {
     pub end_time: Option<OffsetDateTime>,
     /// `spec.release`: the client or exporter asked to end the lease.
     pub release: bool,
+    /// The priority the client asked for (the `priority` tag); it can lower the priority
+    /// the admitting rule gives, never raise it.
+    pub priority: Option<i64>,
 }
 
 /// `Lease.status`.
@@ -102,6 +129,14 @@ pub struct LeaseStatus {
     pub priority: i64,
     /// `status.spotAccess`: the granting rule was spot access.
     pub spot_access: bool,
+    /// `status.queuePosition`: while waiting, the place among the waiting leases that
+    /// compete for the same exporters (1 is next).
+    pub queue_position: Option<i64>,
+    /// `status.estimatedStart`: while waiting, when an exporter is expected to be free for
+    /// this lease; absent when it cannot be estimated or is now.
+    pub estimated_start: Option<OffsetDateTime>,
+    /// `status.preemptionTime`: a spot lease another lease needs ends at this instant.
+    pub preemption_time: Option<OffsetDateTime>,
 }
 
 /// One `ExporterAccessPolicy`.
@@ -126,4 +161,17 @@ pub struct AccessRule {
     pub maximum_duration: Option<Duration>,
     /// `spotAccess`.
     pub spot_access: bool,
+    /// `spotGracePeriod`: how long a spot lease of this rule keeps its exporter after its
+    /// notice; `None` is [`DEFAULT_SPOT_GRACE_PERIOD`].
+    pub spot_grace_period: Option<Duration>,
+    /// `fairShare`: among waiting leases of equal effective priority admitted by this rule,
+    /// the client or group holding the fewest exporters goes first.
+    pub fair_share: Option<FairShare>,
+}
+
+/// `fairShare` of an access rule.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FairShare {
+    /// Clients with the same value of this label form one group; `None`: each client alone.
+    pub group_label: Option<String>,
 }
