@@ -245,6 +245,7 @@ async fn run(args: RunArgs, given: GivenFlags) -> anyhow::Result<()> {
         limits: args.caller_limits.limits(),
         exporter_label_prefixes: args.exporter_labels.exporter_label_prefixes.clone(),
         owner,
+        scheduling: Default::default(),
     };
     upstream.apply(&mut settings, &given);
     if settings.routers.is_empty() {
@@ -458,6 +459,7 @@ async fn router_cert(args: RouterCertArgs) -> anyhow::Result<()> {
         limits: Default::default(),
         exporter_label_prefixes: Vec::new(),
         owner: None,
+        scheduling: Default::default(),
     };
     let now = OffsetDateTime::now_utc();
     let keys = keys::bootstrap_with(&store, &settings, &args.common.ca_source(), now)

@@ -7,6 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use time::Duration;
 
 use crate::limits::Limits;
+use jumpstarter_lease::scheduler;
 
 /// A router the controller can hand sessions to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +108,9 @@ pub struct Settings {
     /// Secrets, the public ConfigMaps, the election Lease), so they are deleted with it;
     /// see [`crate::owner`]. `None`: no owner.
     pub owner: Option<OwnerReference>,
+    /// How the lease queue is ordered (0.9.0 has no such settings; `leasePolicy.agingInterval`
+    /// of the configuration).
+    pub scheduling: scheduler::Settings,
 }
 
 impl Settings {
@@ -133,6 +137,7 @@ impl Settings {
             limits: Limits::default(),
             exporter_label_prefixes: Vec::new(),
             owner: None,
+            scheduling: scheduler::Settings::default(),
         }
     }
 }

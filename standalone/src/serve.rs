@@ -133,6 +133,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         exporter_label_prefixes: options.exporter_label_prefixes.clone(),
         // Nothing here is deleted by a Kubernetes garbage collector.
         owner: None,
+        scheduling: Default::default(),
     };
     options.upstream.apply(&mut settings, &options.given);
     let settings = Arc::new(settings);

@@ -95,6 +95,11 @@ pub(crate) async fn apply_plan<S: Store>(
                         .insert(exporter.name_any(), Arc::new(exporter));
                 }
                 log_transition(&update.name, &stored_status, &update.status);
+                if stored_status.preemption_time.is_none()
+                    && update.status.preemption_time.is_some()
+                {
+                    metrics.preemptions.inc();
+                }
                 if stored_status.begin_time.is_none() && update.status.begin_time.is_some() {
                     let created = lease.metadata.creation_timestamp.as_ref().map(time_of);
                     if let Some(created) = created {
@@ -342,6 +347,9 @@ fn stored_lease_status(s: &scheduler::LeaseStatus) -> crd::LeaseStatus {
         ended: s.ended,
         priority: (s.priority != 0).then_some(s.priority),
         spot_access: s.spot_access.then_some(true),
+        queue_position: s.queue_position,
+        estimated_start: s.estimated_start.map(stored_time),
+        preemption_time: s.preemption_time.map(stored_time),
         conditions: (!s.conditions.is_empty()).then(|| {
             s.conditions
                 .iter()
@@ -363,6 +371,11 @@ fn log_transition(name: &str, before: &crd::LeaseStatus, after: &scheduler::Leas
         && let Some(exporter) = &after.exporter
     {
         tracing::info!(lease = name, exporter = %exporter, "lease assigned");
+    }
+    if before.preemption_time.is_none()
+        && let Some(at) = after.preemption_time
+    {
+        tracing::info!(lease = name, ends_at = %at, "spot lease preempted: notice given");
     }
     if !before.ended && after.ended {
         let reason = after

@@ -40,6 +40,8 @@ pub(crate) struct Memory {
     /// Lease → its state for the lease gauge, and leases by state.
     states: BTreeMap<String, &'static str>,
     tally: BTreeMap<&'static str, i64>,
+    /// Waiting leases with a queue position (online exporters they may use).
+    queued: BTreeSet<String>,
     /// Names written by the last pass (the view has them; derived parts are refreshed by
     /// the next pass).
     pub(crate) written: Dirty,
@@ -94,6 +96,7 @@ impl Memory {
             holds: BTreeMap::new(),
             states: BTreeMap::new(),
             tally: BTreeMap::new(),
+            queued: BTreeSet::new(),
             written: Dirty::default(),
             resync_at,
         }
@@ -205,6 +208,7 @@ impl Memory {
         let Some(lease) = self.view.leases.get(name).cloned() else {
             self.index.remove_lease(name);
             self.set_state(name, None);
+            self.queued.remove(name);
             return before.into_iter().collect();
         };
         let exporter_ref = lease
@@ -226,6 +230,16 @@ impl Memory {
             (true, false) => "pending",
         };
         self.set_state(name, Some(state));
+        let queued = lease
+            .status
+            .as_ref()
+            .and_then(|s| s.queue_position)
+            .is_some();
+        if queued && state == "pending" {
+            self.queued.insert(name.to_owned());
+        } else {
+            self.queued.remove(name);
+        }
         let planned = self.claimed(view::lease(&lease));
         self.index.put_lease(planned);
         before.into_iter().chain(exporter_ref).collect()
@@ -276,6 +290,11 @@ impl Memory {
     /// Leases in gauge state `state` (`pending`, `ready`, `ended`).
     pub(crate) fn count(&self, state: &str) -> i64 {
         self.tally.get(state).copied().unwrap_or(0)
+    }
+
+    /// Waiting leases with a queue position.
+    pub(crate) fn queue_depth(&self) -> i64 {
+        i64::try_from(self.queued.len()).unwrap_or(i64::MAX)
     }
 }
 

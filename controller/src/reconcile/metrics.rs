@@ -51,6 +51,10 @@ pub struct ReconcileMetrics {
     /// Exporter statuses computed by passes: for the exporters that changed or turned
     /// offline by the clock, not for every exporter at every pass.
     pub exporter_statuses: Counter,
+    /// Spot leases given notice because a lease without spot access needs their exporter.
+    pub preemptions: Counter,
+    /// Waiting leases with a queue position, as of the last pass.
+    pub queue_depth: Gauge,
 }
 
 /// A histogram with exponential buckets `(start, factor, count)`.
@@ -102,6 +106,14 @@ impl ReconcileMetrics {
             exporter_statuses: r.add(
                 "jumpstarter_controller_reconcile_exporter_statuses",
                 "Exporter statuses computed by reconcile passes (those that changed or are due)",
+            ),
+            preemptions: r.add(
+                "jumpstarter_controller_lease_preemptions",
+                "Spot leases given notice because a lease without spot access needs their exporter",
+            ),
+            queue_depth: r.add(
+                "jumpstarter_controller_lease_queue_depth",
+                "Leases waiting in the queue for an exporter that is online (with a queue position)",
             ),
         }
     }

@@ -291,6 +291,7 @@ impl<S: Store> Reconciler<S> {
             }
         }
 
+        memory.index.set_settings(self.settings.scheduling);
         let plan = memory.index.plan(now);
         let applied = apply_plan(
             &self.store,
@@ -372,6 +373,7 @@ impl<S: Store> Reconciler<S> {
                 .get_or_create(&LeaseStateLabels { state })
                 .set(memory.count(state));
         }
+        self.metrics.queue_depth.set(memory.queue_depth());
         Ok(self.outcome(memory, plan.next_wakeup, again, writes_before))
     }
 

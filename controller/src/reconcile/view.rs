@@ -80,6 +80,7 @@ impl View {
                 .collect(),
             leases,
             policies: self.policies.iter().map(|p| policy(p)).collect(),
+            settings: scheduler::Settings::default(),
         }
     }
 }
@@ -185,6 +186,7 @@ pub(crate) fn lease(l: &crd::Lease) -> scheduler::Lease {
             begin_time: spec.begin_time.as_ref().map(time_of),
             end_time: spec.end_time.as_ref().map(time_of),
             release: spec.release.unwrap_or(false),
+            priority: requested_priority(l),
         },
         status: scheduler::LeaseStatus {
             exporter: status
@@ -202,7 +204,27 @@ pub(crate) fn lease(l: &crd::Lease) -> scheduler::Lease {
                 .collect(),
             priority: status.priority.unwrap_or(0),
             spot_access: status.spot_access.unwrap_or(false),
+            queue_position: status.queue_position,
+            estimated_start: status.estimated_start.as_ref().map(time_of),
+            preemption_time: status.preemption_time.as_ref().map(time_of),
         },
+    }
+}
+
+/// The tag a client sets to ask for a lower priority than its policy rule gives
+/// (`jmp create lease --tag priority=-5`, or `spec.tags` directly).
+pub(crate) const PRIORITY_TAG: &str = "priority";
+
+/// The priority the lease's `priority` tag asks for; an unreadable value is ignored (the
+/// rule's priority applies) and logged.
+fn requested_priority(l: &crd::Lease) -> Option<i64> {
+    let text = l.spec.tags.as_ref()?.get(PRIORITY_TAG)?;
+    match text.trim().parse::<i64>() {
+        Ok(priority) => Some(priority),
+        Err(_) => {
+            tracing::warn!(lease = %l.name_any(), tag = %text, "lease has an unreadable priority tag; the policy's priority applies");
+            None
+        }
     }
 }
 
@@ -237,6 +259,14 @@ pub(crate) fn policy(p: &crd::ExporterAccessPolicy) -> scheduler::AccessPolicy {
                     .as_deref()
                     .and_then(|text| scheduler::duration::parse(text).ok()),
                 spot_access: rule.spot_access.unwrap_or(false),
+                spot_grace_period: rule
+                    .spot_grace_period
+                    .as_deref()
+                    .and_then(|text| scheduler::duration::parse(text).ok())
+                    .filter(|grace| !grace.is_negative()),
+                fair_share: rule.fair_share.as_ref().map(|share| scheduler::FairShare {
+                    group_label: share.group_label.clone().filter(|label| !label.is_empty()),
+                }),
             })
             .collect(),
     }

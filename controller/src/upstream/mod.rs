@@ -88,6 +88,8 @@ pub struct UpstreamConfig {
     pub keepalive: Keepalive,
     /// `leasePolicy.maxTags`; `None` when absent or 0 (Go's zero value: unset).
     pub max_tags: Option<usize>,
+    /// `leasePolicy.agingInterval` (not in 0.9.0): `Some(None)` turns aging off (`0s`).
+    pub aging_interval: Option<Option<time::Duration>>,
     /// `hiddenLabels.keys`; `None` when absent.
     pub hidden_labels: Option<Vec<String>>,
     /// `deprecatedLabels.keys`: label key -> message shown to users.
@@ -203,6 +205,9 @@ impl UpstreamConfig {
         if let (Some(max_tags), false) = (self.max_tags, given.max_tags) {
             settings.max_tags = max_tags;
         }
+        if let Some(aging) = self.aging_interval {
+            settings.scheduling.aging_interval = aging;
+        }
         if let (Some(hidden), false) = (&self.hidden_labels, given.hidden_labels) {
             settings.hidden_labels = hidden.clone();
         }
@@ -306,6 +311,7 @@ struct KeepaliveDocument {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct LeasePolicyDocument {
     max_tags: Option<i64>,
+    aging_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -353,7 +359,23 @@ fn parse_config(text: &str) -> Result<UpstreamConfig, UpstreamError> {
     let document: ConfigDocument = from_yaml(KEY, text)?;
     let auth = document.authentication.unwrap_or_default();
     let keepalive = document.grpc.and_then(|g| g.keepalive).unwrap_or_default();
-    let max_tags = match document.lease_policy.and_then(|p| p.max_tags) {
+    let lease_policy = document.lease_policy.unwrap_or_default();
+    let aging_interval = match lease_policy.aging_interval.as_deref() {
+        None | Some("") => None,
+        Some(text) => {
+            let invalid = |message: String| UpstreamError::Invalid {
+                key: KEY,
+                path: "leasePolicy.agingInterval".into(),
+                message,
+            };
+            let interval = go_duration::parse(text).map_err(|e| invalid(e.to_string()))?;
+            if interval.is_negative() {
+                return Err(invalid(format!("{text:?} is negative")));
+            }
+            Some(interval.is_positive().then_some(interval))
+        }
+    };
+    let max_tags = match lease_policy.max_tags {
         None | Some(0) => None,
         Some(n) => Some(usize::try_from(n).map_err(|_| UpstreamError::Invalid {
             key: KEY,
@@ -392,6 +414,7 @@ fn parse_config(text: &str) -> Result<UpstreamConfig, UpstreamError> {
             )?,
         },
         max_tags,
+        aging_interval,
         hidden_labels: document.hidden_labels.and_then(|h| h.keys),
         deprecated_labels: document
             .deprecated_labels
@@ -424,6 +447,7 @@ fn parse_legacy(text: &str) -> Result<UpstreamConfig, UpstreamError> {
             ..Keepalive::default()
         },
         max_tags: Some(LEGACY_MAX_TAGS),
+        aging_interval: None,
         hidden_labels: None,
         deprecated_labels: BTreeMap::new(),
         routers: None,
