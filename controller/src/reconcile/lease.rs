@@ -342,6 +342,10 @@ fn stored_lease_status(s: &scheduler::LeaseStatus) -> crd::LeaseStatus {
         ended: s.ended,
         priority: (s.priority != 0).then_some(s.priority),
         spot_access: s.spot_access.then_some(true),
+        // This planner does not estimate the queue yet.
+        queue_position: None,
+        estimated_start: None,
+        preemption_time: None,
         conditions: (!s.conditions.is_empty()).then(|| {
             s.conditions
                 .iter()
