@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jumpstarter_controller::admin::{
-    Admin, AdminError, ClientConfig, ExporterConfig, Kind, LeaseOrder, Objects, OutputFormat,
+    Admin, AdminError, Applied, ClientConfig, ExporterConfig, Kind, LeaseOrder, Manifest, Objects,
+    OutputFormat,
 };
-use jumpstarter_controller::crd::{Client, Exporter, Lease, LeaseSpec};
+use jumpstarter_controller::crd::{Client, Exporter, ExporterAccessPolicy, Lease, LeaseSpec};
 use jumpstarter_controller::keys::{self, Keys};
 use jumpstarter_controller::reconcile::{self, ReconcileMetrics};
 use jumpstarter_controller::settings::Settings;
@@ -497,4 +498,116 @@ async fn create_lease_refuses_bad_orders_precisely() {
     }
     // Nothing was written.
     assert!(admin.list(Kind::Lease).await.unwrap().is_empty());
+}
+
+/// A policy and a client, as `apply -f` reads them.
+const APPLIED: &str = "\
+apiVersion: jumpstarter.dev/v1alpha1
+kind: ExporterAccessPolicy
+metadata:
+  name: lab-policy
+spec:
+  exporterSelector:
+    matchLabels:
+      board: mock
+  policies:
+    - priority: 20
+      from:
+        - clientSelector:
+            matchLabels:
+              team: ci
+---
+apiVersion: jumpstarter.dev/v1alpha1
+kind: Client
+metadata:
+  name: alice
+  labels:
+    team: ci
+";
+
+#[tokio::test]
+async fn apply_creates_updates_in_place_and_refuses_bad_manifests_whole() {
+    let f = Fixture::new("admin-apply", true).await;
+    let admin = f.admin();
+    let manifest = |text: &str| Manifest::parse(text, &f.ns, true).expect("a valid manifest");
+    let lines = |applied: Vec<Applied>| -> Vec<String> {
+        applied.iter().map(ToString::to_string).collect()
+    };
+    assert_eq!(
+        lines(admin.apply(&manifest(APPLIED)).await.expect("apply")),
+        [
+            "exporteraccesspolicy.jumpstarter.dev/lab-policy created",
+            "client.jumpstarter.dev/alice created",
+        ]
+    );
+    // The reconciler issues the credential of a client apply created.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let alice: Client = f.store.get(&f.ns, "alice").await.unwrap().expect("alice");
+        if alice.status.and_then(|s| s.credential).is_some() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no credential");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first: ExporterAccessPolicy = f.store.get(&f.ns, "lab-policy").await.unwrap().unwrap();
+
+    assert_eq!(
+        lines(admin.apply(&manifest(APPLIED)).await.expect("apply again")),
+        [
+            "exporteraccesspolicy.jumpstarter.dev/lab-policy unchanged",
+            "client.jumpstarter.dev/alice unchanged",
+        ]
+    );
+    let changed = APPLIED.replace("priority: 20", "priority: 30");
+    assert_eq!(
+        lines(
+            admin
+                .apply(&manifest(&changed))
+                .await
+                .expect("apply a change")
+        ),
+        [
+            "exporteraccesspolicy.jumpstarter.dev/lab-policy configured",
+            "client.jumpstarter.dev/alice unchanged",
+        ]
+    );
+    let second: ExporterAccessPolicy = f.store.get(&f.ns, "lab-policy").await.unwrap().unwrap();
+    assert_eq!(
+        second.metadata.uid, first.metadata.uid,
+        "updated, not re-created"
+    );
+    assert_eq!(second.spec.policies.unwrap()[0].priority, Some(30));
+
+    // A bad document refuses the whole manifest, before anything is written.
+    let bad = format!(
+        "{}---\napiVersion: jumpstarter.dev/v1alpha1\nkind: Client\nmetadata: {{name: bob}}\n\
+         ---\napiVersion: jumpstarter.dev/v1alpha1\nkind: Exporter\n\
+         metadata: {{name: board-1, namespace: elsewhere}}\n",
+        changed.replace("priority: 30", "priority: 40")
+    );
+    let Err(AdminError::InvalidManifest { errors }) = Manifest::parse(&bad, &f.ns, true) else {
+        panic!("another namespace is refused")
+    };
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].document, 4);
+    let bob: Option<Client> = f.store.get(&f.ns, "bob").await.unwrap();
+    assert!(bob.is_none());
+
+    // get and delete policies.
+    let listed = admin.list(Kind::Policy).await.expect("list policies");
+    assert_eq!(listed.names(), ["lab-policy"]);
+    let table = listed.render(OutputFormat::Table, false).unwrap();
+    assert!(
+        table.contains("lab-policy   board=mock   1       30"),
+        "{table}"
+    );
+    admin
+        .delete(Kind::Policy, "lab-policy")
+        .await
+        .expect("delete");
+    assert!(matches!(
+        admin.get(Kind::Policy, "lab-policy").await,
+        Err(AdminError::NotFound { .. })
+    ));
 }

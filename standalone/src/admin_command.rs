@@ -6,10 +6,13 @@
 //!   serve`, which holds the data file.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
-use jumpstarter_controller::admin::{self, Admin, Kind, LeaseOrder, Objects, OutputFormat};
+use anyhow::Context as _;
+use jumpstarter_controller::admin::{
+    self, Admin, Applied, Kind, LeaseOrder, Manifest, Objects, OutputFormat,
+};
 use jumpstarter_controller::store::kube::KubeStore;
 use jumpstarter_shell::{kube_client, private_file};
 
@@ -46,6 +49,10 @@ pub(crate) enum AdminCommand {
     Delete {
         kind: Kind,
         name: String,
+    },
+    /// Create or update the objects of a YAML file (`-` for stdin).
+    Apply {
+        file: PathBuf,
     },
 }
 
@@ -126,6 +133,19 @@ impl Backend {
         })
     }
 
+    /// Applies the YAML text `manifest`. In Kubernetes mode, documents without a namespace
+    /// go to the admin's; one naming another is refused when `--namespace` was given. The
+    /// service of standalone mode serves one namespace and refuses any other.
+    async fn apply(&self, manifest: &str, namespace_given: bool) -> anyhow::Result<Vec<Applied>> {
+        Ok(match self {
+            Backend::Kubernetes(admin) => {
+                let manifest = Manifest::parse(manifest, admin.namespace(), namespace_given)?;
+                admin.apply(&manifest).await?
+            }
+            Backend::Service(client) => client.apply(manifest).await?,
+        })
+    }
+
     async fn delete(&self, kind: Kind, name: &str) -> anyhow::Result<()> {
         match self {
             Backend::Kubernetes(admin) => admin.delete(kind, name).await?,
@@ -145,7 +165,7 @@ pub(crate) async fn run(target: &Target, command: AdminCommand) -> anyhow::Resul
         AdminCommand::Get {
             name: Some(name), ..
         } => admin::validate_name(name)?,
-        AdminCommand::Get { name: None, .. } => {}
+        AdminCommand::Get { name: None, .. } | AdminCommand::Apply { .. } => {}
         AdminCommand::CreateLease { order, .. } => admin::validate_name(&order.client)?,
     }
     if let AdminCommand::Create { labels, .. } = &command {
@@ -153,6 +173,11 @@ pub(crate) async fn run(target: &Target, command: AdminCommand) -> anyhow::Resul
             admin::validate_label(key, value)?;
         }
     }
+    // Read the file before going anywhere: a missing file is the user's first error.
+    let manifest = match &command {
+        AdminCommand::Apply { file } => Some(read_manifest(file)?),
+        _ => None,
+    };
     let backend = Backend::connect(target).await?;
     let mut stdout = std::io::stdout().lock();
     match command {
@@ -176,6 +201,9 @@ pub(crate) async fn run(target: &Target, command: AdminCommand) -> anyhow::Resul
                 }
                 Kind::Lease => {
                     anyhow::bail!("use `jumpstarter admin create lease` to create a lease")
+                }
+                Kind::Policy => {
+                    anyhow::bail!("use `jumpstarter admin apply -f FILE` to create a policy")
                 }
             };
             match out {
@@ -210,7 +238,25 @@ pub(crate) async fn run(target: &Target, command: AdminCommand) -> anyhow::Resul
             backend.delete(kind, &name).await?;
             eprintln!("{} {name} deleted", kind.singular());
         }
+        AdminCommand::Apply { .. } => {
+            let manifest = manifest.unwrap_or_default();
+            for applied in backend.apply(&manifest, target.namespace.is_some()).await? {
+                writeln!(stdout, "{applied}")?;
+            }
+        }
     }
     stdout.flush()?;
     Ok(())
+}
+
+/// The text of `file`, or of stdin for `-`.
+fn read_manifest(file: &Path) -> anyhow::Result<String> {
+    if file == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("read the manifest from stdin")?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))
 }

@@ -4,7 +4,9 @@
 //!   metrics in one process, with all state in one file of the data directory.
 //! - `jumpstarter admin …`: create, get/list and delete clients, exporters and leases;
 //!   `create client|exporter` writes the 0.9.0 configuration `jmp` reads, `create lease`
-//!   leases exporters for a client as `jmp create lease` would. Through the
+//!   leases exporters for a client as `jmp create lease` would; `apply -f` creates or
+//!   updates any of them and ExporterAccessPolicies from YAML, as `kubectl apply -f`;
+//!   `get|delete policies` shows and removes access policies. Through the
 //!   running service's admin socket, or with `--kubeconfig`/`--kubernetes` through the
 //!   Kubernetes API of a cluster running `jumpstarter-controller`.
 //!
@@ -62,7 +64,8 @@ struct Cli {
 enum Command {
     /// Run the service: controller gRPC, reconcile loop, router, probes and metrics.
     Serve(ServeArgs),
-    /// Manage clients, exporters and leases (of the running service, or of a cluster).
+    /// Manage clients, exporters, leases and access policies (of the running service, or of
+    /// a cluster).
     Admin(AdminArgs),
 }
 
@@ -170,13 +173,92 @@ enum AdminSubcommand {
     #[command(subcommand)]
     Create(CreateCommand),
     /// Show one object, or list every object of a kind.
+    #[command(after_help = GET_EXAMPLES)]
     Get(GetArgs),
     /// List every object of a kind (or show one).
+    #[command(after_help = GET_EXAMPLES)]
     List(GetArgs),
     /// Delete an object (a client's or exporter's credential goes with it).
+    #[command(after_help = DELETE_EXAMPLES)]
     Delete(DeleteArgs),
+    /// Create or update objects from YAML, as `kubectl apply -f` does: Clients, Exporters,
+    /// Leases and ExporterAccessPolicies.
+    #[command(after_help = APPLY_EXAMPLES, long_about = APPLY_ABOUT)]
+    Apply(ApplyArgs),
     /// Check a Kubernetes installation: CRDs, controller, CA and every advertised router.
     Check(check::CheckArgs),
+}
+
+/// The long help of `apply`.
+const APPLY_ABOUT: &str = "\
+Create or update objects from YAML, as `kubectl apply -f` does.
+
+Each document (separated by `---`) has `apiVersion: jumpstarter.dev/v1alpha1`, a `kind`
+(Client, Exporter, Lease or ExporterAccessPolicy) and `metadata.name`; its namespace is
+`metadata.namespace`, else the one the command works in (a different `metadata.namespace`
+is refused with --namespace, and always in standalone mode, whose service serves one).
+An absent object is created; a present one gets the document's spec, labels and
+annotations (labels and annotations under jumpstarter.dev, kubernetes.io and k8s.io, and
+labels an exporter reported, stay) and keeps its status. Prints one line per document:
+`<kind>.jumpstarter.dev/<name> created|configured|unchanged`.
+
+Every document is checked before anything is written: a wrong apiVersion or kind, a
+missing or invalid name, a field the kind does not have, a YAML syntax error, and the
+like refuse the whole file, naming the document and the field.
+
+Clients and exporters created by apply get their credentials from the controller as
+usual, but apply prints no configuration: use `create client|exporter` to get the
+configuration file `jmp` reads.";
+
+/// Examples after the help of `apply`.
+const APPLY_EXAMPLES: &str = "\
+Examples:
+  # Who may lease which boards, and with what priority
+  cat > lab.yaml <<EOF
+  apiVersion: jumpstarter.dev/v1alpha1
+  kind: ExporterAccessPolicy
+  metadata:
+    name: lab-policy
+  spec:
+    exporterSelector:
+      matchLabels:
+        board: mock
+    policies:
+      - priority: 20
+        from:
+          - clientSelector:
+              matchLabels:
+                team: ci
+        maximumDuration: 2h
+      - priority: 10
+        spotAccess: true
+        from:
+          - clientSelector: {}
+  EOF
+  jumpstarter admin apply -f lab.yaml
+
+  # From stdin, against a cluster
+  kubectl kustomize lab/ | jumpstarter admin apply -f - --kubeconfig ~/.kube/config";
+
+/// Examples after the help of `get` and `list`.
+const GET_EXAMPLES: &str = "\
+Examples:
+  jumpstarter admin get exporters
+  jumpstarter admin get policies
+  jumpstarter admin get policy lab-policy -o yaml
+  jumpstarter admin get leases -o name";
+
+/// Examples after the help of `delete`.
+const DELETE_EXAMPLES: &str = "\
+Examples:
+  jumpstarter admin delete client alice
+  jumpstarter admin delete policies lab-policy";
+
+#[derive(Debug, Args)]
+struct ApplyArgs {
+    /// The YAML file to apply; `-` reads stdin.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    file: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -268,6 +350,12 @@ enum KindArg {
     Exporters,
     #[value(name = "leases", alias = "lease")]
     Leases,
+    /// ExporterAccessPolicies.
+    #[value(
+        name = "policies",
+        aliases = ["policy", "exporteraccesspolicy", "exporteraccesspolicies"]
+    )]
+    Policies,
 }
 
 impl From<KindArg> for Kind {
@@ -276,6 +364,7 @@ impl From<KindArg> for Kind {
             KindArg::Clients => Kind::Client,
             KindArg::Exporters => Kind::Exporter,
             KindArg::Leases => Kind::Lease,
+            KindArg::Policies => Kind::Policy,
         }
     }
 }
@@ -285,6 +374,8 @@ enum OutputArg {
     Table,
     Yaml,
     Json,
+    /// `<kind>.jumpstarter.dev/<name>`, one per line.
+    Name,
 }
 
 impl From<OutputArg> for OutputFormat {
@@ -293,6 +384,7 @@ impl From<OutputArg> for OutputFormat {
             OutputArg::Table => OutputFormat::Table,
             OutputArg::Yaml => OutputFormat::Yaml,
             OutputArg::Json => OutputFormat::Json,
+            OutputArg::Name => OutputFormat::Name,
         }
     }
 }
@@ -390,6 +482,7 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
             kind: args.kind.into(),
             name: args.name,
         },
+        AdminSubcommand::Apply(args) => AdminCommand::Apply { file: args.file },
         AdminSubcommand::Check(args) => {
             return check::run(target.kubeconfig.as_deref(), target.namespace, args).await;
         }
@@ -619,6 +712,34 @@ mod tests {
             Cli::try_parse_from(["jumpstarter", "admin", "get", "lease", "-o", "json"]).is_ok()
         );
         assert!(Cli::try_parse_from(["jumpstarter", "admin", "get", "pods"]).is_err());
+        for policy in [
+            "policy",
+            "policies",
+            "exporteraccesspolicy",
+            "exporteraccesspolicies",
+        ] {
+            let cli =
+                Cli::try_parse_from(["jumpstarter", "admin", "delete", policy, "p1"]).unwrap();
+            let Command::Admin(args) = cli.command else {
+                panic!("admin")
+            };
+            let AdminSubcommand::Delete(delete) = args.command else {
+                panic!("delete")
+            };
+            assert_eq!(Kind::from(delete.kind), Kind::Policy, "{policy}");
+        }
+        let cli =
+            Cli::try_parse_from(["jumpstarter", "admin", "apply", "-f", "-", "-n", "lab"]).unwrap();
+        let Command::Admin(args) = cli.command else {
+            panic!("admin")
+        };
+        assert!(
+            matches!(args.command, AdminSubcommand::Apply(ApplyArgs { file }) if file.as_os_str() == "-")
+        );
+        assert!(Cli::try_parse_from(["jumpstarter", "admin", "apply"]).is_err());
+        assert!(
+            Cli::try_parse_from(["jumpstarter", "admin", "get", "leases", "-o", "name"]).is_ok()
+        );
         assert!(
             Cli::try_parse_from(["jumpstarter", "admin", "create", "client", "a", "-l", "bad"])
                 .is_err()

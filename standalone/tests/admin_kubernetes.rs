@@ -107,3 +107,88 @@ async fn admin_works_through_the_kubernetes_api() {
     stop.cancel();
     loop_task.await.expect("loop task").expect("loop result");
 }
+
+/// The policy, client and exporter both modes apply.
+const LAB: &str = include_str!("fixtures/lab.yaml");
+
+/// `jumpstarter admin apply -f FILE --kubeconfig … --namespace NS` with `text` in FILE.
+fn apply(env: &TestEnv, ns: &str, dir: &std::path::Path, text: &str) -> Output {
+    let file = dir.join("manifest.yaml");
+    std::fs::write(&file, text).expect("write the manifest");
+    admin(
+        env,
+        ns,
+        &["apply", "-f", file.to_str().expect("UTF-8 path")],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_and_policies_work_through_the_kubernetes_api() {
+    let env = TestEnv::shared();
+    env.install_crds(&jumpstarter_controller::crd::definitions())
+        .await
+        .expect("install CRDs");
+    let ns = env.namespace("standalone-apply").await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+
+    assert_eq!(
+        ok(apply(env, &ns, tmp.path(), LAB)),
+        "exporteraccesspolicy.jumpstarter.dev/lab-policy created\n\
+         client.jumpstarter.dev/alice created\n\
+         exporter.jumpstarter.dev/board-1 created\n"
+    );
+    assert_eq!(
+        ok(admin(env, &ns, &["get", "policies"])),
+        "NAME         EXPORTERS    RULES   PRIORITIES\n\
+         lab-policy   board=mock   2       20,10(spot)\n"
+    );
+    let yaml: serde_norway::Value = serde_norway::from_str(&ok(admin(
+        env,
+        &ns,
+        &["get", "exporteraccesspolicy", "lab-policy", "-o", "yaml"],
+    )))
+    .expect("YAML");
+    assert_eq!(yaml["metadata"]["namespace"].as_str(), Some(ns.as_str()));
+    let uid = yaml["metadata"]["uid"].clone();
+
+    assert_eq!(
+        ok(apply(env, &ns, tmp.path(), LAB)),
+        "exporteraccesspolicy.jumpstarter.dev/lab-policy unchanged\n\
+         client.jumpstarter.dev/alice unchanged\n\
+         exporter.jumpstarter.dev/board-1 unchanged\n"
+    );
+    let changed = LAB.replace("priority: 20", "priority: 30");
+    assert_eq!(
+        ok(apply(env, &ns, tmp.path(), &changed)),
+        "exporteraccesspolicy.jumpstarter.dev/lab-policy configured\n\
+         client.jumpstarter.dev/alice unchanged\n\
+         exporter.jumpstarter.dev/board-1 unchanged\n"
+    );
+    let yaml: serde_norway::Value = serde_norway::from_str(&ok(admin(
+        env,
+        &ns,
+        &["get", "policy", "lab-policy", "-o", "yaml"],
+    )))
+    .expect("YAML");
+    assert_eq!(yaml["metadata"]["uid"], uid, "updated, not re-created");
+
+    // A document naming another namespace than --namespace refuses the whole file.
+    let bad = format!(
+        "{}---\napiVersion: jumpstarter.dev/v1alpha1\nkind: Client\n\
+         metadata: {{name: bob, namespace: elsewhere}}\n",
+        changed.replace("priority: 30", "priority: 40")
+    );
+    let refused = apply(env, &ns, tmp.path(), &bad);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("document 4 (Client/bob): metadata.namespace \"elsewhere\" differs"),
+        "{stderr}"
+    );
+    assert!(ok(admin(env, &ns, &["get", "policies"])).contains("30,10(spot)"));
+
+    ok(admin(env, &ns, &["delete", "policies", "lab-policy"]));
+    let gone = admin(env, &ns, &["get", "policy", "lab-policy"]);
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("not found"));
+}

@@ -1,17 +1,20 @@
-//! What `get` and `list` return ([`Objects`]) and how it is shown: a table, YAML or JSON.
+//! What `get` and `list` return ([`Objects`]) and how it is shown: a table, YAML, JSON or
+//! names.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::str::FromStr;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use jumpstarter_lease::selector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use kube::Resource;
 use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
 
-use super::AdminError;
-use crate::crd::vocabulary::is_true;
+use super::{AdminError, Kind};
 use crate::crd::vocabulary::lease_condition::{INVALID, READY, UNSATISFIABLE};
-use crate::crd::{Client, Exporter, Lease};
+use crate::crd::vocabulary::{is_true, selector_from_k8s, time_of};
+use crate::crd::{Client, Exporter, ExporterAccessPolicy, Lease};
 
 /// The objects of one kind, as listed or got. Serialized as `{"kind": "clients", "items":
 /// [...]}`, which is also how it travels between the admin CLI and a running service.
@@ -21,6 +24,7 @@ pub enum Objects {
     Clients(Vec<Client>),
     Exporters(Vec<Exporter>),
     Leases(Vec<Lease>),
+    Policies(Vec<ExporterAccessPolicy>),
 }
 
 /// Output format of `get` and `list`.
@@ -31,6 +35,8 @@ pub enum OutputFormat {
     Table,
     Yaml,
     Json,
+    /// `<resource>/<name>` per object, as `kubectl get -o name` prints it.
+    Name,
 }
 
 impl FromStr for OutputFormat {
@@ -41,19 +47,31 @@ impl FromStr for OutputFormat {
             "table" => Ok(OutputFormat::Table),
             "yaml" => Ok(OutputFormat::Yaml),
             "json" => Ok(OutputFormat::Json),
+            "name" => Ok(OutputFormat::Name),
             other => Err(format!(
-                "unknown output format {other:?}: use table, yaml or json"
+                "unknown output format {other:?}: use table, yaml, json or name"
             )),
         }
     }
 }
 
 impl Objects {
+    /// The kind of the objects.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Objects::Clients(_) => Kind::Client,
+            Objects::Exporters(_) => Kind::Exporter,
+            Objects::Leases(_) => Kind::Lease,
+            Objects::Policies(_) => Kind::Policy,
+        }
+    }
+
     pub fn len(&self) -> usize {
         match self {
             Objects::Clients(items) => items.len(),
             Objects::Exporters(items) => items.len(),
             Objects::Leases(items) => items.len(),
+            Objects::Policies(items) => items.len(),
         }
     }
 
@@ -73,6 +91,7 @@ impl Objects {
             Objects::Clients(items) => names(items),
             Objects::Exporters(items) => names(items),
             Objects::Leases(items) => names(items),
+            Objects::Policies(items) => names(items),
         }
     }
 
@@ -81,6 +100,14 @@ impl Objects {
     pub fn render(&self, format: OutputFormat, single: bool) -> Result<String, AdminError> {
         match format {
             OutputFormat::Table => Ok(self.table()),
+            OutputFormat::Name => {
+                let resource = self.kind().resource();
+                Ok(self
+                    .names()
+                    .iter()
+                    .map(|name| format!("{resource}/{name}\n"))
+                    .collect())
+            }
             OutputFormat::Json => {
                 let value = self.document(single)?;
                 let mut text = serde_json::to_string_pretty(&value)
@@ -116,6 +143,7 @@ impl Objects {
             Objects::Clients(items) => values(items)?,
             Objects::Exporters(items) => values(items)?,
             Objects::Leases(items) => values(items)?,
+            Objects::Policies(items) => values(items)?,
         };
         if single && items.len() == 1 {
             return Ok(items.remove(0));
@@ -170,7 +198,8 @@ impl Objects {
             ),
             Objects::Leases(items) => (
                 &[
-                    "NAME", "CLIENT", "SELECTOR", "EXPORTER", "DURATION", "STATE",
+                    "NAME", "CLIENT", "SELECTOR", "EXPORTER", "DURATION", "STATE", "POSITION",
+                    "ETA",
                 ],
                 items
                     .iter()
@@ -187,6 +216,23 @@ impl Objects {
                             dash(exporter),
                             dash(l.spec.duration.clone()),
                             lease_state(l).to_owned(),
+                            dash(status.and_then(|s| s.queue_position).map(|p| p.to_string())),
+                            dash(status.and_then(|s| s.estimated_start.as_ref()).map(utc)),
+                        ]
+                    })
+                    .collect(),
+            ),
+            Objects::Policies(items) => (
+                &["NAME", "EXPORTERS", "RULES", "PRIORITIES"],
+                items
+                    .iter()
+                    .map(|p| {
+                        let rules = p.spec.policies.as_deref().unwrap_or_default();
+                        vec![
+                            name_of(p),
+                            exporters_of(p),
+                            rules.len().to_string(),
+                            dash(Some(priorities(rules))),
                         ]
                     })
                     .collect(),
@@ -229,6 +275,48 @@ fn format_selector(selector: &LabelSelector) -> String {
         .chain(expressions)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// The exporters a policy applies to, as label-selector text (Kubernetes'
+/// `FormatLabelSelector`); `<all>` when its selector is absent or empty.
+fn exporters_of(policy: &ExporterAccessPolicy) -> String {
+    let selector = policy
+        .spec
+        .exporter_selector
+        .as_ref()
+        .map(selector_from_k8s)
+        .unwrap_or_default();
+    if selector.is_empty() {
+        "<all>".to_owned()
+    } else {
+        selector::format(&selector)
+    }
+}
+
+/// Each rule's priority in order (0 when unset, as the scheduler reads it), `(spot)` after
+/// a rule that grants only spot access: `100,10(spot)`.
+fn priorities(rules: &[crate::crd::Policy]) -> String {
+    rules
+        .iter()
+        .map(|rule| {
+            let spot = if rule.spot_access == Some(true) {
+                "(spot)"
+            } else {
+                ""
+            };
+            format!("{}{spot}", rule.priority.unwrap_or(0))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A time as RFC 3339 in UTC, to the second (`2025-01-31T09:00:00Z`).
+fn utc(time: &Time) -> String {
+    let time = time_of(time);
+    let time = time.replace_nanosecond(0).unwrap_or(time);
+    // Formatting a time whose year has four digits as RFC 3339 cannot fail; an unformattable
+    // one shows as an empty cell.
+    time.format(&Rfc3339).unwrap_or_default()
 }
 
 /// `-` for an absent or empty cell.
@@ -336,8 +424,90 @@ mod tests {
     }
 
     #[test]
+    fn lease_tables_show_the_queue_position_and_expected_start() {
+        use crate::crd::{LeaseSpec, LeaseStatus};
+        use k8s_openapi::api::core::v1::LocalObjectReference;
+
+        let lease = |name: &str, status: Option<LeaseStatus>| {
+            let mut lease = Lease::new(
+                name,
+                LeaseSpec {
+                    client_ref: LocalObjectReference {
+                        name: "alice".into(),
+                    },
+                    duration: Some("30m".into()),
+                    ..LeaseSpec::default()
+                },
+            );
+            lease.status = status;
+            lease
+        };
+        let start: Time =
+            serde_json::from_value(serde_json::json!("2030-01-31T09:00:00Z")).unwrap();
+        let waiting = LeaseStatus {
+            queue_position: Some(2),
+            estimated_start: Some(start),
+            ..LeaseStatus::default()
+        };
+        let objects = Objects::Leases(vec![lease("l1", Some(waiting)), lease("l2", None)]);
+        let text = objects.render(OutputFormat::Table, false).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].ends_with("STATE     POSITION   ETA"), "{text}");
+        assert!(
+            lines[1].ends_with("Pending   2          2030-01-31T09:00:00Z"),
+            "{text}"
+        );
+        assert!(lines[2].ends_with("Pending   -          -"), "{text}");
+    }
+
+    #[test]
+    fn policy_tables_summarise_selector_rules_and_priorities() {
+        use crate::crd::{ExporterAccessPolicySpec, Policy};
+
+        let rules = vec![
+            Policy {
+                priority: Some(100),
+                ..Policy::default()
+            },
+            Policy {
+                spot_access: Some(true),
+                ..Policy::default()
+            },
+        ];
+        let selector = LabelSelector {
+            match_labels: Some(BTreeMap::from([("board".into(), "mock".into())])),
+            ..LabelSelector::default()
+        };
+        let objects = Objects::Policies(vec![
+            ExporterAccessPolicy::new(
+                "lab",
+                ExporterAccessPolicySpec {
+                    exporter_selector: Some(selector),
+                    policies: Some(rules),
+                },
+            ),
+            ExporterAccessPolicy::new("open", ExporterAccessPolicySpec::default()),
+        ]);
+        let text = objects.render(OutputFormat::Table, false).unwrap();
+        assert_eq!(
+            text,
+            "NAME   EXPORTERS    RULES   PRIORITIES\n\
+             lab    board=mock   2       100,0(spot)\n\
+             open   <all>        0       -\n"
+        );
+        assert_eq!(
+            objects.render(OutputFormat::Name, false).unwrap(),
+            "exporteraccesspolicy.jumpstarter.dev/lab\nexporteraccesspolicy.jumpstarter.dev/open\n"
+        );
+        let back: Objects =
+            serde_json::from_str(&serde_json::to_string(&objects).unwrap()).unwrap();
+        assert_eq!(back, objects);
+    }
+
+    #[test]
     fn output_formats_parse() {
         assert_eq!("yaml".parse::<OutputFormat>(), Ok(OutputFormat::Yaml));
+        assert_eq!("name".parse::<OutputFormat>(), Ok(OutputFormat::Name));
         assert!("xml".parse::<OutputFormat>().is_err());
     }
 }

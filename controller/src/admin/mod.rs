@@ -10,10 +10,15 @@
 //! Creating a lease ([`lease`]) goes through the checks of `ClientService.CreateLease`
 //! on behalf of an existing client; the reconcile loop schedules it as usual.
 //!
+//! Applying a YAML manifest ([`apply`]) creates or updates objects of any of the four kinds,
+//! ExporterAccessPolicies included, as `kubectl apply -f` would.
+//!
+//! - [`apply`]: [`Manifest`], what `apply -f` reads, checks and writes.
 //! - [`config`]: the 0.9.0 `ClientConfig` / `ExporterConfig` files.
 //! - [`lease`]: [`LeaseOrder`], what `create lease` asks for.
-//! - [`listing`]: [`Objects`] (the result of get and list) as a table, YAML or JSON.
+//! - [`listing`]: [`Objects`] (the result of get and list) as a table, YAML, JSON or names.
 
+pub mod apply;
 pub(crate) mod config;
 pub mod lease;
 pub(crate) mod listing;
@@ -22,14 +27,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, LocalObjectReference, Secret};
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::crd::{Client, ClientSpec, Exporter, ExporterSpec, Lease};
+use crate::crd::{Client, ClientSpec, Exporter, ExporterAccessPolicy, ExporterSpec, GROUP, Lease};
 use crate::keys;
 use crate::reconcile::credential::TOKEN_KEY;
 use crate::settings::DEFAULT_MAX_TAGS;
 use crate::store::{Object, Store, StoreError, list_all};
 
+pub use apply::{Applied, DocumentError, Manifest, Outcome};
 pub use config::{ClientConfig, Credentials, ExporterConfig};
 pub use lease::LeaseOrder;
 pub use listing::{Objects, OutputFormat};
@@ -41,38 +48,66 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Longest object name: the credential Secret `<name>-exporter` must stay a valid name.
 const MAX_NAME_LEN: usize = 253 - "-exporter".len();
 
-/// The kinds of object the admin commands handle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The kinds of object the admin commands handle. Serialized as the object's `kind`
+/// (`Client`, …, `ExporterAccessPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Kind {
     Client,
     Exporter,
     Lease,
+    #[serde(rename = "ExporterAccessPolicy")]
+    Policy,
 }
 
 impl Kind {
-    /// `client`, `exporter`, `lease`.
+    /// Every kind, in the order help texts list them.
+    pub const ALL: [Kind; 4] = [Kind::Client, Kind::Exporter, Kind::Lease, Kind::Policy];
+
+    /// `client`, `exporter`, `lease`, `policy`.
     pub fn singular(self) -> &'static str {
         match self {
             Kind::Client => "client",
             Kind::Exporter => "exporter",
             Kind::Lease => "lease",
+            Kind::Policy => "policy",
         }
     }
 
-    /// `clients`, `exporters`, `leases`.
+    /// `clients`, `exporters`, `leases`, `policies`.
     pub fn plural(self) -> &'static str {
         match self {
             Kind::Client => "clients",
             Kind::Exporter => "exporters",
             Kind::Lease => "leases",
+            Kind::Policy => "policies",
         }
     }
 
-    /// The kind named by its singular or plural form.
+    /// The object's `kind`: `Client`, `Exporter`, `Lease`, `ExporterAccessPolicy`.
+    pub fn object_kind(self) -> &'static str {
+        match self {
+            Kind::Client => "Client",
+            Kind::Exporter => "Exporter",
+            Kind::Lease => "Lease",
+            Kind::Policy => "ExporterAccessPolicy",
+        }
+    }
+
+    /// The resource as kubectl names it in its output: the lowercase kind and the group,
+    /// e.g. `exporteraccesspolicy.jumpstarter.dev`.
+    pub fn resource(self) -> String {
+        format!("{}.{GROUP}", self.object_kind().to_ascii_lowercase())
+    }
+
+    /// The kind named by its singular or plural form, or (for policies) by the singular or
+    /// plural of its object kind, lowercase (`exporteraccesspolicies`).
     pub fn parse(text: &str) -> Option<Kind> {
-        [Kind::Client, Kind::Exporter, Kind::Lease]
-            .into_iter()
-            .find(|k| text == k.singular() || text == k.plural())
+        Kind::ALL.into_iter().find(|k| {
+            text == k.singular()
+                || text == k.plural()
+                || (*k == Kind::Policy
+                    && matches!(text, "exporteraccesspolicy" | "exporteraccesspolicies"))
+        })
     }
 }
 
@@ -131,6 +166,10 @@ pub enum AdminError {
     },
     #[error("cannot render the output: {0}")]
     Render(String),
+    #[error("invalid manifest, nothing applied:\n{}", apply::describe(.errors))]
+    InvalidManifest { errors: Vec<DocumentError> },
+    #[error("no objects passed to apply")]
+    EmptyManifest,
 }
 
 /// The admin operations on one namespace of a store.
@@ -235,6 +274,11 @@ impl<S: Store> Admin<S> {
             Kind::Lease => {
                 Objects::Leases(vec![self.read::<Lease>(name).await?.ok_or_else(not_found)?])
             }
+            Kind::Policy => Objects::Policies(vec![
+                self.read::<ExporterAccessPolicy>(name)
+                    .await?
+                    .ok_or_else(not_found)?,
+            ]),
         })
     }
 
@@ -244,6 +288,7 @@ impl<S: Store> Admin<S> {
             Kind::Client => Objects::Clients(self.list_sorted().await?),
             Kind::Exporter => Objects::Exporters(self.list_sorted().await?),
             Kind::Lease => Objects::Leases(self.list_sorted().await?),
+            Kind::Policy => Objects::Policies(self.list_sorted().await?),
         })
     }
 
@@ -255,6 +300,7 @@ impl<S: Store> Admin<S> {
             Kind::Client => self.read::<Client>(name).await?.is_some(),
             Kind::Exporter => self.read::<Exporter>(name).await?.is_some(),
             Kind::Lease => self.read::<Lease>(name).await?.is_some(),
+            Kind::Policy => self.read::<ExporterAccessPolicy>(name).await?.is_some(),
         };
         if !exists {
             return Err(self.not_found(kind, name));
@@ -263,13 +309,14 @@ impl<S: Store> Admin<S> {
             Kind::Client => self.remove::<Client>(name).await?,
             Kind::Exporter => self.remove::<Exporter>(name).await?,
             Kind::Lease => self.remove::<Lease>(name).await?,
+            Kind::Policy => self.remove::<ExporterAccessPolicy>(name).await?,
         }
         // Kubernetes garbage-collects the Secret through its owner reference; stores
         // without a garbage collector need it removed here. Removing it twice is harmless.
         let secret = match kind {
             Kind::Client => Some(format!("{name}-client")),
             Kind::Exporter => Some(format!("{name}-exporter")),
-            Kind::Lease => None,
+            Kind::Lease | Kind::Policy => None,
         };
         if let Some(secret) = secret {
             self.remove::<Secret>(&secret).await?;
@@ -612,6 +659,20 @@ mod tests {
         assert_eq!(Kind::parse("clients"), Some(Kind::Client));
         assert_eq!(Kind::parse("lease"), Some(Kind::Lease));
         assert_eq!(Kind::parse("pods"), None);
+        for policy in [
+            "policy",
+            "policies",
+            "exporteraccesspolicy",
+            "exporteraccesspolicies",
+        ] {
+            assert_eq!(Kind::parse(policy), Some(Kind::Policy), "{policy}");
+        }
+        assert_eq!(Kind::parse("exporteraccesspolicys"), None);
+        assert_eq!(
+            Kind::Policy.resource(),
+            "exporteraccesspolicy.jumpstarter.dev"
+        );
+        assert_eq!(Kind::Client.resource(), "client.jumpstarter.dev");
     }
 
     #[test]

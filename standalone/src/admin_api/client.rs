@@ -8,11 +8,13 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use jumpstarter_controller::admin::{ClientConfig, ExporterConfig, Kind, LeaseOrder, Objects};
+use jumpstarter_controller::admin::{
+    Applied, ClientConfig, ExporterConfig, Kind, LeaseOrder, Objects,
+};
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
-use super::{CreateRequest, ErrorBody, NAMESPACE_HEADER};
+use super::{ApplyRequest, CreateRequest, ErrorBody, NAMESPACE_HEADER};
 
 /// Why a call to the service failed.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +81,15 @@ impl AdminClient {
         let body = serde_json::to_vec(order).map_err(|e| ClientError::Decode(e.to_string()))?;
         let path = format!("/v1/{}", Kind::Lease.plural());
         decode(self.call(Method::POST, &path, Some(body)).await?)
+    }
+
+    /// Applies the YAML text `manifest`; the service checks it.
+    pub(crate) async fn apply(&self, manifest: &str) -> Result<Vec<Applied>, ClientError> {
+        let request = ApplyRequest {
+            manifest: manifest.to_owned(),
+        };
+        let body = serde_json::to_vec(&request).map_err(|e| ClientError::Decode(e.to_string()))?;
+        decode(self.call(Method::POST, "/v1/apply", Some(body)).await?)
     }
 
     pub(crate) async fn get(&self, kind: Kind, name: &str) -> Result<Objects, ClientError> {

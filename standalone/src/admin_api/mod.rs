@@ -10,7 +10,11 @@
 //!   [`ExporterConfig`](jumpstarter_controller::admin::ExporterConfig));
 //! - `POST /v1/leases` with a [`LeaseOrder`](jumpstarter_controller::admin::LeaseOrder) →
 //!   the created lease as [`Objects`](jumpstarter_controller::admin::Objects);
-//! - `GET /v1/{clients|exporters|leases}` and `GET /v1/{kind}/{name}` →
+//! - `POST /v1/apply` with an [`ApplyRequest`] (the YAML text, checked and applied by
+//!   [`Manifest`](jumpstarter_controller::admin::Manifest) in the service's namespace) →
+//!   what happened to each document, a list of
+//!   [`Applied`](jumpstarter_controller::admin::Applied);
+//! - `GET /v1/{clients|exporters|leases|policies}` and `GET /v1/{kind}/{name}` →
 //!   [`Objects`](jumpstarter_controller::admin::Objects);
 //! - `DELETE /v1/{kind}/{name}` → 204.
 //!
@@ -40,6 +44,13 @@ pub(crate) struct CreateRequest {
     /// `spec.username`: the identity-provider user that may act as the object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) username: Option<String>,
+}
+
+/// Body of an apply request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ApplyRequest {
+    /// The YAML text, as `apply -f` read it.
+    pub(crate) manifest: String,
 }
 
 /// Body of a failed request.

@@ -10,9 +10,9 @@ use axum::extract::{FromRequestParts, Path as UrlPath, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Router, middleware};
-use jumpstarter_controller::admin::{Admin, AdminError, Kind, LeaseOrder};
+use jumpstarter_controller::admin::{Admin, AdminError, Kind, LeaseOrder, Manifest};
 use jumpstarter_controller::store::{Store, StoreError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,7 @@ use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
 use super::peer::{self, CredentialListener, Peer, PeerCheck};
-use super::{CreateRequest, ErrorBody, NAMESPACE_HEADER};
+use super::{ApplyRequest, CreateRequest, ErrorBody, NAMESPACE_HEADER};
 
 /// Binds the socket at `path`, readable and writable by the owner only. A file left at
 /// `path` by an earlier run is replaced: the caller holds the data directory's lock, so no
@@ -51,6 +51,7 @@ pub(crate) async fn serve<S: Store>(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let app = Router::new()
+        .route("/v1/apply", post(apply::<S>))
         .route("/v1/{kind}", get(list::<S>).post(create::<S>))
         .route("/v1/{kind}/{name}", get(get_one::<S>).delete(delete::<S>))
         .with_state(Arc::new(admin))
@@ -101,8 +102,30 @@ async fn create<S: Store>(
             Ok(order) => respond(admin.create_lease(&order).await, StatusCode::CREATED),
             Err(refusal) => *refusal,
         },
+        Some(Kind::Policy) => failure(
+            StatusCode::BAD_REQUEST,
+            "access policies are created and changed with `jumpstarter admin apply -f FILE`"
+                .to_owned(),
+        ),
         None => unknown_kind(&kind),
     }
+}
+
+/// Applies a manifest in the service's namespace, the only one it serves: a document naming
+/// another is refused with the rest.
+async fn apply<S: Store>(State(admin): Shared<S>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(refusal) = check_namespace(&admin, &headers) {
+        return refusal;
+    }
+    let request = match parse_body::<ApplyRequest>(&body) {
+        Ok(request) => request,
+        Err(refusal) => return *refusal,
+    };
+    let applied = match Manifest::parse(&request.manifest, admin.namespace(), true) {
+        Ok(manifest) => admin.apply(&manifest).await,
+        Err(e) => Err(e),
+    };
+    respond(applied, StatusCode::OK)
 }
 
 /// A JSON request body, or the refusal to answer (boxed: a response is large).
@@ -202,7 +225,9 @@ fn admin_failure(error: &AdminError) -> Response {
         AdminError::InvalidName { .. }
         | AdminError::InvalidLabel { .. }
         | AdminError::InvalidUsername { .. }
-        | AdminError::InvalidLease(_) => StatusCode::BAD_REQUEST,
+        | AdminError::InvalidLease(_)
+        | AdminError::InvalidManifest { .. }
+        | AdminError::EmptyManifest => StatusCode::BAD_REQUEST,
         AdminError::AlreadyExists { .. } => StatusCode::CONFLICT,
         AdminError::NotFound { .. } => StatusCode::NOT_FOUND,
         AdminError::CredentialTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -217,7 +242,7 @@ fn admin_failure(error: &AdminError) -> Response {
 fn unknown_kind(kind: &str) -> Response {
     failure(
         StatusCode::NOT_FOUND,
-        format!("unknown kind {kind:?}: use clients, exporters or leases"),
+        format!("unknown kind {kind:?}: use clients, exporters, leases or policies"),
     )
 }
 
