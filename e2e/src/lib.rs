@@ -445,15 +445,20 @@ impl Lab {
             .await
     }
 
-    /// `jumpstarter admin <args> --data-dir D`, asserting success; returns stdout.
+    /// `jumpstarter admin <args>` against the lab (`--data-dir D` in standalone mode,
+    /// `--kubeconfig K -n NS` in Kubernetes mode), asserting success; returns stdout.
     pub async fn admin(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new(bin_path("jumpstarter"))
-            .arg("admin")
-            .args(args)
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .output()
-            .await?;
+        let mut cmd = Command::new(bin_path("jumpstarter"));
+        cmd.arg("admin").args(args);
+        match self.mode {
+            Mode::Standalone => cmd.arg("--data-dir").arg(self.data_dir()),
+            Mode::Kubernetes => cmd
+                .arg("--kubeconfig")
+                .arg(&self.kubeconfig)
+                .arg("--namespace")
+                .arg(&self.namespace),
+        };
+        let out = cmd.output().await?;
         if !out.status.success() {
             bail!(
                 "jumpstarter admin {} failed: {}{}",

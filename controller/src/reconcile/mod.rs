@@ -33,7 +33,7 @@ mod memory;
 pub(crate) mod metrics;
 pub(crate) mod pass;
 mod reflections;
-mod view;
+pub(crate) mod view;
 
 use jumpstarter_shell::error_chain::error_chain;
 use std::sync::Arc;

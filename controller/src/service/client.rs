@@ -10,6 +10,7 @@ use kube::api::ObjectMeta;
 use time::OffsetDateTime;
 use tonic::{Request, Status};
 
+use jumpstarter_lease::scheduler::{self, booking};
 use jumpstarter_lease::{Change, LeaseError, LeaseState, command, selector};
 use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
 use jumpstarter_proto::jumpstarter::client::v1::client_service_server::ClientService;
@@ -23,6 +24,7 @@ use super::{
 use crate::auth::{Caller, ObjectIdentity, revocation};
 use crate::crd::vocabulary;
 use crate::crd::{Client, Exporter, Lease};
+use crate::reconcile::view;
 use crate::store::{Store, StoreError};
 
 /// The ClientService over a [`Store`].
@@ -188,6 +190,7 @@ impl<S: Store> ClientApi<S> {
             .await?;
         let name = lease_request::name_or_new(new.name);
         let object = lease_request::build(&new.lease, &namespace, &name, &new.client)?;
+        self.check_booking(&namespace, &object).await?;
         let created = self.store().create(&object).await.map_err(store_status)?;
         self.cache().put(&created);
         tracing::info!(lease = %format!("{namespace}/{name}"), client = %caller.name, "lease created");
@@ -196,6 +199,38 @@ impl<S: Store> ClientApi<S> {
             self.deprecated_labels(),
             OffsetDateTime::now_utc(),
         ))
+    }
+
+    /// A lease with a future begin time must not overlap the bookings and leases that hold
+    /// its exporters then, unless its tags ask to queue ([`booking::QUEUE_TAG`]).
+    async fn check_booking(&self, namespace: &str, object: &Lease) -> Result<(), Status> {
+        let (key, value) = booking::QUEUE_TAG;
+        let queue = object
+            .spec
+            .tags
+            .as_ref()
+            .is_some_and(|tags| tags.get(key).is_some_and(|v| v == value));
+        if object.spec.begin_time.is_none() || queue {
+            return Ok(());
+        }
+        let leases = self
+            .cache()
+            .list::<Lease>(namespace)
+            .await
+            .map_err(store_status)?;
+        let exporters = self
+            .cache()
+            .list::<Exporter>(namespace)
+            .await
+            .map_err(store_status)?;
+        let leases: Vec<scheduler::Lease> = leases.iter().map(|l| view::lease(l)).collect();
+        let exporters: Vec<scheduler::Exporter> = exporters
+            .iter()
+            .map(|e| view::exporter(e, e.status.as_ref()))
+            .collect();
+        let spec = view::lease(object).spec;
+        booking::check(&spec, &leases, &exporters, OffsetDateTime::now_utc())
+            .map_err(|conflict| Status::failed_precondition(conflict.message))
     }
 
     async fn update_lease_inner(

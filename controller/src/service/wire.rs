@@ -37,18 +37,33 @@ pub(crate) fn lease_to_proto(
         let elapsed = end.unwrap_or(now) - begin;
         proto_duration(elapsed.max(Duration::ZERO))
     });
+    // A spot lease under notice shows its end pulled in to the notice's end: 0.9.0 clients
+    // read the end as `effective_begin_time + duration` and look again then.
+    let notice = status
+        .preemption_time
+        .as_ref()
+        .filter(|_| !status.ended)
+        .map(time_of);
+    let duration = spec
+        .duration
+        .as_deref()
+        .and_then(|d| go_duration::parse(d).ok());
+    let duration = match (notice, begin) {
+        (Some(at), Some(begin)) => Some((at - begin).max(Duration::ZERO)),
+        _ => duration,
+    };
+    let end_time = match notice {
+        Some(at) => Some(vocabulary::stored_time(at)),
+        None => spec.end_time.clone(),
+    };
     client_pb::Lease {
         name: names::format(&namespace, names::LEASES, &name),
         selector: selector::format(&selector_from_k8s(&spec.selector)),
-        duration: spec
-            .duration
-            .as_deref()
-            .and_then(|d| go_duration::parse(d).ok())
-            .map(proto_duration),
+        duration: duration.map(proto_duration),
         effective_duration,
         begin_time: spec.begin_time.as_ref().map(timestamp_of),
         effective_begin_time: status.begin_time.as_ref().map(timestamp_of),
-        end_time: spec.end_time.as_ref().map(timestamp_of),
+        end_time: end_time.as_ref().map(timestamp_of),
         effective_end_time: status.end_time.as_ref().map(timestamp_of),
         client: Some(names::format(
             &namespace,

@@ -7,6 +7,7 @@
 //! and the oldest waiting lease is served first.
 //!
 //! - [`snapshot`]: the input types.
+//! - [`booking`]: bookings checked against each other when they are created.
 //! - [`planner`]: [`plan`] and its output.
 //! - [`index`]: incremental planning, [`Index`]: only the leases whose status may change,
 //!   against exporters kept between plans.
@@ -14,6 +15,7 @@
 //! - [`lease_times`]: the begin/end/duration rules `CreateLease` applies.
 //! - [`duration`]: Go duration strings, the CRDs' storage form for durations.
 
+pub mod booking;
 pub mod condition;
 pub mod duration;
 pub mod index;

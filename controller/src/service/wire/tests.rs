@@ -73,6 +73,33 @@ fn active_lease_shape() {
 }
 
 #[test]
+fn a_spot_lease_under_notice_shows_its_end_pulled_in() {
+    let now = datetime!(2026-01-01 00:05 UTC);
+    let mut l = lease();
+    l.status = Some(LeaseStatus {
+        begin_time: Some(k8s_time(datetime!(2026-01-01 00:00 UTC)).unwrap()),
+        exporter_ref: Some(LocalObjectReference {
+            name: "exp1".into(),
+        }),
+        spot_access: Some(true),
+        preemption_time: Some(k8s_time(datetime!(2026-01-01 00:06 UTC)).unwrap()),
+        ..LeaseStatus::default()
+    });
+    let proto = lease_to_proto(&l, &BTreeMap::new(), now);
+    // 0.9.0 reads the end as effective_begin_time + duration: the notice's end.
+    assert_eq!(proto.duration.unwrap().seconds, 360);
+    assert_eq!(proto.end_time.unwrap().seconds, 1_767_225_960);
+
+    // Once ended, the lease is shown as requested.
+    let status = l.status.as_mut().unwrap();
+    status.ended = true;
+    status.end_time = Some(k8s_time(datetime!(2026-01-01 00:06 UTC)).unwrap());
+    let proto = lease_to_proto(&l, &BTreeMap::new(), now);
+    assert_eq!(proto.duration.unwrap().seconds, 600);
+    assert!(proto.end_time.is_none());
+}
+
+#[test]
 fn exporter_shape_hides_labels() {
     let exporter = Exporter {
         metadata: ObjectMeta {
