@@ -20,6 +20,33 @@ const PROPERTY_MAP_KEYS: [&str; 4] = [
     "definitions",
     "dependencies",
 ];
+/// Properties this project adds to the 0.9.0 schemas, as `(crd, end of the JSON path)`.
+/// They are optional (never `required`, compared separately), so 0.9.0 objects stay valid
+/// and a 0.9.0 controller, which prunes fields it does not know, works unchanged. Any other
+/// property not in the reference is a difference.
+const ADDITIONS: [(&str, &str); 5] = [
+    (
+        "exporteraccesspolicies.jumpstarter.dev",
+        ".properties.spec.properties.policies.items.properties.spotGracePeriod",
+    ),
+    (
+        "exporteraccesspolicies.jumpstarter.dev",
+        ".properties.spec.properties.policies.items.properties.fairShare",
+    ),
+    (
+        "leases.jumpstarter.dev",
+        ".properties.status.properties.queuePosition",
+    ),
+    (
+        "leases.jumpstarter.dev",
+        ".properties.status.properties.estimatedStart",
+    ),
+    (
+        "leases.jumpstarter.dev",
+        ".properties.status.properties.preemptionTime",
+    ),
+];
+
 const VALIDATION_KEYS: [&str; 5] = [
     "message",
     "messageExpression",
@@ -106,6 +133,8 @@ fn comparator_reports_missing_crd_and_property() {
         .as_object_mut()
         .expect("status properties")
         .remove("spotAccess");
+    // An added property outside the list of compatible additions is reported.
+    status["properties"]["spotNotice"] = serde_json::json!({"type": "string"});
     status["required"] = serde_json::json!(["ended", "priority"]);
 
     let errors = compare(&reference_crds(), &project);
@@ -113,6 +142,7 @@ fn comparator_reports_missing_crd_and_property() {
     let expected = [
         "clients.jumpstarter.dev $: CRD missing in project".to_string(),
         format!("{prefix}.properties.spotAccess: property missing in project"),
+        format!("{prefix}.properties.spotNotice: property not in reference"),
         format!("{prefix}.required: \"priority\" not in reference"),
     ];
     assert_eq!(errors, expected);
@@ -352,7 +382,13 @@ impl Checker {
                         );
                     }
                     for name in qm.keys().filter(|n| !rm.contains_key(*n)) {
-                        self.err(crd, &json_key(&p, name), "property not in reference".into());
+                        let path = json_key(&p, name);
+                        let added = ADDITIONS
+                            .iter()
+                            .any(|(c, end)| *c == crd && path.ends_with(end));
+                        if !added {
+                            self.err(crd, &path, "property not in reference".into());
+                        }
                     }
                     for (name, rsub) in rm {
                         if let Some(qsub) = qm.get(name) {
