@@ -242,7 +242,7 @@ async fn a_spot_lease_is_preempted_by_a_regular_one(mode: Mode) {
         "-c",
         // `exec`: the command itself gets the hang-up 0.9.0 sends when its lease ends
         // (a `sleep` left behind by `sh` would keep the output pipes open).
-        "j power on && exec sleep 600",
+        "j power on && echo spot-session-up && exec sleep 600",
     ]);
     let spot_log = lab.path("spot-shell.log");
     let log = std::fs::File::create(&spot_log).expect("spot shell log");
@@ -259,6 +259,20 @@ async fn a_spot_lease_is_preempted_by_a_regular_one(mode: Mode) {
         granted.status.as_ref().and_then(|s| s.spot_access),
         Some(true)
     );
+    // The session is up (0.9.0's shell hangs if its lease ends while it connects).
+    let deadline = Instant::now() + SHELL_TIMEOUT;
+    loop {
+        let output = std::fs::read_to_string(&spot_log).unwrap_or_default();
+        if output.contains("spot-session-up") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the spot shell never ran its command:\n{output}\n{}",
+            lab.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     // The regular client's shell waits for the exporter, then powers it on.
     let started = Instant::now();
