@@ -13,7 +13,7 @@ use base64::Engine;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use jumpstarter_controller::admin::Admin;
+use jumpstarter_controller::admin::{Admin, Manifest};
 use jumpstarter_controller::crd::vocabulary::lease_condition::{INVALID, READY, UNSATISFIABLE};
 use jumpstarter_controller::store::kube::KubeStore;
 use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
@@ -382,6 +382,21 @@ impl Service {
             token,
         };
         Ok((identity, ca))
+    }
+
+    /// Applies the YAML `manifest` as `jumpstarter admin apply -f` does.
+    pub(crate) async fn apply(&self, manifest: &str) -> anyhow::Result<()> {
+        match &self.admin {
+            AdminPath::Socket(socket) => {
+                let body = serde_json::to_vec(&serde_json::json!({ "manifest": manifest }))?;
+                admin_call(socket, "/v1/apply", body).await?;
+            }
+            AdminPath::Kube(admin) => {
+                let manifest = Manifest::parse(manifest, &self.namespace, true)?;
+                admin.apply(&manifest).await?;
+            }
+        }
+        Ok(())
     }
 
     /// A TLS channel to the controller.

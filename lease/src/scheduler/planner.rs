@@ -480,12 +480,19 @@ impl<'a, N: Namespace> Planner<'a, N> {
             }
         }
         // Exporters a waiting lease may use without spot access: spot access is not
-        // granted on them.
-        let wanted: BTreeSet<&str> = entries
+        // granted on them. Only needed when some lease may get spot access.
+        let any_spot = entries
             .iter()
-            .flat_map(|e| e.online.iter().filter(|c| !c.spot_access))
-            .map(|c| c.exporter.name.as_str())
-            .collect();
+            .any(|e| e.online.iter().any(|c| c.spot_access));
+        let wanted: BTreeSet<&str> = if any_spot {
+            entries
+                .iter()
+                .flat_map(|e| e.online.iter().filter(|c| !c.spot_access))
+                .map(|c| c.exporter.name.as_str())
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
 
         let aging = self.namespace.settings().aging_interval;
         let mut holdings = BTreeMap::new();

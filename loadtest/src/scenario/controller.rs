@@ -36,6 +36,40 @@ const POLL: Duration = Duration::from_millis(2);
 /// The lease selector: every simulated exporter matches it.
 const SELECTOR: &str = "pool=bench";
 
+/// The mixed-priority run: this many exporters (the first ones) also carry
+/// [`CONTENDED_SELECTOR`], and [`MIXED_PER_CLASS`] leases of each priority class compete for
+/// them at once, each holding its exporter for [`MIXED_HOLD`].
+const CONTENDED: usize = 8;
+const CONTENDED_SELECTOR: &str = "contended=yes";
+const MIXED_PER_CLASS: usize = 24;
+const MIXED_HOLD: Duration = Duration::from_secs(2);
+/// Longest wait for one lease of the mixed run (six rounds of [`MIXED_HOLD`] plus slack).
+const MIXED_LIMIT: Duration = Duration::from_secs(120);
+/// How often a lease of the mixed run is polled (48 of them wait at once).
+const MIXED_POLL: Duration = Duration::from_millis(100);
+/// The policy of the mixed run: every client may use the bench pool at priority 0, clients
+/// labelled `tier=high` at priority 10. Applied after the other measurements of a row.
+const MIXED_POLICY: &str = "apiVersion: jumpstarter.dev/v1alpha1
+kind: ExporterAccessPolicy
+metadata:
+  name: loadtest-mixed-priorities
+spec:
+  exporterSelector:
+    matchLabels:
+      pool: bench
+  policies:
+  - description: every client
+    priority: 0
+    from:
+    - clientSelector: {}
+  - description: high tier
+    priority: 10
+    from:
+    - clientSelector:
+        matchLabels:
+          tier: high
+";
+
 /// Longest time to create one size's exporters, and again to bring them online, so that
 /// the suite stays bounded: 4 minutes, 40 ms per exporter beyond 6,000.
 fn populate_limit(n: usize) -> Duration {
@@ -134,14 +168,20 @@ async fn measure(h: &Harness, s: &mut Scenario) -> anyhow::Result<()> {
          as many as fit in {}s), CreateLease (selector `{SELECTOR}`, every exporter \
          matches) then GetLease every {} ms until Ready=True, then DeleteLease. Grants/s: a \
          burst of leases created with {POPULATING} in flight (no new ones after {}s), timed \
-         until all are Ready. RSS: the controller processes' resident memory after the \
-         leases (summed over the replicas).",
+         until all are Ready. Mixed priorities: then an ExporterAccessPolicy gives clients \
+         labelled tier=high priority 10 and every other client 0, and {MIXED_PER_CLASS} \
+         leases of each class (created alternately, all at once, {}s each) compete for the \
+         {CONTENDED} exporters labelled `{CONTENDED_SELECTOR}`; the wait from CreateLease \
+         to Ready=True, polled every {} ms, per class. RSS: the controller processes' \
+         resident memory after the leases (summed over the replicas).",
         populating(1_000),
         crate::fleet::STREAMS_PER_CONNECTION,
         h.sizes.lease_samples,
         SAMPLING_LIMIT.as_secs(),
         POLL.as_millis(),
-        BURST_LIMIT.as_secs()
+        BURST_LIMIT.as_secs(),
+        MIXED_HOLD.as_secs(),
+        MIXED_POLL.as_millis(),
     ));
     let mut runs: Vec<(Mode, usize)> = h
         .sizes
@@ -353,6 +393,14 @@ async fn populate_and_lease(
                 .await?,
         );
     }
+    let mut tiers = Vec::with_capacity(2);
+    for tier in ["low", "high"] {
+        tiers.push(
+            controllers[0]
+                .create("clients", &format!("mixed-{tier}"), &[("tier", tier)])
+                .await?,
+        );
+    }
     let ca = controllers[0].ca_pem.clone();
     for c in controllers.iter_mut() {
         c.ca_pem.clone_from(&ca);
@@ -361,8 +409,8 @@ async fn populate_and_lease(
     let start = Instant::now();
     let names: Vec<String> = (0..n).map(|i| format!("board-{i:05}")).collect();
     let admin = controllers[0];
-    let creating = futures::stream::iter(names.iter())
-        .map(|name| async move { create_exporter(admin, name).await })
+    let creating = futures::stream::iter(names.iter().enumerate())
+        .map(|(i, name)| async move { create_exporter(admin, name, i < CONTENDED).await })
         .buffer_unordered(populating(n))
         .collect::<Vec<anyhow::Result<Identity>>>();
     let limit = populate_limit(n);
@@ -394,6 +442,10 @@ async fn populate_and_lease(
 
     let passes_before = reconcile_passes(&controllers).await;
     let result = leases(h, &callers, row, n).await;
+    let mixed = match &result {
+        Ok(_) => Some(mixed_priorities(controllers[0], &callers[0].0, &tiers, row).await),
+        Err(_) => None,
+    };
     let passes_after = reconcile_passes(&controllers).await;
     let rss: Vec<Option<u64>> = controllers
         .iter()
@@ -404,6 +456,7 @@ async fn populate_and_lease(
         .collect();
     let (open, reopened, connections) = (fleet.open(), fleet.reopened(), fleet.connections);
     let (latency, grants) = result?;
+    let [low, high] = mixed.context("no mixed-priority run")??;
     let summary = latency.summary();
     let (before, after) = (passes_before?, passes_after?);
     let passes = after.0 - before.0;
@@ -433,7 +486,11 @@ async fn populate_and_lease(
         .num("replicas", replicas as f64)
         .num("Ready p50 ms", summary.p50_us / 1000.0)
         .num("Ready p99 ms", summary.p99_us / 1000.0)
-        .num("grants/s", grants);
+        .num("grants/s", grants)
+        .num("high-priority wait p50 ms", high.p50_us / 1000.0)
+        .num("high-priority wait p99 ms", high.p99_us / 1000.0)
+        .num("low-priority wait p50 ms", low.p50_us / 1000.0)
+        .num("low-priority wait p99 ms", low.p99_us / 1000.0);
     if let Some(idle) = &idle {
         row = row.num(IDLE_WRITES, idle.per_second);
     }
@@ -524,11 +581,58 @@ async fn idle_writes(
     })
 }
 
-async fn create_exporter(service: &Service, name: &str) -> anyhow::Result<Identity> {
+async fn create_exporter(
+    service: &Service,
+    name: &str,
+    contended: bool,
+) -> anyhow::Result<Identity> {
+    let labels: &[(&str, &str)] = if contended {
+        &[("pool", "bench"), ("contended", "yes")]
+    } else {
+        &[("pool", "bench")]
+    };
     service
-        .create_exporter(name, &[("pool", "bench")])
+        .create_exporter(name, labels)
         .await
         .with_context(|| format!("creating exporter {name}"))
+}
+
+/// The mixed-priority run (see [`MIXED_POLICY`]): the waits of the low and the high class.
+async fn mixed_priorities(
+    admin: &Service,
+    channel: &Channel,
+    tiers: &[Identity],
+    row: &str,
+) -> anyhow::Result<[crate::latency::Summary; 2]> {
+    step(format!(
+        "controller: {row}: mixed priorities, {} leases on {CONTENDED} exporters",
+        2 * MIXED_PER_CLASS
+    ));
+    admin
+        .apply(MIXED_POLICY)
+        .await
+        .context("applying the mixed-priority policy")?;
+    let waits: Vec<anyhow::Result<(usize, Duration)>> =
+        futures::stream::iter(0..2 * MIXED_PER_CLASS)
+            .map(|i| async move {
+                let class = i % 2;
+                let client = &tiers[class];
+                let start = Instant::now();
+                let lease =
+                    service::create_lease_for(channel, client, CONTENDED_SELECTOR, MIXED_HOLD)
+                        .await?;
+                service::wait_ready(channel, client, &lease, MIXED_POLL, MIXED_LIMIT).await?;
+                anyhow::Ok((class, start.elapsed()))
+            })
+            .buffer_unordered(2 * MIXED_PER_CLASS)
+            .collect()
+            .await;
+    let mut samples = [Samples::new(), Samples::new()];
+    for wait in waits {
+        let (class, elapsed) = wait?;
+        samples[class].record(elapsed);
+    }
+    Ok(samples.map(|s| s.summary()))
 }
 
 /// Latency samples and the grant rate; lease `i` is created, polled and released by
