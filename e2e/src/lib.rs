@@ -1130,3 +1130,26 @@ pub fn metric_sum(metrics: &str, metric: &str, label: Option<&str>) -> f64 {
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// Runs each scenario (an `async fn(Mode)` of the calling module) once per mode, one test at
+/// a time: the calling module provides `serial()`, the guard that keeps them apart.
+#[macro_export]
+macro_rules! in_both_modes {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn kubernetes() {
+                    let _serial = super::serial();
+                    super::$scenario($crate::Mode::Kubernetes).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn standalone() {
+                    let _serial = super::serial();
+                    super::$scenario($crate::Mode::Standalone).await;
+                }
+            }
+        )*
+    };
+}

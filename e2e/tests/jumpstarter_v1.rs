@@ -302,28 +302,7 @@ async fn controller_restart_keeps_the_active_lease(mode: Mode) {
     shell(&lab, &c1, &["--lease", &l1], &["j", "power", "off"]).await;
 }
 
-/// Runs a scenario once per mode, one test at a time.
-macro_rules! in_both_modes {
-    ($($scenario:ident),* $(,)?) => {
-        $(
-            mod $scenario {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn kubernetes() {
-                    let _serial = super::serial();
-                    super::$scenario(super::Mode::Kubernetes).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn standalone() {
-                    let _serial = super::serial();
-                    super::$scenario(super::Mode::Standalone).await;
-                }
-            }
-        )*
-    };
-}
-
-in_both_modes!(
+jumpstarter_e2e::in_both_modes!(
     exporter_online_and_shell_drives_power_and_shell_drivers,
     sixty_four_mib_echo_through_the_router_is_intact,
     exclusive_lease_queues_second_client_until_release,

@@ -458,28 +458,7 @@ async fn a_booked_lease_starts_at_its_begin_time(mode: Mode) {
     assert!(out.ok(), "jmp shell: {out}\n{}", lab.logs());
 }
 
-/// Runs a scenario once per mode, one test at a time.
-macro_rules! in_both_modes {
-    ($($scenario:ident),* $(,)?) => {
-        $(
-            mod $scenario {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn kubernetes() {
-                    let _serial = super::serial();
-                    super::$scenario(super::Mode::Kubernetes).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn standalone() {
-                    let _serial = super::serial();
-                    super::$scenario(super::Mode::Standalone).await;
-                }
-            }
-        )*
-    };
-}
-
-in_both_modes!(
+jumpstarter_e2e::in_both_modes!(
     a_high_priority_lease_is_served_before_an_older_low_priority_one,
     a_spot_lease_is_preempted_by_a_regular_one,
     a_booked_lease_starts_at_its_begin_time,

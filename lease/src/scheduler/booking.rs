@@ -160,7 +160,7 @@ mod tests {
         let first = lease("first", booking(Some("a"), 100, 60), LeaseStatus::default());
         let conflict = check(
             &booking(Some("a"), 130, 60),
-            &[first.clone()],
+            std::slice::from_ref(&first),
             &exporters,
             t(0),
         )
@@ -201,7 +201,7 @@ mod tests {
         let holder = lease("holder", spec, holding);
         let refused = check(
             &booking(Some("a"), 100, 60),
-            &[holder.clone()],
+            std::slice::from_ref(&holder),
             &exporters,
             t(0),
         );
@@ -219,7 +219,12 @@ mod tests {
         let two = lease("two", booking(None, 110, 60), LeaseStatus::default());
         // One of two taken: room for a selector booking.
         assert_eq!(
-            check(&booking(None, 120, 60), &[one.clone()], &exporters, t(0)),
+            check(
+                &booking(None, 120, 60),
+                std::slice::from_ref(&one),
+                &exporters,
+                t(0)
+            ),
             Ok(())
         );
         let conflict =

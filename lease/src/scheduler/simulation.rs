@@ -161,6 +161,20 @@ fn world_strategy() -> impl Strategy<Value = (Snapshot, Vec<Event>)> {
     })
 }
 
+/// `snapshot` with the statuses of `plan` written.
+fn applied(snapshot: &Snapshot, plan: &Plan) -> Snapshot {
+    let mut after = snapshot.clone();
+    for update in &plan.updates {
+        let lease = after
+            .leases
+            .iter_mut()
+            .find(|l| l.name == update.name)
+            .expect("updates name existing leases");
+        lease.status = update.status.clone();
+    }
+    after
+}
+
 /// Invariants over one plan applied to `before`, giving `after`.
 fn check(
     before: &Snapshot,
@@ -260,15 +274,7 @@ proptest! {
                 Event::Release(i) => snapshot.leases[i].spec.release = true,
             }
             let plan = plan(&snapshot, now);
-            let mut after = snapshot.clone();
-            for update in &plan.updates {
-                let lease = after
-                    .leases
-                    .iter_mut()
-                    .find(|l| l.name == update.name)
-                    .expect("updates name existing leases");
-                lease.status = update.status.clone();
-            }
+            let after = applied(&snapshot, &plan);
             check(&snapshot, &plan, &after, now)?;
             wakeup = plan.next_wakeup;
             snapshot = after;
@@ -584,12 +590,7 @@ proptest! {
                 next += 1;
             }
             let plan = plan(&world, now);
-            let mut after = world.clone();
-            for update in &plan.updates {
-                let lease = after.leases.iter_mut().find(|l| l.name == update.name)
-                    .expect("updates name existing leases");
-                lease.status = update.status.clone();
-            }
+            let after = applied(&world, &plan);
             for granted in &plan.updates {
                 let before = world.leases.iter().find(|l| l.name == granted.name).expect("exists");
                 let (None, Some(exporter)) = (&before.status.exporter, &granted.status.exporter)
@@ -700,12 +701,7 @@ proptest! {
                 Event::Release(i) => world.leases[i].spec.release = true,
             }
             let plan = plan(&world, now);
-            let mut after = world.clone();
-            for update in &plan.updates {
-                let lease = after.leases.iter_mut().find(|l| l.name == update.name)
-                    .expect("updates name existing leases");
-                lease.status = update.status.clone();
-            }
+            let after = applied(&world, &plan);
             for booking in &after.leases {
                 let (Some(begin), Some(exporter)) =
                     (booking.spec.begin_time, booking.spec.exporter_ref.as_deref())
