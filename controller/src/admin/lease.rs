@@ -15,7 +15,7 @@ use jumpstarter_lease::request::LeaseRequest;
 use jumpstarter_lease::scheduler::duration as go_duration;
 
 use super::{Admin, AdminError, Kind, Objects};
-use crate::crd::Client;
+use crate::crd::{Client, Exporter, Lease};
 use crate::service::lease_request;
 use crate::store::{Store, StoreError};
 
@@ -99,6 +99,12 @@ impl<S: Store> Admin<S> {
         }
         let lease = lease_request::build(&new.lease, &self.namespace, &name, &new.client)
             .map_err(invalid)?;
+        if lease.spec.begin_time.is_some() {
+            let leases = self.list_sorted::<Lease>().await?;
+            let exporters = self.list_sorted::<Exporter>().await?;
+            lease_request::check_booking(&lease, &leases, &exporters, OffsetDateTime::now_utc())
+                .map_err(|conflict| AdminError::InvalidLease(conflict.message))?;
+        }
         match self.store.create(&lease).await {
             Ok(created) => Ok(Objects::Leases(vec![created])),
             Err(StoreError::AlreadyExists { .. }) => Err(AdminError::AlreadyExists {
@@ -114,6 +120,46 @@ impl<S: Store> Admin<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The booking rule of `CreateLease` holds for `create lease` too: an overlapping
+    /// booking of the same exporter is refused naming the first, unless it asks to queue.
+    #[tokio::test]
+    async fn an_overlapping_booking_is_refused_unless_it_queues() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::embedded::EmbeddedStore::open(&dir.path().join("state.redb"))
+            .expect("open the store");
+        let admin = Admin::new(store, "lab");
+        let mut client = Client::new("alice", Default::default());
+        client.metadata.namespace = Some("lab".into());
+        let mut exporter = Exporter::new("board-1", Default::default());
+        exporter.metadata.namespace = Some("lab".into());
+        admin.store.create(&client).await.expect("client");
+        admin.store.create(&exporter).await.expect("exporter");
+        let begin = (OffsetDateTime::now_utc() + time::Duration::hours(1))
+            .format(&Rfc3339)
+            .unwrap();
+        let order = |name: &str| LeaseOrder {
+            name: Some(name.into()),
+            client: "alice".into(),
+            exporter: Some("board-1".into()),
+            duration: Some("30m".into()),
+            begin_time: Some(begin.clone()),
+            ..LeaseOrder::default()
+        };
+        admin
+            .create_lease(&order("first"))
+            .await
+            .expect("first booking");
+        let refused = admin.create_lease(&order("second")).await.unwrap_err();
+        let message = refused.to_string();
+        assert!(
+            message.contains("by lease first") && message.contains("booking=queue"),
+            "{message}"
+        );
+        let mut queued = order("second");
+        queued.tags.insert("booking".into(), "queue".into());
+        admin.create_lease(&queued).await.expect("a queued booking");
+    }
 
     #[test]
     fn an_order_becomes_the_lease_request() {

@@ -10,7 +10,6 @@ use kube::api::ObjectMeta;
 use time::OffsetDateTime;
 use tonic::{Request, Status};
 
-use jumpstarter_lease::scheduler::{self, booking};
 use jumpstarter_lease::{Change, LeaseError, LeaseState, command, selector};
 use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
 use jumpstarter_proto::jumpstarter::client::v1::client_service_server::ClientService;
@@ -24,7 +23,6 @@ use super::{
 use crate::auth::{Caller, ObjectIdentity, revocation};
 use crate::crd::vocabulary;
 use crate::crd::{Client, Exporter, Lease};
-use crate::reconcile::view;
 use crate::store::{Store, StoreError};
 
 /// The ClientService over a [`Store`].
@@ -201,16 +199,10 @@ impl<S: Store> ClientApi<S> {
         ))
     }
 
-    /// A lease with a future begin time must not overlap the bookings and leases that hold
-    /// its exporters then, unless its tags ask to queue ([`booking::QUEUE_TAG`]).
+    /// The booking rule ([`lease_request::check_booking`]) against the namespace's leases
+    /// and exporters as the read cache has them.
     async fn check_booking(&self, namespace: &str, object: &Lease) -> Result<(), Status> {
-        let (key, value) = booking::QUEUE_TAG;
-        let queue = object
-            .spec
-            .tags
-            .as_ref()
-            .is_some_and(|tags| tags.get(key).is_some_and(|v| v == value));
-        if object.spec.begin_time.is_none() || queue {
+        if object.spec.begin_time.is_none() {
             return Ok(());
         }
         let leases = self
@@ -223,13 +215,7 @@ impl<S: Store> ClientApi<S> {
             .list::<Exporter>(namespace)
             .await
             .map_err(store_status)?;
-        let leases: Vec<scheduler::Lease> = leases.iter().map(|l| view::lease(l)).collect();
-        let exporters: Vec<scheduler::Exporter> = exporters
-            .iter()
-            .map(|e| view::exporter(e, e.status.as_ref()))
-            .collect();
-        let spec = view::lease(object).spec;
-        booking::check(&spec, &leases, &exporters, OffsetDateTime::now_utc())
+        lease_request::check_booking(object, &leases, &exporters, OffsetDateTime::now_utc())
             .map_err(|conflict| Status::failed_precondition(conflict.message))
     }
 

@@ -3,6 +3,8 @@
 //! domain's answers ([`CheckedLease`], [`Change`]) written as Lease objects. The rules
 //! themselves are `jumpstarter_lease`'s.
 
+use std::borrow::Borrow;
+
 use k8s_openapi::api::core::v1::LocalObjectReference;
 use kube::api::ObjectMeta;
 use time::{Duration, OffsetDateTime};
@@ -10,12 +12,14 @@ use tonic::Status;
 
 use jumpstarter_lease::request::{self, CheckedLease, LeaseRequest};
 use jumpstarter_lease::scheduler::duration as go_duration;
+use jumpstarter_lease::scheduler::{self, booking};
 use jumpstarter_lease::{Change, LeaseState};
 use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
 
 use super::{lease_error, wire};
 use crate::crd::vocabulary;
-use crate::crd::{Lease, LeaseSpec};
+use crate::crd::{Exporter, Lease, LeaseSpec};
+use crate::reconcile::view;
 
 /// A `CreateLease` body as a domain request (times and durations decoded and range-checked).
 /// A body whose time fields do not decode is refused by the domain's target rules first,
@@ -156,6 +160,36 @@ pub(crate) fn apply(change: &Change, lease: &mut Lease) -> Result<bool, Status> 
         }
     }
     Ok(lease.spec != before)
+}
+
+/// A lease with a future begin time must not overlap the bookings and leases that hold its
+/// exporters then, unless its tags ask to queue ([`booking::QUEUE_TAG`]). `leases` and
+/// `exporters` are the namespace's; the same rule for `CreateLease` and `jumpstarter admin
+/// create lease`.
+pub(crate) fn check_booking<L: Borrow<Lease>, E: Borrow<Exporter>>(
+    object: &Lease,
+    leases: &[L],
+    exporters: &[E],
+    now: OffsetDateTime,
+) -> Result<(), booking::Conflict> {
+    let (key, value) = booking::QUEUE_TAG;
+    let queue = object
+        .spec
+        .tags
+        .as_ref()
+        .is_some_and(|tags| tags.get(key).is_some_and(|v| v == value));
+    if object.spec.begin_time.is_none() || queue {
+        return Ok(());
+    }
+    let leases: Vec<scheduler::Lease> = leases.iter().map(|l| view::lease(l.borrow())).collect();
+    let exporters: Vec<scheduler::Exporter> = exporters
+        .iter()
+        .map(|e| {
+            let e = e.borrow();
+            view::exporter(e, e.status.as_ref())
+        })
+        .collect();
+    booking::check(&view::lease(object).spec, &leases, &exporters, now)
 }
 
 #[cfg(test)]
