@@ -177,7 +177,12 @@ async fn every_replica_serves_sessions_exclusivity_and_expiry() {
     let out = r
         .shell(&c1, &["-l", "board=mock"], &["j", "power", "on"])
         .await;
-    assert!(!out.contains("Error"), "{out}");
+    // 0.9.0 may warn "stream copy interrupted (BrokenResourceError)" when a session
+    // closes; that is not an error of the session.
+    let failed = out
+        .lines()
+        .any(|line| line.contains("Error") && !line.contains("BrokenResourceError"));
+    assert!(!failed, "{out}");
     // 64 MiB through the router, leased and dialled through c.
     let script = r.lab.path("echo.py");
     std::fs::write(&script, jumpstarter_e2e::ECHO_SCRIPT).expect("write echo script");
