@@ -69,17 +69,17 @@ pub(crate) fn effective_priority(
 
 /// `queued` in serving order (see the module documentation); `holdings` counts the
 /// exporters each fair-share group holds now.
-pub(crate) fn order<T>(
-    mut queued: Vec<Queued<'_, T>>,
+pub(crate) fn order<'a, T>(
+    mut queued: Vec<Queued<'a, T>>,
     mut holdings: BTreeMap<String, usize>,
 ) -> Vec<T> {
     queued.sort_by(|a, b| {
-        let key = |q: &Queued<'_, T>| {
+        let key = |q: &Queued<'a, T>| {
             (
                 !q.rank.booked,
                 std::cmp::Reverse(q.rank.priority),
                 q.rank.creation_time,
-                q.rank.name.to_owned(),
+                q.rank.name,
             )
         };
         key(a).cmp(&key(b))
