@@ -102,7 +102,12 @@ impl Sink {
                 .await
                 .ok()
                 .context("the h2 stream is closed"),
-            Sink::Tls(write) => write.write_all(&data).await.context("TLS write"),
+            // tokio-rustls may accept the bytes and keep them in its buffer when the
+            // socket is not writable at that moment; only a flush pushes them out then.
+            Sink::Tls(write) => {
+                write.write_all(&data).await.context("TLS write")?;
+                write.flush().await.context("TLS flush")
+            }
         }
     }
 

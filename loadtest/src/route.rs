@@ -304,6 +304,7 @@ impl Fabric {
                 .context("TLS handshake with the baseline server")?;
             let (read, mut write) = tokio::io::split(Tls::from(stream));
             tokio::io::AsyncWriteExt::write_all(&mut write, &Header::new(&id)?.encode()).await?;
+            tokio::io::AsyncWriteExt::flush(&mut write).await?;
             Ok((read, write))
         })
         .await?;
