@@ -317,6 +317,8 @@ async fn run(args: RunArgs, given: GivenFlags) -> anyhow::Result<()> {
             limits: port_limits,
             replicas: replicas.clone(),
             login: runtime::LoginListen::from_args(&args.login),
+            // The routers run apart: their sessions are not seen here.
+            sessions: Vec::new(),
         },
         &metrics,
         &readiness,

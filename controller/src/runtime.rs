@@ -144,6 +144,54 @@ pub struct GrpcServer<S> {
     pub replicas: Arc<ReplicaRegistry>,
     /// The login service (`/v1/auth/config`), when asked for.
     pub login: Option<LoginListen>,
+    /// Routers embedded in this process: which leases have a session live in them now
+    /// (`namespace/name`), read every [`SESSION_POLL`] as session activity for idle
+    /// timeouts. Empty when the routers run apart.
+    pub sessions: Vec<SessionSource>,
+}
+
+/// The leases (`namespace/name`) with a session live in one embedded router.
+#[derive(Clone)]
+pub struct SessionSource(Arc<dyn Fn() -> Vec<String> + Send + Sync>);
+
+impl SessionSource {
+    pub fn new(leases: impl Fn() -> Vec<String> + Send + Sync + 'static) -> Self {
+        SessionSource(Arc::new(leases))
+    }
+
+    fn leases(&self) -> Vec<String> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for SessionSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionSource")
+    }
+}
+
+/// How often the sessions of embedded routers are read as activity: well within the
+/// shortest activity interval that matters (a tenth of a minute).
+pub const SESSION_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads the sessions of the embedded routers every [`SESSION_POLL`] until `shutdown`.
+async fn record_sessions<S: Store>(
+    services: Services<S>,
+    sources: Vec<SessionSource>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(SESSION_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let mut leases: Vec<String> = sources.iter().flat_map(SessionSource::leases).collect();
+        leases.sort_unstable();
+        leases.dedup();
+        services.record_sessions(leases).await;
+    }
 }
 
 /// Where the login service listens, and whether over TLS (the gRPC port's certificate).
@@ -215,6 +263,7 @@ pub async fn spawn_grpc<S: Store>(
         limits,
         replicas,
         login,
+        sessions,
     } = server;
     // The QUIC listener presents the same certificate: it must name that address too.
     if let Some(quic) = quic_listen
@@ -308,6 +357,13 @@ pub async fn spawn_grpc<S: Store>(
         None => None,
     };
     readiness.set_grpc_bound();
+    if !sessions.is_empty() {
+        tokio::spawn(record_sessions(
+            services.clone(),
+            sessions,
+            shutdown.clone(),
+        ));
+    }
     let routes = server::grpc_routes(&services).await;
     let quic = carrier.map(|(addr, carrier)| {
         let (routes, shutdown) = (routes.clone(), shutdown.clone());

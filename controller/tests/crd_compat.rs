@@ -24,7 +24,7 @@ const PROPERTY_MAP_KEYS: [&str; 4] = [
 /// They are optional (never `required`, compared separately), so 0.9.0 objects stay valid
 /// and a 0.9.0 controller, which prunes fields it does not know, works unchanged. Any other
 /// property not in the reference is a difference.
-const ADDITIONS: [(&str, &str); 5] = [
+const ADDITIONS: [(&str, &str); 8] = [
     (
         "exporteraccesspolicies.jumpstarter.dev",
         ".properties.spec.properties.policies.items.properties.spotGracePeriod",
@@ -44,6 +44,18 @@ const ADDITIONS: [(&str, &str); 5] = [
     (
         "leases.jumpstarter.dev",
         ".properties.status.properties.preemptionTime",
+    ),
+    (
+        "exporteraccesspolicies.jumpstarter.dev",
+        ".properties.spec.properties.policies.items.properties.idleTimeout",
+    ),
+    (
+        "leases.jumpstarter.dev",
+        ".properties.status.properties.idleTimeout",
+    ),
+    (
+        "leases.jumpstarter.dev",
+        ".properties.status.properties.lastActivityTime",
     ),
 ];
 

@@ -116,6 +116,7 @@ impl Replica {
                 limits: Default::default(),
                 replicas: registry.clone(),
                 login: None,
+                sessions: Vec::new(),
             },
             &metrics,
             &Arc::new(Readiness::default()),

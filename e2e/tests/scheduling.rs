@@ -1,6 +1,7 @@
 //! Scheduling with the real jumpstarter 0.9.0 tools, in both modes: priorities from the
 //! ExporterAccessPolicy, the queue position `jmp get leases` shows, spot access preempted
-//! by a regular lease, and a booked lease that keeps its exporter from its begin time.
+//! by a regular lease, a booked lease that keeps its exporter from its begin time, and an
+//! idle lease that ends under a rule's idle timeout.
 //!
 //! Policies are applied with `jumpstarter admin apply -f`, as an operator would in either
 //! mode. Tests run one at a time (each starts Python processes that need the CPU).
@@ -458,8 +459,116 @@ async fn a_booked_lease_starts_at_its_begin_time(mode: Mode) {
     assert!(out.ok(), "jmp shell: {out}\n{}", lab.logs());
 }
 
+/// Under a rule with `idleTimeout`, a lease without a session ends as `Idle` (and its
+/// exporter goes to the next lease), while a lease whose `jmp shell` runs longer than the
+/// timeout keeps going.
+async fn an_idle_lease_ends_and_a_lease_in_use_does_not(mode: Mode) {
+    let (mut lab, configs) =
+        lab_with_tiers(mode, "e2e-idle", &[("idler", "a"), ("worker", "a")]).await;
+    let [idler, worker] = [&configs[0], &configs[1]];
+    lab.start_exporter("board-2", &["board=mock"])
+        .await
+        .expect("exporter");
+    lab.wait_exporter_condition("board-2", "Online", "True", ONLINE_TIMEOUT)
+        .await
+        .expect("online");
+    let policy = |timeout: &str| {
+        format!(
+            "apiVersion: jumpstarter.dev/v1alpha1\nkind: ExporterAccessPolicy\nmetadata:\n  \
+             name: idle\nspec:\n  exporterSelector:\n    matchLabels:\n      board: mock\n  \
+             policies:\n  - description: lab\n    idleTimeout: {timeout}\n    from:\n    - \
+             clientSelector:\n        matchLabels:\n          tier: a\n"
+        )
+    };
+    // Shorter than an open 0.9.0 shell's lease checks: refused, naming the field.
+    std::fs::write(lab.path("short.yaml"), policy("30s")).expect("write manifest");
+    let refused = lab
+        .admin(&["apply", "-f", &lab.path("short.yaml").to_string_lossy()])
+        .await
+        .expect_err("a 30s idle timeout must be refused");
+    let refused = format!("{refused:#}");
+    assert!(
+        refused.contains("spec.policies[0].idleTimeout") && refused.contains("1m"),
+        "{refused}"
+    );
+    apply(&lab, "policy.yaml", &policy("1m")).await;
+
+    let idle = create_lease(&lab, idler, &["-n", "board-1", "--duration", "30m"]).await;
+    let used = create_lease(&lab, worker, &["-n", "board-2", "--duration", "30m"]).await;
+    for lease in [&idle, &used] {
+        let ready = lab
+            .wait_lease(lease, "Ready", LEASE_TIMEOUT, is_ready)
+            .await;
+        assert_eq!(
+            ready
+                .status
+                .as_ref()
+                .and_then(|s| s.idle_timeout.as_deref()),
+            Some("1m0s")
+        );
+    }
+    // The worker's shell runs well past the timeout (0.9.0 checks its lease every 30 s).
+    let shell_args = [
+        "shell",
+        "--client-config",
+        worker,
+        "--lease",
+        &used,
+        "--",
+        "sh",
+        "-c",
+        "j power on && sleep 90 && j power off",
+    ];
+    let shell = lab.jmp(&shell_args, SHELL_TIMEOUT);
+    let idle_end = async {
+        // One minute plus the 10 s the recorded activity may lag by, and some slack.
+        lab.wait_lease(&idle, "ended", Duration::from_secs(120), is_ended)
+            .await
+    };
+    let (shell, ended) = tokio::join!(shell, idle_end);
+    let shell = shell.expect("jmp shell");
+    assert!(
+        shell.ok(),
+        "the shell of a lease in use: {shell}\n{}",
+        lab.logs()
+    );
+
+    let status = ended.status.clone().unwrap_or_default();
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "Idle"),
+        "{status:?}"
+    );
+    assert!(
+        ready.message.contains("no session for 1m0s"),
+        "{}",
+        ready.message
+    );
+    let begin = status.begin_time.expect("beginTime").0;
+    let end = status.end_time.expect("endTime").0;
+    let idle_for = end.as_second() - begin.as_second();
+    assert!(
+        (60..=85).contains(&idle_for),
+        "the idle lease ended {idle_for} s after it started"
+    );
+    // The lease in use is still held, and its exporter's shell worked throughout.
+    let used_now = lab.lease(&used).await.expect("lease in use");
+    assert!(is_ready(&used_now), "{:?}", used_now.status);
+    // The idle lease's exporter goes to the next lease.
+    let next = create_lease(&lab, worker, &["-n", "board-1", "--duration", "5m"]).await;
+    lab.wait_lease(&next, "Ready", LEASE_TIMEOUT, is_ready)
+        .await;
+}
+
 jumpstarter_e2e::in_both_modes!(
     a_high_priority_lease_is_served_before_an_older_low_priority_one,
     a_spot_lease_is_preempted_by_a_regular_one,
     a_booked_lease_starts_at_its_begin_time,
+    an_idle_lease_ends_and_a_lease_in_use_does_not,
 );

@@ -56,6 +56,6 @@ pub use quic::{QuicRouter, QuicRouterConfig, QuicSetupError, ResetKey};
 pub use reloader::{CredentialFiles, DEFAULT_RELOAD_INTERVAL, ReloadArgs, ReloadError, Reloader};
 pub use server::{
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_PAIR_TIMEOUT, MAX_MESSAGE_BYTES, Readiness, Router,
-    RouterConfig, ServeError,
+    RouterConfig, ServeError, SessionLeases,
 };
 pub use telemetry::serve_telemetry;

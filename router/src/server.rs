@@ -201,6 +201,12 @@ impl Router {
         self.switchboard.clone()
     }
 
+    /// Which leases have a session live in this router (h2 pairs, and QUIC sessions that
+    /// carry a router token), for a controller that embeds the router.
+    pub fn session_leases(&self) -> SessionLeases {
+        SessionLeases(self.switchboard.clone())
+    }
+
     /// A handle telling whether the router is ready (for `/readyz`).
     pub fn readiness(&self) -> Readiness {
         self.readiness.clone()
@@ -278,5 +284,16 @@ impl Router {
         self.stop_relays.cancel();
         info!("router stopped");
         result.map_err(ServeError::Transport)
+    }
+}
+
+/// A handle on the pairs of one switchboard: which leases have a session live now.
+#[derive(Debug, Clone)]
+pub struct SessionLeases(pub(crate) Switchboard);
+
+impl SessionLeases {
+    /// The leases (`namespace/name`) with at least one live pair now.
+    pub fn leases(&self) -> Vec<String> {
+        self.0.leases_in_session()
     }
 }

@@ -75,6 +75,8 @@ struct Shared {
     stop_relays: CancellationToken,
     /// When each lease ends, by the newest token seen (streams only).
     leases: LeaseClock,
+    /// Live pairs per lease (`namespace/name`), for [`Switchboard::leases_in_session`].
+    open: Mutex<HashMap<String, usize>>,
     state: Mutex<State>,
 }
 
@@ -206,6 +208,7 @@ impl Switchboard {
                 queue_frames,
                 stop_relays,
                 leases: LeaseClock::default(),
+                open: Mutex::new(HashMap::new()),
                 state: Mutex::new(State {
                     table: PairingTable::new(limits),
                     waiters: HashMap::new(),
@@ -420,6 +423,16 @@ impl Switchboard {
         drop(guard);
     }
 
+    /// The leases (`namespace/name`) with at least one live pair now. A token of 0.9.0's
+    /// layout names no lease; its pairs are not counted.
+    pub(crate) fn leases_in_session(&self) -> Vec<String> {
+        self.shared
+            .open
+            .lock()
+            .map(|open| open.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Relays a new pair of `lease` until it ends, at the latest when the lease does.
     fn spawn_relay(&self, lease: &str, waiting: Peer, arriving: Peer) {
         let shared = self.shared.clone();
@@ -428,8 +441,10 @@ impl Switchboard {
         if let Kind::Streams(metrics) = &shared.kind {
             metrics.pair_started();
         }
+        let live = LivePair::start(&shared, &lease);
         tokio::spawn(
             async move {
+                let _live = live;
                 let stop = &shared.stop_relays;
                 let lease_end = shared.leases.ended(&lease, lease_end);
                 // Invariant: h2 peers only reach a streams switchboard (the RouterService
@@ -623,6 +638,45 @@ impl Switchboard {
 }
 
 /// Relays a mixed pair and counts it on the QUIC side too.
+/// One live pair counted under its lease (`namespace/name`: the first two segments of a
+/// streams key `namespace/name` or a sessions key `namespace/name/uid`) while it lives.
+struct LivePair {
+    shared: Arc<Shared>,
+    lease: Option<String>,
+}
+
+impl LivePair {
+    fn start(shared: &Arc<Shared>, lease: &str) -> Self {
+        let mut parts = lease.splitn(3, '/');
+        let lease = match (parts.next(), parts.next()) {
+            (Some(namespace), Some(name)) if !namespace.is_empty() && !name.is_empty() => {
+                Some(format!("{namespace}/{name}"))
+            }
+            _ => None,
+        };
+        if let (Some(key), Ok(mut open)) = (&lease, shared.open.lock()) {
+            *open.entry(key.clone()).or_default() += 1;
+        }
+        LivePair {
+            shared: shared.clone(),
+            lease,
+        }
+    }
+}
+
+impl Drop for LivePair {
+    fn drop(&mut self) {
+        if let (Some(key), Ok(mut open)) = (&self.lease, self.shared.open.lock())
+            && let Some(count) = open.get_mut(key)
+        {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(key);
+            }
+        }
+    }
+}
+
 async fn bridged(
     h2: Half,
     side: Side,

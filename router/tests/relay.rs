@@ -166,6 +166,32 @@ async fn half_close_stops_one_direction_only() {
     assert!(recv(&mut b.rx).await.expect("B ends OK").is_none());
 }
 
+/// A controller that embeds the router reads which leases have a session live (for idle
+/// timeouts): a pair counts under its token's lease from pairing until both sides end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_pair_counts_as_a_session_of_its_lease_until_it_ends() {
+    let router = start(|_| {}).await;
+    assert!(router.sessions.leases().is_empty());
+    let (a, b) = pair(&router, "live").await;
+    let (c, d) = pair(&router, "second").await;
+    assert_eq!(router.sessions.leases(), ["lab/lease-1"]);
+    for peer in [a, b] {
+        send(&peer.tx, frame(FrameType::Goaway, vec![])).await;
+    }
+    // One pair of the lease is still live.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(router.sessions.leases(), ["lab/lease-1"]);
+    drop((c, d));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !router.sessions.leases().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pairs never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_stops_stalls_its_sender() {
     let router = start(|_| {}).await;

@@ -206,6 +206,14 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // Sessions in the embedded routers are activity for idle timeouts.
+    let mut sessions: Vec<runtime::SessionSource> = Vec::new();
+    let h2_sessions = router.session_leases();
+    sessions.push(runtime::SessionSource::new(move || h2_sessions.leases()));
+    if let Some(quic) = &quic_router {
+        let quic_sessions = quic.session_leases();
+        sessions.push(runtime::SessionSource::new(move || quic_sessions.leases()));
+    }
     let admin_socket_metrics = AdminSocketMetrics::register(&mut registry);
     let registry = Arc::new(registry);
     let readiness = Arc::new(Readiness::default());
@@ -249,6 +257,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         limits,
         replicas: replicas.clone(),
         login: options.login,
+        sessions,
     };
     let grpc = runtime::spawn_grpc(grpc_server, &metrics, &readiness, &shutdown).await?;
     let router_listener = TcpListener::bind(options.router_listen)

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use jumpstarter_lease::name::is_namespace_name;
+use jumpstarter_lease::scheduler::MIN_IDLE_TIMEOUT;
 use jumpstarter_lease::selector;
 
 use super::lease::parse_duration;
@@ -66,7 +67,8 @@ struct Document {
 enum Desired {
     Client(Client),
     Exporter(Exporter),
-    Lease(Lease),
+    /// Boxed: a lease, with its status, is much the largest.
+    Lease(Box<Lease>),
     Policy(ExporterAccessPolicy),
 }
 
@@ -341,7 +343,7 @@ impl Desired {
         match self {
             Desired::Client(o) => admin.apply_object(o, index, step).await,
             Desired::Exporter(o) => admin.apply_object(o, index, step).await,
-            Desired::Lease(o) => admin.apply_object(o, index, step).await,
+            Desired::Lease(o) => admin.apply_object(o.as_ref(), index, step).await,
             Desired::Policy(o) => admin.apply_object(o, index, step).await,
         }
     }
@@ -482,11 +484,24 @@ applicable!(
             for (field, text) in [
                 ("maximumDuration", &rule.maximum_duration),
                 ("spotGracePeriod", &rule.spot_grace_period),
+                ("idleTimeout", &rule.idle_timeout),
             ] {
                 if let Some(text) = text {
                     parse_duration(text)
                         .map_err(|e| (format!("spec.policies[{i}].{field}"), e.to_string()))?;
                 }
+            }
+            if let Some(text) = &rule.idle_timeout
+                && parse_duration(text).is_ok_and(|timeout| timeout < MIN_IDLE_TIMEOUT)
+            {
+                return Err((
+                    format!("spec.policies[{i}].idleTimeout"),
+                    format!(
+                        "{text} is shorter than the minimum of {}: an open 0.9.0 jmp shell shows \
+                         it is alive only every 30 s",
+                        jumpstarter_lease::scheduler::duration::format(MIN_IDLE_TIMEOUT)
+                    ),
+                ));
             }
         }
         Ok(())
@@ -697,13 +712,13 @@ fn read_document(
     let desired = match kind {
         Kind::Client => Desired::Client(typed(&value).map_err(fail)?),
         Kind::Exporter => Desired::Exporter(typed(&value).map_err(fail)?),
-        Kind::Lease => Desired::Lease(typed(&value).map_err(fail)?),
+        Kind::Lease => Desired::Lease(Box::new(typed(&value).map_err(fail)?)),
         Kind::Policy => Desired::Policy(typed(&value).map_err(fail)?),
     };
     let desired = match desired {
         Desired::Client(o) => Desired::Client(checked(o, &resolved).map_err(fail)?),
         Desired::Exporter(o) => Desired::Exporter(checked(o, &resolved).map_err(fail)?),
-        Desired::Lease(o) => Desired::Lease(checked(o, &resolved).map_err(fail)?),
+        Desired::Lease(o) => Desired::Lease(Box::new(checked(*o, &resolved).map_err(fail)?)),
         Desired::Policy(o) => Desired::Policy(checked(o, &resolved).map_err(fail)?),
     };
     Ok(Document {
@@ -926,6 +941,30 @@ spec:
         // A null is no field at all; known fields of every kind pass.
         parse("apiVersion: jumpstarter.dev/v1alpha1\nkind: Client\nmetadata: {name: a, namespace: null}\nspec: {username: null}\n")
             .unwrap();
+    }
+
+    #[test]
+    fn an_idle_timeout_must_be_a_duration_of_at_least_a_minute() {
+        let with = |timeout: &str| {
+            POLICY.replace(
+                "      maximumDuration: 2h\n",
+                &format!("      maximumDuration: 2h\n      idleTimeout: {timeout}\n"),
+            )
+        };
+        parse(&with("1m")).unwrap();
+        parse(&with("2h")).unwrap();
+        let short = one_problem(&with("30s"));
+        assert_eq!(
+            short.to_string(),
+            "document 1 (ExporterAccessPolicy/lab-policy): spec.policies[0].idleTimeout: 30s \
+             is shorter than the minimum of 1m0s: an open 0.9.0 jmp shell shows it is alive \
+             only every 30 s"
+        );
+        let bad = one_problem(&with("soon"));
+        assert!(
+            bad.problem.starts_with("spec.policies[0].idleTimeout: "),
+            "{bad}"
+        );
     }
 
     #[test]

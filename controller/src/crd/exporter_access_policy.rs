@@ -61,6 +61,10 @@ pub struct Policy {
     /// the client (or client group) that holds the fewest exporters. Not in 0.9.0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fair_share: Option<FairShare>,
+    /// A lease this rule grants ends after this long without a session, as a Go duration
+    /// string of at least `"1m"` (absent: never for idleness). Not in 0.9.0, which ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
 }
 
 /// Fair share between the clients a rule admits.

@@ -106,6 +106,15 @@ pub struct LeaseStatus {
     /// A spot lease that another lease needs ends at this time (its notice). Not in 0.9.0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preemption_time: Option<Time>,
+    /// The idle timeout of the rule that granted the exporter, as a Go duration string: the
+    /// lease ends after this long without a session. Not in 0.9.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
+    /// The last sign of a session on the lease the controller recorded (a Dial, the holder
+    /// checking the lease, a session open in a router it hears from), written only for
+    /// leases with an idle timeout. Not in 0.9.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activity_time: Option<Time>,
     /// Latest observations (`Pending`, `Ready`, `Unsatisfiable`, `Invalid`, `Preempted`);
     /// order matters.
     #[serde(default, skip_serializing_if = "Option::is_none")]

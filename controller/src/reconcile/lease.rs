@@ -350,6 +350,8 @@ fn stored_lease_status(s: &scheduler::LeaseStatus) -> crd::LeaseStatus {
         queue_position: s.queue_position,
         estimated_start: s.estimated_start.map(stored_time),
         preemption_time: s.preemption_time.map(stored_time),
+        idle_timeout: s.idle_timeout.map(scheduler::duration::format),
+        last_activity_time: s.last_activity.map(stored_time),
         conditions: (!s.conditions.is_empty()).then(|| {
             s.conditions
                 .iter()

@@ -207,6 +207,12 @@ pub(crate) fn lease(l: &crd::Lease) -> scheduler::Lease {
             queue_position: status.queue_position,
             estimated_start: status.estimated_start.as_ref().map(time_of),
             preemption_time: status.preemption_time.as_ref().map(time_of),
+            idle_timeout: status
+                .idle_timeout
+                .as_deref()
+                .and_then(|text| scheduler::duration::parse(text).ok())
+                .filter(|timeout| timeout.is_positive()),
+            last_activity: status.last_activity_time.as_ref().map(time_of),
         },
     }
 }
@@ -267,6 +273,13 @@ pub(crate) fn policy(p: &crd::ExporterAccessPolicy) -> scheduler::AccessPolicy {
                 fair_share: rule.fair_share.as_ref().map(|share| scheduler::FairShare {
                     group_label: share.group_label.clone().filter(|label| !label.is_empty()),
                 }),
+                // Below the minimum (which `admin apply` refuses) it is raised to it.
+                idle_timeout: rule
+                    .idle_timeout
+                    .as_deref()
+                    .and_then(|text| scheduler::duration::parse(text).ok())
+                    .filter(|timeout| timeout.is_positive())
+                    .map(|timeout| timeout.max(scheduler::MIN_IDLE_TIMEOUT)),
             })
             .collect(),
     }

@@ -127,11 +127,13 @@ impl<S: Store> ClientApi<S> {
         let (caller, _) = self.caller(&request).await?;
         let (namespace, name) = self.resolve(&caller, &request.get_ref().name, names::LEASES)?;
         let lease = self.lease(&namespace, &name).await?;
-        Ok(wire::lease_to_proto(
-            &lease,
-            self.deprecated_labels(),
-            OffsetDateTime::now_utc(),
-        ))
+        let now = OffsetDateTime::now_utc();
+        // The holder reading its lease is a sign of life: an open 0.9.0 `jmp shell` does
+        // so at least every 30 s.
+        if lease.spec.client_ref.name == caller.name {
+            self.services.record_activity(&lease, now);
+        }
+        Ok(wire::lease_to_proto(&lease, self.deprecated_labels(), now))
     }
 
     async fn list_leases_inner(

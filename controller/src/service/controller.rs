@@ -430,6 +430,9 @@ impl<S: Store> ControllerApi<S> {
             Some(r) if !r.name.is_empty() && !status.ended => r.name,
             _ => return Err(Status::unknown("lease not active")),
         };
+        // A Dial starts a session: activity, whether or not the exporter is ready yet.
+        self.services
+            .record_activity(&lease, OffsetDateTime::now_utc());
         let exporter = self
             .wait_until_ready(&caller.namespace, &exporter_name)
             .await?;

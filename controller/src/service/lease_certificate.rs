@@ -198,6 +198,10 @@ impl<S: Store> LeaseCertificateApi<S> {
             .to_owned();
 
         let now = OffsetDateTime::now_utc();
+        // The client asking for a certificate is about to open QUIC sessions.
+        if role == Role::Client {
+            self.services.record_activity(&lease, now);
+        }
         let settings = &self.services.shared.settings;
         let identity = LeaseIdentity {
             namespace: namespace.clone(),

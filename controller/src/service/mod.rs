@@ -24,6 +24,7 @@
 //! Status stream), [`heartbeat`] (when `lastSeen` is refreshed), [`rate_limiter`]
 //! (per-caller token buckets), [`metrics`].
 
+pub(crate) mod activity;
 pub(crate) mod cache;
 pub(crate) mod client;
 pub(crate) mod controller;
@@ -125,6 +126,8 @@ struct Shared<S> {
     status_streams: StatusStreams,
     /// Dials per client ([`crate::limits::Limits::dial`]).
     dial_limiter: RateLimiter,
+    /// Leases whose session activity is being written ([`activity`]).
+    activity: activity::InFlight,
     /// Token rotations per client ([`crate::limits::Limits::rotate_token`]).
     rotate_limiter: RateLimiter,
     metrics: Arc<ServiceMetrics>,
@@ -163,6 +166,7 @@ impl<S: Store> Services<S> {
                 auth,
                 listeners: ListenRegistry::default(),
                 status_streams: StatusStreams::default(),
+                activity: activity::InFlight::default(),
                 metrics,
                 shutdown,
             }),

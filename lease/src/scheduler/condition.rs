@@ -43,6 +43,8 @@ pub mod reason {
     pub const NO_ACCESS: &str = "NoAccess";
     /// `Preempted=True`: notice given; `Ready=False`: a spot lease ended for another lease.
     pub const PREEMPTED: &str = "Preempted";
+    /// `Ready=False` (not in 0.9.0): the lease had no session for its rule's idle timeout.
+    pub const IDLE: &str = "Idle";
     /// `Invalid`: the selector is empty (and nothing is pinned) or malformed.
     pub const INVALID_SELECTOR: &str = "InvalidSelector";
 }

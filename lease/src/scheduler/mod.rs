@@ -33,5 +33,6 @@ pub use lease_times::{LeaseTimes, LeaseTimesError};
 pub use planner::{LeaseUpdate, PENDING_RETRY, Plan, plan};
 pub use snapshot::{
     AccessPolicy, AccessRule, Client, DEFAULT_AGING_INTERVAL, DEFAULT_SPOT_GRACE_PERIOD, Exporter,
-    FairShare, Lease, LeaseSpec, LeaseStatus, Settings, Snapshot,
+    FairShare, Lease, LeaseSpec, LeaseStatus, MIN_IDLE_TIMEOUT, Settings, Snapshot,
+    activity_interval,
 };

@@ -29,10 +29,11 @@ use super::condition::reason;
 use super::condition::{
     self, Condition, ConditionStatus, INVALID, PENDING, PREEMPTED, READY, UNSATISFIABLE,
 };
+use super::duration;
 use super::queue::{self, Estimate, Estimator};
 use super::snapshot::{
     AccessPolicy, AccessRule, Client, DEFAULT_SPOT_GRACE_PERIOD, Exporter, FairShare, Lease,
-    LeaseSpec, LeaseStatus, Settings, Snapshot,
+    LeaseSpec, LeaseStatus, Settings, Snapshot, activity_interval,
 };
 use crate::selector;
 
@@ -389,13 +390,29 @@ impl<'a, N: Namespace> Planner<'a, N> {
             let notice = status
                 .preemption_time
                 .filter(|_| status.begin_time.is_some());
+            // An idle end counts as an early notice: whichever comes first ends the lease.
+            let idle = idle_end(&status);
+            let (notice, why_notice) = match (notice, idle) {
+                (Some(n), Some(i)) if i < n => (Some(i), reason::IDLE),
+                (Some(n), _) => (Some(n), reason::PREEMPTED),
+                (None, Some(i)) => (Some(i), reason::IDLE),
+                (None, None) => (None, reason::PREEMPTED),
+            };
             match (expiry, notice) {
                 (_, Some(at)) if at <= now && expiry.is_none_or(|e| at < e) => {
-                    let message = "The lease was preempted: its exporter is needed by a lease \
-                                   that is not spot access"
-                        .to_owned();
-                    let why = reason::PREEMPTED;
-                    self.set_condition(lease, &mut status, READY, false, why, message);
+                    let message = if why_notice == reason::IDLE {
+                        let timeout = status.idle_timeout.unwrap_or(Duration::ZERO);
+                        format!(
+                            "The lease was released: no session for {} (the idle timeout of \
+                             the access policy rule that granted it)",
+                            duration::format(timeout)
+                        )
+                    } else {
+                        "The lease was preempted: its exporter is needed by a lease that is \
+                         not spot access"
+                            .to_owned()
+                    };
+                    self.set_condition(lease, &mut status, READY, false, why_notice, message);
                     end(&mut status, now);
                 }
                 (Some(at), _) if at <= now => {
@@ -617,6 +634,7 @@ impl<'a, N: Namespace> Planner<'a, N> {
             status.exporter = Some(exporter.to_owned());
             status.priority = chosen.priority;
             status.spot_access = chosen.spot_access;
+            status.idle_timeout = chosen.rule.and_then(|rule| rule.idle_timeout);
             let status = self.settle(lease, status);
             self.planned.insert(name, (lease, status));
             return;
@@ -1069,6 +1087,16 @@ pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
     at.format(&Rfc3339).unwrap_or_else(|_| format!("{at}"))
 }
 
+/// When a started lease under an idle timeout ends for want of activity: its last recorded
+/// activity (or its start) plus the timeout plus the [`activity_interval`] the record may
+/// lag by, so it never ends before the timeout has passed without activity.
+fn idle_end(status: &LeaseStatus) -> Option<OffsetDateTime> {
+    let timeout = status.idle_timeout?;
+    let begin = status.begin_time?;
+    let since = status.last_activity.map_or(begin, |last| last.max(begin));
+    since.checked_add(timeout + activity_interval(timeout))
+}
+
 fn end(status: &mut LeaseStatus, now: OffsetDateTime) {
     status.ended = true;
     status.end_time = Some(now);
@@ -1506,6 +1534,56 @@ mod tests {
         apply(&mut snap, &p);
         let p = plan(&snap, t(62));
         assert_eq!(status(&p, "l1").exporter.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_lease_without_activity_for_its_rules_idle_timeout_ends_as_idle() {
+        let mut snap = snapshot(
+            vec![exporter("a", "board=mock")],
+            vec![lease("l1", 0, "board=mock", 3600)],
+        );
+        let mut idle = rule("team=a", 0, false);
+        idle.idle_timeout = Some(Duration::minutes(2));
+        snap.policies = vec![policy("board=mock", vec![idle])];
+        let p = plan(&snap, t(0));
+        let granted = status(&p, "l1");
+        assert_eq!(granted.idle_timeout, Some(Duration::minutes(2)));
+        // The timeout plus the 20 s the recorded activity may lag by.
+        assert_eq!(p.next_wakeup, Some(t(140)));
+        apply(&mut snap, &p);
+
+        // Activity recorded at 100 s moves the end to 240 s.
+        snap.leases[0].status.last_activity = Some(t(100));
+        assert!(plan(&snap, t(139)).updates.is_empty());
+        let p = plan(&snap, t(140));
+        assert!(p.updates.is_empty(), "{:?}", p.updates);
+        assert_eq!(p.next_wakeup, Some(t(240)));
+        let p = plan(&snap, t(240));
+        let ended = status(&p, "l1");
+        assert!(ended.ended);
+        assert_eq!(ended.end_time, Some(t(240)));
+        let ready = &ended.conditions[0];
+        assert_eq!(
+            (ready.status, ready.reason.as_str(), ready.message.as_str()),
+            (
+                ConditionStatus::False,
+                "Idle",
+                "The lease was released: no session for 2m0s (the idle timeout of the access \
+                 policy rule that granted it)"
+            )
+        );
+    }
+
+    #[test]
+    fn without_an_idle_timeout_a_lease_runs_to_its_end() {
+        let mut snap = snapshot(
+            vec![exporter("a", "board=mock")],
+            vec![lease("l1", 0, "board=mock", 3600)],
+        );
+        snap.policies = vec![policy("board=mock", vec![rule("team=a", 0, false)])];
+        let p = plan(&snap, t(0));
+        assert_eq!(status(&p, "l1").idle_timeout, None);
+        assert_eq!(p.next_wakeup, Some(t(3600)));
     }
 
     #[test]

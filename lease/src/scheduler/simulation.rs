@@ -89,13 +89,15 @@ fn policy_strategy() -> impl Strategy<Value = Vec<AccessPolicy>> {
         prop::bool::weighted(0.2),
         prop_oneof![Just("team=x"), Just("")],
         any::<bool>(),
+        prop::option::weighted(0.3, 6i64..30),
     )
-        .prop_map(|(priority, spot_access, from, limited)| AccessRule {
+        .prop_map(|(priority, spot_access, from, limited, idle)| AccessRule {
             description: format!("rule {priority} {from}"),
             priority,
             from: vec![parse(from).expect("fixed selectors parse")],
             maximum_duration: limited.then(|| Duration::seconds(20)),
             spot_access,
+            idle_timeout: idle.map(Duration::seconds),
             ..AccessRule::default()
         });
     let policy = (
@@ -116,6 +118,25 @@ enum Event {
     SetOnline(usize, bool),
     SetStatus(usize, usize),
     Release(usize),
+    /// The controller records a session on the lease now (if it holds an exporter).
+    Activity(usize),
+}
+
+/// Records activity at `now` on `lease` as the controller does: only on a held lease under
+/// an idle timeout, and only when the stored time is older than the activity interval.
+fn record_activity(lease: &mut Lease, now: OffsetDateTime) -> bool {
+    let status = &mut lease.status;
+    let (Some(timeout), Some(begin), false) =
+        (status.idle_timeout, status.begin_time, status.ended)
+    else {
+        return false;
+    };
+    let last = status.last_activity.unwrap_or(begin);
+    if now - last < super::snapshot::activity_interval(timeout) {
+        return false;
+    }
+    status.last_activity = Some(now);
+    true
 }
 
 fn event_strategy(exporters: usize, leases: usize) -> impl Strategy<Value = Event> {
@@ -125,6 +146,7 @@ fn event_strategy(exporters: usize, leases: usize) -> impl Strategy<Value = Even
         (0..exporters, any::<bool>()).prop_map(|(i, on)| Event::SetOnline(i, on)),
         (0..exporters, 0..EXPORTER_STATUSES.len()).prop_map(|(i, s)| Event::SetStatus(i, s)),
         (0..leases).prop_map(Event::Release),
+        (0..leases).prop_map(Event::Activity),
     ]
 }
 
@@ -217,6 +239,30 @@ fn check(
             );
         }
     }
+    for lease in &after.leases {
+        // An idle end comes no sooner than the timeout after the last recorded activity
+        // (or the start), and no later than the timeout plus the interval the record may
+        // lag by: a plan at or past that instant ends the lease.
+        let status = &lease.status;
+        let (Some(timeout), Some(begin)) = (status.idle_timeout, status.begin_time) else {
+            continue;
+        };
+        let since = status.last_activity.map_or(begin, |last| last.max(begin));
+        let idle = status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == READY && c.reason == condition::reason::IDLE);
+        if idle {
+            let end = status.end_time.expect("an idle lease has ended");
+            prop_assert!(end - since >= timeout, "{} ended idle early", lease.name);
+        }
+        let overdue = now >= since + timeout + super::snapshot::activity_interval(timeout);
+        let expired_first = super::planner::started_expiry(&lease.spec, begin)
+            .is_some_and(|expiry| expiry <= since + timeout);
+        if overdue && !expired_first && status.preemption_time.is_none() {
+            prop_assert!(status.ended, "{} is idle past its timeout", lease.name);
+        }
+    }
     for (old, new) in before.leases.iter().zip(&after.leases) {
         let (old, new) = (&old.status, &new.status);
         if old.ended {
@@ -272,6 +318,9 @@ proptest! {
                     snapshot.exporters[i].exporter_status = EXPORTER_STATUSES[s].to_owned();
                 }
                 Event::Release(i) => snapshot.leases[i].spec.release = true,
+                Event::Activity(i) => {
+                    record_activity(&mut snapshot.leases[i], now);
+                }
             }
             let plan = plan(&snapshot, now);
             let after = applied(&snapshot, &plan);
@@ -375,6 +424,10 @@ proptest! {
                 }
                 Change::Event(Event::Release(i)) => {
                     if let Some(l) = &mut world.leases[i] { l.spec.release = true; }
+                    touched_lease = Some(i);
+                }
+                Change::Event(Event::Activity(i)) => {
+                    if let Some(l) = &mut world.leases[i] { record_activity(l, now); }
                     touched_lease = Some(i);
                 }
                 Change::SetEnabled(i, enabled) => {
@@ -580,7 +633,7 @@ proptest! {
                 Event::SetStatus(i, s) => {
                     world.exporters[i].exporter_status = EXPORTER_STATUSES[s].to_owned();
                 }
-                Event::Release(_) => {}
+                Event::Release(_) | Event::Activity(_) => {}
             }
             while let Some((i, arrival)) = arrivals.get(next) {
                 if t(arrival.created) > now {
@@ -699,6 +752,9 @@ proptest! {
                     world.exporters[i].exporter_status = EXPORTER_STATUSES[s].to_owned();
                 }
                 Event::Release(i) => world.leases[i].spec.release = true,
+                Event::Activity(i) => {
+                    record_activity(&mut world.leases[i], now);
+                }
             }
             let plan = plan(&world, now);
             let after = applied(&world, &plan);

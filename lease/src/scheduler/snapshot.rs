@@ -37,6 +37,20 @@ pub const DEFAULT_AGING_INTERVAL: Duration = Duration::MINUTE;
 /// How long a spot lease keeps its exporter after its notice, unless its rule says otherwise.
 pub const DEFAULT_SPOT_GRACE_PERIOD: Duration = Duration::seconds(60);
 
+/// The shortest `idleTimeout` a rule may set. 0.9.0's `jmp shell` checks its lease every
+/// 30 s while it is open, and that check is one of the signs of life the controller counts,
+/// so a shorter timeout could end a lease under an open shell.
+pub const MIN_IDLE_TIMEOUT: Duration = Duration::MINUTE;
+
+/// How stale a lease's stored `lastActivityTime` may be before new activity is written:
+/// a sixth of its idle timeout, between 1 s and 5 min. Activity newer than the stored time
+/// by less than this is not written, so an idle lease ends between its timeout and the
+/// timeout plus this after its last activity, never before.
+pub fn activity_interval(idle_timeout: Duration) -> Duration {
+    let sixth: Duration = idle_timeout / 6_i32;
+    sixth.clamp(Duration::SECOND, Duration::minutes(5))
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -137,6 +151,13 @@ pub struct LeaseStatus {
     pub estimated_start: Option<OffsetDateTime>,
     /// `status.preemptionTime`: a spot lease another lease needs ends at this instant.
     pub preemption_time: Option<OffsetDateTime>,
+    /// `status.idleTimeout`: the idle timeout of the rule that granted the exporter; the
+    /// lease ends after this long without activity.
+    pub idle_timeout: Option<Duration>,
+    /// `status.lastActivityTime`: the last sign of a session on this lease the controller
+    /// recorded (a Dial, the holder checking the lease, a session open in a router it
+    /// hears from), at most [`activity_interval`] stale.
+    pub last_activity: Option<OffsetDateTime>,
 }
 
 /// One `ExporterAccessPolicy`.
@@ -167,6 +188,9 @@ pub struct AccessRule {
     /// `fairShare`: among waiting leases of equal effective priority admitted by this rule,
     /// the client or group holding the fewest exporters goes first.
     pub fair_share: Option<FairShare>,
+    /// `idleTimeout`: a lease this rule grants ends after this long without a session
+    /// (see [`LeaseStatus::last_activity`]); `None`: never for idleness.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// `fairShare` of an access rule.

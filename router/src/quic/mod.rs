@@ -300,6 +300,12 @@ impl QuicRouter {
         self.switchboard = Some(router.switchboard());
     }
 
+    /// Which leases have a QUIC session live in this listener, paired by lease and session
+    /// id (sessions paired by router token count in [`crate::Router::session_leases`]).
+    pub fn session_leases(&self) -> crate::SessionLeases {
+        crate::server::SessionLeases(self.sessions.clone())
+    }
+
     /// The bound UDP address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.endpoint.local_addr()

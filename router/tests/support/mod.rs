@@ -35,6 +35,8 @@ pub struct TestRouter {
     pub ca_pem: String,
     pub key: SigningKey,
     pub registry: Arc<std::sync::Mutex<Registry>>,
+    /// The leases with a live pair in this router.
+    pub sessions: jumpstarter_router::SessionLeases,
     shutdown: Option<oneshot::Sender<()>>,
     pub task: Option<JoinHandle<Result<(), ServeError>>>,
 }
@@ -60,6 +62,7 @@ pub async fn start_with(
     let mut registry = Registry::default();
     let router = Router::new(config, &mut registry);
     router.set_pair_limits(pair_limits);
+    let sessions = router.session_leases();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (shutdown, signal) = oneshot::channel::<()>();
@@ -71,6 +74,7 @@ pub async fn start_with(
         ca_pem: ca.cert_pem().to_owned(),
         key,
         registry: Arc::new(std::sync::Mutex::new(registry)),
+        sessions,
         shutdown: Some(shutdown),
         task: Some(task),
     }
