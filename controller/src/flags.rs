@@ -3,6 +3,7 @@
 //! constants. Durations are Go durations (`43800h`, `10s`; integer seconds still work,
 //! deprecated). The log-format group is every server's, in `jumpstarter_shell::logging`.
 
+pub mod dashboard;
 pub mod exporter_labels;
 pub mod legacy_key;
 pub mod login;

@@ -24,6 +24,7 @@
 pub mod admin;
 pub mod auth;
 pub mod crd;
+pub mod dashboard;
 pub mod flags;
 pub mod jwt;
 pub mod keys;

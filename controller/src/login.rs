@@ -177,8 +177,8 @@ pub async fn serve(
 }
 
 /// TLS connections from the shared accept loop, as axum's listener.
-struct TlsListener {
-    incoming: TlsIncoming,
+pub(crate) struct TlsListener {
+    pub(crate) incoming: TlsIncoming,
 }
 
 impl axum::serve::Listener for TlsListener {

@@ -179,6 +179,8 @@ struct RunArgs {
     legacy_key: LegacyKeyArgs,
     #[command(flatten)]
     login: LoginArgs,
+    #[command(flatten)]
+    dashboard: jumpstarter_controller::flags::dashboard::DashboardArgs,
 }
 
 #[derive(Debug, Args)]
@@ -319,6 +321,7 @@ async fn run(args: RunArgs, given: GivenFlags) -> anyhow::Result<()> {
             login: runtime::LoginListen::from_args(&args.login),
             // The routers run apart: their sessions are not seen here.
             sessions: Vec::new(),
+            dashboard: runtime::DashboardListen::from_args(&args.dashboard)?,
         },
         &metrics,
         &readiness,

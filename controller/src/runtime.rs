@@ -148,6 +148,40 @@ pub struct GrpcServer<S> {
     /// (`namespace/name`), read every [`SESSION_POLL`] as session activity for idle
     /// timeouts. Empty when the routers run apart.
     pub sessions: Vec<SessionSource>,
+    /// The lab dashboard, when asked for.
+    pub dashboard: Option<DashboardListen>,
+}
+
+/// Where the dashboard listens, how, and its admin credential.
+#[derive(Debug, Clone)]
+pub struct DashboardListen {
+    pub addr: SocketAddr,
+    /// Plain HTTP on a non-loopback address (an ingress ends TLS); loopback is always plain.
+    pub plain_http: bool,
+    pub token: Arc<str>,
+    /// Offer the admin actions.
+    pub actions: bool,
+    /// The address is a default, not asked for: if it is taken, the service goes on
+    /// without a dashboard (with a warning) instead of stopping.
+    pub optional: bool,
+}
+
+impl DashboardListen {
+    /// From the dashboard flags: `None` unless `--dashboard-listen` was given.
+    pub fn from_args(
+        args: &crate::flags::dashboard::DashboardArgs,
+    ) -> Result<Option<DashboardListen>, crate::dashboard::DashboardError> {
+        let (Some(addr), Some(path)) = (args.dashboard_listen, &args.dashboard_token_file) else {
+            return Ok(None);
+        };
+        Ok(Some(DashboardListen {
+            addr,
+            plain_http: args.dashboard_plain_http,
+            token: crate::dashboard::read_token(path)?,
+            actions: args.dashboard_actions,
+            optional: false,
+        }))
+    }
 }
 
 /// The leases (`namespace/name`) with a session live in one embedded router.
@@ -219,6 +253,8 @@ pub struct GrpcTasks {
     pub quic: Option<ServerTask>,
     /// The login service, when it was asked for.
     pub login: Option<ServerTask>,
+    /// The dashboard, when it was asked for (and its default address was free).
+    pub dashboard: Option<ServerTask>,
 }
 
 impl GrpcTasks {
@@ -238,7 +274,8 @@ impl GrpcTasks {
         };
         let quic = wait(self.quic).await;
         let login = wait(self.login).await;
-        tcp.and(quic).and(login)
+        let dashboard = wait(self.dashboard).await;
+        tcp.and(quic).and(login).and(dashboard)
     }
 }
 
@@ -264,6 +301,7 @@ pub async fn spawn_grpc<S: Store>(
         replicas,
         login,
         sessions,
+        dashboard,
     } = server;
     // The QUIC listener presents the same certificate: it must name that address too.
     if let Some(quic) = quic_listen
@@ -297,6 +335,7 @@ pub async fn spawn_grpc<S: Store>(
         Some(login) => Some(spawn_login(login, &settings, &keys, &serving, shutdown).await?),
         None => None,
     };
+    let settings_for_dashboard = settings.clone();
     let lease_ca =
         Ca::from_pem(keys.ca.cert_pem(), &keys.ca.key_pem()).map_err(RuntimeError::LeaseCa)?;
 
@@ -364,6 +403,19 @@ pub async fn spawn_grpc<S: Store>(
             shutdown.clone(),
         ));
     }
+    let dashboard = match dashboard {
+        Some(listen) => {
+            spawn_dashboard(
+                listen,
+                &settings_for_dashboard,
+                &services,
+                &serving,
+                shutdown,
+            )
+            .await?
+        }
+        None => None,
+    };
     let routes = server::grpc_routes(&services).await;
     let quic = carrier.map(|(addr, carrier)| {
         let (routes, shutdown) = (routes.clone(), shutdown.clone());
@@ -395,7 +447,12 @@ pub async fn spawn_grpc<S: Store>(
         shutdown.cancel();
         result
     });
-    Ok(GrpcTasks { tcp, quic, login })
+    Ok(GrpcTasks {
+        tcp,
+        quic,
+        login,
+        dashboard,
+    })
 }
 
 /// The JWT authenticators `settings` configures (`None` without any); a configuration
@@ -413,6 +470,53 @@ fn jwt_authenticators(
     crate::jwt::Authenticators::new(configs, crate::jwt::JwtOptions::default(), metrics)
         .map(Some)
         .map_err(RuntimeError::Jwt)
+}
+
+/// Binds the dashboard and serves it until `shutdown` (ending the process if it fails).
+/// `None` when its address is an optional default that is taken.
+async fn spawn_dashboard<S: Store>(
+    listen: DashboardListen,
+    settings: &Settings,
+    services: &Services<S>,
+    serving: &Arc<ServingCert>,
+    shutdown: &CancellationToken,
+) -> Result<Option<ServerTask>, RuntimeError> {
+    let tls = !listen.addr.ip().is_loopback() && !listen.plain_http;
+    let tls_config = if tls {
+        let alpn = crate::login::ALPN.iter().map(|p| p.to_vec()).collect();
+        Some(Arc::new(
+            reloadable_server_config(serving.clone(), alpn, None).map_err(RuntimeError::Tls)?,
+        ))
+    } else {
+        None
+    };
+    let listener = match TcpListener::bind(listen.addr).await {
+        Ok(listener) => listener,
+        Err(source) if listen.optional => {
+            tracing::warn!(addr = %listen.addr, error = %source, "the dashboard is not served: its default address is taken (move it with --dashboard-listen)");
+            return Ok(None);
+        }
+        Err(source) => {
+            return Err(RuntimeError::Bind {
+                what: "dashboard",
+                addr: listen.addr,
+                source,
+            });
+        }
+    };
+    let config = crate::dashboard::DashboardConfig {
+        namespace: settings.namespace.clone(),
+        token: listen.token,
+        actions: listen.actions,
+        tls,
+    };
+    let app = crate::dashboard::routes(services.read_cache(), config, shutdown.clone());
+    let shutdown = shutdown.clone();
+    Ok(Some(tokio::spawn(async move {
+        let result = crate::dashboard::serve(listener, tls_config, app, shutdown.clone()).await;
+        shutdown.cancel();
+        result
+    })))
 }
 
 /// Binds the login service and serves it until `shutdown` (ending the process if it

@@ -117,6 +117,7 @@ impl Replica {
                 replicas: registry.clone(),
                 login: None,
                 sessions: Vec::new(),
+                dashboard: None,
             },
             &metrics,
             &Arc::new(Readiness::default()),

@@ -62,6 +62,11 @@ impl DataDir {
         self.path.join(STATE_FILE)
     }
 
+    /// The dashboard's credential (made at the first start).
+    pub(crate) fn dashboard_token(&self) -> PathBuf {
+        self.path().join("dashboard-token")
+    }
+
     pub(crate) fn admin_socket(&self) -> PathBuf {
         self.path.join(ADMIN_SOCKET)
     }

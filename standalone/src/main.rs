@@ -145,6 +145,24 @@ struct ServeArgs {
     legacy_key: jumpstarter_controller::flags::legacy_key::LegacyKeyArgs,
     #[command(flatten)]
     login: jumpstarter_controller::flags::login::LoginArgs,
+    /// Serve the lab dashboard on this address (plain HTTP on loopback; HTTPS with the
+    /// service's certificate on any other). Its credential is the token in
+    /// `<data-dir>/dashboard-token`, made at the first start [default: 127.0.0.1:8084, and
+    /// if that port is taken the service goes on without a dashboard].
+    #[arg(long, env = "JUMPSTARTER_DASHBOARD_LISTEN")]
+    dashboard_listen: Option<std::net::SocketAddr>,
+    /// Do not serve the dashboard.
+    #[arg(
+        long,
+        env = "JUMPSTARTER_NO_DASHBOARD",
+        default_value_t = false,
+        conflicts_with = "dashboard_actions"
+    )]
+    no_dashboard: bool,
+    /// Offer admin actions on the dashboard: end a lease, disable or enable an exporter
+    /// (each logged) [default: read-only].
+    #[arg(long, env = "JUMPSTARTER_DASHBOARD_ACTIONS", default_value_t = false)]
+    dashboard_actions: bool,
 }
 
 #[derive(Debug, Args)]
@@ -442,6 +460,13 @@ async fn serve_command(args: ServeArgs, given: GivenFlags) -> anyhow::Result<()>
         quic_transport: args.quic_transport.transport(),
         http_listen: args.http_listen,
         login: jumpstarter_controller::runtime::LoginListen::from_args(&args.login),
+        dashboard: (!args.no_dashboard).then_some(serve::DashboardOptions {
+            addr: args
+                .dashboard_listen
+                .unwrap_or(serve::DEFAULT_DASHBOARD_LISTEN),
+            optional: args.dashboard_listen.is_none(),
+            actions: args.dashboard_actions,
+        }),
         grpc_endpoint: args.grpc_endpoint,
         router_endpoint: args.router_endpoint,
         tls_sans: args.sans.tls_sans,

@@ -55,6 +55,8 @@ pub(crate) struct ServeOptions {
     pub(crate) quic_transport: jumpstarter_tunnel::QuicTransport,
     /// The login service (`/v1/auth/config`), when asked for.
     pub(crate) login: Option<jumpstarter_controller::runtime::LoginListen>,
+    /// The lab dashboard, unless `--no-dashboard`.
+    pub(crate) dashboard: Option<DashboardOptions>,
     pub(crate) http_listen: SocketAddr,
     /// Advertised controller endpoint; `None` derives it from `grpc_listen`.
     pub(crate) grpc_endpoint: Option<String>,
@@ -206,6 +208,21 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let dashboard = match &options.dashboard {
+        Some(dashboard) => {
+            let path = data_dir.dashboard_token();
+            let token = dashboard_token(&path)
+                .with_context(|| format!("the dashboard token {}", path.display()))?;
+            Some(runtime::DashboardListen {
+                addr: dashboard.addr,
+                plain_http: false,
+                token,
+                actions: dashboard.actions,
+                optional: dashboard.optional,
+            })
+        }
+        None => None,
+    };
     // Sessions in the embedded routers are activity for idle timeouts.
     let mut sessions: Vec<runtime::SessionSource> = Vec::new();
     let h2_sessions = router.session_leases();
@@ -258,6 +275,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         replicas: replicas.clone(),
         login: options.login,
         sessions,
+        dashboard,
     };
     let grpc = runtime::spawn_grpc(grpc_server, &metrics, &readiness, &shutdown).await?;
     let router_listener = TcpListener::bind(options.router_listen)
@@ -292,6 +310,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         &grpc_endpoint,
         &router_endpoint,
         quic_endpoint.as_deref(),
+        grpc.dashboard.is_some(),
     );
     if let Some(addr) = options.controller_quic_listen {
         println!(
@@ -338,8 +357,25 @@ fn print_banner(
     grpc_endpoint: &str,
     router_endpoint: &str,
     quic_endpoint: Option<&str>,
+    dashboard_served: bool,
 ) {
     let dir = &options.data_dir;
+    let dashboard = match &options.dashboard {
+        None => "off".to_owned(),
+        Some(d) if !dashboard_served => format!("not served ({} is taken)", d.addr),
+        Some(d) => {
+            let scheme = if d.addr.ip().is_loopback() {
+                "http"
+            } else {
+                "https"
+            };
+            format!(
+                "{scheme}://{}/ (credential: {})",
+                advertised(d.addr),
+                dir.dashboard_token().display()
+            )
+        }
+    };
     let flag = dir.flag_hint();
     let ns = if options.namespace == "default" {
         String::new()
@@ -357,6 +393,7 @@ fn print_banner(
          \x20 controller:  {grpc_endpoint} (gRPC over TLS)\n\
          \x20 router:      {router_endpoint}\n\
          \x20 QUIC router: {quic}\n\
+         \x20 dashboard:   {dashboard}\n\
          \x20 probes:      http://{http}/readyz, metrics at http://{http}/metrics\n\
          Next steps:\n\
          \x20 jumpstarter admin create exporter board-1 --label board=mock --out board-1.yaml{flag}\n\
@@ -395,4 +432,38 @@ mod tests {
         assert_eq!(advertised("[::]:8083".parse().unwrap()), "[::1]:8083");
         assert_eq!(advertised("10.1.2.3:9".parse().unwrap()), "10.1.2.3:9");
     }
+}
+
+/// Where the dashboard of `jumpstarter serve` listens unless told otherwise (0.9.0's port).
+pub(crate) const DEFAULT_DASHBOARD_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8084);
+
+/// The dashboard of `jumpstarter serve`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DashboardOptions {
+    pub(crate) addr: SocketAddr,
+    /// The address is the default: if it is taken, serve without a dashboard.
+    pub(crate) optional: bool,
+    pub(crate) actions: bool,
+}
+
+/// The dashboard credential in `path`, made (random, owner-only) when the file is absent.
+fn dashboard_token(path: &std::path::Path) -> anyhow::Result<std::sync::Arc<str>> {
+    if !path.exists() {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // Two random UUIDs: 244 random bits, in characters any shell or form takes.
+        let token = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        file.write_all(format!("{token}\n").as_bytes())?;
+    }
+    Ok(jumpstarter_controller::dashboard::read_token(path)?)
 }

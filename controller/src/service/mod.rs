@@ -101,6 +101,13 @@ pub struct Services<S> {
     peer_metrics: Arc<PeerMetrics>,
 }
 
+impl<S: Store> Services<S> {
+    /// The watch-fed copies the services read (the dashboard reads them too).
+    pub(crate) fn read_cache(&self) -> Arc<ReadCache<S>> {
+        self.shared.cache.clone()
+    }
+}
+
 impl<S> Clone for Services<S> {
     fn clone(&self) -> Self {
         Services {
