@@ -51,10 +51,13 @@ command -v buildah >/dev/null || missing="$missing buildah"
 command -v iptables >/dev/null || missing="$missing iptables"
 command -v conntrack >/dev/null || missing="$missing conntrack"
 command -v busybox >/dev/null || missing="$missing busybox-static"
+# The dashboard's browser test drives Debian's headless Chromium through its driver.
+command -v chromium >/dev/null || missing="$missing chromium"
+command -v chromedriver >/dev/null || missing="$missing chromium-driver"
 if [ -n "$missing" ]; then
   say "installing$missing (for the network-namespace tests and the node)"
   if [ "$(id -u)" != 0 ] || ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing; }; then
-    echo "FATAL: the network-namespace and node tests need root and the packages:$missing" >&2
+    echo "FATAL: the network-namespace, node and browser tests need root and the packages:$missing" >&2
     exit 1
   fi
 fi

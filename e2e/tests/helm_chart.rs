@@ -175,6 +175,7 @@ config:
   deprecatedLabels: {keys: {pool: "use env instead"}}
 controller:
   login: {enabled: true, host: login.lab.example.com}
+  dashboard: {enabled: true}
 "#;
 
 /// A values file shipped with the chart.
@@ -748,6 +749,38 @@ async fn lint_render_and_schema() {
                         .iter()
                         .any(|p| p["name"] == "login" && p["port"] == 8086),
                     "{ports:?}"
+                );
+                // The dashboard: its flags, its credential from a generated Secret mounted
+                // read-only, and port `dashboard` on the controller's Service.
+                assert!(
+                    args.contains(&"--dashboard-listen=0.0.0.0:8084".to_owned())
+                        && args.contains(
+                            &"--dashboard-token-file=/etc/jumpstarter/dashboard/token".to_owned()
+                        ),
+                    "{args:?}"
+                );
+                assert!(
+                    ports
+                        .iter()
+                        .any(|p| p["name"] == "dashboard" && p["port"] == 8084),
+                    "{ports:?}"
+                );
+                let pod = &controller["spec"]["template"]["spec"];
+                let secret_name = pod["volumes"][0]["secret"]["secretName"]
+                    .as_str()
+                    .expect("the dashboard token volume");
+                let secret = docs
+                    .iter()
+                    .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == secret_name)
+                    .expect("the generated dashboard Secret");
+                let token = secret["data"]["token"].as_str().expect("token");
+                let token =
+                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, token)
+                        .expect("base64");
+                assert_eq!(token.len(), 48);
+                assert_eq!(
+                    pod["containers"][0]["volumeMounts"][0]["readOnly"],
+                    serde_json::Value::Bool(true)
                 );
                 // The 0.9.0 configuration decides the tag limit and token lifetime unless
                 // the chart's values set them.

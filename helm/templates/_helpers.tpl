@@ -70,6 +70,10 @@ app.kubernetes.io/part-of: jumpstarter
 {{- printf "%s-router" (include "jumpstarter.fullname" .) -}}
 {{- end -}}
 
+{{- define "jumpstarter.dashboardSecretName" -}}
+{{- .Values.controller.dashboard.existingSecret | default (printf "%s-dashboard" (include "jumpstarter.fullname" .)) -}}
+{{- end -}}
+
 {{- define "jumpstarter.caSecretName" -}}
 {{- printf "%s-ca" (include "jumpstarter.fullname" .) -}}
 {{- end -}}
