@@ -264,6 +264,11 @@ async fn run(args: RunArgs, given: GivenFlags) -> anyhow::Result<()> {
     let replicas = ReplicaRegistry::new(ReplicaId::new(&identity));
 
     let mut registry = Registry::default();
+    jumpstarter_shell::process_metrics::register(
+        &mut registry,
+        env!("CARGO_PKG_VERSION"),
+        option_env!("JUMPSTARTER_COMMIT").unwrap_or("unknown"),
+    );
     let metrics = ControllerMetrics::register(&mut registry);
     let registry = Arc::new(registry);
     let readiness = Arc::new(Readiness::default());

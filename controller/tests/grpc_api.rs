@@ -372,10 +372,18 @@ async fn auth_failures_have_0_9_0_codes_and_the_server_keeps_serving() {
             "{reason} not counted:\n{metrics}"
         );
     }
+    // Codes as gRPC spells them; every call is also timed.
     assert!(
-        metrics.contains("method=\"ClientService/ListExporters\",code=\"Ok\""),
+        metrics.contains("method=\"ClientService/ListExporters\",code=\"OK\""),
         "{metrics}"
     );
+    assert!(
+        metrics.contains(
+            "jumpstarter_controller_grpc_request_duration_seconds_count{method=\"ClientService/ListExporters\",code=\"OK\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("code=\"UNAUTHENTICATED\""), "{metrics}");
 }
 
 #[tokio::test]

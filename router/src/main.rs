@@ -136,14 +136,22 @@ async fn main() -> anyhow::Result<()> {
     let cli: Cli = env_alias::parse(&aliases);
     logging::init(cli.log.log_format, "info");
 
-    let mut registry = Registry::with_prefix("jumpstarter");
+    // Process and build metrics keep their usual names; the router's are `jumpstarter_*`.
+    let mut root = Registry::default();
+    jumpstarter_shell::process_metrics::register(
+        &mut root,
+        env!("CARGO_PKG_VERSION"),
+        option_env!("JUMPSTARTER_COMMIT").unwrap_or("unknown"),
+    );
+    let registry = root.sub_registry_with_prefix("jumpstarter");
+    let registry = &mut *registry;
     let files = CredentialFiles {
         tls_cert: cli.tls_cert.clone(),
         tls_key: cli.tls_key.clone(),
         token_public_keys: cli.token_public_keys.clone(),
         client_ca: cli.quic_listen.and(cli.client_ca.clone()),
     };
-    let reloader = Reloader::load(files, &mut registry).context("loading the credential files")?;
+    let reloader = Reloader::load(files, registry).context("loading the credential files")?;
     let tls = reloadable_server_config(reloader.serving_cert(), vec![b"h2".to_vec()], None)
         .context("building the TLS configuration")?;
 
@@ -155,7 +163,7 @@ async fn main() -> anyhow::Result<()> {
     config.limits = cli.limits;
     config.http2_windows = cli.http2_windows;
 
-    let router = Router::new(config, &mut registry);
+    let router = Router::new(config, registry);
     router.set_pair_limits(cli.bounds.pair_limits());
     let quic = match (cli.quic_listen, reloader.client_ca()) {
         (Some(addr), Some(client_ca)) => {
@@ -172,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
             quic_config.max_remembered = cli.max_remembered;
             quic_config.drain_timeout = cli.drain_timeout.0;
             cli.bounds.apply_quic(&mut quic_config);
-            let mut quic = QuicRouter::bind(quic_config, addr, &mut registry)
+            let mut quic = QuicRouter::bind(quic_config, addr, registry)
                 .with_context(|| format!("starting the QUIC listener on {addr}"))?;
             // QUIC sessions carrying a router token pair with 0.9.0 h2 streams.
             quic.pair_with_h2(&router);
@@ -181,7 +189,7 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let registry = Arc::new(registry);
+    let registry = Arc::new(root);
 
     let listener = TcpListener::bind(cli.listen)
         .await

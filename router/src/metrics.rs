@@ -7,6 +7,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use jumpstarter_shell::metrics_registrar::Registrar;
@@ -98,6 +99,58 @@ pub(crate) struct Metrics {
     auth_failures: Family<ReasonLabel, Counter>,
     pairing_timeouts: Counter,
     replay_evictions: Counter,
+    pub(crate) pair_times: PairTimes,
+}
+
+/// How long first arrivals waited for their peer, and how long pairs lived.
+#[derive(Debug, Clone)]
+pub(crate) struct PairTimes {
+    wait: Histogram,
+    duration: Histogram,
+}
+
+/// Pairing waits: 0.5 ms to about 16 s (×2); the pairing timeout ends the rest.
+const WAIT_BUCKETS: (f64, f64, u16) = (0.0005, 2.0, 16);
+/// Session durations: 10 ms to about 12 h (×4).
+const DURATION_BUCKETS: (f64, f64, u16) = (0.01, 4.0, 12);
+
+impl Default for PairTimes {
+    fn default() -> Self {
+        let histogram = |(start, factor, count): (f64, f64, u16)| {
+            Histogram::new(exponential_buckets(start, factor, count))
+        };
+        PairTimes {
+            wait: histogram(WAIT_BUCKETS),
+            duration: histogram(DURATION_BUCKETS),
+        }
+    }
+}
+
+impl PairTimes {
+    fn register(r: &mut Registrar<'_>, what: &str) -> Self {
+        let times = PairTimes::default();
+        r.with(
+            "pairing_wait_seconds",
+            &format!("Time the first {what} of a pair waited for its peer"),
+            times.wait.clone(),
+        );
+        r.with(
+            "session_duration_seconds",
+            &format!("Time pairs of {what}s relayed, from pairing to their end"),
+            times.duration.clone(),
+        );
+        times
+    }
+
+    /// The first arrival of a pair waited `waited`.
+    pub(crate) fn waited(&self, waited: std::time::Duration) {
+        self.wait.observe(waited.as_secs_f64());
+    }
+
+    /// A pair relayed for `lasted`.
+    pub(crate) fn lasted(&self, lasted: std::time::Duration) {
+        self.duration.observe(lasted.as_secs_f64());
+    }
 }
 
 impl Metrics {
@@ -126,6 +179,7 @@ impl Metrics {
                 "replay_evictions",
                 "Paired stream ids forgotten before their token expired because the memory was full",
             ),
+            pair_times: PairTimes::register(&mut r, "stream"),
         }
     }
 
@@ -202,6 +256,7 @@ pub(crate) struct QuicMetrics {
     /// The flow-control window budget, `state` = `granted` or `total`.
     pub(crate) window_budget: Family<Vec<(&'static str, &'static str)>, Gauge>,
     send_window: Gauge,
+    pub(crate) pair_times: PairTimes,
 }
 
 impl QuicMetrics {
@@ -252,6 +307,7 @@ impl QuicMetrics {
                 "Send windows in force over the open QUIC connections, each scaled to its \
                  round-trip time: what the router may hold unacknowledged toward its peers",
             ),
+            pair_times: PairTimes::register(&mut r, "session stream"),
         }
     }
 

@@ -104,6 +104,8 @@ enum Arrival {
 #[derive(Debug)]
 struct Waiter {
     peer: Peer,
+    /// When it arrived (for the pairing-wait histogram).
+    since: Instant,
     /// `Ok` once paired; the refusal to end with otherwise.
     wake: oneshot::Sender<Result<(), Refusal>>,
 }
@@ -358,13 +360,22 @@ impl Switchboard {
                     return self.refused(peer, Refusal::PeerGone);
                 };
                 info!("paired");
+                self.pair_times()
+                    .waited(now.saturating_duration_since(waiter.since));
                 self.spawn_relay(lease, waiter.peer, peer);
                 let _ = waiter.wake.send(Ok(()));
                 Arrival::Paired
             }
             Offer::Wait { ticket, deadline } => {
                 let (wake, woken) = oneshot::channel();
-                state.waiters.insert(ticket, Waiter { peer, wake });
+                state.waiters.insert(
+                    ticket,
+                    Waiter {
+                        peer,
+                        since: now,
+                        wake,
+                    },
+                );
                 Arrival::Waiting {
                     ticket,
                     deadline,
@@ -423,6 +434,14 @@ impl Switchboard {
         drop(guard);
     }
 
+    /// The pairing-wait and session-duration histograms of this switchboard's kind.
+    fn pair_times(&self) -> &crate::metrics::PairTimes {
+        match &self.shared.kind {
+            Kind::Streams(metrics) => &metrics.pair_times,
+            Kind::Sessions(metrics) => &metrics.pair_times,
+        }
+    }
+
     /// The leases (`namespace/name`) with at least one live pair now. A token of 0.9.0's
     /// layout names no lease; its pairs are not counted.
     pub(crate) fn leases_in_session(&self) -> Vec<String> {
@@ -442,9 +461,11 @@ impl Switchboard {
             metrics.pair_started();
         }
         let live = LivePair::start(&shared, &lease);
+        let times = self.pair_times().clone();
         tokio::spawn(
             async move {
                 let _live = live;
+                let paired = Instant::now();
                 let stop = &shared.stop_relays;
                 let lease_end = shared.leases.ended(&lease, lease_end);
                 // Invariant: h2 peers only reach a streams switchboard (the RouterService
@@ -494,6 +515,7 @@ impl Switchboard {
                         },
                     ) => spliced((a, a_role), (b, b_role), &quic, (stop, lease_end)).await,
                 }
+                times.lasted(paired.elapsed());
                 if let Kind::Streams(metrics) = &shared.kind {
                     metrics.pair_ended();
                 }

@@ -167,7 +167,8 @@ async fn half_close_stops_one_direction_only() {
 }
 
 /// A controller that embeds the router reads which leases have a session live (for idle
-/// timeouts): a pair counts under its token's lease from pairing until both sides end.
+/// timeouts): a pair counts under its token's lease from pairing until both sides end; its
+/// wait and duration are in the router's histograms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_pair_counts_as_a_session_of_its_lease_until_it_ends() {
     let router = start(|_| {}).await;
@@ -190,6 +191,11 @@ async fn a_live_pair_counts_as_a_session_of_its_lease_until_it_ends() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Both pairs are in the pairing-wait and session-duration histograms.
+    assert_eq!(router.metric("router_pairing_wait_seconds_count"), 2.0);
+    assert_eq!(router.metric("router_session_duration_seconds_count"), 2.0);
+    let sum = router.metric("router_session_duration_seconds_sum");
+    assert!(sum >= 0.2, "the second pair lived at least 200 ms: {sum}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

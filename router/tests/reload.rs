@@ -317,6 +317,15 @@ async fn certificate_and_token_keys_reload_while_the_router_runs() {
     );
     router.wait_for_log("token public keys reloaded");
     assert_eq!(router.metric("jumpstarter_router_token_keys"), Some(2.0));
+    // The router binary's process and build metrics keep their usual names.
+    let text = router.metrics_text();
+    for expected in [
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
+        "jumpstarter_build_info{version=\"",
+    ] {
+        assert!(text.contains(expected), "{expected} missing:\n{text}");
+    }
     for (key, id) in [(&new_key, "s-3"), (&old_key, "s-4")] {
         let (code, message) = stream_outcome(router.listen, &ca, &token(key, id)).await;
         assert_eq!(

@@ -49,4 +49,5 @@ pub mod logging;
 pub mod metrics_registrar;
 pub mod port_limits;
 pub mod private_file;
+pub mod process_metrics;
 pub mod signal;

@@ -174,6 +174,11 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .context("build the router TLS configuration")?;
 
     let mut registry = Registry::default();
+    jumpstarter_shell::process_metrics::register(
+        &mut registry,
+        env!("CARGO_PKG_VERSION"),
+        option_env!("JUMPSTARTER_COMMIT").unwrap_or("unknown"),
+    );
     let metrics = ControllerMetrics::register(&mut registry);
     let router_keys = router_token_keys(&keys.tokens.current());
     let mut router_config = RouterConfig::new(router_tls, router_keys.clone());

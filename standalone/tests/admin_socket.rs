@@ -155,6 +155,18 @@ fn the_admin_socket_serves_only_the_service_user_and_root() {
         ),
         "{metrics}"
     );
+    // What Prometheus users expect of any server: process and build metrics, and this
+    // process runs the reconcile loop (standalone: always the leader).
+    for expected in [
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "jumpstarter_build_info{version=\"",
+        "jumpstarter_controller_leader 1",
+        "jumpstarter_controller_lease_scheduling_seconds_bucket{le=\"0.001\"}",
+    ] {
+        assert!(metrics.contains(expected), "{expected} missing:\n{metrics}");
+    }
     assert!(
         service.logs().contains("admin socket connection refused"),
         "{}",

@@ -55,6 +55,9 @@ pub struct ReconcileMetrics {
     pub preemptions: Counter,
     /// Waiting leases with a queue position, as of the last pass.
     pub queue_depth: Gauge,
+    /// 1 while this process runs the reconcile loop (it holds the leader election, or
+    /// runs without one), else 0.
+    pub leader: Gauge,
 }
 
 /// A histogram with exponential buckets `(start, factor, count)`.
@@ -65,8 +68,9 @@ fn exponential_histogram((start, factor, count): (f64, f64, u16)) -> Histogram {
 /// Histogram buckets for pass durations: 1 ms to about 16 s (exponential, x2).
 const PASS_BUCKETS: (f64, f64, u16) = (0.001, 2.0, 15);
 
-/// Histogram buckets for scheduling latency: 50 ms to about 30 min (exponential, x3).
-const LATENCY_BUCKETS: (f64, f64, u16) = (0.05, 3.0, 11);
+/// Histogram buckets for scheduling latency: 1 ms (grants inside CreateLease take tens of
+/// milliseconds) to about 1.6 h (exponential, x2.5).
+const LATENCY_BUCKETS: (f64, f64, u16) = (0.001, 2.5, 18);
 
 impl ReconcileMetrics {
     /// Creates the metrics and registers them.
@@ -114,6 +118,10 @@ impl ReconcileMetrics {
             queue_depth: r.add(
                 "jumpstarter_controller_lease_queue_depth",
                 "Leases waiting in the queue for an exporter that is online (with a queue position)",
+            ),
+            leader: r.add(
+                "jumpstarter_controller_leader",
+                "1 while this replica runs the reconcile loop (holds the leader election), else 0",
             ),
         }
     }

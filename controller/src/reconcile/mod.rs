@@ -114,6 +114,22 @@ impl ReconcileError {
     }
 }
 
+/// Sets the leader gauge to 1 while held, back to 0 when dropped.
+struct LeaderGauge<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> LeaderGauge<'a> {
+    fn hold(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.set(1);
+        LeaderGauge(gauge)
+    }
+}
+
+impl Drop for LeaderGauge<'_> {
+    fn drop(&mut self) {
+        self.0.set(0);
+    }
+}
+
 /// Runs passes over `settings.namespace` until `shutdown` is cancelled.
 ///
 /// Exporter liveness follows `replicas` (exporters whose Status stream a live replica
@@ -131,6 +147,7 @@ pub async fn run<S: Store>(
     shutdown: CancellationToken,
 ) -> Result<(), ReconcileError> {
     let namespace = settings.namespace.clone();
+    let _leader = LeaderGauge::hold(&metrics.leader);
     let (changed, reflections) = watch_all(&store, &namespace, &metrics, &shutdown);
     let mut replica_changes = replicas.subscribe();
     let reconciler = Reconciler::new(store, keys, Arc::clone(&settings), Arc::clone(&metrics))

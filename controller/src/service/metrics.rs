@@ -4,6 +4,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tonic::{Code, Status};
 
@@ -14,9 +15,35 @@ use jumpstarter_shell::metrics_registrar::Registrar;
 pub struct RpcLabels {
     /// `<Service>/<Method>`, e.g. `ControllerService/Dial`.
     pub method: &'static str,
-    /// gRPC code name, e.g. `Ok`, `Unavailable`.
-    pub code: String,
+    /// gRPC code name as gRPC spells it, e.g. `OK`, `UNAVAILABLE`.
+    pub code: &'static str,
 }
+
+/// The canonical gRPC name of `code` (`OK`, `INVALID_ARGUMENT`, ...).
+pub(crate) fn grpc_code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// RPC latency buckets: 0.5 ms to about 16 s (×2).
+const RPC_BUCKETS: (f64, f64, u16) = (0.0005, 2.0, 16);
 
 /// Labels of the Dial offer counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -69,8 +96,11 @@ pub struct RefusedLabelLabels {
 }
 
 /// Metrics of the services; registered once per process.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ServiceMetrics {
+    /// Seconds each RPC took (for streams: until the stream was opened), by method and
+    /// code.
+    pub rpc_duration: Family<RpcLabels, Histogram>,
     /// Open exporter Status streams.
     pub status_streams: Gauge,
     /// Open exporter Listen streams.
@@ -93,11 +123,30 @@ pub struct ServiceMetrics {
     pub register_labels_refused: Family<RefusedLabelLabels, Counter>,
 }
 
+/// The RPC latency histograms, one per method and code.
+fn rpc_histograms() -> Family<RpcLabels, Histogram> {
+    Family::new_with_constructor(|| {
+        let (start, factor, count) = RPC_BUCKETS;
+        Histogram::new(exponential_buckets(start, factor, count))
+    })
+}
+
+impl Default for ServiceMetrics {
+    fn default() -> Self {
+        ServiceMetrics::new(&mut Registry::default())
+    }
+}
+
 impl ServiceMetrics {
     /// Creates the metrics and registers them.
     pub fn new(registry: &mut Registry) -> ServiceMetrics {
         let mut r = Registrar::new(registry);
         ServiceMetrics {
+            rpc_duration: r.with(
+                "jumpstarter_controller_grpc_request_duration_seconds",
+                "Time each gRPC call took (streams: until opened), by method and status code",
+                rpc_histograms(),
+            ),
             status_streams: r.add(
                 "jumpstarter_controller_status_streams",
                 "Open exporter Status streams",
@@ -170,10 +219,30 @@ impl ServiceMetrics {
         self.rpcs
             .get_or_create(&RpcLabels {
                 method,
-                code: format!("{code:?}"),
+                code: grpc_code_name(code),
             })
             .inc();
         result
+    }
+
+    /// [`ServiceMetrics::observe`], and the call's time since `started`.
+    pub fn observe_timed<T>(
+        &self,
+        method: &'static str,
+        started: std::time::Instant,
+        result: Result<T, Status>,
+    ) -> Result<T, Status> {
+        let code = match &result {
+            Ok(_) => Code::Ok,
+            Err(status) => status.code(),
+        };
+        self.rpc_duration
+            .get_or_create(&RpcLabels {
+                method,
+                code: grpc_code_name(code),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        self.observe(method, result)
     }
 }
 
@@ -203,11 +272,12 @@ macro_rules! observed_service {
                     &self,
                     request: tonic::Request<$request>,
                 ) -> Result<tonic::Response<$response>, tonic::Status> {
+                    let started = std::time::Instant::now();
                     let result = self.$inner(request).await.map(tonic::Response::new);
                     self.services
                         .shared
                         .metrics
-                        .observe(concat!($prefix, "/", $method_name), result)
+                        .observe_timed(concat!($prefix, "/", $method_name), started, result)
                 }
             )+
         }
