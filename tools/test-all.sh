@@ -68,6 +68,9 @@ export K8S_BIN_DIR="$bin_dir"
 say "building Dex, the OIDC provider of the SSO tests (cached)"
 DEX_BIN="$(tools/dex-bin/build.sh | tail -n 1)"
 export DEX_BIN
+say "building promtool, the chart's alert-rule checker (cached)"
+PROMTOOL="$(tools/promtool-bin/build.sh | tail -n 1)"
+export PROMTOOL
 done_step "Go test binaries"
 
 say "installing jumpstarter 0.9.0 Python tools (cached venv)"

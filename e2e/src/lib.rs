@@ -218,6 +218,8 @@ pub struct Lab {
     /// Extra arguments of `jumpstarter-controller router-cert` (Kubernetes mode), e.g.
     /// the `--ca-secret` the controller was given.
     pub router_cert_args: Vec<String>,
+    /// The router process's probe and metrics port (Kubernetes mode, once started).
+    pub router_metrics_port: Option<u16>,
 }
 
 impl Lab {
@@ -307,6 +309,7 @@ impl Lab {
             serve_args: serve_args.iter().map(|a| (*a).to_owned()).collect(),
             kube_env: (mode == Mode::Kubernetes).then(|| env.clone()),
             router_cert_args: Vec::new(),
+            router_metrics_port: None,
         };
         Ok(lab)
     }
@@ -346,6 +349,7 @@ impl Lab {
             serve_args: args,
             kube_env: None,
             router_cert_args: Vec::new(),
+            router_metrics_port: None,
         };
         lab.start_serve_as_given().await?;
         Ok(lab)
@@ -602,6 +606,7 @@ impl Lab {
             .env("RUST_LOG", "info");
         let proc = Proc::spawn("router", cmd, self.path("router.log"))?;
         self.router = Some(proc);
+        self.router_metrics_port = Some(metrics_port);
         let router = self.router.as_mut().expect("just set");
         wait_http_ok(
             &format!("http://127.0.0.1:{metrics_port}/readyz"),

@@ -133,6 +133,7 @@ impl Release {
             serve_args: Vec::new(),
             kube_env: Some(env.clone()),
             router_cert_args: Vec::new(),
+            router_metrics_port: None,
         };
         let release = Release {
             env,

@@ -114,6 +114,8 @@ controller:
 logFormat: text
 routers: {quic: {enabled: false}, podDisruptionBudget: {enabled: false}}
 serviceMonitor: {enabled: true, labels: {release: prometheus}}
+prometheusRule: {enabled: true, labels: {release: prometheus}}
+grafanaDashboard: {enabled: true}
 "#
             .to_owned(),
         ),
@@ -233,6 +235,66 @@ fn documents(rendered: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The alerts every installation should have, by name.
+const ALERTS: [&str; 4] = [
+    "JumpstarterNoLeader",
+    "JumpstarterReconcileErrorsRising",
+    "JumpstarterTLSHandshakeFailures",
+    "JumpstarterCertificateExpiresSoon",
+];
+
+/// The PrometheusRule and the Grafana dashboard of a render with both on: the four alerts,
+/// the rules file accepted by `promtool check rules`, a dashboard the sidecar picks up.
+fn monitoring(docs: &[serde_json::Value]) {
+    let rule = find(docs, "PrometheusRule", FULLNAME);
+    assert_eq!(rule["metadata"]["labels"]["release"], "prometheus");
+    let alerts: Vec<&str> = rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .filter_map(|r| r["alert"].as_str())
+        .collect();
+    assert_eq!(alerts, ALERTS);
+    promtool_check(&rule["spec"]);
+    let config_map = find(docs, "ConfigMap", &format!("{FULLNAME}-dashboard"));
+    assert_eq!(config_map["metadata"]["labels"]["grafana_dashboard"], "1");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        config_map["data"]["jumpstarter.json"]
+            .as_str()
+            .expect("dashboard JSON"),
+    )
+    .expect("the dashboard is JSON");
+    assert_eq!(dashboard["uid"], "jumpstarter");
+    assert!(
+        dashboard["panels"]
+            .as_array()
+            .is_some_and(|p| p.len() >= 10)
+    );
+}
+
+/// `promtool check rules` on the rule groups `spec` (the binary from `$PROMTOOL`, built
+/// from the Go module proxy by the test command).
+fn promtool_check(spec: &serde_json::Value) {
+    let promtool = std::env::var("PROMTOOL").expect(
+        "PROMTOOL names the promtool binary (tools/promtool-bin/build.sh builds it; the test \
+         command exports it)",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("rules.yaml");
+    std::fs::write(&path, serde_norway::to_string(spec).expect("rules YAML")).expect("write");
+    let out = std::process::Command::new(&promtool)
+        .args(["check", "rules"])
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| panic!("{promtool}: {e}"));
+    assert!(
+        out.status.success(),
+        "promtool check rules: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn find<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {
     docs.iter()
         .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
@@ -341,6 +403,151 @@ fn escape_hatches(docs: &[serde_json::Value], controller_args: &[String]) {
             serde_json::json!(["198.51.100.0/24"])
         );
     }
+}
+
+/// The metric names a PromQL text uses (`jumpstarter_*`, `process_*`).
+fn metric_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &text[i..];
+        let starts = (rest.starts_with("jumpstarter_") || rest.starts_with("process_"))
+            && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_'));
+        if starts {
+            let len = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            names.push(rest[..len].to_owned());
+            i += len;
+        } else {
+            i += 1;
+        }
+    }
+    names
+}
+
+/// Whether the scraped `exposition` declares the metric a series `name` belongs to.
+fn declares(exposition: &str, name: &str) -> bool {
+    let base = ["_bucket", "_count", "_sum"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .unwrap_or(name);
+    let declared = |n: &str| {
+        exposition
+            .lines()
+            .any(|l| l.starts_with(&format!("# TYPE {n} ")))
+    };
+    declared(base) || base.strip_suffix("_total").is_some_and(declared)
+}
+
+/// Every metric the chart's alerts and dashboard use is one the controller or the router
+/// binary exports (a renamed metric would silently blank a panel or never fire an alert).
+#[tokio::test]
+async fn the_alerts_and_the_dashboard_use_metrics_the_binaries_export() {
+    let env = TestEnv::shared();
+    let chart = Chart::new(env);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = image_values(dir.path());
+    let values = write_values(
+        dir.path(),
+        "monitoring",
+        "prometheusRule: {enabled: true}\ngrafanaDashboard: {enabled: true}\n",
+    );
+    let docs = documents(
+        &chart
+            .render(RELEASE, "lab", &[&image, &values])
+            .await
+            .expect("render"),
+    );
+    let rule = find(&docs, "PrometheusRule", FULLNAME);
+    let mut used: Vec<String> = rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .flat_map(|r| metric_names(r["expr"].as_str().unwrap_or_default()))
+        .collect();
+    let config_map = find(&docs, "ConfigMap", &format!("{FULLNAME}-dashboard"));
+    used.extend(metric_names(
+        config_map["data"]["jumpstarter.json"]
+            .as_str()
+            .expect("dashboard"),
+    ));
+    used.sort();
+    used.dedup();
+    assert!(used.len() >= 15, "{used:?}");
+
+    // Both binaries, with traffic behind every family the chart uses: a session through
+    // the router (gRPC calls, relayed bytes, pairing) and plaintext sent to both TLS ports
+    // (handshake failures). QUIC metrics come from the standalone service, whose embedded
+    // router serves QUIC.
+    let mut lab = Lab::start(Mode::Kubernetes, "e2e-metric-names")
+        .await
+        .expect("start lab");
+    lab.start_exporter("board-1", &["board=mock"])
+        .await
+        .expect("exporter");
+    let client = lab.create_client("alice").await.expect("client");
+    lab.wait_exporter_condition("board-1", "Online", "True", Duration::from_secs(90))
+        .await
+        .expect("online");
+    let shell = lab
+        .jmp(
+            &[
+                "shell",
+                "--client-config",
+                &client.to_string_lossy(),
+                "-l",
+                "board=mock",
+                "--",
+                "j",
+                "power",
+                "on",
+            ],
+            Duration::from_secs(180),
+        )
+        .await
+        .expect("jmp shell");
+    assert!(shell.ok(), "jmp shell: {shell}");
+    for endpoint in [lab.grpc_endpoint(), lab.router_endpoint()] {
+        let _ = std::process::Command::new("curl")
+            .args(["-s", "--max-time", "5", "-o", "/dev/null"])
+            .arg(format!("http://{endpoint}/"))
+            .status();
+    }
+    let standalone = Lab::start(Mode::Standalone, "e2e-metric-names")
+        .await
+        .expect("start the standalone service");
+    let scrape = |port: u16| {
+        let out = std::process::Command::new("curl")
+            .args(["-sf", "--max-time", "10"])
+            .arg(format!("http://127.0.0.1:{port}/metrics"))
+            .output()
+            .expect("curl");
+        assert!(out.status.success(), "scraping port {port} failed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The handshake failures are counted once the connections are dropped.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exposition = loop {
+        let text = format!(
+            "{}\n{}\n{}",
+            scrape(lab.probe_port),
+            scrape(lab.router_metrics_port.expect("the router runs")),
+            scrape(standalone.probe_port)
+        );
+        if text.contains("jumpstarter_router_tls_handshake_failures_total")
+            || Instant::now() > deadline
+        {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let missing: Vec<&String> = used.iter().filter(|n| !declares(&exposition, n)).collect();
+    assert!(
+        missing.is_empty(),
+        "metrics the chart uses but no binary exports: {missing:?}"
+    );
 }
 
 #[tokio::test]
@@ -607,6 +814,7 @@ async fn lint_render_and_schema() {
                     monitor["spec"]["selector"]["matchLabels"]["jumpstarter.dev/metrics"], "true",
                     "the ServiceMonitor selects only the metrics Services"
                 );
+                monitoring(&docs);
                 let svc = find(&docs, "Service", &format!("{FULLNAME}-router-0"));
                 assert_eq!(svc["spec"]["ports"].as_array().unwrap().len(), 1);
                 assert!(!docs.iter().any(|d| d["kind"] == "PodDisruptionBudget"));
@@ -1033,6 +1241,7 @@ spec:
         stub("cert-manager.io", "Certificate", "certificates"),
         stub("cert-manager.io", "Issuer", "issuers"),
         stub("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
+        stub("monitoring.coreos.com", "PrometheusRule", "prometheusrules"),
         stub("route.openshift.io", "Route", "routes"),
     ]
     .concat()
@@ -1487,6 +1696,7 @@ routers:
         serve_args: Vec::new(),
         kube_env: None,
         router_cert_args: Vec::new(),
+        router_metrics_port: None,
     };
     lab.start_exporter("board-1", &["board=mock"])
         .await

@@ -157,7 +157,7 @@ impl Metrics {
     /// Creates the metrics and registers them in `registry` under the `router` prefix.
     pub(crate) fn register(registry: &mut Registry) -> Self {
         let mut r = Registrar::with_prefix(registry, "router");
-        Metrics {
+        let metrics = Metrics {
             pending_streams: r.add("pending_streams", "Streams waiting for their peer"),
             active_pairs: r.add("active_pairs", "Pairs of streams currently relaying"),
             remembered_streams: r.add(
@@ -180,7 +180,16 @@ impl Metrics {
                 "Paired stream ids forgotten before their token expired because the memory was full",
             ),
             pair_times: PairTimes::register(&mut r, "stream"),
+        };
+        // Every direction is exported from the start (at 0), so rates work at once.
+        for direction in [Direction::WaitingToArriving, Direction::ArrivingToWaiting] {
+            let label = DirectionLabel {
+                direction: direction.label(),
+            };
+            let _ = metrics.relayed_bytes.get_or_create(&label);
+            let _ = metrics.relayed_frames.get_or_create(&label);
         }
+        metrics
     }
 
     pub(crate) fn stream_ended(&self, outcome: Outcome) {
@@ -263,7 +272,7 @@ impl QuicMetrics {
     /// Creates the metrics and registers them in `registry` under the `router_quic` prefix.
     pub(crate) fn register(registry: &mut Registry) -> Self {
         let mut r = Registrar::with_prefix(registry, "router_quic");
-        QuicMetrics {
+        let metrics = QuicMetrics {
             connections: r.add("connections", "Admitted QUIC connections currently open"),
             pending_sessions: r.add("pending_sessions", "Session streams waiting for their peer"),
             active_pairs: r.add(
@@ -308,7 +317,14 @@ impl QuicMetrics {
                  round-trip time: what the router may hold unacknowledged toward its peers",
             ),
             pair_times: PairTimes::register(&mut r, "session stream"),
+        };
+        // Every direction is exported from the start (at 0), so rates work at once.
+        for direction in ["client_to_exporter", "exporter_to_client"] {
+            let _ = metrics
+                .relayed_bytes
+                .get_or_create(&DirectionLabel { direction });
         }
+        metrics
     }
 
     /// A connection's send window changed from `old` to `new` bytes (0: none).

@@ -76,7 +76,7 @@ impl ReconcileMetrics {
     /// Creates the metrics and registers them.
     pub fn new(registry: &mut Registry) -> ReconcileMetrics {
         let mut r = Registrar::new(registry);
-        ReconcileMetrics {
+        let metrics = ReconcileMetrics {
             leases: r.add(
                 "jumpstarter_controller_leases",
                 "Leases by state (pending, ready, ended)",
@@ -123,7 +123,14 @@ impl ReconcileMetrics {
                 "jumpstarter_controller_leader",
                 "1 while this replica runs the reconcile loop (holds the leader election), else 0",
             ),
-        }
+        };
+        // The expected reason is exported from the start (at 0), so rates work at once.
+        metrics.error_count("conflict");
+        metrics
+    }
+
+    fn error_count(&self, reason: &'static str) -> u64 {
+        self.errors.get_or_create(&ErrorLabels { reason }).get()
     }
 
     /// Metrics that are not registered anywhere (tests, tools).
