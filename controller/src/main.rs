@@ -50,7 +50,7 @@ const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/servicea
 #[derive(Debug, Parser)]
 #[command(
     name = "jumpstarter-controller",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("JUMPSTARTER_GIT_COMMIT"), ")"),
     about = "Jumpstarter controller (Kubernetes mode)"
 )]
 struct Cli {

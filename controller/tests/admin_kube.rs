@@ -240,8 +240,11 @@ async fn get_list_and_delete() {
     // list: sorted by name; the table shows the columns.
     let clients = admin.list(Kind::Client).await.expect("list clients");
     assert_eq!(clients.names(), vec!["alice".to_owned(), "bob".to_owned()]);
-    let table = clients.render(OutputFormat::Table, false).unwrap();
+    let table = clients
+        .render(OutputFormat::Table, false, OffsetDateTime::now_utc())
+        .unwrap();
     assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.lines().next().unwrap().ends_with("   AGE"), "{table}");
     assert!(
         table
             .lines()
@@ -249,10 +252,14 @@ async fn get_list_and_delete() {
         "{table}"
     );
     let exporters = admin.list(Kind::Exporter).await.expect("list exporters");
-    let table = exporters.render(OutputFormat::Table, false).unwrap();
+    let table = exporters
+        .render(OutputFormat::Table, false, OffsetDateTime::now_utc())
+        .unwrap();
     assert!(table.contains("board=mock"), "{table}");
     let leases = admin.list(Kind::Lease).await.expect("list leases");
-    let table = leases.render(OutputFormat::Table, false).unwrap();
+    let table = leases
+        .render(OutputFormat::Table, false, OffsetDateTime::now_utc())
+        .unwrap();
     let row = table
         .lines()
         .find(|l| l.starts_with("lease-1"))
@@ -268,7 +275,9 @@ async fn get_list_and_delete() {
         panic!("clients: {one:?}")
     };
     assert_eq!(items.len(), 1);
-    let yaml = one.render(OutputFormat::Yaml, true).unwrap();
+    let yaml = one
+        .render(OutputFormat::Yaml, true, OffsetDateTime::now_utc())
+        .unwrap();
     let value: serde_norway::Value = serde_norway::from_str(&yaml).unwrap();
     assert_eq!(value["kind"].as_str(), Some("Client"));
     assert!(value["metadata"].get("managedFields").is_none(), "{yaml}");
@@ -418,7 +427,9 @@ async fn create_lease_by_selector_and_by_exporter() {
     let mut expected = vec![name.clone(), "pinned".to_owned()];
     expected.sort();
     assert_eq!(listed.names(), expected);
-    let table = listed.render(OutputFormat::Table, false).unwrap();
+    let table = listed
+        .render(OutputFormat::Table, false, OffsetDateTime::now_utc())
+        .unwrap();
     assert!(
         table
             .lines()
@@ -597,7 +608,9 @@ async fn apply_creates_updates_in_place_and_refuses_bad_manifests_whole() {
     // get and delete policies.
     let listed = admin.list(Kind::Policy).await.expect("list policies");
     assert_eq!(listed.names(), ["lab-policy"]);
-    let table = listed.render(OutputFormat::Table, false).unwrap();
+    let table = listed
+        .render(OutputFormat::Table, false, OffsetDateTime::now_utc())
+        .unwrap();
     assert!(
         table.contains("lab-policy   board=mock   1       30"),
         "{table}"

@@ -37,7 +37,10 @@ const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIF
 
 /// Pairs client and exporter streams by router token and relays frames between them.
 #[derive(Debug, Parser)]
-#[command(name = "jumpstarter-router", version)]
+#[command(
+    name = "jumpstarter-router",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("JUMPSTARTER_GIT_COMMIT"), ")")
+)]
 struct Cli {
     /// Address of the gRPC (TLS) listener.
     #[arg(

@@ -1,7 +1,7 @@
 //! `jumpstarter admin …`: the admin commands, in either mode.
 //!
-//! - Kubernetes mode (`--kubeconfig` or `--kubernetes`): straight to the Kubernetes API;
-//!   a controller in the cluster issues the credentials.
+//! - Kubernetes mode (`--kubeconfig`, `--context` or `--kubernetes`): straight to the
+//!   Kubernetes API; a controller in the cluster issues the credentials.
 //! - Standalone mode (default): through the admin socket of the running `jumpstarter
 //!   serve`, which holds the data file.
 
@@ -11,12 +11,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use jumpstarter_controller::admin::{
-    self, Admin, Applied, Kind, LeaseOrder, Manifest, Objects, OutputFormat,
+    self, Admin, AdminError, Applied, Kind, LeaseOrder, Manifest, Objects, OutputFormat,
 };
 use jumpstarter_controller::store::kube::KubeStore;
+use jumpstarter_lease::selector::LabelSelector;
 use jumpstarter_shell::{kube_client, private_file};
+use time::OffsetDateTime;
 
-use crate::admin_api::client::AdminClient;
+use crate::admin_api::client::{AdminClient, ClientError};
 use crate::data_dir::DataDir;
 
 /// Where the admin commands go.
@@ -39,21 +41,24 @@ pub(crate) enum AdminCommand {
     },
     CreateLease {
         order: LeaseOrder,
-        output: OutputFormat,
+        /// How to show the created lease; `None` prints the `… created` line.
+        output: Option<OutputFormat>,
     },
     Get {
         kind: Kind,
         name: Option<String>,
         output: OutputFormat,
+        /// Only objects whose labels match (`-l`).
+        selector: Option<LabelSelector>,
     },
     Delete {
         kind: Kind,
         name: String,
+        /// A missing object is no error (`--ignore-not-found`).
+        ignore_not_found: bool,
     },
     /// Create or update the objects of a YAML file (`-` for stdin).
-    Apply {
-        file: PathBuf,
-    },
+    Apply { file: PathBuf },
 }
 
 /// How to reach the objects.
@@ -61,14 +66,18 @@ pub(crate) enum AdminCommand {
 pub(crate) struct Target {
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (`--context`) [default: its current context].
+    pub(crate) context: Option<String>,
     pub(crate) kubernetes: bool,
     pub(crate) namespace: Option<String>,
 }
 
 impl Backend {
     pub(crate) async fn connect(target: &Target) -> anyhow::Result<Backend> {
-        if target.kubernetes || target.kubeconfig.is_some() {
-            let client = kube_client::connect(target.kubeconfig.as_deref()).await?;
+        if target.kubernetes || target.kubeconfig.is_some() || target.context.is_some() {
+            let client =
+                kube_client::connect_to(target.kubeconfig.as_deref(), target.context.as_deref())
+                    .await?;
             let namespace = target
                 .namespace
                 .clone()
@@ -146,12 +155,20 @@ impl Backend {
         })
     }
 
-    async fn delete(&self, kind: Kind, name: &str) -> anyhow::Result<()> {
-        match self {
-            Backend::Kubernetes(admin) => admin.delete(kind, name).await?,
-            Backend::Service(client) => client.delete(kind, name).await?,
-        }
-        Ok(())
+    /// Deletes the object; `Ok(false)` when it did not exist and `ignore_not_found`,
+    /// else a missing object is the error naming it.
+    async fn delete(&self, kind: Kind, name: &str, ignore_not_found: bool) -> anyhow::Result<bool> {
+        let result = match self {
+            Backend::Kubernetes(admin) => match admin.delete(kind, name).await {
+                Err(AdminError::NotFound { .. }) if ignore_not_found => return Ok(false),
+                result => result.map_err(anyhow::Error::from),
+            },
+            Backend::Service(client) => match client.delete(kind, name).await {
+                Err(ClientError::NotFound(_)) if ignore_not_found => return Ok(false),
+                result => result.map_err(anyhow::Error::from),
+            },
+        };
+        result.map(|()| true)
     }
 }
 
@@ -206,37 +223,64 @@ pub(crate) async fn run(target: &Target, command: AdminCommand) -> anyhow::Resul
                     anyhow::bail!("use `jumpstarter admin apply -f FILE` to create a policy")
                 }
             };
+            let created = format!("{}/{name} created", kind.resource());
             match out {
                 Some(path) => {
                     // It holds a token: owner only, also when the file exists.
                     private_file::write(&path, yaml.as_bytes())?;
-                    eprintln!(
-                        "{} {name} created; configuration written to {}",
-                        kind.singular(),
-                        path.display()
-                    );
+                    writeln!(stdout, "{created}")?;
+                    eprintln!("configuration written to {}", path.display());
                 }
-                None => stdout.write_all(yaml.as_bytes())?,
+                None => {
+                    // stdout is the configuration (`> alice.yaml` must stay valid YAML).
+                    stdout.write_all(yaml.as_bytes())?;
+                    eprintln!("{created}");
+                }
             }
         }
         AdminCommand::CreateLease { order, output } => {
             let lease = backend.create_lease(&order).await?;
-            stdout.write_all(lease.render(output, true)?.as_bytes())?;
+            match output {
+                Some(output) => stdout.write_all(
+                    lease
+                        .render(output, true, OffsetDateTime::now_utc())?
+                        .as_bytes(),
+                )?,
+                None => {
+                    for name in lease.names() {
+                        writeln!(stdout, "{}/{name} created", Kind::Lease.resource())?;
+                    }
+                }
+            }
         }
-        AdminCommand::Get { kind, name, output } => {
-            let (objects, single) = match &name {
+        AdminCommand::Get {
+            kind,
+            name,
+            output,
+            selector,
+        } => {
+            let (mut objects, single) = match &name {
                 Some(name) => (backend.get(kind, name).await?, true),
                 None => (backend.list(kind).await?, false),
             };
+            if let Some(selector) = &selector {
+                objects.retain_matching(selector);
+            }
             if objects.is_empty() && output == OutputFormat::Table {
                 eprintln!("No {} found.", kind.plural());
             } else {
-                stdout.write_all(objects.render(output, single)?.as_bytes())?;
+                let text = objects.render(output, single, OffsetDateTime::now_utc())?;
+                stdout.write_all(text.as_bytes())?;
             }
         }
-        AdminCommand::Delete { kind, name } => {
-            backend.delete(kind, &name).await?;
-            eprintln!("{} {name} deleted", kind.singular());
+        AdminCommand::Delete {
+            kind,
+            name,
+            ignore_not_found,
+        } => {
+            if backend.delete(kind, &name, ignore_not_found).await? {
+                writeln!(stdout, "{}/{name} deleted", kind.resource())?;
+            }
         }
         AdminCommand::Apply { .. } => {
             let manifest = manifest.unwrap_or_default();

@@ -2,13 +2,18 @@
 //!
 //! - `jumpstarter serve`: controller (gRPC over TLS), reconcile loop, router, probes and
 //!   metrics in one process, with all state in one file of the data directory.
+//! - `jumpstarter completion bash|zsh|fish|…`: the shell completion script.
 //! - `jumpstarter admin …`: create, get/list and delete clients, exporters and leases;
 //!   `create client|exporter` writes the 0.9.0 configuration `jmp` reads, `create lease`
 //!   leases exporters for a client as `jmp create lease` would; `apply -f` creates or
 //!   updates any of them and ExporterAccessPolicies from YAML, as `kubectl apply -f`;
 //!   `get|delete policies` shows and removes access policies. Through the
-//!   running service's admin socket, or with `--kubeconfig`/`--kubernetes` through the
-//!   Kubernetes API of a cluster running `jumpstarter-controller`.
+//!   running service's admin socket, or with `--kubeconfig`/`--context`/`--kubernetes`
+//!   through the Kubernetes API of a cluster running `jumpstarter-controller`. kubectl
+//!   habits hold: `get -l SELECTOR`, `-o name`, an `AGE` column, `delete
+//!   --ignore-not-found`, `<kind>.jumpstarter.dev/<name> created|deleted` lines.
+//!
+//! `--version` names the commit the binary was built from (`shell/build/version.rs`).
 //!
 //! Every flag can also be set through its `JUMPSTARTER_*` environment variable. The
 //! credential-lifetime and TLS-SAN flags are the controller's groups
@@ -29,6 +34,7 @@ mod data_dir;
 mod serve;
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +46,7 @@ use jumpstarter_controller::flags::upstream::UpstreamFileArgs;
 use jumpstarter_controller::flags::{LifetimeArgs, TlsSanArgs};
 use jumpstarter_controller::limits::LimitArgs;
 use jumpstarter_controller::upstream::GivenFlags;
+use jumpstarter_lease::selector::{self, LabelSelector};
 use jumpstarter_shell::logging::{self, LogArgs, LogFormat};
 
 use crate::admin_command::{AdminCommand, Target};
@@ -49,7 +56,7 @@ use crate::serve::ServeOptions;
 #[derive(Debug, Parser)]
 #[command(
     name = "jumpstarter",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("JUMPSTARTER_GIT_COMMIT"), ")"),
     about = "Jumpstarter service without Kubernetes: controller, router and admin in one binary",
     arg_required_else_help = true
 )]
@@ -66,8 +73,40 @@ enum Command {
     Serve(ServeArgs),
     /// Manage clients, exporters, leases and access policies (of the running service, or of
     /// a cluster).
+    #[command(after_help = ADMIN_EXAMPLES)]
     Admin(AdminArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or PowerShell.
+    #[command(after_help = COMPLETION_EXAMPLES)]
+    Completion(CompletionArgs),
 }
+
+#[derive(Debug, Args)]
+struct CompletionArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
+}
+
+/// Examples after the help of `completion`.
+const COMPLETION_EXAMPLES: &str = "\
+Examples:
+  # bash, for this shell, then for every new one
+  source <(jumpstarter completion bash)
+  jumpstarter completion bash > ~/.local/share/bash-completion/completions/jumpstarter
+
+  # zsh (a directory on $fpath), fish
+  jumpstarter completion zsh > \"${fpath[1]}/_jumpstarter\"
+  jumpstarter completion fish > ~/.config/fish/completions/jumpstarter.fish";
+
+/// Examples after the help of `admin`.
+const ADMIN_EXAMPLES: &str = "\
+Examples:
+  # Standalone: the running `jumpstarter serve` of the default data directory
+  jumpstarter admin create client alice --out alice.yaml
+  jumpstarter admin get exporters -l board=mock
+
+  # Kubernetes: a context of a kubeconfig, as kubectl selects it
+  jumpstarter admin get leases --kubeconfig ~/.kube/config --context lab -n lab";
 
 #[derive(Debug, Args)]
 struct ServeArgs {
@@ -174,6 +213,10 @@ struct AdminArgs {
     /// Kubeconfig file: work through the Kubernetes API (Kubernetes mode).
     #[arg(long, global = true, env = "JUMPSTARTER_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use, as `kubectl --context` (Kubernetes mode; of --kubeconfig,
+    /// else of `$KUBECONFIG` or `~/.kube/config`) [default: its current context].
+    #[arg(long, global = true, env = "JUMPSTARTER_CONTEXT")]
+    context: Option<String>,
     /// Work through the Kubernetes API with the usual configuration (in-cluster,
     /// `$KUBECONFIG` or `~/.kube/config`).
     #[arg(long, global = true, env = "JUMPSTARTER_KUBERNETES")]
@@ -188,7 +231,7 @@ struct AdminArgs {
 #[derive(Debug, Subcommand)]
 enum AdminSubcommand {
     /// Create a client or an exporter and write its configuration, or create a lease.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = CREATE_EXAMPLES)]
     Create(CreateCommand),
     /// Show one object, or list every object of a kind.
     #[command(after_help = GET_EXAMPLES)]
@@ -204,6 +247,7 @@ enum AdminSubcommand {
     #[command(after_help = APPLY_EXAMPLES, long_about = APPLY_ABOUT)]
     Apply(ApplyArgs),
     /// Check a Kubernetes installation: CRDs, controller, CA and every advertised router.
+    #[command(after_help = CHECK_EXAMPLES)]
     Check(check::CheckArgs),
 }
 
@@ -262,15 +306,56 @@ Examples:
 const GET_EXAMPLES: &str = "\
 Examples:
   jumpstarter admin get exporters
+  jumpstarter admin get exporters -l 'board=mock,site in (lab-a,lab-b)'
   jumpstarter admin get policies
   jumpstarter admin get policy lab-policy -o yaml
-  jumpstarter admin get leases -o name";
+  jumpstarter admin get leases -o name
+  jumpstarter admin get clients --kubeconfig ~/.kube/config --context lab";
 
 /// Examples after the help of `delete`.
 const DELETE_EXAMPLES: &str = "\
 Examples:
   jumpstarter admin delete client alice
-  jumpstarter admin delete policies lab-policy";
+  jumpstarter admin delete policies lab-policy
+  # No error when it is already gone
+  jumpstarter admin delete exporter board-1 --ignore-not-found";
+
+/// Examples after the help of `create`.
+const CREATE_EXAMPLES: &str = "\
+Examples:
+  jumpstarter admin create client alice --out alice.yaml
+  jumpstarter admin create exporter board-1 -l board=mock --out board-1.yaml
+  jumpstarter admin create lease --client alice -l board=mock --duration 1h";
+
+/// Examples after the help of `create client`.
+const CREATE_CLIENT_EXAMPLES: &str = "\
+Examples:
+  # The configuration into a 0600 file; prints client.jumpstarter.dev/alice created
+  jumpstarter admin create client alice --out alice.yaml
+  # One an identity-provider user may log in as, configuration on stdout
+  jumpstarter admin create client alice --oidc-username dex:alice@example.com > alice.yaml";
+
+/// Examples after the help of `create exporter`.
+const CREATE_EXPORTER_EXAMPLES: &str = "\
+Examples:
+  # Labels are what lease selectors match
+  jumpstarter admin create exporter board-1 -l board=mock -l site=lab --out board-1.yaml
+  jumpstarter admin create exporter board-2 --kubeconfig ~/.kube/config -n lab > board-2.yaml";
+
+/// Examples after the help of `create lease`.
+const CREATE_LEASE_EXAMPLES: &str = "\
+Examples:
+  # Any board=mock exporter for an hour; prints lease.jumpstarter.dev/<uuid> created
+  jumpstarter admin create lease --client alice -l board=mock --duration 1h
+  # One exporter, from a given time, shown as a table
+  jumpstarter admin create lease --client alice --exporter board-1 \\
+      --begin-time 2030-01-31T09:00:00Z --duration 2h --name nightly -o table";
+
+/// Examples after the help of `check`.
+const CHECK_EXAMPLES: &str = "\
+Examples:
+  jumpstarter admin check --kubeconfig ~/.kube/config -n jumpstarter-lab
+  jumpstarter admin check --context prod -n lab -o json";
 
 #[derive(Debug, Args)]
 struct ApplyArgs {
@@ -282,10 +367,14 @@ struct ApplyArgs {
 #[derive(Debug, Subcommand)]
 enum CreateCommand {
     /// Create a client; writes its ClientConfig (drivers.unsafe: true).
+    #[command(after_help = CREATE_CLIENT_EXAMPLES)]
     Client(CreateArgs),
     /// Create an exporter; writes its ExporterConfig with an empty `export:` to fill in.
+    #[command(after_help = CREATE_EXPORTER_EXAMPLES)]
     Exporter(CreateArgs),
-    /// Create a lease for a client, as `jmp create lease` would; prints it like `get`.
+    /// Create a lease for a client, as `jmp create lease` would; prints
+    /// `lease.jumpstarter.dev/<name> created`, or the lease like `get` with -o.
+    #[command(after_help = CREATE_LEASE_EXAMPLES)]
     Lease(CreateLeaseArgs),
 }
 
@@ -316,9 +405,10 @@ struct CreateLeaseArgs {
     /// The lease's name [default: a new UUIDv7].
     #[arg(long)]
     name: Option<String>,
-    /// Output format.
-    #[arg(short, long, env = "JUMPSTARTER_OUTPUT", value_enum, default_value_t = OutputArg::Table)]
-    output: OutputArg,
+    /// Show the created lease in this format [default: the line
+    /// `lease.jumpstarter.dev/<name> created`].
+    #[arg(short, long, env = "JUMPSTARTER_OUTPUT", value_enum)]
+    output: Option<OutputArg>,
 }
 
 /// Duration of a lease when neither `--duration` nor `--end-time` is given.
@@ -336,7 +426,8 @@ struct CreateArgs {
     /// `jmp admin create --oidc-username` sets it.
     #[arg(long)]
     oidc_username: Option<String>,
-    /// Write the configuration to this file (mode 0600) instead of stdout.
+    /// Write the configuration to this file (mode 0600) instead of stdout; stdout then
+    /// gets the `<kind>.jumpstarter.dev/<name> created` line (else stderr does).
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -346,10 +437,15 @@ struct GetArgs {
     /// What to show.
     kind: KindArg,
     /// One object's name; all of them when absent.
+    #[arg(conflicts_with = "selector")]
     name: Option<String>,
     /// Output format.
     #[arg(short, long, env = "JUMPSTARTER_OUTPUT", value_enum, default_value_t = OutputArg::Table)]
     output: OutputArg,
+    /// Only objects whose labels match this label selector (kubectl syntax:
+    /// `board=mock,site!=b,tier in (x,y),!old`).
+    #[arg(short = 'l', long, env = "JUMPSTARTER_SELECTOR", value_parser = parse_selector)]
+    selector: Option<LabelSelector>,
 }
 
 #[derive(Debug, Args)]
@@ -358,6 +454,9 @@ struct DeleteArgs {
     kind: KindArg,
     /// Its name.
     name: String,
+    /// Succeed silently when the object does not exist (else that is an error naming it).
+    #[arg(long, env = "JUMPSTARTER_IGNORE_NOT_FOUND")]
+    ignore_not_found: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -425,6 +524,7 @@ fn main() -> ExitCode {
                 logging::init(LogFormat::Text, "warn");
                 runtime.block_on(admin(args))
             }
+            Command::Completion(args) => completion(args.shell),
         },
         Err(e) => Err(anyhow::Error::new(e).context("start the async runtime")),
     };
@@ -485,10 +585,20 @@ async fn serve_command(args: ServeArgs, given: GivenFlags) -> anyhow::Result<()>
     serve::serve(options).await
 }
 
+/// Writes the completion script of `shell` to stdout.
+fn completion(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    let mut command = Cli::command();
+    let mut stdout = std::io::stdout().lock();
+    clap_complete::generate(shell, &mut command, "jumpstarter", &mut stdout);
+    stdout.flush()?;
+    Ok(())
+}
+
 async fn admin(args: AdminArgs) -> anyhow::Result<()> {
     let target = Target {
         data_dir: args.data_dir,
         kubeconfig: args.kubeconfig,
+        context: args.context,
         kubernetes: args.kubernetes,
         namespace: args.namespace,
     };
@@ -502,14 +612,22 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
             kind: args.kind.into(),
             name: args.name,
             output: args.output.into(),
+            selector: args.selector,
         },
         AdminSubcommand::Delete(args) => AdminCommand::Delete {
             kind: args.kind.into(),
             name: args.name,
+            ignore_not_found: args.ignore_not_found,
         },
         AdminSubcommand::Apply(args) => AdminCommand::Apply { file: args.file },
         AdminSubcommand::Check(args) => {
-            return check::run(target.kubeconfig.as_deref(), target.namespace, args).await;
+            return check::run(
+                target.kubeconfig.as_deref(),
+                target.context.as_deref(),
+                target.namespace,
+                args,
+            )
+            .await;
         }
     };
     admin_command::run(&target, command).await
@@ -542,8 +660,15 @@ fn lease_command(args: CreateLeaseArgs) -> AdminCommand {
             tags: args.tags.into_iter().collect(),
             name: args.name,
         },
-        output: args.output.into(),
+        output: args.output.map(OutputFormat::from),
     }
+}
+
+/// A label selector of `get -l`, checked as Kubernetes checks one.
+fn parse_selector(text: &str) -> Result<LabelSelector, String> {
+    let parsed = selector::parse(text).map_err(|e| e.to_string())?;
+    selector::validate(&parsed).map_err(|e| e.to_string())?;
+    Ok(parsed)
 }
 
 /// `key=value`.
@@ -715,6 +840,107 @@ mod tests {
         assert_eq!(order.duration, None, "the end time alone needs no default");
         let order = lease(&["--exporter", "e", "--duration", "2h"]);
         assert_eq!(order.duration.as_deref(), Some("2h"));
+    }
+
+    #[test]
+    fn every_admin_command_shows_examples() {
+        fn check(command: &clap::Command, path: &str) {
+            let path = format!("{path} {}", command.get_name());
+            let examples = command
+                .get_after_help()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            assert!(
+                examples.starts_with("Examples:\n") && examples.contains("  jumpstarter "),
+                "{path} has no examples"
+            );
+            for sub in command.get_subcommands() {
+                check(sub, &path);
+            }
+        }
+        let cli = Cli::command();
+        for name in ["admin", "completion"] {
+            let command = cli.find_subcommand(name).expect("subcommand");
+            check(command, "jumpstarter");
+        }
+        let admin = cli.find_subcommand("admin").expect("admin");
+        let mut names: Vec<&str> = admin.get_subcommands().map(|c| c.get_name()).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["apply", "check", "create", "delete", "get", "list"],
+            "every subcommand was checked"
+        );
+    }
+
+    #[test]
+    fn get_takes_a_label_selector_checked_at_parse_time() {
+        let get = |extra: &[&str]| {
+            let mut args = vec!["jumpstarter", "admin", "get", "exporters"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args)
+        };
+        let Command::Admin(args) = get(&["-l", "board=mock,site in (a,b)"]).unwrap().command else {
+            panic!("admin")
+        };
+        let AdminSubcommand::Get(get_args) = args.command else {
+            panic!("get")
+        };
+        let selector = get_args.selector.expect("selector");
+        assert_eq!(selector::format(&selector), "board=mock,site in (a,b)");
+        assert!(get(&["--selector", "!old"]).is_ok());
+
+        let bad = get(&["-l", "board in ("]).unwrap_err();
+        assert_eq!(bad.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(
+            bad.to_string()
+                .contains("invalid label selector \"board in (\""),
+            "{bad}"
+        );
+        let bad = get(&["-l", "Bad Key=x"]).unwrap_err();
+        assert_eq!(bad.kind(), clap::error::ErrorKind::ValueValidation);
+        let both = get(&["board-1", "-l", "a=b"]).unwrap_err();
+        assert_eq!(both.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn delete_ignore_not_found_and_context_parse() {
+        let cli = Cli::try_parse_from([
+            "jumpstarter",
+            "admin",
+            "delete",
+            "client",
+            "alice",
+            "--ignore-not-found",
+            "--context",
+            "lab",
+        ])
+        .unwrap();
+        let Command::Admin(args) = cli.command else {
+            panic!("admin")
+        };
+        assert_eq!(args.context.as_deref(), Some("lab"));
+        let AdminSubcommand::Delete(delete) = args.command else {
+            panic!("delete")
+        };
+        assert!(delete.ignore_not_found);
+    }
+
+    #[test]
+    fn completions_know_the_admin_flags() {
+        for (shell, marker) in [
+            (clap_complete::Shell::Bash, "_jumpstarter()"),
+            (clap_complete::Shell::Zsh, "#compdef jumpstarter"),
+            (clap_complete::Shell::Fish, "complete -c jumpstarter"),
+        ] {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "jumpstarter", &mut script);
+            let script = String::from_utf8(script).expect("UTF-8");
+            assert!(script.contains(marker), "{shell}");
+            for flag in ["ignore-not-found", "selector", "context", "kubeconfig"] {
+                assert!(script.contains(flag), "{shell} completes --{flag}");
+            }
+        }
     }
 
     #[test]

@@ -190,7 +190,11 @@ async fn serve_and_admin_work_together_and_survive_a_restart() {
             client_file.to_str().expect("utf-8"),
         ],
     );
-    assert!(ok(out).is_empty(), "with --out nothing goes to stdout");
+    assert_eq!(
+        ok(out),
+        "client.jumpstarter.dev/alice created\n",
+        "with --out only the created line goes to stdout"
+    );
     assert_eq!(mode(&client_file), 0o600);
     let client = yaml(&std::fs::read_to_string(&client_file).expect("client config"));
     assert_eq!(s(&client["apiVersion"]), "jumpstarter.dev/v1alpha1");
@@ -437,7 +441,7 @@ async fn admin_creates_leases_through_the_service() {
         .to_owned();
     assert_eq!(generated.len(), 36, "a UUID: {generated}");
 
-    // By exporter, with a name: the table like `get`.
+    // By exporter, with a name, -o table: the table like `get`.
     let table = ok(admin(
         &data_dir,
         &[
@@ -451,6 +455,8 @@ async fn admin_creates_leases_through_the_service() {
             "2h",
             "--name",
             "pinned",
+            "-o",
+            "table",
         ],
     ));
     assert!(table.starts_with("NAME"), "{table}");

@@ -1,5 +1,6 @@
 //! What `get` and `list` return ([`Objects`]) and how it is shown: a table, YAML, JSON or
-//! names.
+//! names. Tables end with kubectl's `AGE` column, as of an explicit `now`; `get -l`
+//! narrows the objects by label selector ([`Objects::retain_matching`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -9,6 +10,7 @@ use jumpstarter_lease::selector;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use kube::Resource;
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{AdminError, Kind};
@@ -95,11 +97,32 @@ impl Objects {
         }
     }
 
-    /// Renders the objects. With `single`, YAML and JSON show the one object itself;
-    /// otherwise a `List` of them. `metadata.managedFields` is left out.
-    pub fn render(&self, format: OutputFormat, single: bool) -> Result<String, AdminError> {
+    /// Keeps the objects whose labels `selector` matches (`get -l`).
+    pub fn retain_matching(&mut self, selector: &selector::LabelSelector) {
+        fn retain<K: Resource>(items: &mut Vec<K>, selector: &selector::LabelSelector) {
+            let none = BTreeMap::new();
+            items
+                .retain(|o| selector::matches(selector, o.meta().labels.as_ref().unwrap_or(&none)));
+        }
+        match self {
+            Objects::Clients(items) => retain(items, selector),
+            Objects::Exporters(items) => retain(items, selector),
+            Objects::Leases(items) => retain(items, selector),
+            Objects::Policies(items) => retain(items, selector),
+        }
+    }
+
+    /// Renders the objects; a table's `AGE` column counts up to `now`. With `single`, YAML
+    /// and JSON show the one object itself; otherwise a `List` of them.
+    /// `metadata.managedFields` is left out.
+    pub fn render(
+        &self,
+        format: OutputFormat,
+        single: bool,
+        now: OffsetDateTime,
+    ) -> Result<String, AdminError> {
         match format {
-            OutputFormat::Table => Ok(self.table()),
+            OutputFormat::Table => Ok(self.table(now)),
             OutputFormat::Name => {
                 let resource = self.kind().resource();
                 Ok(self
@@ -155,10 +178,10 @@ impl Objects {
         }))
     }
 
-    fn table(&self) -> String {
+    fn table(&self, now: OffsetDateTime) -> String {
         let (header, rows): (&[&str], Vec<Vec<String>>) = match self {
             Objects::Clients(items) => (
-                &["NAME", "ENDPOINT", "LABELS"],
+                &["NAME", "ENDPOINT", "LABELS", "AGE"],
                 items
                     .iter()
                     .map(|c| {
@@ -167,12 +190,15 @@ impl Objects {
                             name_of(c),
                             dash(status.and_then(|s| s.endpoint.clone())),
                             labels_of(c),
+                            age_of(c, now),
                         ]
                     })
                     .collect(),
             ),
             Objects::Exporters(items) => (
-                &["NAME", "ENABLED", "STATUS", "LEASE", "LABELS", "ENDPOINT"],
+                &[
+                    "NAME", "ENABLED", "STATUS", "LEASE", "LABELS", "ENDPOINT", "AGE",
+                ],
                 items
                     .iter()
                     .map(|e| {
@@ -192,6 +218,7 @@ impl Objects {
                             ),
                             labels_of(e),
                             dash(status.and_then(|s| s.endpoint.clone())),
+                            age_of(e, now),
                         ]
                     })
                     .collect(),
@@ -199,7 +226,7 @@ impl Objects {
             Objects::Leases(items) => (
                 &[
                     "NAME", "CLIENT", "SELECTOR", "EXPORTER", "DURATION", "STATE", "POSITION",
-                    "ETA",
+                    "ETA", "AGE",
                 ],
                 items
                     .iter()
@@ -218,12 +245,13 @@ impl Objects {
                             lease_state(l).to_owned(),
                             dash(status.and_then(|s| s.queue_position).map(|p| p.to_string())),
                             dash(status.and_then(|s| s.estimated_start.as_ref()).map(utc)),
+                            age_of(l, now),
                         ]
                     })
                     .collect(),
             ),
             Objects::Policies(items) => (
-                &["NAME", "EXPORTERS", "RULES", "PRIORITIES"],
+                &["NAME", "EXPORTERS", "RULES", "PRIORITIES", "AGE"],
                 items
                     .iter()
                     .map(|p| {
@@ -233,6 +261,7 @@ impl Objects {
                             exporters_of(p),
                             rules.len().to_string(),
                             dash(Some(priorities(rules))),
+                            age_of(p, now),
                         ]
                     })
                     .collect(),
@@ -244,6 +273,67 @@ impl Objects {
 
 fn name_of<K: Resource>(object: &K) -> String {
     object.meta().name.clone().unwrap_or_default()
+}
+
+/// The `AGE` cell: how long before `now` the object was created, as kubectl shows it;
+/// `<unknown>` without `metadata.creationTimestamp`.
+fn age_of<K: Resource>(object: &K, now: OffsetDateTime) -> String {
+    match object.meta().creation_timestamp.as_ref() {
+        Some(created) => human_duration(now - time_of(created)),
+        None => "<unknown>".to_owned(),
+    }
+}
+
+/// A duration the way kubectl shows ages (apimachinery's `HumanDuration`): two units
+/// while the larger is small (`3m20s`, `5h7m`, `2d3h`, `1y12d`), one unit after that
+/// (`15m`, `10h`, `120d`). Up to a second in the future reads `0s` (clock skew);
+/// further is `<invalid>`.
+fn human_duration(duration: time::Duration) -> String {
+    let seconds = duration.whole_seconds();
+    if seconds < -1 {
+        return "<invalid>".to_owned();
+    }
+    if seconds < 0 {
+        return "0s".to_owned();
+    }
+    if seconds < 2 * 60 {
+        return format!("{seconds}s");
+    }
+    let minutes = seconds / 60;
+    if minutes < 10 {
+        return with_rest(minutes, "m", seconds % 60, "s");
+    }
+    if minutes < 3 * 60 {
+        return format!("{minutes}m");
+    }
+    let hours = minutes / 60;
+    if hours < 8 {
+        return with_rest(hours, "h", minutes % 60, "m");
+    }
+    if hours < 48 {
+        return format!("{hours}h");
+    }
+    let days = hours / 24;
+    if hours < 24 * 8 {
+        return with_rest(days, "d", hours % 24, "h");
+    }
+    if hours < 24 * 365 * 2 {
+        return format!("{days}d");
+    }
+    let years = days / 365;
+    if hours < 24 * 365 * 8 {
+        return with_rest(years, "y", days % 365, "d");
+    }
+    format!("{years}y")
+}
+
+/// `3m` when `rest` is 0, else `3m20s`.
+fn with_rest(value: i64, unit: &str, rest: i64, rest_unit: &str) -> String {
+    if rest == 0 {
+        format!("{value}{unit}")
+    } else {
+        format!("{value}{unit}{rest}{rest_unit}")
+    }
 }
 
 fn labels_of<K: Resource>(object: &K) -> String {
@@ -375,6 +465,15 @@ mod tests {
     use super::*;
     use crate::crd::{ClientSpec, ClientStatus};
 
+    /// The tests' clock: 2030-02-01T00:00:00Z.
+    fn now() -> OffsetDateTime {
+        time::macros::datetime!(2030-02-01 00:00:00 UTC)
+    }
+
+    fn created(seconds_ago: i64) -> Time {
+        crate::crd::vocabulary::stored_time(now() - time::Duration::seconds(seconds_ago))
+    }
+
     fn client(name: &str, endpoint: Option<&str>) -> Client {
         let mut c = Client::new(name, ClientSpec::default());
         c.metadata.namespace = Some("lab".into());
@@ -392,7 +491,7 @@ mod tests {
             client("alice", Some("127.0.0.1:8082")),
             client("bob-the-builder", None),
         ]);
-        let text = objects.render(OutputFormat::Table, false).unwrap();
+        let text = objects.render(OutputFormat::Table, false, now()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("NAME              ENDPOINT"));
@@ -404,11 +503,13 @@ mod tests {
     fn yaml_and_json_show_one_object_or_a_list() {
         let objects = Objects::Clients(vec![client("alice", None)]);
         let one: serde_json::Value =
-            serde_json::from_str(&objects.render(OutputFormat::Json, true).unwrap()).unwrap();
+            serde_json::from_str(&objects.render(OutputFormat::Json, true, now()).unwrap())
+                .unwrap();
         assert_eq!(one["kind"], "Client");
         assert_eq!(one["metadata"]["name"], "alice");
         let list: serde_norway::Value =
-            serde_norway::from_str(&objects.render(OutputFormat::Yaml, false).unwrap()).unwrap();
+            serde_norway::from_str(&objects.render(OutputFormat::Yaml, false, now()).unwrap())
+                .unwrap();
         assert_eq!(list["kind"].as_str(), Some("List"));
         assert_eq!(list["items"][0]["metadata"]["name"].as_str(), Some("alice"));
     }
@@ -450,14 +551,20 @@ mod tests {
             ..LeaseStatus::default()
         };
         let objects = Objects::Leases(vec![lease("l1", Some(waiting)), lease("l2", None)]);
-        let text = objects.render(OutputFormat::Table, false).unwrap();
+        let text = objects.render(OutputFormat::Table, false, now()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].ends_with("STATE     POSITION   ETA"), "{text}");
         assert!(
-            lines[1].ends_with("Pending   2          2030-01-31T09:00:00Z"),
+            lines[0].ends_with("STATE     POSITION   ETA                    AGE"),
             "{text}"
         );
-        assert!(lines[2].ends_with("Pending   -          -"), "{text}");
+        assert!(
+            lines[1].ends_with("Pending   2          2030-01-31T09:00:00Z   <unknown>"),
+            "{text}"
+        );
+        assert!(
+            lines[2].ends_with("Pending   -          -                      <unknown>"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -478,30 +585,113 @@ mod tests {
             match_labels: Some(BTreeMap::from([("board".into(), "mock".into())])),
             ..LabelSelector::default()
         };
+        let mut lab = ExporterAccessPolicy::new(
+            "lab",
+            ExporterAccessPolicySpec {
+                exporter_selector: Some(selector),
+                policies: Some(rules),
+            },
+        );
+        lab.metadata.creation_timestamp = Some(created(200));
         let objects = Objects::Policies(vec![
-            ExporterAccessPolicy::new(
-                "lab",
-                ExporterAccessPolicySpec {
-                    exporter_selector: Some(selector),
-                    policies: Some(rules),
-                },
-            ),
+            lab,
             ExporterAccessPolicy::new("open", ExporterAccessPolicySpec::default()),
         ]);
-        let text = objects.render(OutputFormat::Table, false).unwrap();
+        let text = objects.render(OutputFormat::Table, false, now()).unwrap();
         assert_eq!(
             text,
-            "NAME   EXPORTERS    RULES   PRIORITIES\n\
-             lab    board=mock   2       100,0(spot)\n\
-             open   <all>        0       -\n"
+            "NAME   EXPORTERS    RULES   PRIORITIES    AGE\n\
+             lab    board=mock   2       100,0(spot)   3m20s\n\
+             open   <all>        0       -             <unknown>\n"
         );
         assert_eq!(
-            objects.render(OutputFormat::Name, false).unwrap(),
+            objects.render(OutputFormat::Name, false, now()).unwrap(),
             "exporteraccesspolicy.jumpstarter.dev/lab\nexporteraccesspolicy.jumpstarter.dev/open\n"
         );
         let back: Objects =
             serde_json::from_str(&serde_json::to_string(&objects).unwrap()).unwrap();
         assert_eq!(back, objects);
+    }
+
+    #[test]
+    fn ages_read_like_kubectl() {
+        let minute = 60;
+        let hour = 60 * minute;
+        let day = 24 * hour;
+        let year = 365 * day;
+        for (seconds, age) in [
+            (-5, "<invalid>"),
+            (-1, "0s"),
+            (0, "0s"),
+            (5, "5s"),
+            (119, "119s"),
+            (2 * minute, "2m"),
+            (3 * minute + 20, "3m20s"),
+            (10 * minute + 59, "10m"),
+            (3 * hour - 1, "179m"),
+            (3 * hour, "3h"),
+            (5 * hour + 7 * minute, "5h7m"),
+            (8 * hour + 30 * minute, "8h"),
+            (47 * hour, "47h"),
+            (2 * day, "2d"),
+            (4 * day + 3 * hour, "4d3h"),
+            (8 * day + 3 * hour, "8d"),
+            (2 * year - 1, "729d"),
+            (2 * year + 12 * day, "2y12d"),
+            (8 * year, "8y"),
+            (20 * year + 100 * day, "20y"),
+        ] {
+            assert_eq!(
+                human_duration(time::Duration::seconds(seconds)),
+                age,
+                "{seconds}s"
+            );
+        }
+    }
+
+    #[test]
+    fn every_table_ends_with_the_age_of_each_object() {
+        let mut alice = client("alice", None);
+        alice.metadata.creation_timestamp = Some(created(5));
+        let text = Objects::Clients(vec![alice, client("bob", None)])
+            .render(OutputFormat::Table, false, now())
+            .unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].ends_with("   AGE"), "{text}");
+        assert!(lines[1].ends_with("team=a   5s"), "{text}");
+        assert!(lines[2].ends_with("team=a   <unknown>"), "{text}");
+
+        let mut exporter = Exporter::new("board-1", crate::crd::ExporterSpec::default());
+        exporter.metadata.creation_timestamp = Some(created(4 * 24 * 3600));
+        let text = Objects::Exporters(vec![exporter])
+            .render(OutputFormat::Table, false, now())
+            .unwrap();
+        assert!(
+            text.lines().next().unwrap().ends_with("ENDPOINT   AGE"),
+            "{text}"
+        );
+        assert!(text.lines().nth(1).unwrap().ends_with("   4d"), "{text}");
+    }
+
+    #[test]
+    fn a_selector_keeps_the_objects_whose_labels_match() {
+        let mut bare = client("bare", None);
+        bare.metadata.labels = None;
+        let mut qa = client("qa", None);
+        qa.metadata.labels = Some(BTreeMap::from([("team".into(), "b".into())]));
+        let all = Objects::Clients(vec![client("alice", None), qa, bare]);
+        let kept = |text: &str| {
+            let mut objects = all.clone();
+            objects.retain_matching(&selector::parse(text).unwrap());
+            objects.names()
+        };
+        assert_eq!(kept("team=a"), ["alice"]);
+        assert_eq!(kept("team!=a"), ["qa", "bare"]);
+        assert_eq!(kept("team in (a,b)"), ["alice", "qa"]);
+        assert_eq!(kept("!team"), ["bare"]);
+        assert_eq!(kept("team"), ["alice", "qa"]);
+        assert_eq!(kept(""), ["alice", "qa", "bare"]);
+        assert_eq!(kept("team=c"), Vec::<String>::new());
     }
 
     #[test]

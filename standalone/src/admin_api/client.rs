@@ -33,6 +33,9 @@ pub(crate) enum ClientError {
     },
     #[error("talking to the service on {}: {message}", socket.display())]
     Transport { socket: PathBuf, message: String },
+    /// The object the request is about does not exist (404); the service's message.
+    #[error("{0}")]
+    NotFound(String),
     /// The service refused or failed the request; its message.
     #[error("{0}")]
     Service(String),
@@ -183,7 +186,12 @@ impl AdminClient {
         if status.is_success() {
             return Ok(bytes);
         }
-        Err(ClientError::Service(error_message(status, &bytes)))
+        let message = error_message(status, &bytes);
+        Err(if status == StatusCode::NOT_FOUND {
+            ClientError::NotFound(message)
+        } else {
+            ClientError::Service(message)
+        })
     }
 }
 

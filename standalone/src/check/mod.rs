@@ -110,12 +110,13 @@ pub(crate) enum CheckOutput {
 /// and fails when a check failed.
 pub(crate) async fn run(
     kubeconfig: Option<&Path>,
+    context: Option<&str>,
     namespace: Option<String>,
     args: CheckArgs,
 ) -> anyhow::Result<()> {
     let timeout = std::time::Duration::try_from(args.timeout.0)
         .map_err(|_| anyhow::anyhow!("--timeout must be positive"))?;
-    let client = kube_client::connect(kubeconfig).await?;
+    let client = kube_client::connect_to(kubeconfig, context).await?;
     let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
     let report = Report::new(checks(&client, &namespace, &args, timeout).await);
     let text = match args.output {
