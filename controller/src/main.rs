@@ -267,7 +267,7 @@ async fn run(args: RunArgs, given: GivenFlags) -> anyhow::Result<()> {
     jumpstarter_shell::process_metrics::register(
         &mut registry,
         env!("CARGO_PKG_VERSION"),
-        option_env!("JUMPSTARTER_COMMIT").unwrap_or("unknown"),
+        env!("JUMPSTARTER_GIT_COMMIT"),
     );
     let metrics = ControllerMetrics::register(&mut registry);
     let registry = Arc::new(registry);

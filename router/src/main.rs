@@ -144,7 +144,7 @@ async fn main() -> anyhow::Result<()> {
     jumpstarter_shell::process_metrics::register(
         &mut root,
         env!("CARGO_PKG_VERSION"),
-        option_env!("JUMPSTARTER_COMMIT").unwrap_or("unknown"),
+        env!("JUMPSTARTER_GIT_COMMIT"),
     );
     let registry = root.sub_registry_with_prefix("jumpstarter");
     let registry = &mut *registry;

@@ -177,7 +177,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     jumpstarter_shell::process_metrics::register(
         &mut registry,
         env!("CARGO_PKG_VERSION"),
-        option_env!("JUMPSTARTER_COMMIT").unwrap_or("unknown"),
+        env!("JUMPSTARTER_GIT_COMMIT"),
     );
     let metrics = ControllerMetrics::register(&mut registry);
     let router_keys = router_token_keys(&keys.tokens.current());
