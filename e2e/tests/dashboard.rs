@@ -125,6 +125,24 @@ async fn wait_text(
     }
 }
 
+/// Types `token` into the login form and submits it.
+async fn log_in(browser: &Client, token: &str) {
+    browser
+        .find(Locator::Css("#token"))
+        .await
+        .expect("token field")
+        .send_keys(token)
+        .await
+        .expect("type");
+    browser
+        .find(Locator::Css("#login"))
+        .await
+        .expect("login button")
+        .click()
+        .await
+        .expect("submit");
+}
+
 /// The text of the table row of `name` in table `table`.
 async fn row(browser: &Client, table: &str, name: &str) -> String {
     text(browser, &format!("#{table} tr[data-name=\"{name}\"]")).await
@@ -194,20 +212,7 @@ async fn the_dashboard_shows_the_lab_live_behind_its_credential(mode: Mode) {
     let body = text(&browser, "body").await;
     assert!(body.contains("Dashboard token"), "{body}");
     assert!(!body.contains("board-1"), "{body}");
-    browser
-        .find(Locator::Css("#token"))
-        .await
-        .expect("token field")
-        .send_keys("not-the-credential")
-        .await
-        .expect("type");
-    browser
-        .find(Locator::Css("#login"))
-        .await
-        .expect("login button")
-        .click()
-        .await
-        .expect("submit");
+    log_in(&browser, "not-the-credential").await;
     wait_text(&browser, "#login-error", "the refusal", |t| {
         t.contains("not the dashboard credential")
     })
@@ -215,20 +220,7 @@ async fn the_dashboard_shows_the_lab_live_behind_its_credential(mode: Mode) {
     assert!(!text(&browser, "body").await.contains("board-1"));
 
     // With it: the exporters, both free.
-    browser
-        .find(Locator::Css("#token"))
-        .await
-        .expect("token field")
-        .send_keys(&token)
-        .await
-        .expect("type");
-    browser
-        .find(Locator::Css("#login"))
-        .await
-        .expect("login button")
-        .click()
-        .await
-        .expect("submit");
+    log_in(&browser, &token).await;
     wait_text(&browser, "#count-free", "both exporters free", |t| {
         t.starts_with("2 free")
     })
