@@ -40,7 +40,10 @@ impl Driver {
         let binary = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".to_owned());
         let port = free_port();
         let log = std::fs::File::create(log).expect("driver log");
+        // Its own process group, which the browsers it starts join: dropping the driver
+        // ends them too, also when a failed assertion leaves a session open.
         let child = tokio::process::Command::new(&binary)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -92,6 +95,12 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        if let Some(pid) = self.child.id().and_then(|pid| i32::try_from(pid).ok()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = self.child.start_kill();
     }
 }
