@@ -10,16 +10,13 @@
 //! over TLS with the controller's serving certificate unless told otherwise
 //! (`jmp login` fetches `https://host/v1/auth/config`).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::http::header;
 use axum::response::IntoResponse;
 use base64::Engine as _;
-use jumpstarter_shell::accept_loop::{AcceptLimits, TlsConnection, TlsIncoming};
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::server::ServerError;
@@ -146,72 +143,7 @@ pub async fn serve(
     config: Arc<LoginConfig>,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
-    let addr = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".to_owned());
-    let app = routes(config);
-    tracing::info!(%addr, tls = tls.is_some(), "login service listening");
-    let result = match tls {
-        Some(tls) => {
-            let incoming = TlsListener {
-                incoming: TlsIncoming::start(
-                    listener,
-                    tls,
-                    AcceptLimits::default(),
-                    None,
-                    shutdown.clone(),
-                ),
-            };
-            axum::serve(incoming, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-        }
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-        }
-    };
-    result.map_err(|source| ServerError::Http { addr, source })
-}
-
-/// TLS connections from the shared accept loop, as axum's listener.
-pub(crate) struct TlsListener {
-    pub(crate) incoming: TlsIncoming,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsConnection;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.incoming.next().await {
-                Some(Ok(connection)) => {
-                    let peer = connection
-                        .get_ref()
-                        .get_ref()
-                        .0
-                        .peer_addr()
-                        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-                    return (connection, peer);
-                }
-                Some(Err(error)) => {
-                    tracing::debug!(%error, "login connection failed");
-                }
-                // The accept loop ended (shutdown): wait for the graceful shutdown to end
-                // the server.
-                None => std::future::pending::<()>().await,
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Err(std::io::Error::other(
-            "the login listener's address is logged at start",
-        ))
-    }
+    crate::server::http::serve("login service", listener, tls, routes(config), shutdown).await
 }
 
 #[cfg(test)]

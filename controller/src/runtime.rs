@@ -513,7 +513,9 @@ async fn spawn_dashboard<S: Store>(
     let app = crate::dashboard::routes(services.read_cache(), config, shutdown.clone());
     let shutdown = shutdown.clone();
     Ok(Some(tokio::spawn(async move {
-        let result = crate::dashboard::serve(listener, tls_config, app, shutdown.clone()).await;
+        let result =
+            crate::server::http::serve("dashboard", listener, tls_config, app, shutdown.clone())
+                .await;
         shutdown.cancel();
         result
     })))

@@ -616,6 +616,32 @@ impl Lab {
         .await
     }
 
+    /// `jmp create lease --client-config C <args> -o name`, asserting success; the lease
+    /// name.
+    pub async fn create_lease(&self, client: &str, args: &[&str]) -> String {
+        let mut all = vec!["create", "lease", "--client-config", client];
+        all.extend_from_slice(args);
+        all.extend(["-o", "name"]);
+        let out = self
+            .jmp(&all, Duration::from_secs(60))
+            .await
+            .expect("jmp create lease");
+        assert!(out.ok(), "jmp create lease failed: {out}\n{}", self.logs());
+        out.lease_name()
+    }
+
+    /// `jmp delete leases --client-config C NAME`, asserting success.
+    pub async fn delete_lease(&self, client: &str, name: &str) {
+        let out = self
+            .jmp(
+                &["delete", "leases", "--client-config", client, name],
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("jmp delete leases");
+        assert!(out.ok(), "jmp delete leases {name}: {out}");
+    }
+
     /// Runs a jumpstarter CLI command (`jmp`, `j`) from the venv with an isolated HOME.
     pub async fn jmp(&self, args: &[&str], timeout: Duration) -> anyhow::Result<Output> {
         let mut cmd = self.jmp_command(args);

@@ -247,26 +247,9 @@ async fn the_dashboard_shows_the_lab_live_behind_its_credential(mode: Mode) {
     .await;
 
     // A lease made with 0.9.0's jmp shows up without a reload.
-    let out = lab
-        .jmp(
-            &[
-                "create",
-                "lease",
-                "--client-config",
-                &alice,
-                "-l",
-                "board=mock",
-                "--duration",
-                "10m",
-                "-o",
-                "name",
-            ],
-            Duration::from_secs(60),
-        )
-        .await
-        .expect("jmp create lease");
-    assert!(out.ok(), "jmp create lease: {out}");
-    let lease = out.lease_name();
+    let lease = lab
+        .create_lease(&alice, &["-l", "board=mock", "--duration", "10m"])
+        .await;
     lab.wait_lease(&lease, "Ready", LEASE_TIMEOUT, is_ready)
         .await;
     let leased = wait_text(
@@ -288,26 +271,9 @@ async fn the_dashboard_shows_the_lab_live_behind_its_credential(mode: Mode) {
             .starts_with("1 leased")
     );
     // A second lease for the same boards waits: it shows in the queue, with its position.
-    let out = lab
-        .jmp(
-            &[
-                "create",
-                "lease",
-                "--client-config",
-                &alice,
-                "-l",
-                "board=mock",
-                "--duration",
-                "5m",
-                "-o",
-                "name",
-            ],
-            Duration::from_secs(60),
-        )
-        .await
-        .expect("jmp create lease");
-    assert!(out.ok(), "jmp create lease: {out}");
-    let queued = out.lease_name();
+    let queued = lab
+        .create_lease(&alice, &["-l", "board=mock", "--duration", "5m"])
+        .await;
     let waiting = wait_text(
         &browser,
         &format!("#leases tr[data-name=\"{queued}\"]"),
@@ -326,14 +292,7 @@ async fn the_dashboard_shows_the_lab_live_behind_its_credential(mode: Mode) {
         "board-1 has one lease waiting: {board}"
     );
     screenshot(&browser, &format!("{mode_name}-leased.png")).await;
-    let out = lab
-        .jmp(
-            &["delete", "leases", "--client-config", &alice, &queued],
-            Duration::from_secs(60),
-        )
-        .await
-        .expect("jmp delete leases");
-    assert!(out.ok(), "jmp delete leases: {out}");
+    lab.delete_lease(&alice, &queued).await;
 
     // Filtering by selector (the same syntax as jmp) keeps the other board only.
     let field = browser
@@ -356,14 +315,7 @@ async fn the_dashboard_shows_the_lab_live_behind_its_credential(mode: Mode) {
 
     // Releasing the lease frees board-1, again without a reload.
     browser.goto(&url).await.expect("unfiltered page");
-    let out = lab
-        .jmp(
-            &["delete", "leases", "--client-config", &alice, &lease],
-            Duration::from_secs(60),
-        )
-        .await
-        .expect("jmp delete leases");
-    assert!(out.ok(), "jmp delete leases: {out}");
+    lab.delete_lease(&alice, &lease).await;
     wait_text(
         &browser,
         "#exporters tr[data-name=\"board-1\"]",

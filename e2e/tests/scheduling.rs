@@ -56,31 +56,6 @@ async fn apply(lab: &Lab, file: &str, yaml: &str) -> String {
         .unwrap_or_else(|e| panic!("apply {file}: {e:#}\n{yaml}"))
 }
 
-/// `jmp create lease --client-config C <args> -o name`; the lease name.
-async fn create_lease(lab: &Lab, client: &str, args: &[&str]) -> String {
-    let mut all = vec!["create", "lease", "--client-config", client];
-    all.extend_from_slice(args);
-    all.extend(["-o", "name"]);
-    let out = lab
-        .jmp(&all, Duration::from_secs(60))
-        .await
-        .expect("jmp create lease");
-    assert!(out.ok(), "jmp create lease failed: {out}\n{}", lab.logs());
-    out.lease_name()
-}
-
-/// `jmp delete leases --client-config C NAME`, asserting success.
-async fn delete_lease(lab: &Lab, client: &str, name: &str) {
-    let out = lab
-        .jmp(
-            &["delete", "leases", "--client-config", client, name],
-            Duration::from_secs(60),
-        )
-        .await
-        .expect("jmp delete leases");
-    assert!(out.ok(), "jmp delete leases {name}: {out}");
-}
-
 /// The messages of lease `name`'s conditions as `jmp get leases -o json` shows them to
 /// `client`.
 async fn jmp_condition_messages(lab: &Lab, client: &str, name: &str) -> Vec<String> {
@@ -151,13 +126,19 @@ async fn a_high_priority_lease_is_served_before_an_older_low_priority_one(mode: 
     )
     .await;
 
-    let held = create_lease(&lab, holder, &["-l", "board=mock", "--duration", "10m"]).await;
+    let held = lab
+        .create_lease(holder, &["-l", "board=mock", "--duration", "10m"])
+        .await;
     lab.wait_lease(&held, "Ready", LEASE_TIMEOUT, is_ready)
         .await;
-    let older = create_lease(&lab, low, &["-l", "board=mock", "--duration", "10m"]).await;
+    let older = lab
+        .create_lease(low, &["-l", "board=mock", "--duration", "10m"])
+        .await;
     lab.wait_lease(&older, "queued", LEASE_TIMEOUT, waits).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let newer = create_lease(&lab, high, &["-l", "board=mock", "--duration", "10m"]).await;
+    let newer = lab
+        .create_lease(high, &["-l", "board=mock", "--duration", "10m"])
+        .await;
 
     // The high-priority lease is first in line, the older low-priority one second.
     wait_position(&lab, high, &newer, 1).await;
@@ -177,7 +158,7 @@ async fn a_high_priority_lease_is_served_before_an_older_low_priority_one(mode: 
         .unwrap_or_else(|| panic!("{newer} not in {table}"));
     assert!(row.split_whitespace().any(|w| w == "1"), "{table}");
 
-    delete_lease(&lab, holder, &held).await;
+    lab.delete_lease(holder, &held).await;
     let served = lab
         .wait_lease(&newer, "Ready", LEASE_TIMEOUT, is_ready)
         .await;
@@ -368,19 +349,19 @@ async fn a_booked_lease_starts_at_its_begin_time(mode: Mode) {
     let begin_text = begin
         .format(&time::format_description::well_known::Rfc3339)
         .expect("format");
-    let booked = create_lease(
-        &lab,
-        booker,
-        &[
-            "-n",
-            "board-1",
-            "--begin-time",
-            &begin_text,
-            "--duration",
-            "2m",
-        ],
-    )
-    .await;
+    let booked = lab
+        .create_lease(
+            booker,
+            &[
+                "-n",
+                "board-1",
+                "--begin-time",
+                &begin_text,
+                "--duration",
+                "2m",
+            ],
+        )
+        .await;
     // An overlapping booking of the same exporter is refused, naming the first one...
     let overlapping = [
         "create",
@@ -407,10 +388,12 @@ async fn a_booked_lease_starts_at_its_begin_time(mode: Mode) {
     // ...unless it asks to queue.
     let mut queued = overlapping.to_vec();
     queued.extend(["--tag", "booking=queue"]);
-    let queued = create_lease(&lab, other, &queued[4..]).await;
+    let queued = lab.create_lease(other, &queued[4..]).await;
     assert_ne!(queued, booked);
 
-    let waiting = create_lease(&lab, other, &["-l", "board=mock", "--duration", "10m"]).await;
+    let waiting = lab
+        .create_lease(other, &["-l", "board=mock", "--duration", "10m"])
+        .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let pending = lab.lease(&waiting).await.expect("selector lease");
     assert!(waits(&pending), "{:?}", pending.status);
@@ -493,8 +476,12 @@ async fn an_idle_lease_ends_and_a_lease_in_use_does_not(mode: Mode) {
     );
     apply(&lab, "policy.yaml", &policy("1m")).await;
 
-    let idle = create_lease(&lab, idler, &["-n", "board-1", "--duration", "30m"]).await;
-    let used = create_lease(&lab, worker, &["-n", "board-2", "--duration", "30m"]).await;
+    let idle = lab
+        .create_lease(idler, &["-n", "board-1", "--duration", "30m"])
+        .await;
+    let used = lab
+        .create_lease(worker, &["-n", "board-2", "--duration", "30m"])
+        .await;
     for lease in [&idle, &used] {
         let ready = lab
             .wait_lease(lease, "Ready", LEASE_TIMEOUT, is_ready)
@@ -561,7 +548,9 @@ async fn an_idle_lease_ends_and_a_lease_in_use_does_not(mode: Mode) {
     let used_now = lab.lease(&used).await.expect("lease in use");
     assert!(is_ready(&used_now), "{:?}", used_now.status);
     // The idle lease's exporter goes to the next lease.
-    let next = create_lease(&lab, worker, &["-n", "board-1", "--duration", "5m"]).await;
+    let next = lab
+        .create_lease(worker, &["-n", "board-1", "--duration", "5m"])
+        .await;
     lab.wait_lease(&next, "Ready", LEASE_TIMEOUT, is_ready)
         .await;
 }

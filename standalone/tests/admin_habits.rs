@@ -239,25 +239,9 @@ fn completion_prints_a_script_for_each_shell() {
 
 #[test]
 fn version_names_the_commit() {
-    let version = stdout_of("--version", &jumpstarter(&["--version"]));
-    assert_eq!(
-        version,
-        format!(
-            "jumpstarter {} ({})\n",
-            env!("CARGO_PKG_VERSION"),
-            git_commit()
-        )
+    jumpstarter_testenv::assert_version_names_the_commit(
+        std::path::Path::new(env!("CARGO_BIN_EXE_jumpstarter")),
+        "jumpstarter",
+        env!("CARGO_PKG_VERSION"),
     );
-}
-
-/// The short commit of the checkout, as the build script reads it; `unknown` without git.
-fn git_commit() -> String {
-    Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_else(|| "unknown".to_owned())
 }

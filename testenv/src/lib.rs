@@ -222,6 +222,29 @@ pub fn venv() -> PathBuf {
     path
 }
 
+/// Asserts that `binary --version` prints `<name> <version> (<commit>)`: the crate version
+/// and the short commit of the checkout, as the build script reads it (`unknown` without
+/// git).
+pub fn assert_version_names_the_commit(binary: &Path, name: &str, version: &str) {
+    let output = Command::new(binary)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", binary.display()));
+    assert!(output.status.success(), "{output:?}");
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(repo_root())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("{name} {version} ({commit})\n")
+    );
+}
+
 /// Root of the repository (the parent of this crate).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

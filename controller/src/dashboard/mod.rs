@@ -37,6 +37,7 @@ use tokio_stream::wrappers::WatchStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::crd::{Client, Exporter, Lease};
+use crate::server::http::Peer;
 use crate::service::cache::ReadCache;
 use crate::service::write::{Part, modify_cached};
 use crate::store::Store;
@@ -376,29 +377,6 @@ fn outcome(
     }
 }
 
-/// The address a request came from (for the log of logins and actions).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Peer(SocketAddr);
-
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
-    for Peer
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        Peer(*stream.remote_addr())
-    }
-}
-
-impl
-    axum::extract::connect_info::Connected<
-        axum::serve::IncomingStream<'_, crate::login::TlsListener>,
-    > for Peer
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::login::TlsListener>) -> Self {
-        Peer(*stream.remote_addr())
-    }
-}
-
 /// The shortest credential accepted from a token file.
 pub const MIN_TOKEN_LEN: usize = 16;
 
@@ -430,43 +408,6 @@ pub fn read_token(path: &std::path::Path) -> Result<Arc<str>, DashboardError> {
         });
     }
     Ok(Arc::from(token))
-}
-
-/// Serves `app` on `listener` until `shutdown`: over TLS with `tls`, else plain HTTP.
-pub(crate) async fn serve(
-    listener: tokio::net::TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    app: axum::Router,
-    shutdown: CancellationToken,
-) -> Result<(), crate::server::ServerError> {
-    let addr = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".to_owned());
-    tracing::info!(%addr, tls = tls.is_some(), "dashboard listening");
-    let service = app.into_make_service_with_connect_info::<Peer>();
-    let result = match tls {
-        Some(tls) => {
-            let incoming = crate::login::TlsListener {
-                incoming: jumpstarter_shell::accept_loop::TlsIncoming::start(
-                    listener,
-                    tls,
-                    jumpstarter_shell::accept_loop::AcceptLimits::default(),
-                    None,
-                    shutdown.clone(),
-                ),
-            };
-            axum::serve(incoming, service)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-        }
-        None => {
-            axum::serve(listener, service)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-        }
-    };
-    result.map_err(|source| crate::server::ServerError::Http { addr, source })
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use jumpstarter_lease::selector::{self, LabelSelector};
 
 use crate::crd::vocabulary::{is_true, selector_from_k8s, time_of};
 use crate::crd::{Client, Exporter, Lease};
+use crate::service::lease_certificate::LeaseFacts;
 
 /// The whole page.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,22 +239,8 @@ fn may_use(lease: &Lease, name: &str, labels: &BTreeMap<String, String>) -> bool
 
 /// When a started lease is expected to end: its notice, or its requested end.
 fn expected_end(lease: &Lease) -> Option<String> {
-    let status = lease.status.as_ref()?;
-    if let Some(notice) = &status.preemption_time {
-        return Some(rfc3339(time_of(notice)));
-    }
-    let spec = jumpstarter_lease::scheduler::LeaseSpec {
-        duration: lease
-            .spec
-            .duration
-            .as_deref()
-            .and_then(|d| jumpstarter_lease::scheduler::duration::parse(d).ok()),
-        begin_time: lease.spec.begin_time.as_ref().map(time_of),
-        end_time: lease.spec.end_time.as_ref().map(time_of),
-        ..Default::default()
-    };
-    let begin = time_of(status.begin_time.as_ref()?);
-    jumpstarter_lease::scheduler::planner::started_expiry(&spec, begin).map(rfc3339)
+    let notice = lease.status.as_ref()?.preemption_time.as_ref().map(time_of);
+    notice.or_else(|| LeaseFacts::of(lease).expiry).map(rfc3339)
 }
 
 fn lease_row(lease: &Lease, now: OffsetDateTime) -> LeaseRow {

@@ -16,6 +16,8 @@
 //! - [`serve_http`]: plain HTTP `/healthz`, `/readyz` (see [`Readiness`]) and `/metrics`
 //!   (the process's one prometheus-client registry).
 
+pub(crate) mod http;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
