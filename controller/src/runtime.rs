@@ -89,6 +89,8 @@ pub enum RuntimeError {
     LeaseCa(#[source] jumpstarter_certs::Error),
     #[error("configure the JWT authenticators (authentication.jwt)")]
     Jwt(#[source] crate::jwt::JwtConfigError),
+    #[error("configure the dashboard")]
+    Dashboard(#[source] crate::dashboard::DashboardError),
     #[error("start the controller QUIC listener on UDP {addr}")]
     Quic {
         addr: SocketAddr,
@@ -164,6 +166,8 @@ pub struct DashboardListen {
     /// The address is a default, not asked for: if it is taken, the service goes on
     /// without a dashboard (with a warning) instead of stopping.
     pub optional: bool,
+    /// Single sign-on and sessions (checked against the JWT authenticators at start).
+    pub sso: crate::flags::dashboard::DashboardSsoArgs,
 }
 
 impl DashboardListen {
@@ -172,6 +176,11 @@ impl DashboardListen {
         args: &crate::flags::dashboard::DashboardArgs,
     ) -> Result<Option<DashboardListen>, crate::dashboard::DashboardError> {
         let (Some(addr), Some(path)) = (args.dashboard_listen, &args.dashboard_token_file) else {
+            if args.sso.dashboard_oidc_client_id.is_some() {
+                return Err(crate::dashboard::DashboardError::Sso(
+                    "--dashboard-oidc-client-id needs the dashboard: set --dashboard-listen".into(),
+                ));
+            }
             return Ok(None);
         };
         Ok(Some(DashboardListen {
@@ -180,6 +189,7 @@ impl DashboardListen {
             token: crate::dashboard::read_token(path)?,
             actions: args.dashboard_actions,
             optional: false,
+            sso: args.sso.clone(),
         }))
     }
 }
@@ -352,6 +362,18 @@ pub async fn spawn_grpc<S: Store>(
         metrics.peer.clone(),
     );
     let jwt = jwt_authenticators(&settings, &metrics.jwt)?;
+    let dashboard = match dashboard {
+        Some(listen) => {
+            let sso = crate::dashboard::DashboardSso::resolve(
+                &listen.sso,
+                dashboard_url(&listen),
+                jwt.as_ref(),
+            )
+            .map_err(RuntimeError::Dashboard)?;
+            Some((listen, sso))
+        }
+        None => None,
+    };
     let services = Services::new(
         store,
         settings,
@@ -404,9 +426,10 @@ pub async fn spawn_grpc<S: Store>(
         ));
     }
     let dashboard = match dashboard {
-        Some(listen) => {
+        Some((listen, sso)) => {
             spawn_dashboard(
                 listen,
+                sso,
                 &settings_for_dashboard,
                 &services,
                 &serving,
@@ -472,16 +495,37 @@ fn jwt_authenticators(
         .map_err(RuntimeError::Jwt)
 }
 
+/// Whether the dashboard is served over TLS: on every address but loopback, unless an
+/// ingress ends TLS in front of it.
+fn dashboard_tls(listen: &DashboardListen) -> bool {
+    !listen.addr.ip().is_loopback() && !listen.plain_http
+}
+
+/// The dashboard's own URL, as browsers reach it when they connect to it directly (`None`
+/// when it listens on every address: no one address to name).
+fn dashboard_url(listen: &DashboardListen) -> Option<String> {
+    if listen.addr.ip().is_unspecified() {
+        return None;
+    }
+    let scheme = if dashboard_tls(listen) {
+        "https"
+    } else {
+        "http"
+    };
+    Some(format!("{scheme}://{}", listen.addr))
+}
+
 /// Binds the dashboard and serves it until `shutdown` (ending the process if it fails).
 /// `None` when its address is an optional default that is taken.
 async fn spawn_dashboard<S: Store>(
     listen: DashboardListen,
+    sso: Option<crate::dashboard::DashboardSso>,
     settings: &Settings,
     services: &Services<S>,
     serving: &Arc<ServingCert>,
     shutdown: &CancellationToken,
 ) -> Result<Option<ServerTask>, RuntimeError> {
-    let tls = !listen.addr.ip().is_loopback() && !listen.plain_http;
+    let tls = dashboard_tls(&listen);
     let tls_config = if tls {
         let alpn = crate::login::ALPN.iter().map(|p| p.to_vec()).collect();
         Some(Arc::new(
@@ -509,7 +553,12 @@ async fn spawn_dashboard<S: Store>(
         token: listen.token,
         actions: listen.actions,
         tls,
+        sso,
+        session_ttl: listen.sso.dashboard_session_ttl.0,
     };
+    if let Some(sso) = &config.sso {
+        tracing::info!(issuer = %sso.issuer, client_id = %sso.client_id, redirect_uri = %sso.redirect_uri, admins = ?sso.admins, "dashboard single sign-on");
+    }
     let app = crate::dashboard::routes(services.read_cache(), config, shutdown.clone());
     let shutdown = shutdown.clone();
     Ok(Some(tokio::spawn(async move {

@@ -912,6 +912,14 @@ sh:
         }
     }
 
+    /// The whole log of the controller process (`jumpstarter serve` in standalone mode).
+    pub fn controller_output(&self) -> String {
+        self.controller
+            .as_ref()
+            .map(Proc::output)
+            .unwrap_or_default()
+    }
+
     /// Logs of all processes, for failure messages.
     pub fn logs(&self) -> String {
         let mut s = String::new();

@@ -1,7 +1,9 @@
 //! The lab dashboard in a real browser (Debian's headless Chromium, driven through its
 //! WebDriver), in both modes, with exporters and leases made by the real 0.9.0 tools: the
 //! page refuses access without the credential, shows the exporters and leases, follows a
-//! lease being created and released without a reload, and filters by label selector.
+//! lease being created and released without a reload, and filters by label selector. With
+//! single sign-on (a real Dex), users log in through the provider's own login form; only
+//! the named admin may end a lease, and the action is logged under the user's name.
 //!
 //! Screenshots are saved under `target/dashboard-screenshots/` (the README's comes from
 //! there, copied to `docs/`).
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use jumpstarter_e2e::lease::is_ready;
 use jumpstarter_e2e::{Lab, Mode, free_port};
+use jumpstarter_testenv::oidc::{Dex, DexOptions, DexUser, DexWebClient};
 
 /// One browser at a time: Chromium needs the CPU.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -69,6 +72,13 @@ impl Driver {
 
     /// A headless Chromium session.
     async fn browser(&self) -> Client {
+        self.browser_with(false).await
+    }
+
+    /// A headless Chromium session; `accept_insecure_certs` for the test identity
+    /// provider, whose certificate comes from a CA made for the test (the controller checks
+    /// it against that CA; the browser only has to reach its login form).
+    async fn browser_with(&self, accept_insecure_certs: bool) -> Client {
         let mut caps = serde_json::Map::new();
         let binary = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
         caps.insert(
@@ -83,6 +93,10 @@ impl Driver {
                     "--window-size=1400,900",
                 ],
             }),
+        );
+        caps.insert(
+            "acceptInsecureCerts".to_owned(),
+            serde_json::Value::Bool(accept_insecure_certs),
         );
         // The driver speaks plain HTTP on loopback: no TLS connector.
         ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
@@ -342,3 +356,219 @@ async fn the_dashboard_shows_the_lab_live_behind_its_credential(mode: Mode) {
 }
 
 jumpstarter_e2e::in_both_modes!(the_dashboard_shows_the_lab_live_behind_its_credential);
+
+/// The dashboard's client at the test identity provider.
+const DASHBOARD_CLIENT: &str = "jumpstarter-dashboard";
+
+/// Logs `user` in through Dex's own login form, starting from the dashboard's login page.
+async fn log_in_with_sso(browser: &Client, url: &str, dex: &Dex, user: &str) {
+    browser.goto(url).await.expect("open the dashboard");
+    browser
+        .find(Locator::Css("#sso-login"))
+        .await
+        .expect("the single sign-on link")
+        .click()
+        .await
+        .expect("follow it");
+    // Dex's password form (its only connector, so it shows directly).
+    let login = browser
+        .wait()
+        .at_most(LIVE_TIMEOUT)
+        .for_element(Locator::Css("input#login"))
+        .await
+        .unwrap_or_else(|e| panic!("Dex's login form: {e}"));
+    let user = dex.user(user);
+    login.send_keys(&user.email).await.expect("type the login");
+    browser
+        .find(Locator::Css("input#password"))
+        .await
+        .expect("password field")
+        .send_keys(&user.password)
+        .await
+        .expect("type the password");
+    browser
+        .find(Locator::Css("#submit-login"))
+        .await
+        .expect("Dex's login button")
+        .click()
+        .await
+        .expect("submit");
+}
+
+async fn single_sign_on_lets_users_look_and_admins_act(mode: Mode) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let url = format!("http://{listen}/");
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let client_secret = uuid::Uuid::new_v4().simple().to_string();
+    let dex = Dex::start(DexOptions {
+        web_clients: vec![DexWebClient {
+            id: DASHBOARD_CLIENT.to_owned(),
+            secret: client_secret.clone(),
+            redirect_uris: vec![format!("http://{listen}/oidc/callback")],
+        }],
+        users: ["alice", "bob"].map(DexUser::new).to_vec(),
+        ..DexOptions::default()
+    })
+    .await
+    .expect("start Dex");
+    // The provider is trusted the 0.9.0 way (authentication.jwt), with the dashboard's
+    // client among its audiences; users are `dex:<preferred_username>`.
+    let config = secrets.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"authentication:
+  jwt:
+    - issuer:
+        url: {issuer}
+        audiences: [jumpstarter-cli, {DASHBOARD_CLIENT}]
+        audienceMatchPolicy: MatchAny
+        certificateAuthority: {ca}
+      claimMappings:
+        username:
+          claim: preferred_username
+          prefix: "dex:"
+"#,
+            issuer = dex.issuer(),
+            ca = dex.ca_file().display(),
+        ),
+    )
+    .expect("config");
+    let secret_file = secrets.path().join("client-secret");
+    std::fs::write(&secret_file, &client_secret).expect("secret");
+    let token_file = secrets.path().join("dashboard-token");
+    std::fs::write(&token_file, "k8s-dashboard-credential-0123456789\n").expect("token");
+    let (config_arg, secret_arg, token_arg) = (
+        config.to_string_lossy().into_owned(),
+        secret_file.to_string_lossy().into_owned(),
+        token_file.to_string_lossy().into_owned(),
+    );
+    let mut args = vec![
+        "--config",
+        &config_arg,
+        "--dashboard-listen",
+        &listen,
+        "--dashboard-actions",
+        "--dashboard-oidc-client-id",
+        DASHBOARD_CLIENT,
+        "--dashboard-oidc-client-secret-file",
+        &secret_arg,
+        "--dashboard-admin",
+        "dex:alice",
+    ];
+    if mode == Mode::Kubernetes {
+        args.extend(["--dashboard-token-file", &token_arg]);
+    }
+    let mut lab = Lab::start_with(mode, "e2e-dashboard-sso", &args)
+        .await
+        .expect("start lab");
+    lab.start_exporter("board-1", &["board=mock"])
+        .await
+        .expect("exporter");
+    let probe = lab.create_client("probe").await.expect("client");
+    let probe = probe.to_string_lossy().into_owned();
+    lab.wait_exporter_condition("board-1", "Online", "True", ONLINE_TIMEOUT)
+        .await
+        .expect("online");
+    let lease = lab
+        .create_lease(&probe, &["-l", "board=mock", "--duration", "10m"])
+        .await;
+    lab.wait_lease(&lease, "Ready", LEASE_TIMEOUT, is_ready)
+        .await;
+
+    let driver = Driver::start(lab.path("chromedriver-sso.log")).await;
+    let browser = driver.browser_with(true).await;
+    let mode_name = match mode {
+        Mode::Standalone => "standalone",
+        Mode::Kubernetes => "kubernetes",
+    };
+
+    // A return from the provider that this browser did not start is refused.
+    browser
+        .goto(&format!("{url}oidc/callback?code=forged&state=forged"))
+        .await
+        .expect("forged return");
+    wait_text(&browser, "#login-error", "the forged return refused", |t| {
+        t.contains("does not belong to this browser")
+    })
+    .await;
+    assert!(!text(&browser, "body").await.contains("board-1"));
+
+    // bob is no admin: he sees the lab, and no action.
+    browser.goto(&url).await.expect("open the dashboard");
+    screenshot(&browser, &format!("{mode_name}-sso-login.png")).await;
+    log_in_with_sso(&browser, &url, &dex, "bob").await;
+    wait_text(&browser, "#whoami", "bob logged in", |t| t == "dex:bob").await;
+    let board = wait_text(
+        &browser,
+        "#exporters tr[data-name=\"board-1\"]",
+        "board-1 leased",
+        |t| t.contains("leased"),
+    )
+    .await;
+    assert!(board.contains(&lease), "{board}");
+    assert!(
+        browser.find(Locator::Css("#leases button")).await.is_err(),
+        "bob is offered an action"
+    );
+    // Asked for anyway, the action is refused.
+    let status = browser
+        .execute(
+            &format!("return fetch('leases/{lease}/end', {{method: 'POST'}}).then(r => r.status)"),
+            vec![],
+        )
+        .await
+        .expect("post as bob");
+    assert_eq!(status, serde_json::json!(403));
+    browser
+        .goto(&format!("{url}logout"))
+        .await
+        .expect("log out");
+    assert!(!text(&browser, "body").await.contains("board-1"));
+
+    // alice is: she ends the lease from the page.
+    log_in_with_sso(&browser, &url, &dex, "alice").await;
+    wait_text(&browser, "#whoami", "alice logged in", |t| t == "dex:alice").await;
+    screenshot(&browser, &format!("{mode_name}-sso-admin.png")).await;
+    browser
+        .find(Locator::Css(&format!(
+            "#leases tr[data-name=\"{lease}\"] button"
+        )))
+        .await
+        .expect("alice is offered to end the lease")
+        .click()
+        .await
+        .expect("end the lease");
+    wait_text(
+        &browser,
+        "#exporters tr[data-name=\"board-1\"]",
+        "board-1 free again",
+        |t| t.contains("free"),
+    )
+    .await;
+    let ended = lab.lease(&lease).await.expect("the lease");
+    assert!(
+        ended.status.as_ref().is_some_and(|s| s.ended),
+        "{:?}",
+        ended.status
+    );
+    // The action is logged under alice's name; bob's refusal under his.
+    let log = lab.controller_output();
+    assert!(
+        log.lines().any(|l| l.contains("dashboard action")
+            && l.contains("dex:alice")
+            && l.contains(&lease)),
+        "no logged action by dex:alice on {lease}:\n{}",
+        lab.logs()
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("not an admin") && l.contains("dex:bob")),
+        "no logged refusal of dex:bob:\n{}",
+        lab.logs()
+    );
+    browser.close().await.expect("close the browser");
+}
+
+jumpstarter_e2e::in_both_modes!(single_sign_on_lets_users_look_and_admins_act);

@@ -170,14 +170,23 @@ config:
   authentication:
     internal: {prefix: "internal:"}
     jwt:
-      - issuer: {url: "https://dex.lab.example.com", audiences: [jumpstarter-cli]}
+      - issuer:
+          url: "https://dex.lab.example.com"
+          audiences: [jumpstarter-cli, jumpstarter-dashboard]
+          audienceMatchPolicy: MatchAny
         claimMappings: {username: {claim: email, prefix: "dex:"}}
   provisioning: {enabled: true}
   grpc: {keepalive: {minTime: 3s, permitWithoutStream: true}}
   deprecatedLabels: {keys: {pool: "use env instead"}}
 controller:
   login: {enabled: true, host: login.lab.example.com}
-  dashboard: {enabled: true}
+  dashboard:
+    enabled: true
+    oidc:
+      clientId: jumpstarter-dashboard
+      clientSecretName: dashboard-oidc
+      url: https://lab.example.com
+      admins: ["dex:alice@example.com", "dex:bob@example.com"]
 "#;
 
 /// A values file shipped with the chart.
@@ -972,6 +981,27 @@ async fn lint_render_and_schema() {
                         .iter()
                         .any(|p| p["name"] == "dashboard" && p["port"] == 8084),
                     "{ports:?}"
+                );
+                // Its single sign-on: the client, the URL, the admins, the default scopes
+                // and session, and the client secret mounted read-only from its Secret.
+                for flag in [
+                    "--dashboard-oidc-client-id=jumpstarter-dashboard",
+                    "--dashboard-url=https://lab.example.com",
+                    "--dashboard-admin=dex:alice@example.com,dex:bob@example.com",
+                    "--dashboard-oidc-scopes=openid,profile,email",
+                    "--dashboard-session-ttl=12h",
+                    "--dashboard-oidc-client-secret-file=/etc/jumpstarter/dashboard-oidc/client-secret",
+                ] {
+                    assert!(args.contains(&flag.to_owned()), "{flag} not in {args:?}");
+                }
+                let pod_spec = &controller["spec"]["template"]["spec"];
+                assert_eq!(
+                    pod_spec["volumes"][1]["secret"]["secretName"], "dashboard-oidc",
+                    "{pod_spec}"
+                );
+                assert_eq!(
+                    pod_spec["containers"][0]["volumeMounts"][1]["mountPath"],
+                    "/etc/jumpstarter/dashboard-oidc"
                 );
                 let pod = &controller["spec"]["template"]["spec"];
                 let secret_name = pod["volumes"][0]["secret"]["secretName"]

@@ -202,6 +202,8 @@ struct ServeArgs {
     /// (each logged) [default: read-only].
     #[arg(long, env = "JUMPSTARTER_DASHBOARD_ACTIONS", default_value_t = false)]
     dashboard_actions: bool,
+    #[command(flatten)]
+    dashboard_sso: jumpstarter_controller::flags::dashboard::DashboardSsoArgs,
 }
 
 #[derive(Debug, Args)]
@@ -566,6 +568,7 @@ async fn serve_command(args: ServeArgs, given: GivenFlags) -> anyhow::Result<()>
                 .unwrap_or(serve::DEFAULT_DASHBOARD_LISTEN),
             optional: args.dashboard_listen.is_none(),
             actions: args.dashboard_actions,
+            sso: args.dashboard_sso,
         }),
         grpc_endpoint: args.grpc_endpoint,
         router_endpoint: args.router_endpoint,

@@ -224,6 +224,7 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
                 token,
                 actions: dashboard.actions,
                 optional: dashboard.optional,
+                sso: dashboard.sso.clone(),
             })
         }
         None => None,
@@ -444,12 +445,14 @@ pub(crate) const DEFAULT_DASHBOARD_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8084);
 
 /// The dashboard of `jumpstarter serve`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct DashboardOptions {
     pub(crate) addr: SocketAddr,
     /// The address is the default: if it is taken, serve without a dashboard.
     pub(crate) optional: bool,
     pub(crate) actions: bool,
+    /// Single sign-on and sessions.
+    pub(crate) sso: jumpstarter_controller::flags::dashboard::DashboardSsoArgs,
 }
 
 /// The dashboard credential in `path`, made (random, owner-only) when the file is absent.

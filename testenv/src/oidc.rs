@@ -118,6 +118,26 @@ impl fmt::Debug for DexUser {
     }
 }
 
+/// A confidential client of the provider, for a web application's authorization-code
+/// logins (such as the dashboard's).
+#[derive(Clone)]
+pub struct DexWebClient {
+    pub id: String,
+    pub secret: String,
+    /// The redirect URIs Dex accepts for it (exactly).
+    pub redirect_uris: Vec<String>,
+}
+
+impl fmt::Debug for DexWebClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DexWebClient")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .field("redirect_uris", &self.redirect_uris)
+            .finish()
+    }
+}
+
 /// How to set up the provider.
 #[derive(Debug, Clone)]
 pub struct DexOptions {
@@ -125,6 +145,8 @@ pub struct DexOptions {
     pub token_ttl: Duration,
     /// The static users.
     pub users: Vec<DexUser>,
+    /// Confidential clients besides the public `jumpstarter-cli`.
+    pub web_clients: Vec<DexWebClient>,
 }
 
 impl Default for DexOptions {
@@ -133,6 +155,7 @@ impl Default for DexOptions {
         DexOptions {
             token_ttl: Duration::from_secs(3600),
             users: vec![DexUser::new("alice"), DexUser::new("bob")],
+            web_clients: Vec::new(),
         }
     }
 }
@@ -229,6 +252,16 @@ impl Dex {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
 
+        let mut static_clients =
+            vec![json!({"id": CLIENT_ID, "name": "Jumpstarter CLI", "public": true})];
+        static_clients.extend(options.web_clients.iter().map(|client| {
+            json!({
+                "id": client.id,
+                "name": client.id,
+                "secret": client.secret,
+                "redirectURIs": client.redirect_uris,
+            })
+        }));
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
             let port = free_port()?;
@@ -250,7 +283,7 @@ impl Dex {
                     "passwordConnector": CONNECTOR_ID,
                 },
                 "enablePasswordDB": true,
-                "staticClients": [{"id": CLIENT_ID, "name": "Jumpstarter CLI", "public": true}],
+                "staticClients": static_clients,
                 "staticPasswords": users_config,
             });
             // JSON is YAML, which is what Dex reads.

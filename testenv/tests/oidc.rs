@@ -165,6 +165,7 @@ async fn token_lifetime_follows_the_option_and_users_are_configurable() {
     let dex = Dex::start(DexOptions {
         token_ttl: Duration::from_secs(90),
         users: vec![carol.clone()],
+        ..DexOptions::default()
     })
     .await
     .unwrap();

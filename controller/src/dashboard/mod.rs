@@ -7,16 +7,23 @@
 //!   JavaScript; with it, the page follows `GET /events` and refreshes its tables in place.
 //! - `GET /events`: server-sent events, one `change` whenever exporters, leases or clients
 //!   change (checked every [`CHANGE_POLL`]).
-//! - `POST /login`, `GET /logout`: the admin credential (a bearer token held in a file) in
-//!   an HttpOnly, SameSite=Strict cookie; `Authorization: Bearer` works too. Every other
-//!   route needs it.
+//! - `POST /login`, `GET /logout`: log in with the admin credential (a token held in a
+//!   file); `Authorization: Bearer <credential>` works too, without a session.
+//! - `GET /oidc/login`, `GET /oidc/callback`: single sign-on with an identity provider the
+//!   controller trusts, when configured ([`sso`]); users who log in so see the dashboard,
+//!   and those named admins may take the actions.
+//! - Logins are sessions sealed into an HttpOnly, SameSite=Lax cookie ([`session`]) that
+//!   last [`DashboardConfig::session_ttl`]; every other route needs one.
 //! - `POST /leases/{name}/end`, `POST /exporters/{name}/disable|enable`: admin actions,
-//!   only when enabled ([`DashboardConfig::actions`]), each logged with who and from where.
+//!   only when enabled ([`DashboardConfig::actions`]) and for admins, each logged with who
+//!   and from where.
 //! - `GET /healthz`.
 //!
 //! [`model`] builds what the page shows; `templates/dashboard.html` prints it.
 
 pub(crate) mod model;
+mod session;
+pub mod sso;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
@@ -41,11 +48,16 @@ use crate::server::http::Peer;
 use crate::service::cache::ReadCache;
 use crate::service::write::{Part, modify_cached};
 use crate::store::Store;
+use session::{Sealer, Session, Via};
+pub use sso::DashboardSso;
+use sso::Sso;
 
 /// How often the copies are checked for changes to announce: a change shows within 2 s.
 pub const CHANGE_POLL: Duration = Duration::from_millis(500);
-/// The cookie that carries the admin credential.
+/// The cookie that carries the session.
 const COOKIE: &str = "jumpstarter_dashboard";
+/// The cookie that carries a single sign-on under way (path `/oidc`).
+const PENDING_COOKIE: &str = "jumpstarter_dashboard_oidc";
 
 /// What the dashboard serves and who may see it.
 #[derive(Clone)]
@@ -58,6 +70,10 @@ pub struct DashboardConfig {
     pub actions: bool,
     /// Served over TLS: the cookie is marked `Secure`.
     pub tls: bool,
+    /// Single sign-on, when configured.
+    pub sso: Option<DashboardSso>,
+    /// How long a login lasts.
+    pub session_ttl: time::Duration,
 }
 
 impl std::fmt::Debug for DashboardConfig {
@@ -67,6 +83,8 @@ impl std::fmt::Debug for DashboardConfig {
             .field("token", &"<redacted>")
             .field("actions", &self.actions)
             .field("tls", &self.tls)
+            .field("sso", &self.sso)
+            .field("session_ttl", &self.session_ttl)
             .finish()
     }
 }
@@ -75,6 +93,8 @@ struct App<S> {
     cache: Arc<ReadCache<S>>,
     config: DashboardConfig,
     changes: watch::Receiver<u64>,
+    sealer: Sealer,
+    sso: Option<Sso>,
 }
 
 type Shared<S> = Arc<App<S>>;
@@ -92,16 +112,22 @@ pub(crate) fn routes<S: Store>(
         tx,
         shutdown,
     ));
+    let sealer = Sealer::new(&config.token);
+    let sso = config.sso.clone().map(Sso::new);
     let app = Arc::new(App {
         cache,
         config,
         changes,
+        sealer,
+        sso,
     });
     axum::Router::new()
         .route("/", get(page::<S>))
         .route("/events", get(events::<S>))
         .route("/login", post(login::<S>))
-        .route("/logout", get(logout))
+        .route("/logout", get(logout::<S>))
+        .route("/oidc/login", get(sso_login::<S>))
+        .route(sso::CALLBACK_PATH, get(sso_callback::<S>))
         .route("/leases/{name}/end", post(end_lease::<S>))
         .route("/exporters/{name}/{action}", post(set_enabled::<S>))
         .route("/healthz", get(|| async { "ok" }))
@@ -150,24 +176,74 @@ async fn fingerprint<S: Store, K: crate::service::cache::Cached>(
     }
 }
 
-/// Whether the request carries the admin credential (cookie or bearer header).
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let cookie = headers
+/// Who is looking at the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Viewer {
+    user: String,
+    /// May take the admin actions (when they are on).
+    admin: bool,
+}
+
+/// The value of cookie `name` in the request.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value);
-    bearer
-        .into_iter()
-        .chain(cookie)
-        .any(|given| same(given.trim().as_bytes(), token.as_bytes()))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+impl<S> App<S> {
+    /// The viewer the request authenticates: a session cookie, or the admin credential as
+    /// a bearer token.
+    fn viewer(&self, headers: &HeaderMap) -> Option<Viewer> {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if bearer.is_some_and(|given| same(given.trim().as_bytes(), self.config.token.as_bytes())) {
+            return Some(Viewer {
+                user: session::TOKEN_USER.to_owned(),
+                admin: true,
+            });
+        }
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let session = self.sealer.open_session(cookie(headers, COOKIE)?, now)?;
+        let admin = match session.via {
+            Via::Token => true,
+            // A session of single sign-on outlives a configuration without it: refused.
+            Via::Sso => match &self.sso {
+                Some(sso) => sso.is_admin(&session.user),
+                None => return None,
+            },
+        };
+        Some(Viewer {
+            user: session.user,
+            admin,
+        })
+    }
+
+    /// The `Set-Cookie` value of a new session for `user`.
+    fn session_cookie(&self, user: String, via: Via) -> String {
+        let expires = OffsetDateTime::now_utc() + self.config.session_ttl;
+        let value = self.sealer.seal_session(&Session {
+            user,
+            via,
+            expires: expires.unix_timestamp(),
+        });
+        format!(
+            "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+            self.config.session_ttl.whole_seconds(),
+            self.secure()
+        )
+    }
+
+    fn secure(&self) -> &'static str {
+        if self.config.tls { "; Secure" } else { "" }
+    }
 }
 
 /// Constant-time equality (for equal lengths; lengths are not secret).
@@ -181,16 +257,29 @@ struct PageTemplate<'a> {
     page: &'a model::Overview,
     actions: bool,
     fragment: bool,
+    user: &'a str,
 }
 
 #[derive(Template)]
 #[template(path = "dashboard_login.html")]
 struct LoginTemplate<'a> {
     error: &'a str,
+    /// The issuer of single sign-on, when it is offered.
+    sso: Option<&'a str>,
 }
 
-fn login_page(status: StatusCode, error: &str) -> Response {
-    let body = LoginTemplate { error }
+impl<S> App<S> {
+    fn login_page(&self, status: StatusCode, error: &str) -> Response {
+        login_page(
+            status,
+            error,
+            self.sso.as_ref().map(|s| s.config.issuer.as_str()),
+        )
+    }
+}
+
+fn login_page(status: StatusCode, error: &str, sso: Option<&str>) -> Response {
+    let body = LoginTemplate { error, sso }
         .render()
         .unwrap_or_else(|e| format!("template error: {e}"));
     (status, Html(body)).into_response()
@@ -207,9 +296,9 @@ async fn page<S: Store>(
     headers: HeaderMap,
     Query(query): Query<PageQuery>,
 ) -> Response {
-    if !authorized(&headers, &app.config.token) {
-        return login_page(StatusCode::UNAUTHORIZED, "");
-    }
+    let Some(viewer) = app.viewer(&headers) else {
+        return app.login_page(StatusCode::UNAUTHORIZED, "");
+    };
     let namespace = &app.config.namespace;
     let (exporters, leases, clients) = match tokio::try_join!(
         app.cache.list::<Exporter>(namespace),
@@ -236,8 +325,9 @@ async fn page<S: Store>(
     let fragment = headers.contains_key("x-fragment");
     match (PageTemplate {
         page: &page,
-        actions: app.config.actions,
+        actions: app.config.actions && viewer.admin,
         fragment,
+        user: &viewer.user,
     })
     .render()
     {
@@ -251,7 +341,7 @@ async fn page<S: Store>(
 }
 
 async fn events<S: Store>(State(app): State<Shared<S>>, headers: HeaderMap) -> Response {
-    if !authorized(&headers, &app.config.token) {
+    if app.viewer(&headers).is_none() {
         return StatusCode::UNAUTHORIZED.into_response();
     }
     let mut changes = app.changes.clone();
@@ -277,37 +367,126 @@ async fn login<S: Store>(
     let token = form.token.trim();
     if !same(token.as_bytes(), app.config.token.as_bytes()) {
         tracing::warn!(%peer, "dashboard login refused: wrong credential");
-        return login_page(
+        return app.login_page(
             StatusCode::UNAUTHORIZED,
             "That is not the dashboard credential.",
         );
     }
-    tracing::info!(%peer, "dashboard login");
-    let secure = if app.config.tls { "; Secure" } else { "" };
-    let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}");
+    tracing::info!(%peer, user = session::TOKEN_USER, "dashboard login");
+    let cookie = app.session_cookie(session::TOKEN_USER.to_owned(), Via::Token);
     ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
 }
 
-async fn logout() -> Response {
-    let cookie = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+async fn logout<S: Store>(State(app): State<Shared<S>>) -> Response {
+    let cookie = format!(
+        "{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
+        app.secure()
+    );
     ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
 }
 
-/// Refuses an action unless actions are on and the request is authorized.
-fn action_refused<S>(app: &App<S>, headers: &HeaderMap) -> Option<Response> {
-    if !authorized(headers, &app.config.token) {
-        return Some(StatusCode::UNAUTHORIZED.into_response());
+/// Sends the browser to the identity provider.
+async fn sso_login<S: Store>(
+    State(app): State<Shared<S>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+) -> Response {
+    let Some(sso) = &app.sso else {
+        return (StatusCode::NOT_FOUND, "single sign-on is not configured").into_response();
+    };
+    match sso.start(&app.sealer, OffsetDateTime::now_utc()).await {
+        Ok((url, pending)) => {
+            let cookie = format!(
+                "{PENDING_COOKIE}={pending}; Path=/oidc; HttpOnly; SameSite=Lax; Max-Age={}{}",
+                sso::PENDING_TTL.whole_seconds(),
+                app.secure()
+            );
+            (
+                StatusCode::SEE_OTHER,
+                [
+                    (header::SET_COOKIE, cookie),
+                    (header::LOCATION, url),
+                    (header::CACHE_CONTROL, "no-store".to_owned()),
+                ],
+            )
+                .into_response()
+        }
+        Err(failure) => {
+            tracing::warn!(%peer, reason = failure.reason(), error = %failure, "dashboard single sign-on cannot start");
+            app.login_page(StatusCode::BAD_GATEWAY, &failure.to_string())
+        }
     }
+}
+
+/// The identity provider's return: logs the user in, or says why not.
+async fn sso_callback<S: Store>(
+    State(app): State<Shared<S>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Query(callback): Query<sso::Callback>,
+) -> Response {
+    let Some(sso) = &app.sso else {
+        return (StatusCode::NOT_FOUND, "single sign-on is not configured").into_response();
+    };
+    let clear_pending = format!(
+        "{PENDING_COOKIE}=; Path=/oidc; HttpOnly; SameSite=Lax; Max-Age=0{}",
+        app.secure()
+    );
+    let pending = cookie(&headers, PENDING_COOKIE);
+    match sso
+        .finish(&app.sealer, &callback, pending, OffsetDateTime::now_utc())
+        .await
+    {
+        Ok(identity) => {
+            let admin = sso.is_admin(&identity.username);
+            tracing::info!(%peer, user = %identity.username, issuer = %identity.issuer, admin, "dashboard login");
+            let session = app.session_cookie(identity.username, Via::Sso);
+            let mut response = Redirect::to("/").into_response();
+            let cookies = response.headers_mut();
+            for value in [session, clear_pending] {
+                if let Ok(value) = value.parse() {
+                    cookies.append(header::SET_COOKIE, value);
+                }
+            }
+            response
+        }
+        Err(failure) => {
+            tracing::warn!(%peer, reason = failure.reason(), error = %failure, "dashboard single sign-on refused");
+            let mut response = app.login_page(StatusCode::UNAUTHORIZED, &failure.to_string());
+            if let Ok(value) = clear_pending.parse() {
+                response.headers_mut().append(header::SET_COOKIE, value);
+            }
+            response
+        }
+    }
+}
+
+/// The admin taking an action, or the refusal: actions must be on and the viewer an
+/// admin.
+fn actor<S>(app: &App<S>, headers: &HeaderMap) -> Result<String, Box<Response>> {
+    let Some(viewer) = app.viewer(headers) else {
+        return Err(Box::new(StatusCode::UNAUTHORIZED.into_response()));
+    };
     if !app.config.actions {
-        return Some(
+        return Err(Box::new(
             (
                 StatusCode::FORBIDDEN,
                 "admin actions are off on this dashboard",
             )
                 .into_response(),
-        );
+        ));
     }
-    None
+    if !viewer.admin {
+        tracing::warn!(user = %viewer.user, "dashboard action refused: not an admin");
+        return Err(Box::new((
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} may only look: admin actions are for the dashboard admins (--dashboard-admin)",
+                viewer.user
+            ),
+        )
+            .into_response()));
+    }
+    Ok(viewer.user)
 }
 
 async fn end_lease<S: Store>(
@@ -316,9 +495,10 @@ async fn end_lease<S: Store>(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    if let Some(refused) = action_refused(&app, &headers) {
-        return refused;
-    }
+    let who = match actor(&app, &headers) {
+        Ok(who) => who,
+        Err(refused) => return *refused,
+    };
     let namespace = &app.config.namespace;
     let result = modify_cached::<_, Lease, _>(&app.cache, namespace, &name, Part::Object, |l| {
         let ended = l.status.as_ref().is_some_and(|s| s.ended);
@@ -327,7 +507,7 @@ async fn end_lease<S: Store>(
         !ended && !release
     })
     .await;
-    outcome(result.map(|_| ()), "end lease", &name, peer)
+    outcome(result.map(|_| ()), "end lease", &name, &who, peer)
 }
 
 async fn set_enabled<S: Store>(
@@ -336,9 +516,10 @@ async fn set_enabled<S: Store>(
     headers: HeaderMap,
     Path((name, action)): Path<(String, String)>,
 ) -> Response {
-    if let Some(refused) = action_refused(&app, &headers) {
-        return refused;
-    }
+    let who = match actor(&app, &headers) {
+        Ok(who) => who,
+        Err(refused) => return *refused,
+    };
     let enabled = match action.as_str() {
         "enable" => true,
         "disable" => false,
@@ -355,6 +536,7 @@ async fn set_enabled<S: Store>(
         result.map(|_| ()),
         &format!("{action} exporter"),
         &name,
+        &who,
         peer,
     )
 }
@@ -363,15 +545,16 @@ fn outcome(
     result: Result<(), crate::store::StoreError>,
     action: &str,
     name: &str,
+    who: &str,
     peer: SocketAddr,
 ) -> Response {
     match result {
         Ok(()) => {
-            tracing::info!(who = "dashboard admin", %peer, action, object = name, "dashboard action");
+            tracing::info!(%who, %peer, action, object = name, "dashboard action");
             Redirect::to("/").into_response()
         }
         Err(error) => {
-            tracing::warn!(who = "dashboard admin", %peer, action, object = name, %error, "dashboard action failed");
+            tracing::warn!(%who, %peer, action, object = name, %error, "dashboard action failed");
             (StatusCode::CONFLICT, format!("{action} {name}: {error}")).into_response()
         }
     }
@@ -392,6 +575,9 @@ pub enum DashboardError {
         "the dashboard token file {path} holds {len} characters; at least {MIN_TOKEN_LEN} are needed"
     )]
     Short { path: String, len: usize },
+    /// Single sign-on is configured in a way that cannot work.
+    #[error("dashboard single sign-on: {0}")]
+    Sso(String),
 }
 
 /// The credential in `path` (surrounding whitespace ignored).
@@ -415,18 +601,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_credential_comes_from_a_bearer_header_or_the_cookie() {
+    fn cookies_are_found_by_name() {
         let mut headers = HeaderMap::new();
-        assert!(!authorized(&headers, "s3cret"));
+        assert_eq!(cookie(&headers, COOKIE), None);
         headers.insert(
             header::COOKIE,
-            "a=b; jumpstarter_dashboard=s3cret".parse().unwrap(),
+            "a=b; jumpstarter_dashboard=v.t; jumpstarter_dashboard_oidc=p.q"
+                .parse()
+                .unwrap(),
         );
-        assert!(authorized(&headers, "s3cret"));
-        assert!(!authorized(&headers, "other"));
-        let mut headers = HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
-        assert!(authorized(&headers, "s3cret"));
-        assert!(!authorized(&headers, "s3cret2"));
+        assert_eq!(cookie(&headers, COOKIE), Some("v.t"));
+        assert_eq!(cookie(&headers, PENDING_COOKIE), Some("p.q"));
+        assert_eq!(cookie(&headers, "jumpstarter"), None);
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt as _, Empty, Limited};
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -66,6 +66,12 @@ pub(crate) struct Limits {
 pub(crate) struct Discovery {
     pub(crate) issuer: String,
     pub(crate) jwks_uri: String,
+    /// Where browsers are sent to log in (the authorization-code flow of the dashboard).
+    #[serde(default)]
+    pub(crate) authorization_endpoint: Option<String>,
+    /// Where an authorization code is exchanged for tokens.
+    #[serde(default)]
+    pub(crate) token_endpoint: Option<String>,
 }
 
 /// Fetches and checks a discovery document. Its `issuer` must equal `expected_issuer`
@@ -97,12 +103,65 @@ pub(crate) async fn discovery(
     Ok(document)
 }
 
-/// GET of a JSON document over HTTPS.
+/// GET of a JSON document over HTTPS: its body when the answer is `200 OK`.
 pub(crate) async fn get(
     url: &str,
     roots: Arc<RootCertStore>,
     limits: Limits,
 ) -> Result<Bytes, FetchError> {
+    let request = |uri: http::Uri| {
+        http::Request::get(uri)
+            // Key sets are `application/jwk-set+json` for some issuers (the Kubernetes API
+            // server answers 406 to a request that accepts only `application/json`).
+            .header(
+                http::header::ACCEPT,
+                "application/json, application/jwk-set+json",
+            )
+            .body(Full::new(Bytes::new()))
+    };
+    let (status, body) = send(url, roots, limits, request).await?;
+    if status != http::StatusCode::OK {
+        return Err(FetchError::Status {
+            url: url.into(),
+            status: status.to_string(),
+        });
+    }
+    Ok(body)
+}
+
+/// POST of a form (`application/x-www-form-urlencoded`) over HTTPS, as OAuth 2.0 token
+/// requests are made, with HTTP Basic credentials when given: the status and body of the
+/// answer, whatever the status (an OAuth error is a JSON body with a 400).
+pub(crate) async fn post_form(
+    url: &str,
+    roots: Arc<RootCertStore>,
+    limits: Limits,
+    form: String,
+    basic: Option<String>,
+) -> Result<(http::StatusCode, Bytes), FetchError> {
+    let request = |uri: http::Uri| {
+        let mut request = http::Request::post(uri)
+            .header(http::header::ACCEPT, "application/json")
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            );
+        if let Some(basic) = &basic {
+            request = request.header(http::header::AUTHORIZATION, format!("Basic {basic}"));
+        }
+        request.body(Full::new(Bytes::from(form.clone())))
+    };
+    send(url, roots, limits, request).await
+}
+
+/// One HTTPS exchange with the request `build` makes for the parsed `url`: bounded in time
+/// (connect to last byte) and body size, TLS verified against `roots`, no redirects.
+async fn send(
+    url: &str,
+    roots: Arc<RootCertStore>,
+    limits: Limits,
+    build: impl FnOnce(http::Uri) -> Result<http::Request<Full<Bytes>>, http::Error>,
+) -> Result<(http::StatusCode, Bytes), FetchError> {
     let request_error = |message: String| FetchError::Request {
         url: url.into(),
         message,
@@ -120,29 +179,15 @@ pub(crate) async fn get(
         .https_only()
         .enable_http1()
         .build();
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
-    let request = http::Request::get(uri)
-        // Key sets are `application/jwk-set+json` for some issuers (the Kubernetes API
-        // server answers 406 to a request that accepts only `application/json`).
-        .header(
-            http::header::ACCEPT,
-            "application/json, application/jwk-set+json",
-        )
-        .body(Empty::new())
-        .map_err(|e| request_error(e.to_string()))?;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let request = build(uri).map_err(|e| request_error(e.to_string()))?;
     let exchange = async {
         let response = client.request(request).await.map_err(|e| {
             // hyper's own text is only "client error (Connect)": add the causes.
             request_error(jumpstarter_shell::error_chain::error_chain(&e))
         })?;
         let status = response.status();
-        if status != http::StatusCode::OK {
-            return Err(FetchError::Status {
-                url: url.into(),
-                status: status.to_string(),
-            });
-        }
-        Limited::new(response.into_body(), limits.max_bytes)
+        let body = Limited::new(response.into_body(), limits.max_bytes)
             .collect()
             .await
             .map(|body| body.to_bytes())
@@ -155,7 +200,8 @@ pub(crate) async fn get(
                 } else {
                     request_error(e.to_string())
                 }
-            })
+            })?;
+        Ok((status, body))
     };
     tokio::time::timeout(limits.timeout, exchange)
         .await

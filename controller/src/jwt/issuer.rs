@@ -105,6 +105,39 @@ impl IssuerAuthenticator {
         self.refetch(None, now).await.map(|_| ())
     }
 
+    /// The issuer's discovery document, fetched now (for the browser login's endpoints).
+    pub(crate) async fn discover(&self) -> Result<fetch::Discovery, FetchError> {
+        let roots = self.refresh.lock().await.trust.roots().await?;
+        let discovery = fetch::discovery(
+            &self.discovery_url,
+            &self.config.issuer.url,
+            set(&self.config.issuer.discovery_url).is_none(),
+            roots,
+            self.limits(),
+        )
+        .await;
+        self.count("discovery", &discovery);
+        discovery
+    }
+
+    /// A form POST to one of the issuer's endpoints, trusting the issuer's roots.
+    pub(crate) async fn post_form(
+        &self,
+        url: &str,
+        form: String,
+        basic: Option<String>,
+    ) -> Result<(http::StatusCode, hyper::body::Bytes), FetchError> {
+        let roots = self.refresh.lock().await.trust.roots().await?;
+        fetch::post_form(url, roots, self.limits(), form, basic).await
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            timeout: self.options.fetch_timeout,
+            max_bytes: self.options.max_document_bytes,
+        }
+    }
+
     fn cached(&self) -> Option<Arc<KeySet>> {
         // A poisoned lock only means a panic elsewhere while swapping an Arc: the value is
         // still a whole key set.
@@ -165,10 +198,7 @@ impl IssuerAuthenticator {
 
     async fn fetch(&self, refresh: &mut Refresh) -> Result<KeySet, FetchError> {
         let roots = refresh.trust.roots().await?;
-        let limits = Limits {
-            timeout: self.options.fetch_timeout,
-            max_bytes: self.options.max_document_bytes,
-        };
+        let limits = self.limits();
         let jwks_uri = match &refresh.jwks_uri {
             Some(uri) => uri.clone(),
             None => {

@@ -92,6 +92,15 @@ impl JwtMetrics {
     }
 }
 
+/// Where a browser logs in with an issuer (authorization-code flow).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginEndpoints {
+    /// The `authorization_endpoint`.
+    pub authorization: String,
+    /// The `token_endpoint`.
+    pub token: String,
+}
+
 /// The configured JWT authenticators (0.9.0's fail-on-error union: the token's issuer
 /// picks one; its error is final).
 #[derive(Debug, Clone)]
@@ -160,6 +169,76 @@ impl Authenticators {
             return Ok(None);
         };
         authenticator.authenticate(&token, now).await.map(Some)
+    }
+
+    /// Like [`Authenticators::authenticate`], with the verified claims of the token too
+    /// (the dashboard's login checks its `nonce` and `aud` in them).
+    pub async fn authenticate_with_claims(
+        &self,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<(JwtIdentity, serde_json::Map<String, serde_json::Value>)>, JwtError> {
+        let Some(token) = Unverified::parse(token) else {
+            return Ok(None);
+        };
+        let Some(authenticator) = self.issuer(token.issuer().unwrap_or_default()) else {
+            return Ok(None);
+        };
+        let identity = authenticator.authenticate(&token, now).await?;
+        Ok(Some((identity, token.claims)))
+    }
+
+    /// The configuration of the issuer `url`, when it is one of these.
+    pub fn config(&self, url: &str) -> Option<&JwtAuthenticatorConfig> {
+        self.issuer(url).map(|issuer| &issuer.config)
+    }
+
+    /// Where browsers log in with the issuer `url` and where codes are exchanged, from its
+    /// discovery document (fetched now, through the issuer's configured trust).
+    pub async fn login_endpoints(&self, url: &str) -> Result<LoginEndpoints, FetchError> {
+        let Some(issuer) = self.issuer(url) else {
+            return Err(FetchError::Document {
+                url: url.into(),
+                message: "not a configured issuer".into(),
+            });
+        };
+        let discovery = issuer.discover().await?;
+        let endpoint = |value: Option<String>, field: &str| {
+            value
+                .filter(|v| v.starts_with("https://"))
+                .ok_or_else(|| FetchError::Document {
+                    url: url.into(),
+                    message: format!("the discovery document has no https {field}"),
+                })
+        };
+        Ok(LoginEndpoints {
+            authorization: endpoint(discovery.authorization_endpoint, "authorization_endpoint")?,
+            token: endpoint(discovery.token_endpoint, "token_endpoint")?,
+        })
+    }
+
+    /// A form POST (an OAuth 2.0 token request) to `endpoint` of the issuer `url`, through
+    /// the issuer's configured trust; `basic` is the already-encoded Basic credential.
+    pub async fn post_form(
+        &self,
+        url: &str,
+        endpoint: &str,
+        form: String,
+        basic: Option<String>,
+    ) -> Result<(http::StatusCode, hyper::body::Bytes), FetchError> {
+        let Some(issuer) = self.issuer(url) else {
+            return Err(FetchError::Document {
+                url: url.into(),
+                message: "not a configured issuer".into(),
+            });
+        };
+        issuer.post_form(endpoint, form, basic).await
+    }
+
+    fn issuer(&self, url: &str) -> Option<&IssuerAuthenticator> {
+        self.issuers
+            .iter()
+            .find(|authenticator| authenticator.config.issuer.url == url)
     }
 
     /// Fetches every issuer's keys now (at start, so that the first logins do not wait);
