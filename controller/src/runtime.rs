@@ -552,7 +552,11 @@ async fn spawn_dashboard<S: Store>(
         namespace: settings.namespace.clone(),
         token: listen.token,
         actions: listen.actions,
-        tls,
+        // Browsers reach it over HTTPS: served so, or behind an ingress at an https URL.
+        tls: tls
+            || sso
+                .as_ref()
+                .is_some_and(|sso| sso.redirect_uri.starts_with("https://")),
         sso,
         session_ttl: listen.sso.dashboard_session_ttl.0,
     };

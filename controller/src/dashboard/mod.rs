@@ -68,7 +68,8 @@ pub struct DashboardConfig {
     pub token: Arc<str>,
     /// Whether the admin actions (end a lease, disable an exporter) are offered.
     pub actions: bool,
-    /// Served over TLS: the cookie is marked `Secure`.
+    /// Browsers reach it over HTTPS (served so, or behind an ingress that ends TLS): its
+    /// cookies are marked `Secure`.
     pub tls: bool,
     /// Single sign-on, when configured.
     pub sso: Option<DashboardSso>,

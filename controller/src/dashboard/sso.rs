@@ -26,6 +26,9 @@ use crate::jwt::{Authenticators, JwtIdentity, LoginEndpoints};
 pub(crate) const PENDING_TTL: time::Duration = time::Duration::minutes(10);
 /// How long the issuer's endpoints are kept before they are discovered again.
 const ENDPOINTS_TTL: Duration = Duration::from_secs(300);
+/// How long a failed discovery is answered from memory: clicks on the login link cannot
+/// make the controller hammer an issuer that is down.
+const FAILURE_TTL: Duration = Duration::from_secs(5);
 /// The callback path, under the dashboard URL.
 pub const CALLBACK_PATH: &str = "/oidc/callback";
 
@@ -220,7 +223,8 @@ impl LoginFailure {
 /// Single sign-on at run time: the configuration and the issuer's endpoints.
 pub(crate) struct Sso {
     pub(crate) config: DashboardSso,
-    endpoints: tokio::sync::Mutex<Option<(Instant, LoginEndpoints)>>,
+    /// The last discovery: when, and its endpoints or its failure.
+    endpoints: tokio::sync::Mutex<Option<(Instant, Result<LoginEndpoints, LoginFailure>)>>,
 }
 
 impl Sso {
@@ -236,23 +240,28 @@ impl Sso {
         self.config.admins.iter().any(|admin| admin == user)
     }
 
-    /// The issuer's endpoints: discovered at most every [`ENDPOINTS_TTL`] (concurrent
-    /// logins share one discovery).
+    /// The issuer's endpoints: discovered at most every [`ENDPOINTS_TTL`], or
+    /// [`FAILURE_TTL`] after a failure (concurrent logins share one discovery).
     async fn endpoints(&self) -> Result<LoginEndpoints, LoginFailure> {
         let mut cached = self.endpoints.lock().await;
-        if let Some((at, endpoints)) = &*cached
-            && at.elapsed() < ENDPOINTS_TTL
-        {
-            return Ok(endpoints.clone());
+        if let Some((at, result)) = &*cached {
+            let ttl = if result.is_ok() {
+                ENDPOINTS_TTL
+            } else {
+                FAILURE_TTL
+            };
+            if at.elapsed() < ttl {
+                return result.clone();
+            }
         }
-        let endpoints = self
+        let result = self
             .config
             .authenticators
             .login_endpoints(&self.config.issuer)
             .await
-            .map_err(|e| LoginFailure::Unreachable(e.to_string()))?;
-        *cached = Some((Instant::now(), endpoints.clone()));
-        Ok(endpoints)
+            .map_err(|e| LoginFailure::Unreachable(e.to_string()));
+        *cached = Some((Instant::now(), result.clone()));
+        result
     }
 
     /// Starts a login: the URL to send the browser to, and the sealed pending login for
@@ -583,6 +592,48 @@ mod tests {
         assert!(sso.is_admin("sso:alice"));
         assert!(!sso.is_admin("sso:bob"));
         assert!(!sso.is_admin("alice"));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_issuer_is_reported_and_not_asked_again_at_once() {
+        // Nothing listens on port 1 of loopback: the connection is refused at once.
+        let issuer = "https://127.0.0.1:1/dex";
+        let configs = parse_authenticators(&[serde_json::json!({
+            "issuer": {"url": issuer, "audiences": ["dashboard"]},
+            "claimMappings": {"username": {"claim": "sub", "prefix": "-"}},
+        })])
+        .expect("configs");
+        let metrics = JwtMetrics::default();
+        let jwt = Authenticators::new(configs, JwtOptions::default(), &metrics).expect("jwt");
+        let sso = Sso::new(
+            DashboardSso::resolve(
+                &flags(&["--dashboard-oidc-client-id", "dashboard"]),
+                LOCAL.map(str::to_owned),
+                Some(&jwt),
+            )
+            .expect("resolved")
+            .expect("configured"),
+        );
+        let sealer = Sealer::new("a-dashboard-credential");
+        for _ in 0..3 {
+            let failure = sso
+                .start(&sealer, OffsetDateTime::now_utc())
+                .await
+                .expect_err("unreachable");
+            assert!(
+                matches!(&failure, LoginFailure::Unreachable(m) if m.contains(issuer)),
+                "{failure}"
+            );
+        }
+        let attempts = metrics
+            .fetches
+            .get_or_create(&crate::jwt::FetchLabels {
+                issuer: issuer.to_owned(),
+                document: "discovery",
+                result: "request",
+            })
+            .get();
+        assert_eq!(attempts, 1, "three clicks, one discovery");
     }
 
     #[tokio::test]
