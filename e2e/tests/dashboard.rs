@@ -2,8 +2,9 @@
 //! WebDriver), in both modes, with exporters and leases made by the real 0.9.0 tools: the
 //! page refuses access without the credential, shows the exporters and leases, follows a
 //! lease being created and released without a reload, and filters by label selector. With
-//! single sign-on (a real Dex), users log in through the provider's own login form; only
-//! the named admin may end a lease, and the action is logged under the user's name.
+//! single sign-on (a real Dex), users log in through the provider's own login form; a user
+//! outside the lab's group is refused, only admins (by name or by group) are offered the
+//! actions, and an action is logged under the user's name.
 //!
 //! Screenshots are saved under `target/dashboard-screenshots/` (the README's comes from
 //! there, copied to `docs/`).
@@ -407,7 +408,19 @@ async fn single_sign_on_lets_users_look_and_admins_act(mode: Mode) {
             secret: client_secret.clone(),
             redirect_uris: vec![format!("http://{listen}/oidc/callback")],
         }],
-        users: ["alice", "bob"].map(DexUser::new).to_vec(),
+        users: vec![
+            DexUser::new("alice"),
+            DexUser::new("bob"),
+            // An admin by group, and a user outside the lab's group.
+            DexUser {
+                groups: vec!["jumpstarter-users".into(), "lab-admins".into()],
+                ..DexUser::new("carol")
+            },
+            DexUser {
+                groups: vec!["guests".into()],
+                ..DexUser::new("eve")
+            },
+        ],
         ..DexOptions::default()
     })
     .await
@@ -428,6 +441,9 @@ async fn single_sign_on_lets_users_look_and_admins_act(mode: Mode) {
       claimMappings:
         username:
           claim: preferred_username
+          prefix: "dex:"
+        groups:
+          claim: groups
           prefix: "dex:"
 "#,
             issuer = dex.issuer(),
@@ -454,8 +470,14 @@ async fn single_sign_on_lets_users_look_and_admins_act(mode: Mode) {
         DASHBOARD_CLIENT,
         "--dashboard-oidc-client-secret-file",
         &secret_arg,
+        "--dashboard-oidc-scopes",
+        "openid,profile,groups",
         "--dashboard-admin",
         "dex:alice",
+        "--dashboard-admin-group",
+        "dex:lab-admins",
+        "--dashboard-user-group",
+        "dex:jumpstarter-users",
     ];
     if mode == Mode::Kubernetes {
         args.extend(["--dashboard-token-file", &token_arg]);

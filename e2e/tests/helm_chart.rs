@@ -187,6 +187,8 @@ controller:
       clientSecretName: dashboard-oidc
       url: https://lab.example.com
       admins: ["dex:alice@example.com", "dex:bob@example.com"]
+      adminGroups: [lab-admins]
+      userGroups: [lab, ci]
 "#;
 
 /// A values file shipped with the chart.
@@ -988,6 +990,8 @@ async fn lint_render_and_schema() {
                     "--dashboard-oidc-client-id=jumpstarter-dashboard",
                     "--dashboard-url=https://lab.example.com",
                     "--dashboard-admin=dex:alice@example.com,dex:bob@example.com",
+                    "--dashboard-admin-group=lab-admins",
+                    "--dashboard-user-group=lab,ci",
                     "--dashboard-oidc-scopes=openid,profile,email",
                     "--dashboard-session-ttl=12h",
                     "--dashboard-oidc-client-secret-file=/etc/jumpstarter/dashboard-oidc/client-secret",

@@ -217,7 +217,7 @@ impl<S> App<S> {
             Via::Token => true,
             // A session of single sign-on outlives a configuration without it: refused.
             Via::Sso => match &self.sso {
-                Some(sso) => sso.is_admin(&session.user),
+                Some(sso) => sso.is_admin(&session.user, &session.groups),
                 None => return None,
             },
         };
@@ -227,12 +227,13 @@ impl<S> App<S> {
         })
     }
 
-    /// The `Set-Cookie` value of a new session for `user`.
-    fn session_cookie(&self, user: String, via: Via) -> String {
+    /// The `Set-Cookie` value of a new session for `user`, a member of `groups`.
+    fn session_cookie(&self, user: String, via: Via, groups: Vec<String>) -> String {
         let expires = OffsetDateTime::now_utc() + self.config.session_ttl;
         let value = self.sealer.seal_session(&Session {
             user,
             via,
+            groups,
             expires: expires.unix_timestamp(),
         });
         format!(
@@ -374,7 +375,7 @@ async fn login<S: Store>(
         );
     }
     tracing::info!(%peer, user = session::TOKEN_USER, "dashboard login");
-    let cookie = app.session_cookie(session::TOKEN_USER.to_owned(), Via::Token);
+    let cookie = app.session_cookie(session::TOKEN_USER.to_owned(), Via::Token, Vec::new());
     ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
 }
 
@@ -438,9 +439,10 @@ async fn sso_callback<S: Store>(
         .await
     {
         Ok(identity) => {
-            let admin = sso.is_admin(&identity.username);
+            let admin = sso.is_admin(&identity.username, &identity.groups);
             tracing::info!(%peer, user = %identity.username, issuer = %identity.issuer, admin, "dashboard login");
-            let session = app.session_cookie(identity.username, Via::Sso);
+            let groups = sso.relevant_groups(&identity.groups);
+            let session = app.session_cookie(identity.username, Via::Sso, groups);
             let mut response = Redirect::to("/").into_response();
             let cookies = response.headers_mut();
             for value in [session, clear_pending] {

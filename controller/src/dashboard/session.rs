@@ -32,6 +32,9 @@ pub(crate) struct Session {
     /// sign-on, [`TOKEN_USER`] for the credential.
     pub(crate) user: String,
     pub(crate) via: Via,
+    /// The user's groups that the dashboard's access rules name (single sign-on).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) groups: Vec<String>,
     /// Unix seconds after which the session is over.
     pub(crate) expires: i64,
 }
@@ -207,6 +210,7 @@ mod tests {
         Session {
             user: "dex:alice".into(),
             via: Via::Sso,
+            groups: vec!["dex:lab".into()],
             expires,
         }
     }

@@ -44,6 +44,10 @@ pub struct DashboardSso {
     pub scopes: Vec<String>,
     /// Users who may take the admin actions.
     pub admins: Vec<String>,
+    /// Groups whose members may take the admin actions.
+    pub admin_groups: Vec<String>,
+    /// When not empty: the groups whose members (besides the admins) may log in.
+    pub user_groups: Vec<String>,
     /// The controller's JWT authenticators (the issuer is one of them).
     pub authenticators: Authenticators,
 }
@@ -60,6 +64,8 @@ impl std::fmt::Debug for DashboardSso {
             .field("redirect_uri", &self.redirect_uri)
             .field("scopes", &self.scopes)
             .field("admins", &self.admins)
+            .field("admin_groups", &self.admin_groups)
+            .field("user_groups", &self.user_groups)
             .finish_non_exhaustive()
     }
 }
@@ -161,19 +167,21 @@ impl DashboardSso {
                 scopes.push(scope.to_owned());
             }
         }
-        let admins = args
-            .dashboard_admin
-            .iter()
-            .map(|a| a.trim().to_owned())
-            .filter(|a| !a.is_empty())
-            .collect();
+        let names = |list: &[String]| -> Vec<String> {
+            list.iter()
+                .map(|a| a.trim().to_owned())
+                .filter(|a| !a.is_empty())
+                .collect()
+        };
         Ok(Some(DashboardSso {
             issuer,
             client_id,
             client_secret,
             redirect_uri: format!("{url}{CALLBACK_PATH}"),
             scopes,
-            admins,
+            admins: names(&args.dashboard_admin),
+            admin_groups: names(&args.dashboard_admin_group),
+            user_groups: names(&args.dashboard_user_group),
             authenticators: authenticators.clone(),
         }))
     }
@@ -205,6 +213,8 @@ pub(crate) enum LoginFailure {
     Exchange(String),
     #[error("The identity provider's ID token was not accepted: {0}")]
     Token(String),
+    #[error("{user} may not use this dashboard: it is for the members of {groups}.")]
+    NotAUser { user: String, groups: String },
 }
 
 impl LoginFailure {
@@ -216,6 +226,7 @@ impl LoginFailure {
             LoginFailure::Unreachable(_) => "unreachable",
             LoginFailure::Exchange(_) => "exchange",
             LoginFailure::Token(_) => "token",
+            LoginFailure::NotAUser { .. } => "not_a_user",
         }
     }
 }
@@ -235,9 +246,38 @@ impl Sso {
         }
     }
 
-    /// Whether `user` may take the admin actions.
-    pub(crate) fn is_admin(&self, user: &str) -> bool {
+    /// Whether `user`, a member of `groups`, may take the admin actions.
+    pub(crate) fn is_admin(&self, user: &str, groups: &[String]) -> bool {
         self.config.admins.iter().any(|admin| admin == user)
+            || groups.iter().any(|g| self.config.admin_groups.contains(g))
+    }
+
+    /// Whether `identity` may log in at all: when user groups are set, only their
+    /// members and the admins may.
+    pub(crate) fn admits(&self, identity: &JwtIdentity) -> Result<(), LoginFailure> {
+        if self.config.user_groups.is_empty()
+            || self.is_admin(&identity.username, &identity.groups)
+            || identity
+                .groups
+                .iter()
+                .any(|g| self.config.user_groups.contains(g))
+        {
+            return Ok(());
+        }
+        Err(LoginFailure::NotAUser {
+            user: identity.username.clone(),
+            groups: self.config.user_groups.join(", "),
+        })
+    }
+
+    /// The groups of `groups` that the access rules name: all a session needs to keep (an
+    /// identity provider may list hundreds, more than a cookie holds).
+    pub(crate) fn relevant_groups(&self, groups: &[String]) -> Vec<String> {
+        groups
+            .iter()
+            .filter(|g| self.config.admin_groups.contains(g) || self.config.user_groups.contains(g))
+            .cloned()
+            .collect()
     }
 
     /// The issuer's endpoints: discovered at most every [`ENDPOINTS_TTL`], or
@@ -362,6 +402,7 @@ impl Sso {
                 "its nonce is not the one of this login".into(),
             ));
         }
+        self.admits(&identity)?;
         Ok(identity)
     }
 }
@@ -572,26 +613,64 @@ mod tests {
         );
     }
 
-    #[test]
-    fn only_named_admins_may_act() {
+    fn identity(user: &str, groups: &[&str]) -> JwtIdentity {
+        JwtIdentity {
+            username: user.into(),
+            uid: None,
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            issuer: "https://idp.example".into(),
+        }
+    }
+
+    fn sso(args: &[&str]) -> Sso {
         let jwt = authenticators(&["https://idp.example"]);
-        let sso = Sso::new(
-            DashboardSso::resolve(
-                &flags(&[
-                    "--dashboard-oidc-client-id",
-                    "dashboard",
-                    "--dashboard-admin",
-                    "sso:alice",
-                ]),
-                LOCAL.map(str::to_owned),
-                Some(&jwt),
-            )
-            .expect("resolved")
-            .expect("configured"),
+        let mut all = vec!["--dashboard-oidc-client-id", "dashboard"];
+        all.extend_from_slice(args);
+        Sso::new(
+            DashboardSso::resolve(&flags(&all), LOCAL.map(str::to_owned), Some(&jwt))
+                .expect("resolved")
+                .expect("configured"),
+        )
+    }
+
+    #[test]
+    fn only_named_admins_and_admin_groups_may_act() {
+        let sso = sso(&[
+            "--dashboard-admin",
+            "sso:alice",
+            "--dashboard-admin-group",
+            "sso:lab-admins",
+        ]);
+        let groups = |list: &[&str]| list.iter().map(|g| (*g).to_owned()).collect::<Vec<_>>();
+        assert!(sso.is_admin("sso:alice", &[]));
+        assert!(!sso.is_admin("sso:bob", &groups(&["sso:users"])));
+        assert!(sso.is_admin("sso:carol", &groups(&["sso:users", "sso:lab-admins"])));
+        assert!(!sso.is_admin("alice", &[]));
+        // Without user groups, anyone the authenticator accepts may look.
+        assert_eq!(sso.admits(&identity("sso:bob", &[])), Ok(()));
+        // A session keeps only the groups the rules name.
+        assert_eq!(
+            sso.relevant_groups(&groups(&["sso:users", "sso:lab-admins", "x"])),
+            ["sso:lab-admins"]
         );
-        assert!(sso.is_admin("sso:alice"));
-        assert!(!sso.is_admin("sso:bob"));
-        assert!(!sso.is_admin("alice"));
+    }
+
+    #[test]
+    fn user_groups_keep_everyone_else_out() {
+        let sso = sso(&[
+            "--dashboard-admin",
+            "sso:alice",
+            "--dashboard-user-group",
+            "sso:lab,sso:ci",
+        ]);
+        assert_eq!(sso.admits(&identity("sso:bob", &["sso:ci"])), Ok(()));
+        // The admins are always let in.
+        assert_eq!(sso.admits(&identity("sso:alice", &[])), Ok(()));
+        let refused = sso.admits(&identity("sso:eve", &["sso:guests"]));
+        assert_eq!(
+            refused.expect_err("refused").to_string(),
+            "sso:eve may not use this dashboard: it is for the members of sso:lab, sso:ci."
+        );
     }
 
     #[tokio::test]

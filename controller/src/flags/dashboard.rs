@@ -85,6 +85,20 @@ pub struct DashboardSsoArgs {
     /// Repeat or separate with commas. Other users who log in see the dashboard read-only.
     #[arg(long, env = "JUMPSTARTER_DASHBOARD_ADMINS", value_delimiter = ',')]
     pub dashboard_admin: Vec<String>,
+    /// A group whose members may take the admin actions: a group as the issuer's JWT
+    /// authenticator maps it (`claimMappings.groups`, prefix included; ask for the scope
+    /// that carries it, e.g. `groups`). Repeat or separate with commas.
+    #[arg(
+        long,
+        env = "JUMPSTARTER_DASHBOARD_ADMIN_GROUPS",
+        value_delimiter = ','
+    )]
+    pub dashboard_admin_group: Vec<String>,
+    /// Only members of these groups (and the admins) may log in with single sign-on; others
+    /// are refused at login, saying so [default: anyone the issuer's authenticator accepts].
+    /// Repeat or separate with commas.
+    #[arg(long, env = "JUMPSTARTER_DASHBOARD_USER_GROUPS", value_delimiter = ',')]
+    pub dashboard_user_group: Vec<String>,
     /// How long a dashboard login lasts (Go duration), single sign-on or credential.
     #[arg(long, env = "JUMPSTARTER_DASHBOARD_SESSION_TTL", default_value = "12h")]
     pub dashboard_session_ttl: GoDuration,
