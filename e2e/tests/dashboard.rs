@@ -149,22 +149,29 @@ async fn wait_text(
     }
 }
 
-/// Types `token` into the login form and submits it.
-async fn log_in(browser: &Client, token: &str) {
+/// Types each `(field, text)` into its field, then clicks `button`.
+async fn fill_in(browser: &Client, fields: &[(&str, &str)], button: &str) {
+    for (field, text) in fields {
+        browser
+            .find(Locator::Css(field))
+            .await
+            .unwrap_or_else(|e| panic!("field {field}: {e}"))
+            .send_keys(text)
+            .await
+            .expect("type");
+    }
     browser
-        .find(Locator::Css("#token"))
+        .find(Locator::Css(button))
         .await
-        .expect("token field")
-        .send_keys(token)
-        .await
-        .expect("type");
-    browser
-        .find(Locator::Css("#login"))
-        .await
-        .expect("login button")
+        .unwrap_or_else(|e| panic!("button {button}: {e}"))
         .click()
         .await
         .expect("submit");
+}
+
+/// Types `token` into the login form and submits it.
+async fn log_in(browser: &Client, token: &str) {
+    fill_in(browser, &[("#token", token)], "#login").await;
 }
 
 /// The text of the table row of `name` in table `table`.
@@ -372,28 +379,22 @@ async fn log_in_with_sso(browser: &Client, url: &str, dex: &Dex, user: &str) {
         .await
         .expect("follow it");
     // Dex's password form (its only connector, so it shows directly).
-    let login = browser
+    browser
         .wait()
         .at_most(LIVE_TIMEOUT)
         .for_element(Locator::Css("input#login"))
         .await
         .unwrap_or_else(|e| panic!("Dex's login form: {e}"));
     let user = dex.user(user);
-    login.send_keys(&user.email).await.expect("type the login");
-    browser
-        .find(Locator::Css("input#password"))
-        .await
-        .expect("password field")
-        .send_keys(&user.password)
-        .await
-        .expect("type the password");
-    browser
-        .find(Locator::Css("#submit-login"))
-        .await
-        .expect("Dex's login button")
-        .click()
-        .await
-        .expect("submit");
+    fill_in(
+        browser,
+        &[
+            ("input#login", &user.email),
+            ("input#password", &user.password),
+        ],
+        "#submit-login",
+    )
+    .await;
 }
 
 async fn single_sign_on_lets_users_look_and_admins_act(mode: Mode) {

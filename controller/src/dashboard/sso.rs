@@ -622,12 +622,16 @@ mod tests {
         }
     }
 
+    /// Single sign-on with client `dashboard` and `args`, against `https://idp.example`.
     fn sso(args: &[&str]) -> Sso {
-        let jwt = authenticators(&["https://idp.example"]);
+        sso_with(&authenticators(&["https://idp.example"]), args)
+    }
+
+    fn sso_with(jwt: &Authenticators, args: &[&str]) -> Sso {
         let mut all = vec!["--dashboard-oidc-client-id", "dashboard"];
         all.extend_from_slice(args);
         Sso::new(
-            DashboardSso::resolve(&flags(&all), LOCAL.map(str::to_owned), Some(&jwt))
+            DashboardSso::resolve(&flags(&all), LOCAL.map(str::to_owned), Some(jwt))
                 .expect("resolved")
                 .expect("configured"),
         )
@@ -684,15 +688,7 @@ mod tests {
         .expect("configs");
         let metrics = JwtMetrics::default();
         let jwt = Authenticators::new(configs, JwtOptions::default(), &metrics).expect("jwt");
-        let sso = Sso::new(
-            DashboardSso::resolve(
-                &flags(&["--dashboard-oidc-client-id", "dashboard"]),
-                LOCAL.map(str::to_owned),
-                Some(&jwt),
-            )
-            .expect("resolved")
-            .expect("configured"),
-        );
+        let sso = sso_with(&jwt, &[]);
         let sealer = Sealer::new("a-dashboard-credential");
         for _ in 0..3 {
             let failure = sso
@@ -717,16 +713,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_return_without_this_browsers_login_is_refused_before_any_exchange() {
-        let jwt = authenticators(&["https://idp.example"]);
-        let sso = Sso::new(
-            DashboardSso::resolve(
-                &flags(&["--dashboard-oidc-client-id", "dashboard"]),
-                LOCAL.map(str::to_owned),
-                Some(&jwt),
-            )
-            .expect("resolved")
-            .expect("configured"),
-        );
+        let sso = sso(&[]);
         let sealer = Sealer::new("a-dashboard-credential");
         let now = OffsetDateTime::now_utc();
         let pending = Pending {
