@@ -365,6 +365,18 @@ async fn the_dashboard_shows_the_lab_live_behind_its_credential(mode: Mode) {
 
 jumpstarter_e2e::in_both_modes!(the_dashboard_shows_the_lab_live_behind_its_credential);
 
+/// The resolved URL in attribute `property` (`href`, `action`) of the element `css`.
+async fn link(browser: &Client, css: &str, property: &str) -> String {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .prop(property)
+        .await
+        .expect("property")
+        .unwrap_or_default()
+}
+
 /// The dashboard's client at the test identity provider.
 const DASHBOARD_CLIENT: &str = "jumpstarter-dashboard";
 
@@ -517,6 +529,15 @@ async fn single_sign_on_lets_users_look_and_admins_act(mode: Mode) {
     })
     .await;
     assert!(!text(&browser, "body").await.contains("board-1"));
+    // The refusal's page leads back to both logins.
+    assert_eq!(
+        link(&browser, "#sso-login", "href").await,
+        format!("{url}oidc/login")
+    );
+    assert_eq!(
+        link(&browser, "form", "action").await,
+        format!("{url}login")
+    );
 
     // bob is no admin: he sees the lab, and no action.
     browser.goto(&url).await.expect("open the dashboard");

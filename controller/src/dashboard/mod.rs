@@ -268,23 +268,26 @@ struct LoginTemplate<'a> {
     error: &'a str,
     /// The issuer of single sign-on, when it is offered.
     sso: Option<&'a str>,
+    /// The dashboard's root relative to the page's path (`""` or `"../"`): its links stay
+    /// right behind an ingress that serves it under a path.
+    base: &'a str,
 }
+
+/// The dashboard's root relative to the single sign-on routes (`/oidc/…`).
+const FROM_OIDC: &str = "../";
 
 impl<S> App<S> {
-    fn login_page(&self, status: StatusCode, error: &str) -> Response {
-        login_page(
-            status,
+    /// The login page, for a route `base` away from the dashboard's root.
+    fn login_page(&self, status: StatusCode, error: &str, base: &str) -> Response {
+        let body = LoginTemplate {
             error,
-            self.sso.as_ref().map(|s| s.config.issuer.as_str()),
-        )
-    }
-}
-
-fn login_page(status: StatusCode, error: &str, sso: Option<&str>) -> Response {
-    let body = LoginTemplate { error, sso }
+            sso: self.sso.as_ref().map(|s| s.config.issuer.as_str()),
+            base,
+        }
         .render()
         .unwrap_or_else(|e| format!("template error: {e}"));
-    (status, Html(body)).into_response()
+        (status, Html(body)).into_response()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -299,7 +302,7 @@ async fn page<S: Store>(
     Query(query): Query<PageQuery>,
 ) -> Response {
     let Some(viewer) = app.viewer(&headers) else {
-        return app.login_page(StatusCode::UNAUTHORIZED, "");
+        return app.login_page(StatusCode::UNAUTHORIZED, "", "");
     };
     let namespace = &app.config.namespace;
     let (exporters, leases, clients) = match tokio::try_join!(
@@ -372,6 +375,7 @@ async fn login<S: Store>(
         return app.login_page(
             StatusCode::UNAUTHORIZED,
             "That is not the dashboard credential.",
+            "",
         );
     }
     tracing::info!(%peer, user = session::TOKEN_USER, "dashboard login");
@@ -414,7 +418,7 @@ async fn sso_login<S: Store>(
         }
         Err(failure) => {
             tracing::warn!(%peer, reason = failure.reason(), error = %failure, "dashboard single sign-on cannot start");
-            app.login_page(StatusCode::BAD_GATEWAY, &failure.to_string())
+            app.login_page(StatusCode::BAD_GATEWAY, &failure.to_string(), FROM_OIDC)
         }
     }
 }
@@ -454,7 +458,8 @@ async fn sso_callback<S: Store>(
         }
         Err(failure) => {
             tracing::warn!(%peer, reason = failure.reason(), error = %failure, "dashboard single sign-on refused");
-            let mut response = app.login_page(StatusCode::UNAUTHORIZED, &failure.to_string());
+            let mut response =
+                app.login_page(StatusCode::UNAUTHORIZED, &failure.to_string(), FROM_OIDC);
             if let Ok(value) = clear_pending.parse() {
                 response.headers_mut().append(header::SET_COOKIE, value);
             }
