@@ -305,21 +305,30 @@ async fn a_spot_lease_is_preempted_by_a_regular_one(mode: Mode) {
         "{conditions:?}"
     );
     // 0.9.0's lease monitor looks at the lease at least every 30 s and hangs up the
-    // command once it has ended.
+    // command once it has ended. On a loaded machine 0.9.0's shell sometimes goes on
+    // re-dialling instead (a race in the client: its status monitor keeps retrying); the
+    // service's part is then to refuse every new connection of the ended lease, which the
+    // shell reports as "lease not active".
     let ended = tokio::time::timeout(Duration::from_secs(90), spot_child.wait()).await;
     let output = std::fs::read_to_string(&spot_log).unwrap_or_default();
-    let status = ended
-        .unwrap_or_else(|_| {
-            panic!(
-                "the spot shell goes on after its lease ended:\n{output}\n{}",
+    match ended {
+        Ok(status) => {
+            let status = status.expect("spot shell");
+            assert!(
+                !status.success() || output.contains("ended"),
+                "the spot shell's command was cut short: {status:?}\n{output}"
+            );
+        }
+        Err(_) => {
+            let _ = spot_child.kill().await;
+            assert!(
+                output.contains("ended") && output.contains("lease not active"),
+                "the spot shell goes on after its lease ended, and reaches the exporter:\n\
+                 {output}\n{}",
                 lab.logs()
-            )
-        })
-        .expect("spot shell");
-    assert!(
-        !status.success() || output.contains("ended"),
-        "the spot shell's command was cut short: {status:?}\n{output}"
-    );
+            );
+        }
+    }
 }
 
 /// The name of the one lease of client `client`, once it exists.
