@@ -317,18 +317,12 @@ async fn the_dashboard_shows_the_lab_live_behind_its_credential(mode: Mode) {
     lab.delete_lease(&alice, &queued).await;
 
     // Filtering by selector (the same syntax as jmp) keeps the other board only.
-    let field = browser
-        .find(Locator::Css("#selector"))
-        .await
-        .expect("selector field");
-    field.send_keys("board in (other)").await.expect("type");
-    browser
-        .find(Locator::Css("#filter button"))
-        .await
-        .expect("filter button")
-        .click()
-        .await
-        .expect("filter");
+    fill_in(
+        &browser,
+        &[("#selector", "board in (other)")],
+        "#filter button",
+    )
+    .await;
     wait_text(&browser, "#exporters tbody", "the filter", |t| {
         t.contains("board-2") && !t.contains("board-1")
     })
@@ -383,13 +377,7 @@ const DASHBOARD_CLIENT: &str = "jumpstarter-dashboard";
 /// Logs `user` in through Dex's own login form, starting from the dashboard's login page.
 async fn log_in_with_sso(browser: &Client, url: &str, dex: &Dex, user: &str) {
     browser.goto(url).await.expect("open the dashboard");
-    browser
-        .find(Locator::Css("#sso-login"))
-        .await
-        .expect("the single sign-on link")
-        .click()
-        .await
-        .expect("follow it");
+    fill_in(browser, &[], "#sso-login").await;
     // Dex's password form (its only connector, so it shows directly).
     browser
         .wait()

@@ -90,29 +90,33 @@ impl DashboardSso {
                     .into(),
             )
         })?;
-        let issuers: Vec<&str> = authenticators
-            .configs()
-            .map(|c| c.issuer.url.as_str())
-            .collect();
-        let issuer = match (&args.dashboard_oidc_issuer, issuers.as_slice()) {
-            (Some(issuer), _) if issuers.contains(&issuer.as_str()) => issuer.clone(),
-            (Some(issuer), _) => {
-                return Err(sso_error(format!(
-                    "--dashboard-oidc-issuer {issuer} is not a configured JWT issuer (configured: {})",
-                    issuers.join(", ")
-                )));
-            }
-            (None, [only]) => (*only).to_owned(),
+        let configs: Vec<_> = authenticators.configs().collect();
+        let configured = || {
+            configs
+                .iter()
+                .map(|c| c.issuer.url.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let config = match (&args.dashboard_oidc_issuer, configs.as_slice()) {
+            (Some(issuer), _) => configs
+                .iter()
+                .find(|c| c.issuer.url == *issuer)
+                .ok_or_else(|| {
+                    sso_error(format!(
+                        "--dashboard-oidc-issuer {issuer} is not a configured JWT issuer (configured: {})",
+                        configured()
+                    ))
+                })?,
+            (None, [only]) => only,
             (None, _) => {
                 return Err(sso_error(format!(
                     "several JWT issuers are configured ({}): choose one with --dashboard-oidc-issuer",
-                    issuers.join(", ")
+                    configured()
                 )));
             }
         };
-        let config = authenticators
-            .config(&issuer)
-            .ok_or_else(|| sso_error(format!("{issuer} is not a configured JWT issuer")))?;
+        let issuer = config.issuer.url.clone();
         if !config.issuer.audiences.contains(&client_id) {
             return Err(sso_error(format!(
                 "--dashboard-oidc-client-id {client_id:?} is not one of the audiences of {issuer} \

@@ -188,21 +188,10 @@ impl Authenticators {
         Ok(Some((identity, token.claims)))
     }
 
-    /// The configuration of the issuer `url`, when it is one of these.
-    pub fn config(&self, url: &str) -> Option<&JwtAuthenticatorConfig> {
-        self.issuer(url).map(|issuer| &issuer.config)
-    }
-
     /// Where browsers log in with the issuer `url` and where codes are exchanged, from its
     /// discovery document (fetched now, through the issuer's configured trust).
     pub async fn login_endpoints(&self, url: &str) -> Result<LoginEndpoints, FetchError> {
-        let Some(issuer) = self.issuer(url) else {
-            return Err(FetchError::Document {
-                url: url.into(),
-                message: "not a configured issuer".into(),
-            });
-        };
-        let discovery = issuer.discover().await?;
+        let discovery = self.configured(url)?.discover().await?;
         let endpoint = |value: Option<String>, field: &str| {
             value
                 .filter(|v| v.starts_with("https://"))
@@ -226,13 +215,15 @@ impl Authenticators {
         form: String,
         basic: Option<String>,
     ) -> Result<(http::StatusCode, hyper::body::Bytes), FetchError> {
-        let Some(issuer) = self.issuer(url) else {
-            return Err(FetchError::Document {
-                url: url.into(),
-                message: "not a configured issuer".into(),
-            });
-        };
-        issuer.post_form(endpoint, form, basic).await
+        self.configured(url)?.post_form(endpoint, form, basic).await
+    }
+
+    /// The authenticator of `url`, or the error of a fetch for an issuer not configured.
+    fn configured(&self, url: &str) -> Result<&IssuerAuthenticator, FetchError> {
+        self.issuer(url).ok_or_else(|| FetchError::Document {
+            url: url.into(),
+            message: "not a configured issuer".into(),
+        })
     }
 
     fn issuer(&self, url: &str) -> Option<&IssuerAuthenticator> {
