@@ -2,7 +2,7 @@
 //! reconcile loop running in this process to issue credentials, as `jmp admin` sees a
 //! cluster with a controller.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -8,7 +8,7 @@
 //!   token used as a client (and the reverse), garbage and truncated tokens; each refused
 //!   and counted under its own reason.
 
-mod support;
+use crate::support;
 
 use support::{Identity, LoopbackGrpc, assert_status, call, created_client, created_exporter};
 

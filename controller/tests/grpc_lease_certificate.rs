@@ -5,7 +5,7 @@
 //! Each test works in its own namespace. The reconcile loop does not run here: the tests
 //! write the lease status the loop would write.
 
-mod support;
+use crate::support;
 
 use support::{Identity, LoopbackGrpc, assert_status};
 

@@ -14,7 +14,7 @@
 //! - Status streams per exporter, Dial and RotateToken rates and pending leases per client
 //!   are capped, refused with RESOURCE_EXHAUSTED and counted.
 
-mod support;
+use crate::support;
 
 use support::counting::CountingStore;
 use support::{

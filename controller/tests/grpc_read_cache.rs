@@ -5,7 +5,7 @@
 //! even when the watch lags behind; an object another replica created and this one's watch
 //! has not reported yet is read from the store.
 
-mod support;
+use crate::support;
 
 use support::counting::CountingStore;
 use support::{Identity, LoopbackGrpc, call, created_client, created_exporter};

@@ -2,7 +2,7 @@
 //! (`grpcurl list`, `grpcurl describe`): asked over real TLS (h2) with the reflection
 //! client, without credentials, in both protocol versions.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;

@@ -6,7 +6,7 @@
 //!
 //! The gRPC port runs in-process over real TLS (h2), in a fresh namespace per test.
 
-mod support;
+use crate::support;
 
 use support::{Identity, LoopbackGrpc, assert_status, call, created_exporter};
 

@@ -4,7 +4,7 @@
 //! key's while it is listed among the verify keys, refuses them once it is removed, and
 //! keeps its keys when the Secret is broken. The routers' ConfigMap follows.
 
-mod support;
+use crate::support;
 
 use support::{Identity, LoopbackGrpc, call};
 

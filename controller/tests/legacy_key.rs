@@ -5,7 +5,7 @@
 //! the credential Secrets holding them, and a reload of the keys Secret keeps accepting
 //! them. Without that key they are refused, as before.
 
-mod support;
+use crate::support;
 
 use support::{Identity, LoopbackGrpc, assert_status, call};
 

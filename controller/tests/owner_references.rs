@@ -8,7 +8,7 @@
 //! The test API server runs no garbage collector, so the deletion itself is not observed
 //! here; only the references it acts on are.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

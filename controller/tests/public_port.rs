@@ -5,7 +5,7 @@
 //! one source leave a real gRPC client from another source answered within a second, the
 //! refusals counted in the metrics.
 
-mod support;
+use crate::support;
 
 use std::future::Future;
 use std::io;

@@ -2,7 +2,7 @@
 //! release and on expiry, and a leader whose API calls hang stops acting within its renew
 //! deadline.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! scheduling (assignment, queueing, release, expiry), idempotency, and exclusivity with
 //! several loops writing at once.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -6,7 +6,7 @@
 //! costs a counted call failure, not the Dial; a replica's record goes at a graceful stop,
 //! and a replica killed with SIGKILL stops being live when its record expires.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};

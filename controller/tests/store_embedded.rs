@@ -238,9 +238,14 @@ fn a_second_open_in_this_process_is_refused() {
 /// Runs this test binary again as a child playing `role` on `path`. The child's report
 /// lines may follow libtest's `test name ... ` on the same line.
 fn child(test: &str, role: &str, path: &Path) -> Command {
+    // libtest names a test by its path below the crate root: `store_embedded::<test>`.
+    let name = match module_path!().split_once("::") {
+        Some((_crate, module)) => format!("{module}::{test}"),
+        None => test.to_owned(),
+    };
     let mut command = Command::new(std::env::current_exe().expect("test binary"));
     command
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .args([name.as_str(), "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, role)
         .env(CHILD_PATH_ENV, path)
         .stdout(Stdio::piped())

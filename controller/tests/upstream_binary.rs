@@ -3,7 +3,7 @@
 //! offending key's path; a valid one is read (its routers replace the missing --router);
 //! a named one (--config-map) is the one read.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -3,7 +3,7 @@
 //! its effect seen through the gRPC API (deprecated and hidden labels, the lease policy).
 //! An invalid ConfigMap is refused with its precise error; an absent one leaves defaults.
 
-mod support;
+use crate::support;
 
 use support::{LoopbackGrpc, call};
 

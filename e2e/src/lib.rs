@@ -57,6 +57,14 @@ pub fn bin_path(name: &str) -> PathBuf {
     path
 }
 
+/// Holds the end-to-end tests that start the service and Python processes to one at a
+/// time, across all the test files (they are modules of one test binary): each of them
+/// needs most of the CPU, and their timeouts assume they have it.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; good enough on loopback).
 ///
 /// The kernel may hand the same ephemeral port to two quick binds once the first listener

@@ -10,14 +10,12 @@
 #![allow(clippy::await_holding_lock)]
 
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use jumpstarter_e2e::lease::{exporter_of, is_ready};
 use jumpstarter_e2e::node::{NodePorts, Release, restarts};
+use jumpstarter_e2e::serial;
 use jumpstarter_e2e::{ECHO_SCRIPT, Proc, SESSION_SCRIPT, bin_path, metric_sum, venv, wait_output};
-
-static SERIAL: Mutex<()> = Mutex::new(());
 
 const ONLINE_TIMEOUT: Duration = Duration::from_secs(120);
 const SHELL_TIMEOUT: Duration = Duration::from_secs(240);
@@ -25,10 +23,6 @@ const SHELL_TIMEOUT: Duration = Duration::from_secs(240);
 const REPLACE_TIMEOUT: Duration = Duration::from_secs(180);
 /// The non-root user of the image and the chart's security context.
 const NONROOT_UID: u32 = 65532;
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// `jmp shell --client-config C <target...> -- <cmd...>`, asserting success; its output.
 async fn shell(release: &Release, client: &Path, target: &[&str], cmd: &[&str]) -> String {

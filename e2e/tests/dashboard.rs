@@ -12,21 +12,15 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use jumpstarter_e2e::lease::is_ready;
+use jumpstarter_e2e::serial;
 use jumpstarter_e2e::{Lab, Mode, free_port};
 use jumpstarter_testenv::oidc::{Dex, DexOptions, DexUser, DexWebClient};
 
 /// One browser at a time: Chromium needs the CPU.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 const ONLINE_TIMEOUT: Duration = Duration::from_secs(90);
 const LEASE_TIMEOUT: Duration = Duration::from_secs(45);
 /// A change must show without a reload within this (the page promises 2 s; the bound

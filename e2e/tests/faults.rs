@@ -17,19 +17,13 @@
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use jumpstarter_e2e::control_plane::PrivateControlPlane;
 use jumpstarter_e2e::lease::{exporter_of, is_ended, is_ready};
 use jumpstarter_e2e::netns::Netns;
+use jumpstarter_e2e::serial;
 use jumpstarter_e2e::{Lab, Proc, SESSION_SCRIPT, venv, wait_output};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// How long a started exporter may take to come online (a cold Python start on a busy
 /// machine).

@@ -4,22 +4,16 @@
 //! Tests run one at a time (each starts Python processes that need the CPU).
 #![allow(clippy::await_holding_lock)]
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use jumpstarter_e2e::lease::{exporter_of, is_ended, is_ready};
+use jumpstarter_e2e::serial;
 use jumpstarter_e2e::{Lab, Mode, RawClient};
 use jumpstarter_proto::jumpstarter::v1::DialRequest;
 use jumpstarter_proto::jumpstarter::v1::controller_service_client::ControllerServiceClient;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
 const SHELL_TIMEOUT: Duration = Duration::from_secs(180);
 const ONLINE_TIMEOUT: Duration = Duration::from_secs(90);
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// `jmp shell --client-config C <target...> -- <cmd...>`, asserting success.
 async fn shell(lab: &Lab, client: &std::path::Path, target: &[&str], cmd: &[&str]) -> String {

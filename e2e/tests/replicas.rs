@@ -19,6 +19,7 @@ use jumpstarter_e2e::lease::{exporter_of, is_ended, is_ready};
 use jumpstarter_e2e::replicas::{
     Balancer, Replica, leader, point_config_at, replica_args, start_replica, wait_leader,
 };
+use jumpstarter_e2e::serial;
 use jumpstarter_e2e::{Lab, Proc, RawClient, SESSION_SCRIPT, Signal, venv, wait_output};
 use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
 use jumpstarter_proto::jumpstarter::client::v1::client_service_client::ClientServiceClient;
@@ -26,16 +27,10 @@ use jumpstarter_proto::jumpstarter::v1::DialRequest;
 use jumpstarter_proto::jumpstarter::v1::controller_service_client::ControllerServiceClient;
 use jumpstarter_testenv::TestEnv;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
 const SHELL_TIMEOUT: Duration = Duration::from_secs(180);
 const ONLINE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Leader election: a contender takes over 15 s after the holder's last renewal.
 const LEADER_LEASE_DURATION: Duration = Duration::from_secs(15);
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A lab whose own controller is replica `a` (the leader), plus replicas `b` and `c`.
 struct Replicated {

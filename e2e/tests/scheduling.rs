@@ -7,21 +7,15 @@
 //! mode. Tests run one at a time (each starts Python processes that need the CPU).
 #![allow(clippy::await_holding_lock)]
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use jumpstarter_e2e::lease::{exporter_of, is_ended, is_ready};
+use jumpstarter_e2e::serial;
 use jumpstarter_e2e::{Lab, Mode};
-
-static SERIAL: Mutex<()> = Mutex::new(());
 
 const SHELL_TIMEOUT: Duration = Duration::from_secs(180);
 const ONLINE_TIMEOUT: Duration = Duration::from_secs(90);
 const LEASE_TIMEOUT: Duration = Duration::from_secs(45);
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A lab with exporter `board-1` (`board=mock`) online, and clients with the given `tier`
 /// labels (set by applying their Client objects), whose configuration paths it returns.

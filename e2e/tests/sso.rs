@@ -16,20 +16,14 @@
 #![allow(clippy::await_holding_lock)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use jumpstarter_e2e::serial;
 use jumpstarter_e2e::{ConfigCredentials, Lab, Mode, Output};
 use jumpstarter_proto::jumpstarter::client::v1::ListExportersRequest;
 use jumpstarter_proto::jumpstarter::client::v1::client_service_client::ClientServiceClient;
 use jumpstarter_testenv::oidc::{Dex, DexOptions, DexUser};
 use tonic::Code;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 const SHELL_TIMEOUT: Duration = Duration::from_secs(180);
 const ONLINE_TIMEOUT: Duration = Duration::from_secs(90);

@@ -15,11 +15,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine as _;
 use jumpstarter_controller::crd::{Client, ClientSpec, Exporter, ExporterSpec};
+use jumpstarter_e2e::serial;
 use jumpstarter_e2e::{ConfigCredentials, Lab};
 use jumpstarter_proto::jumpstarter::client::v1::ListExportersRequest;
 use jumpstarter_proto::jumpstarter::client::v1::client_service_client::ClientServiceClient;
@@ -31,12 +31,6 @@ use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Resource};
 use tonic::Code;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 const SHELL_TIMEOUT: Duration = Duration::from_secs(180);
 const ONLINE_TIMEOUT: Duration = Duration::from_secs(90);

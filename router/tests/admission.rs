@@ -1,7 +1,7 @@
 //! Which streams the router admits and how it refuses the others, over real TLS + HTTP/2:
 //! credentials, replay, pairing timeout, limits, message size and shutdown.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! are judged by the new roots (a lease certificate from a newly trusted CA is admitted and
 //! its sessions pair; one from a CA no longer trusted is refused).
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

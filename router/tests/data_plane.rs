@@ -4,7 +4,7 @@
 //! one connection with one stalled, admission refusals and a handshake flood. Every wait is
 //! bounded.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

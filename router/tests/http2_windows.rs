@@ -4,7 +4,7 @@
 //! the WINDOW_UPDATE of stream 0 that raises the connection window from the protocol's
 //! 65,535 bytes.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

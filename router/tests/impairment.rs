@@ -12,7 +12,7 @@
 //! - **Migration.** A client moves its QUIC connection to another local address and port in
 //!   the middle of a transfer.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -7,7 +7,7 @@
 //! an h2 session ends at its lease's end (or later, when a newer token of the lease says the
 //! lease was extended). Every wait is bounded.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};

@@ -3,7 +3,7 @@
 //! malformed message fails its own stream without reaching the peer. Real TLS + HTTP/2 on
 //! loopback, with a client that sends and receives raw message bytes.
 
-mod support;
+use crate::support;
 
 use bytes::{Buf, BufMut, Bytes};
 use support::{TestRouter, WAIT, start};

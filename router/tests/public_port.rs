@@ -5,7 +5,7 @@
 //! within a second. Other connections are served throughout, and refusals are counted in
 //! the metrics.
 
-mod support;
+use crate::support;
 
 use std::future::Future;
 use std::io;

@@ -2,7 +2,7 @@
 //! splicing of session streams, half-close, independent flow control per session,
 //! admission refusals and per-stream header errors. Every wait is bounded.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

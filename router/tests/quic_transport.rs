@@ -11,7 +11,7 @@
 //! Also the fairness of a shared connection: round trips on one session complete while
 //! another session of the same connection moves bulk data.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};

@@ -2,7 +2,7 @@
 //! TLS (h2), without credentials; it advertises the router's services, not the
 //! controller's.
 
-mod support;
+use crate::support;
 
 use support::{WAIT, start};
 use tonic_reflection::pb::v1;

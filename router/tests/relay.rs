@@ -1,7 +1,7 @@
 //! Relaying over real TLS + HTTP/2 on loopback: bulk data, frame types, half-close,
 //! backpressure and a peer that goes away.
 
-mod support;
+use crate::support;
 
 use std::hash::{DefaultHasher, Hasher};
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! and a truncated signature. Each is refused with UNAUTHENTICATED and counted under its
 //! own reason; the router keeps pairing genuine streams.
 
-mod support;
+use crate::support;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use jumpstarter_e2e::{free_port, stdout_of};
 
-mod support;
+use crate::support;
 
 use support::{BIN, ServeProcess};
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use jumpstarter_e2e::{free_port, stdout_of};
 
-mod support;
+use crate::support;
 
 use support::{BIN, ServeProcess};
 

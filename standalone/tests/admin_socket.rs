@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use jumpstarter_e2e::free_port;
 
-mod support;
+use crate::support;
 
 use support::{BIN, ServeProcess};
 

@@ -13,7 +13,7 @@ use jumpstarter_proto::jumpstarter::client::v1::ListExportersRequest;
 use jumpstarter_proto::jumpstarter::client::v1::client_service_client::ClientServiceClient;
 use jumpstarter_testenv::legacy_key;
 
-mod support;
+use crate::support;
 
 use support::{BIN, ServeProcess};
 

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::timeout;
 use tonic::transport::Channel;
 
-mod support;
+use crate::support;
 
 use support::{BIN, ServeProcess};
 

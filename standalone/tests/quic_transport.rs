@@ -14,7 +14,7 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use tokio::time::timeout;
 
-mod support;
+use crate::support;
 
 use support::{BIN, ServeProcess};
 

@@ -11,7 +11,7 @@ use jumpstarter_proto::jumpstarter::client::v1::ListExportersRequest;
 use jumpstarter_proto::jumpstarter::client::v1::client_service_client::ClientServiceClient;
 use tonic::transport::Channel;
 
-mod support;
+use crate::support;
 
 use support::{BIN, ServeProcess};
 

@@ -12,7 +12,7 @@ use jumpstarter_e2e::{ConfigCredentials, free_port, stdout_of};
 use jumpstarter_proto::jumpstarter::client::v1::ListExportersRequest;
 use jumpstarter_proto::jumpstarter::client::v1::client_service_client::ClientServiceClient;
 
-mod support;
+use crate::support;
 
 use support::{BIN, ServeProcess};
 
