@@ -34,6 +34,16 @@ done_step() {
 : "${CARGO_INCREMENTAL:=0}"
 export CARGO_INCREMENTAL
 say "disk: $(free_disk) on the repository's filesystem"
+# What a cold run writes, measured: ~3.5 GiB of Rust build (target/), ~0.7 GiB of fuzzer
+# build and the Python venv in the cache, a few GiB of Go caches while the Kubernetes
+# binaries build (removed afterwards), the image. Below that a run fails part-way, with
+# "No space left on device" or a linker killed by a Bus error; say so now, not 12 min in.
+need_gib=8
+if [ "$(df -Pk "$repo" | awk 'NR==2 { print $4 }')" -lt $((need_gib * 1048576)) ]; then
+  say "WARNING: $(free_disk), a cold run needs about $need_gib GiB: expect a full disk to fail it"
+fi
+# A failed step names the free disk, the first thing to rule out.
+trap 'say "a step failed ($(free_disk))"' ERR
 
 for tool in cargo go python3 openssl curl flock; do
   command -v "$tool" >/dev/null || { echo "FATAL: '$tool' is required but not installed" >&2; exit 1; }
