@@ -237,10 +237,22 @@ impl<S> App<S> {
             expires: expires.unix_timestamp(),
         });
         format!(
-            "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+            "{COOKIE}={value}; Path={}/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+            self.base(),
             self.config.session_ttl.whole_seconds(),
             self.secure()
         )
+    }
+
+    /// The path browsers reach the dashboard under (see [`DashboardSso::base_path`]):
+    /// empty unless single sign-on names a URL with a path.
+    fn base(&self) -> &str {
+        self.config.sso.as_ref().map_or("", |sso| &sso.base_path)
+    }
+
+    /// Back to the dashboard's page.
+    fn home(&self) -> Redirect {
+        Redirect::to(&format!("{}/", self.base()))
     }
 
     fn secure(&self) -> &'static str {
@@ -380,15 +392,16 @@ async fn login<S: Store>(
     }
     tracing::info!(%peer, user = session::TOKEN_USER, "dashboard login");
     let cookie = app.session_cookie(session::TOKEN_USER.to_owned(), Via::Token, Vec::new());
-    ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+    ([(header::SET_COOKIE, cookie)], app.home()).into_response()
 }
 
 async fn logout<S: Store>(State(app): State<Shared<S>>) -> Response {
     let cookie = format!(
-        "{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
+        "{COOKIE}=; Path={}/; HttpOnly; SameSite=Lax; Max-Age=0{}",
+        app.base(),
         app.secure()
     );
-    ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+    ([(header::SET_COOKIE, cookie)], app.home()).into_response()
 }
 
 /// Sends the browser to the identity provider.
@@ -402,7 +415,8 @@ async fn sso_login<S: Store>(
     match sso.start(&app.sealer, OffsetDateTime::now_utc()).await {
         Ok((url, pending)) => {
             let cookie = format!(
-                "{PENDING_COOKIE}={pending}; Path=/oidc; HttpOnly; SameSite=Lax; Max-Age={}{}",
+                "{PENDING_COOKIE}={pending}; Path={}/oidc; HttpOnly; SameSite=Lax; Max-Age={}{}",
+                app.base(),
                 sso::PENDING_TTL.whole_seconds(),
                 app.secure()
             );
@@ -434,7 +448,8 @@ async fn sso_callback<S: Store>(
         return (StatusCode::NOT_FOUND, "single sign-on is not configured").into_response();
     };
     let clear_pending = format!(
-        "{PENDING_COOKIE}=; Path=/oidc; HttpOnly; SameSite=Lax; Max-Age=0{}",
+        "{PENDING_COOKIE}=; Path={}/oidc; HttpOnly; SameSite=Lax; Max-Age=0{}",
+        app.base(),
         app.secure()
     );
     let pending = cookie(&headers, PENDING_COOKIE);
@@ -447,7 +462,7 @@ async fn sso_callback<S: Store>(
             tracing::info!(%peer, user = %identity.username, issuer = %identity.issuer, admin, "dashboard login");
             let groups = sso.relevant_groups(&identity.groups);
             let session = app.session_cookie(identity.username, Via::Sso, groups);
-            let mut response = Redirect::to("/").into_response();
+            let mut response = app.home().into_response();
             let cookies = response.headers_mut();
             for value in [session, clear_pending] {
                 if let Ok(value) = value.parse() {
@@ -515,7 +530,7 @@ async fn end_lease<S: Store>(
         !ended && !release
     })
     .await;
-    outcome(result.map(|_| ()), "end lease", &name, &who, peer)
+    outcome(&app, result.map(|_| ()), "end lease", &name, &who, peer)
 }
 
 async fn set_enabled<S: Store>(
@@ -541,6 +556,7 @@ async fn set_enabled<S: Store>(
     })
     .await;
     outcome(
+        &app,
         result.map(|_| ()),
         &format!("{action} exporter"),
         &name,
@@ -549,7 +565,8 @@ async fn set_enabled<S: Store>(
     )
 }
 
-fn outcome(
+fn outcome<S>(
+    app: &App<S>,
     result: Result<(), crate::store::StoreError>,
     action: &str,
     name: &str,
@@ -559,7 +576,7 @@ fn outcome(
     match result {
         Ok(()) => {
             tracing::info!(%who, %peer, action, object = name, "dashboard action");
-            Redirect::to("/").into_response()
+            app.home().into_response()
         }
         Err(error) => {
             tracing::warn!(%who, %peer, action, object = name, %error, "dashboard action failed");
@@ -621,5 +638,98 @@ mod tests {
         assert_eq!(cookie(&headers, COOKIE), Some("v.t"));
         assert_eq!(cookie(&headers, PENDING_COOKIE), Some("p.q"));
         assert_eq!(cookie(&headers, "jumpstarter"), None);
+    }
+
+    /// One HTTP/1.1 exchange with the dashboard at `addr`; the response's head, lowercased.
+    async fn exchange(addr: SocketAddr, request: String) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut response = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_end(&mut response),
+        )
+        .await
+        .expect("answered in time")
+        .expect("read");
+        let response = String::from_utf8_lossy(&response).to_lowercase();
+        response
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn under_a_path_prefix_redirects_and_cookies_stay_under_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::embedded::EmbeddedStore::open(&dir.path().join("state.redb"))
+            .expect("store");
+        let shutdown = CancellationToken::new();
+        let cache = Arc::new(ReadCache::new(
+            store,
+            Arc::new(crate::service::metrics::ServiceMetrics::default()),
+            shutdown.clone(),
+        ));
+        // An ingress serves the dashboard at https://tools.example/lab/, stripping /lab.
+        let sso = DashboardSso::resolve(
+            &sso::tests::flags(&[
+                "--dashboard-oidc-client-id",
+                "dashboard",
+                "--dashboard-url",
+                "https://tools.example/lab",
+            ]),
+            None,
+            Some(&sso::tests::authenticators(&["https://idp.example"])),
+        )
+        .expect("resolved");
+        let credential = "a-dashboard-credential";
+        let config = DashboardConfig {
+            namespace: "default".into(),
+            token: Arc::from(credential),
+            actions: true,
+            tls: true,
+            sso,
+            session_ttl: time::Duration::hours(1),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(crate::server::http::serve(
+            "dashboard",
+            listener,
+            None,
+            routes(cache, config, shutdown.clone()),
+            shutdown.clone(),
+        ));
+
+        let form = format!("token={credential}");
+        let login = exchange(
+            addr,
+            format!(
+                "POST /login HTTP/1.1\r\nhost: tools.example\r\nconnection: close\r\n\
+                 content-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n{form}",
+                form.len()
+            ),
+        )
+        .await;
+        assert!(login.contains("\r\nlocation: /lab/\r\n"), "{login}");
+        assert!(login.contains("jumpstarter_dashboard="), "{login}");
+        assert!(login.contains("; path=/lab/;"), "{login}");
+        assert!(login.contains("; secure"), "{login}");
+
+        let logout = exchange(
+            addr,
+            "GET /logout HTTP/1.1\r\nhost: tools.example\r\nconnection: close\r\n\r\n".into(),
+        )
+        .await;
+        assert!(logout.contains("\r\nlocation: /lab/\r\n"), "{logout}");
+        assert!(logout.contains("; path=/lab/;"), "{logout}");
+        assert!(logout.contains("max-age=0"), "{logout}");
+
+        shutdown.cancel();
+        server.await.expect("join").expect("served");
     }
 }

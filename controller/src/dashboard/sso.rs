@@ -41,6 +41,10 @@ pub struct DashboardSso {
     pub client_secret: Option<Arc<str>>,
     /// `<dashboard URL>/oidc/callback`.
     pub redirect_uri: String,
+    /// The dashboard URL's path without its trailing slash: empty at a host's root,
+    /// `/lab` when an ingress serves it under that prefix. Redirects and cookie paths
+    /// start with it.
+    pub base_path: String,
     pub scopes: Vec<String>,
     /// Users who may take the admin actions.
     pub admins: Vec<String>,
@@ -62,6 +66,7 @@ impl std::fmt::Debug for DashboardSso {
                 &self.client_secret.as_ref().map(|_| "<redacted>"),
             )
             .field("redirect_uri", &self.redirect_uri)
+            .field("base_path", &self.base_path)
             .field("scopes", &self.scopes)
             .field("admins", &self.admins)
             .field("admin_groups", &self.admin_groups)
@@ -182,6 +187,7 @@ impl DashboardSso {
             client_id,
             client_secret,
             redirect_uri: format!("{url}{CALLBACK_PATH}"),
+            base_path: parsed.path().trim_end_matches('/').to_owned(),
             scopes,
             admins: names(&args.dashboard_admin),
             admin_groups: names(&args.dashboard_admin_group),
@@ -450,7 +456,7 @@ fn id_token(status: http::StatusCode, body: &[u8]) -> Result<String, LoginFailur
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use clap::Parser;
 
     use super::*;
@@ -462,13 +468,13 @@ mod tests {
         sso: DashboardSsoArgs,
     }
 
-    fn flags(args: &[&str]) -> DashboardSsoArgs {
+    pub(crate) fn flags(args: &[&str]) -> DashboardSsoArgs {
         Flags::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
             .expect("flags")
             .sso
     }
 
-    fn authenticators(issuers: &[&str]) -> Authenticators {
+    pub(crate) fn authenticators(issuers: &[&str]) -> Authenticators {
         let configs: Vec<serde_json::Value> = issuers
             .iter()
             .map(|url| {
@@ -518,6 +524,7 @@ mod tests {
         .expect("configured");
         assert_eq!(sso.issuer, "https://idp.example");
         assert_eq!(sso.redirect_uri, "http://127.0.0.1:8084/oidc/callback");
+        assert_eq!(sso.base_path, "");
         assert_eq!(sso.scopes, ["openid", "profile", "groups"]);
         assert_eq!(sso.admins, ["sso:alice", "sso:bob"]);
         assert!(sso.client_secret.is_none());
@@ -535,6 +542,23 @@ mod tests {
         .expect("resolved")
         .expect("configured");
         assert_eq!(sso.redirect_uri, "https://lab.example/oidc/callback");
+        assert_eq!(sso.base_path, "");
+        // Under a path prefix (an ingress serving it at /lab): the callback and the base
+        // of redirects and cookies are under it.
+        let sso = DashboardSso::resolve(
+            &flags(&[
+                "--dashboard-oidc-client-id",
+                "dashboard",
+                "--dashboard-url",
+                "https://tools.example/lab/",
+            ]),
+            None,
+            Some(&jwt),
+        )
+        .expect("resolved")
+        .expect("configured");
+        assert_eq!(sso.redirect_uri, "https://tools.example/lab/oidc/callback");
+        assert_eq!(sso.base_path, "/lab");
     }
 
     #[test]

@@ -76,8 +76,10 @@ pub struct DashboardSsoArgs {
     )]
     pub dashboard_oidc_scopes: Vec<String>,
     /// The dashboard's address as browsers reach it (the redirect URI is this plus
-    /// `/oidc/callback`), e.g. `https://lab.example.com` behind an ingress [default:
-    /// `http(s)://<--dashboard-listen>`, which must then be a specific address].
+    /// `/oidc/callback`), e.g. `https://lab.example.com` behind an ingress, or
+    /// `https://tools.example.com/lab` under a path the ingress strips (redirects and
+    /// cookies stay under it) [default: `http(s)://<--dashboard-listen>`, which must then
+    /// be a specific address].
     #[arg(long, env = "JUMPSTARTER_DASHBOARD_URL")]
     pub dashboard_url: Option<String>,
     /// A user who may take the admin actions (with `--dashboard-actions`): a username as
