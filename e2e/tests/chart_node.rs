@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use jumpstarter_e2e::lease::{exporter_of, is_ready};
 use jumpstarter_e2e::node::{NodePorts, Release, restarts};
-use jumpstarter_e2e::serial;
-use jumpstarter_e2e::{ECHO_SCRIPT, Proc, SESSION_SCRIPT, bin_path, metric_sum, venv, wait_output};
+use jumpstarter_e2e::{
+    ECHO_SCRIPT, Proc, SESSION_SCRIPT, bin_path, metric_sum, serial, venv, wait_output,
+};
 
 const ONLINE_TIMEOUT: Duration = Duration::from_secs(120);
 const SHELL_TIMEOUT: Duration = Duration::from_secs(240);

@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use jumpstarter_e2e::lease::is_ready;
-use jumpstarter_e2e::serial;
-use jumpstarter_e2e::{Lab, Mode, free_port};
+use jumpstarter_e2e::{Lab, Mode, free_port, serial};
 use jumpstarter_testenv::oidc::{Dex, DexOptions, DexUser, DexWebClient};
 
 /// One browser at a time: Chromium needs the CPU.

@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 use jumpstarter_e2e::control_plane::PrivateControlPlane;
 use jumpstarter_e2e::lease::{exporter_of, is_ended, is_ready};
 use jumpstarter_e2e::netns::Netns;
-use jumpstarter_e2e::serial;
-use jumpstarter_e2e::{Lab, Proc, SESSION_SCRIPT, venv, wait_output};
+use jumpstarter_e2e::{Lab, Proc, SESSION_SCRIPT, serial, venv, wait_output};
 
 /// How long a started exporter may take to come online (a cold Python start on a busy
 /// machine).

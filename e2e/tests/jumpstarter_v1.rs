@@ -7,8 +7,7 @@
 use std::time::{Duration, Instant};
 
 use jumpstarter_e2e::lease::{exporter_of, is_ended, is_ready};
-use jumpstarter_e2e::serial;
-use jumpstarter_e2e::{Lab, Mode, RawClient};
+use jumpstarter_e2e::{Lab, Mode, RawClient, serial};
 use jumpstarter_proto::jumpstarter::v1::DialRequest;
 use jumpstarter_proto::jumpstarter::v1::controller_service_client::ControllerServiceClient;
 

@@ -19,8 +19,7 @@ use jumpstarter_e2e::lease::{exporter_of, is_ended, is_ready};
 use jumpstarter_e2e::replicas::{
     Balancer, Replica, leader, point_config_at, replica_args, start_replica, wait_leader,
 };
-use jumpstarter_e2e::serial;
-use jumpstarter_e2e::{Lab, Proc, RawClient, SESSION_SCRIPT, Signal, venv, wait_output};
+use jumpstarter_e2e::{Lab, Proc, RawClient, SESSION_SCRIPT, Signal, serial, venv, wait_output};
 use jumpstarter_proto::jumpstarter::client::v1 as client_pb;
 use jumpstarter_proto::jumpstarter::client::v1::client_service_client::ClientServiceClient;
 use jumpstarter_proto::jumpstarter::v1::DialRequest;

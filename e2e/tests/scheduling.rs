@@ -10,8 +10,7 @@
 use std::time::{Duration, Instant};
 
 use jumpstarter_e2e::lease::{exporter_of, is_ended, is_ready};
-use jumpstarter_e2e::serial;
-use jumpstarter_e2e::{Lab, Mode};
+use jumpstarter_e2e::{Lab, Mode, serial};
 
 const SHELL_TIMEOUT: Duration = Duration::from_secs(180);
 const ONLINE_TIMEOUT: Duration = Duration::from_secs(90);

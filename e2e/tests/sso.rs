@@ -18,8 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use jumpstarter_e2e::serial;
-use jumpstarter_e2e::{ConfigCredentials, Lab, Mode, Output};
+use jumpstarter_e2e::{ConfigCredentials, Lab, Mode, Output, serial};
 use jumpstarter_proto::jumpstarter::client::v1::ListExportersRequest;
 use jumpstarter_proto::jumpstarter::client::v1::client_service_client::ClientServiceClient;
 use jumpstarter_testenv::oidc::{Dex, DexOptions, DexUser};

@@ -19,8 +19,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use jumpstarter_controller::crd::{Client, ClientSpec, Exporter, ExporterSpec};
-use jumpstarter_e2e::serial;
-use jumpstarter_e2e::{ConfigCredentials, Lab};
+use jumpstarter_e2e::{ConfigCredentials, Lab, serial};
 use jumpstarter_proto::jumpstarter::client::v1::ListExportersRequest;
 use jumpstarter_proto::jumpstarter::client::v1::client_service_client::ClientServiceClient;
 use jumpstarter_testenv::TestEnv;
