@@ -236,11 +236,16 @@ impl<S> App<S> {
             groups,
             expires: expires.unix_timestamp(),
         });
+        self.set_cookie(COOKIE, &value, "/", self.config.session_ttl.whole_seconds())
+    }
+
+    /// A `Set-Cookie` value: `name=value` under `path` of the dashboard's base, HttpOnly and
+    /// SameSite=Lax, Secure over HTTPS; `max_age` 0 clears it.
+    fn set_cookie(&self, name: &str, value: &str, path: &str, max_age: i64) -> String {
         format!(
-            "{COOKIE}={value}; Path={}/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+            "{name}={value}; Path={}{path}; HttpOnly; SameSite=Lax; Max-Age={max_age}{}",
             self.base(),
-            self.config.session_ttl.whole_seconds(),
-            self.secure()
+            if self.config.tls { "; Secure" } else { "" }
         )
     }
 
@@ -253,10 +258,6 @@ impl<S> App<S> {
     /// Back to the dashboard's page.
     fn home(&self) -> Redirect {
         Redirect::to(&format!("{}/", self.base()))
-    }
-
-    fn secure(&self) -> &'static str {
-        if self.config.tls { "; Secure" } else { "" }
     }
 }
 
@@ -396,11 +397,7 @@ async fn login<S: Store>(
 }
 
 async fn logout<S: Store>(State(app): State<Shared<S>>) -> Response {
-    let cookie = format!(
-        "{COOKIE}=; Path={}/; HttpOnly; SameSite=Lax; Max-Age=0{}",
-        app.base(),
-        app.secure()
-    );
+    let cookie = app.set_cookie(COOKIE, "", "/", 0);
     ([(header::SET_COOKIE, cookie)], app.home()).into_response()
 }
 
@@ -414,11 +411,11 @@ async fn sso_login<S: Store>(
     };
     match sso.start(&app.sealer, OffsetDateTime::now_utc()).await {
         Ok((url, pending)) => {
-            let cookie = format!(
-                "{PENDING_COOKIE}={pending}; Path={}/oidc; HttpOnly; SameSite=Lax; Max-Age={}{}",
-                app.base(),
+            let cookie = app.set_cookie(
+                PENDING_COOKIE,
+                &pending,
+                "/oidc",
                 sso::PENDING_TTL.whole_seconds(),
-                app.secure()
             );
             (
                 StatusCode::SEE_OTHER,
@@ -447,11 +444,7 @@ async fn sso_callback<S: Store>(
     let Some(sso) = &app.sso else {
         return (StatusCode::NOT_FOUND, "single sign-on is not configured").into_response();
     };
-    let clear_pending = format!(
-        "{PENDING_COOKIE}=; Path={}/oidc; HttpOnly; SameSite=Lax; Max-Age=0{}",
-        app.base(),
-        app.secure()
-    );
+    let clear_pending = app.set_cookie(PENDING_COOKIE, "", "/oidc", 0);
     let pending = cookie(&headers, PENDING_COOKIE);
     match sso
         .finish(&app.sealer, &callback, pending, OffsetDateTime::now_utc())
